@@ -1,0 +1,63 @@
+# xedge — see README.md. `make run` and `make test` are the two commands that matter.
+SHELL := /bin/bash
+GO ?= go
+export PATH := /usr/local/go/bin:$(PATH)
+export GOFLAGS := -buildvcs=false
+VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -s -w -X xedge/xmppd/version.Version=$(VERSION)
+BIN := bin
+# Fuzz time per target in `make test` (CI budget); raise it locally with FUZZTIME=5m.
+FUZZTIME ?= 10s
+
+.PHONY: all setup build run test test-unit test-integration test-vm fuzz lint image bench clean
+
+all: build
+
+setup:
+	build/setup.sh test
+
+build:
+	@mkdir -p $(BIN)
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./xmppd/cmd/xmppd ./xmppd/cmd/xmppctl ./build/cmd/xedge
+	@if [ -d init/cmd/init ] && ls init/cmd/init/*.go >/dev/null 2>&1; then \
+	  CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/init ./init/cmd/init; fi
+
+# Runs xmppd in the foreground with embedded defaults (domain localhost, data under ./var).
+run: build
+	@build/setup.sh base >/dev/null
+	$(BIN)/xmppd --data ./var
+
+# Every tier: unit (race), integration (root, namespaces, real daemons), VM (qemu), fuzz smoke.
+test: setup build test-unit test-integration test-vm fuzz
+
+test-unit:
+	$(GO) test -race -count=1 ./...
+
+test-integration: build
+	$(GO) test -tags integration -count=1 -p 1 -timeout 20m ./...
+
+test-vm: build
+	$(GO) test -tags vmtest -count=1 -p 1 -timeout 15m ./...
+
+# Each fuzz target runs briefly; the list is every Fuzz* function in the tree.
+fuzz:
+	@set -e; for f in $$(grep -rl --include='*_test.go' '^func Fuzz' . | xargs -n1 dirname | sort -u); do \
+	  for t in $$(grep -h '^func Fuzz' $$f/*_test.go | sed 's/func \(Fuzz[A-Za-z0-9_]*\).*/\1/'); do \
+	    echo "fuzz $$f $$t"; $(GO) test -run='^$$' -fuzz="^$$t\$$" -fuzztime=$(FUZZTIME) $$f || exit 1; \
+	  done; done
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	$(GO) vet -tags integration ./...
+	$(GO) vet -tags vmtest ./...
+
+image: build
+	$(BIN)/xedge image
+
+bench: build
+	build/setup.sh bench
+	$(GO) run ./bench/cmd/bench
+
+clean:
+	rm -rf $(BIN) out

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# build/setup.sh — installs everything xedge's build, tests and benchmarks need on
+# Debian 12, idempotently. Run as root (CI does); `make setup` calls it, and so do
+# `make run`, `make test` and `make bench` before they start.
+#
+# Usage: build/setup.sh [test|bench|all]   (default: test)
+set -euo pipefail
+
+want=${1:-test}
+
+# Packages per purpose. Keep each list sorted; say in the commit why one was added.
+base_pkgs=(ca-certificates cpio git iproute2 iptables make openssl procps psmisc util-linux xz-utils)
+test_pkgs=(bind9 bind9-dnsutils dnsmasq-base ipxe-qemu libiscsi-bin linux-image-amd64
+           python3 python3-slixmpp qemu-system-x86 tgt)
+bench_pkgs=(ejabberd prosody python3-matplotlib tsung)
+
+pkgs=("${base_pkgs[@]}")
+case "$want" in
+  test) pkgs+=("${test_pkgs[@]}") ;;
+  bench) pkgs+=("${test_pkgs[@]}" "${bench_pkgs[@]}") ;;
+  all) pkgs+=("${test_pkgs[@]}" "${bench_pkgs[@]}") ;;
+  base) ;;
+  *) echo "setup.sh: unknown target $want (test|bench|all|base)" >&2; exit 2 ;;
+esac
+
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" != 0 ]; then
+    echo "setup.sh: missing Debian packages: ${missing[*]} (run as root to install them)" >&2
+    exit 1
+  fi
+  echo "setup.sh: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  # Daemons from these packages must not start on install: tests and benchmarks
+  # start their own instances on loopback ports.
+  policy=/usr/sbin/policy-rc.d
+  restore_policy=0
+  if [ ! -e "$policy" ]; then printf '#!/bin/sh\nexit 101\n' >"$policy"; chmod 755 "$policy"; restore_policy=1; fi
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  [ "$restore_policy" = 1 ] && rm -f "$policy"
+fi
+
+# Go modules (the module proxy is reachable; the build cache makes this cheap).
+if command -v go >/dev/null 2>&1; then
+  go mod download
+fi
+echo "setup.sh: ok ($want)"

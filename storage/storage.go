@@ -1,0 +1,209 @@
+// Package storage owns xedge's tables: the API xmppd's modules use, and its
+// implementations.
+//
+// # The API
+//
+// A Store holds named tables of two kinds:
+//
+//   - Durable tables (Store.Durable) hold account data: users, rosters, offline
+//     messages, vCards, private XML, block lists, cluster config. Each is declared
+//     once with a TableSpec whose Copy is Disc (default: kept on the node's block
+//     device and replicated) or RAM (replicated, never written to disk, empty after
+//     a full-cluster restart — Mnesia's ram_copies). Reads are local and never block
+//     on the network. Writes are batches applied atomically, in one order on every
+//     node; Apply returns once the batch is committed (single node: persisted; with
+//     raft: committed by a quorum and applied locally, so a read after Apply sees it).
+//
+//   - Ephemeral tables (Store.Ephemeral) hold node-owned soft state: sessions,
+//     routes, presence. Each node writes only its own rows, tagged with node ID and
+//     incarnation; reads return the rows of every live node. When a node dies its
+//     rows disappear everywhere. They never touch raft or disk.
+//
+// Keys are strings and values opaque bytes; modules encode their own records. Keys
+// sort bytewise and Scan walks a prefix in key order, so modules build composite keys
+// such as "alice@example.org\x00bob@example.org".
+//
+// # Errors
+//
+// ErrConflict: a Cond in the batch did not hold (nothing was applied).
+// ErrUnavailable: the write could not be committed now (no leader, no quorum, store
+// stopped, or read-only mode during storage loss); the caller answers the client
+// with a <wait/> error and may retry. Every other error is a bug or corruption and
+// is wrapped with %w.
+//
+// # Implementations
+//
+// storage.Open selects one: the single-node store (package storage/local: RAM copy
+// plus an append-only log and snapshots under --data), or the raft-replicated store
+// (issue 6) behind the same interface, so xmppd's modules never change.
+//
+// storage must not import xmppd, iscsi or init; it knows a block device only through
+// the BlockDevice interface below.
+package storage
+
+import (
+	"context"
+	"errors"
+)
+
+// CopyType says where a durable table's replicas live, as Mnesia's copy types do.
+type CopyType int
+
+const (
+	// Disc tables are replicated and persisted on each node's block device.
+	Disc CopyType = iota
+	// RAM tables are replicated but never persisted.
+	RAM
+)
+
+func (c CopyType) String() string {
+	switch c {
+	case Disc:
+		return "disc"
+	case RAM:
+		return "ram"
+	}
+	return "unknown"
+}
+
+// TableSpec declares a durable table.
+type TableSpec struct {
+	Name string
+	Copy CopyType
+}
+
+// CondKind is a precondition on a key, checked atomically with the batch.
+type CondKind int
+
+const (
+	// CondNone: no precondition.
+	CondNone CondKind = iota
+	// CondAbsent: the key must not exist.
+	CondAbsent
+	// CondPresent: the key must exist.
+	CondPresent
+)
+
+// OpKind is what an Op does.
+type OpKind int
+
+const (
+	OpPut OpKind = iota
+	OpDelete
+	// OpDeletePrefix deletes every key of Table beginning with Key.
+	OpDeletePrefix
+)
+
+// Op is one write in a batch.
+type Op struct {
+	Kind  OpKind
+	Table string
+	Key   string
+	Value []byte
+	Cond  CondKind
+}
+
+// Put returns a put op.
+func Put(table, key string, value []byte) Op {
+	return Op{Kind: OpPut, Table: table, Key: key, Value: value}
+}
+
+// Delete returns a delete op.
+func Delete(table, key string) Op { return Op{Kind: OpDelete, Table: table, Key: key} }
+
+// DeletePrefix returns an op deleting every key with the prefix.
+func DeletePrefix(table, prefix string) Op {
+	return Op{Kind: OpDeletePrefix, Table: table, Key: prefix}
+}
+
+// If returns op with a precondition.
+func (o Op) If(c CondKind) Op { o.Cond = c; return o }
+
+var (
+	// ErrConflict means a precondition failed; nothing in the batch was applied.
+	ErrConflict = errors.New("storage: precondition failed")
+	// ErrUnavailable means the write cannot be committed now; retry later.
+	ErrUnavailable = errors.New("storage: unavailable")
+	// ErrNoTable means the table was not declared.
+	ErrNoTable = errors.New("storage: no such table")
+)
+
+// Store is the API xmppd uses. Implementations are safe for concurrent use.
+type Store interface {
+	// Declare makes sure a durable table exists with the given spec. Declaring an
+	// existing table again is a no-op; changing its copy type is allowed.
+	Declare(ctx context.Context, spec TableSpec) error
+	// Durable returns a read handle on a declared durable table.
+	Durable(name string) (Table, error)
+	// Apply commits a batch atomically (see the package doc).
+	Apply(ctx context.Context, ops ...Op) error
+	// Ephemeral returns this node's view of a node-owned table, creating it.
+	Ephemeral(name string) Ephemeral
+	// Tables describes every table, for `xmppctl tables`.
+	Tables() []TableInfo
+	// Status describes the store, for `xmppctl storage`.
+	Status() Status
+}
+
+// Table reads one durable table. Reads are local.
+type Table interface {
+	Get(key string) (value []byte, ok bool, err error)
+	// Scan calls fn for each key with the prefix, in key order, until fn returns false.
+	Scan(prefix string, fn func(key string, value []byte) bool) error
+	// Count returns how many keys have the prefix.
+	Count(prefix string) (int, error)
+}
+
+// Row is one node's row in an ephemeral table.
+type Row struct {
+	Key         string
+	Node        string
+	Incarnation uint64
+	Value       []byte
+}
+
+// Ephemeral is a node-owned soft-state table.
+type Ephemeral interface {
+	// Put writes this node's row for key.
+	Put(key string, value []byte)
+	// Delete removes this node's row for key.
+	Delete(key string)
+	// Get returns every live node's row for key.
+	Get(key string) []Row
+	// Scan calls fn for each row whose key has the prefix, until fn returns false.
+	Scan(prefix string, fn func(Row) bool)
+}
+
+// TableInfo is one line of `xmppctl tables`.
+type TableInfo struct {
+	Name     string            `json:"name"`
+	Kind     string            `json:"kind"` // "durable" or "ephemeral"
+	Copy     string            `json:"copy"` // "disc", "ram" (durable) or "node" (ephemeral)
+	Keys     int               `json:"keys"`
+	Bytes    int64             `json:"bytes"`
+	Replicas map[string]string `json:"replicas,omitempty"` // node -> state
+}
+
+// Status is `xmppctl storage`.
+type Status struct {
+	Mode       string `json:"mode"` // "durable", "ram-only", "degraded-ram", "read-only"
+	Backend    string `json:"backend"`
+	Generation uint64 `json:"generation"`
+	Node       string `json:"node"`
+	Leader     string `json:"leader,omitempty"`
+	Role       string `json:"role,omitempty"` // voter, nonvoter, witness
+	AppliedIdx uint64 `json:"applied_index"`
+	LagEntries uint64 `json:"lag_entries"`
+	Detail     string `json:"detail,omitempty"`
+}
+
+// BlockDevice is the only thing storage knows of a disk or LUN. iscsi.Device and a
+// file both satisfy it (storage/blockdev has the file one).
+type BlockDevice interface {
+	ReadAt(p []byte, off int64) (int, error)
+	WriteAt(p []byte, off int64) (int, error)
+	// Sync makes every completed WriteAt durable.
+	Sync() error
+	Size() int64
+	BlockSize() int
+}
