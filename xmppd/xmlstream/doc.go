@@ -9,7 +9,8 @@
 // violations are returned as *Error values whose Condition names the stream error
 // the caller must send (not-well-formed, restricted-xml, policy-violation, ...).
 //
-// It must not import anything from xmppd: it knows XML, not XMPP semantics.//
+// It must not import anything from xmppd: it knows XML, not XMPP semantics.
+//
 // ENGINEERS WORKING ON THIS PACKAGE NOW: read /work/main/TEAM.md first (commit rules,
 // build tags, deadline 02:05 UTC, what not to touch). Remove this note when you have.
 package xmlstream
