@@ -1,0 +1,214 @@
+// Package accounts is xmppd's user database: one row per user in the durable table
+// "users", holding only salted SCRAM keys (salt, iteration count, StoredKey,
+// ServerKey) for SHA-1 and SHA-256, never the password. It implements
+// module.Accounts and gives the SASL code the keys it needs.
+//
+// It owns the "users" table; it must not import c2s, router, server or any module.
+package accounts
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"xedge/storage"
+	"xedge/xmppd/internal/scram"
+	"xedge/xmppd/jid"
+)
+
+// Table is the durable table holding users.
+const Table = "users"
+
+// ErrInvalidUser is returned for a username that is not a valid localpart.
+var ErrInvalidUser = errors.New("accounts: invalid username")
+
+// ErrNoUser is returned by SetPassword and Delete for an unknown user.
+var ErrNoUser = errors.New("accounts: no such user")
+
+// Record is what the users table stores for one user.
+type Record struct {
+	SHA1   scram.Keys `json:"scram_sha1"`
+	SHA256 scram.Keys `json:"scram_sha256"`
+}
+
+// Keys returns the keys for a SCRAM mechanism name.
+func (r Record) Keys(mech string) scram.Keys {
+	if mech == scram.SHA1 {
+		return r.SHA1
+	}
+	return r.SHA256
+}
+
+// Accounts implements module.Accounts over a storage.Store.
+type Accounts struct {
+	store      storage.Store
+	domain     string
+	iterations int
+	onRemoved  func(ctx context.Context, user string)
+}
+
+// New returns the accounts of domain; onRemoved (may be nil) runs after a delete.
+func New(store storage.Store, domain string, onRemoved func(ctx context.Context, user string)) *Accounts {
+	return &Accounts{store: store, domain: domain, iterations: scram.DefaultIterations, onRemoved: onRemoved}
+}
+
+// Start declares the users table.
+func (a *Accounts) Start(ctx context.Context) error {
+	if err := a.store.Declare(ctx, storage.TableSpec{Name: Table, Copy: storage.Disc}); err != nil {
+		return fmt.Errorf("accounts: declare: %w", err)
+	}
+	return nil
+}
+
+// Stop does nothing; the store is closed by its owner.
+func (a *Accounts) Stop(context.Context) error { return nil }
+
+// Normalize prepares a username as a JID localpart.
+func (a *Accounts) Normalize(user string) (string, error) {
+	if user == "" {
+		return "", ErrInvalidUser
+	}
+	j, err := jid.New(user, a.domain, "")
+	if err != nil {
+		return "", fmt.Errorf("%w: %v", ErrInvalidUser, err)
+	}
+	return j.Local, nil
+}
+
+// Get returns a user's record.
+func (a *Accounts) Get(user string) (Record, bool, error) {
+	t, err := a.store.Durable(Table)
+	if err != nil {
+		return Record{}, false, fmt.Errorf("accounts: %w", err)
+	}
+	v, ok, err := t.Get(user)
+	if err != nil || !ok {
+		return Record{}, false, err
+	}
+	var r Record
+	if err := json.Unmarshal(v, &r); err != nil {
+		return Record{}, false, fmt.Errorf("accounts: decode %q: %w", user, err)
+	}
+	return r, true, nil
+}
+
+// Lookup returns the SCRAM lookup function for mech, for scram.NewServer.
+func (a *Accounts) Lookup(mech string) scram.Lookup {
+	return func(user string) (scram.Keys, bool, error) {
+		u, err := a.Normalize(user)
+		if err != nil {
+			return scram.Keys{}, false, nil
+		}
+		r, ok, err := a.Get(u)
+		if err != nil || !ok {
+			return scram.Keys{}, false, err
+		}
+		return r.Keys(mech), true, nil
+	}
+}
+
+// CheckPassword verifies a plaintext password (SASL PLAIN) and returns the prepared user.
+func (a *Accounts) CheckPassword(user, password string) (string, bool, error) {
+	u, err := a.Normalize(user)
+	if err != nil {
+		return "", false, nil
+	}
+	r, ok, err := a.Get(u)
+	if err != nil || !ok {
+		return u, false, err
+	}
+	return u, r.SHA256.Verify(scram.SHA256, password), nil
+}
+
+func (a *Accounts) record(password string) ([]byte, error) {
+	if password == "" {
+		return nil, errors.New("accounts: empty password")
+	}
+	k1, err := scram.Derive(scram.SHA1, password, a.iterations)
+	if err != nil {
+		return nil, err
+	}
+	k256, err := scram.Derive(scram.SHA256, password, a.iterations)
+	if err != nil {
+		return nil, err
+	}
+	return json.Marshal(Record{SHA1: k1, SHA256: k256})
+}
+
+// Exists reports whether user exists.
+func (a *Accounts) Exists(_ context.Context, user string) (bool, error) {
+	u, err := a.Normalize(user)
+	if err != nil {
+		return false, nil
+	}
+	_, ok, err := a.Get(u)
+	return ok, err
+}
+
+// Create adds a user; an existing user yields an error wrapping storage.ErrConflict.
+func (a *Accounts) Create(ctx context.Context, user, password string) error {
+	u, err := a.Normalize(user)
+	if err != nil {
+		return err
+	}
+	rec, err := a.record(password)
+	if err != nil {
+		return err
+	}
+	if err := a.store.Apply(ctx, storage.Put(Table, u, rec).If(storage.CondAbsent)); err != nil {
+		if errors.Is(err, storage.ErrConflict) {
+			return fmt.Errorf("accounts: user %q exists: %w", u, err)
+		}
+		return fmt.Errorf("accounts: create %q: %w", u, err)
+	}
+	return nil
+}
+
+// SetPassword replaces a user's keys.
+func (a *Accounts) SetPassword(ctx context.Context, user, password string) error {
+	u, err := a.Normalize(user)
+	if err != nil {
+		return err
+	}
+	rec, err := a.record(password)
+	if err != nil {
+		return err
+	}
+	if err := a.store.Apply(ctx, storage.Put(Table, u, rec).If(storage.CondPresent)); err != nil {
+		if errors.Is(err, storage.ErrConflict) {
+			return fmt.Errorf("%w: %q", ErrNoUser, u)
+		}
+		return fmt.Errorf("accounts: set password %q: %w", u, err)
+	}
+	return nil
+}
+
+// Delete removes a user and then runs the removal callback.
+func (a *Accounts) Delete(ctx context.Context, user string) error {
+	u, err := a.Normalize(user)
+	if err != nil {
+		return err
+	}
+	if err := a.store.Apply(ctx, storage.Delete(Table, u).If(storage.CondPresent)); err != nil {
+		if errors.Is(err, storage.ErrConflict) {
+			return fmt.Errorf("%w: %q", ErrNoUser, u)
+		}
+		return fmt.Errorf("accounts: delete %q: %w", u, err)
+	}
+	if a.onRemoved != nil {
+		a.onRemoved(ctx, u)
+	}
+	return nil
+}
+
+// List returns every user in key order.
+func (a *Accounts) List(context.Context) ([]string, error) {
+	t, err := a.store.Durable(Table)
+	if err != nil {
+		return nil, fmt.Errorf("accounts: %w", err)
+	}
+	var out []string
+	err = t.Scan("", func(k string, _ []byte) bool { out = append(out, k); return true })
+	return out, err
+}

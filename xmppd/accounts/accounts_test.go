@@ -1,0 +1,66 @@
+package accounts
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+
+	"xedge/storage"
+	"xedge/xmppd/internal/memstore"
+	"xedge/xmppd/internal/scram"
+)
+
+func TestAccounts(t *testing.T) {
+	ctx := context.Background()
+	st := memstore.New("n1")
+	var removed []string
+	a := New(st, "localhost", func(_ context.Context, u string) { removed = append(removed, u) })
+	if err := a.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Create(ctx, "Alice", "secret"); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Create(ctx, "alice", "x"); !errors.Is(err, storage.ErrConflict) {
+		t.Fatalf("dup: %v", err)
+	}
+	if err := a.Create(ctx, "bad@user", "x"); !errors.Is(err, ErrInvalidUser) {
+		t.Fatalf("invalid: %v", err)
+	}
+	tb, _ := st.Durable(Table)
+	v, _, _ := tb.Get("alice")
+	if strings.Contains(string(v), "secret") {
+		t.Fatal("password stored")
+	}
+	if u, ok, _ := a.CheckPassword("ALICE", "secret"); !ok || u != "alice" {
+		t.Fatal("check")
+	}
+	if _, ok, _ := a.CheckPassword("alice", "nope"); ok {
+		t.Fatal("wrong password accepted")
+	}
+	if err := a.SetPassword(ctx, "alice", "new"); err != nil {
+		t.Fatal(err)
+	}
+	k, ok, _ := a.Lookup(scram.SHA1)("alice")
+	if !ok || !k.Verify(scram.SHA1, "new") {
+		t.Fatal("sha1 keys after passwd")
+	}
+	if err := a.SetPassword(ctx, "bob", "x"); !errors.Is(err, ErrNoUser) {
+		t.Fatalf("passwd unknown: %v", err)
+	}
+	l, _ := a.List(ctx)
+	if len(l) != 1 || l[0] != "alice" {
+		t.Fatal(l)
+	}
+	if err := a.Delete(ctx, "alice"); err != nil || len(removed) != 1 {
+		t.Fatal(err, removed)
+	}
+	if err := a.Delete(ctx, "alice"); !errors.Is(err, ErrNoUser) {
+		t.Fatal(err)
+	}
+	st.SetFail(storage.ErrUnavailable)
+	if err := a.Create(ctx, "carol", "x"); !errors.Is(err, storage.ErrUnavailable) {
+		t.Fatalf("unavailable: %v", err)
+	}
+}
