@@ -11,6 +11,7 @@ package module
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 
 	"xedge/storage"
@@ -194,4 +195,16 @@ func Error(st *xmlstream.Element, typ, cond, text string) *xmlstream.Element {
 	r.RemoveChildren("", "error")
 	r.Append(e)
 	return r
+}
+
+// StoreError returns the error reply for st when a storage write or read failed
+// (xmppd's rule for every module and the core): storage.ErrUnavailable (no quorum,
+// read-only, store stopped) becomes <resource-constraint/> of type wait — the client
+// may retry later — and any other error <internal-server-error/> of type wait.
+// Nothing is stored and the server keeps serving; log the cause once.
+func StoreError(st *xmlstream.Element, err error) *xmlstream.Element {
+	if errors.Is(err, storage.ErrUnavailable) {
+		return Error(st, ErrWait, "resource-constraint", "storage unavailable, retry later")
+	}
+	return Error(st, ErrWait, "internal-server-error", "")
 }
