@@ -1,0 +1,514 @@
+// Package router is xmppd's session manager and stanza router, and the module.Host
+// the feature modules run against: the table of bound local sessions (mirrored into
+// the storage ephemeral table "session" so other nodes see them), resource conflicts
+// (a new binding of a full JID replaces the older session), the delivery rules of
+// RFC 6121 §8 for messages, presences and IQs to bare and full JIDs with priorities,
+// IQ dispatch to module handlers, hooks, and the errors for unknown users, other
+// domains and unknown namespaces.
+//
+// It owns routing decisions only; it must not import c2s, server, admin or any
+// module. Streams reach it through module.Session.
+package router
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"sort"
+	"sync"
+	"time"
+
+	"xedge/storage"
+	"xedge/xmppd/jid"
+	"xedge/xmppd/module"
+	"xedge/xmppd/xmlstream"
+)
+
+// SessionTable is the ephemeral storage table listing bound sessions by full JID.
+const SessionTable = "session"
+
+// SessionInfo describes a session for the admin interface.
+type SessionInfo struct {
+	JID      string    `json:"jid"`
+	ID       string    `json:"id"`
+	Node     string    `json:"node,omitempty"`
+	Addr     string    `json:"addr,omitempty"`
+	Since    time.Time `json:"since"`
+	TLS      bool      `json:"tls"`
+	Mech     string    `json:"mechanism,omitempty"`
+	Priority int       `json:"priority"`
+	SM       bool      `json:"sm"`
+	Detached bool      `json:"detached,omitempty"`
+	CSI      string    `json:"csi,omitempty"`
+}
+
+// Describer is implemented by sessions that can describe themselves.
+type Describer interface{ Info() SessionInfo }
+
+// Config is what a Router needs.
+type Config struct {
+	Domain   string
+	Node     string
+	Store    storage.Store
+	Accounts module.Accounts
+	Logger   *slog.Logger
+}
+
+type hook struct {
+	prio int
+	seq  int
+	fn   module.HookFunc
+}
+
+// Router implements module.Host.
+type Router struct {
+	cfg Config
+	log *slog.Logger
+	eph storage.Ephemeral
+
+	mu       sync.RWMutex
+	sessions map[string]map[string]module.Session // bare JID -> resource -> session
+	iq       map[string]module.IQHandler
+	hooks    map[module.Event][]hook
+	hookSeq  int
+	features []module.FeatureFunc
+	disco    []string
+}
+
+// New returns a router.
+func New(cfg Config) *Router {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return &Router{
+		cfg: cfg, log: cfg.Logger.With("component", "router"),
+		eph:      cfg.Store.Ephemeral(SessionTable),
+		sessions: map[string]map[string]module.Session{},
+		iq:       map[string]module.IQHandler{},
+		hooks:    map[module.Event][]hook{},
+	}
+}
+
+// SetAccounts sets the accounts after construction (they need the router for hooks).
+func (r *Router) SetAccounts(a module.Accounts) { r.cfg.Accounts = a }
+
+// Domain implements module.Host.
+func (r *Router) Domain() string { return r.cfg.Domain }
+
+// Store implements module.Host.
+func (r *Router) Store() storage.Store { return r.cfg.Store }
+
+// Accounts implements module.Host.
+func (r *Router) Accounts() module.Accounts { return r.cfg.Accounts }
+
+// Logger implements module.Host.
+func (r *Router) Logger() *slog.Logger { return r.cfg.Logger }
+
+// HandleIQ implements module.Host.
+func (r *Router) HandleIQ(ns string, h module.IQHandler) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, dup := r.iq[ns]; dup {
+		r.log.Warn("IQ handler registered twice; the later one wins", "ns", ns)
+	}
+	r.iq[ns] = h
+}
+
+// Hook implements module.Host.
+func (r *Router) Hook(ev module.Event, prio int, fn module.HookFunc) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.hookSeq++
+	hs := append(r.hooks[ev], hook{prio, r.hookSeq, fn})
+	sort.SliceStable(hs, func(i, j int) bool { return hs[i].prio < hs[j].prio })
+	r.hooks[ev] = hs
+}
+
+// StreamFeature implements module.Host.
+func (r *Router) StreamFeature(f module.FeatureFunc) {
+	r.mu.Lock()
+	r.features = append(r.features, f)
+	r.mu.Unlock()
+}
+
+// Features returns the module stream features for a stream state.
+func (r *Router) Features(s module.StreamState) []*xmlstream.Element {
+	r.mu.RLock()
+	fs := append([]module.FeatureFunc(nil), r.features...)
+	r.mu.RUnlock()
+	var out []*xmlstream.Element
+	for _, f := range fs {
+		if e := f(s); e != nil {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// DiscoFeature implements module.Host.
+func (r *Router) DiscoFeature(ns string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, f := range r.disco {
+		if f == ns {
+			return
+		}
+	}
+	r.disco = append(r.disco, ns)
+}
+
+// DiscoFeatures implements module.Host (sorted, deduplicated).
+func (r *Router) DiscoFeatures() []string {
+	r.mu.RLock()
+	out := append([]string(nil), r.disco...)
+	r.mu.RUnlock()
+	sort.Strings(out)
+	return out
+}
+
+// Run fires the hooks of ev in priority order; true if one consumed the event.
+func (r *Router) Run(ctx context.Context, ev module.Event, d *module.EventData) bool {
+	r.mu.RLock()
+	hs := r.hooks[ev]
+	r.mu.RUnlock()
+	for _, h := range hs {
+		if h.fn(ctx, r, d) {
+			return true
+		}
+	}
+	return false
+}
+
+// Sessions implements module.Host.
+func (r *Router) Sessions(bare jid.JID) []module.Session {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	m := r.sessions[bare.Bare().String()]
+	out := make([]module.Session, 0, len(m))
+	for _, s := range m {
+		out = append(out, s)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].JID().Resource < out[j].JID().Resource })
+	return out
+}
+
+// Session implements module.Host.
+func (r *Router) Session(full jid.JID) module.Session {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.sessions[full.Bare().String()][full.Resource]
+}
+
+// All returns every local session.
+func (r *Router) All() []module.Session {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	var out []module.Session
+	for _, m := range r.sessions {
+		for _, s := range m {
+			out = append(out, s)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].JID().String() < out[j].JID().String() })
+	return out
+}
+
+// Count returns the number of bound local sessions.
+func (r *Router) Count() int {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	n := 0
+	for _, m := range r.sessions {
+		n += len(m)
+	}
+	return n
+}
+
+// Bind registers s under its full JID. An older session with the same full JID is
+// replaced and closed with a <conflict/> stream error (RFC 6120 §7.7.2.2).
+func (r *Router) Bind(ctx context.Context, s module.Session) {
+	j := s.JID()
+	bare := j.Bare().String()
+	r.mu.Lock()
+	m := r.sessions[bare]
+	if m == nil {
+		m = map[string]module.Session{}
+		r.sessions[bare] = m
+	}
+	old := m[j.Resource]
+	m[j.Resource] = s
+	r.mu.Unlock()
+	if old != nil && old != s {
+		r.log.Info("resource conflict: replacing the older session", "jid", j.String(), "old", old.ID(), "new", s.ID())
+		old.Close("conflict", "Replaced by new connection")
+		r.Run(ctx, module.EvSessionClosed, &module.EventData{From: j, Session: old})
+	}
+	row, _ := json.Marshal(map[string]any{"node": r.cfg.Node, "id": s.ID(), "since": time.Now().UTC()})
+	r.eph.Put(j.String(), row)
+	r.Run(ctx, module.EvSessionBound, &module.EventData{From: j, Session: s})
+}
+
+// Unbind removes s (if it is still the session bound to its JID) and fires
+// EvSessionClosed. It reports whether s was bound.
+func (r *Router) Unbind(ctx context.Context, s module.Session) bool {
+	j := s.JID()
+	bare := j.Bare().String()
+	r.mu.Lock()
+	m := r.sessions[bare]
+	cur := m[j.Resource]
+	if cur != s {
+		r.mu.Unlock()
+		return false
+	}
+	delete(m, j.Resource)
+	if len(m) == 0 {
+		delete(r.sessions, bare)
+	}
+	r.mu.Unlock()
+	r.eph.Delete(j.String())
+	r.Run(ctx, module.EvSessionClosed, &module.EventData{From: j, Session: s})
+	return true
+}
+
+// isLocal reports whether j is served by this router.
+func (r *Router) isLocal(j jid.JID) bool { return j.Domain == r.cfg.Domain }
+
+// bounce routes the error reply for st, unless st is itself an error (never answer
+// an error with an error, RFC 6120 §8.3.1).
+func (r *Router) bounce(ctx context.Context, st *xmlstream.Element, typ, cond, text string) {
+	if st.Attr("type") == "error" || st.Attr("from") == "" {
+		return
+	}
+	r.Route(ctx, module.Error(st, typ, cond, text))
+}
+
+// Route implements module.Host: st has from and to set (an empty to means the
+// sender's own bare JID, RFC 6120 §10.3.3, and is handled as such).
+func (r *Router) Route(ctx context.Context, st *xmlstream.Element) {
+	from, _ := jid.Parse(st.Attr("from"))
+	toS := st.Attr("to")
+	var to jid.JID
+	if toS == "" {
+		to = from.Bare()
+	} else {
+		var err error
+		if to, err = jid.Parse(toS); err != nil {
+			r.bounce(ctx, st, module.ErrModify, "jid-malformed", "")
+			return
+		}
+	}
+	if to.IsZero() {
+		return
+	}
+	if !r.isLocal(to) {
+		// No server-to-server yet: other domains are unreachable.
+		r.bounce(ctx, st, module.ErrCancel, "remote-server-not-found", "")
+		return
+	}
+	if to.Local == "" {
+		r.toServer(ctx, st, from, to)
+		return
+	}
+	r.toUser(ctx, st, from, to)
+}
+
+func (r *Router) toServer(ctx context.Context, st *xmlstream.Element, from, to jid.JID) {
+	switch st.Local {
+	case "iq":
+		r.dispatchIQ(ctx, st, from, to)
+	case "message":
+		if t := st.Attr("type"); t != "error" && t != "headline" && t != "groupchat" {
+			r.bounce(ctx, st, module.ErrCancel, "service-unavailable", "")
+		}
+	}
+	// Presence to the server is the presence module's (EvC2SIn); nothing to do here.
+}
+
+// dispatchIQ runs the module handler for an IQ get/set to the server or to a bare JID.
+func (r *Router) dispatchIQ(ctx context.Context, st *xmlstream.Element, from, to jid.JID) {
+	t := st.Attr("type")
+	if t != "get" && t != "set" {
+		return // result and error IQs to the server are dropped
+	}
+	kids := st.Children()
+	if len(kids) != 1 {
+		r.bounce(ctx, st, module.ErrModify, "bad-request", "an IQ get or set carries exactly one payload")
+		return
+	}
+	r.mu.RLock()
+	h := r.iq[kids[0].Space]
+	r.mu.RUnlock()
+	if h == nil {
+		r.bounce(ctx, st, module.ErrCancel, "service-unavailable", "")
+		return
+	}
+	var sess module.Session
+	if from.Domain == r.cfg.Domain && from.Resource != "" {
+		sess = r.Session(from)
+	}
+	h(ctx, r, &module.IQ{Stanza: st, From: from, To: to, Session: sess})
+}
+
+func (r *Router) exists(ctx context.Context, st *xmlstream.Element, user string) bool {
+	if r.cfg.Accounts == nil {
+		return false
+	}
+	ok, err := r.cfg.Accounts.Exists(ctx, user)
+	if err != nil {
+		r.log.Warn("account lookup failed", "user", user, "err", err)
+		if st.Attr("type") != "error" && st.Local != "presence" {
+			r.Route(ctx, module.StoreError(st, err))
+		}
+		return false
+	}
+	return ok
+}
+
+func (r *Router) toUser(ctx context.Context, st *xmlstream.Element, from, to jid.JID) {
+	typ := st.Attr("type")
+	if !r.exists(ctx, st, to.Local) {
+		// RFC 6121 §8.5.1 / §8.1: no such account.
+		if st.Local != "presence" {
+			r.bounce(ctx, st, module.ErrCancel, "service-unavailable", "")
+		}
+		return
+	}
+	if r.Run(ctx, module.EvDeliver, &module.EventData{Stanza: st, From: from, To: to}) {
+		return
+	}
+	if to.Resource != "" {
+		if s := r.Session(to); s != nil {
+			r.deliver(ctx, st, from, to, []module.Session{s})
+			return
+		}
+		// §8.5.3.2: no such resource.
+		switch st.Local {
+		case "iq":
+			r.bounce(ctx, st, module.ErrCancel, "service-unavailable", "")
+			return
+		case "message":
+			if typ == "groupchat" {
+				r.bounce(ctx, st, module.ErrCancel, "service-unavailable", "")
+				return
+			}
+			if typ == "error" {
+				return
+			}
+		case "presence":
+			switch typ {
+			case "subscribe", "subscribed", "unsubscribe", "unsubscribed":
+			default:
+				return
+			}
+		}
+		to = to.Bare()
+	}
+	r.toBare(ctx, st, from, to)
+}
+
+func available(s module.Session) bool { return s.Presence() != nil }
+
+// toBare applies RFC 6121 §8.5.2 for a stanza to an existing local account's bare JID.
+func (r *Router) toBare(ctx context.Context, st *xmlstream.Element, from, to jid.JID) {
+	typ := st.Attr("type")
+	sessions := r.Sessions(to)
+	switch st.Local {
+	case "iq":
+		r.dispatchIQ(ctx, st, from, to)
+	case "presence":
+		var targets []module.Session
+		for _, s := range sessions {
+			switch typ {
+			case "subscribe", "subscribed", "unsubscribe", "unsubscribed":
+				if s.Interested() {
+					targets = append(targets, s)
+				}
+			default:
+				if available(s) {
+					targets = append(targets, s)
+				}
+			}
+		}
+		r.deliver(ctx, st, from, to, targets)
+	case "message":
+		var targets []module.Session
+		switch typ {
+		case "groupchat":
+			r.bounce(ctx, st, module.ErrCancel, "service-unavailable", "")
+			return
+		case "headline":
+			for _, s := range sessions {
+				if available(s) && s.Priority() >= 0 {
+					targets = append(targets, s)
+				}
+			}
+		default: // normal, chat, error: the highest non-negative priority
+			targets = HighestPriority(sessions)
+		}
+		if len(targets) > 0 {
+			r.deliver(ctx, st, from, to, targets)
+			return
+		}
+		if typ == "headline" || typ == "error" {
+			return
+		}
+		if r.Run(ctx, module.EvOffline, &module.EventData{Stanza: st, From: from, To: to}) {
+			return
+		}
+		r.bounce(ctx, st, module.ErrCancel, "service-unavailable", "")
+	}
+}
+
+// HighestPriority returns the available sessions sharing the highest non-negative
+// priority (RFC 6121 §8.5.2.1.1: a negative priority never receives bare-JID messages).
+func HighestPriority(sessions []module.Session) []module.Session {
+	best := -1
+	var out []module.Session
+	for _, s := range sessions {
+		if !available(s) {
+			continue
+		}
+		p := s.Priority()
+		switch {
+		case p < 0 || p < best:
+		case p > best:
+			best, out = p, []module.Session{s}
+		default:
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func (r *Router) deliver(ctx context.Context, st *xmlstream.Element, from, to jid.JID, targets []module.Session) {
+	for _, s := range targets {
+		s.Send(st.Copy())
+	}
+	if st.Local == "message" && len(targets) > 0 {
+		r.Run(ctx, module.EvDelivered, &module.EventData{Stanza: st, From: from, To: to, Targets: targets})
+	}
+}
+
+// ErrNoSession is returned by Kick for an unknown JID.
+var ErrNoSession = errors.New("router: no such session")
+
+// Kick closes the session(s) of a full or bare JID with a policy-violation stream
+// error and returns how many were closed.
+func (r *Router) Kick(j jid.JID, text string) (int, error) {
+	var ss []module.Session
+	if j.Resource != "" {
+		if s := r.Session(j); s != nil {
+			ss = append(ss, s)
+		}
+	} else {
+		ss = r.Sessions(j)
+	}
+	if len(ss) == 0 {
+		return 0, ErrNoSession
+	}
+	for _, s := range ss {
+		s.Close("policy-violation", text)
+	}
+	return len(ss), nil
+}
