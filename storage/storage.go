@@ -31,11 +31,40 @@
 // with a <wait/> error and may retry. Every other error is a bug or corruption and
 // is wrapped with %w.
 //
+// # Semantics, precisely
+//
+//   - Declare is idempotent; declaring an existing table with another copy type
+//     changes it. Disc -> RAM keeps the rows in RAM and drops them from disk at the
+//     next snapshot (so they are gone after a restart); RAM -> disc writes them to
+//     disk before Declare returns. Table specs (name and copy type) are persisted,
+//     so after a restart every table is known again, RAM tables empty.
+//   - Apply checks every Op's table (ErrNoTable) and every Cond against the state
+//     before the batch (ErrConflict, wrapping the table and key that failed), then
+//     applies the Ops in order, all or none. An empty batch is a no-op. Once Apply
+//     returns nil the batch survives a crash (disc tables) and every later read on
+//     this node sees it.
+//   - Reads (Table.Get/Scan/Count) see a consistent committed version and never
+//     wait for disk or network. Get returns a copy; the value passed to a Scan
+//     callback must not be modified. Scan holds no lock while calling fn, so fn may
+//     call the store, even Apply. Keys sort bytewise.
+//   - Ephemeral tables are created on first use. Put/Delete touch only this node's
+//     rows; Get/Scan return the rows of every live node, in key order and then
+//     node order. Each start of a node has a new, larger Incarnation.
+//
 // # Implementations
 //
-// storage.Open selects one: the single-node store (package storage/local: RAM copy
-// plus an append-only log and snapshots under --data), or the raft-replicated store
-// (issue 6) behind the same interface, so xmppd's modules never change.
+//   - storage/local: the single-node store. local.Open(ctx, local.Config{Dir, Node})
+//     keeps every table in RAM and persists disc tables under Dir (--data) through
+//     an append-only log of committed batches plus snapshots.
+//   - storage/replicated: the raft-replicated store (issue 6) behind the same
+//     interface, so xmppd's modules never change.
+//
+// Both are built from shared parts: storage/tables (the durable tables' state
+// machine: commands, their encoding, snapshots — the raft FSM wraps it),
+// storage/ephemeral (node-owned rows), storage/blockdev (file-backed and
+// fault-injecting BlockDevices) and storage/blocklog (the crash-consistent
+// log/stable/snapshot store on a BlockDevice that raft uses). Every
+// implementation also satisfies Service (Start/Stop). See docs/storage.md.
 //
 // storage must not import xmppd, iscsi or init; it knows a block device only through
 // the BlockDevice interface below.
@@ -143,6 +172,13 @@ type Store interface {
 	Tables() []TableInfo
 	// Status describes the store, for `xmppctl storage`.
 	Status() Status
+}
+
+// Service is a Store with its lifecycle, as the composition root holds it.
+type Service interface {
+	Store
+	Start(ctx context.Context) error
+	Stop(ctx context.Context) error
 }
 
 // Table reads one durable table. Reads are local.

@@ -1,0 +1,447 @@
+// Package local owns xedge's single-node storage.Store: every table in RAM
+// (storage/tables for durable tables, storage/ephemeral for node-owned ones),
+// with disc tables persisted under a data directory through an append-only log
+// of committed batches plus periodic snapshots (see docs/storage.md for the
+// layout and the recovery rules).
+//
+// Lifecycle: New(cfg) -> Start(ctx) (recovers from disk) -> use -> Stop(ctx).
+// Open(ctx, cfg) does New and Start.
+//
+// Apply checks every Cond against the current state, appends one record holding
+// the batch's disc-table writes, fdatasyncs it, then applies the whole batch in
+// RAM and returns. RAM tables are never written to disk. If the disk fails, the
+// store latches "storage lost", reports it once on Lost(), and then either keeps
+// committing in RAM (Config.OnLoss "ram", Status.Mode "degraded-ram") or refuses
+// writes with storage.ErrUnavailable ("read-only").
+//
+// local must not import xmppd, iscsi or init.
+package local
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"xedge/storage"
+	"xedge/storage/ephemeral"
+	"xedge/storage/tables"
+)
+
+// Config configures a single-node store.
+type Config struct {
+	// Dir is the data directory (--data). Empty means no persistence at all:
+	// every table behaves as a RAM table (Status.Mode "ram-only").
+	Dir string
+	// Node is this node's name, used to tag ephemeral rows.
+	Node string
+	// SnapshotBytes is how many log bytes trigger a snapshot and log
+	// truncation (default 16 MiB).
+	SnapshotBytes int64
+	// OnLoss is what happens when the disk fails: "ram" (default) keeps
+	// committing in RAM, "read-only" refuses writes.
+	OnLoss string
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+}
+
+// Store is the single-node storage.Store.
+type Store struct {
+	cfg   Config
+	log   *slog.Logger
+	state *tables.State
+	eph   *ephemeral.Set
+	inc   uint64
+
+	wmu         sync.Mutex // serializes writes (log append + apply)
+	running     bool
+	j           *dirJournal
+	seq         uint64 // last committed record
+	since       int64  // log bytes since the last snapshot
+	gen         uint64 // snapshots taken since start + 1
+	lost        error
+	lostCh      chan error
+	rec         Recovery
+	snapMu      sync.Mutex // one snapshot at a time
+	bg          sync.WaitGroup
+	snapPending bool
+}
+
+var _ storage.Store = (*Store)(nil)
+
+// New returns a store; call Start before use.
+func New(cfg Config) *Store {
+	if cfg.SnapshotBytes <= 0 {
+		cfg.SnapshotBytes = 16 << 20
+	}
+	if cfg.OnLoss == "" {
+		cfg.OnLoss = "ram"
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return &Store{
+		cfg:    cfg,
+		log:    cfg.Logger.With("component", "storage"),
+		state:  tables.New(),
+		lostCh: make(chan error, 1),
+	}
+}
+
+// Open is New followed by Start.
+func Open(ctx context.Context, cfg Config) (*Store, error) {
+	s := New(cfg)
+	if err := s.Start(ctx); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Start recovers the state from Dir (snapshot, then the log up to the first bad
+// record) and opens the log for appending.
+func (s *Store) Start(ctx context.Context) error {
+	if s.cfg.OnLoss != "ram" && s.cfg.OnLoss != "read-only" {
+		return fmt.Errorf("storage: unknown OnLoss %q (want ram or read-only)", s.cfg.OnLoss)
+	}
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	if s.running {
+		return errors.New("storage: already started")
+	}
+	s.inc = uint64(time.Now().UnixNano())
+	if s.cfg.Dir != "" {
+		j, err := openDirJournal(s.cfg.Dir, s.log)
+		if err != nil {
+			return fmt.Errorf("storage: %w", err)
+		}
+		inc, err := nextIncarnation(s.cfg.Dir)
+		if err != nil {
+			return fmt.Errorf("storage: %w", err)
+		}
+		s.inc = inc
+		rec, err := j.recover(s.state.Restore, func(seq uint64, p []byte) error {
+			cmd, err := tables.DecodeCommand(p)
+			if err != nil {
+				return err
+			}
+			return s.state.Apply(cmd)
+		})
+		if err != nil {
+			j.close()
+			return fmt.Errorf("storage: recover %s: %w", s.cfg.Dir, err)
+		}
+		s.state.ClearRAM()
+		s.j, s.seq, s.rec = j, rec.LastSeq, rec
+		s.since = j.size
+		if rec.Stopped != "" {
+			s.log.Error("log corrupt: recovery stopped before its end; the rest was saved as *.corrupt",
+				"dir", s.cfg.Dir, "where", rec.Stopped, "dropped_bytes", rec.DroppedBytes, "last_seq", rec.LastSeq)
+		} else if rec.DroppedBytes > 0 {
+			s.log.Warn("dropped a torn last log record", "dir", s.cfg.Dir, "bytes", rec.DroppedBytes)
+		}
+		s.log.Info("storage recovered", "dir", s.cfg.Dir, "snapshot_seq", rec.SnapshotSeq,
+			"records", rec.Records, "last_seq", rec.LastSeq, "tables", len(s.state.Specs()))
+	}
+	s.gen = 1
+	s.eph = ephemeral.New(s.cfg.Node, s.inc)
+	s.running = true
+	return nil
+}
+
+// nextIncarnation bumps the counter kept in DIR/incarnation.
+func nextIncarnation(dir string) (uint64, error) {
+	p := filepath.Join(dir, "incarnation")
+	var n uint64
+	if b, err := os.ReadFile(p); err == nil {
+		n, _ = strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return 0, fmt.Errorf("read incarnation: %w", err)
+	}
+	n++
+	tmp := p + ".tmp"
+	if err := os.WriteFile(tmp, []byte(strconv.FormatUint(n, 10)+"\n"), 0o640); err != nil {
+		return 0, fmt.Errorf("write incarnation: %w", err)
+	}
+	if f, err := os.Open(tmp); err == nil {
+		f.Sync()
+		f.Close()
+	}
+	if err := os.Rename(tmp, p); err != nil {
+		return 0, fmt.Errorf("write incarnation: %w", err)
+	}
+	return n, syncDir(dir)
+}
+
+// Stop waits for a running snapshot and closes the log. Writes after Stop fail
+// with storage.ErrUnavailable; reads keep working from RAM.
+func (s *Store) Stop(ctx context.Context) error {
+	s.wmu.Lock()
+	s.running = false
+	s.wmu.Unlock()
+	done := make(chan struct{})
+	go func() { s.bg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		return fmt.Errorf("storage: stop: %w", ctx.Err())
+	}
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	if s.j != nil {
+		if err := s.j.close(); err != nil {
+			return fmt.Errorf("storage: close log: %w", err)
+		}
+	}
+	return nil
+}
+
+// Lost delivers the error that made the store lose its disk, once.
+func (s *Store) Lost() <-chan error { return s.lostCh }
+
+// Recovery returns what Start found on disk.
+func (s *Store) Recovery() Recovery {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	return s.rec
+}
+
+// Incarnation is this run's incarnation (tags ephemeral rows).
+func (s *Store) Incarnation() uint64 { return s.inc }
+
+// State exposes the table state (read-only use).
+func (s *Store) State() *tables.State { return s.state }
+
+// EphemeralSet exposes the ephemeral tables, for a layer that streams rows.
+func (s *Store) EphemeralSet() *ephemeral.Set { return s.eph }
+
+// loseLocked latches storage loss. wmu held.
+func (s *Store) loseLocked(err error) {
+	if s.lost != nil {
+		return
+	}
+	s.lost = err
+	s.log.Error("storage lost; continuing without disk", "err", err, "on_loss", s.cfg.OnLoss)
+	s.lostCh <- err
+}
+
+// persistLocked appends cmd to the log. It returns an error only when the
+// write must be refused. wmu held.
+func (s *Store) persistLocked(cmd tables.Command) error {
+	if s.j == nil {
+		return nil
+	}
+	if s.lost == nil {
+		p := cmd.Encode(nil)
+		if err := s.j.append(s.seq+1, p); err != nil {
+			s.loseLocked(err)
+		} else {
+			s.seq++
+			s.since += int64(len(p) + recHeader)
+			return nil
+		}
+	}
+	if s.cfg.OnLoss == "read-only" {
+		return fmt.Errorf("%w: storage lost (read-only): %v", storage.ErrUnavailable, s.lost)
+	}
+	return nil
+}
+
+// Declare creates a table or changes its copy type. A change from ram to disc
+// takes a snapshot before returning, so the table's rows are on disk.
+func (s *Store) Declare(ctx context.Context, spec storage.TableSpec) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("storage: declare: %w", err)
+	}
+	s.wmu.Lock()
+	if !s.running {
+		s.wmu.Unlock()
+		return fmt.Errorf("%w: store not running", storage.ErrUnavailable)
+	}
+	old, existed := s.state.Spec(spec.Name)
+	if existed && old.Copy == spec.Copy {
+		s.wmu.Unlock()
+		return nil
+	}
+	cmd := tables.DeclareCommand(spec)
+	// Validate on a scratch state first so a bad spec is never logged.
+	if err := tables.New().Apply(cmd); err != nil {
+		s.wmu.Unlock()
+		return fmt.Errorf("storage: declare: %w", err)
+	}
+	if err := s.persistLocked(cmd); err != nil {
+		s.wmu.Unlock()
+		return err
+	}
+	if err := s.state.Apply(cmd); err != nil {
+		s.wmu.Unlock()
+		return fmt.Errorf("storage: declare: %w", err)
+	}
+	s.wmu.Unlock()
+	if existed && s.j != nil {
+		if spec.Copy == storage.Disc {
+			return s.Snapshot(ctx)
+		}
+		s.snapshotAsync() // drop the rows now kept only in RAM from disk
+	}
+	return nil
+}
+
+// Durable returns a read handle on a declared table.
+func (s *Store) Durable(name string) (storage.Table, error) { return s.state.Table(name) }
+
+// Apply commits a batch atomically: persisted (fdatasync) before it returns.
+func (s *Store) Apply(ctx context.Context, ops ...storage.Op) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("storage: apply: %w", err)
+	}
+	if len(ops) == 0 {
+		return nil
+	}
+	s.wmu.Lock()
+	if !s.running {
+		s.wmu.Unlock()
+		return fmt.Errorf("%w: store not running", storage.ErrUnavailable)
+	}
+	if err := s.state.Check(ops); err != nil {
+		s.wmu.Unlock()
+		return err
+	}
+	if disc := s.state.Filter(ops); len(disc) > 0 {
+		if err := s.persistLocked(tables.ApplyCommand(disc...)); err != nil {
+			s.wmu.Unlock()
+			return err
+		}
+	}
+	err := s.state.Apply(tables.ApplyCommand(ops...))
+	snap := s.j != nil && s.lost == nil && s.since >= s.cfg.SnapshotBytes
+	s.wmu.Unlock()
+	if err != nil {
+		// Check passed under the same lock, so this is a bug.
+		return fmt.Errorf("storage: apply after check: %w", err)
+	}
+	if snap {
+		s.snapshotAsync()
+	}
+	return nil
+}
+
+func (s *Store) snapshotAsync() {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	if !s.running || s.snapPending {
+		return
+	}
+	s.snapPending = true
+	s.bg.Add(1)
+	go func() {
+		defer s.bg.Done()
+		if err := s.Snapshot(context.Background()); err != nil {
+			s.log.Error("snapshot failed", "err", err)
+		}
+		s.wmu.Lock()
+		s.snapPending = false
+		s.wmu.Unlock()
+	}()
+}
+
+// Snapshot writes a snapshot of the disc tables and truncates the log. It runs
+// without blocking Apply except for a log rotation.
+func (s *Store) Snapshot(ctx context.Context) error {
+	s.snapMu.Lock()
+	defer s.snapMu.Unlock()
+	s.wmu.Lock()
+	if s.j == nil || s.lost != nil || !s.running {
+		s.wmu.Unlock()
+		return nil
+	}
+	seq := s.seq
+	view := s.state.View()
+	if err := s.j.rotate(seq + 1); err != nil {
+		s.loseLocked(err)
+		s.wmu.Unlock()
+		return fmt.Errorf("storage: snapshot: %w", err)
+	}
+	s.since = 0
+	s.wmu.Unlock()
+	err := s.j.writeSnapshot(seq, func(w io.Writer) error {
+		_, err := view.WriteTo(w, tables.DiscData)
+		return err
+	})
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	if err != nil {
+		s.loseLocked(err)
+		return fmt.Errorf("storage: snapshot: %w", err)
+	}
+	s.gen++
+	return nil
+}
+
+// Ephemeral returns this node's view of a node-owned table.
+func (s *Store) Ephemeral(name string) storage.Ephemeral {
+	s.wmu.Lock()
+	e := s.eph
+	if e == nil { // used before Start: keep working, in RAM
+		s.eph = ephemeral.New(s.cfg.Node, s.inc)
+		e = s.eph
+	}
+	s.wmu.Unlock()
+	return e.Table(name)
+}
+
+// Tables describes every table.
+func (s *Store) Tables() []storage.TableInfo {
+	out := s.state.Info()
+	s.wmu.Lock()
+	e := s.eph
+	s.wmu.Unlock()
+	if e != nil {
+		out = append(out, e.Info()...)
+	}
+	return out
+}
+
+// Status describes the store. Generation counts snapshots since start (+1);
+// AppliedIdx is the last committed log record.
+func (s *Store) Status() storage.Status {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	st := storage.Status{
+		Mode:       "durable",
+		Backend:    "local",
+		Generation: s.gen,
+		Node:       s.cfg.Node,
+		Leader:     s.cfg.Node,
+		Role:       "voter",
+		AppliedIdx: s.seq,
+	}
+	switch {
+	case s.cfg.Dir == "":
+		st.Mode = "ram-only"
+		st.Detail = "no data directory: nothing is persisted"
+	case s.lost != nil && s.cfg.OnLoss == "read-only":
+		st.Mode = "read-only"
+		st.Detail = "storage lost: " + s.lost.Error()
+	case s.lost != nil:
+		st.Mode = "degraded-ram"
+		st.Detail = "storage lost, committing in RAM only: " + s.lost.Error()
+	default:
+		st.Detail = "data " + s.cfg.Dir
+		if s.rec.Stopped != "" {
+			st.Detail += fmt.Sprintf("; recovery stopped early (%s); %d bytes saved as *.corrupt", s.rec.Stopped, s.rec.DroppedBytes)
+		}
+	}
+	if !s.running {
+		st.Detail = strings.TrimSpace("stopped " + st.Detail)
+	}
+	return st
+}
+
+var _ storage.Service = (*Store)(nil)

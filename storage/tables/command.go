@@ -1,0 +1,178 @@
+package tables
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+
+	"xedge/storage"
+)
+
+// CmdKind is what a Command does.
+type CmdKind byte
+
+const (
+	// CmdApply applies a batch of ops (storage.Store.Apply).
+	CmdApply CmdKind = 1
+	// CmdDeclare creates a table or changes its copy type (storage.Store.Declare).
+	CmdDeclare CmdKind = 2
+	// CmdClear empties a table, keeping its spec.
+	CmdClear CmdKind = 3
+)
+
+// Limits that keep a corrupt record from allocating without bound.
+const (
+	maxNameLen  = 255
+	maxKeyLen   = 1 << 16
+	maxValueLen = 64 << 20
+	maxOps      = 1 << 20
+	maxTables   = 1 << 16
+)
+
+// Command is one deterministic change to a State: what a log record or a raft
+// log entry carries.
+type Command struct {
+	Kind CmdKind
+	Spec storage.TableSpec // CmdDeclare, CmdClear (Name only)
+	Ops  []storage.Op      // CmdApply
+}
+
+// ApplyCommand returns the command for a batch.
+func ApplyCommand(ops ...storage.Op) Command { return Command{Kind: CmdApply, Ops: ops} }
+
+// DeclareCommand returns the command declaring a table.
+func DeclareCommand(spec storage.TableSpec) Command {
+	return Command{Kind: CmdDeclare, Spec: spec}
+}
+
+// Encoding (version 1):
+//
+//	kind(1) version(1)
+//	CmdDeclare: uvarint len(name) name copy(1)
+//	CmdClear:   uvarint len(name) name
+//	CmdApply:   uvarint nops, then per op:
+//	            kind(1) cond(1) uvarint len(table) table uvarint len(key) key
+//	            uvarint len(value) value
+const cmdVersion = 1
+
+// Encode appends the command's binary encoding to dst.
+func (c Command) Encode(dst []byte) []byte {
+	dst = append(dst, byte(c.Kind), cmdVersion)
+	switch c.Kind {
+	case CmdDeclare:
+		dst = appendBytes(dst, []byte(c.Spec.Name))
+		dst = append(dst, byte(c.Spec.Copy))
+	case CmdClear:
+		dst = appendBytes(dst, []byte(c.Spec.Name))
+	case CmdApply:
+		dst = binary.AppendUvarint(dst, uint64(len(c.Ops)))
+		for _, op := range c.Ops {
+			dst = append(dst, byte(op.Kind), byte(op.Cond))
+			dst = appendBytes(dst, []byte(op.Table))
+			dst = appendBytes(dst, []byte(op.Key))
+			dst = appendBytes(dst, op.Value)
+		}
+	}
+	return dst
+}
+
+// ErrBadCommand is wrapped by every DecodeCommand error.
+var ErrBadCommand = errors.New("tables: bad command encoding")
+
+// DecodeCommand decodes a command. Values in the result alias p.
+func DecodeCommand(p []byte) (Command, error) {
+	d := decoder{p: p}
+	kind, ver := d.byte(), d.byte()
+	if d.err != nil {
+		return Command{}, fmt.Errorf("%w: %v", ErrBadCommand, d.err)
+	}
+	if ver != cmdVersion {
+		return Command{}, fmt.Errorf("%w: version %d", ErrBadCommand, ver)
+	}
+	c := Command{Kind: CmdKind(kind)}
+	switch c.Kind {
+	case CmdDeclare:
+		c.Spec.Name = string(d.bytes(maxNameLen))
+		c.Spec.Copy = storage.CopyType(d.byte())
+	case CmdClear:
+		c.Spec.Name = string(d.bytes(maxNameLen))
+	case CmdApply:
+		n := d.uvarint()
+		if n > maxOps {
+			return Command{}, fmt.Errorf("%w: %d ops", ErrBadCommand, n)
+		}
+		c.Ops = make([]storage.Op, 0, n)
+		for i := uint64(0); i < n && d.err == nil; i++ {
+			var op storage.Op
+			op.Kind = storage.OpKind(d.byte())
+			op.Cond = storage.CondKind(d.byte())
+			op.Table = string(d.bytes(maxNameLen))
+			op.Key = string(d.bytes(maxKeyLen))
+			op.Value = d.bytes(maxValueLen)
+			c.Ops = append(c.Ops, op)
+		}
+	default:
+		return Command{}, fmt.Errorf("%w: kind %d", ErrBadCommand, kind)
+	}
+	if d.err != nil {
+		return Command{}, fmt.Errorf("%w: %v", ErrBadCommand, d.err)
+	}
+	if len(d.p) != 0 {
+		return Command{}, fmt.Errorf("%w: %d trailing bytes", ErrBadCommand, len(d.p))
+	}
+	return c, nil
+}
+
+func appendBytes(dst, p []byte) []byte {
+	dst = binary.AppendUvarint(dst, uint64(len(p)))
+	return append(dst, p...)
+}
+
+type decoder struct {
+	p   []byte
+	err error
+}
+
+func (d *decoder) byte() byte {
+	if d.err != nil {
+		return 0
+	}
+	if len(d.p) < 1 {
+		d.err = errors.New("short input")
+		return 0
+	}
+	b := d.p[0]
+	d.p = d.p[1:]
+	return b
+}
+
+func (d *decoder) uvarint() uint64 {
+	if d.err != nil {
+		return 0
+	}
+	x, n := binary.Uvarint(d.p)
+	if n <= 0 {
+		d.err = errors.New("bad varint")
+		return 0
+	}
+	d.p = d.p[n:]
+	return x
+}
+
+func (d *decoder) bytes(max uint64) []byte {
+	n := d.uvarint()
+	if d.err != nil {
+		return nil
+	}
+	if n > max || n > uint64(len(d.p)) {
+		d.err = fmt.Errorf("length %d over limit or input", n)
+		return nil
+	}
+	b := d.p[:n:n]
+	d.p = d.p[n:]
+	return b
+}
+
+func putUvarint(buf []byte, x uint64) int { return binary.PutUvarint(buf, x) }
+
+func readUvarint(r *crcReader) (uint64, error) { return binary.ReadUvarint(r) }
