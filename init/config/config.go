@@ -1,0 +1,317 @@
+// Package config assembles the node's configuration from layers — embedded image
+// defaults, DHCP options, the kernel command line — and says, when it is incomplete,
+// why the node must stay in maintenance.
+//
+// It is pure logic on strings: it must not import netcfg, the supervisor or xmppd, and
+// it performs no I/O.
+package config
+
+import (
+	"fmt"
+	"net/netip"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Prefix is the namespace of xedge's kernel command line parameters.
+const Prefix = "xedge."
+
+// Known parameter keys (without Prefix). Each is documented in docs/image.md.
+const (
+	KeyDomain       = "domain"       // XMPP domain served
+	KeyClusterKey   = "key"          // cluster key (Serf keyring and inter-node auth)
+	KeySeeds        = "seeds"        // comma-separated host[:port] of peers to join
+	KeyStorage      = "storage"      // storage target, e.g. iscsi://10.0.0.9/iqn.2026-01.org.example:lun0
+	KeyConfigURL    = "config"       // http(s) URL of an xmppd YAML config
+	KeyHostname     = "hostname"     // hostname override
+	KeyRestarts     = "restarts"     // heart limit "N/DURATION", e.g. 3/30m
+	KeyRegistration = "registration" // allow in-band registration (1/0)
+	KeyLogLevel     = "loglevel"     // xmppd log level
+	KeyDebug        = "debug"        // enable test-only console commands (1/0)
+	KeyDHCPTimeout  = "dhcp_timeout" // how long to wait for the first lease
+)
+
+var known = map[string]bool{
+	KeyDomain: true, KeyClusterKey: true, KeySeeds: true, KeyStorage: true, KeyConfigURL: true,
+	KeyHostname: true, KeyRestarts: true, KeyRegistration: true, KeyLogLevel: true,
+	KeyDebug: true, KeyDHCPTimeout: true,
+}
+
+// Layer is one source of parameters, keyed without Prefix.
+type Layer struct {
+	Source string // "default", "image", "dhcp", "cmdline"
+	Values map[string]string
+	// Warnings are things in this layer that were ignored (unknown keys, syntax).
+	Warnings []string
+}
+
+// Builtin is the layer compiled into init: what a node uses when nothing says otherwise.
+func Builtin() Layer {
+	return Layer{Source: "default", Values: map[string]string{
+		KeyRestarts:     "3/30m",
+		KeyRegistration: "0",
+		KeyLogLevel:     "info",
+		KeyDebug:        "0",
+		KeyDHCPTimeout:  "10s",
+	}}
+}
+
+// ParseParams reads parameters in kernel command line syntax: whitespace-separated
+// words, double quotes group words, only words starting with "xedge." are taken.
+// A bare "xedge.flag" means "xedge.flag=1". Newlines count as whitespace, so an image
+// defaults file may hold one parameter per line; lines starting with # are comments.
+func ParseParams(source, text string) Layer {
+	l := Layer{Source: source, Values: map[string]string{}}
+	for _, w := range splitWords(stripComments(text)) {
+		if !strings.HasPrefix(w, Prefix) {
+			continue
+		}
+		k, v, ok := strings.Cut(strings.TrimPrefix(w, Prefix), "=")
+		if !ok {
+			v = "1"
+		}
+		if !known[k] {
+			l.Warnings = append(l.Warnings, fmt.Sprintf("%s: unknown parameter %s%s ignored", source, Prefix, k))
+			continue
+		}
+		l.Values[k] = v
+	}
+	return l
+}
+
+func stripComments(text string) string {
+	lines := strings.Split(text, "\n")
+	for i, ln := range lines {
+		if strings.HasPrefix(strings.TrimSpace(ln), "#") {
+			lines[i] = ""
+		}
+	}
+	return strings.Join(lines, "\n")
+}
+
+// splitWords splits on whitespace, honouring double quotes (which are removed).
+func splitWords(s string) []string {
+	var out []string
+	var cur strings.Builder
+	inQuote, have := false, false
+	for _, r := range s {
+		switch {
+		case r == '"':
+			inQuote = !inQuote
+			have = true
+		case !inQuote && (r == ' ' || r == '\t' || r == '\n' || r == '\r'):
+			if have {
+				out = append(out, cur.String())
+				cur.Reset()
+				have = false
+			}
+		default:
+			cur.WriteRune(r)
+			have = true
+		}
+	}
+	if have {
+		out = append(out, cur.String())
+	}
+	return out
+}
+
+// FromDHCP builds the DHCP layer: the site-private option (xedge parameters as text)
+// wins; the standard domain-name option (15) is used as the XMPP domain only when the
+// private option does not name one.
+func FromDHCP(xedgeOption, domainName string) Layer {
+	l := ParseParams("dhcp", xedgeOption)
+	if _, ok := l.Values[KeyDomain]; !ok && domainName != "" {
+		l.Values[KeyDomain] = domainName
+	}
+	return l
+}
+
+// Config is the merged, validated configuration.
+type Config struct {
+	Domain        string
+	ClusterKey    string
+	Seeds         []string
+	Storage       string
+	ConfigURL     string
+	Hostname      string
+	MaxRestarts   int
+	RestartWindow time.Duration
+	Registration  bool
+	LogLevel      string
+	Debug         bool
+	DHCPTimeout   time.Duration
+
+	// Source says which layer each key came from.
+	Source map[string]string
+	// Problems are reasons the node cannot serve: it stays in maintenance while any exist.
+	Problems []string
+	// Warnings are things ignored or defaulted that an operator should know.
+	Warnings []string
+}
+
+// Merge applies layers in order (later wins) and validates the result.
+func Merge(layers ...Layer) Config {
+	vals := map[string]string{}
+	c := Config{Source: map[string]string{}}
+	for _, l := range layers {
+		for k, v := range l.Values {
+			vals[k] = v
+			c.Source[k] = l.Source
+		}
+		c.Warnings = append(c.Warnings, l.Warnings...)
+	}
+	bad := func(k, want string) {
+		c.Problems = append(c.Problems, fmt.Sprintf("%s%s=%q (from %s): want %s", Prefix, k, vals[k], c.Source[k], want))
+	}
+	c.Domain = strings.ToLower(strings.TrimSuffix(strings.TrimSpace(vals[KeyDomain]), "."))
+	c.ClusterKey = vals[KeyClusterKey]
+	c.Storage = vals[KeyStorage]
+	c.ConfigURL = vals[KeyConfigURL]
+	c.Hostname = vals[KeyHostname]
+	c.LogLevel = vals[KeyLogLevel]
+	for _, s := range strings.Split(vals[KeySeeds], ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			c.Seeds = append(c.Seeds, s)
+		}
+	}
+	var ok bool
+	if c.Registration, ok = parseBool(vals[KeyRegistration]); !ok {
+		bad(KeyRegistration, "0 or 1")
+	}
+	if c.Debug, ok = parseBool(vals[KeyDebug]); !ok {
+		bad(KeyDebug, "0 or 1")
+	}
+	if n, w, err := ParseRestarts(vals[KeyRestarts]); err != nil {
+		bad(KeyRestarts, "N/DURATION such as 3/30m")
+	} else {
+		c.MaxRestarts, c.RestartWindow = n, w
+	}
+	if d, err := time.ParseDuration(vals[KeyDHCPTimeout]); err != nil || d <= 0 {
+		bad(KeyDHCPTimeout, "a positive duration such as 10s")
+	} else {
+		c.DHCPTimeout = d
+	}
+	switch {
+	case c.Domain == "":
+		c.Problems = append(c.Problems, "no XMPP domain: set xedge.domain= on the kernel command line, in DHCP option 224 (or 15), or build the image with `xedge image --domain`")
+	case !validDomain(c.Domain):
+		bad(KeyDomain, "a DNS name")
+	}
+	if c.ClusterKey == "" && (len(c.Seeds) > 0 || c.Storage != "") {
+		c.Problems = append(c.Problems, "xedge.seeds or xedge.storage given but no cluster key: set xedge.key=")
+	}
+	if c.ClusterKey == "" && len(c.Problems) == 0 {
+		c.Warnings = append(c.Warnings, "no cluster key (xedge.key=): running as a standalone node")
+	}
+	if c.ConfigURL != "" && !strings.HasPrefix(c.ConfigURL, "http://") && !strings.HasPrefix(c.ConfigURL, "https://") {
+		bad(KeyConfigURL, "an http:// or https:// URL")
+	}
+	if c.Hostname != "" && !validDomain(c.Hostname) {
+		bad(KeyHostname, "a host name")
+	}
+	sort.Strings(c.Warnings)
+	return c
+}
+
+// Maintenance reports whether the node must stay in maintenance.
+func (c Config) Maintenance() bool { return len(c.Problems) > 0 }
+
+// ParseRestarts parses "N/DURATION" (e.g. "3/30m").
+func ParseRestarts(s string) (int, time.Duration, error) {
+	ns, ds, ok := strings.Cut(s, "/")
+	if !ok {
+		return 0, 0, fmt.Errorf("restarts %q: want N/DURATION", s)
+	}
+	n, err := strconv.Atoi(ns)
+	if err != nil || n < 0 {
+		return 0, 0, fmt.Errorf("restarts %q: bad count", s)
+	}
+	d, err := time.ParseDuration(ds)
+	if err != nil || d <= 0 {
+		return 0, 0, fmt.Errorf("restarts %q: bad duration", s)
+	}
+	return n, d, nil
+}
+
+func parseBool(s string) (bool, bool) {
+	switch strings.ToLower(s) {
+	case "", "0", "false", "no", "off":
+		return false, true
+	case "1", "true", "yes", "on":
+		return true, true
+	}
+	return false, false
+}
+
+func validDomain(s string) bool {
+	if len(s) == 0 || len(s) > 253 {
+		return false
+	}
+	if _, err := netip.ParseAddr(s); err == nil {
+		return true
+	}
+	for _, label := range strings.Split(s, ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for _, r := range label {
+			if !(r == '-' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9') {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// Paths inside the image that XmppdArgs refers to.
+const (
+	DataDir     = "/var/lib/xmppd"
+	AdminSocket = "/run/xmppd/admin.sock"
+	C2SAddr     = ":5222"
+)
+
+// XmppdArgs returns the xmppd command line for this configuration. configFile is the
+// path of the fetched xedge.config YAML ("" for none).
+func (c Config) XmppdArgs(configFile string) []string {
+	args := []string{"--domain", c.Domain, "--data", DataDir, "--c2s", C2SAddr, "--admin-socket", AdminSocket}
+	if c.Registration {
+		args = append(args, "--allow-registration")
+	}
+	if configFile != "" {
+		args = append(args, "--config", configFile)
+	}
+	return args
+}
+
+// Describe renders the configuration for the console, one "key value (source)" a line.
+func (c Config) Describe() []string {
+	src := func(k string) string {
+		if s := c.Source[k]; s != "" {
+			return " (" + s + ")"
+		}
+		return ""
+	}
+	key := "unset"
+	if c.ClusterKey != "" {
+		key = "set"
+	}
+	lines := []string{
+		"domain    " + orDash(c.Domain) + src(KeyDomain),
+		"key       " + key + src(KeyClusterKey),
+		"seeds     " + orDash(strings.Join(c.Seeds, ",")) + src(KeySeeds),
+		"storage   " + orDash(c.Storage) + src(KeyStorage),
+		"config    " + orDash(c.ConfigURL) + src(KeyConfigURL),
+		fmt.Sprintf("restarts  %d/%s%s", c.MaxRestarts, c.RestartWindow, src(KeyRestarts)),
+	}
+	return lines
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}

@@ -1,0 +1,110 @@
+package config
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParseParams(t *testing.T) {
+	l := ParseParams("cmdline", `BOOT_IMAGE=/vmlinuz console=ttyS0 xedge.domain=chat.example.org xedge.seeds="10.0.0.1, 10.0.0.2" xedge.debug xedge.bogus=1 quiet`)
+	if l.Values[KeyDomain] != "chat.example.org" {
+		t.Errorf("domain %q", l.Values[KeyDomain])
+	}
+	if l.Values[KeySeeds] != "10.0.0.1, 10.0.0.2" {
+		t.Errorf("seeds %q", l.Values[KeySeeds])
+	}
+	if l.Values[KeyDebug] != "1" {
+		t.Errorf("bare flag: %q", l.Values[KeyDebug])
+	}
+	if len(l.Warnings) != 1 || !strings.Contains(l.Warnings[0], "xedge.bogus") {
+		t.Errorf("warnings %v", l.Warnings)
+	}
+}
+
+func TestParseParamsFileSyntax(t *testing.T) {
+	l := ParseParams("image", "# site defaults\nxedge.domain=a.example\n\nxedge.registration=1\n")
+	if l.Values[KeyDomain] != "a.example" || l.Values[KeyRegistration] != "1" || len(l.Values) != 2 {
+		t.Errorf("values %v", l.Values)
+	}
+}
+
+func TestLayering(t *testing.T) {
+	image := ParseParams("image", "xedge.domain=image.example xedge.restarts=5/1h")
+	dhcp := FromDHCP("xedge.domain=dhcp.example xedge.key=s3cret", "lan.example")
+	cmd := ParseParams("cmdline", "xedge.domain=cmd.example")
+	c := Merge(Builtin(), image, dhcp, cmd)
+	if c.Domain != "cmd.example" || c.Source[KeyDomain] != "cmdline" {
+		t.Errorf("domain %q from %q", c.Domain, c.Source[KeyDomain])
+	}
+	if c.ClusterKey != "s3cret" || c.Source[KeyClusterKey] != "dhcp" {
+		t.Errorf("key from %q", c.Source[KeyClusterKey])
+	}
+	if c.MaxRestarts != 5 || c.RestartWindow != time.Hour {
+		t.Errorf("restarts %d/%v", c.MaxRestarts, c.RestartWindow)
+	}
+	if c.Maintenance() {
+		t.Errorf("problems %v", c.Problems)
+	}
+	// without cmdline the DHCP layer wins over the image
+	if c := Merge(Builtin(), image, dhcp); c.Domain != "dhcp.example" {
+		t.Errorf("dhcp over image: %q", c.Domain)
+	}
+}
+
+func TestDHCPDomainNameFallback(t *testing.T) {
+	if c := Merge(Builtin(), FromDHCP("", "lan.example")); c.Domain != "lan.example" {
+		t.Errorf("option 15 fallback: %q", c.Domain)
+	}
+	if c := Merge(Builtin(), FromDHCP("xedge.domain=x.example", "lan.example")); c.Domain != "x.example" {
+		t.Errorf("option 224 over 15: %q", c.Domain)
+	}
+}
+
+func TestDefaults(t *testing.T) {
+	c := Merge(Builtin(), ParseParams("cmdline", "xedge.domain=d.example"))
+	if c.MaxRestarts != 3 || c.RestartWindow != 30*time.Minute || c.DHCPTimeout != 10*time.Second || c.Debug || c.Registration {
+		t.Errorf("defaults: %+v", c)
+	}
+	if len(c.Warnings) != 1 || !strings.Contains(c.Warnings[0], "standalone") {
+		t.Errorf("warnings %v", c.Warnings)
+	}
+}
+
+func TestMaintenanceReasons(t *testing.T) {
+	cases := []struct {
+		params string
+		want   []string
+	}{
+		{"", []string{"no XMPP domain"}},
+		{"xedge.domain=d.example xedge.seeds=10.0.0.1", []string{"no cluster key"}},
+		{"xedge.domain=d.example xedge.storage=iscsi://t/iqn", []string{"no cluster key"}},
+		{"xedge.domain=bad_domain!", []string{"xedge.domain"}},
+		{"xedge.domain=d.example xedge.restarts=lots", []string{"xedge.restarts", "N/DURATION"}},
+		{"xedge.domain=d.example xedge.config=ftp://x", []string{"xedge.config"}},
+		{"xedge.domain=d.example xedge.debug=maybe", []string{"xedge.debug"}},
+		{"xedge.domain=d.example xedge.dhcp_timeout=-1s", []string{"xedge.dhcp_timeout"}},
+	}
+	for _, tc := range cases {
+		c := Merge(Builtin(), ParseParams("cmdline", tc.params))
+		if !c.Maintenance() {
+			t.Errorf("%q: not in maintenance", tc.params)
+			continue
+		}
+		all := strings.Join(c.Problems, "\n")
+		for _, w := range tc.want {
+			if !strings.Contains(all, w) {
+				t.Errorf("%q: problems %q lack %q", tc.params, all, w)
+			}
+		}
+	}
+}
+
+func TestXmppdArgs(t *testing.T) {
+	c := Merge(Builtin(), ParseParams("cmdline", "xedge.domain=d.example xedge.registration=1"))
+	got := strings.Join(c.XmppdArgs("/etc/xedge/xmppd.yaml"), " ")
+	want := "--domain d.example --data /var/lib/xmppd --c2s :5222 --admin-socket /run/xmppd/admin.sock --allow-registration --config /etc/xedge/xmppd.yaml"
+	if got != want {
+		t.Errorf("args\n got %s\nwant %s", got, want)
+	}
+}
