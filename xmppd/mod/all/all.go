@@ -5,6 +5,8 @@ package all
 
 import (
 	"xedge/xmppd/mod/ping"
+	"xedge/xmppd/mod/presence"
+	"xedge/xmppd/mod/roster"
 	"xedge/xmppd/module"
 )
 
@@ -25,7 +27,10 @@ func Modules(o Options) []module.Module {
 	if o.OfflineMax == 0 {
 		o.OfflineMax = DefaultOfflineMax
 	}
+	r := roster.New()
 	return []module.Module{
+		r,
+		presence.New(r, presence.Options{}),
 		ping.New(),
 	}
 }

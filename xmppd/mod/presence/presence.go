@@ -1,0 +1,263 @@
+// Package presence implements RFC 6121 §4 availability presence for local sessions:
+// initial presence (broadcast to contacts with a 'from' subscription, probes to
+// contacts with a 'to' subscription, the user's other resources), presence updates,
+// unavailable presence on explicit logout and on disconnect, directed presence and
+// the unavailable presence owed to its recipients, and answers to inbound probes from
+// the sessions' current presence. Subscriptions are the roster module's; this package
+// reads rosters through it. Delivery of inbound presence (bare and full JIDs,
+// priorities) is the core's.
+//
+// It keeps no tables: presence lives in the sessions (Session.SetPresence) and the
+// directed-presence set in a per-session value.
+//
+// It must not import the xmppd core; of the modules it imports only roster.
+package presence
+
+import (
+	"context"
+	"sync"
+
+	"xedge/xmppd/jid"
+	"xedge/xmppd/mod/roster"
+	"xedge/xmppd/module"
+	"xedge/xmppd/xmlstream"
+)
+
+// Options configure the module.
+type Options struct {
+	// Blocked, when set, reports whether user (a localpart) blocks j; blocked JIDs
+	// get no presence from the user (XEP-0191).
+	Blocked func(user string, j jid.JID) bool
+}
+
+// Module is the presence module.
+type Module struct {
+	h module.Host
+	r *roster.Module
+	o Options
+}
+
+// New returns the presence module reading rosters from r.
+func New(r *roster.Module, o Options) *Module { return &Module{r: r, o: o} }
+
+// Name implements module.Module.
+func (*Module) Name() string { return "presence" }
+
+// Start registers the hooks.
+func (m *Module) Start(_ context.Context, h module.Host) error {
+	m.h = h
+	h.Hook(module.EvC2SIn, 50, m.outbound)
+	h.Hook(module.EvDeliver, 50, m.inbound)
+	h.Hook(module.EvSessionClosed, 50, m.closed)
+	return nil
+}
+
+// Stop implements module.Module.
+func (*Module) Stop(context.Context) error { return nil }
+
+type directedKey struct{}
+
+// directed is the set of JIDs that received directed available presence from a
+// session and are not covered by its broadcast (RFC 6121 §4.6).
+type directed struct {
+	mu  sync.Mutex
+	set map[string]bool
+}
+
+func directedOf(s module.Session) *directed {
+	if d, ok := s.Value(directedKey{}).(*directed); ok {
+		return d
+	}
+	d := &directed{set: map[string]bool{}}
+	s.SetValue(directedKey{}, d)
+	return d
+}
+
+func (d *directed) take() []string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var out []string
+	for k := range d.set {
+		out = append(out, k)
+	}
+	d.set = map[string]bool{}
+	return out
+}
+
+func (m *Module) blocked(user string, j jid.JID) bool {
+	return m.o.Blocked != nil && m.o.Blocked(user, j)
+}
+
+func addressed(p *xmlstream.Element, from, to string) *xmlstream.Element {
+	c := p.Copy()
+	c.SetAttr("from", from)
+	c.SetAttr("to", to)
+	return c
+}
+
+// broadcast sends p (from the session's full JID) to every contact with a 'from'
+// subscription and to every available resource of the user (RFC 6121 §4.2.2, §4.4.2).
+func (m *Module) broadcast(ctx context.Context, s module.Session, p *xmlstream.Element, extra []string) {
+	full := s.JID()
+	user := full.Local
+	items, err := m.r.Items(user)
+	if err != nil {
+		m.h.Logger().Error("presence: roster read", "user", user, "err", err)
+	}
+	sent := map[string]bool{}
+	for _, it := range items {
+		if !roster.HasFrom(it.Sub) {
+			continue
+		}
+		cj, err := jid.Parse(it.JID)
+		if err != nil || cj.Bare() == full.Bare() || m.blocked(user, cj) {
+			continue
+		}
+		sent[it.JID] = true
+		m.h.Route(ctx, addressed(p, full.String(), it.JID))
+	}
+	for _, e := range extra {
+		if sent[e] {
+			continue
+		}
+		if ej, err := jid.Parse(e); err == nil && !m.blocked(user, ej) {
+			m.h.Route(ctx, addressed(p, full.String(), e))
+		}
+	}
+	for _, o := range m.h.Sessions(full.Bare()) {
+		if o.ID() == s.ID() || o.Presence() != nil {
+			o.Send(addressed(p, full.String(), o.JID().String()))
+		}
+	}
+}
+
+func (m *Module) outbound(ctx context.Context, h module.Host, ev *module.EventData) bool {
+	st, s := ev.Stanza, ev.Session
+	if st == nil || st.Local != "presence" || s == nil {
+		return false
+	}
+	typ := st.Attr("type")
+	if roster.IsSubscription(typ) {
+		return false // the roster module's
+	}
+	if to := st.Attr("to"); to != "" {
+		m.directedOut(s, st, typ)
+		return false // the core routes directed presence
+	}
+	switch typ {
+	case "":
+		p := st.Copy()
+		p.SetAttr("to", "")
+		p.SetAttr("from", "")
+		initial := s.Presence() == nil
+		s.SetPresence(p)
+		m.broadcast(ctx, s, p, nil)
+		if initial {
+			m.initial(ctx, s)
+		}
+	case "unavailable":
+		m.unavailable(ctx, s, st)
+	}
+	return true // probes and errors without 'to' go nowhere
+}
+
+// initial probes the contacts the user is subscribed to and shows the new resource
+// the user's other available resources (RFC 6121 §4.2.2, §4.3.1).
+func (m *Module) initial(ctx context.Context, s module.Session) {
+	full := s.JID()
+	items, _ := m.r.Items(full.Local)
+	for _, it := range items {
+		if !roster.HasTo(it.Sub) {
+			continue
+		}
+		cj, err := jid.Parse(it.JID)
+		if err != nil || cj.Bare() == full.Bare() {
+			continue
+		}
+		m.h.Route(ctx, xmlstream.New(xmlstream.NSClient, "presence", "type", "probe", "from", full.String(), "to", it.JID))
+	}
+	for _, o := range m.h.Sessions(full.Bare()) {
+		if o.ID() == s.ID() {
+			continue
+		}
+		if p := o.Presence(); p != nil {
+			s.Send(addressed(p, o.JID().String(), full.String()))
+		}
+	}
+}
+
+func (m *Module) unavailable(ctx context.Context, s module.Session, st *xmlstream.Element) {
+	if s.Presence() == nil {
+		return
+	}
+	p := xmlstream.New(xmlstream.NSClient, "presence", "type", "unavailable")
+	if st != nil {
+		for _, c := range st.Children() {
+			if c.Local == "status" {
+				p.Append(c.Copy())
+			}
+		}
+	}
+	s.SetPresence(nil)
+	m.broadcast(ctx, s, p, directedOf(s).take())
+}
+
+func (m *Module) directedOut(s module.Session, st *xmlstream.Element, typ string) {
+	to, err := jid.Parse(st.Attr("to"))
+	if err != nil || to.Bare() == s.JID().Bare() {
+		return
+	}
+	d := directedOf(s)
+	key := to.String()
+	switch typ {
+	case "":
+		if s.Presence() == nil {
+			return
+		}
+		if it, ok := m.r.Get(s.JID().Local, to.Bare().String()); ok && roster.HasFrom(it.Sub) && to.IsBare() {
+			return // covered by the broadcast
+		}
+		d.mu.Lock()
+		d.set[key] = true
+		d.mu.Unlock()
+	case "unavailable":
+		d.mu.Lock()
+		delete(d.set, key)
+		d.mu.Unlock()
+	}
+}
+
+// inbound answers probes addressed to a local user (RFC 6121 §4.3.2): a contact with a
+// 'from' subscription gets the current presence of each available resource.
+func (m *Module) inbound(ctx context.Context, h module.Host, ev *module.EventData) bool {
+	st := ev.Stanza
+	if st == nil || st.Local != "presence" || st.Attr("type") != "probe" {
+		return false
+	}
+	user := ev.To.Local
+	if user == "" || ev.From.IsZero() {
+		return true
+	}
+	if ev.From.Bare() != ev.To.Bare() {
+		it, ok := m.r.Get(user, ev.From.Bare().String())
+		if !ok || !roster.HasFrom(it.Sub) || m.blocked(user, ev.From) {
+			return true // RFC 6121 §4.3.2: reveal nothing
+		}
+	}
+	for _, s := range h.Sessions(ev.To.Bare()) {
+		if !ev.To.IsBare() && s.JID() != ev.To {
+			continue
+		}
+		if p := s.Presence(); p != nil {
+			h.Route(ctx, addressed(p, s.JID().String(), ev.From.String()))
+		}
+	}
+	return true
+}
+
+func (m *Module) closed(ctx context.Context, _ module.Host, ev *module.EventData) bool {
+	if ev.Session != nil {
+		m.unavailable(ctx, ev.Session, nil)
+	}
+	return false
+}
