@@ -5,8 +5,10 @@ package iscsi_test
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"testing"
@@ -133,5 +135,14 @@ func mustEqual(t *testing.T, what string, got, want []byte) {
 			i++
 		}
 		t.Fatalf("%s: %d bytes differ from byte %d on", what, len(want), i)
+	}
+}
+
+func fill(rng *rand.Rand, b []byte) {
+	for i := 0; i+8 <= len(b); i += 8 {
+		binary.LittleEndian.PutUint64(b[i:], rng.Uint64())
+	}
+	for i := len(b) &^ 7; i < len(b); i++ {
+		b[i] = byte(rng.Uint32())
 	}
 }

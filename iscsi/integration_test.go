@@ -171,3 +171,146 @@ func TestTgtConcurrent(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestTgtDigests(t *testing.T) {
+	l := startLab(t, tgt.Options{}, 1)
+	cfg := l.config(1)
+	cfg.HeaderDigest, cfg.DataDigest = true, true
+	// tgtd offers no digests until told to; a refusal fails the login.
+	if _, err := iscsi.Dial(context.Background(), cfg); err == nil || !strings.Contains(err.Error(), "digest") {
+		t.Fatalf("dial with digests a target refuses: %v", err)
+	}
+	for _, k := range []string{"HeaderDigest", "DataDigest"} {
+		if err := l.d.SetParam(1, k, "CRC32C,None"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d := dial(t, cfg)
+	if p := d.Stats().Params; !p.HeaderDigest || !p.DataDigest {
+		t.Fatalf("digests not negotiated: %+v", p)
+	}
+	rng := rand.New(rand.NewPCG(3, 3))
+	for _, n := range rwSizes {
+		buf := make([]byte, n)
+		for i := range buf {
+			buf[i] = byte(rng.Uint32())
+		}
+		off := int64(rng.IntN(int(d.Size()-int64(n))/512)) * 512
+		if _, err := d.WriteAt(buf, off); err != nil {
+			t.Fatal(err)
+		}
+		mustEqual(t, "backing file", l.backing(t, 1, off, n), buf)
+		got := make([]byte, n)
+		if _, err := d.ReadAt(got, off); err != nil {
+			t.Fatal(err)
+		}
+		mustEqual(t, "read back", got, buf)
+	}
+	// Header digest only, then data digest only.
+	for _, hd := range []bool{true, false} {
+		cfg := l.config(1)
+		cfg.HeaderDigest, cfg.DataDigest = hd, !hd
+		d := dial(t, cfg)
+		buf := make([]byte, 300<<10)
+		fill(rng, buf)
+		if _, err := d.WriteAt(buf, 1<<20); err != nil {
+			t.Fatal(err)
+		}
+		got := make([]byte, len(buf))
+		if _, err := d.ReadAt(got, 1<<20); err != nil {
+			t.Fatal(err)
+		}
+		mustEqual(t, "read back", got, buf)
+	}
+}
+
+func TestTgtCHAP(t *testing.T) {
+	l := startLab(t, tgt.Options{}, 1,
+		tgt.Account{User: "node1", Secret: "s3cret-node-one"},
+		tgt.Account{User: "tgt1", Secret: "s3cret-target-1", Outgoing: true})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	try := func(user, secret, tuser, tsecret string) error {
+		cfg := l.config(1)
+		cfg.User, cfg.Secret, cfg.TargetUser, cfg.TargetSecret = user, secret, tuser, tsecret
+		d, err := iscsi.Dial(ctx, cfg)
+		if err == nil {
+			defer d.Close()
+			buf := make([]byte, 4096)
+			fill(rand.New(rand.NewPCG(1, 1)), buf)
+			if _, err := d.WriteAt(buf, 0); err != nil {
+				return err
+			}
+			mustEqual(t, "backing file", l.backing(t, 1, 0, 4096), buf)
+		}
+		return err
+	}
+	if err := try("node1", "s3cret-node-one", "", ""); err != nil {
+		t.Errorf("one-way CHAP: %v", err)
+	}
+	if err := try("node1", "s3cret-node-one", "tgt1", "s3cret-target-1"); err != nil {
+		t.Errorf("mutual CHAP: %v", err)
+	}
+	// The same through a URL.
+	u := "iscsi://node1:s3cret-node-one@" + l.d.Portal + "/" + l.iqn + "/1?target_user=tgt1&target_secret=s3cret-target-1"
+	if d, err := iscsi.DialURL(ctx, u); err != nil {
+		t.Errorf("mutual CHAP by URL: %v", err)
+	} else {
+		d.Close()
+	}
+	for _, c := range []struct {
+		name                         string
+		user, secret, tuser, tsecret string
+	}{
+		{"wrong secret", "node1", "wrong-secret-xx", "", ""},
+		{"unknown user", "nobody", "s3cret-node-one", "", ""},
+		{"no credentials", "", "", "", ""},
+		{"wrong target secret", "node1", "s3cret-node-one", "tgt1", "not-the-target"},
+		{"wrong target name", "node1", "s3cret-node-one", "imposter", "s3cret-target-1"},
+	} {
+		if err := try(c.user, c.secret, c.tuser, c.tsecret); !errors.Is(err, iscsi.ErrAuth) {
+			t.Errorf("%s: %v, want ErrAuth", c.name, err)
+		}
+	}
+	// libiscsi agrees about the account.
+	out, err := exec.Command("iscsi-inq", "iscsi://node1%s3cret-node-one@"+l.d.Portal+"/"+l.iqn+"/1").CombinedOutput()
+	if err != nil {
+		t.Errorf("iscsi-inq with CHAP: %v\n%s", err, out)
+	}
+}
+
+// Two initiators (two sessions, two ISIDs) on two LUNs of one target, at once.
+func TestTgtTwoInitiators(t *testing.T) {
+	l := startLab(t, tgt.Options{}, 2)
+	var wg sync.WaitGroup
+	errs := make(chan error, 2)
+	for lun := 1; lun <= 2; lun++ {
+		cfg := l.config(lun)
+		cfg.InitiatorName = "iqn.2025-01.org.xedge.test:node" + string(rune('0'+lun))
+		d := dial(t, cfg)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(uint64(lun), 9))
+			for i := 0; i < 200; i++ {
+				n := (1 + rng.IntN(32)) * 4096
+				buf := make([]byte, n)
+				fill(rng, buf)
+				off := int64(rng.IntN(int(lunSize-int64(n))/4096)) * 4096
+				if _, err := d.WriteAt(buf, off); err != nil {
+					errs <- err
+					return
+				}
+				if got := l.backing(t, lun, off, n); string(got) != string(buf) {
+					errs <- errors.New("backing file differs after a write")
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+}

@@ -212,7 +212,7 @@ func (n *negotiation) handle(kvs []kv) ([]kv, error) {
 			switch {
 			case answer:
 				// The answer must be one of the values we offered.
-				if v != n.offer[k] {
+				if v != n.offer[k] && v != "None" {
 					return nil, fmt.Errorf("%w: %s=%s was not offered (%s)", ErrProtocol, k, v, n.offer[k])
 				}
 				on = v == "CRC32C"

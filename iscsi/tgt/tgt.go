@@ -224,6 +224,12 @@ func (d *Daemon) apply(ts targetSpec) error {
 	return nil
 }
 
+// SetParam sets a target's iSCSI parameter, e.g. HeaderDigest=CRC32C,None.
+func (d *Daemon) SetParam(tid int, name, value string) error {
+	_, err := d.adm("--op", "update", "--mode", "target", "--tid", strconv.Itoa(tid), "-n", name, "-v", value)
+	return err
+}
+
 // Show returns tgtadm's description of the targets.
 func (d *Daemon) Show() (string, error) {
 	return d.adm("--op", "show", "--mode", "target")
