@@ -1,0 +1,151 @@
+package xmlstream
+
+import (
+	"errors"
+	"io"
+	"strconv"
+	"strings"
+	"testing"
+	"testing/iotest"
+)
+
+func wantCond(t *testing.T, what string, err error, cond string) {
+	t.Helper()
+	if cond == "" {
+		if err != io.EOF {
+			t.Errorf("%s: %v, want success", what, err)
+		}
+		return
+	}
+	var xe *Error
+	if !errors.As(err, &xe) || xe.Condition != cond {
+		t.Errorf("%s: %v, want %s", what, err, cond)
+	}
+}
+
+func TestLimitsAtAndOverBoundary(t *testing.T) {
+	// MaxStanza counts the bytes from '<' of the top-level start tag to its final '>'.
+	stanza := `<message><body>` + strings.Repeat("x", 1000) + `</body></message>`
+	for _, tc := range []struct {
+		max  int
+		cond string
+	}{{len(stanza), ""}, {len(stanza) - 1, CondPolicyViolation}, {len(stanza) + 1, ""}} {
+		lim := DefaultLimits()
+		lim.MaxStanza = tc.max
+		for _, r := range []func() io.Reader{
+			func() io.Reader { return strings.NewReader(testHeader + stanza + " " + StreamClose) },
+			func() io.Reader {
+				return iotest.OneByteReader(strings.NewReader(testHeader + stanza + " " + StreamClose))
+			},
+		} {
+			_, _, err := decodeAll(r(), lim)
+			wantCond(t, "MaxStanza="+strconv.Itoa(tc.max), err, tc.cond)
+		}
+	}
+	// A self-closing stanza exactly at the limit.
+	lim := DefaultLimits()
+	lim.MaxStanza = len(`<presence/>`)
+	_, _, err := decodeAll(strings.NewReader(testHeader+`<presence/><presence/>`+StreamClose), lim)
+	wantCond(t, "self-closing at limit", err, "")
+
+	nest := func(n int) string {
+		return strings.Repeat("<a>", n) + strings.Repeat("</a>", n)
+	}
+	for _, tc := range []struct {
+		depth int
+		cond  string
+	}{{DefaultMaxDepth, ""}, {DefaultMaxDepth + 1, CondPolicyViolation}} {
+		_, _, err := decodeAll(strings.NewReader(testHeader+nest(tc.depth)+StreamClose), DefaultLimits())
+		wantCond(t, "depth "+strconv.Itoa(tc.depth), err, tc.cond)
+	}
+	// Self-closing innermost element counts as a level too.
+	_, _, err = decodeAll(strings.NewReader(testHeader+strings.Repeat("<a>", DefaultMaxDepth)+"<b/>"+strings.Repeat("</a>", DefaultMaxDepth)+StreamClose), DefaultLimits())
+	wantCond(t, "self-closing one level too deep", err, CondPolicyViolation)
+
+	attrs := func(n int) string {
+		var b strings.Builder
+		b.WriteString("<m")
+		for i := 0; i < n; i++ {
+			b.WriteString(" a" + strconv.Itoa(i) + "='v'")
+		}
+		b.WriteString("/>")
+		return b.String()
+	}
+	for _, tc := range []struct {
+		n    int
+		cond string
+	}{{DefaultMaxAttrs, ""}, {DefaultMaxAttrs + 1, CondPolicyViolation}} {
+		_, _, err := decodeAll(strings.NewReader(testHeader+attrs(tc.n)+StreamClose), DefaultLimits())
+		wantCond(t, "attrs "+strconv.Itoa(tc.n), err, tc.cond)
+	}
+	// Namespace declarations count as attributes.
+	_, _, err = decodeAll(strings.NewReader(testHeader+strings.Replace(attrs(DefaultMaxAttrs), "<m", "<m xmlns='u'", 1)+StreamClose), DefaultLimits())
+	wantCond(t, "attrs incl. xmlns", err, CondPolicyViolation)
+
+	for _, tc := range []struct {
+		n    int
+		cond string
+	}{{DefaultMaxNameLen, ""}, {DefaultMaxNameLen + 1, CondPolicyViolation}} {
+		name := strings.Repeat("n", tc.n)
+		for what, in := range map[string]string{
+			"element": "<" + name + "/>",
+			"attr":    "<m " + name + "='1'/>",
+			"prefix":  "<" + name + ":m xmlns:" + name + "='u'/>",
+			"end tag": "<" + name + "></" + name + ">",
+		} {
+			_, _, err := decodeAll(strings.NewReader(testHeader+in+StreamClose), DefaultLimits())
+			wantCond(t, what+" name "+strconv.Itoa(tc.n), err, tc.cond)
+		}
+	}
+}
+
+// endlessReader yields a prefix and then the same filler forever, counting bytes.
+type endlessReader struct {
+	prefix string
+	filler string
+	n      int64
+	off    int
+}
+
+func (r *endlessReader) Read(p []byte) (int, error) {
+	var n int
+	if r.prefix != "" {
+		n = copy(p, r.prefix)
+		r.prefix = r.prefix[n:]
+	} else {
+		for n < len(p) {
+			c := copy(p[n:], r.filler[r.off:])
+			n += c
+			r.off = (r.off + c) % len(r.filler)
+		}
+	}
+	r.n += int64(n)
+	return n, nil
+}
+
+func TestUnboundedInputIsCutAtTheLimit(t *testing.T) {
+	lim := DefaultLimits()
+	for name, tc := range map[string]struct{ prefix, filler string }{
+		"huge text":                      {testHeader + "<message><body>", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"},
+		"huge attribute":                 {testHeader + "<message to='", "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"},
+		"endless nesting":                {testHeader + "<message>", "<a>"},
+		"endless siblings in one stanza": {testHeader + "<message>", "<a/>"},
+		"huge header":                    {`<stream:stream xmlns:stream='http://etherx.jabber.org/streams' to='`, "cccccccccccccccc"},
+		"huge cdata":                     {testHeader + "<message><![CDATA[", "dddddddddddddddd"},
+		"huge end tag":                   {testHeader + "<message></message", "eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee"},
+	} {
+		r := &endlessReader{prefix: tc.prefix, filler: tc.filler}
+		_, _, err := decodeAll(r, lim)
+		wantCond(t, name, err, CondPolicyViolation)
+		if limit := int64(len(tc.prefix) + lim.MaxStanza + 2*initBufSize); r.n > limit {
+			t.Errorf("%s: read %d bytes before failing, limit %d", name, r.n, limit)
+		}
+	}
+}
+
+func TestZeroLimitsMeanDefaults(t *testing.T) {
+	d := NewDecoder(strings.NewReader(""), Limits{})
+	if d.lim != DefaultLimits() {
+		t.Errorf("limits = %+v", d.lim)
+	}
+}
