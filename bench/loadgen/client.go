@@ -1,0 +1,396 @@
+package loadgen
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"sync/atomic"
+	"time"
+)
+
+// Namespaces the client speaks.
+const (
+	nsTLS      = "urn:ietf:params:xml:ns:xmpp-tls"
+	nsSASL     = "urn:ietf:params:xml:ns:xmpp-sasl"
+	nsBind     = "urn:ietf:params:xml:ns:xmpp-bind"
+	nsSession  = "urn:ietf:params:xml:ns:xmpp-session"
+	nsRegister = "jabber:iq:register"
+	nsRoster   = "jabber:iq:roster"
+	nsPing     = "urn:xmpp:ping"
+)
+
+// ErrConflict is returned by Register when the account already exists.
+var ErrConflict = errors.New("account already exists")
+
+// Options configure one client connection.
+type Options struct {
+	Addr      string        // host:port of the c2s listener (loopback)
+	Domain    string        // the XMPP domain (stream 'to', JID domain)
+	StartTLS  bool          // negotiate STARTTLS before anything else
+	Mechanism string        // SASL mechanism; default SCRAM-SHA-1
+	Resource  string        // resource to bind; default "bench"
+	Timeout   time.Duration // deadline for each protocol step; default 20s
+}
+
+func (o *Options) timeout() time.Duration {
+	if o.Timeout <= 0 {
+		return 20 * time.Second
+	}
+	return o.Timeout
+}
+
+// tlsConfig is shared by every connection: the servers use a throwaway self-signed
+// certificate, and session tickets are off so each login pays a full handshake.
+var tlsConfig = &tls.Config{InsecureSkipVerify: true, SessionTicketsDisabled: true, MinVersion: tls.VersionTLS12}
+
+// Conn is one client-to-server XMPP connection.
+type Conn struct {
+	opts     Options
+	raw      net.Conn
+	conn     net.Conn // raw or the TLS layer over it
+	sc       *Scanner
+	features []byte
+	JID      string // full JID after Bind
+	TLS      bool
+	seq      atomic.Uint64
+}
+
+// Dial connects, opens the stream and, if asked, negotiates STARTTLS.
+func Dial(ctx context.Context, opts Options) (*Conn, error) {
+	d := net.Dialer{Timeout: opts.timeout()}
+	raw, err := d.DialContext(ctx, "tcp", opts.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("dial %s: %w", opts.Addr, err)
+	}
+	c := &Conn{opts: opts, raw: raw, conn: raw, sc: NewScanner(raw)}
+	if err := c.open(); err != nil {
+		raw.Close()
+		return nil, err
+	}
+	if opts.StartTLS {
+		if err := c.startTLS(ctx); err != nil {
+			raw.Close()
+			return nil, err
+		}
+	}
+	return c, nil
+}
+
+func (c *Conn) deadline() {
+	_ = c.conn.SetDeadline(time.Now().Add(c.opts.timeout()))
+}
+
+// open sends a stream header and reads the server's header and features.
+func (c *Conn) open() error {
+	c.deadline()
+	c.sc.Restart()
+	if err := c.Send([]byte("<?xml version='1.0'?><stream:stream to='" + c.opts.Domain +
+		"' version='1.0' xml:lang='en' xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>")); err != nil {
+		return err
+	}
+	hdr, err := c.sc.Next()
+	if err != nil {
+		return fmt.Errorf("read stream header: %w", err)
+	}
+	if string(Name(hdr)) != "stream:stream" {
+		return fmt.Errorf("expected stream header, got %.200q", hdr)
+	}
+	f, err := c.sc.Next()
+	if err != nil {
+		return fmt.Errorf("read stream features: %w", err)
+	}
+	if string(Name(f)) != "stream:features" {
+		return fmt.Errorf("expected stream features, got %.300q", f)
+	}
+	c.features = append(c.features[:0], f...)
+	return nil
+}
+
+// Features returns the last stream features element.
+func (c *Conn) Features() []byte { return c.features }
+
+func (c *Conn) startTLS(ctx context.Context) error {
+	if Child(c.features, "starttls") == nil {
+		return errors.New("server does not offer STARTTLS")
+	}
+	if err := c.Send([]byte("<starttls xmlns='" + nsTLS + "'/>")); err != nil {
+		return err
+	}
+	el, err := c.sc.Next()
+	if err != nil {
+		return fmt.Errorf("starttls: %w", err)
+	}
+	if string(Name(el)) != "proceed" {
+		return fmt.Errorf("starttls refused: %.200q", el)
+	}
+	if c.sc.Buffered() != 0 {
+		return errors.New("starttls: data after <proceed/>")
+	}
+	cfg := tlsConfig.Clone()
+	cfg.ServerName = c.opts.Domain
+	tc := tls.Client(c.raw, cfg)
+	hctx, cancel := context.WithTimeout(ctx, c.opts.timeout())
+	defer cancel()
+	if err := tc.HandshakeContext(hctx); err != nil {
+		return fmt.Errorf("tls handshake: %w", err)
+	}
+	c.conn = tc
+	c.TLS = true
+	c.sc.Reset(tc)
+	return c.open()
+}
+
+// Send writes raw XML.
+func (c *Conn) Send(b []byte) error {
+	if _, err := c.conn.Write(b); err != nil {
+		return fmt.Errorf("write: %w", err)
+	}
+	return nil
+}
+
+// Next reads the next top-level element; the slice is valid until the next call.
+func (c *Conn) Next() ([]byte, error) {
+	el, err := c.sc.Next()
+	if err == nil && string(Name(el)) == "stream:error" {
+		return nil, fmt.Errorf("stream error: %.300q", el)
+	}
+	return el, err
+}
+
+// SetDeadline sets the read and write deadline of the connection.
+func (c *Conn) SetDeadline(t time.Time) error { return c.conn.SetDeadline(t) }
+
+// NextID returns a connection-unique stanza id.
+func (c *Conn) NextID() string { return "b" + strconv.FormatUint(c.seq.Add(1), 36) }
+
+// await reads until the iq with this id arrives; other elements go to other
+// (which may be nil).
+func (c *Conn) await(id string, other func([]byte) error) ([]byte, error) {
+	for range 100000 {
+		el, err := c.Next()
+		if err != nil {
+			return nil, err
+		}
+		if string(Name(el)) == "iq" && string(Attr(el, "id")) == id {
+			return el, nil
+		}
+		if other != nil {
+			if err := other(el); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return nil, fmt.Errorf("no answer to iq %s", id)
+}
+
+// Register creates an account with XEP-0077 in-band registration on an
+// unauthenticated stream. It returns ErrConflict if the account exists.
+func (c *Conn) Register(user, pass string) error {
+	c.deadline()
+	id := c.NextID()
+	if err := c.Send([]byte("<iq type='set' id='" + id + "'><query xmlns='" + nsRegister + "'><username>" +
+		Escape(user) + "</username><password>" + Escape(pass) + "</password></query></iq>")); err != nil {
+		return err
+	}
+	el, err := c.await(id, nil)
+	if err != nil {
+		return fmt.Errorf("register %s: %w", user, err)
+	}
+	if string(Attr(el, "type")) == "result" {
+		return nil
+	}
+	if Child(el, "conflict") != nil {
+		return ErrConflict
+	}
+	return fmt.Errorf("register %s: %.300q", user, el)
+}
+
+// Auth authenticates with SCRAM and restarts the stream.
+func (c *Conn) Auth(user, pass string) error {
+	c.deadline()
+	mech := c.opts.Mechanism
+	if mech == "" {
+		mech = ScramSHA1
+	}
+	if !bytes.Contains(c.features, []byte(">"+mech+"<")) {
+		return fmt.Errorf("server does not offer %s: %.300q", mech, c.features)
+	}
+	s, err := NewScram(mech, user, pass, "")
+	if err != nil {
+		return err
+	}
+	first := base64.StdEncoding.EncodeToString([]byte(s.ClientFirst()))
+	if err := c.Send([]byte("<auth xmlns='" + nsSASL + "' mechanism='" + mech + "'>" + first + "</auth>")); err != nil {
+		return err
+	}
+	el, err := c.Next()
+	if err != nil {
+		return fmt.Errorf("sasl: %w", err)
+	}
+	if string(Name(el)) != "challenge" {
+		return fmt.Errorf("sasl %s: %.300q", user, el)
+	}
+	sf, err := base64.StdEncoding.DecodeString(Text(el))
+	if err != nil {
+		return fmt.Errorf("sasl challenge: %w", err)
+	}
+	final, err := s.ClientFinal(string(sf))
+	if err != nil {
+		return err
+	}
+	if err := c.Send([]byte("<response xmlns='" + nsSASL + "'>" + base64.StdEncoding.EncodeToString([]byte(final)) + "</response>")); err != nil {
+		return err
+	}
+	el, err = c.Next()
+	if err != nil {
+		return fmt.Errorf("sasl: %w", err)
+	}
+	switch string(Name(el)) {
+	case "success":
+	case "challenge": // some servers send v= in a challenge, then expect an empty response
+		v, _ := base64.StdEncoding.DecodeString(Text(el))
+		if err := s.Verify(string(v)); err != nil {
+			return err
+		}
+		if err := c.Send([]byte("<response xmlns='" + nsSASL + "'/>")); err != nil {
+			return err
+		}
+		if el, err = c.Next(); err != nil {
+			return fmt.Errorf("sasl: %w", err)
+		}
+		if string(Name(el)) != "success" {
+			return fmt.Errorf("sasl %s: %.300q", user, el)
+		}
+		return c.open()
+	default:
+		return fmt.Errorf("sasl %s failed: %.300q", user, el)
+	}
+	v, err := base64.StdEncoding.DecodeString(Text(el))
+	if err != nil {
+		return fmt.Errorf("sasl success: %w", err)
+	}
+	if err := s.Verify(string(v)); err != nil {
+		return err
+	}
+	return c.open()
+}
+
+// Bind binds a resource (and opens a legacy session if the server requires it).
+func (c *Conn) Bind() error {
+	c.deadline()
+	res := c.opts.Resource
+	if res == "" {
+		res = "bench"
+	}
+	id := c.NextID()
+	if err := c.Send([]byte("<iq type='set' id='" + id + "'><bind xmlns='" + nsBind + "'><resource>" +
+		Escape(res) + "</resource></bind></iq>")); err != nil {
+		return err
+	}
+	el, err := c.await(id, nil)
+	if err != nil {
+		return fmt.Errorf("bind: %w", err)
+	}
+	if string(Attr(el, "type")) != "result" {
+		return fmt.Errorf("bind: %.300q", el)
+	}
+	c.JID = Text(Child(el, "jid"))
+	if sess := Child(c.features, "session"); sess != nil && Child(sess, "optional") == nil {
+		id := c.NextID()
+		if err := c.Send([]byte("<iq type='set' id='" + id + "'><session xmlns='" + nsSession + "'/></iq>")); err != nil {
+			return err
+		}
+		if el, err = c.await(id, nil); err != nil {
+			return fmt.Errorf("session: %w", err)
+		}
+		if string(Attr(el, "type")) != "result" {
+			return fmt.Errorf("session: %.300q", el)
+		}
+	}
+	return nil
+}
+
+// Ping sends an XEP-0199 ping to the server and waits for its answer (a result or
+// an error both prove the server processed everything sent before); other elements
+// read meanwhile go to other.
+func (c *Conn) Ping(other func([]byte) error) error {
+	c.deadline()
+	id := c.NextID()
+	if err := c.Send([]byte("<iq type='get' id='" + id + "' to='" + c.opts.Domain + "'><ping xmlns='" + nsPing + "'/></iq>")); err != nil {
+		return err
+	}
+	_, err := c.await(id, other)
+	return err
+}
+
+// Login is the full login the benchmark measures: TCP, stream, optional STARTTLS,
+// SCRAM, bind, initial presence, then a ping round trip so the login counts only
+// once the server has processed the initial presence.
+func Login(ctx context.Context, opts Options, user, pass string) (*Conn, error) {
+	c, err := Dial(ctx, opts)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.login(user, pass); err != nil {
+		c.raw.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+func (c *Conn) login(user, pass string) error {
+	if err := c.Auth(user, pass); err != nil {
+		return err
+	}
+	if err := c.Bind(); err != nil {
+		return err
+	}
+	if err := c.Send([]byte("<presence/>")); err != nil {
+		return err
+	}
+	return c.Ping(nil)
+}
+
+// Roster fetches the roster and returns the items as (jid, subscription) pairs.
+func (c *Conn) Roster(other func([]byte) error) (map[string]string, error) {
+	c.deadline()
+	id := c.NextID()
+	if err := c.Send([]byte("<iq type='get' id='" + id + "'><query xmlns='" + nsRoster + "'/></iq>")); err != nil {
+		return nil, err
+	}
+	el, err := c.await(id, other)
+	if err != nil {
+		return nil, fmt.Errorf("roster: %w", err)
+	}
+	if string(Attr(el, "type")) != "result" {
+		return nil, fmt.Errorf("roster: %.300q", el)
+	}
+	items := map[string]string{}
+	p := el
+	for range 100000 {
+		it := Child(p, "item")
+		if it == nil {
+			break
+		}
+		items[Unescape(Attr(it, "jid"))] = string(Attr(it, "subscription"))
+		idx := bytes.Index(p, it)
+		p = append([]byte("<q>"), p[idx+len(it):]...)
+	}
+	return items, nil
+}
+
+// Close ends the stream and closes the connection without waiting for the
+// server's close.
+func (c *Conn) Close() error {
+	_ = c.conn.SetWriteDeadline(time.Now().Add(time.Second))
+	_, _ = c.conn.Write([]byte("</stream:stream>"))
+	return c.raw.Close()
+}
+
+// Abort closes the TCP connection at once.
+func (c *Conn) Abort() error { return c.raw.Close() }

@@ -1,0 +1,42 @@
+-- Prosody configuration for xedge's benchmark (bench/cmd/bench fills in @...@).
+-- Everything that throttles a load test is off; see docs/bench.md for the list:
+--   * mod_limits is not loaded (Debian's config loads it with 10 kB/s per client);
+--   * registration: allow_registration = true, no invite-only registration
+--     (mod_invites_register not loaded), no per-IP registration throttle;
+--   * c2s_require_encryption = false so the "without TLS" idle-session figure exists
+--     (STARTTLS is still offered and used by every TLS workload);
+--   * mod_smacks, mod_carbons, mod_pep, mod_csi and the rest of Debian's defaults
+--     are not loaded: only what the workloads exercise (same feature set as
+--     ejabberd's and xmppd's benchmark configurations).
+daemonize = false
+pidfile = "@DIR@/prosody.pid"
+data_path = "@DIR@/data"
+admins = { }
+network_backend = "epoll"
+interfaces = { "127.0.0.1" }
+c2s_ports = { @PORT@ }
+c2s_direct_tls_ports = { }
+s2s_ports = { }
+modules_enabled = {
+	"roster";
+	"saslauth";
+	"tls";
+	"disco";
+	"ping";
+	"register";
+}
+modules_disabled = { "s2s"; "offline"; }
+allow_registration = true
+registration_invite_only = false
+c2s_require_encryption = false
+s2s_require_encryption = false
+authentication = "internal_hashed"
+storage = "internal"
+log = {
+	{ levels = { min = "warn" }; to = "file"; filename = "@DIR@/prosody.log" };
+}
+ssl = {
+	certificate = "@CERT@";
+	key = "@KEY@";
+}
+VirtualHost "@DOMAIN@"
