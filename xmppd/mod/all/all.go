@@ -4,15 +4,19 @@
 package all
 
 import (
+	"xedge/xmppd/mod/carbons"
+	"xedge/xmppd/mod/disco"
+	"xedge/xmppd/mod/offline"
 	"xedge/xmppd/mod/ping"
 	"xedge/xmppd/mod/presence"
 	"xedge/xmppd/mod/roster"
+	"xedge/xmppd/mod/version"
 	"xedge/xmppd/module"
 )
 
 // DefaultOfflineMax is the per-user offline message cap used when Options.OfflineMax
-// is 0 (ejabberd's max_user_offline_messages defaults to 5000 via its shaper rules;
-// Prosody has no cap; xedge chooses 100 to bound storage on small appliances).
+// is 0: 100, what ejabberd's shipped configuration gives ordinary users through
+// max_user_offline_messages (Prosody has no cap).
 const DefaultOfflineMax = 100
 
 // Options configure the modules.
@@ -26,11 +30,17 @@ type Options struct {
 func Modules(o Options) []module.Module {
 	if o.OfflineMax == 0 {
 		o.OfflineMax = DefaultOfflineMax
+	} else if o.OfflineMax < 0 {
+		o.OfflineMax = -1
 	}
 	r := roster.New()
 	return []module.Module{
 		r,
 		presence.New(r, presence.Options{}),
+		offline.New(o.OfflineMax),
+		carbons.New(),
+		disco.New(r),
+		version.New(false),
 		ping.New(),
 	}
 }

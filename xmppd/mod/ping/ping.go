@@ -8,6 +8,7 @@ package ping
 import (
 	"context"
 
+	"xedge/xmppd/mod/internal/modutil"
 	"xedge/xmppd/module"
 )
 
@@ -28,10 +29,10 @@ func (*Module) Start(_ context.Context, h module.Host) error {
 	h.DiscoFeature(NS)
 	h.HandleIQ(NS, func(ctx context.Context, h module.Host, iq *module.IQ) {
 		if iq.Stanza.Attr("type") != "get" {
-			h.Route(ctx, module.Error(iq.Stanza, module.ErrCancel, "bad-request", "ping is an IQ get"))
+			modutil.ReplyError(ctx, h, iq, module.ErrCancel, "bad-request", "ping is an IQ get")
 			return
 		}
-		h.Route(ctx, module.Result(iq.Stanza))
+		modutil.ReplyResult(ctx, h, iq)
 	})
 	return nil
 }

@@ -1,0 +1,155 @@
+// Package carbons implements message carbons (XEP-0280): a session enables or
+// disables carbons for itself; a message delivered to some of an account's resources
+// is copied (<received/>) to its other carbons-enabled resources, and a message a
+// session sends is copied (<sent/>) to the account's other carbons-enabled resources,
+// each wrapped in <forwarded xmlns='urn:xmpp:forward:0'/>. Messages with
+// <private xmlns='urn:xmpp:carbons:2'/> (removed before the message goes on) or a
+// <no-copy xmlns='urn:xmpp:hints'/> hint are not copied.
+//
+// It keeps no tables (the switch is a per-session value). It must not import the
+// xmppd core or other modules.
+package carbons
+
+import (
+	"context"
+
+	"xedge/xmppd/mod/internal/modutil"
+	"xedge/xmppd/module"
+	"xedge/xmppd/xmlstream"
+)
+
+// Namespaces.
+const (
+	NS        = "urn:xmpp:carbons:2"
+	NSForward = "urn:xmpp:forward:0"
+	NSHints   = "urn:xmpp:hints"
+)
+
+type enabledKey struct{}
+
+// Module is the carbons module.
+type Module struct{}
+
+// New returns the module.
+func New() *Module { return &Module{} }
+
+// Name implements module.Module.
+func (*Module) Name() string { return "carbons" }
+
+// Start registers the IQ handler and hooks.
+func (m *Module) Start(_ context.Context, h module.Host) error {
+	h.DiscoFeature(NS)
+	h.HandleIQ(NS, m.iq)
+	h.Hook(module.EvC2SIn, 20, m.sent)
+	h.Hook(module.EvDelivered, 50, m.received)
+	return nil
+}
+
+// Stop implements module.Module.
+func (*Module) Stop(context.Context) error { return nil }
+
+// Enabled reports whether s enabled carbons.
+func Enabled(s module.Session) bool {
+	v, _ := s.Value(enabledKey{}).(bool)
+	return v
+}
+
+func (m *Module) iq(ctx context.Context, h module.Host, iq *module.IQ) {
+	p := iq.Payload()
+	switch {
+	case !modutil.IsOwn(iq) || iq.Session == nil:
+		modutil.ReplyError(ctx, h, iq, module.ErrCancel, "not-allowed", "carbons are enabled by a session for itself")
+	case iq.Stanza.Attr("type") != "set":
+		modutil.ReplyError(ctx, h, iq, module.ErrModify, "bad-request", "")
+	case p.Local == "enable":
+		iq.Session.SetValue(enabledKey{}, true)
+		modutil.ReplyResult(ctx, h, iq)
+	case p.Local == "disable":
+		iq.Session.SetValue(enabledKey{}, false)
+		modutil.ReplyResult(ctx, h, iq)
+	default:
+		modutil.ReplyError(ctx, h, iq, module.ErrModify, "bad-request", "")
+	}
+}
+
+var imPayloads = map[string]bool{
+	"http://jabber.org/protocol/chatstates": true,
+	"urn:xmpp:receipts":                     true,
+	"urn:xmpp:chat-markers:0":               true,
+}
+
+// Eligible reports whether msg is copied (XEP-0280 §6): type chat, or normal with a
+// body, or carrying an IM payload (chat states, receipts, markers); never with
+// <private/>, a no-copy hint, a MUC user payload, or when it already is a carbon.
+func Eligible(msg *xmlstream.Element) bool {
+	if msg.Child(NS, "private") != nil || msg.Child(NSHints, "no-copy") != nil ||
+		msg.Child(NS, "received") != nil || msg.Child(NS, "sent") != nil ||
+		msg.Child("http://jabber.org/protocol/muc#user", "x") != nil {
+		return false
+	}
+	switch modutil.Type(msg) {
+	case "chat":
+		return true
+	case "normal":
+		if msg.Child("", "body") != nil {
+			return true
+		}
+	default:
+		return false
+	}
+	for _, c := range msg.Children() {
+		if imPayloads[c.Space] {
+			return true
+		}
+	}
+	return false
+}
+
+func wrap(kind string, msg *xmlstream.Element, to module.Session) *xmlstream.Element {
+	bare := to.JID().Bare().String()
+	out := xmlstream.New(xmlstream.NSClient, "message", "from", bare, "to", to.JID().String())
+	out.SetAttr("type", msg.Attr("type"))
+	inner := msg.Copy()
+	inner.Space = xmlstream.NSClient
+	out.Append(xmlstream.New(NS, kind).Append(xmlstream.New(NSForward, "forwarded").Append(inner)))
+	return out
+}
+
+// sent copies a message a local session sends to the account's other resources.
+func (m *Module) sent(_ context.Context, h module.Host, ev *module.EventData) bool {
+	st, s := ev.Stanza, ev.Session
+	if st == nil || s == nil || st.Local != "message" {
+		return false
+	}
+	if st.Child(NS, "private") != nil {
+		st.RemoveChildren(NS, "private")
+		return false
+	}
+	if !Eligible(st) {
+		return false
+	}
+	for _, o := range h.Sessions(s.JID().Bare()) {
+		if o.ID() != s.ID() && Enabled(o) && o.JID().String() != st.Attr("to") {
+			o.Send(wrap("sent", st, o))
+		}
+	}
+	return false
+}
+
+// received copies a delivered message to the recipient account's other resources.
+func (m *Module) received(_ context.Context, h module.Host, ev *module.EventData) bool {
+	st := ev.Stanza
+	if st == nil || st.Local != "message" || ev.To.Local == "" || !Eligible(st) {
+		return false
+	}
+	got := map[string]bool{}
+	for _, t := range ev.Targets {
+		got[t.ID()] = true
+	}
+	for _, o := range h.Sessions(ev.To.Bare()) {
+		if !got[o.ID()] && Enabled(o) {
+			o.Send(wrap("received", st, o))
+		}
+	}
+	return false
+}

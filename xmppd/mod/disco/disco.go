@@ -1,0 +1,132 @@
+// Package disco implements service discovery (XEP-0030) for the server and for local
+// accounts: disco#info on the domain answers identity server/im "xedge" and every
+// feature modules advertised (Host.DiscoFeatures); disco#items on the domain lists
+// the configured service items (none by default). A disco#info to an account's bare
+// JID is answered by the server (identity account/registered) when asked by the
+// account itself or by a contact with a presence subscription to it, and with
+// <service-unavailable/> otherwise so the account's existence is not revealed.
+//
+// It keeps no tables. It must not import the xmppd core; of the modules it imports
+// only roster.
+package disco
+
+import (
+	"context"
+
+	"xedge/xmppd/jid"
+	"xedge/xmppd/mod/internal/modutil"
+	"xedge/xmppd/mod/roster"
+	"xedge/xmppd/module"
+	"xedge/xmppd/xmlstream"
+)
+
+// Namespaces.
+const (
+	NSInfo  = "http://jabber.org/protocol/disco#info"
+	NSItems = "http://jabber.org/protocol/disco#items"
+)
+
+// Item is a service item listed in the domain's disco#items.
+type Item struct{ JID, Name, Node string }
+
+// Module is the disco module.
+type Module struct {
+	r     *roster.Module
+	name  string
+	items []Item
+}
+
+// New returns the module; r (may be nil) decides who may discover an account, items
+// are listed on the domain.
+func New(r *roster.Module, items ...Item) *Module {
+	return &Module{r: r, name: "xedge", items: items}
+}
+
+// Name implements module.Module.
+func (*Module) Name() string { return "disco" }
+
+// Start registers the IQ handlers.
+func (m *Module) Start(_ context.Context, h module.Host) error {
+	h.DiscoFeature(NSInfo)
+	h.DiscoFeature(NSItems)
+	h.HandleIQ(NSInfo, m.info)
+	h.HandleIQ(NSItems, m.itemsIQ)
+	return nil
+}
+
+// Stop implements module.Module.
+func (*Module) Stop(context.Context) error { return nil }
+
+// allowed reports whether from may discover the account bare.
+func (m *Module) allowed(from, bare jid.JID) bool {
+	if from.Bare() == bare.Bare() {
+		return true
+	}
+	if m.r == nil {
+		return false
+	}
+	it, ok := m.r.Get(bare.Local, from.Bare().String())
+	return ok && roster.HasFrom(it.Sub)
+}
+
+func (m *Module) info(ctx context.Context, h module.Host, iq *module.IQ) {
+	if iq.Stanza.Attr("type") != "get" {
+		modutil.ReplyError(ctx, h, iq, module.ErrCancel, "not-allowed", "")
+		return
+	}
+	q := iq.Payload()
+	if q.Attr("node") != "" {
+		modutil.ReplyError(ctx, h, iq, module.ErrCancel, "item-not-found", "")
+		return
+	}
+	res := xmlstream.New(NSInfo, "query")
+	switch {
+	case iq.To.Local == "":
+		res.Append(xmlstream.New(NSInfo, "identity", "category", "server", "type", "im", "name", m.name))
+		for _, f := range h.DiscoFeatures() {
+			res.Append(xmlstream.New(NSInfo, "feature", "var", f))
+		}
+	case m.allowed(iq.From, iq.To):
+		res.Append(xmlstream.New(NSInfo, "identity", "category", "account", "type", "registered"))
+		res.Append(xmlstream.New(NSInfo, "feature", "var", NSInfo))
+		res.Append(xmlstream.New(NSInfo, "feature", "var", NSItems))
+	default:
+		modutil.ReplyError(ctx, h, iq, module.ErrCancel, "service-unavailable", "")
+		return
+	}
+	modutil.ReplyResult(ctx, h, iq, res)
+}
+
+func (m *Module) itemsIQ(ctx context.Context, h module.Host, iq *module.IQ) {
+	if iq.Stanza.Attr("type") != "get" {
+		modutil.ReplyError(ctx, h, iq, module.ErrCancel, "not-allowed", "")
+		return
+	}
+	q := iq.Payload()
+	if q.Attr("node") != "" {
+		modutil.ReplyError(ctx, h, iq, module.ErrCancel, "item-not-found", "")
+		return
+	}
+	res := xmlstream.New(NSItems, "query")
+	switch {
+	case iq.To.Local == "":
+		for _, it := range m.items {
+			e := xmlstream.New(NSItems, "item", "jid", it.JID)
+			e.SetAttr("name", it.Name)
+			e.SetAttr("node", it.Node)
+			res.Append(e)
+		}
+	case iq.From.Bare() == iq.To.Bare():
+		// The account's own available resources.
+		for _, s := range h.Sessions(iq.To) {
+			if s.Presence() != nil {
+				res.Append(xmlstream.New(NSItems, "item", "jid", s.JID().String()))
+			}
+		}
+	case m.allowed(iq.From, iq.To):
+	default:
+		modutil.ReplyError(ctx, h, iq, module.ErrCancel, "service-unavailable", "")
+		return
+	}
+	modutil.ReplyResult(ctx, h, iq, res)
+}

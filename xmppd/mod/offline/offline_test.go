@@ -1,0 +1,98 @@
+package offline
+
+import (
+	"context"
+	"testing"
+
+	"xedge/storage"
+	"xedge/xmppd/mod/internal/modtest"
+	"xedge/xmppd/module"
+	"xedge/xmppd/xmlstream"
+)
+
+func msg(typ, body string) *xmlstream.Element {
+	m := xmlstream.New(xmlstream.NSClient, "message", "from", "bob@example.org/b", "to", "alice@example.org", "id", "m-"+body)
+	m.SetAttr("type", typ)
+	if body != "" {
+		m.Append(xmlstream.New(xmlstream.NSClient, "body").AppendText(body))
+	}
+	return m
+}
+
+func TestStoreDeliverAndCap(t *testing.T) {
+	h := modtest.NewHost("example.org", "alice", "bob")
+	m := New(2)
+	if err := m.Start(context.Background(), h); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	b := h.Connect("bob@example.org/b")
+	h.Send(b, xmlstream.New(xmlstream.NSClient, "presence"))
+	b.SetPresence(xmlstream.New(xmlstream.NSClient, "presence"))
+	b.Take()
+
+	h.Route(ctx, msg("chat", "one"))
+	h.Route(ctx, msg("", "two"))
+	h.Route(ctx, msg("headline", "news")) // not stored: bounced by the host
+	h.Route(ctx, msg("chat", ""))         // chat state without body: not stored
+	h.Route(ctx, msg("chat", "three"))    // over the cap: service-unavailable
+	if n := m.Count("alice"); n != 2 {
+		t.Fatalf("stored %d, want 2", n)
+	}
+	errs := modtest.Find(b.Take(), "message", "error")
+	if len(errs) != 1 || errs[0].Child("", "error").Child(module.NSStanzas, "service-unavailable") == nil {
+		t.Fatalf("cap bounce: %+v", errs)
+	}
+
+	// Negative priority: nothing delivered.
+	a := h.Connect("alice@example.org/a")
+	p := xmlstream.New(xmlstream.NSClient, "presence").Append(xmlstream.New(xmlstream.NSClient, "priority").AppendText("-1"))
+	h.Send(a, p)
+	if len(a.Take()) != 0 {
+		t.Fatal("delivered to a negative-priority session")
+	}
+	a2 := h.Connect("alice@example.org/a2")
+	h.Send(a2, xmlstream.New(xmlstream.NSClient, "presence"))
+	got := modtest.Find(a2.Take(), "message", "")
+	if len(got) != 2 || got[0].ChildText("", "body") != "one" || got[1].ChildText("", "body") != "two" {
+		t.Fatalf("delivery: %+v", got)
+	}
+	d := got[0].Child(NSDelay, "delay")
+	if d == nil || d.Attr("from") != "example.org" || d.Attr("stamp") == "" {
+		t.Fatalf("delay stamp: %+v", d)
+	}
+	if n := m.Count("alice"); n != 0 {
+		t.Fatalf("%d left after delivery", n)
+	}
+}
+
+func TestUnavailableStorageBouncesWait(t *testing.T) {
+	h := modtest.NewHost("example.org", "alice", "bob")
+	m := New(-1)
+	if err := m.Start(context.Background(), h); err != nil {
+		t.Fatal(err)
+	}
+	b := h.Connect("bob@example.org/b")
+	b.SetPresence(xmlstream.New(xmlstream.NSClient, "presence"))
+	h.MemStore().SetFail(storage.ErrUnavailable)
+	h.Route(context.Background(), msg("chat", "x"))
+	errs := modtest.Find(b.Take(), "message", "error")
+	if len(errs) != 1 || errs[0].Child("", "error").Attr("type") != "wait" {
+		t.Fatalf("want a wait error, got %+v", errs)
+	}
+	h.MemStore().SetFail(nil)
+	h.RemoveUser("alice")
+}
+
+func TestUserRemovedPurges(t *testing.T) {
+	h := modtest.NewHost("example.org", "alice", "bob")
+	m := New(10)
+	if err := m.Start(context.Background(), h); err != nil {
+		t.Fatal(err)
+	}
+	h.Route(context.Background(), msg("chat", "x"))
+	h.RemoveUser("alice")
+	if n := m.Count("alice"); n != 0 {
+		t.Fatalf("%d left", n)
+	}
+}
