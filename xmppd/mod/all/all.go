@@ -4,12 +4,15 @@
 package all
 
 import (
+	"xedge/xmppd/mod/blocking"
 	"xedge/xmppd/mod/carbons"
 	"xedge/xmppd/mod/disco"
 	"xedge/xmppd/mod/offline"
 	"xedge/xmppd/mod/ping"
 	"xedge/xmppd/mod/presence"
+	"xedge/xmppd/mod/private"
 	"xedge/xmppd/mod/roster"
+	"xedge/xmppd/mod/vcard"
 	"xedge/xmppd/mod/version"
 	"xedge/xmppd/module"
 )
@@ -34,13 +37,17 @@ func Modules(o Options) []module.Module {
 		o.OfflineMax = -1
 	}
 	r := roster.New()
+	b := blocking.New(r)
 	return []module.Module{
 		r,
-		presence.New(r, presence.Options{}),
+		b,
+		presence.New(r, presence.Options{Blocked: b.IsBlocked}),
 		offline.New(o.OfflineMax),
 		carbons.New(),
 		disco.New(r),
 		version.New(false),
 		ping.New(),
+		vcard.New(0),
+		private.New(),
 	}
 }

@@ -19,7 +19,7 @@ func TestModulesStartOnOneHost(t *testing.T) {
 			t.Fatalf("%s: %v", m.Name(), err)
 		}
 	}
-	for _, n := range []string{"roster", "presence", "offline", "disco", "version", "ping", "carbons"} {
+	for _, n := range []string{"roster", "presence", "offline", "disco", "version", "ping", "carbons", "blocking", "vcard", "private"} {
 		if !seen[n] {
 			t.Errorf("module %s missing", n)
 		}

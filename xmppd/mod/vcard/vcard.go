@@ -1,0 +1,119 @@
+// Package vcard implements vcard-temp (XEP-0054): a user sets their own vCard and
+// anyone gets any local account's vCard by its bare JID (an empty <vCard/> when none
+// is stored). Stored vCards are size-limited.
+//
+// Table: vcard ("user" -> stored vCard element).
+//
+// It must not import the xmppd core or other modules.
+package vcard
+
+import (
+	"context"
+	"fmt"
+
+	"xedge/storage"
+	"xedge/xmppd/mod/internal/modutil"
+	"xedge/xmppd/module"
+	"xedge/xmppd/xmlstream"
+)
+
+// NS is the vcard-temp namespace.
+const NS = "vcard-temp"
+
+// Table is the vCard table.
+const Table = "vcard"
+
+// DefaultMaxBytes is the default size limit of a stored vCard (encoded), enough for a
+// small avatar photo.
+const DefaultMaxBytes = 128 << 10
+
+// Module is the vcard module.
+type Module struct {
+	max int
+	tab storage.Table
+}
+
+// New returns the module; maxBytes <= 0 means DefaultMaxBytes.
+func New(maxBytes int) *Module {
+	if maxBytes <= 0 {
+		maxBytes = DefaultMaxBytes
+	}
+	return &Module{max: maxBytes}
+}
+
+// Name implements module.Module.
+func (*Module) Name() string { return "vcard" }
+
+// Start declares the table and registers the handler.
+func (m *Module) Start(ctx context.Context, h module.Host) error {
+	if err := modutil.Declare(ctx, h.Store(), Table); err != nil {
+		return fmt.Errorf("vcard: %w", err)
+	}
+	var err error
+	if m.tab, err = h.Store().Durable(Table); err != nil {
+		return fmt.Errorf("vcard: %w", err)
+	}
+	h.DiscoFeature(NS)
+	h.HandleIQ(NS, m.iq)
+	modutil.RemoveUserOnDelete(h, nil, []string{Table})
+	return nil
+}
+
+// Stop implements module.Module.
+func (*Module) Stop(context.Context) error { return nil }
+
+func (m *Module) iq(ctx context.Context, h module.Host, iq *module.IQ) {
+	p := iq.Payload()
+	if p.Local != "vCard" {
+		modutil.ReplyError(ctx, h, iq, module.ErrModify, "bad-request", "")
+		return
+	}
+	switch iq.Stanza.Attr("type") {
+	case "get":
+		owner := iq.From.Local
+		if !modutil.IsOwn(iq) {
+			owner = iq.To.Local
+		}
+		if owner == "" || (!iq.To.IsZero() && iq.To.Domain != h.Domain()) {
+			modutil.ReplyError(ctx, h, iq, module.ErrCancel, "service-unavailable", "")
+			return
+		}
+		b, ok, err := m.tab.Get(owner)
+		if err != nil {
+			modutil.ReplyStoreError(ctx, h, iq, "vcard get", err)
+			return
+		}
+		if !ok {
+			modutil.ReplyResult(ctx, h, iq, xmlstream.New(NS, "vCard"))
+			return
+		}
+		v, err := modutil.Decode(b)
+		if err != nil {
+			h.Logger().Error("vcard: undecodable stored vCard", "user", owner, "err", err)
+			modutil.ReplyResult(ctx, h, iq, xmlstream.New(NS, "vCard"))
+			return
+		}
+		modutil.ReplyResult(ctx, h, iq, v)
+	case "set":
+		if !modutil.IsOwn(iq) || !modutil.IsLocalUser(h, iq.From) {
+			modutil.ReplyError(ctx, h, iq, module.ErrAuth, "forbidden", "only the owner sets a vCard")
+			return
+		}
+		b := modutil.Encode(p)
+		if len(b) > m.max {
+			modutil.ReplyError(ctx, h, iq, module.ErrModify, "not-acceptable", fmt.Sprintf("vCard larger than %d bytes", m.max))
+			return
+		}
+		op := storage.Put(Table, iq.From.Local, b)
+		if len(p.Nodes) == 0 {
+			op = storage.Delete(Table, iq.From.Local)
+		}
+		if err := h.Store().Apply(ctx, op); err != nil {
+			modutil.ReplyStoreError(ctx, h, iq, "vcard set", err)
+			return
+		}
+		modutil.ReplyResult(ctx, h, iq)
+	default:
+		modutil.ReplyError(ctx, h, iq, module.ErrModify, "bad-request", "")
+	}
+}
