@@ -1,0 +1,248 @@
+package blocklog
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+
+	"github.com/hashicorp/raft"
+)
+
+// snapshot is the current snapshot, kept in RAM.
+type snapshot struct {
+	meta raft.SnapshotMeta
+	data []byte
+}
+
+// Snapshot slot header (48 bytes, then the metadata, padded to blocks):
+//
+//	0  4 magic 0x4e534258     4  4 crc32c of [8, 48+metaLen)
+//	8  8 nonce                16 8 snapshot sequence number
+//	24 4 metadata length      28 4 zero
+//	32 8 data length          40 4 data crc32c   44 4 zero
+//	48   metadata (raft.SnapshotMeta as JSON)
+//
+// The data follows at the next block boundary (superblock: snapshot header
+// length). The superblock names the slot, sequence, lengths and data CRC; the
+// slot is only named after all of it was written and synced.
+func (s *Store) slotOff(slot uint8) int64 {
+	return int64(s.sb.snapOff) + int64(slot)*int64(s.sb.snapLen)
+}
+
+func (s *Store) loadSnapshot() error {
+	sb := s.sb
+	if sb.snapSlot == noSnapshot {
+		return nil
+	}
+	if sb.snapSlot > 1 || sb.snapHdrLen+sb.snapDataLen > sb.snapLen || sb.snapHdrLen < snapHdr {
+		return fmt.Errorf("%w: superblock %d names a bad snapshot (slot %d, %d+%d bytes)", ErrCorrupt, sb.seq, sb.snapSlot, sb.snapHdrLen, sb.snapDataLen)
+	}
+	bs := uint64(s.bs)
+	buf := make([]byte, sb.snapHdrLen+(sb.snapDataLen+bs-1)/bs*bs)
+	if _, err := s.dev.ReadAt(buf, s.slotOff(sb.snapSlot)); err != nil {
+		return fmt.Errorf("blocklog: read snapshot: %w", err)
+	}
+	le := binary.LittleEndian
+	metaLen := uint64(le.Uint32(buf[24:]))
+	switch {
+	case le.Uint32(buf) != snapMagic, le.Uint64(buf[8:]) != sb.nonce, le.Uint64(buf[16:]) != sb.snapSeq:
+		return fmt.Errorf("%w: snapshot %d in slot %d: bad header", ErrCorrupt, sb.snapSeq, sb.snapSlot)
+	case snapHdr+metaLen > sb.snapHdrLen:
+		return fmt.Errorf("%w: snapshot %d: bad metadata length", ErrCorrupt, sb.snapSeq)
+	case crc32.Checksum(buf[8:snapHdr+metaLen], castagnoli) != le.Uint32(buf[4:]):
+		return fmt.Errorf("%w: snapshot %d: header checksum mismatch", ErrCorrupt, sb.snapSeq)
+	case le.Uint64(buf[32:]) != sb.snapDataLen || le.Uint32(buf[40:]) != sb.snapDataCRC:
+		return fmt.Errorf("%w: snapshot %d: header does not match the superblock", ErrCorrupt, sb.snapSeq)
+	}
+	data := buf[sb.snapHdrLen : sb.snapHdrLen+sb.snapDataLen]
+	if crc32.Checksum(data, castagnoli) != sb.snapDataCRC {
+		return fmt.Errorf("%w: snapshot %d: data checksum mismatch", ErrCorrupt, sb.snapSeq)
+	}
+	var meta raft.SnapshotMeta
+	if err := json.Unmarshal(buf[snapHdr:snapHdr+metaLen], &meta); err != nil {
+		return fmt.Errorf("%w: snapshot %d: metadata: %v", ErrCorrupt, sb.snapSeq, err)
+	}
+	meta.Size = int64(len(data))
+	s.snap = &snapshot{meta: meta, data: data}
+	s.snapSeqRAM = sb.snapSeq
+	s.rec.SnapshotIdx = meta.Index
+	return nil
+}
+
+var errSnapshotBusy = errors.New("blocklog: another snapshot is being written")
+
+// Create starts a snapshot; it replaces the current one when its sink closes.
+// One snapshot is written at a time (a second Create fails until the first
+// sink is closed or cancelled).
+func (s *Store) Create(version raft.SnapshotVersion, index, term uint64, configuration raft.Configuration,
+	configurationIndex uint64, _ raft.Transport) (raft.SnapshotSink, error) {
+	s.ioMu.Lock()
+	defer s.ioMu.Unlock()
+	if s.sinkOpen {
+		return nil, errSnapshotBusy
+	}
+	seq := max(s.sb.snapSeq, s.snapSeqRAM) + 1
+	meta := raft.SnapshotMeta{
+		Version: version, ID: fmt.Sprintf("%d-%d-%d", term, index, seq), Index: index, Term: term,
+		Configuration: configuration, ConfigurationIndex: configurationIndex,
+	}
+	mj, err := json.Marshal(meta)
+	if err != nil {
+		return nil, fmt.Errorf("blocklog: snapshot metadata: %w", err)
+	}
+	bs := int64(s.bs)
+	hdrLen := (snapHdr + int64(len(mj)) + bs - 1) / bs * bs
+	if hdrLen >= int64(s.sb.snapLen) {
+		return nil, fmt.Errorf("%w: snapshot metadata of %d bytes", ErrTooLarge, len(mj))
+	}
+	slot := uint8(0)
+	if s.sb.snapSlot == 0 {
+		slot = 1
+	}
+	s.sinkOpen = true
+	return &sink{s: s, meta: meta, metaJSON: mj, slot: slot, seq: seq, hdrLen: hdrLen}, nil
+}
+
+// List returns the current snapshot, if any.
+func (s *Store) List() ([]*raft.SnapshotMeta, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.snap == nil {
+		return nil, nil
+	}
+	m := s.snap.meta
+	return []*raft.SnapshotMeta{&m}, nil
+}
+
+// Open returns the current snapshot's reader (from RAM).
+func (s *Store) Open(id string) (*raft.SnapshotMeta, io.ReadCloser, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.snap == nil || s.snap.meta.ID != id {
+		return nil, nil, fmt.Errorf("blocklog: snapshot %q not found", id)
+	}
+	m := s.snap.meta
+	return &m, io.NopCloser(bytes.NewReader(s.snap.data)), nil
+}
+
+type sink struct {
+	s        *Store
+	meta     raft.SnapshotMeta
+	metaJSON []byte
+	slot     uint8
+	seq      uint64
+	hdrLen   int64
+	data     []byte
+	flushed  int64 // data bytes written to the device (block multiple)
+	crc      uint32
+	done     bool
+}
+
+const flushChunk = 256 << 10
+
+func (k *sink) ID() string { return k.meta.ID }
+
+func (k *sink) Write(p []byte) (int, error) {
+	if k.done {
+		return 0, errors.New("blocklog: write to a closed snapshot")
+	}
+	if k.hdrLen+int64(len(k.data)+len(p)) > int64(k.s.sb.snapLen) {
+		return 0, fmt.Errorf("%w: snapshot exceeds its %d-byte slot", ErrTooLarge, k.s.sb.snapLen)
+	}
+	k.data = append(k.data, p...)
+	k.crc = crc32.Update(k.crc, castagnoli, p)
+	if int64(len(k.data))-k.flushed >= flushChunk {
+		k.s.ioMu.Lock()
+		k.flush(false)
+		k.s.ioMu.Unlock()
+	}
+	return len(p), nil
+}
+
+// flush writes the data not yet on the device: whole blocks, or everything
+// (padded) when final. ioMu held; device errors latch loss.
+func (k *sink) flush(final bool) {
+	s := k.s
+	if s.lost != nil {
+		return
+	}
+	bs := int64(s.bs)
+	end := int64(len(k.data)) / bs * bs
+	var buf []byte
+	if final && end < int64(len(k.data)) {
+		end += bs
+		buf = make([]byte, end-k.flushed)
+		copy(buf, k.data[k.flushed:])
+	} else {
+		buf = k.data[k.flushed:end]
+	}
+	if len(buf) == 0 {
+		return
+	}
+	if _, err := s.dev.WriteAt(buf, s.slotOff(k.slot)+k.hdrLen+k.flushed); err != nil {
+		s.loseLocked(err)
+		return
+	}
+	k.flushed = end
+}
+
+// Close writes the rest, the header, syncs, then switches the superblock to
+// the new slot. With the device lost, the snapshot is kept in RAM only.
+func (k *sink) Close() error {
+	if k.done {
+		return errors.New("blocklog: snapshot closed twice")
+	}
+	k.done = true
+	s := k.s
+	s.ioMu.Lock()
+	defer s.ioMu.Unlock()
+	s.sinkOpen = false
+	k.flush(true)
+	k.meta.Size = int64(len(k.data))
+	if s.lost == nil {
+		hdr := make([]byte, k.hdrLen)
+		le := binary.LittleEndian
+		le.PutUint32(hdr, snapMagic)
+		le.PutUint64(hdr[8:], s.sb.nonce)
+		le.PutUint64(hdr[16:], k.seq)
+		le.PutUint32(hdr[24:], uint32(len(k.metaJSON)))
+		le.PutUint64(hdr[32:], uint64(len(k.data)))
+		le.PutUint32(hdr[40:], k.crc)
+		copy(hdr[snapHdr:], k.metaJSON)
+		le.PutUint32(hdr[4:], crc32.Checksum(hdr[8:snapHdr+len(k.metaJSON)], castagnoli))
+		nsb := s.sb.clone()
+		nsb.seq++
+		nsb.snapSlot, nsb.snapSeq, nsb.snapHdrLen = k.slot, k.seq, uint64(k.hdrLen)
+		nsb.snapDataLen, nsb.snapDataCRC = uint64(len(k.data)), k.crc
+		if _, err := s.dev.WriteAt(hdr, s.slotOff(k.slot)); err != nil {
+			s.loseLocked(err)
+		} else if err := s.dev.Sync(); err != nil {
+			s.loseLocked(err)
+		} else if err := s.writeSuperblock(nsb); err != nil {
+			s.loseLocked(err)
+		} else {
+			s.sb = nsb
+		}
+	}
+	s.snapSeqRAM = k.seq
+	s.mu.Lock()
+	s.snap = &snapshot{meta: k.meta, data: k.data}
+	s.mu.Unlock()
+	return nil
+}
+
+// Cancel abandons the snapshot; the current one stays.
+func (k *sink) Cancel() error {
+	if k.done {
+		return nil
+	}
+	k.done = true
+	k.s.ioMu.Lock()
+	k.s.sinkOpen = false
+	k.s.ioMu.Unlock()
+	return nil
+}

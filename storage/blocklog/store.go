@@ -1,0 +1,669 @@
+// Package blocklog owns xedge's crash-consistent layout on a storage.BlockDevice
+// (the iSCSI LUN in the appliance, a file on hosts and in tests): two alternating
+// superblocks, a ring of CRC-checked, sequence-numbered log frames, and two
+// alternating snapshot slots. On it, Store implements raft's LogStore,
+// StableStore and SnapshotStore (github.com/hashicorp/raft), and the
+// single-node store (storage/local) uses the same three roles as its journal.
+//
+// Store keeps a RAM copy of everything (log entries, stable keys, the current
+// snapshot) and writes through to the device: every mutating call writes, then
+// Syncs, then updates RAM, then returns. Reads never touch the device.
+//
+// Device errors never reach the caller (raft panics on a StableStore error):
+// the first one latches "storage lost"; from then on the store serves and
+// accepts everything in RAM only, Err reports the cause and Lost() delivers it
+// once, so the node can go RAM-only, demote itself and later re-persist into a
+// fresh layout. Only logic errors (a stable value too large for the
+// superblock, a snapshot larger than its slot, a batch larger than the log
+// region) are returned.
+//
+// Recovery (Open) picks the valid superblock with the highest sequence number,
+// verifies and loads the snapshot it names, and replays frames from the log
+// head until the first frame whose magic, nonce, sequence number or CRC is
+// wrong: that is the end of the log (a torn write or stale data from an
+// earlier pass over the ring).
+//
+// blocklog imports the storage contract and raft; it must not import xmppd,
+// iscsi or init.
+package blocklog
+
+import (
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"log/slog"
+	"sync"
+
+	"github.com/hashicorp/raft"
+
+	"xedge/storage"
+)
+
+var (
+	// ErrTooLarge is returned for a write that can never fit the layout.
+	ErrTooLarge = errors.New("blocklog: too large")
+	// ErrCorrupt is returned by Open when the layout is damaged beyond what
+	// recovery may silently skip (both superblocks bad, or a bad snapshot).
+	ErrCorrupt = errors.New("blocklog: corrupt layout")
+	// errNotFound is what raft expects from StableStore.Get for a missing key.
+	errNotFound = errors.New("not found")
+)
+
+// Options configures Open.
+type Options struct {
+	// LogBytes is the log region's size when formatting a blank device
+	// (default: half the device). The rest is split into two snapshot slots.
+	LogBytes int64
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+}
+
+// Recovery reports what Open found.
+type Recovery struct {
+	Formatted   bool   // the device was blank and has been formatted
+	Superblock  uint64 // sequence number of the superblock in force
+	Frames      int    // frames replayed
+	Entries     int    // log entries in RAM after replay
+	SnapshotIdx uint64 // raft index of the snapshot (0: none)
+	// End says why the log scan stopped: "end" (stale or blank data after the
+	// last frame, the normal case) or a description of a torn or corrupt frame.
+	End string
+}
+
+type frameInfo struct {
+	off      int64 // region-relative
+	size     int64
+	seq      uint64
+	maxIndex uint64 // highest log index in the frame (0: none)
+}
+
+// Store is raft's LogStore, StableStore and SnapshotStore on a BlockDevice.
+type Store struct {
+	dev    storage.BlockDevice
+	bs     int
+	sbSize int
+	log    *slog.Logger
+
+	ioMu    sync.Mutex // device I/O and layout state below
+	sb      *superblock
+	frames  []frameInfo
+	tail    int64 // region-relative next frame offset
+	used    int64
+	nextSeq uint64
+	lost    error
+	lostCh  chan error
+
+	sinkOpen   bool   // a snapshot sink is being written
+	snapSeqRAM uint64 // sequence of the newest snapshot, even if only in RAM
+
+	mu    sync.RWMutex // RAM copy
+	logs  map[uint64]*raft.Log
+	first uint64
+	last  uint64
+	kv    map[string][]byte
+	snap  *snapshot
+
+	rec Recovery
+}
+
+var (
+	_ raft.LogStore      = (*Store)(nil)
+	_ raft.StableStore   = (*Store)(nil)
+	_ raft.SnapshotStore = (*Store)(nil)
+)
+
+// Open opens the layout on dev, formatting the device if it is blank (both
+// superblock slots without magic), and recovers its state into RAM.
+func Open(dev storage.BlockDevice, opts Options) (*Store, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	bs := dev.BlockSize()
+	if bs <= 0 || bs&(bs-1) != 0 {
+		return nil, fmt.Errorf("blocklog: block size %d is not a power of two", bs)
+	}
+	s := &Store{
+		dev: dev, bs: bs, sbSize: max(sbMinSize, bs),
+		log:    opts.Logger.With("component", "blocklog"),
+		lostCh: make(chan error, 1),
+		logs:   make(map[uint64]*raft.Log),
+		kv:     make(map[string][]byte),
+	}
+	sb, err := s.readSuperblocks()
+	if errors.Is(err, errNoMagic) {
+		if sb, err = s.format(opts); err != nil {
+			return nil, err
+		}
+		s.rec.Formatted = true
+	} else if err != nil {
+		return nil, err
+	}
+	s.sb = sb
+	s.rec.Superblock = sb.seq
+	for k, v := range sb.kv {
+		s.kv[k] = v
+	}
+	if err := s.loadSnapshot(); err != nil {
+		return nil, err
+	}
+	if err := s.replay(); err != nil {
+		return nil, err
+	}
+	s.rec.Entries = len(s.logs)
+	s.log.Info("blocklog opened", "formatted", s.rec.Formatted, "superblock", sb.seq, "frames", s.rec.Frames,
+		"entries", s.rec.Entries, "first", s.first, "last", s.last, "snapshot_index", s.rec.SnapshotIdx, "end", s.rec.End)
+	return s, nil
+}
+
+func (s *Store) readSuperblocks() (*superblock, error) {
+	var best *superblock
+	var errs []error
+	blank := 0
+	for slot := 0; slot < 2; slot++ {
+		b := make([]byte, s.sbSize)
+		if _, err := s.dev.ReadAt(b, int64(slot*s.sbSize)); err != nil {
+			return nil, fmt.Errorf("blocklog: read superblock %d: %w", slot, err)
+		}
+		sb, err := decodeSuperblock(b)
+		if errors.Is(err, errNoMagic) {
+			blank++
+			continue
+		}
+		if err == nil && sb.seq%2 != uint64(slot) {
+			err = fmt.Errorf("sequence %d in slot %d", sb.seq, slot)
+		}
+		if err == nil && (int(sb.bs) != s.bs || sb.size > uint64(s.dev.Size())) {
+			err = fmt.Errorf("made for block size %d and %d bytes, device has %d and %d", sb.bs, sb.size, s.bs, s.dev.Size())
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("slot %d: %w", slot, err))
+			continue
+		}
+		if best == nil || sb.seq > best.seq {
+			best = sb
+		}
+	}
+	if best != nil {
+		for _, e := range errs {
+			s.log.Warn("ignoring a bad superblock (torn write?)", "err", e)
+		}
+		return best, nil
+	}
+	if blank == 2 {
+		return nil, errNoMagic
+	}
+	if blank == 1 {
+		// Format writes slot 1 and then slot 0 before anything else, so one
+		// blank slot and one bad slot can only be a format cut short.
+		s.log.Warn("found an interrupted format; formatting again", "err", errors.Join(errs...))
+		return nil, errNoMagic
+	}
+	return nil, fmt.Errorf("%w: no valid superblock: %w", ErrCorrupt, errors.Join(errs...))
+}
+
+func (s *Store) format(opts Options) (*superblock, error) {
+	size := s.dev.Size() / int64(s.bs) * int64(s.bs)
+	logOff := int64(2 * s.sbSize)
+	rest := size - logOff
+	logLen := opts.LogBytes
+	if logLen <= 0 {
+		logLen = rest / 2
+	}
+	logLen = logLen / int64(s.bs) * int64(s.bs)
+	snapLen := (rest - logLen) / 2 / int64(s.bs) * int64(s.bs)
+	if logLen < int64(4*s.bs) || snapLen < int64(4*s.bs) {
+		return nil, fmt.Errorf("blocklog: device of %d bytes is too small for the layout", size)
+	}
+	var nb [8]byte
+	if _, err := rand.Read(nb[:]); err != nil {
+		return nil, fmt.Errorf("blocklog: nonce: %w", err)
+	}
+	sb := &superblock{
+		seq: 1, nonce: binary.LittleEndian.Uint64(nb[:]), bs: uint32(s.bs), size: uint64(size),
+		logOff: uint64(logOff), logLen: uint64(logLen), snapOff: uint64(logOff + logLen), snapLen: uint64(snapLen),
+		headOff: 0, headSeq: 1, snapSlot: noSnapshot, kv: map[string][]byte{},
+	}
+	// Both slots, slot 1 first (see readSuperblocks).
+	if err := s.writeSuperblock(sb); err != nil {
+		return nil, fmt.Errorf("blocklog: format: %w", err)
+	}
+	sb.seq = 2
+	if err := s.writeSuperblock(sb); err != nil {
+		return nil, fmt.Errorf("blocklog: format: %w", err)
+	}
+	s.log.Info("formatted device", "size", size, "log_bytes", logLen, "snapshot_slot_bytes", snapLen)
+	return sb, nil
+}
+
+// writeSuperblock writes sb to its slot and syncs. ioMu held (or opening).
+func (s *Store) writeSuperblock(sb *superblock) error {
+	b, err := sb.encode(s.sbSize)
+	if err != nil {
+		return err
+	}
+	if _, err := s.dev.WriteAt(b, int64(sb.seq%2)*int64(s.sbSize)); err != nil {
+		return fmt.Errorf("write superblock: %w", err)
+	}
+	if err := s.dev.Sync(); err != nil {
+		return fmt.Errorf("sync superblock: %w", err)
+	}
+	return nil
+}
+
+// replay scans the log from the head and rebuilds the RAM log.
+func (s *Store) replay() error {
+	L := int64(s.sb.logLen)
+	off := int64(s.sb.headOff)
+	seq := s.sb.headSeq
+	s.rec.End = "end"
+	hdr := make([]byte, s.bs)
+	for s.used < L {
+		if off == L {
+			off = 0
+		}
+		if _, err := s.dev.ReadAt(hdr, int64(s.sb.logOff)+off); err != nil {
+			return fmt.Errorf("blocklog: read log at %d: %w", off, err)
+		}
+		le := binary.LittleEndian
+		if le.Uint32(hdr) != frameMagic || le.Uint64(hdr[8:]) != s.sb.nonce || le.Uint64(hdr[16:]) != seq {
+			break // blank, stale or foreign: the end of the log
+		}
+		plen := int64(le.Uint32(hdr[24:]))
+		size := (frameHdr + plen + int64(s.bs) - 1) / int64(s.bs) * int64(s.bs)
+		typ := hdr[28]
+		if typ == frameSkip {
+			size = L - off
+		}
+		if plen > maxFrame || off+size > L || s.used+size > L {
+			s.rec.End = fmt.Sprintf("frame %d at log offset %d: bad length %d", seq, off, plen)
+			break
+		}
+		buf := hdr
+		if typ != frameSkip && frameHdr+plen > int64(s.bs) {
+			buf = make([]byte, size)
+			if _, err := s.dev.ReadAt(buf, int64(s.sb.logOff)+off); err != nil {
+				return fmt.Errorf("blocklog: read log at %d: %w", off, err)
+			}
+		}
+		if typ == frameSkip {
+			plen = 0
+		}
+		if crc32.Checksum(buf[8:frameHdr+plen], castagnoli) != le.Uint32(buf[4:]) {
+			s.rec.End = fmt.Sprintf("frame %d at log offset %d: checksum mismatch (torn or corrupt)", seq, off)
+			break
+		}
+		fi := frameInfo{off: off, size: size, seq: seq}
+		payload := append([]byte(nil), buf[frameHdr:frameHdr+plen]...) // buf is reused
+		switch typ {
+		case frameLogs:
+			logs, err := decodeLogs(payload)
+			if err != nil {
+				s.rec.End = fmt.Sprintf("frame %d at log offset %d: %v", seq, off, err)
+				goto done
+			}
+			for _, l := range logs {
+				fi.maxIndex = max(fi.maxIndex, l.Index)
+			}
+			s.putLogs(logs)
+		case frameDelRange:
+			if len(payload) != 16 {
+				s.rec.End = fmt.Sprintf("frame %d at log offset %d: bad delete-range payload", seq, off)
+				goto done
+			}
+			s.deleteRange(le.Uint64(payload), le.Uint64(payload[8:]))
+		case frameSkip:
+		default:
+			s.rec.End = fmt.Sprintf("frame %d at log offset %d: unknown type %d", seq, off, typ)
+			goto done
+		}
+		s.frames = append(s.frames, fi)
+		s.used += size
+		s.rec.Frames++
+		seq++
+		off += size
+	}
+done:
+	if off == L {
+		off = 0
+	}
+	s.tail = off
+	s.nextSeq = seq
+	if s.rec.End != "end" {
+		s.log.Warn("log scan stopped at a bad frame; treating it as the end of the log", "detail", s.rec.End)
+	}
+	return nil
+}
+
+// Recovery returns what Open found.
+func (s *Store) Recovery() Recovery { return s.rec }
+
+// Lost delivers, once, the device error that switched the store to RAM only.
+func (s *Store) Lost() <-chan error { return s.lostCh }
+
+// Err returns the device error that switched the store to RAM only, or nil
+// while writes still reach the device.
+func (s *Store) Err() error {
+	s.ioMu.Lock()
+	defer s.ioMu.Unlock()
+	return s.lost
+}
+
+// loseLocked latches storage loss. ioMu held.
+func (s *Store) loseLocked(err error) {
+	if s.lost != nil {
+		return
+	}
+	s.lost = fmt.Errorf("blocklog: storage lost: %w", err)
+	s.log.Error("storage lost; continuing in RAM only", "err", err)
+	s.lostCh <- s.lost
+}
+
+// ---- ring management (ioMu held) ----
+
+// plan says whether a frame of n bytes fits at the tail (ok) and whether the
+// rest of the region must be skipped first (skip: the frame then goes at 0).
+func (s *Store) plan(n int64) (skip, ok bool) {
+	L, t := int64(s.sb.logLen), s.tail
+	if s.used == 0 { // empty ring
+		if t+n <= L {
+			return false, true
+		}
+		return true, n <= t
+	}
+	head := s.frames[0].off
+	if head < t { // live frames in [head, t): free are [t, L) and [0, head)
+		if t+n <= L {
+			return false, true
+		}
+		return true, n <= head
+	}
+	return false, t+n <= head // live frames wrap; free is [t, head)
+}
+
+// advanceHead drops dead frames from the front of the ring and persists the
+// new head. Returns whether anything was dropped.
+func (s *Store) advanceHead() (bool, error) {
+	s.mu.RLock()
+	first, empty := s.first, len(s.logs) == 0
+	s.mu.RUnlock()
+	k := 0
+	for k < len(s.frames) && (empty || s.frames[k].maxIndex < first) {
+		k++
+	}
+	if k == 0 {
+		return false, nil
+	}
+	nsb := s.sb.clone()
+	nsb.seq++
+	if k < len(s.frames) {
+		nsb.headOff, nsb.headSeq = uint64(s.frames[k].off), s.frames[k].seq
+	} else {
+		nsb.headOff, nsb.headSeq = uint64(s.tail), s.nextSeq
+	}
+	if err := s.writeSuperblock(nsb); err != nil {
+		return false, err
+	}
+	s.sb = nsb
+	for _, f := range s.frames[:k] {
+		s.used -= f.size
+	}
+	s.frames = append([]frameInfo(nil), s.frames[k:]...)
+	return true, nil
+}
+
+// appendFrame writes one frame (after a skip frame if it must wrap) and syncs.
+// A device error latches loss and returns nil; only ErrTooLarge is returned.
+func (s *Store) appendFrame(typ byte, payload []byte, maxIndex uint64) error {
+	if s.lost != nil {
+		return nil
+	}
+	L := int64(s.sb.logLen)
+	bs := int64(s.bs)
+	n := (frameHdr + int64(len(payload)) + bs - 1) / bs * bs
+	if n > L-bs || len(payload) > maxFrame {
+		return fmt.Errorf("%w: a %d-byte frame does not fit a %d-byte log region", ErrTooLarge, n, L)
+	}
+	skip, ok := s.plan(n)
+	if !ok {
+		if _, err := s.advanceHead(); err != nil {
+			s.loseLocked(err)
+			return nil
+		}
+		if skip, ok = s.plan(n); !ok {
+			s.loseLocked(fmt.Errorf("log region full (%d of %d bytes hold live entries; compact the log)", s.used, L))
+			return nil
+		}
+	}
+	if skip {
+		f := encodeFrame(s.bs, s.sb.nonce, s.nextSeq, frameSkip, nil)
+		if _, err := s.dev.WriteAt(f, int64(s.sb.logOff)+s.tail); err != nil {
+			s.loseLocked(err)
+			return nil
+		}
+		s.frames = append(s.frames, frameInfo{off: s.tail, size: L - s.tail, seq: s.nextSeq})
+		s.used += L - s.tail
+		s.nextSeq++
+		s.tail = 0
+	}
+	f := encodeFrame(s.bs, s.sb.nonce, s.nextSeq, typ, payload)
+	if _, err := s.dev.WriteAt(f, int64(s.sb.logOff)+s.tail); err != nil {
+		s.loseLocked(err)
+		return nil
+	}
+	if err := s.dev.Sync(); err != nil {
+		s.loseLocked(err)
+		return nil
+	}
+	s.frames = append(s.frames, frameInfo{off: s.tail, size: n, seq: s.nextSeq, maxIndex: maxIndex})
+	s.used += n
+	s.nextSeq++
+	s.tail += n
+	if s.tail == L {
+		s.tail = 0
+	}
+	return nil
+}
+
+// ---- RAM log (mu held for writing) ----
+
+func (s *Store) putLogs(logs []*raft.Log) {
+	for _, l := range logs {
+		s.logs[l.Index] = l
+		if s.first == 0 || l.Index < s.first {
+			s.first = l.Index
+		}
+		if l.Index > s.last {
+			s.last = l.Index
+		}
+	}
+}
+
+func (s *Store) deleteRange(lo, hi uint64) {
+	if lo > hi || len(s.logs) == 0 {
+		return
+	}
+	lo, hi = max(lo, s.first), min(hi, s.last)
+	if lo > hi {
+		return
+	}
+	if hi-lo+1 > uint64(len(s.logs)) {
+		for i := range s.logs {
+			if i >= lo && i <= hi {
+				delete(s.logs, i)
+			}
+		}
+	} else {
+		for i := lo; i <= hi; i++ {
+			delete(s.logs, i)
+		}
+	}
+	if len(s.logs) == 0 {
+		s.first, s.last = 0, 0
+		return
+	}
+	if lo <= s.first {
+		s.first = s.scan(hi+1, s.last, true)
+	}
+	if hi >= s.last {
+		s.last = s.scan(s.first, lo-1, false)
+	}
+}
+
+// scan finds the lowest (up) or highest present index in [a,b].
+func (s *Store) scan(a, b uint64, up bool) uint64 {
+	if b-a+1 <= uint64(len(s.logs)) {
+		if up {
+			for i := a; i <= b; i++ {
+				if _, ok := s.logs[i]; ok {
+					return i
+				}
+			}
+		} else {
+			for i := b; i >= a; i-- {
+				if _, ok := s.logs[i]; ok {
+					return i
+				}
+			}
+		}
+	}
+	var best uint64
+	for i := range s.logs {
+		if i < a || i > b {
+			continue
+		}
+		if best == 0 || (up && i < best) || (!up && i > best) {
+			best = i
+		}
+	}
+	return best
+}
+
+// ---- raft.LogStore ----
+
+// FirstIndex returns the first index in the log, 0 if empty.
+func (s *Store) FirstIndex() (uint64, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.first, nil
+}
+
+// LastIndex returns the last index in the log, 0 if empty.
+func (s *Store) LastIndex() (uint64, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.last, nil
+}
+
+// GetLog reads an entry from RAM.
+func (s *Store) GetLog(index uint64, l *raft.Log) error {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	v, ok := s.logs[index]
+	if !ok {
+		return raft.ErrLogNotFound
+	}
+	*l = *v
+	return nil
+}
+
+// StoreLog stores one entry.
+func (s *Store) StoreLog(l *raft.Log) error { return s.StoreLogs([]*raft.Log{l}) }
+
+// StoreLogs writes the entries as one frame, syncs, then makes them visible.
+func (s *Store) StoreLogs(logs []*raft.Log) error {
+	if len(logs) == 0 {
+		return nil
+	}
+	cp := make([]*raft.Log, len(logs))
+	var maxIdx uint64
+	for i, l := range logs {
+		c := *l
+		c.Data = append([]byte(nil), l.Data...)
+		c.Extensions = append([]byte(nil), l.Extensions...)
+		cp[i] = &c
+		maxIdx = max(maxIdx, l.Index)
+	}
+	s.ioMu.Lock()
+	defer s.ioMu.Unlock()
+	if err := s.appendFrame(frameLogs, encodeLogs(cp), maxIdx); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.putLogs(cp)
+	s.mu.Unlock()
+	return nil
+}
+
+// DeleteRange deletes entries min..max inclusive.
+func (s *Store) DeleteRange(lo, hi uint64) error {
+	var p [16]byte
+	binary.LittleEndian.PutUint64(p[:], lo)
+	binary.LittleEndian.PutUint64(p[8:], hi)
+	s.ioMu.Lock()
+	defer s.ioMu.Unlock()
+	if err := s.appendFrame(frameDelRange, p[:], 0); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.deleteRange(lo, hi)
+	s.mu.Unlock()
+	return nil
+}
+
+// ---- raft.StableStore ----
+
+// Set stores a key in the superblock (written to the other slot, synced).
+func (s *Store) Set(key, val []byte) error {
+	v := append([]byte{}, val...)
+	s.ioMu.Lock()
+	defer s.ioMu.Unlock()
+	if s.lost == nil {
+		nsb := s.sb.clone()
+		nsb.seq++
+		nsb.kv[string(key)] = v
+		if _, err := nsb.encode(s.sbSize); err != nil {
+			return err
+		}
+		if err := s.writeSuperblock(nsb); err != nil {
+			s.loseLocked(err)
+		} else {
+			s.sb = nsb
+		}
+	}
+	s.mu.Lock()
+	s.kv[string(key)] = v
+	s.mu.Unlock()
+	return nil
+}
+
+// Get returns a key's value, or an error "not found" (what raft expects).
+func (s *Store) Get(key []byte) ([]byte, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	v, ok := s.kv[string(key)]
+	if !ok {
+		return nil, errNotFound
+	}
+	return append([]byte{}, v...), nil
+}
+
+// SetUint64 stores a uint64 (8 bytes, big-endian, as raft-boltdb does).
+func (s *Store) SetUint64(key []byte, val uint64) error {
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], val)
+	return s.Set(key, b[:])
+}
+
+// GetUint64 returns a uint64, 0 if the key is missing.
+func (s *Store) GetUint64(key []byte) (uint64, error) {
+	v, err := s.Get(key)
+	if err != nil {
+		return 0, nil
+	}
+	if len(v) != 8 {
+		return 0, fmt.Errorf("blocklog: key %q holds %d bytes, not a uint64", key, len(v))
+	}
+	return binary.BigEndian.Uint64(v), nil
+}
