@@ -1,0 +1,588 @@
+package c2s
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"xedge/xmppd/jid"
+	"xedge/xmppd/module"
+	"xedge/xmppd/xmlstream"
+)
+
+const writeTimeout = 30 * time.Second
+
+// streamErr is a stream-level error to send before closing (RFC 6120 §4.9).
+type streamErr struct{ cond, text string }
+
+func (e *streamErr) Error() string { return "stream error " + e.cond + ": " + e.text }
+
+func serr(cond, text string) error { return &streamErr{cond, text} }
+
+// conn is one client TCP connection and its reader loop.
+type conn struct {
+	srv       *Server
+	raw       net.Conn // the TCP connection
+	directTLS bool
+	ip        string
+	log       *slog.Logger
+
+	wmu        sync.Mutex
+	nc         net.Conn // shaped raw connection or TLS over it
+	headerSent bool
+
+	dec      *xmlstream.Decoder
+	secure   bool
+	authed   bool
+	user     string
+	mech     string
+	streamID string
+	authEnd  time.Time
+
+	sess *session
+	wake chan struct{}
+	done chan struct{}
+}
+
+func newConn(s *Server, nc net.Conn, directTLS bool) *conn {
+	ip := nc.RemoteAddr().String()
+	if h, _, err := net.SplitHostPort(ip); err == nil {
+		ip = h
+	}
+	c := &conn{srv: s, raw: nc, directTLS: directTLS, ip: ip, wake: make(chan struct{}, 1), done: make(chan struct{})}
+	c.log = s.log.With("remote", nc.RemoteAddr().String())
+	var rc net.Conn = nc
+	if s.cfg.Shaper > 0 {
+		rc = &shapedConn{Conn: nc, b: newBucket(s.cfg.Shaper)}
+	}
+	c.nc = rc
+	return c
+}
+
+func (c *conn) wakeWriter() {
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+// write writes b under the write lock with a deadline.
+func (c *conn) write(b []byte) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	c.nc.SetWriteDeadline(time.Now().Add(writeTimeout))
+	_, err := c.nc.Write(b)
+	return err
+}
+
+func (c *conn) writeElem(e *xmlstream.Element) error {
+	return c.write(xmlstream.AppendElement(nil, e, xmlstream.NSClient))
+}
+
+// sendStreamError writes (our stream header if not yet sent,) the stream error and
+// the closing tag, then closes the connection.
+func (c *conn) sendStreamError(cond, text string) {
+	c.wmu.Lock()
+	var b []byte
+	if !c.headerSent {
+		b = c.appendHeader(b)
+		c.headerSent = true
+	}
+	b = appendStreamError(b, cond, text)
+	b = append(b, xmlstream.StreamClose...)
+	c.nc.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	c.nc.Write(b)
+	c.wmu.Unlock()
+	c.raw.Close()
+}
+
+// shutdown ends the stream from another goroutine (server stop).
+func (c *conn) shutdown(cond, text string) {
+	if s := c.session(); s != nil {
+		s.Close(cond, text)
+		return
+	}
+	c.sendStreamError(cond, text)
+}
+
+func (c *conn) session() *session {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	return c.sess
+}
+
+func (c *conn) appendHeader(b []byte) []byte {
+	if c.streamID == "" {
+		c.streamID = randomID()
+	}
+	return xmlstream.AppendStreamHeader(b, xmlstream.NSClient,
+		xmlstream.Attr{Local: "from", Value: c.srv.cfg.Domain},
+		xmlstream.Attr{Local: "id", Value: c.streamID},
+		xmlstream.Attr{Local: "version", Value: "1.0"},
+		xmlstream.Attr{Space: xmlstream.NSXML, Local: "lang", Value: "en"})
+}
+
+// serve runs the connection until it ends.
+func (c *conn) serve() {
+	defer close(c.done)
+	defer c.raw.Close()
+	c.authEnd = time.Now().Add(c.srv.cfg.AuthTimeout)
+	if c.directTLS {
+		if err := c.handshake(); err != nil {
+			c.log.Debug("direct TLS handshake failed", "err", err)
+			return
+		}
+	}
+	c.dec = xmlstream.NewDecoder(c.nc, c.srv.cfg.Limits)
+	err := c.run()
+	clean := false
+	var se *streamErr
+	var xe *xmlstream.Error
+	switch {
+	case err == nil || errors.Is(err, io.EOF):
+		// The client closed its stream: close ours.
+		c.write([]byte(xmlstream.StreamClose))
+		clean = true
+	case errors.As(err, &se):
+		c.log.Info("stream error", "condition", se.cond, "reason", se.text, "jid", c.jidString())
+		if s := c.sess; s != nil {
+			s.markClosing()
+		}
+		c.sendStreamError(se.cond, se.text)
+		clean = true
+	case errors.As(err, &xe):
+		c.log.Info("stream error from the XML layer", "condition", xe.Condition, "reason", xe.Text, "jid", c.jidString())
+		if s := c.sess; s != nil {
+			s.markClosing()
+		}
+		c.sendStreamError(xe.Condition, "")
+		clean = true
+	default:
+		c.log.Debug("connection ended", "err", err, "jid", c.jidString())
+	}
+	c.raw.Close()
+	if s := c.sess; s != nil {
+		s.connEnded(c, clean)
+	}
+}
+
+func (c *conn) jidString() string {
+	if c.sess != nil {
+		return c.sess.jid.String()
+	}
+	return c.user
+}
+
+func (c *conn) handshake() error {
+	tc := tls.Server(c.nc, c.srv.cfg.TLS)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := tc.HandshakeContext(ctx); err != nil {
+		return fmt.Errorf("tls handshake: %w", err)
+	}
+	c.wmu.Lock()
+	c.nc = tc
+	c.wmu.Unlock()
+	c.secure = true
+	return nil
+}
+
+// next reads the next top-level element, applying the idle timeout (and the
+// authentication deadline before binding). Whitespace keepalives and partial input
+// count as activity.
+func (c *conn) next(header bool) (*xmlstream.Element, error) {
+	for {
+		limit := c.srv.cfg.IdleTimeout
+		bound := c.sess != nil
+		if !bound {
+			if left := time.Until(c.authEnd); left <= 0 {
+				return nil, serr("connection-timeout", "authentication took too long")
+			} else if limit <= 0 || left < limit {
+				limit = left
+			}
+		}
+		if limit > 0 {
+			c.raw.SetReadDeadline(time.Now().Add(limit))
+		} else {
+			c.raw.SetReadDeadline(time.Time{})
+		}
+		off := c.dec.InputOffset()
+		var el *xmlstream.Element
+		var err error
+		if header {
+			el, err = c.dec.StreamHeader()
+		} else {
+			el, err = c.dec.Next()
+		}
+		if err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
+			if c.dec.InputOffset() != off {
+				continue // data is arriving (keepalive or a slow stanza)
+			}
+			if !bound && time.Until(c.authEnd) <= 0 {
+				return nil, serr("connection-timeout", "authentication took too long")
+			}
+			return nil, serr("connection-timeout", "idle for too long")
+		}
+		return el, err
+	}
+}
+
+// openStream reads the client's stream header and answers with ours and the features.
+func (c *conn) openStream() error {
+	hdr, err := c.next(true)
+	if err != nil {
+		return err
+	}
+	if hdr.Space != xmlstream.NSStream || hdr.Local != "stream" {
+		return serr("invalid-namespace", "expected a stream:stream element")
+	}
+	if ns := c.dec.DefaultNS(); ns != xmlstream.NSClient {
+		return serr("invalid-namespace", "the default namespace must be jabber:client")
+	}
+	c.streamID = randomID()
+	c.wmu.Lock()
+	c.headerSent = false
+	c.wmu.Unlock()
+	if to := hdr.Attr("to"); to != "" {
+		j, err := jid.Parse(to)
+		if err != nil || !j.IsServer() || j.Domain != c.srv.cfg.Domain {
+			return serr("host-unknown", "this server does not serve "+to)
+		}
+	}
+	if v := hdr.Attr("version"); v == "" || !strings.HasPrefix(v, "1.") {
+		return serr("unsupported-version", "XMPP 1.0 streams only")
+	}
+	c.wmu.Lock()
+	b := c.appendHeader(nil)
+	c.headerSent = true
+	c.wmu.Unlock()
+	b = xmlstream.AppendElement(b, c.features(), xmlstream.NSClient)
+	return c.write(b)
+}
+
+func (c *conn) state() module.StreamState {
+	return module.StreamState{Secure: c.secure, Authenticated: c.authed, Bound: c.sess != nil}
+}
+
+func (c *conn) features() *xmlstream.Element {
+	f := xmlstream.New(xmlstream.NSStream, "features")
+	switch {
+	case !c.secure:
+		f.Append(xmlstream.New(nsTLS, "starttls").Append(xmlstream.New(nsTLS, "required")))
+	case !c.authed:
+		m := xmlstream.New(nsSASL, "mechanisms")
+		for _, mech := range []string{"SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN"} {
+			m.Append(xmlstream.New(nsSASL, "mechanism").AppendText(mech))
+		}
+		f.Append(m)
+		if c.srv.cfg.AllowRegistration {
+			f.Append(xmlstream.New(nsRegFeat, "register"))
+		}
+	default:
+		f.Append(xmlstream.New(nsBind, "bind").Append(xmlstream.New(nsBind, "required")))
+		f.Append(xmlstream.New(nsSession, "session").Append(xmlstream.New(nsSession, "optional")))
+		f.Append(xmlstream.New(nsSM, "sm"))
+		f.Append(xmlstream.New(nsCSI, "csi"))
+	}
+	if c.secure {
+		f.Append(c.srv.capsElement())
+	}
+	for _, e := range c.srv.router.Features(c.state()) {
+		f.Append(e)
+	}
+	return f
+}
+
+// run drives the state machine until the stream ends.
+func (c *conn) run() error {
+	if err := c.openStream(); err != nil {
+		return err
+	}
+	for {
+		el, err := c.next(false)
+		if err != nil {
+			return err
+		}
+		switch {
+		case !c.secure:
+			err = c.preTLS(el)
+		case !c.authed:
+			err = c.preAuth(el)
+		case c.sess == nil:
+			err = c.preBind(el)
+		default:
+			err = c.established(el)
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+func (c *conn) preTLS(el *xmlstream.Element) error {
+	switch {
+	case el.Space == nsTLS && el.Local == "starttls":
+		if err := c.writeElem(xmlstream.New(nsTLS, "proceed")); err != nil {
+			return err
+		}
+		if err := c.handshake(); err != nil {
+			c.log.Debug("STARTTLS handshake failed", "err", err)
+			return err
+		}
+		c.dec.Reset(c.nc)
+		return c.openStream()
+	case el.Space == nsSASL && el.Local == "auth":
+		// PLAIN (and everything else) only after TLS.
+		return c.saslFailure("encryption-required", "use STARTTLS first")
+	}
+	return serr("not-authorized", "STARTTLS is required before anything else")
+}
+
+func (c *conn) preAuth(el *xmlstream.Element) error {
+	switch {
+	case el.Space == nsSASL && el.Local == "auth":
+		return c.sasl(el)
+	case el.Space == nsTLS && el.Local == "starttls":
+		c.writeElem(xmlstream.New(nsTLS, "failure"))
+		return serr("policy-violation", "TLS is already on")
+	case el.Space == xmlstream.NSClient && el.Local == "iq" && el.Child(nsReg, "query") != nil && c.srv.cfg.AllowRegistration:
+		return c.register(el)
+	}
+	return serr("not-authorized", "authenticate first")
+}
+
+func (c *conn) preBind(el *xmlstream.Element) error {
+	switch {
+	case el.Space == xmlstream.NSClient && el.Local == "iq" && el.Attr("type") == "set" && el.Child(nsBind, "bind") != nil:
+		return c.bind(el)
+	case el.Space == nsSM && el.Local == "resume":
+		return c.resume(el)
+	case el.Space == nsSM && el.Local == "enable":
+		return c.writeElem(smFailed("unexpected-request"))
+	}
+	return serr("not-authorized", "bind a resource first")
+}
+
+func smFailed(cond string) *xmlstream.Element {
+	return xmlstream.New(nsSM, "failed").Append(xmlstream.New(module.NSStanzas, cond))
+}
+
+func (c *conn) saslFailure(cond, text string) error {
+	f := xmlstream.New(nsSASL, "failure").Append(xmlstream.New(nsSASL, cond))
+	if text != "" {
+		f.Append(xmlstream.New(nsSASL, "text").AppendText(text))
+	}
+	return c.writeElem(f)
+}
+
+func decodeSASL(s string) ([]byte, error) {
+	s = strings.TrimSpace(s)
+	if s == "" || s == "=" {
+		return nil, nil
+	}
+	return base64.StdEncoding.DecodeString(s)
+}
+
+func iqError(st *xmlstream.Element, typ, cond, text string) *xmlstream.Element {
+	return module.Error(st, typ, cond, text)
+}
+
+// bind binds a resource (RFC 6120 §7): client-chosen or server-generated. An existing
+// session with the same full JID is replaced (the router closes it with <conflict/>).
+func (c *conn) bind(iq *xmlstream.Element) error {
+	res := strings.TrimSpace(iq.Child(nsBind, "bind").ChildText(nsBind, "resource"))
+	if res == "" {
+		res = "xmppd-" + randomID()[:12]
+	}
+	full, err := jid.New(c.user, c.srv.cfg.Domain, res)
+	if err != nil {
+		return c.writeElem(iqError(iq, module.ErrModify, "bad-request", "invalid resource"))
+	}
+	ctx := context.Background()
+	if ok, err := c.srv.accounts.Exists(ctx, c.user); err != nil || !ok {
+		if err != nil {
+			return c.writeElem(module.StoreError(iq, err))
+		}
+		return serr("not-authorized", "the account no longer exists")
+	}
+	s := &session{srv: c.srv, id: randomID(), jid: full, addr: c.raw.RemoteAddr().String(), since: time.Now(), mech: c.mech, tls: c.secure}
+	result := xmlstream.New(xmlstream.NSClient, "iq", "type", "result", "id", iq.Attr("id"))
+	result.Append(xmlstream.New(nsBind, "bind").Append(xmlstream.New(nsBind, "jid").AppendText(full.String())))
+	if err := c.writeElem(result); err != nil {
+		return err
+	}
+	c.wmu.Lock()
+	c.sess = s
+	c.wmu.Unlock()
+	s.attach(c, nil, false)
+	c.srv.router.Bind(ctx, s)
+	c.log.Info("session bound", "jid", full.String(), "mechanism", c.mech)
+	return nil
+}
+
+// established handles a top-level element of a bound stream.
+func (c *conn) established(el *xmlstream.Element) error {
+	s := c.sess
+	switch el.Space {
+	case xmlstream.NSClient:
+		switch el.Local {
+		case "message", "presence", "iq":
+			return c.stanza(el)
+		}
+	case nsSM:
+		switch el.Local {
+		case "r":
+			s.mu.Lock()
+			h, on := s.hIn, s.smEnabled
+			s.mu.Unlock()
+			if on {
+				s.queueRaw([]byte("<a xmlns='urn:xmpp:sm:3' h='" + strconv.FormatUint(uint64(h), 10) + "'/>"))
+			}
+			return nil
+		case "a":
+			h, err := strconv.ParseUint(el.Attr("h"), 10, 32)
+			if err != nil {
+				return serr("bad-format", "invalid h in <a/>")
+			}
+			s.ack(uint32(h))
+			return nil
+		case "enable":
+			return c.enableSM(el)
+		case "resume":
+			s.queueRaw(xmlstream.AppendElement(nil, smFailed("unexpected-request"), xmlstream.NSClient))
+			return nil
+		}
+	case nsCSI:
+		switch el.Local {
+		case "inactive":
+			s.mu.Lock()
+			s.inactive = true
+			s.mu.Unlock()
+			return nil
+		case "active":
+			s.mu.Lock()
+			s.inactive = false
+			s.flushHeldLocked()
+			s.mu.Unlock()
+			return nil
+		}
+	}
+	return serr("unsupported-stanza-type", "unexpected <"+el.Local+"/> in "+el.Space)
+}
+
+func (c *conn) enableSM(el *xmlstream.Element) error {
+	s := c.sess
+	s.mu.Lock()
+	if s.smEnabled {
+		s.mu.Unlock()
+		s.queueRaw(xmlstream.AppendElement(nil, smFailed("unexpected-request"), xmlstream.NSClient))
+		return nil
+	}
+	s.smEnabled = true
+	r := el.Attr("resume")
+	s.smResume = (r == "true" || r == "1") && c.srv.cfg.SMTimeout > 0
+	en := xmlstream.New(nsSM, "enabled")
+	if s.smResume {
+		s.smID = randomID()
+		en.SetAttr("id", s.smID).SetAttr("resume", "true").SetAttr("max", strconv.Itoa(int(c.srv.cfg.SMTimeout/time.Second)))
+	}
+	s.mu.Unlock()
+	if s.smResume {
+		c.srv.addResumable(s.smID, s)
+	}
+	s.queueRaw(xmlstream.AppendElement(nil, en, xmlstream.NSClient))
+	return nil
+}
+
+// resume takes over a detached (or half-dead) session with XEP-0198 resumption.
+func (c *conn) resume(el *xmlstream.Element) error {
+	prev := el.Attr("previd")
+	h, err := strconv.ParseUint(el.Attr("h"), 10, 32)
+	if err != nil {
+		return c.writeElem(smFailed("bad-request"))
+	}
+	s := c.srv.takeResumable(prev)
+	if s == nil || s.jid.Local != c.user {
+		return c.writeElem(smFailed("item-not-found"))
+	}
+	s.mu.Lock()
+	if s.terminated {
+		s.mu.Unlock()
+		return c.writeElem(smFailed("item-not-found"))
+	}
+	old := s.c
+	s.ackLocked(uint32(h))
+	hIn := s.hIn
+	s.c = nil // the old connection's reader must not end the session
+	s.mu.Unlock()
+	if old != nil {
+		old.raw.Close()
+	}
+	c.wmu.Lock()
+	c.sess = s
+	c.wmu.Unlock()
+	resumed := xmlstream.New(nsSM, "resumed", "previd", prev, "h", strconv.FormatUint(uint64(hIn), 10))
+	s.attach(c, xmlstream.AppendElement(nil, resumed, xmlstream.NSClient), true)
+	c.log.Info("session resumed", "jid", s.jid.String())
+	return nil
+}
+
+// stanza processes a message, presence or IQ from a bound client.
+func (c *conn) stanza(el *xmlstream.Element) error {
+	s := c.sess
+	s.mu.Lock()
+	if s.smEnabled {
+		s.hIn++
+	}
+	s.mu.Unlock()
+	if f := el.Attr("from"); f != "" {
+		fj, err := jid.Parse(f)
+		if err != nil || (fj != s.jid && fj != s.jid.Bare()) {
+			return serr("invalid-from", "from does not match the bound JID")
+		}
+	}
+	el.SetAttr("from", s.jid.String())
+	ctx := context.Background()
+	if el.Local == "iq" {
+		t := el.Attr("type")
+		if el.Attr("id") == "" || (t != "get" && t != "set" && t != "result" && t != "error") {
+			if t != "error" && t != "result" {
+				s.Send(iqError(el, module.ErrModify, "bad-request", "an IQ needs an id and a valid type"))
+			}
+			return nil
+		}
+		to := el.Attr("to")
+		if t == "set" && el.Child(nsSession, "session") != nil && (to == "" || to == c.srv.cfg.Domain) {
+			s.Send(module.Result(el))
+			return nil
+		}
+	}
+	var to jid.JID
+	if ts := el.Attr("to"); ts != "" {
+		to, _ = jid.Parse(ts)
+	}
+	if c.srv.router.Run(ctx, module.EvC2SIn, &module.EventData{Stanza: el, From: s.jid, To: to, Session: s}) {
+		return nil
+	}
+	if el.Local == "presence" && el.Attr("to") == "" {
+		switch el.Attr("type") {
+		case "":
+			s.SetPresence(el)
+		case "unavailable":
+			s.SetPresence(nil)
+		}
+		return nil
+	}
+	c.srv.router.Route(ctx, el)
+	return nil
+}

@@ -1,0 +1,265 @@
+package c2s
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha1"
+	"encoding/base64"
+	"errors"
+	"sort"
+	"strings"
+	"time"
+
+	"xedge/storage"
+	"xedge/xmppd/accounts"
+	"xedge/xmppd/internal/scram"
+	"xedge/xmppd/module"
+	"xedge/xmppd/xmlstream"
+)
+
+// throttleDelay is how long a refused (throttled) authentication waits before the
+// <temporary-auth-failure/> answer, to slow down guessing.
+const throttleDelay = time.Second
+
+// sasl runs one SASL exchange (RFC 6120 §6) started by <auth/>.
+func (c *conn) sasl(auth *xmlstream.Element) error {
+	if c.srv.throttle.Blocked(c.ip) {
+		time.Sleep(throttleDelay)
+		return c.saslFailure("temporary-auth-failure", "too many failed attempts; try again later")
+	}
+	mech := auth.Attr("mechanism")
+	data, err := decodeSASL(auth.Text())
+	if err != nil {
+		return c.saslFailure("incorrect-encoding", "")
+	}
+	var user string
+	var failCond string
+	switch mech {
+	case "PLAIN":
+		if !c.secure { // never reached: pre-TLS auth is refused earlier
+			return c.saslFailure("encryption-required", "")
+		}
+		if data == nil {
+			if err := c.writeElem(xmlstream.New(nsSASL, "challenge")); err != nil {
+				return err
+			}
+			if data, failCond, err = c.saslResponse(); err != nil || failCond != "" {
+				return c.saslEnd(err, failCond, "")
+			}
+		}
+		user, failCond = c.plain(data)
+		if failCond != "" {
+			return c.saslEnd(nil, failCond, user)
+		}
+		return c.saslSuccess(user, mech, nil)
+	case scram.SHA1, scram.SHA256:
+		srv, err := scram.NewServer(mech, c.srv.accounts.Lookup(mech))
+		if err != nil {
+			return err
+		}
+		for {
+			out, done, err := srv.Step(data)
+			if err != nil {
+				cond := "not-authorized"
+				switch {
+				case errors.Is(err, scram.ErrMalformed):
+					cond = "malformed-request"
+				case !errors.Is(err, scram.ErrNotAuthorized):
+					c.log.Warn("authentication backend failed", "err", err)
+					cond = "temporary-auth-failure"
+				}
+				return c.saslEnd(nil, cond, srv.AttemptedUser())
+			}
+			if done {
+				return c.saslSuccess(srv.Username(), mech, out)
+			}
+			ch := xmlstream.New(nsSASL, "challenge").AppendText(base64.StdEncoding.EncodeToString(out))
+			if err := c.writeElem(ch); err != nil {
+				return err
+			}
+			if data, failCond, err = c.saslResponse(); err != nil || failCond != "" {
+				return c.saslEnd(err, failCond, srv.AttemptedUser())
+			}
+		}
+	}
+	return c.saslFailure("invalid-mechanism", "")
+}
+
+// saslResponse reads the client's next <response/> (or <abort/>).
+func (c *conn) saslResponse() ([]byte, string, error) {
+	el, err := c.next(false)
+	if err != nil {
+		return nil, "", err
+	}
+	switch {
+	case el.Space == nsSASL && el.Local == "abort":
+		return nil, "aborted", nil
+	case el.Space == nsSASL && el.Local == "response":
+		b, err := decodeSASL(el.Text())
+		if err != nil {
+			return nil, "incorrect-encoding", nil
+		}
+		return b, "", nil
+	}
+	return nil, "", serr("not-authorized", "expected a SASL response")
+}
+
+// saslEnd answers a failed exchange; not-authorized failures count for throttling.
+func (c *conn) saslEnd(err error, cond, user string) error {
+	if err != nil {
+		return err
+	}
+	if cond == "not-authorized" || cond == "malformed-request" {
+		c.srv.throttle.Fail(c.ip)
+		c.log.Info("authentication failed", "user", user, "condition", cond)
+	}
+	return c.saslFailure(cond, "")
+}
+
+// plain checks a PLAIN message (authzid NUL authcid NUL password).
+func (c *conn) plain(data []byte) (user, failCond string) {
+	parts := bytes.Split(data, []byte{0})
+	if len(parts) != 3 || len(parts[1]) == 0 {
+		return "", "malformed-request"
+	}
+	authz, authc, pw := string(parts[0]), string(parts[1]), string(parts[2])
+	u, ok, err := c.srv.accounts.CheckPassword(authc, pw)
+	if err != nil {
+		c.log.Warn("authentication backend failed", "err", err)
+		return authc, "temporary-auth-failure"
+	}
+	if !ok {
+		return authc, "not-authorized"
+	}
+	if authz != "" && authz != u+"@"+c.srv.cfg.Domain && authz != u {
+		return authc, "invalid-authzid"
+	}
+	return u, ""
+}
+
+func (c *conn) saslSuccess(user, mech string, out []byte) error {
+	u, err := c.srv.accounts.Normalize(user)
+	if err != nil {
+		return c.saslFailure("not-authorized", "")
+	}
+	c.srv.throttle.Success(c.ip)
+	succ := xmlstream.New(nsSASL, "success")
+	if len(out) > 0 {
+		succ.AppendText(base64.StdEncoding.EncodeToString(out))
+	}
+	if err := c.writeElem(succ); err != nil {
+		return err
+	}
+	c.authed, c.user, c.mech = true, u, mech
+	c.log.Info("authenticated", "user", u, "mechanism", mech)
+	c.dec.Reset(c.nc)
+	return c.openStream()
+}
+
+// register handles XEP-0077 in-band registration before authentication.
+func (c *conn) register(iq *xmlstream.Element) error {
+	q := iq.Child(nsReg, "query")
+	switch iq.Attr("type") {
+	case "get":
+		r := xmlstream.New(nsReg, "query")
+		r.Append(xmlstream.New(nsReg, "instructions").AppendText("Choose a username and password for use with this service."))
+		r.Append(xmlstream.New(nsReg, "username"), xmlstream.New(nsReg, "password"))
+		return c.writeElem(module.Result(iq, r))
+	case "set":
+		if q.Child(nsReg, "remove") != nil {
+			return c.writeElem(iqError(iq, module.ErrAuth, "not-authorized", "authenticate to remove an account"))
+		}
+		if c.srv.throttle.Blocked(c.ip) {
+			return c.writeElem(iqError(iq, module.ErrWait, "resource-constraint", "too many attempts; try again later"))
+		}
+		user := strings.TrimSpace(q.ChildText(nsReg, "username"))
+		pw := q.ChildText(nsReg, "password")
+		if user == "" || pw == "" {
+			return c.writeElem(iqError(iq, module.ErrModify, "not-acceptable", "username and password are required"))
+		}
+		err := c.srv.accounts.Create(context.Background(), user, pw)
+		switch {
+		case err == nil:
+			c.log.Info("account registered in-band", "user", user)
+			return c.writeElem(module.Result(iq))
+		case errors.Is(err, storage.ErrConflict):
+			return c.writeElem(iqError(iq, module.ErrCancel, "conflict", "the username is taken"))
+		case errors.Is(err, accounts.ErrInvalidUser):
+			return c.writeElem(iqError(iq, module.ErrModify, "not-acceptable", "invalid username"))
+		default:
+			c.log.Warn("in-band registration failed", "user", user, "err", err)
+			return c.writeElem(module.StoreError(iq, err))
+		}
+	}
+	return c.writeElem(iqError(iq, module.ErrModify, "bad-request", ""))
+}
+
+// capsVer computes the XEP-0115 verification string of the server's identity and the
+// disco features modules registered.
+func (s *Server) capsVer() string {
+	feats := s.router.DiscoFeatures()
+	sort.Strings(feats)
+	var b strings.Builder
+	b.WriteString(s.cfg.IdentityCategory + "/" + s.cfg.IdentityType + "//" + s.cfg.IdentityName + "<")
+	for _, f := range feats {
+		b.WriteString(f + "<")
+	}
+	sum := sha1.Sum([]byte(b.String()))
+	return base64.StdEncoding.EncodeToString(sum[:])
+}
+
+// CapsNode is the caps node the server advertises.
+const CapsNode = "https://xedge.invalid/xmppd"
+
+func (s *Server) capsElement() *xmlstream.Element {
+	return xmlstream.New(nsCaps, "c", "hash", "sha-1", "node", CapsNode, "ver", s.capsVer())
+}
+
+// handleRegisterIQ is XEP-0077 after authentication: password change and account
+// removal for the sender's own account.
+func (s *Server) handleRegisterIQ(ctx context.Context, h module.Host, iq *module.IQ) {
+	st := iq.Stanza
+	if iq.From.Domain != s.cfg.Domain || iq.From.Local == "" || (iq.To.Local != "" && iq.To.Local != iq.From.Local) {
+		h.Route(ctx, module.Error(st, module.ErrCancel, "not-allowed", ""))
+		return
+	}
+	user := iq.From.Local
+	q := st.Child(nsReg, "query")
+	if st.Attr("type") == "get" {
+		r := xmlstream.New(nsReg, "query")
+		r.Append(xmlstream.New(nsReg, "registered"), xmlstream.New(nsReg, "username").AppendText(user), xmlstream.New(nsReg, "password"))
+		h.Route(ctx, module.Result(st, r))
+		return
+	}
+	if q.Child(nsReg, "remove") != nil {
+		if err := s.accounts.Delete(ctx, user); err != nil {
+			s.log.Warn("account removal failed", "user", user, "err", err)
+			h.Route(ctx, module.StoreError(st, err))
+			return
+		}
+		s.log.Info("account removed in-band", "user", user)
+		h.Route(ctx, module.Result(st))
+		for _, sess := range h.Sessions(iq.From.Bare()) {
+			sess.Close("not-authorized", "account removed")
+		}
+		return
+	}
+	u, pw := strings.TrimSpace(q.ChildText(nsReg, "username")), q.ChildText(nsReg, "password")
+	if pw == "" {
+		h.Route(ctx, module.Error(st, module.ErrModify, "bad-request", "password required"))
+		return
+	}
+	if u != "" {
+		if n, err := s.accounts.Normalize(u); err != nil || n != user {
+			h.Route(ctx, module.Error(st, module.ErrModify, "bad-request", "you can only change your own password"))
+			return
+		}
+	}
+	if err := s.accounts.SetPassword(ctx, user, pw); err != nil {
+		s.log.Warn("password change failed", "user", user, "err", err)
+		h.Route(ctx, module.StoreError(st, err))
+		return
+	}
+	s.log.Info("password changed in-band", "user", user)
+	h.Route(ctx, module.Result(st))
+}

@@ -1,0 +1,254 @@
+// Package c2s is xmppd's client-to-server stream layer (RFC 6120): listeners with
+// STARTTLS and direct TLS (XEP-0368), the stream state machine (connect -> TLS ->
+// SASL -> restart -> bind -> established), SASL SCRAM-SHA-1/-256 and PLAIN (PLAIN
+// only under TLS), resource binding, in-band registration before authentication
+// (XEP-0077), stream management with resumption (XEP-0198), client state indication
+// (XEP-0352), the server's entity caps in stream features (XEP-0115), whitespace
+// keepalives, idle timeouts, per-connection read shaping, failed-auth throttling and
+// the stream errors of RFC 6120 §4.9.
+//
+// It owns connections and sessions; routing decisions belong to package router and
+// user data to package accounts. It must not import server, admin or any module.
+package c2s
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"xedge/xmppd/accounts"
+	"xedge/xmppd/router"
+	"xedge/xmppd/xmlstream"
+)
+
+// Config configures client streams.
+type Config struct {
+	Domain            string
+	TLS               *tls.Config
+	Limits            xmlstream.Limits
+	Shaper            int // bytes/s per connection, 0 = off
+	Keepalive         time.Duration
+	IdleTimeout       time.Duration
+	AuthTimeout       time.Duration
+	SMTimeout         time.Duration
+	SMMaxQueue        int
+	SendQueue         int
+	AllowRegistration bool
+	AuthFailMax       int
+	AuthFailTime      time.Duration
+	// Identity is the server's disco identity (category, type, name) for caps.
+	IdentityCategory, IdentityType, IdentityName string
+	Logger                                       *slog.Logger
+}
+
+// Listener is one configured listening address.
+type Listener struct {
+	Addr      string
+	DirectTLS bool
+}
+
+// Server accepts client connections.
+type Server struct {
+	cfg      Config
+	router   *router.Router
+	accounts *accounts.Accounts
+	log      *slog.Logger
+	throttle *throttle
+
+	lnCfg []Listener
+
+	mu        sync.Mutex
+	lns       []net.Listener
+	addrs     []string
+	conns     map[*conn]struct{}
+	resumable map[string]*session // XEP-0198 resumption id -> session
+	stopping  bool
+	wg        sync.WaitGroup
+}
+
+// New returns a c2s server; add listeners with Listen before Start.
+func New(cfg Config, r *router.Router, a *accounts.Accounts) *Server {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.SendQueue <= 0 {
+		cfg.SendQueue = 1000
+	}
+	if cfg.SMMaxQueue <= 0 {
+		cfg.SMMaxQueue = 1000
+	}
+	if cfg.AuthTimeout <= 0 {
+		cfg.AuthTimeout = time.Minute
+	}
+	if cfg.AuthFailMax <= 0 {
+		cfg.AuthFailMax = 5
+	}
+	if cfg.AuthFailTime <= 0 {
+		cfg.AuthFailTime = time.Minute
+	}
+	if cfg.IdentityCategory == "" {
+		cfg.IdentityCategory, cfg.IdentityType, cfg.IdentityName = "server", "im", "xmppd"
+	}
+	log := cfg.Logger.With("component", "c2s")
+	s := &Server{
+		cfg: cfg, router: r, accounts: a, log: log,
+		throttle:  newThrottle(cfg.AuthFailMax, cfg.AuthFailTime, log),
+		conns:     map[*conn]struct{}{},
+		resumable: map[string]*session{},
+	}
+	r.HandleIQ(nsReg, s.handleRegisterIQ)
+	r.DiscoFeature(nsReg)
+	return s
+}
+
+// Listen adds a listener (before Start).
+func (s *Server) Listen(addr string, directTLS bool) {
+	s.lnCfg = append(s.lnCfg, Listener{Addr: addr, DirectTLS: directTLS})
+}
+
+// Addrs returns the bound listener addresses ("starttls tcp://a" style for humans).
+func (s *Server) Addrs() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string(nil), s.addrs...)
+}
+
+// Start binds every listener and starts accepting.
+func (s *Server) Start(ctx context.Context) error {
+	if s.cfg.TLS == nil {
+		return errors.New("c2s: no TLS configuration")
+	}
+	var lc net.ListenConfig
+	for _, l := range s.lnCfg {
+		ln, err := lc.Listen(ctx, "tcp", l.Addr)
+		if err != nil {
+			for _, o := range s.lns {
+				o.Close()
+			}
+			return fmt.Errorf("c2s: listen %s: %w", l.Addr, err)
+		}
+		kind := "starttls"
+		if l.DirectTLS {
+			kind = "direct-tls"
+		}
+		s.mu.Lock()
+		s.lns = append(s.lns, ln)
+		s.addrs = append(s.addrs, kind+" "+ln.Addr().String())
+		s.mu.Unlock()
+		s.log.Info("listening", "addr", ln.Addr().String(), "tls", kind)
+		s.wg.Add(1)
+		go s.accept(ln, l.DirectTLS)
+	}
+	return nil
+}
+
+func (s *Server) accept(ln net.Listener, directTLS bool) {
+	defer s.wg.Done()
+	var delay time.Duration
+	for {
+		nc, err := ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// Out of file descriptors and the like: back off, keep serving.
+			if delay == 0 {
+				delay = 5 * time.Millisecond
+			} else if delay < time.Second {
+				delay *= 2
+			}
+			s.log.Warn("accept failed", "err", err, "retry_in", delay)
+			time.Sleep(delay)
+			continue
+		}
+		delay = 0
+		c := newConn(s, nc, directTLS)
+		s.mu.Lock()
+		if s.stopping {
+			s.mu.Unlock()
+			nc.Close()
+			continue
+		}
+		s.conns[c] = struct{}{}
+		s.wg.Add(1)
+		s.mu.Unlock()
+		go func() {
+			defer s.wg.Done()
+			c.serve()
+			s.mu.Lock()
+			delete(s.conns, c)
+			s.mu.Unlock()
+		}()
+	}
+}
+
+// Stop closes the listeners, ends every stream with <system-shutdown/>, terminates
+// detached (resumable) sessions, and waits for the connections to finish or ctx.
+func (s *Server) Stop(ctx context.Context) error {
+	s.mu.Lock()
+	s.stopping = true
+	for _, ln := range s.lns {
+		ln.Close()
+	}
+	conns := make([]*conn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	var detached []*session
+	for _, ss := range s.resumable {
+		detached = append(detached, ss)
+	}
+	s.mu.Unlock()
+	for _, c := range conns {
+		c.shutdown("system-shutdown", "")
+	}
+	for _, ss := range detached {
+		ss.expireIfDetached()
+	}
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		s.mu.Lock()
+		for c := range s.conns {
+			c.raw.Close()
+		}
+		s.mu.Unlock()
+		return fmt.Errorf("c2s: stop: %w", ctx.Err())
+	}
+}
+
+func randomID() string {
+	b := make([]byte, 12)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func (s *Server) addResumable(id string, ss *session) {
+	s.mu.Lock()
+	s.resumable[id] = ss
+	s.mu.Unlock()
+}
+
+func (s *Server) takeResumable(id string) *session {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.resumable[id]
+}
+
+func (s *Server) dropResumable(id string, ss *session) {
+	s.mu.Lock()
+	if s.resumable[id] == ss {
+		delete(s.resumable, id)
+	}
+	s.mu.Unlock()
+}

@@ -1,0 +1,462 @@
+package c2s
+
+import (
+	"context"
+	"strconv"
+	"sync"
+	"time"
+
+	"xedge/xmppd/jid"
+	"xedge/xmppd/module"
+	"xedge/xmppd/router"
+	"xedge/xmppd/xmlstream"
+)
+
+// Namespaces handled here.
+const (
+	nsSM      = "urn:xmpp:sm:3"
+	nsCSI     = "urn:xmpp:csi:0"
+	nsStreams = "urn:ietf:params:xml:ns:xmpp-streams"
+	nsSASL    = "urn:ietf:params:xml:ns:xmpp-sasl"
+	nsTLS     = "urn:ietf:params:xml:ns:xmpp-tls"
+	nsBind    = "urn:ietf:params:xml:ns:xmpp-bind"
+	nsSession = "urn:ietf:params:xml:ns:xmpp-session"
+	nsReg     = "jabber:iq:register"
+	nsRegFeat = "http://jabber.org/features/iq-register"
+	nsCaps    = "http://jabber.org/protocol/caps"
+	nsDelay   = "urn:xmpp:delay"
+)
+
+// maxHeld bounds what CSI holds back for an inactive client before flushing anyway.
+const maxHeld = 500
+
+type outItem struct {
+	st    *xmlstream.Element
+	raw   []byte
+	final bool // close the connection after writing this
+}
+
+// session is a bound resource: it outlives its connection while XEP-0198 resumption
+// is possible. It implements module.Session.
+type session struct {
+	srv   *Server
+	id    string
+	jid   jid.JID
+	addr  string
+	since time.Time
+	mech  string
+	tls   bool
+
+	mu         sync.Mutex
+	c          *conn // attached connection, nil while detached
+	queue      []outItem
+	closing    bool // a final stream error is queued or the stream is ending: no resumption
+	terminated bool
+	presence   *xmlstream.Element
+	prio       int
+	interested bool
+	values     map[any]any
+
+	// XEP-0198
+	smEnabled bool
+	smResume  bool
+	smID      string
+	hIn       uint32
+	outCount  uint32
+	unacked   []*xmlstream.Element
+	rPending  bool
+	detach    *time.Timer
+
+	// XEP-0352
+	inactive bool
+	held     []*xmlstream.Element
+}
+
+func (s *session) ID() string   { return s.id }
+func (s *session) JID() jid.JID { return s.jid }
+
+func (s *session) Presence() *xmlstream.Element {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.presence
+}
+
+func (s *session) SetPresence(p *xmlstream.Element) {
+	prio := 0
+	if p != nil {
+		if v, err := strconv.Atoi(p.ChildText("", "priority")); err == nil && v >= -128 && v <= 127 {
+			prio = v
+		}
+		p = p.Copy()
+	}
+	s.mu.Lock()
+	s.presence, s.prio = p, prio
+	s.mu.Unlock()
+}
+
+func (s *session) Priority() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.prio
+}
+
+func (s *session) Interested() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.interested
+}
+
+func (s *session) SetInterested() { s.mu.Lock(); s.interested = true; s.mu.Unlock() }
+
+func (s *session) Value(k any) any {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.values[k]
+}
+
+func (s *session) SetValue(k, v any) {
+	s.mu.Lock()
+	if s.values == nil {
+		s.values = map[any]any{}
+	}
+	s.values[k] = v
+	s.mu.Unlock()
+}
+
+// Info implements router.Describer.
+func (s *session) Info() router.SessionInfo {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	csi := "active"
+	if s.inactive {
+		csi = "inactive"
+	}
+	return router.SessionInfo{JID: s.jid.String(), ID: s.id, Addr: s.addr, Since: s.since, TLS: s.tls, Mech: s.mech,
+		Priority: s.prio, SM: s.smEnabled, Detached: s.c == nil && !s.terminated, CSI: csi}
+}
+
+// urgent reports whether a stanza must reach an inactive (CSI) client at once:
+// IQs and messages with a body or subject; presence and chat states can wait.
+func urgent(st *xmlstream.Element) bool {
+	switch st.Local {
+	case "presence":
+		return false
+	case "message":
+		return st.Child("", "body") != nil || st.Child("", "subject") != nil || st.Attr("type") == "error"
+	}
+	return true
+}
+
+// Send implements module.Session: it queues without blocking; a client whose queue
+// overflows is disconnected with <policy-violation/>.
+func (s *session) Send(st *xmlstream.Element) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.terminated || s.closing {
+		return
+	}
+	if s.inactive && !urgent(st) {
+		s.holdLocked(st)
+		return
+	}
+	if s.inactive && len(s.held) > 0 {
+		s.flushHeldLocked() // keep order: held stanzas first
+	}
+	s.enqueueLocked(st)
+}
+
+// holdLocked keeps a non-urgent stanza for an inactive client; a newer presence from
+// the same sender replaces the older one.
+func (s *session) holdLocked(st *xmlstream.Element) {
+	if st.Local == "presence" {
+		from := st.Attr("from")
+		for i, h := range s.held {
+			if h.Local == "presence" && h.Attr("from") == from {
+				s.held = append(s.held[:i], s.held[i+1:]...)
+				break
+			}
+		}
+	}
+	s.held = append(s.held, st)
+	if len(s.held) > maxHeld {
+		s.flushHeldLocked()
+	}
+}
+
+func (s *session) flushHeldLocked() {
+	held := s.held
+	s.held = nil
+	for _, h := range held {
+		s.enqueueLocked(h)
+		if s.closing {
+			return
+		}
+	}
+}
+
+func (s *session) enqueueLocked(st *xmlstream.Element) {
+	if s.smEnabled {
+		s.outCount++
+		s.unacked = append(s.unacked, st)
+		if len(s.unacked) > s.srv.cfg.SMMaxQueue {
+			s.closeLocked("policy-violation", "too many unacknowledged stanzas")
+			return
+		}
+	}
+	if s.c == nil {
+		return // detached: kept in unacked and resent on resumption
+	}
+	s.queue = append(s.queue, outItem{st: st})
+	if len(s.queue) > s.srv.cfg.SendQueue {
+		s.srv.log.Warn("client does not read fast enough; disconnecting", "jid", s.jid.String(), "queued", len(s.queue))
+		s.closeLocked("policy-violation", "too many stanzas queued for this client")
+		return
+	}
+	s.c.wakeWriter()
+}
+
+// queueRaw queues a nonza (SM <a/>, <r/>, <enabled/>).
+func (s *session) queueRaw(b []byte) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.c == nil || s.closing {
+		return
+	}
+	s.queue = append(s.queue, outItem{raw: b})
+	s.c.wakeWriter()
+}
+
+// Close implements module.Session: it ends the stream with a stream error (or a clean
+// close for ""), without resumption.
+func (s *session) Close(condition, text string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closeLocked(condition, text)
+}
+
+func (s *session) closeLocked(condition, text string) {
+	if s.closing || s.terminated {
+		return
+	}
+	s.closing = true
+	if s.c == nil {
+		go s.terminate()
+		return
+	}
+	var b []byte
+	if condition != "" {
+		b = appendStreamError(nil, condition, text)
+	}
+	b = append(b, xmlstream.StreamClose...)
+	// The final item goes after what is queued, bounded by a short write deadline
+	// (a client that does not read loses the rest; with SM it is rerouted).
+	s.queue = append(s.queue, outItem{raw: b, final: true})
+	s.c.raw.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	s.c.wakeWriter()
+}
+
+// markClosing stops further output and resumption (the reader is ending the stream).
+func (s *session) markClosing() {
+	s.mu.Lock()
+	s.closing = true
+	s.queue = nil
+	s.mu.Unlock()
+}
+
+// ack processes an XEP-0198 <a h=.../>.
+func (s *session) ack(h uint32) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.ackLocked(h)
+	s.rPending = false
+}
+
+func (s *session) ackLocked(h uint32) {
+	first := s.outCount - uint32(len(s.unacked)) // count acknowledged so far
+	n := h - first
+	if n > uint32(len(s.unacked)) {
+		n = uint32(len(s.unacked)) // more than sent: ignore the excess
+	}
+	for i := uint32(0); i < n; i++ {
+		s.unacked[i] = nil
+	}
+	s.unacked = s.unacked[n:]
+}
+
+// writer drains the queue to c while c is the attached connection, and sends
+// whitespace keepalives when idle.
+func (s *session) writer(c *conn) {
+	ka := s.srv.cfg.Keepalive
+	var tick <-chan time.Time
+	var t *time.Ticker
+	if ka > 0 {
+		t = time.NewTicker(ka)
+		defer t.Stop()
+		tick = t.C
+	}
+	lastWrite := time.Now()
+	for {
+		s.mu.Lock()
+		if s.c != c {
+			s.mu.Unlock()
+			return
+		}
+		items := s.queue
+		s.queue = nil
+		var sendR bool
+		if s.smEnabled && len(s.unacked) > 0 && !s.rPending && len(items) > 0 {
+			sendR, s.rPending = true, true
+		}
+		s.mu.Unlock()
+		if len(items) == 0 {
+			select {
+			case <-c.wake:
+				continue
+			case <-c.done:
+				return
+			case <-tick:
+				if time.Since(lastWrite) >= ka {
+					if err := c.write([]byte{' '}); err != nil {
+						c.raw.Close()
+						return
+					}
+					lastWrite = time.Now()
+				}
+				continue
+			}
+		}
+		var buf []byte
+		final := false
+		for _, it := range items {
+			if it.st != nil {
+				buf = xmlstream.AppendElement(buf, it.st, xmlstream.NSClient)
+			} else {
+				buf = append(buf, it.raw...)
+			}
+			final = final || it.final
+		}
+		if sendR && !final {
+			buf = append(buf, "<r xmlns='urn:xmpp:sm:3'/>"...)
+		}
+		err := c.write(buf)
+		lastWrite = time.Now()
+		if err != nil || final {
+			c.raw.Close()
+			return
+		}
+	}
+}
+
+// attach makes c the session's connection and starts its writer; pre are raw bytes
+// written first (e.g. <resumed/>), then every unacknowledged stanza is resent.
+func (s *session) attach(c *conn, pre []byte, resend bool) {
+	s.mu.Lock()
+	s.c = c
+	s.closing = false
+	if s.detach != nil {
+		s.detach.Stop()
+		s.detach = nil
+	}
+	s.queue = nil
+	if pre != nil {
+		s.queue = append(s.queue, outItem{raw: pre})
+	}
+	if resend {
+		for _, st := range s.unacked {
+			s.queue = append(s.queue, outItem{st: st})
+		}
+		s.rPending = false
+	}
+	s.mu.Unlock()
+	go s.writer(c)
+	c.wakeWriter()
+}
+
+// connEnded is called by c's reader when the connection is gone. clean means the
+// stream was closed properly (or with a stream error): the session ends. Otherwise a
+// resumable session is detached and waits for XEP-0198 resumption.
+func (s *session) connEnded(c *conn, clean bool) {
+	s.mu.Lock()
+	if s.c != c {
+		s.mu.Unlock()
+		return // resumed on a newer connection
+	}
+	s.c = nil
+	s.queue = nil
+	if !clean && s.smResume && !s.closing && !s.terminated && !s.srv.isStopping() {
+		s.detach = time.AfterFunc(s.srv.cfg.SMTimeout, s.expireIfDetached)
+		s.mu.Unlock()
+		s.srv.log.Info("connection lost; session kept for resumption", "jid", s.jid.String(), "for", s.srv.cfg.SMTimeout)
+		return
+	}
+	s.mu.Unlock()
+	s.terminate()
+}
+
+// expireIfDetached ends a session still waiting for resumption.
+func (s *session) expireIfDetached() {
+	s.mu.Lock()
+	detached := s.c == nil
+	s.mu.Unlock()
+	if detached {
+		s.terminate()
+	}
+}
+
+// terminate unbinds the session and hands its unacknowledged stanzas back to the
+// router: messages are routed again (to another resource, or offline storage),
+// IQ requests are answered with <service-unavailable/>.
+func (s *session) terminate() {
+	s.mu.Lock()
+	if s.terminated {
+		s.mu.Unlock()
+		return
+	}
+	s.terminated = true
+	if s.detach != nil {
+		s.detach.Stop()
+	}
+	unacked := s.unacked
+	s.unacked, s.held, s.queue = nil, nil, nil
+	smID := s.smID
+	s.mu.Unlock()
+	if smID != "" {
+		s.srv.dropResumable(smID, s)
+	}
+	ctx := context.Background()
+	s.srv.router.Unbind(ctx, s)
+	for _, st := range unacked {
+		switch st.Local {
+		case "message":
+			if st.Attr("type") != "error" && st.Attr("type") != "groupchat" {
+				st = st.Copy()
+				if st.Child(nsDelay, "delay") == nil {
+					st.Append(xmlstream.New(nsDelay, "delay", "from", s.srv.cfg.Domain, "stamp", time.Now().UTC().Format("2006-01-02T15:04:05Z")))
+				}
+				s.srv.router.Route(ctx, st)
+			}
+		case "iq":
+			if t := st.Attr("type"); t == "get" || t == "set" {
+				s.srv.router.Route(ctx, module.Error(st, module.ErrCancel, "service-unavailable", ""))
+			}
+		}
+	}
+	if len(unacked) > 0 {
+		s.srv.log.Info("session ended with unacknowledged stanzas; rerouted", "jid", s.jid.String(), "count", len(unacked))
+	}
+}
+
+func (s *Server) isStopping() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.stopping
+}
+
+func appendStreamError(b []byte, condition, text string) []byte {
+	e := xmlstream.New(xmlstream.NSStream, "error")
+	e.Append(xmlstream.New(nsStreams, condition))
+	if text != "" {
+		e.Append(xmlstream.New(nsStreams, "text").AppendText(text))
+	}
+	return xmlstream.AppendElement(b, e, xmlstream.NSClient)
+}

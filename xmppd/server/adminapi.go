@@ -1,0 +1,113 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"xedge/xmppd/jid"
+	"xedge/xmppd/router"
+	"xedge/xmppd/version"
+)
+
+// Status is the result of `xmppctl status`.
+type Status struct {
+	Version   string   `json:"version"`
+	Uptime    string   `json:"uptime"`
+	Domain    string   `json:"domain"`
+	Node      string   `json:"node"`
+	Listeners []string `json:"listeners"`
+	Sessions  int      `json:"sessions"`
+	Storage   any      `json:"storage"`
+	LogLevel  string   `json:"log_level"`
+}
+
+func (s *Server) adminHandlers() {
+	a := s.Admin
+	a.Handle("register", func(ctx context.Context, args []string) (any, error) {
+		if err := s.Accounts.Create(ctx, args[0], args[1]); err != nil {
+			return nil, err
+		}
+		return fmt.Sprintf("user %s@%s registered", args[0], s.cfg.Domain), nil
+	})
+	a.Handle("unregister", func(ctx context.Context, args []string) (any, error) {
+		u, err := s.Accounts.Normalize(args[0])
+		if err != nil {
+			return nil, err
+		}
+		if err := s.Accounts.Delete(ctx, u); err != nil {
+			return nil, err
+		}
+		bare, _ := jid.New(u, s.cfg.Domain, "")
+		s.Router.Kick(bare, "account removed")
+		return fmt.Sprintf("user %s@%s removed", u, s.cfg.Domain), nil
+	})
+	a.Handle("passwd", func(ctx context.Context, args []string) (any, error) {
+		if err := s.Accounts.SetPassword(ctx, args[0], args[1]); err != nil {
+			return nil, err
+		}
+		return fmt.Sprintf("password of %s@%s changed", args[0], s.cfg.Domain), nil
+	})
+	a.Handle("users", func(ctx context.Context, _ []string) (any, error) {
+		l, err := s.Accounts.List(ctx)
+		if l == nil {
+			l = []string{}
+		}
+		return l, err
+	})
+	a.Handle("sessions", func(context.Context, []string) (any, error) {
+		out := []router.SessionInfo{}
+		for _, ss := range s.Router.All() {
+			if d, ok := ss.(router.Describer); ok {
+				out = append(out, d.Info())
+			} else {
+				out = append(out, router.SessionInfo{JID: ss.JID().String(), ID: ss.ID()})
+			}
+		}
+		return out, nil
+	})
+	a.Handle("kick", func(_ context.Context, args []string) (any, error) {
+		j, err := jid.Parse(args[0])
+		if err != nil || j.Local == "" {
+			return nil, fmt.Errorf("invalid JID %q", args[0])
+		}
+		n, err := s.Router.Kick(j, "Kicked by the administrator")
+		if errors.Is(err, router.ErrNoSession) {
+			return nil, fmt.Errorf("no session for %s", j)
+		}
+		return fmt.Sprintf("kicked %d session(s) of %s", n, j), err
+	})
+	a.Handle("status", func(context.Context, []string) (any, error) {
+		return Status{
+			Version: version.Version, Uptime: time.Since(s.started).Round(time.Second).String(),
+			Domain: s.cfg.Domain, Node: s.cfg.Node, Listeners: append(s.C2S.Addrs(), "admin "+s.cfg.AdminSocket),
+			Sessions: s.Router.Count(), Storage: s.Store.Status(), LogLevel: strings.ToLower(s.level.Level().String()),
+		}, nil
+	})
+	a.Handle("loglevel", func(_ context.Context, args []string) (any, error) {
+		if len(args) == 0 || (len(args) == 1 && args[0] == "get") {
+			return strings.ToLower(s.level.Level().String()), nil
+		}
+		if args[0] != "set" || len(args) != 2 {
+			return nil, errors.New("usage: loglevel [get|set LEVEL]")
+		}
+		if err := s.SetLogLevel(args[1]); err != nil {
+			return nil, err
+		}
+		return strings.ToLower(s.level.Level().String()), nil
+	})
+	a.Handle("tables", func(context.Context, []string) (any, error) { return s.Store.Tables(), nil })
+	a.Handle("storage", func(context.Context, []string) (any, error) { return s.Store.Status(), nil })
+}
+
+// SetLogLevel changes the runtime log level (debug, info, warn, error).
+func (s *Server) SetLogLevel(l string) error {
+	var lv slogLevel
+	if err := lv.parse(l); err != nil {
+		return err
+	}
+	s.level.Set(lv.l)
+	return nil
+}
