@@ -43,18 +43,31 @@ func (d *Decoder) build(b []byte) (*Element, *Error) {
 		d.open, d.nodes = open[:0], nodes[:0]
 		d.ns = d.ns[:d.nsBase]
 	}()
-	var pend string // text not yet added to nodes
+	// Text not yet added to nodes: pend, or (after several segments, e.g. text and
+	// CDATA mixed) the bytes in join.
+	var pend string
+	var join []byte
+	joined := false
 	flush := func() {
+		if joined {
+			pend = string(join)
+			joined = false
+		}
 		if pend != "" {
 			nodes = append(nodes, CharData(pend))
 			pend = ""
 		}
 	}
 	addText := func(t string) {
-		if pend == "" {
+		switch {
+		case t == "":
+		case joined:
+			join = append(join, t...)
+		case pend == "":
 			pend = t
-		} else {
-			pend += t
+		default:
+			join = append(append(join[:0], pend...), t...)
+			joined = true
 		}
 	}
 	i := 0

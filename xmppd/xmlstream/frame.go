@@ -3,6 +3,7 @@ package xmlstream
 import (
 	"bytes"
 	"fmt"
+	"unicode/utf8"
 )
 
 // The framer is the first of two passes: a resumable byte-level state machine that finds
@@ -72,6 +73,9 @@ func (d *Decoder) frame() (frameStatus, *Error) {
 			case '?':
 				return 0, restricted("processing instruction")
 			default:
+				if c := buf[i]; c < utf8.RuneSelf && nameTab[c] != 1 && c != ':' {
+					return 0, nwf("'<' not followed by a name")
+				}
 				if depth >= d.lim.MaxDepth {
 					return 0, errorf(CondPolicyViolation, "element nesting deeper than %d", d.lim.MaxDepth)
 				}

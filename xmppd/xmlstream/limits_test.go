@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 	"testing/iotest"
+	"time"
 )
 
 func wantCond(t *testing.T, what string, err error, cond string) {
@@ -147,5 +148,39 @@ func TestZeroLimitsMeanDefaults(t *testing.T) {
 	d := NewDecoder(strings.NewReader(""), Limits{})
 	if d.lim != DefaultLimits() {
 		t.Errorf("limits = %+v", d.lim)
+	}
+}
+
+// Pathological but legal stanzas at the size limit must still decode in linear time.
+func TestWorstCaseStanzasAreFast(t *testing.T) {
+	lim := DefaultLimits()
+	fill := func(prefix, unit, suffix string) string {
+		n := (lim.MaxStanza - len(prefix) - len(suffix)) / len(unit)
+		return prefix + strings.Repeat(unit, n) + suffix
+	}
+	var decls strings.Builder
+	for i := 0; i < DefaultMaxAttrs; i++ {
+		decls.WriteString(" xmlns:p" + strconv.Itoa(i) + "='urn:x'")
+	}
+	deep := strings.Repeat("<a"+decls.String()+">", DefaultMaxDepth-1)
+	leafAttrs := ""
+	for i := 0; i < DefaultMaxAttrs; i++ {
+		leafAttrs += " p0:a" + strconv.Itoa(i) + "=''"
+	}
+	cases := map[string]string{
+		"text and CDATA alternating": fill("<m>", "a<![CDATA[b]]>", "</m>"),
+		"many references":            fill("<m>", "&amp;&#x41;", "</m>"),
+		"many siblings":              fill("<m>", "<a/>", "</m>"),
+		"deep namespace scopes":      fill(deep, "<b"+leafAttrs+"/>", strings.Repeat("</a>", DefaultMaxDepth-1)),
+	}
+	for name, in := range cases {
+		start := time.Now()
+		_, _, err := decodeAll(strings.NewReader(testHeader+in+StreamClose), lim)
+		wantCond(t, name, err, "")
+		if el := time.Since(start); el > 2*time.Second {
+			t.Errorf("%s: %v for %d bytes", name, el, len(in))
+		} else {
+			t.Logf("%s: %v for %d bytes", name, el, len(in))
+		}
 	}
 }
