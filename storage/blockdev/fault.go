@@ -23,6 +23,10 @@ const (
 	// Error: the FailAt-th and every later write and Sync return ErrInjected
 	// (a dead disk or a lost LUN).
 	Error
+	// LostSync: power fails during the FailAt-th Sync (FailAt counts Syncs in
+	// this mode): it returns ErrInjected, any subset of the cached writes may
+	// have reached the disk, every later write is dropped and Sync fails.
+	LostSync
 )
 
 func (m FaultMode) String() string {
@@ -33,13 +37,16 @@ func (m FaultMode) String() string {
 		return "tear"
 	case Error:
 		return "error"
+	case LostSync:
+		return "lost-sync"
 	}
 	return fmt.Sprintf("mode(%d)", int(m))
 }
 
 // FaultConfig configures a Fault device.
 type FaultConfig struct {
-	// FailAt is the 1-based number of the write that fails; 0 never fails.
+	// FailAt is the 1-based number of the write (of the Sync, in mode
+	// LostSync) that fails; 0 never fails.
 	FailAt int
 	Mode   FaultMode
 	// Seed drives every random choice: which unsynced sectors survive a crash
@@ -85,6 +92,13 @@ func NewFault(base storage.BlockDevice, cfg FaultConfig) *Fault {
 	return &Fault{base: base, cfg: cfg, rng: rand.New(rand.NewSource(cfg.Seed))}
 }
 
+// Syncs returns how many Sync calls the device has seen.
+func (f *Fault) Syncs() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.syncs
+}
+
 // Writes returns how many WriteAt calls the device has seen.
 func (f *Fault) Writes() int {
 	f.mu.Lock()
@@ -128,7 +142,7 @@ func (f *Fault) WriteAt(p []byte, off int64) (int, error) {
 		return 0, err
 	}
 	f.writes++
-	if f.cfg.FailAt > 0 && f.writes == f.cfg.FailAt {
+	if f.cfg.Mode != LostSync && f.cfg.FailAt > 0 && f.writes == f.cfg.FailAt {
 		f.failed = true
 		switch f.cfg.Mode {
 		case Tear:
@@ -154,6 +168,9 @@ func (f *Fault) Sync() error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.syncs++
+	if f.cfg.Mode == LostSync && f.cfg.FailAt > 0 && f.syncs == f.cfg.FailAt {
+		f.failed = true // the cache stays pending: Crash keeps a random subset
+	}
 	if f.failed {
 		return fmt.Errorf("sync: %w", ErrInjected)
 	}
