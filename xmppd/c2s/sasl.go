@@ -238,7 +238,11 @@ func (s *Server) handleRegisterIQ(ctx context.Context, h module.Host, iq *module
 			return
 		}
 		s.log.Info("account removed in-band", "user", user)
-		h.Route(ctx, module.Result(st))
+		// The account is gone, so the router would no longer deliver to it: answer
+		// the session directly, then close every session of the account.
+		if iq.Session != nil {
+			iq.Session.Send(module.Result(st))
+		}
 		for _, sess := range h.Sessions(iq.From.Bare()) {
 			sess.Close("not-authorized", "account removed")
 		}
