@@ -10,19 +10,13 @@ import (
 	"xedge/xmppd/xmlstream"
 )
 
-func cmd(typ, name string, jids ...string) *xmlstream.Element {
-	return xmlstream.New(xmlstream.NSClient, "iq", "type", typ, "id", "b").Append(items(name, jids))
-}
-
-func reply(t *testing.T, s *modtest.Session) *xmlstream.Element {
+func cmd(t *testing.T, h *modtest.Host, s *modtest.Session, typ, name string, jids ...string) *xmlstream.Element {
 	t.Helper()
-	for _, st := range s.Take() {
-		if st.Attr("id") == "b" {
-			return st
-		}
+	r := h.IQ(s, typ, "", items(name, jids))
+	if r == nil {
+		t.Fatal("no reply")
 	}
-	t.Fatal("no reply")
-	return nil
+	return r
 }
 
 func TestBlockUnblockAndFiltering(t *testing.T) {
@@ -36,12 +30,10 @@ func TestBlockUnblockAndFiltering(t *testing.T) {
 	b := h.Connect("bob@example.org/b")
 	b.SetPresence(xmlstream.New(xmlstream.NSClient, "presence"))
 
-	h.Send(a2, cmd("get", "blocklist"))
-	if r := reply(t, a2); len(r.Child(NS, "blocklist").Children()) != 0 {
+	if r := cmd(t, h, a2, "get", "blocklist"); len(r.Child(NS, "blocklist").Children()) != 0 {
 		t.Fatal("empty list expected")
 	}
-	h.Send(a1, cmd("set", "block", "bob@example.org"))
-	if r := reply(t, a1); r.Attr("type") != "result" {
+	if r := cmd(t, h, a1, "set", "block", "bob@example.org"); r.Attr("type") != "result" {
 		t.Fatalf("block: %+v", r)
 	}
 	if p := modtest.Find(a2.Take(), "iq", "set"); len(p) != 1 || p[0].Child(NS, "block") == nil {
@@ -74,22 +66,18 @@ func TestBlockUnblockAndFiltering(t *testing.T) {
 	}
 
 	// Domain item blocks everyone there; unblock all clears.
-	h.Send(a1, cmd("set", "block", "evil.example"))
-	reply(t, a1)
+	cmd(t, h, a1, "set", "block", "evil.example")
 	if !m.IsBlocked("alice", jid.MustParse("x@evil.example/r")) {
 		t.Fatal("domain item")
 	}
-	h.Send(a1, cmd("set", "block"))
-	if r := reply(t, a1); r.Attr("type") != "error" {
+	if r := cmd(t, h, a1, "set", "block"); r.Attr("type") != "error" {
 		t.Fatal("empty block should be bad-request")
 	}
-	h.Send(a1, cmd("set", "unblock", "bob@example.org"))
-	reply(t, a1)
+	cmd(t, h, a1, "set", "unblock", "bob@example.org")
 	if m.IsBlocked("alice", jid.MustParse("bob@example.org")) || len(m.List("alice")) != 1 {
 		t.Fatal("unblock one")
 	}
-	h.Send(a1, cmd("set", "unblock"))
-	reply(t, a1)
+	cmd(t, h, a1, "set", "unblock")
 	if len(m.List("alice")) != 0 {
 		t.Fatal("unblock all")
 	}

@@ -5,7 +5,6 @@ import (
 	"testing"
 
 	"xedge/xmppd/mod/internal/modtest"
-	"xedge/xmppd/module"
 	"xedge/xmppd/xmlstream"
 )
 
@@ -15,26 +14,14 @@ func do(t *testing.T, h *modtest.Host, s *modtest.Session, typ, to string, kids 
 	for _, k := range kids {
 		q.Append(k)
 	}
-	h.Send(s, xmlstream.New(xmlstream.NSClient, "iq", "type", typ, "id", "p", "to", to).Append(q))
-	for _, st := range s.Take() {
-		if st.Attr("id") == "p" {
-			return st
-		}
+	r := h.IQ(s, typ, to, q)
+	if r == nil {
+		t.Fatal("no reply")
 	}
-	t.Fatal("no reply")
-	return nil
+	return r
 }
 
-func cond(r *xmlstream.Element) string {
-	if e := r.Child("", "error"); e != nil {
-		for _, c := range e.Children() {
-			if c.Space == module.NSStanzas {
-				return c.Local
-			}
-		}
-	}
-	return ""
-}
+func cond(r *xmlstream.Element) string { return modtest.Cond(r) }
 
 func TestPrivate(t *testing.T) {
 	h := modtest.NewHost("example.org", "alice", "bob")

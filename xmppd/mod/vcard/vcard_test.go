@@ -12,15 +12,11 @@ import (
 
 func do(t *testing.T, h *modtest.Host, s *modtest.Session, typ, to string, v *xmlstream.Element) *xmlstream.Element {
 	t.Helper()
-	iq := xmlstream.New(xmlstream.NSClient, "iq", "type", typ, "id", "v", "to", to).Append(v)
-	h.Send(s, iq)
-	for _, st := range s.Take() {
-		if st.Attr("id") == "v" {
-			return st
-		}
+	r := h.IQ(s, typ, to, v)
+	if r == nil {
+		t.Fatal("no reply")
 	}
-	t.Fatal("no reply")
-	return nil
+	return r
 }
 
 func TestVCard(t *testing.T) {

@@ -12,6 +12,7 @@ import (
 	"io"
 	"log/slog"
 	"sort"
+	"strconv"
 	"sync"
 
 	"xedge/storage"
@@ -405,4 +406,42 @@ func Find(list []*xmlstream.Element, local, typ string) []*xmlstream.Element {
 		}
 	}
 	return out
+}
+
+// IQ sends an IQ with payload from s (to may be "") and returns the reply, leaving
+// every other stanza s received in place; nil if there was no reply.
+func (h *Host) IQ(s *Session, typ, to string, payload *xmlstream.Element) *xmlstream.Element {
+	h.mu.Lock()
+	h.nextID++
+	id := "iq" + strconv.Itoa(h.nextID)
+	h.mu.Unlock()
+	iq := xmlstream.New(xmlstream.NSClient, "iq", "type", typ, "id", id, "to", to)
+	if payload != nil {
+		iq.Append(payload)
+	}
+	h.Send(s, iq)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i, st := range s.got {
+		if st.Local == "iq" && st.Attr("id") == id {
+			s.got = append(s.got[:i:i], s.got[i+1:]...)
+			return st
+		}
+	}
+	return nil
+}
+
+// Cond returns the defined condition of an error stanza, or "".
+func Cond(st *xmlstream.Element) string {
+	if st == nil {
+		return ""
+	}
+	if e := st.Child("", "error"); e != nil {
+		for _, c := range e.Children() {
+			if c.Space == module.NSStanzas {
+				return c.Local
+			}
+		}
+	}
+	return ""
 }
