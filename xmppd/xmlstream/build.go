@@ -28,20 +28,47 @@ type openElem struct {
 // build parses b, which the framer found to be one complete element.
 func (d *Decoder) build(b []byte) (*Element, *Error) {
 	s := string(b)
-	elems := make([]Element, d.nElems)
+	// Most stanzas are small: their Elements, Attrs and Nodes share one allocation.
+	var elems []Element
 	var attrSlab []Attr
-	if d.nAttrs > 0 {
-		attrSlab = make([]Attr, 0, d.nAttrs)
-	}
 	var nodeSlab []Node
+	switch {
+	case d.nElems <= 2 && d.nAttrs <= 4:
+		sl := new(struct {
+			e [2]Element
+			a [4]Attr
+			n [2]Node
+		})
+		elems, attrSlab, nodeSlab = sl.e[:d.nElems], sl.a[:0], sl.n[:0]
+	case d.nElems <= 6 && d.nAttrs <= 12:
+		sl := new(struct {
+			e [6]Element
+			a [12]Attr
+			n [8]Node
+		})
+		elems, attrSlab, nodeSlab = sl.e[:d.nElems], sl.a[:0], sl.n[:0]
+	default:
+		elems = make([]Element, d.nElems)
+		if d.nAttrs > 0 {
+			attrSlab = make([]Attr, 0, d.nAttrs)
+		}
+	}
 	nextElem := 0
 	open := d.open[:0]
 	nodes := d.nodes[:0]
 	defer func() {
-		clear(nodes[:cap(nodes)])
-		clear(open[:cap(open)])
-		d.open, d.nodes = open[:0], nodes[:0]
-		d.ns = d.ns[:d.nsBase]
+		// Keep no references into this stanza, and no big scratch buffers.
+		clear(nodes)
+		clear(open)
+		clear(d.attrs)
+		clear(d.ns[d.nsBase:])
+		d.open, d.nodes, d.attrs, d.ns = open[:0], nodes[:0], d.attrs[:0], d.ns[:d.nsBase]
+		if cap(d.text) > 4096 {
+			d.text = nil
+		}
+		if cap(d.nodes) > 1024 {
+			d.nodes = nil
+		}
 	}()
 	// Text not yet added to nodes: pend, or (after several segments, e.g. text and
 	// CDATA mixed) the bytes in join.
@@ -117,7 +144,9 @@ func (d *Decoder) build(b []byte) (*Element, *Error) {
 				clear(nodes[top.nodeMark:])
 				nodes = nodes[:top.nodeMark]
 			}
+			clear(d.ns[top.nsMark:])
 			d.ns = d.ns[:top.nsMark]
+			open[len(open)-1] = openElem{}
 			open = open[:len(open)-1]
 			if len(open) == 0 {
 				if i != len(s) {

@@ -3,6 +3,7 @@ package xmlstream
 import (
 	"errors"
 	"io"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -136,8 +137,15 @@ func TestUnboundedInputIsCutAtTheLimit(t *testing.T) {
 		"huge end tag":                   {testHeader + "<message></message", "eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee"},
 	} {
 		r := &endlessReader{prefix: tc.prefix, filler: tc.filler}
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
 		_, _, err := decodeAll(r, lim)
+		runtime.ReadMemStats(&after)
 		wantCond(t, name, err, CondPolicyViolation)
+		// The buffer doubles up to the limit: about 2*MaxStanza in total.
+		if alloc := after.TotalAlloc - before.TotalAlloc; alloc > uint64(4*lim.MaxStanza) {
+			t.Errorf("%s: allocated %d bytes before failing, limit %d", name, alloc, 4*lim.MaxStanza)
+		}
 		if limit := int64(len(tc.prefix) + lim.MaxStanza + 2*initBufSize); r.n > limit {
 			t.Errorf("%s: read %d bytes before failing, limit %d", name, r.n, limit)
 		}

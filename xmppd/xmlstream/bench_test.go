@@ -1,0 +1,198 @@
+package xmlstream
+
+import (
+	"bytes"
+	"encoding/xml"
+	"io"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// benchStanzas is a typical c2s mix: chat messages with receipts and chat states,
+// presence with caps, roster and ping iqs, stream management acks, whitespace keepalives.
+var benchStanzas = []string{
+	`<message to='juliet@example.com/balcony' from='romeo@example.net/orchard' type='chat' id='msg-%d' xml:lang='en'><body>Art thou not Romeo, and a Montague? Neither, fair saint, if either thee dislike. &lt;3</body><active xmlns='http://jabber.org/protocol/chatstates'/><request xmlns='urn:xmpp:receipts'/><origin-id xmlns='urn:xmpp:sid:0' id='c8b1ea4e-%d'/></message>`,
+	`<presence from='romeo@example.net/orchard' id='p-%d'><show>away</show><status>Wooing Juliet</status><priority>1</priority><c xmlns='http://jabber.org/protocol/caps' hash='sha-1' node='https://conversations.im' ver='q07IKJEyjvHSyhy//CH0CxmKi8w='/></presence>`,
+	`<iq type='get' id='ping-%d' to='example.net'><ping xmlns='urn:xmpp:ping'/></iq>`,
+	`<message to='juliet@example.com' type='chat' id='m-%d'><received xmlns='urn:xmpp:receipts' id='msg-41'/></message>`,
+	"\n",
+	`<iq type='result' id='roster-%d'><query xmlns='jabber:iq:roster' ver='ver14'><item jid='nurse@example.com' name='Nurse' subscription='both'><group>Servants</group></item><item jid='mercutio@example.com' subscription='from'/></query></iq>`,
+	`<r xmlns='urn:xmpp:sm:3'/>`,
+	`<a xmlns='urn:xmpp:sm:3' h='%d'/>`,
+}
+
+func benchStream(n int) (string, int) {
+	var b strings.Builder
+	b.WriteString(testHeader)
+	count := 0
+	for i := 0; count < n; i++ {
+		s := benchStanzas[i%len(benchStanzas)]
+		if s != "\n" {
+			count++
+		}
+		b.WriteString(strings.ReplaceAll(s, "%d", strconv.Itoa(i)))
+	}
+	b.WriteString(StreamClose)
+	return b.String(), count
+}
+
+// stdDecode does the same job with encoding/xml: the stream's children as Element trees.
+func stdDecode(r io.Reader) ([]*Element, error) {
+	dec := xml.NewDecoder(r)
+	dec.Strict = true
+	var els []*Element
+	var stack []*Element
+	depth := 0
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			return els, err
+		}
+		switch t := tok.(type) {
+		case xml.StartElement:
+			depth++
+			if depth == 1 {
+				continue
+			}
+			e := &Element{Space: t.Name.Space, Local: t.Name.Local}
+			for _, a := range t.Attr {
+				if a.Name.Space == "xmlns" || (a.Name.Space == "" && a.Name.Local == "xmlns") {
+					continue
+				}
+				e.Attrs = append(e.Attrs, Attr{Space: a.Name.Space, Local: a.Name.Local, Value: a.Value})
+			}
+			if len(stack) > 0 {
+				p := stack[len(stack)-1]
+				p.Nodes = append(p.Nodes, e)
+			}
+			stack = append(stack, e)
+		case xml.EndElement:
+			depth--
+			if depth == 0 {
+				return els, nil
+			}
+			e := stack[len(stack)-1]
+			stack = stack[:len(stack)-1]
+			if len(stack) == 0 {
+				els = append(els, e)
+			}
+		case xml.CharData:
+			if len(stack) > 0 {
+				p := stack[len(stack)-1]
+				p.Nodes = append(p.Nodes, CharData(t))
+			}
+		}
+	}
+}
+
+// stdEncode serializes e with encoding/xml's Encoder.
+func stdEncode(enc *xml.Encoder, e *Element) error {
+	start := xml.StartElement{Name: xml.Name{Space: e.Space, Local: e.Local}}
+	for _, a := range e.Attrs {
+		start.Attr = append(start.Attr, xml.Attr{Name: xml.Name{Space: a.Space, Local: a.Local}, Value: a.Value})
+	}
+	if err := enc.EncodeToken(start); err != nil {
+		return err
+	}
+	for _, n := range e.Nodes {
+		switch n := n.(type) {
+		case *Element:
+			if err := stdEncode(enc, n); err != nil {
+				return err
+			}
+		case CharData:
+			if err := enc.EncodeToken(xml.CharData(n)); err != nil {
+				return err
+			}
+		}
+	}
+	return enc.EncodeToken(start.End())
+}
+
+func BenchmarkDecode(b *testing.B) {
+	in, n := benchStream(1000)
+	b.Run("xmlstream", func(b *testing.B) {
+		b.SetBytes(int64(len(in)))
+		b.ReportAllocs()
+		r := strings.NewReader(in)
+		d := NewDecoder(r, DefaultLimits())
+		for i := 0; i < b.N; i++ {
+			r.Reset(in)
+			d.Reset(r)
+			if _, err := d.StreamHeader(); err != nil {
+				b.Fatal(err)
+			}
+			count := 0
+			for {
+				_, err := d.Next()
+				if err == io.EOF {
+					break
+				}
+				if err != nil {
+					b.Fatal(err)
+				}
+				count++
+			}
+			if count != n {
+				b.Fatalf("%d stanzas, want %d", count, n)
+			}
+		}
+		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/stanza")
+	})
+	b.Run("encoding_xml", func(b *testing.B) {
+		b.SetBytes(int64(len(in)))
+		b.ReportAllocs()
+		r := strings.NewReader(in)
+		for i := 0; i < b.N; i++ {
+			r.Reset(in)
+			els, err := stdDecode(r)
+			if err != nil || len(els) != n {
+				b.Fatalf("%d stanzas, %v", len(els), err)
+			}
+		}
+		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/stanza")
+	})
+}
+
+func BenchmarkEncode(b *testing.B) {
+	in, n := benchStream(1000)
+	_, els, err := decodeAll(strings.NewReader(in), DefaultLimits())
+	if err != io.EOF || len(els) != n {
+		b.Fatal(err)
+	}
+	size := 0
+	for _, e := range els {
+		size += len(AppendElement(nil, e, NSClient))
+	}
+	b.Run("xmlstream", func(b *testing.B) {
+		b.SetBytes(int64(size))
+		b.ReportAllocs()
+		var buf []byte
+		for i := 0; i < b.N; i++ {
+			buf = buf[:0]
+			for _, e := range els {
+				buf = AppendElement(buf, e, NSClient)
+			}
+		}
+		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/stanza")
+	})
+	b.Run("encoding_xml", func(b *testing.B) {
+		b.SetBytes(int64(size))
+		b.ReportAllocs()
+		var buf bytes.Buffer
+		for i := 0; i < b.N; i++ {
+			buf.Reset()
+			enc := xml.NewEncoder(&buf)
+			for _, e := range els {
+				if err := stdEncode(enc, e); err != nil {
+					b.Fatal(err)
+				}
+			}
+			if err := enc.Flush(); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/stanza")
+	})
+}
