@@ -667,3 +667,11 @@ func (s *Store) GetUint64(key []byte) (uint64, error) {
 	}
 	return binary.BigEndian.Uint64(v), nil
 }
+
+// LogUsage returns the bytes of the log region held by live frames and the
+// region's size; compact (snapshot + DeleteRange) well before it fills.
+func (s *Store) LogUsage() (used, capacity int64) {
+	s.ioMu.Lock()
+	defer s.ioMu.Unlock()
+	return s.used, int64(s.sb.logLen)
+}

@@ -37,9 +37,14 @@ import (
 
 // Config configures a single-node store.
 type Config struct {
-	// Dir is the data directory (--data). Empty means no persistence at all:
-	// every table behaves as a RAM table (Status.Mode "ram-only").
+	// Dir is the data directory (--data). With neither Dir nor Device there
+	// is no persistence at all: every table behaves as a RAM table
+	// (Status.Mode "ram-only").
 	Dir string
+	// Device, when set, holds the log and snapshots instead of Dir (the
+	// blocklog layout: --storage file:PATH, or the iSCSI LUN). Dir then only
+	// holds the incarnation counter, if set.
+	Device storage.BlockDevice
 	// Node is this node's name, used to tag ephemeral rows.
 	Node string
 	// SnapshotBytes is how many log bytes trigger a snapshot and log
@@ -52,6 +57,13 @@ type Config struct {
 	Logger *slog.Logger
 }
 
+func (s *Store) where() string {
+	if s.cfg.Device != nil {
+		return fmt.Sprintf("device (%d bytes)", s.cfg.Device.Size())
+	}
+	return "data " + s.cfg.Dir
+}
+
 // Store is the single-node storage.Store.
 type Store struct {
 	cfg   Config
@@ -62,7 +74,7 @@ type Store struct {
 
 	wmu         sync.Mutex // serializes writes (log append + apply)
 	running     bool
-	j           *dirJournal
+	j           journal
 	seq         uint64 // last committed record
 	since       int64  // log bytes since the last snapshot
 	gen         uint64 // snapshots taken since start + 1
@@ -116,8 +128,24 @@ func (s *Store) Start(ctx context.Context) error {
 		return errors.New("storage: already started")
 	}
 	s.inc = uint64(time.Now().UnixNano())
-	if s.cfg.Dir != "" {
-		j, err := openDirJournal(s.cfg.Dir, s.log)
+	var j journal
+	switch {
+	case s.cfg.Device != nil:
+		bj, err := openBlockJournal(s.cfg.Device, s.log)
+		if err != nil {
+			return fmt.Errorf("storage: open device: %w", err)
+		}
+		inc, _ := bj.bl.GetUint64([]byte("incarnation"))
+		s.inc = inc + 1
+		if err := bj.bl.SetUint64([]byte("incarnation"), s.inc); err != nil {
+			return fmt.Errorf("storage: %w", err)
+		}
+		if err := bj.bl.Err(); err != nil {
+			return fmt.Errorf("storage: device: %w", err)
+		}
+		j = bj
+	case s.cfg.Dir != "":
+		dj, err := openDirJournal(s.cfg.Dir, s.log)
 		if err != nil {
 			return fmt.Errorf("storage: %w", err)
 		}
@@ -126,27 +154,31 @@ func (s *Store) Start(ctx context.Context) error {
 			return fmt.Errorf("storage: %w", err)
 		}
 		s.inc = inc
+		j = dj
+	}
+	if j != nil {
+		var since int64
 		rec, err := j.recover(s.state.Restore, func(seq uint64, p []byte) error {
 			cmd, err := tables.DecodeCommand(p)
 			if err != nil {
 				return err
 			}
+			since += int64(len(p) + recHeader)
 			return s.state.Apply(cmd)
 		})
 		if err != nil {
 			j.close()
-			return fmt.Errorf("storage: recover %s: %w", s.cfg.Dir, err)
+			return fmt.Errorf("storage: recover %s: %w", s.where(), err)
 		}
 		s.state.ClearRAM()
-		s.j, s.seq, s.rec = j, rec.LastSeq, rec
-		s.since = j.size
+		s.j, s.seq, s.rec, s.since = j, rec.LastSeq, rec, since
 		if rec.Stopped != "" {
-			s.log.Error("log corrupt: recovery stopped before its end; the rest was saved as *.corrupt",
-				"dir", s.cfg.Dir, "where", rec.Stopped, "dropped_bytes", rec.DroppedBytes, "last_seq", rec.LastSeq)
+			s.log.Error("log corrupt: recovery stopped before its end",
+				"where", s.where(), "stopped", rec.Stopped, "dropped_bytes", rec.DroppedBytes, "last_seq", rec.LastSeq)
 		} else if rec.DroppedBytes > 0 {
-			s.log.Warn("dropped a torn last log record", "dir", s.cfg.Dir, "bytes", rec.DroppedBytes)
+			s.log.Warn("dropped a torn last log record", "where", s.where(), "bytes", rec.DroppedBytes)
 		}
-		s.log.Info("storage recovered", "dir", s.cfg.Dir, "snapshot_seq", rec.SnapshotSeq,
+		s.log.Info("storage recovered", "where", s.where(), "snapshot_seq", rec.SnapshotSeq,
 			"records", rec.Records, "last_seq", rec.LastSeq, "tables", len(s.state.Specs()))
 	}
 	s.gen = 1
@@ -320,7 +352,7 @@ func (s *Store) Apply(ctx context.Context, ops ...storage.Op) error {
 		}
 	}
 	err := s.state.Apply(tables.ApplyCommand(ops...))
-	snap := s.j != nil && s.lost == nil && s.since >= s.cfg.SnapshotBytes
+	snap := s.j != nil && s.lost == nil && (s.since >= s.cfg.SnapshotBytes || s.j.pressure())
 	s.wmu.Unlock()
 	if err != nil {
 		// Check passed under the same lock, so this is a bug.
@@ -423,7 +455,7 @@ func (s *Store) Status() storage.Status {
 		AppliedIdx: s.seq,
 	}
 	switch {
-	case s.cfg.Dir == "":
+	case s.j == nil:
 		st.Mode = "ram-only"
 		st.Detail = "no data directory: nothing is persisted"
 	case s.lost != nil && s.cfg.OnLoss == "read-only":
@@ -433,7 +465,7 @@ func (s *Store) Status() storage.Status {
 		st.Mode = "degraded-ram"
 		st.Detail = "storage lost, committing in RAM only: " + s.lost.Error()
 	default:
-		st.Detail = "data " + s.cfg.Dir
+		st.Detail = s.where()
 		if s.rec.Stopped != "" {
 			st.Detail += fmt.Sprintf("; recovery stopped early (%s); %d bytes saved as *.corrupt", s.rec.Stopped, s.rec.DroppedBytes)
 		}
