@@ -425,10 +425,7 @@ func DialTLS(t testing.TB, s *Server) *Raw {
 // returns the full JID bound.
 func (r *Raw) LoginPlain(domain, user, password, resource string) string {
 	r.t.Helper()
-	msg := base64.StdEncoding.EncodeToString([]byte("\x00" + user + "\x00" + password))
-	r.Send("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>" + msg + "</auth>")
-	r.Expect("<success", 10*time.Second)
-	r.Open(domain)
+	r.AuthPlain(domain, user, password)
 	res := ""
 	if resource != "" {
 		res = "<resource>" + resource + "</resource>"
@@ -441,4 +438,43 @@ func (r *Raw) LoginPlain(domain, user, password, resource string) string {
 		r.t.Fatalf("raw: bind failed: %s", got)
 	}
 	return got[i+5 : j]
+}
+
+// AuthPlain authenticates with SASL PLAIN (after StartTLS) and reopens the stream,
+// returning the features (bind, sm, csi, ...). It does not bind.
+func (r *Raw) AuthPlain(domain, user, password string) string {
+	r.t.Helper()
+	msg := base64.StdEncoding.EncodeToString([]byte("\x00" + user + "\x00" + password))
+	r.Send("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>" + msg + "</auth>")
+	r.Expect("<success", 10*time.Second)
+	return r.Open(domain)
+}
+
+// Drop closes the TCP connection abruptly (under TLS, without close_notify), as a
+// lost network would.
+func (r *Raw) Drop() {
+	if tc, ok := r.Conn.(*tls.Conn); ok {
+		tc.NetConn().Close()
+		return
+	}
+	r.Conn.Close()
+}
+
+// Attr extracts the value of attribute name from the first tag in s containing it.
+func Attr(s, name string) string {
+	i := strings.Index(s, " "+name+"='")
+	q := "'"
+	if i < 0 {
+		i = strings.Index(s, " "+name+"=\"")
+		q = "\""
+	}
+	if i < 0 {
+		return ""
+	}
+	rest := s[i+len(name)+3:]
+	j := strings.Index(rest, q)
+	if j < 0 {
+		return ""
+	}
+	return rest[:j]
 }
