@@ -310,7 +310,18 @@ type Raw struct {
 // Dial connects to addr.
 func Dial(t testing.TB, addr string) *Raw {
 	t.Helper()
-	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	return DialFrom(t, "", addr)
+}
+
+// DialFrom connects to addr from the local IP from (e.g. "127.0.0.2": every
+// 127/8 address is loopback), or any address if from is "".
+func DialFrom(t testing.TB, from, addr string) *Raw {
+	t.Helper()
+	d := net.Dialer{Timeout: 5 * time.Second}
+	if from != "" {
+		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(from)}
+	}
+	c, err := d.Dial("tcp", addr)
 	if err != nil {
 		t.Fatalf("dial %s: %v", addr, err)
 	}
