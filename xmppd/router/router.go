@@ -65,7 +65,6 @@ type hook struct {
 type Router struct {
 	cfg Config
 	log *slog.Logger
-	eph storage.Ephemeral
 
 	mu       sync.RWMutex
 	sessions map[string]map[string]module.Session // bare JID -> resource -> session
@@ -83,7 +82,6 @@ func New(cfg Config) *Router {
 	}
 	return &Router{
 		cfg: cfg, log: cfg.Logger.With("component", "router"),
-		eph:      cfg.Store.Ephemeral(SessionTable),
 		sessions: map[string]map[string]module.Session{},
 		iq:       map[string]module.IQHandler{},
 		hooks:    map[module.Event][]hook{},
@@ -245,7 +243,7 @@ func (r *Router) Bind(ctx context.Context, s module.Session) {
 		r.Run(ctx, module.EvSessionClosed, &module.EventData{From: j, Session: old})
 	}
 	row, _ := json.Marshal(map[string]any{"node": r.cfg.Node, "id": s.ID(), "since": time.Now().UTC()})
-	r.eph.Put(j.String(), row)
+	r.eph().Put(j.String(), row)
 	r.Run(ctx, module.EvSessionBound, &module.EventData{From: j, Session: s})
 }
 
@@ -266,10 +264,14 @@ func (r *Router) Unbind(ctx context.Context, s module.Session) bool {
 		delete(r.sessions, bare)
 	}
 	r.mu.Unlock()
-	r.eph.Delete(j.String())
+	r.eph().Delete(j.String())
 	r.Run(ctx, module.EvSessionClosed, &module.EventData{From: j, Session: s})
 	return true
 }
+
+// eph returns the ephemeral session table; it is looked up on use because the store
+// may only be started after the router is built.
+func (r *Router) eph() storage.Ephemeral { return r.cfg.Store.Ephemeral(SessionTable) }
 
 // isLocal reports whether j is served by this router.
 func (r *Router) isLocal(j jid.JID) bool { return j.Domain == r.cfg.Domain }

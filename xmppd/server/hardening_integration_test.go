@@ -146,7 +146,7 @@ func TestHardeningAuthThrottle(t *testing.T) {
 	o := testenv.DialFrom(t, "127.0.0.2", s.Addr())
 	o.StartTLS(s.Domain)
 	o.LoginPlain(s.Domain, "alice", "secret", "other")
-	// So does SCRAM from slixmpp on 127.0.0.1? No: the block is per IP; wait it out.
+	// The block is per IP and lifts after auth-fail-time.
 	time.Sleep(3500 * time.Millisecond)
 	r2 := testenv.DialTLS(t, s)
 	r2.LoginPlain(s.Domain, "alice", "secret", "later")
