@@ -4,7 +4,9 @@ import (
 	"context"
 	"testing"
 
+	"xedge/storage"
 	"xedge/xmppd/mod/internal/modtest"
+	"xedge/xmppd/xmlstream"
 )
 
 func TestModulesStartOnOneHost(t *testing.T) {
@@ -22,6 +24,37 @@ func TestModulesStartOnOneHost(t *testing.T) {
 	for _, n := range []string{"roster", "presence", "offline", "disco", "version", "ping", "carbons", "blocking", "vcard", "private"} {
 		if !seen[n] {
 			t.Errorf("module %s missing", n)
+		}
+	}
+}
+
+// Every module that writes answers a storage outage with a wait error and keeps
+// serving afterwards.
+func TestStorageUnavailableIsWait(t *testing.T) {
+	h := modtest.NewHost("example.org", "alice")
+	for _, m := range Modules(Options{}) {
+		if err := m.Start(context.Background(), h); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a := h.Connect("alice@example.org/a")
+	writes := []*xmlstream.Element{
+		xmlstream.New("jabber:iq:roster", "query").Append(xmlstream.New("jabber:iq:roster", "item", "jid", "x@y.example")),
+		xmlstream.New("vcard-temp", "vCard").Append(xmlstream.New("vcard-temp", "FN").AppendText("A")),
+		xmlstream.New("jabber:iq:private", "query").Append(xmlstream.New("test:ns", "x")),
+		xmlstream.New("urn:xmpp:blocking", "block").Append(xmlstream.New("urn:xmpp:blocking", "item", "jid", "x@y.example")),
+	}
+	h.MemStore().SetFail(storage.ErrUnavailable)
+	for _, w := range writes {
+		r := h.IQ(a, "set", "", w.Copy())
+		if r == nil || r.Attr("type") != "error" || r.Child("", "error").Attr("type") != "wait" || modtest.Cond(r) != "resource-constraint" {
+			t.Errorf("%s during outage: %+v", w.Space, r)
+		}
+	}
+	h.MemStore().SetFail(nil)
+	for _, w := range writes {
+		if r := h.IQ(a, "set", "", w.Copy()); r == nil || r.Attr("type") != "result" {
+			t.Errorf("%s after outage: %+v", w.Space, r)
 		}
 	}
 }

@@ -17,7 +17,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -463,11 +462,7 @@ func (m *Module) outbound(ctx context.Context, h module.Host, ev *module.EventDa
 	if err != nil {
 		h.Logger().Warn("roster: outbound subscription not stored", "user", user, "contact", contact, "type", typ, "err", err)
 		if ev.Session != nil {
-			typ, cond := module.ErrWait, "internal-server-error"
-			if errors.Is(err, storage.ErrUnavailable) {
-				cond = "resource-constraint"
-			}
-			ev.Session.Send(module.Error(st, typ, cond, "storage unavailable"))
+			ev.Session.Send(module.StoreError(st, err))
 		}
 		return true
 	}

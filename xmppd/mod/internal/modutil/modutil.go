@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"log/slog"
 	"strings"
 	"sync"
 
@@ -64,16 +65,16 @@ func ReplyError(ctx context.Context, h module.Host, iq *module.IQ, typ, cond, te
 	Reply(ctx, h, iq, module.Error(iq.Stanza, typ, cond, text))
 }
 
-// ReplyStoreError answers iq after a failed storage write: <wait/> when storage is
-// unavailable (the client may retry), internal-server-error otherwise. It logs once.
+// ReplyStoreError answers iq after a failed storage write with module.StoreError
+// (type wait: resource-constraint when storage is unavailable, internal-server-error
+// otherwise) and logs the cause once.
 func ReplyStoreError(ctx context.Context, h module.Host, iq *module.IQ, what string, err error) {
+	lvl := slog.LevelError
 	if errors.Is(err, storage.ErrUnavailable) {
-		h.Logger().Warn("storage unavailable", "op", what, "from", iq.From.String(), "err", err)
-		ReplyError(ctx, h, iq, module.ErrWait, "resource-constraint", "storage is unavailable, retry later")
-		return
+		lvl = slog.LevelWarn
 	}
-	h.Logger().Error("storage error", "op", what, "from", iq.From.String(), "err", err)
-	ReplyError(ctx, h, iq, module.ErrWait, "internal-server-error", "storage error")
+	h.Logger().Log(ctx, lvl, "storage write failed", "op", what, "from", iq.From.String(), "err", err)
+	Reply(ctx, h, iq, module.StoreError(iq.Stanza, err))
 }
 
 // IsOwn reports whether iq is addressed to the sender's own account (no 'to', or the
