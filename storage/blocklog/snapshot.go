@@ -104,7 +104,7 @@ func (s *Store) Create(version raft.SnapshotVersion, index, term uint64, configu
 		slot = 1
 	}
 	s.sinkOpen = true
-	return &sink{s: s, meta: meta, metaJSON: mj, slot: slot, seq: seq, hdrLen: hdrLen}, nil
+	return &sink{s: s, meta: meta, metaJSON: mj, slot: slot, seq: seq, hdrLen: hdrLen, slotLen: int64(s.sb.snapLen)}, nil
 }
 
 // List returns the current snapshot, if any.
@@ -136,10 +136,12 @@ type sink struct {
 	slot     uint8
 	seq      uint64
 	hdrLen   int64
+	slotLen  int64 // capacity of the slot
 	data     []byte
 	flushed  int64 // data bytes written to the device (block multiple)
 	crc      uint32
 	done     bool
+	werr     error // a failed Write: Close refuses to install the snapshot
 }
 
 const flushChunk = 256 << 10
@@ -150,8 +152,12 @@ func (k *sink) Write(p []byte) (int, error) {
 	if k.done {
 		return 0, errors.New("blocklog: write to a closed snapshot")
 	}
-	if k.hdrLen+int64(len(k.data)+len(p)) > int64(k.s.sb.snapLen) {
-		return 0, fmt.Errorf("%w: snapshot exceeds its %d-byte slot", ErrTooLarge, k.s.sb.snapLen)
+	if k.werr != nil {
+		return 0, k.werr
+	}
+	if k.hdrLen+int64(len(k.data)+len(p)) > k.slotLen {
+		k.werr = fmt.Errorf("%w: snapshot exceeds its %d-byte slot", ErrTooLarge, k.slotLen)
+		return 0, k.werr
 	}
 	k.data = append(k.data, p...)
 	k.crc = crc32.Update(k.crc, castagnoli, p)
@@ -201,6 +207,9 @@ func (k *sink) Close() error {
 	s.ioMu.Lock()
 	defer s.ioMu.Unlock()
 	s.sinkOpen = false
+	if k.werr != nil {
+		return fmt.Errorf("blocklog: snapshot not installed: %w", k.werr)
+	}
 	k.flush(true)
 	k.meta.Size = int64(len(k.data))
 	if s.lost == nil {

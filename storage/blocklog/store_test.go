@@ -194,6 +194,20 @@ func TestTornSuperblockFallsBack(t *testing.T) {
 	}
 }
 
+func TestSnapshotTooLarge(t *testing.T) {
+	s := mustOpen(t, blockdev.NewMem(256<<10, 512))
+	sink, _ := s.Create(1, 1, 1, raft.Configuration{}, 0, nil)
+	if _, err := sink.Write(make([]byte, 200<<10)); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("oversize write: %v", err)
+	}
+	if err := sink.Close(); err == nil {
+		t.Fatal("close installed a truncated snapshot")
+	}
+	if l, _ := s.List(); len(l) != 0 || s.Err() != nil {
+		t.Fatalf("list %v err %v", l, s.Err())
+	}
+}
+
 func TestCorruptSnapshotIsAnError(t *testing.T) {
 	dev := blockdev.NewMem(256<<10, 512)
 	s := mustOpen(t, dev)
@@ -222,5 +236,50 @@ func TestCorruptFrameStopsRecovery(t *testing.T) {
 	}
 	if r := s2.Recovery(); r.Frames != 5 || r.End == "end" {
 		t.Fatalf("recovery %+v", r)
+	}
+}
+
+func TestConcurrentReadersWritersSnapshot(t *testing.T) {
+	dev := blockdev.NewMem(512<<10, 512)
+	s := mustOpen(t, dev)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := uint64(1); i <= 300; i++ {
+			must(t, s.StoreLogs([]*raft.Log{entry(i, 1, 50)}))
+			if i%100 == 0 {
+				must(t, s.DeleteRange(1, i-10))
+			}
+		}
+	}()
+	for n := 0; n < 3; n++ {
+		sink, err := s.Create(1, uint64(n), 1, raft.Configuration{}, 0, nil)
+		must(t, err)
+		_, err = sink.Write(bytes.Repeat([]byte{byte(n)}, 100<<10))
+		must(t, err)
+		must(t, sink.Close())
+	}
+	for i := 0; i < 2000; i++ {
+		l, _ := s.LastIndex()
+		var e raft.Log
+		if l > 0 {
+			if err := s.GetLog(l, &e); err != nil && !errors.Is(err, raft.ErrLogNotFound) {
+				t.Fatal(err)
+			}
+		}
+		s.Get([]byte("x"))
+		s.List()
+	}
+	<-done
+	if err := s.Err(); err != nil {
+		t.Fatal(err)
+	}
+	s2 := mustOpen(t, dev)
+	if l, _ := s2.LastIndex(); l != 300 {
+		t.Fatalf("last %d", l)
+	}
+	list, _ := s2.List()
+	if len(list) != 1 || list[0].Index != 2 || list[0].Size != 100<<10 {
+		t.Fatalf("snapshot %+v", list)
 	}
 }
