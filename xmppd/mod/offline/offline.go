@@ -71,13 +71,23 @@ func (m *Module) Start(ctx context.Context, h module.Host) error {
 // Stop implements module.Module.
 func (*Module) Stop(context.Context) error { return nil }
 
+// NSHints is the XEP-0334 message processing hints namespace.
+const NSHints = "urn:xmpp:hints"
+
 // Storable reports whether XEP-0160 §3 says to store msg: type normal or chat with a
-// body (not error, groupchat, headline; not an empty chat state notification).
+// body (not error, groupchat, headline; not an empty chat state notification). The
+// XEP-0334 hints override the body rule: <no-store/> never, <store/> always.
 func Storable(msg *xmlstream.Element) bool {
 	switch modutil.Type(msg) {
 	case "normal", "chat":
 	default:
 		return false
+	}
+	switch {
+	case msg.Child(NSHints, "no-store") != nil:
+		return false
+	case msg.Child(NSHints, "store") != nil:
+		return true
 	}
 	return msg.Child("", "body") != nil
 }

@@ -96,3 +96,19 @@ func TestUserRemovedPurges(t *testing.T) {
 		t.Fatalf("%d left", n)
 	}
 }
+
+func TestStorableHints(t *testing.T) {
+	withBody := msg("chat", "x")
+	if !Storable(withBody) {
+		t.Error("chat with body")
+	}
+	if Storable(msg("chat", "x").Append(xmlstream.New(NSHints, "no-store"))) {
+		t.Error("no-store hint ignored")
+	}
+	if !Storable(msg("", "").Append(xmlstream.New(NSHints, "store"))) {
+		t.Error("store hint ignored")
+	}
+	if Storable(msg("groupchat", "x").Append(xmlstream.New(NSHints, "store"))) {
+		t.Error("groupchat stored")
+	}
+}
