@@ -214,8 +214,8 @@ func (m *Module) directedOut(s module.Session, st *xmlstream.Element, typ string
 		if s.Presence() == nil {
 			return
 		}
-		if it, ok := m.r.Get(s.JID().Local, to.Bare().String()); ok && roster.HasFrom(it.Sub) && to.IsBare() {
-			return // covered by the broadcast
+		if it, ok := m.r.Get(s.JID().Local, to.Bare().String()); ok && roster.HasFrom(it.Sub) {
+			return // covered by the broadcast (to the bare JID: every resource)
 		}
 		d.mu.Lock()
 		d.set[key] = true

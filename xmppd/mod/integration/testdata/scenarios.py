@@ -393,9 +393,16 @@ async def blocking():
     a, a2, b = await login(A, 'a'), await login(A, 'a2'), await login(B, 'b')
     for x in (a, a2, b):
         x.raw('<presence/>')
+    await subscribe_pair(a, b, A, B)
     r = ok(await a2.iq("<blocklist xmlns='urn:xmpp:blocking'/>"), 'blocklist get')
+    b.got.clear()
     ok(await a.iq(f"<block xmlns='urn:xmpp:blocking'><item jid='{bare(B)}'/></block>", 'set'), 'block')
     await a2.wait(lambda e: e.tag == C + 'iq' and e.get('type') == 'set' and e.find('{urn:xmpp:blocking}block') is not None, 'block push')
+    await b.wait(is_pres(f'{bare(A)}/a', 'unavailable', full=True), 'unavailable to the newly blocked contact')
+    b.raw('<presence><show>chat</show></presence>')
+    await a.nothing(lambda e: is_pres(f'{bare(B)}/b', None, full=True)(e) and e.findtext(C + 'show') == 'chat', 'presence from a blocked contact', 0.5)
+    a.raw('<presence><show>away</show></presence>')
+    await b.nothing(lambda e: is_pres(f'{bare(A)}/a', None, full=True)(e) and e.findtext(C + 'show') == 'away', 'presence to a blocked contact', 0.5)
     r = ok(await a.iq("<blocklist xmlns='urn:xmpp:blocking'/>"), 'blocklist get')
     if [i.get('jid') for i in r.find('{urn:xmpp:blocking}blocklist')] != [bare(B)]:
         raise AssertionError('blocklist: ' + s(r))
@@ -409,6 +416,7 @@ async def blocking():
     await b.nothing(is_msg(bare(A), body='hi'), 'message to a blocked contact delivered', 0.3)
     ok(await a.iq(f"<unblock xmlns='urn:xmpp:blocking'><item jid='{bare(B)}'/></unblock>", 'set'), 'unblock')
     await a2.wait(lambda e: e.tag == C + 'iq' and e.get('type') == 'set' and e.find('{urn:xmpp:blocking}unblock') is not None, 'unblock push')
+    await b.wait(lambda e: is_pres(f'{bare(A)}/a', None, full=True)(e) and e.findtext(C + 'show') == 'away', 'current presence after unblock')
     b.raw(f"<message to='{bare(A)}/a' type='chat'><body>again</body></message>")
     await a.wait(is_msg(bare(B), body='again'), 'message after unblock')
     for x in (a, a2, b):
