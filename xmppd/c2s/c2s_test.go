@@ -1,0 +1,181 @@
+package c2s
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"xedge/storage"
+	"xedge/xmppd/accounts"
+	"xedge/xmppd/internal/memstore"
+	"xedge/xmppd/internal/testenv"
+	"xedge/xmppd/jid"
+	"xedge/xmppd/router"
+	"xedge/xmppd/tlscert"
+	"xedge/xmppd/xmlstream"
+)
+
+type env struct {
+	srv   *Server
+	r     *router.Router
+	store *memstore.Store
+	addr  string
+}
+
+func start(t *testing.T, mod func(*Config)) *env {
+	t.Helper()
+	ctx := context.Background()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	st := memstore.New("n1")
+	r := router.New(router.Config{Domain: "localhost", Node: "n1", Store: st, Logger: log})
+	a := accounts.New(st, "localhost", nil)
+	if err := a.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	r.SetAccounts(a)
+	for _, u := range []string{"alice", "bob"} {
+		if err := a.Create(ctx, u, "secret"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cf, kf, _, err := tlscert.EnsureSelfSigned(filepath.Join(t.TempDir(), "tls"), "localhost")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tc, err := tlscert.Config(cf, kf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := Config{Domain: "localhost", TLS: tc, Limits: xmlstream.DefaultLimits(), AllowRegistration: true,
+		IdleTimeout: time.Minute, SMTimeout: time.Minute, Logger: log}
+	if mod != nil {
+		mod(&cfg)
+	}
+	s := New(cfg, r, a)
+	s.Listen("127.0.0.1:0", false)
+	if err := s.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := s.Stop(ctx); err != nil {
+			t.Error(err)
+		}
+	})
+	addr := strings.TrimPrefix(s.Addrs()[0], "starttls ")
+	return &env{srv: s, r: r, store: st, addr: addr}
+}
+
+func (e *env) login(t *testing.T, user, res string) *testenv.Raw {
+	c := testenv.Dial(t, e.addr)
+	c.StartTLS("localhost")
+	c.LoginPlain("localhost", user, "secret", res)
+	return c
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for i := 0; i < 200; i++ {
+		if cond() {
+			return
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+	t.Fatalf("timed out waiting for %s", what)
+}
+
+func TestStateMachine(t *testing.T) {
+	e := start(t, nil)
+	c := testenv.Dial(t, e.addr)
+	c.Open("localhost")
+	c.Send("<iq type='get' id='x'><query xmlns='jabber:iq:register'/></iq>")
+	if got := c.Expect("</stream:stream>", 5*time.Second); !strings.Contains(got, "<not-authorized") {
+		t.Fatalf("pre-TLS IQ: %s", got)
+	}
+
+	c = testenv.Dial(t, e.addr)
+	f := c.StartTLS("localhost")
+	if !strings.Contains(f, "SCRAM-SHA-1") || strings.Contains(f, "<bind") {
+		t.Fatalf("pre-auth features: %s", f)
+	}
+	c.Send("<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>")
+	if got := c.Expect("</stream:stream>", 5*time.Second); !strings.Contains(got, "<not-authorized") {
+		t.Fatalf("bind before auth: %s", got)
+	}
+
+	c = testenv.Dial(t, e.addr)
+	c.StartTLS("localhost")
+	c.Send("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='X-UNKNOWN'/>")
+	c.Expect("<invalid-mechanism", 5*time.Second)
+	f = c.AuthPlain("localhost", "alice", "secret")
+	if !strings.Contains(f, "<bind") || strings.Contains(f, "<mechanisms") {
+		t.Fatalf("post-auth features: %s", f)
+	}
+	c.Send("<message to='bob@localhost'><body>x</body></message>")
+	if got := c.Expect("</stream:stream>", 5*time.Second); !strings.Contains(got, "<not-authorized") {
+		t.Fatalf("stanza before bind: %s", got)
+	}
+
+	c = e.login(t, "alice", "r1")
+	waitFor(t, "bound", func() bool { return e.r.Count() == 1 })
+	c.Send("<presence/><message to='alice@localhost/r1' id='self'><body>me</body></message>")
+	c.Expect("<body>me</body>", 5*time.Second)
+	c.Send("<message from='bob@localhost/x' to='alice@localhost'><body>spoof</body></message>")
+	if got := c.Expect("</stream:stream>", 5*time.Second); !strings.Contains(got, "<invalid-from") {
+		t.Fatalf("spoofed from: %s", got)
+	}
+	waitFor(t, "unbound", func() bool { return e.r.Count() == 0 })
+	if rows := e.store.Ephemeral(router.SessionTable).Get("alice@localhost/r1"); len(rows) != 0 {
+		t.Fatal("ephemeral session row left")
+	}
+	// Clean close: the server answers </stream:stream>.
+	c = e.login(t, "alice", "r2")
+	c.Send("</stream:stream>")
+	c.Expect("</stream:stream>", 5*time.Second)
+	if !c.Closed(5 * time.Second) {
+		t.Fatal("not closed")
+	}
+}
+
+// A client that does not read is disconnected without blocking the router.
+func TestSlowClientDoesNotBlockRouter(t *testing.T) {
+	e := start(t, func(c *Config) { c.SendQueue = 16 })
+	slow := e.login(t, "bob", "slow")
+	_ = slow
+	waitFor(t, "bound", func() bool { return e.r.Count() == 1 })
+	body := strings.Repeat("z", 32<<10)
+	ctx := context.Background()
+	start := time.Now()
+	for i := 0; i < 2000; i++ {
+		m := xmlstream.New(xmlstream.NSClient, "message", "from", "alice@localhost/a", "to", "bob@localhost/slow", "type", "chat")
+		m.Append(xmlstream.New(xmlstream.NSClient, "body").AppendText(body))
+		e.r.Route(ctx, m)
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Fatalf("routing 2000 stanzas to a stuck client took %v", d)
+	}
+	waitFor(t, "the stuck client to be disconnected", func() bool { return e.r.Session(jid.MustParse("bob@localhost/slow")) == nil })
+}
+
+// Storage unavailable during in-band registration: a wait error, the stream lives on.
+func TestRegistrationStorageUnavailable(t *testing.T) {
+	e := start(t, nil)
+	c := testenv.Dial(t, e.addr)
+	c.StartTLS("localhost")
+	e.store.SetFail(storage.ErrUnavailable)
+	c.Send("<iq type='set' id='r1'><query xmlns='jabber:iq:register'><username>carol</username><password>p</password></query></iq>")
+	got := c.Expect("</iq>", 5*time.Second)
+	if !strings.Contains(got, "type='wait'") || !strings.Contains(got, "<resource-constraint") {
+		t.Fatalf("got %s", got)
+	}
+	e.store.SetFail(nil)
+	c.Send("<iq type='set' id='r2'><query xmlns='jabber:iq:register'><username>carol</username><password>p</password></query></iq>")
+	if got := c.Expect("id='r2'", 5*time.Second); !strings.Contains(got, "type='result'") {
+		t.Fatalf("got %s", got)
+	}
+}
