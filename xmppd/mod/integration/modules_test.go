@@ -71,6 +71,17 @@ func TestModules(t *testing.T) {
 		{"Blocking", "blocking", 2, nil},
 		{"Carbons", "carbons", 2, nil},
 	}
+	// Account removal (xmppctl unregister fires EvUserRemoved): nothing survives into a
+	// new account of the same name.
+	t.Run("AccountRemovalPurges", func(t *testing.T) {
+		us := users(t, 2)
+		run(t, "removal_fill", us...)
+		if o, e, code := s.Ctl("unregister", us[0]); code != 0 {
+			t.Fatalf("unregister: %s%s", o, e)
+		}
+		s.Register(t, us[0], password)
+		run(t, "removal_check", us...)
+	})
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			run(t, c.scenario, append(users(t, c.users), c.extra...)...)

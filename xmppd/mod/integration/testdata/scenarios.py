@@ -449,6 +449,40 @@ async def carbons():
         await x.bye()
 
 
+async def removal_fill():
+    A, B = USERS[0], USERS[1]
+    a = await login(A, 'a')
+    ok(await a.iq(f"<query xmlns='jabber:iq:roster'><item jid='{bare(B)}' name='B'/></query>", 'set'), 'roster set')
+    ok(await a.iq("<vCard xmlns='vcard-temp'><FN>Gone Soon</FN></vCard>", 'set'), 'vcard set')
+    ok(await a.iq("<query xmlns='jabber:iq:private'><p xmlns='test:p'>x</p></query>", 'set'), 'private set')
+    ok(await a.iq("<block xmlns='urn:xmpp:blocking'><item jid='spam@elsewhere.example'/></block>", 'set'), 'block')
+    await a.bye()
+    b = await login(B, 'b')
+    b.raw(f"<message to='{bare(A)}' type='chat'><body>for later</body></message>")
+    await asyncio.sleep(0.5)
+    await b.bye()
+
+
+async def removal_check():
+    A = USERS[0]
+    a = await login(A, 'a')
+    r = ok(await a.iq("<query xmlns='jabber:iq:roster' ver=''/>"), 'roster get')
+    if roster_items(r):
+        raise AssertionError('roster survived account removal: ' + s(r))
+    r = ok(await a.iq("<vCard xmlns='vcard-temp'/>"), 'vcard get')
+    if len(r.find('{vcard-temp}vCard')):
+        raise AssertionError('vcard survived account removal: ' + s(r))
+    r = ok(await a.iq("<query xmlns='jabber:iq:private'><p xmlns='test:p'/></query>"), 'private get')
+    if r.findtext('{jabber:iq:private}query/{test:p}p'):
+        raise AssertionError('private data survived account removal: ' + s(r))
+    r = ok(await a.iq("<blocklist xmlns='urn:xmpp:blocking'/>"), 'blocklist get')
+    if len(r.find('{urn:xmpp:blocking}blocklist')):
+        raise AssertionError('block list survived account removal: ' + s(r))
+    a.raw('<presence/>')
+    await a.nothing(is_msg(body='for later'), 'offline message of the removed account', 1.0)
+    await a.bye()
+
+
 async def main():
     fn = globals().get(SCENARIO)
     if fn is None:
