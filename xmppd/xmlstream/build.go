@@ -387,8 +387,11 @@ func (d *Decoder) qname(s string, i int) (prefix, local string, next int, err *E
 			case 0:
 				goto done
 			case 2:
-				if i == start || (colon >= 0 && i == colon+1) {
+				if i == start {
 					return "", "", i, nwf("invalid name start character")
+				}
+				if colon >= 0 && i == colon+1 {
+					return "", "", i, nwf("invalid qualified name: local part must start like a name")
 				}
 			case 3: // ':'
 				if colon >= 0 || i == start {

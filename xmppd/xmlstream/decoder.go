@@ -149,7 +149,7 @@ func (d *Decoder) Reset(r io.Reader) {
 
 // Buffered returns how many bytes have been read from the underlying reader but not
 // yet consumed.
-func (d *Decoder) Buffered() int { return d.w - d.r - d.k }
+func (d *Decoder) Buffered() int { return d.w - d.r }
 
 // DefaultNS is the default namespace the stream header declared (jabber:client,
 // jabber:server, ...), or "" if it declared none.

@@ -118,15 +118,21 @@ func oracleDecode(input []byte) (els []*Element, sawRestricted, sawTopText bool,
 }
 
 // normAttrs maps the whitespace XML attribute-value normalization turns into spaces,
-// which encoding/xml does not do.
+// which encoding/xml does not do, in attribute values and namespace names (which are
+// attribute values too).
 func normAttrs(e *Element) {
-	for i := range e.Attrs {
-		e.Attrs[i].Value = strings.Map(func(r rune) rune {
+	ws := func(s string) string {
+		return strings.Map(func(r rune) rune {
 			if r == '\t' || r == '\n' || r == '\r' {
 				return ' '
 			}
 			return r
-		}, e.Attrs[i].Value)
+		}, s)
+	}
+	e.Space = ws(e.Space)
+	for i := range e.Attrs {
+		e.Attrs[i].Value = ws(e.Attrs[i].Value)
+		e.Attrs[i].Space = ws(e.Attrs[i].Space)
 	}
 	for _, n := range e.Nodes {
 		if c, ok := n.(*Element); ok {
@@ -207,6 +213,25 @@ func FuzzDecode(f *testing.F) {
 		// Chunking never changes the outcome.
 		if one, _, _ := decodeAll(iotest.OneByteReader(strings.NewReader(in)), DefaultLimits()); one.String() != res.String() {
 			t.Fatalf("byte-by-byte differs:\n%s\nwhole:\n%s", one, res)
+		}
+		// Tighter limits: the same elements up to the first violation, which is
+		// policy-violation, and the buffer never grows past the limit.
+		small := Limits{MaxStanza: 300, MaxDepth: 4, MaxAttrs: 4, MaxNameLen: 8}
+		sd := NewDecoder(strings.NewReader(in), small)
+		sres, _, _ := decodeWith(sd)
+		if sres.header == "" {
+			t.Fatalf("small limits reject the header: %s", sres.err)
+		}
+		if cap(sd.buf) > sd.headerLimit()+64 {
+			t.Fatalf("buffer grew to %d with MaxStanza %d", cap(sd.buf), small.MaxStanza)
+		}
+		for i, e := range sres.elems {
+			if i >= len(res.elems) || e != res.elems[i] {
+				t.Fatalf("with small limits element %d is %s\nwith defaults: %v", i, e, res.elems)
+			}
+		}
+		if sres.err != res.err && sres.err != CondPolicyViolation {
+			t.Fatalf("with small limits %s, with defaults %s", sres.err, res.err)
 		}
 		var xe *Error
 		if err != io.EOF && !errors.As(err, &xe) && !errors.Is(err, io.ErrUnexpectedEOF) {

@@ -37,7 +37,11 @@ func errString(err error) string {
 
 // decodeAll runs a decoder over r until the first error (io.EOF included).
 func decodeAll(r io.Reader, lim Limits) (result, []*Element, error) {
-	d := NewDecoder(r, lim)
+	return decodeWith(NewDecoder(r, lim))
+}
+
+// decodeWith runs d (fresh or Reset) until the first error (io.EOF included).
+func decodeWith(d *Decoder) (result, []*Element, error) {
 	var res result
 	h, err := d.StreamHeader()
 	if err != nil {
