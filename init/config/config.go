@@ -276,7 +276,7 @@ const (
 // XmppdArgs returns the xmppd command line for this configuration. configFile is the
 // path of the fetched xedge.config YAML ("" for none).
 func (c Config) XmppdArgs(configFile string) []string {
-	args := []string{"--domain", c.Domain, "--data", DataDir, "--c2s", C2SAddr, "--admin-socket", AdminSocket}
+	args := []string{"--domain", c.Domain, "--data", DataDir, "--c2s", C2SAddr, "--admin-socket", AdminSocket, "--log-level", c.LogLevel}
 	if c.Registration {
 		args = append(args, "--allow-registration")
 	}

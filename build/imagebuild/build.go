@@ -1,0 +1,406 @@
+package imagebuild
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/u-root/u-root/pkg/cpio"
+
+	"xedge/image"
+)
+
+// Options says what to build and where.
+type Options struct {
+	Repo    string // module root (where go.mod is)
+	Out     string // output directory (out/)
+	Kernel  string // kernel version; "" = newest installed
+	Version string // version stamped into init and xmppd; "" = git describe
+	// Defaults are xedge.* parameters embedded as the image's defaults layer
+	// (/etc/xedge/defaults), e.g. "xedge.domain=example.org".
+	Defaults []string
+	// Xmppd, when set, is a prebuilt binary used as /bin/xmppd instead of building
+	// ./xmppd/cmd/xmppd (tests use a placeholder before xmppd exists).
+	Xmppd string
+	// NoXz skips the xz-compressed cpio (tests that only boot the plain one).
+	NoXz bool
+	Log  io.Writer
+}
+
+// Result lists the artefacts.
+type Result struct {
+	Kernel    Kernel
+	Vmlinuz   string
+	Vmlinux   string
+	Cpio      string // uncompressed newc cpio
+	CpioXz    string
+	Files     int
+	Modules   int
+	HasXmppd  bool
+	Sizes     map[string]int64
+	Took      time.Duration
+	Warnings  []string
+	Cmdline   string
+	Artefacts []string // in print order
+}
+
+func (o *Options) logf(format string, args ...any) {
+	if o.Log != nil {
+		fmt.Fprintf(o.Log, format+"\n", args...)
+	}
+}
+
+// Build builds the image into o.Out.
+func Build(ctx context.Context, o Options) (Result, error) {
+	start := time.Now()
+	res := Result{Sizes: map[string]int64{}, Cmdline: image.Cmdline}
+	if o.Repo == "" {
+		o.Repo = "."
+	}
+	if o.Out == "" {
+		o.Out = filepath.Join(o.Repo, "out")
+	}
+	if err := os.MkdirAll(o.Out, 0o755); err != nil {
+		return res, fmt.Errorf("out dir: %w", err)
+	}
+	if o.Version == "" {
+		o.Version = gitVersion(o.Repo)
+	}
+	k, err := FindKernel(o.Kernel)
+	if err != nil {
+		return res, err
+	}
+	res.Kernel = k
+	o.logf("kernel %s (%s)", k.Version, k.Image)
+
+	// Kernel images.
+	res.Vmlinuz = filepath.Join(o.Out, "vmlinuz")
+	if err := copyFile(k.Image, res.Vmlinuz); err != nil {
+		return res, err
+	}
+	res.Vmlinux = filepath.Join(o.Out, "vmlinux")
+	if !newer(res.Vmlinux, k.Image) {
+		vmlinux, comp, err := ExtractVmlinux(k.Image)
+		if err != nil {
+			return res, err
+		}
+		if err := os.WriteFile(res.Vmlinux, vmlinux, 0o644); err != nil {
+			return res, fmt.Errorf("write vmlinux: %w", err)
+		}
+		o.logf("vmlinux extracted (%s payload, PVH entry present)", comp)
+	}
+
+	files := newTree()
+
+	// Go binaries.
+	bins, err := o.goBuild(ctx, &res)
+	if err != nil {
+		return res, err
+	}
+	for dst, src := range bins {
+		if err := files.addHostFile(dst, src, 0o755); err != nil {
+			return res, err
+		}
+	}
+	files.add(cpio.Symlink("sbin/modprobe", "/init"))
+	files.add(cpio.CharDev("dev/console", 0o600, 5, 1))
+	files.add(cpio.CharDev("dev/null", 0o666, 1, 3))
+	for _, d := range []string{"proc", "sys", "dev", "run", "tmp", "etc/xedge", "var/lib", "root"} {
+		files.add(cpio.Directory(d, 0o755))
+	}
+	var defaults strings.Builder
+	defaults.WriteString("# xedge image defaults (lowest-precedence configuration layer)\n")
+	for _, d := range o.Defaults {
+		if !strings.HasPrefix(d, "xedge.") {
+			d = "xedge." + d
+		}
+		defaults.WriteString(d + "\n")
+	}
+	files.add(cpio.StaticFile("etc/xedge/defaults", defaults.String(), 0o644))
+	files.add(cpio.StaticFile("etc/passwd", "root:x:0:0:root:/root:/bin/false\n", 0o644))
+	files.add(cpio.StaticFile("etc/group", "root:x:0:\n", 0o644))
+	files.add(cpio.StaticFile("etc/hosts", "127.0.0.1 localhost\n::1 localhost\n", 0o644))
+
+	// Host binaries (iptables) and their libraries.
+	if err := o.hostBinaries(files, &res); err != nil {
+		return res, err
+	}
+
+	// Kernel modules.
+	n, err := addModules(files, k)
+	if err != nil {
+		return res, err
+	}
+	res.Modules = n
+	o.logf("%d kernel modules", n)
+
+	// Archive.
+	var buf bytes.Buffer
+	if err := files.write(&buf); err != nil {
+		return res, err
+	}
+	res.Files = len(files.recs)
+	res.Cpio = filepath.Join(o.Out, "initramfs.cpio")
+	if err := os.WriteFile(res.Cpio, buf.Bytes(), 0o644); err != nil {
+		return res, fmt.Errorf("write cpio: %w", err)
+	}
+	res.Artefacts = []string{res.Vmlinuz, res.Vmlinux, res.Cpio}
+	if !o.NoXz {
+		res.CpioXz = filepath.Join(o.Out, "initramfs.cpio.xz")
+		if err := xzFile(ctx, res.Cpio, res.CpioXz); err != nil {
+			return res, err
+		}
+		res.Artefacts = append(res.Artefacts, res.CpioXz)
+	}
+	for _, a := range res.Artefacts {
+		if fi, err := os.Stat(a); err == nil {
+			res.Sizes[a] = fi.Size()
+		}
+	}
+	if err := os.WriteFile(filepath.Join(o.Out, "cmdline"), []byte(image.Cmdline+"\n"), 0o644); err != nil {
+		return res, fmt.Errorf("write cmdline: %w", err)
+	}
+	res.Took = time.Since(start)
+	return res, nil
+}
+
+// MaxCompressed is the size target of initramfs.cpio.xz.
+const MaxCompressed = 16 << 20
+
+func (o *Options) goBuild(ctx context.Context, res *Result) (map[string]string, error) {
+	dir := filepath.Join(o.Out, "bin")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("mkdir: %w", err)
+	}
+	pkgs := map[string]string{"init": "./init/cmd/init", "bin/xmppctl": "./xmppd/cmd/xmppctl"}
+	out := map[string]string{}
+	if o.Xmppd != "" {
+		out["bin/xmppd"] = o.Xmppd
+		res.HasXmppd = true
+	} else if m, _ := filepath.Glob(filepath.Join(o.Repo, "xmppd/cmd/xmppd/*.go")); len(m) > 0 {
+		pkgs["bin/xmppd"] = "./xmppd/cmd/xmppd"
+		res.HasXmppd = true
+	} else {
+		w := "xmppd/cmd/xmppd has no Go files yet: the image has no xmppd and boots into maintenance"
+		res.Warnings = append(res.Warnings, w)
+		o.logf("warning: %s", w)
+	}
+	ldflags := fmt.Sprintf("-s -w -X main.version=%s -X xedge/xmppd/version.Version=%s", o.Version, o.Version)
+	for dst, pkg := range pkgs {
+		bin := filepath.Join(dir, path.Base(dst))
+		cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-buildvcs=false", "-ldflags", ldflags, "-o", bin, pkg)
+		cmd.Dir = o.Repo
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
+		if b, err := cmd.CombinedOutput(); err != nil {
+			return nil, fmt.Errorf("go build %s: %w\n%s", pkg, err, b)
+		}
+		out[dst] = bin
+	}
+	return out, nil
+}
+
+func (o *Options) hostBinaries(files *tree, res *Result) error {
+	var elfs []string
+	for _, hb := range image.HostBinaries {
+		real, err := filepath.EvalSymlinks(hb.Host)
+		if err != nil {
+			return fmt.Errorf("%s: %w (install iptables)", hb.Host, err)
+		}
+		dst := "usr/sbin/" + filepath.Base(real)
+		if err := files.addHostFile(dst, real, 0o755); err != nil {
+			return err
+		}
+		for _, a := range hb.Aliases {
+			files.add(cpio.Symlink("usr/sbin/"+a, filepath.Base(real)))
+		}
+		elfs = append(elfs, real)
+	}
+	for _, d := range image.HostDirs {
+		plugins, _ := filepath.Glob(filepath.Join(d, "*.so"))
+		for _, p := range plugins {
+			if err := files.addHostFile(strings.TrimPrefix(p, "/"), p, 0o644); err != nil {
+				return err
+			}
+		}
+		elfs = append(elfs, plugins...)
+	}
+	for _, f := range image.HostFiles {
+		if _, err := os.Stat(f); err == nil {
+			if err := files.addHostFile(strings.TrimPrefix(f, "/"), f, 0o644); err != nil {
+				return err
+			}
+		}
+	}
+	libs, err := Libraries(elfs)
+	if err != nil {
+		return err
+	}
+	for _, l := range libs {
+		if err := files.addHostFile(strings.TrimPrefix(l, "/"), l, 0o755); err != nil {
+			return err
+		}
+	}
+	// usr/sbin must be on PATH for go-iptables; /sbin and /bin are the image's.
+	o.logf("host binaries: %d ELF files, %d libraries", len(elfs), len(libs))
+	return nil
+}
+
+var lddPath = regexp.MustCompile(`(/[^ \t]+) \(0x`)
+
+// Libraries returns the shared libraries (and the dynamic loader) the ELF files need,
+// as ldd reports them, sorted and without duplicates.
+func Libraries(elfs []string) ([]string, error) {
+	if len(elfs) == 0 {
+		return nil, nil
+	}
+	cmd := exec.Command("ldd", elfs...)
+	out, err := cmd.Output()
+	if err != nil && len(out) == 0 {
+		return nil, fmt.Errorf("ldd: %w", err)
+	}
+	set := map[string]bool{}
+	for _, line := range strings.Split(string(out), "\n") {
+		if m := lddPath.FindStringSubmatch(line); m != nil {
+			set[m[1]] = true
+		}
+	}
+	var libs []string
+	for l := range set {
+		libs = append(libs, l)
+	}
+	sort.Strings(libs)
+	return libs, nil
+}
+
+func addModules(files *tree, k Kernel) (int, error) {
+	mt, err := ReadModTree(k.Modules)
+	if err != nil {
+		return 0, err
+	}
+	paths, _ := mt.Closure(image.Modules, image.ModuleDirs, image.ModuleDirsExclude)
+	base := "lib/modules/" + k.Version
+	for _, p := range paths {
+		if err := files.addHostFile(base+"/"+p, filepath.Join(k.Modules, p), 0o644); err != nil {
+			return 0, err
+		}
+	}
+	files.add(cpio.StaticFile(base+"/modules.dep", mt.DepFile(paths), 0o644))
+	aliases, err := FilterAliases(filepath.Join(k.Modules, "modules.alias"), paths)
+	if err != nil {
+		return 0, err
+	}
+	files.add(cpio.StaticFile(base+"/modules.alias", aliases, 0o644))
+	if b, err := os.ReadFile(filepath.Join(k.Modules, "modules.builtin")); err == nil {
+		files.add(cpio.StaticFile(base+"/modules.builtin", string(b), 0o644))
+	}
+	return len(paths), nil
+}
+
+// tree is the image's file set.
+type tree struct{ recs map[string]cpio.Record }
+
+func newTree() *tree { return &tree{recs: map[string]cpio.Record{}} }
+
+func (t *tree) add(r cpio.Record) {
+	r.Name = cpio.Normalize(r.Name)
+	t.recs[r.Name] = r
+}
+
+func (t *tree) addHostFile(dst, src string, perm uint64) error {
+	b, err := os.ReadFile(src)
+	if err != nil {
+		return fmt.Errorf("image file %s: %w", dst, err)
+	}
+	t.add(cpio.StaticRecord(b, cpio.Info{Name: dst, Mode: cpio.S_IFREG | perm}))
+	return nil
+}
+
+// write emits a newc archive: parents before children, reproducible metadata.
+func (t *tree) write(w io.Writer) error {
+	for name := range t.recs {
+		for d := path.Dir(name); d != "." && d != "/"; d = path.Dir(d) {
+			if _, ok := t.recs[d]; !ok {
+				t.recs[d] = cpio.Directory(d, 0o755)
+			}
+		}
+	}
+	names := make([]string, 0, len(t.recs))
+	for n := range t.recs {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	rw := cpio.Newc.Writer(w)
+	for i, n := range names {
+		r := cpio.MakeReproducible(t.recs[n])
+		r.Ino = uint64(i + 1)
+		if err := rw.WriteRecord(r); err != nil {
+			return fmt.Errorf("cpio %s: %w", n, err)
+		}
+	}
+	if err := cpio.WriteTrailer(rw); err != nil {
+		return fmt.Errorf("cpio trailer: %w", err)
+	}
+	return nil
+}
+
+func xzFile(ctx context.Context, src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.Create(dst)
+	if err != nil {
+		return err
+	}
+	defer out.Close()
+	// The kernel's XZ decoder wants CRC32 (or no) checks.
+	cmd := exec.CommandContext(ctx, "xz", "--check=crc32", "-6", "-T1", "-c")
+	cmd.Stdin, cmd.Stdout = in, out
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("xz: %w: %s (install xz-utils)", err, stderr.String())
+	}
+	return out.Close()
+}
+
+func copyFile(src, dst string) error {
+	b, err := os.ReadFile(src)
+	if err != nil {
+		return fmt.Errorf("read %s: %w", src, err)
+	}
+	if err := os.WriteFile(dst, b, 0o644); err != nil {
+		return fmt.Errorf("write %s: %w", dst, err)
+	}
+	return nil
+}
+
+func newer(a, b string) bool {
+	fa, err := os.Stat(a)
+	if err != nil {
+		return false
+	}
+	fb, err := os.Stat(b)
+	return err == nil && fa.ModTime().After(fb.ModTime()) && fa.Size() > 0
+}
+
+func gitVersion(repo string) string {
+	cmd := exec.Command("git", "describe", "--always", "--dirty")
+	cmd.Dir = repo
+	if b, err := cmd.Output(); err == nil {
+		if v := strings.TrimSpace(string(b)); v != "" {
+			return v
+		}
+	}
+	return "dev"
+}

@@ -1,0 +1,217 @@
+// Package lab is the qemu harness: it boots the appliance image (the PVH vmlinux and
+// the initramfs) in TCG virtual machines on a virtual L2 segment, exposes their serial
+// consoles, and — for `xedge lab` — keeps a small state directory so nodes can be
+// listed, attached to, killed and torn down from separate invocations.
+//
+// It is host tooling: runtime code must not import it.
+package lab
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// NIC is one virtual network card of a VM.
+type NIC struct {
+	// Kind is "user" (qemu user networking, restricted: the guest reaches nothing but
+	// the forwarded ports), "mcast" (an L2 segment shared by VMs through a UDP
+	// multicast group) or "tap" (an existing tap device, root mode).
+	Kind  string
+	MAC   string
+	Mcast string // 230.0.0.1:1234 for Kind "mcast"
+	Tap   string // tap device for Kind "tap"
+	// Forwards maps host ports on 127.0.0.1 to guest TCP ports (Kind "user").
+	Forwards map[int]int
+}
+
+// Config describes one VM.
+type Config struct {
+	Name    string
+	Kernel  string // PVH vmlinux (or a bzImage)
+	Initrd  string
+	Params  string // appended to the kernel command line
+	Cmdline string // base kernel command line (image.Cmdline when empty)
+	MemMB   int
+	Dir     string // state dir: console.sock, console.log, qemu.pid
+	NICs    []NIC
+	// Daemonize leaves qemu running after this process exits (xedge lab); the
+	// console then does not wait for a client, and console.log keeps all output.
+	Daemonize bool
+	QEMU      string // qemu-system-x86_64 path
+}
+
+// VM is a started qemu.
+type VM struct {
+	Config  Config
+	Started time.Time
+	PID     int
+	cmd     *exec.Cmd
+	Console *Console
+	exited  chan struct{}
+	exitErr error
+}
+
+// DefaultCmdline mirrors image.Cmdline (lab must not import runtime packages' data
+// twice; keep them equal).
+const DefaultCmdline = "console=ttyS0 quiet loglevel=3 panic=-1"
+
+// Args returns qemu's command line for c.
+func (c Config) Args() []string {
+	mem := c.MemMB
+	if mem == 0 {
+		mem = 384
+	}
+	cmdline := c.Cmdline
+	if cmdline == "" {
+		cmdline = DefaultCmdline
+	}
+	if c.Params != "" {
+		cmdline += " " + c.Params
+	}
+	sock := filepath.Join(c.Dir, "console.sock")
+	wait := "on"
+	if c.Daemonize {
+		wait = "off"
+	}
+	args := []string{
+		"-name", c.Name,
+		"-machine", "q35", "-accel", "tcg", "-cpu", "max", "-smp", "1", "-m", strconv.Itoa(mem),
+		"-nodefaults", "-display", "none", "-no-reboot",
+		"-kernel", c.Kernel, "-initrd", c.Initrd, "-append", cmdline,
+		"-chardev", fmt.Sprintf("socket,id=con0,path=%s,server=on,wait=%s,logfile=%s", sock, wait, filepath.Join(c.Dir, "console.log")),
+		"-serial", "chardev:con0",
+		"-pidfile", filepath.Join(c.Dir, "qemu.pid"),
+	}
+	for i, n := range c.NICs {
+		id := fmt.Sprintf("n%d", i)
+		var nd string
+		switch n.Kind {
+		case "user":
+			nd = "user,id=" + id + ",restrict=on"
+			for h, g := range n.Forwards {
+				nd += fmt.Sprintf(",hostfwd=tcp:127.0.0.1:%d-:%d", h, g)
+			}
+		case "mcast":
+			nd = fmt.Sprintf("socket,id=%s,mcast=%s,localaddr=127.0.0.1", id, n.Mcast)
+		case "tap":
+			nd = fmt.Sprintf("tap,id=%s,ifname=%s,script=no,downscript=no", id, n.Tap)
+		}
+		dev := "virtio-net-pci,netdev=" + id + ",romfile="
+		if n.MAC != "" {
+			dev += ",mac=" + n.MAC
+		}
+		args = append(args, "-netdev", nd, "-device", dev)
+	}
+	if c.Daemonize {
+		args = append(args, "-daemonize")
+	}
+	return args
+}
+
+// Start boots the VM. Without Daemonize the VM is a child of this process and its
+// console is connected before the guest runs (no output is lost).
+func Start(ctx context.Context, c Config) (*VM, error) {
+	if err := os.MkdirAll(c.Dir, 0o755); err != nil {
+		return nil, fmt.Errorf("vm dir: %w", err)
+	}
+	_ = os.Remove(filepath.Join(c.Dir, "console.sock"))
+	_ = os.Remove(filepath.Join(c.Dir, "console.log"))
+	q := c.QEMU
+	if q == "" {
+		q = "qemu-system-x86_64"
+	}
+	if _, err := exec.LookPath(q); err != nil {
+		return nil, fmt.Errorf("qemu: %w (install qemu-system-x86)", err)
+	}
+	cmd := exec.Command(q, c.Args()...)
+	logf, err := os.Create(filepath.Join(c.Dir, "qemu.log"))
+	if err != nil {
+		return nil, err
+	}
+	defer logf.Close()
+	cmd.Stdout, cmd.Stderr = logf, logf
+	vm := &VM{Config: c, cmd: cmd, exited: make(chan struct{}), Started: time.Now()}
+	if c.Daemonize {
+		if err := cmd.Run(); err != nil {
+			b, _ := os.ReadFile(filepath.Join(c.Dir, "qemu.log"))
+			return nil, fmt.Errorf("qemu: %w: %s", err, b)
+		}
+		pid, err := ReadPID(c.Dir)
+		if err != nil {
+			return nil, err
+		}
+		vm.PID = pid
+		close(vm.exited)
+		return vm, nil
+	}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("qemu: %w", err)
+	}
+	vm.PID = cmd.Process.Pid
+	go func() {
+		vm.exitErr = cmd.Wait()
+		close(vm.exited)
+	}()
+	dctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	con, err := DialConsole(dctx, filepath.Join(c.Dir, "console.sock"))
+	if err != nil {
+		vm.Kill()
+		b, _ := os.ReadFile(filepath.Join(c.Dir, "qemu.log"))
+		return nil, fmt.Errorf("%w; qemu log: %s", err, b)
+	}
+	vm.Console = con
+	return vm, nil
+}
+
+// Exited is closed when a child qemu exits.
+func (v *VM) Exited() <-chan struct{} { return v.exited }
+
+// Kill stops qemu (SIGKILL) and waits for it when it is our child.
+func (v *VM) Kill() {
+	if v.PID > 0 {
+		_ = syscall.Kill(v.PID, syscall.SIGKILL)
+	}
+	if v.cmd != nil && !v.Config.Daemonize {
+		select {
+		case <-v.exited:
+		case <-time.After(10 * time.Second):
+		}
+	}
+	if v.Console != nil {
+		v.Console.Close()
+	}
+}
+
+// ReadPID reads qemu.pid from a VM directory.
+func ReadPID(dir string) (int, error) {
+	for i := 0; i < 100; i++ {
+		b, err := os.ReadFile(filepath.Join(dir, "qemu.pid"))
+		if err == nil {
+			if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
+				return pid, nil
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return 0, errors.New("no qemu.pid in " + dir)
+}
+
+// FreePort returns a free TCP port on 127.0.0.1.
+func FreePort() (int, error) {
+	l, err := netListen()
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*netTCPAddr).Port, nil
+}

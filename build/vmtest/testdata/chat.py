@@ -1,0 +1,61 @@
+"""Log two users in through the VM's forwarded c2s port and exchange a message.
+
+usage: chat.py HOST PORT DOMAIN USER1 PASS1 USER2 PASS2
+Prints RECEIVED <body> and exits 0 when USER2 got USER1's message.
+"""
+import asyncio
+import logging
+import ssl
+import sys
+
+import slixmpp
+
+logging.basicConfig(level=logging.ERROR, stream=sys.stderr)
+host, port, domain, u1, p1, u2, p2 = sys.argv[1:8]
+port = int(port)
+
+
+def client(user, password):
+    c = slixmpp.ClientXMPP("%s@%s/vmtest" % (user, domain), password)
+    c.ssl_context.check_hostname = False
+    c.ssl_context.verify_mode = ssl.CERT_NONE
+    return c
+
+
+async def start(c):
+    loop = asyncio.get_event_loop()
+    f = loop.create_future()
+
+    def ok(_):
+        if not f.done():
+            f.set_result(True)
+
+    def fail(_=None):
+        if not f.done():
+            f.set_exception(RuntimeError("login failed for %s" % c.boundjid))
+    c.add_event_handler("session_start", ok)
+    c.add_event_handler("failed_all_auth", fail)
+    c.add_event_handler("connection_failed", fail)
+    c.connect((host, port))
+    await asyncio.wait_for(f, 30)
+    c.send_presence()
+
+
+async def main():
+    a, b = client(u1, p1), client(u2, p2)
+    await start(a)
+    await start(b)
+    got = asyncio.get_event_loop().create_future()
+
+    def on_msg(msg):
+        if msg["type"] in ("chat", "normal") and not got.done():
+            got.set_result(msg["body"])
+    b.add_event_handler("message", on_msg)
+    a.send_message(mto="%s@%s" % (u2, domain), mbody="hello from the vm test", mtype="chat")
+    body = await asyncio.wait_for(got, 30)
+    print("RECEIVED", body, flush=True)
+    a.disconnect()
+    b.disconnect()
+
+
+asyncio.get_event_loop().run_until_complete(main())

@@ -1,0 +1,245 @@
+//go:build vmtest
+
+package vmtest
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"xedge/build/imagebuild"
+	"xedge/build/lab"
+)
+
+var (
+	img        imagebuild.Result
+	skipReason string
+	repoRoot   string
+)
+
+func TestMain(m *testing.M) {
+	_, file, _, _ := runtime.Caller(0)
+	repoRoot = filepath.Join(filepath.Dir(file), "..", "..")
+	code := func() int {
+		if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
+			skipReason = "qemu-system-x86_64 is not installed (build/setup.sh test installs qemu-system-x86)"
+			return m.Run()
+		}
+		if _, err := imagebuild.FindKernel(""); err != nil {
+			skipReason = err.Error()
+			return m.Run()
+		}
+		out, err := os.MkdirTemp("", "xedge-vmtest-")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		defer os.RemoveAll(out)
+		start := time.Now()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+		defer cancel()
+		img, err = imagebuild.Build(ctx, imagebuild.Options{Repo: repoRoot, Out: out, NoXz: true, Version: "vmtest"})
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "image build: %v\n", err)
+			return 1
+		}
+		fmt.Fprintf(os.Stderr, "vmtest: image built in %s (%d files)\n", time.Since(start).Round(time.Second), img.Files)
+		return m.Run()
+	}()
+	os.Exit(code)
+}
+
+func need(t *testing.T) {
+	t.Helper()
+	if skipReason != "" {
+		t.Skip(skipReason)
+	}
+	if !img.HasXmppd {
+		t.Fatal("the image has no xmppd (xmppd/cmd/xmppd missing)")
+	}
+}
+
+type node struct {
+	vm   *lab.VM
+	port int
+}
+
+func boot(t *testing.T, params string) *node {
+	t.Helper()
+	port, err := lab.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	vm, err := lab.Start(context.Background(), lab.Config{
+		Name: t.Name(), Kernel: img.Vmlinux, Initrd: img.Cpio, Params: params, Dir: t.TempDir(),
+		NICs: []lab.NIC{{Kind: "user", Forwards: map[int]int{port: 5222}}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		vm.Kill()
+		if t.Failed() {
+			t.Logf("console:\n%s", vm.Console.Output())
+		}
+	})
+	return &node{vm: vm, port: port}
+}
+
+var readyRe = regexp.MustCompile(`xedge: ready (\S+) (\S+)`)
+
+func expect(t *testing.T, n *node, re string, d time.Duration) []string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	m, err := n.vm.Console.Expect(ctx, regexp.MustCompile(re))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// cmd types a shell command and waits for the next prompt, returning the output.
+func cmd(t *testing.T, n *node, line string) string {
+	t.Helper()
+	n.vm.Console.Skip()
+	if err := n.vm.Console.Send(line); err != nil {
+		t.Fatal(err)
+	}
+	m := expect(t, n, `(?s)`+regexp.QuoteMeta(line)+`(.*?)xedge> `, 30*time.Second)
+	return m[1]
+}
+
+// TestAppliance boots one VM and walks through the issue's checks in order: ready and
+// boot time, admin commands on the serial console, a real client (slixmpp) through
+// the forwarded port, init restarting a killed xmppd, the restart limit, and a clean
+// poweroff.
+func TestAppliance(t *testing.T) {
+	need(t)
+	n := boot(t, "xedge.domain=vm.example xedge.debug=1")
+	m := expect(t, n, readyRe.String(), 2*time.Minute)
+	bootTime := time.Since(n.vm.Started)
+	t.Logf("BOOT qemu start to `xedge: ready %s %s`: %.2f s (PVH vmlinux, TCG, plain cpio)", m[1], m[2], bootTime.Seconds())
+	if m[1] != "10.0.2.15" || m[2] != "vmtest" {
+		t.Errorf("ready line %q", m[0])
+	}
+	recordBoot(t, bootTime)
+
+	t.Run("console-admin", func(t *testing.T) {
+		out := cmd(t, n, "status")
+		if !strings.Contains(out, "vm.example") {
+			t.Fatalf("status: %q", out)
+		}
+		for _, u := range []string{"alice", "bob"} {
+			if out := cmd(t, n, "register "+u+" secret-"+u); strings.Contains(out, "error") {
+				t.Fatalf("register %s: %q", u, out)
+			}
+		}
+		if out := cmd(t, n, "users"); !strings.Contains(out, "alice") || !strings.Contains(out, "bob") {
+			t.Fatalf("users: %q", out)
+		}
+		if out := cmd(t, n, "loglevel get"); !strings.Contains(strings.ToLower(out), "info") {
+			t.Fatalf("loglevel get: %q", out)
+		}
+		if out := cmd(t, n, "sh"); !strings.Contains(out, `unknown command "sh"`) {
+			t.Fatalf("restricted shell ran sh: %q", out)
+		}
+		if out := cmd(t, n, "node"); !strings.Contains(out, "serving") || !strings.Contains(out, "10.0.2.15") {
+			t.Fatalf("node: %q", out)
+		}
+	})
+
+	t.Run("slixmpp", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+		defer cancel()
+		c := exec.CommandContext(ctx, "/usr/bin/python3", "testdata/chat.py", "127.0.0.1", fmt.Sprint(n.port), "vm.example", "alice", "secret-alice", "bob", "secret-bob")
+		out, err := c.CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "RECEIVED hello from the vm test") {
+			t.Fatalf("slixmpp: %v\n%s", err, out)
+		}
+		if out := cmd(t, n, "sessions"); !strings.Contains(out, "") {
+			t.Logf("sessions: %s", out)
+		}
+	})
+
+	t.Run("restart", func(t *testing.T) {
+		cmd(t, n, "debug-kill-xmppd")
+		expect(t, n, `xmppd exited \(killed by signal killed\); restarting in 1s \(restart 1 of 3`, 30*time.Second)
+		expect(t, n, readyRe.String(), time.Minute)
+		// Accounts survive a restart (they are in the node's data dir).
+		if out := cmd(t, n, "users"); !strings.Contains(out, "alice") {
+			t.Fatalf("users after restart: %q", out)
+		}
+	})
+
+	t.Run("restart-limit", func(t *testing.T) {
+		for i := 2; i <= 3; i++ {
+			cmd(t, n, "debug-kill-xmppd")
+			expect(t, n, fmt.Sprintf(`restart %d of 3`, i), 30*time.Second)
+			expect(t, n, readyRe.String(), time.Minute)
+		}
+		cmd(t, n, "debug-kill-xmppd")
+		expect(t, n, `xmppd down: xmppd exited \(killed by signal killed\) after 3 restarts within 30m0s: staying down`, 30*time.Second)
+		time.Sleep(3 * time.Second)
+		if out := cmd(t, n, "node"); !strings.Contains(out, "gave-up") || !strings.Contains(out, "staying down") {
+			t.Fatalf("node after giving up: %q", out)
+		}
+		if strings.Contains(n.vm.Console.Output()[len(n.vm.Console.Output())-200:], "xedge: ready") {
+			t.Fatal("xmppd came back after giving up")
+		}
+		cmd(t, n, "revive")
+		expect(t, n, readyRe.String(), time.Minute)
+	})
+
+	t.Run("poweroff", func(t *testing.T) {
+		n.vm.Console.Send("poweroff")
+		expect(t, n, `xmppd stopped`, 30*time.Second)
+		select {
+		case <-n.vm.Exited():
+		case <-time.After(30 * time.Second):
+			t.Fatal("qemu did not exit after poweroff")
+		}
+	})
+}
+
+// TestMaintenance boots without any configuration: the node must say on its console
+// what is missing and not start xmppd.
+func TestMaintenance(t *testing.T) {
+	need(t)
+	n := boot(t, "")
+	expect(t, n, `maintenance: xmppd not started`, 2*time.Minute)
+	expect(t, n, `no XMPP domain`, 5*time.Second)
+	expect(t, n, `xedge> `, 10*time.Second)
+	if out := cmd(t, n, "node"); !strings.Contains(out, "state     maintenance") || !strings.Contains(out, "problem   no XMPP domain") {
+		t.Fatalf("node: %q", out)
+	}
+	if out := cmd(t, n, "status"); !strings.Contains(out, "failed") {
+		t.Fatalf("status without xmppd: %q", out)
+	}
+}
+
+// recordBoot appends the figure to $XEDGE_BOOT_LOG when set, and enforces
+// $XEDGE_BOOT_BUDGET (seconds) when set; the target is 5 s on an idle host.
+func recordBoot(t *testing.T, d time.Duration) {
+	if p := os.Getenv("XEDGE_BOOT_LOG"); p != "" {
+		f, err := os.OpenFile(p, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+		if err == nil {
+			fmt.Fprintf(f, "%s %.2f\n", time.Now().UTC().Format(time.RFC3339), d.Seconds())
+			f.Close()
+		}
+	}
+	if b := os.Getenv("XEDGE_BOOT_BUDGET"); b != "" {
+		var budget float64
+		fmt.Sscanf(b, "%g", &budget)
+		if budget > 0 && d.Seconds() > budget {
+			t.Errorf("boot took %.2f s, over the %.1f s budget", d.Seconds(), budget)
+		}
+	}
+}

@@ -1,0 +1,96 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"strings"
+	"sync"
+)
+
+// logSink is where init's log goes: /dev/kmsg (so `dmesg`-style capture and the
+// console at high loglevel see it) and a ring of recent lines for the shell's log
+// command.
+type logSink struct {
+	mu    sync.Mutex
+	kmsg  *os.File
+	ring  []string
+	next  int
+	full  bool
+	extra func(string) // tests and early boot
+}
+
+const ringLines = 400
+
+func newLogSink() *logSink {
+	s := &logSink{ring: make([]string, ringLines)}
+	if f, err := os.OpenFile("/dev/kmsg", os.O_WRONLY, 0); err == nil {
+		s.kmsg = f
+	}
+	return s
+}
+
+// Write takes one or more log lines (slog writes one record per call).
+func (s *logSink) Write(b []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, line := range strings.Split(strings.TrimRight(string(b), "\n"), "\n") {
+		s.ring[s.next] = line
+		s.next = (s.next + 1) % ringLines
+		if s.next == 0 {
+			s.full = true
+		}
+		if s.kmsg != nil {
+			prio := "<6>"
+			switch {
+			case strings.Contains(line, "level=ERROR"):
+				prio = "<3>"
+			case strings.Contains(line, "level=WARN"):
+				prio = "<4>"
+			}
+			_, _ = s.kmsg.Write([]byte(prio + "xedge-init: " + line))
+		}
+	}
+	return len(b), nil
+}
+
+// Tail returns up to n recent lines, oldest first.
+func (s *logSink) Tail(n int) []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var all []string
+	if s.full {
+		all = append(all, s.ring[s.next:]...)
+	}
+	all = append(all, s.ring[:s.next]...)
+	if n < len(all) {
+		all = all[len(all)-n:]
+	}
+	return all
+}
+
+// prefixWriter turns a child's output into log lines with a prefix.
+type prefixWriter struct {
+	mu     sync.Mutex
+	prefix string
+	sink   *logSink
+	buf    bytes.Buffer
+}
+
+func (p *prefixWriter) Write(b []byte) (int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.buf.Write(b)
+	for {
+		line, err := p.buf.ReadString('\n')
+		if err != nil {
+			p.buf.Reset()
+			p.buf.WriteString(line)
+			if p.buf.Len() > 4096 {
+				_, _ = p.sink.Write([]byte(p.prefix + p.buf.String()))
+				p.buf.Reset()
+			}
+			return len(b), nil
+		}
+		_, _ = p.sink.Write([]byte(p.prefix + line))
+	}
+}

@@ -1,0 +1,148 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"time"
+
+	"xedge/init/boot"
+	"xedge/init/config"
+	"xedge/init/console"
+	"xedge/xmppd/ctl"
+)
+
+// shell runs the restricted admin shell on the console for the life of the machine.
+func (n *node) shell(ctx context.Context) {
+	sh := console.NewShell("xedge> ", n.shellCommands())
+	sh.Run(ctx, consoleOut{n.con})
+}
+
+type consoleOut struct{ c *console.Console }
+
+// Write converts bare LF to CRLF: the line editor may leave the tty in raw mode.
+func (o consoleOut) Write(b []byte) (int, error) {
+	s := strings.ReplaceAll(strings.ReplaceAll(string(b), "\r\n", "\n"), "\n", "\r\n")
+	if _, err := o.c.Write([]byte(s)); err != nil {
+		return 0, err
+	}
+	return len(b), nil
+}
+
+// shellCommands is xmppctl's command table (dispatched in-process to xmppd/ctl over
+// the admin socket) plus init's own commands.
+func (n *node) shellCommands() []console.Command {
+	var cmds []console.Command
+	for _, c := range ctl.Commands() {
+		name := c.Name
+		cc := console.Command{Name: c.Name, Usage: c.Usage, Summary: c.Summary,
+			Run: func(ctx context.Context, args []string, out io.Writer) error {
+				code := ctl.Run(ctx, config.AdminSocket, append([]string{name}, args...), out, out)
+				if code != 0 {
+					return fmt.Errorf("%s failed (exit %d)", name, code)
+				}
+				return nil
+			}}
+		if name == "loglevel" {
+			cc.Args = []string{"get", "set"}
+		}
+		cmds = append(cmds, cc)
+	}
+	cmds = append(cmds,
+		console.Command{Name: "node", Summary: "this node: state, addresses, configuration, xmppd supervision", Run: n.cmdNode},
+		console.Command{Name: "log", Usage: "[N]", Summary: "last N lines of init's and xmppd's log (default 40)", Run: n.cmdLog},
+		console.Command{Name: "revive", Summary: "start xmppd again after it gave up (clears its restart history)", Run: n.cmdRevive},
+		console.Command{Name: "reboot", Summary: "stop xmppd cleanly and reboot", Run: n.powerCmd(boot.Reboot)},
+		console.Command{Name: "poweroff", Summary: "stop xmppd cleanly and power off", Run: n.powerCmd(boot.PowerOff)},
+	)
+	if n.getCfg().Debug {
+		cmds = append(cmds, console.Command{Name: "debug-kill-xmppd", Summary: "TEST ONLY (xedge.debug=1): SIGKILL xmppd",
+			Run: func(context.Context, []string, io.Writer) error { return n.killXmppd() }})
+	}
+	return cmds
+}
+
+func (n *node) powerCmd(a boot.Action) func(context.Context, []string, io.Writer) error {
+	return func(_ context.Context, args []string, out io.Writer) error {
+		if len(args) != 0 {
+			return errors.New("takes no arguments")
+		}
+		n.requestPower(a)
+		return nil
+	}
+}
+
+func (n *node) cmdNode(_ context.Context, _ []string, out io.Writer) error {
+	n.mu.Lock()
+	state, host, lease, ready, sup := n.state, n.hostname, n.primary, n.ready, n.sup
+	var ifs []string
+	for name, d := range n.dhcp {
+		l := d.Lease()
+		ifs = append(ifs, fmt.Sprintf("%s %s (server %s, renew in %s)", name, ipOf(l.Addr), l.Server, time.Until(l.ObtainedAt.Add(l.Renew)).Round(time.Second)))
+	}
+	n.mu.Unlock()
+	c := n.getCfg()
+	fmt.Fprintf(out, "state     %s\n", state)
+	fmt.Fprintf(out, "uptime    %s\n", time.Since(n.start).Round(time.Second))
+	fmt.Fprintf(out, "hostname  %s\n", host)
+	fmt.Fprintf(out, "address   %s\n", ipOf(lease.Addr))
+	for _, s := range ifs {
+		fmt.Fprintf(out, "  %s\n", s)
+	}
+	for _, l := range c.Describe() {
+		fmt.Fprintln(out, l)
+	}
+	if sup != nil {
+		st := sup.Status()
+		fmt.Fprintf(out, "xmppd     %s pid %d, %d restarts in window, %d total", st.State, st.PID, st.Restarts, st.Total)
+		if st.LastExit != "" {
+			fmt.Fprintf(out, ", last exit: %s", st.LastExit)
+		}
+		fmt.Fprintln(out)
+		if st.Reason != "" {
+			fmt.Fprintf(out, "down      %s\n", st.Reason)
+		}
+	}
+	if ready != "" {
+		fmt.Fprintf(out, "last      %s\n", ready)
+	}
+	for _, p := range c.Problems {
+		fmt.Fprintf(out, "problem   %s\n", p)
+	}
+	for _, w := range c.Warnings {
+		fmt.Fprintf(out, "warning   %s\n", w)
+	}
+	fmt.Fprintf(out, "init      %s\n", version)
+	return nil
+}
+
+func (n *node) cmdLog(_ context.Context, args []string, out io.Writer) error {
+	lines := 40
+	if len(args) > 1 {
+		return errors.New("usage: log [N]")
+	}
+	if len(args) == 1 {
+		v, err := strconv.Atoi(args[0])
+		if err != nil || v <= 0 {
+			return fmt.Errorf("log: %q is not a positive number", args[0])
+		}
+		lines = v
+	}
+	for _, l := range n.sink.Tail(lines) {
+		fmt.Fprintln(out, l)
+	}
+	return nil
+}
+
+func (n *node) cmdRevive(context.Context, []string, io.Writer) error {
+	n.mu.Lock()
+	sup := n.sup
+	n.mu.Unlock()
+	if sup == nil {
+		return errors.New("xmppd is not supervised (maintenance: see `node`)")
+	}
+	return sup.Revive()
+}
