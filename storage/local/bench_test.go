@@ -36,6 +36,7 @@ func benchApply(b *testing.B, cfg Config, parallel bool) {
 		return
 	}
 	var n atomic.Int64
+	b.SetParallelism(16) // many sessions writing at once: group commit
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
 			i := n.Add(1)

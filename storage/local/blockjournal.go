@@ -16,8 +16,8 @@ import (
 type journal interface {
 	// recover restores the snapshot and replays the records after it.
 	recover(restore func(io.Reader) error, replay func(seq uint64, payload []byte) error) (Recovery, error)
-	// append writes one record durably.
-	append(seq uint64, payload []byte) error
+	// appendBatch writes records (consecutive seqs) durably, with one sync.
+	appendBatch(recs []record) error
 	// rotate prepares a snapshot covering every record before next.
 	rotate(next uint64) error
 	// writeSnapshot persists a snapshot covering records up to seq and drops them.
@@ -101,9 +101,29 @@ func (j *blockJournal) recover(restore func(io.Reader) error, replay func(uint64
 	return rec, nil
 }
 
-func (j *blockJournal) append(seq uint64, payload []byte) error {
-	if err := j.bl.StoreLogs([]*raft.Log{{Index: seq, Term: 1, Type: raft.LogCommand, Data: payload}}); err != nil {
-		return err
+// record is one journal record.
+type record struct {
+	seq     uint64
+	payload []byte
+}
+
+func (j *blockJournal) appendBatch(recs []record) error {
+	logs := make([]*raft.Log, len(recs))
+	for i, r := range recs {
+		logs[i] = &raft.Log{Index: r.seq, Term: 1, Type: raft.LogCommand, Data: r.payload}
+	}
+	// Keep each frame well inside the ring.
+	_, capacity := j.bl.LogUsage()
+	for len(logs) > 0 {
+		n, size := 0, int64(0)
+		for n < len(logs) && (n == 0 || size+int64(len(logs[n].Data)) <= capacity/8) {
+			size += int64(len(logs[n].Data))
+			n++
+		}
+		if err := j.bl.StoreLogs(logs[:n]); err != nil {
+			return err
+		}
+		logs = logs[n:]
 	}
 	return j.bl.Err()
 }

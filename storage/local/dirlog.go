@@ -235,12 +235,15 @@ func (j *dirJournal) replaySegment(sg segment, rec *Recovery, replay func(uint64
 	return off, "", false, nil
 }
 
-// append writes one record and fsyncs it.
-func (j *dirJournal) append(seq uint64, payload []byte) error {
+// appendBatch writes the records with one write and one fdatasync.
+func (j *dirJournal) appendBatch(recs []record) error {
 	if j.f == nil {
 		return errors.New("log closed")
 	}
-	j.buf = appendRecord(j.buf[:0], seq, payload)
+	j.buf = j.buf[:0]
+	for _, r := range recs {
+		j.buf = appendRecord(j.buf, r.seq, r.payload)
+	}
 	if _, err := j.f.Write(j.buf); err != nil {
 		return fmt.Errorf("write log: %w", err)
 	}

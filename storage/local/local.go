@@ -72,7 +72,12 @@ type Store struct {
 	eph   *ephemeral.Set
 	inc   uint64
 
-	wmu         sync.Mutex // serializes writes (log append + apply)
+	// Lock order: jmu, then wmu. jmu is held by whoever writes the journal
+	// (the group committer, Declare, a snapshot's rotation); wmu guards the
+	// fields below and is never held during journal I/O except by Declare.
+	jmu         sync.Mutex
+	wmu         sync.Mutex
+	queue       []*batch // checked batches waiting for the group commit, in order
 	running     bool
 	j           journal
 	seq         uint64 // last committed record
@@ -224,6 +229,8 @@ func (s *Store) Stop(ctx context.Context) error {
 	case <-ctx.Done():
 		return fmt.Errorf("storage: stop: %w", ctx.Err())
 	}
+	s.jmu.Lock() // let an in-flight group commit finish
+	defer s.jmu.Unlock()
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	if s.j != nil {
@@ -263,26 +270,145 @@ func (s *Store) loseLocked(err error) {
 	s.lostCh <- err
 }
 
-// persistLocked appends cmd to the log. It returns an error only when the
-// write must be refused. wmu held.
-func (s *Store) persistLocked(cmd tables.Command) error {
-	if s.j == nil {
-		return nil
+// batch is one Apply waiting for the group commit.
+type batch struct {
+	ops  []storage.Op // conds cleared: they were checked against state+queue
+	done chan error
+	// set by the committer
+	payload []byte
+	seq     uint64
+}
+
+// maxGroup bounds how many payload bytes one group commit writes.
+const maxGroup = 1 << 20
+
+// commit writes every queued batch (up to maxGroup bytes) as one journal
+// append with one fdatasync, then applies them to the state in order and
+// answers their callers. jmu held, wmu not held.
+func (s *Store) commit() {
+	s.wmu.Lock()
+	n, size := 0, 0
+	var recs []record
+	for n < len(s.queue) && (n == 0 || size < maxGroup) {
+		b := s.queue[n]
+		if s.j != nil && s.lost == nil {
+			if disc := s.state.Filter(b.ops); len(disc) > 0 {
+				b.payload = tables.ApplyCommand(disc...).Encode(nil)
+				b.seq = s.seq + uint64(len(recs)) + 1
+				recs = append(recs, record{seq: b.seq, payload: b.payload})
+				size += len(b.payload)
+			}
+		}
+		n++
 	}
-	if s.lost == nil {
-		p := cmd.Encode(nil)
-		if err := s.j.append(s.seq+1, p); err != nil {
-			s.loseLocked(err)
-		} else {
-			s.seq++
-			s.since += int64(len(p) + recHeader)
-			return nil
+	group := s.queue[:n:n]
+	j := s.j
+	s.wmu.Unlock()
+	if n == 0 {
+		return
+	}
+	var err error
+	if len(recs) > 0 {
+		err = j.appendBatch(recs)
+	}
+	s.wmu.Lock()
+	var fail error
+	if err != nil {
+		s.loseLocked(err)
+	}
+	if s.lost != nil && s.cfg.OnLoss == "read-only" {
+		fail = fmt.Errorf("%w: storage lost (read-only): %v", storage.ErrUnavailable, s.lost)
+		// Later queued batches were checked assuming these would apply.
+		group = s.queue
+	}
+	for _, b := range group {
+		if fail != nil {
+			b.done <- fail
+			continue
+		}
+		if aerr := s.state.Apply(tables.ApplyCommand(b.ops...)); aerr != nil {
+			// Checked against state+queue under wmu, so this is a bug.
+			b.done <- fmt.Errorf("storage: apply after check: %w", aerr)
+			continue
+		}
+		if err == nil && b.seq > 0 {
+			s.seq = b.seq
+			s.since += int64(len(b.payload) + recHeader)
+		}
+		b.done <- nil
+	}
+	s.queue = s.queue[len(group):]
+	snap := s.j != nil && s.lost == nil && (s.since >= s.cfg.SnapshotBytes || s.j.pressure())
+	s.wmu.Unlock()
+	if snap {
+		s.snapshotAsync()
+	}
+}
+
+// checkLocked validates a batch against the state plus the queued batches
+// (which will be applied before it). wmu held.
+func (s *Store) checkLocked(ops []storage.Op) error {
+	plain := ops
+	var conds []storage.Op
+	for i, op := range ops {
+		if op.Cond != storage.CondNone {
+			if conds == nil {
+				plain = append([]storage.Op(nil), ops...)
+			}
+			conds = append(conds, op)
+			plain[i].Cond = storage.CondNone
 		}
 	}
-	if s.cfg.OnLoss == "read-only" {
-		return fmt.Errorf("%w: storage lost (read-only): %v", storage.ErrUnavailable, s.lost)
+	if err := s.state.Check(plain); err != nil { // tables and kinds
+		return err
+	}
+	for _, op := range conds {
+		present, known := s.queuedPresence(op.Table, op.Key)
+		if !known {
+			if err := s.state.Check([]storage.Op{op}); err != nil {
+				return err
+			}
+			continue
+		}
+		switch {
+		case op.Cond == storage.CondAbsent && present:
+			return fmt.Errorf("%w: %s/%q exists", storage.ErrConflict, op.Table, op.Key)
+		case op.Cond == storage.CondPresent && !present:
+			return fmt.Errorf("%w: %s/%q is absent", storage.ErrConflict, op.Table, op.Key)
+		case op.Cond != storage.CondAbsent && op.Cond != storage.CondPresent:
+			return fmt.Errorf("storage: unknown cond %d", op.Cond)
+		}
 	}
 	return nil
+}
+
+// queuedPresence says whether the queued batches decide if table/key exists
+// after them (known) and if so whether it does. wmu held.
+func (s *Store) queuedPresence(table, key string) (present, known bool) {
+	for i := len(s.queue) - 1; i >= 0; i-- {
+		ops := s.queue[i].ops
+		for k := len(ops) - 1; k >= 0; k-- {
+			op := &ops[k]
+			if op.Table != table {
+				continue
+			}
+			switch op.Kind {
+			case storage.OpPut:
+				if op.Key == key {
+					return true, true
+				}
+			case storage.OpDelete:
+				if op.Key == key {
+					return false, true
+				}
+			case storage.OpDeletePrefix:
+				if strings.HasPrefix(key, op.Key) {
+					return false, true
+				}
+			}
+		}
+	}
+	return false, false
 }
 
 // Declare creates a table or changes its copy type. A change from ram to disc
@@ -291,31 +417,45 @@ func (s *Store) Declare(ctx context.Context, spec storage.TableSpec) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("storage: declare: %w", err)
 	}
+	cmd := tables.DeclareCommand(spec)
+	// Validate on a scratch state first so a bad spec is never logged.
+	if err := tables.New().Apply(cmd); err != nil {
+		return fmt.Errorf("storage: declare: %w", err)
+	}
+	s.jmu.Lock()
+	s.commit() // everything checked before this Declare goes first
 	s.wmu.Lock()
 	if !s.running {
 		s.wmu.Unlock()
+		s.jmu.Unlock()
 		return fmt.Errorf("%w: store not running", storage.ErrUnavailable)
 	}
 	old, existed := s.state.Spec(spec.Name)
 	if existed && old.Copy == spec.Copy {
 		s.wmu.Unlock()
+		s.jmu.Unlock()
 		return nil
 	}
-	cmd := tables.DeclareCommand(spec)
-	// Validate on a scratch state first so a bad spec is never logged.
-	if err := tables.New().Apply(cmd); err != nil {
-		s.wmu.Unlock()
-		return fmt.Errorf("storage: declare: %w", err)
+	if s.j != nil && s.lost == nil {
+		p := cmd.Encode(nil)
+		if err := s.j.appendBatch([]record{{seq: s.seq + 1, payload: p}}); err != nil {
+			s.loseLocked(err)
+		} else {
+			s.seq++
+			s.since += int64(len(p) + recHeader)
+		}
 	}
-	if err := s.persistLocked(cmd); err != nil {
+	if s.lost != nil && s.cfg.OnLoss == "read-only" {
 		s.wmu.Unlock()
-		return err
+		s.jmu.Unlock()
+		return fmt.Errorf("%w: storage lost (read-only): %v", storage.ErrUnavailable, s.lost)
 	}
-	if err := s.state.Apply(cmd); err != nil {
-		s.wmu.Unlock()
-		return fmt.Errorf("storage: declare: %w", err)
-	}
+	err := s.state.Apply(cmd)
 	s.wmu.Unlock()
+	s.jmu.Unlock()
+	if err != nil {
+		return fmt.Errorf("storage: declare: %w", err)
+	}
 	if existed && s.j != nil {
 		if spec.Copy == storage.Disc {
 			return s.Snapshot(ctx)
@@ -329,6 +469,8 @@ func (s *Store) Declare(ctx context.Context, spec storage.TableSpec) error {
 func (s *Store) Durable(name string) (storage.Table, error) { return s.state.Table(name) }
 
 // Apply commits a batch atomically: persisted (fdatasync) before it returns.
+// Concurrent Applies share one write and one fdatasync (group commit); each
+// is checked against the state plus the batches queued before it.
 func (s *Store) Apply(ctx context.Context, ops ...storage.Op) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("storage: apply: %w", err)
@@ -341,27 +483,31 @@ func (s *Store) Apply(ctx context.Context, ops ...storage.Op) error {
 		s.wmu.Unlock()
 		return fmt.Errorf("%w: store not running", storage.ErrUnavailable)
 	}
-	if err := s.state.Check(ops); err != nil {
+	if err := s.checkLocked(ops); err != nil {
 		s.wmu.Unlock()
 		return err
 	}
-	if disc := s.state.Filter(ops); len(disc) > 0 {
-		if err := s.persistLocked(tables.ApplyCommand(disc...)); err != nil {
-			s.wmu.Unlock()
-			return err
-		}
+	if s.lost != nil && s.cfg.OnLoss == "read-only" {
+		s.wmu.Unlock()
+		return fmt.Errorf("%w: storage lost (read-only): %v", storage.ErrUnavailable, s.lost)
 	}
-	err := s.state.Apply(tables.ApplyCommand(ops...))
-	snap := s.j != nil && s.lost == nil && (s.since >= s.cfg.SnapshotBytes || s.j.pressure())
+	b := &batch{ops: make([]storage.Op, len(ops)), done: make(chan error, 1)}
+	for i, op := range ops {
+		op.Cond = storage.CondNone
+		b.ops[i] = op
+	}
+	s.queue = append(s.queue, b)
 	s.wmu.Unlock()
-	if err != nil {
-		// Check passed under the same lock, so this is a bug.
-		return fmt.Errorf("storage: apply after check: %w", err)
+	s.jmu.Lock()
+	defer s.jmu.Unlock()
+	for { // each commit takes at least the oldest queued batch; b is queued
+		select {
+		case err := <-b.done: // committed by us or by an earlier committer
+			return err
+		default:
+		}
+		s.commit()
 	}
-	if snap {
-		s.snapshotAsync()
-	}
-	return nil
 }
 
 func (s *Store) snapshotAsync() {
@@ -388,9 +534,11 @@ func (s *Store) snapshotAsync() {
 func (s *Store) Snapshot(ctx context.Context) error {
 	s.snapMu.Lock()
 	defer s.snapMu.Unlock()
+	s.jmu.Lock() // no group commit in flight: state and seq agree
 	s.wmu.Lock()
 	if s.j == nil || s.lost != nil || !s.running {
 		s.wmu.Unlock()
+		s.jmu.Unlock()
 		return nil
 	}
 	seq := s.seq
@@ -398,10 +546,12 @@ func (s *Store) Snapshot(ctx context.Context) error {
 	if err := s.j.rotate(seq + 1); err != nil {
 		s.loseLocked(err)
 		s.wmu.Unlock()
+		s.jmu.Unlock()
 		return fmt.Errorf("storage: snapshot: %w", err)
 	}
 	s.since = 0
 	s.wmu.Unlock()
+	s.jmu.Unlock()
 	err := s.j.writeSnapshot(seq, func(w io.Writer) error {
 		_, err := view.WriteTo(w, tables.DiscData)
 		return err

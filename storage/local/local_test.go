@@ -405,3 +405,71 @@ func TestEphemeral(t *testing.T) {
 		t.Fatalf("info: %+v", info)
 	}
 }
+
+// Group commit: concurrent batches are checked against the batches queued
+// before them, so exactly one of many concurrent creates of a key wins, and
+// everything acknowledged survives a restart.
+func TestGroupCommitConds(t *testing.T) {
+	dir := t.TempDir()
+	s := open(t, dir, func(c *Config) { c.Logger = quiet })
+	must(t, s.Declare(ctx, storage.TableSpec{Name: "users"}))
+	const workers, keys = 8, 40
+	var wins [keys]atomic32
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			for k := 0; k < keys; k++ {
+				key := fmt.Sprintf("u%02d", k)
+				err := s.Apply(ctx, storage.Put("users", key, []byte{byte(w)}).If(storage.CondAbsent),
+					storage.Put("users", key+"/by", []byte{byte(w)}))
+				switch {
+				case err == nil:
+					wins[k].add()
+				case !errors.Is(err, storage.ErrConflict):
+					t.Error(err)
+					return
+				}
+				// Deleting needs the key present; racing deletes: one wins.
+				if k%4 == 0 {
+					s.Apply(ctx, storage.DeletePrefix("users", key+"/"), storage.Delete("users", key).If(storage.CondPresent))
+				}
+			}
+		}(w)
+	}
+	wg.Wait()
+	for k := range wins {
+		if k%4 != 0 && wins[k].n != 1 {
+			t.Fatalf("key %d created %d times", k, wins[k].n)
+		}
+	}
+	tb, _ := s.Durable("users")
+	before := map[string]string{}
+	tb.Scan("", func(k string, v []byte) bool { before[k] = string(v); return true })
+	stop(t, s)
+	s = open(t, dir, func(c *Config) { c.Logger = quiet })
+	defer stop(t, s)
+	tb, _ = s.Durable("users")
+	after := map[string]string{}
+	tb.Scan("", func(k string, v []byte) bool { after[k] = string(v); return true })
+	if fmt.Sprint(before) != fmt.Sprint(after) {
+		t.Fatalf("restart changed the table:\n%v\n%v", before, after)
+	}
+	for k := 1; k < keys; k++ {
+		if k%4 == 0 {
+			continue
+		}
+		key := fmt.Sprintf("u%02d", k)
+		if after[key] != after[key+"/by"] {
+			t.Fatalf("batch not atomic for %s: %q vs %q", key, after[key], after[key+"/by"])
+		}
+	}
+}
+
+type atomic32 struct {
+	mu sync.Mutex
+	n  int
+}
+
+func (a *atomic32) add() { a.mu.Lock(); a.n++; a.mu.Unlock() }
