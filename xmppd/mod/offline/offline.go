@@ -112,18 +112,22 @@ func (m *Module) store(ctx context.Context, h module.Host, ev *module.EventData)
 		h.Route(ctx, module.Error(st, module.ErrCancel, "service-unavailable", "message too large for offline storage"))
 		return true
 	}
+	// The lock makes the count and the put one step; bounces are routed after it.
 	unlock := m.locks.Lock(user)
-	defer unlock()
-	if m.max >= 0 && m.Count(user) >= m.max {
+	full := m.max >= 0 && m.Count(user) >= m.max
+	var err error
+	if !full {
+		key := modutil.Key(user, fmt.Sprintf("%016x%08x", uint64(m.now().UnixNano()), m.seq.Add(1)&0xffffffff))
+		err = h.Store().Apply(ctx, storage.Put(Table, key, b).If(storage.CondAbsent))
+	}
+	unlock()
+	switch {
+	case full:
 		h.Logger().Info("offline storage full, bouncing", "user", user, "max", m.max)
 		h.Route(ctx, module.Error(st, module.ErrCancel, "service-unavailable", "offline storage is full"))
-		return true
-	}
-	key := modutil.Key(user, fmt.Sprintf("%016x%08x", uint64(m.now().UnixNano()), m.seq.Add(1)&0xffffffff))
-	if err := h.Store().Apply(ctx, storage.Put(Table, key, b).If(storage.CondAbsent)); err != nil {
+	case err != nil:
 		h.Logger().Warn("offline message not stored", "user", user, "err", err)
 		h.Route(ctx, module.StoreError(st, err))
-		return true
 	}
 	return true
 }
