@@ -58,7 +58,11 @@ type Conn struct {
 	JID      string // full JID after Bind
 	TLS      bool
 	seq      atomic.Uint64
+	pending  [][]byte // elements read while waiting for an iq, returned by Next first
 }
+
+// maxPending bounds the elements kept while waiting for an iq answer.
+const maxPending = 10000
 
 // Dial connects, opens the stream and, if asked, negotiates STARTTLS.
 func Dial(ctx context.Context, opts Options) (*Conn, error) {
@@ -155,6 +159,16 @@ func (c *Conn) Send(b []byte) error {
 
 // Next reads the next top-level element; the slice is valid until the next call.
 func (c *Conn) Next() ([]byte, error) {
+	if len(c.pending) > 0 {
+		el := c.pending[0]
+		c.pending = c.pending[1:]
+		return el, nil
+	}
+	return c.wire()
+}
+
+// wire reads the next element from the connection, bypassing pending.
+func (c *Conn) wire() ([]byte, error) {
 	el, err := c.sc.Next()
 	if err == nil && string(Name(el)) == "stream:error" {
 		return nil, fmt.Errorf("stream error: %.300q", el)
@@ -168,11 +182,11 @@ func (c *Conn) SetDeadline(t time.Time) error { return c.conn.SetDeadline(t) }
 // NextID returns a connection-unique stanza id.
 func (c *Conn) NextID() string { return "b" + strconv.FormatUint(c.seq.Add(1), 36) }
 
-// await reads until the iq with this id arrives; other elements go to other
-// (which may be nil).
+// await reads until the iq with this id arrives; other elements go to other, or
+// if other is nil are kept (up to maxPending) for Next.
 func (c *Conn) await(id string, other func([]byte) error) ([]byte, error) {
 	for range 100000 {
-		el, err := c.Next()
+		el, err := c.wire()
 		if err != nil {
 			return nil, err
 		}
@@ -183,6 +197,8 @@ func (c *Conn) await(id string, other func([]byte) error) ([]byte, error) {
 			if err := other(el); err != nil {
 				return nil, err
 			}
+		} else if len(c.pending) < maxPending {
+			c.pending = append(c.pending, append([]byte(nil), el...))
 		}
 	}
 	return nil, fmt.Errorf("no answer to iq %s", id)

@@ -15,7 +15,42 @@ func (s *Server) RSS() (int64, error) {
 	if pid == 0 {
 		return 0, fmt.Errorf("%s: not running", s.cfg.Kind)
 	}
-	return treeRSS(pid, 0)
+	return treeRSS(s.cmd.Process.Pid, 0)
+}
+
+// children returns the child PIDs of pid.
+func children(pid int) []int {
+	var out []int
+	tasks, _ := filepath.Glob(filepath.Join("/proc", strconv.Itoa(pid), "task", "*", "children"))
+	for _, t := range tasks {
+		cb, err := os.ReadFile(t)
+		if err != nil {
+			continue
+		}
+		for _, c := range strings.Fields(string(cb)) {
+			if cp, err := strconv.Atoi(c); err == nil {
+				out = append(out, cp)
+			}
+		}
+	}
+	return out
+}
+
+// findDescendant returns the first descendant of pid whose comm is name, or 0.
+func findDescendant(pid int, name string, depth int) int {
+	if depth > 6 {
+		return 0
+	}
+	for _, c := range children(pid) {
+		b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(c), "comm"))
+		if err == nil && strings.TrimSpace(string(b)) == name {
+			return c
+		}
+		if d := findDescendant(c, name, depth+1); d != 0 {
+			return d
+		}
+	}
+	return 0
 }
 
 func treeRSS(pid, depth int) (int64, error) {
@@ -36,17 +71,9 @@ func treeRSS(pid, depth int) (int64, error) {
 	if depth > 8 {
 		return total, nil
 	}
-	tasks, _ := filepath.Glob(filepath.Join("/proc", strconv.Itoa(pid), "task", "*", "children"))
-	for _, t := range tasks {
-		cb, err := os.ReadFile(t)
-		if err != nil {
-			continue
-		}
-		for _, c := range strings.Fields(string(cb)) {
-			cp, _ := strconv.Atoi(c)
-			if r, err := treeRSS(cp, depth+1); err == nil {
-				total += r
-			}
+	for _, c := range children(pid) {
+		if r, err := treeRSS(c, depth+1); err == nil {
+			total += r
 		}
 	}
 	return total, nil

@@ -87,12 +87,20 @@ func (s *Server) Domain() string { return s.cfg.Domain }
 // Dir is the server's private directory (data, logs, config).
 func (s *Server) Dir() string { return s.dir }
 
-// PID is the process ID of the running server, or 0.
+// PID is the process ID of the running server itself, or 0: for ejabberd the
+// beam.smp process ejabberdctl started (ejabberdctl stays as its parent shell),
+// for the others the process this package started.
 func (s *Server) PID() int {
 	if s.cmd == nil || s.cmd.Process == nil || s.exited() {
 		return 0
 	}
-	return s.cmd.Process.Pid
+	pid := s.cmd.Process.Pid
+	if s.cfg.Kind == Ejabberd {
+		if b := findDescendant(pid, "beam.smp", 0); b != 0 {
+			return b
+		}
+	}
+	return pid
 }
 
 func (s *Server) exited() bool {
@@ -344,6 +352,15 @@ func (s *Server) Stop() error {
 	}()
 	pid := s.cmd.Process.Pid
 	if !s.exited() {
+		// The server itself first (beam.smp shuts down cleanly and flushes Mnesia
+		// on SIGTERM; its parent shell then exits), then the process we started.
+		if main := s.PID(); main != 0 && main != pid {
+			_ = syscall.Kill(main, syscall.SIGTERM)
+			select {
+			case <-s.done:
+			case <-time.After(15 * time.Second):
+			}
+		}
 		_ = syscall.Kill(pid, syscall.SIGTERM)
 		select {
 		case <-s.done:

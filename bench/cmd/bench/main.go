@@ -1,0 +1,459 @@
+// Command bench runs xedge's side-by-side benchmark: it starts xmppd, ejabberd and
+// Prosody one after the other as child processes pinned to one CPU (taskset;
+// GOMAXPROCS=1 for xmppd), pins itself (the Go load generator) to the other CPU,
+// provisions the same users and rosters on each over XMPP, runs the same workloads
+// (idle-session memory with and without TLS, logins/s, one-to-one chat throughput
+// and latency, presence fan-out, a tsung scenario), and writes
+// bench/results/<date>.json, a Markdown table and a PNG chart.
+//
+// Every phase has a deadline, traffic stays on loopback, and every process it
+// started is stopped by PID on exit or on SIGINT/SIGTERM.
+//
+// Usage: go run ./bench/cmd/bench [--quick] [--servers xmppd,ejabberd,prosody]
+// [--workloads memory,logins,chat,fanout,tsung] [--out bench/results]
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"xedge/bench/report"
+	"xedge/bench/servers"
+	"xedge/bench/workload"
+)
+
+type params struct {
+	Servers       []string      `json:"servers"`
+	Workloads     []string      `json:"workloads"`
+	Quick         bool          `json:"quick"`
+	Sessions      int           `json:"sessions"`
+	LoginWorkers  int           `json:"login_workers"`
+	LoginDuration time.Duration `json:"login_duration_ns"`
+	Pairs         int           `json:"pairs"`
+	ChatDuration  time.Duration `json:"chat_duration_ns"`
+	FanoutUsers   int           `json:"fanout_users"`
+	Contacts      int           `json:"contacts"`
+	TsungUsers    int           `json:"tsung_users"`
+	TsungDuration time.Duration `json:"tsung_duration_ns"`
+	ServerCPU     int           `json:"server_cpu"`
+	ClientCPU     int           `json:"client_cpu"`
+	Settle        time.Duration `json:"settle_ns"`
+	XmppdBin      string        `json:"-"`
+	Out           string        `json:"-"`
+	Keep          bool          `json:"-"`
+	Timeout       time.Duration `json:"-"`
+	Profile       string        `json:"-"`
+}
+
+func main() {
+	if err := run(); err != nil {
+		slog.Error("bench failed", "err", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	var p params
+	var srv, wl string
+	flag.StringVar(&srv, "servers", "xmppd,ejabberd,prosody", "servers to benchmark, comma-separated")
+	flag.StringVar(&wl, "workloads", "memory,logins,chat,fanout,tsung", "workloads, comma-separated")
+	flag.BoolVar(&p.Quick, "quick", false, "short smoke run (~3 min): 500 sessions, 20 pairs, 200 fan-out users, short phases")
+	flag.IntVar(&p.Sessions, "sessions", 0, "idle sessions for the memory workload (default 10000, quick 500)")
+	flag.IntVar(&p.LoginWorkers, "login-workers", 20, "concurrent clients in the login workload")
+	flag.DurationVar(&p.LoginDuration, "login-duration", 0, "login workload duration (default 10s, quick 3s)")
+	flag.IntVar(&p.Pairs, "pairs", 0, "chat pairs (default 100, quick 20)")
+	flag.DurationVar(&p.ChatDuration, "chat-duration", 0, "each chat measurement's duration (default 10s, quick 3s)")
+	flag.IntVar(&p.FanoutUsers, "fanout-users", 0, "users in the presence fan-out (default 1000, quick 200)")
+	flag.IntVar(&p.Contacts, "contacts", 20, "contacts per user in the presence fan-out")
+	flag.IntVar(&p.TsungUsers, "tsung-users", 0, "tsung users (default 500, quick 100)")
+	flag.DurationVar(&p.TsungDuration, "tsung-duration", 0, "tsung arrival phase (default 30s, quick 10s)")
+	flag.IntVar(&p.ServerCPU, "server-cpu", 0, "CPU the servers are pinned to")
+	flag.IntVar(&p.ClientCPU, "client-cpu", 1, "CPU the load generator is pinned to")
+	flag.DurationVar(&p.Settle, "settle", 0, "pause before reading RSS (default 5s, quick 2s)")
+	flag.StringVar(&p.XmppdBin, "xmppd", "bin/xmppd", "xmppd binary (make build)")
+	flag.StringVar(&p.Out, "out", "bench/results", "directory for results (JSON, Markdown, PNG)")
+	flag.BoolVar(&p.Keep, "keep", false, "keep the servers' temporary directories")
+	flag.DurationVar(&p.Timeout, "timeout", 0, "bound on the whole run (default 30m, quick 8m)")
+	flag.StringVar(&p.Profile, "profile", "", "directory: record `perf` CPU profiles of xmppd during each workload")
+	flag.Parse()
+	p.Servers = split(srv)
+	p.Workloads = split(wl)
+	def := func(v *int, full, quick int) {
+		if *v == 0 {
+			*v = pick(p.Quick, quick, full)
+		}
+	}
+	defd := func(v *time.Duration, full, quick time.Duration) {
+		if *v == 0 {
+			*v = pick(p.Quick, quick, full)
+		}
+	}
+	def(&p.Sessions, 10000, 500)
+	def(&p.Pairs, 100, 20)
+	def(&p.FanoutUsers, 1000, 200)
+	def(&p.TsungUsers, 500, 100)
+	defd(&p.LoginDuration, 10*time.Second, 3*time.Second)
+	defd(&p.ChatDuration, 10*time.Second, 3*time.Second)
+	defd(&p.TsungDuration, 30*time.Second, 10*time.Second)
+	defd(&p.Settle, 5*time.Second, 2*time.Second)
+	defd(&p.Timeout, 30*time.Minute, 8*time.Minute)
+
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	slog.SetDefault(log)
+
+	ctx, cancel := context.WithTimeout(context.Background(), p.Timeout)
+	defer cancel()
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	if err := raiseNofile(); err != nil {
+		log.Warn("could not raise the open-file limit", "err", err)
+	}
+	if err := pinSelf(p.ClientCPU); err != nil {
+		log.Warn("could not pin the load generator", "cpu", p.ClientCPU, "err", err)
+	}
+	runtime.GOMAXPROCS(1)
+
+	run := &report.Run{
+		Started: time.Now().UTC(), Quick: p.Quick, Params: map[string]any{},
+		Host:        hostInfo(),
+		CommandLine: strings.Join(os.Args, " "),
+	}
+	run.LoadAvg[0] = loadavg()
+	run.QuietHost = quiet(run.LoadAvg[0])
+	b, _ := jsonMap(p)
+	run.Params = b
+	if !run.QuietHost {
+		run.Notes = append(run.Notes, "the machine was busy (load average "+run.LoadAvg[0]+" at start, 2 cores shared with other work): figures are noisy; compare ratios from the same run, not absolute values across runs")
+	}
+
+	for _, name := range p.Servers {
+		if ctx.Err() != nil {
+			break
+		}
+		res := benchServer(ctx, log, &p, name)
+		run.Servers = append(run.Servers, res)
+	}
+	run.LoadAvg[1] = loadavg()
+	run.Seconds = time.Since(run.Started).Seconds()
+	run.Compute()
+
+	if err := os.MkdirAll(p.Out, 0o755); err != nil {
+		return fmt.Errorf("results dir: %w", err)
+	}
+	stamp := run.Started.Format("2006-01-02T15-04Z")
+	if p.Quick {
+		stamp += "-quick"
+	}
+	jsonPath := filepath.Join(p.Out, stamp+".json")
+	if err := run.WriteJSON(jsonPath); err != nil {
+		return err
+	}
+	md := run.Markdown()
+	if err := os.WriteFile(filepath.Join(p.Out, stamp+".md"), []byte(md), 0o644); err != nil {
+		return fmt.Errorf("results table: %w", err)
+	}
+	pngPath := filepath.Join(p.Out, stamp+".png")
+	if err := plot(ctx, jsonPath, pngPath); err != nil {
+		log.Warn("no chart", "err", err)
+	}
+	fmt.Println(md)
+	fmt.Printf("results: %s\n", jsonPath)
+	if ctx.Err() != nil {
+		return fmt.Errorf("run cut short: %w", context.Cause(ctx))
+	}
+	return nil
+}
+
+func pick[T any](quick bool, q, f T) T {
+	if quick {
+		return q
+	}
+	return f
+}
+
+func split(s string) []string {
+	var out []string
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+func has(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
+
+// benchServer runs every selected workload against one server.
+func benchServer(ctx context.Context, log *slog.Logger, p *params, name string) *report.Server {
+	res := &report.Server{Name: name, Figures: map[string]float64{}, Details: map[string]any{}, Errors: map[string]string{}}
+	start := time.Now()
+	defer func() { res.Seconds = time.Since(start).Seconds() }()
+	res.Version = version(name, p.XmppdBin)
+	if name == servers.Xmppd {
+		if _, err := os.Stat(p.XmppdBin); err != nil {
+			res.Errors["start"] = fmt.Sprintf("xmppd binary %s: %v (run make build)", p.XmppdBin, err)
+			log.Warn("skipping xmppd", "err", res.Errors["start"])
+			return res
+		}
+	}
+	s, err := servers.New(servers.Config{Kind: name, CPU: p.ServerCPU, XmppdBin: p.XmppdBin, Log: log})
+	if err != nil {
+		res.Errors["start"] = err.Error()
+		return res
+	}
+	defer func() {
+		if err := s.Remove(p.Keep); err != nil {
+			log.Warn("stopping server", "server", name, "err", err)
+		}
+	}()
+	sctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	err = s.Start(sctx)
+	cancel()
+	if err != nil {
+		res.Errors["start"] = err.Error()
+		log.Error("server did not start", "server", name, "err", err)
+		return res
+	}
+	t := &workload.Target{Name: name, Addr: s.Addr, Domain: s.Domain(), RSS: s.RSS, CPU: s.CPUTime, Restart: s.Restart, Log: log}
+
+	pool := max(p.Sessions, 2*p.Pairs, p.TsungUsers, p.LoginWorkers*10)
+	if err := phase(ctx, 10*time.Minute, func(ctx context.Context) error {
+		return workload.Register(ctx, t, "u", pool)
+	}); err != nil {
+		res.Errors["provision"] = err.Error()
+		log.Error("provisioning failed", "server", name, "err", err)
+		return res
+	}
+	prof := newProfiler(p.Profile, name, s.PID, log)
+
+	if has(p.Workloads, "memory") {
+		for _, tls := range []bool{false, true} {
+			key := "mem_kb_session_plain"
+			if tls {
+				key = "mem_kb_session_tls"
+			}
+			err := phase(ctx, 8*time.Minute, func(ctx context.Context) error {
+				stopProf := prof.start("memory-" + strconv.FormatBool(tls))
+				r, err := workload.IdleMemory(ctx, t, "u", p.Sessions, tls, p.Settle)
+				stopProf()
+				res.Details[key] = r
+				if err == nil {
+					res.Figures[key] = r.BytesPerSession / 1024
+				}
+				return err
+			})
+			record(res, key, err, log)
+		}
+		// Start the next workloads on a fresh process too.
+		if err := phase(ctx, 2*time.Minute, s.Restart); err != nil {
+			res.Errors["restart"] = err.Error()
+			return res
+		}
+	}
+	if has(p.Workloads, "logins") {
+		err := phase(ctx, p.LoginDuration+2*time.Minute, func(ctx context.Context) error {
+			defer prof.start("logins")()
+			r, err := workload.Logins(ctx, t, "u", pool, p.LoginWorkers, p.LoginDuration)
+			res.Details["logins"] = r
+			if err == nil {
+				res.Figures["logins_per_s"] = r.PerSecond
+			}
+			return err
+		})
+		record(res, "logins", err, log)
+	}
+	if has(p.Workloads, "chat") {
+		err := phase(ctx, p.ChatDuration+3*time.Minute, func(ctx context.Context) error {
+			defer prof.start("chat-window10")()
+			r, err := workload.Chat(ctx, t, "u", p.Pairs, 10, p.ChatDuration)
+			res.Details["chat_window10"] = r
+			if err == nil {
+				res.Figures["msgs_per_s"] = r.PerSecond
+			}
+			return err
+		})
+		record(res, "chat_window10", err, log)
+		err = phase(ctx, p.ChatDuration+3*time.Minute, func(ctx context.Context) error {
+			defer prof.start("chat-window1")()
+			r, err := workload.Chat(ctx, t, "u", p.Pairs, 1, p.ChatDuration)
+			res.Details["chat_window1"] = r
+			if err == nil {
+				res.Figures["p50_ms"] = r.P50Ms
+				res.Figures["p99_ms"] = r.P99Ms
+			}
+			return err
+		})
+		record(res, "chat_window1", err, log)
+	}
+	if has(p.Workloads, "fanout") {
+		err := phase(ctx, 8*time.Minute, func(ctx context.Context) error {
+			if err := workload.Register(ctx, t, "f", p.FanoutUsers); err != nil {
+				return fmt.Errorf("register: %w", err)
+			}
+			if err := workload.ProvisionRosters(ctx, t, "f", p.FanoutUsers, p.Contacts, 4*time.Minute); err != nil {
+				return fmt.Errorf("rosters: %w", err)
+			}
+			defer prof.start("fanout")()
+			r, err := workload.Fanout(ctx, t, "f", p.FanoutUsers, p.Contacts, 3*time.Minute)
+			res.Details["fanout"] = r
+			if err == nil {
+				res.Figures["fanout_s"] = r.Seconds
+				res.Figures["fanout_per_s"] = r.PerSecond
+			}
+			return err
+		})
+		record(res, "fanout", err, log)
+	}
+	if has(p.Workloads, "tsung") {
+		err := phase(ctx, p.TsungDuration+3*time.Minute, func(ctx context.Context) error {
+			r, err := runTsung(ctx, log, s, p)
+			res.Details["tsung"] = r
+			if err == nil && r.MeanRequestMs > 0 {
+				res.Figures["tsung_req_ms"] = r.MeanRequestMs
+			}
+			return err
+		})
+		record(res, "tsung", err, log)
+	}
+	return res
+}
+
+func record(res *report.Server, key string, err error, log *slog.Logger) {
+	if err != nil {
+		res.Errors[key] = err.Error()
+		log.Error("workload failed", "server", res.Name, "workload", key, "err", err)
+	}
+}
+
+// phase runs fn with its own deadline.
+func phase(ctx context.Context, d time.Duration, fn func(context.Context) error) error {
+	ctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	err := fn(ctx)
+	if err == nil && ctx.Err() != nil && !errors.Is(ctx.Err(), context.Canceled) {
+		err = ctx.Err()
+	}
+	return err
+}
+
+func version(name, xmppdBin string) string {
+	pkg := map[string]string{servers.Ejabberd: "ejabberd", servers.Prosody: "prosody"}[name]
+	if pkg != "" {
+		out, err := exec.Command("dpkg-query", "-W", "-f=${Version}", pkg).Output()
+		if err == nil {
+			return strings.TrimSpace(string(out))
+		}
+		return "unknown"
+	}
+	out, err := exec.Command("git", "describe", "--always", "--dirty").Output()
+	if err == nil {
+		return "git " + strings.TrimSpace(string(out))
+	}
+	return "unknown"
+}
+
+func raiseNofile() error {
+	var r syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &r); err != nil {
+		return fmt.Errorf("getrlimit: %w", err)
+	}
+	r.Cur = r.Max
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &r); err != nil {
+		return fmt.Errorf("setrlimit: %w", err)
+	}
+	return nil
+}
+
+// pinSelf pins every thread of this process to cpu; threads created later inherit
+// the mask of the thread that creates them.
+func pinSelf(cpu int) error {
+	var set unix.CPUSet
+	set.Set(cpu)
+	tasks, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		return fmt.Errorf("threads: %w", err)
+	}
+	for _, t := range tasks {
+		tid, err := strconv.Atoi(t.Name())
+		if err != nil {
+			continue
+		}
+		if err := unix.SchedSetaffinity(tid, &set); err != nil {
+			return fmt.Errorf("sched_setaffinity %d: %w", tid, err)
+		}
+	}
+	return nil
+}
+
+func loadavg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "?"
+	}
+	return strings.Join(f[:3], " ")
+}
+
+func quiet(la string) bool {
+	f := strings.Fields(la)
+	if len(f) == 0 {
+		return false
+	}
+	v, err := strconv.ParseFloat(f[0], 64)
+	return err == nil && v < 0.5
+}
+
+func hostInfo() map[string]string {
+	h := map[string]string{"go": runtime.Version(), "cpus": strconv.Itoa(runtime.NumCPU())}
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(l, "model name"); ok {
+				h["cpu"] = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(v), ":"))
+				break
+			}
+		}
+	}
+	if b, err := os.ReadFile("/etc/debian_version"); err == nil {
+		h["debian"] = strings.TrimSpace(string(b))
+	}
+	return h
+}
+
+func plot(ctx context.Context, jsonPath, pngPath string) error {
+	script := "bench/plot.py"
+	if _, err := os.Stat(script); err != nil {
+		return fmt.Errorf("plot script: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "/usr/bin/python3", script, jsonPath, pngPath).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("plot: %w: %s", err, out)
+	}
+	return nil
+}

@@ -1,0 +1,173 @@
+package workload
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"xedge/bench/loadgen"
+)
+
+// ChatResult is one one-to-one chat measurement.
+type ChatResult struct {
+	Pairs      int     `json:"pairs"`
+	Window     int     `json:"window"`
+	Seconds    float64 `json:"seconds"`
+	Delivered  int64   `json:"delivered"`
+	PerSecond  float64 `json:"per_second"`
+	P50Ms      float64 `json:"p50_ms"`
+	P99Ms      float64 `json:"p99_ms"`
+	MaxMs      float64 `json:"max_ms"`
+	Samples    int     `json:"samples"`
+	ServerCPU  float64 `json:"server_cpu"`
+	LostOrLate int64   `json:"undelivered_at_end"`
+}
+
+const maxSamples = 2_000_000
+
+// Chat logs 2*pairs users in over STARTTLS and pairs them: A sends messages to B
+// keeping `window` messages in flight; B answers each with a message back to A;
+// each answer A receives lets A send the next one. Every message carries its send
+// time, so the receiver records the one-way delivery latency (sender and receiver
+// are in this process and share the monotonic clock). After a warm-up of 1 s,
+// deliveries (both directions) are counted for d.
+func Chat(ctx context.Context, t *Target, prefix string, pairs, window int, d time.Duration) (ChatResult, error) {
+	r := ChatResult{Pairs: pairs, Window: window}
+	ctx, cancel := context.WithTimeout(ctx, d+90*time.Second)
+	defer cancel()
+	conns, err := loginAll(ctx, t, prefix, 2*pairs, true)
+	if err != nil {
+		return r, err
+	}
+	base := time.Now()
+	var counting, stopping atomic.Bool
+	var delivered, sent, received atomic.Int64
+	var mu sync.Mutex
+	var lat []int64
+	sess := make([]*session, 2*pairs)
+	msg := func(to []byte, buf []byte) []byte {
+		buf = append(buf[:0], "<message type='chat' to='"...)
+		buf = append(buf, to...)
+		buf = append(buf, "'><body>"...)
+		buf = strconv.AppendInt(buf, int64(time.Since(base)), 10)
+		return append(buf, "</body></message>"...)
+	}
+	record := func(local []int64, el []byte) []int64 {
+		body := loadgen.Child(el, "body")
+		if body == nil {
+			return local
+		}
+		ts, err := strconv.ParseInt(loadgen.Text(body), 10, 64)
+		if err != nil {
+			return local
+		}
+		received.Add(1)
+		if counting.Load() {
+			delivered.Add(1)
+			if len(local) < maxSamples/(2*pairs) {
+				local = append(local, int64(time.Since(base))-ts)
+			}
+		}
+		return local
+	}
+	flush := func(local []int64) {
+		mu.Lock()
+		lat = append(lat, local...)
+		mu.Unlock()
+	}
+	locals := make([][]int64, 2*pairs)
+	for p := range pairs {
+		a, b := 2*p, 2*p+1
+		aJID, bJID := []byte(conns[a].JID), []byte(conns[b].JID)
+		var abuf, bbuf []byte
+		// B: record, echo back to A.
+		sess[b] = newSession(conns[b], func(el []byte) {
+			locals[b] = record(locals[b], el)
+			if stopping.Load() {
+				return
+			}
+			bbuf = msg(aJID, bbuf)
+			if sess[b].send(bbuf) == nil {
+				sent.Add(1)
+			}
+		}, nil)
+		// A: record the echo, send the next.
+		sess[a] = newSession(conns[a], func(el []byte) {
+			locals[a] = record(locals[a], el)
+			if stopping.Load() {
+				return
+			}
+			abuf = msg(bJID, abuf)
+			if sess[a].send(abuf) == nil {
+				sent.Add(1)
+			}
+		}, nil)
+	}
+	defer func() {
+		for _, s := range sess {
+			if s != nil {
+				s.close()
+			}
+		}
+	}()
+	cpu := startCPU(t)
+	for p := range pairs {
+		a := 2 * p
+		bJID := []byte(conns[a+1].JID)
+		for range window {
+			if err := sess[a].send(msg(bJID, nil)); err != nil {
+				return r, fmt.Errorf("send: %w", err)
+			}
+			sent.Add(1)
+		}
+	}
+	select {
+	case <-time.After(time.Second):
+	case <-ctx.Done():
+		return r, ctx.Err()
+	}
+	counting.Store(true)
+	cpu = startCPU(t)
+	start := time.Now()
+	select {
+	case <-time.After(d):
+	case <-ctx.Done():
+		return r, ctx.Err()
+	}
+	counting.Store(false)
+	r.Seconds = time.Since(start).Seconds()
+	r.ServerCPU = cpu.share()
+	stopping.Store(true)
+	r.Delivered = delivered.Load()
+	r.PerSecond = float64(r.Delivered) / r.Seconds
+	// Let in-flight messages land, then close (bounded).
+	for range 40 {
+		if received.Load() >= sent.Load() {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	r.LostOrLate = sent.Load() - received.Load()
+	for _, s := range sess {
+		s.close()
+	}
+	for _, l := range locals {
+		flush(l)
+	}
+	sess = nil
+	if len(lat) > 0 {
+		slices.Sort(lat)
+		q := func(f float64) float64 { return float64(lat[min(len(lat)-1, int(f*float64(len(lat))))]) / 1e6 }
+		r.P50Ms, r.P99Ms, r.MaxMs, r.Samples = q(0.50), q(0.99), float64(lat[len(lat)-1])/1e6, len(lat)
+	}
+	t.Log.Info("chat", "server", t.Name, "pairs", pairs, "window", window, "msg_per_s", fmt.Sprintf("%.0f", r.PerSecond),
+		"p50_ms", fmt.Sprintf("%.2f", r.P50Ms), "p99_ms", fmt.Sprintf("%.2f", r.P99Ms), "server_cpu", fmt.Sprintf("%.2f", r.ServerCPU))
+	if r.Delivered == 0 {
+		return r, fmt.Errorf("no message delivered")
+	}
+	return r, nil
+}

@@ -1,0 +1,231 @@
+package workload
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// FanoutResult is the presence fan-out measurement.
+type FanoutResult struct {
+	Users      int     `json:"users"`
+	Contacts   int     `json:"contacts"`
+	Expected   int64   `json:"expected_deliveries"`
+	Delivered  int64   `json:"delivered"`
+	Seconds    float64 `json:"seconds"`
+	PerSecond  float64 `json:"deliveries_per_second"`
+	ServerCPU  float64 `json:"server_cpu"`
+	SetupLogin float64 `json:"login_seconds"`
+	P50Seconds float64 `json:"p50_delivery_seconds"`
+	P90Seconds float64 `json:"p90_delivery_seconds"`
+}
+
+// ringContacts returns the contacts of user i in a ring of n users where everyone
+// has k contacts: i±1 .. i±k/2.
+func ringContacts(i, n, k int) []int {
+	out := make([]int, 0, k)
+	for d := 1; d <= k/2; d++ {
+		out = append(out, (i+d)%n, (i-d+n)%n)
+	}
+	return out
+}
+
+// ProvisionRosters gives each of n users (prefix0..) k contacts with mutual
+// ("both") subscriptions, over XMPP itself so every server is provisioned the same
+// way: all users log in, each sends subscribe to its contacts and approves every
+// subscribe it receives; then rosters are polled until every user has k contacts
+// in state both.
+func ProvisionRosters(ctx context.Context, t *Target, prefix string, n, k int, timeout time.Duration) error {
+	if k >= n || k%2 != 0 {
+		return fmt.Errorf("contacts %d must be even and below users %d", k, n)
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	start := time.Now()
+	conns, err := loginAll(ctx, t, prefix, n, true)
+	if err != nil {
+		return err
+	}
+	sess := make([]*session, n)
+	var smu sync.Mutex
+	defer func() {
+		for _, s := range sess {
+			if s != nil {
+				s.close()
+			}
+		}
+	}()
+	for i := range n {
+		var s *session
+		s = newSession(conns[i], nil, func(el []byte) {
+			if string(attr(el, "type")) == "subscribe" {
+				from := bareOf(attr(el, "from"))
+				smu.Lock()
+				ss := s
+				smu.Unlock()
+				_ = ss.send([]byte("<presence type='subscribed' to='" + string(from) + "'/>"))
+			}
+		})
+		smu.Lock()
+		sess[i] = s
+		smu.Unlock()
+	}
+	jid := func(i int) string { u, _ := User(prefix, i); return u + "@" + t.Domain }
+	err = Parallel(ctx, n, 20, func(ctx context.Context, i int) error {
+		for _, c := range ringContacts(i, n, k) {
+			if err := sess[i].send([]byte("<presence type='subscribe' to='" + jid(c) + "'/>")); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("subscribe: %w", err)
+	}
+	// Poll until every roster is complete.
+	pending := make([]int, n)
+	for i := range pending {
+		pending[i] = i
+	}
+	for round := 0; len(pending) > 0; round++ {
+		if round > 0 {
+			select {
+			case <-time.After(time.Second):
+			case <-ctx.Done():
+				return fmt.Errorf("rosters incomplete for %d users after %v: %w", len(pending), time.Since(start).Round(time.Second), ctx.Err())
+			}
+		}
+		var still []int
+		var mu sync.Mutex
+		err := Parallel(ctx, len(pending), 20, func(ctx context.Context, j int) error {
+			i := pending[j]
+			items, err := sess[i].roster(20 * time.Second)
+			if err != nil {
+				return err
+			}
+			both := 0
+			for _, c := range ringContacts(i, n, k) {
+				if items[jid(c)] == "both" {
+					both++
+				}
+			}
+			if both < k {
+				mu.Lock()
+				still = append(still, i)
+				mu.Unlock()
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("roster poll: %w", err)
+		}
+		pending = still
+	}
+	t.Log.Info("rosters provisioned", "server", t.Name, "users", n, "contacts", k, "took", time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+// Fanout logs the n provisioned users in (STARTTLS, initial presence), waits until
+// every user has seen every contact available, then has all users change presence
+// at once (<show>away</show> with a per-run status). It measures the time from
+// the release until every contact has received every change: n*k deliveries.
+func Fanout(ctx context.Context, t *Target, prefix string, n, k int, timeout time.Duration) (FanoutResult, error) {
+	r := FanoutResult{Users: n, Contacts: k, Expected: int64(n) * int64(k)}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	start := time.Now()
+	conns, err := loginAll(ctx, t, prefix, n, true)
+	if err != nil {
+		return r, err
+	}
+	r.SetupLogin = time.Since(start).Seconds()
+	token := []byte("fanout-" + strconv.FormatInt(time.Now().UnixNano(), 36))
+	var avail, changed atomic.Int64
+	var lastNano atomic.Int64
+	times := make([][]int64, n) // per user: delivery times of the change (reader goroutine only)
+	base := time.Now()
+	seen := make([]map[string]bool, n) // per user: contacts seen available (reader goroutine only)
+	got := make([]map[string]bool, n)  // per user: contacts seen with the token
+	sess := make([]*session, n)
+	for i := range n {
+		seen[i], got[i] = map[string]bool{}, map[string]bool{}
+		self := string(bareOf([]byte(conns[i].JID)))
+		sess[i] = newSession(conns[i], nil, func(el []byte) {
+			from := string(bareOf(attr(el, "from")))
+			if from == self || len(attr(el, "type")) != 0 {
+				return
+			}
+			if bytes.Contains(el, token) {
+				if !got[i][from] {
+					got[i][from] = true
+					now := int64(time.Since(base))
+					times[i] = append(times[i], now)
+					changed.Add(1)
+					lastNano.Store(now)
+				}
+				return
+			}
+			if !seen[i][from] {
+				seen[i][from] = true
+				avail.Add(1)
+			}
+		})
+	}
+	defer func() {
+		for _, s := range sess {
+			s.close()
+		}
+	}()
+	for avail.Load() < r.Expected {
+		select {
+		case <-time.After(50 * time.Millisecond):
+		case <-ctx.Done():
+			return r, fmt.Errorf("initial presence: %d of %d contacts seen available: %w", avail.Load(), r.Expected, ctx.Err())
+		}
+	}
+	time.Sleep(500 * time.Millisecond) // let the login storm's tail settle
+	stanza := []byte("<presence><show>away</show><status>" + string(token) + "</status></presence>")
+	cpu := startCPU(t)
+	release := make(chan struct{})
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-release
+			_ = sess[i].send(stanza)
+		}()
+	}
+	t0 := int64(time.Since(base))
+	close(release)
+	wg.Wait()
+	for changed.Load() < r.Expected {
+		select {
+		case <-time.After(5 * time.Millisecond):
+		case <-ctx.Done():
+			r.Delivered = changed.Load()
+			return r, fmt.Errorf("fan-out: %d of %d delivered: %w", r.Delivered, r.Expected, ctx.Err())
+		}
+	}
+	r.ServerCPU = cpu.share()
+	r.Delivered = changed.Load()
+	r.Seconds = float64(lastNano.Load()-t0) / 1e9
+	r.PerSecond = float64(r.Delivered) / r.Seconds
+	var all []int64
+	for _, ts := range times {
+		all = append(all, ts...)
+	}
+	if len(all) > 0 {
+		slices.Sort(all)
+		r.P50Seconds = float64(all[len(all)/2]-t0) / 1e9
+		r.P90Seconds = float64(all[len(all)*9/10]-t0) / 1e9
+	}
+	t.Log.Info("presence fan-out", "server", t.Name, "users", n, "contacts", k, "seconds", fmt.Sprintf("%.3f", r.Seconds),
+		"per_second", fmt.Sprintf("%.0f", r.PerSecond), "p50_s", fmt.Sprintf("%.3f", r.P50Seconds), "p90_s", fmt.Sprintf("%.3f", r.P90Seconds), "server_cpu", fmt.Sprintf("%.2f", r.ServerCPU))
+	return r, nil
+}

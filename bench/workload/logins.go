@@ -1,0 +1,80 @@
+package workload
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"xedge/bench/loadgen"
+)
+
+// LoginResult is the login-rate measurement.
+type LoginResult struct {
+	Workers    int     `json:"workers"`
+	Seconds    float64 `json:"seconds"`
+	Logins     int64   `json:"logins"`
+	Errors     int64   `json:"errors"`
+	PerSecond  float64 `json:"per_second"`
+	ServerCPU  float64 `json:"server_cpu"` // fraction of one core
+	FirstError string  `json:"first_error,omitempty"`
+}
+
+// Logins runs `workers` clients in a loop for d: each logs a user from the pool in
+// (TCP, stream, STARTTLS, SCRAM-SHA-1, bind, initial presence, ping round trip)
+// and closes the stream. Users are spread so no two workers share one.
+func Logins(ctx context.Context, t *Target, prefix string, pool, workers int, d time.Duration) (LoginResult, error) {
+	r := LoginResult{Workers: workers}
+	if pool < workers {
+		return r, fmt.Errorf("user pool %d smaller than %d workers", pool, workers)
+	}
+	ctx, cancel := context.WithTimeout(ctx, d+30*time.Second)
+	defer cancel()
+	deadline := time.Now().Add(d)
+	var ok, bad atomic.Int64
+	var firstErr atomic.Value
+	cpu := startCPU(t)
+	start := time.Now()
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			per := pool / workers
+			for k := 0; k < 10_000_000 && time.Now().Before(deadline) && ctx.Err() == nil; k++ {
+				i := w*per + k%per
+				u, p := User(prefix, i)
+				o := t.opts(true)
+				o.Resource = "l" + strconv.Itoa(w)
+				c, err := loadgen.Login(ctx, o, u, p)
+				if err != nil {
+					if bad.Add(1) == 1 {
+						firstErr.Store(err.Error())
+					}
+					if bad.Load() > 200 && bad.Load() > ok.Load() {
+						return
+					}
+					time.Sleep(10 * time.Millisecond)
+					continue
+				}
+				c.Close()
+				ok.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	el := time.Since(start).Seconds()
+	r.ServerCPU = cpu.share()
+	r.Seconds, r.Logins, r.Errors = el, ok.Load(), bad.Load()
+	r.PerSecond = float64(r.Logins) / el
+	if v, _ := firstErr.Load().(string); v != "" {
+		r.FirstError = v
+	}
+	t.Log.Info("logins", "server", t.Name, "per_second", fmt.Sprintf("%.0f", r.PerSecond), "errors", r.Errors, "server_cpu", fmt.Sprintf("%.2f", r.ServerCPU))
+	if r.Logins == 0 {
+		return r, fmt.Errorf("no successful login (%s)", r.FirstError)
+	}
+	return r, nil
+}

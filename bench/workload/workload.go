@@ -1,0 +1,168 @@
+// Package workload runs the benchmark's measurements against one XMPP server
+// through bench/loadgen: user provisioning (in-band registration, roster
+// subscriptions), idle-session memory, login rate, one-to-one chat throughput and
+// latency, and presence fan-out. Every phase has a deadline and a bounded count.
+//
+// It owns what is measured and how; starting servers is bench/servers' job, and
+// it must not import xmppd.
+package workload
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"xedge/bench/loadgen"
+)
+
+// Target is the server under test.
+type Target struct {
+	Name    string
+	Addr    string
+	Domain  string
+	RSS     func() (int64, error)   // resident memory of the server process tree
+	CPU     func() (float64, error) // CPU seconds the server has used
+	Restart func(context.Context) error
+	Log     *slog.Logger
+}
+
+func (t *Target) opts(tls bool) loadgen.Options {
+	return loadgen.Options{Addr: t.Addr, Domain: t.Domain, StartTLS: tls, Timeout: 30 * time.Second}
+}
+
+// User returns the name and password of benchmark user i of a pool. The password
+// is prefix-independent "pw<i>" so tsung's scheme (password = passwd + id) works.
+func User(prefix string, i int) (string, string) {
+	n := strconv.Itoa(i)
+	return prefix + n, "pw" + n
+}
+
+// Parallel runs fn(i) for i in [0, n) on at most workers goroutines, stopping at
+// the first error or when ctx ends.
+func Parallel(ctx context.Context, n, workers int, fn func(ctx context.Context, i int) error) error {
+	parent := ctx
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var next atomic.Int64
+	var once sync.Once
+	var first error
+	var wg sync.WaitGroup
+	for range min(workers, n) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= n || ctx.Err() != nil {
+					return
+				}
+				if err := fn(ctx, i); err != nil {
+					once.Do(func() { first = err; cancel() })
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if first != nil {
+		return first
+	}
+	return parent.Err()
+}
+
+// Register creates users prefix0..prefix(n-1) by in-band registration, 50 at a
+// time; existing accounts are fine.
+func Register(ctx context.Context, t *Target, prefix string, n int) error {
+	start := time.Now()
+	err := Parallel(ctx, n, 50, func(ctx context.Context, i int) error {
+		u, p := User(prefix, i)
+		var last error
+		for attempt := range 3 {
+			if attempt > 0 {
+				time.Sleep(200 * time.Millisecond)
+			}
+			c, err := loadgen.Dial(ctx, t.opts(false))
+			if err != nil {
+				last = err
+				continue
+			}
+			err = c.Register(u, p)
+			c.Abort()
+			if err == nil || errors.Is(err, loadgen.ErrConflict) {
+				return nil
+			}
+			last = err
+		}
+		return fmt.Errorf("register %s: %w", u, last)
+	})
+	if err != nil {
+		return err
+	}
+	t.Log.Info("users registered", "server", t.Name, "prefix", prefix, "n", n, "took", time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+// loginAll logs users in (TLS or not), 50 at a time.
+func loginAll(ctx context.Context, t *Target, prefix string, n int, tls bool) ([]*loadgen.Conn, error) {
+	conns := make([]*loadgen.Conn, n)
+	err := Parallel(ctx, n, 50, func(ctx context.Context, i int) error {
+		u, p := User(prefix, i)
+		o := t.opts(tls)
+		o.Resource = "r" + strconv.Itoa(i)
+		c, err := loadgen.Login(ctx, o, u, p)
+		if err != nil {
+			return fmt.Errorf("login %s: %w", u, err)
+		}
+		conns[i] = c
+		return nil
+	})
+	if err != nil {
+		closeAll(conns)
+		return nil, err
+	}
+	return conns, nil
+}
+
+func closeAll(conns []*loadgen.Conn) {
+	for _, c := range conns {
+		if c != nil {
+			c.Abort()
+		}
+	}
+}
+
+// cpuMeter measures server CPU use over an interval.
+type cpuMeter struct {
+	t     *Target
+	start time.Time
+	cpu0  float64
+}
+
+func startCPU(t *Target) cpuMeter {
+	m := cpuMeter{t: t, start: time.Now()}
+	if t.CPU != nil {
+		m.cpu0, _ = t.CPU()
+	}
+	return m
+}
+
+// share returns the server's CPU use as a fraction of one core since start.
+func (m cpuMeter) share() float64 {
+	if m.t.CPU == nil {
+		return 0
+	}
+	c, err := m.t.CPU()
+	if err != nil {
+		return 0
+	}
+	el := time.Since(m.start).Seconds()
+	if el <= 0 {
+		return 0
+	}
+	return (c - m.cpu0) / el
+}
