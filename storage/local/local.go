@@ -75,20 +75,25 @@ type Store struct {
 	// Lock order: jmu, then wmu. jmu is held by whoever writes the journal
 	// (the group committer, Declare, a snapshot's rotation); wmu guards the
 	// fields below and is never held during journal I/O except by Declare.
-	jmu         sync.Mutex
-	wmu         sync.Mutex
-	queue       []*batch // checked batches waiting for the group commit, in order
-	running     bool
-	j           journal
-	seq         uint64 // last committed record
-	since       int64  // log bytes since the last snapshot
-	gen         uint64 // snapshots taken since start + 1
-	lost        error
-	lostCh      chan error
-	rec         Recovery
-	snapMu      sync.Mutex // one snapshot at a time
-	bg          sync.WaitGroup
-	snapPending bool
+	jmu     sync.Mutex
+	wmu     sync.Mutex
+	queue   []*batch // checked batches waiting for the group commit, in order
+	running bool
+	j       journal
+	seq     uint64 // last committed record
+	since   int64  // log bytes since the last snapshot
+	gen     uint64 // snapshots taken since start + 1
+	lost    error
+	lostCh  chan error
+	// While Repersist runs, commits during storage loss keep their records
+	// here, to be written after the new snapshot (the log suffix).
+	repersisting bool
+	suffix       []record
+	repMu        sync.Mutex
+	rec          Recovery
+	snapMu       sync.Mutex // one snapshot at a time
+	bg           sync.WaitGroup
+	snapPending  bool
 }
 
 var _ storage.Store = (*Store)(nil)
@@ -133,33 +138,15 @@ func (s *Store) Start(ctx context.Context) error {
 		return errors.New("storage: already started")
 	}
 	s.inc = uint64(time.Now().UnixNano())
-	var j journal
-	switch {
-	case s.cfg.Device != nil:
-		bj, err := openBlockJournal(s.cfg.Device, s.log)
-		if err != nil {
-			return fmt.Errorf("storage: open device: %w", err)
-		}
-		inc, _ := bj.bl.GetUint64([]byte("incarnation"))
-		s.inc = inc + 1
-		if err := bj.bl.SetUint64([]byte("incarnation"), s.inc); err != nil {
+	j, err := s.openJournal()
+	if err != nil {
+		return fmt.Errorf("storage: %w", err)
+	}
+	if j != nil {
+		if err := s.nextIncarnation(j); err != nil {
+			j.close()
 			return fmt.Errorf("storage: %w", err)
 		}
-		if err := bj.bl.Err(); err != nil {
-			return fmt.Errorf("storage: device: %w", err)
-		}
-		j = bj
-	case s.cfg.Dir != "":
-		dj, err := openDirJournal(s.cfg.Dir, s.log)
-		if err != nil {
-			return fmt.Errorf("storage: %w", err)
-		}
-		inc, err := nextIncarnation(s.cfg.Dir)
-		if err != nil {
-			return fmt.Errorf("storage: %w", err)
-		}
-		s.inc = inc
-		j = dj
 	}
 	if j != nil {
 		var since int64
@@ -190,6 +177,39 @@ func (s *Store) Start(ctx context.Context) error {
 	s.eph = ephemeral.New(s.cfg.Node, s.inc)
 	s.running = true
 	return nil
+}
+
+// openJournal opens the configured journal (nil: none).
+func (s *Store) openJournal() (journal, error) {
+	switch {
+	case s.cfg.Device != nil:
+		bj, err := openBlockJournal(s.cfg.Device, s.log)
+		if err != nil {
+			return nil, fmt.Errorf("open device: %w", err)
+		}
+		return bj, nil
+	case s.cfg.Dir != "":
+		return openDirJournal(s.cfg.Dir, s.log)
+	}
+	return nil, nil
+}
+
+// nextIncarnation sets s.inc from a counter kept with the journal.
+func (s *Store) nextIncarnation(j journal) error {
+	if bj, ok := j.(*blockJournal); ok {
+		inc, _ := bj.bl.GetUint64([]byte("incarnation"))
+		s.inc = inc + 1
+		if err := bj.bl.SetUint64([]byte("incarnation"), s.inc); err != nil {
+			return err
+		}
+		if err := bj.bl.Err(); err != nil {
+			return fmt.Errorf("device: %w", err)
+		}
+		return nil
+	}
+	inc, err := nextIncarnation(s.cfg.Dir)
+	s.inc = inc
+	return err
 }
 
 // nextIncarnation bumps the counter kept in DIR/incarnation.
@@ -267,7 +287,10 @@ func (s *Store) loseLocked(err error) {
 	}
 	s.lost = err
 	s.log.Error("storage lost; continuing without disk", "err", err, "on_loss", s.cfg.OnLoss)
-	s.lostCh <- err
+	select { // Lost has room for one report; a reader that missed one sees Status
+	case s.lostCh <- err:
+	default:
+	}
 }
 
 // batch is one Apply waiting for the group commit.
@@ -291,7 +314,7 @@ func (s *Store) commit() {
 	var recs []record
 	for n < len(s.queue) && (n == 0 || size < maxGroup) {
 		b := s.queue[n]
-		if s.j != nil && s.lost == nil {
+		if s.j != nil && (s.lost == nil || s.repersisting) {
 			if disc := s.state.Filter(b.ops); len(disc) > 0 {
 				b.payload = tables.ApplyCommand(disc...).Encode(nil)
 				b.seq = s.seq + uint64(len(recs)) + 1
@@ -300,6 +323,10 @@ func (s *Store) commit() {
 			}
 		}
 		n++
+	}
+	if s.lost != nil { // storage lost: the records only go to a re-persist
+		s.suffix = append(s.suffix, recs...)
+		recs = nil
 	}
 	group := s.queue[:n:n]
 	j := s.j
@@ -332,7 +359,7 @@ func (s *Store) commit() {
 			continue
 		}
 		if err == nil && b.seq > 0 {
-			s.seq = b.seq
+			s.seq = b.seq // during loss too: Repersist continues the sequence
 			s.since += int64(len(b.payload) + recHeader)
 		}
 		b.done <- nil
@@ -444,6 +471,9 @@ func (s *Store) Declare(ctx context.Context, spec storage.TableSpec) error {
 			s.seq++
 			s.since += int64(len(p) + recHeader)
 		}
+	} else if s.j != nil && s.repersisting {
+		s.seq++
+		s.suffix = append(s.suffix, record{seq: s.seq, payload: cmd.Encode(nil)})
 	}
 	if s.lost != nil && s.cfg.OnLoss == "read-only" {
 		s.wmu.Unlock()
