@@ -7,12 +7,17 @@
 // Lifecycle: New(cfg) -> Start(ctx) (recovers from disk) -> use -> Stop(ctx).
 // Open(ctx, cfg) does New and Start.
 //
-// Apply checks every Cond against the current state, appends one record holding
-// the batch's disc-table writes, fdatasyncs it, then applies the whole batch in
-// RAM and returns. RAM tables are never written to disk. If the disk fails, the
-// store latches "storage lost", reports it once on Lost(), and then either keeps
-// committing in RAM (Config.OnLoss "ram", Status.Mode "degraded-ram") or refuses
-// writes with storage.ErrUnavailable ("read-only").
+// Apply checks the batch (tables, Conds) against the current state plus the
+// batches queued before it, queues it, and one caller at a time writes every
+// queued batch's disc-table writes as records with one write and one fdatasync
+// (group commit), then applies them in RAM in order and answers their callers.
+// RAM tables are never written to disk. If the disk fails, the store latches
+// "storage lost", reports it on Lost(), and then either keeps committing in RAM
+// (Config.OnLoss "ram", Status.Mode "degraded-ram") or refuses writes with
+// storage.ErrUnavailable ("read-only"); Repersist brings it back to durable.
+//
+// Persistence goes to a data directory (Config.Dir: log segments and a
+// snapshot file) or to a BlockDevice (Config.Device: the blocklog layout).
 //
 // local must not import xmppd, iscsi or init.
 package local
