@@ -148,58 +148,54 @@ func (a *Accounts) Exists(_ context.Context, user string) (bool, error) {
 
 // Create adds a user; an existing user yields an error wrapping storage.ErrConflict.
 func (a *Accounts) Create(ctx context.Context, user, password string) error {
-	u, err := a.Normalize(user)
-	if err != nil {
-		return err
-	}
-	rec, err := a.record(password)
-	if err != nil {
-		return err
-	}
-	if err := a.store.Apply(ctx, storage.Put(Table, u, rec).If(storage.CondAbsent)); err != nil {
-		if errors.Is(err, storage.ErrConflict) {
-			return fmt.Errorf("accounts: user %q exists: %w", u, err)
-		}
-		return fmt.Errorf("accounts: create %q: %w", u, err)
-	}
-	return nil
+	_, err := a.write(ctx, user, password, storage.CondAbsent, "create")
+	return err
 }
 
-// SetPassword replaces a user's keys.
+// SetPassword replaces a user's keys; an unknown user yields ErrNoUser.
 func (a *Accounts) SetPassword(ctx context.Context, user, password string) error {
-	u, err := a.Normalize(user)
-	if err != nil {
-		return err
-	}
-	rec, err := a.record(password)
-	if err != nil {
-		return err
-	}
-	if err := a.store.Apply(ctx, storage.Put(Table, u, rec).If(storage.CondPresent)); err != nil {
-		if errors.Is(err, storage.ErrConflict) {
-			return fmt.Errorf("%w: %q", ErrNoUser, u)
-		}
-		return fmt.Errorf("accounts: set password %q: %w", u, err)
-	}
-	return nil
+	_, err := a.write(ctx, user, password, storage.CondPresent, "set password")
+	return err
 }
 
 // Delete removes a user and then runs the removal callback.
 func (a *Accounts) Delete(ctx context.Context, user string) error {
-	u, err := a.Normalize(user)
+	u, err := a.write(ctx, user, "", storage.CondPresent, "delete")
 	if err != nil {
 		return err
-	}
-	if err := a.store.Apply(ctx, storage.Delete(Table, u).If(storage.CondPresent)); err != nil {
-		if errors.Is(err, storage.ErrConflict) {
-			return fmt.Errorf("%w: %q", ErrNoUser, u)
-		}
-		return fmt.Errorf("accounts: delete %q: %w", u, err)
 	}
 	if a.onRemoved != nil {
 		a.onRemoved(ctx, u)
 	}
 	return nil
+}
+
+// write puts new keys for password (or deletes the user when password is "" and
+// what is "delete") under the condition, mapping a failed condition to the
+// user-facing error, and returns the prepared username.
+func (a *Accounts) write(ctx context.Context, user, password string, cond storage.CondKind, what string) (string, error) {
+	u, err := a.Normalize(user)
+	if err != nil {
+		return "", err
+	}
+	op := storage.Delete(Table, u)
+	if what != "delete" {
+		rec, err := a.record(password)
+		if err != nil {
+			return "", err
+		}
+		op = storage.Put(Table, u, rec)
+	}
+	if err := a.store.Apply(ctx, op.If(cond)); err != nil {
+		switch {
+		case errors.Is(err, storage.ErrConflict) && cond == storage.CondAbsent:
+			return "", fmt.Errorf("accounts: user %q exists: %w", u, err)
+		case errors.Is(err, storage.ErrConflict):
+			return "", fmt.Errorf("%w: %q", ErrNoUser, u)
+		}
+		return "", fmt.Errorf("accounts: %s %q: %w", what, u, err)
+	}
+	return u, nil
 }
 
 // List returns every user in key order.

@@ -25,8 +25,7 @@ func TestStreamManagementResume(t *testing.T) {
 	if !strings.Contains(f, "<sm xmlns='urn:xmpp:sm:3'") {
 		t.Fatalf("no sm feature: %s", f)
 	}
-	bob.Send("<iq type='set' id='b1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>r</resource></bind></iq>")
-	bob.Expect("</iq>", 5*sec)
+	bob.Bind("r")
 	bob.Send("<enable xmlns='urn:xmpp:sm:3' resume='true'/><presence/>")
 	en := bob.Expect("/>", 5*sec)
 	id := testenv.Attr(en, "id")
@@ -105,8 +104,7 @@ func TestClientStateIndication(t *testing.T) {
 	if !strings.Contains(f, "<csi xmlns='urn:xmpp:csi:0'") {
 		t.Fatalf("no csi feature: %s", f)
 	}
-	bob.Send("<iq type='set' id='b1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>r</resource></bind></iq>")
-	bob.Expect("</iq>", 5*sec)
+	bob.Bind("r")
 	bob.Send("<presence/><inactive xmlns='urn:xmpp:csi:0'/>")
 	time.Sleep(300 * time.Millisecond)
 	bob.ReadUntil("\x00", 300*time.Millisecond) // discard anything before

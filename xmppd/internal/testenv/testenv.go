@@ -437,6 +437,13 @@ func DialTLS(t testing.TB, s *Server) *Raw {
 func (r *Raw) LoginPlain(domain, user, password, resource string) string {
 	r.t.Helper()
 	r.AuthPlain(domain, user, password)
+	return r.Bind(resource)
+}
+
+// Bind binds resource ("" = server-assigned) after authentication and returns the
+// full JID.
+func (r *Raw) Bind(resource string) string {
+	r.t.Helper()
 	res := ""
 	if resource != "" {
 		res = "<resource>" + resource + "</resource>"
