@@ -58,3 +58,47 @@ func TestStorageUnavailableIsWait(t *testing.T) {
 		}
 	}
 }
+
+// Odd payloads to every IQ namespace get exactly one reply each, never a panic, and an
+// error unless the request is a plausible one.
+func TestOddPayloadsGetOneReply(t *testing.T) {
+	h := modtest.NewHost("example.org", "alice", "bob")
+	for _, m := range Modules(Options{}) {
+		if err := m.Start(context.Background(), h); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a := h.Connect("alice@example.org/a")
+	shapes := func(ns string) []*xmlstream.Element {
+		return []*xmlstream.Element{
+			xmlstream.New(ns, "query"),
+			xmlstream.New(ns, "bogus"),
+			xmlstream.New(ns, "query").AppendText("text"),
+			xmlstream.New(ns, "query").Append(xmlstream.New(ns, "item")),
+			xmlstream.New(ns, "query").Append(xmlstream.New(ns, "item", "jid", "@@")),
+			xmlstream.New(ns, "query").Append(xmlstream.New("", "x")),
+			xmlstream.New(ns, "block").Append(xmlstream.New(ns, "item", "jid", "")),
+			xmlstream.New(ns, "vCard").Append(xmlstream.New(ns, "x").Append(xmlstream.New(ns, "y"))),
+		}
+	}
+	for _, ns := range h.Namespaces() {
+		for _, typ := range []string{"get", "set"} {
+			for _, to := range []string{"", "example.org", "bob@example.org"} {
+				for i, p := range shapes(ns) {
+					r := h.IQ(a, typ, to, p)
+					if r == nil {
+						t.Errorf("%s %s to=%q shape %d: no reply", ns, typ, to, i)
+						continue
+					}
+					if extra := modtest.Find(a.Take(), "iq", ""); len(extra) > 0 {
+						for _, e := range extra {
+							if e.Attr("type") == "result" || e.Attr("type") == "error" {
+								t.Errorf("%s %s shape %d: second reply %+v", ns, typ, i, e)
+							}
+						}
+					}
+				}
+			}
+		}
+	}
+}

@@ -272,6 +272,10 @@ func (m *Module) handleIQ(ctx context.Context, h module.Host, iq *module.IQ) {
 	}
 	user := iq.From.Local
 	q := iq.Payload()
+	if q.Local != "query" {
+		modutil.ReplyError(ctx, h, iq, module.ErrModify, "bad-request", "expected <query xmlns='jabber:iq:roster'/>")
+		return
+	}
 	switch iq.Stanza.Attr("type") {
 	case "get":
 		if iq.Session != nil {

@@ -431,6 +431,18 @@ func (h *Host) IQ(s *Session, typ, to string, payload *xmlstream.Element) *xmlst
 	return nil
 }
 
+// Namespaces lists the namespaces with an IQ handler.
+func (h *Host) Namespaces() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var out []string
+	for ns := range h.iqs {
+		out = append(out, ns)
+	}
+	sort.Strings(out)
+	return out
+}
+
 // Cond returns the defined condition of an error stanza, or "".
 func Cond(st *xmlstream.Element) string {
 	if st == nil {
