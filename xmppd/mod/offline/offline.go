@@ -132,11 +132,16 @@ func (m *Module) store(ctx context.Context, h module.Host, ev *module.EventData)
 	return true
 }
 
-// onPresence delivers stored messages to a session sending initial presence with a
-// non-negative priority (it runs before the presence module records the presence).
+// onPresence delivers stored messages to a session that becomes able to take
+// bare-JID messages: initial presence with a non-negative priority, or a presence
+// update raising a negative priority to a non-negative one (it runs before the
+// presence module records the presence).
 func (m *Module) onPresence(ctx context.Context, h module.Host, ev *module.EventData) bool {
 	st, s := ev.Stanza, ev.Session
-	if st == nil || s == nil || st.Local != "presence" || st.Attr("type") != "" || st.Attr("to") != "" || s.Presence() != nil {
+	if st == nil || s == nil || st.Local != "presence" || st.Attr("type") != "" || st.Attr("to") != "" {
+		return false
+	}
+	if s.Presence() != nil && s.Priority() >= 0 {
 		return false
 	}
 	if p, err := strconv.Atoi(st.ChildText("", "priority")); err == nil && p < 0 {

@@ -51,6 +51,11 @@ func TestStoreDeliverAndCap(t *testing.T) {
 	if len(a.Take()) != 0 {
 		t.Fatal("delivered to a negative-priority session")
 	}
+	a.SetPresence(p)
+	h.Send(a, xmlstream.New(xmlstream.NSClient, "presence").Append(xmlstream.New(xmlstream.NSClient, "priority").AppendText("-5")))
+	if len(a.Take()) != 0 {
+		t.Fatal("delivered on a negative-priority update")
+	}
 	a2 := h.Connect("alice@example.org/a2")
 	h.Send(a2, xmlstream.New(xmlstream.NSClient, "presence"))
 	got := modtest.Find(a2.Take(), "message", "")
@@ -63,6 +68,13 @@ func TestStoreDeliverAndCap(t *testing.T) {
 	}
 	if n := m.Count("alice"); n != 0 {
 		t.Fatalf("%d left after delivery", n)
+	}
+	// A stored message reaches a session raising its priority to non-negative.
+	h.Disconnect(a2)
+	h.Route(ctx, msg("chat", "later"))
+	h.Send(a, xmlstream.New(xmlstream.NSClient, "presence").Append(xmlstream.New(xmlstream.NSClient, "priority").AppendText("1")))
+	if got := modtest.Find(a.Take(), "message", ""); len(got) != 1 || got[0].ChildText("", "body") != "later" {
+		t.Fatalf("delivery on priority raise: %+v", got)
 	}
 }
 
