@@ -1,0 +1,150 @@
+package replicated
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"xedge/storage"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// Three nodes: writes from any node go through the leader, reads are local and
+// see the node's own writes at once, conditions are checked in the FSM.
+func TestThreeNodesForwardingAndLocalReads(t *testing.T) {
+	c := newCluster(t, 3)
+	c.waitVoters(3, 10*time.Second)
+	l := c.leader()
+	var f *testNode
+	for _, nd := range c.nodes {
+		if nd != l {
+			f = nd
+			break
+		}
+	}
+	mustDeclare(t, f.s, "roster", storage.Disc)
+	mustDeclare(t, f.s, "caps", storage.RAM)
+	for i := 0; i < 20; i++ {
+		mustApply(t, f.s, storage.Put("roster", fmt.Sprintf("alice\x00bob%02d", i), []byte("both")))
+		if v, ok := get(t, f.s, "roster", fmt.Sprintf("alice\x00bob%02d", i)); !ok || v != "both" {
+			t.Fatalf("read-your-writes on follower: got %q %v", v, ok)
+		}
+	}
+	mustApply(t, l.s, storage.Put("caps", "x", []byte("1")))
+	for _, nd := range c.nodes {
+		waitFor(t, nd.name+" to see the writes", 5*time.Second, func() bool {
+			tb, err := nd.s.Durable("roster")
+			if err != nil {
+				return false
+			}
+			n, _ := tb.Count("alice\x00")
+			_, ok := get(t, nd.s, "caps", "x")
+			return n == 20 && ok
+		})
+	}
+	// Conditions are decided in the FSM: a CondAbsent on an existing key fails
+	// on every node and nothing of the batch is applied.
+	ctx := context.Background()
+	err := f.s.Apply(ctx, storage.Put("roster", "new", []byte("x")), storage.Put("roster", "alice\x00bob00", nil).If(storage.CondAbsent))
+	if !errors.Is(err, storage.ErrConflict) {
+		t.Fatalf("conflicting batch: got %v, want ErrConflict", err)
+	}
+	if _, ok := get(t, f.s, "roster", "new"); ok {
+		t.Fatal("a failed batch was partly applied")
+	}
+	if err := f.s.Apply(ctx, storage.Put("nosuch", "k", nil)); !errors.Is(err, storage.ErrNoTable) {
+		t.Fatalf("undeclared table: got %v", err)
+	}
+	mustApply(t, c.nodes[2].s, storage.DeletePrefix("roster", "alice\x00bob1"))
+	if n, _ := mustTable(t, c.nodes[2].s, "roster").Count(""); n != 10 {
+		t.Fatalf("after delete-prefix: %d keys, want 10", n)
+	}
+
+	// xmppctl views.
+	for _, nd := range c.nodes {
+		st := nd.s.Status()
+		if st.Mode != "durable" || st.Role != "voter" || st.Leader != l.name || st.Generation == 0 {
+			t.Errorf("%s status: %+v", nd.name, st)
+		}
+	}
+	infos := c.nodes[2].s.Tables()
+	if len(infos) != 2 || infos[1].Name != "roster" || infos[1].Copy != "disc" || infos[1].Keys != 10 || infos[0].Copy != "ram" {
+		t.Fatalf("tables: %+v", infos)
+	}
+	if r := infos[1].Replicas; len(r) != 3 || !strings.HasPrefix(r[l.name], "voter/durable/leader") {
+		t.Fatalf("replicas: %v", r)
+	}
+}
+
+func mustTable(t *testing.T, s *Store, name string) storage.Table {
+	t.Helper()
+	tb, err := s.Durable(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tb
+}
+
+// Autopilot keeps 3 voters among 4 nodes and 5 among 5; the others are
+// nonvoters that replicate and serve reads.
+func TestAutopilotVoterCounts(t *testing.T) {
+	c := newCluster(t, 4)
+	c.waitVoters(3, 10*time.Second)
+	mustDeclare(t, c.nodes[0].s, "t", storage.Disc)
+	mustApply(t, c.nodes[0].s, storage.Put("t", "k", []byte("v")))
+	var non *testNode
+	for name, v := range c.suffrage() {
+		if v == "nonvoter" {
+			for _, nd := range c.nodes {
+				if nd.name == name {
+					non = nd
+				}
+			}
+		}
+	}
+	if non == nil {
+		t.Fatal("no nonvoter among 4 nodes")
+	}
+	waitFor(t, "nonvoter to replicate", 5*time.Second, func() bool { _, ok := get(t, non.s, "t", "k"); return ok })
+	if st := non.s.Status(); st.Role != "nonvoter" || st.Mode != "durable" {
+		t.Fatalf("nonvoter status %+v", st)
+	}
+	// A write from the nonvoter is forwarded too.
+	mustApply(t, non.s, storage.Put("t", "k2", []byte("v2")))
+	c.add()
+	c.waitVoters(5, 10*time.Second)
+}
+
+// A wrong cluster key cannot join, route or read, and the error names the
+// address and the likely cause.
+func TestWrongClusterKeyIsRefused(t *testing.T) {
+	c := newCluster(t, 1)
+	c.waitVoters(1, 5*time.Second)
+	cfg := fastConfig(t, "intruder", takeIP(), []string{c.nodes[0].s.Addr()}, nil, "")
+	cfg.ClusterKey = []byte("another key entirely, 32 bytes!!")
+	s, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Stop(context.Background())
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	_, err = s.rpc.call(ctx, c.nodes[0].s.Addr(), &rpcRequest{Op: "report", Report: &report{ID: "intruder#1", Name: "intruder", Addr: s.Addr()}})
+	if err == nil || !strings.Contains(err.Error(), c.nodes[0].s.Addr()) || !strings.Contains(err.Error(), "wrong cluster key") {
+		t.Fatalf("wrong key: got %v", err)
+	}
+	if n := len(c.suffrage()); n != 1 {
+		t.Fatalf("intruder got into the configuration: %v", c.suffrage())
+	}
+	if _, err := New(Config{NodeName: "x", ClusterAddr: "127.0.0.1:0", ClusterKey: []byte("short")}); err == nil {
+		t.Fatal("short cluster key accepted")
+	}
+}

@@ -1,0 +1,733 @@
+// Package replicated is the raft-replicated implementation of storage.Store:
+// durable tables replicated with hashicorp/raft across the cluster's nodes,
+// writes forwarded to the leader, reads local, 3 or 5 voters chosen among the
+// nodes whose storage is healthy (the rest are non-voters that replicate and
+// serve reads), and the storage-loss rules of DESIGN.md decision 5: RAM-only on
+// loss (leader steps down, node demoted), background re-persist into a new
+// generation when storage returns, fresh raft ID after a RAM-only run, and a
+// visible degraded-ram mode when no node has storage.
+//
+// It owns raft's stores (RAM copy + write-through to a storage.BlockDevice), the
+// authenticated inter-node transport (TLS 1.3 with an identity derived from the
+// cluster key), write forwarding, membership by join seeds, and the small
+// autopilot that picks voters. It must not import xmppd, iscsi or init: a disk
+// or LUN is only a storage.BlockDevice.
+package replicated
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"xedge/storage"
+	"xedge/storage/ephemeral"
+	"xedge/storage/tables"
+)
+
+// Config configures a replicated Store.
+type Config struct {
+	// NodeName names this node (stable across restarts; the raft ID adds an
+	// incarnation suffix).
+	NodeName string
+	// ClusterAddr is host:port to listen on for raft and RPC (port 0 picks one).
+	ClusterAddr string
+	// AdvertiseAddr is the address peers dial; default: the listener's address.
+	AdvertiseAddr string
+	// Join lists seed cluster addresses. Empty: bootstrap a new cluster if this
+	// node has no raft state yet.
+	Join []string
+	// DataDir holds the local marker that says "this node ran RAM-only", so a
+	// restart wipes stale device state and rejoins under a fresh ID. Empty: no
+	// marker (only safe when Device is nil).
+	DataDir string
+	// Device is the block device for raft's log and snapshots; nil runs RAM-only.
+	Device storage.BlockDevice
+	// ClusterKey authenticates and encrypts inter-node traffic (>= 16 bytes).
+	ClusterKey []byte
+	// ReadOnlyOnLoss refuses writes (storage.ErrUnavailable) while no node has
+	// working storage, instead of committing them to RAM (degraded-ram).
+	ReadOnlyOnLoss bool
+	// Logger receives the store's and raft's logs; default slog.Default().
+	Logger *slog.Logger
+
+	// Tuning; zero values take production defaults.
+	HeartbeatTimeout   time.Duration // default 1s
+	ElectionTimeout    time.Duration // default 1s
+	LeaderLeaseTimeout time.Duration // default 500ms
+	CommitTimeout      time.Duration // default 5ms
+	ReportInterval     time.Duration // membership/health report period, default 1s
+	SnapshotThreshold  uint64        // default 8192
+	TrailingLogs       uint64        // default 10240
+	// StorageProbe is how often a lost device is probed at first (backoff to 2s).
+	StorageProbe time.Duration // default 200ms
+}
+
+// Store is a storage.Store replicated with raft.
+type Store struct {
+	cfg  Config
+	log  *slog.Logger
+	id   raft.ServerID
+	addr string
+	inc  uint64
+
+	fsm   *fsm
+	st    *stores
+	mux   *mux
+	rpc   *rpcClient
+	trans *raft.NetworkTransport
+	raft  *raft.Raft
+
+	hasState bool
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+	kickRep  chan struct{}
+
+	mu           sync.Mutex
+	leaderCommit uint64
+	started      bool
+	stopped      bool
+
+	eph      *ephemeral.Set
+	ap       autopilotState
+	stepping atomic.Bool
+}
+
+var _ storage.Store = (*Store)(nil)
+
+const markerName = "raft-ram-only"
+
+// New prepares a Store: it opens the device, derives the cluster identity and
+// listens on the cluster address. Start joins or bootstraps the cluster.
+func New(cfg Config) (*Store, error) {
+	if cfg.NodeName == "" || strings.Contains(cfg.NodeName, "#") {
+		return nil, fmt.Errorf("replicated: invalid node name %q", cfg.NodeName)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	setDefault(&cfg.HeartbeatTimeout, time.Second)
+	setDefault(&cfg.ElectionTimeout, time.Second)
+	setDefault(&cfg.LeaderLeaseTimeout, 500*time.Millisecond)
+	setDefault(&cfg.CommitTimeout, 5*time.Millisecond)
+	setDefault(&cfg.ReportInterval, time.Second)
+	setDefault(&cfg.StorageProbe, 200*time.Millisecond)
+	if cfg.SnapshotThreshold == 0 {
+		cfg.SnapshotThreshold = 8192
+	}
+	if cfg.TrailingLogs == 0 {
+		cfg.TrailingLogs = 10240
+	}
+	log := cfg.Logger.With("component", "replicated", "node", cfg.NodeName)
+	tc, err := clusterTLS(cfg.ClusterKey)
+	if err != nil {
+		return nil, err
+	}
+	wipe := false
+	if cfg.DataDir != "" {
+		if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+			return nil, fmt.Errorf("replicated: data dir: %w", err)
+		}
+		if _, err := os.Stat(filepath.Join(cfg.DataDir, markerName)); err == nil {
+			wipe = true
+			log.Warn("this node ran RAM-only before this start: wiping its raft state and rejoining under a fresh ID")
+		}
+	}
+	st, err := openStores(cfg.Device, wipe, log)
+	if err != nil {
+		return nil, err
+	}
+	st.probe = cfg.StorageProbe
+	if wipe && st.durable() {
+		_ = os.Remove(filepath.Join(cfg.DataDir, markerName))
+	}
+	s := &Store{cfg: cfg, log: log, fsm: newFSM(), st: st, kickRep: make(chan struct{}, 1),
+		inc: uint64(time.Now().UnixNano())}
+	s.eph = ephemeral.New(cfg.NodeName, s.inc)
+	s.hasState, err = raft.HasExistingState(st, st, st)
+	if err != nil {
+		return nil, fmt.Errorf("replicated: inspect raft state: %w", err)
+	}
+	if id, err := st.Get([]byte(keyNodeID)); err == nil && s.hasState {
+		s.id = raft.ServerID(id)
+	} else {
+		s.hasState = false
+		s.id = raft.ServerID(cfg.NodeName + "#" + randomHex(4))
+		_ = st.Set([]byte(keyNodeID), []byte(s.id))
+	}
+	if cfg.Device == nil {
+		s.log.Info("no storage device: this node keeps raft state in RAM only")
+	}
+	m, err := newMux(cfg.ClusterAddr, tc, log)
+	if err != nil {
+		return nil, err
+	}
+	s.mux = m
+	s.addr = cfg.AdvertiseAddr
+	if s.addr == "" {
+		s.addr = m.ln.Addr().String()
+	}
+	s.rpc = &rpcClient{tls: tc, idle: map[string][]*rpcConn{}}
+	m.rpc = func(c net.Conn) { serveRPC(c, s.handleRPC) }
+	st.onChange = s.storageChanged
+	return s, nil
+}
+
+const keyNodeID = "xedge/node-id"
+
+func setDefault(d *time.Duration, v time.Duration) {
+	if *d == 0 {
+		*d = v
+	}
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// nameOf returns the node name of a raft server ID ("name#incarnation").
+func nameOf(id raft.ServerID) string {
+	s := string(id)
+	if i := strings.LastIndexByte(s, '#'); i >= 0 {
+		return s[:i]
+	}
+	return s
+}
+
+// ID is this node's raft server ID (node name + incarnation).
+func (s *Store) ID() string { return string(s.id) }
+
+// Addr is the cluster address peers reach this node on.
+func (s *Store) Addr() string { return s.addr }
+
+// Start starts raft and the background loops; a node without state either
+// bootstraps (no Join) or asks the seeds to add it.
+func (s *Store) Start(ctx context.Context) error {
+	s.mu.Lock()
+	if s.started {
+		s.mu.Unlock()
+		return errors.New("replicated: already started")
+	}
+	s.started = true
+	s.mu.Unlock()
+	rc := raft.DefaultConfig()
+	rc.LocalID = s.id
+	rc.HeartbeatTimeout = s.cfg.HeartbeatTimeout
+	rc.ElectionTimeout = s.cfg.ElectionTimeout
+	rc.LeaderLeaseTimeout = s.cfg.LeaderLeaseTimeout
+	rc.CommitTimeout = s.cfg.CommitTimeout
+	rc.SnapshotThreshold = s.cfg.SnapshotThreshold
+	rc.TrailingLogs = s.cfg.TrailingLogs
+	rc.Logger = newHCLog(s.log.With("component", "raft"))
+	s.trans = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+		Stream:  &streamLayer{m: s.mux},
+		MaxPool: 3,
+		Timeout: 5 * time.Second,
+		Logger:  rc.Logger,
+	})
+	s.mux.serve()
+	r, err := raft.NewRaft(rc, s.fsm, s.st, s.st, s.st, s.trans)
+	if err != nil {
+		_ = s.trans.Close()
+		return fmt.Errorf("replicated: start raft: %w", err)
+	}
+	s.raft = r
+	if !s.hasState && len(s.cfg.Join) == 0 {
+		f := r.BootstrapCluster(raft.Configuration{Servers: []raft.Server{
+			{Suffrage: raft.Voter, ID: s.id, Address: raft.ServerAddress(s.addr)}}})
+		if err := f.Error(); err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
+			return fmt.Errorf("replicated: bootstrap: %w", err)
+		}
+		s.log.Info("bootstrapped a new cluster", "id", s.id, "addr", s.addr)
+	}
+	lctx, cancel := context.WithCancel(context.Background())
+	s.cancel = cancel
+	s.wg.Add(3)
+	go func() { defer s.wg.Done(); s.st.run(lctx) }()
+	go func() { defer s.wg.Done(); s.reportLoop(lctx) }()
+	go func() { defer s.wg.Done(); s.autopilotLoop(lctx) }()
+	if !s.st.durable() {
+		s.storageChanged(false)
+	}
+	return nil
+}
+
+// Stop shuts raft and the transport down. It is safe to call more than once.
+func (s *Store) Stop(ctx context.Context) error {
+	s.mu.Lock()
+	if s.stopped {
+		s.mu.Unlock()
+		return nil
+	}
+	s.stopped = true
+	started := s.started
+	s.mu.Unlock()
+	if s.cancel != nil {
+		s.cancel()
+	}
+	var err error
+	if started && s.raft != nil {
+		done := make(chan error, 1)
+		go func() { done <- s.raft.Shutdown().Error() }()
+		select {
+		case err = <-done:
+		case <-ctx.Done():
+			err = ctx.Err()
+		}
+	}
+	s.rpc.close()
+	if s.trans != nil {
+		_ = s.trans.Close()
+	}
+	s.mux.close()
+	s.wg.Wait()
+	if err != nil {
+		return fmt.Errorf("replicated: stop: %w", err)
+	}
+	return nil
+}
+
+// Leave removes this node from the cluster (leadership is handed over first),
+// then stops it.
+func (s *Store) Leave(ctx context.Context) error {
+	if s.raft != nil && s.raft.State() == raft.Leader {
+		if err := s.raft.LeadershipTransfer().Error(); err != nil {
+			s.log.Warn("leave: leadership transfer failed", "err", err)
+		}
+	}
+	_, err := s.submit(ctx, &rpcRequest{Op: "leave", ID: string(s.id)})
+	if err != nil {
+		err = fmt.Errorf("replicated: leave: %w", err)
+	}
+	return errors.Join(err, s.Stop(ctx))
+}
+
+// storageChanged is called by the stores (outside their lock) when the device
+// is lost or back.
+func (s *Store) storageChanged(durable bool) {
+	marker := filepath.Join(s.cfg.DataDir, markerName)
+	if durable {
+		s.log.Info("storage back: durable again; asking for promotion", "generation", s.st.generation())
+		if s.cfg.DataDir != "" {
+			_ = os.Remove(marker)
+		}
+		s.kickReport()
+		return
+	}
+	if s.cfg.DataDir != "" && s.cfg.Device != nil {
+		if err := os.WriteFile(marker, []byte(time.Now().UTC().Format(time.RFC3339)+"\n"), 0o600); err != nil {
+			s.log.Error("cannot write RAM-only marker", "err", err)
+		}
+	}
+	if s.raft == nil {
+		return
+	}
+	if s.cfg.Device != nil {
+		s.log.Warn("storage lost: node is RAM-only; stepping down if leader and asking to be demoted")
+	}
+	if s.raft.State() == raft.Leader {
+		// Asynchronously: this may run on raft's own goroutine (inside StoreLogs).
+		s.stepDownAsync()
+	}
+	s.kickReport()
+}
+
+// stepDown hands leadership to a voter with healthy storage, if there is one.
+func (s *Store) stepDown() {
+	cfgF := s.raft.GetConfiguration()
+	if cfgF.Error() != nil {
+		return
+	}
+	members := s.fsm.membersCopy()
+	for _, srv := range cfgF.Configuration().Servers {
+		if srv.ID == s.id || srv.Suffrage != raft.Voter {
+			continue
+		}
+		if members[string(srv.ID)].Storage == "durable" {
+			start := time.Now()
+			if err := s.raft.LeadershipTransferToServer(srv.ID, srv.Address).Error(); err != nil {
+				s.log.Warn("leadership transfer failed", "to", srv.ID, "err", err)
+				continue
+			}
+			s.log.Info("stepped down after storage loss", "new_leader", srv.ID, "took", time.Since(start).Round(time.Millisecond))
+			return
+		}
+	}
+}
+
+func (s *Store) kickReport() {
+	select {
+	case s.kickRep <- struct{}{}:
+	default:
+	}
+}
+
+// storageState is this node's storage health as reported to the leader.
+func (s *Store) storageState() string {
+	if s.cfg.Device != nil && s.st.durable() {
+		return "durable"
+	}
+	return "ram-only"
+}
+
+// reportLoop tells the leader (or, before joining, the seeds) who this node is
+// and how its storage is, every ReportInterval and on every change.
+func (s *Store) reportLoop(ctx context.Context) {
+	t := time.NewTicker(s.cfg.ReportInterval)
+	defer t.Stop()
+	seed := 0
+	for {
+		rep := &report{ID: string(s.id), Name: s.cfg.NodeName, Addr: s.addr, Storage: s.storageState(),
+			Applied: s.fsm.appliedIndex()}
+		var resp *rpcResponse
+		var err error
+		if s.raft.State() == raft.Leader {
+			resp = s.handleReport(rep)
+		} else if addr, _ := s.raft.LeaderWithID(); addr != "" {
+			resp, err = s.callTimeout(ctx, string(addr), &rpcRequest{Op: "report", Report: rep})
+		} else if len(s.cfg.Join) > 0 {
+			addr := s.cfg.Join[seed%len(s.cfg.Join)]
+			seed++
+			if addr != s.addr {
+				resp, err = s.callTimeout(ctx, addr, &rpcRequest{Op: "report", Report: rep})
+			}
+		}
+		if err != nil && ctx.Err() == nil {
+			s.log.Debug("report to leader failed", "err", err)
+			if !s.joined() {
+				s.log.Warn("join: cannot reach seed", "err", err)
+			}
+		}
+		if resp != nil && resp.Err == "" {
+			s.mu.Lock()
+			s.leaderCommit = resp.Commit
+			s.mu.Unlock()
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-s.kickRep:
+		}
+	}
+}
+
+// joined reports whether this node knows a leader (is part of a cluster).
+func (s *Store) joined() bool {
+	addr, _ := s.raft.LeaderWithID()
+	return addr != ""
+}
+
+func (s *Store) callTimeout(ctx context.Context, addr string, req *rpcRequest) (*rpcResponse, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	return s.rpc.call(ctx, addr, req)
+}
+
+// handleRPC serves a request from a peer, forwarding to the leader if needed.
+func (s *Store) handleRPC(req *rpcRequest) *rpcResponse {
+	if s.raft.State() != raft.Leader {
+		if req.Hops >= 3 {
+			return &rpcResponse{Err: "too many forwarding hops", Kind: "unavailable"}
+		}
+		addr, _ := s.raft.LeaderWithID()
+		if addr == "" {
+			return &rpcResponse{Err: "no leader", Kind: "unavailable"}
+		}
+		fwd := *req
+		fwd.Hops++
+		resp, err := s.callTimeout(context.Background(), string(addr), &fwd)
+		if err != nil {
+			return &rpcResponse{Err: err.Error(), Kind: "unavailable"}
+		}
+		return resp
+	}
+	switch req.Op {
+	case "apply":
+		return s.leaderApply(req.Cmd, 10*time.Second)
+	case "report":
+		if req.Report == nil {
+			return &rpcResponse{Err: "empty report"}
+		}
+		return s.handleReport(req.Report)
+	case "leave":
+		f := s.raft.RemoveServer(raft.ServerID(req.ID), 0, 10*time.Second)
+		if err := f.Error(); err != nil {
+			return &rpcResponse{Err: err.Error(), Kind: "unavailable"}
+		}
+		s.log.Info("node left the cluster", "id", req.ID)
+		return &rpcResponse{}
+	}
+	return &rpcResponse{Err: fmt.Sprintf("unknown rpc %q", req.Op)}
+}
+
+// leaderApply commits cmd through raft on the leader.
+func (s *Store) leaderApply(cmd []byte, timeout time.Duration) *rpcResponse {
+	if s.cfg.ReadOnlyOnLoss && s.degraded() {
+		return &rpcResponse{Err: "read-only: no node has working storage", Kind: "unavailable"}
+	}
+	f := s.raft.Apply(cmd, timeout)
+	if err := f.Error(); err != nil {
+		return &rpcResponse{Err: err.Error(), Kind: "unavailable"}
+	}
+	resp := &rpcResponse{Index: f.Index(), Commit: s.raft.CommitIndex()}
+	if r, ok := f.Response().(applyResult); ok && r.err != nil {
+		resp.Err = r.err.Error()
+		switch {
+		case errors.Is(r.err, storage.ErrConflict):
+			resp.Kind = "conflict"
+		case errors.Is(r.err, storage.ErrNoTable):
+			resp.Kind = "notable"
+		}
+	}
+	return resp
+}
+
+// submit sends a request to the leader (locally if this node leads), retrying
+// while there is no leader or it cannot be reached, until ctx ends or ~5s.
+func (s *Store) submit(ctx context.Context, req *rpcRequest) (*rpcResponse, error) {
+	deadline := time.Now().Add(5 * time.Second)
+	wait := 20 * time.Millisecond
+	for attempt := 0; ; attempt++ {
+		var resp *rpcResponse
+		var err error
+		if s.isStopped() {
+			return nil, fmt.Errorf("%w: store stopped", storage.ErrUnavailable)
+		}
+		if s.raft.State() == raft.Leader {
+			resp = s.handleRPC(req)
+		} else if addr, _ := s.raft.LeaderWithID(); addr != "" {
+			resp, err = s.rpc.call(ctx, string(addr), req)
+		} else {
+			err = errors.New("no leader")
+		}
+		retry := err != nil || (resp.Kind == "unavailable" && (strings.Contains(resp.Err, raft.ErrNotLeader.Error()) ||
+			resp.Err == "no leader"))
+		if !retry {
+			return resp, nil
+		}
+		if time.Now().Add(wait).After(deadline) || attempt > 50 {
+			if err == nil {
+				err = errors.New(resp.Err)
+			}
+			return nil, fmt.Errorf("%w: %w", storage.ErrUnavailable, err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%w: %w", storage.ErrUnavailable, ctx.Err())
+		case <-time.After(wait):
+		}
+		wait = min(wait*2, 500*time.Millisecond)
+	}
+}
+
+func (s *Store) isStopped() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.stopped || !s.started
+}
+
+func respError(resp *rpcResponse) error {
+	if resp.Err == "" {
+		return nil
+	}
+	switch resp.Kind {
+	case "conflict":
+		return storage.ErrConflict
+	case "notable":
+		return fmt.Errorf("%w: %s", storage.ErrNoTable, resp.Err)
+	case "unavailable":
+		return fmt.Errorf("%w: %s", storage.ErrUnavailable, resp.Err)
+	}
+	return fmt.Errorf("replicated: %s", resp.Err)
+}
+
+// commit submits cmd and waits until this node's FSM has applied it, so a
+// read after the call sees the write.
+func (s *Store) commit(ctx context.Context, entry []byte) error {
+	resp, err := s.submit(ctx, &rpcRequest{Op: "apply", Cmd: entry})
+	if err != nil {
+		return err
+	}
+	if resp.Index > 0 && !s.fsm.waitApplied(resp.Index, ctx.Done()) {
+		return fmt.Errorf("%w: committed at %d but not yet applied here: %w", storage.ErrUnavailable, resp.Index, ctx.Err())
+	}
+	return respError(resp)
+}
+
+// Declare implements storage.Store.
+func (s *Store) Declare(ctx context.Context, spec storage.TableSpec) error {
+	if spec.Name == "" {
+		return errors.New("replicated: empty table name")
+	}
+	if !s.fsm.state.NeedsDeclare(spec) {
+		return nil
+	}
+	return s.commit(ctx, encodeTables(tables.DeclareCommand(spec)))
+}
+
+// Durable implements storage.Store.
+func (s *Store) Durable(name string) (storage.Table, error) {
+	return s.fsm.state.Table(name)
+}
+
+// Apply implements storage.Store.
+func (s *Store) Apply(ctx context.Context, ops ...storage.Op) error {
+	if len(ops) == 0 {
+		return nil
+	}
+	for _, op := range ops {
+		if _, ok := s.fsm.state.Spec(op.Table); !ok {
+			return fmt.Errorf("%w: %q", storage.ErrNoTable, op.Table)
+		}
+	}
+	return s.commit(ctx, encodeTables(tables.ApplyCommand(ops...)))
+}
+
+// degraded reports whether no member of the cluster has working storage.
+func (s *Store) degraded() bool {
+	if s.storageState() == "durable" {
+		return false
+	}
+	members := s.fsm.membersCopy()
+	for _, m := range members {
+		if m.Storage == "durable" {
+			return false
+		}
+	}
+	return true
+}
+
+// Status implements storage.Store.
+func (s *Store) Status() storage.Status {
+	st := storage.Status{Node: s.cfg.NodeName, Generation: s.st.generation(), AppliedIdx: s.fsm.appliedIndex()}
+	st.Backend = "raft+ram"
+	if s.cfg.Device != nil {
+		st.Backend = "raft+blockdev"
+	}
+	durable := s.storageState() == "durable"
+	switch {
+	case durable:
+		st.Mode = "durable"
+	case s.degraded() && s.cfg.ReadOnlyOnLoss:
+		st.Mode = "read-only"
+	case s.degraded():
+		st.Mode = "degraded-ram"
+	default:
+		st.Mode = "ram-only"
+	}
+	if s.raft == nil {
+		st.Detail = "not started"
+		return st
+	}
+	if addr, id := s.raft.LeaderWithID(); addr != "" {
+		st.Leader = nameOf(id)
+	}
+	st.Role = "nonvoter"
+	if f := s.raft.GetConfiguration(); f.Error() == nil {
+		for _, srv := range f.Configuration().Servers {
+			if srv.ID == s.id && srv.Suffrage == raft.Voter {
+				st.Role = "voter"
+			}
+		}
+	}
+	if s.raft.State() == raft.Leader {
+		st.LagEntries = s.maxFollowerLag()
+	} else {
+		s.mu.Lock()
+		if s.leaderCommit > st.AppliedIdx {
+			st.LagEntries = s.leaderCommit - st.AppliedIdx
+		}
+		s.mu.Unlock()
+	}
+	var detail []string
+	detail = append(detail, "id "+string(s.id))
+	if since, err := s.st.lostSince(); !durable && s.cfg.Device != nil && !since.IsZero() {
+		detail = append(detail, fmt.Sprintf("storage lost since %s (%v)", since.UTC().Format(time.RFC3339), err))
+	}
+	switch st.Mode {
+	case "degraded-ram", "read-only":
+		detail = append(detail, "no node has working storage: "+s.lossWindow())
+	case "ram-only":
+		detail = append(detail, "this node's storage is lost; it is a non-voter until storage returns and it re-persists")
+	}
+	st.Detail = strings.Join(detail, "; ")
+	return st
+}
+
+// lossWindow states what is at risk while the cluster runs on RAM.
+func (s *Store) lossWindow() string {
+	voters := 0
+	if f := s.raft.GetConfiguration(); f.Error() == nil {
+		for _, srv := range f.Configuration().Servers {
+			if srv.Suffrage == raft.Voter {
+				voters++
+			}
+		}
+	}
+	if s.cfg.ReadOnlyOnLoss {
+		return "writes are refused until storage returns (read-only option)"
+	}
+	return fmt.Sprintf("writes are committed in RAM only; if %d of %d voters crash before storage returns, writes since the loss are lost",
+		voters/2+1, voters)
+}
+
+// Tables implements storage.Store.
+func (s *Store) Tables() []storage.TableInfo {
+	replicas := s.replicaStates()
+	out := s.fsm.state.Info()
+	for i := range out {
+		out[i].Replicas = replicas
+	}
+	for _, t := range s.eph.Info() {
+		t.Replicas = map[string]string{s.cfg.NodeName: "local"}
+		out = append(out, t)
+	}
+	return out
+}
+
+// replicaStates maps node name to "voter|nonvoter/durable|ram-only[/leader]".
+func (s *Store) replicaStates() map[string]string {
+	out := map[string]string{}
+	if s.raft == nil {
+		return out
+	}
+	f := s.raft.GetConfiguration()
+	if f.Error() != nil {
+		return out
+	}
+	members := s.fsm.membersCopy()
+	_, leader := s.raft.LeaderWithID()
+	for _, srv := range f.Configuration().Servers {
+		role := "nonvoter"
+		if srv.Suffrage == raft.Voter {
+			role = "voter"
+		}
+		stor := members[string(srv.ID)].Storage
+		if srv.ID == s.id {
+			stor = s.storageState()
+		}
+		if stor == "" {
+			stor = "unknown"
+		}
+		v := role + "/" + stor
+		if srv.ID == leader {
+			v += "/leader"
+		}
+		out[nameOf(srv.ID)] = v
+	}
+	return out
+}
