@@ -182,4 +182,5 @@ func (s *Server) Banner(w io.Writer) {
 	if s.cfg.AllowRegistration {
 		fmt.Fprintln(w, "  or register in-band (XEP-0077) from an XMPP client.")
 	}
+	fmt.Fprintln(w, "Stop with Ctrl-C or SIGTERM.")
 }

@@ -86,6 +86,9 @@ type Options struct {
 	Domain string
 	// NoTLSListener disables the direct TLS listener.
 	NoTLSListener bool
+	// Data reuses a data directory (e.g. another Server's Data, to test restarts);
+	// empty means a fresh one.
+	Data string
 }
 
 // Server is a running xmppd.
@@ -98,10 +101,12 @@ type Server struct {
 	Data    string
 	Socket  string
 	Ctlbin  string
-	cmd     *exec.Cmd
-	logMu   sync.Mutex
-	log     bytes.Buffer
-	exited  chan struct{}
+	// ConfigFile is the YAML file written from Options.Config ("" if none).
+	ConfigFile string
+	cmd        *exec.Cmd
+	logMu      sync.Mutex
+	log        bytes.Buffer
+	exited     chan struct{}
 }
 
 // Start starts xmppd and waits until it listens.
@@ -113,7 +118,13 @@ func Start(t testing.TB, o Options) *Server {
 	}
 	dir := t.TempDir()
 	s := &Server{t: t, Domain: o.Domain, Host: "127.0.0.1", Data: filepath.Join(dir, "data"), Socket: filepath.Join(dir, "admin.sock"), Ctlbin: ctl, exited: make(chan struct{})}
-	args := []string{"--domain", o.Domain, "--data", s.Data, "--admin-socket", s.Socket, "--c2s", "127.0.0.1:0", "--log-level", "debug"}
+	if o.Data != "" {
+		s.Data = o.Data
+	}
+	args := []string{"--domain", o.Domain, "--data", s.Data, "--admin-socket", s.Socket, "--c2s", "127.0.0.1:0"}
+	if !strings.Contains(o.Config, "log-level") && !strings.Contains(o.Config, "log_level") {
+		args = append(args, "--log-level", "debug")
+	}
 	if o.NoTLSListener {
 		args = append(args, "--c2s-tls", "")
 	} else {
@@ -125,6 +136,7 @@ func Start(t testing.TB, o Options) *Server {
 			t.Fatal(err)
 		}
 		args = append(args, "--config", f)
+		s.ConfigFile = f
 	}
 	args = append(args, o.Args...)
 	s.cmd = exec.Command(bin, args...)
@@ -152,7 +164,7 @@ func Start(t testing.TB, o Options) *Server {
 			if i := strings.Index(line, "(direct TLS, 0368):"); i >= 0 {
 				s.TLSPort = portOf(line[i+len("(direct TLS, 0368):"):])
 			}
-			if strings.HasPrefix(line, "Add a user") && !done {
+			if strings.HasPrefix(line, "Stop with Ctrl-C") && !done {
 				done = true
 				close(ready)
 			}
@@ -216,6 +228,24 @@ func (s *Server) Stop() {
 		s.cmd.Process.Kill()
 		<-s.exited
 		s.t.Errorf("testenv: xmppd did not stop within 15s after SIGTERM")
+	}
+}
+
+// Signal sends sig to xmppd.
+func (s *Server) Signal(sig os.Signal) {
+	if err := s.cmd.Process.Signal(sig); err != nil {
+		s.t.Errorf("testenv: signal %v: %v", sig, err)
+	}
+}
+
+// ExitCode waits up to timeout for xmppd to exit and returns its exit code (-1 if
+// it is still running).
+func (s *Server) ExitCode(timeout time.Duration) int {
+	select {
+	case <-s.exited:
+		return s.cmd.ProcessState.ExitCode()
+	case <-time.After(timeout):
+		return -1
 	}
 }
 
