@@ -61,6 +61,7 @@ func TestModules(t *testing.T) {
 		{"RosterGetSetRemovePush", "roster", 2, nil},
 		{"RosterVersioning", "rosterver", 1, nil},
 		{"SubscriptionHandshake", "subscription", 2, nil},
+		{"PreApproval", "preapproval", 2, nil},
 		{"Presence", "presence", 3, nil},
 		{"Offline", "offline", 2, []string{strconv.Itoa(offlineCap)}},
 		{"Disco", "disco", 1, nil},

@@ -34,6 +34,7 @@ import (
 const (
 	NS       = "jabber:iq:roster"
 	NSVerFea = "urn:xmpp:features:rosterver"
+	NSPreFea = "urn:xmpp:features:pre-approval"
 )
 
 // Table names.
@@ -60,6 +61,8 @@ type Item struct {
 	Groups []string `json:"groups,omitempty"`
 	Sub    string   `json:"sub"`
 	Ask    bool     `json:"ask,omitempty"`
+	// Approved is a pre-approval (RFC 6121 §3.4).
+	Approved bool `json:"approved,omitempty"`
 }
 
 type pending struct {
@@ -105,6 +108,12 @@ func (m *Module) Start(ctx context.Context, h module.Host) error {
 			return nil
 		}
 		return xmlstream.New(NSVerFea, "ver")
+	})
+	h.StreamFeature(func(s module.StreamState) *xmlstream.Element {
+		if !s.Authenticated {
+			return nil
+		}
+		return xmlstream.New(NSPreFea, "sub")
 	})
 	h.Hook(module.EvC2SIn, 40, m.outbound)
 	h.Hook(module.EvDeliver, 40, m.inbound)
@@ -177,7 +186,7 @@ func (m *Module) state(user, contact string) (State, Item) {
 	it, ok := m.Get(user, contact)
 	s := State{Sub: SubNone, InRoster: ok}
 	if ok {
-		s.Sub, s.Ask = it.Sub, it.Ask
+		s.Sub, s.Ask, s.Approved = it.Sub, it.Ask, it.Approved
 	} else {
 		it = Item{JID: contact, Sub: SubNone}
 	}
@@ -203,8 +212,8 @@ func (m *Module) commitItem(ctx context.Context, user string, old State, it Item
 			ops = append(ops, storage.Delete(TableItems, key))
 			changed = true
 		}
-	} else if s.InRoster && (force || !old.InRoster || s.Sub != old.Sub || s.Ask != old.Ask) {
-		it.Sub, it.Ask = s.Sub, s.Ask
+	} else if s.InRoster && (force || !old.InRoster || s.Sub != old.Sub || s.Ask != old.Ask || s.Approved != old.Approved) {
+		it.Sub, it.Ask, it.Approved = s.Sub, s.Ask, s.Approved
 		b, _ := json.Marshal(it)
 		ops = append(ops, storage.Put(TableItems, key, b))
 		changed = true
@@ -242,6 +251,9 @@ func itemElement(it Item, remove bool) *xmlstream.Element {
 	e.SetAttr("subscription", it.Sub)
 	if it.Ask {
 		e.SetAttr("ask", "subscribe")
+	}
+	if it.Approved {
+		e.SetAttr("approved", "true")
 	}
 	for _, g := range it.Groups {
 		e.Append(xmlstream.New(NS, "group").AppendText(g))
@@ -370,7 +382,7 @@ func (m *Module) set(ctx context.Context, h module.Host, iq *module.IQ, user str
 		modutil.ReplyStoreError(ctx, h, iq, "roster set", err)
 		return
 	}
-	it.Sub, it.Ask = s.Sub, s.Ask
+	it.Sub, it.Ask, it.Approved = s.Sub, s.Ask, s.Approved
 	modutil.ReplyResult(ctx, h, iq)
 	m.push(user, ver, it, false)
 }
@@ -471,7 +483,7 @@ func (m *Module) outbound(ctx context.Context, h module.Host, ev *module.EventDa
 		return true
 	}
 	if changed {
-		it.Sub, it.Ask = s.Sub, s.Ask
+		it.Sub, it.Ask, it.Approved = s.Sub, s.Ask, s.Approved
 		m.push(user, ver, it, false)
 	}
 	if route {
@@ -549,11 +561,14 @@ func (m *Module) inbound(ctx context.Context, h module.Host, ev *module.EventDat
 		return true
 	}
 	if changed {
-		it.Sub, it.Ask = s.Sub, s.Ask
+		it.Sub, it.Ask, it.Approved = s.Sub, s.Ask, s.Approved
 		m.push(user, ver, it, false)
 	}
 	if auto != "" {
 		h.Route(ctx, xmlstream.New(xmlstream.NSClient, "presence", "type", auto, "from", to.String(), "to", contact))
+		if old.Approved && !s.Approved {
+			m.sendCurrent(ctx, to, contact) // a pre-approved request was just granted
+		}
 	}
 	if deliver {
 		out := st.Copy()

@@ -254,3 +254,48 @@ func TestSubscribeToUnknownLocalUserAndForeignItems(t *testing.T) {
 		}
 	}
 }
+
+func TestPreApproval(t *testing.T) {
+	h, m := setup(t, "alice", "bob")
+	a := h.Connect("alice@example.org/a")
+	a.SetInterested()
+	a.SetPresence(xmlstream.New(xmlstream.NSClient, "presence"))
+	b := h.Connect("bob@example.org/b")
+	b.SetInterested()
+	b.SetPresence(xmlstream.New(xmlstream.NSClient, "presence"))
+
+	// bob pre-approves alice: an item with approved, nothing reaches alice.
+	h.Send(b, pres("subscribed", "alice@example.org"))
+	it, ok := m.Get("bob", "alice@example.org")
+	if !ok || !it.Approved || it.Sub != SubNone {
+		t.Fatalf("pre-approved item: %+v %v", it, ok)
+	}
+	push := modtest.Find(b.Take(), "iq", "set")
+	if len(push) != 1 || push[0].Child(NS, "query").Child(NS, "item").Attr("approved") != "true" {
+		t.Fatalf("push with approved: %+v", push)
+	}
+	if n := len(modtest.Find(a.Take(), "presence", "")); n != 0 {
+		t.Fatal("a pre-approval was routed")
+	}
+	// alice asks: granted at once, bob is not asked and gets a push with from.
+	h.Send(a, pres("subscribe", "bob@example.org"))
+	if it, _ := m.Get("bob", "alice@example.org"); it.Sub != SubFrom || it.Approved {
+		t.Fatalf("bob after pre-approved request: %+v", it)
+	}
+	if it, _ := m.Get("alice", "bob@example.org"); it.Sub != SubTo || it.Ask {
+		t.Fatalf("alice after pre-approved request: %+v", it)
+	}
+	if n := len(modtest.Find(b.Take(), "presence", "subscribe")); n != 0 {
+		t.Fatal("pre-approved request delivered to the user")
+	}
+	got := a.Take()
+	avail := 0
+	for _, p := range modtest.Find(got, "presence", "") {
+		if p.Attr("type") == "" && p.Attr("from") == "bob@example.org/b" {
+			avail++
+		}
+	}
+	if len(modtest.Find(got, "presence", "subscribed")) != 1 || avail != 1 {
+		t.Fatalf("alice should get subscribed and bob's presence: %d stanzas", len(got))
+	}
+}

@@ -12,12 +12,13 @@ const (
 )
 
 // State is a contact's subscription state as the user's server sees it: the roster
-// item's subscription and ask, plus a pending inbound request (kept outside the
-// roster, RFC 6121 §3.1.3). InRoster says whether a roster item exists.
+// item's subscription, ask and pre-approval, plus a pending inbound request (kept
+// outside the roster, RFC 6121 §3.1.3). InRoster says whether a roster item exists.
 type State struct {
 	Sub      string
 	Ask      bool // pending out
 	PendIn   bool // pending in
+	Approved bool // pre-approved (RFC 6121 §3.4)
 	InRoster bool
 }
 
@@ -58,11 +59,17 @@ func Outbound(typ string, s State) (next State, route bool) {
 		}
 		s.InRoster = true
 		return s, true
-	case "subscribed": // A.2.2 (no pre-approval: without a pending request nothing happens)
+	case "subscribed": // A.2.2
 		if !s.PendIn {
+			if !from && !s.Approved {
+				// RFC 6121 §3.4: pre-approval, recorded and not routed.
+				s.Approved = true
+				s.InRoster = true
+			}
 			return s, false
 		}
 		s.PendIn = false
+		s.Approved = false
 		s.Sub = compose(to, true)
 		s.InRoster = true
 		return s, true
@@ -72,11 +79,12 @@ func Outbound(typ string, s State) (next State, route bool) {
 			s.Ask = false
 		}
 		return s, true
-	case "unsubscribed": // A.2.4
+	case "unsubscribed": // A.2.4 (also cancels a pre-approval, §3.4)
 		if from || s.PendIn {
 			s.Sub = compose(to, false)
 			s.PendIn = false
 		}
+		s.Approved = false
 		return s, true
 	}
 	return s, false
@@ -91,6 +99,12 @@ func Inbound(typ string, s State) (next State, deliver bool, autoReply string) {
 	switch typ {
 	case "subscribe": // A.3.1
 		if from {
+			return s, false, "subscribed"
+		}
+		if s.Approved { // §3.4: pre-approved, approve without asking the user
+			s.Approved = false
+			s.PendIn = false
+			s.Sub = compose(to, true)
 			return s, false, "subscribed"
 		}
 		s.PendIn = true

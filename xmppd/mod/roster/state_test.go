@@ -2,6 +2,8 @@ package roster
 
 import "testing"
 
+func ap(s State) State { s.Approved = true; return s }
+
 // The rows of RFC 6121 Appendix A.2 (outbound) and A.3 (inbound), state by state.
 func TestOutboundTable(t *testing.T) {
 	N, NO, NI, NOI := State{Sub: SubNone}, State{Sub: SubNone, Ask: true}, State{Sub: SubNone, PendIn: true}, State{Sub: SubNone, Ask: true, PendIn: true}
@@ -14,14 +16,18 @@ func TestOutboundTable(t *testing.T) {
 		{"subscribe", N, NO}, {"subscribe", NO, NO}, {"subscribe", NI, NOI}, {"subscribe", NOI, NOI},
 		{"subscribe", To, To}, {"subscribe", TI, TI}, {"subscribe", F, FO}, {"subscribe", FO, FO}, {"subscribe", B, B},
 		// A.2.2 subscribed
-		{"subscribed", N, N}, {"subscribed", NO, NO}, {"subscribed", NI, F}, {"subscribed", NOI, FO},
-		{"subscribed", To, To}, {"subscribed", TI, B}, {"subscribed", F, F}, {"subscribed", FO, FO}, {"subscribed", B, B},
+		// (with pre-approval, RFC 6121 §3.4, for None, None+PendingOut and To)
+		{"subscribed", N, ap(N)}, {"subscribed", NO, ap(NO)}, {"subscribed", NI, F}, {"subscribed", NOI, FO},
+		{"subscribed", To, ap(To)}, {"subscribed", TI, B}, {"subscribed", F, F}, {"subscribed", FO, FO}, {"subscribed", B, B},
+		{"subscribed", ap(N), ap(N)},
 		// A.2.3 unsubscribe
 		{"unsubscribe", N, N}, {"unsubscribe", NO, N}, {"unsubscribe", NI, NI}, {"unsubscribe", NOI, NI},
 		{"unsubscribe", To, N}, {"unsubscribe", TI, NI}, {"unsubscribe", F, F}, {"unsubscribe", FO, F}, {"unsubscribe", B, F},
 		// A.2.4 unsubscribed
 		{"unsubscribed", N, N}, {"unsubscribed", NO, NO}, {"unsubscribed", NI, N}, {"unsubscribed", NOI, NO},
 		{"unsubscribed", To, To}, {"unsubscribed", TI, To}, {"unsubscribed", F, N}, {"unsubscribed", FO, NO}, {"unsubscribed", B, To},
+		// cancelling a pre-approval
+		{"unsubscribed", ap(N), N}, {"unsubscribed", ap(To), To},
 	}
 	for _, c := range cases {
 		got, _ := Outbound(c.typ, c.in)
@@ -45,6 +51,9 @@ func TestInboundTable(t *testing.T) {
 		{"subscribe", N, NI, true, ""}, {"subscribe", NO, NOI, true, ""}, {"subscribe", NI, NI, true, ""},
 		{"subscribe", To, TI, true, ""}, {"subscribe", F, F, false, "subscribed"}, {"subscribe", FO, FO, false, "subscribed"},
 		{"subscribe", B, B, false, "subscribed"},
+		// pre-approved: granted at once, the user is not asked
+		{"subscribe", ap(N), F, false, "subscribed"}, {"subscribe", ap(NO), FO, false, "subscribed"},
+		{"subscribe", ap(To), B, false, "subscribed"},
 		// A.3.2 subscribed
 		{"subscribed", N, N, false, ""}, {"subscribed", NO, To, true, ""}, {"subscribed", NI, NI, false, ""},
 		{"subscribed", NOI, TI, true, ""}, {"subscribed", To, To, false, ""}, {"subscribed", F, F, false, ""},

@@ -256,6 +256,27 @@ async def subscription():
     await b.bye()
 
 
+async def preapproval():
+    A, B = USERS[0], USERS[1]
+    a, b = await login(A, 'a'), await login(B, 'b')
+    if 'preapproval' not in b.features:
+        raise AssertionError(f'pre-approval stream feature not offered: {b.features}')
+    for x in (a, b):
+        ok(await x.iq("<query xmlns='jabber:iq:roster'/>"), 'roster get')
+        x.raw('<presence/>')
+    b.raw(f"<presence to='{bare(A)}' type='subscribed'/>")
+    await b.wait(is_push(bare(A), subscription='none', approved='true'), 'push with approved')
+    await a.nothing(is_pres(bare(B), 'subscribed'), 'a routed pre-approval', 0.5)
+    a.raw(f"<presence to='{bare(B)}' type='subscribe'/>")
+    await a.wait(is_pres(bare(B), 'subscribed'), 'automatic approval')
+    await a.wait(is_push(bare(B), subscription='to'), 'alice push to')
+    await a.wait(is_pres(f'{bare(B)}/b', None, full=True), "bob's presence after automatic approval")
+    await b.wait(is_push(bare(A), subscription='from'), 'bob push from')
+    await b.nothing(is_pres(bare(A), 'subscribe'), 'pre-approved request shown to the user', 0.3)
+    await a.bye()
+    await b.bye()
+
+
 async def presence():
     A, B, Cu = USERS[0], USERS[1], USERS[2]
     a, b = await login(A, 'a'), await login(B, 'b')
