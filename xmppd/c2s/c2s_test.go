@@ -2,6 +2,8 @@ package c2s
 
 import (
 	"context"
+	"crypto/tls"
+	"encoding/base64"
 	"io"
 	"log/slog"
 	"path/filepath"
@@ -177,5 +179,39 @@ func TestRegistrationStorageUnavailable(t *testing.T) {
 	c.Send("<iq type='set' id='r2'><query xmlns='jabber:iq:register'><username>carol</username><password>p</password></query></iq>")
 	if got := c.Expect("id='r2'", 5*time.Second); !strings.Contains(got, "type='result'") {
 		t.Fatalf("got %s", got)
+	}
+}
+
+// TLS below 1.2 is refused; a PLAIN authzid other than the user's own is refused.
+func TestTLSMinimumAndAuthzid(t *testing.T) {
+	e := start(t, nil)
+	c := testenv.Dial(t, e.addr)
+	c.Open("localhost")
+	c.Send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+	c.Expect("<proceed", 5*time.Second)
+	tc := tls.Client(c.Conn, &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS10, MaxVersion: tls.VersionTLS11})
+	tc.SetDeadline(time.Now().Add(5 * time.Second))
+	if err := tc.Handshake(); err == nil {
+		t.Fatal("TLS 1.1 handshake accepted")
+	}
+
+	c = testenv.Dial(t, e.addr)
+	c.StartTLS("localhost")
+	for _, tc := range []struct{ authz, want string }{
+		{"bob@localhost", "<invalid-authzid"},
+		{"alice@other.example", "<invalid-authzid"},
+		{"alice@localhost", "<success"},
+	} {
+		msg := base64.StdEncoding.EncodeToString([]byte(tc.authz + "\x00alice\x00secret"))
+		c.Send("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>" + msg + "</auth>")
+		if got := c.Expect(">", 5*time.Second); !strings.Contains(got, tc.want) {
+			got += c.Expect(">", 5*time.Second)
+			if !strings.Contains(got, tc.want) {
+				t.Fatalf("authzid %s: %s", tc.authz, got)
+			}
+		}
+		if tc.want != "<success" {
+			c.Expect("</failure>", 5*time.Second)
+		}
 	}
 }

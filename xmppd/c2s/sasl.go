@@ -13,6 +13,7 @@ import (
 	"xedge/storage"
 	"xedge/xmppd/accounts"
 	"xedge/xmppd/internal/scram"
+	"xedge/xmppd/jid"
 	"xedge/xmppd/module"
 	"xedge/xmppd/xmlstream"
 )
@@ -71,6 +72,9 @@ func (c *conn) sasl(auth *xmlstream.Element) error {
 				return c.saslEnd(nil, cond, srv.AttemptedUser())
 			}
 			if done {
+				if z := srv.AuthzID(); z != "" && !c.ownJID(srv.Username(), z) {
+					return c.saslEnd(nil, "invalid-authzid", srv.Username())
+				}
 				return c.saslSuccess(srv.Username(), mech, out)
 			}
 			ch := xmlstream.New(nsSASL, "challenge").AppendText(base64.StdEncoding.EncodeToString(out))
@@ -131,10 +135,26 @@ func (c *conn) plain(data []byte) (user, failCond string) {
 	if !ok {
 		return authc, "not-authorized"
 	}
-	if authz != "" && authz != u+"@"+c.srv.cfg.Domain && authz != u {
+	if authz != "" && !c.ownJID(u, authz) {
 		return authc, "invalid-authzid"
 	}
 	return u, ""
+}
+
+// ownJID reports whether authzid names user's own account (bare JID or localpart):
+// xmppd has no proxy authorization.
+func (c *conn) ownJID(user, authzid string) bool {
+	u, err := c.srv.accounts.Normalize(user)
+	if err != nil {
+		return false
+	}
+	if j, err := jid.Parse(authzid); err == nil && j.Resource == "" {
+		if j.Local == "" { // a bare localpart parses as a domain
+			return j.Domain == u
+		}
+		return j.Local == u && j.Domain == c.srv.cfg.Domain
+	}
+	return false
 }
 
 func (c *conn) saslSuccess(user, mech string, out []byte) error {

@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"xedge/xmppd/admin"
@@ -72,5 +74,20 @@ func TestRunAgainstAdminServer(t *testing.T) {
 	srv.Stop(ctx)
 	if _, err := os.Stat(sock); !os.IsNotExist(err) {
 		t.Fatal("socket not removed on stop")
+	}
+}
+
+func TestExplainSocketErrors(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want string
+	}{
+		{&net.OpError{Op: "dial", Err: os.NewSyscallError("connect", syscall.ENOENT)}, "does not exist"},
+		{&net.OpError{Op: "dial", Err: os.NewSyscallError("connect", syscall.EACCES)}, "permission denied"},
+		{&net.OpError{Op: "dial", Err: os.NewSyscallError("connect", syscall.ECONNREFUSED)}, "nobody listens"},
+	} {
+		if got := explain("/x.sock", tc.err); !strings.Contains(got, tc.want) {
+			t.Errorf("%v: %s", tc.err, got)
+		}
 	}
 }

@@ -263,6 +263,14 @@ func NewServer(mech string, lookup Lookup) (*Server, error) {
 // Username is the authenticated user after Step returned done with no error.
 func (s *Server) Username() string { return s.user }
 
+// AuthzID is the authorization identity the client asked for ("" if none).
+func (s *Server) AuthzID() string {
+	if s.first == nil {
+		return ""
+	}
+	return s.first.AuthzID
+}
+
 // AttemptedUser is the username the client gave in its first message ("" before).
 func (s *Server) AttemptedUser() string {
 	if s.first == nil {
