@@ -200,7 +200,7 @@ func (k *sink) flush(final bool) {
 // the new slot. With the device lost, the snapshot is kept in RAM only.
 func (k *sink) Close() error {
 	if k.done {
-		return errors.New("blocklog: snapshot closed twice")
+		return nil // idempotent: raft closes the sink after Persist did
 	}
 	k.done = true
 	s := k.s
