@@ -289,7 +289,7 @@ func (c *conn) features() *xmlstream.Element {
 			f.Append(xmlstream.New(nsRegFeat, "register"))
 		}
 	default:
-		f.Append(xmlstream.New(nsBind, "bind").Append(xmlstream.New(nsBind, "required")))
+		f.Append(xmlstream.New(nsBind, "bind"))
 		f.Append(xmlstream.New(nsSession, "session").Append(xmlstream.New(nsSession, "optional")))
 		f.Append(xmlstream.New(nsSM, "sm"))
 		f.Append(xmlstream.New(nsCSI, "csi"))
