@@ -32,22 +32,14 @@ func (d *Decoder) build(b []byte) (*Element, *Error) {
 	var elems []Element
 	var attrSlab []Attr
 	var nodeSlab []Node
-	switch {
-	case d.nElems <= 2 && d.nAttrs <= 4:
-		sl := new(struct {
-			e [2]Element
-			a [4]Attr
-			n [2]Node
-		})
-		elems, attrSlab, nodeSlab = sl.e[:d.nElems], sl.a[:0], sl.n[:0]
-	case d.nElems <= 6 && d.nAttrs <= 12:
-		sl := new(struct {
-			e [6]Element
-			a [12]Attr
-			n [8]Node
-		})
-		elems, attrSlab, nodeSlab = sl.e[:d.nElems], sl.a[:0], sl.n[:0]
-	default:
+	for _, c := range slabClasses {
+		if d.nElems <= c.elems && d.nAttrs <= c.attrs {
+			elems, attrSlab, nodeSlab = c.alloc()
+			elems = elems[:d.nElems]
+			break
+		}
+	}
+	if elems == nil {
 		elems = make([]Element, d.nElems)
 		if d.nAttrs > 0 {
 			attrSlab = make([]Attr, 0, d.nAttrs)
@@ -214,6 +206,48 @@ func (d *Decoder) build(b []byte) (*Element, *Error) {
 		}
 	}
 	return nil, nwf("unterminated element")
+}
+
+// A slab holds the Elements, Attrs and Nodes of one small stanza in one allocation.
+// Nodes that do not fit get a slab of their own (build allocates it when needed).
+type slab[E, A, N any] struct {
+	e E
+	a A
+	n N
+}
+
+type slabClass struct {
+	elems, attrs int
+	alloc        func() ([]Element, []Attr, []Node)
+}
+
+// slabClasses fit typical stanzas: <presence/>, <r/>; an iq with one child; a message
+// with body and a few extensions; presence with caps and status; bigger ones.
+var slabClasses = []slabClass{
+	{1, 2, func() ([]Element, []Attr, []Node) {
+		s := new(slab[[1]Element, [2]Attr, [1]Node])
+		return s.e[:], s.a[:0], s.n[:0]
+	}},
+	{1, 4, func() ([]Element, []Attr, []Node) {
+		s := new(slab[[1]Element, [4]Attr, [2]Node])
+		return s.e[:], s.a[:0], s.n[:0]
+	}},
+	{2, 6, func() ([]Element, []Attr, []Node) {
+		s := new(slab[[2]Element, [6]Attr, [3]Node])
+		return s.e[:], s.a[:0], s.n[:0]
+	}},
+	{4, 8, func() ([]Element, []Attr, []Node) {
+		s := new(slab[[4]Element, [8]Attr, [6]Node])
+		return s.e[:], s.a[:0], s.n[:0]
+	}},
+	{6, 10, func() ([]Element, []Attr, []Node) {
+		s := new(slab[[6]Element, [10]Attr, [8]Node])
+		return s.e[:], s.a[:0], s.n[:0]
+	}},
+	{8, 16, func() ([]Element, []Attr, []Node) {
+		s := new(slab[[8]Element, [16]Attr, [12]Node])
+		return s.e[:], s.a[:0], s.n[:0]
+	}},
 }
 
 // parseTag parses the start tag at s[i] == '<' and leaves its attributes (values
