@@ -13,6 +13,7 @@ package ephemeral
 import (
 	"sort"
 	"sync"
+	"sync/atomic"
 
 	iradix "github.com/hashicorp/go-immutable-radix"
 
@@ -29,7 +30,7 @@ type Change struct {
 // Set is every ephemeral table of one node's view. Safe for concurrent use.
 type Set struct {
 	node string
-	inc  uint64
+	inc  atomic.Uint64
 
 	mu       sync.RWMutex
 	tables   map[string]*Table
@@ -38,12 +39,44 @@ type Set struct {
 
 // New returns an empty Set for this node and incarnation.
 func New(node string, incarnation uint64) *Set {
-	return &Set{node: node, inc: incarnation, tables: make(map[string]*Table)}
+	s := &Set{node: node, tables: make(map[string]*Table)}
+	s.inc.Store(incarnation)
+	return s
+}
+
+// SetIncarnation changes this node's incarnation and retags the rows it wrote
+// (a store that hands out tables before it knows its incarnation).
+func (s *Set) SetIncarnation(inc uint64) {
+	s.inc.Store(inc)
+	s.mu.RLock()
+	ts := make([]*Table, 0, len(s.tables))
+	for _, t := range s.tables {
+		ts = append(ts, t)
+	}
+	s.mu.RUnlock()
+	for _, t := range ts {
+		t.mu.Lock()
+		txn := t.tree.Txn()
+		t.tree.Root().Walk(func(k []byte, v interface{}) bool {
+			old := v.([]storage.Row)
+			for i, r := range old {
+				if r.Node == s.node && r.Incarnation != inc {
+					rows := append([]storage.Row(nil), old...)
+					rows[i].Incarnation = inc
+					txn.Insert(k, rows)
+					break
+				}
+			}
+			return false
+		})
+		t.tree = txn.Commit()
+		t.mu.Unlock()
+	}
 }
 
 // Node returns this node's name; Incarnation its incarnation.
 func (s *Set) Node() string        { return s.node }
-func (s *Set) Incarnation() uint64 { return s.inc }
+func (s *Set) Incarnation() uint64 { return s.inc.Load() }
 
 // OnLocalChange registers fn, called (synchronously, after the change is
 // visible) for every Put and Delete of this node's rows. Set it before use.
@@ -139,14 +172,14 @@ var _ storage.Ephemeral = (*Table)(nil)
 
 // Put writes this node's row for key.
 func (t *Table) Put(key string, value []byte) {
-	r := storage.Row{Key: key, Node: t.set.node, Incarnation: t.set.inc, Value: append([]byte{}, value...)}
+	r := storage.Row{Key: key, Node: t.set.node, Incarnation: t.set.inc.Load(), Value: append([]byte{}, value...)}
 	t.set1(r, false)
 	t.notify(Change{Table: t.name, Row: r})
 }
 
 // Delete removes this node's row for key.
 func (t *Table) Delete(key string) {
-	r := storage.Row{Key: key, Node: t.set.node, Incarnation: t.set.inc}
+	r := storage.Row{Key: key, Node: t.set.node, Incarnation: t.set.inc.Load()}
 	t.set1(r, true)
 	t.notify(Change{Table: t.name, Row: r, Deleted: true})
 }

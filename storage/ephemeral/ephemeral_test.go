@@ -39,3 +39,14 @@ func TestMergeAndDropNode(t *testing.T) {
 		t.Fatalf("info %+v", info)
 	}
 }
+
+func TestSetIncarnationRetags(t *testing.T) {
+	s := New("a", 0)
+	s.Table("x").Put("k", []byte("v"))
+	s.Merge(Change{Table: "x", Row: storage.Row{Key: "k", Node: "b", Incarnation: 4}})
+	s.SetIncarnation(9)
+	rows := s.Table("x").Get("k")
+	if rows[0].Incarnation != 9 || rows[1].Incarnation != 4 || s.Incarnation() != 9 {
+		t.Fatalf("%+v", rows)
+	}
+}

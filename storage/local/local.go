@@ -179,7 +179,11 @@ func (s *Store) Start(ctx context.Context) error {
 			"records", rec.Records, "last_seq", rec.LastSeq, "tables", len(s.state.Specs()))
 	}
 	s.gen = 1
-	s.eph = ephemeral.New(s.cfg.Node, s.inc)
+	if s.eph == nil {
+		s.eph = ephemeral.New(s.cfg.Node, s.inc)
+	} else { // Ephemeral was used before Start
+		s.eph.SetIncarnation(s.inc)
+	}
 	s.running = true
 	return nil
 }

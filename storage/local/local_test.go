@@ -473,3 +473,17 @@ type atomic32 struct {
 }
 
 func (a *atomic32) add() { a.mu.Lock(); a.n++; a.mu.Unlock() }
+
+func TestEphemeralBeforeStart(t *testing.T) {
+	s := New(Config{Dir: t.TempDir(), Node: "n1", Logger: quiet})
+	e := s.Ephemeral("sessions")
+	e.Put("a", nil)
+	must(t, s.Start(ctx))
+	defer stop(t, s)
+	if rows := e.Get("a"); len(rows) != 1 || rows[0].Incarnation != s.Incarnation() || s.Incarnation() == 0 {
+		t.Fatalf("rows %+v inc %d", rows, s.Incarnation())
+	}
+	if rows := s.Ephemeral("sessions").Get("a"); len(rows) != 1 {
+		t.Fatal("handle from before Start is not the live table")
+	}
+}
