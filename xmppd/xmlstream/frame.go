@@ -36,6 +36,18 @@ const (
 
 const cdataOpen = "[CDATA["
 
+// tagPlain marks the bytes inside a start tag the framer can skip; the others are
+// quotes, '/', '<', '>' and '=' (counted to size the attribute slab).
+var tagPlain = func() (t [256]bool) {
+	for i := range t {
+		t[i] = true
+	}
+	for _, c := range "\"'/<>=" {
+		t[c] = false
+	}
+	return
+}()
+
 // frame continues scanning the element that starts at buf[r].
 func (d *Decoder) frame() (frameStatus, *Error) {
 	buf := d.buf
@@ -87,6 +99,15 @@ func (d *Decoder) frame() (frameStatus, *Error) {
 				}
 			}
 		case fsStart:
+			if tagPlain[buf[i]] {
+				// Names, spaces, '=' signs: nothing that changes the state.
+				i++
+				for i < end && tagPlain[buf[i]] {
+					i++
+				}
+				d.slash = false
+				continue
+			}
 			c := buf[i]
 			i++
 			prevSlash := d.slash
