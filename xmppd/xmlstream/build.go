@@ -50,16 +50,20 @@ func (d *Decoder) build(b []byte) (*Element, *Error) {
 	nodes := d.nodes[:0]
 	defer func() {
 		// Keep no references into this stanza, and no big scratch buffers.
+		// (Up to the capacity: earlier elements may have used more slots than the last.)
 		clear(nodes)
 		clear(open)
-		clear(d.attrs)
-		clear(d.ns[d.nsBase:])
+		clear(d.attrs[:cap(d.attrs)])
+		clear(d.ns[d.nsBase:cap(d.ns)])
 		d.open, d.nodes, d.attrs, d.ns = open[:0], nodes[:0], d.attrs[:0], d.ns[:d.nsBase]
 		if cap(d.text) > 4096 {
 			d.text = nil
 		}
 		if cap(d.nodes) > 1024 {
 			d.nodes = nil
+		}
+		if cap(d.ns) > 256 {
+			d.ns = append([]nsBinding(nil), d.ns...)
 		}
 	}()
 	// Text not yet added to nodes: pend, or (after several segments, e.g. text and

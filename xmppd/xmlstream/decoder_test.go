@@ -386,3 +386,38 @@ func TestReadErrorResumesAndInputOffset(t *testing.T) {
 		t.Errorf("keepalive bytes not visible in InputOffset: %v (message ends at %d)", offsets, msgEnd)
 	}
 }
+
+// After Next returns, the decoder's scratch space holds no reference into the stanza
+// (an idle connection must not pin its last, possibly 256 KiB, stanza).
+func TestScratchHoldsNoReferences(t *testing.T) {
+	in := testHeader + `<m xmlns:a='u1' xmlns:b='u2' a:x='1' b:y='2' z='3'><c xmlns:d='u3' d:w='4'>t &amp; u</c><e/></m><presence/>`
+	d := NewDecoder(strings.NewReader(in), DefaultLimits())
+	if _, err := d.StreamHeader(); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 2; i++ {
+		if _, err := d.Next(); err != nil {
+			t.Fatal(err)
+		}
+		for _, a := range d.attrs[:cap(d.attrs)] {
+			if a != (rawAttr{}) {
+				t.Errorf("attrs scratch holds %+v", a)
+			}
+		}
+		for _, b := range d.ns[d.nsBase:cap(d.ns)] {
+			if b != (nsBinding{}) {
+				t.Errorf("namespace scratch holds %+v", b)
+			}
+		}
+		for _, n := range d.nodes[:cap(d.nodes)] {
+			if n != nil {
+				t.Errorf("nodes scratch holds %v", n)
+			}
+		}
+		for _, o := range d.open[:cap(d.open)] {
+			if o != (openElem{}) {
+				t.Errorf("open scratch holds %+v", o)
+			}
+		}
+	}
+}
