@@ -319,6 +319,14 @@ const maxGroup = 1 << 20
 // answers their callers. jmu held, wmu not held.
 func (s *Store) commit() {
 	s.wmu.Lock()
+	if !s.running { // stopped with batches still queued: refuse them
+		for _, b := range s.queue {
+			b.done <- fmt.Errorf("%w: store stopped", storage.ErrUnavailable)
+		}
+		s.queue = nil
+		s.wmu.Unlock()
+		return
+	}
 	n, size := 0, 0
 	var recs []record
 	for n < len(s.queue) && (n == 0 || size < maxGroup) {

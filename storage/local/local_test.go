@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"xedge/storage"
 )
@@ -485,5 +486,43 @@ func TestEphemeralBeforeStart(t *testing.T) {
 	}
 	if rows := s.Ephemeral("sessions").Get("a"); len(rows) != 1 {
 		t.Fatal("handle from before Start is not the live table")
+	}
+}
+
+func TestStopWithConcurrentApplies(t *testing.T) {
+	s := open(t, t.TempDir(), func(c *Config) { c.Logger = quiet })
+	must(t, s.Declare(ctx, storage.TableSpec{Name: "t"}))
+	var wg sync.WaitGroup
+	var okAfterStop atomic32
+	stopped := make(chan struct{})
+	for w := 0; w < 4; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			for i := 0; i < 200; i++ {
+				err := s.Apply(ctx, storage.Put("t", fmt.Sprintf("%d-%d", w, i), nil))
+				if err != nil && !errors.Is(err, storage.ErrUnavailable) {
+					t.Error(err)
+					return
+				}
+				select {
+				case <-stopped:
+					if err == nil {
+						okAfterStop.add()
+					}
+				default:
+				}
+			}
+		}(w)
+	}
+	time.Sleep(20 * time.Millisecond)
+	stop(t, s)
+	close(stopped)
+	wg.Wait()
+	if st := s.Status(); st.Mode != "durable" {
+		t.Fatalf("stop must not look like storage loss: %+v", st)
+	}
+	if okAfterStop.n > 4 { // at most one in flight per writer when Stop returned
+		t.Fatalf("%d applies succeeded after Stop returned", okAfterStop.n)
 	}
 }
