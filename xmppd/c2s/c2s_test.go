@@ -7,7 +7,9 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -214,4 +216,54 @@ func TestTLSMinimumAndAuthzid(t *testing.T) {
 			c.Expect("</failure>", 5*time.Second)
 		}
 	}
+}
+
+// Many clients exchanging messages while some drop abruptly and some use SM: run
+// with -race to check the session/router locking.
+func TestConcurrentTraffic(t *testing.T) {
+	e := start(t, func(c *Config) { c.SMTimeout = 200 * time.Millisecond })
+	const n = 8
+	ctx := context.Background()
+	for i := 0; i < n; i++ {
+		if err := e.srv.accounts.Create(ctx, "u"+strconv.Itoa(i), "secret"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	clients := make([]*testenv.Raw, n)
+	for i := range clients {
+		clients[i] = e.login(t, "u"+strconv.Itoa(i), "r")
+		if i%2 == 0 {
+			clients[i].Send("<enable xmlns='urn:xmpp:sm:3' resume='true'/>")
+		}
+		clients[i].Send("<presence/>")
+	}
+	waitFor(t, "all bound", func() bool { return e.r.Count() == n })
+	var wg sync.WaitGroup
+	for i, c := range clients {
+		wg.Add(2)
+		go func() { // reader: drain until closed
+			defer wg.Done()
+			c.ReadAll(3 * time.Second)
+		}()
+		go func() {
+			defer wg.Done()
+			for k := 0; k < 50; k++ {
+				to := "u" + strconv.Itoa((i+k)%n) + "@localhost"
+				if c.TrySend("<message type='chat' to='"+to+"'><body>m</body></message><r xmlns='urn:xmpp:sm:3'/>") != nil {
+					return
+				}
+				if i%3 == 0 && k == 25 {
+					c.Drop()
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	waitFor(t, "every session gone", func() bool {
+		for _, c := range clients {
+			c.Drop()
+		}
+		return e.r.Count() == 0
+	})
 }

@@ -63,7 +63,7 @@ func Binaries(t testing.TB) (xmppd, xmppctl string) {
 			buildErr = err
 			return
 		}
-		cmd := exec.Command("go", "build", "-o", buildDir+"/", "./xmppd/cmd/xmppd", "./xmppd/cmd/xmppctl")
+		cmd := exec.Command("go", "build", "-buildvcs=false", "-o", buildDir+"/", "./xmppd/cmd/xmppd", "./xmppd/cmd/xmppctl")
 		cmd.Dir = root
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if b, err := cmd.CombinedOutput(); err != nil {
