@@ -58,6 +58,10 @@ type Config struct {
 	// OnLoss is what happens when the disk fails: "ram" (default) keeps
 	// committing in RAM, "read-only" refuses writes.
 	OnLoss string
+	// RetryEvery is how often the store tries Repersist by itself while the
+	// storage is lost (default 5 s, doubling up to 1 min; negative: never,
+	// the caller calls Repersist).
+	RetryEvery time.Duration
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 }
@@ -95,6 +99,8 @@ type Store struct {
 	repersisting bool
 	suffix       []record
 	repMu        sync.Mutex
+	kick         chan struct{} // storage lost: wake the retry loop
+	quit         chan struct{} // closed by Stop
 	rec          Recovery
 	snapMu       sync.Mutex // one snapshot at a time
 	bg           sync.WaitGroup
@@ -111,6 +117,9 @@ func New(cfg Config) *Store {
 	if cfg.OnLoss == "" {
 		cfg.OnLoss = "ram"
 	}
+	if cfg.RetryEvery == 0 {
+		cfg.RetryEvery = 5 * time.Second
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -119,6 +128,8 @@ func New(cfg Config) *Store {
 		log:    cfg.Logger.With("component", "storage"),
 		state:  tables.New(),
 		lostCh: make(chan error, 1),
+		kick:   make(chan struct{}, 1),
+		quit:   make(chan struct{}),
 	}
 }
 
@@ -185,7 +196,42 @@ func (s *Store) Start(ctx context.Context) error {
 		s.eph.SetIncarnation(s.inc)
 	}
 	s.running = true
+	if s.j != nil && s.cfg.RetryEvery > 0 {
+		s.bg.Add(1)
+		go s.retryLoop()
+	}
 	return nil
+}
+
+// retryLoop tries Repersist while the storage is lost, backing off from
+// RetryEvery to a minute.
+func (s *Store) retryLoop() {
+	defer s.bg.Done()
+	for {
+		select {
+		case <-s.quit:
+			return
+		case <-s.kick:
+		}
+		wait := s.cfg.RetryEvery
+		for attempt := 0; ; attempt++ {
+			t := time.NewTimer(wait)
+			select {
+			case <-s.quit:
+				t.Stop()
+				return
+			case <-t.C:
+			}
+			err := s.Repersist(context.Background())
+			if err == nil {
+				break
+			}
+			if attempt == 0 || attempt%10 == 0 {
+				s.log.Warn("storage still unavailable; will retry", "err", err, "next_in", min(2*wait, time.Minute))
+			}
+			wait = min(2*wait, time.Minute)
+		}
+	}
 }
 
 // openJournal opens the configured journal (nil: none).
@@ -249,8 +295,12 @@ func nextIncarnation(dir string) (uint64, error) {
 // with storage.ErrUnavailable; reads keep working from RAM.
 func (s *Store) Stop(ctx context.Context) error {
 	s.wmu.Lock()
+	wasRunning := s.running
 	s.running = false
 	s.wmu.Unlock()
+	if wasRunning {
+		close(s.quit)
+	}
 	done := make(chan struct{})
 	go func() { s.bg.Wait(); close(done) }()
 	select {
@@ -298,6 +348,10 @@ func (s *Store) loseLocked(err error) {
 	s.log.Error("storage lost; continuing without disk", "err", err, "on_loss", s.cfg.OnLoss)
 	select { // Lost has room for one report; a reader that missed one sees Status
 	case s.lostCh <- err:
+	default:
+	}
+	select {
+	case s.kick <- struct{}{}:
 	default:
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"xedge/storage"
 	"xedge/storage/blockdev"
@@ -139,6 +140,37 @@ func TestRepersistDir(t *testing.T) {
 	defer stop(t, s)
 	tb, _ := s.Durable("t")
 	if n, _ := tb.Count(""); n != 4 {
+		t.Fatalf("rows %d", n)
+	}
+}
+
+func TestAutomaticRetry(t *testing.T) {
+	mem := blockdev.NewMem(512<<10, 512)
+	dev := &flaky{BlockDevice: mem}
+	s, err := Open(ctx, Config{Device: dev, Logger: quiet, RetryEvery: 5 * time.Millisecond})
+	must(t, err)
+	must(t, s.Declare(ctx, storage.TableSpec{Name: "t"}))
+	dev.down.Store(true)
+	mustApply(t, s, storage.Put("t", "a", nil))
+	time.Sleep(30 * time.Millisecond) // a few failed attempts
+	if st := s.Status(); st.Mode != "degraded-ram" {
+		t.Fatalf("status %+v", st)
+	}
+	dev.down.Store(false)
+	deadline := time.Now().Add(5 * time.Second)
+	for s.Status().Mode != "durable" && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if st := s.Status(); st.Mode != "durable" {
+		t.Fatalf("not re-persisted by itself: %+v", st)
+	}
+	mustApply(t, s, storage.Put("t", "b", nil))
+	stop(t, s)
+	s, err = Open(ctx, Config{Device: mem, Logger: quiet, RetryEvery: -1})
+	must(t, err)
+	defer stop(t, s)
+	tb, _ := s.Durable("t")
+	if n, _ := tb.Count(""); n != 2 {
 		t.Fatalf("rows %d", n)
 	}
 }
