@@ -267,3 +267,19 @@ func TestConcurrentTraffic(t *testing.T) {
 		return e.r.Count() == 0
 	})
 }
+
+func TestRegistrationDisabled(t *testing.T) {
+	e := start(t, func(c *Config) { c.AllowRegistration = false })
+	c := testenv.Dial(t, e.addr)
+	if f := c.StartTLS("localhost"); strings.Contains(f, "iq-register") {
+		t.Fatalf("register feature offered: %s", f)
+	}
+	c.Send("<iq type='set' id='r1'><query xmlns='jabber:iq:register'><username>carol</username><password>p</password></query></iq>")
+	if got := c.Expect("</iq>", 5*time.Second); !strings.Contains(got, "<service-unavailable") {
+		t.Fatalf("got %s", got)
+	}
+	if ok, _ := e.srv.accounts.Exists(context.Background(), "carol"); ok {
+		t.Fatal("account created with registration disabled")
+	}
+	c.AuthPlain("localhost", "alice", "secret") // the stream is still usable
+}

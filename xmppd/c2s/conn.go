@@ -355,7 +355,11 @@ func (c *conn) preAuth(el *xmlstream.Element) error {
 	case el.Space == nsTLS && el.Local == "starttls":
 		c.writeElem(xmlstream.New(nsTLS, "failure"))
 		return serr("policy-violation", "TLS is already on")
-	case el.Space == xmlstream.NSClient && el.Local == "iq" && el.Child(nsReg, "query") != nil && c.srv.cfg.AllowRegistration:
+	case el.Space == xmlstream.NSClient && el.Local == "iq" && el.Child(nsReg, "query") != nil:
+		if !c.srv.cfg.AllowRegistration {
+			// XEP-0077 §3.1: registration not offered.
+			return c.writeElem(iqError(el, module.ErrCancel, "service-unavailable", "in-band registration is disabled"))
+		}
 		return c.register(el)
 	}
 	return serr("not-authorized", "authenticate first")
