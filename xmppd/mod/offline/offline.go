@@ -12,6 +12,7 @@ package offline
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"sync/atomic"
@@ -116,9 +117,14 @@ func (m *Module) store(ctx context.Context, h module.Host, ev *module.EventData)
 	unlock := m.locks.Lock(user)
 	full := m.max >= 0 && m.Count(user) >= m.max
 	var err error
-	if !full {
+	for try := 0; !full && try < 3; try++ {
+		// Keys are unique on this node; another node storing for the same user in the
+		// same nanosecond with the same sequence number is a conflict, so retry.
 		key := modutil.Key(user, fmt.Sprintf("%016x%08x", uint64(m.now().UnixNano()), m.seq.Add(1)&0xffffffff))
 		err = h.Store().Apply(ctx, storage.Put(Table, key, b).If(storage.CondAbsent))
+		if !errors.Is(err, storage.ErrConflict) {
+			break
+		}
 	}
 	unlock()
 	switch {

@@ -128,3 +128,18 @@ func TestBlockedContactGetsNoPresence(t *testing.T) {
 		t.Fatal("blocked contact got presence")
 	}
 }
+
+func TestProbeToFullJIDAnswersThatResourceOnly(t *testing.T) {
+	h := setup(t, nil)
+	b1, b2 := h.Connect("bob@example.org/one"), h.Connect("bob@example.org/two")
+	h.Send(b1, avail(""))
+	h.Send(b2, avail(""))
+	a := h.Connect("alice@example.org/a")
+	a.SetPresence(avail(""))
+	a.Take()
+	h.Route(context.Background(), xmlstream.New(xmlstream.NSClient, "presence", "type", "probe", "from", "alice@example.org/a", "to", "bob@example.org/two"))
+	got := a.Take()
+	if from(got, "", "bob@example.org/two") != 1 || from(got, "", "bob@example.org/one") != 0 {
+		t.Fatalf("probe to a full JID: %d stanzas", len(got))
+	}
+}
