@@ -142,7 +142,11 @@ func (a *Accounts) Exists(_ context.Context, user string) (bool, error) {
 	if err != nil {
 		return false, nil
 	}
-	_, ok, err := a.Get(u)
+	t, err := a.store.Durable(Table)
+	if err != nil {
+		return false, fmt.Errorf("accounts: %w", err)
+	}
+	_, ok, err := t.Get(u)
 	return ok, err
 }
 

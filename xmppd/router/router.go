@@ -356,6 +356,12 @@ func (r *Router) exists(ctx context.Context, st *xmlstream.Element, user string)
 	if r.cfg.Accounts == nil {
 		return false
 	}
+	r.mu.RLock()
+	online := len(r.sessions[user+"@"+r.cfg.Domain]) > 0
+	r.mu.RUnlock()
+	if online {
+		return true // a bound session proves the account (removal kicks sessions)
+	}
 	ok, err := r.cfg.Accounts.Exists(ctx, user)
 	if err != nil {
 		r.log.Warn("account lookup failed", "user", user, "err", err)
