@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"hash/fnv"
 	"io"
 	"sync"
 
@@ -43,10 +44,20 @@ type fsm struct {
 	members map[string]member // raft server ID -> member
 	applied uint64
 	cond    *sync.Cond // broadcast when applied advances
+	// results of recent entries, so a leader that lost leadership while
+	// committing can learn whether its entry made it (and its outcome).
+	results map[uint64]entryResult
 }
 
+type entryResult struct {
+	sum uint64
+	err error
+}
+
+const keepResults = 4096
+
 func newFSM() *fsm {
-	f := &fsm{state: tables.New(), members: map[string]member{}}
+	f := &fsm{state: tables.New(), members: map[string]member{}, results: map[uint64]entryResult{}}
 	f.cond = sync.NewCond(&f.mu)
 	return f
 }
@@ -64,10 +75,30 @@ func encodeMembers(m map[string]member) ([]byte, error) {
 // Apply implements raft.FSM. Conditions are checked inside tables.State.Apply,
 // so every node decides the same way.
 func (f *fsm) Apply(l *raft.Log) interface{} {
-	defer f.advance(l.Index)
 	if l.Type != raft.LogCommand || len(l.Data) == 0 {
+		f.advance(l.Index, entryResult{}, false)
 		return nil
 	}
+	res := f.apply(l)
+	f.advance(l.Index, entryResult{sum: checksum(l.Data), err: res.err}, true)
+	return res
+}
+
+func checksum(b []byte) uint64 {
+	h := fnv.New64a()
+	_, _ = h.Write(b)
+	return h.Sum64()
+}
+
+// result returns the outcome of the entry at index, if still remembered.
+func (f *fsm) result(index uint64) (entryResult, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	r, ok := f.results[index]
+	return r, ok
+}
+
+func (f *fsm) apply(l *raft.Log) applyResult {
 	switch l.Data[0] {
 	case entryTables:
 		cmd, err := tables.DecodeCommand(l.Data[1:])
@@ -88,10 +119,20 @@ func (f *fsm) Apply(l *raft.Log) interface{} {
 	return applyResult{err: fmt.Errorf("replicated: unknown entry tag %q at %d", l.Data[0], l.Index)}
 }
 
-func (f *fsm) advance(index uint64) {
+func (f *fsm) advance(index uint64, r entryResult, keep bool) {
 	f.mu.Lock()
 	if index > f.applied {
 		f.applied = index
+	}
+	if keep {
+		f.results[index] = r
+		if index%1024 == 0 && len(f.results) > keepResults {
+			for i := range f.results {
+				if i+keepResults < index {
+					delete(f.results, i)
+				}
+			}
+		}
 	}
 	f.cond.Broadcast()
 	f.mu.Unlock()

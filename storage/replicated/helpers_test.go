@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -100,9 +101,9 @@ func fastConfig(t *testing.T, name, ip string, join []string, dev storage.BlockD
 		Device:             dev,
 		ClusterKey:         testKey,
 		Logger:             testLogger(t),
-		HeartbeatTimeout:   300 * time.Millisecond,
-		ElectionTimeout:    300 * time.Millisecond,
-		LeaderLeaseTimeout: 200 * time.Millisecond,
+		HeartbeatTimeout:   500 * time.Millisecond,
+		ElectionTimeout:    500 * time.Millisecond,
+		LeaderLeaseTimeout: 300 * time.Millisecond,
 		CommitTimeout:      5 * time.Millisecond,
 		ReportInterval:     50 * time.Millisecond,
 		StorageProbe:       20 * time.Millisecond,
@@ -159,15 +160,21 @@ func (c *cluster) stop() {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			if err := nd.s.Stop(ctx); err != nil {
 				c.t.Errorf("stop %s: %v", nd.name, err)
+				if f, err := os.Create(filepath.Join(os.TempDir(), "replicated-stop-"+nd.name+".txt")); err == nil {
+					_ = pprof.Lookup("goroutine").WriteTo(f, 2)
+					f.Close()
+				}
 			}
 			cancel()
 		}
 	}
 }
 
-// waitFor polls cond until it holds or the deadline passes.
+// waitFor polls cond until it holds or the deadline passes. Deadlines are
+// tripled: the machine running these tests is shared and often loaded.
 func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
 	t.Helper()
+	d *= 3
 	deadline := time.Now().Add(d)
 	for time.Now().Before(deadline) {
 		if cond() {

@@ -356,7 +356,7 @@ func (s *Store) stepDown() {
 		if srv.ID == s.id || srv.Suffrage != raft.Voter {
 			continue
 		}
-		if members[string(srv.ID)].Storage == "durable" {
+		if s.peerDurable(srv.ID, members) {
 			start := time.Now()
 			if err := s.raft.LeadershipTransferToServer(srv.ID, srv.Address).Error(); err != nil {
 				s.log.Warn("leadership transfer failed", "to", srv.ID, "err", err)
@@ -366,6 +366,18 @@ func (s *Store) stepDown() {
 			return
 		}
 	}
+}
+
+// peerDurable says whether a peer's storage works: the leader's latest report
+// from it if there is one, else the replicated member list.
+func (s *Store) peerDurable(id raft.ServerID, members map[string]member) bool {
+	s.ap.mu.Lock()
+	r, ok := s.ap.reports[id]
+	s.ap.mu.Unlock()
+	if ok {
+		return r.Storage == "durable"
+	}
+	return members[string(id)].Storage == "durable"
 }
 
 func (s *Store) kickReport() {
@@ -481,19 +493,53 @@ func (s *Store) leaderApply(cmd []byte, timeout time.Duration) *rpcResponse {
 	}
 	f := s.raft.Apply(cmd, timeout)
 	if err := f.Error(); err != nil {
+		switch {
+		case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipTransferInProgress):
+			return &rpcResponse{Err: err.Error(), Kind: "retry"} // not in the log: safe to resend
+		case errors.Is(err, raft.ErrLeadershipLost) && f.Index() > 0:
+			return s.resolveLost(f.Index(), cmd, err)
+		}
 		return &rpcResponse{Err: err.Error(), Kind: "unavailable"}
 	}
 	resp := &rpcResponse{Index: f.Index(), Commit: s.raft.CommitIndex()}
 	if r, ok := f.Response().(applyResult); ok && r.err != nil {
 		resp.Err = r.err.Error()
-		switch {
-		case errors.Is(r.err, storage.ErrConflict):
-			resp.Kind = "conflict"
-		case errors.Is(r.err, storage.ErrNoTable):
-			resp.Kind = "notable"
-		}
+		resp.Kind = errKind(r.err)
 	}
 	return resp
+}
+
+// resolveLost finds out whether an entry this node appended as leader (at
+// index) was committed after all, once the next leader's log reaches it: if
+// the entry applied at index is ours, its outcome is returned; otherwise it was
+// dropped and the caller may safely resend it.
+func (s *Store) resolveLost(index uint64, cmd []byte, cause error) *rpcResponse {
+	done := make(chan struct{})
+	timer := time.AfterFunc(5*time.Second, func() { close(done) })
+	defer timer.Stop()
+	if !s.fsm.waitApplied(index, done) {
+		return &rpcResponse{Err: cause.Error(), Kind: "unavailable"}
+	}
+	r, ok := s.fsm.result(index)
+	if !ok || r.sum != checksum(cmd) {
+		return &rpcResponse{Err: cause.Error(), Kind: "retry"}
+	}
+	resp := &rpcResponse{Index: index}
+	if r.err != nil {
+		resp.Err = r.err.Error()
+		resp.Kind = errKind(r.err)
+	}
+	return resp
+}
+
+func errKind(err error) string {
+	switch {
+	case errors.Is(err, storage.ErrConflict):
+		return "conflict"
+	case errors.Is(err, storage.ErrNoTable):
+		return "notable"
+	}
+	return ""
 }
 
 // submit sends a request to the leader (locally if this node leads), retrying
@@ -514,8 +560,7 @@ func (s *Store) submit(ctx context.Context, req *rpcRequest) (*rpcResponse, erro
 		} else {
 			err = errors.New("no leader")
 		}
-		retry := err != nil || (resp.Kind == "unavailable" && (strings.Contains(resp.Err, raft.ErrNotLeader.Error()) ||
-			resp.Err == "no leader"))
+		retry := err != nil || resp.Kind == "retry" || (resp.Kind == "unavailable" && resp.Err == "no leader")
 		if !retry {
 			return resp, nil
 		}
@@ -549,7 +594,7 @@ func respError(resp *rpcResponse) error {
 		return storage.ErrConflict
 	case "notable":
 		return fmt.Errorf("%w: %s", storage.ErrNoTable, resp.Err)
-	case "unavailable":
+	case "unavailable", "retry":
 		return fmt.Errorf("%w: %s", storage.ErrUnavailable, resp.Err)
 	}
 	return fmt.Errorf("replicated: %s", resp.Err)
@@ -589,11 +634,8 @@ func (s *Store) Apply(ctx context.Context, ops ...storage.Op) error {
 	if len(ops) == 0 {
 		return nil
 	}
-	for _, op := range ops {
-		if _, ok := s.fsm.state.Spec(op.Table); !ok {
-			return fmt.Errorf("%w: %q", storage.ErrNoTable, op.Table)
-		}
-	}
+	// Tables are checked in the FSM, not here: a lagging node may not have
+	// applied a Declare that the leader already has.
 	return s.commit(ctx, encodeTables(tables.ApplyCommand(ops...)))
 }
 

@@ -154,7 +154,9 @@ func (m *mux) handle(raw net.Conn) {
 	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
 	var kind [1]byte
 	if err := c.Handshake(); err != nil {
-		m.warnOnce(raw.RemoteAddr().String(), err)
+		if !errors.Is(err, io.EOF) {
+			m.warnOnce(raw.RemoteAddr().String(), err)
+		}
 		_ = raw.Close()
 		return
 	}
