@@ -176,6 +176,11 @@ func (k *sink) flush(final bool) {
 	if s.lost != nil {
 		return
 	}
+	if k.slot == s.sb.snapSlot {
+		// The layout changed under this sink (Repersist): never write into the
+		// slot the superblock names; start over in the other one from RAM.
+		k.slot, k.flushed = 1-k.slot, 0
+	}
 	bs := int64(s.bs)
 	end := int64(len(k.data)) / bs * bs
 	var buf []byte
@@ -238,6 +243,8 @@ func (k *sink) Close() error {
 		}
 	}
 	s.snapSeqRAM = k.seq
+	meta, data := k.meta, k.data
+	s.capture(func(t *Store) error { return t.writeSnapshot(meta, data) })
 	s.mu.Lock()
 	s.snap = &snapshot{meta: k.meta, data: k.data}
 	s.mu.Unlock()
@@ -254,4 +261,17 @@ func (k *sink) Cancel() error {
 	k.s.sinkOpen = false
 	k.s.ioMu.Unlock()
 	return nil
+}
+
+// writeSnapshot installs meta+data as this store's snapshot (Repersist).
+func (s *Store) writeSnapshot(meta raft.SnapshotMeta, data []byte) error {
+	sink, err := s.Create(meta.Version, meta.Index, meta.Term, meta.Configuration, meta.ConfigurationIndex, nil)
+	if err != nil {
+		return err
+	}
+	if _, err := sink.Write(data); err != nil {
+		sink.Cancel()
+		return err
+	}
+	return sink.Close()
 }

@@ -95,6 +95,13 @@ type Store struct {
 	lost    error
 	lostCh  chan error
 
+	// While Repersist copies the RAM state, changes made during the loss are
+	// also recorded here, to be replayed onto the new layout.
+	capturing bool
+	journal   []func(*Store) error
+	repMu     sync.Mutex
+	opts      Options
+
 	sinkOpen   bool   // a snapshot sink is being written
 	snapSeqRAM uint64 // sequence of the newest snapshot, even if only in RAM
 
@@ -125,7 +132,7 @@ func Open(dev storage.BlockDevice, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("blocklog: block size %d is not a power of two", bs)
 	}
 	s := &Store{
-		dev: dev, bs: bs, sbSize: max(sbMinSize, bs),
+		dev: dev, bs: bs, sbSize: max(sbMinSize, bs), opts: opts,
 		log:    opts.Logger.With("component", "blocklog"),
 		lostCh: make(chan error, 1),
 		logs:   make(map[uint64]*raft.Log),
@@ -357,7 +364,18 @@ func (s *Store) loseLocked(err error) {
 	}
 	s.lost = fmt.Errorf("blocklog: storage lost: %w", err)
 	s.log.Error("storage lost; continuing in RAM only", "err", err)
-	s.lostCh <- s.lost
+	select { // one buffered report; never block the write path
+	case s.lostCh <- s.lost:
+	default:
+	}
+}
+
+// capture records a change made while the storage is lost, for Repersist.
+// ioMu held.
+func (s *Store) capture(op func(*Store) error) {
+	if s.lost != nil && s.capturing {
+		s.journal = append(s.journal, op)
+	}
 }
 
 // ---- ring management (ioMu held) ----
@@ -590,6 +608,7 @@ func (s *Store) StoreLogs(logs []*raft.Log) error {
 	if err := s.appendFrame(frameLogs, encodeLogs(cp), maxIdx); err != nil {
 		return err
 	}
+	s.capture(func(t *Store) error { return t.StoreLogs(cp) })
 	s.mu.Lock()
 	s.putLogs(cp)
 	s.mu.Unlock()
@@ -606,6 +625,7 @@ func (s *Store) DeleteRange(lo, hi uint64) error {
 	if err := s.appendFrame(frameDelRange, p[:], 0); err != nil {
 		return err
 	}
+	s.capture(func(t *Store) error { return t.DeleteRange(lo, hi) })
 	s.mu.Lock()
 	s.deleteRange(lo, hi)
 	s.mu.Unlock()
@@ -632,6 +652,7 @@ func (s *Store) Set(key, val []byte) error {
 			s.sb = nsb
 		}
 	}
+	s.capture(func(t *Store) error { return t.Set(key, v) })
 	s.mu.Lock()
 	s.kv[string(key)] = v
 	s.mu.Unlock()

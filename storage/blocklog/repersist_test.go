@@ -1,0 +1,144 @@
+package blocklog
+
+import (
+	"errors"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/hashicorp/raft"
+
+	"xedge/storage"
+	"xedge/storage/blockdev"
+)
+
+type flaky struct {
+	storage.BlockDevice
+	down atomic.Bool
+}
+
+var errDown = errors.New("device down")
+
+func (f *flaky) WriteAt(p []byte, off int64) (int, error) {
+	if f.down.Load() {
+		return 0, errDown
+	}
+	return f.BlockDevice.WriteAt(p, off)
+}
+
+func (f *flaky) Sync() error {
+	if f.down.Load() {
+		return errDown
+	}
+	return f.BlockDevice.Sync()
+}
+
+func snapshotNow(t *testing.T, s *Store, idx uint64, data string) {
+	t.Helper()
+	sink, err := s.Create(1, idx, 1, raft.Configuration{}, 0, nil)
+	must(t, err)
+	sink.Write([]byte(data))
+	must(t, sink.Close())
+}
+
+func TestRepersistAfterLoss(t *testing.T) {
+	mem := blockdev.NewMem(512<<10, 512)
+	dev := &flaky{BlockDevice: mem}
+	s, err := Open(dev, Options{LogBytes: 128 << 10, Logger: quiet})
+	must(t, err)
+	for i := uint64(1); i <= 50; i++ {
+		must(t, s.StoreLogs([]*raft.Log{entry(i, 1, 200)}))
+	}
+	must(t, s.SetUint64([]byte("CurrentTerm"), 1))
+	snapshotNow(t, s, 40, "snap-40")
+	must(t, s.DeleteRange(1, 30))
+
+	dev.down.Store(true)
+	for i := uint64(51); i <= 80; i++ {
+		must(t, s.StoreLogs([]*raft.Log{entry(i, 2, 200)}))
+	}
+	if s.Err() == nil {
+		t.Fatal("loss not latched")
+	}
+	must(t, s.SetUint64([]byte("CurrentTerm"), 2))
+	snapshotNow(t, s, 70, "snap-70")
+	must(t, s.DeleteRange(31, 60))
+	if err := s.Repersist(); err == nil {
+		t.Fatal("repersist on a dead device succeeded")
+	}
+
+	dev.down.Store(false)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { // raft keeps appending during the re-persist
+		defer wg.Done()
+		for i := uint64(81); i <= 120; i++ {
+			must(t, s.StoreLogs([]*raft.Log{entry(i, 2, 200)}))
+		}
+	}()
+	must(t, s.Repersist())
+	wg.Wait()
+	if err := s.Err(); err != nil {
+		t.Fatalf("still lost: %v", err)
+	}
+	must(t, s.StoreLogs([]*raft.Log{entry(121, 3, 10)}))
+	want := readState(t, s)
+
+	s2, err := Open(mem, Options{Logger: quiet})
+	must(t, err)
+	got := readState(t, s2)
+	if d := diff(want, got); d != "" {
+		t.Fatalf("device after repersist differs from RAM: %s", d)
+	}
+	if f, _ := s2.FirstIndex(); f != 61 {
+		t.Fatalf("first %d", f)
+	}
+	if got.snap != "snap-70" {
+		t.Fatalf("snapshot %q", got.snap)
+	}
+}
+
+func TestRepersistOntoBlankReplacement(t *testing.T) {
+	dev := &flaky{BlockDevice: blockdev.NewMem(512<<10, 512)}
+	s, err := Open(dev, Options{LogBytes: 128 << 10, Logger: quiet})
+	must(t, err)
+	for i := uint64(1); i <= 20; i++ {
+		must(t, s.StoreLogs([]*raft.Log{entry(i, 1, 100)}))
+	}
+	dev.down.Store(true)
+	must(t, s.SetUint64([]byte("CurrentTerm"), 4))
+	// The LUN comes back empty (a replaced disk).
+	fresh := blockdev.NewMem(512<<10, 512)
+	dev.BlockDevice = fresh
+	dev.down.Store(false)
+	must(t, s.Repersist())
+	s2, err := Open(fresh, Options{Logger: quiet})
+	must(t, err)
+	if d := diff(readState(t, s), readState(t, s2)); d != "" {
+		t.Fatal(d)
+	}
+}
+
+func TestSinkSpanningRepersist(t *testing.T) {
+	mem := blockdev.NewMem(512<<10, 512)
+	dev := &flaky{BlockDevice: mem}
+	s, err := Open(dev, Options{LogBytes: 128 << 10, Logger: quiet})
+	must(t, err)
+	must(t, s.StoreLogs([]*raft.Log{entry(1, 1, 10)}))
+	snapshotNow(t, s, 1, "first") // slot 0
+	dev.down.Store(true)
+	must(t, s.StoreLogs([]*raft.Log{entry(2, 1, 10)})) // lost
+	snapshotNow(t, s, 2, "second")                     // RAM only
+	sink, err := s.Create(1, 2, 1, raft.Configuration{}, 0, nil)
+	must(t, err)
+	sink.Write([]byte("third-"))
+	dev.down.Store(false)
+	must(t, s.Repersist()) // installs "second" in some slot
+	sink.Write(make([]byte, 300<<10/10))
+	must(t, sink.Close())
+	s2, err := Open(mem, Options{Logger: quiet})
+	must(t, err)
+	if d := diff(readState(t, s), readState(t, s2)); d != "" {
+		t.Fatal(d)
+	}
+}
