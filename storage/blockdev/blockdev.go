@@ -188,3 +188,66 @@ func (m *Mem) Bytes() []byte {
 	defer m.mu.RUnlock()
 	return append([]byte(nil), m.buf...)
 }
+
+// Switchable wraps a device that can be failed and healed at run time (tests
+// of storage loss and re-persist): while down, every write and sync returns
+// ErrDown; reads still work.
+type Switchable struct {
+	storage.BlockDevice
+	mu   sync.RWMutex
+	down bool
+}
+
+// ErrDown is what a Switchable returns while down.
+var ErrDown = errors.New("blockdev: device down")
+
+// SetDown fails (true) or heals (false) the device.
+func (s *Switchable) SetDown(down bool) {
+	s.mu.Lock()
+	s.down = down
+	s.mu.Unlock()
+}
+
+// Replace swaps the wrapped device (a replaced disk).
+func (s *Switchable) Replace(d storage.BlockDevice) {
+	s.mu.Lock()
+	s.BlockDevice = d
+	s.mu.Unlock()
+}
+
+func (s *Switchable) dev() (storage.BlockDevice, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.BlockDevice, s.down
+}
+
+func (s *Switchable) ReadAt(p []byte, off int64) (int, error) {
+	d, _ := s.dev()
+	return d.ReadAt(p, off)
+}
+
+func (s *Switchable) WriteAt(p []byte, off int64) (int, error) {
+	d, down := s.dev()
+	if down {
+		return 0, ErrDown
+	}
+	return d.WriteAt(p, off)
+}
+
+func (s *Switchable) Sync() error {
+	d, down := s.dev()
+	if down {
+		return ErrDown
+	}
+	return d.Sync()
+}
+
+func (s *Switchable) Size() int64 {
+	d, _ := s.dev()
+	return d.Size()
+}
+
+func (s *Switchable) BlockSize() int {
+	d, _ := s.dev()
+	return d.BlockSize()
+}

@@ -1,37 +1,13 @@
 package blocklog
 
 import (
-	"errors"
 	"sync"
-	"sync/atomic"
 	"testing"
 
 	"github.com/hashicorp/raft"
 
-	"xedge/storage"
 	"xedge/storage/blockdev"
 )
-
-type flaky struct {
-	storage.BlockDevice
-	down atomic.Bool
-}
-
-var errDown = errors.New("device down")
-
-func (f *flaky) WriteAt(p []byte, off int64) (int, error) {
-	if f.down.Load() {
-		return 0, errDown
-	}
-	return f.BlockDevice.WriteAt(p, off)
-}
-
-func (f *flaky) Sync() error {
-	if f.down.Load() {
-		return errDown
-	}
-	return f.BlockDevice.Sync()
-}
 
 func snapshotNow(t *testing.T, s *Store, idx uint64, data string) {
 	t.Helper()
@@ -43,7 +19,7 @@ func snapshotNow(t *testing.T, s *Store, idx uint64, data string) {
 
 func TestRepersistAfterLoss(t *testing.T) {
 	mem := blockdev.NewMem(512<<10, 512)
-	dev := &flaky{BlockDevice: mem}
+	dev := &blockdev.Switchable{BlockDevice: mem}
 	s, err := Open(dev, Options{LogBytes: 128 << 10, Logger: quiet})
 	must(t, err)
 	for i := uint64(1); i <= 50; i++ {
@@ -53,7 +29,7 @@ func TestRepersistAfterLoss(t *testing.T) {
 	snapshotNow(t, s, 40, "snap-40")
 	must(t, s.DeleteRange(1, 30))
 
-	dev.down.Store(true)
+	dev.SetDown(true)
 	for i := uint64(51); i <= 80; i++ {
 		must(t, s.StoreLogs([]*raft.Log{entry(i, 2, 200)}))
 	}
@@ -67,7 +43,7 @@ func TestRepersistAfterLoss(t *testing.T) {
 		t.Fatal("repersist on a dead device succeeded")
 	}
 
-	dev.down.Store(false)
+	dev.SetDown(false)
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() { // raft keeps appending during the re-persist
@@ -99,18 +75,18 @@ func TestRepersistAfterLoss(t *testing.T) {
 }
 
 func TestRepersistOntoBlankReplacement(t *testing.T) {
-	dev := &flaky{BlockDevice: blockdev.NewMem(512<<10, 512)}
+	dev := &blockdev.Switchable{BlockDevice: blockdev.NewMem(512<<10, 512)}
 	s, err := Open(dev, Options{LogBytes: 128 << 10, Logger: quiet})
 	must(t, err)
 	for i := uint64(1); i <= 20; i++ {
 		must(t, s.StoreLogs([]*raft.Log{entry(i, 1, 100)}))
 	}
-	dev.down.Store(true)
+	dev.SetDown(true)
 	must(t, s.SetUint64([]byte("CurrentTerm"), 4))
 	// The LUN comes back empty (a replaced disk).
 	fresh := blockdev.NewMem(512<<10, 512)
-	dev.BlockDevice = fresh
-	dev.down.Store(false)
+	dev.Replace(fresh)
+	dev.SetDown(false)
 	must(t, s.Repersist())
 	s2, err := Open(fresh, Options{Logger: quiet})
 	must(t, err)
@@ -121,18 +97,18 @@ func TestRepersistOntoBlankReplacement(t *testing.T) {
 
 func TestSinkSpanningRepersist(t *testing.T) {
 	mem := blockdev.NewMem(512<<10, 512)
-	dev := &flaky{BlockDevice: mem}
+	dev := &blockdev.Switchable{BlockDevice: mem}
 	s, err := Open(dev, Options{LogBytes: 128 << 10, Logger: quiet})
 	must(t, err)
 	must(t, s.StoreLogs([]*raft.Log{entry(1, 1, 10)}))
 	snapshotNow(t, s, 1, "first") // slot 0
-	dev.down.Store(true)
+	dev.SetDown(true)
 	must(t, s.StoreLogs([]*raft.Log{entry(2, 1, 10)})) // lost
 	snapshotNow(t, s, 2, "second")                     // RAM only
 	sink, err := s.Create(1, 2, 1, raft.Configuration{}, 0, nil)
 	must(t, err)
 	sink.Write([]byte("third-"))
-	dev.down.Store(false)
+	dev.SetDown(false)
 	must(t, s.Repersist()) // installs "second" in some slot
 	sink.Write(make([]byte, 300<<10/10))
 	must(t, sink.Close())

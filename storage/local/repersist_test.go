@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -13,30 +12,10 @@ import (
 )
 
 // flaky is a device that fails every write and sync while down.
-type flaky struct {
-	storage.BlockDevice
-	down atomic.Bool
-}
-
-var errDown = errors.New("device down")
-
-func (f *flaky) WriteAt(p []byte, off int64) (int, error) {
-	if f.down.Load() {
-		return 0, errDown
-	}
-	return f.BlockDevice.WriteAt(p, off)
-}
-
-func (f *flaky) Sync() error {
-	if f.down.Load() {
-		return errDown
-	}
-	return f.BlockDevice.Sync()
-}
 
 func TestStorageLossAndRepersist(t *testing.T) {
 	mem := blockdev.NewMem(512<<10, 512)
-	dev := &flaky{BlockDevice: mem}
+	dev := &blockdev.Switchable{BlockDevice: mem}
 	s, err := Open(ctx, Config{Device: dev, Logger: quiet})
 	must(t, err)
 	must(t, s.Declare(ctx, storage.TableSpec{Name: "t"}))
@@ -50,11 +29,11 @@ func TestStorageLossAndRepersist(t *testing.T) {
 	if err := s.Repersist(ctx); err != nil {
 		t.Fatalf("repersist while durable must be a no-op: %v", err)
 	}
-	dev.down.Store(true)
+	dev.SetDown(true)
 	put(10) // the disk fails under this one: committed in RAM
 	select {
 	case err := <-s.Lost():
-		if !errors.Is(err, errDown) {
+		if !errors.Is(err, blockdev.ErrDown) {
 			t.Fatalf("lost: %v", err)
 		}
 	default:
@@ -70,7 +49,7 @@ func TestStorageLossAndRepersist(t *testing.T) {
 	if err := s.Repersist(ctx); err == nil {
 		t.Fatal("repersist succeeded on a dead device")
 	}
-	dev.down.Store(false)
+	dev.SetDown(false)
 	// Applies keep going while the re-persist runs.
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -101,13 +80,13 @@ func TestStorageLossAndRepersist(t *testing.T) {
 }
 
 func TestReadOnlyOnLoss(t *testing.T) {
-	dev := &flaky{BlockDevice: blockdev.NewMem(512<<10, 512)}
+	dev := &blockdev.Switchable{BlockDevice: blockdev.NewMem(512<<10, 512)}
 	s, err := Open(ctx, Config{Device: dev, Logger: quiet, OnLoss: "read-only"})
 	must(t, err)
 	defer stop(t, s)
 	must(t, s.Declare(ctx, storage.TableSpec{Name: "t"}))
 	mustApply(t, s, storage.Put("t", "a", nil))
-	dev.down.Store(true)
+	dev.SetDown(true)
 	if err := s.Apply(ctx, storage.Put("t", "b", nil)); !errors.Is(err, storage.ErrUnavailable) {
 		t.Fatalf("apply on loss: %v", err)
 	}
@@ -117,7 +96,7 @@ func TestReadOnlyOnLoss(t *testing.T) {
 	if st := s.Status(); st.Mode != "read-only" {
 		t.Fatalf("status %+v", st)
 	}
-	dev.down.Store(false)
+	dev.SetDown(false)
 	must(t, s.Repersist(ctx))
 	mustApply(t, s, storage.Put("t", "c", nil))
 }
@@ -146,17 +125,17 @@ func TestRepersistDir(t *testing.T) {
 
 func TestAutomaticRetry(t *testing.T) {
 	mem := blockdev.NewMem(512<<10, 512)
-	dev := &flaky{BlockDevice: mem}
+	dev := &blockdev.Switchable{BlockDevice: mem}
 	s, err := Open(ctx, Config{Device: dev, Logger: quiet, RetryEvery: 5 * time.Millisecond})
 	must(t, err)
 	must(t, s.Declare(ctx, storage.TableSpec{Name: "t"}))
-	dev.down.Store(true)
+	dev.SetDown(true)
 	mustApply(t, s, storage.Put("t", "a", nil))
 	time.Sleep(30 * time.Millisecond) // a few failed attempts
 	if st := s.Status(); st.Mode != "degraded-ram" {
 		t.Fatalf("status %+v", st)
 	}
-	dev.down.Store(false)
+	dev.SetDown(false)
 	deadline := time.Now().Add(5 * time.Second)
 	for s.Status().Mode != "durable" && time.Now().Before(deadline) {
 		time.Sleep(5 * time.Millisecond)
