@@ -283,3 +283,22 @@ func TestRegistrationDisabled(t *testing.T) {
 	}
 	c.AuthPlain("localhost", "alice", "secret") // the stream is still usable
 }
+
+// A stream error right after a stream restart comes with a fresh stream header.
+func TestStreamErrorAfterRestart(t *testing.T) {
+	e := start(t, nil)
+	c := testenv.Dial(t, e.addr)
+	c.Open("localhost")
+	c.Send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+	c.Expect("<proceed", 5*time.Second)
+	tc := tls.Client(c.Conn, &tls.Config{InsecureSkipVerify: true})
+	if err := tc.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	c.Conn = tc
+	c.Send("<!DOCTYPE x><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='localhost' version='1.0'>")
+	got := c.Expect("</stream:stream>", 5*time.Second)
+	if !strings.Contains(got, "<?xml version") || !strings.Contains(got, "<stream:stream") || !strings.Contains(got, "<restricted-xml") {
+		t.Fatalf("got %s", got)
+	}
+}

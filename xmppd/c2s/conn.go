@@ -59,7 +59,7 @@ func newConn(s *Server, nc net.Conn, directTLS bool) *conn {
 	if h, _, err := net.SplitHostPort(ip); err == nil {
 		ip = h
 	}
-	c := &conn{srv: s, raw: nc, directTLS: directTLS, ip: ip, wake: make(chan struct{}, 1), done: make(chan struct{})}
+	c := &conn{srv: s, raw: nc, directTLS: directTLS, ip: ip, streamID: randomID(), wake: make(chan struct{}, 1), done: make(chan struct{})}
 	c.log = s.log.With("remote", nc.RemoteAddr().String())
 	var rc net.Conn = nc
 	if s.cfg.Shaper > 0 {
@@ -122,9 +122,6 @@ func (c *conn) session() *session {
 }
 
 func (c *conn) appendHeader(b []byte) []byte {
-	if c.streamID == "" {
-		c.streamID = randomID()
-	}
 	return xmlstream.AppendStreamHeader(b, xmlstream.NSClient,
 		xmlstream.Attr{Local: "from", Value: c.srv.cfg.Domain},
 		xmlstream.Attr{Local: "id", Value: c.streamID},
@@ -239,6 +236,12 @@ func (c *conn) next(header bool) (*xmlstream.Element, error) {
 
 // openStream reads the client's stream header and answers with ours and the features.
 func (c *conn) openStream() error {
+	// A new stream (also after a restart): a stream error before our header is
+	// preceded by a fresh header.
+	c.wmu.Lock()
+	c.headerSent = false
+	c.streamID = randomID()
+	c.wmu.Unlock()
 	hdr, err := c.next(true)
 	if err != nil {
 		return err
@@ -249,10 +252,6 @@ func (c *conn) openStream() error {
 	if ns := c.dec.DefaultNS(); ns != xmlstream.NSClient {
 		return serr("invalid-namespace", "the default namespace must be jabber:client")
 	}
-	c.streamID = randomID()
-	c.wmu.Lock()
-	c.headerSent = false
-	c.wmu.Unlock()
 	if to := hdr.Attr("to"); to != "" {
 		j, err := jid.Parse(to)
 		if err != nil || !j.IsServer() || j.Domain != c.srv.cfg.Domain {
