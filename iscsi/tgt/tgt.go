@@ -72,21 +72,27 @@ type Account struct {
 	Outgoing     bool
 }
 
-var portMu sync.Mutex
-var nextControl = 20000 + os.Getpid()%20000
+// tgtd takes control ports up to 32767; each names a unix socket
+// /var/run/tgtd/socket.N, left behind when a tgtd is killed.
+const minControl, maxControl = 10000, 32767
 
-// freeControlPort returns a control port whose socket file is not in use.
+var portMu sync.Mutex
+var nextControl = minControl + os.Getpid()%(maxControl-minControl)
+
+// freeControlPort returns a control port no live tgtd answers on.
 func freeControlPort() int {
 	portMu.Lock()
 	defer portMu.Unlock()
 	for {
 		nextControl++
-		if nextControl > 60000 {
-			nextControl = 20000
+		if nextControl > maxControl {
+			nextControl = minControl
 		}
-		if _, err := os.Stat(fmt.Sprintf("/var/run/tgtd/socket.%d", nextControl)); err != nil {
+		c, err := net.DialTimeout("unix", fmt.Sprintf("/var/run/tgtd/socket.%d", nextControl), 100*time.Millisecond)
+		if err != nil {
 			return nextControl
 		}
+		c.Close()
 	}
 }
 
@@ -120,14 +126,20 @@ func Start(ctx context.Context, o Options) (*Daemon, error) {
 			o.Port = p
 		}
 	}
-	if o.ControlPort == 0 {
-		o.ControlPort = freeControlPort()
+	pick := o.ControlPort == 0
+	for try := 0; ; try++ {
+		if pick {
+			o.ControlPort = freeControlPort()
+		}
+		d := &Daemon{Opts: o, Portal: net.JoinHostPort(o.Addr, strconv.Itoa(o.Port))}
+		err := d.start(ctx)
+		if err == nil {
+			return d, nil
+		}
+		if !pick || try >= 4 {
+			return nil, err
+		}
 	}
-	d := &Daemon{Opts: o, Portal: net.JoinHostPort(o.Addr, strconv.Itoa(o.Port))}
-	if err := d.start(ctx); err != nil {
-		return nil, err
-	}
-	return d, nil
 }
 
 func (d *Daemon) start(ctx context.Context) error {
