@@ -19,6 +19,11 @@ var EjabberdYML string
 //go:embed prosody/prosody.cfg.lua
 var ProsodyCfg string
 
+// XmppdYAML is bench/xmppd/xmppd.yaml.
+//
+//go:embed xmppd/xmppd.yaml
+var XmppdYAML string
+
 // TsungXML is bench/tsung/xmpp.xml.
 //
 //go:embed tsung/xmpp.xml

@@ -24,17 +24,21 @@ const (
 	nsPing     = "urn:xmpp:ping"
 )
 
+// ErrTLSRequired is returned by Auth when the server requires STARTTLS first.
+var ErrTLSRequired = errors.New("server requires STARTTLS")
+
 // ErrConflict is returned by Register when the account already exists.
 var ErrConflict = errors.New("account already exists")
 
 // Options configure one client connection.
 type Options struct {
-	Addr      string        // host:port of the c2s listener (loopback)
-	Domain    string        // the XMPP domain (stream 'to', JID domain)
-	StartTLS  bool          // negotiate STARTTLS before anything else
-	Mechanism string        // SASL mechanism; default SCRAM-SHA-1
-	Resource  string        // resource to bind; default "bench"
-	Timeout   time.Duration // deadline for each protocol step; default 20s
+	Addr          string        // host:port of the c2s listener (loopback)
+	Domain        string        // the XMPP domain (stream 'to', JID domain)
+	StartTLS      bool          // negotiate STARTTLS before anything else
+	TLSIfRequired bool          // negotiate STARTTLS only if the server requires it
+	Mechanism     string        // SASL mechanism; default SCRAM-SHA-1
+	Resource      string        // resource to bind; default "bench"
+	Timeout       time.Duration // deadline for each protocol step; default 20s
 }
 
 func (o *Options) timeout() time.Duration {
@@ -76,7 +80,7 @@ func Dial(ctx context.Context, opts Options) (*Conn, error) {
 		raw.Close()
 		return nil, err
 	}
-	if opts.StartTLS {
+	if opts.StartTLS || (opts.TLSIfRequired && c.TLSRequired()) {
 		if err := c.startTLS(ctx); err != nil {
 			raw.Close()
 			return nil, err
@@ -113,6 +117,12 @@ func (c *Conn) open() error {
 	}
 	c.features = append(c.features[:0], f...)
 	return nil
+}
+
+// TLSRequired reports whether the last features require STARTTLS.
+func (c *Conn) TLSRequired() bool {
+	st := Child(c.features, "starttls")
+	return st != nil && Child(st, "required") != nil
 }
 
 // Features returns the last stream features element.
@@ -232,6 +242,9 @@ func (c *Conn) Auth(user, pass string) error {
 	mech := c.opts.Mechanism
 	if mech == "" {
 		mech = ScramSHA1
+	}
+	if !c.TLS && c.TLSRequired() {
+		return ErrTLSRequired
 	}
 	if !bytes.Contains(c.features, []byte(">"+mech+"<")) {
 		return fmt.Errorf("server does not offer %s: %.300q", mech, c.features)

@@ -221,6 +221,9 @@ func (s *Server) prepare() error {
 			return err
 		}
 		s.TLSAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(tp))
+		if _, err := write("xmppd.yaml", bench.Fill(bench.XmppdYAML, vars), 0o644); err != nil {
+			return err
+		}
 		return os.MkdirAll(filepath.Join(s.dir, "data"), 0o750)
 	}
 	return fmt.Errorf("unknown server kind %q", s.cfg.Kind)
@@ -257,7 +260,8 @@ func (s *Server) argv() ([]string, *syscall.Credential, []string, error) {
 		}
 		args := []string{abs, "--data", filepath.Join(s.dir, "data"), "--domain", s.cfg.Domain,
 			"--c2s", s.Addr, "--c2s-tls", s.TLSAddr, "--admin-socket", filepath.Join(s.dir, "admin.sock"),
-			"--allow-registration"}
+			"--allow-registration", "--config", filepath.Join(s.dir, "xmppd.yaml"),
+			"--cert", filepath.Join(s.dir, "cert.pem"), "--key", filepath.Join(s.dir, "key.pem")}
 		args = append(args, s.cfg.XmppdArgs...)
 		return args, nil, append(env, "GOMAXPROCS=1"), nil
 	}
@@ -336,7 +340,9 @@ func (s *Server) waitReady(ctx context.Context) error {
 	return fmt.Errorf("gave up (last: %v)", last)
 }
 
-func bytesHasMech(f []byte) bool { return strings.Contains(string(f), "mechanism") }
+func bytesHasMech(f []byte) bool {
+	return strings.Contains(string(f), "mechanism") || strings.Contains(string(f), "starttls")
+}
 
 // Stop ends the server: SIGTERM to the PID it started, then SIGKILL to its process
 // group if it has not exited within 15 s.

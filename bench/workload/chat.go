@@ -24,6 +24,7 @@ type ChatResult struct {
 	MaxMs      float64 `json:"max_ms"`
 	Samples    int     `json:"samples"`
 	ServerCPU  float64 `json:"server_cpu"`
+	ClientCPU  float64 `json:"client_cpu"`
 	LostOrLate int64   `json:"undelivered_at_end"`
 }
 
@@ -39,7 +40,7 @@ func Chat(ctx context.Context, t *Target, prefix string, pairs, window int, d ti
 	r := ChatResult{Pairs: pairs, Window: window}
 	ctx, cancel := context.WithTimeout(ctx, d+90*time.Second)
 	defer cancel()
-	conns, err := loginAll(ctx, t, prefix, 2*pairs, true)
+	conns, err := loginAll(ctx, t, prefix, 2*pairs, 0, true)
 	if err != nil {
 		return r, err
 	}
@@ -141,6 +142,7 @@ func Chat(ctx context.Context, t *Target, prefix string, pairs, window int, d ti
 	counting.Store(false)
 	r.Seconds = time.Since(start).Seconds()
 	r.ServerCPU = cpu.share()
+	r.ClientCPU = cpu.client()
 	stopping.Store(true)
 	r.Delivered = delivered.Load()
 	r.PerSecond = float64(r.Delivered) / r.Seconds
@@ -165,7 +167,7 @@ func Chat(ctx context.Context, t *Target, prefix string, pairs, window int, d ti
 		r.P50Ms, r.P99Ms, r.MaxMs, r.Samples = q(0.50), q(0.99), float64(lat[len(lat)-1])/1e6, len(lat)
 	}
 	t.Log.Info("chat", "server", t.Name, "pairs", pairs, "window", window, "msg_per_s", fmt.Sprintf("%.0f", r.PerSecond),
-		"p50_ms", fmt.Sprintf("%.2f", r.P50Ms), "p99_ms", fmt.Sprintf("%.2f", r.P99Ms), "server_cpu", fmt.Sprintf("%.2f", r.ServerCPU))
+		"p50_ms", fmt.Sprintf("%.2f", r.P50Ms), "p99_ms", fmt.Sprintf("%.2f", r.P99Ms), "server_cpu", fmt.Sprintf("%.2f", r.ServerCPU), "client_cpu", fmt.Sprintf("%.2f", r.ClientCPU))
 	if r.Delivered == 0 {
 		return r, fmt.Errorf("no message delivered")
 	}

@@ -20,6 +20,7 @@ type FanoutResult struct {
 	Seconds    float64 `json:"seconds"`
 	PerSecond  float64 `json:"deliveries_per_second"`
 	ServerCPU  float64 `json:"server_cpu"`
+	ClientCPU  float64 `json:"client_cpu"`
 	SetupLogin float64 `json:"login_seconds"`
 	P50Seconds float64 `json:"p50_delivery_seconds"`
 	P90Seconds float64 `json:"p90_delivery_seconds"`
@@ -47,7 +48,7 @@ func ProvisionRosters(ctx context.Context, t *Target, prefix string, n, k int, t
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	start := time.Now()
-	conns, err := loginAll(ctx, t, prefix, n, true)
+	conns, err := loginAll(ctx, t, prefix, n, 0, true)
 	if err != nil {
 		return err
 	}
@@ -139,7 +140,7 @@ func Fanout(ctx context.Context, t *Target, prefix string, n, k int, timeout tim
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	start := time.Now()
-	conns, err := loginAll(ctx, t, prefix, n, true)
+	conns, err := loginAll(ctx, t, prefix, n, 0, true)
 	if err != nil {
 		return r, err
 	}
@@ -213,6 +214,7 @@ func Fanout(ctx context.Context, t *Target, prefix string, n, k int, timeout tim
 		}
 	}
 	r.ServerCPU = cpu.share()
+	r.ClientCPU = cpu.client()
 	r.Delivered = changed.Load()
 	r.Seconds = float64(lastNano.Load()-t0) / 1e9
 	r.PerSecond = float64(r.Delivered) / r.Seconds
@@ -226,6 +228,6 @@ func Fanout(ctx context.Context, t *Target, prefix string, n, k int, timeout tim
 		r.P90Seconds = float64(all[len(all)*9/10]-t0) / 1e9
 	}
 	t.Log.Info("presence fan-out", "server", t.Name, "users", n, "contacts", k, "seconds", fmt.Sprintf("%.3f", r.Seconds),
-		"per_second", fmt.Sprintf("%.0f", r.PerSecond), "p50_s", fmt.Sprintf("%.3f", r.P50Seconds), "p90_s", fmt.Sprintf("%.3f", r.P90Seconds), "server_cpu", fmt.Sprintf("%.2f", r.ServerCPU))
+		"per_second", fmt.Sprintf("%.0f", r.PerSecond), "p50_s", fmt.Sprintf("%.3f", r.P50Seconds), "p90_s", fmt.Sprintf("%.3f", r.P90Seconds), "server_cpu", fmt.Sprintf("%.2f", r.ServerCPU), "client_cpu", fmt.Sprintf("%.2f", r.ClientCPU))
 	return r, nil
 }

@@ -18,7 +18,8 @@ type LoginResult struct {
 	Logins     int64   `json:"logins"`
 	Errors     int64   `json:"errors"`
 	PerSecond  float64 `json:"per_second"`
-	ServerCPU  float64 `json:"server_cpu"` // fraction of one core
+	ServerCPU  float64 `json:"server_cpu"`
+	ClientCPU  float64 `json:"client_cpu"` // fraction of one core
 	FirstError string  `json:"first_error,omitempty"`
 }
 
@@ -67,12 +68,13 @@ func Logins(ctx context.Context, t *Target, prefix string, pool, workers int, d 
 	wg.Wait()
 	el := time.Since(start).Seconds()
 	r.ServerCPU = cpu.share()
+	r.ClientCPU = cpu.client()
 	r.Seconds, r.Logins, r.Errors = el, ok.Load(), bad.Load()
 	r.PerSecond = float64(r.Logins) / el
 	if v, _ := firstErr.Load().(string); v != "" {
 		r.FirstError = v
 	}
-	t.Log.Info("logins", "server", t.Name, "per_second", fmt.Sprintf("%.0f", r.PerSecond), "errors", r.Errors, "server_cpu", fmt.Sprintf("%.2f", r.ServerCPU))
+	t.Log.Info("logins", "server", t.Name, "per_second", fmt.Sprintf("%.0f", r.PerSecond), "errors", r.Errors, "server_cpu", fmt.Sprintf("%.2f", r.ServerCPU), "client_cpu", fmt.Sprintf("%.2f", r.ClientCPU))
 	if r.Logins == 0 {
 		return r, fmt.Errorf("no successful login (%s)", r.FirstError)
 	}

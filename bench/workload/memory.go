@@ -2,14 +2,18 @@ package workload
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"runtime"
 	"time"
+
+	"xedge/bench/loadgen"
 )
 
 // MemoryResult is the idle-session memory measurement.
 type MemoryResult struct {
 	Sessions        int     `json:"sessions"`
+	Users           int     `json:"users"`
 	TLS             bool    `json:"tls"`
 	BaselineRSS     int64   `json:"baseline_rss_bytes"`
 	LoadedRSS       int64   `json:"loaded_rss_bytes"`
@@ -18,11 +22,12 @@ type MemoryResult struct {
 }
 
 // IdleMemory restarts the server (a fresh process, so earlier phases leave no
-// heap behind), reads its RSS, logs n users in (STARTTLS or plain) and holds the
-// sessions idle; after a settling pause it reads the RSS again. The figure is
+// heap behind), reads its RSS, logs n sessions in (STARTTLS or plain) spread over
+// `users` accounts (one session per account when users >= n) and holds them
+// idle; after a settling pause it reads the RSS again. The figure is
 // (loaded - baseline) / n.
-func IdleMemory(ctx context.Context, t *Target, prefix string, n int, tls bool, settle time.Duration) (MemoryResult, error) {
-	r := MemoryResult{Sessions: n, TLS: tls}
+func IdleMemory(ctx context.Context, t *Target, prefix string, n, users int, tls bool, settle time.Duration) (MemoryResult, error) {
+	r := MemoryResult{Sessions: n, Users: min(max(users, 1), n), TLS: tls}
 	if t.Restart != nil {
 		if err := t.Restart(ctx); err != nil {
 			return r, fmt.Errorf("restart: %w", err)
@@ -35,8 +40,11 @@ func IdleMemory(ctx context.Context, t *Target, prefix string, n int, tls bool, 
 	}
 	r.BaselineRSS = base
 	start := time.Now()
-	conns, err := loginAll(ctx, t, prefix, n, tls)
+	conns, err := loginAll(ctx, t, prefix, n, users, tls)
 	if err != nil {
+		if errors.Is(err, loadgen.ErrTLSRequired) {
+			return r, fmt.Errorf("%s requires STARTTLS: no plaintext-session figure: %w", t.Name, err)
+		}
 		return r, err
 	}
 	defer closeAll(conns)

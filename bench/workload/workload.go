@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"xedge/bench/loadgen"
@@ -86,7 +87,9 @@ func Register(ctx context.Context, t *Target, prefix string, n int) error {
 			if attempt > 0 {
 				time.Sleep(200 * time.Millisecond)
 			}
-			c, err := loadgen.Dial(ctx, t.opts(false))
+			o := t.opts(false)
+			o.TLSIfRequired = true
+			c, err := loadgen.Dial(ctx, o)
 			if err != nil {
 				last = err
 				continue
@@ -107,11 +110,15 @@ func Register(ctx context.Context, t *Target, prefix string, n int) error {
 	return nil
 }
 
-// loginAll logs users in (TLS or not), 50 at a time.
-func loginAll(ctx context.Context, t *Target, prefix string, n int, tls bool) ([]*loadgen.Conn, error) {
+// loginAll logs n sessions in (TLS or not), 50 at a time: session i is user
+// i % users (users <= 0 means n users, one session each) with resource r<i>.
+func loginAll(ctx context.Context, t *Target, prefix string, n, users int, tls bool) ([]*loadgen.Conn, error) {
+	if users <= 0 || users > n {
+		users = n
+	}
 	conns := make([]*loadgen.Conn, n)
 	err := Parallel(ctx, n, 50, func(ctx context.Context, i int) error {
-		u, p := User(prefix, i)
+		u, p := User(prefix, i%users)
 		o := t.opts(tls)
 		o.Resource = "r" + strconv.Itoa(i)
 		c, err := loadgen.Login(ctx, o, u, p)
@@ -141,10 +148,30 @@ type cpuMeter struct {
 	t     *Target
 	start time.Time
 	cpu0  float64
+	self0 float64
+}
+
+// selfCPU returns this process's user+system CPU seconds.
+func selfCPU() float64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return float64(ru.Utime.Sec+ru.Stime.Sec) + float64(ru.Utime.Usec+ru.Stime.Usec)/1e6
+}
+
+// client returns the load generator's CPU use as a fraction of one core since
+// start: near 1.0 means the generator, not the server, limited the figure.
+func (m cpuMeter) client() float64 {
+	el := time.Since(m.start).Seconds()
+	if el <= 0 {
+		return 0
+	}
+	return (selfCPU() - m.self0) / el
 }
 
 func startCPU(t *Target) cpuMeter {
-	m := cpuMeter{t: t, start: time.Now()}
+	m := cpuMeter{t: t, start: time.Now(), self0: selfCPU()}
 	if t.CPU != nil {
 		m.cpu0, _ = t.CPU()
 	}

@@ -36,11 +36,15 @@ import (
 	"xedge/bench/workload"
 )
 
+// lastJSON is the results file of the last run (for tests).
+var lastJSON string
+
 type params struct {
 	Servers       []string      `json:"servers"`
 	Workloads     []string      `json:"workloads"`
 	Quick         bool          `json:"quick"`
 	Sessions      int           `json:"sessions"`
+	MemUsers      int           `json:"memory_users"`
 	LoginWorkers  int           `json:"login_workers"`
 	LoginDuration time.Duration `json:"login_duration_ns"`
 	Pairs         int           `json:"pairs"`
@@ -60,19 +64,21 @@ type params struct {
 }
 
 func main() {
-	if err := run(); err != nil {
+	if err := run(os.Args[1:]); err != nil {
 		slog.Error("bench failed", "err", err)
 		os.Exit(1)
 	}
 }
 
-func run() error {
+func run(args []string) error {
 	var p params
 	var srv, wl string
+	flag := flag.NewFlagSet("bench", flag.ContinueOnError)
 	flag.StringVar(&srv, "servers", "xmppd,ejabberd,prosody", "servers to benchmark, comma-separated")
 	flag.StringVar(&wl, "workloads", "memory,logins,chat,fanout,tsung", "workloads, comma-separated")
 	flag.BoolVar(&p.Quick, "quick", false, "short smoke run (~3 min): 500 sessions, 20 pairs, 200 fan-out users, short phases")
 	flag.IntVar(&p.Sessions, "sessions", 0, "idle sessions for the memory workload (default 10000, quick 500)")
+	flag.IntVar(&p.MemUsers, "memory-users", 2000, "accounts the idle sessions are spread over (sessions/accounts resources each)")
 	flag.IntVar(&p.LoginWorkers, "login-workers", 20, "concurrent clients in the login workload")
 	flag.DurationVar(&p.LoginDuration, "login-duration", 0, "login workload duration (default 10s, quick 3s)")
 	flag.IntVar(&p.Pairs, "pairs", 0, "chat pairs (default 100, quick 20)")
@@ -89,7 +95,9 @@ func run() error {
 	flag.BoolVar(&p.Keep, "keep", false, "keep the servers' temporary directories")
 	flag.DurationVar(&p.Timeout, "timeout", 0, "bound on the whole run (default 30m, quick 8m)")
 	flag.StringVar(&p.Profile, "profile", "", "directory: record `perf` CPU profiles of xmppd during each workload")
-	flag.Parse()
+	if err := flag.Parse(args); err != nil {
+		return fmt.Errorf("flags: %w", err)
+	}
 	p.Servers = split(srv)
 	p.Workloads = split(wl)
 	def := func(v *int, full, quick int) {
@@ -131,7 +139,7 @@ func run() error {
 	run := &report.Run{
 		Started: time.Now().UTC(), Quick: p.Quick, Params: map[string]any{},
 		Host:        hostInfo(),
-		CommandLine: strings.Join(os.Args, " "),
+		CommandLine: "go run ./bench/cmd/bench " + strings.Join(args, " "),
 	}
 	run.LoadAvg[0] = loadavg()
 	run.QuietHost = quiet(run.LoadAvg[0])
@@ -173,6 +181,7 @@ func run() error {
 	}
 	fmt.Println(md)
 	fmt.Printf("results: %s\n", jsonPath)
+	lastJSON = jsonPath
 	if ctx.Err() != nil {
 		return fmt.Errorf("run cut short: %w", context.Cause(ctx))
 	}
@@ -238,7 +247,10 @@ func benchServer(ctx context.Context, log *slog.Logger, p *params, name string) 
 	}
 	t := &workload.Target{Name: name, Addr: s.Addr, Domain: s.Domain(), RSS: s.RSS, CPU: s.CPUTime, Restart: s.Restart, Log: log}
 
-	pool := max(p.Sessions, 2*p.Pairs, p.TsungUsers, p.LoginWorkers*10)
+	// Registration is the slow part of provisioning (ejabberd hashes SCRAM keys at
+	// ~50 accounts/s here), so at most MemUsers accounts carry the idle sessions.
+	memUsers := min(p.Sessions, p.MemUsers)
+	pool := max(memUsers, 2*p.Pairs, p.TsungUsers+1, p.LoginWorkers*10)
 	if err := phase(ctx, 10*time.Minute, func(ctx context.Context) error {
 		return workload.Register(ctx, t, "u", pool)
 	}); err != nil {
@@ -256,7 +268,7 @@ func benchServer(ctx context.Context, log *slog.Logger, p *params, name string) 
 			}
 			err := phase(ctx, 8*time.Minute, func(ctx context.Context) error {
 				stopProf := prof.start("memory-" + strconv.FormatBool(tls))
-				r, err := workload.IdleMemory(ctx, t, "u", p.Sessions, tls, p.Settle)
+				r, err := workload.IdleMemory(ctx, t, "u", p.Sessions, memUsers, tls, p.Settle)
 				stopProf()
 				res.Details[key] = r
 				if err == nil {
