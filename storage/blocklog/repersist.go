@@ -28,6 +28,12 @@ func (s *Store) Repersist() error {
 	if err != nil {
 		return fmt.Errorf("blocklog: repersist: %w", err)
 	}
+	if !t.rec.Formatted && t.sb.nonce != s.sb.nonce {
+		// Not our layout and not blank: another node's LUN, or a disk someone
+		// reformatted. Never overwrite it.
+		return fmt.Errorf("blocklog: repersist: %w: the device holds another layout (nonce %016x, ours %016x); wipe it to re-persist onto it",
+			ErrForeign, t.sb.nonce, s.sb.nonce)
+	}
 
 	// Capture: O(entries) pointer copies under the locks, no I/O.
 	s.ioMu.Lock()

@@ -1,6 +1,7 @@
 package blocklog
 
 import (
+	"errors"
 	"sync"
 	"testing"
 
@@ -116,5 +117,27 @@ func TestSinkSpanningRepersist(t *testing.T) {
 	must(t, err)
 	if d := diff(readState(t, s), readState(t, s2)); d != "" {
 		t.Fatal(d)
+	}
+}
+
+func TestRepersistRefusesForeignLayout(t *testing.T) {
+	dev := &blockdev.Switchable{BlockDevice: blockdev.NewMem(512<<10, 512)}
+	s, err := Open(dev, Options{LogBytes: 128 << 10, Logger: quiet})
+	must(t, err)
+	dev.SetDown(true)
+	must(t, s.StoreLogs([]*raft.Log{entry(1, 1, 10)}))
+	other := blockdev.NewMem(512<<10, 512)
+	o, err := Open(other, Options{LogBytes: 128 << 10, Logger: quiet}) // someone else's layout
+	must(t, err)
+	must(t, o.StoreLogs([]*raft.Log{entry(7, 7, 7)}))
+	dev.Replace(other)
+	dev.SetDown(false)
+	if err := s.Repersist(); !errors.Is(err, ErrForeign) {
+		t.Fatalf("repersist onto a foreign layout: %v", err)
+	}
+	o2, err := Open(other, Options{Logger: quiet})
+	must(t, err)
+	if l, _ := o2.LastIndex(); l != 7 {
+		t.Fatal("foreign layout was modified")
 	}
 }

@@ -47,6 +47,9 @@ var (
 	// ErrCorrupt is returned by Open when the layout is damaged beyond what
 	// recovery may silently skip (both superblocks bad, or a bad snapshot).
 	ErrCorrupt = errors.New("blocklog: corrupt layout")
+	// ErrForeign is returned by Repersist when the device holds a layout that
+	// is not this store's.
+	ErrForeign = errors.New("blocklog: foreign layout")
 	// errNotFound is what raft expects from StableStore.Get for a missing key.
 	errNotFound = errors.New("not found")
 )
@@ -128,7 +131,10 @@ func Open(dev storage.BlockDevice, opts Options) (*Store, error) {
 		opts.Logger = slog.Default()
 	}
 	bs := dev.BlockSize()
-	if bs <= 0 || bs&(bs-1) != 0 {
+	if bs == 0 {
+		return nil, errors.New("blocklog: device not ready (block size 0)")
+	}
+	if bs < 0 || bs&(bs-1) != 0 {
 		return nil, fmt.Errorf("blocklog: block size %d is not a power of two", bs)
 	}
 	s := &Store{
@@ -695,4 +701,12 @@ func (s *Store) LogUsage() (used, capacity int64) {
 	s.ioMu.Lock()
 	defer s.ioMu.Unlock()
 	return s.used, int64(s.sb.logLen)
+}
+
+// LayoutID identifies the layout (the random nonce chosen when the device was
+// formatted): a device showing another ID is not this store's.
+func (s *Store) LayoutID() uint64 {
+	s.ioMu.Lock()
+	defer s.ioMu.Unlock()
+	return s.sb.nonce
 }

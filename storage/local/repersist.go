@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 
+	"xedge/storage/blocklog"
 	"xedge/storage/tables"
 )
 
@@ -32,6 +33,15 @@ func (s *Store) Repersist(ctx context.Context) error {
 	nj, err := s.openJournal()
 	if err != nil {
 		return fmt.Errorf("storage: repersist: %w", err)
+	}
+	s.wmu.Lock()
+	oldj := s.j
+	s.wmu.Unlock()
+	if ob, ok := oldj.(*blockJournal); ok {
+		nb := nj.(*blockJournal)
+		if !nb.bl.Recovery().Formatted && nb.bl.LayoutID() != ob.bl.LayoutID() {
+			return fmt.Errorf("storage: repersist: %w: the device holds another layout; wipe it to re-persist onto it", blocklog.ErrForeign)
+		}
 	}
 	// Find the end of what the storage holds (and cut torn tails); the
 	// content itself is superseded by the snapshot below.

@@ -9,6 +9,7 @@ import (
 
 	"xedge/storage"
 	"xedge/storage/blockdev"
+	"xedge/storage/blocklog"
 )
 
 // flaky is a device that fails every write and sync while down.
@@ -152,4 +153,27 @@ func TestAutomaticRetry(t *testing.T) {
 	if n, _ := tb.Count(""); n != 2 {
 		t.Fatalf("rows %d", n)
 	}
+}
+
+func TestRepersistRefusesForeignDevice(t *testing.T) {
+	dev := &blockdev.Switchable{BlockDevice: blockdev.NewMem(512<<10, 512)}
+	s, err := Open(ctx, Config{Device: dev, Logger: quiet, RetryEvery: -1})
+	must(t, err)
+	defer stop(t, s)
+	must(t, s.Declare(ctx, storage.TableSpec{Name: "t"}))
+	dev.SetDown(true)
+	mustApply(t, s, storage.Put("t", "a", nil))
+	other := blockdev.NewMem(512<<10, 512)
+	o, err := Open(ctx, Config{Device: other, Logger: quiet, RetryEvery: -1})
+	must(t, err)
+	must(t, o.Declare(ctx, storage.TableSpec{Name: "theirs"}))
+	stop(t, o)
+	dev.Replace(other)
+	dev.SetDown(false)
+	if err := s.Repersist(ctx); !errors.Is(err, blocklog.ErrForeign) {
+		t.Fatalf("repersist onto another node's device: %v", err)
+	}
+	// A blank replacement is fine.
+	dev.Replace(blockdev.NewMem(512<<10, 512))
+	must(t, s.Repersist(ctx))
 }
