@@ -316,3 +316,32 @@ func FuzzRoundTrip(f *testing.F) {
 		}
 	})
 }
+
+// FuzzStream feeds raw bytes as a whole stream (XML declaration and stream header
+// included, which FuzzDecode keeps fixed): no panic, no hang, chunking never changes the
+// outcome, errors are *Error or end-of-input, and the buffer stays within the limit.
+func FuzzStream(f *testing.F) {
+	f.Add([]byte(testHeader + `<presence/>` + StreamClose))
+	f.Add([]byte(`<?xml version="1.0" encoding="UTF-8" standalone='no' ?>` + "\n" + `<s:stream xmlns:s='http://etherx.jabber.org/streams' xmlns='jabber:server' xml:lang='en'/>`))
+	f.Add([]byte(`<stream:stream xmlns:stream='http://etherx.jabber.org/streams' to='a&amp;b'><stream:features/></stream:stream>`))
+	f.Add([]byte(`<?xml version='1.1'?><!DOCTYPE a><stream/>`))
+	f.Add([]byte("\xef\xbb\xbf<stream/>"))
+	f.Fuzz(func(t *testing.T, input []byte) {
+		if len(input) > 64<<10 {
+			return
+		}
+		lim := Limits{MaxStanza: 512, MaxDepth: 8, MaxAttrs: 8, MaxNameLen: 32}
+		d := NewDecoder(bytes.NewReader(input), lim)
+		res, _, err := decodeWith(d)
+		var xe *Error
+		if err != io.EOF && !errors.As(err, &xe) && !errors.Is(err, io.ErrUnexpectedEOF) {
+			t.Fatalf("unexpected error kind: %v", err)
+		}
+		if cap(d.buf) > d.headerLimit()+64 {
+			t.Fatalf("buffer grew to %d", cap(d.buf))
+		}
+		if one, _, _ := decodeAll(iotest.OneByteReader(bytes.NewReader(input)), lim); one.String() != res.String() {
+			t.Fatalf("byte-by-byte differs:\n%s\nwhole:\n%s", one, res)
+		}
+	})
+}
