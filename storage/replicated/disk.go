@@ -25,6 +25,8 @@ import (
 //	  compaction when a region is half full) is written to the other region in
 //	  full before its superblock is written.
 //
+// Each append (one raft call) is written from a block boundary and padded
+// with zeros to whole blocks; no block is ever rewritten within a generation.
 // A record is [magic u32][gen u64][type u8][len u32][crc u32 of everything
 // before it and the payload][payload]. Reading stops at the first record whose
 // magic, generation or CRC is wrong: that is the end of the log.
@@ -97,6 +99,18 @@ func decodeSuperblock(b []byte) (gen uint64, region int, ok bool) {
 
 // load reads the newest generation. An unformatted device gives an empty image.
 func (d *disk) load() (*diskImage, error) {
+	img, err := d.loadSuperblocks()
+	if err != nil || !img.written {
+		return img, err
+	}
+	if err := d.replay(img); err != nil {
+		return nil, err
+	}
+	return img, nil
+}
+
+// loadSuperblocks finds the newest generation without reading its records.
+func (d *disk) loadSuperblocks() (*diskImage, error) {
 	img := &diskImage{kv: map[string][]byte{}, logs: map[uint64]*raft.Log{}}
 	buf := make([]byte, sbSlot)
 	for slot := int64(0); slot < 2; slot++ {
@@ -106,12 +120,6 @@ func (d *disk) load() (*diskImage, error) {
 		if gen, region, ok := decodeSuperblock(buf); ok && (gen > img.gen || !img.written) && region < 2 {
 			img.gen, img.region, img.written = gen, region, true
 		}
-	}
-	if !img.written {
-		return img, nil
-	}
-	if err := d.replay(img); err != nil {
-		return nil, err
 	}
 	return img, nil
 }
@@ -149,6 +157,12 @@ func (d *disk) replay(img *diskImage) error {
 			return err
 		}
 		if binary.LittleEndian.Uint32(hdr) != recMagic || binary.LittleEndian.Uint64(hdr[4:]) != img.gen {
+			if off%d.bs != 0 {
+				// Padding after the last record of an append: the next
+				// append starts on the next block.
+				off = (off + d.bs - 1) / d.bs * d.bs
+				continue
+			}
 			break
 		}
 		typ := hdr[12]
@@ -235,30 +249,26 @@ func (d *disk) encode(gen uint64, recs []record) []byte {
 	return out.Bytes()
 }
 
-// writer appends to one region of one generation with block-aligned writes.
+// writer appends to one region of one generation. Every append starts on a
+// block boundary and is zero-padded to whole blocks, so a block holding
+// acknowledged records is never written again (a torn rewrite could garble
+// them).
 type writer struct {
 	d      *disk
 	gen    uint64
 	region int
-	off    int64
-	tail   []byte
+	off    int64 // region-relative, block-aligned
 }
 
 func (w *writer) append(recs []record, sync bool) error {
 	data := w.d.encode(w.gen, recs)
-	if w.off+int64(len(data))+recHdrLen > w.d.regionSize {
+	n := (int64(len(data)) + w.d.bs - 1) / w.d.bs * w.d.bs
+	if w.off+n+w.d.bs > w.d.regionSize {
 		return errRegionFull
 	}
-	start := w.off - int64(len(w.tail))
-	buf := make([]byte, 0, len(w.tail)+len(data)+int(w.d.bs))
-	buf = append(buf, w.tail...)
-	buf = append(buf, data...)
-	full := int64(len(buf)) / w.d.bs * w.d.bs
-	padded := buf
-	if int64(len(buf)) != full {
-		padded = append(buf, make([]byte, w.d.bs-(int64(len(buf))-full))...)
-	}
-	if _, err := w.d.dev.WriteAt(padded, w.d.regionBase(w.region)+start); err != nil {
+	buf := make([]byte, n)
+	copy(buf, data)
+	if _, err := w.d.dev.WriteAt(buf, w.d.regionBase(w.region)+w.off); err != nil {
 		return fmt.Errorf("replicated: write log: %w", err)
 	}
 	if sync {
@@ -266,8 +276,7 @@ func (w *writer) append(recs []record, sync bool) error {
 			return fmt.Errorf("replicated: sync log: %w", err)
 		}
 	}
-	w.off += int64(len(data))
-	w.tail = append(w.tail[:0], buf[full:]...)
+	w.off += n
 	return nil
 }
 
@@ -287,16 +296,8 @@ func (w *writer) commitSuperblock() error {
 }
 
 // resumeWriter continues appending to the loaded generation.
-func (d *disk) resumeWriter(img *diskImage) (*writer, error) {
-	w := &writer{d: d, gen: img.gen, region: img.region, off: img.endOff}
-	if rem := img.endOff % d.bs; rem != 0 {
-		b := make([]byte, d.bs)
-		if _, err := d.dev.ReadAt(b, d.regionBase(img.region)+img.endOff-rem); err != nil {
-			return nil, fmt.Errorf("replicated: read log tail: %w", err)
-		}
-		w.tail = b[:rem]
-	}
-	return w, nil
+func (d *disk) resumeWriter(img *diskImage) *writer {
+	return &writer{d: d, gen: img.gen, region: img.region, off: (img.endOff + d.bs - 1) / d.bs * d.bs}
 }
 
 // newWriter returns a writer for generation gen in region. Nothing it writes

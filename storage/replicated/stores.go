@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"sort"
 	"sync"
 	"time"
 
@@ -121,12 +120,7 @@ func openStores(dev storage.BlockDevice, wipe bool, log *slog.Logger) (*stores, 
 		s.w, s.gen = w, w.gen
 		return s, nil
 	}
-	w, err := d.resumeWriter(img)
-	if err != nil {
-		s.lossAt, s.lossErr = s.now(), err
-		return s, nil
-	}
-	s.w = w
+	s.w = d.resumeWriter(img)
 	s.kv = img.kv
 	s.logs = img.logs
 	s.snap = img.snap
@@ -227,8 +221,26 @@ func (s *stores) GetLog(index uint64, out *raft.Log) error {
 // StoreLog implements raft.LogStore.
 func (s *stores) StoreLog(l *raft.Log) error { return s.StoreLogs([]*raft.Log{l}) }
 
+// throttle holds a writer back while a compaction is copying the log and the
+// current region is nearly full, instead of running out of room (bounded: 5s).
+func (s *stores) throttle() {
+	for range 500 {
+		s.mu.Lock()
+		busy := s.w != nil && s.w.off > s.d.regionSize*9/10
+		if busy {
+			s.wake()
+		}
+		s.mu.Unlock()
+		if !busy {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 // StoreLogs implements raft.LogStore.
 func (s *stores) StoreLogs(logs []*raft.Log) error {
+	s.throttle()
 	s.mu.Lock()
 	for _, l := range logs {
 		c := *l
@@ -406,10 +418,18 @@ func (s *stores) run(ctx context.Context) {
 // repersist writes the RAM state into a new generation in the other region.
 // Only the capture and the final catch-up run under mu.
 func (s *stores) repersist(ctx context.Context) error {
-	// Learn the device's current generation (and whether it answers at all).
-	probe, err := s.d.load()
-	if err != nil {
-		return err
+	s.mu.Lock()
+	cur := s.w
+	s.mu.Unlock()
+	probe := &diskImage{}
+	if cur == nil {
+		// Learn the device's current generation (and whether it answers at all).
+		var err error
+		if probe, err = s.d.loadSuperblocks(); err != nil {
+			return err
+		}
+	} else {
+		probe.gen, probe.region, probe.written = cur.gen, cur.region, true
 	}
 	s.mu.Lock()
 	if s.capturing {
@@ -422,14 +442,11 @@ func (s *stores) repersist(ctx context.Context) error {
 	if !probe.written {
 		region = 0
 	}
-	idx := make([]uint64, 0, len(s.logs))
-	for i := range s.logs {
-		idx = append(idx, i)
-	}
-	sort.Slice(idx, func(a, b int) bool { return idx[a] < idx[b] })
-	logs := make([]*raft.Log, len(idx))
-	for i, j := range idx {
-		logs[i] = s.logs[j]
+	logs := make([]*raft.Log, 0, len(s.logs))
+	for i := s.first; i <= s.last && s.first > 0; i++ {
+		if l, ok := s.logs[i]; ok {
+			logs = append(logs, l)
+		}
 	}
 	kv := make([]record, 0, len(s.kv))
 	for k, v := range s.kv {
@@ -484,7 +501,7 @@ func (s *stores) repersist(ctx context.Context) error {
 	}
 	s.mu.Lock()
 	j := s.journal
-	err = nil
+	var err error
 	if len(j) > 0 {
 		err = nw.append(j, false)
 	}
