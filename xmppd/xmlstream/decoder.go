@@ -131,8 +131,9 @@ func NewDecoder(r io.Reader, lim Limits) *Decoder {
 
 // Reset starts a new stream on r (stream restart after STARTTLS or SASL success),
 // keeping buffers; limits stay. Bytes buffered from the previous stream are
-// discarded: after STARTTLS they are exactly what an injection attack would send
-// (RFC 6120 §5.3.4). Use Buffered before Reset to detect them.
+// discarded: after STARTTLS they are exactly what a command-injection attack would send
+// (plaintext pipelined behind <starttls/>, the CVE-2011-0411 pattern; RFC 6120 §5.4).
+// Use Buffered before Reset to detect them.
 func (d *Decoder) Reset(r io.Reader) {
 	d.rd = r
 	if cap(d.buf) == 0 || cap(d.buf) > 4*initBufSize {
@@ -143,6 +144,7 @@ func (d *Decoder) Reset(r io.Reader) {
 	d.declDone = false
 	d.err, d.gotHeader, d.closed, d.defNS, d.streamQN = nil, false, false, "", ""
 	d.inStanza, d.k = false, 0
+	clear(d.ns[:cap(d.ns)])
 	d.ns = append(d.ns[:0], nsBinding{"xml", NSXML})
 	d.nsBase = len(d.ns)
 }

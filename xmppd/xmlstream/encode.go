@@ -2,6 +2,7 @@ package xmlstream
 
 import (
 	"strconv"
+	"strings"
 	"unicode/utf8"
 )
 
@@ -32,7 +33,9 @@ func AppendStreamHeader(buf []byte, defaultNS string, attrs ...Attr) []byte {
 // are escaped; characters XML cannot carry (invalid UTF-8, controls, U+FFFE/U+FFFF)
 // become U+FFFD so the output is always well-formed. Attributes named xmlns or with a
 // colon in Local (and no Space) are dropped: they would redefine or use prefixes the
-// recipient cannot resolve. A nil e appends nothing.
+// recipient cannot resolve; a prefix in an element's Local is removed (Space names the
+// namespace). A nil e or one with an empty Local appends nothing. Names are not
+// otherwise validated: they come from decoded input or from code.
 func AppendElement(buf []byte, e *Element, defaultNS string) []byte {
 	if e == nil {
 		return buf
@@ -49,6 +52,14 @@ func (e *Element) String() string {
 }
 
 func appendElement(buf []byte, e *Element, scope string) []byte {
+	local := e.Local
+	if i := strings.LastIndexByte(local, ':'); i >= 0 {
+		// A prefix in Local would be unbound at the recipient; Space says it all.
+		local = local[i+1:]
+	}
+	if local == "" {
+		return buf
+	}
 	buf = append(buf, '<')
 	prefix := ""
 	switch {
@@ -58,7 +69,7 @@ func appendElement(buf []byte, e *Element, scope string) []byte {
 		prefix = "stream:"
 	}
 	buf = append(buf, prefix...)
-	buf = append(buf, e.Local...)
+	buf = append(buf, local...)
 	if prefix == "" && e.Space != scope {
 		buf = append(buf, " xmlns='"...)
 		buf = appendEscaped(buf, e.Space, true)
@@ -82,7 +93,7 @@ func appendElement(buf []byte, e *Element, scope string) []byte {
 	}
 	buf = append(buf, "</"...)
 	buf = append(buf, prefix...)
-	buf = append(buf, e.Local...)
+	buf = append(buf, local...)
 	return append(buf, '>')
 }
 

@@ -30,6 +30,8 @@ func TestAppendElement(t *testing.T) {
 		{New(NSClient, "m", "a", "\x01\xff").AppendText("\x00ok\uFFFE"), NSClient, "<m a='\uFFFD\uFFFD'>\uFFFDok\uFFFD</m>"},
 		// attributes that would declare or use unresolvable prefixes are dropped
 		{&Element{Space: NSClient, Local: "m", Attrs: []Attr{{Local: "xmlns", Value: "evil"}, {Local: "p:x", Value: "1"}, {Local: "xml:lang", Value: "en"}}}, NSClient, `<m xml:lang='en'/>`},
+		// prefixes in element names are removed, nameless elements skipped
+		{New(NSClient, "m").Append(New(NSStream, "stream:error"), New("urn:x", "p:y"), New("urn:x", "")), NSClient, `<m><stream:error/><y xmlns='urn:x'/></m>`},
 	}
 	for _, c := range cases {
 		if got := string(AppendElement(nil, c.e, c.defaultNS)); got != c.want {
