@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"os"
 	"testing"
 	"time"
@@ -104,7 +105,7 @@ func TestReconnectAfterReset(t *testing.T) {
 	ft.mu.Unlock()
 	select {
 	case <-lost:
-	case <-time.After(time.Second):
+	case <-time.After(3 * time.Second):
 		t.Fatal("reset not noticed")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -138,7 +139,7 @@ func TestRunStopsOnCancel(t *testing.T) {
 		if !errors.Is(err, context.Canceled) {
 			t.Errorf("Run returned %v", err)
 		}
-	case <-time.After(time.Second):
+	case <-time.After(3 * time.Second):
 		t.Fatal("Run did not stop on cancel")
 	}
 	d.Close()
@@ -155,14 +156,19 @@ func TestWriteBackSyncAfterLoss(t *testing.T) {
 	if _, err := d.WriteAt(make([]byte, 512), 0); err != nil {
 		t.Fatal(err)
 	}
+	lost := d.Changed()
 	ft.mu.Lock()
 	for _, c := range ft.conns {
 		c.Close()
 	}
 	ft.mu.Unlock()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	time.Sleep(50 * time.Millisecond)
+	select {
+	case <-lost:
+	case <-ctx.Done():
+		t.Fatal("loss not noticed")
+	}
 	if err := d.WaitConnected(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -268,5 +274,66 @@ func TestCHAPResponse(t *testing.T) {
 	}
 	if _, err := decodeCHAPBinary("dead"); err == nil {
 		t.Fatal("accepted a value without 0x/0b")
+	}
+}
+
+// With a CmdSN window of one command, concurrent I/O still completes and the
+// initiator never sends past MaxCmdSN.
+func TestCmdSNWindow(t *testing.T) {
+	ft := newFakeTarget(t, func(ft *fakeTarget) { ft.window = 1 })
+	cfg := ft.config()
+	cfg.MaxTransfer = 4096
+	d := dialFake(t, cfg)
+	buf := randBytes(1, 64<<10)
+	if _, err := d.WriteAt(buf, 0); err != nil { // 16 concurrent commands
+		t.Fatal(err)
+	}
+	got := make([]byte, len(buf))
+	if _, err := d.ReadAt(got, 0); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, buf) {
+		t.Fatal("read back differs")
+	}
+	ft.mu.Lock()
+	defer ft.mu.Unlock()
+	if ft.violations != 0 {
+		t.Fatalf("%d commands sent beyond MaxCmdSN", ft.violations)
+	}
+}
+
+// A portal that redirects the login is followed once.
+func TestLoginRedirect(t *testing.T) {
+	ft := newFakeTarget(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			r := newPDUReader(c, 1<<16)
+			if p, err := r.read(); err == nil {
+				resp := &pdu{}
+				resp.bhs[0] = opLoginResp
+				resp.bhs[36], resp.bhs[37] = 1, 1 // moved temporarily
+				resp.setITT(p.itt())
+				resp.data = encodeText([]kv{{"TargetAddress", ft.addr + ",1"}})
+				var w pduWriter
+				w.add(resp)
+				w.flush(c)
+			}
+			c.Close()
+		}
+	}()
+	cfg := ft.config()
+	cfg.Portal = ln.Addr().String()
+	d := dialFake(t, cfg)
+	if _, err := d.ReadAt(make([]byte, 512), 0); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -24,6 +24,8 @@ type fakeTarget struct {
 	firstBurst    int
 	maxBurst      int
 	digests       bool
+	window        uint32 // commands the CmdSN window admits (default 16)
+	violations    int    // commands received beyond the advertised MaxCmdSN
 
 	mu    sync.Mutex
 	disk  []byte
@@ -42,7 +44,7 @@ func newFakeTarget(t *testing.T, opts ...func(*fakeTarget)) *fakeTarget {
 		t.Fatal(err)
 	}
 	ft := &fakeTarget{t: t, ln: ln, addr: ln.Addr().String(), disk: make([]byte, 1<<20),
-		immediateData: true, maxRecvDSL: 8192, firstBurst: 65536, maxBurst: 262144}
+		immediateData: true, maxRecvDSL: 8192, firstBurst: 65536, maxBurst: 262144, window: 16}
 	for _, o := range opts {
 		o(ft)
 	}
@@ -68,7 +70,7 @@ func (ft *fakeTarget) setHook(h func(fc *fakeConn, cmd *pdu) bool) {
 
 func (ft *fakeTarget) config() Config {
 	return Config{Portal: ft.addr, Target: "iqn.2025-01.test:fake", LUN: 0,
-		TaskTimeout: 500 * time.Millisecond, NOPInterval: 200 * time.Millisecond, Logger: quietLogger()}
+		TaskTimeout: time.Second, NOPInterval: 300 * time.Millisecond, Logger: quietLogger()}
 }
 
 func (ft *fakeTarget) accept() {
@@ -94,6 +96,8 @@ type fakeConn struct {
 	wmu    sync.Mutex
 	statSN uint32
 	cmdSN  uint32
+	maxSN  uint32 // the MaxCmdSN last advertised
+	smu    sync.Mutex // guards the three above: hooks stamp from their own goroutines
 }
 
 func (fc *fakeConn) send(ps ...*pdu) error {
@@ -107,12 +111,15 @@ func (fc *fakeConn) send(ps ...*pdu) error {
 
 // stamp fills StatSN, ExpCmdSN and MaxCmdSN; status PDUs advance StatSN.
 func (fc *fakeConn) stamp(p *pdu, status bool) *pdu {
+	fc.smu.Lock()
+	defer fc.smu.Unlock()
 	p.put32(24, fc.statSN)
 	if status {
 		fc.statSN++
 	}
 	p.put32(28, fc.cmdSN)
-	p.put32(32, fc.cmdSN+16)
+	fc.maxSN = fc.cmdSN + fc.ft.window - 1
+	p.put32(32, fc.maxSN)
 	return p
 }
 
@@ -127,7 +134,14 @@ func (fc *fakeConn) serve() {
 			return
 		}
 		if p.bhs[0]&flagImmed == 0 {
+			fc.smu.Lock()
+			if snLess(fc.maxSN, p.u32(24)) {
+				fc.ft.mu.Lock()
+				fc.ft.violations++
+				fc.ft.mu.Unlock()
+			}
 			fc.cmdSN = p.u32(24) + 1
+			fc.smu.Unlock()
 		}
 		switch p.opcode() {
 		case opNOPOut:

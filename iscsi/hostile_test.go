@@ -181,12 +181,12 @@ func TestHostileTarget(t *testing.T) {
 					t.Fatal("no error")
 				}
 				t.Logf("%v after %v", err, time.Since(start).Round(time.Millisecond))
-			case <-time.After(3 * time.Second):
+			case <-time.After(6 * time.Second):
 				t.Fatal("the operation hung")
 			}
 			ft.setHook(nil)
 			// The device recovers once the target behaves.
-			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
 			for {
 				if err := d.WaitConnected(ctx); err != nil {

@@ -253,7 +253,12 @@ func TestTgtCHAP(t *testing.T) {
 	}
 	// The same through a URL.
 	u := "iscsi://node1:s3cret-node-one@" + l.d.Portal + "/" + l.iqn + "/1?target_user=tgt1&target_secret=s3cret-target-1"
-	if d, err := iscsi.DialURL(ctx, u); err != nil {
+	ucfg, err := iscsi.ParseURL(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ucfg.Logger = testLogger()
+	if d, err := iscsi.Dial(ctx, ucfg); err != nil {
 		t.Errorf("mutual CHAP by URL: %v", err)
 	} else {
 		d.Close()
