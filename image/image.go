@@ -13,6 +13,8 @@ var Modules = []string{
 	"virtio_pci", "virtio_net", "virtio_rng", "e1000", "e1000e",
 	// L2 features the lab and VIP work use.
 	"af_packet", "bridge", "8021q", "veth", "macvlan",
+	// libcrc32c (nf_tables, nf_conntrack) asks the crypto API for crc32c.
+	"crc32c_generic", "crc32c_intel",
 }
 
 // ModuleDirs are module directories included whole (relative to /lib/modules/<ver>),

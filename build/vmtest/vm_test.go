@@ -126,7 +126,7 @@ func TestAppliance(t *testing.T) {
 	n := boot(t, "xedge.domain=vm.example xedge.debug=1")
 	m := expect(t, n, readyRe.String(), 2*time.Minute)
 	bootTime := time.Since(n.vm.Started)
-	t.Logf("BOOT qemu start to `xedge: ready %s %s`: %.2f s (PVH vmlinux, TCG, plain cpio)", m[1], m[2], bootTime.Seconds())
+	t.Logf("BOOT qemu start to `xedge: ready %s %s`: %.2f s wall, %.2f s qemu CPU (PVH vmlinux, TCG, plain cpio)", m[1], m[2], bootTime.Seconds(), n.vm.CPUSeconds())
 	if m[1] != "10.0.2.15" || m[2] != "vmtest" {
 		t.Errorf("ready line %q", m[0])
 	}
@@ -153,6 +153,11 @@ func TestAppliance(t *testing.T) {
 		}
 		if out := cmd(t, n, "node"); !strings.Contains(out, "serving") || !strings.Contains(out, "10.0.2.15") {
 			t.Fatalf("node: %q", out)
+		}
+		// iptables from the image runs: its libraries are there and the kernel loads
+		// nf_tables through init's modprobe personality.
+		if out := cmd(t, n, "debug-iptables"); !strings.Contains(out, "-P INPUT ACCEPT") {
+			t.Fatalf("iptables in the image: %q", out)
 		}
 	})
 

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"syscall"
+	"time"
 )
 
 // Waiter collects the exit status of a child by PID. PID 1 installs its reaper here,
@@ -75,8 +76,12 @@ func (p *proc) Wait() error {
 		ws = p.reaper.Wait(p.cmd.Process.Pid)
 		_ = p.cmd.Process.Release()
 	}
-	// The output pipe closes when the last holder exits; a grandchild may keep it,
-	// so do not wait for the copier.
+	// The output pipe closes when the last holder exits; a grandchild may keep it
+	// open, so wait for the copier only briefly.
+	select {
+	case <-p.copied:
+	case <-time.After(200 * time.Millisecond):
+	}
 	switch {
 	case ws.Signaled():
 		return fmt.Errorf("killed by signal %s", ws.Signal())

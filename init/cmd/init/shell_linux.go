@@ -7,11 +7,15 @@ import (
 	"io"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"xedge/init/boot"
 	"xedge/init/config"
 	"xedge/init/console"
+	"xedge/init/supervise"
 	"xedge/xmppd/ctl"
 )
 
@@ -54,13 +58,20 @@ func (n *node) shellCommands() []console.Command {
 	cmds = append(cmds,
 		console.Command{Name: "node", Summary: "this node: state, addresses, configuration, xmppd supervision", Run: n.cmdNode},
 		console.Command{Name: "log", Usage: "[N]", Summary: "last N lines of init's and xmppd's log (default 40)", Run: n.cmdLog},
+		console.Command{Name: "dmesg", Usage: "[N]", Summary: "last N kernel log records (default 40)", Run: n.cmdDmesg},
 		console.Command{Name: "revive", Summary: "start xmppd again after it gave up (clears its restart history)", Run: n.cmdRevive},
 		console.Command{Name: "reboot", Summary: "stop xmppd cleanly and reboot", Run: n.powerCmd(boot.Reboot)},
 		console.Command{Name: "poweroff", Summary: "stop xmppd cleanly and power off", Run: n.powerCmd(boot.PowerOff)},
 	)
 	if n.getCfg().Debug {
-		cmds = append(cmds, console.Command{Name: "debug-kill-xmppd", Summary: "TEST ONLY (xedge.debug=1): SIGKILL xmppd",
-			Run: func(context.Context, []string, io.Writer) error { return n.killXmppd() }})
+		cmds = append(cmds,
+			console.Command{Name: "debug-kill-xmppd", Summary: "TEST ONLY (xedge.debug=1): SIGKILL xmppd",
+				Run: func(context.Context, []string, io.Writer) error { return n.killXmppd() }},
+			console.Command{Name: "debug-iptables", Summary: "TEST ONLY (xedge.debug=1): show the firewall (iptables -S)",
+				Run: func(ctx context.Context, _ []string, out io.Writer) error {
+					return n.runReaped(ctx, out, "/usr/sbin/iptables", "-S")
+				}},
+		)
 	}
 	return cmds
 }
@@ -135,6 +146,83 @@ func (n *node) cmdLog(_ context.Context, args []string, out io.Writer) error {
 		fmt.Fprintln(out, l)
 	}
 	return nil
+}
+
+// runReaped runs a program to completion with its output on out; its exit status
+// comes through PID 1's reaper (exec.Cmd.Wait would race with it).
+func (n *node) runReaped(ctx context.Context, out io.Writer, path string, args ...string) error {
+	c := &supervise.Command{Path: path, Args: args, Env: []string{"PATH=/bin:/sbin:/usr/sbin:/usr/bin"}, Output: out, Reaper: n.reaper}
+	p, err := c.Start(ctx)
+	if err != nil {
+		return err
+	}
+	done := make(chan error, 1)
+	go func() { done <- p.Wait() }()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(30 * time.Second):
+		_ = p.Signal(syscall.SIGKILL)
+		return fmt.Errorf("%s: timed out", path)
+	}
+}
+
+func (n *node) cmdDmesg(_ context.Context, args []string, out io.Writer) error {
+	lines := 40
+	if len(args) == 1 {
+		v, err := strconv.Atoi(args[0])
+		if err != nil || v <= 0 {
+			return fmt.Errorf("dmesg: %q is not a positive number", args[0])
+		}
+		lines = v
+	} else if len(args) > 1 {
+		return errors.New("usage: dmesg [N]")
+	}
+	recs, err := readKmsg()
+	if err != nil {
+		return err
+	}
+	if len(recs) > lines {
+		recs = recs[len(recs)-lines:]
+	}
+	for _, r := range recs {
+		fmt.Fprintln(out, r)
+	}
+	return nil
+}
+
+// readKmsg returns the kernel log records currently buffered, "[seconds] message".
+func readKmsg() ([]string, error) {
+	fd, err := unix.Open("/dev/kmsg", unix.O_RDONLY|unix.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open /dev/kmsg: %w", err)
+	}
+	defer unix.Close(fd)
+	var recs []string
+	buf := make([]byte, 8192)
+	for i := 0; i < 100000; i++ {
+		nr, err := unix.Read(fd, buf)
+		if err == unix.EPIPE { // overwritten records: skip
+			continue
+		}
+		if err != nil || nr <= 0 {
+			break
+		}
+		head, msg, ok := strings.Cut(string(buf[:nr]), ";")
+		if !ok {
+			continue
+		}
+		msg, _, _ = strings.Cut(msg, "\n")
+		f := strings.Split(head, ",")
+		ts := ""
+		if len(f) >= 3 {
+			if us, err := strconv.ParseInt(f[2], 10, 64); err == nil {
+				ts = fmt.Sprintf("[%5d.%06d] ", us/1e6, us%1e6)
+			}
+		}
+		recs = append(recs, ts+msg)
+	}
+	return recs, nil
 }
 
 func (n *node) cmdRevive(context.Context, []string, io.Writer) error {
