@@ -683,3 +683,15 @@ func (d *Device) Close() error {
 	}
 	return nil
 }
+
+// blockDevice is storage.BlockDevice, restated here because iscsi must not
+// import storage; the assertion below keeps Device in step with it.
+type blockDevice interface {
+	ReadAt(p []byte, off int64) (int, error)
+	WriteAt(p []byte, off int64) (int, error)
+	Sync() error
+	Size() int64
+	BlockSize() int
+}
+
+var _ blockDevice = (*Device)(nil)

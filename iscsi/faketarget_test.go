@@ -96,7 +96,7 @@ type fakeConn struct {
 	wmu    sync.Mutex
 	statSN uint32
 	cmdSN  uint32
-	maxSN  uint32 // the MaxCmdSN last advertised
+	maxSN  uint32     // the MaxCmdSN last advertised
 	smu    sync.Mutex // guards the three above: hooks stamp from their own goroutines
 }
 

@@ -81,7 +81,7 @@ func run() error {
 	if err := os.MkdirAll(*work, 0o755); err != nil {
 		return err
 	}
-	opts := iscsibench.Options{Writes: *writes, SeqBytes: int64(*seqMiB) << 20}
+	opts := iscsibench.Options{Writes: *writes, SeqBytes: int64(*seqMiB) << 20}.WithDefaults()
 	latOff := int64(0)
 	seqOff := int64(32 << 20)
 	size := seqOff + opts.SeqBytes + (32 << 20)

@@ -25,13 +25,16 @@ type Device interface {
 
 // Options bound a run. Zero values mean the defaults.
 type Options struct {
-	Writes   int   // 4 KiB durable writes timed one by one (default 2000)
-	Warmup   int   // untimed writes first (default 100)
-	SeqBytes int64 // bytes written sequentially (default 256 MiB)
-	SeqBlock int   // size of one sequential write (default 1 MiB)
-	SeqDepth int   // sequential writes in flight (default 4)
-	Offset   int64 // start of the region written (default 0)
+	Writes   int   `json:"writes"`    // 4 KiB durable writes timed one by one (default 2000)
+	Warmup   int   `json:"warmup"`    // untimed writes first (default 100)
+	SeqBytes int64 `json:"seq_bytes"` // bytes written sequentially (default 256 MiB)
+	SeqBlock int   `json:"seq_block"` // size of one sequential write (default 1 MiB)
+	SeqDepth int   `json:"seq_depth"` // sequential writes in flight (default 4)
+	Offset   int64 `json:"offset"`    // start of the region written (default 0)
 }
+
+// WithDefaults fills in zero fields.
+func (o Options) WithDefaults() Options { return o.withDefaults() }
 
 func (o Options) withDefaults() Options {
 	if o.Writes <= 0 {
