@@ -114,11 +114,18 @@ func fastConfig(t *testing.T, name, ip string, join []string, dev storage.BlockD
 type cluster struct {
 	t     *testing.T
 	nodes []*testNode
+	// makeDev returns node i's device (default: 8 MiB of RAM).
+	makeDev func(i int) storage.BlockDevice
 }
 
 func newCluster(t *testing.T, n int, opts ...func(*Config)) *cluster {
 	t.Helper()
-	c := &cluster{t: t}
+	return newClusterWith(t, n, nil, opts...)
+}
+
+func newClusterWith(t *testing.T, n int, makeDev func(int) storage.BlockDevice, opts ...func(*Config)) *cluster {
+	t.Helper()
+	c := &cluster{t: t, makeDev: makeDev}
 	for i := 0; i < n; i++ {
 		c.add(opts...)
 	}
@@ -129,6 +136,9 @@ func newCluster(t *testing.T, n int, opts ...func(*Config)) *cluster {
 func (c *cluster) add(opts ...func(*Config)) *testNode {
 	c.t.Helper()
 	nd := &testNode{name: fmt.Sprintf("n%d", len(c.nodes)+1), ip: takeIP(), dir: c.t.TempDir(), dev: newLossDev(8 << 20)}
+	if c.makeDev != nil {
+		nd.dev = &lossDev{base: c.makeDev(len(c.nodes))}
+	}
 	var join []string
 	if len(c.nodes) > 0 {
 		join = []string{c.nodes[0].s.Addr()}
