@@ -4,6 +4,7 @@ package server_test
 
 import (
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -48,6 +49,14 @@ func TestLifecycle(t *testing.T) {
 	}
 	if !ok {
 		t.Fatalf("SIGHUP did not apply the new log level:\n%s", s.Logs())
+	}
+
+	// A second xmppd on the same data directory refuses to start, before touching
+	// the storage.
+	bin, _ := testenv.Binaries(t)
+	out, err := exec.Command(bin, "--data", s.Data, "--c2s", "127.0.0.1:0", "--c2s-tls", "", "--admin-socket", s.Socket+"2").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "in use by another xmppd") {
+		t.Fatalf("second xmppd on the same data: %v\n%s", err, out)
 	}
 
 	r := testenv.DialTLS(t, s)

@@ -115,7 +115,9 @@ func New(cfg *config.Config, log *slog.Logger, level *slog.LevelVar) (*Server, e
 	s.adminHandlers()
 	s.Modules = all.Modules(all.Options{OfflineMax: cfg.MaxOffline})
 
+	lock := &dataLock{path: filepath.Join(cfg.Data, "xmppd.lock")}
 	s.comps = append(s.comps,
+		component{"data lock", lock.Start, lock.Stop},
 		component{"storage", s.Store.Start, s.Store.Stop},
 		component{"accounts", s.Accounts.Start, s.Accounts.Stop},
 	)
