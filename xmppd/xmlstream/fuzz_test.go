@@ -284,6 +284,9 @@ func FuzzRoundTrip(f *testing.F) {
 		f.Add([]byte(s), false)
 	}
 	f.Add([]byte(`<db:result xmlns:db='jabber:server:dialback' from='a' to='b'>k</db:result><m xmlns:p='u' p:a='&#10;&#13;&#9;'><p:x xml:lang='en'/><y xmlns=''/></m>`), true)
+	f.Add([]byte("urn:a|urn:b|v\x01a'l\"|\r\n\t<&>|urn:c|te\xffxt]]>\uFFFE"), false)
+	f.Add([]byte("|http://www.w3.org/XML/1998/namespace|en|b|jabber:client|"), true)
+	f.Add([]byte("http://etherx.jabber.org/streams|http://etherx.jabber.org/streams|v||http://etherx.jabber.org/streams|t"), false)
 	f.Fuzz(func(t *testing.T, input []byte, server bool) {
 		if len(input) > 64<<10 {
 			return
@@ -293,6 +296,7 @@ func FuzzRoundTrip(f *testing.F) {
 			ns = NSServer
 		}
 		hdr := string(AppendStreamHeader(nil, ns, Attr{Local: "version", Value: "1.0"}))
+		encodeArbitrary(t, input, ns, hdr)
 		_, els, _ := decodeAll(strings.NewReader(hdr+string(input)+StreamClose), DefaultLimits())
 		if len(els) == 0 {
 			return
@@ -344,4 +348,47 @@ func FuzzStream(f *testing.F) {
 			t.Fatalf("byte-by-byte differs:\n%s\nwhole:\n%s", one, res)
 		}
 	})
+}
+
+// encodeArbitrary builds an element whose namespaces, values and text are arbitrary
+// strings cut from input, as a buggy module might: AppendElement must still produce a
+// stream we decode, with invalid characters replaced by U+FFFD and nothing else changed.
+func encodeArbitrary(t *testing.T, input []byte, ns, hdr string) {
+	p := strings.SplitN(string(input), "|", 6)
+	for len(p) < 6 {
+		p = append(p, "")
+	}
+	if p[0] == NSXMLNS || p[4] == NSXMLNS || p[0] == NSXML || p[4] == NSXML {
+		return // elements in the reserved namespaces are meaningless
+	}
+	e := &Element{Space: p[0], Local: "x", Attrs: []Attr{{Space: p[1], Local: "a", Value: p[2]}, {Local: "b", Value: p[3]}}}
+	e.Append((&Element{Space: p[4], Local: "y"}).AppendText(p[5]))
+	want := &Element{Space: sanitize(p[0]), Local: "x"}
+	if p[1] != NSXMLNS {
+		want.Attrs = append(want.Attrs, Attr{Space: sanitize(p[1]), Local: "a", Value: sanitize(p[2])})
+	}
+	want.Attrs = append(want.Attrs, Attr{Local: "b", Value: sanitize(p[3])})
+	want.Append((&Element{Space: sanitize(p[4]), Local: "y"}).AppendText(sanitize(p[5])))
+	wire := hdr + string(AppendElement(nil, e, ns)) + StreamClose
+	res, _, err := decodeAll(strings.NewReader(wire), DefaultLimits())
+	if err != io.EOF {
+		t.Fatalf("our own output does not decode: %v\n%q", err, wire)
+	}
+	if len(res.elems) != 1 || res.elems[0] != dump(want) {
+		t.Fatalf("arbitrary element:\n got %v\nwant %s\nwire %q", res.elems, dump(want), wire)
+	}
+}
+
+// sanitize mirrors what AppendElement does to characters XML cannot carry.
+func sanitize(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if (r == utf8.RuneError && size == 1) || !isCharRune(r) {
+			r = utf8.RuneError
+		}
+		b.WriteRune(r)
+		i += size
+	}
+	return b.String()
 }
