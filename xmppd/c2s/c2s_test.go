@@ -302,3 +302,27 @@ func TestStreamErrorAfterRestart(t *testing.T) {
 		t.Fatalf("got %s", got)
 	}
 }
+
+// registration-limit: in-band registrations per source address are bounded.
+func TestRegistrationLimit(t *testing.T) {
+	e := start(t, func(c *Config) { c.RegLimit = 2; c.RegWindow = time.Hour })
+	c := testenv.Dial(t, e.addr)
+	c.StartTLS("localhost")
+	for i, want := range []string{"type='result'", "type='result'", "<resource-constraint"} {
+		id := "r" + strconv.Itoa(i)
+		c.Send("<iq type='set' id='" + id + "'><query xmlns='jabber:iq:register'><username>new" + strconv.Itoa(i) + "</username><password>p</password></query></iq>")
+		got := c.Expect("id='"+id+"'", 5*time.Second)
+		if want != "type='result'" {
+			got = c.Expect("</iq>", 5*time.Second)
+		}
+		if !strings.Contains(got, want) {
+			t.Fatalf("registration %d: want %s, got %s", i, want, got)
+		}
+	}
+	o := testenv.DialFrom(t, "127.0.0.2", e.addr)
+	o.StartTLS("localhost")
+	o.Send("<iq type='set' id='x'><query xmlns='jabber:iq:register'><username>other</username><password>p</password></query></iq>")
+	if got := o.Expect("id='x'", 5*time.Second); !strings.Contains(got, "type='result'") {
+		t.Fatalf("another address: %s", got)
+	}
+}

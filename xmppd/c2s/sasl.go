@@ -189,7 +189,7 @@ func (c *conn) register(iq *xmlstream.Element) error {
 		if q.Child(nsReg, "remove") != nil {
 			return c.writeElem(iqError(iq, module.ErrAuth, "not-authorized", "authenticate to remove an account"))
 		}
-		if c.srv.throttle.Blocked(c.ip) {
+		if c.srv.throttle.Blocked(c.ip) || (c.srv.regLimit != nil && c.srv.regLimit.Blocked(c.ip)) {
 			return c.writeElem(iqError(iq, module.ErrWait, "resource-constraint", "too many attempts; try again later"))
 		}
 		user := strings.TrimSpace(q.ChildText(nsReg, "username"))
@@ -200,6 +200,9 @@ func (c *conn) register(iq *xmlstream.Element) error {
 		err := c.srv.accounts.Create(context.Background(), user, pw)
 		switch {
 		case err == nil:
+			if c.srv.regLimit != nil {
+				c.srv.regLimit.Fail(c.ip) // counts registrations, not failures
+			}
 			c.log.Info("account registered in-band", "user", user)
 			return c.writeElem(module.Result(iq))
 		case errors.Is(err, storage.ErrConflict):

@@ -43,6 +43,9 @@ type Config struct {
 	AllowRegistration bool
 	AuthFailMax       int
 	AuthFailTime      time.Duration
+	// RegLimit bounds in-band registrations per source IP within RegWindow (0: no limit).
+	RegLimit  int
+	RegWindow time.Duration
 	// Identity is the server's disco identity (category, type, name) for caps.
 	IdentityCategory, IdentityType, IdentityName string
 	Logger                                       *slog.Logger
@@ -61,6 +64,7 @@ type Server struct {
 	accounts *accounts.Accounts
 	log      *slog.Logger
 	throttle *throttle
+	regLimit *throttle // nil: registrations unlimited
 
 	lnCfg []Listener
 
@@ -102,6 +106,13 @@ func New(cfg Config, r *router.Router, a *accounts.Accounts) *Server {
 		throttle:  newThrottle(cfg.AuthFailMax, cfg.AuthFailTime, log),
 		conns:     map[*conn]struct{}{},
 		resumable: map[string]*session{},
+	}
+	if cfg.RegLimit > 0 {
+		if cfg.RegWindow <= 0 {
+			cfg.RegWindow = time.Hour
+		}
+		s.regLimit = newThrottle(cfg.RegLimit, cfg.RegWindow, log)
+		s.regLimit.what = "too many in-band registrations; refusing more from this address for a while"
 	}
 	r.HandleIQ(nsReg, s.handleRegisterIQ)
 	r.DiscoFeature(nsReg)

@@ -15,6 +15,7 @@ type throttle struct {
 	window time.Duration
 	now    func() time.Time
 	log    *slog.Logger
+	what   string // logged once when an address becomes blocked
 	ips    map[string]*failures
 }
 
@@ -25,7 +26,8 @@ type failures struct {
 }
 
 func newThrottle(max int, window time.Duration, log *slog.Logger) *throttle {
-	return &throttle{max: max, window: window, now: time.Now, log: log, ips: map[string]*failures{}}
+	return &throttle{max: max, window: window, now: time.Now, log: log, ips: map[string]*failures{},
+		what: "too many failed authentications; refusing this address for a while"}
 }
 
 // Blocked reports whether ip is refused now.
@@ -57,7 +59,7 @@ func (t *throttle) Fail(ip string) {
 	f.last = now
 	if f.n >= t.max && !f.blocked {
 		f.blocked = true
-		t.log.Warn("too many failed authentications; refusing this address for a while", "ip", ip, "failures", f.n, "for", t.window)
+		t.log.Warn(t.what, "ip", ip, "count", f.n, "for", t.window)
 	}
 	if len(t.ips) > 100000 { // bound memory under a distributed attack
 		for k, v := range t.ips {

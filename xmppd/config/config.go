@@ -43,6 +43,8 @@ type Config struct {
 	SendQueue    int           // outbound stanza queue per session
 	AuthFailMax  int           // failed authentications per IP before throttling
 	AuthFailTime time.Duration // window and refusal period of the throttle
+	RegLimit     int           // in-band registrations per IP within RegWindow, 0 = unlimited
+	RegWindow    time.Duration
 	MaxOffline   int
 	StopTimeout  time.Duration
 }
@@ -60,7 +62,7 @@ func Defaults() Config {
 		C2SShaper: 1 << 20, MaxStanza: 256 << 10, MaxDepth: 32,
 		Keepalive: 60 * time.Second, IdleTimeout: 5 * time.Minute, AuthTimeout: 60 * time.Second,
 		SMTimeout: 5 * time.Minute, SMMaxQueue: 1000, SendQueue: 1000,
-		AuthFailMax: 5, AuthFailTime: time.Minute, MaxOffline: 100,
+		AuthFailMax: 5, AuthFailTime: time.Minute, MaxOffline: 100, RegWindow: time.Hour,
 		StopTimeout: 10 * time.Second,
 	}
 }
@@ -90,6 +92,8 @@ func (c *Config) FlagSet(name string) *flag.FlagSet {
 	fs.IntVar(&c.SendQueue, "send-queue", c.SendQueue, "outbound stanzas queued per session before it is disconnected")
 	fs.IntVar(&c.AuthFailMax, "auth-fail-max", c.AuthFailMax, "failed authentications per IP within auth-fail-time before refusing")
 	fs.DurationVar(&c.AuthFailTime, "auth-fail-time", c.AuthFailTime, "window of the failed-auth counter and the refusal period")
+	fs.IntVar(&c.RegLimit, "registration-limit", c.RegLimit, "in-band registrations per IP within registration-window (0: unlimited)")
+	fs.DurationVar(&c.RegWindow, "registration-window", c.RegWindow, "window of registration-limit")
 	fs.IntVar(&c.MaxOffline, "max-offline", c.MaxOffline, "offline messages kept per user")
 	fs.DurationVar(&c.StopTimeout, "stop-timeout", c.StopTimeout, "deadline for a graceful stop")
 	return fs
@@ -175,7 +179,7 @@ func (c *Config) Validate() error {
 	if c.MaxDepth < 4 {
 		errs = append(errs, errors.New("max-depth must be at least 4"))
 	}
-	if c.C2SShaper < 0 || c.SendQueue < 1 || c.SMMaxQueue < 1 || c.AuthFailMax < 1 {
+	if c.C2SShaper < 0 || c.RegLimit < 0 || c.SendQueue < 1 || c.SMMaxQueue < 1 || c.AuthFailMax < 1 {
 		errs = append(errs, errors.New("c2s-shaper must be >= 0; send-queue, sm-max-queue and auth-fail-max >= 1"))
 	}
 	if c.C2S == "" && c.C2STLS == "" {
