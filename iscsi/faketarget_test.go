@@ -13,7 +13,7 @@ import (
 // initiator: enough of login, SCSI and R2T to serve a Device, plus hooks to
 // misbehave. It is not a conformance reference (tgtd is, in the integration tier).
 type fakeTarget struct {
-	t    *testing.T
+	t    testing.TB
 	ln   net.Listener
 	addr string
 
@@ -38,7 +38,7 @@ type fakeTarget struct {
 
 const fakeBlock = 512
 
-func newFakeTarget(t *testing.T, opts ...func(*fakeTarget)) *fakeTarget {
+func newFakeTarget(t testing.TB, opts ...func(*fakeTarget)) *fakeTarget {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
