@@ -1,5 +1,6 @@
-// Package memstore is a small in-memory storage.Store for xmppd's unit tests (and a
-// fallback before storage.Open exists): durable tables are maps, nothing persists.
+// Package memstore is a small in-memory storage.Store for xmppd's unit tests: durable
+// tables are maps, nothing persists, and SetFail simulates storage.ErrUnavailable.
+// xmppd itself runs on storage/local.
 //
 // It must not import anything from xmppd but the storage contract.
 package memstore
