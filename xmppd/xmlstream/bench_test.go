@@ -121,6 +121,26 @@ func reportPerStanza(b *testing.B, n int, cpu0 int64) {
 
 func BenchmarkDecode(b *testing.B) {
 	in, n := benchStream(1000)
+	benchDecode(b, in, n)
+}
+
+// BenchmarkDecodeLarge: in-band bytestream (XEP-0047) data stanzas, 4 KiB of base64
+// each: throughput on long text.
+func BenchmarkDecodeLarge(b *testing.B) {
+	chunk := strings.Repeat("QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo0MjQy", 4096/40)
+	var sb strings.Builder
+	sb.WriteString(testHeader)
+	const n = 100
+	for i := 0; i < n; i++ {
+		sb.WriteString(`<iq from='romeo@montague.net/orchard' id='ibb-` + strconv.Itoa(i) + `' to='juliet@capulet.com/balcony' type='set'><data xmlns='http://jabber.org/protocol/ibb' seq='` + strconv.Itoa(i) + `' sid='i781hf64'>`)
+		sb.WriteString(chunk)
+		sb.WriteString(`</data></iq>`)
+	}
+	sb.WriteString(StreamClose)
+	benchDecode(b, sb.String(), n)
+}
+
+func benchDecode(b *testing.B, in string, n int) {
 	b.Run("xmlstream", func(b *testing.B) {
 		b.SetBytes(int64(len(in)))
 		b.ReportAllocs()

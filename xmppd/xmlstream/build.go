@@ -27,7 +27,27 @@ type openElem struct {
 
 // build parses b, which the framer found to be one complete element.
 func (d *Decoder) build(b []byte) (*Element, *Error) {
-	s := string(b)
+	el, err := d.buildTree(string(b))
+	// Keep no references into this stanza, and no big scratch buffers. Slots past the
+	// length of these slices are kept zero as they shrink, so clearing to len suffices.
+	clear(d.nodes)
+	clear(d.open)
+	clear(d.attrs)
+	clear(d.ns[d.nsBase:])
+	d.open, d.nodes, d.attrs, d.ns = d.open[:0], d.nodes[:0], d.attrs[:0], d.ns[:d.nsBase]
+	if cap(d.text) > 4096 {
+		d.text = nil
+	}
+	if cap(d.nodes) > 1024 {
+		d.nodes = nil
+	}
+	if cap(d.ns) > 256 {
+		d.ns = append([]nsBinding(nil), d.ns...)
+	}
+	return el, err
+}
+
+func (d *Decoder) buildTree(s string) (*Element, *Error) {
 	// Most stanzas are small: their Elements, Attrs and Nodes share one allocation.
 	var elems []Element
 	var attrSlab []Attr
@@ -46,26 +66,8 @@ func (d *Decoder) build(b []byte) (*Element, *Error) {
 		}
 	}
 	nextElem := 0
-	open := d.open[:0]
-	nodes := d.nodes[:0]
-	defer func() {
-		// Keep no references into this stanza, and no big scratch buffers.
-		// (Up to the capacity: earlier elements may have used more slots than the last.)
-		clear(nodes)
-		clear(open)
-		clear(d.attrs[:cap(d.attrs)])
-		clear(d.ns[d.nsBase:cap(d.ns)])
-		d.open, d.nodes, d.attrs, d.ns = open[:0], nodes[:0], d.attrs[:0], d.ns[:d.nsBase]
-		if cap(d.text) > 4096 {
-			d.text = nil
-		}
-		if cap(d.nodes) > 1024 {
-			d.nodes = nil
-		}
-		if cap(d.ns) > 256 {
-			d.ns = append([]nsBinding(nil), d.ns...)
-		}
-	}()
+	// d.open (the open elements) and d.nodes (their children so far) are scratch
+	// reused across stanzas; build resets them.
 	// Text not yet added to nodes: pend, or (after several segments, e.g. text and
 	// CDATA mixed) the bytes in join.
 	var pend string
@@ -77,7 +79,7 @@ func (d *Decoder) build(b []byte) (*Element, *Error) {
 			joined = false
 		}
 		if pend != "" {
-			nodes = append(nodes, CharData(pend))
+			d.nodes = append(d.nodes, CharData(pend))
 			pend = ""
 		}
 	}
@@ -114,10 +116,10 @@ func (d *Decoder) build(b []byte) (*Element, *Error) {
 		switch s[i+1] {
 		case '/':
 			flush()
-			if len(open) == 0 {
+			if len(d.open) == 0 {
 				return nil, nwf("unexpected end tag")
 			}
-			top := open[len(open)-1]
+			top := d.open[len(d.open)-1]
 			i += 2
 			if !strings.HasPrefix(s[i:], top.qname) {
 				return nil, nwf("mismatched end tag")
@@ -130,32 +132,32 @@ func (d *Decoder) build(b []byte) (*Element, *Error) {
 				return nil, nwf("mismatched end tag")
 			}
 			i++
-			if n := len(nodes) - top.nodeMark; n > 0 {
+			if n := len(d.nodes) - top.nodeMark; n > 0 {
 				if cap(nodeSlab)-len(nodeSlab) < n {
 					nodeSlab = make([]Node, 0, max(n, 2*d.nElems))
 				}
 				st := len(nodeSlab)
-				nodeSlab = append(nodeSlab, nodes[top.nodeMark:]...)
+				nodeSlab = append(nodeSlab, d.nodes[top.nodeMark:]...)
 				top.el.Nodes = nodeSlab[st:len(nodeSlab):len(nodeSlab)]
-				clear(nodes[top.nodeMark:])
-				nodes = nodes[:top.nodeMark]
+				clear(d.nodes[top.nodeMark:])
+				d.nodes = d.nodes[:top.nodeMark]
 			}
 			clear(d.ns[top.nsMark:])
 			d.ns = d.ns[:top.nsMark]
-			open[len(open)-1] = openElem{}
-			open = open[:len(open)-1]
-			if len(open) == 0 {
+			d.open[len(d.open)-1] = openElem{}
+			d.open = d.open[:len(d.open)-1]
+			if len(d.open) == 0 {
 				if i != len(s) {
 					return nil, nwf("data after element")
 				}
 				return top.el, nil
 			}
-			nodes = append(nodes, top.el)
+			d.nodes = append(d.nodes, top.el)
 		case '!':
 			if !strings.HasPrefix(s[i+2:], cdataOpen) {
 				return nil, restricted("comment or markup declaration")
 			}
-			if len(open) == 0 {
+			if len(d.open) == 0 {
 				return nil, &Error{Condition: CondBadFormat, Text: "character data at stream level"}
 			}
 			i += 2 + len(cdataOpen)
@@ -173,10 +175,10 @@ func (d *Decoder) build(b []byte) (*Element, *Error) {
 			return nil, restricted("processing instruction")
 		default:
 			flush()
-			if len(open) >= d.lim.MaxDepth {
+			if len(d.open) >= d.lim.MaxDepth {
 				return nil, errorf(CondPolicyViolation, "element nesting deeper than %d", d.lim.MaxDepth)
 			}
-			if len(open) == 0 && i != 0 {
+			if len(d.open) == 0 && i != 0 {
 				return nil, nwf("data after element")
 			}
 			qn, prefix, local, empty, ni, err := d.parseTag(s, i)
@@ -196,17 +198,18 @@ func (d *Decoder) build(b []byte) (*Element, *Error) {
 				return nil, err
 			}
 			if empty {
+				clear(d.ns[mark:])
 				d.ns = d.ns[:mark]
-				if len(open) == 0 {
+				if len(d.open) == 0 {
 					if i != len(s) {
 						return nil, nwf("data after element")
 					}
 					return el, nil
 				}
-				nodes = append(nodes, el)
+				d.nodes = append(d.nodes, el)
 				continue
 			}
-			open = append(open, openElem{el: el, qname: qn, nsMark: mark, nodeMark: len(nodes)})
+			d.open = append(d.open, openElem{el: el, qname: qn, nsMark: mark, nodeMark: len(d.nodes)})
 		}
 	}
 	return nil, nwf("unterminated element")
@@ -265,6 +268,7 @@ func (d *Decoder) parseTag(s string, i int) (qn, prefix, local string, empty boo
 		return
 	}
 	qn = s[start:i]
+	clear(d.attrs) // keep the slots past len zero (no references into old stanzas)
 	d.attrs = d.attrs[:0]
 	for {
 		sp := i

@@ -59,7 +59,7 @@ func (d *Decoder) frame() (frameStatus, *Error) {
 		limit = d.headerLimit()
 	}
 	end := min(d.w, d.r+limit)
-	defer func() { d.st, d.depth, d.k = st, depth, i-d.r }()
+	// State is saved on the non-error returns (errors are sticky: no resumption).
 	for i < end {
 		switch st {
 		case fsText:
@@ -124,6 +124,7 @@ func (d *Decoder) frame() (frameStatus, *Error) {
 				if !prevSlash {
 					depth++
 				} else if depth == 0 {
+					d.st, d.depth, d.k = st, depth, i-d.r
 					return frameElement, nil
 				}
 			}
@@ -143,11 +144,13 @@ func (d *Decoder) frame() (frameStatus, *Error) {
 			}
 			i += j + 1
 			if st == fsClose {
+				d.st, d.depth, d.k = st, depth, i-d.r
 				return frameClose, nil
 			}
 			depth--
 			st = fsText
 			if depth == 0 {
+				d.st, d.depth, d.k = st, depth, i-d.r
 				return frameElement, nil
 			}
 		case fsBang:
@@ -189,5 +192,6 @@ func (d *Decoder) frame() (frameStatus, *Error) {
 	if i-d.r >= limit {
 		return 0, errorf(CondPolicyViolation, "element larger than %d bytes", limit)
 	}
+	d.st, d.depth, d.k = st, depth, i-d.r
 	return frameMore, nil
 }
