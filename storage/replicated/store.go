@@ -100,6 +100,10 @@ type Store struct {
 	stopped      bool
 
 	eph      *ephemeral.Set
+	ephOut   ephStream
+	ephMu    sync.Mutex
+	ephSeen  map[string]ephSender
+	onDrop   EphemeralDrop
 	ap       autopilotState
 	stepping atomic.Bool
 }
@@ -155,6 +159,10 @@ func New(cfg Config) (*Store, error) {
 	s := &Store{cfg: cfg, log: log, fsm: newFSM(), st: st, kickRep: make(chan struct{}, 1),
 		inc: uint64(time.Now().UnixNano())}
 	s.eph = ephemeral.New(cfg.NodeName, s.inc)
+	s.eph.OnLocalChange(s.ephLocalChange)
+	s.ephOut.peers = map[raft.ServerID]*ephPeer{}
+	s.ephOut.kick = make(chan struct{}, 1)
+	s.ephSeen = map[string]ephSender{}
 	s.hasState, err = raft.HasExistingState(st, st, st)
 	if err != nil {
 		return nil, fmt.Errorf("replicated: inspect raft state: %w", err)
@@ -255,7 +263,8 @@ func (s *Store) Start(ctx context.Context) error {
 	}
 	lctx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
-	s.wg.Add(3)
+	s.wg.Add(4)
+	go func() { defer s.wg.Done(); s.ephLoop(lctx) }()
 	go func() { defer s.wg.Done(); s.st.run(lctx) }()
 	go func() { defer s.wg.Done(); s.reportLoop(lctx) }()
 	go func() { defer s.wg.Done(); s.autopilotLoop(lctx) }()
@@ -451,6 +460,9 @@ func (s *Store) callTimeout(ctx context.Context, addr string, req *rpcRequest) (
 
 // handleRPC serves a request from a peer, forwarding to the leader if needed.
 func (s *Store) handleRPC(req *rpcRequest) *rpcResponse {
+	if req.Op == "eph" {
+		return s.handleEph(req.Eph)
+	}
 	if s.raft.State() != raft.Leader {
 		if req.Hops >= 3 {
 			return &rpcResponse{Err: "too many forwarding hops", Kind: "unavailable"}
@@ -734,8 +746,14 @@ func (s *Store) Tables() []storage.TableInfo {
 	for i := range out {
 		out[i].Replicas = replicas
 	}
+	eph := map[string]string{s.cfg.NodeName: "local"}
+	s.ephMu.Lock()
+	for node := range s.ephSeen {
+		eph[node] = "streaming"
+	}
+	s.ephMu.Unlock()
 	for _, t := range s.eph.Info() {
-		t.Replicas = map[string]string{s.cfg.NodeName: "local"}
+		t.Replicas = eph
 		out = append(out, t)
 	}
 	return out

@@ -298,11 +298,12 @@ func (l *streamLayer) Dial(address raft.ServerAddress, timeout time.Duration) (n
 
 // rpcRequest is one RPC over the cluster transport.
 type rpcRequest struct {
-	Op     string  `json:"op"` // "apply", "report", "leave"
-	Cmd    []byte  `json:"cmd,omitempty"`
-	Report *report `json:"report,omitempty"`
-	ID     string  `json:"id,omitempty"`
-	Hops   int     `json:"hops"`
+	Op     string    `json:"op"` // "apply", "report", "leave", "eph"
+	Cmd    []byte    `json:"cmd,omitempty"`
+	Report *report   `json:"report,omitempty"`
+	Eph    *ephBatch `json:"eph,omitempty"`
+	ID     string    `json:"id,omitempty"`
+	Hops   int       `json:"hops"`
 }
 
 type rpcResponse struct {

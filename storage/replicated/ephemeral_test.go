@@ -1,0 +1,98 @@
+package replicated
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+)
+
+func rowsOf(s *Store, table, key string) map[string]string {
+	out := map[string]string{}
+	for _, r := range s.Ephemeral(table).Get(key) {
+		out[r.Node] = string(r.Value)
+	}
+	return out
+}
+
+// Ephemeral rows are node-owned and streamed: every node sees every live
+// node's rows; when a node dies its rows disappear everywhere and exactly one
+// survivor (the leader) is told to do the cleanup; a restarted node comes back
+// with a new incarnation.
+func TestEphemeralRowsStreamAndExpire(t *testing.T) {
+	c := newCluster(t, 3)
+	c.waitVoters(3, 10*time.Second)
+	type drop struct {
+		observer, node string
+		responsible    bool
+		rows           int
+	}
+	var mu sync.Mutex
+	var drops []drop
+	for _, nd := range c.nodes {
+		obs := nd.name
+		nd.s.OnEphemeralDrop(func(node string, _ uint64, rows int, responsible bool) {
+			mu.Lock()
+			drops = append(drops, drop{obs, node, responsible, rows})
+			mu.Unlock()
+		})
+	}
+	for _, nd := range c.nodes {
+		nd.s.Ephemeral("sessions").Put("alice@example.org", []byte("on "+nd.name))
+	}
+	for _, nd := range c.nodes {
+		waitFor(t, nd.name+" to see every node's row", 5*time.Second, func() bool {
+			return len(rowsOf(nd.s, "sessions", "alice@example.org")) == 3
+		})
+	}
+	c.nodes[1].s.Ephemeral("sessions").Delete("alice@example.org")
+	waitFor(t, "delete to stream", 5*time.Second, func() bool {
+		_, ok := rowsOf(c.nodes[0].s, "sessions", "alice@example.org")["n2"]
+		return !ok
+	})
+	c.nodes[1].s.Ephemeral("sessions").Put("alice@example.org", []byte("back on n2"))
+
+	// Kill a non-leader node: its row disappears on the survivors.
+	l := c.leader()
+	var victim *testNode
+	for _, nd := range c.nodes {
+		if nd != l {
+			victim = nd
+		}
+	}
+	waitFor(t, "victim's row everywhere", 5*time.Second, func() bool {
+		return rowsOf(l.s, "sessions", "alice@example.org")[victim.name] != ""
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := victim.s.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	victim.s = nil
+	for _, nd := range c.nodes {
+		if nd.s == nil {
+			continue
+		}
+		waitFor(t, nd.name+" to drop the dead node's rows", 5*time.Second, func() bool {
+			_, ok := rowsOf(nd.s, "sessions", "alice@example.org")[victim.name]
+			return !ok
+		})
+	}
+	mu.Lock()
+	responsible := 0
+	for _, d := range drops {
+		if d.node == victim.name && d.responsible {
+			responsible++
+			if d.observer != l.name {
+				t.Errorf("cleanup assigned to %s, not the leader %s", d.observer, l.name)
+			}
+		}
+	}
+	mu.Unlock()
+	if responsible != 1 {
+		t.Fatalf("%d survivors told to clean up after %s, want 1 (%+v)", responsible, victim.name, drops)
+	}
+	if infos := l.s.Tables(); len(infos) == 0 || infos[len(infos)-1].Kind != "ephemeral" {
+		t.Fatalf("ephemeral table missing from Tables(): %+v", infos)
+	}
+}
