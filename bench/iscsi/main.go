@@ -49,12 +49,23 @@ type report struct {
 	ISCSI      iscsibench.Result  `json:"iscsi"`
 	ISCSICRC   *iscsibench.Result `json:"iscsi_crc32c,omitempty"`
 	LocalDsync iscsibench.Latency `json:"local_odsync_4k"`
-	DD4K       ddResult           `json:"dd_4k_dsync"`
-	DDSeq      ddResult           `json:"dd_seq_dsync"`
-	RatioP50DD float64            `json:"ratio_iscsi_p50_to_dd"`
-	RatioLocal float64            `json:"ratio_iscsi_p50_to_local_p50"`
-	TargetMet  bool               `json:"target_p50_at_most_2x_dd"`
-	Stats      iscsi.Stats        `json:"initiator"`
+	// References that explain the gap between the two above: a local
+	// pwrite+fdatasync loop (what tgtd does for a FUA write), and iSCSI writes
+	// without FUA acknowledged from tgtd's page cache (the protocol's own cost;
+	// not durable).
+	LocalFdatasync iscsibench.Latency `json:"local_pwrite_fdatasync_4k"`
+	ISCSINoFUA     iscsibench.Latency `json:"iscsi_no_fua_not_durable_4k"`
+	// Queue-depth-1 4 KiB reads, ours against libiscsi's iscsi-perf (a C
+	// initiator) on the same tgtd: the initiators' own overhead side by side.
+	ReadQD1      iscsibench.Latency `json:"iscsi_read_4k_qd1"`
+	ReadQD1IOPS  float64            `json:"iscsi_read_4k_qd1_iops"`
+	LibiscsiIOPS float64            `json:"libiscsi_perf_read_4k_qd1_iops,omitempty"`
+	DD4K         ddResult           `json:"dd_4k_dsync"`
+	DDSeq        ddResult           `json:"dd_seq_dsync"`
+	RatioP50DD   float64            `json:"ratio_iscsi_p50_to_dd"`
+	RatioLocal   float64            `json:"ratio_iscsi_p50_to_local_p50"`
+	TargetMet    bool               `json:"target_p50_at_most_2x_dd"`
+	Stats        iscsi.Stats        `json:"initiator"`
 }
 
 func main() {
@@ -126,7 +137,14 @@ func run() error {
 	lo.Offset = latOff
 	lo.Writes = max(1, opts.Writes / *rounds)
 	var ddSec float64
-	var local, remote []time.Duration
+	var local, remote, fdsync, nofua []time.Duration
+	wbCfg := cfg
+	wbCfg.WriteBack = true
+	wbDev, err := iscsi.Dial(ctx, wbCfg)
+	if err != nil {
+		return err
+	}
+	defer wbDev.Close()
 	for r := 0; r < *rounds; r++ {
 		res, err := dd(lun, "4k", lo.Writes, latOff/4096)
 		if err != nil {
@@ -144,7 +162,19 @@ func run() error {
 			return err
 		}
 		remote = append(remote, s...)
+		s, err = localFdatasync(ctx, lun, size, lo)
+		if err != nil {
+			return err
+		}
+		fdsync = append(fdsync, s...)
+		s, err = iscsibench.Samples4K(ctx, noSync{wbDev}, lo)
+		if err != nil {
+			return err
+		}
+		nofua = append(nofua, s...)
 	}
+	rep.LocalFdatasync = iscsibench.Summarize(fdsync)
+	rep.ISCSINoFUA = iscsibench.Summarize(nofua)
 	rep.DD4K.Seconds = round2(ddSec)
 	rep.DD4K.PerOpUS = round1(ddSec * 1e6 / float64(lo.Writes**rounds))
 	rep.LocalDsync = iscsibench.Summarize(local)
@@ -182,6 +212,20 @@ func run() error {
 		rep.ISCSICRC = &r
 	}
 
+	// 3. QD1 4 KiB reads: ours, then libiscsi's iscsi-perf for 4 s.
+	var rs []time.Duration
+	rbuf := make([]byte, 4096)
+	for i := 0; i < 5000; i++ {
+		t0 := time.Now()
+		if _, err := dev.ReadAt(rbuf, seqOff+int64(i%4096)*4096); err != nil {
+			return err
+		}
+		rs = append(rs, time.Since(t0))
+	}
+	rep.ReadQD1 = iscsibench.Summarize(rs)
+	rep.ReadQD1IOPS = round1(1e6 / rep.ReadQD1.Mean)
+	rep.LibiscsiIOPS = libiscsiPerf("iscsi://" + d.Portal + "/" + iqn + "/1")
+
 	rep.RatioP50DD = round2(rep.ISCSI.Write4K.P50 / rep.DD4K.PerOpUS)
 	rep.RatioLocal = round2(rep.ISCSI.Write4K.P50 / rep.LocalDsync.P50)
 	rep.TargetMet = rep.RatioP50DD <= 2
@@ -189,10 +233,14 @@ func run() error {
 	fmt.Println()
 	fmt.Printf("%-22s 4 KiB dsync write:   mean %7.1f µs (%s)\n", "dd", rep.DD4K.PerOpUS, rep.DD4K.Command)
 	fmt.Printf("%-22s 4 KiB O_DSYNC write: p50 %7.1f µs  p99 %7.1f µs\n", "local Go loop", rep.LocalDsync.P50, rep.LocalDsync.P99)
+	fmt.Printf("%-22s 4 KiB write+fdatasync: p50 %7.1f µs  p99 %7.1f µs\n", "local Go loop", rep.LocalFdatasync.P50, rep.LocalFdatasync.P99)
+	fmt.Printf("%-22s 4 KiB write, no FUA: p50 %7.1f µs  p99 %7.1f µs (not durable)\n", "iSCSI", rep.ISCSINoFUA.P50, rep.ISCSINoFUA.P99)
 	iscsibench.Print(os.Stdout, "iSCSI (FUA)", rep.ISCSI)
 	if rep.ISCSICRC != nil {
 		iscsibench.Print(os.Stdout, "iSCSI (FUA, CRC32C)", *rep.ISCSICRC)
 	}
+	fmt.Printf("%-22s 4 KiB read, QD1:     p50 %7.1f µs  mean %7.1f µs = %.0f IOPS; libiscsi iscsi-perf: %.0f IOPS\n",
+		"iSCSI", rep.ReadQD1.P50, rep.ReadQD1.Mean, rep.ReadQD1IOPS, rep.LibiscsiIOPS)
 	fmt.Printf("%-22s sequential write:    %7.1f MiB/s (%s)\n", "dd", rep.DDSeq.MiBps, rep.DDSeq.Command)
 	fmt.Printf("\niSCSI p50 / dd per-write = %.2f (target <= 2): %v; iSCSI p50 / local O_DSYNC p50 = %.2f\n",
 		rep.RatioP50DD, map[bool]string{true: "met", false: "NOT met"}[rep.TargetMet], rep.RatioLocal)
@@ -256,6 +304,42 @@ func localDsync(ctx context.Context, file string, size int64, o iscsibench.Optio
 	defer f.Close()
 	return iscsibench.Samples4K(ctx, dsyncFile{f, size}, o)
 }
+
+var iopsAverage = regexp.MustCompile(`iops average ([0-9]+)`)
+
+// libiscsiPerf runs iscsi-perf (8-block reads, one in flight) for 4 s and
+// returns its last average IOPS, or 0 if it is not installed.
+func libiscsiPerf(url string) float64 {
+	if _, err := exec.LookPath("iscsi-perf"); err != nil {
+		return 0
+	}
+	out, _ := exec.Command("timeout", "-s", "INT", "4", "iscsi-perf", "-b", "8", "-m", "1", url).CombinedOutput()
+	m := iopsAverage.FindAllSubmatch(out, -1)
+	if len(m) == 0 {
+		return 0
+	}
+	v, _ := strconv.ParseFloat(string(m[len(m)-1][1]), 64)
+	return v
+}
+
+// fdatasyncFile writes then fdatasyncs, as tgtd's rdwr backing store does for FUA.
+type fdatasyncFile struct{ dsyncFile }
+
+func (d fdatasyncFile) Sync() error { return syscall.Fdatasync(int(d.f.Fd())) }
+
+func localFdatasync(ctx context.Context, file string, size int64, o iscsibench.Options) ([]time.Duration, error) {
+	f, err := os.OpenFile(file, os.O_WRONLY, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return iscsibench.Samples4K(ctx, fdatasyncFile{dsyncFile{f, size}}, o)
+}
+
+// noSync hides a write-back device's Sync: its writes are timed alone.
+type noSync struct{ *iscsi.Device }
+
+func (noSync) Sync() error { return nil }
 
 func hostInfo(dir string) map[string]string {
 	h := map[string]string{"cpus": strconv.Itoa(runtime.NumCPU()), "go": runtime.Version()}
