@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"strconv"
 	"strings"
 	"syscall"
@@ -67,6 +68,19 @@ func (n *node) shellCommands() []console.Command {
 		cmds = append(cmds,
 			console.Command{Name: "debug-kill-xmppd", Summary: "TEST ONLY (xedge.debug=1): SIGKILL xmppd",
 				Run: func(context.Context, []string, io.Writer) error { return n.killXmppd() }},
+			console.Command{Name: "debug-dial", Usage: "HOST:PORT", Summary: "TEST ONLY (xedge.debug=1): open a TCP connection and report",
+				Run: func(ctx context.Context, args []string, out io.Writer) error {
+					if len(args) != 1 {
+						return errors.New("usage: debug-dial HOST:PORT")
+					}
+					d := net.Dialer{Timeout: 5 * time.Second}
+					c, err := d.DialContext(ctx, "tcp", args[0])
+					if err != nil {
+						return err
+					}
+					fmt.Fprintf(out, "connected %s -> %s\n", c.LocalAddr(), c.RemoteAddr())
+					return c.Close()
+				}},
 			console.Command{Name: "debug-iptables", Summary: "TEST ONLY (xedge.debug=1): show the firewall (iptables -S)",
 				Run: func(ctx context.Context, _ []string, out io.Writer) error {
 					return n.runReaped(ctx, out, "/usr/sbin/iptables", "-S")

@@ -1,0 +1,357 @@
+package lab
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// State is what `xedge lab` remembers between invocations (lab.json in the lab dir).
+type State struct {
+	Mode       string      `json:"mode"` // "mcast" (no root)
+	Group      string      `json:"group"`
+	Domain     string      `json:"domain"`
+	SegmentPID int         `json:"segment_pid"`
+	Nodes      []NodeState `json:"nodes"`
+}
+
+// NodeState is one lab node.
+type NodeState struct {
+	Name string `json:"name"`
+	Dir  string `json:"dir"`
+	PID  int    `json:"pid"`
+	MAC  string `json:"mac"`
+	Port int    `json:"c2s_port"` // 127.0.0.1:Port -> node:5222
+}
+
+// UpOptions configures `xedge lab up`.
+type UpOptions struct {
+	Dir       string // lab state dir (out/lab)
+	Kernel    string
+	Initrd    string
+	Nodes     int
+	Domain    string   // served to nodes by DHCP option 224 (and 15)
+	Params    string   // extra kernel parameters for every node
+	Self      []string // argv to run this tool's hidden `lab segment` server
+	MaxBoot   int      // nodes booting at once (2 on a 2-core host)
+	Log       io.Writer
+	WaitReady time.Duration
+}
+
+const stateFile = "lab.json"
+
+// LoadState reads the lab state; a missing lab is an error naming `xedge lab up`.
+func LoadState(dir string) (*State, error) {
+	b, err := os.ReadFile(filepath.Join(dir, stateFile))
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("no lab in %s: start one with `xedge lab up`", dir)
+		}
+		return nil, err
+	}
+	var s State
+	if err := json.Unmarshal(b, &s); err != nil {
+		return nil, fmt.Errorf("%s: %w", stateFile, err)
+	}
+	return &s, nil
+}
+
+func (s *State) save(dir string) error {
+	b, _ := json.MarshalIndent(s, "", "  ")
+	return os.WriteFile(filepath.Join(dir, stateFile), b, 0o644)
+}
+
+// Node finds a node by name ("node1") or number ("1").
+func (s *State) Node(name string) (*NodeState, error) {
+	for i := range s.Nodes {
+		if s.Nodes[i].Name == name || s.Nodes[i].Name == "node"+name {
+			return &s.Nodes[i], nil
+		}
+	}
+	return nil, fmt.Errorf("no lab node %q", name)
+}
+
+// Alive reports whether pid is a running qemu of this lab (not a recycled PID).
+func Alive(pid int, dir string) bool {
+	if pid <= 0 {
+		return false
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil {
+		return false
+	}
+	return strings.Contains(string(b), dir)
+}
+
+// Up starts the segment server and the nodes, and waits until each is ready (or in
+// maintenance). It returns the state and, per node, the console's status line.
+func Up(ctx context.Context, o UpOptions) (*State, []string, error) {
+	if o.Nodes < 1 || o.Nodes > 32 {
+		return nil, nil, fmt.Errorf("lab up: -n %d: want 1..32", o.Nodes)
+	}
+	if old, err := LoadState(o.Dir); err == nil {
+		for _, n := range old.Nodes {
+			if Alive(n.PID, n.Dir) {
+				return nil, nil, fmt.Errorf("a lab is already up in %s (%s running): `xedge lab down` first", o.Dir, n.Name)
+			}
+		}
+	}
+	for _, f := range []string{o.Kernel, o.Initrd} {
+		if _, err := os.Stat(f); err != nil {
+			return nil, nil, fmt.Errorf("%s: %w (build the image with `make image`)", f, err)
+		}
+	}
+	dir, err := filepath.Abs(o.Dir)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, nil, err
+	}
+	if o.MaxBoot <= 0 {
+		o.MaxBoot = 2
+	}
+	if o.WaitReady == 0 {
+		o.WaitReady = 3 * time.Minute
+	}
+	st := &State{Mode: "mcast", Domain: o.Domain,
+		Group: fmt.Sprintf("230.77.%d.%d:%d", rand.IntN(250)+1, rand.IntN(250)+1, 20000+rand.IntN(30000))}
+	// Segment server, detached so it outlives this command.
+	seglog, err := os.Create(filepath.Join(dir, "segment.log"))
+	if err != nil {
+		return nil, nil, err
+	}
+	args := append(append([]string{}, o.Self[1:]...), "--group", st.Group, "--domain", o.Domain)
+	cmd := exec.Command(o.Self[0], args...)
+	cmd.Stdout, cmd.Stderr = seglog, seglog
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		seglog.Close()
+		return nil, nil, fmt.Errorf("segment server: %w", err)
+	}
+	seglog.Close()
+	st.SegmentPID = cmd.Process.Pid
+	go cmd.Wait() // reap it if this process lives on
+	if err := st.save(dir); err != nil {
+		return nil, nil, err
+	}
+	lines := make([]string, o.Nodes)
+	sem := make(chan struct{}, o.MaxBoot)
+	results := make(chan error, o.Nodes)
+	for i := 1; i <= o.Nodes; i++ {
+		port, err := FreePort()
+		if err != nil {
+			return st, nil, err
+		}
+		ns := NodeState{Name: fmt.Sprintf("node%d", i), Dir: filepath.Join(dir, fmt.Sprintf("node%d", i)),
+			MAC: fmt.Sprintf("52:54:00:77:01:%02x", i), Port: port}
+		sem <- struct{}{}
+		vm, err := Start(ctx, Config{Name: ns.Name, Kernel: o.Kernel, Initrd: o.Initrd, Params: o.Params, Dir: ns.Dir, Daemonize: true,
+			NICs: []NIC{{Kind: "mcast", Mcast: st.Group, MAC: ns.MAC}, {Kind: "user", Forwards: map[int]int{port: 5222}}}})
+		if err != nil {
+			<-sem
+			return st, nil, fmt.Errorf("%s: %w", ns.Name, err)
+		}
+		ns.PID = vm.PID
+		st.Nodes = append(st.Nodes, ns)
+		if err := st.save(dir); err != nil {
+			return st, nil, err
+		}
+		if o.Log != nil {
+			fmt.Fprintf(o.Log, "%s: qemu pid %d, c2s 127.0.0.1:%d\n", ns.Name, ns.PID, port)
+		}
+		go func(i int, ns NodeState) {
+			defer func() { <-sem }()
+			line, err := WaitConsole(ctx, filepath.Join(ns.Dir, "console.log"), readyOrMaint, o.WaitReady)
+			lines[i-1] = fmt.Sprintf("%s: %s", ns.Name, line)
+			if err != nil {
+				err = fmt.Errorf("%s: %w", ns.Name, err)
+			}
+			results <- err
+		}(i, ns)
+	}
+	var errs []error
+	for i := 0; i < o.Nodes; i++ {
+		if err := <-results; err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return st, lines, errors.Join(errs...)
+}
+
+var readyOrMaint = regexp.MustCompile(`xedge: (ready \S+ \S+|maintenance[^\r\n]*)`)
+
+// WaitConsole polls a console log until re matches, returning the match.
+func WaitConsole(ctx context.Context, path string, re *regexp.Regexp, d time.Duration) (string, error) {
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		if b, err := os.ReadFile(path); err == nil {
+			if m := re.FindString(string(b)); m != "" {
+				return strings.TrimPrefix(m, "xedge: "), nil
+			}
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	return "not ready", fmt.Errorf("no %q in %s after %s", re, path, d)
+}
+
+// Kill stops one node's qemu.
+func Kill(dir, name string) error {
+	st, err := LoadState(dir)
+	if err != nil {
+		return err
+	}
+	n, err := st.Node(name)
+	if err != nil {
+		return err
+	}
+	if !Alive(n.PID, n.Dir) {
+		return fmt.Errorf("%s is not running", n.Name)
+	}
+	return syscall.Kill(n.PID, syscall.SIGKILL)
+}
+
+// Down stops every node and the segment server and removes the state file (the
+// consoles' logs stay for inspection).
+func Down(dir string) error {
+	st, err := LoadState(dir)
+	if err != nil {
+		return err
+	}
+	for _, n := range st.Nodes {
+		if Alive(n.PID, n.Dir) {
+			_ = syscall.Kill(n.PID, syscall.SIGKILL)
+		}
+	}
+	if st.SegmentPID > 0 && segmentAlive(st.SegmentPID, st.Group) {
+		_ = syscall.Kill(st.SegmentPID, syscall.SIGTERM)
+	}
+	return os.Remove(filepath.Join(dir, stateFile))
+}
+
+func segmentAlive(pid int, group string) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	return err == nil && strings.Contains(string(b), group)
+}
+
+// Status describes each node: running or not, its last ready line, its c2s port.
+func Status(dir string) ([]string, error) {
+	st, err := LoadState(dir)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	out = append(out, fmt.Sprintf("segment %s (mcast, DHCP server pid %d running=%v), domain %s", st.Group, st.SegmentPID, segmentAlive(st.SegmentPID, st.Group), st.Domain))
+	for _, n := range st.Nodes {
+		state := "stopped"
+		if Alive(n.PID, n.Dir) {
+			state = "running"
+		}
+		last := "-"
+		if b, err := os.ReadFile(filepath.Join(n.Dir, "console.log")); err == nil {
+			if m := readyOrMaint.FindAllString(string(b), -1); len(m) > 0 {
+				last = m[len(m)-1]
+			}
+		}
+		out = append(out, fmt.Sprintf("%-7s %-8s pid %-7d mac %s c2s 127.0.0.1:%d  %s", n.Name, state, n.PID, n.MAC, n.Port, last))
+	}
+	return out, nil
+}
+
+// LabAddr gives lab node N (MAC 52:54:00:77:01:N) the address 10.77.0.(10+N).
+func LabAddr(mac net.HardwareAddr) (netip.Addr, bool) {
+	if len(mac) != 6 || mac[0] != 0x52 || mac[1] != 0x54 || mac[2] != 0 || mac[3] != 0x77 || mac[4] != 1 || mac[5] == 0 || mac[5] > 80 {
+		return netip.Addr{}, false
+	}
+	return netip.AddrFrom4([4]byte{10, 77, 0, 10 + mac[5]}), true
+}
+
+// ServeSegment runs the segment's DHCP server until ctx ends (the hidden
+// `xedge lab segment` command).
+func ServeSegment(ctx context.Context, group, domain string) error {
+	g, err := netip.ParseAddrPort(group)
+	if err != nil {
+		return fmt.Errorf("group %q: %w", group, err)
+	}
+	xedge := ""
+	if domain != "" {
+		xedge = "xedge.domain=" + domain
+	}
+	s := &Segment{Group: g, ServerIP: netip.MustParseAddr("10.77.0.1"), Prefix: netip.MustParsePrefix("10.77.0.0/24"),
+		First: netip.MustParseAddr("10.77.0.100"), Domain: domain, Xedge: xedge, Lease: 10 * time.Minute, Fixed: LabAddr}
+	if err := s.Start(ctx); err != nil {
+		return err
+	}
+	<-ctx.Done()
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return s.Stop(sctx)
+}
+
+// Run types one command on a node's console and returns what it printed up to the
+// next prompt.
+func Run(ctx context.Context, sock, line string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	c, err := DialConsole(ctx, sock)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	if err := c.Send(line); err != nil {
+		return "", err
+	}
+	m, err := c.Expect(ctx, regexp.MustCompile(`(?s)`+regexp.QuoteMeta(line)+`\r?\n(.*?)xedge> `))
+	if err != nil {
+		return "", err
+	}
+	return strings.ReplaceAll(m[1], "\r", ""), nil
+}
+
+// Attach copies a console socket to and from the terminal until the peer closes or
+// the escape byte (Ctrl-]) is typed.
+func Attach(sock string, in io.Reader, out io.Writer) error {
+	c, err := net.Dial("unix", sock)
+	if err != nil {
+		return fmt.Errorf("console %s: %w (is the node running? only one console client at a time)", sock, err)
+	}
+	defer c.Close()
+	done := make(chan error, 2)
+	go func() {
+		_, err := io.Copy(out, c)
+		done <- err
+	}()
+	go func() {
+		b := make([]byte, 256)
+		for {
+			n, err := in.Read(b)
+			if err != nil {
+				done <- err
+				return
+			}
+			if i := strings.IndexByte(string(b[:n]), 0x1d); i >= 0 {
+				c.Write(b[:i])
+				done <- nil
+				return
+			}
+			if _, err := c.Write(b[:n]); err != nil {
+				done <- err
+				return
+			}
+		}
+	}()
+	_, _ = c.Write([]byte("\r"))
+	return <-done
+}

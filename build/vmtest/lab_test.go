@@ -1,0 +1,79 @@
+//go:build vmtest
+
+package vmtest
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"xedge/build/lab"
+)
+
+// TestLab runs the harness the way `xedge lab` does: two daemonized nodes on one
+// multicast L2 segment with the host-side DHCP server (option 224 carries the domain),
+// node-to-node TCP over the segment, kill and down.
+func TestLab(t *testing.T) {
+	need(t)
+	xedge := filepath.Join(t.TempDir(), "xedge")
+	b := exec.Command("go", "build", "-o", xedge, "./build/cmd/xedge")
+	b.Dir = repoRoot
+	if out, err := b.CombinedOutput(); err != nil {
+		t.Fatalf("build xedge: %v\n%s", err, out)
+	}
+	dir := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	st, lines, err := lab.Up(ctx, lab.UpOptions{Dir: dir, Kernel: img.Vmlinux, Initrd: img.Cpio, Nodes: 2, Domain: "lab.example",
+		Params: "xedge.debug=1", Self: []string{xedge, "lab", "--dir", dir, "segment"}, Log: os.Stderr})
+	t.Cleanup(func() { _ = lab.Down(dir) }) // after a failure; the test's own Down removes the state
+	if err != nil {
+		for _, n := range []string{"node1", "node2"} {
+			b, _ := os.ReadFile(filepath.Join(dir, n, "console.log"))
+			t.Logf("%s console:\n%s", n, b)
+		}
+		t.Fatal(err)
+	}
+	t.Logf("lab up: %v", lines)
+	for i, want := range []string{"node1: ready 10.77.0.11 ", "node2: ready 10.77.0.12 "} {
+		if !strings.HasPrefix(lines[i], want) {
+			t.Fatalf("line %d: %q, want prefix %q", i, lines[i], want)
+		}
+	}
+	sock := func(n string) string { return filepath.Join(dir, n, "console.sock") }
+	out, err := lab.Run(ctx, sock("node1"), "node")
+	if err != nil || !strings.Contains(out, "domain    lab.example (dhcp)") || !strings.Contains(out, "hostname  node1") {
+		t.Fatalf("node1 node: %v\n%s", err, out)
+	}
+	out, err = lab.Run(ctx, sock("node1"), "debug-dial 10.77.0.12:5222")
+	if err != nil || !strings.Contains(out, "connected 10.77.0.11:") {
+		t.Fatalf("node1 -> node2 over the segment: %v\n%s", err, out)
+	}
+	if err := lab.Kill(dir, "node2"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second)
+	status, err := lab.Status(dir)
+	if err != nil || !strings.Contains(strings.Join(status, "\n"), "node2   stopped") {
+		t.Fatalf("status after kill: %v %q", err, status)
+	}
+	out, _ = lab.Run(ctx, sock("node1"), "debug-dial 10.77.0.12:5222")
+	if strings.Contains(out, "connected") {
+		t.Fatalf("node2 still answers after kill: %s", out)
+	}
+	pids := []int{st.SegmentPID, st.Nodes[0].PID}
+	if err := lab.Down(dir); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond)
+	for _, pid := range pids {
+		if b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "cmdline")); err == nil && strings.Contains(string(b), dir) {
+			t.Errorf("pid %d still running after down", pid)
+		}
+	}
+}
