@@ -101,25 +101,26 @@ func TestAutopilotVoterCounts(t *testing.T) {
 	mustDeclare(t, c.nodes[0].s, "t", storage.Disc)
 	mustApply(t, c.nodes[0].s, storage.Put("t", "k", []byte("v")))
 	var non *testNode
-	for name, v := range c.suffrage() {
-		if v == "nonvoter" {
-			for _, nd := range c.nodes {
-				if nd.name == name {
-					non = nd
-				}
+	waitFor(t, "a nonvoter among 4 nodes", 5*time.Second, func() bool {
+		for name, v := range c.suffrage() {
+			if v == "nonvoter" {
+				non = c.node(name)
 			}
 		}
-	}
-	if non == nil {
-		t.Fatal("no nonvoter among 4 nodes")
-	}
+		return non != nil
+	})
 	waitFor(t, "nonvoter to replicate", 5*time.Second, func() bool { _, ok := get(t, non.s, "t", "k"); return ok })
 	if st := non.s.Status(); st.Role != "nonvoter" || st.Mode != "durable" {
 		t.Fatalf("nonvoter status %+v", st)
 	}
 	// A write from the nonvoter is forwarded too.
 	mustApply(t, non.s, storage.Put("t", "k2", []byte("v2")))
-	c.add()
+	nd := c.add()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	if err := nd.s.WaitJoined(ctx); err != nil {
+		t.Fatal(err)
+	}
 	c.waitVoters(5, 10*time.Second)
 }
 
@@ -140,6 +141,15 @@ func TestWrongClusterKeyIsRefused(t *testing.T) {
 	_, err = s.rpc.call(ctx, c.nodes[0].s.Addr(), &rpcRequest{Op: "report", Report: &report{ID: "intruder#1", Name: "intruder", Addr: s.Addr()}})
 	if err == nil || !strings.Contains(err.Error(), c.nodes[0].s.Addr()) || !strings.Contains(err.Error(), "wrong cluster key") {
 		t.Fatalf("wrong key: got %v", err)
+	}
+	// A full node with the wrong key never joins; WaitJoined says so.
+	if err := s.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	wctx, wcancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer wcancel()
+	if err := s.WaitJoined(wctx); err == nil || !strings.Contains(err.Error(), "not joined") {
+		t.Fatalf("WaitJoined with a wrong key: %v", err)
 	}
 	if n := len(c.suffrage()); n != 1 {
 		t.Fatalf("intruder got into the configuration: %v", c.suffrage())

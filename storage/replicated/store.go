@@ -446,6 +446,30 @@ func (s *Store) reportLoop(ctx context.Context) {
 	}
 }
 
+// WaitJoined blocks until this node is part of a cluster with a leader (it
+// bootstrapped, or a seed added it), or ctx ends. xmppd calls it after Start
+// and before declaring tables; the error names the seeds that were tried.
+func (s *Store) WaitJoined(ctx context.Context) error {
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for {
+		if s.joined() {
+			if f := s.raft.GetConfiguration(); f.Error() == nil {
+				for _, srv := range f.Configuration().Servers {
+					if srv.ID == s.id {
+						return nil
+					}
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("replicated: %s not joined (seeds %v): %w", s.cfg.NodeName, s.cfg.Join, ctx.Err())
+		case <-t.C:
+		}
+	}
+}
+
 // joined reports whether this node knows a leader (is part of a cluster).
 func (s *Store) joined() bool {
 	addr, _ := s.raft.LeaderWithID()
@@ -558,6 +582,9 @@ func errKind(err error) string {
 // while there is no leader or it cannot be reached, until ctx ends or ~5s.
 func (s *Store) submit(ctx context.Context, req *rpcRequest) (*rpcResponse, error) {
 	deadline := time.Now().Add(5 * time.Second)
+	if d, ok := ctx.Deadline(); ok {
+		deadline = d
+	}
 	wait := 20 * time.Millisecond
 	for attempt := 0; ; attempt++ {
 		var resp *rpcResponse
@@ -576,7 +603,7 @@ func (s *Store) submit(ctx context.Context, req *rpcRequest) (*rpcResponse, erro
 		if !retry {
 			return resp, nil
 		}
-		if time.Now().Add(wait).After(deadline) || attempt > 50 {
+		if time.Now().Add(wait).After(deadline) || attempt > 1000 {
 			if err == nil {
 				err = errors.New(resp.Err)
 			}
