@@ -9,6 +9,8 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
+	"runtime"
+	"strings"
 	"testing"
 	"time"
 )
@@ -351,5 +353,59 @@ func BenchmarkWrite4K(b *testing.B) {
 		if _, err := d.WriteAt(buf, int64(i%200)*4096); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// iscsiGoroutines lists goroutines running code of this package (not tests).
+func iscsiGoroutines() []string {
+	buf := make([]byte, 1<<20)
+	n := runtime.Stack(buf, true)
+	var out []string
+	for _, g := range strings.Split(string(buf[:n]), "\n\n") {
+		if strings.Contains(g, "xedge/iscsi.(*conn)") || strings.Contains(g, "xedge/iscsi.(*Device)") {
+			if !strings.Contains(g, "_test.go") {
+				out = append(out, g)
+			}
+		}
+	}
+	return out
+}
+
+// Close (after a reset, a re-login and I/O) leaves no goroutine behind.
+func TestNoGoroutineLeak(t *testing.T) {
+	ft := newFakeTarget(t)
+	d := dialFake(t, ft.config())
+	if _, err := d.WriteAt(randBytes(3, 300<<10), 0); err != nil {
+		t.Fatal(err)
+	}
+	lost := d.Changed()
+	ft.mu.Lock()
+	for _, c := range ft.conns {
+		c.Close()
+	}
+	ft.mu.Unlock()
+	<-lost
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := d.WaitConnected(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.ReadAt(make([]byte, 4096), 0); err != nil {
+		t.Fatal(err)
+	}
+	if len(iscsiGoroutines()) == 0 {
+		t.Fatal("the leak detector sees no goroutine of a live device")
+	}
+	d.Close()
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		g := iscsiGoroutines()
+		if len(g) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d goroutines left after Close:\n%s", len(g), strings.Join(g, "\n\n"))
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
