@@ -21,6 +21,8 @@ import (
 	"xedge/xmppd/router"
 	"xedge/xmppd/tlscert"
 	"xedge/xmppd/xmlstream"
+
+	"mellium.im/sasl"
 )
 
 type env struct {
@@ -324,5 +326,38 @@ func TestRegistrationLimit(t *testing.T) {
 	o.Send("<iq type='set' id='x'><query xmlns='jabber:iq:register'><username>other</username><password>p</password></query></iq>")
 	if got := o.Expect("id='x'", 5*time.Second); !strings.Contains(got, "type='result'") {
 		t.Fatalf("another address: %s", got)
+	}
+}
+
+// With plaintext allowed, SCRAM logs in without TLS (checked with mellium's SCRAM
+// client over a raw stream); PLAIN and registration still need TLS.
+func TestPlaintextAllowedSCRAMOnly(t *testing.T) {
+	e := start(t, func(c *Config) { c.AllowPlaintext = true })
+	c := testenv.Dial(t, e.addr)
+	f := c.Open("localhost")
+	if !strings.Contains(f, "SCRAM-SHA-256") || strings.Contains(f, "PLAIN") || strings.Contains(f, "<required") || strings.Contains(f, "iq-register") {
+		t.Fatalf("plaintext features: %s", f)
+	}
+	c.Send("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>AGFsaWNlAHNlY3JldA==</auth>")
+	c.Expect("<encryption-required", 5*time.Second)
+	c.Send("<iq type='set' id='r'><query xmlns='jabber:iq:register'><username>x</username><password>y</password></query></iq>")
+	if got := c.Expect("</iq>", 5*time.Second); !strings.Contains(got, "<policy-violation") {
+		t.Fatalf("registration in plaintext: %s", got)
+	}
+	cl := sasl.NewClient(sasl.ScramSha256, sasl.Credentials(func() ([]byte, []byte, []byte) { return []byte("alice"), []byte("secret"), nil }))
+	_, first, _ := cl.Step(nil)
+	c.Send("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='SCRAM-SHA-256'>" + base64.StdEncoding.EncodeToString(first) + "</auth>")
+	ch := c.Expect("</challenge>", 5*time.Second)
+	ch = ch[strings.Index(ch, ">")+1 : strings.LastIndex(ch, "</challenge>")]
+	sf, _ := base64.StdEncoding.DecodeString(ch)
+	_, final, err := cl.Step(sf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Send("<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>" + base64.StdEncoding.EncodeToString(final) + "</response>")
+	c.Expect("<success", 5*time.Second)
+	c.Open("localhost")
+	if jid := c.Bind("plain"); jid != "alice@localhost/plain" {
+		t.Fatal(jid)
 	}
 }

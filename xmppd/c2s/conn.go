@@ -276,15 +276,21 @@ func (c *conn) state() module.StreamState {
 func (c *conn) features() *xmlstream.Element {
 	f := xmlstream.New(xmlstream.NSStream, "features")
 	switch {
-	case !c.secure:
+	case !c.secure && !c.srv.cfg.AllowPlaintext:
 		f.Append(xmlstream.New(nsTLS, "starttls").Append(xmlstream.New(nsTLS, "required")))
 	case !c.authed:
+		if !c.secure {
+			f.Append(xmlstream.New(nsTLS, "starttls"))
+		}
 		m := xmlstream.New(nsSASL, "mechanisms")
 		for _, mech := range []string{"SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN"} {
+			if mech == "PLAIN" && !c.secure {
+				continue // PLAIN only under TLS
+			}
 			m.Append(xmlstream.New(nsSASL, "mechanism").AppendText(mech))
 		}
 		f.Append(m)
-		if c.srv.cfg.AllowRegistration {
+		if c.srv.cfg.AllowRegistration && c.secure {
 			f.Append(xmlstream.New(nsRegFeat, "register"))
 		}
 	default:
@@ -293,7 +299,7 @@ func (c *conn) features() *xmlstream.Element {
 		f.Append(xmlstream.New(nsSM, "sm"))
 		f.Append(xmlstream.New(nsCSI, "csi"))
 	}
-	if c.secure {
+	if c.secure || c.srv.cfg.AllowPlaintext {
 		f.Append(c.srv.capsElement())
 	}
 	for _, e := range c.srv.router.Features(c.state()) {
@@ -313,7 +319,7 @@ func (c *conn) run() error {
 			return err
 		}
 		switch {
-		case !c.secure:
+		case !c.secure && !c.srv.cfg.AllowPlaintext && !c.authed:
 			err = c.preTLS(el)
 		case !c.authed:
 			err = c.preAuth(el)
@@ -328,18 +334,23 @@ func (c *conn) run() error {
 	}
 }
 
+// starttls upgrades the connection and restarts the stream.
+func (c *conn) starttls() error {
+	if err := c.writeElem(xmlstream.New(nsTLS, "proceed")); err != nil {
+		return err
+	}
+	if err := c.handshake(); err != nil {
+		c.log.Debug("STARTTLS handshake failed", "err", err)
+		return err
+	}
+	c.dec.Reset(c.nc)
+	return c.openStream()
+}
+
 func (c *conn) preTLS(el *xmlstream.Element) error {
 	switch {
 	case el.Space == nsTLS && el.Local == "starttls":
-		if err := c.writeElem(xmlstream.New(nsTLS, "proceed")); err != nil {
-			return err
-		}
-		if err := c.handshake(); err != nil {
-			c.log.Debug("STARTTLS handshake failed", "err", err)
-			return err
-		}
-		c.dec.Reset(c.nc)
-		return c.openStream()
+		return c.starttls()
 	case el.Space == nsSASL && el.Local == "auth":
 		// PLAIN (and everything else) only after TLS.
 		return c.saslFailure("encryption-required", "use STARTTLS first")
@@ -352,12 +363,18 @@ func (c *conn) preAuth(el *xmlstream.Element) error {
 	case el.Space == nsSASL && el.Local == "auth":
 		return c.sasl(el)
 	case el.Space == nsTLS && el.Local == "starttls":
+		if !c.secure {
+			return c.starttls()
+		}
 		c.writeElem(xmlstream.New(nsTLS, "failure"))
 		return serr("policy-violation", "TLS is already on")
 	case el.Space == xmlstream.NSClient && el.Local == "iq" && el.Child(nsReg, "query") != nil:
 		if !c.srv.cfg.AllowRegistration {
 			// XEP-0077 §3.1: registration not offered.
 			return c.writeElem(iqError(el, module.ErrCancel, "service-unavailable", "in-band registration is disabled"))
+		}
+		if !c.secure { // a password must not cross the network in clear
+			return c.writeElem(iqError(el, module.ErrModify, "policy-violation", "use STARTTLS before registering"))
 		}
 		return c.register(el)
 	}

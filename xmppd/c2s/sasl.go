@@ -37,8 +37,8 @@ func (c *conn) sasl(auth *xmlstream.Element) error {
 	var failCond string
 	switch mech {
 	case "PLAIN":
-		if !c.secure { // never reached: pre-TLS auth is refused earlier
-			return c.saslFailure("encryption-required", "")
+		if !c.secure {
+			return c.saslFailure("encryption-required", "PLAIN only under TLS")
 		}
 		if data == nil {
 			if err := c.writeElem(xmlstream.New(nsSASL, "challenge")); err != nil {

@@ -41,8 +41,11 @@ type Config struct {
 	SMMaxQueue        int
 	SendQueue         int
 	AllowRegistration bool
-	AuthFailMax       int
-	AuthFailTime      time.Duration
+	// AllowPlaintext lets SCRAM authenticate a stream without TLS (PLAIN and
+	// registration still need TLS). The zero value requires STARTTLS first.
+	AllowPlaintext bool
+	AuthFailMax    int
+	AuthFailTime   time.Duration
 	// RegLimit bounds in-band registrations per source IP within RegWindow (0: no limit).
 	RegLimit  int
 	RegWindow time.Duration

@@ -29,6 +29,7 @@ type Config struct {
 	C2STLS            string
 	AdminSocket       string
 	AllowRegistration bool
+	RequireTLS        bool
 	Cert, Key         string
 	LogLevel          string
 
@@ -58,7 +59,7 @@ func Defaults() Config {
 	return Config{
 		Domain: "localhost", Data: "./var", Node: host,
 		C2S: "127.0.0.1:5222", C2STLS: "127.0.0.1:5223",
-		AllowRegistration: true, LogLevel: "info",
+		AllowRegistration: true, RequireTLS: true, LogLevel: "info",
 		C2SShaper: 1 << 20, MaxStanza: 256 << 10, MaxDepth: 32,
 		Keepalive: 60 * time.Second, IdleTimeout: 5 * time.Minute, AuthTimeout: 60 * time.Second,
 		SMTimeout: 5 * time.Minute, SMMaxQueue: 1000, SendQueue: 1000,
@@ -78,6 +79,7 @@ func (c *Config) FlagSet(name string) *flag.FlagSet {
 	fs.StringVar(&c.C2STLS, "c2s-tls", c.C2STLS, "client listener with direct TLS, XEP-0368 (empty: off)")
 	fs.StringVar(&c.AdminSocket, "admin-socket", c.AdminSocket, "admin unix socket (default <data>/admin.sock)")
 	fs.BoolVar(&c.AllowRegistration, "allow-registration", c.AllowRegistration, "allow in-band registration (XEP-0077)")
+	fs.BoolVar(&c.RequireTLS, "c2s-require-tls", c.RequireTLS, "require STARTTLS before authentication (false: SCRAM allowed in plaintext, e.g. for benchmarks; PLAIN and registration still need TLS)")
 	fs.StringVar(&c.Cert, "cert", c.Cert, "TLS certificate PEM (default: self-signed, made under <data>/tls)")
 	fs.StringVar(&c.Key, "key", c.Key, "TLS private key PEM (with --cert)")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")

@@ -101,7 +101,7 @@ func New(cfg *config.Config, log *slog.Logger, level *slog.LevelVar) (*Server, e
 		Domain: cfg.Domain, TLS: tlsCfg, Limits: lim, Shaper: cfg.C2SShaper,
 		Keepalive: cfg.Keepalive, IdleTimeout: cfg.IdleTimeout, AuthTimeout: cfg.AuthTimeout,
 		SMTimeout: cfg.SMTimeout, SMMaxQueue: cfg.SMMaxQueue, SendQueue: cfg.SendQueue,
-		AllowRegistration: cfg.AllowRegistration, AuthFailMax: cfg.AuthFailMax, AuthFailTime: cfg.AuthFailTime,
+		AllowRegistration: cfg.AllowRegistration, AllowPlaintext: !cfg.RequireTLS, AuthFailMax: cfg.AuthFailMax, AuthFailTime: cfg.AuthFailTime,
 		RegLimit: cfg.RegLimit, RegWindow: cfg.RegWindow,
 		IdentityCategory: "server", IdentityType: "im", IdentityName: "xedge",
 		Logger: log,
