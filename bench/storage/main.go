@@ -77,7 +77,7 @@ func run() error {
 	duration := flag.Duration("duration", 3*time.Second, "measuring time per case")
 	valueSize := flag.Int("value", 128, "value size in bytes")
 	out := flag.String("out", "", "write JSON results here")
-	dir := flag.String("dir", "", "directory for device files (default: a temp dir)")
+	dir := flag.String("dir", "", "parent of the fresh directory for device files (default: $TMPDIR)")
 	note := flag.String("note", "", "free text stored in the JSON")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile here")
 	flag.Parse()
@@ -101,14 +101,14 @@ func run() error {
 		}
 		counts = append(counts, n)
 	}
-	if *dir == "" {
-		d, err := os.MkdirTemp("", "xedge-bench-storage-")
-		if err != nil {
-			return err
-		}
-		defer os.RemoveAll(d)
-		*dir = d
+	// Always a fresh directory (inside -dir if given): devices left over from
+	// an earlier run would hold another cluster's raft state.
+	d, err := os.MkdirTemp(*dir, "xedge-bench-storage-")
+	if err != nil {
+		return err
 	}
+	defer os.RemoveAll(d)
+	*dir = d
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	devs, cleanup, err := devices(ctx, *backend, *nodes, *dir)
