@@ -49,9 +49,10 @@ type Config struct {
 	// TaskTimeout bounds every command, login step and keepalive (default 3 s).
 	// A command that times out means the connection is declared lost.
 	TaskTimeout time.Duration
-	// DialTimeout bounds one TCP connect (default 500 ms: a connect that does not
-	// complete at once is usually a dropped SYN, retried sooner by a new attempt
-	// than by the kernel's 1 s, 3 s, 7 s SYN backoff).
+	// DialTimeout bounds one round of TCP connects (default 500 ms). Within it a
+	// fresh connect starts every DialTimeout/4 while earlier ones hang: a connect
+	// that does not complete at once is usually a dropped SYN, which the kernel
+	// would retry only after 1 s, 3 s, 7 s.
 	DialTimeout time.Duration
 	// NOPInterval is how long an idle connection waits before a NOP-Out ping
 	// (default 1 s). The ping itself is bounded by TaskTimeout.

@@ -342,10 +342,7 @@ func trimSpaces(b []byte) []byte {
 func dialLogin(ctx context.Context, cfg *Config, sid *sessionID) (net.Conn, *loginResult, error) {
 	addr := cfg.Portal
 	for hop := 0; ; hop++ {
-		dctx, cancel := context.WithTimeout(ctx, cfg.DialTimeout)
-		var dl net.Dialer
-		nc, err := dl.DialContext(dctx, "tcp", addr)
-		cancel()
+		nc, err := dialStaggered(ctx, addr, cfg.DialTimeout, cfg.DialTimeout/4)
 		if err != nil {
 			return nil, nil, fmt.Errorf("iscsi: dial %s: %w", addr, err)
 		}
@@ -371,6 +368,68 @@ func dialLogin(ctx context.Context, cfg *Config, sid *sessionID) (net.Conn, *log
 			return nil, nil, ctx.Err()
 		}
 		return nil, nil, err
+	}
+}
+
+// errNoAnswer is a connect that neither succeeded nor failed in time: a
+// dropped SYN, usually.
+var errNoAnswer = errors.New("no answer")
+
+// dialStaggered connects to addr within total, starting a fresh connect every
+// `every` while the earlier ones hang. A dropped SYN is otherwise retried by the
+// kernel only after 1 s, 3 s, 7 s: with fresh attempts, a network that comes
+// back is noticed within `every`. A connect that fails outright (refused,
+// unreachable) ends the round at once, so the caller's backoff applies.
+func dialStaggered(ctx context.Context, addr string, total, every time.Duration) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(ctx, total)
+	type result struct {
+		c   net.Conn
+		err error
+	}
+	ch := make(chan result)
+	pending := 0
+	defer func() {
+		cancel()
+		// Late connects that won a race we no longer run are closed.
+		go func(n int) {
+			for ; n > 0; n-- {
+				if r := <-ch; r.c != nil {
+					r.c.Close()
+				}
+			}
+		}(pending)
+	}()
+	launch := func() {
+		pending++
+		go func() {
+			var d net.Dialer
+			c, err := d.DialContext(ctx, "tcp", addr)
+			ch <- result{c, err}
+		}()
+	}
+	tick := time.NewTicker(max(every, time.Millisecond))
+	defer tick.Stop()
+	launch()
+	for {
+		select {
+		case r := <-ch:
+			pending--
+			if r.err == nil {
+				return r.c, nil
+			}
+			if pending == 0 {
+				if ctx.Err() != nil && errors.Is(r.err, context.DeadlineExceeded) {
+					return nil, fmt.Errorf("%w within %v", errNoAnswer, total)
+				}
+				return nil, r.err
+			}
+		case <-tick.C:
+			if ctx.Err() == nil {
+				launch()
+			}
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%w within %v", errNoAnswer, total)
+		}
 	}
 }
 

@@ -97,8 +97,9 @@
 // sent after NOPInterval (1 s) of silence goes unanswered for TaskTimeout.
 // Re-login uses the same ISID with TSIH 0, so the target reinstates the
 // session and drops the old one's tasks; attempts run every 25 ms doubling to
-// 250 ms (±20%), each TCP connect bounded by DialTimeout (500 ms) so a dropped
-// SYN is retried sooner than the kernel's own 1 s, 3 s, 7 s backoff.
+// 250 ms (±20%). Within an attempt a fresh TCP connect starts every
+// DialTimeout/4 while earlier ones hang, so a network that comes back is seen
+// within ~125 ms rather than at the kernel's next SYN retry (1 s, 3 s, 7 s).
 //
 // The subpackage tgt runs Debian's tgtd for tests and benchmarks; iscsibench
 // holds the benchmark shared by bench/iscsi and `xedge iscsi bench`.

@@ -115,6 +115,9 @@ func Start(ctx context.Context, o Options) (*Daemon, error) {
 	if o.Addr == "" {
 		o.Addr = "127.0.0.1"
 	}
+	if err := os.MkdirAll("/var/run/tgtd", 0o755); err != nil {
+		return nil, fmt.Errorf("tgt: %w", err)
+	}
 	if o.Port == 0 {
 		if o.Netns != "" {
 			o.Port = 3260
