@@ -145,8 +145,11 @@ func normAttrs(e *Element) {
 // encoding/xml accepts is one of the documented differences (docs/xmlstream.md).
 func deliberateRejection(xe *Error, input []byte, sawRestricted, sawTopText bool) bool {
 	switch xe.Condition {
-	case CondRestrictedXML, CondPolicyViolation:
-		// encoding/xml accepts comments, PIs and DOCTYPE and has no limits.
+	case CondRestrictedXML:
+		// encoding/xml accepts comments, PIs and DOCTYPE (undeclared entities it rejects).
+		return sawRestricted
+	case CondPolicyViolation:
+		// encoding/xml has no limits.
 		return true
 	case CondBadFormat:
 		return sawTopText || strings.Contains(xe.Text, "stream level")
@@ -167,7 +170,7 @@ func deliberateRejection(xe *Error, input []byte, sawRestricted, sawTopText bool
 				return true
 			}
 		}
-		if strings.Contains(xe.Text, "name") && !isASCII(input) {
+		if (strings.Contains(xe.Text, "name character") || strings.Contains(xe.Text, "name start")) && !isASCII(input) {
 			// XML 1.0 5th edition name characters vs encoding/xml's older tables.
 			return true
 		}
