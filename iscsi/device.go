@@ -460,17 +460,27 @@ func lastIndexByte(s string, c byte) int {
 // ErrReconnecting or ErrClosed.
 func (d *Device) current() (*conn, error) {
 	d.mu.Lock()
+	c := d.c
+	d.mu.Unlock()
+	if c != nil {
+		select {
+		case <-c.dead:
+			d.lost(c) // Run does this too; a caller may not run Run
+		default:
+			return c, nil
+		}
+	}
+	d.mu.Lock()
 	defer d.mu.Unlock()
 	switch {
 	case d.state == StateClosed:
 		return nil, ErrClosed
-	case d.c == nil:
-		if d.stats.LastLossErr != "" {
-			return nil, fmt.Errorf("%w (since %s: %s)", ErrReconnecting, d.stats.LastLoss.Format(time.TimeOnly), d.stats.LastLossErr)
-		}
-		return nil, ErrReconnecting
+	case d.c != nil:
+		return d.c, nil
+	case d.stats.LastLossErr != "":
+		return nil, fmt.Errorf("%w (since %s: %s)", ErrReconnecting, d.stats.LastLoss.Format(time.TimeOnly), d.stats.LastLossErr)
 	}
-	return d.c, nil
+	return nil, ErrReconnecting
 }
 
 // do runs one command on the current connection, retrying commands the target
