@@ -23,9 +23,9 @@ func TestSummarize(t *testing.T) {
 type memDev struct{ b []byte }
 
 func (m *memDev) WriteAt(p []byte, off int64) (int, error) { return copy(m.b[off:], p), nil }
-func (m *memDev) Sync() error                               { return nil }
-func (m *memDev) Size() int64                               { return int64(len(m.b)) }
-func (m *memDev) BlockSize() int                            { return 512 }
+func (m *memDev) Sync() error                              { return nil }
+func (m *memDev) Size() int64                              { return int64(len(m.b)) }
+func (m *memDev) BlockSize() int                           { return 512 }
 
 func TestRun(t *testing.T) {
 	o := Options{Writes: 50, Warmup: 5, SeqBytes: 4 << 20, SeqBlock: 64 << 10, SeqDepth: 3}
