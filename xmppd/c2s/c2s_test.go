@@ -162,7 +162,7 @@ func TestSlowClientDoesNotBlockRouter(t *testing.T) {
 		m.Append(xmlstream.New(xmlstream.NSClient, "body").AppendText(body))
 		e.r.Route(ctx, m)
 	}
-	if d := time.Since(start); d > 3*time.Second {
+	if d := time.Since(start); d > 10*time.Second { // blocking would mean forever
 		t.Fatalf("routing 2000 stanzas to a stuck client took %v", d)
 	}
 	waitFor(t, "the stuck client to be disconnected", func() bool { return e.r.Session(jid.MustParse("bob@localhost/slow")) == nil })

@@ -49,9 +49,8 @@ type conn struct {
 	streamID string
 	authEnd  time.Time
 
-	sess *session
-	wake chan struct{}
-	done chan struct{}
+	sess    *session
+	writing bool // a writer goroutine runs (guarded by sess.mu)
 }
 
 func newConn(s *Server, nc net.Conn, directTLS bool) *conn {
@@ -59,7 +58,7 @@ func newConn(s *Server, nc net.Conn, directTLS bool) *conn {
 	if h, _, err := net.SplitHostPort(ip); err == nil {
 		ip = h
 	}
-	c := &conn{srv: s, raw: nc, directTLS: directTLS, ip: ip, streamID: randomID(), wake: make(chan struct{}, 1), done: make(chan struct{})}
+	c := &conn{srv: s, raw: nc, directTLS: directTLS, ip: ip, streamID: randomID()}
 	c.log = s.log.With("remote", nc.RemoteAddr().String())
 	var rc net.Conn = nc
 	if s.cfg.Shaper > 0 {
@@ -67,13 +66,6 @@ func newConn(s *Server, nc net.Conn, directTLS bool) *conn {
 	}
 	c.nc = rc
 	return c
-}
-
-func (c *conn) wakeWriter() {
-	select {
-	case c.wake <- struct{}{}:
-	default:
-	}
 }
 
 // write writes b under the write lock with a deadline.
@@ -131,7 +123,6 @@ func (c *conn) appendHeader(b []byte) []byte {
 
 // serve runs the connection until it ends.
 func (c *conn) serve() {
-	defer close(c.done)
 	defer c.raw.Close()
 	c.authEnd = time.Now().Add(c.srv.cfg.AuthTimeout)
 	if c.directTLS {

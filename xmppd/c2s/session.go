@@ -66,6 +66,8 @@ type session struct {
 	unacked   []*xmlstream.Element
 	rPending  bool
 	detach    *time.Timer
+	ka        *time.Timer // whitespace keepalive
+	lastWrite time.Time
 
 	// XEP-0352
 	inactive bool
@@ -212,7 +214,7 @@ func (s *session) enqueueLocked(st *xmlstream.Element) {
 		s.closeLocked("policy-violation", "too many stanzas queued for this client")
 		return
 	}
-	s.c.wakeWriter()
+	s.kickLocked()
 }
 
 // queueRaw queues a nonza (SM <a/>, <r/>, <enabled/>).
@@ -223,7 +225,7 @@ func (s *session) queueRaw(b []byte) {
 		return
 	}
 	s.queue = append(s.queue, outItem{raw: b})
-	s.c.wakeWriter()
+	s.kickLocked()
 }
 
 // Close implements module.Session: it ends the stream with a stream error (or a clean
@@ -252,7 +254,7 @@ func (s *session) closeLocked(condition, text string) {
 	// (a client that does not read loses the rest; with SM it is rerouted).
 	s.queue = append(s.queue, outItem{raw: b, final: true})
 	s.c.raw.SetWriteDeadline(time.Now().Add(5 * time.Second))
-	s.c.wakeWriter()
+	s.kickLocked()
 }
 
 // markClosing stops further output and resumption (the reader is ending the stream).
@@ -283,48 +285,33 @@ func (s *session) ackLocked(h uint32) {
 	s.unacked = s.unacked[n:]
 }
 
-// writer drains the queue to c while c is the attached connection, and sends
-// whitespace keepalives when idle.
-func (s *session) writer(c *conn) {
-	ka := s.srv.cfg.Keepalive
-	var tick <-chan time.Time
-	var t *time.Ticker
-	if ka > 0 {
-		t = time.NewTicker(ka)
-		defer t.Stop()
-		tick = t.C
+// kickLocked starts a writer goroutine for the attached connection if none runs.
+// Writers exist only while there is something to write, so an idle session costs
+// no goroutine besides its reader.
+func (s *session) kickLocked() {
+	if s.c == nil || s.c.writing || len(s.queue) == 0 {
+		return
 	}
-	lastWrite := time.Now()
+	s.c.writing = true
+	go s.writer(s.c)
+}
+
+// writer drains the queue to c while c is the attached connection, then exits.
+func (s *session) writer(c *conn) {
 	for {
 		s.mu.Lock()
-		if s.c != c {
+		if s.c != c || len(s.queue) == 0 {
+			c.writing = false
 			s.mu.Unlock()
 			return
 		}
 		items := s.queue
 		s.queue = nil
 		var sendR bool
-		if s.smEnabled && len(s.unacked) > 0 && !s.rPending && len(items) > 0 {
+		if s.smEnabled && len(s.unacked) > 0 && !s.rPending {
 			sendR, s.rPending = true, true
 		}
 		s.mu.Unlock()
-		if len(items) == 0 {
-			select {
-			case <-c.wake:
-				continue
-			case <-c.done:
-				return
-			case <-tick:
-				if time.Since(lastWrite) >= ka {
-					if err := c.write([]byte{' '}); err != nil {
-						c.raw.Close()
-						return
-					}
-					lastWrite = time.Now()
-				}
-				continue
-			}
-		}
 		var buf []byte
 		final := false
 		for _, it := range items {
@@ -339,20 +326,47 @@ func (s *session) writer(c *conn) {
 			buf = append(buf, "<r xmlns='urn:xmpp:sm:3'/>"...)
 		}
 		err := c.write(buf)
-		lastWrite = time.Now()
+		s.mu.Lock()
+		s.lastWrite = time.Now()
 		if err != nil || final {
+			c.writing = false
+			s.mu.Unlock()
 			c.raw.Close()
 			return
 		}
+		s.mu.Unlock()
 	}
 }
 
-// attach makes c the session's connection and starts its writer; pre are raw bytes
-// written first (e.g. <resumed/>), then every unacknowledged stanza is resent.
+// keepalive runs on the session's timer: after Keepalive of output idleness it
+// queues a whitespace keepalive (RFC 6120 §4.6.1).
+func (s *session) keepalive() {
+	ka := s.srv.cfg.Keepalive
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.terminated {
+		return
+	}
+	next := ka
+	if s.c != nil && !s.closing {
+		if idle := time.Since(s.lastWrite); idle >= ka {
+			s.queue = append(s.queue, outItem{raw: []byte{' '}})
+			s.kickLocked()
+		} else {
+			next = ka - idle
+		}
+	}
+	s.ka.Reset(next)
+}
+
+// attach makes c the session's connection; pre are raw bytes written first (e.g.
+// <resumed/>), then, with resend, every unacknowledged stanza.
 func (s *session) attach(c *conn, pre []byte, resend bool) {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	s.c = c
 	s.closing = false
+	s.lastWrite = time.Now()
 	if s.detach != nil {
 		s.detach.Stop()
 		s.detach = nil
@@ -367,9 +381,10 @@ func (s *session) attach(c *conn, pre []byte, resend bool) {
 		}
 		s.rPending = false
 	}
-	s.mu.Unlock()
-	go s.writer(c)
-	c.wakeWriter()
+	if ka := s.srv.cfg.Keepalive; ka > 0 && s.ka == nil {
+		s.ka = time.AfterFunc(ka, s.keepalive)
+	}
+	s.kickLocked()
 }
 
 // connEnded is called by c's reader when the connection is gone. clean means the
@@ -415,6 +430,9 @@ func (s *session) terminate() {
 	s.terminated = true
 	if s.detach != nil {
 		s.detach.Stop()
+	}
+	if s.ka != nil {
+		s.ka.Stop()
 	}
 	unacked := s.unacked
 	s.unacked, s.held, s.queue = nil, nil, nil
