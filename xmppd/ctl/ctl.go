@@ -155,7 +155,7 @@ func render(w io.Writer, cmd string, args []string, raw json.RawMessage) error {
 			fmt.Fprintln(w, u)
 		}
 	case "sessions":
-		table(w, asMaps(v), "jid", "addr", "tls", "mechanism", "priority", "sm", "csi", "since")
+		table(w, asMaps(v), "jid", "addr", "tls", "mechanism", "priority", "sm", "csi", "detached", "since")
 	case "tables":
 		table(w, asMaps(v), "name", "kind", "copy", "keys", "bytes")
 	case "status", "storage":
