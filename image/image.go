@@ -17,6 +17,11 @@ var Modules = []string{
 	"crc32c_generic", "crc32c_intel",
 }
 
+// BootModules are the modules init loads while booting (NIC drivers found by modalias
+// on qemu and common hardware); they stay uncompressed in the image, the others are
+// xz-compressed.
+var BootModules = []string{"virtio_pci", "virtio_net", "virtio_rng", "e1000", "e1000e"}
+
 // ModuleDirs are module directories included whole (relative to /lib/modules/<ver>),
 // minus ModuleDirsExclude: netfilter for the firewall (iptables-nft needs nf_tables,
 // nft_compat and the xt_* matches, which the kernel requests through modprobe).

@@ -136,7 +136,7 @@ func Build(ctx context.Context, o Options) (Result, error) {
 	}
 
 	// Kernel modules.
-	n, err := addModules(files, k)
+	n, err := addModules(ctx, files, k)
 	if err != nil {
 		return res, err
 	}
@@ -281,19 +281,56 @@ func Libraries(elfs []string) ([]string, error) {
 	return libs, nil
 }
 
-func addModules(files *tree, k Kernel) (int, error) {
+func addModules(ctx context.Context, files *tree, k Kernel) (int, error) {
 	mt, err := ReadModTree(k.Modules)
 	if err != nil {
 		return 0, err
 	}
 	paths, _ := mt.Closure(image.Modules, image.ModuleDirs, image.ModuleDirsExclude)
-	base := "lib/modules/" + k.Version
-	for _, p := range paths {
-		if err := files.addHostFile(base+"/"+p, filepath.Join(k.Modules, p), 0o644); err != nil {
-			return 0, err
-		}
+	// Modules the boot itself loads stay plain (finit_module, no decompression in
+	// PID 1); the rest are xz-compressed, which keeps the initramfs the kernel must
+	// unpack small — u-root's kmodule decompresses them when the kernel asks.
+	boot := map[string]bool{}
+	bootPaths, _ := mt.Closure(image.BootModules, nil, nil)
+	for _, p := range bootPaths {
+		boot[p] = true
 	}
-	files.add(cpio.StaticFile(base+"/modules.dep", mt.DepFile(paths), 0o644))
+	base := "lib/modules/" + k.Version
+	rename := map[string]string{}
+	type job struct{ src, dst string }
+	var jobs []job
+	for _, p := range paths {
+		if boot[p] {
+			if err := files.addHostFile(base+"/"+p, filepath.Join(k.Modules, p), 0o644); err != nil {
+				return 0, err
+			}
+			continue
+		}
+		rename[p] = p + ".xz"
+		jobs = append(jobs, job{filepath.Join(k.Modules, p), base + "/" + p + ".xz"})
+	}
+	out := make([][]byte, len(jobs))
+	errs := make([]error, len(jobs))
+	sem := make(chan struct{}, 2)
+	done := make(chan struct{})
+	for i, j := range jobs {
+		go func() {
+			sem <- struct{}{}
+			defer func() { <-sem; done <- struct{}{} }()
+			cmd := exec.CommandContext(ctx, "xz", "--check=crc32", "-9", "-c", j.src)
+			out[i], errs[i] = cmd.Output()
+		}()
+	}
+	for range jobs {
+		<-done
+	}
+	for i, j := range jobs {
+		if errs[i] != nil {
+			return 0, fmt.Errorf("xz %s: %w", j.src, errs[i])
+		}
+		files.add(cpio.StaticRecord(out[i], cpio.Info{Name: j.dst, Mode: cpio.S_IFREG | 0o644}))
+	}
+	files.add(cpio.StaticFile(base+"/modules.dep", mt.DepFileRenamed(paths, rename), 0o644))
 	aliases, err := FilterAliases(filepath.Join(k.Modules, "modules.alias"), paths)
 	if err != nil {
 		return 0, err

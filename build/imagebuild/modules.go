@@ -102,12 +102,21 @@ func excluded(p string, exclude []string) bool {
 }
 
 // DepFile renders modules.dep for the chosen paths.
-func (t *ModTree) DepFile(paths []string) string {
+func (t *ModTree) DepFile(paths []string) string { return t.DepFileRenamed(paths, nil) }
+
+// DepFileRenamed renders modules.dep with some module paths renamed (compressed).
+func (t *ModTree) DepFileRenamed(paths []string, rename map[string]string) string {
+	name := func(p string) string {
+		if r, ok := rename[p]; ok {
+			return r
+		}
+		return p
+	}
 	var b strings.Builder
 	for _, p := range paths {
-		fmt.Fprintf(&b, "%s:", p)
+		fmt.Fprintf(&b, "%s:", name(p))
 		for _, d := range t.Deps[p] {
-			fmt.Fprintf(&b, " %s", d)
+			fmt.Fprintf(&b, " %s", name(d))
 		}
 		b.WriteString("\n")
 	}
