@@ -55,6 +55,7 @@ func Binaries(t testing.TB) (xmppd, xmppctl string) {
 			return
 		}
 		root := filepath.Dir(strings.TrimSpace(string(out)))
+		removeStaleBuilds()
 		buildDir, buildErr = os.MkdirTemp("", "xedge-testenv-")
 		if buildErr != nil {
 			return
@@ -74,6 +75,17 @@ func Binaries(t testing.TB) (xmppd, xmppctl string) {
 		t.Fatalf("testenv: %v", buildErr)
 	}
 	return filepath.Join(buildDir, "xmppd"), filepath.Join(buildDir, "xmppctl")
+}
+
+// removeStaleBuilds deletes build directories of earlier test binaries (older than
+// an hour: a test binary cannot remove its own at exit without a TestMain).
+func removeStaleBuilds() {
+	old, _ := filepath.Glob(filepath.Join(os.TempDir(), "xedge-testenv-*"))
+	for _, d := range old {
+		if st, err := os.Stat(d); err == nil && st.IsDir() && time.Since(st.ModTime()) > time.Hour {
+			os.RemoveAll(d)
+		}
+	}
 }
 
 // Options configure a server.
