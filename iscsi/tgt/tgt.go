@@ -118,19 +118,18 @@ func Start(ctx context.Context, o Options) (*Daemon, error) {
 	if err := os.MkdirAll("/var/run/tgtd", 0o755); err != nil {
 		return nil, fmt.Errorf("tgt: %w", err)
 	}
-	if o.Port == 0 {
-		if o.Netns != "" {
-			o.Port = 3260
-		} else {
+	if o.Port == 0 && o.Netns != "" {
+		o.Port = 3260
+	}
+	pickPort, pick := o.Port == 0, o.ControlPort == 0
+	for try := 0; ; try++ {
+		if pickPort {
 			p, err := FreePort(o.Addr)
 			if err != nil {
 				return nil, err
 			}
 			o.Port = p
 		}
-	}
-	pick := o.ControlPort == 0
-	for try := 0; ; try++ {
 		if pick {
 			o.ControlPort = freeControlPort()
 		}
@@ -139,7 +138,7 @@ func Start(ctx context.Context, o Options) (*Daemon, error) {
 		if err == nil {
 			return d, nil
 		}
-		if !pick || try >= 4 {
+		if !pick && !pickPort || try >= 4 {
 			return nil, err
 		}
 	}
@@ -173,8 +172,14 @@ func (d *Daemon) start(ctx context.Context) error {
 			return fmt.Errorf("tgt: tgtd on %s exited at start (control port %d in use?)", d.Portal, o.ControlPort)
 		default:
 		}
+		// Ready when the control port answers and our portal accepts: the
+		// portal proves the answering daemon is this one, not another tgtd
+		// that already held the control port (this one then exits).
 		if _, err := d.adm("--op", "show", "--mode", "sys"); err == nil {
-			break
+			if c, err := net.DialTimeout("tcp", d.Portal, 200*time.Millisecond); err == nil {
+				c.Close()
+				break
+			}
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
 			d.Kill()
