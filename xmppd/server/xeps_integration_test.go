@@ -60,7 +60,7 @@ func TestStreamManagementResume(t *testing.T) {
 	bob2.Drop()
 	time.Sleep(200 * time.Millisecond)
 	alice.Send("<message to='bob@localhost' type='chat' id='m4'><body>four</body></message>")
-	time.Sleep(4 * time.Second)
+	time.Sleep(5 * time.Second) // sm-timeout 3s, with slack for a busy machine
 	bob3 := testenv.Dial(t, s.Addr())
 	bob3.StartTLS(s.Domain)
 	bob3.AuthPlain(s.Domain, "bob", "secret")
