@@ -163,7 +163,12 @@ func runISCSI(ctx context.Context, args []string) error {
 		if *asJSON {
 			return printJSON(r)
 		}
-		iscsibench.Print(os.Stdout, cfg.Redacted(), r)
+		name := "iSCSI (FUA)"
+		if cfg.WriteBack {
+			name = "iSCSI (write-back)"
+		}
+		fmt.Printf("target %s\n", cfg.Redacted())
+		iscsibench.Print(os.Stdout, name, r)
 		return nil
 	}
 	fs.Usage()
