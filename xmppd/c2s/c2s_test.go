@@ -86,7 +86,7 @@ func (e *env) login(t *testing.T, user, res string) *testenv.Raw {
 
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	for i := 0; i < 200; i++ {
+	for i := 0; i < 600; i++ { // 15 s
 		if cond() {
 			return
 		}
