@@ -73,6 +73,19 @@ func (s *Store) handleReport(rep *report) *rpcResponse {
 		switch {
 		case srv.ID == id:
 			found = true
+			if string(srv.Address) != rep.Addr {
+				// Same incarnation, new address: re-adding updates it.
+				var f raft.IndexFuture
+				if srv.Suffrage == raft.Voter {
+					f = s.raft.AddVoter(id, raft.ServerAddress(rep.Addr), 0, 5*time.Second)
+				} else {
+					f = s.raft.AddNonvoter(id, raft.ServerAddress(rep.Addr), 0, 5*time.Second)
+				}
+				if err := f.Error(); err != nil {
+					return &rpcResponse{Err: err.Error(), Kind: "unavailable"}
+				}
+				s.log.Info("node address changed", "id", id, "addr", rep.Addr)
+			}
 		case string(srv.Address) == rep.Addr || nameOf(srv.ID) == rep.Name:
 			s.log.Info("removing an old incarnation of a rejoining node", "old", srv.ID, "new", id)
 			if err := s.raft.RemoveServer(srv.ID, 0, 5*time.Second).Error(); err != nil {
@@ -105,7 +118,10 @@ func (s *Store) publishMembers() {
 		m := cur[string(srv.ID)]
 		m.Name, m.Addr = nameOf(srv.ID), string(srv.Address)
 		if r, ok := s.ap.reports[srv.ID]; ok {
-			m.Storage = r.Storage
+			m.Storage, m.Witness = r.Storage, r.Witness
+		}
+		if srv.ID == s.id {
+			m.Witness = s.cfg.Witness
 		}
 		next[string(srv.ID)] = m
 	}
@@ -186,8 +202,22 @@ func (s *Store) reconcile() {
 	if len(healthy) == 0 {
 		pool = living
 	}
-	// Prefer current voters (no churn), then the node's name for stability.
+	witness := func(id raft.ServerID) bool {
+		if id == s.id {
+			return s.cfg.Witness
+		}
+		if r, ok := s.ap.reports[id]; ok {
+			return r.Witness
+		}
+		return members[string(id)].Witness
+	}
+	// Data nodes before witnesses, then current voters (no churn), then the
+	// ID for stability.
 	sort.SliceStable(pool, func(i, j int) bool {
+		wi, wj := witness(pool[i].ID), witness(pool[j].ID)
+		if wi != wj {
+			return !wi
+		}
 		vi, vj := pool[i].Suffrage == raft.Voter, pool[j].Suffrage == raft.Voter
 		if vi != vj {
 			return vi

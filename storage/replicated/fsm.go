@@ -28,6 +28,7 @@ type member struct {
 	Name    string `json:"name"`
 	Addr    string `json:"addr"`
 	Storage string `json:"storage"` // "durable" or "ram-only"
+	Witness bool   `json:"witness,omitempty"`
 }
 
 // applyResult is what FSM.Apply returns through raft's ApplyFuture.

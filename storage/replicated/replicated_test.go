@@ -110,9 +110,10 @@ func TestAutopilotVoterCounts(t *testing.T) {
 		return non != nil
 	})
 	waitFor(t, "nonvoter to replicate", 5*time.Second, func() bool { _, ok := get(t, non.s, "t", "k"); return ok })
-	if st := non.s.Status(); st.Role != "nonvoter" || st.Mode != "durable" {
-		t.Fatalf("nonvoter status %+v", st)
-	}
+	waitFor(t, "nonvoter's own view", 5*time.Second, func() bool {
+		st := non.s.Status()
+		return st.Role == "nonvoter" && st.Mode == "durable"
+	})
 	// A write from the nonvoter is forwarded too.
 	mustApply(t, non.s, storage.Put("t", "k2", []byte("v2")))
 	nd := c.add()
@@ -157,4 +158,27 @@ func TestWrongClusterKeyIsRefused(t *testing.T) {
 	if _, err := New(Config{NodeName: "x", ClusterAddr: "127.0.0.1:0", ClusterKey: []byte("short")}); err == nil {
 		t.Fatal("short cluster key accepted")
 	}
+}
+
+// A witness (DESIGN decision 4) makes a two-node site survive the loss of
+// either node: it votes while there are fewer than 3 data nodes and steps
+// back to nonvoter when a third data node arrives.
+func TestWitnessVotesOnlyWhenNeeded(t *testing.T) {
+	c := newCluster(t, 2)
+	w := c.add(func(cfg *Config) { cfg.Witness = true })
+	c.waitVoters(3, 10*time.Second)
+	waitFor(t, "witness role", 5*time.Second, func() bool { return w.s.Status().Role == "witness" })
+	if r := c.nodes[0].s.Tables(); len(r) != 0 {
+		t.Fatalf("unexpected tables %+v", r)
+	}
+	mustDeclare(t, c.nodes[0].s, "t", storage.Disc)
+	if got := c.nodes[0].s.Tables()[0].Replicas[w.name]; !strings.HasPrefix(got, "witness/") {
+		waitFor(t, "witness in replica states", 5*time.Second, func() bool {
+			return strings.HasPrefix(c.nodes[0].s.Tables()[0].Replicas[w.name], "witness/")
+		})
+	}
+	c.add()
+	waitFor(t, "witness demoted once 3 data nodes exist", 10*time.Second, func() bool {
+		return c.suffrage()[w.name] == "nonvoter" && c.voters() == 3
+	})
 }

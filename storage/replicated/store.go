@@ -56,6 +56,11 @@ type Config struct {
 	Device storage.BlockDevice
 	// ClusterKey authenticates and encrypts inter-node traffic (>= 16 bytes).
 	ClusterKey []byte
+	// Witness marks a node that exists to vote (DESIGN decision 4: two-node
+	// sites; an xmppd serving no XMPP, e.g. on the storage or PXE host). It
+	// replicates like any node but autopilot makes it a voter only while there
+	// are fewer than 3 data nodes with working storage.
+	Witness bool
 	// ReadOnlyOnLoss refuses writes (storage.ErrUnavailable) while no node has
 	// working storage, instead of committing them to RAM (degraded-ram).
 	ReadOnlyOnLoss bool
@@ -91,6 +96,7 @@ type Store struct {
 
 	hasState bool
 	cancel   context.CancelFunc
+	stopCh   chan struct{} // closed by Stop
 	wg       sync.WaitGroup
 	kickRep  chan struct{}
 
@@ -156,7 +162,7 @@ func New(cfg Config) (*Store, error) {
 	if wipe && st.durable() {
 		_ = os.Remove(filepath.Join(cfg.DataDir, markerName))
 	}
-	s := &Store{cfg: cfg, log: log, fsm: newFSM(), st: st, kickRep: make(chan struct{}, 1),
+	s := &Store{cfg: cfg, log: log, fsm: newFSM(), st: st, kickRep: make(chan struct{}, 1), stopCh: make(chan struct{}),
 		inc: uint64(time.Now().UnixNano())}
 	s.eph = ephemeral.New(cfg.NodeName, s.inc)
 	s.eph.OnLocalChange(s.ephLocalChange)
@@ -283,6 +289,7 @@ func (s *Store) Stop(ctx context.Context) error {
 	}
 	s.stopped = true
 	started := s.started
+	close(s.stopCh)
 	s.mu.Unlock()
 	if s.cancel != nil {
 		s.cancel()
@@ -356,37 +363,47 @@ func (s *Store) storageChanged(durable bool) {
 
 // stepDown hands leadership to a voter with healthy storage, if there is one.
 func (s *Store) stepDown() {
+	// Give the other nodes a moment to report first: when one storage box
+	// serving every node fails, they all lose storage at once, and handing
+	// leadership to a node whose storage is gone too only bounces it around
+	// (and every transfer is exposed to hashicorp/raft#696).
+	select {
+	case <-time.After(2 * s.cfg.ReportInterval):
+	case <-s.stopCh:
+		return
+	}
+	if s.raft.State() != raft.Leader || s.storageState() == "durable" {
+		return
+	}
 	cfgF := s.raft.GetConfiguration()
 	if cfgF.Error() != nil {
 		return
 	}
-	members := s.fsm.membersCopy()
+	var best raft.Server
+	var bestApplied uint64
+	found := false
+	s.ap.mu.Lock()
 	for _, srv := range cfgF.Configuration().Servers {
 		if srv.ID == s.id || srv.Suffrage != raft.Voter {
 			continue
 		}
-		if s.peerDurable(srv.ID, members) {
-			start := time.Now()
-			if err := s.raft.LeadershipTransferToServer(srv.ID, srv.Address).Error(); err != nil {
-				s.log.Warn("leadership transfer failed", "to", srv.ID, "err", err)
-				continue
-			}
-			s.log.Info("stepped down after storage loss", "new_leader", srv.ID, "took", time.Since(start).Round(time.Millisecond))
-			return
+		r, ok := s.ap.reports[srv.ID]
+		fresh := ok && time.Since(s.ap.seen[srv.ID]) < 3*s.cfg.ReportInterval
+		if fresh && r.Storage == "durable" && (!found || r.Applied > bestApplied) {
+			best, bestApplied, found = srv, r.Applied, true
 		}
 	}
-}
-
-// peerDurable says whether a peer's storage works: the leader's latest report
-// from it if there is one, else the replicated member list.
-func (s *Store) peerDurable(id raft.ServerID, members map[string]member) bool {
-	s.ap.mu.Lock()
-	r, ok := s.ap.reports[id]
 	s.ap.mu.Unlock()
-	if ok {
-		return r.Storage == "durable"
+	if !found {
+		s.log.Warn("storage lost on the leader and no voter with working storage reported: staying leader (degraded-ram if no node has storage)")
+		return
 	}
-	return members[string(id)].Storage == "durable"
+	start := time.Now()
+	if err := s.raft.LeadershipTransferToServer(best.ID, best.Address).Error(); err != nil {
+		s.log.Warn("leadership transfer failed", "to", best.ID, "err", err)
+		return
+	}
+	s.log.Info("stepped down after storage loss", "new_leader", best.ID, "took", time.Since(start).Round(time.Millisecond))
 }
 
 func (s *Store) kickReport() {
@@ -412,7 +429,7 @@ func (s *Store) reportLoop(ctx context.Context) {
 	seed := 0
 	for {
 		rep := &report{ID: string(s.id), Name: s.cfg.NodeName, Addr: s.addr, Storage: s.storageState(),
-			Applied: s.fsm.appliedIndex()}
+			Applied: s.fsm.appliedIndex(), Witness: s.cfg.Witness}
 		var resp *rpcResponse
 		var err error
 		if s.raft.State() == raft.Leader {
@@ -722,6 +739,9 @@ func (s *Store) Status() storage.Status {
 		for _, srv := range f.Configuration().Servers {
 			if srv.ID == s.id && srv.Suffrage == raft.Voter {
 				st.Role = "voter"
+				if s.cfg.Witness {
+					st.Role = "witness"
+				}
 			}
 		}
 	}
@@ -802,6 +822,9 @@ func (s *Store) replicaStates() map[string]string {
 		role := "nonvoter"
 		if srv.Suffrage == raft.Voter {
 			role = "voter"
+			if members[string(srv.ID)].Witness || (srv.ID == s.id && s.cfg.Witness) {
+				role = "witness"
+			}
 		}
 		stor := members[string(srv.ID)].Storage
 		if srv.ID == s.id {

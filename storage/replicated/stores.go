@@ -39,6 +39,7 @@ type stores struct {
 	capturing bool     // a re-persist is running; journal collects new records
 	journal   []record // records written since the re-persist captured the state
 	lossErr   error
+	lastIO    time.Time // last successful write-through or probe
 
 	kick     chan struct{} // wake the background loop (compaction, probe)
 	onChange func(bool)    // called with durable=true/false on transitions, outside mu
@@ -165,6 +166,7 @@ func (s *stores) persist(recs ...record) (lost bool) {
 	}
 	err := s.w.append(recs, true)
 	if err == nil {
+		s.lastIO = s.now()
 		if s.w.off > s.d.regionSize/2 && !s.capturing {
 			s.wake()
 		}
@@ -396,7 +398,11 @@ func (s *stores) run(ctx context.Context) {
 		}
 		s.mu.Lock()
 		lost, full := s.w == nil, s.w != nil && s.w.off > s.d.regionSize/2
+		idle := s.w != nil && s.now().Sub(s.lastIO) > 5*s.probe
 		s.mu.Unlock()
+		if idle {
+			s.probeIdle()
+		}
 		if lost || full {
 			if err := s.repersist(ctx); err != nil {
 				s.log.Debug("re-persist failed; will retry", "err", err)
@@ -413,6 +419,28 @@ func (s *stores) run(ctx context.Context) {
 		}
 		timer.Reset(wait)
 	}
+}
+
+// probeIdle reads a superblock when nothing was written for a while, so a
+// storage loss is noticed (and the node demoted) even without write traffic.
+func (s *stores) probeIdle() {
+	buf := make([]byte, sbSlot)
+	_, err := s.d.dev.ReadAt(buf, 0)
+	s.mu.Lock()
+	if err == nil {
+		s.lastIO = s.now()
+		s.mu.Unlock()
+		return
+	}
+	lost := false
+	if s.w != nil {
+		err = fmt.Errorf("replicated: idle probe: %w", err)
+		s.log.Error("storage lost: continuing from RAM", "err", err)
+		s.w, s.lossAt, s.lossErr = nil, s.now(), err
+		lost = true
+	}
+	s.mu.Unlock()
+	s.notify(lost)
 }
 
 // repersist writes the RAM state into a new generation in the other region.

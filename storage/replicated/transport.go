@@ -322,6 +322,7 @@ type report struct {
 	Addr    string `json:"addr"`
 	Storage string `json:"storage"` // "durable" or "ram-only"
 	Applied uint64 `json:"applied"`
+	Witness bool   `json:"witness,omitempty"`
 }
 
 func writeFrame(w io.Writer, v any) error {
