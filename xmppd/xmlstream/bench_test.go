@@ -37,55 +37,6 @@ func benchStream(n int) (string, int) {
 	return b.String(), count
 }
 
-// stdDecode does the same job with encoding/xml: the stream's children as Element trees.
-func stdDecode(r io.Reader) ([]*Element, error) {
-	dec := xml.NewDecoder(r)
-	dec.Strict = true
-	var els []*Element
-	var stack []*Element
-	depth := 0
-	for {
-		tok, err := dec.Token()
-		if err != nil {
-			return els, err
-		}
-		switch t := tok.(type) {
-		case xml.StartElement:
-			depth++
-			if depth == 1 {
-				continue
-			}
-			e := &Element{Space: t.Name.Space, Local: t.Name.Local}
-			for _, a := range t.Attr {
-				if a.Name.Space == "xmlns" || (a.Name.Space == "" && a.Name.Local == "xmlns") {
-					continue
-				}
-				e.Attrs = append(e.Attrs, Attr{Space: a.Name.Space, Local: a.Name.Local, Value: a.Value})
-			}
-			if len(stack) > 0 {
-				p := stack[len(stack)-1]
-				p.Nodes = append(p.Nodes, e)
-			}
-			stack = append(stack, e)
-		case xml.EndElement:
-			depth--
-			if depth == 0 {
-				return els, nil
-			}
-			e := stack[len(stack)-1]
-			stack = stack[:len(stack)-1]
-			if len(stack) == 0 {
-				els = append(els, e)
-			}
-		case xml.CharData:
-			if len(stack) > 0 {
-				p := stack[len(stack)-1]
-				p.Nodes = append(p.Nodes, CharData(t))
-			}
-		}
-	}
-}
-
 // stdEncode serializes e with encoding/xml's Encoder.
 func stdEncode(enc *xml.Encoder, e *Element) error {
 	start := xml.StartElement{Name: xml.Name{Space: e.Space, Local: e.Local}}
@@ -177,7 +128,7 @@ func benchDecode(b *testing.B, in string, n int) {
 		r := strings.NewReader(in)
 		for i := 0; i < b.N; i++ {
 			r.Reset(in)
-			els, err := stdDecode(r)
+			els, _, _, err := stdDecode(r)
 			if err != nil || len(els) != n {
 				b.Fatalf("%d stanzas, %v", len(els), err)
 			}
