@@ -138,6 +138,14 @@ func TestRejections(t *testing.T) {
 		{"stray end tag at stream level", `</message>`, CondNotWellFormed},
 		{"slash in tag", `<m / a='1'>`, CondNotWellFormed},
 		{"long ok", `<` + long + `/>`, ""},
+		{"non-ASCII names ok", "<café ü:x='1' xmlns:ü='u'><a·b̀/></café>", ""},
+		{"name starting with U+00B7", "<·a/>", CondNotWellFormed},
+		{"name starting with combining mark", "<̀a/>", CondNotWellFormed},
+		{"U+00D7 in name", "<a×/>", CondNotWellFormed},
+		{"local part starting with U+00B7", "<m xmlns:p='u'><p:·a/></m>", CondNotWellFormed},
+		{"non-ASCII undeclared entity", "<m>&café;</m>", CondRestrictedXML},
+		{"empty reference", `<m>&;</m>`, CondNotWellFormed},
+		{"reference with bad name", `<m>&1a;</m>`, CondNotWellFormed},
 	}
 	for _, c := range cases {
 		res, _, err := decodeAll(strings.NewReader(testHeader+c.in+StreamClose), DefaultLimits())
@@ -419,5 +427,32 @@ func TestScratchHoldsNoReferences(t *testing.T) {
 				t.Errorf("open scratch holds %+v", o)
 			}
 		}
+	}
+}
+
+func TestElementAPI(t *testing.T) {
+	_, els, err := decodeAll(strings.NewReader(testHeader+`<iq type='result' id='1'>x<query xmlns='jabber:iq:roster'><item jid='a@b'/><item jid='c@d'/></query><y/></iq>`+StreamClose), DefaultLimits())
+	if err != io.EOF {
+		t.Fatal(err)
+	}
+	iq := els[0]
+	if iq.FirstChild().Local != "query" || len(iq.Children()) != 2 || iq.Text() != "x" {
+		t.Fatalf("%s", iq)
+	}
+	q := iq.Child("jabber:iq:roster", "query")
+	// Elements from one stanza share slabs: appending to one must not disturb another.
+	q.Append(New("jabber:iq:roster", "item", "jid", "e@f"))
+	iq.SetAttr("to", "me@here").SetAttr("type", "set").SetAttr("id", "")
+	if got := iq.String(); got != `<iq type='set' to='me@here'>x<query xmlns='jabber:iq:roster'><item jid='a@b'/><item jid='c@d'/><item jid='e@f'/></query><y/></iq>` {
+		t.Fatalf("after edits: %s", got)
+	}
+	q.RemoveChildren("jabber:iq:roster", "item")
+	c := iq.Copy()
+	iq.RemoveChildren("", "y")
+	if got := c.String(); got != `<iq type='set' to='me@here'>x<query xmlns='jabber:iq:roster'/><y/></iq>` {
+		t.Fatalf("copy: %s", got)
+	}
+	if iq.ChildText(NSClient, "nope") != "" || iq.Child("", "y") != nil {
+		t.Fatalf("%s", iq)
 	}
 }
