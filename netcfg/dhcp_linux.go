@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"sync"
 	"time"
 
@@ -183,14 +184,22 @@ func (d *DHCP) Stop(ctx context.Context) error {
 			return ctx.Err()
 		}
 	}
-	var err error
 	if c != nil {
-		if raw != nil {
-			if rerr := c.Release(raw); rerr != nil {
-				err = fmt.Errorf("dhcp release on %s: %w", d.ifname, rerr)
-			}
-		}
 		c.Close()
 	}
-	return err
+	if raw == nil {
+		return nil
+	}
+	// A release is unicast to the server; sent from the raw socket it would carry
+	// source 0.0.0.0, which the server's kernel drops as martian. Send it from a UDP
+	// socket bound to the leased address instead.
+	uc, err := nclient4.New(d.ifname, nclient4.WithUnicast(&net.UDPAddr{IP: raw.ACK.YourIPAddr, Port: nclient4.ClientPort}))
+	if err != nil {
+		return fmt.Errorf("dhcp release on %s: %w", d.ifname, err)
+	}
+	defer uc.Close()
+	if err := uc.Release(raw); err != nil {
+		return fmt.Errorf("dhcp release on %s: %w", d.ifname, err)
+	}
+	return nil
 }

@@ -1,7 +1,6 @@
 package netcfg
 
 import (
-	"net"
 	"net/netip"
 	"strings"
 	"time"
@@ -74,12 +73,4 @@ var requestedOptions = []dhcpv4.OptionCode{
 	dhcpv4.OptionHostName, dhcpv4.OptionDomainName, dhcpv4.OptionIPAddressLeaseTime,
 	dhcpv4.OptionRenewTimeValue, dhcpv4.OptionRebindingTimeValue,
 	dhcpv4.GenericOptionCode(OptionXedge),
-}
-
-// hwString formats a MAC for logs; nil-safe.
-func hwString(hw net.HardwareAddr) string {
-	if hw == nil {
-		return ""
-	}
-	return hw.String()
 }
