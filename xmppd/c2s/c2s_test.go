@@ -361,3 +361,13 @@ func TestPlaintextAllowedSCRAMOnly(t *testing.T) {
 		t.Fatal(jid)
 	}
 }
+
+// A client's stream error ends its session cleanly.
+func TestClientStreamError(t *testing.T) {
+	e := start(t, nil)
+	c := e.login(t, "alice", "r")
+	waitFor(t, "bound", func() bool { return e.r.Count() == 1 })
+	c.Send("<stream:error><policy-violation xmlns='urn:ietf:params:xml:ns:xmpp-streams'/></stream:error>")
+	c.Expect("</stream:stream>", 5*time.Second)
+	waitFor(t, "unbound", func() bool { return e.r.Count() == 0 })
+}

@@ -309,6 +309,11 @@ func (c *conn) run() error {
 		if err != nil {
 			return err
 		}
+		if el.Space == xmlstream.NSStream && el.Local == "error" {
+			// The client ends the stream with an error: close ours (RFC 6120 §4.9.1.1).
+			c.log.Info("client sent a stream error", "condition", condOf(el), "jid", c.jidString())
+			return io.EOF
+		}
 		switch {
 		case !c.secure && !c.srv.cfg.AllowPlaintext && !c.authed:
 			err = c.preTLS(el)
@@ -596,4 +601,14 @@ func (c *conn) stanza(el *xmlstream.Element) error {
 	}
 	c.srv.router.Route(ctx, el)
 	return nil
+}
+
+// condOf returns the defined condition of a stream error element.
+func condOf(e *xmlstream.Element) string {
+	for _, k := range e.Children() {
+		if k.Space == nsStreams && k.Local != "text" {
+			return k.Local
+		}
+	}
+	return ""
 }
