@@ -271,12 +271,13 @@ const (
 	DataDir     = "/var/lib/xmppd"
 	AdminSocket = "/run/xmppd/admin.sock"
 	C2SAddr     = ":5222"
+	C2STLSAddr  = ":5223" // direct TLS, XEP-0368
 )
 
 // XmppdArgs returns the xmppd command line for this configuration. configFile is the
 // path of the fetched xedge.config YAML ("" for none).
 func (c Config) XmppdArgs(configFile string) []string {
-	args := []string{"--domain", c.Domain, "--data", DataDir, "--c2s", C2SAddr, "--admin-socket", AdminSocket, "--log-level", c.LogLevel}
+	args := []string{"--domain", c.Domain, "--data", DataDir, "--c2s", C2SAddr, "--c2s-tls", C2STLSAddr, "--admin-socket", AdminSocket, "--log-level", c.LogLevel}
 	if c.Registration {
 		args = append(args, "--allow-registration")
 	}

@@ -103,7 +103,7 @@ func TestMaintenanceReasons(t *testing.T) {
 func TestXmppdArgs(t *testing.T) {
 	c := Merge(Builtin(), ParseParams("cmdline", "xedge.domain=d.example xedge.registration=1"))
 	got := strings.Join(c.XmppdArgs("/etc/xedge/xmppd.yaml"), " ")
-	want := "--domain d.example --data /var/lib/xmppd --c2s :5222 --admin-socket /run/xmppd/admin.sock --log-level info --allow-registration --config /etc/xedge/xmppd.yaml"
+	want := "--domain d.example --data /var/lib/xmppd --c2s :5222 --c2s-tls :5223 --admin-socket /run/xmppd/admin.sock --log-level info --allow-registration --config /etc/xedge/xmppd.yaml"
 	if got != want {
 		t.Errorf("args\n got %s\nwant %s", got, want)
 	}
