@@ -253,7 +253,7 @@ func (s *Store) openJournal() (journal, error) {
 func (s *Store) nextIncarnation(j journal) error {
 	if bj, ok := j.(*blockJournal); ok {
 		inc, _ := bj.bl.GetUint64([]byte("incarnation"))
-		s.inc = inc + 1
+		s.inc = max(inc+1, uint64(time.Now().UnixNano()))
 		if err := bj.bl.SetUint64([]byte("incarnation"), s.inc); err != nil {
 			return err
 		}
@@ -276,7 +276,9 @@ func nextIncarnation(dir string) (uint64, error) {
 	} else if !errors.Is(err, os.ErrNotExist) {
 		return 0, fmt.Errorf("read incarnation: %w", err)
 	}
-	n++
+	// Larger than every earlier one here, and than any before a wipe of the
+	// directory (peers may still hold rows of those): the clock, in ns.
+	n = max(n+1, uint64(time.Now().UnixNano()))
 	tmp := p + ".tmp"
 	if err := os.WriteFile(tmp, []byte(strconv.FormatUint(n, 10)+"\n"), 0o640); err != nil {
 		return 0, fmt.Errorf("write incarnation: %w", err)
