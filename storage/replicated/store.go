@@ -72,7 +72,7 @@ type Config struct {
 	ElectionTimeout    time.Duration // default 1s
 	LeaderLeaseTimeout time.Duration // default 500ms
 	CommitTimeout      time.Duration // default 5ms
-	ReportInterval     time.Duration // membership/health report period, default 1s
+	ReportInterval     time.Duration // membership/health report period, default 250ms
 	SnapshotThreshold  uint64        // default 8192
 	TrailingLogs       uint64        // default 10240
 	// StorageProbe is how often a lost device is probed at first (backoff to 2s).
@@ -131,7 +131,7 @@ func New(cfg Config) (*Store, error) {
 	setDefault(&cfg.ElectionTimeout, time.Second)
 	setDefault(&cfg.LeaderLeaseTimeout, 500*time.Millisecond)
 	setDefault(&cfg.CommitTimeout, 5*time.Millisecond)
-	setDefault(&cfg.ReportInterval, time.Second)
+	setDefault(&cfg.ReportInterval, 250*time.Millisecond)
 	setDefault(&cfg.StorageProbe, 200*time.Millisecond)
 	if cfg.SnapshotThreshold == 0 {
 		cfg.SnapshotThreshold = 8192
