@@ -32,7 +32,7 @@ type env struct {
 	addr  string
 }
 
-func start(t *testing.T, mod func(*Config)) *env {
+func start(t testing.TB, mod func(*Config)) *env {
 	t.Helper()
 	ctx := context.Background()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
