@@ -36,6 +36,10 @@ import (
 	"xedge/storage"
 )
 
+// ErrTooLarge is wrapped when a key, value or batch exceeds the encoding's
+// limits (keys 64 KiB, values 64 MiB, 1Mi ops per batch).
+var ErrTooLarge = errors.New("tables: too large")
+
 // Castagnoli is the CRC32C table every xedge storage format uses.
 var Castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
@@ -183,6 +187,9 @@ func (s *State) Check(ops []storage.Op) error {
 }
 
 func (s *State) checkLocked(ops []storage.Op) error {
+	if len(ops) > maxOps {
+		return fmt.Errorf("%w: %d ops in one batch (limit %d)", ErrTooLarge, len(ops), maxOps)
+	}
 	for i := range ops {
 		op := &ops[i]
 		t, ok := s.tables[op.Table]
@@ -193,6 +200,13 @@ func (s *State) checkLocked(ops []storage.Op) error {
 		case storage.OpPut, storage.OpDelete, storage.OpDeletePrefix:
 		default:
 			return fmt.Errorf("tables: op %d: unknown kind %d", i, op.Kind)
+		}
+		// What the log could not decode again must never be accepted.
+		if len(op.Key) > maxKeyLen {
+			return fmt.Errorf("%w: op %d: key of %d bytes (limit %d)", ErrTooLarge, i, len(op.Key), maxKeyLen)
+		}
+		if len(op.Value) > maxValueLen {
+			return fmt.Errorf("%w: op %d: value of %d bytes (limit %d)", ErrTooLarge, i, len(op.Value), maxValueLen)
 		}
 		switch op.Cond {
 		case storage.CondNone:

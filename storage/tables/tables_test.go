@@ -86,3 +86,20 @@ func must(t *testing.T, err error) {
 		t.Fatal(err)
 	}
 }
+
+func TestLimitsRejectedBeforeLogging(t *testing.T) {
+	s := New()
+	must(t, s.Apply(DeclareCommand(storage.TableSpec{Name: "t"})))
+	big := string(make([]byte, maxKeyLen+1))
+	if err := s.Check([]storage.Op{storage.Put("t", big, nil)}); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("long key: %v", err)
+	}
+	if err := s.Apply(ApplyCommand(storage.Put("t", "k", make([]byte, maxValueLen+1)))); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("big value: %v", err)
+	}
+	// At the limit it round-trips.
+	c := ApplyCommand(storage.Put("t", string(make([]byte, maxKeyLen)), nil))
+	if _, err := DecodeCommand(c.Encode(nil)); err != nil {
+		t.Fatal(err)
+	}
+}
