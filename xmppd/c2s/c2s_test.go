@@ -344,19 +344,7 @@ func TestPlaintextAllowedSCRAMOnly(t *testing.T) {
 	if got := c.Expect("</iq>", 5*time.Second); !strings.Contains(got, "<policy-violation") {
 		t.Fatalf("registration in plaintext: %s", got)
 	}
-	cl := sasl.NewClient(sasl.ScramSha256, sasl.Credentials(func() ([]byte, []byte, []byte) { return []byte("alice"), []byte("secret"), nil }))
-	_, first, _ := cl.Step(nil)
-	c.Send("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='SCRAM-SHA-256'>" + base64.StdEncoding.EncodeToString(first) + "</auth>")
-	ch := c.Expect("</challenge>", 5*time.Second)
-	ch = ch[strings.Index(ch, ">")+1 : strings.LastIndex(ch, "</challenge>")]
-	sf, _ := base64.StdEncoding.DecodeString(ch)
-	_, final, err := cl.Step(sf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.Send("<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>" + base64.StdEncoding.EncodeToString(final) + "</response>")
-	c.Expect("<success", 5*time.Second)
-	c.Open("localhost")
+	authSCRAM(t, c, sasl.ScramSha256, "alice", "secret")
 	if jid := c.Bind("plain"); jid != "alice@localhost/plain" {
 		t.Fatal(jid)
 	}
@@ -370,4 +358,22 @@ func TestClientStreamError(t *testing.T) {
 	c.Send("<stream:error><policy-violation xmlns='urn:ietf:params:xml:ns:xmpp-streams'/></stream:error>")
 	c.Expect("</stream:stream>", 5*time.Second)
 	waitFor(t, "unbound", func() bool { return e.r.Count() == 0 })
+}
+
+// authSCRAM authenticates c with mellium's SCRAM client and reopens the stream.
+func authSCRAM(tb testing.TB, c *testenv.Raw, m sasl.Mechanism, user, password string) {
+	tb.Helper()
+	cl := sasl.NewClient(m, sasl.Credentials(func() ([]byte, []byte, []byte) { return []byte(user), []byte(password), nil }))
+	_, first, _ := cl.Step(nil)
+	c.Send("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='" + m.Name + "'>" + base64.StdEncoding.EncodeToString(first) + "</auth>")
+	ch := c.Expect("</challenge>", 5*time.Second)
+	ch = ch[strings.Index(ch, ">")+1 : strings.LastIndex(ch, "</challenge>")]
+	sf, _ := base64.StdEncoding.DecodeString(ch)
+	_, final, err := cl.Step(sf)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	c.Send("<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>" + base64.StdEncoding.EncodeToString(final) + "</response>")
+	c.Expect("<success", 5*time.Second)
+	c.Open("localhost")
 }
