@@ -28,8 +28,10 @@
 // ErrConflict: a Cond in the batch did not hold (nothing was applied).
 // ErrUnavailable: the write could not be committed now (no leader, no quorum, store
 // stopped, or read-only mode during storage loss); the caller answers the client
-// with a <wait/> error and may retry. Every other error is a bug or corruption and
-// is wrapped with %w.
+// with a <wait/> error and may retry. A key over 64 KiB, a value over 64 MiB or a
+// batch over 1Mi ops is refused before anything is written (the error wraps
+// tables.ErrTooLarge). Every other error is a bug or corruption and is wrapped
+// with %w.
 //
 // # Semantics, precisely
 //
