@@ -12,8 +12,8 @@
 // Device errors never reach the caller (raft panics on a StableStore error):
 // the first one latches "storage lost"; from then on the store serves and
 // accepts everything in RAM only, Err reports the cause and Lost() delivers it
-// once, so the node can go RAM-only, demote itself and later re-persist into a
-// fresh layout. Only logic errors (a stable value too large for the
+// once, so the node can go RAM-only and demote itself; Repersist copies the RAM
+// state back once the device works again. Only logic errors (a stable value too large for the
 // superblock, a snapshot larger than its slot, a batch larger than the log
 // region) are returned.
 //
