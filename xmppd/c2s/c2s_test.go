@@ -18,6 +18,7 @@ import (
 	"xedge/xmppd/internal/memstore"
 	"xedge/xmppd/internal/testenv"
 	"xedge/xmppd/jid"
+	"xedge/xmppd/module"
 	"xedge/xmppd/router"
 	"xedge/xmppd/tlscert"
 	"xedge/xmppd/xmlstream"
@@ -376,4 +377,42 @@ func authSCRAM(tb testing.TB, c *testenv.Raw, m sasl.Mechanism, user, password s
 	c.Send("<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>" + base64.StdEncoding.EncodeToString(final) + "</response>")
 	c.Expect("<success", 5*time.Second)
 	c.Open("localhost")
+}
+
+// A panic while handling one client's stanza (here a hook) ends that stream only;
+// odd payloads on the namespaces the core owns get errors, not crashes.
+func TestPanicAndOddPayloadsEndOnlyThatStream(t *testing.T) {
+	e := start(t, nil)
+	e.r.Hook(module.EvC2SIn, 0, func(_ context.Context, _ module.Host, ev *module.EventData) bool {
+		if ev.Stanza.ChildText("", "body") == "boom" {
+			panic("test panic")
+		}
+		return false
+	})
+	other := e.login(t, "bob", "b")
+	c := e.login(t, "alice", "a")
+	for i, odd := range []string{
+		"<iq type='set' id='o1'><foo xmlns='jabber:iq:register'/></iq>",
+		"<iq type='get' id='o2'><query xmlns='jabber:iq:register'/></iq>",
+		"<iq type='set' id='o3'><query xmlns='jabber:iq:register'/></iq>",
+		"<iq type='set' id='o4'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>x</resource></bind></iq>",
+		"<iq type='set' id='o5'><session xmlns='urn:ietf:params:xml:ns:xmpp-session'/></iq>",
+		"<iq type='get' id='o6'/>",
+		"<iq type='get' id='o7'><a xmlns='urn:x'/><b xmlns='urn:x'/></iq>",
+		"<iq id='o8'><q xmlns='urn:x'/></iq>",
+		"<iq type='get' id='o9' to='not a jid@@'><q xmlns='urn:x'/></iq>",
+	} {
+		c.Send(odd)
+		id := "o" + strconv.Itoa(i+1)
+		if got := c.Expect("id='"+id+"'", 5*time.Second); strings.Contains(got, "stream:error") {
+			t.Fatalf("%s: %s", odd, got)
+		}
+	}
+	c.Send("<message to='bob@localhost/b'><body>boom</body></message>")
+	if got := c.Expect("</stream:stream>", 5*time.Second); !strings.Contains(got, "<internal-server-error") {
+		t.Fatalf("after a panic: %s", got)
+	}
+	other.Send("<message to='bob@localhost/b'><body>still here</body></message>")
+	other.Expect("still here", 5*time.Second)
+	waitFor(t, "alice unbound", func() bool { return e.r.Count() == 1 })
 }

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -121,9 +122,20 @@ func (c *conn) appendHeader(b []byte) []byte {
 		xmlstream.Attr{Space: xmlstream.NSXML, Local: "lang", Value: "en"})
 }
 
-// serve runs the connection until it ends.
+// serve runs the connection until it ends. A panic while handling this stream (in
+// the core or a module) ends only this stream, with <internal-server-error/>.
 func (c *conn) serve() {
 	defer c.raw.Close()
+	defer func() {
+		if p := recover(); p != nil {
+			c.log.Error("panic while handling a stream; closing it", "panic", p, "jid", c.jidString(), "stack", string(debug.Stack()))
+			c.sendStreamError("internal-server-error", "")
+			if s := c.sess; s != nil {
+				s.markClosing()
+				safely(c.log, func() { s.connEnded(c, true) })
+			}
+		}
+	}()
 	c.authEnd = time.Now().Add(c.srv.cfg.AuthTimeout)
 	if c.directTLS {
 		if err := c.handshake(); err != nil {
@@ -611,4 +623,15 @@ func condOf(e *xmlstream.Element) string {
 		}
 	}
 	return ""
+}
+
+// safely runs fn, logging instead of crashing the process if it panics (used for
+// cleanup that runs hooks from timer goroutines).
+func safely(log *slog.Logger, fn func()) {
+	defer func() {
+		if p := recover(); p != nil {
+			log.Error("panic in session cleanup", "panic", p, "stack", string(debug.Stack()))
+		}
+	}()
+	fn()
 }

@@ -248,6 +248,10 @@ func (s *Server) handleRegisterIQ(ctx context.Context, h module.Host, iq *module
 	}
 	user := iq.From.Local
 	q := st.Child(nsReg, "query")
+	if q == nil {
+		h.Route(ctx, module.Error(st, module.ErrModify, "bad-request", "expected <query xmlns='jabber:iq:register'/>"))
+		return
+	}
 	if st.Attr("type") == "get" {
 		r := xmlstream.New(nsReg, "query")
 		r.Append(xmlstream.New(nsReg, "registered"), xmlstream.New(nsReg, "username").AppendText(user), xmlstream.New(nsReg, "password"))

@@ -224,7 +224,7 @@ func (s *Server) Stop(ctx context.Context) error {
 		c.shutdown("system-shutdown", "")
 	}
 	for _, ss := range detached {
-		ss.expireIfDetached()
+		safely(s.log, ss.expireIfDetached)
 	}
 	done := make(chan struct{})
 	go func() { s.wg.Wait(); close(done) }()

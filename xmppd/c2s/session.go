@@ -242,7 +242,7 @@ func (s *session) closeLocked(condition, text string) {
 	}
 	s.closing = true
 	if s.c == nil {
-		go s.terminate()
+		go safely(s.srv.log, s.terminate)
 		return
 	}
 	var b []byte
@@ -399,7 +399,7 @@ func (s *session) connEnded(c *conn, clean bool) {
 	s.c = nil
 	s.queue = nil
 	if !clean && s.smResume && !s.closing && !s.terminated && !s.srv.isStopping() {
-		s.detach = time.AfterFunc(s.srv.cfg.SMTimeout, s.expireIfDetached)
+		s.detach = time.AfterFunc(s.srv.cfg.SMTimeout, func() { safely(s.srv.log, s.expireIfDetached) })
 		s.mu.Unlock()
 		s.srv.log.Info("connection lost; session kept for resumption", "jid", s.jid.String(), "for", s.srv.cfg.SMTimeout)
 		return
