@@ -271,12 +271,13 @@ func (s *Store) replay() error {
 	off := int64(s.sb.headOff)
 	seq := s.sb.headSeq
 	s.rec.End = "end"
-	hdr := make([]byte, s.bs)
+	rr := ringReader{dev: s.dev, base: int64(s.sb.logOff), L: L}
 	for s.used < L {
 		if off == L {
 			off = 0
 		}
-		if _, err := s.dev.ReadAt(hdr, int64(s.sb.logOff)+off); err != nil {
+		hdr, err := rr.read(off, int64(s.bs))
+		if err != nil {
 			return fmt.Errorf("blocklog: read log at %d: %w", off, err)
 		}
 		le := binary.LittleEndian
@@ -295,8 +296,7 @@ func (s *Store) replay() error {
 		}
 		buf := hdr
 		if typ != frameSkip && frameHdr+plen > int64(s.bs) {
-			buf = make([]byte, size)
-			if _, err := s.dev.ReadAt(buf, int64(s.sb.logOff)+off); err != nil {
+			if buf, err = rr.read(off, size); err != nil {
 				return fmt.Errorf("blocklog: read log at %d: %w", off, err)
 			}
 		}
@@ -347,6 +347,36 @@ done:
 		s.log.Warn("log scan stopped at a bad frame; treating it as the end of the log", "detail", s.rec.End)
 	}
 	return nil
+}
+
+// ringReader reads the log region in large sequential pieces, so opening a
+// LUN costs a few round trips per MiB instead of one or two per frame.
+type ringReader struct {
+	dev    storage.BlockDevice
+	base   int64 // device offset of the region
+	L      int64
+	buf    []byte
+	bufOff int64 // region-relative offset of buf
+}
+
+const readAhead = 1 << 20
+
+// read returns n bytes at region offset off (valid until the next read).
+func (r *ringReader) read(off, n int64) ([]byte, error) {
+	if off >= r.bufOff && off+n <= r.bufOff+int64(len(r.buf)) {
+		return r.buf[off-r.bufOff : off-r.bufOff+n], nil
+	}
+	size := min(max(n, readAhead), r.L-off)
+	if int64(cap(r.buf)) < size {
+		r.buf = make([]byte, size)
+	}
+	r.buf = r.buf[:size]
+	if _, err := r.dev.ReadAt(r.buf, r.base+off); err != nil {
+		r.buf = r.buf[:0]
+		return nil, err
+	}
+	r.bufOff = off
+	return r.buf[:n], nil
 }
 
 // Recovery returns what Open found.

@@ -283,3 +283,32 @@ func TestConcurrentReadersWritersSnapshot(t *testing.T) {
 		t.Fatalf("snapshot %+v", list)
 	}
 }
+
+type countingDev struct {
+	*blockdev.Mem
+	reads int
+}
+
+func (c *countingDev) ReadAt(p []byte, off int64) (int, error) { c.reads++; return c.Mem.ReadAt(p, off) }
+
+// Opening reads the log in large pieces: on a LUN every ReadAt is a round trip.
+func TestOpenReadsInLargePieces(t *testing.T) {
+	dev := blockdev.NewMem(4<<20, 512)
+	s, err := Open(dev, Options{Logger: quiet}) // a 2 MiB ring
+	must(t, err)
+	for i := uint64(1); i <= 3000; i++ {
+		must(t, s.StoreLogs([]*raft.Log{entry(i, 1, 100)}))
+	}
+	if s.Err() != nil {
+		t.Fatal(s.Err())
+	}
+	c := &countingDev{Mem: dev}
+	s2, err := Open(c, Options{Logger: quiet})
+	must(t, err)
+	if l, _ := s2.LastIndex(); l != 3000 {
+		t.Fatalf("last %d", l)
+	}
+	if c.reads > 10 {
+		t.Fatalf("%d reads to open 3000 frames", c.reads)
+	}
+}
