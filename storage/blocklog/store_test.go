@@ -289,7 +289,10 @@ type countingDev struct {
 	reads int
 }
 
-func (c *countingDev) ReadAt(p []byte, off int64) (int, error) { c.reads++; return c.Mem.ReadAt(p, off) }
+func (c *countingDev) ReadAt(p []byte, off int64) (int, error) {
+	c.reads++
+	return c.Mem.ReadAt(p, off)
+}
 
 // Opening reads the log in large pieces: on a LUN every ReadAt is a round trip.
 func TestOpenReadsInLargePieces(t *testing.T) {
