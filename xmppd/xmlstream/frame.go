@@ -100,7 +100,7 @@ func (d *Decoder) frame() (frameStatus, *Error) {
 			}
 		case fsStart:
 			if tagPlain[buf[i]] {
-				// Names, spaces, '=' signs: nothing that changes the state.
+				// Names and spaces: nothing that changes the state.
 				i++
 				for i < end && tagPlain[buf[i]] {
 					i++
