@@ -21,6 +21,8 @@ import (
 func (s *Store) Repersist(ctx context.Context) error {
 	s.repMu.Lock()
 	defer s.repMu.Unlock()
+	s.snapMu.Lock() // a snapshot begun before the loss must not share the files
+	defer s.snapMu.Unlock()
 	s.wmu.Lock()
 	lost, running := s.lost, s.running
 	s.wmu.Unlock()
