@@ -26,6 +26,7 @@ const (
 	sbMagic   = "XEDGEBL1"
 	sbVersion = 1
 	sbMinSize = 4096
+	sbHdrLen  = 132 // fixed fields + CRC; the stable entries follow
 
 	frameMagic = 0x464c4258 // "XBLF" little-endian
 	frameHdr   = 32
@@ -76,8 +77,12 @@ type superblock struct {
 // 96   8    snapshot sequence     104 8 snapshot header length
 // 112  8    snapshot data length  120 4 snapshot data crc32c
 // 124  4    stable store entry count
-// 128  ...  entries: u16 key length, key, u32 value length, value (keys sorted)
-// S-4  4    crc32c of bytes [0, S-4)
+// 128  4    crc32c of the whole slot with these 4 bytes taken as zero
+// 132  ...  entries: u16 key length, key, u32 value length, value (keys sorted)
+//
+// The CRC sits in the first sector, so a freshly formatted superblock (no
+// entries) has data only in its first sector: a format cut short leaves a slot
+// that is either all zeros or carries the magic, never unrecognizable bytes.
 func (sb *superblock) encode(slotSize int) ([]byte, error) {
 	b := make([]byte, slotSize)
 	le := binary.LittleEndian
@@ -104,18 +109,18 @@ func (sb *superblock) encode(slotSize int) ([]byte, error) {
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
-	off := 128
+	off := sbHdrLen
 	for _, k := range keys {
 		v := sb.kv[k]
-		if off+2+len(k)+4+len(v) > slotSize-4 || len(k) > 0xffff {
-			return nil, fmt.Errorf("%w: stable store entries exceed %d bytes", ErrTooLarge, slotSize-132)
+		if off+2+len(k)+4+len(v) > slotSize || len(k) > 0xffff {
+			return nil, fmt.Errorf("%w: stable store entries exceed %d bytes", ErrTooLarge, slotSize-sbHdrLen)
 		}
 		le.PutUint16(b[off:], uint16(len(k)))
 		off += 2 + copy(b[off+2:], k)
 		le.PutUint32(b[off:], uint32(len(v)))
 		off += 4 + copy(b[off+4:], v)
 	}
-	le.PutUint32(b[slotSize-4:], crc32.Checksum(b[:slotSize-4], castagnoli))
+	le.PutUint32(b[128:], crc32.Checksum(b, castagnoli))
 	return b, nil
 }
 
@@ -127,7 +132,9 @@ func decodeSuperblock(b []byte) (*superblock, error) {
 		return nil, errNoMagic
 	}
 	n := len(b)
-	if crc32.Checksum(b[:n-4], castagnoli) != le.Uint32(b[n-4:]) {
+	stored := le.Uint32(b[128:])
+	c := crc32.Update(crc32.Checksum(b[:128], castagnoli), castagnoli, []byte{0, 0, 0, 0})
+	if crc32.Update(c, castagnoli, b[132:]) != stored {
 		return nil, errors.New("superblock checksum mismatch")
 	}
 	if v := le.Uint32(b[8:]); v != sbVersion {
@@ -141,21 +148,21 @@ func decodeSuperblock(b []byte) (*superblock, error) {
 		kv: make(map[string][]byte),
 	}
 	cnt := int(le.Uint32(b[124:]))
-	off := 128
+	off := sbHdrLen
 	for i := 0; i < cnt; i++ {
-		if off+2 > n-4 {
+		if off+2 > n {
 			return nil, errors.New("superblock stable entries truncated")
 		}
 		kl := int(le.Uint16(b[off:]))
 		off += 2
-		if off+kl+4 > n-4 {
+		if off+kl+4 > n {
 			return nil, errors.New("superblock stable entries truncated")
 		}
 		k := string(b[off : off+kl])
 		off += kl
 		vl := int(le.Uint32(b[off:]))
 		off += 4
-		if off+vl > n-4 {
+		if off+vl > n {
 			return nil, errors.New("superblock stable entries truncated")
 		}
 		sb.kv[k] = append([]byte{}, b[off:off+vl]...)

@@ -47,8 +47,9 @@ var (
 	// ErrCorrupt is returned by Open when the layout is damaged beyond what
 	// recovery may silently skip (both superblocks bad, or a bad snapshot).
 	ErrCorrupt = errors.New("blocklog: corrupt layout")
-	// ErrForeign is returned by Repersist when the device holds a layout that
-	// is not this store's.
+	// ErrForeign is returned when the device holds data that is not this
+	// store's: by Open for non-xedge data (it formats only a zeroed device), by
+	// Repersist for another xedge layout.
 	ErrForeign = errors.New("blocklog: foreign layout")
 	// errNotFound is what raft expects from StableStore.Get for a missing key.
 	errNotFound = errors.New("not found")
@@ -181,6 +182,11 @@ func (s *Store) readSuperblocks() (*superblock, error) {
 		}
 		sb, err := decodeSuperblock(b)
 		if errors.Is(err, errNoMagic) {
+			if !allZero(b) {
+				// A filesystem, another tool's data: never format over it.
+				return nil, fmt.Errorf("%w: superblock slot %d holds data that is not an xedge layout; "+
+					"zero the first %d bytes of the device to let xedge format it", ErrForeign, slot, 2*s.sbSize)
+			}
 			blank++
 			continue
 		}
@@ -739,4 +745,13 @@ func (s *Store) LayoutID() uint64 {
 	s.ioMu.Lock()
 	defer s.ioMu.Unlock()
 	return s.sb.nonce
+}
+
+func allZero(b []byte) bool {
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
 }

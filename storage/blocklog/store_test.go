@@ -315,3 +315,18 @@ func TestOpenReadsInLargePieces(t *testing.T) {
 		t.Fatalf("%d reads to open 3000 frames", c.reads)
 	}
 }
+
+func TestNeverFormatsForeignData(t *testing.T) {
+	dev := blockdev.NewMem(256<<10, 512)
+	fs := make([]byte, 1024)
+	copy(fs, "an ext4 superblock, say")
+	dev.WriteAt(fs, 1024)
+	if _, err := Open(dev, Options{Logger: quiet}); !errors.Is(err, ErrForeign) {
+		t.Fatalf("foreign data: %v", err)
+	}
+	got := make([]byte, 1024)
+	dev.ReadAt(got, 1024)
+	if string(got[:8]) != "an ext4 " {
+		t.Fatal("foreign data overwritten")
+	}
+}
