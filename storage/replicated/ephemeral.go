@@ -17,7 +17,7 @@ import (
 // configuration over the cluster transport (RPC "eph"), a full copy of its rows
 // first and after any failed send, and an empty batch as a keepalive every
 // ReportInterval. A receiver that hears nothing from a node for
-// 4 × ReportInterval drops that node's rows; a full copy from a newer
+// EphemeralTimeout (default 4 × ReportInterval) drops that node's rows; a full copy from a newer
 // incarnation replaces everything older. Of the survivors, the raft leader is
 // the one told it is responsible for the non-idempotent cleanup.
 
@@ -221,9 +221,9 @@ type ephSender struct {
 	last time.Time
 }
 
-// expireEphemeral drops the rows of nodes not heard from for 4 report intervals.
+// expireEphemeral drops the rows of nodes not heard from for EphemeralTimeout.
 func (s *Store) expireEphemeral() {
-	dead := 4 * s.cfg.ReportInterval
+	dead := s.cfg.EphemeralTimeout
 	s.ephMu.Lock()
 	var gone []struct {
 		node string

@@ -20,7 +20,9 @@ func rowsOf(s *Store, table, key string) map[string]string {
 // survivor (the leader) is told to do the cleanup; a restarted node comes back
 // with a new incarnation.
 func TestEphemeralRowsStreamAndExpire(t *testing.T) {
-	c := newCluster(t, 3)
+	// 50 ms keepalives, but a generous silence limit: a loaded test machine
+	// must not make live nodes look dead.
+	c := newCluster(t, 3, func(cfg *Config) { cfg.EphemeralTimeout = 1500 * time.Millisecond })
 	c.waitVoters(3, 10*time.Second)
 	type drop struct {
 		observer, node string

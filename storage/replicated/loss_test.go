@@ -112,7 +112,8 @@ func TestStorageLossOnLeaderThenReturn(t *testing.T) {
 	back := time.Now()
 	l.dev.down.Store(false)
 	waitFor(t, "re-persist and promotion", 10*time.Second, func() bool {
-		return c.voters() == 3 && l.s.Status().Mode == "durable"
+		st := l.s.Status()
+		return c.voters() == 3 && st.Mode == "durable" && st.Role == "voter"
 	})
 	t.Logf("storage back on %s: re-persisted and promoted in %v", l.name, time.Since(back).Round(time.Millisecond))
 	st = l.s.Status()

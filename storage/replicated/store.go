@@ -75,6 +75,9 @@ type Config struct {
 	ReportInterval     time.Duration // membership/health report period, default 250ms
 	SnapshotThreshold  uint64        // default 8192
 	TrailingLogs       uint64        // default 10240
+	// EphemeralTimeout is how long a node may stay silent before its
+	// ephemeral rows are dropped (default 4 × ReportInterval).
+	EphemeralTimeout time.Duration
 	// StorageProbe is how often a lost device is probed at first (backoff to 2s).
 	StorageProbe time.Duration // default 200ms
 }
@@ -133,6 +136,7 @@ func New(cfg Config) (*Store, error) {
 	setDefault(&cfg.CommitTimeout, 5*time.Millisecond)
 	setDefault(&cfg.ReportInterval, 250*time.Millisecond)
 	setDefault(&cfg.StorageProbe, 200*time.Millisecond)
+	setDefault(&cfg.EphemeralTimeout, 4*cfg.ReportInterval)
 	if cfg.SnapshotThreshold == 0 {
 		cfg.SnapshotThreshold = 8192
 	}
@@ -245,6 +249,7 @@ func (s *Store) Start(ctx context.Context) error {
 	rc.CommitTimeout = s.cfg.CommitTimeout
 	rc.SnapshotThreshold = s.cfg.SnapshotThreshold
 	rc.TrailingLogs = s.cfg.TrailingLogs
+	rc.BatchApplyCh = true
 	rc.Logger = newHCLog(s.log.With("component", "raft"))
 	s.trans = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
 		Stream:  &streamLayer{m: s.mux},
