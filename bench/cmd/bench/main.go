@@ -80,7 +80,7 @@ func run(args []string) error {
 	flag.BoolVar(&p.Quick, "quick", false, "short smoke run (~3 min): 500 sessions, 20 pairs, 200 fan-out users, short phases")
 	flag.IntVar(&p.Sessions, "sessions", 0, "idle sessions for the memory workload (default 10000, quick 500)")
 	flag.IntVar(&p.MemUsers, "memory-users", 2000, "accounts the idle sessions are spread over (sessions/accounts resources each)")
-	flag.IntVar(&p.LoginWorkers, "login-workers", 20, "concurrent clients in the login workload")
+	flag.IntVar(&p.LoginWorkers, "login-workers", 50, "concurrent clients in the login workload")
 	flag.DurationVar(&p.LoginDuration, "login-duration", 0, "login workload duration (default 10s, quick 3s)")
 	flag.IntVar(&p.Pairs, "pairs", 0, "chat pairs (default 100, quick 20)")
 	flag.DurationVar(&p.ChatDuration, "chat-duration", 0, "each chat measurement's duration (default 10s, quick 3s)")
@@ -95,7 +95,7 @@ func run(args []string) error {
 	flag.StringVar(&p.Out, "out", "bench/results", "directory for results (JSON, Markdown, PNG)")
 	flag.BoolVar(&p.Keep, "keep", false, "keep the servers' temporary directories")
 	flag.DurationVar(&p.Timeout, "timeout", 0, "bound on the whole run (default 30m, quick 8m)")
-	flag.IntVar(&p.Nice, "nice", 0, "nice value for the generator and the servers (inherited); negative values need root and shield the figures from other load on a shared machine")
+	flag.IntVar(&p.Nice, "nice", 0, "nice value for the generator and the servers (inherited); negative values need root and shield the figures from other load on a shared machine (sets the session's scheduler autogroup too, restored at exit)")
 	flag.StringVar(&p.Profile, "profile", "", "directory: record `perf` CPU profiles of xmppd during each workload")
 	if err := flag.Parse(args); err != nil {
 		return fmt.Errorf("flags: %w", err)
@@ -137,6 +137,11 @@ func run(args []string) error {
 		if err := niceSelf(p.Nice); err != nil {
 			log.Warn("could not set the nice value", "nice", p.Nice, "err", err)
 		}
+		restore, err := niceAutogroup(p.Nice)
+		if err != nil {
+			log.Warn("could not set the autogroup nice value", "nice", p.Nice, "err", err)
+		}
+		defer restore()
 	}
 	if err := pinSelf(p.ClientCPU); err != nil {
 		log.Warn("could not pin the load generator", "cpu", p.ClientCPU, "err", err)
@@ -442,6 +447,29 @@ func niceSelf(n int) error {
 		}
 	}
 	return nil
+}
+
+// niceAutogroup sets the nice value of this session's scheduler autogroup and
+// returns the function restoring the old one. With autogroups enabled (Debian's
+// default) per-process nice only orders processes within a session; sessions share
+// the CPUs equally, so without this a nice value does nothing against other
+// sessions' load.
+func niceAutogroup(n int) (func(), error) {
+	const path = "/proc/self/autogroup"
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return func() {}, fmt.Errorf("autogroup: %w", err)
+	}
+	// "/autogroup-24 nice 0"
+	f := strings.Fields(string(b))
+	if len(f) != 3 {
+		return func() {}, fmt.Errorf("autogroup: unexpected %q", b)
+	}
+	old := f[2]
+	if err := os.WriteFile(path, []byte(strconv.Itoa(n)), 0); err != nil {
+		return func() {}, fmt.Errorf("autogroup: %w", err)
+	}
+	return func() { _ = os.WriteFile(path, []byte(old), 0) }, nil
 }
 
 func loadavg() string {
