@@ -20,8 +20,9 @@ import (
 
 // State is what `xedge lab` remembers between invocations (lab.json in the lab dir).
 type State struct {
-	Mode       string      `json:"mode"` // "mcast" (no root)
-	Group      string      `json:"group"`
+	Mode       string      `json:"mode"` // "mcast" (no root) or "netns" (root)
+	Group      string      `json:"group,omitempty"`
+	NetNS      string      `json:"netns,omitempty"`
 	Domain     string      `json:"domain"`
 	SegmentPID int         `json:"segment_pid"`
 	Nodes      []NodeState `json:"nodes"`
@@ -43,6 +44,7 @@ type UpOptions struct {
 	Initrd    string
 	Nodes     int
 	Domain    string   // served to nodes by DHCP option 224 (and 15)
+	Mode      string   // "mcast" (default) or "netns" (root: bridge and taps in a namespace)
 	Params    string   // extra kernel parameters for every node
 	Self      []string // argv to run this tool's hidden `lab segment` server
 	MaxBoot   int      // nodes booting at once (2 on a 2-core host)
@@ -126,19 +128,39 @@ func Up(ctx context.Context, o UpOptions) (*State, []string, error) {
 	if o.WaitReady == 0 {
 		o.WaitReady = 3 * time.Minute
 	}
-	st := &State{Mode: "mcast", Domain: o.Domain,
-		Group: fmt.Sprintf("230.77.%d.%d:%d", rand.IntN(250)+1, rand.IntN(250)+1, 20000+rand.IntN(30000))}
-	// Segment server, detached so it outlives this command.
+	st := &State{Mode: "mcast", Domain: o.Domain}
+	var ns *NetNS
+	args := append([]string{}, o.Self[1:]...)
+	switch o.Mode {
+	case "", "mcast":
+		st.Group = fmt.Sprintf("230.77.%d.%d:%d", rand.IntN(250)+1, rand.IntN(250)+1, 20000+rand.IntN(30000))
+		args = append(args, "--group", st.Group, "--domain", o.Domain)
+	case "netns":
+		st.Mode = "netns"
+		st.NetNS = fmt.Sprintf("xedge-lab-%d", rand.IntN(1e6))
+		if ns, err = CreateNetNS(st.NetNS); err != nil {
+			return nil, nil, err
+		}
+		args = append(args, "--netns", st.NetNS, "--domain", o.Domain)
+	default:
+		return nil, nil, fmt.Errorf("lab up: mode %q: want mcast or netns", o.Mode)
+	}
+	// Segment's DHCP server, detached so it outlives this command.
 	seglog, err := os.Create(filepath.Join(dir, "segment.log"))
 	if err != nil {
+		if ns != nil {
+			ns.Delete()
+		}
 		return nil, nil, err
 	}
-	args := append(append([]string{}, o.Self[1:]...), "--group", st.Group, "--domain", o.Domain)
 	cmd := exec.Command(o.Self[0], args...)
 	cmd.Stdout, cmd.Stderr = seglog, seglog
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
 		seglog.Close()
+		if ns != nil {
+			ns.Delete()
+		}
 		return nil, nil, fmt.Errorf("segment server: %w", err)
 	}
 	seglog.Close()
@@ -155,32 +177,43 @@ func Up(ctx context.Context, o UpOptions) (*State, []string, error) {
 		if err != nil {
 			return st, nil, err
 		}
-		ns := NodeState{Name: fmt.Sprintf("node%d", i), Dir: filepath.Join(dir, fmt.Sprintf("node%d", i)),
+		nst := NodeState{Name: fmt.Sprintf("node%d", i), Dir: filepath.Join(dir, fmt.Sprintf("node%d", i)),
 			MAC: fmt.Sprintf("52:54:00:77:01:%02x", i), Port: port}
+		segNIC := NIC{Kind: "mcast", Mcast: st.Group, MAC: nst.MAC}
+		if ns != nil {
+			tap, err := ns.OpenTap(fmt.Sprintf("tap%d", i))
+			if err != nil {
+				return st, nil, err
+			}
+			segNIC = NIC{Kind: "tapfd", TapFile: tap, MAC: nst.MAC}
+		}
 		sem <- struct{}{}
-		vm, err := Start(ctx, Config{Name: ns.Name, Kernel: o.Kernel, Initrd: o.Initrd, Params: o.Params, Dir: ns.Dir, Daemonize: true,
-			NICs: []NIC{{Kind: "mcast", Mcast: st.Group, MAC: ns.MAC}, {Kind: "user", Forwards: map[int]int{port: 5222}}}})
+		vm, err := Start(ctx, Config{Name: nst.Name, Kernel: o.Kernel, Initrd: o.Initrd, Params: o.Params, Dir: nst.Dir, Daemonize: true,
+			NICs: []NIC{segNIC, {Kind: "user", Forwards: map[int]int{port: 5222}}}})
+		if segNIC.TapFile != nil {
+			segNIC.TapFile.Close() // qemu holds its own copy
+		}
 		if err != nil {
 			<-sem
-			return st, nil, fmt.Errorf("%s: %w", ns.Name, err)
+			return st, nil, fmt.Errorf("%s: %w", nst.Name, err)
 		}
-		ns.PID = vm.PID
-		st.Nodes = append(st.Nodes, ns)
+		nst.PID = vm.PID
+		st.Nodes = append(st.Nodes, nst)
 		if err := st.save(dir); err != nil {
 			return st, nil, err
 		}
 		if o.Log != nil {
-			fmt.Fprintf(o.Log, "%s: qemu pid %d, c2s 127.0.0.1:%d\n", ns.Name, ns.PID, port)
+			fmt.Fprintf(o.Log, "%s: qemu pid %d, c2s 127.0.0.1:%d\n", nst.Name, nst.PID, port)
 		}
 		go func(i int, ns NodeState) {
 			defer func() { <-sem }()
-			line, err := WaitConsole(ctx, filepath.Join(ns.Dir, "console.log"), readyOrMaint, o.WaitReady)
-			lines[i-1] = fmt.Sprintf("%s: %s", ns.Name, line)
+			line, err := WaitConsole(ctx, filepath.Join(nst.Dir, "console.log"), readyOrMaint, o.WaitReady)
+			lines[i-1] = fmt.Sprintf("%s: %s", nst.Name, line)
 			if err != nil {
-				err = fmt.Errorf("%s: %w", ns.Name, err)
+				err = fmt.Errorf("%s: %w", nst.Name, err)
 			}
 			results <- err
-		}(i, ns)
+		}(i, nst)
 	}
 	var errs []error
 	for i := 0; i < o.Nodes; i++ {
@@ -191,15 +224,18 @@ func Up(ctx context.Context, o UpOptions) (*State, []string, error) {
 	return st, lines, errors.Join(errs...)
 }
 
-var readyOrMaint = regexp.MustCompile(`xedge: (ready \S+ \S+|maintenance[^\r\n]*)`)
+var readyOrMaint = regexp.MustCompile(`xedge: (ready \S+ \S+|maintenance[^\r\n]*)\r*\n`)
 
 // WaitConsole polls a console log until re matches, returning the match.
 func WaitConsole(ctx context.Context, path string, re *regexp.Regexp, d time.Duration) (string, error) {
 	deadline := time.Now().Add(d)
 	for time.Now().Before(deadline) && ctx.Err() == nil {
 		if b, err := os.ReadFile(path); err == nil {
-			if m := re.FindString(string(b)); m != "" {
-				return strings.TrimPrefix(m, "xedge: "), nil
+			if m := re.FindStringSubmatch(string(b)); m != nil {
+				if len(m) > 1 {
+					return m[1], nil
+				}
+				return m[0], nil
 			}
 		}
 		time.Sleep(200 * time.Millisecond)
@@ -235,10 +271,29 @@ func Down(dir string) error {
 			_ = syscall.Kill(n.PID, syscall.SIGKILL)
 		}
 	}
-	if st.SegmentPID > 0 && segmentAlive(st.SegmentPID, st.Group) {
+	if st.SegmentPID > 0 && segmentAlive(st.SegmentPID, st.segmentTag()) {
 		_ = syscall.Kill(st.SegmentPID, syscall.SIGTERM)
 	}
-	return os.Remove(filepath.Join(dir, stateFile))
+	var errs []error
+	if st.NetNS != "" {
+		// Taps vanish with qemu; the namespace goes last.
+		time.Sleep(300 * time.Millisecond)
+		if err := (&NetNS{Name: st.NetNS}).Delete(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := os.Remove(filepath.Join(dir, stateFile)); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// segmentTag is what identifies this lab's segment server on its command line.
+func (s *State) segmentTag() string {
+	if s.NetNS != "" {
+		return s.NetNS
+	}
+	return s.Group
 }
 
 func segmentAlive(pid int, group string) bool {
@@ -253,7 +308,11 @@ func Status(dir string) ([]string, error) {
 		return nil, err
 	}
 	var out []string
-	out = append(out, fmt.Sprintf("segment %s (mcast, DHCP server pid %d running=%v), domain %s", st.Group, st.SegmentPID, segmentAlive(st.SegmentPID, st.Group), st.Domain))
+	where := "multicast group " + st.Group
+	if st.NetNS != "" {
+		where = "bridge br0 in netns " + st.NetNS
+	}
+	out = append(out, fmt.Sprintf("segment: %s, DHCP server pid %d running=%v, domain %s", where, st.SegmentPID, segmentAlive(st.SegmentPID, st.segmentTag()), st.Domain))
 	for _, n := range st.Nodes {
 		state := "stopped"
 		if Alive(n.PID, n.Dir) {
@@ -261,8 +320,8 @@ func Status(dir string) ([]string, error) {
 		}
 		last := "-"
 		if b, err := os.ReadFile(filepath.Join(n.Dir, "console.log")); err == nil {
-			if m := readyOrMaint.FindAllString(string(b), -1); len(m) > 0 {
-				last = m[len(m)-1]
+			if m := readyOrMaint.FindAllStringSubmatch(string(b), -1); len(m) > 0 {
+				last = m[len(m)-1][1]
 			}
 		}
 		out = append(out, fmt.Sprintf("%-7s %-8s pid %-7d mac %s c2s 127.0.0.1:%d  %s", n.Name, state, n.PID, n.MAC, n.Port, last))

@@ -28,6 +28,9 @@ type NIC struct {
 	MAC   string
 	Mcast string // 230.0.0.1:1234 for Kind "mcast"
 	Tap   string // tap device for Kind "tap"
+	// TapFile is an open tap for Kind "tapfd" (root mode: a tap inside the lab's
+	// network namespace, handed to qemu as a file descriptor).
+	TapFile *os.File
 	// Forwards maps host ports on 127.0.0.1 to guest TCP ports (Kind "user").
 	Forwards map[int]int
 }
@@ -93,6 +96,7 @@ func (c Config) Args() []string {
 		"-serial", "chardev:con0",
 		"-pidfile", filepath.Join(c.Dir, "qemu.pid"),
 	}
+	fdNum := 3
 	for i, n := range c.NICs {
 		id := fmt.Sprintf("n%d", i)
 		var nd string
@@ -106,6 +110,9 @@ func (c Config) Args() []string {
 			nd = fmt.Sprintf("socket,id=%s,mcast=%s,localaddr=127.0.0.1", id, n.Mcast)
 		case "tap":
 			nd = fmt.Sprintf("tap,id=%s,ifname=%s,script=no,downscript=no", id, n.Tap)
+		case "tapfd":
+			nd = fmt.Sprintf("tap,id=%s,fd=%d", id, fdNum)
+			fdNum++
 		}
 		dev := "virtio-net-pci,netdev=" + id + ",romfile="
 		if n.MAC != "" {
@@ -144,6 +151,11 @@ func Start(ctx context.Context, c Config) (*VM, error) {
 	}
 	defer logf.Close()
 	cmd.Stdout, cmd.Stderr = logf, logf
+	for _, n := range c.NICs {
+		if n.Kind == "tapfd" {
+			cmd.ExtraFiles = append(cmd.ExtraFiles, n.TapFile)
+		}
+	}
 	vm := &VM{Config: c, cmd: cmd, exited: make(chan struct{}), Started: time.Now()}
 	if c.Daemonize {
 		if err := cmd.Run(); err != nil {
@@ -158,7 +170,7 @@ func Start(ctx context.Context, c Config) (*VM, error) {
 		close(vm.exited)
 		return vm, nil
 	}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = childAttr()
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("qemu: %w", err)
 	}

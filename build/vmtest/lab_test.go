@@ -15,10 +15,21 @@ import (
 	"xedge/build/lab"
 )
 
-// TestLab runs the harness the way `xedge lab` does: two daemonized nodes on one
-// multicast L2 segment with the host-side DHCP server (option 224 carries the domain),
-// node-to-node TCP over the segment, kill and down.
-func TestLab(t *testing.T) {
+// TestLab runs the harness the way `xedge lab` does without root: two daemonized
+// nodes on one multicast L2 segment with the host-side DHCP server (option 224 carries
+// the domain), node-to-node TCP over the segment, kill and down.
+func TestLab(t *testing.T) { labScenario(t, "mcast") }
+
+// TestLabNetNS is the root mode: a bridge and taps in a network namespace the lab
+// creates (DHCP by insomniacslk server4 on the bridge) and removes on down.
+func TestLabNetNS(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("root mode needs root (network namespaces, taps); CI runs the VM tier as root")
+	}
+	labScenario(t, "netns")
+}
+
+func labScenario(t *testing.T, mode string) {
 	need(t)
 	xedge := filepath.Join(t.TempDir(), "xedge")
 	b := exec.Command("go", "build", "-o", xedge, "./build/cmd/xedge")
@@ -29,7 +40,7 @@ func TestLab(t *testing.T) {
 	dir := t.TempDir()
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	st, lines, err := lab.Up(ctx, lab.UpOptions{Dir: dir, Kernel: img.Vmlinux, Initrd: img.Cpio, Nodes: 2, Domain: "lab.example",
+	st, lines, err := lab.Up(ctx, lab.UpOptions{Dir: dir, Kernel: img.Vmlinux, Initrd: img.Cpio, Nodes: 2, Domain: "lab.example", Mode: mode,
 		Params: "xedge.debug=1", Self: []string{xedge, "lab", "--dir", dir, "segment"}, Log: os.Stderr})
 	t.Cleanup(func() { _ = lab.Down(dir) }) // after a failure; the test's own Down removes the state
 	if err != nil {
@@ -66,6 +77,11 @@ func TestLab(t *testing.T) {
 	if strings.Contains(out, "connected") {
 		t.Fatalf("node2 still answers after kill: %s", out)
 	}
+	if mode == "netns" {
+		if out, _ := exec.Command("ip", "netns", "list").Output(); !strings.Contains(string(out), st.NetNS) {
+			t.Fatalf("netns %s missing while the lab is up: %s", st.NetNS, out)
+		}
+	}
 	pids := []int{st.SegmentPID, st.Nodes[0].PID}
 	if err := lab.Down(dir); err != nil {
 		t.Fatal(err)
@@ -74,6 +90,11 @@ func TestLab(t *testing.T) {
 	for _, pid := range pids {
 		if b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "cmdline")); err == nil && strings.Contains(string(b), dir) {
 			t.Errorf("pid %d still running after down", pid)
+		}
+	}
+	if mode == "netns" {
+		if out, _ := exec.Command("ip", "netns", "list").Output(); strings.Contains(string(out), st.NetNS) {
+			t.Errorf("netns %s left behind after down", st.NetNS)
 		}
 	}
 }

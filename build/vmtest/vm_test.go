@@ -93,7 +93,7 @@ func boot(t *testing.T, params string) *node {
 	return &node{vm: vm, port: port}
 }
 
-var readyRe = regexp.MustCompile(`xedge: ready (\S+) (\S+)`)
+var readyRe = regexp.MustCompile(`xedge: ready (\S+) (\S+)\r*\n`)
 
 func expect(t *testing.T, n *node, re string, d time.Duration) []string {
 	t.Helper()

@@ -19,7 +19,8 @@ func init() {
 }
 
 const labUsage = `usage: xedge lab COMMAND
-  up -n N [--domain D] [--params "xedge.k=v ..."]   boot N nodes on one virtual L2 segment
+  up -n N [--domain D] [--params "xedge.k=v ..."] [--mode mcast|netns]
+                                                     boot N nodes on one virtual L2 segment
   console NODE                                       attach to a node's serial console (Ctrl-] leaves)
   console NODE COMMAND ...                           run one console shell command and print its output
   kill NODE                                          kill a node's qemu
@@ -66,10 +67,14 @@ func runLab(ctx context.Context, args []string) error {
 		return err
 	case "segment": // internal: the segment's DHCP server, started by `up`
 		sfs := flag.NewFlagSet("segment", flag.ContinueOnError)
-		group := sfs.String("group", "", "multicast group:port")
+		group := sfs.String("group", "", "multicast group:port (no-root mode)")
+		ns := sfs.String("netns", "", "network namespace with the lab bridge (root mode)")
 		domain := sfs.String("domain", "", "domain to serve")
 		if err := sfs.Parse(rest[1:]); err != nil {
 			return err
+		}
+		if *ns != "" {
+			return lab.ServeNetNSDHCP(ctx, *ns, *domain)
 		}
 		return lab.ServeSegment(ctx, *group, *domain)
 	}
@@ -82,6 +87,11 @@ func labUp(ctx context.Context, dir, imageDir string, args []string) error {
 	n := fs.Int("n", 1, "number of nodes")
 	domain := fs.String("domain", "lab.example", "XMPP domain, served to the nodes by the segment's DHCP server (option 224)")
 	params := fs.String("params", "", "extra kernel parameters for every node")
+	defMode := "mcast"
+	if os.Geteuid() == 0 {
+		defMode = "netns"
+	}
+	mode := fs.String("mode", defMode, "mcast: qemu multicast segment, no root; netns: bridge and taps in a namespace the lab creates (root)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -92,14 +102,18 @@ func labUp(ctx context.Context, dir, imageDir string, args []string) error {
 	absDir, _ := filepath.Abs(dir)
 	st, lines, err := lab.Up(ctx, lab.UpOptions{
 		Dir: dir, Kernel: filepath.Join(imageDir, "vmlinux"), Initrd: filepath.Join(imageDir, "initramfs.cpio"),
-		Nodes: *n, Domain: *domain, Params: *params, Log: os.Stderr,
+		Nodes: *n, Domain: *domain, Params: *params, Mode: *mode, Log: os.Stderr,
 		Self: []string{self, "lab", "--dir", absDir, "segment"},
 	})
 	for _, l := range lines {
 		fmt.Println(l)
 	}
 	if st != nil {
-		fmt.Printf("segment %s; consoles: xedge lab console node1..node%d; stop: xedge lab down\n", st.Group, len(st.Nodes))
+		where := "multicast group " + st.Group
+		if st.NetNS != "" {
+			where = "bridge br0 in netns " + st.NetNS
+		}
+		fmt.Printf("segment: %s; consoles: xedge lab console node1..node%d; stop: xedge lab down\n", where, len(st.Nodes))
 	}
 	return err
 }

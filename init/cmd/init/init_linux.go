@@ -476,26 +476,28 @@ func (n *node) onEvent(sup *supervise.Supervisor, e supervise.Event) {
 	}
 }
 
-// watchReady polls until xmppd with this PID accepts c2s connections, then prints the
-// ready line with the version xmppd reports.
+// watchReady polls until xmppd with this PID accepts c2s connections on port 5222 and
+// answers `status` on its admin socket (xmppd starts the admin socket last), then
+// prints the ready line with the version xmppd reports.
 func (n *node) watchReady(sup *supervise.Supervisor, pid int) {
 	deadline := time.Now().Add(2 * time.Minute)
-	for time.Now().Before(deadline) {
+	ver := ""
+	for ver == "" {
+		if !time.Now().Before(deadline) {
+			n.con.Say("xmppd (pid %d) is not serving (c2s port 5222 and admin socket) after 2 minutes", pid)
+			return
+		}
 		if st := sup.Status(); st.PID != pid {
 			return
 		}
-		c, err := net.DialTimeout("tcp", "127.0.0.1:5222", 300*time.Millisecond)
-		if err == nil {
+		if c, err := net.DialTimeout("tcp", "127.0.0.1:5222", 300*time.Millisecond); err == nil {
 			c.Close()
-			break
+			ver = xmppdVersion()
 		}
-		time.Sleep(50 * time.Millisecond)
+		if ver == "" {
+			time.Sleep(50 * time.Millisecond)
+		}
 	}
-	if !time.Now().Before(deadline) {
-		n.con.Say("xmppd (pid %d) is not accepting connections on port 5222 after 2 minutes", pid)
-		return
-	}
-	ver := xmppdVersion()
 	n.mu.Lock()
 	ip := "-"
 	if n.primary.Addr.IsValid() {
@@ -509,18 +511,20 @@ func (n *node) watchReady(sup *supervise.Supervisor, pid int) {
 	n.con.Say("%s", line)
 }
 
-// xmppdVersion asks xmppd's admin socket; the image's build version otherwise.
+// xmppdVersion asks xmppd's admin socket for its status; "" until it answers. An
+// xmppd that answers without a version is shown with the image's build version.
 func xmppdVersion() string {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	resp, err := admin.Call(ctx, config.AdminSocket, admin.Request{Cmd: "status"})
-	if err == nil && resp.OK {
-		var st struct {
-			Version string `json:"version"`
-		}
-		if json.Unmarshal(resp.Result, &st) == nil && st.Version != "" {
-			return st.Version
-		}
+	if err != nil || !resp.OK {
+		return ""
+	}
+	var st struct {
+		Version string `json:"version"`
+	}
+	if json.Unmarshal(resp.Result, &st) == nil && st.Version != "" {
+		return st.Version
 	}
 	return version
 }
