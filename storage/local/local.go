@@ -84,16 +84,17 @@ type Store struct {
 	// Lock order: jmu, then wmu. jmu is held by whoever writes the journal
 	// (the group committer, Declare, a snapshot's rotation); wmu guards the
 	// fields below and is never held during journal I/O except by Declare.
-	jmu     sync.Mutex
-	wmu     sync.Mutex
-	queue   []*batch // checked batches waiting for the group commit, in order
-	running bool
-	j       journal
-	seq     uint64 // last committed record
-	since   int64  // log bytes since the last snapshot
-	gen     uint64 // snapshots taken since start + 1
-	lost    error
-	lostCh  chan error
+	jmu      sync.Mutex
+	wmu      sync.Mutex
+	queue    []*batch // checked batches waiting for the group commit, in order
+	running  bool
+	quitOnce sync.Once // closes quit in Stop
+	j        journal
+	seq      uint64 // last committed record
+	since    int64  // log bytes since the last snapshot
+	gen      uint64 // snapshots taken since start + 1
+	lost     error
+	lostCh   chan error
 	// While Repersist runs, commits during storage loss keep their records
 	// here, to be written after the new snapshot (the log suffix).
 	repersisting bool
@@ -297,12 +298,10 @@ func nextIncarnation(dir string) (uint64, error) {
 // with storage.ErrUnavailable; reads keep working from RAM.
 func (s *Store) Stop(ctx context.Context) error {
 	s.wmu.Lock()
-	wasRunning := s.running
 	s.running = false
 	s.wmu.Unlock()
-	if wasRunning {
-		close(s.quit)
-	}
+	// Background loops are released whatever state the store is in, exactly once.
+	s.quitOnce.Do(func() { close(s.quit) })
 	done := make(chan struct{})
 	go func() { s.bg.Wait(); close(done) }()
 	select {

@@ -526,3 +526,23 @@ func TestStopWithConcurrentApplies(t *testing.T) {
 		t.Fatalf("%d applies succeeded after Stop returned", okAfterStop.n)
 	}
 }
+
+// Stop must release the retry loop even when the store was already marked
+// not running (a unit run under -race once hung here for 10 minutes).
+func TestStopReleasesRetryLoopAlways(t *testing.T) {
+	s, err := Open(ctx, Config{Dir: t.TempDir(), Logger: quiet, RetryEvery: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.wmu.Lock()
+	s.running = false
+	s.wmu.Unlock()
+	stopCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := s.Stop(stopCtx); err != nil {
+		t.Fatalf("Stop: %v", err)
+	}
+	if err := s.Stop(stopCtx); err != nil {
+		t.Fatalf("second Stop: %v", err)
+	}
+}
