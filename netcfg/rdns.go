@@ -11,6 +11,14 @@ import (
 // ReverseName looks up the PTR name of addr through the given DNS servers (port 53),
 // returning the first name without its trailing dot. ctx bounds the whole lookup.
 func ReverseName(ctx context.Context, addr netip.Addr, servers []netip.Addr) (string, error) {
+	ports := make([]netip.AddrPort, len(servers))
+	for i, s := range servers {
+		ports[i] = netip.AddrPortFrom(s, 53)
+	}
+	return reverseName(ctx, addr, ports)
+}
+
+func reverseName(ctx context.Context, addr netip.Addr, servers []netip.AddrPort) (string, error) {
 	if len(servers) == 0 {
 		return "", fmt.Errorf("reverse lookup of %s: no DNS servers", addr)
 	}
@@ -18,7 +26,7 @@ func ReverseName(ctx context.Context, addr netip.Addr, servers []netip.Addr) (st
 	for _, s := range servers {
 		r := &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
 			var d net.Dialer
-			return d.DialContext(ctx, network, netip.AddrPortFrom(s, 53).String())
+			return d.DialContext(ctx, network, s.String())
 		}}
 		names, err := r.LookupAddr(ctx, addr.String())
 		if err == nil && len(names) > 0 {
