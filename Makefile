@@ -33,11 +33,14 @@ test: setup build test-unit test-integration test-vm fuzz
 test-unit:
 	$(GO) test -race -count=1 ./...
 
+# Packages holding tests of a tier (files tagged //go:build integration or vmtest).
+tagged = $(shell grep -rl --include='*_test.go' '^//go:build $(1)' . | xargs -r -n1 dirname | sort -u)
+
 test-integration: build
-	$(GO) test -tags integration -count=1 -p 1 -timeout 20m ./...
+	$(GO) test -tags integration -count=1 -p 1 -timeout 20m $(call tagged,integration)
 
 test-vm: build
-	$(GO) test -tags vmtest -count=1 -p 1 -timeout 15m ./...
+	$(GO) test -tags vmtest -count=1 -p 1 -timeout 15m $(call tagged,vmtest)
 
 # Each fuzz target runs briefly; the list is every Fuzz* function in the tree.
 fuzz:
