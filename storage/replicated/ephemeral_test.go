@@ -55,7 +55,7 @@ func TestEphemeralRowsStreamAndExpire(t *testing.T) {
 	c.nodes[1].s.Ephemeral("sessions").Put("alice@example.org", []byte("back on n2"))
 
 	// Kill a non-leader node: its row disappears on the survivors.
-	l := c.leader()
+	l := c.waitLeader()
 	var victim *testNode
 	for _, nd := range c.nodes {
 		if nd != l {

@@ -277,3 +277,11 @@ func markerExists(dir string) bool {
 	_, err := os.Stat(filepath.Join(dir, markerName))
 	return err == nil
 }
+
+// waitLeader returns the current leader, waiting for an election if needed.
+func (c *cluster) waitLeader() *testNode {
+	c.t.Helper()
+	var l *testNode
+	waitFor(c.t, "a leader", 5*time.Second, func() bool { l = c.leader(); return l != nil })
+	return l
+}

@@ -84,7 +84,7 @@ func TestStorageLossOnLeaderThenReturn(t *testing.T) {
 	w := startWriter(t, c, "roster")
 	time.Sleep(100 * time.Millisecond)
 
-	l := c.leader()
+	l := c.waitLeader()
 	gen := l.s.Status().Generation
 	lost := time.Now()
 	l.dev.down.Store(true)
@@ -142,7 +142,7 @@ func TestStorageLossOnFollower(t *testing.T) {
 	c := newCluster(t, 3)
 	c.waitVoters(3, 10*time.Second)
 	mustDeclare(t, c.nodes[0].s, "t", storage.Disc)
-	l := c.leader()
+	l := c.waitLeader()
 	var f *testNode
 	for _, nd := range c.nodes {
 		if nd != l {
@@ -251,7 +251,7 @@ func TestRAMOnlyRestartRejoinsUnderFreshID(t *testing.T) {
 	c := newCluster(t, 3)
 	c.waitVoters(3, 10*time.Second)
 	mustDeclare(t, c.nodes[0].s, "t", storage.Disc)
-	l := c.leader()
+	l := c.waitLeader()
 	var f *testNode
 	for _, nd := range c.nodes {
 		if nd != l {

@@ -22,7 +22,7 @@ func TestMain(m *testing.M) {
 func TestThreeNodesForwardingAndLocalReads(t *testing.T) {
 	c := newCluster(t, 3)
 	c.waitVoters(3, 10*time.Second)
-	l := c.leader()
+	l := c.waitLeader()
 	var f *testNode
 	for _, nd := range c.nodes {
 		if nd != l {

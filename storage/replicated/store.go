@@ -254,8 +254,12 @@ func (s *Store) Start(ctx context.Context) error {
 	s.trans = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
 		Stream:  &streamLayer{m: s.mux},
 		MaxPool: 3,
-		Timeout: 5 * time.Second,
-		Logger:  rc.Logger,
+		// No pipelining: it barely helps with batching (raft#541), and its
+		// send path can block forever when the decode side stops after a
+		// step-down, which hangs Shutdown (seen under storage-loss tests).
+		MaxRPCsInFlight: 1,
+		Timeout:         5 * time.Second,
+		Logger:          rc.Logger,
 	})
 	s.mux.serve()
 	r, err := raft.NewRaft(rc, s.fsm, s.st, s.st, s.st, s.trans)
@@ -296,6 +300,17 @@ func (s *Store) Stop(ctx context.Context) error {
 	started := s.started
 	close(s.stopCh)
 	s.mu.Unlock()
+	if started && s.raft != nil && s.raft.State() == raft.Leader {
+		// Hand leadership over so the others need not wait an election
+		// timeout (bounded: at most 2 s or the caller's deadline).
+		done := make(chan error, 1)
+		go func() { done <- s.raft.LeadershipTransfer().Error() }()
+		select {
+		case <-done:
+		case <-time.After(2 * time.Second):
+		case <-ctx.Done():
+		}
+	}
 	if s.cancel != nil {
 		s.cancel()
 	}
@@ -432,6 +447,7 @@ func (s *Store) reportLoop(ctx context.Context) {
 	t := time.NewTicker(s.cfg.ReportInterval)
 	defer t.Stop()
 	seed := 0
+	var lastJoinWarn time.Time
 	for {
 		rep := &report{ID: string(s.id), Name: s.cfg.NodeName, Addr: s.addr, Storage: s.storageState(),
 			Applied: s.fsm.appliedIndex(), Witness: s.cfg.Witness}
@@ -450,8 +466,9 @@ func (s *Store) reportLoop(ctx context.Context) {
 		}
 		if err != nil && ctx.Err() == nil {
 			s.log.Debug("report to leader failed", "err", err)
-			if !s.joined() {
-				s.log.Warn("join: cannot reach seed", "err", err)
+			if !s.joined() && time.Since(lastJoinWarn) > 10*time.Second {
+				lastJoinWarn = time.Now()
+				s.log.Warn("join: cannot reach seed (retrying)", "err", err)
 			}
 		}
 		if resp != nil && resp.Err == "" {

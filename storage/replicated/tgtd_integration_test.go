@@ -74,7 +74,7 @@ func TestTgtdStorageLoss(t *testing.T) {
 	w := startWriter(t, c, "roster")
 	time.Sleep(200 * time.Millisecond)
 
-	l := c.leader()
+	l := c.waitLeader()
 	li := 0
 	for i, nd := range c.nodes {
 		if nd == l {
