@@ -80,6 +80,7 @@ func run() error {
 	dir := flag.String("dir", "", "parent of the fresh directory for device files (default: $TMPDIR)")
 	note := flag.String("note", "", "free text stored in the JSON")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile here")
+	commitTimeout := flag.Duration("commit-timeout", 0, "raft CommitTimeout (0: the store's default)")
 	flag.Parse()
 	if *cpuprofile != "" {
 		f, err := os.Create(*cpuprofile)
@@ -138,6 +139,7 @@ func run() error {
 			// Production timings, except faster membership reports so the
 			// voter set settles quickly.
 			ReportInterval: 100 * time.Millisecond,
+			CommitTimeout:  *commitTimeout,
 		}
 		if i > 0 {
 			cfg.Join = []string{stores[0].Addr()}
