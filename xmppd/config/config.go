@@ -10,13 +10,19 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"xedge/iscsi"
+	"xedge/storage/blockdev"
 )
 
 // Config is xmppd's configuration.
@@ -48,7 +54,27 @@ type Config struct {
 	RegWindow    time.Duration
 	MaxOffline   int
 	StopTimeout  time.Duration
+
+	// Storage and cluster (docs/xmppd.md, "Storage and clustering").
+	Storage        string // "dir" (storage/local under <data>/db), "file:PATH[?size=BYTES]" or "iscsi://..."
+	ClusterAddr    string // host:port for raft and cluster RPC; empty = single node (no raft)
+	AdvertiseAddr  string // address peers dial, if not ClusterAddr
+	Join           string // comma-separated seed cluster addresses
+	ClusterKeyFile string // file holding the cluster key
+	ClusterKey     string // the cluster key itself (visible in ps: prefer ClusterKeyFile)
+	OnStorageLoss  string // "ram" or "read-only"
+	Witness        bool   // vote in raft, serve no XMPP (no client listeners)
+	LeaveOnStop    bool   // leave the cluster on SIGTERM before stopping
+	JoinTimeout    time.Duration
+	// Raft tuning (0 = storage/replicated's production defaults); for tests.
+	RaftHeartbeatTimeout time.Duration
+	RaftElectionTimeout  time.Duration
+	RaftLeaseTimeout     time.Duration
+	RaftReportInterval   time.Duration
 }
+
+// MinClusterKey is the shortest cluster key accepted, in bytes.
+const MinClusterKey = 16
 
 // Defaults returns the embedded defaults (what `make run` uses).
 func Defaults() Config {
@@ -65,6 +91,7 @@ func Defaults() Config {
 		SMTimeout: 5 * time.Minute, SMMaxQueue: 1000, SendQueue: 1000,
 		AuthFailMax: 5, AuthFailTime: time.Minute, MaxOffline: 100, RegWindow: time.Hour,
 		StopTimeout: 10 * time.Second,
+		Storage:     "dir", OnStorageLoss: "ram", LeaveOnStop: true, JoinTimeout: 30 * time.Second,
 	}
 }
 
@@ -74,7 +101,8 @@ func (c *Config) FlagSet(name string) *flag.FlagSet {
 	fs.StringVar(&c.ConfigFile, "config", c.ConfigFile, "YAML file with the same keys as these flags")
 	fs.StringVar(&c.Domain, "domain", c.Domain, "XMPP domain served")
 	fs.StringVar(&c.Data, "data", c.Data, "data directory (database, TLS certificate, admin socket)")
-	fs.StringVar(&c.Node, "node", c.Node, "node name in the cluster and the storage")
+	fs.StringVar(&c.Node, "node", c.Node, "node name in the cluster and the storage (same as node-name)")
+	fs.StringVar(&c.Node, "node-name", c.Node, "node name in the cluster and the storage (same as node)")
 	fs.StringVar(&c.C2S, "c2s", c.C2S, "client listener with STARTTLS (empty: off)")
 	fs.StringVar(&c.C2STLS, "c2s-tls", c.C2STLS, "client listener with direct TLS, XEP-0368 (empty: off)")
 	fs.StringVar(&c.AdminSocket, "admin-socket", c.AdminSocket, "admin unix socket (default <data>/admin.sock)")
@@ -98,6 +126,20 @@ func (c *Config) FlagSet(name string) *flag.FlagSet {
 	fs.DurationVar(&c.RegWindow, "registration-window", c.RegWindow, "window of registration-limit")
 	fs.IntVar(&c.MaxOffline, "max-offline", c.MaxOffline, "offline messages kept per user")
 	fs.DurationVar(&c.StopTimeout, "stop-timeout", c.StopTimeout, "deadline for a graceful stop")
+	fs.StringVar(&c.Storage, "storage", c.Storage, "where durable tables live: dir (<data>/db), file:PATH[?size=BYTES] or iscsi://[user[:secret]@]host[:port]/target-iqn/lun")
+	fs.StringVar(&c.ClusterAddr, "cluster-addr", c.ClusterAddr, "host:port for inter-node traffic (raft); empty: single node")
+	fs.StringVar(&c.AdvertiseAddr, "advertise-addr", c.AdvertiseAddr, "host:port peers dial to reach this node (default: cluster-addr)")
+	fs.StringVar(&c.Join, "join", c.Join, "comma-separated cluster addresses of nodes to join (empty: bootstrap a new cluster)")
+	fs.StringVar(&c.ClusterKeyFile, "cluster-key-file", c.ClusterKeyFile, "file holding the cluster key (at least 16 bytes; same on every node)")
+	fs.StringVar(&c.ClusterKey, "cluster-key", c.ClusterKey, "the cluster key itself (visible in ps; prefer cluster-key-file)")
+	fs.StringVar(&c.OnStorageLoss, "on-storage-loss", c.OnStorageLoss, "when storage fails: ram (keep committing in RAM) or read-only (refuse writes)")
+	fs.BoolVar(&c.Witness, "witness", c.Witness, "vote in the cluster but serve no XMPP (no client listeners)")
+	fs.BoolVar(&c.LeaveOnStop, "leave-on-stop", c.LeaveOnStop, "on SIGTERM leave the cluster (unless this node is its last voter) before stopping")
+	fs.DurationVar(&c.JoinTimeout, "join-timeout", c.JoinTimeout, "how long a start waits to join the cluster (reach a leader)")
+	fs.DurationVar(&c.RaftHeartbeatTimeout, "raft-heartbeat-timeout", c.RaftHeartbeatTimeout, "raft tuning for tests (0: default 1s)")
+	fs.DurationVar(&c.RaftElectionTimeout, "raft-election-timeout", c.RaftElectionTimeout, "raft tuning for tests (0: default 1s)")
+	fs.DurationVar(&c.RaftLeaseTimeout, "raft-lease-timeout", c.RaftLeaseTimeout, "raft tuning for tests (0: default 500ms)")
+	fs.DurationVar(&c.RaftReportInterval, "raft-report-interval", c.RaftReportInterval, "cluster membership/health report period (0: default 250ms)")
 	return fs
 }
 
@@ -184,11 +226,180 @@ func (c *Config) Validate() error {
 	if c.C2SShaper < 0 || c.RegLimit < 0 || c.SendQueue < 1 || c.SMMaxQueue < 1 || c.AuthFailMax < 1 {
 		errs = append(errs, errors.New("c2s-shaper must be >= 0; send-queue, sm-max-queue and auth-fail-max >= 1"))
 	}
-	if c.C2S == "" && c.C2STLS == "" {
+	if c.C2S == "" && c.C2STLS == "" && !c.Witness {
 		errs = append(errs, errors.New("no client listener: set c2s or c2s-tls"))
 	}
+	errs = append(errs, c.validateCluster()...)
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("config: %w", err)
 	}
 	return nil
+}
+
+// Clustered reports whether this node runs the replicated store (cluster-addr set).
+func (c *Config) Clustered() bool { return c.ClusterAddr != "" }
+
+// JoinList returns the join seeds, split on commas, without blanks.
+func (c *Config) JoinList() []string {
+	var out []string
+	for _, a := range strings.Split(c.Join, ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// StorageKind returns "dir", "file" or "iscsi" for the storage setting.
+func (c *Config) StorageKind() string {
+	switch {
+	case strings.HasPrefix(c.Storage, "file:"):
+		return "file"
+	case strings.HasPrefix(c.Storage, "iscsi://"):
+		return "iscsi"
+	}
+	return c.Storage
+}
+
+// LoadClusterKey returns the cluster key from cluster-key-file (surrounding
+// whitespace, e.g. the trailing newline, removed) or cluster-key; nil when neither
+// is set.
+func (c *Config) LoadClusterKey() ([]byte, error) {
+	switch {
+	case c.ClusterKeyFile != "" && c.ClusterKey != "":
+		return nil, errors.New("cluster-key and cluster-key-file are both set: give one")
+	case c.ClusterKeyFile != "":
+		b, err := os.ReadFile(c.ClusterKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("cluster-key-file: %w", err)
+		}
+		k := []byte(strings.TrimSpace(string(b)))
+		if len(k) < MinClusterKey {
+			return nil, fmt.Errorf("cluster-key-file %s: key is %d bytes, need at least %d (e.g. head -c 32 /dev/urandom | base64 > %s)",
+				c.ClusterKeyFile, len(k), MinClusterKey, c.ClusterKeyFile)
+		}
+		return k, nil
+	case c.ClusterKey != "":
+		if len(c.ClusterKey) < MinClusterKey {
+			return nil, fmt.Errorf("cluster-key is %d bytes, need at least %d", len(c.ClusterKey), MinClusterKey)
+		}
+		return []byte(c.ClusterKey), nil
+	}
+	return nil, nil
+}
+
+// validateCluster checks the storage and cluster settings.
+func (c *Config) validateCluster() []error {
+	var errs []error
+	if c.Node == "" || strings.ContainsAny(c.Node, "# \t\n,") {
+		errs = append(errs, fmt.Errorf("node-name %q: must be non-empty, without '#', ',' or spaces", c.Node))
+	}
+	switch c.OnStorageLoss {
+	case "ram", "read-only":
+	default:
+		errs = append(errs, fmt.Errorf("on-storage-loss %q: want ram or read-only", c.OnStorageLoss))
+	}
+	switch c.StorageKind() {
+	case "dir":
+	case "file":
+		if _, _, err := blockdev.ParseSpec(c.Storage); err != nil {
+			errs = append(errs, fmt.Errorf("storage: %w", err))
+		}
+	case "iscsi":
+		_, err := iscsi.ParseURL(c.Storage)
+		if u, _ := url.Parse(c.Storage); err == nil && (u == nil || len(strings.Split(strings.Trim(u.Path, "/"), "/")) != 2) {
+			err = errors.New("want iscsi://[user[:secret]@]host[:port]/target-iqn/lun (target and LUN are required)")
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("storage %s: %w", redactURL(c.Storage), err))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("storage %q: want dir, file:PATH[?size=BYTES] or iscsi://[user[:secret]@]host[:port]/target-iqn/lun", c.Storage))
+	}
+	if c.JoinTimeout <= 0 {
+		errs = append(errs, errors.New("join-timeout must be positive"))
+	}
+	for name, d := range map[string]time.Duration{"raft-heartbeat-timeout": c.RaftHeartbeatTimeout,
+		"raft-election-timeout": c.RaftElectionTimeout, "raft-lease-timeout": c.RaftLeaseTimeout, "raft-report-interval": c.RaftReportInterval} {
+		if d < 0 {
+			errs = append(errs, fmt.Errorf("%s must not be negative", name))
+		}
+	}
+	key, kerr := c.LoadClusterKey()
+	if !c.Clustered() {
+		var extra []string
+		if c.Join != "" {
+			extra = append(extra, "join")
+		}
+		if c.AdvertiseAddr != "" {
+			extra = append(extra, "advertise-addr")
+		}
+		if c.Witness {
+			extra = append(extra, "witness")
+		}
+		if c.ClusterKey != "" || c.ClusterKeyFile != "" {
+			extra = append(extra, "cluster-key")
+		}
+		if len(extra) > 0 {
+			errs = append(errs, fmt.Errorf("%s set without cluster-addr: a single node has no cluster (set cluster-addr to run clustered)", strings.Join(extra, ", ")))
+		}
+		return errs
+	}
+	if err := checkHostPort("cluster-addr", c.ClusterAddr, false); err != nil {
+		errs = append(errs, err)
+	} else if host, _, _ := net.SplitHostPort(c.ClusterAddr); c.AdvertiseAddr == "" && unspecifiedHost(host) {
+		errs = append(errs, fmt.Errorf("cluster-addr %q listens on every address: set advertise-addr to the address peers dial", c.ClusterAddr))
+	}
+	if c.AdvertiseAddr != "" {
+		if err := checkHostPort("advertise-addr", c.AdvertiseAddr, false); err != nil {
+			errs = append(errs, err)
+		} else if host, _, _ := net.SplitHostPort(c.AdvertiseAddr); unspecifiedHost(host) {
+			errs = append(errs, fmt.Errorf("advertise-addr %q: must be an address peers can dial", c.AdvertiseAddr))
+		}
+	}
+	for _, a := range c.JoinList() {
+		if err := checkHostPort("join", a, false); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	switch {
+	case kerr != nil:
+		errs = append(errs, kerr)
+	case key == nil:
+		errs = append(errs, errors.New("cluster-addr is set but there is no cluster key: inter-node traffic is authenticated and encrypted with it; "+
+			"give the same key to every node with --cluster-key-file FILE (e.g. head -c 32 /dev/urandom | base64 > FILE)"))
+	}
+	return errs
+}
+
+func checkHostPort(name, addr string, allowZero bool) error {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("%s %q: want host:port: %w", name, addr, err)
+	}
+	n, err := strconv.Atoi(port)
+	if err != nil || n < 0 || n > 65535 || (n == 0 && !allowZero) {
+		return fmt.Errorf("%s %q: want a fixed port 1-65535", name, addr)
+	}
+	return nil
+}
+
+func unspecifiedHost(host string) bool {
+	if host == "" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsUnspecified()
+}
+
+// redactURL hides the CHAP secret of an iscsi:// URL in messages.
+func redactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || u.User == nil {
+		if i := strings.Index(raw, "@"); i >= 0 {
+			return "iscsi://***" + raw[i:]
+		}
+		return raw
+	}
+	return u.Redacted()
 }

@@ -3,6 +3,7 @@ package config
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -30,5 +31,60 @@ func TestParseFileAndFlags(t *testing.T) {
 	d, _, err := Parse("xmppd", nil)
 	if err != nil || d.Domain != "localhost" || d.C2S != "127.0.0.1:5222" || d.C2STLS != "127.0.0.1:5223" || !d.AllowRegistration || d.MaxStanza != 262144 {
 		t.Fatalf("%+v %v", d, err)
+	}
+}
+
+func TestClusterSettings(t *testing.T) {
+	dir := t.TempDir()
+	key := filepath.Join(dir, "key")
+	os.WriteFile(key, []byte("0123456789abcdef0123\n"), 0o600)
+	short := filepath.Join(dir, "short")
+	os.WriteFile(short, []byte("tooshort\n"), 0o600)
+	f := filepath.Join(dir, "x.yaml")
+	os.WriteFile(f, []byte("node_name: n1\ncluster-addr: 127.0.0.1:7400\njoin: 127.0.0.2:7400, 127.0.0.3:7400\ncluster-key-file: "+key+
+		"\nstorage: file:/tmp/x.img?size=1048576\non-storage-loss: read-only\nraft-heartbeat-timeout: 200ms\n"), 0o600)
+	c, _, err := Parse("xmppd", []string{"--config", f})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Node != "n1" || !c.Clustered() || len(c.JoinList()) != 2 || c.JoinList()[1] != "127.0.0.3:7400" ||
+		c.StorageKind() != "file" || c.OnStorageLoss != "read-only" || c.RaftHeartbeatTimeout != 200*time.Millisecond || !c.LeaveOnStop {
+		t.Fatalf("%+v", c)
+	}
+	if k, err := c.LoadClusterKey(); err != nil || string(k) != "0123456789abcdef0123" {
+		t.Fatalf("key %q %v", k, err)
+	}
+	d, _, err := Parse("xmppd", nil)
+	if err != nil || d.Storage != "dir" || d.Clustered() || d.OnStorageLoss != "ram" || d.Node == "" {
+		t.Fatalf("defaults: %+v %v", d, err)
+	}
+	w, _, err := Parse("xmppd", []string{"--witness", "--c2s", "", "--c2s-tls", "", "--cluster-addr", "127.0.0.1:7400", "--cluster-key", "0123456789abcdef"})
+	if err != nil || !w.Witness {
+		t.Fatalf("witness without listeners: %v", err)
+	}
+	bad := map[string][]string{
+		"no cluster key":        {"--cluster-addr", "127.0.0.1:7400"},
+		"need at least 16":      {"--cluster-addr", "127.0.0.1:7400", "--cluster-key-file", short},
+		"no such file":          {"--cluster-addr", "127.0.0.1:7400", "--cluster-key-file", filepath.Join(dir, "missing")},
+		"both set":              {"--cluster-addr", "127.0.0.1:7400", "--cluster-key-file", key, "--cluster-key", "0123456789abcdef"},
+		"without cluster-addr":  {"--join", "127.0.0.1:7400"},
+		"fixed port":            {"--cluster-addr", "127.0.0.1:0", "--cluster-key-file", key},
+		"advertise-addr":        {"--cluster-addr", "0.0.0.0:7400", "--cluster-key-file", key},
+		"want host:port":        {"--cluster-addr", "127.0.0.1:7400", "--cluster-key-file", key, "--join", "nohost"},
+		"want dir, file:":       {"--storage", "nfs://x"},
+		"bad size":              {"--storage", "file:/x?size=big"},
+		"target and LUN":        {"--storage", "iscsi://10.0.0.1/iqn.2020-01.x:t"},
+		"not a number":          {"--storage", "iscsi://u:s3cret@10.0.0.1/iqn.2020-01.x:t/zero"},
+		"want ram or read-only": {"--on-storage-loss", "panic"},
+		"node-name":             {"--node-name", "a#b"},
+	}
+	for want, args := range bad {
+		_, _, err := Parse("xmppd", args)
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%v: error %v, want it to contain %q", args, err, want)
+		}
+		if err != nil && strings.Contains(err.Error(), "s3cret") {
+			t.Errorf("error shows the CHAP secret: %v", err)
+		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"xedge/storage"
 	"xedge/xmppd/jid"
 	"xedge/xmppd/router"
 	"xedge/xmppd/version"
@@ -14,14 +15,14 @@ import (
 
 // Status is the result of `xmppctl status`.
 type Status struct {
-	Version   string   `json:"version"`
-	Uptime    string   `json:"uptime"`
-	Domain    string   `json:"domain"`
-	Node      string   `json:"node"`
-	Listeners []string `json:"listeners"`
-	Sessions  int      `json:"sessions"`
-	Storage   any      `json:"storage"`
-	LogLevel  string   `json:"log_level"`
+	Version   string      `json:"version"`
+	Uptime    string      `json:"uptime"`
+	Domain    string      `json:"domain"`
+	Node      string      `json:"node"`
+	Listeners []string    `json:"listeners"`
+	Sessions  int         `json:"sessions"`
+	Storage   StorageView `json:"storage"`
+	LogLevel  string      `json:"log_level"`
 }
 
 func (s *Server) adminHandlers() {
@@ -83,7 +84,7 @@ func (s *Server) adminHandlers() {
 		return Status{
 			Version: version.Version, Uptime: time.Since(s.started).Round(time.Second).String(),
 			Domain: s.cfg.Domain, Node: s.cfg.Node, Listeners: append(s.C2S.Addrs(), "admin "+s.cfg.AdminSocket),
-			Sessions: s.Router.Count(), Storage: s.Store.Status(), LogLevel: strings.ToLower(s.level.Level().String()),
+			Sessions: s.Router.Count(), Storage: s.storageView(), LogLevel: strings.ToLower(s.level.Level().String()),
 		}, nil
 	})
 	a.Handle("loglevel", func(_ context.Context, args []string) (any, error) {
@@ -99,7 +100,29 @@ func (s *Server) adminHandlers() {
 		return strings.ToLower(s.level.Level().String()), nil
 	})
 	a.Handle("tables", func(context.Context, []string) (any, error) { return s.Store.Tables(), nil })
-	a.Handle("storage", func(context.Context, []string) (any, error) { return s.Store.Status(), nil })
+	a.Handle("storage", func(context.Context, []string) (any, error) { return s.storageView(), nil })
+}
+
+// StorageView is the result of `xmppctl storage` (and the storage part of
+// `status`): the store's storage.Status, plus, on a cluster node, this node's
+// cluster address and the replica state of every node (the same map `tables`
+// shows per durable table: "voter|nonvoter|witness/durable|ram-only[/leader]").
+type StorageView struct {
+	storage.Status
+	ClusterAddr string            `json:"cluster_addr,omitempty"`
+	Replicas    map[string]string `json:"replicas,omitempty"`
+}
+
+func (s *Server) storageView() StorageView {
+	v := StorageView{Status: s.Store.Status()}
+	if s.cfg.Clustered() {
+		v.ClusterAddr = s.cfg.ClusterAddr
+		if s.cfg.AdvertiseAddr != "" {
+			v.ClusterAddr = s.cfg.AdvertiseAddr
+		}
+		v.Replicas = replicas(s.Store)
+	}
+	return v
 }
 
 // SetLogLevel changes the runtime log level (debug, info, warn, error).

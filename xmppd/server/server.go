@@ -18,7 +18,6 @@ import (
 	"time"
 
 	"xedge/storage"
-	"xedge/storage/local"
 	"xedge/xmppd/accounts"
 	"xedge/xmppd/admin"
 	"xedge/xmppd/c2s"
@@ -72,7 +71,11 @@ func New(cfg *config.Config, log *slog.Logger, level *slog.LevelVar) (*Server, e
 		level = new(slog.LevelVar)
 	}
 	s := &Server{cfg: cfg, log: log, level: level}
-	s.Store = local.New(local.Config{Dir: filepath.Join(cfg.Data, "db"), Node: cfg.Node, Logger: log})
+	st, err := newStore(cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	s.Store = st
 	s.Router = router.New(router.Config{Domain: cfg.Domain, Node: cfg.Node, Store: s.Store, Logger: log})
 	s.Accounts = accounts.New(s.Store, cfg.Domain, func(ctx context.Context, user string) {
 		s.Router.Run(ctx, module.EvUserRemoved, &module.EventData{User: user})
@@ -106,10 +109,10 @@ func New(cfg *config.Config, log *slog.Logger, level *slog.LevelVar) (*Server, e
 		IdentityCategory: "server", IdentityType: "im", IdentityName: "xedge",
 		Logger: log,
 	}, s.Router, s.Accounts)
-	if cfg.C2S != "" {
+	if cfg.C2S != "" && !cfg.Witness {
 		s.C2S.Listen(cfg.C2S, false)
 	}
-	if cfg.C2STLS != "" {
+	if cfg.C2STLS != "" && !cfg.Witness {
 		s.C2S.Listen(cfg.C2STLS, true)
 	}
 	s.Admin = admin.New(cfg.AdminSocket, log)
@@ -127,10 +130,10 @@ func New(cfg *config.Config, log *slog.Logger, level *slog.LevelVar) (*Server, e
 		s.comps = append(s.comps, component{"module " + m.Name(),
 			func(ctx context.Context) error { return m.Start(ctx, s.Router) }, m.Stop})
 	}
-	s.comps = append(s.comps,
-		component{"c2s", s.C2S.Start, s.C2S.Stop},
-		component{"admin", s.Admin.Start, s.Admin.Stop},
-	)
+	if !cfg.Witness { // a witness votes in the cluster and serves no XMPP
+		s.comps = append(s.comps, component{"c2s", s.C2S.Start, s.C2S.Stop})
+	}
+	s.comps = append(s.comps, component{"admin", s.Admin.Start, s.Admin.Stop})
 	return s, nil
 }
 
@@ -178,6 +181,13 @@ func (s *Server) Banner(w io.Writer) {
 		} else {
 			fmt.Fprintf(w, "  client connections (direct TLS, 0368): %s\n", addr)
 		}
+	}
+	if s.cfg.Witness {
+		fmt.Fprintln(w, "  witness: votes in the cluster, serves no XMPP clients")
+	}
+	if s.cfg.Clustered() {
+		st := s.Store.Status()
+		fmt.Fprintf(w, "  cluster:                              %s (leader %s, role %s, storage %s)\n", s.cfg.ClusterAddr, st.Leader, st.Role, st.Mode)
 	}
 	fmt.Fprintf(w, "  admin socket:                         %s\n", s.cfg.AdminSocket)
 	fmt.Fprintf(w, "  data:                                 %s\n", s.cfg.Data)

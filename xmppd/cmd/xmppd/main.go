@@ -44,7 +44,11 @@ func run(args []string) int {
 		fmt.Fprintf(os.Stderr, "xmppd: %v\n", err)
 		return 1
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), cfg.StopTimeout*3)
+	startTimeout := cfg.StopTimeout * 3
+	if cfg.Clustered() {
+		startTimeout += cfg.JoinTimeout // joining waits for a leader
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
 	err = srv.Start(ctx)
 	cancel()
 	if err != nil {
@@ -60,7 +64,8 @@ func run(args []string) int {
 			reloadLevel(cfg, args, srv, log)
 			continue
 		}
-		log.Info("stopping", "component", "server", "signal", sig.String(), "deadline", cfg.StopTimeout)
+		log.Info("stopping", "component", "server", "signal", sig.String(), "deadline", cfg.StopTimeout,
+			"leave_cluster", cfg.Clustered() && cfg.LeaveOnStop)
 		break
 	}
 	signal.Reset(syscall.SIGINT, syscall.SIGTERM) // a second signal kills at once

@@ -1,0 +1,354 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"xedge/iscsi"
+	"xedge/storage"
+	"xedge/storage/blockdev"
+	"xedge/storage/local"
+	"xedge/storage/replicated"
+	"xedge/xmppd/config"
+)
+
+// newStore builds the store the configuration asks for:
+//
+//   - single node, storage "dir": storage/local under <data>/db (as before);
+//   - single node, storage file:/iscsi://: storage/local on that block device;
+//   - cluster-addr set: storage/replicated on the block device (storage "dir"
+//     means a file device at <data>/raft/device.img).
+//
+// Devices are opened, and the replicated store built (it listens on the cluster
+// address), only in Start, i.e. after the data directory lock is taken.
+func newStore(cfg *config.Config, log *slog.Logger) (StoreWithLifecycle, error) {
+	if !cfg.Clustered() && cfg.StorageKind() == "dir" {
+		return local.New(local.Config{Dir: filepath.Join(cfg.Data, "db"), Node: cfg.Node, OnLoss: cfg.OnStorageLoss, Logger: log}), nil
+	}
+	ls := &lazyStore{cfg: cfg, log: log}
+	if !cfg.Clustered() {
+		return ls, nil
+	}
+	key, err := cfg.LoadClusterKey()
+	if err != nil {
+		return nil, fmt.Errorf("server: %w", err)
+	}
+	ls.key = key
+	return ls, nil
+}
+
+// lazyStore is a StoreWithLifecycle whose real store (storage/local on a device,
+// or storage/replicated) is built in Start. Before Start and after a failed Start
+// its reads fail and writes return storage.ErrUnavailable.
+type lazyStore struct {
+	cfg *config.Config
+	log *slog.Logger
+	key []byte
+
+	inner  atomic.Pointer[innerStore]
+	mu     sync.Mutex // Start/Stop
+	dev    io.Closer
+	rep    *replicated.Store
+	seeder seedErr
+}
+
+type innerStore struct{ StoreWithLifecycle }
+
+var errNotStarted = fmt.Errorf("%w: storage not started", storage.ErrUnavailable)
+
+func (l *lazyStore) get() StoreWithLifecycle {
+	if p := l.inner.Load(); p != nil {
+		return p.StoreWithLifecycle
+	}
+	return nil
+}
+
+// openDevice opens the block device of the storage setting.
+func (l *lazyStore) openDevice(ctx context.Context) (storage.BlockDevice, io.Closer, error) {
+	spec := l.cfg.Storage
+	if l.cfg.StorageKind() == "dir" { // clustered on the data directory
+		if err := os.MkdirAll(filepath.Join(l.cfg.Data, "raft"), 0o750); err != nil {
+			return nil, nil, fmt.Errorf("storage: %w", err)
+		}
+		spec = "file:" + filepath.Join(l.cfg.Data, "raft", "device.img")
+	}
+	switch l.cfg.StorageKind() {
+	case "iscsi":
+		d, err := iscsi.DialURL(ctx, spec)
+		if err != nil {
+			return nil, nil, fmt.Errorf("storage: iSCSI LUN: %w", err)
+		}
+		return d, d, nil
+	default:
+		path, size, err := blockdev.ParseSpec(spec)
+		if err != nil {
+			return nil, nil, fmt.Errorf("storage: %w", err)
+		}
+		d, err := blockdev.OpenFile(path, size)
+		if err != nil {
+			return nil, nil, fmt.Errorf("storage: %w", err)
+		}
+		return d, d, nil
+	}
+}
+
+// Start opens the device and starts the store; a clustered node then waits until
+// it is part of the cluster (join-timeout).
+func (l *lazyStore) Start(ctx context.Context) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.get() != nil {
+		return errors.New("storage: already started")
+	}
+	dev, closer, err := l.openDevice(ctx)
+	if err != nil {
+		return err
+	}
+	fail := func(err error) error {
+		if closer != nil {
+			closer.Close()
+		}
+		return err
+	}
+	if !l.cfg.Clustered() {
+		st := local.New(local.Config{Dir: filepath.Join(l.cfg.Data, "db"), Device: dev, Node: l.cfg.Node, OnLoss: l.cfg.OnStorageLoss, Logger: l.log})
+		if err := st.Start(ctx); err != nil {
+			return fail(err)
+		}
+		l.dev = closer
+		l.inner.Store(&innerStore{st})
+		return nil
+	}
+	rlog := slog.New(&seedErrHandler{Handler: l.log.Handler(), last: &l.seeder})
+	rep, err := replicated.New(replicated.Config{
+		NodeName:           l.cfg.Node,
+		ClusterAddr:        l.cfg.ClusterAddr,
+		AdvertiseAddr:      l.cfg.AdvertiseAddr,
+		Join:               l.cfg.JoinList(),
+		DataDir:            filepath.Join(l.cfg.Data, "raft"),
+		Device:             dev,
+		ClusterKey:         l.key,
+		Witness:            l.cfg.Witness,
+		ReadOnlyOnLoss:     l.cfg.OnStorageLoss == "read-only",
+		Logger:             rlog,
+		HeartbeatTimeout:   l.cfg.RaftHeartbeatTimeout,
+		ElectionTimeout:    l.cfg.RaftElectionTimeout,
+		LeaderLeaseTimeout: l.cfg.RaftLeaseTimeout,
+		ReportInterval:     l.cfg.RaftReportInterval,
+	})
+	if err != nil {
+		return fail(fmt.Errorf("storage: %w", err))
+	}
+	stopRep := func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := rep.Stop(sctx); err != nil {
+			l.log.Warn("stop after failed start", "component", "storage", "err", err)
+			return // raft may still write to the device: leave it open
+		}
+		if closer != nil {
+			closer.Close()
+		}
+	}
+	if err := rep.Start(ctx); err != nil {
+		stopRep()
+		return fmt.Errorf("storage: %w", err)
+	}
+	jctx, cancel := context.WithTimeout(ctx, l.cfg.JoinTimeout)
+	defer cancel()
+	l.log.Info("joining the cluster", "component", "storage", "node", l.cfg.Node, "cluster_addr", rep.Addr(), "seeds", l.cfg.JoinList(), "timeout", l.cfg.JoinTimeout)
+	if err := rep.WaitJoined(jctx); err != nil {
+		stopRep()
+		if last := l.seeder.get(); last != "" {
+			return fmt.Errorf("storage: cannot join the cluster: %w; last error from the seeds: %s", err, last)
+		}
+		return fmt.Errorf("storage: cannot join the cluster (is a seed in --join up, and is this node's --cluster-addr reachable from it?): %w", err)
+	}
+	st := rep.Status()
+	l.log.Info("joined the cluster", "component", "storage", "id", rep.ID(), "leader", st.Leader, "role", st.Role, "mode", st.Mode)
+	l.rep, l.dev = rep, closer
+	l.inner.Store(&innerStore{rep})
+	return nil
+}
+
+// Stop stops the store; a clustered node with leave-on-stop first leaves the
+// cluster, unless it is the last voter (then the cluster's state stays with it).
+func (l *lazyStore) Stop(ctx context.Context) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	in := l.get()
+	if in == nil {
+		return nil
+	}
+	var err error
+	if l.rep != nil && l.cfg.LeaveOnStop && l.otherVoters() > 0 {
+		// Leave = remove this node through the leader, then Stop. Bound the
+		// removal so that a cluster without quorum does not eat the whole stop
+		// deadline.
+		budget := 5 * time.Second
+		if d, ok := ctx.Deadline(); ok {
+			budget = min(budget, time.Until(d)/2)
+		}
+		lctx, cancel := context.WithTimeout(ctx, budget)
+		err = l.rep.Leave(lctx)
+		cancel()
+		if err != nil {
+			// Leave also stops the store, under the same bounded context: it
+			// may not have waited for raft to shut down, so the device stays
+			// open (the process is exiting; the OS closes it).
+			l.log.Warn("leave failed; stopped without leaving", "component", "storage", "err", err)
+			_ = l.rep.Stop(ctx) // a no-op: Leave stopped it
+			l.inner.Store(nil)
+			l.dev = nil
+			return nil
+		}
+		l.log.Info("left the cluster", "component", "storage", "node", l.cfg.Node)
+	} else {
+		err = in.Stop(ctx)
+	}
+	if err != nil {
+		// raft may still be writing: do not close the device under it.
+		return err
+	}
+	l.inner.Store(nil)
+	if l.dev != nil {
+		if cerr := l.dev.Close(); cerr != nil {
+			return fmt.Errorf("storage: close device: %w", cerr)
+		}
+		l.dev = nil
+	}
+	return nil
+}
+
+// otherVoters counts the voters (and voting witnesses) other than this node.
+func (l *lazyStore) otherVoters() int {
+	n := 0
+	for node, state := range replicas(l.rep) {
+		if node != l.cfg.Node && (strings.HasPrefix(state, "voter") || strings.HasPrefix(state, "witness")) {
+			n++
+		}
+	}
+	return n
+}
+
+// replicas returns node -> replica state ("voter/durable/leader", ...) from the
+// store's durable tables, or nil if it has none to show.
+func replicas(st storage.Store) map[string]string {
+	if st == nil {
+		return nil
+	}
+	for _, t := range st.Tables() {
+		if t.Kind == "durable" && len(t.Replicas) > 0 {
+			return t.Replicas
+		}
+	}
+	return nil
+}
+
+func (l *lazyStore) Declare(ctx context.Context, spec storage.TableSpec) error {
+	if in := l.get(); in != nil {
+		return in.Declare(ctx, spec)
+	}
+	return errNotStarted
+}
+
+func (l *lazyStore) Durable(name string) (storage.Table, error) {
+	if in := l.get(); in != nil {
+		return in.Durable(name)
+	}
+	return nil, errNotStarted
+}
+
+func (l *lazyStore) Apply(ctx context.Context, ops ...storage.Op) error {
+	if in := l.get(); in != nil {
+		return in.Apply(ctx, ops...)
+	}
+	return errNotStarted
+}
+
+func (l *lazyStore) Ephemeral(name string) storage.Ephemeral {
+	if in := l.get(); in != nil {
+		return in.Ephemeral(name)
+	}
+	return noEphemeral{}
+}
+
+func (l *lazyStore) Tables() []storage.TableInfo {
+	if in := l.get(); in != nil {
+		return in.Tables()
+	}
+	return []storage.TableInfo{}
+}
+
+func (l *lazyStore) Status() storage.Status {
+	if in := l.get(); in != nil {
+		return in.Status()
+	}
+	return storage.Status{Node: l.cfg.Node, Detail: "not started"}
+}
+
+// noEphemeral is the ephemeral table of a store that is not running.
+type noEphemeral struct{}
+
+func (noEphemeral) Put(string, []byte)                  {}
+func (noEphemeral) Delete(string)                       {}
+func (noEphemeral) Get(string) []storage.Row            { return nil }
+func (noEphemeral) Scan(string, func(storage.Row) bool) {}
+
+// seedErr keeps the last error storage/replicated logged while trying to reach a
+// join seed, so that a failed join names its cause (a wrong cluster key, a refused
+// connection) in xmppd's exit message, not only in the log.
+type seedErr struct {
+	mu   sync.Mutex
+	last string
+}
+
+func (s *seedErr) set(v string) { s.mu.Lock(); s.last = v; s.mu.Unlock() }
+func (s *seedErr) get() string  { s.mu.Lock(); defer s.mu.Unlock(); return s.last }
+
+// seedJoinMsg is the message storage/replicated logs when a join seed cannot be
+// reached (matched to capture its err attribute; if it changes, the exit message
+// is only less specific).
+const seedJoinMsg = "join: cannot reach seed (retrying)"
+
+type seedErrHandler struct {
+	slog.Handler
+	last *seedErr
+}
+
+func (h *seedErrHandler) Enabled(ctx context.Context, lv slog.Level) bool {
+	return lv >= slog.LevelWarn || h.Handler.Enabled(ctx, lv)
+}
+
+func (h *seedErrHandler) Handle(ctx context.Context, r slog.Record) error {
+	if r.Message == seedJoinMsg {
+		r.Attrs(func(a slog.Attr) bool {
+			if a.Key == "err" {
+				h.last.set(a.Value.String())
+				return false
+			}
+			return true
+		})
+	}
+	if !h.Handler.Enabled(ctx, r.Level) {
+		return nil
+	}
+	return h.Handler.Handle(ctx, r)
+}
+
+func (h *seedErrHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	return &seedErrHandler{Handler: h.Handler.WithAttrs(as), last: h.last}
+}
+
+func (h *seedErrHandler) WithGroup(name string) slog.Handler {
+	return &seedErrHandler{Handler: h.Handler.WithGroup(name), last: h.last}
+}
