@@ -183,11 +183,8 @@ func (d *Decoder) fill() error {
 		d.r = 0
 	}
 	if d.w == len(d.buf) {
-		max := d.headerLimit() + 64
-		n := 2 * len(d.buf)
-		if n > max {
-			n = max
-		}
+		// Double, up to the limit; a decoder without a buffer gets a fresh one.
+		n := max(min(2*len(d.buf), d.headerLimit()+64), initBufSize)
 		if n <= len(d.buf) {
 			// Cannot happen: the framer fails before an element exceeds MaxStanza.
 			return fmt.Errorf("xmlstream: internal error: buffer full")

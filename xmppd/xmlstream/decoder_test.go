@@ -456,3 +456,21 @@ func TestElementAPI(t *testing.T) {
 		t.Fatalf("%s", iq)
 	}
 }
+
+// A decoder whose buffer was dropped (e.g. to save memory on an idle stream) gets a
+// new one when it needs to read.
+func TestDecoderWithoutBuffer(t *testing.T) {
+	d := NewDecoder(iotest.OneByteReader(strings.NewReader(testHeader+`<presence/>`+StreamClose)), DefaultLimits())
+	d.buf = nil
+	if _, err := d.StreamHeader(); err != nil {
+		t.Fatal(err)
+	}
+	if d.r != d.w {
+		t.Fatal("one-byte reads left input buffered")
+	}
+	d.base += int64(d.r)
+	d.r, d.w, d.buf = 0, 0, nil
+	if e, err := d.Next(); err != nil || e.Local != "presence" {
+		t.Fatalf("%v %v", e, err)
+	}
+}
