@@ -16,6 +16,7 @@ type autopilotState struct {
 	reports     map[raft.ServerID]report
 	leaderSince time.Time
 	wasLeader   bool
+	left        map[raft.ServerID]bool // removed by Leave: late reports are ignored
 }
 
 // maxPromoteLag is how far behind (in entries) a nonvoter may be and still be
@@ -61,6 +62,9 @@ func (s *Store) handleReport(rep *report) *rpcResponse {
 		s.ap.wasLeader, s.ap.leaderSince = true, time.Now()
 	}
 	id := raft.ServerID(rep.ID)
+	if s.ap.left[id] {
+		return &rpcResponse{Err: "this node left the cluster", Kind: "left"}
+	}
 	prev, had := s.ap.reports[id]
 	s.ap.seen[id] = time.Now()
 	s.ap.reports[id] = *rep

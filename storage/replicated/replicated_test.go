@@ -196,3 +196,23 @@ func TestWitnessVotesOnlyWhenNeeded(t *testing.T) {
 		return c.suffrage()[w.name] == "nonvoter" && c.voters() == 3
 	})
 }
+
+// Leave removes a node from the configuration (leadership handed over first if
+// it leads) and stops it.
+func TestLeave(t *testing.T) {
+	c := newCluster(t, 3)
+	c.waitVoters(3, 10*time.Second)
+	l := c.waitLeader()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := l.s.Leave(ctx); err != nil {
+		t.Fatal(err)
+	}
+	gone := l.name
+	l.s = nil
+	waitFor(t, "the leaver out of the configuration", 5*time.Second, func() bool {
+		s := c.suffrage()
+		_, in := s[gone]
+		return len(s) == 2 && !in
+	})
+}

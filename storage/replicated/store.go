@@ -115,6 +115,7 @@ type Store struct {
 	onDrop   EphemeralDrop
 	ap       autopilotState
 	stepping atomic.Bool
+	leaving  atomic.Bool
 }
 
 var _ storage.Store = (*Store)(nil)
@@ -339,6 +340,7 @@ func (s *Store) Stop(ctx context.Context) error {
 // Leave removes this node from the cluster (leadership is handed over first),
 // then stops it.
 func (s *Store) Leave(ctx context.Context) error {
+	s.leaving.Store(true) // no more reports: they would add this node back
 	if s.raft != nil && s.raft.State() == raft.Leader {
 		if err := s.raft.LeadershipTransfer().Error(); err != nil {
 			s.log.Warn("leave: leadership transfer failed", "err", err)
@@ -453,7 +455,9 @@ func (s *Store) reportLoop(ctx context.Context) {
 			Applied: s.fsm.appliedIndex(), Witness: s.cfg.Witness}
 		var resp *rpcResponse
 		var err error
-		if s.raft.State() == raft.Leader {
+		if s.leaving.Load() {
+			// Leave in progress: stay quiet.
+		} else if s.raft.State() == raft.Leader {
 			resp = s.handleReport(rep)
 		} else if addr, _ := s.raft.LeaderWithID(); addr != "" {
 			resp, err = s.callTimeout(ctx, string(addr), &rpcRequest{Op: "report", Report: rep})
@@ -551,6 +555,12 @@ func (s *Store) handleRPC(req *rpcRequest) *rpcResponse {
 		}
 		return s.handleReport(req.Report)
 	case "leave":
+		s.ap.mu.Lock()
+		if s.ap.left == nil {
+			s.ap.left = map[raft.ServerID]bool{}
+		}
+		s.ap.left[raft.ServerID(req.ID)] = true
+		s.ap.mu.Unlock()
 		f := s.raft.RemoveServer(raft.ServerID(req.ID), 0, 10*time.Second)
 		if err := f.Error(); err != nil {
 			return &rpcResponse{Err: err.Error(), Kind: "unavailable"}
