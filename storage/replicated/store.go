@@ -50,7 +50,7 @@ type Config struct {
 	Join []string
 	// DataDir holds the local marker that says "this node ran RAM-only", so a
 	// restart wipes stale device state and rejoins under a fresh ID. Empty: no
-	// marker (only safe when Device is nil).
+	// marker; required when Device is set.
 	DataDir string
 	// Device is the block device for raft's log and snapshots; nil runs RAM-only.
 	Device storage.BlockDevice
@@ -130,6 +130,9 @@ func New(cfg Config) (*Store, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
+	}
+	if cfg.Device != nil && cfg.DataDir == "" {
+		return nil, errors.New("replicated: a storage device needs DataDir (the local RAM-only marker lives there)")
 	}
 	setDefault(&cfg.HeartbeatTimeout, time.Second)
 	setDefault(&cfg.ElectionTimeout, time.Second)
