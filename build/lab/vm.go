@@ -49,6 +49,10 @@ type Config struct {
 	// console then does not wait for a client, and console.log keeps all output.
 	Daemonize bool
 	QEMU      string // qemu-system-x86_64 path
+	// Machine and CPU override qemu's -machine (q35) and -cpu (max). Keep a CPU with
+	// RDRAND (max has it): without it the guest's RNG is not seeded early and Go's
+	// crypto/rand (DHCP transaction IDs, TLS keys) blocks for a long time under TCG.
+	Machine, CPU string
 	// Nice, when non-zero, runs qemu (all its threads) at this nice value: a negative
 	// one lets a boot-time measurement on a busy shared host approach an idle host's.
 	Nice int
@@ -87,9 +91,16 @@ func (c Config) Args() []string {
 	if c.Daemonize {
 		wait = "off"
 	}
+	machine, cpu := c.Machine, c.CPU
+	if machine == "" {
+		machine = "q35"
+	}
+	if cpu == "" {
+		cpu = "max"
+	}
 	args := []string{
 		"-name", c.Name,
-		"-machine", "q35", "-accel", "tcg", "-cpu", "max", "-smp", "1", "-m", strconv.Itoa(mem),
+		"-machine", machine, "-accel", "tcg", "-cpu", cpu, "-smp", "1", "-m", strconv.Itoa(mem),
 		"-nodefaults", "-display", "none", "-no-reboot",
 		"-kernel", c.Kernel, "-initrd", c.Initrd, "-append", cmdline,
 		"-chardev", fmt.Sprintf("socket,id=con0,path=%s,server=on,wait=%s,logfile=%s", sock, wait, filepath.Join(c.Dir, "console.log")),
