@@ -19,6 +19,7 @@ import (
 	"xedge/storage/local"
 	"xedge/storage/replicated"
 	"xedge/xmppd/config"
+	"xedge/xmppd/router"
 )
 
 // newStore builds the store the configuration asks for:
@@ -173,6 +174,9 @@ func (l *lazyStore) Start(ctx context.Context) error {
 		}
 		return fmt.Errorf("storage: cannot join the cluster (is a seed in --join up, and is this node's --cluster-addr reachable from it?): %w", err)
 	}
+	// The session table exists from the start, so that Tables() always lists an
+	// ephemeral table whose replicas show which nodes are alive (leaveSafe).
+	rep.Ephemeral(router.SessionTable)
 	st := rep.Status()
 	l.log.Info("joined the cluster", "component", "storage", "id", rep.ID(), "leader", st.Leader, "role", st.Role, "mode", st.Mode)
 	l.rep, l.dev = rep, closer
@@ -190,7 +194,11 @@ func (l *lazyStore) Stop(ctx context.Context) error {
 		return nil
 	}
 	var err error
-	if l.rep != nil && l.cfg.LeaveOnStop && l.otherVoters() > 0 {
+	safe, why := l.leaveSafe()
+	if l.rep != nil && l.cfg.LeaveOnStop && !safe {
+		l.log.Info("stopping without leaving the cluster", "component", "storage", "reason", why)
+	}
+	if l.rep != nil && l.cfg.LeaveOnStop && safe {
 		// Leave = remove this node through the leader, then Stop. Bound the
 		// removal so that a cluster without quorum does not eat the whole stop
 		// deadline.
@@ -229,15 +237,36 @@ func (l *lazyStore) Stop(ctx context.Context) error {
 	return nil
 }
 
-// otherVoters counts the voters (and voting witnesses) other than this node.
-func (l *lazyStore) otherVoters() int {
-	n := 0
-	for node, state := range replicas(l.rep) {
-		if node != l.cfg.Node && (strings.HasPrefix(state, "voter") || strings.HasPrefix(state, "witness")) {
-			n++
+// leaveSafe reports whether this node may leave the cluster on stop: only when
+// another voter remains and every other voter is alive (its ephemeral stream is
+// fresh). Leaving while a voter is down would shrink the configuration to one
+// that needs the dead voter for a quorum, and this node, no longer a member,
+// could not restore it by restarting.
+func (l *lazyStore) leaveSafe() (bool, string) {
+	if l.rep == nil {
+		return false, "not clustered"
+	}
+	var alive map[string]string
+	for _, t := range l.rep.Tables() {
+		if t.Kind == "ephemeral" {
+			alive = t.Replicas
+			break
 		}
 	}
-	return n
+	others := 0
+	for node, state := range replicas(l.rep) {
+		if node == l.cfg.Node || !(strings.HasPrefix(state, "voter") || strings.HasPrefix(state, "witness")) {
+			continue
+		}
+		if _, ok := alive[node]; !ok {
+			return false, "voter " + node + " is not reachable: leaving now could leave the cluster without a quorum"
+		}
+		others++
+	}
+	if others == 0 {
+		return false, "this node is the last voter: the cluster's state stays with it"
+	}
+	return true, ""
 }
 
 // replicas returns node -> replica state ("voter/durable/leader", ...) from the

@@ -101,6 +101,10 @@ type Options struct {
 	// Data reuses a data directory (e.g. another Server's Data, to test restarts);
 	// empty means a fresh one.
 	Data string
+	// AllowExit makes Start return (instead of failing the test) when xmppd exits
+	// before it is ready, e.g. to check a refused configuration; see Exited,
+	// ExitCode and Logs.
+	AllowExit bool
 }
 
 // Server is a running xmppd.
@@ -187,6 +191,9 @@ func Start(t testing.TB, o Options) *Server {
 	select {
 	case <-ready:
 	case <-s.exited:
+		if o.AllowExit {
+			return s
+		}
 		t.Fatalf("testenv: xmppd exited at start:\n%s", s.Logs())
 	case <-time.After(30 * time.Second):
 		syscall.Kill(pid, syscall.SIGKILL)
@@ -240,6 +247,26 @@ func (s *Server) Stop() {
 		s.cmd.Process.Kill()
 		<-s.exited
 		s.t.Errorf("testenv: xmppd did not stop within 15s after SIGTERM")
+	}
+}
+
+// PID is xmppd's process ID.
+func (s *Server) PID() int { return s.cmd.Process.Pid }
+
+// Kill kills xmppd with SIGKILL (by PID, as a crash would) and waits for it.
+func (s *Server) Kill() {
+	select {
+	case <-s.exited:
+		return
+	default:
+	}
+	if err := syscall.Kill(s.cmd.Process.Pid, syscall.SIGKILL); err != nil {
+		s.t.Errorf("testenv: kill %d: %v", s.cmd.Process.Pid, err)
+	}
+	select {
+	case <-s.exited:
+	case <-time.After(10 * time.Second):
+		s.t.Errorf("testenv: xmppd %d still running 10s after SIGKILL", s.cmd.Process.Pid)
 	}
 }
 

@@ -1,0 +1,246 @@
+//go:build integration
+
+package server_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"xedge/xmppd/internal/testenv"
+)
+
+// clientScript is one slixmpp client doing one operation against the node it is
+// run on (testenv sets XMPP_HOST/XMPP_PORT): argv = op user password [args...].
+const clientScript = `
+import asyncio, sys, xmpptest as X
+from slixmpp.xmlstream import ET
+op, user, pw, args = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
+
+async def iq(c, typ, xml, to=None):
+    i = c.Iq()
+    i['type'] = typ
+    if to:
+        i['to'] = to
+    i.append(ET.fromstring(xml))
+    return await i.send(timeout=10)
+
+async def main():
+    c = X.client(X.jid(user, op), pw)
+    got = asyncio.Queue()
+    c.add_event_handler('message', lambda m: got.put_nowait(m['body']))
+    await X.start(c, presence=(op == 'recv'))
+    if op == 'login':
+        print('LOGGED-IN', c.boundjid)
+    elif op == 'roster_set':
+        await iq(c, 'set', "<query xmlns='jabber:iq:roster'><item jid='%s' name='%s'/></query>" % (args[0], args[1]))
+        print('ROSTER-SET')
+    elif op == 'roster_get':
+        r = await iq(c, 'get', "<query xmlns='jabber:iq:roster'/>")
+        items = r.xml.findall('{jabber:iq:roster}query/{jabber:iq:roster}item')
+        print('ROSTER', ' '.join(sorted('%s=%s' % (i.get('jid'), i.get('name')) for i in items)))
+    elif op == 'vcard_set':
+        await iq(c, 'set', "<vCard xmlns='vcard-temp'><FN>%s</FN></vCard>" % args[0])
+        print('VCARD-SET')
+    elif op == 'vcard_get':
+        r = await iq(c, 'get', "<vCard xmlns='vcard-temp'/>", to=args[0])
+        print('VCARD-FN', r.xml.findtext('{vcard-temp}vCard/{vcard-temp}FN'))
+    elif op == 'private_set':
+        await iq(c, 'set', "<query xmlns='jabber:iq:private'><note xmlns='x:cluster'>%s</note></query>" % args[0])
+        print('PRIVATE-SET')
+    elif op == 'private_get':
+        r = await iq(c, 'get', "<query xmlns='jabber:iq:private'><note xmlns='x:cluster'/></query>")
+        print('PRIVATE', r.xml.findtext('{jabber:iq:private}query/{x:cluster}note'))
+    elif op == 'send':
+        c.send_message(mto=args[0], mbody=args[1], mtype='chat')
+        # The reader handles stanzas in order: once this IQ is answered, the
+        # message above went through the router (and the offline store).
+        await iq(c, 'get', "<query xmlns='jabber:iq:roster'/>")
+        print('SENT')
+    elif op == 'recv':
+        print('RECEIVED', await asyncio.wait_for(got.get(), 10))
+    await X.stop(c)
+
+X.run(main, 40)
+`
+
+// client runs one clientScript operation on node n and returns its output.
+func client(t *testing.T, n *testenv.Node, op, user string, args ...string) string {
+	t.Helper()
+	out := n.RunPython(t, 60*time.Second, clientScript, append([]string{op, user, "secret"}, args...)...)
+	if !strings.Contains(out, "PASS") {
+		t.Fatalf("%s %s on %s: %s", op, user, n.Name, out)
+	}
+	return out
+}
+
+func wantOut(t *testing.T, out, want, what string) {
+	t.Helper()
+	if !strings.Contains(out, want) {
+		t.Fatalf("%s: want %q in:\n%s", what, want, out)
+	}
+}
+
+// Three real xmppd processes with --cluster-addr/--join/--storage file: and a
+// shared cluster key: what one node writes to the replicated durable tables
+// (accounts, rosters, vCards, private XML, offline messages) is seen by slixmpp
+// clients on the others; xmppctl shows 3 replicas; killing the leader's process
+// leaves the other two serving, with the data.
+func TestClusterReplicatedTables(t *testing.T) {
+	if _, err := os.Stat(testenv.Python); err != nil {
+		t.Skipf("%s missing: python3-slixmpp is installed by build/setup.sh", testenv.Python)
+	}
+	start := time.Now()
+	nodes, _ := testenv.StartCluster(t, testenv.ClusterOptions{Nodes: 3})
+	n1, n2, n3 := nodes[0], nodes[1], nodes[2]
+	t.Logf("cluster of 3 formed in %v", time.Since(start).Round(time.Millisecond))
+
+	// An account registered with xmppctl on node 1 works on node 2.
+	n1.Register(t, "alice", "secret", "bob", "secret", "carol", "secret", "dave", "secret")
+	wantOut(t, client(t, n2, "login", "alice"), "LOGGED-IN alice@localhost/login", "alice on node2")
+
+	// Roster set by alice on node 1, fetched by alice's other client on node 3.
+	client(t, n1, "roster_set", "alice", "bob@localhost", "Bob")
+	wantOut(t, client(t, n3, "roster_get", "alice"), "ROSTER bob@localhost=Bob", "alice's roster on node3")
+
+	// vCard set on node 2, read by another user on node 3.
+	client(t, n2, "vcard_set", "alice", "Alice Cluster")
+	wantOut(t, client(t, n3, "vcard_get", "bob", "alice@localhost"), "VCARD-FN Alice Cluster", "vcard on node3")
+
+	// Private XML storage set on node 3, read on node 1.
+	client(t, n3, "private_set", "carol", "kept-on-every-node")
+	wantOut(t, client(t, n1, "private_get", "carol"), "PRIVATE kept-on-every-node", "private on node1")
+
+	// An offline message stored on node 1 is delivered when dave logs into node 2.
+	client(t, n1, "send", "carol", "dave@localhost", "hello from node1")
+	wantOut(t, client(t, n2, "recv", "dave"), "RECEIVED hello from node1", "offline message on node2")
+
+	// xmppctl storage and tables show 3 replicas.
+	o, e, code := n2.Ctl("storage")
+	if code != 0 {
+		t.Fatalf("xmppctl storage: %d %s", code, e)
+	}
+	for _, want := range []string{"mode:", "durable", "raft+blockdev", "leader:", "role:", "voter", "generation:", "lag_entries:", "replicas:", "node1:", "node2:", "node3:", "/leader"} {
+		if !strings.Contains(o, want) {
+			t.Errorf("xmppctl storage lacks %q:\n%s", want, o)
+		}
+	}
+	t.Logf("xmppctl storage on node2:\n%s", o)
+	o, _, _ = n2.Ctl("--json", "tables")
+	var tabs []struct {
+		Name     string            `json:"name"`
+		Kind     string            `json:"kind"`
+		Keys     int               `json:"keys"`
+		Replicas map[string]string `json:"replicas"`
+	}
+	if err := json.Unmarshal([]byte(o), &tabs); err != nil {
+		t.Fatalf("tables --json: %v: %s", err, o)
+	}
+	found := 0
+	for _, tb := range tabs {
+		if tb.Kind == "durable" && (tb.Name == "users" || tb.Name == "roster" || tb.Name == "vcard") {
+			found++
+			if tb.Keys == 0 || len(tb.Replicas) != 3 {
+				t.Errorf("table %s: %d keys, replicas %v (want rows and 3 replicas)", tb.Name, tb.Keys, tb.Replicas)
+			}
+		}
+	}
+	if found != 3 {
+		t.Errorf("tables: users/roster/vcard not all listed: %s", o)
+	}
+	if o, _, _ := n3.Ctl("tables"); !strings.Contains(o, "roster") || !strings.Contains(o, "users") {
+		t.Errorf("xmppctl tables: %s", o)
+	}
+
+	// Kill the leader's process; the other two elect a new leader and keep
+	// serving, with the data.
+	st, err := n1.StorageStatus()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var leader *testenv.Node
+	var survivors []*testenv.Node
+	for _, n := range nodes {
+		if n.Name == st.Leader {
+			leader = n
+		} else {
+			survivors = append(survivors, n)
+		}
+	}
+	if leader == nil {
+		t.Fatalf("no leader among the nodes: %+v", st)
+	}
+	t.Logf("killing the leader %s (pid %d)", leader.Name, leader.PID())
+	killed := time.Now()
+	leader.Kill()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		st, err := survivors[0].StorageStatus()
+		if err == nil && st.Leader != "" && st.Leader != leader.Name {
+			t.Logf("new leader %s after %v", st.Leader, time.Since(killed).Round(time.Millisecond))
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no new leader 30s after killing %s: %+v %v\n%s", leader.Name, st, err, survivors[0].Logs())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	a, b := survivors[0], survivors[1]
+	wantOut(t, client(t, a, "roster_get", "alice"), "ROSTER bob@localhost=Bob", "roster after the leader died")
+	wantOut(t, client(t, b, "vcard_get", "bob", "alice@localhost"), "VCARD-FN Alice Cluster", "vcard after the leader died")
+	// Writes still commit (2 of 3 voters) and replicate.
+	a.Register(t, "erin", "secret")
+	client(t, b, "roster_set", "erin", "alice@localhost", "Alice")
+	wantOut(t, client(t, a, "roster_get", "erin"), "ROSTER alice@localhost=Alice", "roster written after the leader died")
+	if o, _, _ := b.Ctl("users"); !strings.Contains(o, "erin") {
+		t.Fatalf("users on %s: %s", b.Name, o)
+	}
+	t.Logf("whole test %v", time.Since(start).Round(time.Millisecond))
+}
+
+// A node with another cluster key cannot join: it exits non-zero with a message
+// naming the likely cause, and the seed logs the refused connection. A clustered
+// node without any key refuses to start.
+func TestClusterWrongKey(t *testing.T) {
+	nodes, _ := testenv.StartCluster(t, testenv.ClusterOptions{Nodes: 1})
+	n1 := nodes[0]
+	bad := testenv.WriteClusterKey(t) // another random key
+	addr := testenv.FreeAddr(t, "127.0.0.1")
+	args := testenv.ClusterNodeArgs("intruder", addr, bad, fmt.Sprintf("file:%s/x.img?size=%d", t.TempDir(), 64<<20), n1.ClusterAddr)
+	args = append(args, testenv.FastRaftArgs...)
+	args = append(args, "--join-timeout", "4s")
+	s := testenv.Start(t, testenv.Options{NoTLSListener: true, AllowExit: true, Args: args})
+	code := s.ExitCode(30 * time.Second)
+	if code <= 0 {
+		t.Fatalf("node with a wrong key: exit code %d (want non-zero)\n%s", code, s.Logs())
+	}
+	logs := s.Logs()
+	if !strings.Contains(logs, "xmppd: start storage: storage: cannot join the cluster") || !strings.Contains(logs, "wrong cluster key?") {
+		t.Fatalf("exit message does not name the cause:\n%s", logs)
+	}
+	t.Logf("exit %d; last line: %s", code, lastLine(logs))
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(n1.Logs(), "refused cluster connection") {
+		if time.Now().After(deadline) {
+			t.Fatalf("seed did not log the refused connection:\n%s", n1.Logs())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if o, _, _ := n1.Ctl("--json", "storage"); strings.Contains(o, "intruder") {
+		t.Fatalf("intruder became a member: %s", o)
+	}
+
+	nokey := testenv.Start(t, testenv.Options{NoTLSListener: true, AllowExit: true,
+		Args: []string{"--cluster-addr", testenv.FreeAddr(t, "127.0.0.1")}})
+	if code := nokey.ExitCode(10 * time.Second); code != 2 || !strings.Contains(nokey.Logs(), "no cluster key") {
+		t.Fatalf("clustered without a key: exit %d\n%s", code, nokey.Logs())
+	}
+}
+
+func lastLine(s string) string {
+	l := strings.Split(strings.TrimSpace(s), "\n")
+	return l[len(l)-1]
+}
