@@ -162,7 +162,9 @@ func (s *Store) reconcile() {
 	servers := f.Configuration().Servers
 	now := time.Now()
 	grace := now.Sub(s.ap.leaderSince) < 3*s.cfg.ReportInterval
-	deadAfter := 5 * s.cfg.ReportInterval
+	// Slow to call a node dead: a demotion costs a promotion elsewhere, and a
+	// loaded machine delays reports (production: 3 s).
+	deadAfter := max(5*s.cfg.ReportInterval, 3*s.cfg.HeartbeatTimeout)
 	members := s.fsm.membersCopy()
 	durable := func(id raft.ServerID) bool {
 		if id == s.id {

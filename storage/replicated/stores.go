@@ -40,6 +40,7 @@ type stores struct {
 	journal   []record // records written since the re-persist captured the state
 	lossErr   error
 	lastIO    time.Time // last successful write-through or probe
+	genSize   int64     // bytes the current generation started with
 
 	kick     chan struct{} // wake the background loop (compaction, probe)
 	onChange func(bool)    // called with durable=true/false on transitions, outside mu
@@ -167,7 +168,7 @@ func (s *stores) persist(recs ...record) (lost bool) {
 	err := s.w.append(recs, true)
 	if err == nil {
 		s.lastIO = s.now()
-		if s.w.off > s.d.regionSize/2 && !s.capturing {
+		if s.w.off > s.compactAt() && !s.capturing {
 			s.wake()
 		}
 		return false
@@ -179,6 +180,14 @@ func (s *stores) persist(recs ...record) (lost bool) {
 	s.w, s.lossAt, s.lossErr = nil, s.now(), err
 	s.wake()
 	return true
+}
+
+// compactAt is the region fill that triggers a compaction: half the region,
+// or halfway between the last generation's starting size and the end when the
+// live state alone is that big (so a device too small for the state does not
+// compact in a loop). Caller holds mu.
+func (s *stores) compactAt() int64 {
+	return max(s.d.regionSize/2, (s.genSize+s.d.regionSize)/2)
 }
 
 func (s *stores) wake() {
@@ -397,7 +406,7 @@ func (s *stores) run(ctx context.Context) {
 		case <-timer.C:
 		}
 		s.mu.Lock()
-		lost, full := s.w == nil, s.w != nil && s.w.off > s.d.regionSize/2
+		lost, full := s.w == nil, s.w != nil && s.w.off > s.compactAt()
 		idle := s.w != nil && s.now().Sub(s.lastIO) > 5*s.probe
 		s.mu.Unlock()
 		if idle {
@@ -541,6 +550,10 @@ func (s *stores) repersist(ctx context.Context) error {
 		return fail(err)
 	}
 	s.w, s.gen, s.capturing, s.journal = nw, gen, false, nil
+	s.genSize = nw.off
+	if nw.off > s.d.regionSize/2 {
+		s.log.Warn("storage device is small for the raft state: compacting more often", "state_bytes", nw.off, "region_bytes", s.d.regionSize)
+	}
 	s.lossAt, s.lossErr = time.Time{}, nil
 	s.mu.Unlock()
 	s.log.Info("storage re-persisted into a new generation", "generation", gen, "entries", len(logs),
