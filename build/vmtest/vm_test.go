@@ -45,7 +45,7 @@ func TestMain(m *testing.M) {
 		start := time.Now()
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 		defer cancel()
-		img, err = imagebuild.Build(ctx, imagebuild.Options{Repo: repoRoot, Out: out, NoXz: true, Version: "vmtest"})
+		img, err = imagebuild.Build(ctx, imagebuild.Options{Repo: repoRoot, Out: out, Version: "vmtest"})
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "image build: %v\n", err)
 			return 1
@@ -73,12 +73,17 @@ type node struct {
 
 func boot(t *testing.T, params string) *node {
 	t.Helper()
+	return bootInitrd(t, img.Cpio, params)
+}
+
+func bootInitrd(t *testing.T, initrd, params string) *node {
+	t.Helper()
 	port, err := lab.FreePort()
 	if err != nil {
 		t.Fatal(err)
 	}
 	vm, err := lab.Start(context.Background(), lab.Config{
-		Name: t.Name(), Kernel: img.Vmlinux, Initrd: img.Cpio, Params: params, Dir: t.TempDir(),
+		Name: t.Name(), Kernel: img.Vmlinux, Initrd: initrd, Params: params, Dir: t.TempDir(),
 		NICs: []lab.NIC{{Kind: "user", Forwards: map[int]int{port: 5222}}},
 	})
 	if err != nil {
@@ -215,10 +220,14 @@ func TestAppliance(t *testing.T) {
 }
 
 // TestMaintenance boots without any configuration: the node must say on its console
-// what is missing and not start xmppd.
+// what is missing and not start xmppd. It boots the xz-compressed initramfs (the PXE
+// artefact), so that one is proven to unpack in the kernel too.
 func TestMaintenance(t *testing.T) {
 	need(t)
-	n := boot(t, "")
+	if img.CpioXz == "" {
+		t.Fatal("image builder made no initramfs.cpio.xz")
+	}
+	n := bootInitrd(t, img.CpioXz, "")
 	expect(t, n, `maintenance: xmppd not started`, 2*time.Minute)
 	expect(t, n, `no XMPP domain`, 5*time.Second)
 	expect(t, n, `xedge> `, 10*time.Second)
