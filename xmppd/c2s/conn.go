@@ -23,6 +23,9 @@ import (
 
 const writeTimeout = 30 * time.Second
 
+// maxParks bounds the idle waits in one call of next (each needs input to end).
+const maxParks = 1 << 16
+
 // streamErr is a stream-level error to send before closing (RFC 6120 §4.9).
 type streamErr struct{ cond, text string }
 
@@ -43,6 +46,8 @@ type conn struct {
 	headerSent bool
 
 	dec      *xmlstream.Decoder
+	rd       connReader // the decoder's input (idle.go)
+	noPark   bool       // idle streams cannot wait without the decoder here
 	secure   bool
 	authed   bool
 	user     string
@@ -66,6 +71,7 @@ func newConn(s *Server, nc net.Conn, directTLS bool) *conn {
 		rc = &shapedConn{Conn: nc, b: newBucket(s.cfg.Shaper)}
 	}
 	c.nc = rc
+	c.rd.c = c
 	return c
 }
 
@@ -143,8 +149,13 @@ func (c *conn) serve() {
 			return
 		}
 	}
-	c.dec = xmlstream.NewDecoder(c.nc, c.srv.cfg.Limits)
-	err := c.run()
+	c.dec = xmlstream.NewDecoder(&c.rd, c.srv.cfg.Limits)
+	c.finish(c.run())
+}
+
+// finish ends the connection after run returned err. (Kept out of serve, whose frame
+// stays on every idle reader's stack: see idle.go.)
+func (c *conn) finish(err error) {
 	clean := false
 	var se *streamErr
 	var xe *xmlstream.Error
@@ -211,18 +222,31 @@ func (c *conn) next(header bool) (*xmlstream.Element, error) {
 				limit = left
 			}
 		}
+		var deadline time.Time
 		if limit > 0 {
-			c.raw.SetReadDeadline(time.Now().Add(limit))
-		} else {
-			c.raw.SetReadDeadline(time.Time{})
+			deadline = time.Now().Add(limit)
 		}
+		c.raw.SetReadDeadline(deadline)
 		off := c.dec.InputOffset()
 		var el *xmlstream.Element
 		var err error
 		if header {
+			c.rd.park = false
 			el, err = c.dec.StreamHeader()
 		} else {
-			el, err = c.dec.Next()
+			// Between stanzas the reader parks without the decoder's buffer (idle.go);
+			// each park ends with input (or an error) for one real read.
+			for i := 0; i < maxParks; i++ {
+				c.rd.park = !c.noPark && i < maxParks-1
+				el, err = c.dec.Next()
+				if err == nil || !errors.Is(err, errIdle) {
+					break
+				}
+				if err = c.park(deadline); err != nil {
+					break
+				}
+			}
+			c.rd.park = false
 		}
 		if err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
 			if c.dec.InputOffset() != off {
@@ -321,24 +345,28 @@ func (c *conn) run() error {
 		if err != nil {
 			return err
 		}
-		if el.Space == xmlstream.NSStream && el.Local == "error" {
-			// The client ends the stream with an error: close ours (RFC 6120 §4.9.1.1).
-			c.log.Info("client sent a stream error", "condition", condOf(el), "jid", c.jidString())
-			return io.EOF
-		}
-		switch {
-		case !c.secure && !c.srv.cfg.AllowPlaintext && !c.authed:
-			err = c.preTLS(el)
-		case !c.authed:
-			err = c.preAuth(el)
-		case c.sess == nil:
-			err = c.preBind(el)
-		default:
-			err = c.established(el)
-		}
-		if err != nil {
+		if err := c.dispatch(el); err != nil {
 			return err
 		}
+	}
+}
+
+// dispatch handles one top-level element in the stream's current state.
+func (c *conn) dispatch(el *xmlstream.Element) error {
+	if el.Space == xmlstream.NSStream && el.Local == "error" {
+		// The client ends the stream with an error: close ours (RFC 6120 §4.9.1.1).
+		c.log.Info("client sent a stream error", "condition", condOf(el), "jid", c.jidString())
+		return io.EOF
+	}
+	switch {
+	case !c.secure && !c.srv.cfg.AllowPlaintext && !c.authed:
+		return c.preTLS(el)
+	case !c.authed:
+		return c.preAuth(el)
+	case c.sess == nil:
+		return c.preBind(el)
+	default:
+		return c.established(el)
 	}
 }
 
@@ -351,7 +379,8 @@ func (c *conn) starttls() error {
 		c.log.Debug("STARTTLS handshake failed", "err", err)
 		return err
 	}
-	c.dec.Reset(c.nc)
+	c.rd.reset()
+	c.dec.Reset(&c.rd)
 	return c.openStream()
 }
 

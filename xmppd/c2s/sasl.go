@@ -172,7 +172,8 @@ func (c *conn) saslSuccess(user, mech string, out []byte) error {
 	}
 	c.authed, c.user, c.mech = true, u, mech
 	c.log.Info("authenticated", "user", u, "mechanism", mech)
-	c.dec.Reset(c.nc)
+	c.rd.reset()
+	c.dec.Reset(&c.rd)
 	return c.openStream()
 }
 
