@@ -136,14 +136,20 @@ func newClusterWith(t *testing.T, n int, makeDev func(int) storage.BlockDevice, 
 func (c *cluster) add(opts ...func(*Config)) *testNode {
 	c.t.Helper()
 	nd := &testNode{name: fmt.Sprintf("n%d", len(c.nodes)+1), ip: takeIP(), dir: c.t.TempDir(), dev: newLossDev(8 << 20)}
+	var dev storage.BlockDevice = nd.dev
 	if c.makeDev != nil {
-		nd.dev = &lossDev{base: c.makeDev(len(c.nodes))}
+		if base := c.makeDev(len(c.nodes)); base != nil {
+			nd.dev = &lossDev{base: base}
+			dev = nd.dev
+		} else {
+			nd.dev, dev = nil, nil
+		}
 	}
 	var join []string
 	if len(c.nodes) > 0 {
 		join = []string{c.nodes[0].s.Addr()}
 	}
-	nd.cfg = fastConfig(c.t, nd.name, nd.ip, join, nd.dev, nd.dir)
+	nd.cfg = fastConfig(c.t, nd.name, nd.ip, join, dev, nd.dir)
 	for _, o := range opts {
 		o(&nd.cfg)
 	}

@@ -216,3 +216,28 @@ func TestLeave(t *testing.T) {
 		return len(s) == 2 && !in
 	})
 }
+
+// Nodes without a device: in a cluster with storage they stay nonvoters that
+// replicate and serve reads; a cluster with no storage at all runs 3 RAM
+// voters in visible degraded-ram mode.
+func TestNodesWithoutDevice(t *testing.T) {
+	c := newCluster(t, 3)
+	c.waitVoters(3, 10*time.Second)
+	ram := c.add(func(cfg *Config) { cfg.Device = nil })
+	waitFor(t, "RAM node joined as nonvoter", 10*time.Second, func() bool {
+		return c.suffrage()[ram.name] == "nonvoter" && ram.s.Status().Mode == "ram-only"
+	})
+	mustDeclare(t, ram.s, "t", storage.Disc)
+	mustApply(t, ram.s, storage.Put("t", "k", []byte("v")))
+	if c.voters() != 3 {
+		t.Fatalf("voters %v", c.suffrage())
+	}
+
+	r := newClusterWith(t, 3, func(int) storage.BlockDevice { return nil })
+	r.waitVoters(3, 10*time.Second)
+	waitFor(t, "degraded-ram without any device", 5*time.Second, func() bool {
+		return r.nodes[1].s.Status().Mode == "degraded-ram"
+	})
+	mustDeclare(t, r.nodes[2].s, "t", storage.RAM)
+	mustApply(t, r.nodes[2].s, storage.Put("t", "k", []byte("v")))
+}
