@@ -25,6 +25,55 @@ type Alias struct {
 // Aliases is a parsed modules.alias.
 type Aliases []Alias
 
+// Index groups aliases by bus prefix ("pci", "virtio", ...) so that matching a device
+// only tries the patterns of its bus: the image's alias list is mostly netfilter and
+// crypto names, and fnmatch over all of them for every device is slow under TCG.
+type Index struct {
+	byBus map[string]Aliases
+	any   Aliases // patterns whose bus part has a wildcard
+}
+
+// Index builds the bus index.
+func (as Aliases) Index() *Index {
+	ix := &Index{byBus: map[string]Aliases{}}
+	for _, a := range as {
+		bus, _, ok := strings.Cut(a.Pattern, ":")
+		switch {
+		case !ok:
+			// a plain name ("net-pf-7"): never a device modalias
+		case strings.ContainsAny(bus, "*?["):
+			ix.any = append(ix.any, a)
+		default:
+			ix.byBus[bus] = append(ix.byBus[bus], a)
+		}
+	}
+	return ix
+}
+
+// Match is Aliases.Match restricted to the device's bus.
+func (ix *Index) Match(modalias string) []string {
+	bus, _, _ := strings.Cut(modalias, ":")
+	cands := make(Aliases, 0, len(ix.byBus[bus])+len(ix.any))
+	cands = append(append(cands, ix.byBus[bus]...), ix.any...)
+	return cands.Match(modalias)
+}
+
+// Needed returns the modules matching any of the device aliases, sorted.
+func (ix *Index) Needed(devAliases []string) []string {
+	set := map[string]bool{}
+	for _, d := range devAliases {
+		for _, m := range ix.Match(d) {
+			set[m] = true
+		}
+	}
+	out := make([]string, 0, len(set))
+	for m := range set {
+		out = append(out, m)
+	}
+	sort.Strings(out)
+	return out
+}
+
 // ParseAliases reads modules.alias.
 func ParseAliases(r io.Reader) (Aliases, error) {
 	var out Aliases
@@ -97,17 +146,4 @@ func DeviceAliases(sysRoot string) ([]string, error) {
 }
 
 // Needed returns the modules matching any of the device aliases, sorted.
-func (as Aliases) Needed(devAliases []string) []string {
-	set := map[string]bool{}
-	for _, d := range devAliases {
-		for _, m := range as.Match(d) {
-			set[m] = true
-		}
-	}
-	out := make([]string, 0, len(set))
-	for m := range set {
-		out = append(out, m)
-	}
-	sort.Strings(out)
-	return out
-}
+func (as Aliases) Needed(devAliases []string) []string { return as.Index().Needed(devAliases) }

