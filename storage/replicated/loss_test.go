@@ -332,3 +332,27 @@ func TestDurableRestartKeepsData(t *testing.T) {
 	}
 	mustApply(t, c.nodes[1].s, storage.Put("t", "after", []byte("v")))
 }
+
+// A node whose device does not answer at start runs RAM-only under a fresh ID,
+// joins as a nonvoter, and becomes a durable voter once the device answers.
+func TestDeviceUnreadableAtStart(t *testing.T) {
+	c := newCluster(t, 2)
+	c.waitVoters(2, 10*time.Second)
+	dev := newLossDev(8 << 20)
+	dev.down.Store(true)
+	nd := c.add(func(cfg *Config) { cfg.Device = dev })
+	nd.dev = dev
+	waitFor(t, "RAM-only nonvoter", 10*time.Second, func() bool {
+		return c.suffrage()[nd.name] == "nonvoter" && nd.s.Status().Mode == "ram-only"
+	})
+	if !markerExists(nd.dir) {
+		t.Fatal("no RAM-only marker for a node that started without storage")
+	}
+	dev.down.Store(false)
+	waitFor(t, "durable voter once the device answers", 10*time.Second, func() bool {
+		return c.suffrage()[nd.name] == "voter" && nd.s.Status().Mode == "durable"
+	})
+	if markerExists(nd.dir) {
+		t.Fatal("marker left after re-persist")
+	}
+}
