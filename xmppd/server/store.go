@@ -110,6 +110,11 @@ func (l *lazyStore) Start(ctx context.Context) error {
 	if l.get() != nil {
 		return errors.New("storage: already started")
 	}
+	if l.cfg.Clustered() {
+		if err := l.checkRejoin(); err != nil {
+			return err
+		}
+	}
 	dev, closer, err := l.openDevice(ctx)
 	if err != nil {
 		return err
@@ -220,6 +225,7 @@ func (l *lazyStore) Stop(ctx context.Context) error {
 			return nil
 		}
 		l.log.Info("left the cluster", "component", "storage", "node", l.cfg.Node)
+		l.markLeft()
 	} else {
 		err = in.Stop(ctx)
 	}
@@ -237,8 +243,38 @@ func (l *lazyStore) Stop(ctx context.Context) error {
 	return nil
 }
 
+// ramOnlyMarker is storage/replicated's documented marker file in its DataDir
+// (docs/replication.md): when present at start, the node wipes its raft state
+// and rejoins under a fresh raft ID.
+const ramOnlyMarker = "raft-ram-only"
+
+// markLeft makes the next start rejoin under a fresh raft ID: the leader refuses
+// the ID of a node that left, and the old state is of no use to a non-member.
+func (l *lazyStore) markLeft() {
+	f := filepath.Join(l.cfg.Data, "raft", ramOnlyMarker)
+	msg := "left the cluster at " + time.Now().UTC().Format(time.RFC3339) + " (xmppd leave-on-stop): rejoin under a fresh ID\n"
+	if err := os.WriteFile(f, []byte(msg), 0o600); err != nil {
+		l.log.Error("cannot mark this node as having left; its next start may not rejoin", "component", "storage", "file", f, "err", err)
+	}
+}
+
+// checkRejoin refuses a start that would bootstrap a second cluster: a node whose
+// state is to be wiped (it left, or ran RAM-only) and that has no --join would
+// otherwise bootstrap a new one-node cluster of its own.
+func (l *lazyStore) checkRejoin() error {
+	f := filepath.Join(l.cfg.Data, "raft", ramOnlyMarker)
+	if _, err := os.Stat(f); err != nil || len(l.cfg.JoinList()) > 0 {
+		return nil
+	}
+	why, _ := os.ReadFile(f)
+	return fmt.Errorf("storage: this node's raft state is to be discarded (%s: %s) and it has no --join: "+
+		"it would bootstrap a new cluster of its own; give --join with the cluster's addresses to rejoin, "+
+		"or remove %s to really start a new cluster", f, strings.TrimSpace(string(why)), filepath.Join(l.cfg.Data, "raft"))
+}
+
 // leaveSafe reports whether this node may leave the cluster on stop: only when
-// another voter remains and every other voter is alive (its ephemeral stream is
+// at least two other voters remain (so a full-cluster shutdown keeps the state on
+// two nodes, not one) and every other voter is alive (its ephemeral stream is
 // fresh). Leaving while a voter is down would shrink the configuration to one
 // that needs the dead voter for a quorum, and this node, no longer a member,
 // could not restore it by restarting.
@@ -263,8 +299,8 @@ func (l *lazyStore) leaveSafe() (bool, string) {
 		}
 		others++
 	}
-	if others == 0 {
-		return false, "this node is the last voter: the cluster's state stays with it"
+	if others < 2 {
+		return false, fmt.Sprintf("only %d other voter(s): leaving would leave the cluster's state on fewer than 2 voters", others)
 	}
 	return true, ""
 }

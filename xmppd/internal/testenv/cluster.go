@@ -27,8 +27,17 @@ type ClusterOptions struct {
 // Node is one xmppd of a cluster started by StartCluster.
 type Node struct {
 	*Server
-	Name        string // --node-name
-	ClusterAddr string // --cluster-addr
+	Name        string   // --node-name
+	ClusterAddr string   // --cluster-addr
+	Args        []string // the node's flags (for Restart)
+}
+
+// Restart starts the node again (after Stop or Kill) with the same flags and data
+// directory, and returns the new process.
+func (n *Node) Restart(t testing.TB) *Node {
+	t.Helper()
+	s := Start(t, Options{NoTLSListener: true, Data: n.Data, Args: n.Args})
+	return &Node{Server: s, Name: n.Name, ClusterAddr: n.ClusterAddr, Args: n.Args}
 }
 
 // FastRaftArgs are raft timeouts short enough for tests on a busy machine.
@@ -95,7 +104,7 @@ func StartCluster(t testing.TB, o ClusterOptions) (nodes []*Node, keyFile string
 		args := append(ClusterNodeArgs(name, addr, keyFile, stor, seeds...), FastRaftArgs...)
 		args = append(args, o.Args...)
 		s := Start(t, Options{NoTLSListener: true, Args: args})
-		nodes = append(nodes, &Node{Server: s, Name: name, ClusterAddr: addr})
+		nodes = append(nodes, &Node{Server: s, Name: name, ClusterAddr: addr, Args: args})
 	}
 	deadline := time.Now().Add(60 * time.Second)
 	for {
