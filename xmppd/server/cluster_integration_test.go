@@ -379,3 +379,25 @@ func waitCtl(t *testing.T, n *testenv.Node, want string, args ...string) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// Single node on a block device (--storage file:): the data survives a restart,
+// and a second xmppd (another data directory) cannot open the same image.
+func TestSingleNodeFileStorage(t *testing.T) {
+	img := fmt.Sprintf("file:%s/single.img?size=%d", t.TempDir(), 16<<20)
+	s := testenv.Start(t, testenv.Options{NoTLSListener: true, Args: []string{"--storage", img}})
+	s.Register(t, "alice", "secret")
+	o, _, _ := s.Ctl("storage")
+	if !strings.Contains(o, "durable") || strings.Contains(o, "replicas") {
+		t.Fatalf("storage: %s", o)
+	}
+	other := testenv.Start(t, testenv.Options{NoTLSListener: true, AllowExit: true, Args: []string{"--storage", img}})
+	if code := other.ExitCode(10 * time.Second); code <= 0 || !strings.Contains(other.Logs(), "in use by another process") {
+		t.Fatalf("second xmppd on the same image: exit %d\n%s", code, other.Logs())
+	}
+	s.Stop()
+	s2 := testenv.Start(t, testenv.Options{NoTLSListener: true, Data: s.Data, Args: []string{"--storage", img}})
+	if o, _, _ := s2.Ctl("users"); o != "alice\n" {
+		t.Fatalf("users after restart: %q", o)
+	}
+	t.Logf("xmppctl storage:\n%s", o)
+}

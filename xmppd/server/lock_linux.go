@@ -44,3 +44,18 @@ func (l *dataLock) Stop(context.Context) error {
 	l.f = nil
 	return err
 }
+
+// lockDevice takes an exclusive flock on a file-backed storage device, so two
+// xmppd processes (with different data directories) cannot write the same image.
+// The returned file holds the lock until closed.
+func lockDevice(path string) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY, 0)
+	if err != nil {
+		return nil, fmt.Errorf("lock storage device %s: %w", path, err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("storage device %s is in use by another process: %w", path, err)
+	}
+	return f, nil
+}

@@ -98,7 +98,12 @@ func (l *lazyStore) openDevice(ctx context.Context) (storage.BlockDevice, io.Clo
 		if err != nil {
 			return nil, nil, fmt.Errorf("storage: %w", err)
 		}
-		return d, d, nil
+		lk, err := lockDevice(path)
+		if err != nil {
+			d.Close()
+			return nil, nil, fmt.Errorf("storage: %w", err)
+		}
+		return d, closeBoth{d, lk}, nil
 	}
 }
 
@@ -417,3 +422,8 @@ func (h *seedErrHandler) WithAttrs(as []slog.Attr) slog.Handler {
 func (h *seedErrHandler) WithGroup(name string) slog.Handler {
 	return &seedErrHandler{Handler: h.Handler.WithGroup(name), last: h.last}
 }
+
+// closeBoth closes a device and then its lock.
+type closeBoth [2]io.Closer
+
+func (c closeBoth) Close() error { return errors.Join(c[0].Close(), c[1].Close()) }
