@@ -3,13 +3,16 @@
 package server_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"xedge/iscsi/tgt"
 	"xedge/xmppd/internal/testenv"
 )
 
@@ -400,4 +403,45 @@ func TestSingleNodeFileStorage(t *testing.T) {
 		t.Fatalf("users after restart: %q", o)
 	}
 	t.Logf("xmppctl storage:\n%s", o)
+}
+
+// A cluster whose nodes keep raft's log on iSCSI LUNs (--storage iscsi://): one
+// tgtd with a target per node, xedge's userspace initiator in each xmppd.
+func TestClusterISCSI(t *testing.T) {
+	if err := tgt.Available(); err != nil {
+		t.Fatalf("tgtd is a prerequisite of the integration tier: %v", err)
+	}
+	dir := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	d, err := tgt.Start(ctx, tgt.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(d.Stop)
+	urls := map[int]string{}
+	for i := 1; i <= 3; i++ {
+		img := filepath.Join(dir, fmt.Sprintf("lun%d.img", i))
+		if err := os.WriteFile(img, nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Truncate(img, 64<<20); err != nil {
+			t.Fatal(err)
+		}
+		iqn := fmt.Sprintf("iqn.2025-01.org.xedge.test:xmppd-%d", i)
+		if err := d.AddTarget(i, iqn, map[int]string{1: img}); err != nil {
+			t.Fatal(err)
+		}
+		urls[i] = fmt.Sprintf("iscsi://%s/%s/1", d.Portal, iqn)
+	}
+	nodes, _ := testenv.StartCluster(t, testenv.ClusterOptions{Nodes: 3,
+		Storage: func(_ testing.TB, i int) string { return urls[i] }})
+	nodes[0].Register(t, "alice", "secret")
+	waitCtl(t, nodes[2], "alice\n", "users")
+	for _, n := range nodes {
+		st, err := n.StorageStatus()
+		if err != nil || st.Mode != "durable" || st.Backend != "raft+blockdev" || len(st.Replicas) != 3 {
+			t.Fatalf("%s: %+v %v", n.Name, st, err)
+		}
+	}
 }
