@@ -39,7 +39,7 @@ type conn struct {
 	raw       net.Conn // the TCP connection
 	directTLS bool
 	ip        string
-	log       *slog.Logger
+	log       connLog
 
 	wmu        sync.Mutex
 	nc         net.Conn // shaped raw connection or TLS over it
@@ -65,7 +65,7 @@ func newConn(s *Server, nc net.Conn, directTLS bool) *conn {
 		ip = h
 	}
 	c := &conn{srv: s, raw: nc, directTLS: directTLS, ip: ip, streamID: randomID()}
-	c.log = s.log.With("remote", nc.RemoteAddr().String())
+	c.log = connLog{l: s.log, remote: nc.RemoteAddr().String()}
 	var rc net.Conn = nc
 	if s.cfg.Shaper > 0 {
 		rc = &shapedConn{Conn: nc, b: newBucket(s.cfg.Shaper)}
@@ -138,7 +138,7 @@ func (c *conn) serve() {
 			c.sendStreamError("internal-server-error", "")
 			if s := c.sess; s != nil {
 				s.markClosing()
-				safely(c.log, func() { s.connEnded(c, true) })
+				safely(c.srv.log, func() { s.connEnded(c, true) })
 			}
 		}
 	}()
@@ -472,7 +472,7 @@ func (c *conn) bind(iq *xmlstream.Element) error {
 		}
 		return serr("not-authorized", "the account no longer exists")
 	}
-	s := &session{srv: c.srv, id: randomID(), jid: full, addr: c.raw.RemoteAddr().String(), since: time.Now(), mech: c.mech, tls: c.secure}
+	s := &session{srv: c.srv, id: randomID(), jid: full, jidS: full.String(), addr: c.raw.RemoteAddr().String(), since: time.Now(), mech: c.mech, tls: c.secure}
 	result := xmlstream.New(xmlstream.NSClient, "iq", "type", "result", "id", iq.Attr("id"))
 	result.Append(xmlstream.New(nsBind, "bind").Append(xmlstream.New(nsBind, "jid").AppendText(full.String())))
 	if err := c.writeElem(result); err != nil {
@@ -608,7 +608,7 @@ func (c *conn) stanza(el *xmlstream.Element) error {
 			return serr("invalid-from", "from does not match the bound JID")
 		}
 	}
-	el.SetAttr("from", s.jid.String())
+	el.SetAttr("from", s.jidString())
 	ctx := context.Background()
 	if el.Local == "iq" {
 		t := el.Attr("type")
@@ -625,8 +625,12 @@ func (c *conn) stanza(el *xmlstream.Element) error {
 		}
 	}
 	var to jid.JID
-	if ts := el.Attr("to"); ts != "" {
-		to, _ = jid.Parse(ts)
+	toOK := true
+	ts := el.Attr("to")
+	if ts != "" {
+		var err error
+		to, err = jid.Parse(ts)
+		toOK = err == nil
 	}
 	if c.srv.router.Run(ctx, module.EvC2SIn, &module.EventData{Stanza: el, From: s.jid, To: to, Session: s}) {
 		return nil
@@ -640,7 +644,11 @@ func (c *conn) stanza(el *xmlstream.Element) error {
 		}
 		return nil
 	}
-	c.srv.router.Route(ctx, el)
+	if !toOK || el.Attr("to") != ts || el.Attr("from") != s.jidString() {
+		c.srv.router.Route(ctx, el) // malformed to (jid-malformed), or a hook readdressed it
+		return nil
+	}
+	c.srv.router.RouteParsed(ctx, el, s.jid, to)
 	return nil
 }
 
@@ -653,6 +661,26 @@ func condOf(e *xmlstream.Element) string {
 	}
 	return ""
 }
+
+// connLog logs with the connection's remote address. (slog.Logger.With would keep
+// a cloned handler with the preformatted attribute per connection: a few hundred
+// bytes on every idle stream.)
+type connLog struct {
+	l      *slog.Logger
+	remote string
+}
+
+func (l connLog) log(level slog.Level, msg string, args []any) {
+	if !l.l.Enabled(context.Background(), level) {
+		return
+	}
+	l.l.Log(context.Background(), level, msg, append(args, "remote", l.remote)...)
+}
+
+func (l connLog) Debug(msg string, args ...any) { l.log(slog.LevelDebug, msg, args) }
+func (l connLog) Info(msg string, args ...any)  { l.log(slog.LevelInfo, msg, args) }
+func (l connLog) Warn(msg string, args ...any)  { l.log(slog.LevelWarn, msg, args) }
+func (l connLog) Error(msg string, args ...any) { l.log(slog.LevelError, msg, args) }
 
 // safely runs fn, logging instead of crashing the process if it panics (used for
 // cleanup that runs hooks from timer goroutines).

@@ -167,3 +167,64 @@ func TestIdleClientHelper(t *testing.T) {
 	fmt.Println("READY")
 	io.Copy(io.Discard, os.Stdin)
 }
+
+// BenchmarkMessageThroughput sends b.N chat messages from one STARTTLS session to
+// another (server and both clients in this process, no modules) and counts them
+// arriving: the c2s + router cost per routed message, plus the clients' TLS.
+func BenchmarkMessageThroughput(b *testing.B) {
+	// No window: bob's queue must hold what alice sends ahead of his writer.
+	e := start(b, func(c *Config) { c.SendQueue = 1 << 22 })
+	bob := testenv.Dial(b, e.addr)
+	bob.StartTLS("localhost")
+	bob.LoginPlain("localhost", "bob", "secret", "b")
+	bob.Send("<presence/>")
+	alice := testenv.Dial(b, e.addr)
+	alice.StartTLS("localhost")
+	alice.LoginPlain("localhost", "alice", "secret", "a")
+	alice.Send("<presence/>")
+	bob.Send("<iq type='get' id='sync'><ping xmlns='urn:xmpp:ping'/></iq>")
+	bob.Expect("id='sync'", 10*time.Second)
+	msg := "<message to='bob@localhost/b' type='chat'><body>hello, this is a benchmark message</body></message>"
+	const batch = 32
+	b.ReportAllocs()
+	b.ResetTimer()
+	errc := make(chan error, 1)
+	go func() {
+		var sb strings.Builder
+		for sent := 0; sent < b.N; {
+			sb.Reset()
+			for k := 0; k < batch && sent < b.N; k++ {
+				sb.WriteString(msg)
+				sent++
+			}
+			if err := alice.TrySend(sb.String()); err != nil {
+				errc <- err
+				return
+			}
+		}
+		errc <- nil
+	}()
+	buf := make([]byte, 64<<10)
+	got := 0
+	tail := ""
+	bob.Conn.SetReadDeadline(time.Now().Add(2 * time.Minute))
+	for got < b.N {
+		n, err := bob.Conn.Read(buf)
+		if err != nil {
+			b.Fatalf("after %d of %d messages: %v", got, b.N, err)
+		}
+		s := tail + string(buf[:n])
+		got += strings.Count(s, "</message>")
+		if i := strings.LastIndex(s, "</message>"); i >= 0 {
+			s = s[i+len("</message>"):]
+		}
+		if len(s) > 16 {
+			s = s[len(s)-16:]
+		}
+		tail = s
+	}
+	b.StopTimer()
+	if err := <-errc; err != nil {
+		b.Fatal(err)
+	}
+}

@@ -42,6 +42,7 @@ type session struct {
 	srv   *Server
 	id    string
 	jid   jid.JID
+	jidS  string // jid.String(), set at bind
 	addr  string
 	since time.Time
 	mech  string
@@ -74,7 +75,16 @@ type session struct {
 	held     []*xmlstream.Element
 }
 
-func (s *session) ID() string   { return s.id }
+func (s *session) ID() string { return s.id }
+
+// jidString is s.jid.String() without building it on every stanza.
+func (s *session) jidString() string {
+	if s.jidS != "" {
+		return s.jidS
+	}
+	return s.jid.String()
+}
+
 func (s *session) JID() jid.JID { return s.jid }
 
 func (s *session) Presence() *xmlstream.Element {

@@ -61,13 +61,18 @@ type hook struct {
 	fn   module.HookFunc
 }
 
+// bareKey indexes the session table by bare JID without building its string.
+type bareKey struct{ local, domain string }
+
+func keyOf(j jid.JID) bareKey { return bareKey{j.Local, j.Domain} }
+
 // Router implements module.Host.
 type Router struct {
 	cfg Config
 	log *slog.Logger
 
 	mu       sync.RWMutex
-	sessions map[string]map[string]module.Session // bare JID -> resource -> session
+	sessions map[bareKey]map[string]module.Session // bare JID -> resource -> session
 	iq       map[string]module.IQHandler
 	hooks    map[module.Event][]hook
 	hookSeq  int
@@ -82,7 +87,7 @@ func New(cfg Config) *Router {
 	}
 	return &Router{
 		cfg: cfg, log: cfg.Logger.With("component", "router"),
-		sessions: map[string]map[string]module.Session{},
+		sessions: map[bareKey]map[string]module.Session{},
 		iq:       map[string]module.IQHandler{},
 		hooks:    map[module.Event][]hook{},
 	}
@@ -182,7 +187,7 @@ func (r *Router) Run(ctx context.Context, ev module.Event, d *module.EventData) 
 func (r *Router) Sessions(bare jid.JID) []module.Session {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	m := r.sessions[bare.Bare().String()]
+	m := r.sessions[keyOf(bare)]
 	out := make([]module.Session, 0, len(m))
 	for _, s := range m {
 		out = append(out, s)
@@ -195,7 +200,7 @@ func (r *Router) Sessions(bare jid.JID) []module.Session {
 func (r *Router) Session(full jid.JID) module.Session {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	return r.sessions[full.Bare().String()][full.Resource]
+	return r.sessions[keyOf(full)][full.Resource]
 }
 
 // All returns every local session.
@@ -227,7 +232,7 @@ func (r *Router) Count() int {
 // replaced and closed with a <conflict/> stream error (RFC 6120 §7.7.2.2).
 func (r *Router) Bind(ctx context.Context, s module.Session) {
 	j := s.JID()
-	bare := j.Bare().String()
+	bare := keyOf(j)
 	r.mu.Lock()
 	m := r.sessions[bare]
 	if m == nil {
@@ -251,7 +256,7 @@ func (r *Router) Bind(ctx context.Context, s module.Session) {
 // EvSessionClosed. It reports whether s was bound.
 func (r *Router) Unbind(ctx context.Context, s module.Session) bool {
 	j := s.JID()
-	bare := j.Bare().String()
+	bare := keyOf(j)
 	r.mu.Lock()
 	m := r.sessions[bare]
 	cur := m[j.Resource]
@@ -289,16 +294,23 @@ func (r *Router) bounce(ctx context.Context, st *xmlstream.Element, typ, cond, t
 // sender's own bare JID, RFC 6120 §10.3.3, and is handled as such).
 func (r *Router) Route(ctx context.Context, st *xmlstream.Element) {
 	from, _ := jid.Parse(st.Attr("from"))
-	toS := st.Attr("to")
 	var to jid.JID
-	if toS == "" {
-		to = from.Bare()
-	} else {
+	if toS := st.Attr("to"); toS != "" {
 		var err error
 		if to, err = jid.Parse(toS); err != nil {
 			r.bounce(ctx, st, module.ErrModify, "jid-malformed", "")
 			return
 		}
+	}
+	r.RouteParsed(ctx, st, from, to)
+}
+
+// RouteParsed is Route for a caller that has already parsed (prepared) st's from
+// and to attributes: from and to must be exactly what they say, to the zero JID if
+// st has no to. It saves preparing both JIDs again on every stanza.
+func (r *Router) RouteParsed(ctx context.Context, st *xmlstream.Element, from, to jid.JID) {
+	if to.IsZero() {
+		to = from.Bare()
 	}
 	if to.IsZero() {
 		return
@@ -357,7 +369,7 @@ func (r *Router) exists(ctx context.Context, st *xmlstream.Element, user string)
 		return false
 	}
 	r.mu.RLock()
-	online := len(r.sessions[user+"@"+r.cfg.Domain]) > 0
+	online := len(r.sessions[bareKey{user, r.cfg.Domain}]) > 0
 	r.mu.RUnlock()
 	if online {
 		return true // a bound session proves the account (removal kicks sessions)
