@@ -100,6 +100,9 @@ func Alive(pid int, dir string) bool {
 // Up starts the segment server and the nodes, and waits until each is ready (or in
 // maintenance). It returns the state and, per node, the console's status line.
 func Up(ctx context.Context, o UpOptions) (*State, []string, error) {
+	if len(o.Self) < 2 {
+		return nil, nil, errors.New("lab up: Self must name the xedge binary and its `lab ... segment` arguments")
+	}
 	if o.Nodes < 1 || o.Nodes > 32 {
 		return nil, nil, fmt.Errorf("lab up: -n %d: want 1..32", o.Nodes)
 	}

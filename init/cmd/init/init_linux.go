@@ -84,7 +84,8 @@ func (n *node) handle(err error) {
 		action = <-n.power
 	}
 	n.shutdown(action)
-	for i := 0; ; i++ { // only reached if reboot(2) failed
+	// Only reached if reboot(2) failed. PID 1 must not exit (the kernel would panic).
+	for {
 		n.con.Say("%s failed; halted", action)
 		time.Sleep(time.Hour)
 	}
