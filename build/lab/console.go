@@ -124,6 +124,12 @@ func (c *Console) Send(line string) error {
 	return err
 }
 
+// Type sends bytes as typed, without a line end (Tab, arrow keys...).
+func (c *Console) Type(s string) error {
+	_, err := io.WriteString(c.conn, s)
+	return err
+}
+
 // Close disconnects.
 func (c *Console) Close() error { return c.conn.Close() }
 
