@@ -13,6 +13,9 @@ var Modules = []string{
 	"virtio_pci", "virtio_net", "virtio_rng", "e1000", "e1000e",
 	// L2 features the lab and VIP work use.
 	"af_packet", "bridge", "8021q", "veth", "macvlan",
+	// ACPI power button and the input event interface: a power-off request from
+	// the hypervisor or the real button becomes a clean poweroff.
+	"button", "evdev",
 	// libcrc32c (nf_tables, nf_conntrack) asks the crypto API for crc32c.
 	"crc32c_generic", "crc32c_intel",
 }

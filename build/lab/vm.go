@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -106,6 +107,8 @@ func (c Config) Args() []string {
 		"-chardev", fmt.Sprintf("socket,id=con0,path=%s,server=on,wait=%s,logfile=%s", sock, wait, filepath.Join(c.Dir, "console.log")),
 		"-serial", "chardev:con0",
 		"-pidfile", filepath.Join(c.Dir, "qemu.pid"),
+		// The human monitor, for `system_powerdown` (ACPI power button) and the like.
+		"-monitor", fmt.Sprintf("unix:%s,server=on,wait=off", filepath.Join(c.Dir, "monitor.sock")),
 	}
 	fdNum := 3
 	for i, n := range c.NICs {
@@ -219,6 +222,20 @@ func (v *VM) Kill() {
 	if v.Console != nil {
 		v.Console.Close()
 	}
+}
+
+// Monitor sends one command to qemu's human monitor (e.g. "system_powerdown").
+func Monitor(dir, command string) error {
+	c, err := net.DialTimeout("unix", filepath.Join(dir, "monitor.sock"), 5*time.Second)
+	if err != nil {
+		return fmt.Errorf("qemu monitor: %w", err)
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte(command + "\n")); err != nil {
+		return fmt.Errorf("qemu monitor: %w", err)
+	}
+	time.Sleep(200 * time.Millisecond) // let qemu read it before the socket closes
+	return nil
 }
 
 // ReadPID reads qemu.pid from a VM directory.

@@ -251,6 +251,24 @@ func TestMaintenance(t *testing.T) {
 	if out := cmd(t, n, "status"); !strings.Contains(out, "failed") {
 		t.Fatalf("status without xmppd: %q", out)
 	}
+	// The ACPI power button (what a hypervisor sends for a clean shutdown) powers the
+	// node off through init. Its driver loads after boot: give it a moment.
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(cmd(t, n, "log 100"), "watching power button") {
+		if time.Now().After(deadline) {
+			t.Fatal("init never started watching the power button")
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	if err := lab.Monitor(n.vm.Config.Dir, "system_powerdown"); err != nil {
+		t.Fatal(err)
+	}
+	expect(t, n, `power button pressed`, 30*time.Second)
+	select {
+	case <-n.vm.Exited():
+	case <-time.After(30 * time.Second):
+		t.Fatal("qemu did not exit after the power button")
+	}
 }
 
 // recordBoot appends the figure to $XEDGE_BOOT_LOG when set, and enforces

@@ -55,11 +55,15 @@ func Probe(as Aliases, names []string) error {
 }
 
 // LoadForHardware loads the modules the devices need, repeating while new devices
-// appear (virtio_pci creates virtio devices whose drivers are modules too). It
-// returns the modules it loaded.
-func LoadForHardware(log *slog.Logger, as Aliases) ([]string, error) {
+// appear (virtio_pci creates virtio devices whose drivers are modules too), except
+// those named in skip (loaded later by their own caller). It returns the modules it
+// loaded.
+func LoadForHardware(log *slog.Logger, as Aliases, skip ...string) ([]string, error) {
 	ix := as.Index()
 	done := map[string]bool{}
+	for _, s := range skip {
+		done[s] = true
+	}
 	var loaded []string
 	var errs []error
 	for round := 0; round < 4; round++ {

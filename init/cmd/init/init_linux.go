@@ -143,6 +143,7 @@ func (n *node) run() error {
 	}
 	n.log.Info("boot done", "took", time.Since(n.start))
 	go n.shell(ctx)
+	go n.watchPowerButton()
 	return nil
 }
 
@@ -205,7 +206,8 @@ func (n *node) loadModules(context.Context) error {
 	if err != nil {
 		return err
 	}
-	_, err = modules.LoadForHardware(n.log, as)
+	// The ACPI button driver is loaded later, off the boot path (watchPowerButton).
+	_, err = modules.LoadForHardware(n.log, as, "button")
 	return err
 }
 
