@@ -253,7 +253,6 @@ func (s *Store) Start(ctx context.Context) error {
 	rc.CommitTimeout = s.cfg.CommitTimeout
 	rc.SnapshotThreshold = s.cfg.SnapshotThreshold
 	rc.TrailingLogs = s.cfg.TrailingLogs
-	rc.BatchApplyCh = true
 	rc.Logger = newHCLog(s.log.With("component", "raft"))
 	s.trans = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
 		Stream:  &streamLayer{m: s.mux},
