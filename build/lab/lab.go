@@ -262,7 +262,8 @@ func Kill(dir, name string) error {
 	return syscall.Kill(n.PID, syscall.SIGKILL)
 }
 
-// Down stops every node and the segment server and removes the state file (the
+// Down stops every node — ACPI power button first, so init stops xmppd cleanly,
+// SIGKILL after 15 s — then the segment server, and removes the state file (the
 // consoles' logs stay for inspection).
 func Down(dir string) error {
 	st, err := LoadState(dir)
@@ -270,6 +271,15 @@ func Down(dir string) error {
 		return err
 	}
 	for _, n := range st.Nodes {
+		if Alive(n.PID, n.Dir) {
+			_ = Monitor(n.Dir, "system_powerdown")
+		}
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for _, n := range st.Nodes {
+		for Alive(n.PID, n.Dir) && time.Now().Before(deadline) {
+			time.Sleep(100 * time.Millisecond)
+		}
 		if Alive(n.PID, n.Dir) {
 			_ = syscall.Kill(n.PID, syscall.SIGKILL)
 		}

@@ -86,6 +86,10 @@ func labScenario(t *testing.T, mode string) {
 	if err := lab.Down(dir); err != nil {
 		t.Fatal(err)
 	}
+	// down powers node1 off through its ACPI button: init stopped xmppd cleanly.
+	if b, _ := os.ReadFile(filepath.Join(st.Nodes[0].Dir, "console.log")); !strings.Contains(string(b), "xmppd stopped") {
+		t.Errorf("node1 was not shut down cleanly:\n%s", b)
+	}
 	time.Sleep(500 * time.Millisecond)
 	for _, pid := range pids {
 		if b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "cmdline")); err == nil && strings.Contains(string(b), dir) {
