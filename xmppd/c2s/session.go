@@ -306,23 +306,41 @@ func (s *session) kickLocked() {
 	go s.writer(s.c)
 }
 
-// writer drains the queue to c while c is the attached connection, then exits.
+// writeBufs recycles the writers' output buffers (an idle session holds none).
+var writeBufs = sync.Pool{New: func() any { return new([]byte) }}
+
+// maxPooledWrite bounds the buffers kept for reuse.
+const maxPooledWrite = 64 << 10
+
+// writer drains the queue to c while c is the attached connection, then exits. All
+// that is queued when it wakes goes out in one write (one TLS record, one syscall).
 func (s *session) writer(c *conn) {
+	bp := writeBufs.Get().(*[]byte)
+	defer func() {
+		if cap(*bp) <= maxPooledWrite {
+			*bp = (*bp)[:0]
+			writeBufs.Put(bp)
+		}
+	}()
+	var spare []outItem // the previous batch's slice, reused while this writer runs
 	for {
 		s.mu.Lock()
 		if s.c != c || len(s.queue) == 0 {
+			if s.c == c {
+				s.queue = nil // an idle session keeps no queue
+			}
 			c.writing = false
 			s.mu.Unlock()
 			return
 		}
 		items := s.queue
-		s.queue = nil
+		s.queue = spare
 		var sendR bool
 		if s.smEnabled && len(s.unacked) > 0 && !s.rPending {
 			sendR, s.rPending = true, true
 		}
 		s.mu.Unlock()
-		var buf []byte
+		buf := (*bp)[:0]
 		final := false
 		for _, it := range items {
 			if it.st != nil {
@@ -335,6 +353,9 @@ func (s *session) writer(c *conn) {
 		if sendR && !final {
 			buf = append(buf, "<r xmlns='urn:xmpp:sm:3'/>"...)
 		}
+		*bp = buf
+		clear(items)
+		spare = items[:0]
 		err := c.write(buf)
 		s.mu.Lock()
 		s.lastWrite = time.Now()

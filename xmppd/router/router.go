@@ -302,13 +302,20 @@ func (r *Router) Route(ctx context.Context, st *xmlstream.Element) {
 			return
 		}
 	}
-	r.RouteParsed(ctx, st, from, to)
+	r.route(ctx, st, from, to, false)
 }
 
 // RouteParsed is Route for a caller that has already parsed (prepared) st's from
 // and to attributes: from and to must be exactly what they say, to the zero JID if
-// st has no to. It saves preparing both JIDs again on every stanza.
+// st has no to. It saves preparing both JIDs again on every stanza. st is handed
+// over: the caller must neither use nor change it afterwards, so one recipient can
+// be given st itself instead of a copy.
 func (r *Router) RouteParsed(ctx context.Context, st *xmlstream.Element, from, to jid.JID) {
+	r.route(ctx, st, from, to, true)
+}
+
+// route routes st; owned means nobody else holds st (see RouteParsed).
+func (r *Router) route(ctx context.Context, st *xmlstream.Element, from, to jid.JID, owned bool) {
 	if to.IsZero() {
 		to = from.Bare()
 	}
@@ -324,7 +331,7 @@ func (r *Router) RouteParsed(ctx context.Context, st *xmlstream.Element, from, t
 		r.toServer(ctx, st, from, to)
 		return
 	}
-	r.toUser(ctx, st, from, to)
+	r.toUser(ctx, st, from, to, owned)
 }
 
 func (r *Router) toServer(ctx context.Context, st *xmlstream.Element, from, to jid.JID) {
@@ -385,7 +392,7 @@ func (r *Router) exists(ctx context.Context, st *xmlstream.Element, user string)
 	return ok
 }
 
-func (r *Router) toUser(ctx context.Context, st *xmlstream.Element, from, to jid.JID) {
+func (r *Router) toUser(ctx context.Context, st *xmlstream.Element, from, to jid.JID, owned bool) {
 	typ := st.Attr("type")
 	if !r.exists(ctx, st, to.Local) {
 		// RFC 6121 §8.5.1 / §8.1: no such account.
@@ -399,7 +406,7 @@ func (r *Router) toUser(ctx context.Context, st *xmlstream.Element, from, to jid
 	}
 	if to.Resource != "" {
 		if s := r.Session(to); s != nil {
-			r.deliver(ctx, st, from, to, []module.Session{s})
+			r.deliver(ctx, st, from, to, []module.Session{s}, owned)
 			return
 		}
 		// §8.5.3.2: no such resource.
@@ -424,13 +431,13 @@ func (r *Router) toUser(ctx context.Context, st *xmlstream.Element, from, to jid
 		}
 		to = to.Bare()
 	}
-	r.toBare(ctx, st, from, to)
+	r.toBare(ctx, st, from, to, owned)
 }
 
 func available(s module.Session) bool { return s.Presence() != nil }
 
 // toBare applies RFC 6121 §8.5.2 for a stanza to an existing local account's bare JID.
-func (r *Router) toBare(ctx context.Context, st *xmlstream.Element, from, to jid.JID) {
+func (r *Router) toBare(ctx context.Context, st *xmlstream.Element, from, to jid.JID, owned bool) {
 	typ := st.Attr("type")
 	sessions := r.Sessions(to)
 	switch st.Local {
@@ -450,7 +457,7 @@ func (r *Router) toBare(ctx context.Context, st *xmlstream.Element, from, to jid
 				}
 			}
 		}
-		r.deliver(ctx, st, from, to, targets)
+		r.deliver(ctx, st, from, to, targets, owned)
 	case "message":
 		var targets []module.Session
 		switch typ {
@@ -467,7 +474,7 @@ func (r *Router) toBare(ctx context.Context, st *xmlstream.Element, from, to jid
 			targets = HighestPriority(sessions)
 		}
 		if len(targets) > 0 {
-			r.deliver(ctx, st, from, to, targets)
+			r.deliver(ctx, st, from, to, targets, owned)
 			return
 		}
 		if typ == "headline" || typ == "error" {
@@ -501,9 +508,15 @@ func HighestPriority(sessions []module.Session) []module.Session {
 	return out
 }
 
-func (r *Router) deliver(ctx context.Context, st *xmlstream.Element, from, to jid.JID, targets []module.Session) {
-	for _, s := range targets {
-		s.Send(st.Copy())
+// deliver gives each target its own copy of st, except that an owned st goes to the
+// last target as it is (sessions and the EvDelivered hooks only read it).
+func (r *Router) deliver(ctx context.Context, st *xmlstream.Element, from, to jid.JID, targets []module.Session, owned bool) {
+	for i, s := range targets {
+		if owned && i == len(targets)-1 {
+			s.Send(st)
+		} else {
+			s.Send(st.Copy())
+		}
 	}
 	if st.Local == "message" && len(targets) > 0 {
 		r.Run(ctx, module.EvDelivered, &module.EventData{Stanza: st, From: from, To: to, Targets: targets})
