@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -281,7 +282,7 @@ func TestClusterLeaveOnStopAndRejoin(t *testing.T) {
 	if code := n3.ExitCode(5 * time.Second); code != 0 {
 		t.Fatalf("node3 exit %d after SIGTERM\n%s", code, n3.Logs())
 	}
-	wantOut(t, n3.Logs(), "left the cluster", "node3 log")
+	wantOut(t, n3.Logs(), `msg="left the cluster"`, "node3 log")
 	waitStatus(t, n1, "node3 removed", 10*time.Second, func(st testenv.StorageStatus) bool {
 		_, in := st.Replicas["node3"]
 		return !in && len(st.Replicas) == 2
@@ -301,7 +302,7 @@ func TestClusterLeaveOnStopAndRejoin(t *testing.T) {
 	// rejoins.
 	waitAlive(t, n1, 3)
 	n1.Stop()
-	wantOut(t, n1.Logs(), "left the cluster", "node1 log")
+	wantOut(t, n1.Logs(), `msg="left the cluster"`, "node1 log")
 	again := testenv.Start(t, testenv.Options{NoTLSListener: true, AllowExit: true, Data: n1.Data, Args: n1.Args})
 	if code := again.ExitCode(20 * time.Second); code <= 0 || !strings.Contains(again.Logs(), "would bootstrap a new cluster of its own") {
 		t.Fatalf("node1 restarted without --join after leaving: exit %d\n%s", code, again.Logs())
@@ -444,4 +445,54 @@ func TestClusterISCSI(t *testing.T) {
 			t.Fatalf("%s: %+v %v", n.Name, st, err)
 		}
 	}
+}
+
+// SIGTERM to every node at once (a whole-cluster shutdown): at most one node
+// leaves (one leave turn at a time), so the state stays on at least two voters;
+// restarted in any order with the full seed list, the cluster has its data.
+func TestClusterStopAllAndRestart(t *testing.T) {
+	nodes, _ := testenv.StartCluster(t, testenv.ClusterOptions{Nodes: 3})
+	nodes[0].Register(t, "alice", "secret")
+	for _, n := range nodes {
+		waitAlive(t, n, 3)
+	}
+	for _, n := range nodes {
+		n.Signal(syscall.SIGTERM)
+	}
+	var seeds []string
+	left := 0
+	for _, n := range nodes {
+		if code := n.ExitCode(20 * time.Second); code != 0 {
+			t.Fatalf("%s: exit %d\n%s", n.Name, code, n.Logs())
+		}
+		if strings.Contains(n.Logs(), `msg="left the cluster"`) {
+			left++
+		}
+		seeds = append(seeds, n.ClusterAddr)
+	}
+	t.Logf("%d node(s) left the cluster", left)
+	if left > 1 {
+		t.Fatalf("%d nodes left at once", left)
+	}
+	// Restart all at once (in reverse order), every node with every seed.
+	var rev []*testenv.Node
+	for i := len(nodes) - 1; i >= 0; i-- {
+		nodes[i].Args = append(nodes[i].Args, "--join", strings.Join(seeds, ","))
+		rev = append(rev, nodes[i])
+	}
+	again := testenv.RestartAll(t, rev...)
+	for _, n := range again {
+		waitCtl(t, n, "alice\n", "users")
+	}
+	waitStatus(t, again[0], "3 voters", 30*time.Second, func(st testenv.StorageStatus) bool {
+		v := 0
+		for _, r := range st.Replicas {
+			if strings.HasPrefix(r, "voter/") {
+				v++
+			}
+		}
+		return v == 3 && len(st.Replicas) == 3
+	})
+	again[0].Register(t, "bob", "secret")
+	waitCtl(t, again[2], "alice\nbob\n", "users")
 }

@@ -187,6 +187,7 @@ func (l *lazyStore) Start(ctx context.Context) error {
 	// The session table exists from the start, so that Tables() always lists an
 	// ephemeral table whose replicas show which nodes are alive (leaveSafe).
 	rep.Ephemeral(router.SessionTable)
+	l.endOwnLeaveTurn(ctx, rep)
 	st := rep.Status()
 	l.log.Info("joined the cluster", "component", "storage", "id", rep.ID(), "leader", st.Leader, "role", st.Role, "mode", st.Mode)
 	l.rep, l.dev = rep, closer
@@ -204,11 +205,14 @@ func (l *lazyStore) Stop(ctx context.Context) error {
 		return nil
 	}
 	var err error
-	safe, why := l.leaveSafe()
-	if l.rep != nil && l.cfg.LeaveOnStop && !safe {
-		l.log.Info("stopping without leaving the cluster", "component", "storage", "reason", why)
+	leave := false
+	if l.rep != nil && l.cfg.LeaveOnStop {
+		var why string
+		if leave, why = l.takeLeaveTurn(ctx); !leave {
+			l.log.Info("stopping without leaving the cluster", "component", "storage", "reason", why)
+		}
 	}
-	if l.rep != nil && l.cfg.LeaveOnStop && safe {
+	if leave {
 		// Leave = remove this node through the leader, then Stop. Bound the
 		// removal so that a cluster without quorum does not eat the whole stop
 		// deadline.
@@ -275,6 +279,84 @@ func (l *lazyStore) checkRejoin() error {
 	return fmt.Errorf("storage: this node's raft state is to be discarded (%s: %s) and it has no --join: "+
 		"it would bootstrap a new cluster of its own; give --join with the cluster's addresses to rejoin, "+
 		"or remove %s to really start a new cluster", f, strings.TrimSpace(string(why)), filepath.Join(l.cfg.Data, "raft"))
+}
+
+// The leave turn: nodes stopped at the same moment (a whole-cluster shutdown)
+// must not all leave, each having checked leaveSafe before the others' removal.
+// One node at a time holds the turn, a row of the durable table leaveTable
+// written with CondAbsent; the turn ends when its holder is no longer a member,
+// is this node (a previous run), or is older than leaveTurnMax. A stale turn is
+// removed through the per-instance key leaveHeld+value with CondPresent, so two
+// nodes removing the same stale turn cannot remove a fresh one (compare-and-swap).
+const (
+	leaveTable   = "leave_turn"
+	leaveKey     = "turn"
+	leaveHeld    = "held/"
+	leaveTurnMax = time.Minute
+)
+
+// endOwnLeaveTurn removes a leave turn this node's previous run took (it left
+// and is back under the same name), so that other nodes may leave again.
+func (l *lazyStore) endOwnLeaveTurn(ctx context.Context, rep *replicated.Store) {
+	wctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	// A write through raft returns once this node applied everything up to it
+	// (even when it fails with ErrNoTable): a just-joined node has then caught
+	// up with any turn taken before.
+	_ = rep.Apply(wctx, storage.Delete(leaveTable, "barrier"))
+	tab, err := rep.Durable(leaveTable)
+	if err != nil {
+		return // never declared: nobody ever left
+	}
+	v, ok, _ := tab.Get(leaveKey)
+	if holder, _, _ := strings.Cut(string(v), " "); !ok || holder != l.cfg.Node {
+		return
+	}
+	err = rep.Apply(wctx, storage.Delete(leaveTable, leaveHeld+string(v)).If(storage.CondPresent), storage.Delete(leaveTable, leaveKey))
+	if err != nil && !errors.Is(err, storage.ErrConflict) {
+		l.log.Warn("cannot end this node's previous leave turn", "component", "storage", "err", err)
+	}
+}
+
+// takeLeaveTurn reports whether this node may leave now, and why not.
+func (l *lazyStore) takeLeaveTurn(ctx context.Context) (bool, string) {
+	if ok, why := l.leaveSafe(); !ok {
+		return false, why
+	}
+	wctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if err := l.rep.Declare(wctx, storage.TableSpec{Name: leaveTable, Copy: storage.Disc}); err != nil {
+		return false, "cannot take the leave turn: " + err.Error()
+	}
+	tab, err := l.rep.Durable(leaveTable)
+	if err != nil {
+		return false, "cannot take the leave turn: " + err.Error()
+	}
+	if v, ok, _ := tab.Get(leaveKey); ok {
+		holder, at, _ := strings.Cut(string(v), " ")
+		since, perr := time.Parse(time.RFC3339Nano, at)
+		_, member := replicas(l.rep)[holder]
+		if member && holder != l.cfg.Node && perr == nil && time.Since(since) < leaveTurnMax {
+			return false, "node " + holder + " is leaving the cluster (one node leaves at a time)"
+		}
+		err := l.rep.Apply(wctx, storage.Delete(leaveTable, leaveHeld+string(v)).If(storage.CondPresent), storage.Delete(leaveTable, leaveKey))
+		if err != nil && !errors.Is(err, storage.ErrConflict) {
+			return false, "cannot clear a stale leave turn: " + err.Error()
+		}
+	}
+	turn := l.cfg.Node + " " + time.Now().UTC().Format(time.RFC3339Nano)
+	err = l.rep.Apply(wctx, storage.Put(leaveTable, leaveKey, []byte(turn)).If(storage.CondAbsent), storage.Put(leaveTable, leaveHeld+turn, nil))
+	if errors.Is(err, storage.ErrConflict) {
+		return false, "another node is leaving the cluster (one node leaves at a time)"
+	} else if err != nil {
+		return false, "cannot take the leave turn: " + err.Error()
+	}
+	// Membership may have changed while another node held the turn.
+	if ok, why := l.leaveSafe(); !ok {
+		_ = l.rep.Apply(wctx, storage.Delete(leaveTable, leaveHeld+turn).If(storage.CondPresent), storage.Delete(leaveTable, leaveKey))
+		return false, why
+	}
+	return true, ""
 }
 
 // leaveSafe reports whether this node may leave the cluster on stop: only when

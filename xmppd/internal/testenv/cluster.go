@@ -77,6 +77,22 @@ func ClusterNodeArgs(name, addr, keyFile, storage string, seeds ...string) []str
 	return a
 }
 
+// RestartAll starts the nodes again at once (after Stop or Kill), with their
+// flags and data directories: a cluster whose nodes all stopped needs a quorum up
+// before any of them is ready.
+func RestartAll(t testing.TB, nodes ...*Node) []*Node {
+	t.Helper()
+	var opts []Options
+	for _, n := range nodes {
+		opts = append(opts, Options{NoTLSListener: true, Data: n.Data, Args: n.Args})
+	}
+	var out []*Node
+	for i, s := range StartMany(t, opts...) {
+		out = append(out, &Node{Server: s, Name: nodes[i].Name, ClusterAddr: nodes[i].ClusterAddr, Args: nodes[i].Args})
+	}
+	return out
+}
+
 // StartCluster starts o.Nodes xmppd processes on 127.0.0.1 sharing a fresh cluster
 // key: node1 bootstraps, the others join it; it returns once every node is a voter
 // in node1's view (bounded: 60 s). Nodes are named node1, node2, ...

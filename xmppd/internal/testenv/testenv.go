@@ -123,10 +123,34 @@ type Server struct {
 	logMu      sync.Mutex
 	log        bytes.Buffer
 	exited     chan struct{}
+	ready      chan struct{}
+	allowExit  bool
 }
 
 // Start starts xmppd and waits until it listens.
 func Start(t testing.TB, o Options) *Server {
+	t.Helper()
+	s := launch(t, o)
+	s.waitReady(t)
+	return s
+}
+
+// StartMany starts several xmppd processes at once and waits until every one is
+// ready (e.g. cluster nodes that can only start together, once a quorum is up).
+func StartMany(t testing.TB, opts ...Options) []*Server {
+	t.Helper()
+	var out []*Server
+	for _, o := range opts {
+		out = append(out, launch(t, o))
+	}
+	for _, s := range out {
+		s.waitReady(t)
+	}
+	return out
+}
+
+// launch starts xmppd without waiting for it to be ready.
+func launch(t testing.TB, o Options) *Server {
 	t.Helper()
 	bin, ctl := Binaries(t)
 	if o.Domain == "" {
@@ -164,7 +188,6 @@ func Start(t testing.TB, o Options) *Server {
 	if err := s.cmd.Start(); err != nil {
 		t.Fatalf("testenv: start xmppd: %v", err)
 	}
-	pid := s.cmd.Process.Pid
 	ready := make(chan struct{})
 	go func() {
 		sc := bufio.NewScanner(stdout)
@@ -188,18 +211,24 @@ func Start(t testing.TB, o Options) *Server {
 	}()
 	go func() { s.cmd.Wait(); close(s.exited) }()
 	t.Cleanup(func() { s.Stop() })
+	s.ready, s.allowExit = ready, o.AllowExit
+	return s
+}
+
+// waitReady waits until xmppd printed its banner (30 s from now).
+func (s *Server) waitReady(t testing.TB) {
+	t.Helper()
 	select {
-	case <-ready:
+	case <-s.ready:
 	case <-s.exited:
-		if o.AllowExit {
-			return s
+		if s.allowExit {
+			return
 		}
 		t.Fatalf("testenv: xmppd exited at start:\n%s", s.Logs())
 	case <-time.After(30 * time.Second):
-		syscall.Kill(pid, syscall.SIGKILL)
+		syscall.Kill(s.cmd.Process.Pid, syscall.SIGKILL)
 		t.Fatalf("testenv: xmppd did not start in 30s:\n%s", s.Logs())
 	}
-	return s
 }
 
 func portOf(s string) int {
