@@ -44,6 +44,13 @@ func newStore(cfg *config.Config, log *slog.Logger) (StoreWithLifecycle, error) 
 		return nil, fmt.Errorf("server: %w", err)
 	}
 	ls.key = key
+	if fi, err := os.Stat(cfg.ClusterKeyFile); cfg.ClusterKeyFile != "" && err == nil && fi.Mode().Perm()&0o077 != 0 {
+		log.Warn("the cluster key file is readable by other users: chmod 600 it", "component", "server",
+			"file", cfg.ClusterKeyFile, "mode", fi.Mode().Perm().String())
+	}
+	if cfg.ClusterKey != "" {
+		log.Warn("the cluster key was given with --cluster-key (visible in ps): prefer --cluster-key-file", "component", "server")
+	}
 	return ls, nil
 }
 
