@@ -16,6 +16,7 @@ import (
 	"errors"
 	"log/slog"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -78,6 +79,46 @@ type Router struct {
 	hookSeq  int
 	features []module.FeatureFunc
 	disco    []string
+
+	jids jidCache
+}
+
+// jidCacheSize bounds the prepared-JID cache (it is emptied when full).
+const jidCacheSize = 1024
+
+// jidCache remembers recently prepared JIDs: modules route many stanzas with the
+// same from and to strings (a presence broadcast: one from, every contact's to),
+// and preparing a JID (PRECIS, IDNA) costs far more than a map lookup.
+type jidCache struct {
+	mu sync.Mutex
+	m  map[string]jid.JID
+}
+
+// parse is jid.Parse, cached for valid JIDs.
+func (c *jidCache) parse(s string) (jid.JID, error) {
+	if s == "" {
+		return jid.JID{}, nil
+	}
+	c.mu.Lock()
+	j, ok := c.m[s]
+	c.mu.Unlock()
+	if ok {
+		return j, nil
+	}
+	// s is usually a substring of a whole stanza: keep only a copy of it (and JID
+	// parts that point into the copy), not the stanza.
+	s = strings.Clone(s)
+	j, err := jid.Parse(s)
+	if err != nil {
+		return j, err
+	}
+	c.mu.Lock()
+	if c.m == nil || len(c.m) >= jidCacheSize {
+		c.m = make(map[string]jid.JID, 64)
+	}
+	c.m[s] = j
+	c.mu.Unlock()
+	return j, nil
 }
 
 // New returns a router.
@@ -293,11 +334,11 @@ func (r *Router) bounce(ctx context.Context, st *xmlstream.Element, typ, cond, t
 // Route implements module.Host: st has from and to set (an empty to means the
 // sender's own bare JID, RFC 6120 §10.3.3, and is handled as such).
 func (r *Router) Route(ctx context.Context, st *xmlstream.Element) {
-	from, _ := jid.Parse(st.Attr("from"))
+	from, _ := r.jids.parse(st.Attr("from"))
 	var to jid.JID
 	if toS := st.Attr("to"); toS != "" {
 		var err error
-		if to, err = jid.Parse(toS); err != nil {
+		if to, err = r.jids.parse(toS); err != nil {
 			r.bounce(ctx, st, module.ErrModify, "jid-malformed", "")
 			return
 		}

@@ -211,3 +211,25 @@ func TestHooksOrderAndStop(t *testing.T) {
 		t.Fatal(order)
 	}
 }
+
+// The prepared-JID cache answers exactly as jid.Parse, keeps no more than its bound
+// and caches no error.
+func TestJIDCache(t *testing.T) {
+	var c jidCache
+	for i := 0; i < 3*jidCacheSize; i++ {
+		for _, s := range []string{"Alice@Example.COM/r" + strconv.Itoa(i%7), "bob@localhost", "@@bad", "localhost"} {
+			got, gerr := c.parse(s)
+			want, werr := jid.Parse(s)
+			if got != want || (gerr == nil) != (werr == nil) {
+				t.Fatalf("parse(%q) = %v, %v; jid.Parse: %v, %v", s, got, gerr, want, werr)
+			}
+		}
+		c.parse("u" + strconv.Itoa(i) + "@localhost")
+		if len(c.m) > jidCacheSize {
+			t.Fatalf("cache holds %d entries", len(c.m))
+		}
+	}
+	if _, ok := c.m["@@bad"]; ok {
+		t.Fatal("an invalid JID was cached")
+	}
+}
