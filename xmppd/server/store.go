@@ -234,7 +234,14 @@ func (l *lazyStore) Stop(ctx context.Context) error {
 			// Leave also stops the store, under the same bounded context: it
 			// may not have waited for raft to shut down, so the device stays
 			// open (the process is exiting; the OS closes it).
-			l.log.Warn("leave failed; stopped without leaving", "component", "storage", "err", err)
+			// Leave wraps a failed removal as "replicated: leave: ..."; any
+			// other error is its Stop's, after the removal went through.
+			if !strings.Contains(err.Error(), "replicated: leave:") {
+				l.log.Warn("left the cluster, but the store did not stop cleanly", "component", "storage", "err", err)
+				l.markLeft()
+			} else {
+				l.log.Warn("leave failed; stopped without leaving", "component", "storage", "err", err)
+			}
 			_ = l.rep.Stop(ctx) // a no-op: Leave stopped it
 			l.inner.Store(nil)
 			l.dev = nil
