@@ -54,6 +54,9 @@ type Config struct {
 	// RDRAND (max has it): without it the guest's RNG is not seeded early and Go's
 	// crypto/rand (DHCP transaction IDs, TLS keys) blocks for a long time under TCG.
 	Machine, CPU string
+	// SMP is the number of vCPUs (default 1: each is a host thread under TCG, and the
+	// lab host has 2 cores for several VMs).
+	SMP int
 	// Nice, when non-zero, runs qemu (all its threads) at this nice value: a negative
 	// one lets a boot-time measurement on a busy shared host approach an idle host's.
 	Nice int
@@ -99,9 +102,13 @@ func (c Config) Args() []string {
 	if cpu == "" {
 		cpu = "max"
 	}
+	smp := c.SMP
+	if smp <= 0 {
+		smp = 1
+	}
 	args := []string{
 		"-name", c.Name,
-		"-machine", machine, "-accel", "tcg", "-cpu", cpu, "-smp", "1", "-m", strconv.Itoa(mem),
+		"-machine", machine, "-accel", "tcg", "-cpu", cpu, "-smp", strconv.Itoa(smp), "-m", strconv.Itoa(mem),
 		"-nodefaults", "-display", "none", "-no-reboot",
 		"-kernel", c.Kernel, "-initrd", c.Initrd, "-append", cmdline,
 		"-chardev", fmt.Sprintf("socket,id=con0,path=%s,server=on,wait=%s,logfile=%s", sock, wait, filepath.Join(c.Dir, "console.log")),
