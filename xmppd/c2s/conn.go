@@ -227,6 +227,7 @@ func (c *conn) next(header bool) (*xmlstream.Element, error) {
 			deadline = time.Now().Add(limit)
 		}
 		c.raw.SetReadDeadline(deadline)
+		c.rd.deadline = deadline
 		off := c.dec.InputOffset()
 		var el *xmlstream.Element
 		var err error
@@ -242,7 +243,7 @@ func (c *conn) next(header bool) (*xmlstream.Element, error) {
 				if err == nil || !errors.Is(err, errIdle) {
 					break
 				}
-				if err = c.park(deadline); err != nil {
+				if err = c.park(); err != nil {
 					break
 				}
 			}

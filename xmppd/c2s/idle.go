@@ -7,67 +7,59 @@ import (
 )
 
 // Idle connections hold no decoder buffer and only a shallow reader stack: when the
-// decoder has consumed all input, the reader waits for the socket to become readable
-// without it (waitReadable), then takes a buffer from a pool again. Whatever crypto/tls
-// has already buffered is drained first by a non-blocking probe (probeTLS), so no
-// input can be stranded behind the wait.
+// decoder has consumed all input and nothing more arrives within Config.ParkAfter, the
+// reader waits for the socket to become readable without it (waitReadable), then
+// takes a buffer from a pool again. A busy stream never parks, so its reads cost
+// what they did before (no extra syscall per stanza).
+
+// defaultParkAfter is Config.ParkAfter's default.
+const defaultParkAfter = time.Second
 
 // errIdle is returned by connReader instead of blocking when the decoder is between
-// elements with nothing buffered: the reader then parks (conn.park).
+// elements and no input came within Config.ParkAfter: the reader then parks (conn.park).
 var errIdle = errors.New("c2s: stream idle")
 
-// connReader is the decoder's input: c.nc, plus a byte taken by probeTLS.
+// connReader is the decoder's input: c.nc, read with a grace period before parking.
 type connReader struct {
-	c       *conn
-	park    bool // return errIdle instead of blocking when the decoder is idle
-	woke    bool // the socket was readable after park: the next read goes to it
-	pending bool
-	b       [1]byte
+	c        *conn
+	park     bool      // may return errIdle when the decoder is idle
+	woke     bool      // the socket was readable after park: the next read goes to it
+	deadline time.Time // the read deadline next set on c.raw (zero: none)
 }
 
 func (r *connReader) Read(p []byte) (int, error) {
-	if len(p) == 0 {
-		return 0, nil
-	}
-	if r.pending {
-		p[0] = r.b[0]
-		r.pending = false
-		return 1, nil
-	}
-	if r.woke {
+	if r.woke || !r.park || !r.c.dec.Idle() {
 		r.woke = false
-	} else if r.park && r.c.dec.Idle() {
-		return 0, errIdle
+		return r.c.nc.Read(p)
 	}
-	return r.c.nc.Read(p)
+	grace := time.Now().Add(r.c.srv.cfg.ParkAfter)
+	if !r.deadline.IsZero() && r.deadline.Before(grace) {
+		return r.c.nc.Read(p) // the idle timeout comes first: not worth parking
+	}
+	// A timeout inside crypto/tls's Read means it holds no complete record (a
+	// partial one stays buffered there; the rest of it makes the socket readable),
+	// so nothing can be stranded behind the wait. Timeouts are not sticky in
+	// crypto/tls.
+	r.c.raw.SetReadDeadline(grace)
+	n, err := r.c.nc.Read(p)
+	r.c.raw.SetReadDeadline(r.deadline)
+	if err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
+		if n == 0 {
+			return 0, errIdle
+		}
+		err = nil
+	}
+	return n, err
 }
 
-// reset drops a pending byte (stream restart after STARTTLS: nothing read before the
-// handshake may be used after it).
-func (r *connReader) reset() { r.pending, r.woke = false, false }
+// reset forgets a wake-up (stream restart).
+func (r *connReader) reset() { r.woke = false }
 
 // park waits, without holding the decoder's buffers, until input arrives or the read
-// deadline (already set on c.raw by next) passes. It returns nil when the decoder
-// should read again (input, or an error the decoder's own read will report), or
+// deadline (set on c.raw by next) passes. It returns nil when the decoder should
+// read again (input, or an error the decoder's own read will report), or
 // os.ErrDeadlineExceeded.
-func (c *conn) park(deadline time.Time) error {
-	if c.secure {
-		// crypto/tls may hold decrypted or undecrypted input already read from the
-		// socket: take one byte with an expired deadline. A timeout means it holds no
-		// complete record; a partial one stays buffered in crypto/tls and the rest of
-		// it makes the socket readable.
-		c.raw.SetReadDeadline(time.Unix(1, 0))
-		n, err := c.nc.Read(c.rd.b[:])
-		c.raw.SetReadDeadline(deadline)
-		if n > 0 {
-			c.rd.pending = true
-			return nil
-		}
-		if err == nil || !errors.Is(err, os.ErrDeadlineExceeded) {
-			c.rd.woke = true // EOF, alert, ...: crypto/tls repeats it to the decoder
-			return nil
-		}
-	}
+func (c *conn) park() error {
 	released := c.dec.ReleaseBuffers()
 	ok, err := waitReadable(c.raw)
 	if released {

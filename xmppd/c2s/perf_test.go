@@ -98,7 +98,7 @@ func BenchmarkIdleSessionMemory(b *testing.B) {
 			cmd.Process.Kill()
 			b.Fatal("client helper: no READY in 5 min")
 		}
-		time.Sleep(time.Second)
+		time.Sleep(2 * defaultParkAfter) // let every reader park
 		after := readMem()
 		if p := os.Getenv("XMPPD_IDLE_HEAPPROF"); p != "" {
 			if f, err := os.Create(p); err == nil {

@@ -49,6 +49,9 @@ type Config struct {
 	// RegLimit bounds in-band registrations per source IP within RegWindow (0: no limit).
 	RegLimit  int
 	RegWindow time.Duration
+	// ParkAfter is how long a stream with no input keeps its read buffers before
+	// its reader parks without them (default 1 s; see idle.go).
+	ParkAfter time.Duration
 	// Identity is the server's disco identity (category, type, name) for caps.
 	IdentityCategory, IdentityType, IdentityName string
 	Logger                                       *slog.Logger
@@ -90,6 +93,9 @@ func New(cfg Config, r *router.Router, a *accounts.Accounts) *Server {
 	}
 	if cfg.SMMaxQueue <= 0 {
 		cfg.SMMaxQueue = 1000
+	}
+	if cfg.ParkAfter <= 0 {
+		cfg.ParkAfter = defaultParkAfter
 	}
 	if cfg.AuthTimeout <= 0 {
 		cfg.AuthTimeout = time.Minute
