@@ -9,6 +9,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"xedge/bench/loadgen"
 )
 
 // FanoutResult is the presence fan-out measurement.
@@ -61,24 +63,83 @@ func ProvisionRosters(ctx context.Context, t *Target, prefix string, n, k int, t
 			}
 		}
 	}()
+	// Each reader tracks, per user, the contacts that approved its subscription
+	// and the contacts it approved: when every user has k of each, the
+	// handshakes are done and one roster round confirms it (polling rosters while
+	// the server works through 4*n*k/2 subscription stanzas would only add load).
+	approvedBy := make([]map[string]bool, n)
+	approvedTo := make([]map[string]bool, n)
+	asked := make([]map[string]bool, n)
+	jid := func(i int) string { u, _ := User(prefix, i); return u + "@" + t.Domain }
+	var done atomic.Int64
 	for i := range n {
+		approvedBy[i], approvedTo[i], asked[i] = map[string]bool{}, map[string]bool{}, map[string]bool{}
+		// The pair (i, i+d) is started by i: one subscribe each way, never
+		// both at once (simultaneous mutual requests leave Prosody 0.12's
+		// rosters incomplete).
+		for d := 1; d <= k/2; d++ {
+			asked[i][jid((i+d)%n)] = true
+		}
 		var s *session
+		var counted bool
 		s = newSession(conns[i], nil, func(el []byte) {
-			if string(attr(el, "type")) == "subscribe" {
-				from := bareOf(attr(el, "from"))
+			from := string(bareOf(attr(el, "from")))
+			switch string(attr(el, "type")) {
+			case "subscribe":
 				smu.Lock()
 				ss := s
 				smu.Unlock()
-				_ = ss.send([]byte("<presence type='subscribed' to='" + string(from) + "'/>"))
+				if ss.send([]byte("<presence type='subscribed' to='"+from+"'/>")) == nil {
+					approvedTo[i][from] = true
+				}
+				// Ask back (the lower-numbered side of each pair asked first).
+				if !asked[i][from] {
+					asked[i][from] = true
+					_ = ss.send([]byte("<presence type='subscribe' to='" + from + "'/>"))
+				}
+			case "subscribed":
+				approvedBy[i][from] = true
+			default:
+				return
+			}
+			if !counted && len(approvedTo[i]) >= k && len(approvedBy[i]) >= k {
+				counted = true
+				done.Add(1)
 			}
 		})
+		// Prosody 0.12 does not deliver the inbound <presence type='subscribed'/>
+		// (RFC 6121 §3.1.6); the roster push with subscription to/both says the same.
+		onPush := func(el []byte) {
+			it := loadgen.Child(el, "item")
+			if it == nil {
+				return
+			}
+			switch string(attr(it, "subscription")) {
+			case "to", "both":
+				approvedBy[i][loadgen.Unescape(attr(it, "jid"))] = true
+			default:
+				return
+			}
+			if !counted && len(approvedTo[i]) >= k && len(approvedBy[i]) >= k {
+				counted = true
+				done.Add(1)
+			}
+		}
+		s.mu.Lock()
+		s.onPush = onPush
+		s.mu.Unlock()
 		smu.Lock()
 		sess[i] = s
 		smu.Unlock()
 	}
-	jid := func(i int) string { u, _ := User(prefix, i); return u + "@" + t.Domain }
 	err = Parallel(ctx, n, 20, func(ctx context.Context, i int) error {
-		for _, c := range ringContacts(i, n, k) {
+		// Fetching the roster makes the session an "interested resource" that
+		// gets roster pushes (RFC 6121 §2.1.6).
+		if _, err := sess[i].roster(60 * time.Second); err != nil {
+			return fmt.Errorf("roster: %w", err)
+		}
+		for d := 1; d <= k/2; d++ {
+			c := (i + d) % n
 			if err := sess[i].send([]byte("<presence type='subscribe' to='" + jid(c) + "'/>")); err != nil {
 				return err
 			}
@@ -88,6 +149,13 @@ func ProvisionRosters(ctx context.Context, t *Target, prefix string, n, k int, t
 	if err != nil {
 		return fmt.Errorf("subscribe: %w", err)
 	}
+	for done.Load() < int64(n) {
+		select {
+		case <-time.After(200 * time.Millisecond):
+		case <-ctx.Done():
+			return fmt.Errorf("subscription handshakes complete for %d of %d users after %v: %w", done.Load(), n, time.Since(start).Round(time.Second), ctx.Err())
+		}
+	}
 	// Poll until every roster is complete.
 	pending := make([]int, n)
 	for i := range pending {
@@ -95,7 +163,7 @@ func ProvisionRosters(ctx context.Context, t *Target, prefix string, n, k int, t
 	}
 	for round := 0; len(pending) > 0; round++ {
 		select {
-		case <-time.After(2 * time.Second):
+		case <-time.After(time.Duration(min(round, 1)) * 3 * time.Second):
 		case <-ctx.Done():
 			return fmt.Errorf("rosters incomplete for %d users after %v: %w", len(pending), time.Since(start).Round(time.Second), ctx.Err())
 		}

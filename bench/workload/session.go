@@ -21,6 +21,7 @@ type session struct {
 	waiting map[string]chan []byte
 	onMsg   func(el []byte)
 	onPres  func(el []byte)
+	onPush  func(el []byte) // roster pushes (iq set), before the ack; set before traffic
 	done    chan struct{}
 	err     error
 }
@@ -62,6 +63,12 @@ func (s *session) read() {
 			if ch != nil {
 				ch <- append([]byte(nil), el...)
 			} else if string(loadgen.Attr(el, "type")) == "set" || string(loadgen.Attr(el, "type")) == "get" {
+				s.mu.Lock()
+				push := s.onPush
+				s.mu.Unlock()
+				if push != nil && string(loadgen.Attr(el, "type")) == "set" {
+					push(el)
+				}
 				// roster pushes and server queries: acknowledge
 				_ = s.send([]byte("<iq type='result' id='" + id + "'/>"))
 			}
