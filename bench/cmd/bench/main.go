@@ -62,6 +62,7 @@ type params struct {
 	Timeout       time.Duration `json:"-"`
 	Profile       string        `json:"-"`
 	Nice          int           `json:"nice"`
+	LockWait      time.Duration `json:"-"`
 }
 
 func main() {
@@ -96,6 +97,7 @@ func run(args []string) error {
 	flag.BoolVar(&p.Keep, "keep", false, "keep the servers' temporary directories")
 	flag.DurationVar(&p.Timeout, "timeout", 0, "bound on the whole run (default 30m, quick 8m)")
 	flag.IntVar(&p.Nice, "nice", 0, "nice value for the generator and the servers (inherited); negative values need root and shield the figures from other load on a shared machine (sets the session's scheduler autogroup too, restored at exit)")
+	flag.DurationVar(&p.LockWait, "lock-wait", 20*time.Minute, "how long to wait for another benchmark run on this machine to finish (runs take "+lockPath+")")
 	flag.StringVar(&p.Profile, "profile", "", "directory: record `perf` CPU profiles of xmppd during each workload")
 	if err := flag.Parse(args); err != nil {
 		return fmt.Errorf("flags: %w", err)
@@ -129,6 +131,12 @@ func run(args []string) error {
 	defer cancel()
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
+
+	unlock, err := acquireRunLock(ctx, p.LockWait, log)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 
 	if err := raiseNofile(); err != nil {
 		log.Warn("could not raise the open-file limit", "err", err)
@@ -331,11 +339,11 @@ func benchServer(ctx context.Context, log *slog.Logger, p *params, name string) 
 		record(res, "chat_window1", err, log)
 	}
 	if has(p.Workloads, "fanout") {
-		err := phase(ctx, 8*time.Minute, func(ctx context.Context) error {
+		err := phase(ctx, 10*time.Minute, func(ctx context.Context) error {
 			if err := workload.Register(ctx, t, "f", p.FanoutUsers); err != nil {
 				return fmt.Errorf("register: %w", err)
 			}
-			if err := workload.ProvisionRosters(ctx, t, "f", p.FanoutUsers, p.Contacts, 4*time.Minute); err != nil {
+			if err := workload.ProvisionRosters(ctx, t, "f", p.FanoutUsers, p.Contacts, 6*time.Minute); err != nil {
 				return fmt.Errorf("rosters: %w", err)
 			}
 			defer prof.start("fanout")()
