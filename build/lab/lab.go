@@ -39,17 +39,20 @@ type NodeState struct {
 
 // UpOptions configures `xedge lab up`.
 type UpOptions struct {
-	Dir       string // lab state dir (out/lab)
-	Kernel    string
-	Initrd    string
-	Nodes     int
-	Domain    string   // served to nodes by DHCP option 224 (and 15)
-	Mode      string   // "mcast" (default) or "netns" (root: bridge and taps in a namespace)
-	Params    string   // extra kernel parameters for every node
-	Self      []string // argv to run this tool's hidden `lab segment` server
-	MaxBoot   int      // nodes booting at once (2 on a 2-core host)
-	Log       io.Writer
-	WaitReady time.Duration
+	Dir    string // lab state dir (out/lab)
+	Kernel string
+	Initrd string
+	Nodes  int
+	Domain string // served to nodes by DHCP option 224 (and 15)
+	Mode   string // "mcast" (default) or "netns" (root: bridge and taps in a namespace)
+	Params string // extra kernel parameters for every node
+	// ClusterKey, when set, makes the nodes one xmppd cluster: every node gets
+	// xedge.key, nodes 2..N also xedge.seeds=<node1's address> (node1 bootstraps).
+	ClusterKey string
+	Self       []string // argv to run this tool's hidden `lab segment` server
+	MaxBoot    int      // nodes booting at once (2 on a 2-core host)
+	Log        io.Writer
+	WaitReady  time.Duration
 }
 
 const stateFile = "lab.json"
@@ -191,7 +194,14 @@ func Up(ctx context.Context, o UpOptions) (*State, []string, error) {
 			segNIC = NIC{Kind: "tapfd", TapFile: tap, MAC: nst.MAC}
 		}
 		sem <- struct{}{}
-		vm, err := Start(ctx, Config{Name: nst.Name, Kernel: o.Kernel, Initrd: o.Initrd, Params: o.Params, Dir: nst.Dir, Daemonize: true,
+		params := o.Params
+		if o.ClusterKey != "" {
+			params += " xedge.key=" + o.ClusterKey
+			if i > 1 {
+				params += " xedge.seeds=10.77.0.11"
+			}
+		}
+		vm, err := Start(ctx, Config{Name: nst.Name, Kernel: o.Kernel, Initrd: o.Initrd, Params: strings.TrimSpace(params), Dir: nst.Dir, Daemonize: true,
 			NICs: []NIC{segNIC, {Kind: "user", Forwards: map[int]int{port: 5222}}}})
 		if segNIC.TapFile != nil {
 			segNIC.TapFile.Close() // qemu holds its own copy

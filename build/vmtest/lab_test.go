@@ -17,7 +17,9 @@ import (
 
 // TestLab runs the harness the way `xedge lab` does without root: two daemonized
 // nodes on one multicast L2 segment with the host-side DHCP server (option 224 carries
-// the domain), node-to-node TCP over the segment, kill and down.
+// the domain), clustered by the cluster key on the kernel command line (node2 joins
+// node1 over the segment; an account registered on node1 is seen on node2),
+// node-to-node TCP over the segment, kill and down.
 func TestLab(t *testing.T) { labScenario(t, "mcast") }
 
 // TestLabNetNS is the root mode: a bridge and taps in a network namespace the lab
@@ -40,7 +42,11 @@ func labScenario(t *testing.T, mode string) {
 	dir := t.TempDir()
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	st, lines, err := lab.Up(ctx, lab.UpOptions{Dir: dir, Kernel: img.Vmlinux, Initrd: img.Cpio, Nodes: 2, Domain: "lab.example", Mode: mode,
+	key := ""
+	if mode == "mcast" {
+		key = "lab-cluster-key-0123456789"
+	}
+	st, lines, err := lab.Up(ctx, lab.UpOptions{Dir: dir, Kernel: img.Vmlinux, Initrd: img.Cpio, Nodes: 2, Domain: "lab.example", Mode: mode, ClusterKey: key,
 		Params: "xedge.debug=1", Self: []string{xedge, "lab", "--dir", dir, "segment"}, Log: os.Stderr})
 	t.Cleanup(func() { _ = lab.Down(dir) }) // after a failure; the test's own Down removes the state
 	if err != nil {
@@ -60,6 +66,23 @@ func labScenario(t *testing.T, mode string) {
 	out, err := lab.Run(ctx, sock("node1"), "node")
 	if err != nil || !strings.Contains(out, "domain    lab.example (dhcp)") || !strings.Contains(out, "hostname  node1") {
 		t.Fatalf("node1 node: %v\n%s", err, out)
+	}
+	if key != "" {
+		if out, err := lab.Run(ctx, sock("node1"), "register carol secret-carol"); err != nil || strings.Contains(out, "error") {
+			t.Fatalf("register on node1: %v\n%s", err, out)
+		}
+		var out string
+		for i := 0; i < 50; i++ { // replication is asynchronous to the follower
+			out, _ = lab.Run(ctx, sock("node2"), "users")
+			if strings.Contains(out, "carol") {
+				break
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		if !strings.Contains(out, "carol") {
+			st2, _ := lab.Run(ctx, sock("node2"), "status")
+			t.Fatalf("account registered on node1 not seen on node2: %s\nnode2 status:\n%s", out, st2)
+		}
 	}
 	out, err = lab.Run(ctx, sock("node1"), "debug-dial 10.77.0.12:5222")
 	if err != nil || !strings.Contains(out, "connected 10.77.0.11:") {

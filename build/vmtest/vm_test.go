@@ -181,7 +181,7 @@ func TestAppliance(t *testing.T) {
 	})
 
 	t.Run("slixmpp", func(t *testing.T) {
-		ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), 150*time.Second)
 		defer cancel()
 		c := exec.CommandContext(ctx, "/usr/bin/python3", "testdata/chat.py", "127.0.0.1", fmt.Sprint(n.port), "vm.example", "alice", "secret-alice", "bob", "secret-bob")
 		out, err := c.CombinedOutput()

@@ -8,6 +8,7 @@ package config
 
 import (
 	"fmt"
+	"net"
 	"net/netip"
 	"sort"
 	"strconv"
@@ -200,8 +201,11 @@ func Merge(layers ...Layer) Config {
 	case !validDomain(c.Domain):
 		bad(KeyDomain, "a DNS name")
 	}
-	if c.ClusterKey == "" && (len(c.Seeds) > 0 || c.Storage != "") {
-		c.Problems = append(c.Problems, "xedge.seeds or xedge.storage given but no cluster key: set xedge.key=")
+	if c.ClusterKey == "" && len(c.Seeds) > 0 {
+		c.Problems = append(c.Problems, "xedge.seeds given but no cluster key: set xedge.key=")
+	}
+	if c.ClusterKey != "" && len(c.ClusterKey) < 16 {
+		c.Problems = append(c.Problems, fmt.Sprintf("xedge.key (from %s) is %d bytes: the cluster key must be at least 16", c.Source[KeyClusterKey], len(c.ClusterKey)))
 	}
 	if c.ClusterKey == "" && len(c.Problems) == 0 {
 		c.Warnings = append(c.Warnings, "no cluster key (xedge.key=): running as a standalone node")
@@ -268,21 +272,53 @@ func validDomain(s string) bool {
 
 // Paths inside the image that XmppdArgs refers to.
 const (
-	DataDir     = "/var/lib/xmppd"
-	AdminSocket = "/run/xmppd/admin.sock"
-	C2SAddr     = ":5222"
-	C2STLSAddr  = ":5223" // direct TLS, XEP-0368
+	DataDir        = "/var/lib/xmppd"
+	AdminSocket    = "/run/xmppd/admin.sock"
+	C2SAddr        = ":5222"
+	C2STLSAddr     = ":5223" // direct TLS, XEP-0368
+	ClusterKeyFile = "/run/xmppd/cluster.key"
+	// ClusterPort is xmppd's inter-node port (raft, forwarding), the same on every node.
+	ClusterPort = "7400"
 )
 
-// XmppdArgs returns the xmppd command line for this configuration. configFile is the
-// path of the fetched xedge.config YAML ("" for none).
-func (c Config) XmppdArgs(configFile string) []string {
+// Runtime is what init learned while booting and xmppd needs.
+type Runtime struct {
+	NodeName   string     // hostname
+	Addr       netip.Addr // primary address (cluster traffic binds and advertises it)
+	ConfigFile string     // fetched xedge.config ("" for none)
+}
+
+// XmppdArgs returns the xmppd command line for this configuration. With a cluster key
+// the node is clustered: it listens for peers on its primary address, port
+// ClusterPort, reads the key from ClusterKeyFile (init writes it, mode 0600, so it is
+// not visible in ps) and joins the seeds (a seed without a port gets ClusterPort);
+// without seeds it bootstraps a new cluster.
+func (c Config) XmppdArgs(rt Runtime) []string {
 	args := []string{"--domain", c.Domain, "--data", DataDir, "--c2s", C2SAddr, "--c2s-tls", C2STLSAddr, "--admin-socket", AdminSocket, "--log-level", c.LogLevel}
+	if rt.NodeName != "" {
+		args = append(args, "--node-name", rt.NodeName)
+	}
 	if c.Registration {
 		args = append(args, "--allow-registration")
 	}
-	if configFile != "" {
-		args = append(args, "--config", configFile)
+	if rt.ConfigFile != "" {
+		args = append(args, "--config", rt.ConfigFile)
+	}
+	if c.Storage != "" {
+		args = append(args, "--storage", c.Storage)
+	}
+	if c.ClusterKey != "" && rt.Addr.IsValid() {
+		args = append(args, "--cluster-addr", net.JoinHostPort(rt.Addr.String(), ClusterPort), "--cluster-key-file", ClusterKeyFile)
+		var join []string
+		for _, s := range c.Seeds {
+			if _, _, err := net.SplitHostPort(s); err != nil {
+				s = net.JoinHostPort(s, ClusterPort)
+			}
+			join = append(join, s)
+		}
+		if len(join) > 0 {
+			args = append(args, "--join", strings.Join(join, ","))
+		}
 	}
 	return args
 }

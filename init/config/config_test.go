@@ -1,6 +1,7 @@
 package config
 
 import (
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -31,13 +32,13 @@ func TestParseParamsFileSyntax(t *testing.T) {
 
 func TestLayering(t *testing.T) {
 	image := ParseParams("image", "xedge.domain=image.example xedge.restarts=5/1h")
-	dhcp := FromDHCP("xedge.domain=dhcp.example xedge.key=s3cret", "lan.example")
+	dhcp := FromDHCP("xedge.domain=dhcp.example xedge.key=s3cret-0123456789", "lan.example")
 	cmd := ParseParams("cmdline", "xedge.domain=cmd.example")
 	c := Merge(Builtin(), image, dhcp, cmd)
 	if c.Domain != "cmd.example" || c.Source[KeyDomain] != "cmdline" {
 		t.Errorf("domain %q from %q", c.Domain, c.Source[KeyDomain])
 	}
-	if c.ClusterKey != "s3cret" || c.Source[KeyClusterKey] != "dhcp" {
+	if c.ClusterKey != "s3cret-0123456789" || c.Source[KeyClusterKey] != "dhcp" {
 		t.Errorf("key from %q", c.Source[KeyClusterKey])
 	}
 	if c.MaxRestarts != 5 || c.RestartWindow != time.Hour {
@@ -78,7 +79,7 @@ func TestMaintenanceReasons(t *testing.T) {
 	}{
 		{"", []string{"no XMPP domain"}},
 		{"xedge.domain=d.example xedge.seeds=10.0.0.1", []string{"no cluster key"}},
-		{"xedge.domain=d.example xedge.storage=iscsi://t/iqn", []string{"no cluster key"}},
+		{"xedge.domain=d.example xedge.key=short", []string{"at least 16"}},
 		{"xedge.domain=bad_domain!", []string{"xedge.domain"}},
 		{"xedge.domain=d.example xedge.restarts=lots", []string{"xedge.restarts", "N/DURATION"}},
 		{"xedge.domain=d.example xedge.config=ftp://x", []string{"xedge.config"}},
@@ -102,9 +103,18 @@ func TestMaintenanceReasons(t *testing.T) {
 
 func TestXmppdArgs(t *testing.T) {
 	c := Merge(Builtin(), ParseParams("cmdline", "xedge.domain=d.example xedge.registration=1"))
-	got := strings.Join(c.XmppdArgs("/etc/xedge/xmppd.yaml"), " ")
-	want := "--domain d.example --data /var/lib/xmppd --c2s :5222 --c2s-tls :5223 --admin-socket /run/xmppd/admin.sock --log-level info --allow-registration --config /etc/xedge/xmppd.yaml"
+	got := strings.Join(c.XmppdArgs(Runtime{NodeName: "node1", Addr: netip.MustParseAddr("10.0.0.5"), ConfigFile: "/etc/xedge/xmppd.yaml"}), " ")
+	want := "--domain d.example --data /var/lib/xmppd --c2s :5222 --c2s-tls :5223 --admin-socket /run/xmppd/admin.sock --log-level info --node-name node1 --allow-registration --config /etc/xedge/xmppd.yaml"
 	if got != want {
-		t.Errorf("args\n got %s\nwant %s", got, want)
+		t.Errorf("standalone args\n got %s\nwant %s", got, want)
+	}
+	c = Merge(Builtin(), ParseParams("cmdline", "xedge.domain=d.example xedge.key=0123456789abcdef xedge.seeds=10.0.0.1,10.0.0.2:7500 xedge.storage=iscsi://10.0.0.9/iqn.x/0"))
+	if c.Maintenance() {
+		t.Fatal(c.Problems)
+	}
+	got = strings.Join(c.XmppdArgs(Runtime{NodeName: "node2", Addr: netip.MustParseAddr("10.0.0.6")}), " ")
+	want = "--domain d.example --data /var/lib/xmppd --c2s :5222 --c2s-tls :5223 --admin-socket /run/xmppd/admin.sock --log-level info --node-name node2 --storage iscsi://10.0.0.9/iqn.x/0 --cluster-addr 10.0.0.6:7400 --cluster-key-file /run/xmppd/cluster.key --join 10.0.0.1:7400,10.0.0.2:7500"
+	if got != want {
+		t.Errorf("clustered args\n got %s\nwant %s", got, want)
 	}
 }

@@ -19,7 +19,7 @@ func init() {
 }
 
 const labUsage = `usage: xedge lab COMMAND
-  up -n N [--domain D] [--params "xedge.k=v ..."] [--mode mcast|netns]
+  up -n N [--domain D] [--params "xedge.k=v ..."] [--mode mcast|netns] [--cluster-key K]
                                                      boot N nodes on one virtual L2 segment
   console NODE                                       attach to a node's serial console (Ctrl-] leaves)
   console NODE COMMAND ...                           run one console shell command and print its output
@@ -91,6 +91,7 @@ func labUp(ctx context.Context, dir, imageDir string, args []string) error {
 	if os.Geteuid() == 0 {
 		defMode = "netns"
 	}
+	key := fs.String("cluster-key", "", "make the nodes one xmppd cluster with this key (16+ bytes): node1 bootstraps, the others join it")
 	mode := fs.String("mode", defMode, "mcast: qemu multicast segment, no root; netns: bridge and taps in a namespace the lab creates (root)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -102,7 +103,7 @@ func labUp(ctx context.Context, dir, imageDir string, args []string) error {
 	absDir, _ := filepath.Abs(dir)
 	st, lines, err := lab.Up(ctx, lab.UpOptions{
 		Dir: dir, Kernel: filepath.Join(imageDir, "vmlinux"), Initrd: filepath.Join(imageDir, "initramfs.cpio"),
-		Nodes: *n, Domain: *domain, Params: *params, Mode: *mode, Log: os.Stderr,
+		Nodes: *n, Domain: *domain, Params: *params, Mode: *mode, ClusterKey: *key, Log: os.Stderr,
 		Self: []string{self, "lab", "--dir", absDir, "segment"},
 	})
 	for _, l := range lines {

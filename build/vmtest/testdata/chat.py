@@ -37,7 +37,7 @@ async def start(c):
     c.add_event_handler("failed_all_auth", fail)
     c.add_event_handler("connection_failed", fail)
     c.connect((host, port))
-    await asyncio.wait_for(f, 30)
+    await asyncio.wait_for(f, 60)
     c.send_presence()
 
 
@@ -52,7 +52,7 @@ async def main():
             got.set_result(msg["body"])
     b.add_event_handler("message", on_msg)
     a.send_message(mto="%s@%s" % (u2, domain), mbody="hello from the vm test", mtype="chat")
-    body = await asyncio.wait_for(got, 30)
+    body = await asyncio.wait_for(got, 60)
     print("RECEIVED", body, flush=True)
     a.disconnect()
     b.disconnect()

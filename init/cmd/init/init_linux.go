@@ -436,16 +436,23 @@ func (n *node) startXmppd(ctx context.Context) error {
 	if c.Maintenance() {
 		return nil
 	}
-	cfgFile := ""
+	n.mu.Lock()
+	rt := config.Runtime{NodeName: n.hostname, Addr: n.primary.Addr.Addr()}
+	n.mu.Unlock()
 	if c.ConfigURL != "" {
-		cfgFile = xmppdConfig
+		rt.ConfigFile = xmppdConfig
 	}
 	if err := os.MkdirAll(config.DataDir, 0o700); err != nil {
 		return fmt.Errorf("data dir: %w", err)
 	}
+	if c.ClusterKey != "" {
+		if err := os.WriteFile(config.ClusterKeyFile, []byte(c.ClusterKey), 0o600); err != nil {
+			return fmt.Errorf("cluster key file: %w", err)
+		}
+	}
 	cmd := &supervise.Command{
 		Path:   xmppdPath,
-		Args:   c.XmppdArgs(cfgFile),
+		Args:   c.XmppdArgs(rt),
 		Env:    []string{"PATH=/bin:/sbin:/usr/sbin:/usr/bin", "HOME=" + config.DataDir},
 		Dir:    config.DataDir,
 		Output: &prefixWriter{prefix: "xmppd: ", sink: n.sink},
