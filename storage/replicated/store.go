@@ -264,13 +264,16 @@ func (s *Store) Start(ctx context.Context) error {
 		Timeout:         5 * time.Second,
 		Logger:          rc.Logger,
 	})
-	s.mux.serve()
 	r, err := raft.NewRaft(rc, s.fsm, s.st, s.st, s.st, s.trans)
 	if err != nil {
 		_ = s.trans.Close()
 		return fmt.Errorf("replicated: start raft: %w", err)
 	}
 	s.raft = r
+	// Serve peers only now: an RPC handled before s.raft was set dereferenced
+	// nil (seen when a whole cluster restarted at once). Connections that
+	// arrive earlier wait in the listener's backlog.
+	s.mux.serve()
 	if !s.hasState && len(s.cfg.Join) == 0 {
 		f := r.BootstrapCluster(raft.Configuration{Servers: []raft.Server{
 			{Suffrage: raft.Voter, ID: s.id, Address: raft.ServerAddress(s.addr)}}})
@@ -531,6 +534,9 @@ func (s *Store) callTimeout(ctx context.Context, addr string, req *rpcRequest) (
 func (s *Store) handleRPC(req *rpcRequest) *rpcResponse {
 	if req.Op == "eph" {
 		return s.handleEph(req.Eph)
+	}
+	if s.raft == nil {
+		return &rpcResponse{Err: "raft not running on this node", Kind: "unavailable"}
 	}
 	if s.raft.State() != raft.Leader {
 		if req.Hops >= 3 {
