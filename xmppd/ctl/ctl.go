@@ -157,7 +157,9 @@ func render(w io.Writer, cmd string, args []string, raw json.RawMessage) error {
 	case "sessions":
 		table(w, asMaps(v), "jid", "addr", "tls", "mechanism", "priority", "sm", "csi", "detached", "since")
 	case "tables":
-		table(w, asMaps(v), "name", "kind", "copy", "keys", "bytes")
+		// Like mnesia:info: each table, its copy type, size and the state of
+		// its replica on every node (node=state, sorted by node).
+		table(w, asMaps(v), "name", "kind", "copy", "keys", "bytes", "replicas")
 	case "status", "storage":
 		kv(w, v, "")
 	case "loglevel":
@@ -204,6 +206,19 @@ func cell(v any) string {
 			s = append(s, cell(e))
 		}
 		return strings.Join(s, ",")
+	case map[string]any:
+		if len(x) == 0 {
+			return "-"
+		}
+		keys := make([]string, 0, len(x))
+		for k := range x {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for i, k := range keys {
+			keys[i] = k + "=" + cell(x[k])
+		}
+		return strings.Join(keys, ",")
 	}
 	return fmt.Sprint(v)
 }

@@ -3,6 +3,7 @@ package ctl
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"net"
 	"os"
@@ -88,6 +89,22 @@ func TestExplainSocketErrors(t *testing.T) {
 	} {
 		if got := explain("/x.sock", tc.err); !strings.Contains(got, tc.want) {
 			t.Errorf("%v: %s", tc.err, got)
+		}
+	}
+}
+
+func TestRenderTablesShowsReplicasPerNode(t *testing.T) {
+	raw := json.RawMessage(`[{"name":"roster","kind":"durable","copy":"disc","keys":3,"bytes":120,
+		"replicas":{"n2":"nonvoter/durable","n1":"voter/durable/leader"}},
+		{"name":"session","kind":"ephemeral","copy":"node","keys":0,"bytes":0}]`)
+	var b strings.Builder
+	if err := render(&b, "tables", nil, raw); err != nil {
+		t.Fatal(err)
+	}
+	out := b.String()
+	for _, want := range []string{"REPLICAS", "n1=voter/durable/leader,n2=nonvoter/durable", "session"} {
+		if !strings.Contains(out, want) {
+			t.Fatalf("tables output lacks %q:\n%s", want, out)
 		}
 	}
 }
