@@ -185,7 +185,7 @@ func TestAppliance(t *testing.T) {
 		defer cancel()
 		c := exec.CommandContext(ctx, "/usr/bin/python3", "testdata/chat.py", "127.0.0.1", fmt.Sprint(n.port), "vm.example", "alice", "secret-alice", "bob", "secret-bob")
 		out, err := c.CombinedOutput()
-		if err != nil || !strings.Contains(string(out), "RECEIVED hello from the vm test") {
+		if err != nil || !strings.Contains(string(out), "RECEIVED hello from the vm test") || !strings.Contains(string(out), "REPLY hello back") {
 			t.Fatalf("slixmpp: %v\n%s", err, out)
 		}
 		if out := cmd(t, n, "sessions"); !strings.Contains(out, "") {

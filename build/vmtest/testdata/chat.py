@@ -45,15 +45,26 @@ async def main():
     a, b = client(u1, p1), client(u2, p2)
     await start(a)
     await start(b)
-    got = asyncio.get_event_loop().create_future()
+    loop = asyncio.get_event_loop()
+    got_b, got_a = loop.create_future(), loop.create_future()
 
-    def on_msg(msg):
-        if msg["type"] in ("chat", "normal") and not got.done():
-            got.set_result(msg["body"])
-    b.add_event_handler("message", on_msg)
-    a.send_message(mto="%s@%s" % (u2, domain), mbody="hello from the vm test", mtype="chat")
-    body = await asyncio.wait_for(got, 60)
+    def on_b(msg):
+        if msg["type"] in ("chat", "normal") and not got_b.done():
+            got_b.set_result(msg["body"])
+
+    def on_a(msg):
+        if msg["type"] in ("chat", "normal") and not got_a.done():
+            got_a.set_result(msg["body"])
+    b.add_event_handler("message", on_b)
+    a.add_event_handler("message", on_a)
+    # Full JIDs: delivery to a connected resource does not depend on whether the
+    # server has processed the peer's initial presence yet.
+    a.send_message(mto=str(b.boundjid), mbody="hello from the vm test", mtype="chat")
+    body = await asyncio.wait_for(got_b, 60)
     print("RECEIVED", body, flush=True)
+    b.send_message(mto=str(a.boundjid), mbody="hello back", mtype="chat")
+    body = await asyncio.wait_for(got_a, 60)
+    print("REPLY", body, flush=True)
     a.disconnect()
     b.disconnect()
 
