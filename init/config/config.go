@@ -298,9 +298,9 @@ func (c Config) XmppdArgs(rt Runtime) []string {
 	if rt.NodeName != "" {
 		args = append(args, "--node-name", rt.NodeName)
 	}
-	if c.Registration {
-		args = append(args, "--allow-registration")
-	}
+	// Always explicit: xmppd's own default is registration on, so leaving the
+	// flag out would turn xedge.registration=0 into "on".
+	args = append(args, fmt.Sprintf("--allow-registration=%t", c.Registration))
 	if rt.ConfigFile != "" {
 		args = append(args, "--config", rt.ConfigFile)
 	}

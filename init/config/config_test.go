@@ -104,7 +104,7 @@ func TestMaintenanceReasons(t *testing.T) {
 func TestXmppdArgs(t *testing.T) {
 	c := Merge(Builtin(), ParseParams("cmdline", "xedge.domain=d.example xedge.registration=1"))
 	got := strings.Join(c.XmppdArgs(Runtime{NodeName: "node1", Addr: netip.MustParseAddr("10.0.0.5"), ConfigFile: "/etc/xedge/xmppd.yaml"}), " ")
-	want := "--domain d.example --data /var/lib/xmppd --c2s :5222 --c2s-tls :5223 --admin-socket /run/xmppd/admin.sock --log-level info --node-name node1 --allow-registration --config /etc/xedge/xmppd.yaml"
+	want := "--domain d.example --data /var/lib/xmppd --c2s :5222 --c2s-tls :5223 --admin-socket /run/xmppd/admin.sock --log-level info --node-name node1 --allow-registration=true --config /etc/xedge/xmppd.yaml"
 	if got != want {
 		t.Errorf("standalone args\n got %s\nwant %s", got, want)
 	}
@@ -113,7 +113,7 @@ func TestXmppdArgs(t *testing.T) {
 		t.Fatal(c.Problems)
 	}
 	got = strings.Join(c.XmppdArgs(Runtime{NodeName: "node2", Addr: netip.MustParseAddr("10.0.0.6")}), " ")
-	want = "--domain d.example --data /var/lib/xmppd --c2s :5222 --c2s-tls :5223 --admin-socket /run/xmppd/admin.sock --log-level info --node-name node2 --storage iscsi://10.0.0.9/iqn.x/0 --cluster-addr 10.0.0.6:7400 --cluster-key-file /run/xmppd/cluster.key --join 10.0.0.1:7400,10.0.0.2:7500"
+	want = "--domain d.example --data /var/lib/xmppd --c2s :5222 --c2s-tls :5223 --admin-socket /run/xmppd/admin.sock --log-level info --node-name node2 --allow-registration=false --storage iscsi://10.0.0.9/iqn.x/0 --cluster-addr 10.0.0.6:7400 --cluster-key-file /run/xmppd/cluster.key --join 10.0.0.1:7400,10.0.0.2:7500"
 	if got != want {
 		t.Errorf("clustered args\n got %s\nwant %s", got, want)
 	}
