@@ -38,11 +38,12 @@ func Modules(o Options) []module.Module {
 	}
 	r := roster.New()
 	b := blocking.New(r)
+	off := offline.New(o.OfflineMax)
 	return []module.Module{
 		r,
 		b,
-		presence.New(r, presence.Options{Blocked: b.IsBlocked}),
-		offline.New(o.OfflineMax),
+		presence.New(r, presence.Options{Blocked: b.IsBlocked, SetPresence: off.PresenceSetter()}),
+		off,
 		carbons.New(),
 		disco.New(r),
 		version.New(false),

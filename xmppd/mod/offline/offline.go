@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"xedge/storage"
+	"xedge/xmppd/jid"
 	"xedge/xmppd/mod/internal/modutil"
 	"xedge/xmppd/module"
 	"xedge/xmppd/xmlstream"
@@ -44,6 +45,9 @@ type Module struct {
 	seq   atomic.Uint64
 	locks modutil.Locks
 	now   func() time.Time
+	// wired: the presence module makes sessions available through SetPresence, so
+	// the EvC2SIn flush is not needed.
+	wired atomic.Bool
 }
 
 // New returns the module; max is the per-user cap (< 0: unlimited, 0: nothing stored).
@@ -114,7 +118,18 @@ func (m *Module) store(ctx context.Context, h module.Host, ev *module.EventData)
 		return true
 	}
 	// The lock makes the count and the put one step; bounces are routed after it.
+	// It also orders the store with SetPresence: the router found no session able
+	// to take the message, but one of the user's sessions may have become available
+	// since (its flush already ran, so a message stored now would stay in storage
+	// while the session is online). Checked under the lock, a session that is not
+	// available yet flushes after this store; one that is gets the message routed
+	// live (once: a second miss stores).
 	unlock := m.locks.Lock(user)
+	if ctx.Value(reroutedKey{}) == nil && m.deliverable(ev.To) {
+		unlock()
+		h.Route(context.WithValue(ctx, reroutedKey{}, true), st)
+		return true
+	}
 	full := m.max >= 0 && m.Count(user) >= m.max
 	var err error
 	for try := 0; !full && try < 3; try++ {
@@ -144,24 +159,73 @@ func (m *Module) store(ctx context.Context, h module.Host, ev *module.EventData)
 // presence module records the presence).
 func (m *Module) onPresence(ctx context.Context, h module.Host, ev *module.EventData) bool {
 	st, s := ev.Stanza, ev.Session
-	if st == nil || s == nil || st.Local != "presence" || st.Attr("type") != "" || st.Attr("to") != "" {
+	if m.wired.Load() || st == nil || s == nil || st.Local != "presence" || st.Attr("type") != "" || st.Attr("to") != "" {
 		return false
 	}
-	if s.Presence() != nil && s.Priority() >= 0 {
-		return false
-	}
-	if p, err := strconv.Atoi(st.ChildText("", "priority")); err == nil && p < 0 {
+	if !becomesDeliverable(s, st) {
 		return false
 	}
 	m.Deliver(ctx, s)
 	return false
 }
 
+// reroutedKey marks the context of a message the store hook routed again.
+type reroutedKey struct{}
+
+// deliverable reports whether one of to's local sessions takes bare-JID messages
+// (available, non-negative priority: RFC 6121 §8.5.2.1.1).
+func (m *Module) deliverable(to jid.JID) bool {
+	for _, s := range m.h.Sessions(to.Bare()) {
+		if s.Presence() != nil && s.Priority() >= 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// becomesDeliverable reports whether presence p (nil: unavailable) makes s able to
+// take bare-JID messages when it was not: initial presence with a non-negative
+// priority, or an update raising a negative priority.
+func becomesDeliverable(s module.Session, p *xmlstream.Element) bool {
+	if p == nil || (s.Presence() != nil && s.Priority() >= 0) {
+		return false
+	}
+	prio, err := strconv.Atoi(p.ChildText("", "priority"))
+	return err != nil || prio >= 0
+}
+
+// PresenceSetter returns the function the presence module must use instead of
+// Session.SetPresence (and turns off the flush on EvC2SIn, which runs before the
+// session is available). It records p on s under the user's offline lock and, when
+// p makes s able to take bare-JID messages, first delivers the stored messages. So
+// a message the router found no session for is either stored before the flush (and
+// flushed) or finds s available when it is about to be stored (and is routed live):
+// delivered once, and after the older stored ones.
+func (m *Module) PresenceSetter() func(ctx context.Context, s module.Session, p *xmlstream.Element) {
+	m.wired.Store(true)
+	return m.SetPresence
+}
+
+// SetPresence is the function PresenceSetter returns.
+func (m *Module) SetPresence(ctx context.Context, s module.Session, p *xmlstream.Element) {
+	unlock := m.locks.Lock(s.JID().Local)
+	defer unlock()
+	if becomesDeliverable(s, p) {
+		m.deliverLocked(ctx, s)
+	}
+	s.SetPresence(p)
+}
+
 // Deliver sends s every stored message of its user and deletes them.
 func (m *Module) Deliver(ctx context.Context, s module.Session) {
-	user := s.JID().Local
-	unlock := m.locks.Lock(user)
+	unlock := m.locks.Lock(s.JID().Local)
 	defer unlock()
+	m.deliverLocked(ctx, s)
+}
+
+// deliverLocked is Deliver with the user's lock held.
+func (m *Module) deliverLocked(ctx context.Context, s module.Session) {
+	user := s.JID().Local
 	var keys []string
 	var msgs []*xmlstream.Element
 	err := m.tab.Scan(modutil.UserPrefix(user), func(k string, v []byte) bool {

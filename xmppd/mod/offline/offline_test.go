@@ -124,3 +124,43 @@ func TestStorableHints(t *testing.T) {
 		t.Error("groupchat stored")
 	}
 }
+
+// With the presence module wired through PresenceSetter, a message the router
+// found no session for, but whose recipient became available before it was stored,
+// is routed live instead of being stored (it would stay in storage while the
+// session is online: its flush has already run).
+func TestStoreAfterBecomingAvailableRoutesLive(t *testing.T) {
+	h := modtest.NewHost("example.org", "alice", "bob")
+	m := New(10)
+	ctx := context.Background()
+	if err := m.Start(ctx, h); err != nil {
+		t.Fatal(err)
+	}
+	set := m.PresenceSetter()
+	h.Route(ctx, msg("chat", "one")) // stored: nobody online
+	a := h.Connect("alice@example.org/a")
+	set(ctx, a, xmlstream.New(xmlstream.NSClient, "presence"))
+	if got := modtest.Find(a.Take(), "message", ""); len(got) != 1 || got[0].ChildText("", "body") != "one" {
+		t.Fatalf("flush on becoming available: %+v", got)
+	}
+	// The router's decision "nobody available" was taken before the presence.
+	if !h.Fire(ctx, module.EvOffline, &module.EventData{Stanza: msg("chat", "two"), To: a.JID().Bare()}) {
+		t.Fatal("EvOffline not consumed")
+	}
+	if got := modtest.Find(a.Take(), "message", ""); len(got) != 1 || got[0].ChildText("", "body") != "two" || got[0].Child(NSDelay, "delay") != nil {
+		t.Fatalf("live delivery: %+v", got)
+	}
+	if n := m.Count("alice"); n != 0 {
+		t.Fatalf("%d stored while alice is available", n)
+	}
+	// A negative priority does not take bare-JID messages: stored, not flushed.
+	set(ctx, a, xmlstream.New(xmlstream.NSClient, "presence").Append(xmlstream.New(xmlstream.NSClient, "priority").AppendText("-1")))
+	h.Fire(ctx, module.EvOffline, &module.EventData{Stanza: msg("chat", "three"), To: a.JID().Bare()})
+	if n := m.Count("alice"); n != 1 || len(a.Take()) != 0 {
+		t.Fatalf("negative priority: %d stored", n)
+	}
+	set(ctx, a, xmlstream.New(xmlstream.NSClient, "presence"))
+	if got := modtest.Find(a.Take(), "message", ""); len(got) != 1 || got[0].ChildText("", "body") != "three" {
+		t.Fatalf("flush on priority raise: %+v", got)
+	}
+}

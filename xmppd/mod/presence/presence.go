@@ -28,6 +28,10 @@ type Options struct {
 	// Blocked, when set, reports whether user (a localpart) blocks j; blocked JIDs
 	// get no presence from the user (XEP-0191).
 	Blocked func(user string, j jid.JID) bool
+	// SetPresence, when set, records a session's presence (nil: unavailable)
+	// instead of Session.SetPresence; it must call Session.SetPresence. The offline
+	// module's PresenceSetter flushes stored messages there, ordered with its store.
+	SetPresence func(ctx context.Context, s module.Session, p *xmlstream.Element)
 }
 
 // Module is the presence module.
@@ -131,6 +135,14 @@ func (m *Module) broadcast(ctx context.Context, s module.Session, p *xmlstream.E
 	}
 }
 
+func (m *Module) setPresence(ctx context.Context, s module.Session, p *xmlstream.Element) {
+	if m.o.SetPresence != nil {
+		m.o.SetPresence(ctx, s, p)
+		return
+	}
+	s.SetPresence(p)
+}
+
 func (m *Module) outbound(ctx context.Context, h module.Host, ev *module.EventData) bool {
 	st, s := ev.Stanza, ev.Session
 	if st == nil || st.Local != "presence" || s == nil {
@@ -150,7 +162,7 @@ func (m *Module) outbound(ctx context.Context, h module.Host, ev *module.EventDa
 		p.SetAttr("to", "")
 		p.SetAttr("from", "")
 		initial := s.Presence() == nil
-		s.SetPresence(p)
+		m.setPresence(ctx, s, p)
 		m.broadcast(ctx, s, p, nil)
 		if initial {
 			m.initial(ctx, s)
@@ -198,7 +210,7 @@ func (m *Module) unavailable(ctx context.Context, s module.Session, st *xmlstrea
 			}
 		}
 	}
-	s.SetPresence(nil)
+	m.setPresence(ctx, s, nil)
 	m.broadcast(ctx, s, p, directedOf(s).take())
 }
 
