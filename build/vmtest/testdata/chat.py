@@ -57,9 +57,10 @@ async def main():
             got_a.set_result(msg["body"])
     b.add_event_handler("message", on_b)
     a.add_event_handler("message", on_a)
-    # Full JIDs: delivery to a connected resource does not depend on whether the
-    # server has processed the peer's initial presence yet.
-    a.send_message(mto=str(b.boundjid), mbody="hello from the vm test", mtype="chat")
+    # The first message goes to b's bare JID: it races b's initial presence under
+    # TCG, which once left it in offline storage (fixed in xmppd/mod, see
+    # TestBareMessageRacingInitialPresence). The reply goes to a's full JID.
+    a.send_message(mto=str(b.boundjid.bare), mbody="hello from the vm test", mtype="chat")
     body = await asyncio.wait_for(got_b, 60)
     print("RECEIVED", body, flush=True)
     b.send_message(mto=str(a.boundjid), mbody="hello back", mtype="chat")
