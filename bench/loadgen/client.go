@@ -52,6 +52,10 @@ func (o *Options) timeout() time.Duration {
 // certificate, and session tickets are off so each login pays a full handshake.
 var tlsConfig = &tls.Config{InsecureSkipVerify: true, SessionTicketsDisabled: true, MinVersion: tls.VersionTLS12}
 
+// SetCurvePreferences restricts the key exchanges every later connection offers
+// (nil: Go's default list). Call it before any connection is made.
+func SetCurvePreferences(c []tls.CurveID) { tlsConfig.CurvePreferences = c }
+
 // Conn is one client-to-server XMPP connection.
 type Conn struct {
 	opts     Options

@@ -15,6 +15,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -31,6 +32,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"xedge/bench/loadgen"
 	"xedge/bench/report"
 	"xedge/bench/servers"
 	"xedge/bench/workload"
@@ -62,6 +64,7 @@ type params struct {
 	Timeout       time.Duration `json:"-"`
 	Profile       string        `json:"-"`
 	Nice          int           `json:"nice"`
+	TLSGroups     string        `json:"tls_groups"`
 	LockWait      time.Duration `json:"-"`
 }
 
@@ -98,6 +101,7 @@ func run(args []string) error {
 	flag.DurationVar(&p.Timeout, "timeout", 0, "bound on the whole run (default 30m, quick 8m)")
 	flag.IntVar(&p.Nice, "nice", 0, "nice value for the generator and the servers (inherited); negative values need root and shield the figures from other load on a shared machine (sets the session's scheduler autogroup too, restored at exit)")
 	flag.DurationVar(&p.LockWait, "lock-wait", 20*time.Minute, "how long to wait for another benchmark run on this machine to finish (runs take "+lockPath+")")
+	flag.StringVar(&p.TLSGroups, "tls-groups", "default", "key exchanges the load client offers: default (Go's: X25519MLKEM768, X25519, P-256, ...) or x25519 (the same classic exchange on every server; ejabberd and Prosody on OpenSSL 3.0 never negotiate ML-KEM)")
 	flag.StringVar(&p.Profile, "profile", "", "directory: record `perf` CPU profiles of xmppd during each workload")
 	if err := flag.Parse(args); err != nil {
 		return fmt.Errorf("flags: %w", err)
@@ -132,6 +136,13 @@ func run(args []string) error {
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
+	switch p.TLSGroups {
+	case "default":
+	case "x25519":
+		loadgen.SetCurvePreferences([]tls.CurveID{tls.X25519})
+	default:
+		return fmt.Errorf("--tls-groups %q: want default or x25519", p.TLSGroups)
+	}
 	unlock, err := acquireRunLock(ctx, p.LockWait, log)
 	if err != nil {
 		return err
@@ -339,11 +350,11 @@ func benchServer(ctx context.Context, log *slog.Logger, p *params, name string) 
 		record(res, "chat_window1", err, log)
 	}
 	if has(p.Workloads, "fanout") {
-		err := phase(ctx, 10*time.Minute, func(ctx context.Context) error {
+		err := phase(ctx, 13*time.Minute, func(ctx context.Context) error {
 			if err := workload.Register(ctx, t, "f", p.FanoutUsers); err != nil {
 				return fmt.Errorf("register: %w", err)
 			}
-			if err := workload.ProvisionRosters(ctx, t, "f", p.FanoutUsers, p.Contacts, 6*time.Minute); err != nil {
+			if err := workload.ProvisionRosters(ctx, t, "f", p.FanoutUsers, p.Contacts, 9*time.Minute); err != nil {
 				return fmt.Errorf("rosters: %w", err)
 			}
 			defer prof.start("fanout")()
