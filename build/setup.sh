@@ -14,7 +14,7 @@ test_pkgs=(bind9 bind9-dnsutils dnsmasq-base ipxe-qemu libiscsi-bin linux-image-
            python3 python3-slixmpp qemu-system-x86 tgt
            # the bench harness's own integration test starts real peers
            ejabberd prosody tsung)
-bench_pkgs=(python3-matplotlib)
+bench_pkgs=(linux-perf python3-matplotlib)
 
 pkgs=("${base_pkgs[@]}")
 case "$want" in
