@@ -69,14 +69,22 @@ func (m *Module) allowed(from, bare jid.JID) bool {
 	return ok && roster.HasFrom(it.Sub)
 }
 
-func (m *Module) info(ctx context.Context, h module.Host, iq *module.IQ) {
+// plainGet answers a disco request that is not a get (not-allowed) or names a
+// node (item-not-found: we publish none) and reports whether it may proceed.
+func plainGet(ctx context.Context, h module.Host, iq *module.IQ) bool {
 	if iq.Stanza.Attr("type") != "get" {
 		modutil.ReplyError(ctx, h, iq, module.ErrCancel, "not-allowed", "")
-		return
+		return false
 	}
-	q := iq.Payload()
-	if q.Attr("node") != "" {
+	if iq.Payload().Attr("node") != "" {
 		modutil.ReplyError(ctx, h, iq, module.ErrCancel, "item-not-found", "")
+		return false
+	}
+	return true
+}
+
+func (m *Module) info(ctx context.Context, h module.Host, iq *module.IQ) {
+	if !plainGet(ctx, h, iq) {
 		return
 	}
 	res := xmlstream.New(NSInfo, "query")
@@ -98,13 +106,7 @@ func (m *Module) info(ctx context.Context, h module.Host, iq *module.IQ) {
 }
 
 func (m *Module) itemsIQ(ctx context.Context, h module.Host, iq *module.IQ) {
-	if iq.Stanza.Attr("type") != "get" {
-		modutil.ReplyError(ctx, h, iq, module.ErrCancel, "not-allowed", "")
-		return
-	}
-	q := iq.Payload()
-	if q.Attr("node") != "" {
-		modutil.ReplyError(ctx, h, iq, module.ErrCancel, "item-not-found", "")
+	if !plainGet(ctx, h, iq) {
 		return
 	}
 	res := xmlstream.New(NSItems, "query")
