@@ -94,6 +94,9 @@ func DecodeCommand(p []byte) (Command, error) {
 	case CmdDeclare:
 		c.Spec.Name = string(d.bytes(maxNameLen))
 		c.Spec.Copy = storage.CopyType(d.byte())
+		if c.Spec.Copy != storage.Disc && c.Spec.Copy != storage.RAM {
+			return Command{}, fmt.Errorf("%w: copy type %d", ErrBadCommand, c.Spec.Copy)
+		}
 	case CmdClear:
 		c.Spec.Name = string(d.bytes(maxNameLen))
 	case CmdApply:
@@ -109,6 +112,9 @@ func DecodeCommand(p []byte) (Command, error) {
 			op.Table = string(d.bytes(maxNameLen))
 			op.Key = string(d.bytes(maxKeyLen))
 			op.Value = d.bytes(maxValueLen)
+			if op.Kind > storage.OpDeletePrefix || op.Cond > storage.CondPresent {
+				return Command{}, fmt.Errorf("%w: op kind %d cond %d", ErrBadCommand, op.Kind, op.Cond)
+			}
 			c.Ops = append(c.Ops, op)
 		}
 	default:
@@ -153,6 +159,12 @@ func (d *decoder) uvarint() uint64 {
 	x, n := binary.Uvarint(d.p)
 	if n <= 0 {
 		d.err = errors.New("bad varint")
+		return 0
+	}
+	// Only the shortest encoding is valid, so a command has exactly one byte form.
+	var canon [binary.MaxVarintLen64]byte
+	if binary.PutUvarint(canon[:], x) != n {
+		d.err = errors.New("overlong varint")
 		return 0
 	}
 	d.p = d.p[n:]
