@@ -201,6 +201,7 @@ func (c *conn) handshake() error {
 	if err := tc.HandshakeContext(ctx); err != nil {
 		return fmt.Errorf("tls handshake: %w", err)
 	}
+	ackNow(c.raw)
 	c.wmu.Lock()
 	c.nc = tc
 	c.wmu.Unlock()
