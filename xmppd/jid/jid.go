@@ -29,6 +29,15 @@ var idnaProfile = idna.New(idna.MapForLookup(), idna.Transitional(false), idna.S
 
 // Parse splits and prepares s. Errors wrap ErrMalformed (the caller answers jid-malformed).
 func Parse(s string) (JID, error) {
+	j, err := split(s)
+	if err != nil {
+		return JID{}, err
+	}
+	return j.prepare()
+}
+
+// split splits s into its unprepared parts.
+func split(s string) (JID, error) {
 	if !utf8.ValidString(s) {
 		return JID{}, fmt.Errorf("%w: invalid UTF-8", ErrMalformed)
 	}
@@ -49,7 +58,7 @@ func Parse(s string) (JID, error) {
 		}
 	}
 	j.Domain = rest
-	return j.prepare()
+	return j, nil
 }
 
 // MustParse is Parse for constants in tests and tables; it panics on error.
@@ -67,6 +76,14 @@ func New(local, domain, resource string) (JID, error) {
 }
 
 func (j JID) prepare() (JID, error) {
+	if r, ok := j.prepareASCII(); ok {
+		return r, nil
+	}
+	return j.prepareFull()
+}
+
+// prepareFull is the complete RFC 7622 preparation (PRECIS and IDNA).
+func (j JID) prepareFull() (JID, error) {
 	var err error
 	d := strings.TrimSuffix(j.Domain, ".")
 	if d == "" {
