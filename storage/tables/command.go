@@ -35,6 +35,76 @@ type Command struct {
 	Kind CmdKind
 	Spec storage.TableSpec // CmdDeclare, CmdClear (Name only)
 	Ops  []storage.Op      // CmdApply
+	// Marks, when not nil, has one entry per op: the copy type the proposing
+	// node believed the op's table has (CmdApply only). The replicated store
+	// marks every op so that the RAM ops of an entry can be removed before it
+	// is written to a device without looking at any state (Redacted), and
+	// State.ApplyWith refuses the whole batch if a mark disagrees with the
+	// table's copy type at apply time (ErrCopyMismatch). nil: unmarked (the
+	// single-node store), applied by the table's actual copy type.
+	Marks []Mark
+}
+
+// Mark is the copy type an op was proposed for.
+type Mark byte
+
+const (
+	// MarkDisc: the op writes a disc table.
+	MarkDisc Mark = 1
+	// MarkRAM: the op writes a RAM table.
+	MarkRAM Mark = 2
+	// MarkRedacted: a MarkRAM op whose key, value and condition were removed
+	// before the entry was written to a device. It keeps its table so that
+	// replaying the entry makes exactly the same table checks; it writes
+	// nothing, and a node applying it knows its RAM tables are incomplete.
+	MarkRedacted Mark = 3
+)
+
+// MarkFor returns the mark for a table of copy type c.
+func MarkFor(c storage.CopyType) Mark {
+	if c == storage.RAM {
+		return MarkRAM
+	}
+	return MarkDisc
+}
+
+// HasRAM reports whether the command carries marked RAM ops with content.
+func (c Command) HasRAM() bool {
+	for _, m := range c.Marks {
+		if m == MarkRAM {
+			return true
+		}
+	}
+	return false
+}
+
+// HasRedacted reports whether the command carries redacted RAM ops.
+func (c Command) HasRedacted() bool {
+	for _, m := range c.Marks {
+		if m == MarkRedacted {
+			return true
+		}
+	}
+	return false
+}
+
+// Redacted returns the command with every MarkRAM op replaced by its
+// redacted stub (same kind and table; no key, value or condition), and
+// whether anything changed. It depends on the command alone, never on state.
+func (c Command) Redacted() (Command, bool) {
+	if c.Kind != CmdApply || !c.HasRAM() {
+		return c, false
+	}
+	out := Command{Kind: c.Kind, Ops: make([]storage.Op, len(c.Ops)), Marks: make([]Mark, len(c.Marks))}
+	copy(out.Ops, c.Ops)
+	copy(out.Marks, c.Marks)
+	for i, m := range out.Marks {
+		if m == MarkRAM {
+			out.Ops[i] = storage.Op{Kind: c.Ops[i].Kind, Table: c.Ops[i].Table}
+			out.Marks[i] = MarkRedacted
+		}
+	}
+	return out, true
 }
 
 // ApplyCommand returns the command for a batch.
@@ -53,11 +123,24 @@ func DeclareCommand(spec storage.TableSpec) Command {
 //	CmdApply:   uvarint nops, then per op:
 //	            kind(1) cond(1) uvarint len(table) table uvarint len(key) key
 //	            uvarint len(value) value
-const cmdVersion = 1
+//
+// Version 2 is a CmdApply with Marks: per op, kind(1) cond(1) mark(1), then
+// table, key and value as in version 1. A command has exactly one encoding:
+// version 1 when Marks is nil, version 2 otherwise; a redacted op must have an
+// empty key and value and no condition.
+const (
+	cmdVersion       = 1
+	cmdVersionMarked = 2
+)
 
 // Encode appends the command's binary encoding to dst.
 func (c Command) Encode(dst []byte) []byte {
-	dst = append(dst, byte(c.Kind), cmdVersion)
+	marked := c.Kind == CmdApply && c.Marks != nil
+	if marked {
+		dst = append(dst, byte(c.Kind), cmdVersionMarked)
+	} else {
+		dst = append(dst, byte(c.Kind), cmdVersion)
+	}
 	switch c.Kind {
 	case CmdDeclare:
 		dst = appendBytes(dst, []byte(c.Spec.Name))
@@ -66,8 +149,15 @@ func (c Command) Encode(dst []byte) []byte {
 		dst = appendBytes(dst, []byte(c.Spec.Name))
 	case CmdApply:
 		dst = binary.AppendUvarint(dst, uint64(len(c.Ops)))
-		for _, op := range c.Ops {
+		for i, op := range c.Ops {
 			dst = append(dst, byte(op.Kind), byte(op.Cond))
+			if marked {
+				var m Mark
+				if i < len(c.Marks) {
+					m = c.Marks[i]
+				}
+				dst = append(dst, byte(m))
+			}
 			dst = appendBytes(dst, []byte(op.Table))
 			dst = appendBytes(dst, []byte(op.Key))
 			dst = appendBytes(dst, op.Value)
@@ -86,9 +176,10 @@ func DecodeCommand(p []byte) (Command, error) {
 	if d.err != nil {
 		return Command{}, fmt.Errorf("%w: %v", ErrBadCommand, d.err)
 	}
-	if ver != cmdVersion {
+	if ver != cmdVersion && !(ver == cmdVersionMarked && CmdKind(kind) == CmdApply) {
 		return Command{}, fmt.Errorf("%w: version %d", ErrBadCommand, ver)
 	}
+	marked := ver == cmdVersionMarked
 	c := Command{Kind: CmdKind(kind)}
 	switch c.Kind {
 	case CmdDeclare:
@@ -105,15 +196,31 @@ func DecodeCommand(p []byte) (Command, error) {
 			return Command{}, fmt.Errorf("%w: %d ops", ErrBadCommand, n)
 		}
 		c.Ops = make([]storage.Op, 0, n)
+		if marked {
+			c.Marks = make([]Mark, 0, n)
+		}
 		for i := uint64(0); i < n && d.err == nil; i++ {
 			var op storage.Op
 			op.Kind = storage.OpKind(d.byte())
 			op.Cond = storage.CondKind(d.byte())
+			var m Mark
+			if marked {
+				m = Mark(d.byte())
+			}
 			op.Table = string(d.bytes(maxNameLen))
 			op.Key = string(d.bytes(maxKeyLen))
 			op.Value = d.bytes(maxValueLen)
 			if op.Kind > storage.OpDeletePrefix || op.Cond > storage.CondPresent {
 				return Command{}, fmt.Errorf("%w: op kind %d cond %d", ErrBadCommand, op.Kind, op.Cond)
+			}
+			if marked {
+				if m < MarkDisc || m > MarkRedacted {
+					return Command{}, fmt.Errorf("%w: op mark %d", ErrBadCommand, m)
+				}
+				if m == MarkRedacted && (op.Cond != storage.CondNone || op.Key != "" || len(op.Value) != 0) {
+					return Command{}, fmt.Errorf("%w: redacted op with content", ErrBadCommand)
+				}
+				c.Marks = append(c.Marks, m)
 			}
 			c.Ops = append(c.Ops, op)
 		}

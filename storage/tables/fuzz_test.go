@@ -14,6 +14,11 @@ func FuzzDecodeCommand(f *testing.F) {
 	f.Add(ApplyCommand(storage.Put("t", "k", []byte("v")).If(storage.CondAbsent), storage.DeletePrefix("t", "p")).Encode(nil))
 	f.Add(DeclareCommand(storage.TableSpec{Name: "t", Copy: storage.RAM}).Encode(nil))
 	f.Add([]byte{1, 1, 0xff, 0xff, 0xff, 0xff, 0x0f})
+	marked := Command{Kind: CmdApply, Ops: []storage.Op{storage.Put("t", "k", []byte("v")), storage.Put("r", "k", []byte("v"))},
+		Marks: []Mark{MarkDisc, MarkRAM}}
+	f.Add(marked.Encode(nil))
+	red, _ := marked.Redacted()
+	f.Add(red.Encode(nil))
 	f.Fuzz(func(t *testing.T, p []byte) {
 		c, err := DecodeCommand(p)
 		if err != nil {

@@ -36,6 +36,17 @@ import (
 	"xedge/storage"
 )
 
+// ErrCopyMismatch is wrapped when a batch's op was marked for a copy type the
+// table no longer has at apply time (a Declare changed it in between): the
+// whole batch is refused on every node alike, and the caller may mark it again
+// and retry.
+var ErrCopyMismatch = errors.New("tables: table copy type changed while the batch was in flight")
+
+// ErrRAMCondition is wrapped when a batch that writes disc tables carries a
+// condition on a RAM table: RAM ops are removed before an entry reaches a
+// device, so replaying it could decide differently. Such a batch is refused.
+var ErrRAMCondition = errors.New("tables: a batch writing disc tables may not carry conditions on RAM tables")
+
 // ErrTooLarge is wrapped when a key, value or batch exceeds the encoding's
 // limits (keys 64 KiB, values 64 MiB, 1Mi ops per batch).
 var ErrTooLarge = errors.New("tables: too large")
@@ -114,12 +125,20 @@ func (s *State) Info() []storage.TableInfo {
 // the state before the batch and every table must exist; then all ops are applied
 // in order, or none is. The error wraps storage.ErrConflict (with the failing
 // table and key) or storage.ErrNoTable.
-func (s *State) Apply(cmd Command) error {
+func (s *State) Apply(cmd Command) error { return s.ApplyWith(cmd, false) }
+
+// ApplyWith is Apply for the replicated store. A marked batch (Command.Marks)
+// is refused whole if a mark disagrees with its table's copy type
+// (ErrCopyMismatch) or if it writes disc tables and carries a condition on a
+// RAM table (ErrRAMCondition); redacted ops write nothing. With skipRAM (this
+// node's RAM tables are not valid) ops on RAM tables and their conditions are
+// skipped; the disc ops are decided and applied as on every other node.
+func (s *State) ApplyWith(cmd Command, skipRAM bool) error {
 	switch cmd.Kind {
 	case CmdDeclare:
 		return s.declare(cmd.Spec)
 	case CmdApply:
-		return s.applyOps(cmd.Ops)
+		return s.applyOps(cmd.Ops, cmd.Marks, skipRAM)
 	case CmdClear:
 		return s.clear(cmd.Spec.Name)
 	}
@@ -183,12 +202,65 @@ func (s *State) ClearRAM() {
 func (s *State) Check(ops []storage.Op) error {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	return s.checkLocked(ops)
+	return s.checkLocked(ops, nil, false)
 }
 
-func (s *State) checkLocked(ops []storage.Op) error {
+// CheckMarks validates the marks of a batch without state: a batch writing
+// disc tables may carry no condition on a RAM-marked op.
+func CheckMarks(ops []storage.Op, marks []Mark) error {
+	if marks == nil {
+		return nil
+	}
+	if len(marks) != len(ops) {
+		return fmt.Errorf("tables: %d marks for %d ops", len(marks), len(ops))
+	}
+	disc, ramCond := false, -1
+	for i, m := range marks {
+		switch m {
+		case MarkDisc:
+			disc = true
+		case MarkRAM, MarkRedacted:
+			if ops[i].Cond != storage.CondNone && ramCond < 0 {
+				ramCond = i
+			}
+		default:
+			return fmt.Errorf("tables: op %d: unknown mark %d", i, m)
+		}
+	}
+	if disc && ramCond >= 0 {
+		return fmt.Errorf("%w (op %d on %q)", ErrRAMCondition, ramCond, ops[ramCond].Table)
+	}
+	return nil
+}
+
+// skipOp reports whether op i is not applied: a redacted op, or an op on a
+// RAM table while skipRAM. Caller holds mu; the table exists.
+func (s *State) skipOp(op *storage.Op, marks []Mark, i int, skipRAM bool) bool {
+	if marks != nil && marks[i] == MarkRedacted {
+		return true
+	}
+	return skipRAM && s.tables[op.Table].spec.Copy == storage.RAM
+}
+
+func (s *State) checkLocked(ops []storage.Op, marks []Mark, skipRAM bool) error {
 	if len(ops) > maxOps {
 		return fmt.Errorf("%w: %d ops in one batch (limit %d)", ErrTooLarge, len(ops), maxOps)
+	}
+	if err := CheckMarks(ops, marks); err != nil {
+		return err
+	}
+	for i := range ops {
+		op := &ops[i]
+		t, ok := s.tables[op.Table]
+		if !ok {
+			return fmt.Errorf("%w: %q", storage.ErrNoTable, op.Table)
+		}
+		if marks != nil {
+			want := MarkFor(t.spec.Copy)
+			if m := marks[i]; m != want && !(m == MarkRedacted && want == MarkRAM) {
+				return fmt.Errorf("%w: %q is %s", ErrCopyMismatch, op.Table, t.spec.Copy)
+			}
+		}
 	}
 	for i := range ops {
 		op := &ops[i]
@@ -208,6 +280,9 @@ func (s *State) checkLocked(ops []storage.Op) error {
 		if len(op.Value) > maxValueLen {
 			return fmt.Errorf("%w: op %d: value of %d bytes (limit %d)", ErrTooLarge, i, len(op.Value), maxValueLen)
 		}
+		if s.skipOp(op, marks, i, skipRAM) {
+			continue
+		}
 		switch op.Cond {
 		case storage.CondNone:
 		case storage.CondAbsent:
@@ -225,15 +300,18 @@ func (s *State) checkLocked(ops []storage.Op) error {
 	return nil
 }
 
-func (s *State) applyOps(ops []storage.Op) error {
+func (s *State) applyOps(ops []storage.Op, marks []Mark, skipRAM bool) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err := s.checkLocked(ops); err != nil {
+	if err := s.checkLocked(ops, marks, skipRAM); err != nil {
 		return err
 	}
 	txns := make(map[string]*iradix.Txn, 1)
 	for i := range ops {
 		op := &ops[i]
+		if s.skipOp(op, marks, i, skipRAM) {
+			continue
+		}
 		t := s.tables[op.Table]
 		txn := txns[op.Table]
 		if txn == nil {
@@ -421,6 +499,115 @@ func (v *View) WriteTo(w io.Writer, keep DataFilter) (int64, error) {
 	}
 	if cw.err != nil {
 		return cw.n, fmt.Errorf("tables: write snapshot: %w", cw.err)
+	}
+	return cw.n, nil
+}
+
+// InstallRows replaces the rows of every table of s that want accepts with
+// that table's rows in img (none if img lacks it), keeping specs. A replicated
+// node uses it to take its RAM tables from a peer's image at the same log index.
+func (s *State) InstallRows(img *State, want DataFilter) {
+	img.mu.RLock()
+	defer img.mu.RUnlock()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for name, t := range s.tables {
+		if !want(t.spec) {
+			continue
+		}
+		if it, ok := img.tables[name]; ok {
+			t.tree, t.bytes = it.tree, it.bytes
+		} else {
+			t.tree, t.bytes = iradix.New(), 0
+		}
+	}
+}
+
+// HasRows reports whether any table that keep accepts holds rows.
+func (v *View) HasRows(keep DataFilter) bool {
+	for _, t := range v.tables {
+		if keep(t.spec) && t.tree.Len() > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// CopySnapshot copies a snapshot from r to w, keeping the rows only of tables
+// keep accepts (every spec is kept), and verifies r's checksum. It streams:
+// no table is built in memory.
+func CopySnapshot(r io.Reader, w io.Writer, keep DataFilter) (int64, error) {
+	cr := &crcReader{r: bufio.NewReaderSize(r, 64<<10), h: crc32.New(Castagnoli)}
+	bw := bufio.NewWriterSize(w, 64<<10)
+	cw := &crcWriter{w: bw, h: crc32.New(Castagnoli)}
+	fail := func(err error) (int64, error) { return cw.n, fmt.Errorf("tables: copy snapshot: %w", err) }
+	magic := make([]byte, len(snapMagic))
+	if err := cr.full(magic); err != nil {
+		return fail(err)
+	}
+	if string(magic) != snapMagic {
+		return fail(fmt.Errorf("not a table snapshot (magic %q)", magic))
+	}
+	cw.write(magic)
+	ntab, err := cr.uvarint()
+	if err != nil {
+		return fail(err)
+	}
+	if ntab > maxTables {
+		return fail(fmt.Errorf("snapshot claims %d tables", ntab))
+	}
+	cw.uvarint(ntab)
+	for i := uint64(0); i < ntab; i++ {
+		name, err := cr.bytes(maxNameLen)
+		if err != nil {
+			return fail(err)
+		}
+		var cp [1]byte
+		if err := cr.full(cp[:]); err != nil {
+			return fail(err)
+		}
+		spec := storage.TableSpec{Name: string(name), Copy: storage.CopyType(cp[0])}
+		nkeys, err := cr.uvarint()
+		if err != nil {
+			return fail(err)
+		}
+		kept := keep(spec)
+		cw.bytes(name)
+		cw.write(cp[:])
+		if kept {
+			cw.uvarint(nkeys)
+		} else {
+			cw.uvarint(0)
+		}
+		for k := uint64(0); k < 2*nkeys; k++ {
+			max := uint64(maxKeyLen)
+			if k%2 == 1 {
+				max = maxValueLen
+			}
+			b, err := cr.bytes(max)
+			if err != nil {
+				return fail(err)
+			}
+			if kept {
+				cw.bytes(b)
+			}
+		}
+	}
+	want := cr.h.Sum32()
+	var sum [4]byte
+	if _, err := io.ReadFull(cr.r, sum[:]); err != nil {
+		return fail(fmt.Errorf("checksum: %w", err))
+	}
+	if got := uint32(sum[0]) | uint32(sum[1])<<8 | uint32(sum[2])<<16 | uint32(sum[3])<<24; got != want {
+		return fail(fmt.Errorf("checksum mismatch (stored %08x, computed %08x)", got, want))
+	}
+	out := cw.h.Sum32()
+	cw.write([]byte{byte(out), byte(out >> 8), byte(out >> 16), byte(out >> 24)})
+	if cw.err == nil {
+		cw.err = bw.Flush()
+	}
+	if cw.err != nil {
+		return fail(cw.err)
 	}
 	return cw.n, nil
 }
