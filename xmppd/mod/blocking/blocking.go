@@ -18,6 +18,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync"
 
 	"xedge/storage"
 	"xedge/xmppd/jid"
@@ -78,24 +79,76 @@ func (m *Module) Start(ctx context.Context, h module.Host) error {
 func (*Module) Stop(context.Context) error { return nil }
 
 // IsBlocked reports whether user (a localpart) blocks j.
+//
+// It reads the replicated table on every call and caches nothing, so a list
+// changed through any node is seen as soon as this node applied the change. A user
+// without a list costs one prefix probe and no allocation (HasList); otherwise the
+// four candidates of XEP-0191 §3.4 are looked up in one key buffer.
 func (m *Module) IsBlocked(user string, j jid.JID) bool {
-	if m.tab == nil || j.IsZero() {
+	if m.tab == nil || j.IsZero() || !m.HasList(user) {
 		return false
 	}
-	cands := []string{j.Domain}
+	// Keys "user\x00<candidate>": the domain, the bare JID, the full JID and
+	// domain/resource, built in place in one buffer.
+	var arr [128]byte
+	buf := append(append(arr[:0], user...), modutil.Sep...)
+	n := len(buf)
+	get := func(parts ...string) bool {
+		buf = buf[:n]
+		for _, p := range parts {
+			buf = append(buf, p...)
+		}
+		_, ok, _ := m.tab.Get(string(buf))
+		return ok
+	}
+	if get(j.Domain) {
+		return true
+	}
 	if j.Local != "" {
-		cands = append(cands, j.Bare().String())
-	}
-	if j.Resource != "" {
-		cands = append(cands, j.String(), j.Domain+"/"+j.Resource)
-	}
-	for _, c := range cands {
-		if _, ok, _ := m.tab.Get(modutil.Key(user, c)); ok {
+		if get(j.Local, "@", j.Domain) {
+			return true
+		}
+		if j.Resource != "" && get(j.Local, "@", j.Domain, "/", j.Resource) {
 			return true
 		}
 	}
-	return false
+	return j.Resource != "" && get(j.Domain, "/", j.Resource)
 }
+
+// HasList reports whether user has a non-empty block list. It reads the table
+// (never a cache): keys sort bytewise and "\x00" sorts before every byte a
+// localpart can hold, so the first key at or after user is "user\x00..." exactly
+// when user has a list — one ordered prefix probe that stops at the first key.
+// It does not allocate unless some key begins with user.
+func (m *Module) HasList(user string) bool {
+	if m.tab == nil || user == "" {
+		return false
+	}
+	p := probes.Get().(*probe)
+	p.user, p.found = user, false
+	_ = m.tab.Scan(user, p.fn)
+	found := p.found
+	p.user = ""
+	probes.Put(p)
+	return found
+}
+
+// probe is HasList's Scan callback with its result, pooled so that a probe
+// allocates neither a closure nor its captured variables.
+type probe struct {
+	user  string
+	found bool
+	fn    func(string, []byte) bool
+}
+
+var probes = sync.Pool{New: func() any {
+	p := &probe{}
+	p.fn = func(k string, _ []byte) bool {
+		p.found = len(k) > len(p.user) && k[len(p.user)] == modutil.Sep[0]
+		return false // only the first key in order matters
+	}
+	return p
+}}
 
 // List returns user's block list.
 func (m *Module) List(user string) []string {
