@@ -20,15 +20,18 @@ import (
 
 // tsungResult is what the harness reads from tsung.log.
 type tsungResult struct {
-	Users         int            `json:"users"`
-	Seconds       int            `json:"arrival_seconds"`
-	Requests      int64          `json:"requests"`
-	MeanRequestMs float64        `json:"mean_request_ms"`
-	MeanConnectMs float64        `json:"mean_connect_ms"`
-	MeanAuthMs    float64        `json:"mean_authenticate_ms"`
-	Finished      int64          `json:"finished_users"`
-	Errors        map[string]int `json:"errors,omitempty"`
-	LogDir        string         `json:"log_dir"`
+	Users         int     `json:"users"`
+	Seconds       int     `json:"arrival_seconds"`
+	Requests      int64   `json:"requests"`
+	MeanRequestMs float64 `json:"mean_request_ms"`
+	MeanConnectMs float64 `json:"mean_connect_ms"`
+	MeanAuthMs    float64 `json:"mean_authenticate_ms"`
+	// Transactions holds the mean of every tsung transaction (tr_NAME) in ms:
+	// one per acknowledged step of the scenario, to see where the time goes.
+	Transactions map[string]float64 `json:"transactions_ms,omitempty"`
+	Finished     int64              `json:"finished_users"`
+	Errors       map[string]int     `json:"errors,omitempty"`
+	LogDir       string             `json:"log_dir"`
 }
 
 // runTsung runs bench/tsung/xmpp.xml against s with tsung pinned to the client CPU
@@ -176,6 +179,12 @@ func parseTsungLog(path string, r *tsungResult) error {
 	r.MeanRequestMs = mean("request")
 	r.MeanConnectMs = mean("connect")
 	r.MeanAuthMs = mean("tr_authenticate")
+	r.Transactions = map[string]float64{}
+	for k := range samples {
+		if name, ok := strings.CutPrefix(k, "tr_"); ok {
+			r.Transactions[name] = mean(k)
+		}
+	}
 	return nil
 }
 

@@ -32,6 +32,9 @@ stats: error_connect_econnrefused 1 3
 	if r.MeanConnectMs != 2 || r.MeanAuthMs != 6 || r.Finished != 9 {
 		t.Errorf("connect %v auth %v finished %d", r.MeanConnectMs, r.MeanAuthMs, r.Finished)
 	}
+	if len(r.Transactions) != 1 || r.Transactions["authenticate"] != 6 {
+		t.Errorf("transactions %v, want authenticate 6", r.Transactions)
+	}
 	if r.Errors["error_connect_econnrefused"] != 3 {
 		t.Errorf("errors %v", r.Errors)
 	}
