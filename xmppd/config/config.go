@@ -55,6 +55,11 @@ type Config struct {
 	MaxOffline   int
 	StopTimeout  time.Duration
 
+	// Memory policy of the Go runtime (docs/performance.md, "Memory policy").
+	GCPercent          int           // Go's GOGC for xmppd; 0 = the runtime's (GOGC env, else 100)
+	MemoryLimitMiB     int           // soft memory limit (Go's GOMEMLIMIT) in MiB; 0 = none
+	ReleaseMemoryAfter time.Duration // after an allocation burst, collect and return free memory once the heap has been quiet this long; 0 = off
+
 	// Storage and cluster (docs/xmppd.md, "Storage and clustering").
 	Storage        string // "dir" (storage/local under <data>/db), "file:PATH[?size=BYTES]" or "iscsi://..."
 	ClusterAddr    string // host:port for raft and cluster RPC; empty = single node (no raft)
@@ -90,7 +95,7 @@ func Defaults() Config {
 		Keepalive: 60 * time.Second, IdleTimeout: 5 * time.Minute, AuthTimeout: 60 * time.Second,
 		SMTimeout: 5 * time.Minute, SMMaxQueue: 1000, SendQueue: 1000,
 		AuthFailMax: 5, AuthFailTime: time.Minute, MaxOffline: 100, RegWindow: time.Hour,
-		StopTimeout: 10 * time.Second,
+		StopTimeout: 10 * time.Second, ReleaseMemoryAfter: time.Second,
 		Storage:     "dir", OnStorageLoss: "ram", LeaveOnStop: true, JoinTimeout: 30 * time.Second,
 	}
 }
@@ -126,6 +131,9 @@ func (c *Config) FlagSet(name string) *flag.FlagSet {
 	fs.DurationVar(&c.RegWindow, "registration-window", c.RegWindow, "window of registration-limit")
 	fs.IntVar(&c.MaxOffline, "max-offline", c.MaxOffline, "offline messages kept per user")
 	fs.DurationVar(&c.StopTimeout, "stop-timeout", c.StopTimeout, "deadline for a graceful stop")
+	fs.IntVar(&c.GCPercent, "gc-percent", c.GCPercent, "Go GC target percentage, as GOGC (0: the runtime's: GOGC from the environment, else 100; -1: GC off, only with memory-limit-mib)")
+	fs.IntVar(&c.MemoryLimitMiB, "memory-limit-mib", c.MemoryLimitMiB, "soft memory limit of the Go runtime in MiB, as GOMEMLIMIT (0: none)")
+	fs.DurationVar(&c.ReleaseMemoryAfter, "release-memory-after", c.ReleaseMemoryAfter, "after a burst of allocation (e.g. many logins), once the heap has been quiet this long, collect garbage and return free memory to the OS (0: off)")
 	fs.StringVar(&c.Storage, "storage", c.Storage, "where durable tables live: dir (<data>/db), file:PATH[?size=BYTES] or iscsi://[user[:secret]@]host[:port]/target-iqn/lun")
 	fs.StringVar(&c.ClusterAddr, "cluster-addr", c.ClusterAddr, "host:port for inter-node traffic (raft); empty: single node")
 	fs.StringVar(&c.AdvertiseAddr, "advertise-addr", c.AdvertiseAddr, "host:port peers dial to reach this node (default: cluster-addr)")
@@ -225,6 +233,12 @@ func (c *Config) Validate() error {
 	}
 	if c.C2SShaper < 0 || c.RegLimit < 0 || c.SendQueue < 1 || c.SMMaxQueue < 1 || c.AuthFailMax < 1 {
 		errs = append(errs, errors.New("c2s-shaper must be >= 0; send-queue, sm-max-queue and auth-fail-max >= 1"))
+	}
+	if c.GCPercent < -1 || c.MemoryLimitMiB < 0 || c.ReleaseMemoryAfter < 0 {
+		errs = append(errs, errors.New("gc-percent must be >= -1; memory-limit-mib and release-memory-after >= 0"))
+	}
+	if c.GCPercent == -1 && c.MemoryLimitMiB == 0 {
+		errs = append(errs, errors.New("gc-percent -1 (GC off) needs memory-limit-mib"))
 	}
 	if c.C2S == "" && c.C2STLS == "" && !c.Witness {
 		errs = append(errs, errors.New("no client listener: set c2s or c2s-tls"))

@@ -39,6 +39,7 @@ func run(args []string) int {
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	slog.SetDefault(log)
 
+	applyGC(cfg, log)
 	srv, err := server.New(cfg, log, level)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "xmppd: %v\n", err)
@@ -56,6 +57,11 @@ func run(args []string) int {
 		return 1
 	}
 	srv.Banner(os.Stdout)
+	if cfg.ReleaseMemoryAfter > 0 {
+		mctx, mcancel := context.WithCancel(context.Background())
+		defer mcancel()
+		go releaseMemory(mctx, cfg.ReleaseMemoryAfter, log)
+	}
 
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)

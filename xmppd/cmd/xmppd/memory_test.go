@@ -1,0 +1,101 @@
+package main
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"runtime/metrics"
+	"testing"
+	"time"
+)
+
+func TestReleaserWaitsForQuietAfterABurst(t *testing.T) {
+	r := &releaser{after: time.Second}
+	t0 := time.Unix(1000, 0)
+	at := func(d time.Duration) time.Time { return t0.Add(d) }
+	m := memSample{allocs: 100 << 20, objects: 10 << 20, live: 8 << 20}
+	if r.step(at(0), m) {
+		t.Fatal("released on the first sample")
+	}
+	// Steady small allocation (keepalives): never a release.
+	for i := 1; i <= 20; i++ {
+		m.allocs += 10 << 10
+		m.objects += 10 << 10
+		if r.step(at(time.Duration(i)*releaseTick), m) {
+			t.Fatalf("released without a burst at tick %d", i)
+		}
+	}
+	// A burst: 64 MiB in two ticks, 40 MiB of it garbage.
+	tick := 21
+	for range 2 {
+		m.allocs += 32 << 20
+		m.objects += 20 << 20
+		if r.step(at(time.Duration(tick)*releaseTick), m) {
+			t.Fatal("released during the burst")
+		}
+		tick++
+	}
+	busyEnd := at(time.Duration(tick-1) * releaseTick)
+	var got time.Time
+	for ; tick < 40; tick++ {
+		now := at(time.Duration(tick) * releaseTick)
+		if r.step(now, m) {
+			got = now
+			break
+		}
+	}
+	if got.IsZero() || got.Sub(busyEnd) < time.Second || got.Sub(busyEnd) > time.Second+releaseTick {
+		t.Fatalf("release at %v after the burst's end, want 1s", got.Sub(busyEnd))
+	}
+	r.released(m.allocs)
+	m.objects = m.live
+	for i := 0; i < 20; i++ {
+		tick++
+		if r.step(at(time.Duration(tick)*releaseTick), m) {
+			t.Fatal("released again without a new burst")
+		}
+	}
+}
+
+func TestReleaserSkipsWhenLittleToReclaim(t *testing.T) {
+	r := &releaser{after: time.Second}
+	t0 := time.Unix(1000, 0)
+	m := memSample{allocs: 0, objects: 200 << 20, live: 199 << 20, free: 1 << 20}
+	r.step(t0, m)
+	m.allocs += 64 << 20 // allocated, but already collected: little garbage left
+	r.step(t0.Add(releaseTick), m)
+	for i := 2; i < 20; i++ {
+		if r.step(t0.Add(time.Duration(i)*releaseTick), m) {
+			t.Fatal("released with 2 MiB to gain on a 199 MiB live heap")
+		}
+	}
+}
+
+// TestReleaseMemoryReturnsPages runs the real releaser after a real burst of garbage.
+func TestReleaseMemoryReturnsPages(t *testing.T) {
+	s := make([]metrics.Sample, len(memMetrics))
+	for i, n := range memMetrics {
+		s[i].Name = n
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { releaseMemory(ctx, 300*time.Millisecond, slog.New(slog.NewTextHandler(io.Discard, nil))); close(done) }()
+	defer func() { cancel(); <-done }()
+	time.Sleep(2 * releaseTick)
+	var keep [][]byte
+	for i := 0; i < 64; i++ {
+		keep = append(keep, make([]byte, 1<<20))
+	}
+	keep = nil
+	_ = keep
+	before := readMem(s)
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+		if m := readMem(s); m.objects < before.objects-32<<20 && m.free < 4<<20 {
+			return
+		}
+	}
+	m := readMem(s)
+	t.Fatalf("garbage not collected and returned within 5s: heap objects %d MiB, free pages %d MiB", m.objects>>20, m.free>>20)
+}
