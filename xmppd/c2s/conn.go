@@ -57,6 +57,13 @@ type conn struct {
 
 	sess    *session
 	writing bool // a writer goroutine runs (guarded by sess.mu)
+
+	// Parking with the poller (drive, poller_linux.go).
+	noAsync   bool        // the poller refused this stream: park in its goroutine
+	resumed   bool        // the next call of next continues the one that parked
+	parkOff   int64       // the decoder's input offset when that call began
+	parkID    uint64      // registration with the poller (guarded by its mutex)
+	parkTimer *time.Timer // wakes the parked stream at its read deadline (same)
 }
 
 func newConn(s *Server, nc net.Conn, directTLS bool) *conn {
@@ -102,7 +109,7 @@ func (c *conn) sendStreamError(cond, text string) {
 	c.nc.SetWriteDeadline(time.Now().Add(5 * time.Second))
 	c.nc.Write(b)
 	c.wmu.Unlock()
-	c.raw.Close()
+	c.closeRaw()
 }
 
 // shutdown ends the stream from another goroutine (server stop).
@@ -128,12 +135,66 @@ func (c *conn) appendHeader(b []byte) []byte {
 		xmlstream.Attr{Space: xmlstream.NSXML, Local: "lang", Value: "en"})
 }
 
-// serve runs the connection until it ends. A panic while handling this stream (in
-// the core or a module) ends only this stream, with <internal-server-error/>.
-func (c *conn) serve() {
-	defer c.raw.Close()
+// serve runs a new connection until it ends or parks (then a new goroutine resumes
+// it: drive). A panic while handling this stream (in the core or a module) ends
+// only this stream, with <internal-server-error/>.
+func (c *conn) serve() { c.drive(true) }
+
+// errPark asks drive to park the stream with the server's poller (poller_linux.go):
+// the decoder is between elements, holds no buffers, and nothing arrived within
+// Config.ParkAfter.
+var errPark = errors.New("c2s: park the stream")
+
+// errNoStream ends a connection that never got a stream (direct TLS handshake failed).
+var errNoStream = errors.New("c2s: no stream")
+
+// drive runs the stream from where it stands (start: a new connection; otherwise
+// after a park) until it ends, or until it is parked: then it returns at once and
+// the poller starts drive again on input, a deadline or a close.
+func (c *conn) drive(start bool) {
+	for {
+		err, panicked := c.runSafely(start)
+		start = false
+		switch {
+		case panicked:
+		case errors.Is(err, errPark):
+			switch c.srv.poller.park(c) {
+			case parkOK:
+				return // c belongs to the poller now: touch nothing
+			case parkUnsupported:
+				c.noAsync = true // wait in this goroutine from now on
+			}
+			c.unparked()
+			continue
+		case errors.Is(err, errNoStream):
+		default:
+			c.finish(err)
+		}
+		c.closeRaw()
+		c.srv.connGone(c)
+		return
+	}
+}
+
+// unpark resumes a parked stream in a new goroutine (started by the poller).
+func (c *conn) unpark() {
+	c.unparked()
+	c.drive(false)
+}
+
+// unparked prepares the decoder to read again after a park.
+func (c *conn) unparked() {
+	c.dec.Reacquire()
+	c.rd.woke = true // the next read goes to the socket: input, EOF or the deadline
+	c.resumed = true
+}
+
+// runSafely runs (or resumes) the state machine and turns a panic into an
+// <internal-server-error/> stream error.
+func (c *conn) runSafely(start bool) (err error, panicked bool) {
 	defer func() {
 		if p := recover(); p != nil {
+			panicked = true
 			c.log.Error("panic while handling a stream; closing it", "panic", p, "jid", c.jidString(), "stack", string(debug.Stack()))
 			c.sendStreamError("internal-server-error", "")
 			if s := c.sess; s != nil {
@@ -142,15 +203,26 @@ func (c *conn) serve() {
 			}
 		}
 	}()
-	c.authEnd = time.Now().Add(c.srv.cfg.AuthTimeout)
-	if c.directTLS {
-		if err := c.handshake(); err != nil {
-			c.log.Debug("direct TLS handshake failed", "err", err)
-			return
+	if start {
+		c.authEnd = time.Now().Add(c.srv.cfg.AuthTimeout)
+		if c.directTLS {
+			if err := c.handshake(); err != nil {
+				c.log.Debug("direct TLS handshake failed", "err", err)
+				return errNoStream, false
+			}
+		}
+		c.dec = xmlstream.NewDecoder(&c.rd, c.srv.cfg.Limits)
+		if err := c.openStream(); err != nil {
+			return err, false
 		}
 	}
-	c.dec = xmlstream.NewDecoder(&c.rd, c.srv.cfg.Limits)
-	c.finish(c.run())
+	return c.run(), false
+}
+
+// closeRaw closes the TCP connection and wakes its reader if it is parked.
+func (c *conn) closeRaw() {
+	c.raw.Close()
+	c.srv.poller.wake(c)
 }
 
 // finish ends the connection after run returned err. (Kept out of serve, whose frame
@@ -181,7 +253,7 @@ func (c *conn) finish(err error) {
 	default:
 		c.log.Debug("connection ended", "err", err, "jid", c.jidString())
 	}
-	c.raw.Close()
+	c.closeRaw()
 	if s := c.sess; s != nil {
 		s.connEnded(c, clean)
 	}
@@ -213,36 +285,52 @@ func (c *conn) handshake() error {
 // authentication deadline before binding). Whitespace keepalives and partial input
 // count as activity.
 func (c *conn) next(header bool) (*xmlstream.Element, error) {
+	resumed := c.resumed && !header
+	c.resumed = false
 	for {
-		limit := c.srv.cfg.IdleTimeout
+		var off int64
 		bound := c.sess != nil
-		if !bound {
-			if left := time.Until(c.authEnd); left <= 0 {
-				return nil, serr("connection-timeout", "authentication took too long")
-			} else if limit <= 0 || left < limit {
-				limit = left
+		if resumed {
+			// After a park: the same deadline and activity mark as before it.
+			resumed = false
+			off = c.parkOff
+		} else {
+			limit := c.srv.cfg.IdleTimeout
+			if !bound {
+				if left := time.Until(c.authEnd); left <= 0 {
+					return nil, serr("connection-timeout", "authentication took too long")
+				} else if limit <= 0 || left < limit {
+					limit = left
+				}
 			}
+			var deadline time.Time
+			if limit > 0 {
+				deadline = time.Now().Add(limit)
+			}
+			c.raw.SetReadDeadline(deadline)
+			c.rd.deadline = deadline
+			off = c.dec.InputOffset()
 		}
-		var deadline time.Time
-		if limit > 0 {
-			deadline = time.Now().Add(limit)
-		}
-		c.raw.SetReadDeadline(deadline)
-		c.rd.deadline = deadline
-		off := c.dec.InputOffset()
 		var el *xmlstream.Element
 		var err error
 		if header {
 			c.rd.park = false
 			el, err = c.dec.StreamHeader()
 		} else {
-			// Between stanzas the reader parks without the decoder's buffer (idle.go);
-			// each park ends with input (or an error) for one real read.
+			// Between stanzas the reader parks without the decoder's buffer (idle.go):
+			// with the poller, by handing the stream to it (errPark: this goroutine
+			// ends); otherwise here, until input (or an error) for one real read.
 			for i := 0; i < maxParks; i++ {
 				c.rd.park = !c.noPark && i < maxParks-1
 				el, err = c.dec.Next()
 				if err == nil || !errors.Is(err, errIdle) {
 					break
+				}
+				if !c.noAsync && c.srv.poller != nil {
+					c.rd.park = false
+					c.dec.ReleaseBuffers()
+					c.parkOff = off
+					return nil, errPark
 				}
 				if err = c.park(); err != nil {
 					break
@@ -337,11 +425,8 @@ func (c *conn) features() *xmlstream.Element {
 	return f
 }
 
-// run drives the state machine until the stream ends.
+// run drives the state machine of an open stream until it ends (or parks: errPark).
 func (c *conn) run() error {
-	if err := c.openStream(); err != nil {
-		return err
-	}
 	for {
 		el, err := c.next(false)
 		if err != nil {
@@ -585,7 +670,7 @@ func (c *conn) resume(el *xmlstream.Element) error {
 	s.c = nil // the old connection's reader must not end the session
 	s.mu.Unlock()
 	if old != nil {
-		old.raw.Close()
+		old.closeRaw()
 	}
 	c.wmu.Lock()
 	c.sess = s

@@ -3,8 +3,27 @@ package c2s
 import (
 	"errors"
 	"os"
+	"syscall"
 	"time"
 )
+
+// parkResult is the poller's answer to a park.
+type parkResult int
+
+const (
+	parkOK          parkResult = iota // parked: the poller resumes the stream
+	parkClosed                        // the connection is closed: read to see it
+	parkUnsupported                   // no poller for this stream: wait in its goroutine
+)
+
+// rawConn returns the TCP connection's raw descriptor access.
+func (c *conn) rawConn() (syscall.RawConn, error) {
+	sc, ok := c.raw.(syscall.Conn)
+	if !ok {
+		return nil, errors.New("c2s: no raw access to the connection")
+	}
+	return sc.SyscallConn()
+}
 
 // Idle connections hold no decoder buffer and only a shallow reader stack: when the
 // decoder has consumed all input and nothing more arrives within Config.ParkAfter, the

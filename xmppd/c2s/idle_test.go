@@ -11,7 +11,18 @@ import (
 // than the decoder's initial buffer, several elements in one record, and input that
 // crypto/tls holds behind whitespace the decoder consumed.
 func TestIdleParkingReadsEverything(t *testing.T) {
-	e := start(t, func(c *Config) { c.ParkAfter = 10 * time.Millisecond })
+	for _, poll := range []bool{true, false} {
+		t.Run(map[bool]string{true: "poller", false: "goroutine"}[poll], func(t *testing.T) {
+			e := start(t, func(c *Config) { c.ParkAfter = 10 * time.Millisecond; c.noPoller = !poll })
+			idleParkingReadsEverything(t, e)
+			if _, parks := e.srv.poller.stats(); poll && e.srv.poller != nil && parks == 0 {
+				t.Fatal("no stream was parked with the poller")
+			}
+		})
+	}
+}
+
+func idleParkingReadsEverything(t *testing.T, e *env) {
 	c := e.login(t, "alice", "r")
 	ping := func(id string) string {
 		return "<iq type='get' id='" + id + "'><ping xmlns='urn:xmpp:ping'/></iq>"
@@ -53,8 +64,40 @@ func TestIdleParkingReadsEverything(t *testing.T) {
 
 // A parked stream still ends with <connection-timeout/> when the client is idle.
 func TestIdleParkingTimeout(t *testing.T) {
-	e := start(t, func(c *Config) { c.IdleTimeout = 300 * time.Millisecond; c.ParkAfter = 10 * time.Millisecond })
+	for _, poll := range []bool{true, false} {
+		t.Run(map[bool]string{true: "poller", false: "goroutine"}[poll], func(t *testing.T) {
+			e := start(t, func(c *Config) {
+				c.IdleTimeout = 300 * time.Millisecond
+				c.ParkAfter = 10 * time.Millisecond
+				c.noPoller = !poll
+			})
+			c := e.login(t, "alice", "r")
+			begin := time.Now()
+			got := c.Expect("</stream:stream>", 10*time.Second)
+			if !strings.Contains(got, "connection-timeout") {
+				t.Fatalf("idle stream ended with %q", got)
+			}
+			if d := time.Since(begin); d < 200*time.Millisecond {
+				t.Fatalf("timed out after %v, want about 300ms", d)
+			}
+			if _, parks := e.srv.poller.stats(); poll && e.srv.poller != nil && parks == 0 {
+				t.Fatal("the stream was not parked with the poller")
+			}
+		})
+	}
+}
+
+// Partial input restarts the idle timer: a stanza trickling in slowly across parks
+// is not cut off, and the timeout still comes once input stops.
+func TestIdleParkingSlowStanza(t *testing.T) {
+	e := start(t, func(c *Config) { c.IdleTimeout = 400 * time.Millisecond; c.ParkAfter = 10 * time.Millisecond })
 	c := e.login(t, "alice", "r")
+	ping := "<iq type='get' id='slow'><ping xmlns='urn:xmpp:ping'/></iq>"
+	for i := 0; i < len(ping); i += 10 {
+		c.Send(ping[i:min(i+10, len(ping))])
+		time.Sleep(150 * time.Millisecond) // each piece parks the stream again
+	}
+	c.Expect("id='slow'", 10*time.Second)
 	got := c.Expect("</stream:stream>", 10*time.Second)
 	if !strings.Contains(got, "connection-timeout") {
 		t.Fatalf("idle stream ended with %q", got)

@@ -55,6 +55,8 @@ type Config struct {
 	// Identity is the server's disco identity (category, type, name) for caps.
 	IdentityCategory, IdentityType, IdentityName string
 	Logger                                       *slog.Logger
+
+	noPoller bool // tests: park every stream in its own goroutine
 }
 
 // Listener is one configured listening address.
@@ -80,7 +82,8 @@ type Server struct {
 	conns     map[*conn]struct{}
 	resumable map[string]*session // XEP-0198 resumption id -> session
 	stopping  bool
-	wg        sync.WaitGroup
+	wg        sync.WaitGroup // accept loops and connections
+	poller    *poller        // waits for input on parked streams; nil: each waits in its goroutine
 }
 
 // New returns a c2s server; add listeners with Listen before Start.
@@ -145,6 +148,13 @@ func (s *Server) Start(ctx context.Context) error {
 	if s.cfg.TLS == nil {
 		return errors.New("c2s: no TLS configuration")
 	}
+	if !s.cfg.noPoller {
+		if p, err := newPoller(s.log); err == nil {
+			s.poller = p
+		} else {
+			s.log.Info("idle streams wait in their own goroutines", "reason", err)
+		}
+	}
 	var lc net.ListenConfig
 	for _, l := range s.lnCfg {
 		ln, err := lc.Listen(ctx, "tcp", l.Addr)
@@ -152,6 +162,7 @@ func (s *Server) Start(ctx context.Context) error {
 			for _, o := range s.lns {
 				o.Close()
 			}
+			s.poller.stop()
 			return fmt.Errorf("c2s: listen %s: %w", l.Addr, err)
 		}
 		kind := "starttls"
@@ -199,13 +210,8 @@ func (s *Server) accept(ln net.Listener, directTLS bool) {
 		s.conns[c] = struct{}{}
 		s.wg.Add(1)
 		s.mu.Unlock()
-		go func() {
-			defer s.wg.Done()
-			c.serve()
-			s.mu.Lock()
-			delete(s.conns, c)
-			s.mu.Unlock()
-		}()
+		go c.serve() // ends with connGone
+
 	}
 }
 
@@ -236,15 +242,29 @@ func (s *Server) Stop(ctx context.Context) error {
 	go func() { s.wg.Wait(); close(done) }()
 	select {
 	case <-done:
+		s.poller.stop()
 		return nil
 	case <-ctx.Done():
 		s.mu.Lock()
+		conns := make([]*conn, 0, len(s.conns))
 		for c := range s.conns {
-			c.raw.Close()
+			conns = append(conns, c)
 		}
 		s.mu.Unlock()
+		for _, c := range conns {
+			c.closeRaw()
+		}
+		s.poller.stop()
 		return fmt.Errorf("c2s: stop: %w", ctx.Err())
 	}
+}
+
+// connGone forgets a connection that has ended (its last goroutine returns).
+func (s *Server) connGone(c *conn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+	s.wg.Done()
 }
 
 func randomID() string {

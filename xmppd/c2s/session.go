@@ -362,7 +362,7 @@ func (s *session) writer(c *conn) {
 		if err != nil || final {
 			c.writing = false
 			s.mu.Unlock()
-			c.raw.Close()
+			c.closeRaw()
 			return
 		}
 		s.mu.Unlock()

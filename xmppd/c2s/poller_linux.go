@@ -1,0 +1,200 @@
+package c2s
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// poller waits for input on every parked stream with one epoll instance and one
+// goroutine, so an idle stream holds no goroutine (and no stack) at all. A parked
+// connection is registered one-shot and level-triggered: input that arrived before
+// the registration wakes it at once. Every epoll_ctl on a connection's descriptor
+// runs inside RawConn.Control, which holds the descriptor open, so a closed (and
+// possibly reused) descriptor number is never touched; the kernel drops a closed
+// descriptor from the epoll set by itself, so whoever closes a parked connection
+// wakes it (conn.closeRaw) and its reader sees the close.
+type poller struct {
+	log   *slog.Logger
+	epfd  int
+	stopR int // read end of the stop pipe (registered with id 0)
+	stopW int
+
+	mu     sync.Mutex
+	conns  map[uint64]*conn // parked, by registration id
+	nextID uint64
+	closed bool
+	parks  int // successful parks so far (tests)
+	done   chan struct{}
+	once   sync.Once
+}
+
+// newPoller returns a started poller, or an error when epoll is unavailable (the
+// streams then park in their own goroutine).
+func newPoller(log *slog.Logger) (*poller, error) {
+	epfd, err := syscall.EpollCreate1(syscall.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("c2s: epoll_create1: %w", err)
+	}
+	var pfd [2]int
+	if err := syscall.Pipe2(pfd[:], syscall.O_CLOEXEC|syscall.O_NONBLOCK); err != nil {
+		syscall.Close(epfd)
+		return nil, fmt.Errorf("c2s: pipe2: %w", err)
+	}
+	ev := syscall.EpollEvent{Events: syscall.EPOLLIN} // id 0
+	if err := syscall.EpollCtl(epfd, syscall.EPOLL_CTL_ADD, pfd[0], &ev); err != nil {
+		syscall.Close(epfd)
+		syscall.Close(pfd[0])
+		syscall.Close(pfd[1])
+		return nil, fmt.Errorf("c2s: epoll_ctl: %w", err)
+	}
+	p := &poller{log: log, epfd: epfd, stopR: pfd[0], stopW: pfd[1], conns: map[uint64]*conn{}, nextID: 1, done: make(chan struct{})}
+	go p.loop()
+	return p, nil
+}
+
+func setID(ev *syscall.EpollEvent, id uint64) {
+	ev.Fd, ev.Pad = int32(uint32(id)), int32(uint32(id>>32))
+}
+func getID(ev *syscall.EpollEvent) uint64 { return uint64(uint32(ev.Fd)) | uint64(uint32(ev.Pad))<<32 }
+
+// park registers c, whose reader goroutine then returns without touching c again;
+// wake starts a new one. The result says whether c is parked, or why not.
+func (p *poller) park(c *conn) parkResult {
+	if p == nil {
+		return parkUnsupported
+	}
+	rc, err := c.rawConn()
+	if err != nil {
+		return parkUnsupported
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return parkUnsupported
+	}
+	id := p.nextID
+	p.nextID++
+	var cerr error
+	err = rc.Control(func(fd uintptr) {
+		ev := syscall.EpollEvent{Events: syscall.EPOLLIN | syscall.EPOLLRDHUP | syscall.EPOLLONESHOT}
+		setID(&ev, id)
+		cerr = syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_ADD, int(fd), &ev)
+	})
+	switch {
+	case err != nil:
+		return parkClosed // the connection is closed: its read reports that
+	case cerr != nil:
+		p.log.Warn("epoll registration failed; this stream waits in its own goroutine", "err", cerr)
+		return parkUnsupported
+	}
+	c.parkID = id
+	p.conns[id] = c
+	p.parks++
+	if d := c.rd.deadline; !d.IsZero() {
+		c.parkTimer = time.AfterFunc(time.Until(d), func() { p.wakeID(id) })
+	}
+	return parkOK
+}
+
+// wake resumes c if it is parked (it was closed, or must look at its stream again).
+func (p *poller) wake(c *conn) {
+	if p == nil {
+		return
+	}
+	p.mu.Lock()
+	id := c.parkID
+	p.mu.Unlock()
+	if id != 0 {
+		p.wakeID(id)
+	}
+}
+
+// wakeID resumes the connection parked under id, once.
+func (p *poller) wakeID(id uint64) {
+	p.mu.Lock()
+	c := p.conns[id]
+	if c == nil {
+		p.mu.Unlock()
+		return
+	}
+	delete(p.conns, id)
+	c.parkID = 0
+	if c.parkTimer != nil {
+		c.parkTimer.Stop()
+		c.parkTimer = nil
+	}
+	if rc, err := c.rawConn(); err == nil {
+		_ = rc.Control(func(fd uintptr) {
+			_ = syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_DEL, int(fd), nil)
+		})
+	}
+	p.mu.Unlock()
+	go c.unpark()
+}
+
+// loop delivers readiness until stop.
+func (p *poller) loop() {
+	defer close(p.done)
+	evs := make([]syscall.EpollEvent, 128)
+	for {
+		n, err := syscall.EpollWait(p.epfd, evs, -1)
+		if err != nil {
+			if errors.Is(err, syscall.EINTR) {
+				continue
+			}
+			p.log.Error("epoll_wait failed; parked streams are woken and wait in their own goroutines", "err", err)
+			p.shut()
+			return
+		}
+		for i := 0; i < n; i++ {
+			id := getID(&evs[i])
+			if id == 0 {
+				return // stop
+			}
+			p.wakeID(id)
+		}
+	}
+}
+
+// shut refuses new parks and wakes every parked connection.
+func (p *poller) shut() {
+	p.mu.Lock()
+	p.closed = true
+	ids := make([]uint64, 0, len(p.conns))
+	for id := range p.conns {
+		ids = append(ids, id)
+	}
+	p.mu.Unlock()
+	for _, id := range ids {
+		p.wakeID(id)
+	}
+}
+
+// stop wakes every parked connection, ends the loop and frees the epoll instance.
+func (p *poller) stop() {
+	if p == nil {
+		return
+	}
+	p.once.Do(func() {
+		p.shut()
+		syscall.Write(p.stopW, []byte{1})
+		<-p.done
+		syscall.Close(p.epfd)
+		syscall.Close(p.stopR)
+		syscall.Close(p.stopW)
+	})
+}
+
+// stats reports how many connections are parked and how many parks succeeded (tests).
+func (p *poller) stats() (parked, parks int) {
+	if p == nil {
+		return 0, 0
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.conns), p.parks
+}
