@@ -96,7 +96,7 @@ func Defaults() Config {
 		SMTimeout: 5 * time.Minute, SMMaxQueue: 1000, SendQueue: 1000,
 		AuthFailMax: 5, AuthFailTime: time.Minute, MaxOffline: 100, RegWindow: time.Hour,
 		StopTimeout: 10 * time.Second, ReleaseMemoryAfter: time.Second,
-		Storage:     "dir", OnStorageLoss: "ram", LeaveOnStop: true, JoinTimeout: 30 * time.Second,
+		Storage: "dir", OnStorageLoss: "ram", LeaveOnStop: true, JoinTimeout: 30 * time.Second,
 	}
 }
 

@@ -79,7 +79,10 @@ func TestReleaseMemoryReturnsPages(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { releaseMemory(ctx, 300*time.Millisecond, slog.New(slog.NewTextHandler(io.Discard, nil))); close(done) }()
+	go func() {
+		releaseMemory(ctx, 300*time.Millisecond, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		close(done)
+	}()
 	defer func() { cancel(); <-done }()
 	time.Sleep(2 * releaseTick)
 	var keep [][]byte
