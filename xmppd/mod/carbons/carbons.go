@@ -6,12 +6,18 @@
 // <private xmlns='urn:xmpp:carbons:2'/> (removed before the message goes on) or a
 // <no-copy xmlns='urn:xmpp:hints'/> hint are not copied.
 //
-// It keeps no tables (the switch is a per-session value). It must not import the
-// xmppd core or other modules.
+// It keeps no tables (the switch is a per-session value). Sessions are node-local,
+// so the module also counts, per account, this node's sessions that enabled carbons
+// (kept under one lock with the switches and the sessions' ends): a message of an
+// account with no such session costs a map lookup and no allocation.
+//
+// It must not import the xmppd core or other modules.
 package carbons
 
 import (
 	"context"
+	"sync"
+	"sync/atomic"
 
 	"xedge/xmppd/mod/internal/modutil"
 	"xedge/xmppd/module"
@@ -25,13 +31,22 @@ const (
 	NSHints   = "urn:xmpp:hints"
 )
 
-type enabledKey struct{}
+type (
+	enabledKey struct{}
+	closedKey  struct{}
+)
 
 // Module is the carbons module.
-type Module struct{}
+type Module struct {
+	mu sync.RWMutex
+	// on counts, per account (localpart), this node's open sessions with carbons
+	// enabled; total is their sum, for a lock-free "nobody" answer.
+	on    map[string]int
+	total atomic.Int64
+}
 
 // New returns the module.
-func New() *Module { return &Module{} }
+func New() *Module { return &Module{on: map[string]int{}} }
 
 // Name implements module.Module.
 func (*Module) Name() string { return "carbons" }
@@ -42,7 +57,61 @@ func (m *Module) Start(_ context.Context, h module.Host) error {
 	h.HandleIQ(NS, m.iq)
 	h.Hook(module.EvC2SIn, 20, m.sent)
 	h.Hook(module.EvDelivered, 50, m.received)
+	h.Hook(module.EvSessionClosed, 50, m.closed)
 	return nil
+}
+
+// set switches carbons for s and keeps the per-account count: a session counts
+// while it is enabled and not closed; it is closed once.
+func (m *Module) set(s module.Session, on bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if closed, _ := s.Value(closedKey{}).(bool); closed || Enabled(s) == on {
+		s.SetValue(enabledKey{}, on)
+		return
+	}
+	s.SetValue(enabledKey{}, on)
+	m.count(s.JID().Local, on)
+}
+
+func (m *Module) count(user string, on bool) {
+	if on {
+		m.on[user]++
+		m.total.Add(1)
+		return
+	}
+	if m.on[user]--; m.on[user] <= 0 {
+		delete(m.on, user)
+	}
+	m.total.Add(-1)
+}
+
+func (m *Module) closed(_ context.Context, _ module.Host, ev *module.EventData) bool {
+	s := ev.Session
+	if s == nil {
+		return false
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if closed, _ := s.Value(closedKey{}).(bool); closed {
+		return false
+	}
+	s.SetValue(closedKey{}, true)
+	if Enabled(s) {
+		m.count(s.JID().Local, false)
+	}
+	return false
+}
+
+// anyEnabled reports whether one of user's sessions on this node enabled carbons.
+func (m *Module) anyEnabled(user string) bool {
+	if m.total.Load() == 0 {
+		return false
+	}
+	m.mu.RLock()
+	n := m.on[user]
+	m.mu.RUnlock()
+	return n > 0
 }
 
 // Stop implements module.Module.
@@ -62,10 +131,10 @@ func (m *Module) iq(ctx context.Context, h module.Host, iq *module.IQ) {
 	case iq.Stanza.Attr("type") != "set":
 		modutil.ReplyError(ctx, h, iq, module.ErrModify, "bad-request", "")
 	case p.Local == "enable":
-		iq.Session.SetValue(enabledKey{}, true)
+		m.set(iq.Session, true)
 		modutil.ReplyResult(ctx, h, iq)
 	case p.Local == "disable":
-		iq.Session.SetValue(enabledKey{}, false)
+		m.set(iq.Session, false)
 		modutil.ReplyResult(ctx, h, iq)
 	default:
 		modutil.ReplyError(ctx, h, iq, module.ErrModify, "bad-request", "")
@@ -125,11 +194,11 @@ func (m *Module) sent(_ context.Context, h module.Host, ev *module.EventData) bo
 		st.RemoveChildren(NS, "private")
 		return false
 	}
-	if !Eligible(st) {
+	if !m.anyEnabled(s.JID().Local) || !Eligible(st) {
 		return false
 	}
 	for _, o := range h.Sessions(s.JID().Bare()) {
-		if o.ID() != s.ID() && Enabled(o) && o.JID().String() != st.Attr("to") {
+		if o.ID() != s.ID() && Enabled(o) && o.JID() != ev.To {
 			o.Send(wrap("sent", st, o))
 		}
 	}
@@ -139,16 +208,21 @@ func (m *Module) sent(_ context.Context, h module.Host, ev *module.EventData) bo
 // received copies a delivered message to the recipient account's other resources.
 func (m *Module) received(_ context.Context, h module.Host, ev *module.EventData) bool {
 	st := ev.Stanza
-	if st == nil || st.Local != "message" || ev.To.Local == "" || !Eligible(st) {
+	if st == nil || st.Local != "message" || ev.To.Local == "" || !m.anyEnabled(ev.To.Local) || !Eligible(st) {
 		return false
 	}
-	got := map[string]bool{}
-	for _, t := range ev.Targets {
-		got[t.ID()] = true
-	}
 	for _, o := range h.Sessions(ev.To.Bare()) {
-		if !got[o.ID()] && Enabled(o) {
+		if Enabled(o) && !isTarget(o, ev.Targets) {
 			o.Send(wrap("received", st, o))
+		}
+	}
+	return false
+}
+
+func isTarget(s module.Session, targets []module.Session) bool {
+	for _, t := range targets {
+		if t.ID() == s.ID() {
+			return true
 		}
 	}
 	return false
