@@ -36,6 +36,8 @@ type Options struct {
 	Domain        string        // the XMPP domain (stream 'to', JID domain)
 	StartTLS      bool          // negotiate STARTTLS before anything else
 	TLSIfRequired bool          // negotiate STARTTLS only if the server requires it
+	TLSIfOffered  bool          // negotiate STARTTLS whenever the server offers it
+	Verifier      *Verifier     // checks the server's certificate; nil: not checked (unit tests, readiness probes)
 	Mechanism     string        // SASL mechanism; default SCRAM-SHA-1
 	Resource      string        // resource to bind; default "bench"
 	Timeout       time.Duration // deadline for each protocol step; default 20s
@@ -48,14 +50,6 @@ func (o *Options) timeout() time.Duration {
 	return o.Timeout
 }
 
-// tlsConfig is shared by every connection: the servers use a throwaway self-signed
-// certificate, and session tickets are off so each login pays a full handshake.
-var tlsConfig = &tls.Config{InsecureSkipVerify: true, SessionTicketsDisabled: true, MinVersion: tls.VersionTLS12}
-
-// SetCurvePreferences restricts the key exchanges every later connection offers
-// (nil: Go's default list). Call it before any connection is made.
-func SetCurvePreferences(c []tls.CurveID) { tlsConfig.CurvePreferences = c }
-
 // Conn is one client-to-server XMPP connection.
 type Conn struct {
 	opts     Options
@@ -66,7 +60,9 @@ type Conn struct {
 	JID      string // full JID after Bind
 	TLS      bool
 	seq      atomic.Uint64
-	pending  [][]byte // elements read while waiting for an iq, returned by Next first
+	pending  [][]byte  // elements read while waiting for an iq, returned by Next first
+	dl       time.Time // current deadline of conn (see deadline)
+	wbuf     []byte    // scratch for building stanzas
 }
 
 // maxPending bounds the elements kept while waiting for an iq answer.
@@ -74,7 +70,9 @@ const maxPending = 10000
 
 // Dial connects, opens the stream and, if asked, negotiates STARTTLS.
 func Dial(ctx context.Context, opts Options) (*Conn, error) {
-	d := net.Dialer{Timeout: opts.timeout()}
+	// No TCP keepalive: benchmark connections are short or watched by the workload,
+	// and enabling it costs four setsockopt calls per connection.
+	d := net.Dialer{Timeout: opts.timeout(), KeepAlive: -1}
 	raw, err := d.DialContext(ctx, "tcp", opts.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("dial %s: %w", opts.Addr, err)
@@ -84,7 +82,7 @@ func Dial(ctx context.Context, opts Options) (*Conn, error) {
 		raw.Close()
 		return nil, err
 	}
-	if opts.StartTLS || (opts.TLSIfRequired && c.TLSRequired()) {
+	if opts.StartTLS || (opts.TLSIfRequired && c.TLSRequired()) || (opts.TLSIfOffered && Child(c.features, "starttls") != nil) {
 		if err := c.startTLS(ctx); err != nil {
 			raw.Close()
 			return nil, err
@@ -93,8 +91,16 @@ func Dial(ctx context.Context, opts Options) (*Conn, error) {
 	return c, nil
 }
 
+// deadline bounds the next protocol step by the step timeout. Setting a deadline
+// touches the runtime's timers; a login has ~8 steps, so it is renewed only once
+// less than half the timeout is left (each step still gets at least timeout/2).
 func (c *Conn) deadline() {
-	_ = c.conn.SetDeadline(time.Now().Add(c.opts.timeout()))
+	now := time.Now()
+	if c.dl.Sub(now) > c.opts.timeout()/2 {
+		return
+	}
+	c.dl = now.Add(c.opts.timeout())
+	_ = c.conn.SetDeadline(c.dl)
 }
 
 // open sends a stream header and reads the server's header and features.
@@ -149,12 +155,16 @@ func (c *Conn) startTLS(ctx context.Context) error {
 	if c.sc.Buffered() != 0 {
 		return errors.New("starttls: data after <proceed/>")
 	}
-	cfg := tlsConfig.Clone()
-	cfg.ServerName = c.opts.Domain
-	tc := tls.Client(c.raw, cfg)
-	hctx, cancel := context.WithTimeout(ctx, c.opts.timeout())
-	defer cancel()
-	if err := tc.HandshakeContext(hctx); err != nil {
+	tc := tls.Client(c.raw, clientTLS(c.opts.Domain, c.opts.Verifier))
+	// Bounded by the connection's deadline (set for this step just above, renewed
+	// here), not by a context: HandshakeContext with a cancellable context starts a
+	// watcher goroutine per handshake.
+	c.dl = time.Time{}
+	c.deadline()
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := tc.Handshake(); err != nil {
 		return fmt.Errorf("tls handshake: %w", err)
 	}
 	c.conn = tc
@@ -191,7 +201,10 @@ func (c *Conn) wire() ([]byte, error) {
 }
 
 // SetDeadline sets the read and write deadline of the connection.
-func (c *Conn) SetDeadline(t time.Time) error { return c.conn.SetDeadline(t) }
+func (c *Conn) SetDeadline(t time.Time) error { c.dl = t; return c.conn.SetDeadline(t) }
+
+// SetWriteDeadline sets the write deadline of the connection.
+func (c *Conn) SetWriteDeadline(t time.Time) error { return c.conn.SetWriteDeadline(t) }
 
 // NextID returns a connection-unique stanza id.
 func (c *Conn) NextID() string { return "b" + strconv.FormatUint(c.seq.Add(1), 36) }
@@ -383,10 +396,18 @@ func (c *Conn) login(user, pass string) error {
 	if err := c.Bind(); err != nil {
 		return err
 	}
-	if err := c.Send([]byte("<presence/>")); err != nil {
+	// Initial presence and the ping go out in one write: the client sends them
+	// back to back anyway, and one TLS record + one syscall is less generator work.
+	id := c.NextID()
+	c.wbuf = append(append(append(append(append(c.wbuf[:0], "<presence/><iq type='get' id='"...), id...), "' to='"...), c.opts.Domain...),
+		"'><ping xmlns='"+nsPing+"'/></iq>"...)
+	if err := c.Send(c.wbuf); err != nil {
 		return err
 	}
-	return c.Ping(nil)
+	if _, err := c.await(id, nil); err != nil {
+		return fmt.Errorf("ping: %w", err)
+	}
+	return nil
 }
 
 // Roster fetches the roster and returns the items as (jid, subscription) pairs.

@@ -407,3 +407,13 @@ func (s *Server) Remove(keep bool) error {
 }
 
 func itoa(i int) string { return strconv.Itoa(i) }
+
+// CertPEM returns the server's certificate (self-signed: it is also the trust
+// root the load client verifies the server against).
+func (s *Server) CertPEM() ([]byte, error) {
+	b, err := os.ReadFile(filepath.Join(s.dir, "cert.pem"))
+	if err != nil {
+		return nil, fmt.Errorf("%s: certificate: %w", s.cfg.Kind, err)
+	}
+	return b, nil
+}

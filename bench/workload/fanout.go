@@ -38,11 +38,32 @@ func ringContacts(i, n, k int) []int {
 	return out
 }
 
+// Rosters maps a user's local part to the bare JIDs in its roster; every item
+// has subscription "both", no name and no groups.
+type Rosters map[string][]string
+
+// RingRosters returns the fan-out rosters: user i of n has k contacts, i±1..i±k/2.
+func RingRosters(prefix, domain string, n, k int) Rosters {
+	r := make(Rosters, n)
+	for i := range n {
+		u, _ := User(prefix, i)
+		items := make([]string, 0, k)
+		for _, c := range ringContacts(i, n, k) {
+			cu, _ := User(prefix, c)
+			items = append(items, cu+"@"+domain)
+		}
+		r[u] = items
+	}
+	return r
+}
+
 // ProvisionRosters gives each of n users (prefix0..) k contacts with mutual
-// ("both") subscriptions, over XMPP itself so every server is provisioned the same
-// way: all users log in, each sends subscribe to its contacts and approves every
-// subscribe it receives; then rosters are polled until every user has k contacts
-// in state both.
+// ("both") subscriptions. If the target can store rosters directly
+// (Target.WriteRosters: Prosody's files) they are written there; otherwise they
+// are made over XMPP: all users log in, each sends subscribe to its contacts and
+// approves every subscribe it receives. Either way every user then logs in and
+// fetches its roster, and provisioning fails unless each has its k contacts in
+// state both.
 func ProvisionRosters(ctx context.Context, t *Target, prefix string, n, k int, timeout time.Duration) error {
 	if k >= n || k%2 != 0 {
 		return fmt.Errorf("contacts %d must be even and below users %d", k, n)
@@ -50,9 +71,35 @@ func ProvisionRosters(ctx context.Context, t *Target, prefix string, n, k int, t
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	start := time.Now()
+	if t.WriteRosters != nil {
+		if err := t.WriteRosters(ctx, RingRosters(prefix, t.Domain, n, k)); err != nil {
+			return fmt.Errorf("write rosters: %w", err)
+		}
+		t.Log.Info("rosters written to storage", "server", t.Name, "users", n, "contacts", k, "took", time.Since(start).Round(time.Millisecond))
+	}
 	conns, err := loginAll(ctx, t, prefix, n, 0, true)
 	if err != nil {
 		return err
+	}
+	if t.WriteRosters != nil {
+		sess := make([]*session, n)
+		for i := range n {
+			sess[i] = newSession(conns[i], nil, nil)
+		}
+		defer func() {
+			for _, s := range sess {
+				s.close()
+			}
+		}()
+		still, err := incompleteRosters(ctx, t, sess, allUsers(n), prefix, n, k)
+		if err != nil {
+			return err
+		}
+		if len(still) > 0 {
+			return fmt.Errorf("rosters written but %d of %d users' roster fetch lacks contacts in state both (first: %s%d)", len(still), n, prefix, still[0])
+		}
+		t.Log.Info("rosters provisioned", "server", t.Name, "users", n, "contacts", k, "how", "storage", "took", time.Since(start).Round(time.Millisecond))
+		return nil
 	}
 	sess := make([]*session, n)
 	var smu sync.Mutex
@@ -157,48 +204,62 @@ func ProvisionRosters(ctx context.Context, t *Target, prefix string, n, k int, t
 		}
 	}
 	// Poll until every roster is complete.
-	pending := make([]int, n)
-	for i := range pending {
-		pending[i] = i
-	}
+	pending := allUsers(n)
 	for round := 0; len(pending) > 0; round++ {
 		select {
 		case <-time.After(time.Duration(min(round, 1)) * 3 * time.Second):
 		case <-ctx.Done():
 			return fmt.Errorf("rosters incomplete for %d users after %v: %w", len(pending), time.Since(start).Round(time.Second), ctx.Err())
 		}
-		var still []int
-		var mu sync.Mutex
-		err := Parallel(ctx, len(pending), 20, func(ctx context.Context, j int) error {
-			i := pending[j]
-			items, err := sess[i].roster(30 * time.Second)
-			if err != nil {
-				// A busy server may answer late (ejabberd with 20,000
-				// subscriptions in flight): poll again next round, bounded by
-				// the phase deadline.
-				t.Log.Debug("roster poll", "user", i, "err", err)
-				items = nil
-			}
-			both := 0
-			for _, c := range ringContacts(i, n, k) {
-				if items[jid(c)] == "both" {
-					both++
-				}
-			}
-			if both < k {
-				mu.Lock()
-				still = append(still, i)
-				mu.Unlock()
-			}
-			return nil
-		})
-		if err != nil {
-			return fmt.Errorf("roster poll: %w", err)
+		if pending, err = incompleteRosters(ctx, t, sess, pending, prefix, n, k); err != nil {
+			return err
 		}
-		pending = still
 	}
-	t.Log.Info("rosters provisioned", "server", t.Name, "users", n, "contacts", k, "took", time.Since(start).Round(time.Millisecond))
+	t.Log.Info("rosters provisioned", "server", t.Name, "users", n, "contacts", k, "how", "xmpp", "took", time.Since(start).Round(time.Millisecond))
 	return nil
+}
+
+func allUsers(n int) []int {
+	all := make([]int, n)
+	for i := range all {
+		all[i] = i
+	}
+	return all
+}
+
+// incompleteRosters fetches the rosters of the pending users (indexes into sess)
+// and returns those lacking any of their k ring contacts in state both.
+func incompleteRosters(ctx context.Context, t *Target, sess []*session, pending []int, prefix string, n, k int) ([]int, error) {
+	var still []int
+	var mu sync.Mutex
+	err := Parallel(ctx, len(pending), 20, func(ctx context.Context, j int) error {
+		i := pending[j]
+		items, err := sess[i].roster(30 * time.Second)
+		if err != nil {
+			// A busy server may answer late (ejabberd with 20,000
+			// subscriptions in flight): poll again next round, bounded by
+			// the phase deadline.
+			t.Log.Debug("roster poll", "user", i, "err", err)
+			items = nil
+		}
+		both := 0
+		for _, c := range ringContacts(i, n, k) {
+			u, _ := User(prefix, c)
+			if items[u+"@"+t.Domain] == "both" {
+				both++
+			}
+		}
+		if both < k {
+			mu.Lock()
+			still = append(still, i)
+			mu.Unlock()
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("roster poll: %w", err)
+	}
+	return still, nil
 }
 
 // Fanout logs the n provisioned users in (STARTTLS, initial presence), waits until
@@ -261,6 +322,7 @@ func Fanout(ctx context.Context, t *Target, prefix string, n, k int, timeout tim
 	}
 	time.Sleep(500 * time.Millisecond) // let the login storm's tail settle
 	stanza := []byte("<presence><show>away</show><status>" + string(token) + "</status></presence>")
+	defer loadgen.HoldGC(loadgen.InstrumentHeap)() // the instrument's GC out of the measurement
 	cpu := startCPU(t)
 	release := make(chan struct{})
 	var wg sync.WaitGroup

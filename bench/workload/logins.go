@@ -36,6 +36,9 @@ func Logins(ctx context.Context, t *Target, prefix string, pool, workers int, d 
 	deadline := time.Now().Add(d)
 	var ok, bad atomic.Int64
 	var firstErr atomic.Value
+	// The generator is the instrument: its GC is held off for the measurement
+	// (loadgen.HoldGC), the same for every server.
+	defer loadgen.HoldGC(loadgen.InstrumentHeap)()
 	cpu := startCPU(t)
 	start := time.Now()
 	var wg sync.WaitGroup

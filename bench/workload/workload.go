@@ -30,10 +30,16 @@ type Target struct {
 	CPU     func() (float64, error) // CPU seconds the server has used
 	Restart func(context.Context) error
 	Log     *slog.Logger
+	// Verifier checks the server's certificate on every TLS connection (verified
+	// in full once, then pinned: see loadgen.Verifier); nil: not checked.
+	Verifier *loadgen.Verifier
+	// WriteRosters, if set, stores the given rosters in the server directly
+	// (offline provisioning; see ProvisionRosters); nil: over XMPP.
+	WriteRosters func(ctx context.Context, r Rosters) error
 }
 
 func (t *Target) opts(tls bool) loadgen.Options {
-	return loadgen.Options{Addr: t.Addr, Domain: t.Domain, StartTLS: tls, Timeout: 30 * time.Second}
+	return loadgen.Options{Addr: t.Addr, Domain: t.Domain, StartTLS: tls, Timeout: 30 * time.Second, Verifier: t.Verifier}
 }
 
 // User returns the name and password of benchmark user i of a pool. The password
@@ -87,8 +93,10 @@ func Register(ctx context.Context, t *Target, prefix string, n int) error {
 			if attempt > 0 {
 				time.Sleep(200 * time.Millisecond)
 			}
+			// Over TLS whenever offered (all three servers offer STARTTLS; xmppd
+			// refuses registration in plaintext even when TLS is optional).
 			o := t.opts(false)
-			o.TLSIfRequired = true
+			o.TLSIfOffered = true
 			c, err := loadgen.Dial(ctx, o)
 			if err != nil {
 				last = err

@@ -57,9 +57,6 @@ func TestTinyBenchAllServers(t *testing.T) {
 	}
 	for _, s := range r.Servers {
 		for _, f := range report.Figures {
-			if f.Key == "mem_kb_session_plain" && s.Name == "xmppd" {
-				continue // xmppd requires STARTTLS
-			}
 			if _, ok := s.Figures[f.Key]; !ok {
 				t.Errorf("%s: no %s (errors: %v)", s.Name, f.Key, s.Errors)
 			}

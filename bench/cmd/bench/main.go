@@ -15,7 +15,6 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -63,6 +62,7 @@ type params struct {
 	Keep          bool          `json:"-"`
 	Timeout       time.Duration `json:"-"`
 	Profile       string        `json:"-"`
+	GenProfile    string        `json:"-"`
 	Nice          int           `json:"nice"`
 	TLSGroups     string        `json:"tls_groups"`
 	LockWait      time.Duration `json:"-"`
@@ -103,6 +103,7 @@ func run(args []string) error {
 	flag.DurationVar(&p.LockWait, "lock-wait", 20*time.Minute, "how long to wait for another benchmark run on this machine to finish (runs take "+lockPath+")")
 	flag.StringVar(&p.TLSGroups, "tls-groups", "default", "key exchanges the load client offers: default (Go's: X25519MLKEM768, X25519, P-256, ...) or x25519 (the same classic exchange on every server; ejabberd and Prosody on OpenSSL 3.0 never negotiate ML-KEM)")
 	flag.StringVar(&p.Profile, "profile", "", "directory: record `perf` CPU profiles of xmppd during each workload")
+	flag.StringVar(&p.GenProfile, "gen-profile", "", "directory: record pprof CPU profiles of the load generator itself during each workload (gen-<server>-<workload>.pprof)")
 	if err := flag.Parse(args); err != nil {
 		return fmt.Errorf("flags: %w", err)
 	}
@@ -136,12 +137,8 @@ func run(args []string) error {
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	switch p.TLSGroups {
-	case "default":
-	case "x25519":
-		loadgen.SetCurvePreferences([]tls.CurveID{tls.X25519})
-	default:
-		return fmt.Errorf("--tls-groups %q: want default or x25519", p.TLSGroups)
+	if err := loadgen.SetTLSGroups(p.TLSGroups); err != nil {
+		return fmt.Errorf("--tls-groups: %w", err)
 	}
 	unlock, err := acquireRunLock(ctx, p.LockWait, log)
 	if err != nil {
@@ -277,6 +274,23 @@ func benchServer(ctx context.Context, log *slog.Logger, p *params, name string) 
 		return res
 	}
 	t := &workload.Target{Name: name, Addr: s.Addr, Domain: s.Domain(), RSS: s.RSS, CPU: s.CPUTime, Restart: s.Restart, Log: log}
+	certPEM, err := s.CertPEM()
+	if err == nil {
+		t.Verifier, err = loadgen.NewVerifier(certPEM, s.Domain())
+	}
+	if err != nil {
+		res.Errors["start"] = err.Error()
+		return res
+	}
+	defer func() {
+		res.Details["tls_verification"] = map[string]int64{"full": t.Verifier.FullVerifications(), "pinned_or_full_accepted": t.Verifier.Accepted()}
+	}()
+	if name == servers.Prosody {
+		// Prosody 0.12 rewrites a user's whole roster file on every change: the
+		// 20,000 subscription handshakes of the full fan-out take > 9 minutes, so
+		// its rosters are written to its storage directly (then verified over XMPP).
+		t.WriteRosters = func(_ context.Context, r workload.Rosters) error { return s.WriteRosters(r) }
+	}
 
 	// Registration is the slow part of provisioning (ejabberd hashes SCRAM keys at
 	// ~50 accounts/s here), so at most MemUsers accounts carry the idle sessions.
@@ -289,7 +303,7 @@ func benchServer(ctx context.Context, log *slog.Logger, p *params, name string) 
 		log.Error("provisioning failed", "server", name, "err", err)
 		return res
 	}
-	prof := newProfiler(p.Profile, name, s.PID, log)
+	prof := newProfiler(p.Profile, p.GenProfile, name, s.PID, log)
 
 	if has(p.Workloads, "memory") {
 		for _, tls := range []bool{false, true} {

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/pprof"
 	"strconv"
 	"syscall"
 	"time"
@@ -16,19 +17,58 @@ import (
 // code we can change) during each workload, into dir/xmppd-<workload>.perf.data.
 // Read them with `perf report -i FILE --stdio`. xmppd must be built with symbols
 // (`go build -o /tmp/xmppd ./xmppd/cmd/xmppd`; make build strips them with -s -w).
+//
+// With genDir set it also records a pprof CPU profile of the load generator itself
+// (this process) for every server and workload, genDir/gen-<server>-<workload>.pprof
+// (`go tool pprof -top FILE`): what the instrument spends its core on.
 type profiler struct {
 	dir    string
+	genDir string
 	server string
 	pid    func() int
 	log    *slog.Logger
 }
 
-func newProfiler(dir, server string, pid func() int, log *slog.Logger) *profiler {
-	return &profiler{dir: dir, server: server, pid: pid, log: log}
+func newProfiler(dir, genDir, server string, pid func() int, log *slog.Logger) *profiler {
+	return &profiler{dir: dir, genDir: genDir, server: server, pid: pid, log: log}
 }
 
-// start begins a profile and returns the function that ends it.
+// start begins the profiles of a phase and returns the function that ends them.
 func (p *profiler) start(phase string) func() {
+	stopGen := p.startGen(phase)
+	stopServer := p.startServer(phase)
+	return func() { stopServer(); stopGen() }
+}
+
+// startGen profiles the generator (pprof) during a phase.
+func (p *profiler) startGen(phase string) func() {
+	if p.genDir == "" {
+		return func() {}
+	}
+	if err := os.MkdirAll(p.genDir, 0o755); err != nil {
+		p.log.Warn("generator profile dir", "err", err)
+		return func() {}
+	}
+	out := filepath.Join(p.genDir, "gen-"+p.server+"-"+phase+".pprof")
+	f, err := os.Create(out)
+	if err != nil {
+		p.log.Warn("generator profile", "err", err)
+		return func() {}
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		p.log.Warn("generator profile", "err", err)
+		f.Close()
+		return func() {}
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+		p.log.Info("generator profile written", "file", out)
+	}
+}
+
+// startServer records perf data of xmppd during a phase.
+func (p *profiler) startServer(phase string) func() {
 	if p.dir == "" || p.server != "xmppd" {
 		return func() {}
 	}
