@@ -7,8 +7,13 @@
 // reads rosters through it. Delivery of inbound presence (bare and full JIDs,
 // priorities) is the core's.
 //
-// It keeps no tables: presence lives in the sessions (Session.SetPresence) and the
-// directed-presence set in a per-session value.
+// It keeps no tables: presence lives in the sessions (Session.SetPresence), the
+// directed-presence set in a per-session value, and so does a snapshot of the
+// user's subscriptions (who gets the broadcast, whom to probe) taken from the roster
+// and tagged with the roster version read before it. The roster module writes a
+// new, unique version in the same batch as every change of a user's items, on
+// whichever node makes it, so a snapshot whose version is still the current one
+// is exact; it is reloaded otherwise. A roster at the empty version is never cached.
 //
 // It must not import the xmppd core; of the modules it imports only roster.
 package presence
@@ -88,6 +93,55 @@ func (d *directed) take() []string {
 	return out
 }
 
+type rosterKey struct{}
+
+// subscriptions is a session's snapshot of its user's roster as presence uses it.
+// It is immutable once built.
+type subscriptions struct {
+	ver  string
+	from []contact // 'from' or 'both': they get the user's broadcast
+	to   []string  // 'to' or 'both': probed at initial presence
+}
+
+type contact struct {
+	jid jid.JID
+	str string // the roster's (prepared, bare) string
+}
+
+// subscriptions returns the snapshot for s's user: the cached one if the roster
+// version did not change since it was taken, a fresh one otherwise. On a read
+// error it logs and returns an empty, uncached snapshot.
+func (m *Module) subscriptions(s module.Session) *subscriptions {
+	full := s.JID()
+	user := full.Local
+	if c, ok := s.Value(rosterKey{}).(*subscriptions); ok && m.r.VersionIs(user, c.ver) {
+		return c
+	}
+	ver := m.r.Version(user) // before the items: see the package doc
+	items, err := m.r.Items(user)
+	if err != nil {
+		m.h.Logger().Error("presence: roster read", "user", user, "err", err)
+		return &subscriptions{}
+	}
+	c := &subscriptions{ver: ver}
+	for _, it := range items {
+		cj, err := jid.Parse(it.JID)
+		if err != nil || cj.Bare() == full.Bare() {
+			continue
+		}
+		if roster.HasFrom(it.Sub) {
+			c.from = append(c.from, contact{jid: cj, str: it.JID})
+		}
+		if roster.HasTo(it.Sub) {
+			c.to = append(c.to, it.JID)
+		}
+	}
+	if ver != roster.EmptyVersion {
+		s.SetValue(rosterKey{}, c)
+	}
+	return c
+}
+
 func (m *Module) blocked(user string, j jid.JID) bool {
 	return m.o.Blocked != nil && m.o.Blocked(user, j)
 }
@@ -104,28 +158,27 @@ func addressed(p *xmlstream.Element, from, to string) *xmlstream.Element {
 func (m *Module) broadcast(ctx context.Context, s module.Session, p *xmlstream.Element, extra []string) {
 	full := s.JID()
 	user := full.Local
-	items, err := m.r.Items(user)
-	if err != nil {
-		m.h.Logger().Error("presence: roster read", "user", user, "err", err)
+	from := full.String()
+	subs := m.subscriptions(s)
+	var sent map[string]bool
+	if len(extra) > 0 {
+		sent = map[string]bool{}
 	}
-	sent := map[string]bool{}
-	for _, it := range items {
-		if !roster.HasFrom(it.Sub) {
+	for _, c := range subs.from {
+		if m.blocked(user, c.jid) {
 			continue
 		}
-		cj, err := jid.Parse(it.JID)
-		if err != nil || cj.Bare() == full.Bare() || m.blocked(user, cj) {
-			continue
+		if sent != nil {
+			sent[c.str] = true
 		}
-		sent[it.JID] = true
-		m.h.Route(ctx, addressed(p, full.String(), it.JID))
+		m.h.Route(ctx, addressed(p, from, c.str))
 	}
 	for _, e := range extra {
 		if sent[e] {
 			continue
 		}
 		if ej, err := jid.Parse(e); err == nil && !m.blocked(user, ej) {
-			m.h.Route(ctx, addressed(p, full.String(), e))
+			m.h.Route(ctx, addressed(p, from, e))
 		}
 	}
 	for _, o := range m.h.Sessions(full.Bare()) {
@@ -177,16 +230,8 @@ func (m *Module) outbound(ctx context.Context, h module.Host, ev *module.EventDa
 // the user's other available resources (RFC 6121 §4.2.2, §4.3.1).
 func (m *Module) initial(ctx context.Context, s module.Session) {
 	full := s.JID()
-	items, _ := m.r.Items(full.Local)
-	for _, it := range items {
-		if !roster.HasTo(it.Sub) {
-			continue
-		}
-		cj, err := jid.Parse(it.JID)
-		if err != nil || cj.Bare() == full.Bare() {
-			continue
-		}
-		m.h.Route(ctx, xmlstream.New(xmlstream.NSClient, "presence", "type", "probe", "from", full.String(), "to", it.JID))
+	for _, to := range m.subscriptions(s).to {
+		m.h.Route(ctx, xmlstream.New(xmlstream.NSClient, "presence", "type", "probe", "from", full.String(), "to", to))
 	}
 	for _, o := range m.h.Sessions(full.Bare()) {
 		if o.ID() == s.ID() {

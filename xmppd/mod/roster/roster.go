@@ -49,8 +49,9 @@ const (
 	MaxItems   = 2000
 	maxNameLen = 1023
 	maxGroups  = 64
-	// EmptyVersion is the version of a roster that was never changed. Every change
-	// yields "<epoch>-<n>", so it never equals EmptyVersion.
+	// EmptyVersion is the version of a roster that was never changed (or whose user
+	// was removed). Every change yields "<n>-<16 random hex digits>", so it never
+	// equals EmptyVersion.
 	EmptyVersion = "0"
 )
 
@@ -171,15 +172,32 @@ func (m *Module) Version(user string) string {
 	return string(b)
 }
 
+// nextVersion returns the version a change of the roster at version cur writes:
+// "<n>-<r>", n counting the changes and r 64 random bits. The random part makes
+// every version unique (two nodes changing the same roster concurrently read the
+// same cur, and must still write different versions), so that the version row,
+// written in the same batch as every change of the user's items, identifies the
+// items: a reader that reads the version before the items and later finds the same
+// version knows the items did not change (the presence module's subscriber cache
+// relies on it). Versions of the older "<epoch>-<n>" form are followed on.
 func nextVersion(cur string) string {
-	if i := strings.LastIndexByte(cur, '-'); i > 0 {
-		if n, err := strconv.ParseUint(cur[i+1:], 10, 64); err == nil {
-			return cur[:i+1] + strconv.FormatUint(n+1, 10)
-		}
+	var n uint64
+	if i := strings.IndexByte(cur, '-'); i > 0 {
+		n, _ = strconv.ParseUint(cur[:i], 10, 64)
 	}
-	var b [4]byte
+	var b [8]byte
 	_, _ = rand.Read(b[:])
-	return hex.EncodeToString(b[:]) + "-1"
+	return strconv.FormatUint(n+1, 10) + "-" + hex.EncodeToString(b[:])
+}
+
+// VersionIs reports whether the user's roster is at version v, as Version(user) ==
+// v would.
+func (m *Module) VersionIs(user, v string) bool {
+	b, ok, err := m.vers.Get(user)
+	if err != nil || !ok || len(b) == 0 {
+		return v == EmptyVersion
+	}
+	return string(b) == v
 }
 
 func (m *Module) state(user, contact string) (State, Item) {
