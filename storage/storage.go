@@ -220,6 +220,10 @@ type TableInfo struct {
 	Keys     int               `json:"keys"`
 	Bytes    int64             `json:"bytes"`
 	Replicas map[string]string `json:"replicas,omitempty"` // node -> state
+	// RAM is, for a RAM table of a replicated store, whether this node's copy
+	// is "synced" with the cluster or "unsynced" (restored from its device
+	// without RAM rows, being resynced). Empty otherwise.
+	RAM string `json:"ram,omitempty"`
 }
 
 // Status is `xmppctl storage`.

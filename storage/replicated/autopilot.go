@@ -122,7 +122,7 @@ func (s *Store) publishMembers() {
 		m := cur[string(srv.ID)]
 		m.Name, m.Addr = nameOf(srv.ID), string(srv.Address)
 		if r, ok := s.ap.reports[srv.ID]; ok {
-			m.Storage, m.Witness = r.Storage, r.Witness
+			m.Storage, m.Witness, m.RAM = r.Storage, r.Witness, r.RAM
 		}
 		if srv.ID == s.id {
 			m.Witness = s.cfg.Witness

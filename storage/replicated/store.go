@@ -102,6 +102,7 @@ type Store struct {
 	stopCh   chan struct{} // closed by Stop
 	wg       sync.WaitGroup
 	kickRep  chan struct{}
+	snapKick chan struct{}
 
 	mu           sync.Mutex
 	leaderCommit uint64
@@ -116,6 +117,8 @@ type Store struct {
 	ap       autopilotState
 	stepping atomic.Bool
 	leaving  atomic.Bool
+	// holdResync keeps ramLoop from acting (tests: an unsynced leader).
+	holdResync atomic.Bool
 }
 
 var _ storage.Store = (*Store)(nil)
@@ -171,7 +174,7 @@ func New(cfg Config) (*Store, error) {
 		_ = os.Remove(filepath.Join(cfg.DataDir, markerName))
 	}
 	s := &Store{cfg: cfg, log: log, fsm: newFSM(), st: st, kickRep: make(chan struct{}, 1), stopCh: make(chan struct{}),
-		inc: uint64(time.Now().UnixNano())}
+		snapKick: make(chan struct{}, 1), inc: uint64(time.Now().UnixNano())}
 	s.eph = ephemeral.New(cfg.NodeName, s.inc)
 	s.eph.OnLocalChange(s.ephLocalChange)
 	s.ephOut.peers = map[raft.ServerID]*ephPeer{}
@@ -188,6 +191,8 @@ func New(cfg Config) (*Store, error) {
 		s.id = raft.ServerID(cfg.NodeName + "#" + randomHex(4))
 		_ = st.Set([]byte(keyNodeID), []byte(s.id))
 	}
+	s.fsm.self, s.fsm.log = string(s.id), log
+	s.fsm.fetch, s.fsm.snapshotNeeded = s.fetchRAM, s.requestSnapshot
 	if cfg.Device == nil {
 		s.log.Info("no storage device: this node keeps raft state in RAM only")
 	}
@@ -284,7 +289,9 @@ func (s *Store) Start(ctx context.Context) error {
 	}
 	lctx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
-	s.wg.Add(4)
+	s.wg.Add(6)
+	go func() { defer s.wg.Done(); s.ramLoop(lctx) }()
+	go func() { defer s.wg.Done(); s.snapshotLoop(lctx) }()
 	go func() { defer s.wg.Done(); s.ephLoop(lctx) }()
 	go func() { defer s.wg.Done(); s.st.run(lctx) }()
 	go func() { defer s.wg.Done(); s.reportLoop(lctx) }()
@@ -457,7 +464,7 @@ func (s *Store) reportLoop(ctx context.Context) {
 	var lastJoinWarn time.Time
 	for {
 		rep := &report{ID: string(s.id), Name: s.cfg.NodeName, Addr: s.addr, Storage: s.storageState(),
-			Applied: s.fsm.appliedIndex(), Witness: s.cfg.Witness}
+			Applied: s.fsm.appliedIndex(), Witness: s.cfg.Witness, RAM: s.ramState()}
 		var resp *rpcResponse
 		var err error
 		if s.leaving.Load() {
@@ -538,6 +545,9 @@ func (s *Store) handleRPC(req *rpcRequest) *rpcResponse {
 	if s.raft == nil {
 		return &rpcResponse{Err: "raft not running on this node", Kind: "unavailable"}
 	}
+	if req.Op == "ramimage" { // answered by this node, never forwarded
+		return s.handleRAMImage(req)
+	}
 	if s.raft.State() != raft.Leader {
 		if req.Hops >= 3 {
 			return &rpcResponse{Err: "too many forwarding hops", Kind: "unavailable"}
@@ -556,7 +566,7 @@ func (s *Store) handleRPC(req *rpcRequest) *rpcResponse {
 	}
 	switch req.Op {
 	case "apply":
-		return s.leaderApply(req.Cmd, 10*time.Second)
+		return s.leaderApply(req.Cmd, req.RAM, 10*time.Second)
 	case "report":
 		if req.Report == nil {
 			return &rpcResponse{Err: "empty report"}
@@ -580,9 +590,14 @@ func (s *Store) handleRPC(req *rpcRequest) *rpcResponse {
 }
 
 // leaderApply commits cmd through raft on the leader.
-func (s *Store) leaderApply(cmd []byte, timeout time.Duration) *rpcResponse {
+func (s *Store) leaderApply(cmd []byte, ram bool, timeout time.Duration) *rpcResponse {
 	if s.cfg.ReadOnlyOnLoss && s.degraded() {
 		return &rpcResponse{Err: "read-only: no node has working storage", Kind: "unavailable"}
+	}
+	if ram && !s.fsm.valid() {
+		// The outcome of a RAM batch must be decided by a leader whose RAM
+		// tables are valid: wait (the caller retries) for its resync or epoch.
+		return &rpcResponse{Err: "the leader's RAM tables are being resynced", Kind: "retry"}
 	}
 	f := s.raft.Apply(cmd, timeout)
 	if err := f.Error(); err != nil {
@@ -631,6 +646,12 @@ func errKind(err error) string {
 		return "conflict"
 	case errors.Is(err, storage.ErrNoTable):
 		return "notable"
+	case errors.Is(err, tables.ErrCopyMismatch):
+		return "mismatch"
+	case errors.Is(err, tables.ErrRAMCondition):
+		return "ramcond"
+	case errors.Is(err, errRAMUnsynced):
+		return "unavailable"
 	}
 	return ""
 }
@@ -690,6 +711,10 @@ func respError(resp *rpcResponse) error {
 		return storage.ErrConflict
 	case "notable":
 		return fmt.Errorf("%w: %s", storage.ErrNoTable, resp.Err)
+	case "mismatch":
+		return fmt.Errorf("%w: %w: %s", storage.ErrUnavailable, tables.ErrCopyMismatch, resp.Err)
+	case "ramcond":
+		return fmt.Errorf("replicated: %w: %s", tables.ErrRAMCondition, resp.Err)
 	case "unavailable", "retry":
 		return fmt.Errorf("%w: %s", storage.ErrUnavailable, resp.Err)
 	}
@@ -698,15 +723,15 @@ func respError(resp *rpcResponse) error {
 
 // commit submits cmd and waits until this node's FSM has applied it, so a
 // read after the call sees the write.
-func (s *Store) commit(ctx context.Context, entry []byte) error {
-	resp, err := s.submit(ctx, &rpcRequest{Op: "apply", Cmd: entry})
+func (s *Store) commit(ctx context.Context, req *rpcRequest) (uint64, error) {
+	resp, err := s.submit(ctx, req)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	if resp.Index > 0 && !s.fsm.waitApplied(resp.Index, ctx.Done()) {
-		return fmt.Errorf("%w: committed at %d but not yet applied here: %w", storage.ErrUnavailable, resp.Index, ctx.Err())
+		return 0, fmt.Errorf("%w: committed at %d but not yet applied here: %w", storage.ErrUnavailable, resp.Index, ctx.Err())
 	}
-	return respError(resp)
+	return resp.Index, respError(resp)
 }
 
 // Declare implements storage.Store.
@@ -717,7 +742,14 @@ func (s *Store) Declare(ctx context.Context, spec storage.TableSpec) error {
 	if !s.fsm.state.NeedsDeclare(spec) {
 		return nil
 	}
-	return s.commit(ctx, encodeTables(tables.DeclareCommand(spec)))
+	old, had := s.fsm.state.Spec(spec.Name)
+	index, err := s.commit(ctx, &rpcRequest{Op: "apply", Cmd: encodeTables(tables.DeclareCommand(spec))})
+	if err != nil || !had || old.Copy != storage.RAM || spec.Copy != storage.Disc || s.cfg.Device == nil {
+		return err
+	}
+	// RAM -> disc: the rows reach this node's device before Declare returns
+	// (every other node snapshots as it applies the change).
+	return s.snapshotCovering(ctx, index)
 }
 
 // Durable implements storage.Store.
@@ -731,8 +763,22 @@ func (s *Store) Apply(ctx context.Context, ops ...storage.Op) error {
 		return nil
 	}
 	// Tables are checked in the FSM, not here: a lagging node may not have
-	// applied a Declare that the leader already has.
-	return s.commit(ctx, encodeTables(tables.ApplyCommand(ops...)))
+	// applied a Declare that the leader already has. Ops are marked with the
+	// copy type this node knows; if a Declare changed it meanwhile, the FSM
+	// refuses the batch everywhere and it is marked again once (this node has
+	// then applied the Declare).
+	var err error
+	for range 2 {
+		cmd := s.markedCommand(ctx, ops)
+		if err := tables.CheckMarks(cmd.Ops, cmd.Marks); err != nil {
+			return fmt.Errorf("replicated: %w", err)
+		}
+		_, err = s.commit(ctx, &rpcRequest{Op: "apply", Cmd: encodeTables(cmd), RAM: cmd.HasRAM()})
+		if !errors.Is(err, tables.ErrCopyMismatch) {
+			return err
+		}
+	}
+	return err
 }
 
 // degraded reports whether no member of the cluster has working storage.
@@ -796,6 +842,9 @@ func (s *Store) Status() storage.Status {
 	}
 	var detail []string
 	detail = append(detail, "id "+string(s.id))
+	if !s.fsm.valid() {
+		detail = append(detail, "RAM tables unsynced (being resynced from a peer, or emptied by a new RAM epoch)")
+	}
 	if since, err := s.st.lostSince(); !durable && s.cfg.Device != nil && !since.IsZero() {
 		detail = append(detail, fmt.Sprintf("storage lost since %s (%v)", since.UTC().Format(time.RFC3339), err))
 	}
@@ -828,10 +877,16 @@ func (s *Store) lossWindow() string {
 
 // Tables implements storage.Store.
 func (s *Store) Tables() []storage.TableInfo {
-	replicas := s.replicaStates()
+	replicas := s.replicaStates(false)
+	ramReplicas := s.replicaStates(true)
 	out := s.fsm.state.Info()
+	ram := s.ramState()
 	for i := range out {
 		out[i].Replicas = replicas
+		if out[i].Copy == storage.RAM.String() {
+			out[i].Replicas = ramReplicas
+			out[i].RAM = ram
+		}
 	}
 	eph := map[string]string{s.cfg.NodeName: "local"}
 	s.ephMu.Lock()
@@ -846,8 +901,10 @@ func (s *Store) Tables() []storage.TableInfo {
 	return out
 }
 
-// replicaStates maps node name to "voter|nonvoter/durable|ram-only[/leader]".
-func (s *Store) replicaStates() map[string]string {
+// replicaStates maps node name to "voter|nonvoter/durable|ram-only[/leader]";
+// for a RAM table (ram) "/unsynced" is added for nodes whose RAM tables are
+// not valid.
+func (s *Store) replicaStates(ram bool) map[string]string {
 	out := map[string]string{}
 	if s.raft == nil {
 		return out
@@ -876,6 +933,15 @@ func (s *Store) replicaStates() map[string]string {
 		v := role + "/" + stor
 		if srv.ID == leader {
 			v += "/leader"
+		}
+		if ram {
+			r := members[string(srv.ID)].RAM
+			if srv.ID == s.id {
+				r = s.ramState()
+			}
+			if r == "unsynced" {
+				v += "/unsynced"
+			}
 		}
 		out[nameOf(srv.ID)] = v
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/hashicorp/raft"
 
 	"xedge/storage"
+	"xedge/storage/tables"
 )
 
 // stores is raft's LogStore, StableStore and SnapshotStore in one: a RAM copy
@@ -263,7 +264,7 @@ func (s *stores) StoreLogs(logs []*raft.Log) error {
 			s.last = l.Index
 		}
 	}
-	lost := s.persist(record{recLogs, encodeLogs(logs)})
+	lost := s.persist(record{recLogs, encodeLogs(redactLogs(logs))})
 	s.mu.Unlock()
 	s.notify(lost)
 	return nil
@@ -376,6 +377,10 @@ func (k *sink) Close() error {
 	k.closed = true
 	k.meta.Size = int64(k.buf.Len())
 	f := &snapshotFile{meta: k.meta, data: k.buf.Bytes()}
+	dev, err := redactedSnapshotFile(f)
+	if err != nil {
+		return err
+	}
 	s := k.s
 	s.mu.Lock()
 	if s.snap != nil && s.snap.meta.Index > f.meta.Index {
@@ -383,7 +388,7 @@ func (k *sink) Close() error {
 		return nil
 	}
 	s.snap = f
-	lost := s.persist(record{recSnapshot, encodeSnapshotFile(f)})
+	lost := s.persist(record{recSnapshot, encodeSnapshotFile(dev)})
 	s.mu.Unlock()
 	s.notify(lost)
 	return nil
@@ -509,7 +514,11 @@ func (s *stores) repersist(ctx context.Context) error {
 	}
 	recs := kv
 	if snap != nil {
-		recs = append(recs, record{recSnapshot, encodeSnapshotFile(snap)})
+		dev, err := redactedSnapshotFile(snap)
+		if err != nil {
+			return fail(err)
+		}
+		recs = append(recs, record{recSnapshot, encodeSnapshotFile(dev)})
 	}
 	if err := nw.append(recs, false); err != nil {
 		return fail(err)
@@ -518,7 +527,7 @@ func (s *stores) repersist(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return fail(ctx.Err())
 		}
-		if err := nw.append([]record{{recLogs, encodeLogs(logs[i:min(i+512, len(logs))])}}, false); err != nil {
+		if err := nw.append([]record{{recLogs, encodeLogs(redactLogs(logs[i:min(i+512, len(logs))]))}}, false); err != nil {
 			return fail(err)
 		}
 	}
@@ -564,6 +573,63 @@ func (s *stores) repersist(ctx context.Context) error {
 	return nil
 }
 
+// Redaction: what reaches the device never carries a RAM table's rows. raft
+// reads the RAM copy (full entries and snapshots: a leader replicates RAM ops
+// to lagging followers and sends RAM rows in InstallSnapshot); the device gets
+// entries whose RAM ops are replaced by stubs (tables.Command.Redacted, which
+// needs no state: every op is marked with its copy type by the proposer) and
+// snapshots without RAM rows (redactSnapshot).
+
+// redactLogs returns logs with every entry's RAM ops redacted; the slice itself
+// when none has any.
+func redactLogs(logs []*raft.Log) []*raft.Log {
+	var out []*raft.Log
+	for i, l := range logs {
+		r := redactLog(l)
+		if r == l && out == nil {
+			continue
+		}
+		if out == nil {
+			out = make([]*raft.Log, i, len(logs))
+			copy(out, logs[:i])
+		}
+		out = append(out, r)
+	}
+	if out == nil {
+		return logs
+	}
+	return out
+}
+
+// redactLog returns l, or a copy of it whose RAM ops are redacted.
+func redactLog(l *raft.Log) *raft.Log {
+	if l.Type != raft.LogCommand || len(l.Data) < 3 || l.Data[0] != entryTables || l.Data[1] != byte(tables.CmdApply) || l.Data[2] != 2 {
+		return l // only version-2 (marked) apply commands carry RAM ops to remove
+	}
+	cmd, err := tables.DecodeCommand(l.Data[1:])
+	if err != nil {
+		return l
+	}
+	red, changed := cmd.Redacted()
+	if !changed {
+		return l
+	}
+	c := *l
+	c.Data = encodeTables(red)
+	return &c
+}
+
+// redactedSnapshotFile returns the device copy of a snapshot.
+func redactedSnapshotFile(f *snapshotFile) (*snapshotFile, error) {
+	data, err := redactSnapshot(f.data)
+	if err != nil {
+		return nil, fmt.Errorf("replicated: snapshot %s: %w", f.meta.ID, err)
+	}
+	d := &snapshotFile{meta: f.meta, data: data}
+	d.meta.Size = int64(len(data))
+	return d, nil
+}
+
 // deleteRange removes [lo, hi] from logs, walking whichever is smaller: the
 // range or the map.
 func deleteRange(logs map[uint64]*raft.Log, lo, hi uint64) {
@@ -581,4 +647,14 @@ func deleteRange(logs map[uint64]*raft.Log, lo, hi uint64) {
 	for i := lo; i <= hi; i++ {
 		delete(logs, i)
 	}
+}
+
+// snapshotIndex is the index of the snapshot kept (0: none).
+func (s *stores) snapshotIndex() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.snap == nil {
+		return 0
+	}
+	return s.snap.meta.Index
 }

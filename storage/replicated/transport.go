@@ -298,8 +298,11 @@ func (l *streamLayer) Dial(address raft.ServerAddress, timeout time.Duration) (n
 
 // rpcRequest is one RPC over the cluster transport.
 type rpcRequest struct {
-	Op     string    `json:"op"` // "apply", "report", "leave", "eph"
+	Op     string    `json:"op"` // "apply", "report", "leave", "eph", "ramimage"
 	Cmd    []byte    `json:"cmd,omitempty"`
+	RAM    bool      `json:"ram,omitempty"`    // apply: the batch writes RAM tables
+	Index  uint64    `json:"index,omitempty"`  // ramimage: the sync marker's index
+	Tables []string  `json:"tables,omitempty"` // ramimage: disc tables wanted besides the RAM ones
 	Report *report   `json:"report,omitempty"`
 	Eph    *ephBatch `json:"eph,omitempty"`
 	ID     string    `json:"id,omitempty"`
@@ -312,6 +315,7 @@ type rpcResponse struct {
 	Kind   string `json:"kind,omitempty"` // "conflict", "unavailable", "notable", "" (other)
 	Commit uint64 `json:"commit,omitempty"`
 	Leader string `json:"leader,omitempty"`
+	Image  []byte `json:"image,omitempty"` // ramimage: a tables snapshot of the wanted tables
 }
 
 // report is what each node tells the leader periodically: it doubles as the
@@ -323,6 +327,7 @@ type report struct {
 	Storage string `json:"storage"` // "durable" or "ram-only"
 	Applied uint64 `json:"applied"`
 	Witness bool   `json:"witness,omitempty"`
+	RAM     string `json:"ram,omitempty"` // "synced" or "unsynced"
 }
 
 func writeFrame(w io.Writer, v any) error {
