@@ -158,8 +158,10 @@ func render(w io.Writer, cmd string, args []string, raw json.RawMessage) error {
 		table(w, asMaps(v), "jid", "addr", "tls", "mechanism", "priority", "sm", "csi", "detached", "since")
 	case "tables":
 		// Like mnesia:info: each table, its copy type, size and the state of
-		// its replica on every node (node=state, sorted by node).
-		table(w, asMaps(v), "name", "kind", "copy", "keys", "bytes", "replicas")
+		// its replica on every node (node=state, sorted by node). RAM: for a
+		// ram table of a cluster, whether this node's copy is synced; a
+		// replica whose RAM tables are being resynced shows "/unsynced".
+		table(w, asMaps(v), "name", "kind", "copy", "keys", "bytes", "ram", "replicas")
 	case "status", "storage":
 		kv(w, v, "")
 	case "loglevel":

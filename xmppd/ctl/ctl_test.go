@@ -96,13 +96,16 @@ func TestExplainSocketErrors(t *testing.T) {
 func TestRenderTablesShowsReplicasPerNode(t *testing.T) {
 	raw := json.RawMessage(`[{"name":"roster","kind":"durable","copy":"disc","keys":3,"bytes":120,
 		"replicas":{"n2":"nonvoter/durable","n1":"voter/durable/leader"}},
+		{"name":"caps","kind":"durable","copy":"ram","keys":1,"bytes":9,"ram":"synced",
+		"replicas":{"n2":"nonvoter/durable/unsynced","n1":"voter/durable/leader"}},
 		{"name":"session","kind":"ephemeral","copy":"node","keys":0,"bytes":0}]`)
 	var b strings.Builder
 	if err := render(&b, "tables", nil, raw); err != nil {
 		t.Fatal(err)
 	}
 	out := b.String()
-	for _, want := range []string{"REPLICAS", "n1=voter/durable/leader,n2=nonvoter/durable", "session"} {
+	for _, want := range []string{"REPLICAS", "RAM", "n1=voter/durable/leader,n2=nonvoter/durable", "session", "synced",
+		"n2=nonvoter/durable/unsynced"} {
 		if !strings.Contains(out, want) {
 			t.Fatalf("tables output lacks %q:\n%s", want, out)
 		}
