@@ -45,6 +45,16 @@
 //     applies the Ops in order, all or none. An empty batch is a no-op. Once Apply
 //     returns nil the batch survives a crash (disc tables) and every later read on
 //     this node sees it.
+//   - A batch that writes disc tables may not carry a Cond on a RAM table: RAM
+//     ops never reach a disk, so replaying the batch could decide differently.
+//     The replicated store refuses such a batch (the error wraps
+//     tables.ErrRAMCondition); batches on RAM tables only, or with Conds on disc
+//     tables only, are fine. If a Declare changes the copy type of a table while
+//     a batch on it is in flight, the replicated store may refuse the batch with
+//     ErrUnavailable (retry).
+//   - RAM tables of the replicated store: a node restarted while the cluster
+//     runs gets them back from a peer (until then TableInfo.RAM is "unsynced"
+//     and its reads may miss rows); after a full-cluster restart they are empty.
 //   - Reads (Table.Get/Scan/Count) see a consistent committed version and never
 //     wait for disk or network. Get returns a copy; the value passed to a Scan
 //     callback must not be modified. Scan holds no lock while calling fn, so fn may
