@@ -42,7 +42,7 @@ func Modules(o Options) []module.Module {
 	return []module.Module{
 		r,
 		b,
-		presence.New(r, presence.Options{Blocked: b.IsBlocked, SetPresence: off.PresenceSetter()}),
+		presence.New(r, presence.Options{Blocked: b.IsBlocked, HasBlockList: b.HasList, SetPresence: off.PresenceSetter()}),
 		off,
 		carbons.New(),
 		disco.New(r),

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"xedge/storage"
+	"xedge/xmppd/jid"
 	"xedge/xmppd/mod/internal/modtest"
 	"xedge/xmppd/mod/internal/modutil"
 	"xedge/xmppd/mod/roster"
@@ -122,5 +123,40 @@ func BenchmarkBroadcast(b *testing.B) {
 			s.Take()
 		}
 		a.Take()
+	}
+}
+
+// TestHasBlockListSkipsBlocked: a user without a block list costs no Blocked call
+// per contact; with one, blocked contacts still get nothing.
+func TestHasBlockListSkipsBlocked(t *testing.T) {
+	h := modtest.NewHost("example.org", "alice", "bob")
+	r := roster.New()
+	ctx := context.Background()
+	if err := r.Start(ctx, h); err != nil {
+		t.Fatal(err)
+	}
+	calls, has := 0, false
+	o := Options{
+		Blocked: func(user string, j jid.JID) bool {
+			calls++
+			return user == "alice" && j.Bare().String() == "bob@example.org"
+		},
+		HasBlockList: func(user string) bool { return has },
+	}
+	if err := New(r, o).Start(ctx, h); err != nil {
+		t.Fatal(err)
+	}
+	putItem(t, h, "alice", "bob@example.org", roster.SubBoth, "1-a")
+	b := h.Connect("bob@example.org/b")
+	b.SetPresence(avail(""))
+	a := h.Connect("alice@example.org/a")
+	h.Send(a, avail(""))
+	if from(b.Take(), "", "alice@example.org/a") != 1 || calls != 0 {
+		t.Fatalf("no block list: delivered? calls %d", calls)
+	}
+	has = true
+	h.Send(a, avail("away"))
+	if from(b.Take(), "", "alice@example.org/a") != 0 || calls == 0 {
+		t.Fatal("block list ignored")
 	}
 }

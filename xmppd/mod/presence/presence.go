@@ -33,6 +33,9 @@ type Options struct {
 	// Blocked, when set, reports whether user (a localpart) blocks j; blocked JIDs
 	// get no presence from the user (XEP-0191).
 	Blocked func(user string, j jid.JID) bool
+	// HasBlockList, when set, reports whether user has a block list at all; a
+	// broadcast of a user without one asks Blocked nothing.
+	HasBlockList func(user string) bool
 	// SetPresence, when set, records a session's presence (nil: unavailable)
 	// instead of Session.SetPresence; it must call Session.SetPresence. The offline
 	// module's PresenceSetter flushes stored messages there, ordered with its store.
@@ -99,13 +102,8 @@ type rosterKey struct{}
 // It is immutable once built.
 type subscriptions struct {
 	ver  string
-	from []contact // 'from' or 'both': they get the user's broadcast
-	to   []string  // 'to' or 'both': probed at initial presence
-}
-
-type contact struct {
-	jid jid.JID
-	str string // the roster's (prepared, bare) string
+	from []string // 'from' or 'both': they get the user's broadcast
+	to   []string // 'to' or 'both': probed at initial presence
 }
 
 // subscriptions returns the snapshot for s's user: the cached one if the roster
@@ -130,7 +128,7 @@ func (m *Module) subscriptions(s module.Session) *subscriptions {
 			continue
 		}
 		if roster.HasFrom(it.Sub) {
-			c.from = append(c.from, contact{jid: cj, str: it.JID})
+			c.from = append(c.from, it.JID)
 		}
 		if roster.HasTo(it.Sub) {
 			c.to = append(c.to, it.JID)
@@ -144,6 +142,11 @@ func (m *Module) subscriptions(s module.Session) *subscriptions {
 
 func (m *Module) blocked(user string, j jid.JID) bool {
 	return m.o.Blocked != nil && m.o.Blocked(user, j)
+}
+
+// mayBlock reports whether user may block anyone (false: skip blocked).
+func (m *Module) mayBlock(user string) bool {
+	return m.o.Blocked != nil && (m.o.HasBlockList == nil || m.o.HasBlockList(user))
 }
 
 func addressed(p *xmlstream.Element, from, to string) *xmlstream.Element {
@@ -164,14 +167,17 @@ func (m *Module) broadcast(ctx context.Context, s module.Session, p *xmlstream.E
 	if len(extra) > 0 {
 		sent = map[string]bool{}
 	}
+	check := m.mayBlock(user)
 	for _, c := range subs.from {
-		if m.blocked(user, c.jid) {
-			continue
+		if check {
+			if cj, err := jid.Parse(c); err != nil || m.blocked(user, cj) {
+				continue
+			}
 		}
 		if sent != nil {
-			sent[c.str] = true
+			sent[c] = true
 		}
-		m.h.Route(ctx, addressed(p, from, c.str))
+		m.h.Route(ctx, addressed(p, from, c))
 	}
 	for _, e := range extra {
 		if sent[e] {
