@@ -591,7 +591,8 @@ func (s *Store) handleRPC(req *rpcRequest) *rpcResponse {
 
 // leaderApply commits cmd through raft on the leader.
 func (s *Store) leaderApply(cmd []byte, ram bool, timeout time.Duration) *rpcResponse {
-	if s.cfg.ReadOnlyOnLoss && s.degraded() {
+	sync := len(cmd) > 0 && cmd[0] == entryRAMSync // writes no table: allowed read-only
+	if s.cfg.ReadOnlyOnLoss && s.degraded() && !sync {
 		return &rpcResponse{Err: "read-only: no node has working storage", Kind: "unavailable"}
 	}
 	if ram && !s.fsm.valid() {

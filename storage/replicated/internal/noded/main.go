@@ -89,6 +89,10 @@ func run() error {
 		switch {
 		case f[0] == "declare" && len(f) == 2:
 			err = s.Declare(cctx, storage.TableSpec{Name: f[1]})
+		case f[0] == "declare" && len(f) == 3 && f[2] == "ram":
+			err = s.Declare(cctx, storage.TableSpec{Name: f[1], Copy: storage.RAM})
+		case f[0] == "tables":
+			resp["tables"] = s.Tables()
 		case f[0] == "put" && len(f) == 4:
 			err = s.Apply(cctx, storage.Put(f[1], f[2], []byte(f[3])))
 		case f[0] == "get" && len(f) == 3:
