@@ -101,3 +101,24 @@ func BenchmarkHooksNoCarbons(b *testing.B) {
 		m.received(context.Background(), h, ev)
 	}
 }
+
+// TestNoSentCopyToAddressee: a message from one resource to another of the same
+// account gets no <sent/> copy at the addressee, however the client spelled its
+// 'to' (the comparison used the raw attribute: "ALICE@Example.org/2" got both the
+// message and a copy).
+func TestNoSentCopyToAddressee(t *testing.T) {
+	h := modtest.NewHost("example.org", "alice")
+	if err := New().Start(context.Background(), h); err != nil {
+		t.Fatal(err)
+	}
+	a1, a2 := h.Connect("alice@example.org/1"), h.Connect("alice@example.org/2")
+	for _, s := range []*modtest.Session{a1, a2} {
+		s.SetPresence(xmlstream.New(xmlstream.NSClient, "presence"))
+	}
+	enable(t, h, a2)
+	h.Send(a1, chat("", "ALICE@Example.org/2", "self"))
+	got := a2.Take()
+	if len(got) != 1 || got[0].Child(NS, "sent") != nil {
+		t.Fatalf("addressee got %d stanzas (a carbon copy of its own message?)", len(got))
+	}
+}
