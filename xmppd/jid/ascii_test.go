@@ -57,6 +57,22 @@ func TestPrepareASCIIExhaustive(t *testing.T) {
 	}
 }
 
+// TestPrepareASCIILong compares the paths at the length limits (RFC 7622 §3: 1023
+// bytes per part; DNS's 253/63 are not enforced by the profile xmppd uses).
+func TestPrepareASCIILong(t *testing.T) {
+	label := strings.Repeat("a", 63)
+	for _, n := range []int{3, 4, 15, 16, 17} {
+		d := strings.TrimSuffix(strings.Repeat(label+".", n), ".")
+		checkSame(t, JID{Domain: d})
+		checkSame(t, JID{Domain: d + "."})
+	}
+	for _, n := range []int{maxPart - 1, maxPart, maxPart + 1} {
+		s := strings.Repeat("x", n)
+		checkSame(t, JID{Local: s, Domain: "example.com"})
+		checkSame(t, JID{Local: "u", Domain: "example.com", Resource: s})
+	}
+}
+
 // TestPrepareASCIITaken makes sure the common JIDs take the fast path, and the
 // unusual ones do not.
 func TestPrepareASCIITaken(t *testing.T) {
