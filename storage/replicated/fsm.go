@@ -94,7 +94,10 @@ type capture struct {
 	view  *tables.View
 }
 
-const keepCaptures = 8
+const (
+	keepCaptures = 8
+	captureTTL   = 30 * time.Second
+)
 
 type entryResult struct {
 	sum uint64
@@ -305,6 +308,11 @@ func (f *fsm) syncedIndex() uint64 {
 
 func (f *fsm) advance(index uint64, r entryResult, keep bool) {
 	f.mu.Lock()
+	// Captures keep old versions of every table alive: keep them only for
+	// as long as an asking node can take to fetch one.
+	for len(f.captures) > 0 && time.Since(f.captures[0].at) > captureTTL {
+		f.captures = f.captures[1:]
+	}
 	if index > f.applied {
 		f.applied = index
 	}

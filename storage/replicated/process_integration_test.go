@@ -17,27 +17,27 @@ import (
 	"time"
 )
 
-var (
-	nodedOnce sync.Once
-	nodedBin  string
-	nodedErr  error
-)
-
+// buildNoded builds noded into the test's temp dir, once per test (the Go
+// build cache makes the second build a link only).
 func buildNoded(t *testing.T) string {
-	nodedOnce.Do(func() {
-		// Built once per test binary; only one test uses it, so its temp dir
-		// may go with that test.
-		nodedBin = filepath.Join(t.TempDir(), "noded")
-		out, err := exec.Command("go", "build", "-buildvcs=false", "-o", nodedBin, "./internal/noded").CombinedOutput()
-		if err != nil {
-			nodedErr = fmt.Errorf("build noded: %v\n%s", err, out)
-		}
-	})
-	if nodedErr != nil {
-		t.Fatal(nodedErr)
+	nodedMu.Lock()
+	defer nodedMu.Unlock()
+	if bin, ok := nodedBins[t]; ok {
+		return bin
 	}
-	return nodedBin
+	bin := filepath.Join(t.TempDir(), "noded")
+	out, err := exec.Command("go", "build", "-buildvcs=false", "-o", bin, "./internal/noded").CombinedOutput()
+	if err != nil {
+		t.Fatalf("build noded: %v\n%s", err, out)
+	}
+	nodedBins[t] = bin
+	return bin
 }
+
+var (
+	nodedMu   sync.Mutex
+	nodedBins = map[*testing.T]string{}
+)
 
 // proc is one noded process.
 type proc struct {

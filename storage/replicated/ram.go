@@ -25,10 +25,11 @@ import (
 //     node, applying its own marker, fetches that image from a valid peer over
 //     the cluster transport and installs it before applying the next entry;
 //     on failure it stays invalid and tries again with a new marker (backoff);
-//   - a new RAM epoch ('E'): when the leader's RAM tables are not valid and no
-//     member of the configuration reports valid ones for ramEpochWait after it
-//     became leader (a full-cluster restart), it proposes an epoch: every node
-//     empties its RAM tables and they are valid (logged once per epoch);
+//   - a new RAM epoch ('E'): when the leader's RAM tables are not valid, it has
+//     been leader for ramEpochWait, a majority of the voters reported recently
+//     and none of the members reports valid ones (a full-cluster restart), it
+//     proposes an epoch: every node empties its RAM tables and they are valid
+//     (logged once per epoch);
 //   - an InstallSnapshot from a node whose snapshot carried valid RAM rows.
 //
 // A leader whose RAM tables are not valid resyncs like any node and, meanwhile,
@@ -36,9 +37,10 @@ import (
 // outcome of a conditional RAM batch is always decided by a valid leader.
 
 // ramEpochWait is how long a leader whose RAM tables are not valid waits for a
-// member with valid ones before starting a new RAM epoch.
+// member with valid ones before starting a new RAM epoch (it also needs
+// recent reports from a majority of the voters, all unsynced).
 func (s *Store) ramEpochWait() time.Duration {
-	return max(4*s.cfg.ReportInterval, s.cfg.HeartbeatTimeout)
+	return max(8*s.cfg.ReportInterval, 2*s.cfg.HeartbeatTimeout)
 }
 
 // ramState is this node's RAM tables' state as shown and reported.
@@ -90,8 +92,8 @@ func (s *Store) fetchRAM(index uint64, extra []string) (*tables.State, error) {
 		}
 	}()
 	var addrs []string
-	if addr, id := s.raft.LeaderWithID(); addr != "" && id != s.id {
-		addrs = append(addrs, string(addr))
+	if addr, _ := s.leaderAddr.Load().(string); addr != "" && addr != s.addr {
+		addrs = append(addrs, addr)
 	}
 	for id, m := range s.fsm.membersCopy() {
 		if raft.ServerID(id) != s.id && m.Addr != "" && m.Addr != s.addr && (len(addrs) == 0 || m.Addr != addrs[0]) {
@@ -197,7 +199,9 @@ func (s *Store) ramLoop(ctx context.Context) {
 }
 
 // validPeer reports, on the leader, whether another member of the
-// configuration recently reported valid RAM tables.
+// configuration recently reported valid RAM tables, or whether it is too early
+// to tell: fewer than a majority of the voters (this node included) have
+// reported recently.
 func (s *Store) validPeer() bool {
 	f := s.raft.GetConfiguration()
 	if f.Error() != nil {
@@ -205,16 +209,27 @@ func (s *Store) validPeer() bool {
 	}
 	s.ap.mu.Lock()
 	defer s.ap.mu.Unlock()
+	voters, heard := 0, 0
 	for _, srv := range f.Configuration().Servers {
+		if srv.Suffrage == raft.Voter {
+			voters++
+		}
 		if srv.ID == s.id {
+			if srv.Suffrage == raft.Voter {
+				heard++
+			}
 			continue
 		}
 		r, ok := s.ap.reports[srv.ID]
-		if ok && r.RAM == "synced" && time.Since(s.ap.seen[srv.ID]) < 3*s.cfg.ReportInterval {
+		fresh := ok && time.Since(s.ap.seen[srv.ID]) < 3*s.cfg.ReportInterval
+		if fresh && r.RAM == "synced" {
 			return true
 		}
+		if fresh && srv.Suffrage == raft.Voter {
+			heard++
+		}
 	}
-	return false
+	return heard <= voters/2
 }
 
 // snapshotLoop takes a local snapshot when the FSM asks (a table's copy type

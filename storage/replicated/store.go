@@ -119,6 +119,9 @@ type Store struct {
 	leaving  atomic.Bool
 	// holdResync keeps ramLoop from acting (tests: an unsynced leader).
 	holdResync atomic.Bool
+	// leaderAddr is the leader's cluster address as last seen by reportLoop
+	// (read on raft's FSM goroutine, which must not call into raft).
+	leaderAddr atomic.Value
 }
 
 var _ storage.Store = (*Store)(nil)
@@ -470,8 +473,10 @@ func (s *Store) reportLoop(ctx context.Context) {
 		if s.leaving.Load() {
 			// Leave in progress: stay quiet.
 		} else if s.raft.State() == raft.Leader {
+			s.leaderAddr.Store(s.addr)
 			resp = s.handleReport(rep)
 		} else if addr, _ := s.raft.LeaderWithID(); addr != "" {
+			s.leaderAddr.Store(string(addr))
 			resp, err = s.callTimeout(ctx, string(addr), &rpcRequest{Op: "report", Report: rep})
 		} else if len(s.cfg.Join) > 0 {
 			addr := s.cfg.Join[seed%len(s.cfg.Join)]
