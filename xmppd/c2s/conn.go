@@ -562,14 +562,21 @@ func (c *conn) bind(iq *xmlstream.Element) error {
 	s := &session{srv: c.srv, id: randomID(), jid: full, jidS: full.String(), addr: c.raw.RemoteAddr().String(), since: time.Now(), mech: c.mech, tls: c.secure}
 	result := xmlstream.New(xmlstream.NSClient, "iq", "type", "result", "id", iq.Attr("id"))
 	result.Append(xmlstream.New(nsBind, "bind").Append(xmlstream.New(nsBind, "jid").AppendText(full.String())))
-	if err := c.writeElem(result); err != nil {
-		return err
-	}
 	c.wmu.Lock()
 	c.sess = s
 	c.wmu.Unlock()
-	s.attach(c, nil, false)
+	// The result goes out first through the session's queue, and only once the
+	// session is routable: a stanza sent to the new JID right after the client saw
+	// the result is not lost. (writing holds the writer back until then.)
+	s.mu.Lock()
+	c.writing = true
+	s.mu.Unlock()
+	s.attach(c, xmlstream.AppendElement(nil, result, xmlstream.NSClient), false)
 	c.srv.router.Bind(ctx, s)
+	s.mu.Lock()
+	c.writing = false
+	s.kickLocked()
+	s.mu.Unlock()
 	c.log.Info("session bound", "jid", full.String(), "mechanism", c.mech)
 	return nil
 }
