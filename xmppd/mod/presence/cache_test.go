@@ -27,16 +27,20 @@ func putItem(t testing.TB, h *modtest.Host, user, contact, sub, ver string) {
 	}
 }
 
+// online connects a session and sends its initial presence.
+func online(h *modtest.Host, full string) *modtest.Session {
+	s := h.Connect(full)
+	h.Send(s, avail(""))
+	return s
+}
+
 // TestSubscriptionsFollowForeignRosterChanges: the subscriber snapshot a session
 // caches is reloaded when the roster version changes, whichever node changed it.
 func TestSubscriptionsFollowForeignRosterChanges(t *testing.T) {
 	h := setup(t, nil)
 	putItem(t, h, "alice", "bob@example.org", roster.SubBoth, "1-aaaa")
-	b, c := h.Connect("bob@example.org/b"), h.Connect("carol@example.org/c")
-	h.Send(b, avail(""))
-	h.Send(c, avail(""))
-	a := h.Connect("alice@example.org/a")
-	h.Send(a, avail(""))
+	b, c := online(h, "bob@example.org/b"), online(h, "carol@example.org/c")
+	a := online(h, "alice@example.org/a")
 	if from(b.Take(), "", "alice@example.org/a") != 1 || from(c.Take(), "", "alice@example.org/a") != 0 {
 		t.Fatal("initial broadcast")
 	}
@@ -68,11 +72,8 @@ func TestSubscriptionsFollowForeignRosterChanges(t *testing.T) {
 // (subscription handshake, roster remove) reach the next broadcast.
 func TestSubscriptionsThroughRosterModule(t *testing.T) {
 	h := setup(t, nil)
-	b, c := h.Connect("bob@example.org/b"), h.Connect("carol@example.org/c")
-	h.Send(b, avail(""))
-	h.Send(c, avail(""))
-	a := h.Connect("alice@example.org/a")
-	h.Send(a, avail(""))
+	b, c := online(h, "bob@example.org/b"), online(h, "carol@example.org/c")
+	a := online(h, "alice@example.org/a")
 	b.Take()
 	c.Take()
 	// carol subscribes to alice and alice approves.
