@@ -575,5 +575,8 @@ func generatorBound(res *report.Server) []string {
 	if r, ok := res.Details["chat_window10"].(workload.ChatResult); ok {
 		check("msgs_per_s", r.ClientCPU, r.ServerCPU)
 	}
+	if r, ok := res.Details["fanout"].(workload.FanoutResult); ok {
+		check("fanout_s", r.ClientCPU, r.ServerCPU)
+	}
 	return notes
 }
