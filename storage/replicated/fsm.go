@@ -2,6 +2,7 @@ package replicated
 
 import (
 	"bytes"
+	"crypto/rand"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -28,12 +29,64 @@ import (
 //	'S' + raft ID of a node whose RAM tables are not valid: a sync marker
 //	      (valid nodes capture their tables when they apply it; the asking node
 //	      fetches that image and installs it before applying the next entry)
+//	'Q' + 16-byte request ID + a 'T' entry: a batch from Store.Apply. The FSM
+//	      remembers each ID's outcome for a while (requestWindow) and answers
+//	      a duplicate (a client's retry after its forwarded RPC died although
+//	      the leader had the entry) with that outcome instead of applying it
+//	      again; the memory is part of the snapshot, so every node decides
+//	      alike.
 const (
 	entryTables   = byte('T')
 	entryMembers  = byte('M')
 	entryRAMEpoch = byte('E')
 	entryRAMSync  = byte('S')
+	entryRequest  = byte('Q')
 )
+
+const (
+	requestIDLen = 16
+	// Request IDs are remembered for requestWindow of leader time (the
+	// entries' AppendedAt) and at most maxRequests of them.
+	requestWindow = 60 * time.Second
+	maxRequests   = 50000
+)
+
+// request is the remembered outcome of one request ID.
+type request struct {
+	ID    []byte `json:"id"`
+	Index uint64 `json:"index"`
+	At    int64  `json:"at"` // AppendedAt, unix ns
+	Kind  string `json:"kind,omitempty"`
+	Err   string `json:"err,omitempty"`
+}
+
+// outcome rebuilds the error a request had.
+func (r *request) outcome() error {
+	if r.Err == "" {
+		return nil
+	}
+	switch r.Kind {
+	case "conflict":
+		return fmt.Errorf("%w: %s", storage.ErrConflict, r.Err)
+	case "notable":
+		return fmt.Errorf("%w: %s", storage.ErrNoTable, r.Err)
+	case "mismatch":
+		return fmt.Errorf("%w: %s", tables.ErrCopyMismatch, r.Err)
+	case "ramcond":
+		return fmt.Errorf("%w: %s", tables.ErrRAMCondition, r.Err)
+	case "unavailable":
+		return fmt.Errorf("%w: %s", errRAMUnsynced, r.Err)
+	}
+	return errors.New(r.Err)
+}
+
+// withRequestID wraps a 'T' entry with a fresh request ID.
+func withRequestID(entry []byte) []byte {
+	b := make([]byte, 1+requestIDLen, 1+requestIDLen+len(entry))
+	b[0] = entryRequest
+	_, _ = rand.Read(b[1 : 1+requestIDLen])
+	return append(b, entry...)
+}
 
 // errRAMUnsynced is the outcome of a conditional batch on RAM tables applied by
 // a node whose RAM tables are not valid: it cannot tell whether the condition
@@ -85,6 +138,9 @@ type fsm struct {
 	fetch          func(index uint64, extra []string) (*tables.State, error)
 	snapshotNeeded func()
 	log            *slog.Logger
+
+	requests map[string]*request // request ID -> outcome
+	reqOrder []*request          // in log order, for pruning
 }
 
 // capture is a valid node's tables at a sync marker.
@@ -108,7 +164,7 @@ const keepResults = 4096
 
 func newFSM() *fsm {
 	f := &fsm{state: tables.New(), members: map[string]member{}, results: map[uint64]entryResult{},
-		ramValid: true, converted: map[string]bool{}, log: slog.New(slog.DiscardHandler)}
+		ramValid: true, converted: map[string]bool{}, log: slog.New(slog.DiscardHandler), requests: map[string]*request{}}
 	f.cond = sync.NewCond(&f.mu)
 	return f
 }
@@ -157,6 +213,30 @@ func (f *fsm) apply(l *raft.Log) applyResult {
 			return applyResult{err: fmt.Errorf("replicated: decode entry %d: %w", l.Index, err)}
 		}
 		return applyResult{err: f.applyTables(l.Index, cmd)}
+	case entryRequest:
+		if len(l.Data) < 2+requestIDLen || l.Data[1+requestIDLen] != entryTables {
+			return applyResult{err: fmt.Errorf("replicated: entry %d: bad request entry", l.Index)}
+		}
+		id := string(l.Data[1 : 1+requestIDLen])
+		f.mu.Lock()
+		prev, dup := f.requests[id]
+		f.mu.Unlock()
+		if dup {
+			return applyResult{err: prev.outcome()}
+		}
+		inner := *l
+		inner.Data = l.Data[1+requestIDLen:]
+		res := f.apply(&inner)
+		r := &request{ID: []byte(id), Index: l.Index, At: l.AppendedAt.UnixNano(), Kind: errKind(res.err)}
+		if res.err != nil {
+			r.Err = res.err.Error()
+		}
+		f.mu.Lock()
+		f.requests[id] = r
+		f.reqOrder = append(f.reqOrder, r)
+		f.pruneRequests(r.At)
+		f.mu.Unlock()
+		return res
 	case entryRAMEpoch:
 		f.state.ClearRAM()
 		f.mu.Lock()
@@ -182,6 +262,18 @@ func (f *fsm) apply(l *raft.Log) applyResult {
 		return applyResult{}
 	}
 	return applyResult{err: fmt.Errorf("replicated: unknown entry tag %q at %d", l.Data[0], l.Index)}
+}
+
+// pruneRequests forgets request IDs older than requestWindow before now (leader
+// time of the entry being applied) or beyond maxRequests. It depends only on
+// the log, so every node keeps the same ones. Caller holds mu.
+func (f *fsm) pruneRequests(now int64) {
+	n := 0
+	for n < len(f.reqOrder) && (len(f.reqOrder)-n > maxRequests || f.reqOrder[n].At < now-int64(requestWindow)) {
+		delete(f.requests, string(f.reqOrder[n].ID))
+		n++
+	}
+	f.reqOrder = f.reqOrder[n:] // append reallocates (copying only live ones) as it grows
 }
 
 // applyTables applies a tables command, keeping RAM validity.
@@ -383,6 +475,7 @@ type snapMeta struct {
 	Members  map[string]member `json:"members"`
 	RAMValid bool              `json:"ram_valid"`
 	RAMEpoch uint64            `json:"ram_epoch"`
+	Requests []*request        `json:"requests,omitempty"`
 }
 
 type fsmSnapshot struct {
@@ -393,7 +486,7 @@ type fsmSnapshot struct {
 // Snapshot implements raft.FSM; taking the view is O(1).
 func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
 	f.mu.Lock()
-	m, err := json.Marshal(snapMeta{Members: f.members, RAMValid: f.ramValid, RAMEpoch: f.ramEpoch})
+	m, err := json.Marshal(snapMeta{Members: f.members, RAMValid: f.ramValid, RAMEpoch: f.ramEpoch, Requests: f.reqOrder})
 	f.mu.Unlock()
 	if err != nil {
 		return nil, fmt.Errorf("replicated: snapshot members: %w", err)
@@ -496,6 +589,11 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	f.mu.Lock()
 	f.members = meta.Members
 	f.ramEpoch = meta.RAMEpoch
+	f.reqOrder = meta.Requests
+	f.requests = make(map[string]*request, len(meta.Requests))
+	for _, r := range meta.Requests {
+		f.requests[string(r.ID)] = r
+	}
 	f.converted = map[string]bool{}
 	f.mu.Unlock()
 	if meta.RAMValid {

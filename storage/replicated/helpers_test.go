@@ -250,7 +250,7 @@ func (c *cluster) waitVoters(want int, d time.Duration) {
 
 func mustApply(t *testing.T, s *Store, ops ...storage.Op) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second) // a bound only: the host is shared and often loaded
 	defer cancel()
 	if err := s.Apply(ctx, ops...); err != nil {
 		t.Fatalf("apply on %s: %v", s.cfg.NodeName, err)
@@ -259,7 +259,7 @@ func mustApply(t *testing.T, s *Store, ops ...storage.Op) {
 
 func mustDeclare(t *testing.T, s *Store, name string, c storage.CopyType) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second) // a bound only: the host is shared and often loaded
 	defer cancel()
 	if err := s.Declare(ctx, storage.TableSpec{Name: name, Copy: c}); err != nil {
 		t.Fatalf("declare on %s: %v", s.cfg.NodeName, err)

@@ -119,6 +119,9 @@ type Store struct {
 	leaving  atomic.Bool
 	// holdResync keeps ramLoop from acting (tests: an unsynced leader).
 	holdResync atomic.Bool
+	// dropApplyReplies > 0 makes the next peer "apply" RPCs lose their
+	// reply after the batch was committed (tests).
+	dropApplyReplies atomic.Int32
 	// leaderAddr is the leader's cluster address as last seen by reportLoop
 	// (read on raft's FSM goroutine, which must not call into raft).
 	leaderAddr atomic.Value
@@ -209,7 +212,7 @@ func New(cfg Config) (*Store, error) {
 		s.addr = m.ln.Addr().String()
 	}
 	s.rpc = &rpcClient{tls: tc, idle: map[string][]*rpcConn{}}
-	m.rpc = func(c net.Conn) { serveRPC(c, s.handleRPC) }
+	m.rpc = func(c net.Conn) { serveRPC(c, s.handlePeerRPC) }
 	st.onChange = s.storageChanged
 	return s, nil
 }
@@ -542,6 +545,16 @@ func (s *Store) callTimeout(ctx context.Context, addr string, req *rpcRequest) (
 	return s.rpc.call(ctx, addr, req)
 }
 
+// handlePeerRPC serves a request that came over the network. A nil answer
+// closes the connection without replying.
+func (s *Store) handlePeerRPC(req *rpcRequest) *rpcResponse {
+	resp := s.handleRPC(req)
+	if req.Op == "apply" && s.dropApplyReplies.Load() > 0 && s.dropApplyReplies.Add(-1) >= 0 {
+		return nil // test: the reply of an applied batch is lost
+	}
+	return resp
+}
+
 // handleRPC serves a request from a peer, forwarding to the leader if needed.
 func (s *Store) handleRPC(req *rpcRequest) *rpcResponse {
 	if req.Op == "eph" {
@@ -779,7 +792,9 @@ func (s *Store) Apply(ctx context.Context, ops ...storage.Op) error {
 		if err := tables.CheckMarks(cmd.Ops, cmd.Marks); err != nil {
 			return fmt.Errorf("replicated: %w", err)
 		}
-		_, err = s.commit(ctx, &rpcRequest{Op: "apply", Cmd: encodeTables(cmd), RAM: cmd.HasRAM()})
+		// One request ID for every resend of this proposal: a resend after
+		// a lost reply gets the first outcome instead of applying twice.
+		_, err = s.commit(ctx, &rpcRequest{Op: "apply", Cmd: withRequestID(encodeTables(cmd)), RAM: cmd.HasRAM()})
 		if !errors.Is(err, tables.ErrCopyMismatch) {
 			return err
 		}

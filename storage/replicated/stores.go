@@ -603,10 +603,17 @@ func redactLogs(logs []*raft.Log) []*raft.Log {
 
 // redactLog returns l, or a copy of it whose RAM ops are redacted.
 func redactLog(l *raft.Log) *raft.Log {
-	if l.Type != raft.LogCommand || len(l.Data) < 3 || l.Data[0] != entryTables || l.Data[1] != byte(tables.CmdApply) || l.Data[2] != 2 {
+	if l.Type != raft.LogCommand {
+		return l
+	}
+	data, prefix := l.Data, []byte(nil)
+	if len(data) > 1+requestIDLen && data[0] == entryRequest {
+		data, prefix = data[1+requestIDLen:], data[:1+requestIDLen]
+	}
+	if len(data) < 3 || data[0] != entryTables || data[1] != byte(tables.CmdApply) || data[2] != 2 {
 		return l // only version-2 (marked) apply commands carry RAM ops to remove
 	}
-	cmd, err := tables.DecodeCommand(l.Data[1:])
+	cmd, err := tables.DecodeCommand(data[1:])
 	if err != nil {
 		return l
 	}
@@ -616,6 +623,9 @@ func redactLog(l *raft.Log) *raft.Log {
 	}
 	c := *l
 	c.Data = encodeTables(red)
+	if prefix != nil {
+		c.Data = append(append([]byte(nil), prefix...), c.Data...)
+	}
 	return &c
 }
 

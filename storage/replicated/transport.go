@@ -433,7 +433,11 @@ func serveRPC(c net.Conn, handle func(*rpcRequest) *rpcResponse) {
 		if err := readFrame(r, &req); err != nil {
 			return
 		}
-		if err := writeFrame(c, handle(&req)); err != nil {
+		resp := handle(&req)
+		if resp == nil {
+			return // no reply: the caller closes the connection
+		}
+		if err := writeFrame(c, resp); err != nil {
 			return
 		}
 	}
