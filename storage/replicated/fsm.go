@@ -26,7 +26,8 @@ import (
 //	'M' + JSON map[raft ID]member (the leader's member list)
 //	'E' + raft ID of the leader: a new RAM epoch (every node empties its RAM
 //	      tables and they are valid again)
-//	'S' + raft ID of a node whose RAM tables are not valid: a sync marker
+//	'S' + raft ID NUL incarnation of a node (process) whose RAM tables are
+//	      not valid: a sync marker
 //	      (valid nodes capture their tables when they apply it; the asking node
 //	      fetches that image and installs it before applying the next entry)
 //	'Q' + 16-byte request ID + a 'T' entry: a batch from Store.Apply. The FSM
@@ -131,7 +132,7 @@ type fsm struct {
 	converted map[string]bool // tables changed RAM -> disc while RAM was not valid
 	captures  []capture       // images taken at sync markers (valid nodes)
 	syncedAt  uint64          // index of the last sync marker this node installed
-	self      string          // this node's raft ID
+	self      string          // this process's sync marker body: raft ID NUL incarnation
 	// fetch gets the image captured at a sync marker from a valid peer (set by
 	// the Store; bounded in time). snapshotNeeded asks for a local snapshot
 	// (a table's copy type changed). Both may be nil in unit tests.

@@ -192,7 +192,7 @@ func (s *Store) ramLoop(ctx context.Context) {
 		}
 		next = time.Now().Add(backoff)
 		backoff = min(2*backoff, 5*time.Second)
-		if _, err := s.submit(ctx, &rpcRequest{Op: "apply", Cmd: append([]byte{entryRAMSync}, s.id...)}); err != nil {
+		if _, err := s.submit(ctx, &rpcRequest{Op: "apply", Cmd: append([]byte{entryRAMSync}, s.fsm.self...)}); err != nil {
 			s.log.Debug("propose RAM sync marker", "err", err)
 		}
 	}

@@ -197,7 +197,9 @@ func New(cfg Config) (*Store, error) {
 		s.id = raft.ServerID(cfg.NodeName + "#" + randomHex(4))
 		_ = st.Set([]byte(keyNodeID), []byte(s.id))
 	}
-	s.fsm.self, s.fsm.log = string(s.id), log
+	// Sync markers name the raft ID and this process's incarnation: markers
+	// an earlier run of this node proposed are not fetched for on replay.
+	s.fsm.self, s.fsm.log = fmt.Sprintf("%s\x00%d", s.id, s.inc), log
 	s.fsm.fetch, s.fsm.snapshotNeeded = s.fetchRAM, s.requestSnapshot
 	if cfg.Device == nil {
 		s.log.Info("no storage device: this node keeps raft state in RAM only")
