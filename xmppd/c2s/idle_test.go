@@ -90,7 +90,10 @@ func TestIdleParkingTimeout(t *testing.T) {
 // Partial input restarts the idle timer: a stanza trickling in slowly across parks
 // is not cut off, and the timeout still comes once input stops.
 func TestIdleParkingSlowStanza(t *testing.T) {
-	e := start(t, func(c *Config) { c.IdleTimeout = 400 * time.Millisecond; c.ParkAfter = 10 * time.Millisecond })
+	// The pieces come 150 ms apart, far inside the idle timeout, so that a loaded
+	// machine (CI on 2 cores, -race) cannot make one late: 400 ms was cut once
+	// (broken pipe mid-stanza) in a CI rehearsal.
+	e := start(t, func(c *Config) { c.IdleTimeout = 1500 * time.Millisecond; c.ParkAfter = 10 * time.Millisecond })
 	c := e.login(t, "alice", "r")
 	ping := "<iq type='get' id='slow'><ping xmlns='urn:xmpp:ping'/></iq>"
 	for i := 0; i < len(ping); i += 10 {
