@@ -91,6 +91,16 @@ type Host interface {
 	DiscoFeatures() []string
 }
 
+// ParsedRouter is implemented by a Host that can route a stanza whose from and to
+// the caller has already prepared: from and to must be exactly what st's attributes
+// say (to the zero JID if st has no to), and st is handed over — the caller must
+// neither use nor change it afterwards, so the core may deliver st itself instead
+// of a copy. Modules that send many fresh stanzas (presence broadcasts) use it when
+// the Host offers it and Host.Route otherwise.
+type ParsedRouter interface {
+	RouteParsed(ctx context.Context, st *xmlstream.Element, from, to jid.JID)
+}
+
 // IQ is an IQ addressed to the server or to a bare JID the server answers for.
 type IQ struct {
 	Stanza   *xmlstream.Element

@@ -131,6 +131,7 @@ func BenchmarkBroadcast(b *testing.B) {
 // per contact; with one, blocked contacts still get nothing.
 func TestHasBlockListSkipsBlocked(t *testing.T) {
 	h := modtest.NewHost("example.org", "alice", "bob")
+	checkContract(t, h)
 	r := roster.New()
 	ctx := context.Background()
 	if err := r.Start(ctx, h); err != nil {

@@ -44,9 +44,10 @@ type Options struct {
 
 // Module is the presence module.
 type Module struct {
-	h module.Host
-	r *roster.Module
-	o Options
+	h  module.Host
+	pr module.ParsedRouter // h, if it offers RouteParsed
+	r  *roster.Module
+	o  Options
 }
 
 // New returns the presence module reading rosters from r.
@@ -58,6 +59,7 @@ func (*Module) Name() string { return "presence" }
 // Start registers the hooks.
 func (m *Module) Start(_ context.Context, h module.Host) error {
 	m.h = h
+	m.pr, _ = h.(module.ParsedRouter)
 	h.Hook(module.EvC2SIn, 50, m.outbound)
 	h.Hook(module.EvDeliver, 50, m.inbound)
 	h.Hook(module.EvSessionClosed, 50, m.closed)
@@ -149,6 +151,17 @@ func (m *Module) mayBlock(user string) bool {
 	return m.o.Blocked != nil && (m.o.HasBlockList == nil || m.o.HasBlockList(user))
 }
 
+// route hands st, a stanza nobody else holds whose from and to attributes are
+// from and to, to the core: through RouteParsed when the host offers it (no
+// preparation of both JIDs again, no copy for a single recipient).
+func (m *Module) route(ctx context.Context, st *xmlstream.Element, from, to jid.JID) {
+	if m.pr != nil {
+		m.pr.RouteParsed(ctx, st, from, to)
+		return
+	}
+	m.h.Route(ctx, st)
+}
+
 func addressed(p *xmlstream.Element, from, to string) *xmlstream.Element {
 	c := p.Copy()
 	c.SetAttr("from", from)
@@ -169,22 +182,21 @@ func (m *Module) broadcast(ctx context.Context, s module.Session, p *xmlstream.E
 	}
 	check := m.mayBlock(user)
 	for _, c := range subs.from {
-		if check {
-			if cj, err := jid.Parse(c); err != nil || m.blocked(user, cj) {
-				continue
-			}
+		cj, err := jid.Parse(c) // a prepared string: the ASCII fast path, no allocation
+		if err != nil || (check && m.blocked(user, cj)) {
+			continue
 		}
 		if sent != nil {
 			sent[c] = true
 		}
-		m.h.Route(ctx, addressed(p, from, c))
+		m.route(ctx, addressed(p, from, c), full, cj)
 	}
 	for _, e := range extra {
 		if sent[e] {
 			continue
 		}
 		if ej, err := jid.Parse(e); err == nil && !m.blocked(user, ej) {
-			m.h.Route(ctx, addressed(p, from, e))
+			m.route(ctx, addressed(p, from, ej.String()), full, ej)
 		}
 	}
 	for _, o := range m.h.Sessions(full.Bare()) {
@@ -236,8 +248,11 @@ func (m *Module) outbound(ctx context.Context, h module.Host, ev *module.EventDa
 // the user's other available resources (RFC 6121 §4.2.2, §4.3.1).
 func (m *Module) initial(ctx context.Context, s module.Session) {
 	full := s.JID()
+	from := full.String()
 	for _, to := range m.subscriptions(s).to {
-		m.h.Route(ctx, xmlstream.New(xmlstream.NSClient, "presence", "type", "probe", "from", full.String(), "to", to))
+		if tj, err := jid.Parse(to); err == nil {
+			m.route(ctx, xmlstream.New(xmlstream.NSClient, "presence", "type", "probe", "from", from, "to", to), full, tj)
+		}
 	}
 	for _, o := range m.h.Sessions(full.Bare()) {
 		if o.ID() == s.ID() {
@@ -312,7 +327,7 @@ func (m *Module) inbound(ctx context.Context, h module.Host, ev *module.EventDat
 			continue
 		}
 		if p := s.Presence(); p != nil {
-			h.Route(ctx, addressed(p, s.JID().String(), ev.From.String()))
+			m.route(ctx, addressed(p, s.JID().String(), ev.From.String()), s.JID(), ev.From)
 		}
 	}
 	return true

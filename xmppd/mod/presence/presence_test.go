@@ -16,6 +16,7 @@ import (
 func setup(t *testing.T, blocked func(string, jid.JID) bool) *modtest.Host {
 	t.Helper()
 	h := modtest.NewHost("example.org", "alice", "bob")
+	checkContract(t, h)
 	r := roster.New()
 	ctx := context.Background()
 	if err := r.Start(ctx, h); err != nil {
@@ -32,6 +33,16 @@ func setup(t *testing.T, blocked func(string, jid.JID) bool) *modtest.Host {
 		t.Fatal(err)
 	}
 	return h
+}
+
+// checkContract fails t if the module broke the RouteParsed contract (from and to
+// exactly the stanza's attributes).
+func checkContract(t *testing.T, h *modtest.Host) {
+	t.Cleanup(func() {
+		for _, v := range h.Violations() {
+			t.Error(v)
+		}
+	})
 }
 
 func avail(show string) *xmlstream.Element {

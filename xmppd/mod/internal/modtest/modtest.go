@@ -9,6 +9,7 @@ package modtest
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"sort"
@@ -135,7 +136,9 @@ type Host struct {
 	sessions map[string][]*Session
 	routed   []*xmlstream.Element
 	offline  []*xmlstream.Element
-	nextID   int
+	// violations records RouteParsed calls whose from/to disagree with the stanza.
+	violations []string
+	nextID     int
 }
 
 // NewHost returns a host for domain with the given existing accounts.
@@ -322,6 +325,25 @@ func (h *Host) Route(ctx context.Context, st *xmlstream.Element) {
 	if st.Local == "message" {
 		h.Fire(ctx, module.EvDelivered, &module.EventData{Stanza: st, From: from, To: to, Targets: targets})
 	}
+}
+
+// RouteParsed implements module.ParsedRouter: it records a call whose from or to
+// is not what the stanza's attributes say (see Violations) and routes st.
+func (h *Host) RouteParsed(ctx context.Context, st *xmlstream.Element, from, to jid.JID) {
+	if st.Attr("from") != from.String() || st.Attr("to") != to.String() {
+		h.mu.Lock()
+		h.violations = append(h.violations, fmt.Sprintf("RouteParsed(from %q, to %q) of %s from=%q to=%q",
+			from, to, st.Local, st.Attr("from"), st.Attr("to")))
+		h.mu.Unlock()
+	}
+	h.Route(ctx, st)
+}
+
+// Violations returns the RouteParsed contract violations seen so far.
+func (h *Host) Violations() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]string(nil), h.violations...)
 }
 
 func (h *Host) localSessions(to jid.JID) []*Session {
