@@ -21,7 +21,10 @@ import (
 	"xedge/xmppd/xmlstream"
 )
 
-const writeTimeout = 30 * time.Second
+const (
+	writeTimeout = 30 * time.Second
+	writeSlack   = 5 * time.Second
+)
 
 // maxParks bounds the idle waits in one call of next (each needs input to end).
 const maxParks = 1 << 16
@@ -42,7 +45,8 @@ type conn struct {
 	log       connLog
 
 	wmu        sync.Mutex
-	nc         net.Conn // shaped raw connection or TLS over it
+	nc         net.Conn  // shaped raw connection or TLS over it
+	wdl        time.Time // write deadline set by write
 	headerSent bool
 
 	dec      *xmlstream.Decoder
@@ -82,11 +86,15 @@ func newConn(s *Server, nc net.Conn, directTLS bool) *conn {
 	return c
 }
 
-// write writes b under the write lock with a deadline.
+// write writes b under the write lock with a deadline of writeTimeout (re-armed
+// only once writeSlack of it has passed: one call less per write).
 func (c *conn) write(b []byte) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	c.nc.SetWriteDeadline(time.Now().Add(writeTimeout))
+	if now := time.Now(); c.wdl.Sub(now) < writeTimeout-writeSlack {
+		c.wdl = now.Add(writeTimeout)
+		c.nc.SetWriteDeadline(c.wdl)
+	}
 	_, err := c.nc.Write(b)
 	return err
 }
@@ -267,6 +275,7 @@ func (c *conn) jidString() string {
 }
 
 func (c *conn) handshake() error {
+	c.rd.arm(c.rd.deadline) // not a grace deadline the reader left armed
 	tc := tls.Server(c.nc, c.srv.cfg.TLS)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -307,8 +316,7 @@ func (c *conn) next(header bool) (*xmlstream.Element, error) {
 			if limit > 0 {
 				deadline = time.Now().Add(limit)
 			}
-			c.raw.SetReadDeadline(deadline)
-			c.rd.deadline = deadline
+			c.rd.deadline = deadline // armed on c.raw by the reader as needed
 			off = c.dec.InputOffset()
 		}
 		var el *xmlstream.Element

@@ -39,29 +39,47 @@ const defaultParkAfter = time.Second
 var errIdle = errors.New("c2s: stream idle")
 
 // connReader is the decoder's input: c.nc, read with a grace period before parking.
+// It owns c.raw's read deadline: armed is what is set there, so a deadline that is
+// already in place costs no call (at one stanza per read, re-arming the grace and
+// idle deadlines around every read was ~5% of the server's CPU).
 type connReader struct {
 	c        *conn
 	park     bool      // may return errIdle when the decoder is idle
 	woke     bool      // the socket was readable after park: the next read goes to it
-	deadline time.Time // the read deadline next set on c.raw (zero: none)
+	deadline time.Time // the stream's read deadline (idle or auth timeout; zero: none)
+	armed    time.Time // the read deadline set on c.raw
+}
+
+// arm sets c.raw's read deadline to d unless it is set already.
+func (r *connReader) arm(d time.Time) {
+	if !d.Equal(r.armed) {
+		r.c.raw.SetReadDeadline(d)
+		r.armed = d
+	}
 }
 
 func (r *connReader) Read(p []byte) (int, error) {
 	if r.woke || !r.park || !r.c.dec.Idle() {
 		r.woke = false
+		r.arm(r.deadline)
 		return r.c.nc.Read(p)
 	}
-	grace := time.Now().Add(r.c.srv.cfg.ParkAfter)
+	after := r.c.srv.cfg.ParkAfter
+	now := time.Now()
+	grace := now.Add(after)
 	if !r.deadline.IsZero() && r.deadline.Before(grace) {
-		return r.c.nc.Read(p) // the idle timeout comes first: not worth parking
+		r.arm(r.deadline) // the idle timeout comes first: not worth parking
+		return r.c.nc.Read(p)
 	}
 	// A timeout inside crypto/tls's Read means it holds no complete record (a
 	// partial one stays buffered there; the rest of it makes the socket readable),
 	// so nothing can be stranded behind the wait. Timeouts are not sticky in
-	// crypto/tls.
-	r.c.raw.SetReadDeadline(grace)
+	// crypto/tls. A grace deadline armed earlier is kept while at least half the
+	// grace period is left: the stream parks after ParkAfter/2 to ParkAfter idle.
+	if left := r.armed.Sub(now); r.armed.IsZero() || left < after/2 || left > after {
+		r.arm(grace)
+	}
 	n, err := r.c.nc.Read(p)
-	r.c.raw.SetReadDeadline(r.deadline)
 	if err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
 		if n == 0 {
 			return 0, errIdle
@@ -80,6 +98,7 @@ func (r *connReader) reset() { r.woke = false }
 // os.ErrDeadlineExceeded.
 func (c *conn) park() error {
 	released := c.dec.ReleaseBuffers()
+	c.rd.arm(c.rd.deadline) // waitReadable waits under the stream's deadline
 	ok, err := waitReadable(c.raw)
 	if released {
 		c.dec.Reacquire()
