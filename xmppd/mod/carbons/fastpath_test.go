@@ -2,6 +2,8 @@ package carbons
 
 import (
 	"context"
+	"fmt"
+	"sync"
 	"testing"
 
 	"xedge/xmppd/mod/internal/modtest"
@@ -120,5 +122,50 @@ func TestNoSentCopyToAddressee(t *testing.T) {
 	got := a2.Take()
 	if len(got) != 1 || got[0].Child(NS, "sent") != nil {
 		t.Fatalf("addressee got %d stanzas (a carbon copy of its own message?)", len(got))
+	}
+}
+
+// TestEnabledCountConcurrent: enables, disables and session ends racing each other
+// leave the count equal to the open sessions that have carbons on.
+func TestEnabledCountConcurrent(t *testing.T) {
+	h := modtest.NewHost("example.org", "alice")
+	m := New()
+	if err := m.Start(context.Background(), h); err != nil {
+		t.Fatal(err)
+	}
+	const n = 16
+	var ss []*modtest.Session
+	for i := range n {
+		ss = append(ss, h.Connect(fmt.Sprintf("alice@example.org/%d", i)))
+	}
+	var wg sync.WaitGroup
+	for i, s := range ss {
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			for j := range 50 {
+				on := (i+j)%3 != 0
+				m.set(s, on)
+			}
+		}()
+		go func() {
+			defer wg.Done()
+			if i%2 == 0 {
+				h.Disconnect(s)
+			}
+		}()
+	}
+	wg.Wait()
+	want := 0
+	for i, s := range ss {
+		if i%2 != 0 && Enabled(s) {
+			want++
+		}
+	}
+	m.mu.RLock()
+	got := m.on["alice"]
+	m.mu.RUnlock()
+	if got != want || m.total.Load() != int64(want) {
+		t.Fatalf("count %d, total %d; want %d", got, m.total.Load(), want)
 	}
 }
