@@ -9,7 +9,7 @@ BIN := bin
 # Fuzz time per target in `make test` (CI budget); raise it locally with FUZZTIME=5m.
 FUZZTIME ?= 5s
 
-.PHONY: all setup build run test test-unit test-integration test-vm fuzz lint image bench clean
+.PHONY: all setup build run test test-unit test-integration test-vm fuzz lint image bench bench-ceiling clean
 
 all: build
 
@@ -64,6 +64,11 @@ BENCHFLAGS ?= --tls-groups x25519 --nice -10
 bench: build
 	build/setup.sh bench
 	$(GO) run ./bench/cmd/bench $(BENCHFLAGS)
+
+# How many logins/s the load generator can drive on one core (docs/bench.md,
+# "The generator's login ceiling"): bounds what the logins figure can show.
+bench-ceiling:
+	$(GO) test -run '^$$' -bench LoginCeiling -cpu 1 -benchtime 3000x ./bench/loadgen
 
 clean:
 	rm -rf $(BIN) out
