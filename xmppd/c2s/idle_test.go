@@ -77,7 +77,7 @@ func TestIdleParkingTimeout(t *testing.T) {
 			if !strings.Contains(got, "connection-timeout") {
 				t.Fatalf("idle stream ended with %q", got)
 			}
-			if d := time.Since(begin); d < 200*time.Millisecond {
+			if d := time.Since(begin); d < 100*time.Millisecond {
 				t.Fatalf("timed out after %v, want about 300ms", d)
 			}
 			if _, parks := e.srv.poller.stats(); poll && e.srv.poller != nil && parks == 0 {
