@@ -34,6 +34,7 @@ func applyGC(cfg *config.Config, log *slog.Logger) {
 const (
 	releaseTick     = 250 * time.Millisecond
 	quietPerTick    = 256 << 10 // allocation below this per tick (1 MiB/s) counts as quiet
+	burstPerTick    = 2 << 20   // a tick with this much allocation (8 MiB/s) makes a burst
 	minBurst        = 16 << 20  // allocated since the last release before another is considered
 	minReclaimable  = 2 << 20   // garbage + free pages worth a collection
 	reclaimFraction = 16        // ... and at least live/16 of them
@@ -60,14 +61,16 @@ func readMem(s []metrics.Sample) memSample {
 	return memSample{allocs: v(0), objects: v(1), live: v(2), free: v(3)}
 }
 
-// releaser decides when to collect and return memory: after at least minBurst of
-// allocation, when allocation has stayed below quietPerTick for `after`, and the
-// garbage plus free pages are worth it.
+// releaser decides when to collect and return memory: after a burst (a tick of at
+// least burstPerTick, and minBurst in all since the last release), when allocation
+// has stayed below quietPerTick for `after`, and the garbage plus free pages are
+// worth it. Light steady traffic never makes a burst, so it never forces a GC.
 type releaser struct {
 	after     time.Duration
 	lastBusy  time.Time
 	prev      uint64 // allocs at the previous tick
 	atRelease uint64 // allocs after the last release
+	burst     bool   // a tick of burstPerTick since the last release
 	started   bool
 }
 
@@ -77,11 +80,12 @@ func (r *releaser) step(now time.Time, m memSample) bool {
 		r.started, r.prev, r.atRelease, r.lastBusy = true, m.allocs, m.allocs, now
 		return false
 	}
-	if m.allocs-r.prev > quietPerTick {
+	if d := m.allocs - r.prev; d > quietPerTick {
 		r.lastBusy = now
+		r.burst = r.burst || d >= burstPerTick
 	}
 	r.prev = m.allocs
-	if now.Sub(r.lastBusy) < r.after || m.allocs-r.atRelease < minBurst {
+	if !r.burst || now.Sub(r.lastBusy) < r.after || m.allocs-r.atRelease < minBurst {
 		return false
 	}
 	var garbage uint64
@@ -92,7 +96,7 @@ func (r *releaser) step(now time.Time, m memSample) bool {
 }
 
 // released records a release (allocs read after it).
-func (r *releaser) released(allocs uint64) { r.atRelease, r.prev = allocs, allocs }
+func (r *releaser) released(allocs uint64) { r.atRelease, r.prev, r.burst = allocs, allocs, false }
 
 // releaseMemory runs the releaser until ctx ends.
 func releaseMemory(ctx context.Context, after time.Duration, log *slog.Logger) {

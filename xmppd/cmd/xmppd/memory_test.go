@@ -17,10 +17,15 @@ func TestReleaserWaitsForQuietAfterABurst(t *testing.T) {
 	if r.step(at(0), m) {
 		t.Fatal("released on the first sample")
 	}
-	// Steady small allocation (keepalives): never a release.
+	// Steady small allocation (keepalives), and 1 MiB per tick for a while (light
+	// traffic, 24 MiB in all): never a release.
 	for i := 1; i <= 20; i++ {
 		m.allocs += 10 << 10
 		m.objects += 10 << 10
+		if i > 5 {
+			m.allocs += 1 << 20
+			m.objects += 1 << 20
+		}
 		if r.step(at(time.Duration(i)*releaseTick), m) {
 			t.Fatalf("released without a burst at tick %d", i)
 		}
