@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"sync"
 	"syscall"
 	"time"
@@ -18,10 +19,9 @@ import (
 // descriptor from the epoll set by itself, so whoever closes a parked connection
 // wakes it (conn.closeRaw) and its reader sees the close.
 type poller struct {
-	log   *slog.Logger
-	epfd  int
-	stopR int // read end of the stop pipe (registered with id 0)
-	stopW int
+	log  *slog.Logger
+	epfd int
+	file *os.File // epfd, waited on in Go's own netpoller (loop)
 
 	mu     sync.Mutex
 	conns  map[uint64]*conn // parked, by registration id
@@ -39,20 +39,21 @@ func newPoller(log *slog.Logger) (*poller, error) {
 	if err != nil {
 		return nil, fmt.Errorf("c2s: epoll_create1: %w", err)
 	}
-	var pfd [2]int
-	if err := syscall.Pipe2(pfd[:], syscall.O_CLOEXEC|syscall.O_NONBLOCK); err != nil {
+	if err := syscall.SetNonblock(epfd, true); err != nil {
 		syscall.Close(epfd)
-		return nil, fmt.Errorf("c2s: pipe2: %w", err)
+		return nil, fmt.Errorf("c2s: epoll fd: %w", err)
 	}
-	ev := syscall.EpollEvent{Events: syscall.EPOLLIN} // id 0
-	if err := syscall.EpollCtl(epfd, syscall.EPOLL_CTL_ADD, pfd[0], &ev); err != nil {
-		syscall.Close(epfd)
-		syscall.Close(pfd[0])
-		syscall.Close(pfd[1])
-		return nil, fmt.Errorf("c2s: epoll_ctl: %w", err)
+	// The epoll descriptor is itself pollable: Go's netpoller tells when it has
+	// events, so the poller never blocks in epoll_wait holding the runtime's P
+	// (with GOMAXPROCS=1 that stalls every goroutine until sysmon takes it back).
+	f := os.NewFile(uintptr(epfd), "c2s-epoll")
+	rc, err := f.SyscallConn()
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("c2s: epoll fd: %w", err)
 	}
-	p := &poller{log: log, epfd: epfd, stopR: pfd[0], stopW: pfd[1], conns: map[uint64]*conn{}, nextID: 1, done: make(chan struct{})}
-	go p.loop()
+	p := &poller{log: log, epfd: epfd, file: f, conns: map[uint64]*conn{}, nextID: 1, done: make(chan struct{})}
+	go p.loop(rc)
 	return p, nil
 }
 
@@ -136,27 +137,36 @@ func (p *poller) wakeID(id uint64) {
 	go c.unpark()
 }
 
-// loop delivers readiness until stop.
-func (p *poller) loop() {
+// loop delivers readiness until stop: it drains the epoll instance without
+// blocking (epoll_wait with a zero timeout) and waits for more in Go's netpoller.
+func (p *poller) loop(rc syscall.RawConn) {
 	defer close(p.done)
 	evs := make([]syscall.EpollEvent, 128)
-	for {
-		n, err := syscall.EpollWait(p.epfd, evs, -1)
-		if err != nil {
-			if errors.Is(err, syscall.EINTR) {
-				continue
+	var werr error
+	err := rc.Read(func(fd uintptr) bool {
+		for {
+			n, err := syscall.EpollWait(int(fd), evs, 0)
+			if err != nil {
+				if errors.Is(err, syscall.EINTR) {
+					continue
+				}
+				werr = err
+				return true
 			}
-			p.log.Error("epoll_wait failed; parked streams are woken and wait in their own goroutines", "err", err)
-			p.shut()
-			return
-		}
-		for i := 0; i < n; i++ {
-			id := getID(&evs[i])
-			if id == 0 {
-				return // stop
+			if n == 0 {
+				return false // drained: wait until the epoll descriptor is readable
 			}
-			p.wakeID(id)
+			for i := 0; i < n; i++ {
+				p.wakeID(getID(&evs[i]))
+			}
 		}
+	})
+	if werr == nil && err != nil && !errors.Is(err, os.ErrClosed) {
+		werr = err
+	}
+	if werr != nil {
+		p.log.Error("epoll_wait failed; parked streams are woken and wait in their own goroutines", "err", werr)
+		p.shut()
 	}
 }
 
@@ -181,11 +191,8 @@ func (p *poller) stop() {
 	}
 	p.once.Do(func() {
 		p.shut()
-		syscall.Write(p.stopW, []byte{1})
+		p.file.Close() // ends loop's wait; the descriptor closes once it returns
 		<-p.done
-		syscall.Close(p.epfd)
-		syscall.Close(p.stopR)
-		syscall.Close(p.stopW)
 	})
 }
 
