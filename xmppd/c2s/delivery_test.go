@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"xedge/xmppd/internal/testenv"
 	"xedge/xmppd/jid"
 )
 
@@ -79,4 +80,23 @@ func TestDeliveryToStuckClient(t *testing.T) {
 	waitFor(t, "the stuck client to be disconnected", func() bool { return e.r.Session(jid.MustParse("bob@localhost/stuck")) == nil })
 	alice.Send("<iq type='get' id='alive'><ping xmlns='urn:xmpp:ping'/></iq>")
 	alice.Expect("id='alive'", 10*time.Second)
+}
+
+// The caps hash in stream features is cached, and follows a newly registered disco
+// feature.
+func TestCapsVerFollowsDiscoFeatures(t *testing.T) {
+	e := start(t, nil)
+	v1 := e.srv.capsVer()
+	if v1 != e.srv.computeCapsVer() || e.srv.capsVer() != v1 {
+		t.Fatalf("cached caps ver %q differs from a fresh one %q", v1, e.srv.computeCapsVer())
+	}
+	e.r.DiscoFeature("urn:example:new-feature")
+	v2 := e.srv.capsVer()
+	if v2 == v1 || v2 != e.srv.computeCapsVer() {
+		t.Fatalf("caps ver after a new feature: %q (before %q, fresh %q)", v2, v1, e.srv.computeCapsVer())
+	}
+	c := testenv.Dial(t, e.addr)
+	if f := c.StartTLS("localhost"); !strings.Contains(f, "ver='"+v2+"'") {
+		t.Fatalf("features %q lack ver %q", f, v2)
+	}
 }

@@ -218,9 +218,26 @@ func (c *conn) register(iq *xmlstream.Element) error {
 	return c.writeElem(iqError(iq, module.ErrModify, "bad-request", ""))
 }
 
-// capsVer computes the XEP-0115 verification string of the server's identity and the
-// disco features modules registered.
+// capsVer returns the XEP-0115 verification string of the server's identity and the
+// disco features modules registered, computed again only when a feature was added.
 func (s *Server) capsVer() string {
+	n := s.router.DiscoCount()
+	s.capsMu.Lock()
+	if s.capsV != "" && s.capsN == n {
+		v := s.capsV
+		s.capsMu.Unlock()
+		return v
+	}
+	s.capsMu.Unlock()
+	v := s.computeCapsVer()
+	s.capsMu.Lock()
+	s.capsN, s.capsV = n, v
+	s.capsMu.Unlock()
+	return v
+}
+
+// computeCapsVer hashes the identity and the disco features (XEP-0115 §5.1).
+func (s *Server) computeCapsVer() string {
 	feats := s.router.DiscoFeatures()
 	sort.Strings(feats)
 	var b strings.Builder

@@ -76,6 +76,10 @@ type Server struct {
 
 	lnCfg []Listener
 
+	capsMu sync.Mutex
+	capsN  int    // disco features counted when capsV was computed
+	capsV  string // cached XEP-0115 ver (capsVer)
+
 	mu        sync.Mutex
 	lns       []net.Listener
 	addrs     []string

@@ -203,6 +203,15 @@ func (r *Router) DiscoFeature(ns string) {
 }
 
 // DiscoFeatures implements module.Host (sorted, deduplicated).
+// DiscoCount returns how many disco features are registered. The list only grows
+// (DiscoFeature adds each namespace once), so an unchanged count means an unchanged
+// list: callers cache what they derive from it (c2s: the caps hash).
+func (r *Router) DiscoCount() int {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return len(r.disco)
+}
+
 func (r *Router) DiscoFeatures() []string {
 	r.mu.RLock()
 	out := append([]string(nil), r.disco...)
