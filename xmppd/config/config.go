@@ -58,6 +58,7 @@ type Config struct {
 	// Memory policy of the Go runtime (docs/performance.md, "Memory policy").
 	GCPercent          int           // Go's GOGC for xmppd; 0 = the runtime's (GOGC env, else 100)
 	MemoryLimitMiB     int           // soft memory limit (Go's GOMEMLIMIT) in MiB; 0 = none
+	GCMinHeapMiB       int           // floor under the GC's heap target in MiB (fewer collections on a small live heap); 0 = none
 	ReleaseMemoryAfter time.Duration // after an allocation burst, collect and return free memory once the heap has been quiet this long; 0 = off
 
 	// Storage and cluster (docs/xmppd.md, "Storage and clustering").
@@ -95,7 +96,7 @@ func Defaults() Config {
 		Keepalive: 60 * time.Second, IdleTimeout: 5 * time.Minute, AuthTimeout: 60 * time.Second,
 		SMTimeout: 5 * time.Minute, SMMaxQueue: 1000, SendQueue: 1000,
 		AuthFailMax: 5, AuthFailTime: time.Minute, MaxOffline: 100, RegWindow: time.Hour,
-		StopTimeout: 10 * time.Second, ReleaseMemoryAfter: time.Second,
+		StopTimeout: 10 * time.Second, ReleaseMemoryAfter: time.Second, GCMinHeapMiB: 128,
 		Storage: "dir", OnStorageLoss: "ram", LeaveOnStop: true, JoinTimeout: 30 * time.Second,
 	}
 }
@@ -133,6 +134,7 @@ func (c *Config) FlagSet(name string) *flag.FlagSet {
 	fs.DurationVar(&c.StopTimeout, "stop-timeout", c.StopTimeout, "deadline for a graceful stop")
 	fs.IntVar(&c.GCPercent, "gc-percent", c.GCPercent, "Go GC target percentage, as GOGC (0: the runtime's: GOGC from the environment, else 100; -1: GC off, only with memory-limit-mib)")
 	fs.IntVar(&c.MemoryLimitMiB, "memory-limit-mib", c.MemoryLimitMiB, "soft memory limit of the Go runtime in MiB, as GOMEMLIMIT (0: none)")
+	fs.IntVar(&c.GCMinHeapMiB, "gc-min-heap-mib", c.GCMinHeapMiB, "floor under the GC's heap target in MiB: with a small live heap the GC waits until the heap reaches this instead of collecting every few MiB (the latency tail under load); above it gc-percent applies as is (0: none)")
 	fs.DurationVar(&c.ReleaseMemoryAfter, "release-memory-after", c.ReleaseMemoryAfter, "after a burst of allocation (e.g. many logins), once the heap has been quiet this long, collect garbage and return free memory to the OS (0: off)")
 	fs.StringVar(&c.Storage, "storage", c.Storage, "where durable tables live: dir (<data>/db), file:PATH[?size=BYTES] or iscsi://[user[:secret]@]host[:port]/target-iqn/lun")
 	fs.StringVar(&c.ClusterAddr, "cluster-addr", c.ClusterAddr, "host:port for inter-node traffic (raft); empty: single node")
@@ -234,8 +236,8 @@ func (c *Config) Validate() error {
 	if c.C2SShaper < 0 || c.RegLimit < 0 || c.SendQueue < 1 || c.SMMaxQueue < 1 || c.AuthFailMax < 1 {
 		errs = append(errs, errors.New("c2s-shaper must be >= 0; send-queue, sm-max-queue and auth-fail-max >= 1"))
 	}
-	if c.GCPercent < -1 || c.MemoryLimitMiB < 0 || c.ReleaseMemoryAfter < 0 {
-		errs = append(errs, errors.New("gc-percent must be >= -1; memory-limit-mib and release-memory-after >= 0"))
+	if c.GCPercent < -1 || c.MemoryLimitMiB < 0 || c.GCMinHeapMiB < 0 || c.ReleaseMemoryAfter < 0 {
+		errs = append(errs, errors.New("gc-percent must be >= -1; memory-limit-mib, gc-min-heap-mib and release-memory-after >= 0"))
 	}
 	if c.GCPercent == -1 && c.MemoryLimitMiB == 0 {
 		errs = append(errs, errors.New("gc-percent -1 (GC off) needs memory-limit-mib"))

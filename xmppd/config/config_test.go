@@ -91,14 +91,14 @@ func TestClusterSettings(t *testing.T) {
 
 func TestMemoryPolicy(t *testing.T) {
 	d, _, err := Parse("xmppd", nil)
-	if err != nil || d.GCPercent != 0 || d.MemoryLimitMiB != 0 || d.ReleaseMemoryAfter != time.Second {
+	if err != nil || d.GCPercent != 0 || d.MemoryLimitMiB != 0 || d.GCMinHeapMiB != 128 || d.ReleaseMemoryAfter != time.Second {
 		t.Fatalf("defaults: %+v %v", d, err)
 	}
-	c, _, err := Parse("xmppd", []string{"--gc-percent", "50", "--memory-limit-mib", "512", "--release-memory-after", "0"})
-	if err != nil || c.GCPercent != 50 || c.MemoryLimitMiB != 512 || c.ReleaseMemoryAfter != 0 {
+	c, _, err := Parse("xmppd", []string{"--gc-percent", "50", "--memory-limit-mib", "512", "--gc-min-heap-mib", "0", "--release-memory-after", "0"})
+	if err != nil || c.GCPercent != 50 || c.MemoryLimitMiB != 512 || c.GCMinHeapMiB != 0 || c.ReleaseMemoryAfter != 0 {
 		t.Fatalf("%+v %v", c, err)
 	}
-	for _, args := range [][]string{{"--gc-percent", "-2"}, {"--gc-percent", "-1"}, {"--memory-limit-mib", "-1"}, {"--release-memory-after", "-1s"}} {
+	for _, args := range [][]string{{"--gc-percent", "-2"}, {"--gc-percent", "-1"}, {"--memory-limit-mib", "-1"}, {"--gc-min-heap-mib", "-1"}, {"--release-memory-after", "-1s"}} {
 		if _, _, err := Parse("xmppd", args); err == nil {
 			t.Errorf("%v accepted", args)
 		}

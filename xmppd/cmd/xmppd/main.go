@@ -39,7 +39,9 @@ func run(args []string) int {
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	slog.SetDefault(log)
 
-	applyGC(cfg, log)
+	if floor := applyGC(cfg, log); floor != nil {
+		defer floor.stop()
+	}
 	srv, err := server.New(cfg, log, level)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "xmppd: %v\n", err)

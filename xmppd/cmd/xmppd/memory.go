@@ -17,17 +17,24 @@ import (
 // stays at up to (1 + GOGC/100) times the live heap until enough new allocation
 // triggers the next collection, which on an idle appliance may be minutes away.
 
-// applyGC sets the GC percentage and the soft memory limit (0: left as they are).
-func applyGC(cfg *config.Config, log *slog.Logger) {
+// applyGC sets the GC percentage and the soft memory limit (0: left as they are)
+// and installs the heap floor (gcfloor.go); the caller stops the floor it returns
+// (nil: none).
+func applyGC(cfg *config.Config, log *slog.Logger) *gcFloor {
 	if cfg.GCPercent != 0 {
 		debug.SetGCPercent(cfg.GCPercent)
 	}
 	if cfg.MemoryLimitMiB > 0 {
 		debug.SetMemoryLimit(int64(cfg.MemoryLimitMiB) << 20)
 	}
-	if cfg.GCPercent != 0 || cfg.MemoryLimitMiB > 0 {
-		log.Info("memory policy", "component", "server", "gc_percent", cfg.GCPercent, "memory_limit_mib", cfg.MemoryLimitMiB)
+	base := debug.SetGCPercent(100) // read the percentage in force ...
+	debug.SetGCPercent(base)        // ... and put it back
+	log.Info("memory policy", "component", "server", "gc_percent", base, "memory_limit_mib", cfg.MemoryLimitMiB,
+		"gc_min_heap_mib", cfg.GCMinHeapMiB, "release_memory_after", cfg.ReleaseMemoryAfter)
+	if cfg.GCMinHeapMiB <= 0 || base < 0 {
+		return nil
 	}
+	return startGCFloor(uint64(cfg.GCMinHeapMiB)<<20, base)
 }
 
 // Releaser tuning.
