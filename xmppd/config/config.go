@@ -77,7 +77,27 @@ type Config struct {
 	RaftElectionTimeout  time.Duration
 	RaftLeaseTimeout     time.Duration
 	RaftReportInterval   time.Duration
+
+	// Feature settings, each declared with its flags, defaults and checks in a
+	// file of its own (config_<feature>.go) that registers itself in feature
+	// below, so features add settings without editing this file.
+	Discovery DiscoveryConfig // config_discovery.go: serf, scan, reverse DNS, seeds
+	Bus       BusConfig       // config_bus.go: inter-node stanza routing
+	Edge      EdgeConfig      // config_edge.go: VIPs, DNS publishing, firewall
+	Ops       OpsConfig       // config_ops.go: HTTP listener, metrics, web admin
 }
+
+// featureSettings is one feature file's part of the configuration.
+type featureSettings struct {
+	defaults func(c *Config)                   // fill the embedded defaults
+	flags    func(c *Config, fs *flag.FlagSet) // bind flags (also the YAML keys)
+	check    func(c *Config) []error           // validate after Finish
+}
+
+// features is filled by the config_<feature>.go files' init functions.
+var features []featureSettings
+
+func registerFeature(f featureSettings) { features = append(features, f) }
 
 // MinClusterKey is the shortest cluster key accepted, in bytes.
 const MinClusterKey = 16
@@ -88,7 +108,7 @@ func Defaults() Config {
 	if host == "" {
 		host = "xmppd"
 	}
-	return Config{
+	c := Config{
 		Domain: "localhost", Data: "./var", Node: host,
 		C2S: "127.0.0.1:5222", C2STLS: "127.0.0.1:5223",
 		AllowRegistration: true, RequireTLS: true, LogLevel: "info",
@@ -99,6 +119,12 @@ func Defaults() Config {
 		StopTimeout: 10 * time.Second, ReleaseMemoryAfter: time.Second, GCMinHeapMiB: 128,
 		Storage: "dir", OnStorageLoss: "ram", LeaveOnStop: true, JoinTimeout: 30 * time.Second,
 	}
+	for _, f := range features {
+		if f.defaults != nil {
+			f.defaults(&c)
+		}
+	}
+	return c
 }
 
 // FlagSet returns a flag set bound to c (which should hold the defaults).
@@ -150,6 +176,11 @@ func (c *Config) FlagSet(name string) *flag.FlagSet {
 	fs.DurationVar(&c.RaftElectionTimeout, "raft-election-timeout", c.RaftElectionTimeout, "raft tuning for tests (0: default 1s)")
 	fs.DurationVar(&c.RaftLeaseTimeout, "raft-lease-timeout", c.RaftLeaseTimeout, "raft tuning for tests (0: default 500ms)")
 	fs.DurationVar(&c.RaftReportInterval, "raft-report-interval", c.RaftReportInterval, "cluster membership/health report period (0: default 250ms)")
+	for _, f := range features {
+		if f.flags != nil {
+			f.flags(c, fs)
+		}
+	}
 	return fs
 }
 
@@ -246,6 +277,11 @@ func (c *Config) Validate() error {
 		errs = append(errs, errors.New("no client listener: set c2s or c2s-tls"))
 	}
 	errs = append(errs, c.validateCluster()...)
+	for _, f := range features {
+		if f.check != nil {
+			errs = append(errs, f.check(c)...)
+		}
+	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("config: %w", err)
 	}

@@ -48,6 +48,21 @@ var commands = []Command{
 	{"storage", "", "show storage status", 0, 0},
 }
 
+// Renderer prints a command's decoded JSON result for humans.
+type Renderer func(w io.Writer, args []string, v any) error
+
+// renderers are the human renderings of commands declared in their own files.
+var renderers = map[string]Renderer{}
+
+// register adds a command from a file of its own (its init), with an optional
+// renderer (nil: the generic key/value or list rendering).
+func register(c Command, r Renderer) {
+	commands = append(commands, c)
+	if r != nil {
+		renderers[c.Name] = r
+	}
+}
+
 // Commands returns the command table (a copy).
 func Commands() []Command { return append([]Command(nil), commands...) }
 
@@ -148,6 +163,9 @@ func render(w io.Writer, cmd string, args []string, raw json.RawMessage) error {
 	var v any
 	if err := json.Unmarshal(raw, &v); err != nil {
 		return fmt.Errorf("decode result: %w", err)
+	}
+	if r := renderers[cmd]; r != nil {
+		return r(w, args, v)
 	}
 	switch cmd {
 	case "users":

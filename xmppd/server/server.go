@@ -119,22 +119,86 @@ func New(cfg *config.Config, log *slog.Logger, level *slog.LevelVar) (*Server, e
 	s.adminHandlers()
 	s.Modules = all.Modules(all.Options{OfflineMax: cfg.MaxOffline})
 
+	staged, err := s.buildFeatures()
+	if err != nil {
+		return nil, err
+	}
 	lock := &dataLock{path: filepath.Join(cfg.Data, "xmppd.lock")}
-	s.comps = append(s.comps,
-		component{"data lock", lock.Start, lock.Stop},
-		component{"storage", s.Store.Start, s.Store.Stop},
-		component{"accounts", s.Accounts.Start, s.Accounts.Stop},
-	)
+	s.comps = append(s.comps, component{"data lock", lock.Start, lock.Stop})
+	s.comps = append(s.comps, staged[BeforeStorage]...)
+	s.comps = append(s.comps, component{"storage", s.Store.Start, s.Store.Stop})
+	s.comps = append(s.comps, staged[AfterStorage]...)
+	s.comps = append(s.comps, component{"accounts", s.Accounts.Start, s.Accounts.Stop})
 	for _, m := range s.Modules {
 		m := m
 		s.comps = append(s.comps, component{"module " + m.Name(),
 			func(ctx context.Context) error { return m.Start(ctx, s.Router) }, m.Stop})
 	}
+	s.comps = append(s.comps, staged[AfterModules]...)
 	if !cfg.Witness { // a witness votes in the cluster and serves no XMPP
 		s.comps = append(s.comps, component{"c2s", s.C2S.Start, s.C2S.Stop})
 	}
+	s.comps = append(s.comps, staged[AfterC2S]...)
 	s.comps = append(s.comps, component{"admin", s.Admin.Start, s.Admin.Stop})
 	return s, nil
+}
+
+// Stage says where a feature's component starts: components start in the order
+// data lock, BeforeStorage, storage, AfterStorage, accounts, modules,
+// AfterModules, c2s, AfterC2S, admin, and stop in reverse.
+type Stage int
+
+const (
+	BeforeStorage Stage = iota // e.g. discovery: find seeds before the store joins
+	AfterStorage               // e.g. the cluster bus: needs the store's transport
+	AfterModules               // e.g. VIP, DNS publishing: need a serving node
+	AfterC2S                   // e.g. HTTP listener, metrics
+	numStages
+)
+
+// Feature is an optional part of the server built in a file of its own
+// (cluster bus, discovery, VIPs, DNS, HTTP): called by New after the core
+// parts exist, it may register admin handlers and returns the components to
+// start, each at its stage. It registers itself from its file's init with
+// registerFeature, so adding a feature does not edit this file.
+type Feature struct {
+	Name  string
+	Build func(s *Server) ([]StagedComponent, error)
+}
+
+// StagedComponent is a component started at a stage.
+type StagedComponent struct {
+	Stage Stage
+	Name  string
+	Start func(context.Context) error
+	Stop  func(context.Context) error
+}
+
+var features []Feature
+
+func registerFeature(f Feature) { features = append(features, f) }
+
+// Config returns the server's configuration (read-only for features).
+func (s *Server) Config() *config.Config { return s.cfg }
+
+// Log returns the server's logger.
+func (s *Server) Log() *slog.Logger { return s.log }
+
+func (s *Server) buildFeatures() ([numStages][]component, error) {
+	var out [numStages][]component
+	for _, f := range features {
+		cs, err := f.Build(s)
+		if err != nil {
+			return out, fmt.Errorf("server: %s: %w", f.Name, err)
+		}
+		for _, c := range cs {
+			if c.Stage < 0 || c.Stage >= numStages {
+				return out, fmt.Errorf("server: %s: component %s has no valid stage", f.Name, c.Name)
+			}
+			out[c.Stage] = append(out[c.Stage], component{c.Name, c.Start, c.Stop})
+		}
+	}
+	return out, nil
 }
 
 // Start starts every component in order; on failure the started ones are stopped.
