@@ -83,7 +83,8 @@ type Config struct {
 	// below, so features add settings without editing this file.
 	Discovery DiscoveryConfig // config_discovery.go: serf, scan, reverse DNS, seeds
 	Bus       BusConfig       // config_bus.go: inter-node stanza routing
-	Edge      EdgeConfig      // config_edge.go: VIPs, DNS publishing, firewall
+	VIP       VIPConfig       // config_vip.go: the VIP pool, firewall, DHCP
+	DNS       DNSConfig       // config_dns.go: DNS publishing (embedded server, RFC 2136)
 	Ops       OpsConfig       // config_ops.go: HTTP listener, metrics, web admin
 }
 
