@@ -13,7 +13,9 @@ base_pkgs=(ca-certificates cpio git iproute2 iptables make openssl procps psmisc
 test_pkgs=(bind9 bind9-dnsutils dnsmasq-base ipxe-qemu libiscsi-bin linux-image-amd64
            python3 python3-slixmpp qemu-system-x86 tgt
            # the bench harness's own integration test starts real peers
-           ejabberd prosody tsung)
+           ejabberd prosody tsung
+           # the web admin page is tested in headless Chromium
+           chromium)
 bench_pkgs=(linux-perf python3-matplotlib)
 
 pkgs=("${base_pkgs[@]}")
