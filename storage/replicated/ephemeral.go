@@ -202,9 +202,13 @@ func (s *Store) handleEph(b *ephBatch) *rpcResponse {
 	s.ephSeen[b.Node] = ephSender{inc: b.Incarnation, last: time.Now()}
 	s.ephMu.Unlock()
 	if b.Full {
+		var lost []ephemeral.Change
+		if known && prevInc.inc < b.Incarnation {
+			lost = s.nodeRows(b.Node, prevInc.inc)
+		}
 		n := s.eph.DropNode(b.Node, b.Incarnation)
 		if known && prevInc.inc < b.Incarnation {
-			s.notifyDrop(b.Node, prevInc.inc, n)
+			s.notifyDrop(b.Node, prevInc.inc, n, lost)
 		}
 	}
 	for _, c := range b.Changes {
@@ -240,17 +244,22 @@ func (s *Store) expireEphemeral() {
 	}
 	s.ephMu.Unlock()
 	for _, g := range gone {
+		lost := s.nodeRows(g.node, g.inc)
 		n := s.eph.DropNode(g.node, g.inc)
 		s.log.Info("node silent: dropped its ephemeral rows", "peer", g.node, "incarnation", g.inc, "rows", n)
-		s.notifyDrop(g.node, g.inc, n)
+		s.notifyDrop(g.node, g.inc, n, lost)
 	}
 }
 
-func (s *Store) notifyDrop(node string, inc uint64, rows int) {
+func (s *Store) notifyDrop(node string, inc uint64, rows int, lost []ephemeral.Change) {
 	s.ephMu.Lock()
 	fn := s.onDrop
 	s.ephMu.Unlock()
+	fnRows := s.dropRowsFn()
 	if fn != nil {
 		fn(node, inc, rows, s.raft.State() == raft.Leader)
+	}
+	if fnRows != nil {
+		fnRows(node, inc, lost, s.raft.State() == raft.Leader)
 	}
 }

@@ -185,7 +185,7 @@ func (m *mux) handle(raw net.Conn) {
 		m.track(c, false)
 		_ = c.Close()
 	default:
-		_ = c.Close()
+		m.other(kind[0], c) // streams.go: kinds registered with HandleStream
 	}
 }
 
