@@ -226,11 +226,125 @@ func TestBackoffCapped(t *testing.T) {
 	}
 }
 
+// sigProc records the signals it gets; it exits on the first one in exitOn.
+type sigProc struct {
+	fakeProc
+	mu     sync.Mutex
+	sigs   []os.Signal
+	exitOn map[os.Signal]bool
+}
+
+func (p *sigProc) Signal(sig os.Signal) error {
+	p.mu.Lock()
+	p.sigs = append(p.sigs, sig)
+	p.mu.Unlock()
+	if p.exitOn[sig] {
+		return p.fakeProc.Signal(sig)
+	}
+	return nil
+}
+
+func (p *sigProc) signals() []os.Signal {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]os.Signal(nil), p.sigs...)
+}
+
+type sigRunner struct {
+	exitOn map[os.Signal]bool
+	mu     sync.Mutex
+	procs  []*sigProc
+}
+
+func (r *sigRunner) Start(context.Context) (Process, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	p := &sigProc{fakeProc: fakeProc{pid: 200 + len(r.procs), exit: make(chan error, 1)}, exitOn: r.exitOn}
+	r.procs = append(r.procs, p)
+	return p, nil
+}
+
+// TestStopTerminates checks what Stop promises: the running instance gets
+// SIGTERM (and only that when it obeys), Stop returns once it has exited, the
+// state ends as stopped with no PID, EventStopped is the last event, and nothing
+// is restarted afterwards.
 func TestStopTerminates(t *testing.T) {
-	_, r, _, ev := newTest(t, DefaultPolicy())
-	next(t, ev, EventStarted)
-	_ = r
-	// Cleanup stops; fakeProc exits on SIGTERM.
+	r := &sigRunner{exitOn: map[os.Signal]bool{syscall.SIGTERM: true}}
+	c := &fakeClock{now: time.Unix(1_000_000, 0)}
+	events := make(chan Event, 100)
+	s := New("svc", r, DefaultPolicy(), WithClock(c), WithNotify(func(e Event) { events <- e }))
+	if err := s.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if e := next(t, events, EventStarted); e.PID != 200 {
+		t.Fatalf("started pid %d", e.PID)
+	}
+	if st := s.Status(); st.State != StateRunning || st.PID != 200 {
+		t.Fatalf("status before stop %+v", st)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := s.Stop(ctx); err != nil {
+		t.Fatalf("stop: %v", err)
+	}
+	if got := r.procs[0].signals(); len(got) != 1 || got[0] != syscall.SIGTERM {
+		t.Fatalf("signals sent %v, want exactly [SIGTERM]", got)
+	}
+	next(t, events, EventStopped)
+	if st := s.Status(); st.State != StateStopped || st.PID != 0 {
+		t.Fatalf("status after stop %+v", st)
+	}
+	c.Advance(time.Hour)
+	time.Sleep(20 * time.Millisecond)
+	r.mu.Lock()
+	n := len(r.procs)
+	r.mu.Unlock()
+	if n != 1 {
+		t.Fatalf("%d instances started, want 1 (restarted after Stop)", n)
+	}
+	select {
+	case e := <-events:
+		t.Fatalf("event after stop: %+v", e)
+	default:
+	}
+}
+
+// TestStopEscalatesToKill: an instance that ignores SIGTERM gets SIGKILL once
+// StopTimeout has passed on the supervisor's clock, not before.
+func TestStopEscalatesToKill(t *testing.T) {
+	r := &sigRunner{exitOn: map[os.Signal]bool{syscall.SIGKILL: true}}
+	c := &fakeClock{now: time.Unix(1_000_000, 0)}
+	events := make(chan Event, 100)
+	p := DefaultPolicy()
+	s := New("svc", r, p, WithClock(c), WithNotify(func(e Event) { events <- e }))
+	if err := s.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	next(t, events, EventStarted)
+	stopped := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		stopped <- s.Stop(ctx)
+	}()
+	waitTimer(t, c) // the stop timeout is armed after SIGTERM
+	if got := r.procs[0].signals(); len(got) != 1 || got[0] != syscall.SIGTERM {
+		t.Fatalf("signals before the timeout %v, want [SIGTERM]", got)
+	}
+	c.Advance(p.StopTimeout - time.Millisecond)
+	select {
+	case err := <-stopped:
+		t.Fatalf("stop returned before the kill: %v", err)
+	case <-time.After(20 * time.Millisecond):
+	}
+	c.Advance(time.Millisecond)
+	if err := <-stopped; err != nil {
+		t.Fatal(err)
+	}
+	if got := r.procs[0].signals(); len(got) != 2 || got[1] != syscall.SIGKILL {
+		t.Fatalf("signals %v, want [SIGTERM SIGKILL]", got)
+	}
+	next(t, events, EventStopped)
 }
 
 func TestRealProcessRestart(t *testing.T) {
