@@ -3,7 +3,6 @@ package server
 import (
 	"bytes"
 	"context"
-	"fmt"
 	"log/slog"
 	"net"
 	"path/filepath"
@@ -155,23 +154,4 @@ func (s *syncWriter) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.w.String()
-}
-
-// The handler keeps the seeds' last error even when the log level hides it.
-func TestSeedErrHandler(t *testing.T) {
-	var buf bytes.Buffer
-	var last seedErr
-	h := &seedErrHandler{Handler: slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelError}), last: &last}
-	log := slog.New(h).With("component", "replicated")
-	log.Warn(seedJoinMsg, "err", fmt.Errorf("cluster peer x refused us (wrong cluster key?)"))
-	if got := last.get(); !strings.Contains(got, "wrong cluster key?") {
-		t.Fatalf("last = %q", got)
-	}
-	if buf.Len() != 0 {
-		t.Fatalf("a warning passed an error-level handler: %s", buf.String())
-	}
-	log.Error("boom")
-	if !strings.Contains(buf.String(), "boom") {
-		t.Fatal("error not logged")
-	}
 }
