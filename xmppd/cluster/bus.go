@@ -1,0 +1,393 @@
+// Package cluster owns xmppd's inter-node bus: an authenticated, encrypted,
+// per-peer ordered and acknowledged message transport between the nodes of a
+// cluster, carried over the cluster port (a stream kind of its own on the
+// replicated store's TLS mux, so only holders of the cluster key connect), and
+// the hybrid logical clock that orders session binds cluster-wide.
+//
+// It knows nothing of XMPP routing: the router hands it opaque messages with
+// a kind, and registers handlers for the kinds it receives. It must not import
+// the router, c2s, server or any module.
+package cluster
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+)
+
+// StreamKind is the bus's stream kind on the cluster port's TLS mux.
+const StreamKind = byte('B')
+
+// Transport opens and accepts authenticated streams on the cluster port
+// (storage/replicated.Store implements it).
+type Transport interface {
+	HandleStream(kind byte, fn func(net.Conn)) error
+	DialStream(ctx context.Context, addr string, kind byte) (net.Conn, error)
+}
+
+// Message is one bus message. Kind names the handler on the receiving node;
+// To, ID and Body are the sender's and handler's to define (the router uses
+// To = target full JID, ID = target session ID, Body = the stanza's XML).
+type Message struct {
+	Kind string
+	To   string
+	ID   string
+	Body []byte
+
+	seq   uint64
+	reqID uint64
+	fail  func(*Message, error)
+}
+
+// Peer identifies the sending node of a received message.
+type Peer struct {
+	Node        string
+	Incarnation uint64
+}
+
+// Handler handles a received message. Messages from one peer are handled one
+// at a time in the order they were sent, so a handler must not block for
+// long. For a message sent with Call, reply and err go back to the caller; for
+// one sent with Send they are dropped.
+type Handler func(ctx context.Context, from Peer, m *Message) (reply []byte, err error)
+
+// Errors handed to a Send's onFail (and returned by Call).
+var (
+	// ErrPeerGone: the peer was declared dead (NodeDown) or the bus stopped
+	// before it acknowledged the message.
+	ErrPeerGone = errors.New("cluster: peer gone before acknowledging")
+	// ErrQueueFull: the peer's queue is at QueueMax (a slow or unreachable peer).
+	ErrQueueFull = errors.New("cluster: peer queue full")
+	// ErrNoPeer: the node is unknown (Resolve found no address).
+	ErrNoPeer = errors.New("cluster: unknown node")
+)
+
+// Config configures a Bus.
+type Config struct {
+	Node        string
+	Incarnation uint64
+	Transport   Transport
+	// Resolve returns a node's cluster address (false: unknown node).
+	Resolve func(node string) (addr string, ok bool)
+	// QueueMax bounds the messages queued or unacknowledged per peer
+	// (default 65536).
+	QueueMax int
+	Logger   *slog.Logger
+}
+
+// Bus is the inter-node bus. New -> Handle... -> Start -> Stop.
+type Bus struct {
+	cfg Config
+	log *slog.Logger
+
+	mu       sync.Mutex
+	handlers map[string]Handler
+	peers    map[string]*peer
+	senders  map[string]*inState // per sending node: what was delivered
+	calls    map[uint64]chan callResult
+	stopped  bool
+	ctx      context.Context
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+	reqIDs   atomic.Uint64
+	inConns  map[net.Conn]struct{}
+
+	sent, recv, failed atomic.Uint64
+}
+
+type callResult struct {
+	body []byte
+	err  error
+}
+
+// New returns a bus; register handlers before Start.
+func New(cfg Config) *Bus {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.QueueMax <= 0 {
+		cfg.QueueMax = 65536
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Bus{cfg: cfg, log: cfg.Logger.With("component", "bus"),
+		handlers: map[string]Handler{}, peers: map[string]*peer{}, senders: map[string]*inState{},
+		calls: map[uint64]chan callResult{}, inConns: map[net.Conn]struct{}{},
+		ctx: ctx, cancel: cancel}
+}
+
+// Node is this node's name.
+func (b *Bus) Node() string { return b.cfg.Node }
+
+// Handle registers h for messages of kind (the later registration wins).
+func (b *Bus) Handle(kind string, h Handler) {
+	b.mu.Lock()
+	b.handlers[kind] = h
+	b.mu.Unlock()
+}
+
+// Start accepts bus streams from peers.
+func (b *Bus) Start(context.Context) error {
+	if b.cfg.Transport == nil {
+		return errors.New("cluster: bus without transport")
+	}
+	return b.cfg.Transport.HandleStream(StreamKind, b.serve)
+}
+
+// Stop closes every connection; unacknowledged messages fail with ErrPeerGone.
+func (b *Bus) Stop(context.Context) error {
+	b.mu.Lock()
+	if b.stopped {
+		b.mu.Unlock()
+		return nil
+	}
+	b.stopped = true
+	peers := make([]*peer, 0, len(b.peers))
+	for _, p := range b.peers {
+		peers = append(peers, p)
+	}
+	for c := range b.inConns {
+		_ = c.Close()
+	}
+	b.mu.Unlock()
+	b.cancel()
+	for _, p := range peers {
+		p.down(ErrPeerGone)
+	}
+	b.wg.Wait()
+	return nil
+}
+
+// Send queues m for node and returns at once. Messages to one node are
+// delivered in order, each at most once per receiver incarnation. onFail
+// (may be nil) is called exactly once, from another goroutine, if m is not
+// acknowledged: the node is declared down (NodeDown), its queue is full, or
+// it is unknown. m must not be changed after Send.
+func (b *Bus) Send(node string, m *Message, onFail func(*Message, error)) {
+	m.fail = onFail
+	p, err := b.peer(node)
+	if err == nil {
+		err = p.enqueue(m)
+	}
+	if err != nil {
+		b.failed.Add(1)
+		if onFail != nil {
+			go onFail(m, err)
+		}
+		return
+	}
+	b.sent.Add(1)
+}
+
+// Call sends m to node and waits for the handler's reply (or ctx).
+func (b *Bus) Call(ctx context.Context, node string, m *Message) ([]byte, error) {
+	id := b.reqIDs.Add(1)
+	ch := make(chan callResult, 1)
+	b.mu.Lock()
+	b.calls[id] = ch
+	b.mu.Unlock()
+	defer func() {
+		b.mu.Lock()
+		delete(b.calls, id)
+		b.mu.Unlock()
+	}()
+	m.reqID = id
+	b.Send(node, m, func(_ *Message, err error) {
+		select {
+		case ch <- callResult{err: err}:
+		default:
+		}
+	})
+	select {
+	case r := <-ch:
+		return r.body, r.err
+	case <-ctx.Done():
+		return nil, fmt.Errorf("cluster: call %s on %s: %w", m.Kind, node, ctx.Err())
+	}
+}
+
+// NodeDown declares node dead: every message queued or unacknowledged for it
+// fails with ErrPeerGone (its onFail runs), and the connection is dropped.
+// Later Sends to the node start afresh (a restarted node).
+func (b *Bus) NodeDown(node string) {
+	b.mu.Lock()
+	p := b.peers[node]
+	delete(b.peers, node)
+	b.mu.Unlock()
+	if p != nil {
+		p.down(ErrPeerGone)
+	}
+}
+
+// PeerStats describes the link to one peer.
+type PeerStats struct {
+	Node      string `json:"node"`
+	Addr      string `json:"addr"`
+	Connected bool   `json:"connected"`
+	Queued    int    `json:"queued"`
+}
+
+// Stats describes the links to peers.
+func (b *Bus) Stats() []PeerStats {
+	b.mu.Lock()
+	ps := make([]*peer, 0, len(b.peers))
+	for _, p := range b.peers {
+		ps = append(ps, p)
+	}
+	b.mu.Unlock()
+	out := make([]PeerStats, 0, len(ps))
+	for _, p := range ps {
+		p.mu.Lock()
+		out = append(out, PeerStats{Node: p.node, Addr: p.addr, Connected: p.conn != nil, Queued: len(p.queue)})
+		p.mu.Unlock()
+	}
+	return out
+}
+
+// Counters returns messages sent, received and failed since start.
+func (b *Bus) Counters() (sent, recv, failed uint64) {
+	return b.sent.Load(), b.recv.Load(), b.failed.Load()
+}
+
+func (b *Bus) peer(node string) (*peer, error) {
+	if node == b.cfg.Node {
+		return nil, fmt.Errorf("cluster: send to self (%s)", node)
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.stopped {
+		return nil, ErrPeerGone
+	}
+	if p := b.peers[node]; p != nil {
+		return p, nil
+	}
+	if b.cfg.Resolve == nil {
+		return nil, ErrNoPeer
+	}
+	addr, ok := b.cfg.Resolve(node)
+	if !ok {
+		return nil, fmt.Errorf("%w: %s", ErrNoPeer, node)
+	}
+	p := &peer{b: b, node: node, addr: addr, done: make(chan struct{})}
+	p.cond = sync.NewCond(&p.mu)
+	b.peers[node] = p
+	b.wg.Add(1)
+	go p.run()
+	return p, nil
+}
+
+// --- framing -------------------------------------------------------------
+
+const (
+	frHello = 'H'
+	frMsg   = 'M'
+	frAck   = 'A'
+	frReply = 'P'
+
+	maxFrame = 64 << 20
+)
+
+type hello struct {
+	Node string `json:"node"`
+	Inc  uint64 `json:"inc"`
+}
+
+func appendString(b []byte, s string) []byte {
+	b = binary.AppendUvarint(b, uint64(len(s)))
+	return append(b, s...)
+}
+
+func appendFrame(buf []byte, typ byte, payload func([]byte) []byte) []byte {
+	start := len(buf)
+	buf = append(buf, 0, 0, 0, 0, typ)
+	buf = payload(buf)
+	binary.BigEndian.PutUint32(buf[start:], uint32(len(buf)-start-4))
+	return buf
+}
+
+func appendMsg(buf []byte, m *Message) []byte {
+	return appendFrame(buf, frMsg, func(b []byte) []byte {
+		b = binary.AppendUvarint(b, m.seq)
+		b = binary.AppendUvarint(b, m.reqID)
+		b = appendString(b, m.Kind)
+		b = appendString(b, m.To)
+		b = appendString(b, m.ID)
+		b = binary.AppendUvarint(b, uint64(len(m.Body)))
+		return append(b, m.Body...)
+	})
+}
+
+type reader struct {
+	b   []byte
+	err bool
+}
+
+func (r *reader) uvarint() uint64 {
+	v, n := binary.Uvarint(r.b)
+	if n <= 0 {
+		r.err = true
+		return 0
+	}
+	r.b = r.b[n:]
+	return v
+}
+
+func (r *reader) bytes() []byte {
+	n := r.uvarint()
+	if r.err || n > uint64(len(r.b)) {
+		r.err = true
+		return nil
+	}
+	v := r.b[:n:n]
+	r.b = r.b[n:]
+	return v
+}
+
+func (r *reader) str() string { return string(r.bytes()) }
+
+func readFrame(r *bufio.Reader, buf []byte) (byte, []byte, error) {
+	var hdr [5]byte
+	if _, err := io.ReadFull(r, hdr[:]); err != nil {
+		return 0, buf, err
+	}
+	n := binary.BigEndian.Uint32(hdr[:4])
+	if n < 1 || n > maxFrame {
+		return 0, buf, fmt.Errorf("cluster: bad frame length %d", n)
+	}
+	if cap(buf) < int(n-1) {
+		buf = make([]byte, n-1)
+	}
+	buf = buf[:n-1]
+	if _, err := io.ReadFull(r, buf); err != nil {
+		return 0, buf, err
+	}
+	return hdr[4], buf, nil
+}
+
+func writeHello(w io.Writer, h hello) error {
+	j, _ := json.Marshal(h)
+	_, err := w.Write(appendFrame(nil, frHello, func(b []byte) []byte { return append(b, j...) }))
+	return err
+}
+
+func readHello(r *bufio.Reader) (hello, error) {
+	var h hello
+	typ, b, err := readFrame(r, nil)
+	if err != nil {
+		return h, err
+	}
+	if typ != frHello {
+		return h, errors.New("cluster: expected hello")
+	}
+	if err := json.Unmarshal(b, &h); err != nil || h.Node == "" {
+		return h, errors.New("cluster: bad hello")
+	}
+	return h, nil
+}
