@@ -168,12 +168,50 @@ func TestStorageLossOnFollower(t *testing.T) {
 }
 
 // Every node loses storage at once: the cluster enters a visible degraded-ram
-// mode and keeps committing in RAM.
+// mode and keeps committing in RAM. Every write acknowledged before, during and
+// after the outage is read back on every node once storage is back, and again
+// after a full-cluster restart from the devices (so the RAM-committed writes were
+// re-persisted, not only kept in memory).
 func TestAllStorageLostDegradedRAM(t *testing.T) {
 	c := newCluster(t, 3)
 	c.waitVoters(3, 10*time.Second)
 	mustDeclare(t, c.nodes[0].s, "t", storage.Disc)
-	w := startWriter(t, c, "t")
+
+	// A writer that remembers which keys were acknowledged.
+	var (
+		ackMu sync.Mutex
+		acked []string
+		nerr  int
+	)
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; i < 100000; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			nd := c.nodes[i%len(c.nodes)]
+			key := fmt.Sprintf("w%06d", i)
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			err := nd.s.Apply(ctx, storage.Put("t", key, []byte(nd.name)))
+			cancel()
+			ackMu.Lock()
+			if err == nil {
+				acked = append(acked, key)
+			} else {
+				nerr++
+			}
+			ackMu.Unlock()
+			time.Sleep(2 * time.Millisecond)
+		}
+	}()
+	ackedNow := func() int { ackMu.Lock(); defer ackMu.Unlock(); return len(acked) }
+	waitFor(t, "writes before the loss", 5*time.Second, func() bool { return ackedNow() >= 20 })
+	before := ackedNow()
+
 	for _, nd := range c.nodes {
 		nd.dev.down.Store(true)
 	}
@@ -193,7 +231,11 @@ func TestAllStorageLostDegradedRAM(t *testing.T) {
 		return strings.Contains(st.Detail, "writes are committed in RAM only") && strings.Contains(st.Detail, "2 of 3 voters")
 	})
 	mustApply(t, c.nodes[2].s, storage.Put("t", "degraded", []byte("ok")))
-	time.Sleep(100 * time.Millisecond)
+	during := ackedNow()
+	waitFor(t, "writes acknowledged in degraded-ram", 5*time.Second, func() bool { return ackedNow() >= during+20 })
+	for _, nd := range c.nodes { // the degraded write reached every replica
+		waitFor(t, nd.name+" has the degraded write", 5*time.Second, func() bool { v, ok := get(t, nd.s, "t", "degraded"); return ok && v == "ok" })
+	}
 	for _, nd := range c.nodes {
 		nd.dev.down.Store(false)
 	}
@@ -205,7 +247,36 @@ func TestAllStorageLostDegradedRAM(t *testing.T) {
 		}
 		return c.voters() == 3
 	})
-	w.finish(t)
+	after := ackedNow()
+	waitFor(t, "writes after the return", 5*time.Second, func() bool { return ackedNow() >= after+20 })
+	close(stop)
+	<-done
+	ackMu.Lock()
+	keys := append([]string{"degraded"}, acked...)
+	failed := nerr
+	ackMu.Unlock()
+	if failed > 0 {
+		t.Errorf("%d writes failed through the outage (degraded-ram must keep committing)", failed)
+	}
+	t.Logf("acknowledged: %d before the loss, %d by its end, %d in all", before, after, len(keys)-1)
+
+	readBack := func(when string) {
+		t.Helper()
+		for _, nd := range c.nodes {
+			waitFor(t, fmt.Sprintf("%s: %s has every acknowledged write", when, nd.name), 5*time.Second, func() bool {
+				_, ok := get(t, nd.s, "t", keys[len(keys)-1])
+				return ok
+			})
+			for _, k := range keys {
+				if _, ok := get(t, nd.s, "t", k); !ok {
+					t.Fatalf("%s: %s lost acknowledged write %s", when, nd.name, k)
+				}
+			}
+		}
+	}
+	readBack("storage back")
+	c.restartAll()
+	readBack("after a full-cluster restart")
 }
 
 // With the read-only option, a cluster without storage refuses writes with
