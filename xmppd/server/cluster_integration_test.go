@@ -94,9 +94,7 @@ func wantOut(t *testing.T, out, want, what string) {
 // clients on the others; xmppctl shows 3 replicas; killing the leader's process
 // leaves the other two serving, with the data.
 func TestClusterReplicatedTables(t *testing.T) {
-	if _, err := os.Stat(testenv.Python); err != nil {
-		t.Skipf("%s missing: python3-slixmpp is installed by build/setup.sh", testenv.Python)
-	}
+	testenv.NeedSlixmpp(t)
 	start := time.Now()
 	nodes, _ := testenv.StartCluster(t, testenv.ClusterOptions{Nodes: 3})
 	n1, n2, n3 := nodes[0], nodes[1], nodes[2]
@@ -269,9 +267,7 @@ func waitStatus(t *testing.T, n *testenv.Node, what string, within time.Duration
 // exits 0; restarted on its data directory it rejoins, becomes a voter again and
 // has what was written while it was away.
 func TestClusterLeaveOnStopAndRejoin(t *testing.T) {
-	if _, err := os.Stat(testenv.Python); err != nil {
-		t.Skipf("%s missing: python3-slixmpp is installed by build/setup.sh", testenv.Python)
-	}
+	testenv.NeedSlixmpp(t)
 	nodes, _ := testenv.StartCluster(t, testenv.ClusterOptions{Nodes: 3})
 	n1, n3 := nodes[0], nodes[2]
 	n1.Register(t, "alice", "secret")
