@@ -24,9 +24,7 @@ const (
 // TestModules starts one xmppd (through testenv) and runs one slixmpp scenario per
 // module behaviour against it, each with fresh accounts.
 func TestModules(t *testing.T) {
-	if _, err := os.Stat(testenv.Python); err != nil {
-		t.Skipf("%s missing: python3-slixmpp is installed by build/setup.sh", testenv.Python)
-	}
+	testenv.NeedSlixmpp(t)
 	_, self, _, _ := runtime.Caller(0)
 	script, err := os.ReadFile(filepath.Join(filepath.Dir(self), "testdata", "scenarios.py"))
 	if err != nil {
