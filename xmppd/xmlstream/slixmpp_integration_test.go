@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"testing"
 	"time"
+	"xedge/xmppd/internal/testenv"
 )
 
 // slixmppClient is a real client (python3-slixmpp) that connects without TLS, sends
@@ -38,10 +39,8 @@ c.loop.run_until_complete(asyncio.wait_for(c.disconnected, 20))
 // TestSlixmppClientStream decodes what a real client library sends: its stream
 // header, and (after our features offer no way to log in) its closing tag.
 func TestSlixmppClientStream(t *testing.T) {
-	py := "/usr/bin/python3"
-	if err := exec.Command(py, "-c", "import slixmpp").Run(); err != nil {
-		t.Skip("python3-slixmpp is not installed (build/setup.sh installs it): " + err.Error())
-	}
+	py := testenv.Python
+	testenv.NeedSlixmpp(t)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
