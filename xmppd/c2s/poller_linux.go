@@ -164,6 +164,12 @@ func (p *poller) loop(rc syscall.RawConn) {
 	if werr == nil && err != nil && !errors.Is(err, os.ErrClosed) {
 		werr = err
 	}
+	p.mu.Lock()
+	stopping := p.closed // stop closed the descriptor on purpose ("use of closed file")
+	p.mu.Unlock()
+	if stopping {
+		return
+	}
 	if werr != nil {
 		p.log.Error("epoll_wait failed; parked streams are woken and wait in their own goroutines", "err", werr)
 		p.shut()
