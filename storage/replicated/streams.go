@@ -96,3 +96,46 @@ func (s *Store) nodeRows(node string, inc uint64) []ephemeral.Change {
 	}
 	return out
 }
+
+// Member is one server of the raft configuration, for `xmppctl cluster members`.
+type Member struct {
+	Name  string `json:"name"`
+	ID    string `json:"id"`
+	Addr  string `json:"addr"`
+	State string `json:"state"` // voter|nonvoter|witness/durable|ram-only[/leader]
+}
+
+// Members lists the servers of the raft configuration.
+func (s *Store) Members() []Member {
+	if s.raft == nil {
+		return nil
+	}
+	f := s.raft.GetConfiguration()
+	if f.Error() != nil {
+		return nil
+	}
+	states := s.replicaStates(false)
+	var out []Member
+	for _, srv := range f.Configuration().Servers {
+		n := nameOf(srv.ID)
+		out = append(out, Member{Name: n, ID: string(srv.ID), Addr: string(srv.Address), State: states[n]})
+	}
+	return out
+}
+
+// Forget removes the member named name (a node that is gone for good) from
+// the cluster configuration through the leader.
+func (s *Store) Forget(ctx context.Context, name string) error {
+	if name == s.cfg.NodeName {
+		return fmt.Errorf("replicated: forget: %s is this node (use leave)", name)
+	}
+	for _, m := range s.Members() {
+		if m.Name == name {
+			if _, err := s.submit(ctx, &rpcRequest{Op: "leave", ID: m.ID}); err != nil {
+				return fmt.Errorf("replicated: forget %s: %w", name, err)
+			}
+			return nil
+		}
+	}
+	return fmt.Errorf("replicated: forget: no member named %q", name)
+}
