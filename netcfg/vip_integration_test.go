@@ -1,0 +1,194 @@
+//go:build integration && linux
+
+package netcfg
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestVIPTakeoverNeighbourTickleConflict: node a holds a VIP (IPv4 and IPv6) and a
+// client in a third namespace talks to it; a dies without a word (link down); b takes
+// the VIP: the client's neighbour table follows the VIP to b's MAC (gratuitous ARP,
+// unsolicited NA), a tickle ACK from b for the connection a recorded makes the
+// client's connection fail at once (reset) instead of hanging; when a comes back
+// still holding the address, it sees b announcing the VIP (conflict callback).
+func TestVIPTakeoverNeighbourTickleConflict(t *testing.T) {
+	l := newLAN(t, "vip", "10.77.0")
+	a, b := l.add("a", 1), l.add("b", 2)
+	vip4 := netip.MustParsePrefix("10.77.0.100/24")
+	vip6 := netip.MustParsePrefix("fd77::100/64")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+
+	conflicts := make(chan net.HardwareAddr, 8)
+	var va, vb *VIPs
+	if err := inNS(t, a, func() error {
+		var err error
+		va, err = NewVIPs(VIPOptions{Interface: "eth0", Refresh: -1, OnConflict: func(ip netip.Addr, mac net.HardwareAddr) {
+			if ip == vip4.Addr() {
+				conflicts <- mac
+			}
+		}})
+		if err != nil {
+			return err
+		}
+		if err := va.Start(ctx); err != nil {
+			return err
+		}
+		if err := va.Add(vip4); err != nil {
+			return err
+		}
+		return va.Add(vip6)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { inNS(t, a, func() error { return va.Stop(context.Background()) }) })
+
+	// A service on the VIP in a, a client in c.
+	var ln net.Listener
+	if err := inNS(t, a, func() error {
+		var err error
+		ln, err = net.Listen("tcp", "10.77.0.100:5222")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { buf := make([]byte, 64); c.Read(buf) }() // hold it open, silent
+		}
+	}()
+	var client net.Conn
+	if err := inNS(t, l.hosts["c"], func() error {
+		var err error
+		client, err = net.DialTimeout("tcp", "10.77.0.100:5222", 3*time.Second)
+		if err != nil {
+			return err
+		}
+		// Resolve the IPv6 VIP too (a refused connection is an answer).
+		if c6, err := net.DialTimeout("tcp", "[fd77::100]:9", 3*time.Second); err == nil {
+			c6.Close()
+		} else if !errors.Is(err, syscall.ECONNREFUSED) {
+			return fmt.Errorf("ipv6 vip: %w", err)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	if m := neighMAC(t, l.ns("c"), "10.77.0.100"); m != "02:00:00:00:00:01" {
+		t.Fatalf("client's neighbour entry for the VIP is %q, want a's MAC", m)
+	}
+	if m := neighMAC(t, l.ns("c"), "fd77::100"); m != "02:00:00:00:00:01" {
+		t.Fatalf("client's IPv6 neighbour entry for the VIP is %q, want a's MAC", m)
+	}
+	// a records its client connections on the VIP (what peers would replicate).
+	var conns []Conn
+	if err := inNS(t, a, func() error {
+		var err error
+		conns, err = TCPConnections([]netip.Addr{vip4.Addr()}, []uint16{5222})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if len(conns) != 1 || conns[0].Remote.Addr() != netip.MustParseAddr("10.77.0.9") {
+		t.Fatalf("connections on the VIP: %+v", conns)
+	}
+
+	// a dies silently.
+	ipIn(t, l.ns("a"), "link", "set", "eth0", "down")
+	took := time.Now()
+	if err := inNS(t, b, func() error {
+		var err error
+		vb, err = NewVIPs(VIPOptions{Interface: "eth0", Refresh: 500 * time.Millisecond})
+		if err != nil {
+			return err
+		}
+		if err := vb.Start(ctx); err != nil {
+			return err
+		}
+		if err := vb.Add(vip4); err != nil {
+			return err
+		}
+		if err := vb.Add(vip6); err != nil {
+			return err
+		}
+		n, err := vb.Tickle(ctx, conns)
+		if n != 1 {
+			return errors.Join(err, errors.New("tickle not sent"))
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { inNS(t, b, func() error { return vb.Stop(context.Background()) }) })
+
+	// The client's connection fails at once: reset, not a timeout.
+	client.SetReadDeadline(time.Now().Add(3 * time.Second))
+	_, err := client.Read(make([]byte, 1))
+	if !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("client read after takeover: %v, want connection reset", err)
+	}
+	t.Logf("client connection reset %s after takeover", time.Since(took).Round(time.Millisecond))
+
+	// Neighbour tables follow the VIP to b.
+	deadline := time.Now().Add(4 * time.Second)
+	for {
+		m4, m6 := neighMAC(t, l.ns("c"), "10.77.0.100"), neighMAC(t, l.ns("c"), "fd77::100")
+		if m4 == "02:00:00:00:00:02" && m6 == "02:00:00:00:00:02" {
+			t.Logf("neighbour entries followed the VIP in %s", time.Since(took).Round(time.Millisecond))
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("client's neighbours for the VIP: %q / %q, want b's MAC", m4, m6)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	// A new connection reaches b (nobody listens there: refused by b's kernel).
+	if err := inNS(t, l.hosts["c"], func() error {
+		c, err := net.DialTimeout("tcp", "10.77.0.100:5222", 2*time.Second)
+		if err == nil {
+			c.Close()
+			return errors.New("connected to a's dead listener")
+		}
+		if !errors.Is(err, syscall.ECONNREFUSED) {
+			return err
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+
+	// a comes back still holding the VIP: it sees b announce it.
+	ipIn(t, l.ns("a"), "link", "set", "eth0", "up")
+	select {
+	case mac := <-conflicts:
+		if mac.String() != "02:00:00:00:00:02" {
+			t.Fatalf("conflict from %s", mac)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a did not notice b announcing the VIP")
+	}
+	// a withdraws: the address is gone from its interface.
+	if err := inNS(t, a, func() error { return va.Remove(vip4) }); err != nil {
+		t.Fatal(err)
+	}
+	if out := ipIn(t, l.ns("a"), "-4", "addr", "show", "dev", "eth0"); contains(out, "10.77.0.100") {
+		t.Fatalf("VIP still on a: %s", out)
+	}
+}
+
+func contains(s, sub string) bool { return strings.Contains(s, sub) }

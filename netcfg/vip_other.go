@@ -1,0 +1,46 @@
+//go:build !linux
+
+package netcfg
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"net/netip"
+	"time"
+)
+
+// errNotLinux is returned by the VIP mechanics on systems other than Linux.
+var errNotLinux = errors.New("netcfg: VIP mechanics need Linux")
+
+// VIPOptions configures the VIP mechanics (Linux only).
+type VIPOptions struct {
+	Interface  string
+	Burst      int
+	Bursts     []time.Duration
+	Refresh    time.Duration
+	TickleRate int
+	OnConflict func(vip netip.Addr, from net.HardwareAddr)
+	Log        *slog.Logger
+}
+
+// VIPs is the VIP mechanics (Linux only).
+type VIPs struct{}
+
+// HeldVIP describes one VIP this interface holds.
+type HeldVIP struct {
+	Prefix netip.Prefix `json:"prefix"`
+	Since  time.Time    `json:"since"`
+}
+
+func NewVIPs(VIPOptions) (*VIPs, error)                     { return nil, errNotLinux }
+func (v *VIPs) Start(context.Context) error                 { return errNotLinux }
+func (v *VIPs) Stop(context.Context) error                  { return nil }
+func (v *VIPs) Add(netip.Prefix) error                      { return errNotLinux }
+func (v *VIPs) Remove(netip.Prefix) error                   { return errNotLinux }
+func (v *VIPs) Held() []HeldVIP                             { return nil }
+func (v *VIPs) Announce(netip.Addr) error                   { return errNotLinux }
+func (v *VIPs) Tickle(context.Context, []Conn) (int, error) { return 0, errNotLinux }
+func RemoveAddrs(string, []netip.Prefix) error              { return errNotLinux }
+func TCPConnections([]netip.Addr, []uint16) ([]Conn, error) { return nil, errNotLinux }
