@@ -237,7 +237,11 @@ func (p *Pusher) Reconcile(ctx context.Context, want []mdns.RR) (PushReport, err
 	m.SetTsig(p.cfg.Key.Name, p.cfg.Key.Algorithm, 300, time.Now().Unix())
 	r, _, err := c.ExchangeWithConnContext(ctx, m, conn)
 	if err != nil {
-		return rep, fmt.Errorf("update %s at %s: %w", p.cfg.Zone, p.cfg.Server, err)
+		hint := ""
+		if errors.Is(err, mdns.ErrAuth) || errors.Is(err, mdns.ErrSig) || errors.Is(err, mdns.ErrTime) {
+			hint = fmt.Sprintf(" (TSIG rejected: the server does not know key %s with this secret, or the clocks differ by more than 5 minutes)", p.cfg.Key.Name)
+		}
+		return rep, fmt.Errorf("update %s at %s: %w%s", p.cfg.Zone, p.cfg.Server, err, hint)
 	}
 	if r.Rcode != mdns.RcodeSuccess {
 		return rep, fmt.Errorf("update %s at %s refused: %s%s", p.cfg.Zone, p.cfg.Server, mdns.RcodeToString[r.Rcode], rcodeHint(r.Rcode))

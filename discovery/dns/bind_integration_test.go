@@ -1,0 +1,384 @@
+//go:build integration
+
+package dns
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	mdns "github.com/miekg/dns"
+)
+
+// bind is a BIND 9 (Debian's named) the test started on a loopback port, with
+// a dynamic zone example.org that a TSIG key may update.
+type bind struct {
+	addr    string
+	keyFile string
+	key     TSIGKey
+	log     *bytes.Buffer
+}
+
+func freeLoopbackPort(t *testing.T) string {
+	t.Helper()
+	pc, ln, err := listenBoth("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	pc.Close()
+	ln.Close()
+	return addr
+}
+
+type lockedBuf struct {
+	mu sync.Mutex
+	bytes.Buffer
+}
+
+func (b *lockedBuf) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.Buffer.Write(p)
+}
+
+func (b *lockedBuf) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.Buffer.String()
+}
+
+func startBIND(t *testing.T) *bind {
+	t.Helper()
+	for _, tool := range []string{"named", "tsig-keygen", "dig"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Fatalf("%s not found: install bind9 and bind9-dnsutils (build/setup.sh test does): %v", tool, err)
+		}
+	}
+	dir := t.TempDir()
+	addr := freeLoopbackPort(t)
+	_, port, _ := net.SplitHostPort(addr)
+	keyText, err := exec.Command("tsig-keygen", "-a", "hmac-sha256", "xedge-test").Output()
+	if err != nil {
+		t.Fatalf("tsig-keygen: %v", err)
+	}
+	keyFile := filepath.Join(dir, "xedge-test.key")
+	os.WriteFile(keyFile, keyText, 0o600)
+	key, err := LoadKeyFile(keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	zone := `$TTL 300
+@	IN SOA ns.example.org. hostmaster.example.org. 1 3600 600 86400 30
+@	IN NS ns.example.org.
+ns	IN A 127.0.0.1
+www	IN A 192.0.2.80
+`
+	os.WriteFile(filepath.Join(dir, "example.org.db"), []byte(zone), 0o644)
+	conf := fmt.Sprintf(`options {
+	directory "%[1]s";
+	pid-file "%[1]s/named.pid";
+	session-keyfile "%[1]s/session.key";
+	managed-keys-directory "%[1]s";
+	listen-on port %[2]s { 127.0.0.1; };
+	listen-on-v6 { none; };
+	recursion no;
+	dnssec-validation no;
+	notify no;
+	allow-query { any; };
+};
+controls { };
+include "%[3]s";
+zone "example.org" {
+	type primary;
+	file "%[1]s/example.org.db";
+	update-policy { grant xedge-test zonesub ANY; };
+};
+`, dir, port, keyFile)
+	confFile := filepath.Join(dir, "named.conf")
+	os.WriteFile(confFile, []byte(conf), 0o644)
+	logs := &lockedBuf{}
+	// -n 1: one worker thread (the machine is shared); -g: foreground, log to stderr.
+	cmd := exec.Command("named", "-g", "-n", "1", "-c", confFile)
+	cmd.Stdout, cmd.Stderr = logs, logs
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start named: %v", err)
+	}
+	pid := cmd.Process.Pid
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	t.Cleanup(func() {
+		syscall.Kill(pid, syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(5 * time.Second):
+			syscall.Kill(pid, syscall.SIGKILL)
+			<-exited
+		}
+		if t.Failed() {
+			t.Logf("named log:\n%s", logs.String())
+		}
+	})
+	b := &bind{addr: addr, keyFile: keyFile, key: key}
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		c := &mdns.Client{Net: "tcp", Timeout: 500 * time.Millisecond}
+		q := new(mdns.Msg)
+		q.SetQuestion("example.org.", mdns.TypeSOA)
+		if r, _, err := c.Exchange(q, addr); err == nil && r.Rcode == mdns.RcodeSuccess && len(r.Answer) == 1 {
+			break
+		}
+		select {
+		case <-exited:
+			t.Fatalf("named exited:\n%s", logs.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("named did not answer on %s within 15 s:\n%s", addr, logs.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return b
+}
+
+// dig runs Debian's dig against addr and returns the +short lines, sorted.
+func dig(t *testing.T, addr string, args ...string) []string {
+	t.Helper()
+	host, port, _ := net.SplitHostPort(addr)
+	out, err := exec.Command("dig", append([]string{"@" + host, "-p", port, "+short", "+time=2", "+tries=1"}, args...)...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("dig %v: %v\n%s", args, err, out)
+	}
+	var lines []string
+	for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		if l != "" {
+			lines = append(lines, l)
+		}
+	}
+	sort.Strings(lines)
+	return lines
+}
+
+// srvTargets asks addr (over TCP, miekg) for the client SRV targets.
+func srvTargets(addr string) ([]string, error) {
+	c := &mdns.Client{Net: "tcp", Timeout: time.Second}
+	q := new(mdns.Msg)
+	q.SetQuestion("_xmpp-client._tcp.example.org.", mdns.TypeSRV)
+	r, _, err := c.Exchange(q, addr)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, rr := range r.Answer {
+		if s, ok := rr.(*mdns.SRV); ok {
+			out = append(out, s.Target)
+		}
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+// waitTargets polls addr until the SRV targets are want, returning how long
+// it took; it fails after within.
+func waitTargets(t *testing.T, addr string, want []string, within time.Duration) time.Duration {
+	t.Helper()
+	want = append([]string(nil), want...)
+	sort.Strings(want)
+	start := time.Now()
+	var got []string
+	var err error
+	for time.Since(start) < within {
+		got, err = srvTargets(addr)
+		if err == nil && strings.Join(got, ",") == strings.Join(want, ",") {
+			return time.Since(start)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Fatalf("SRV targets at %s after %v: %v (err %v), want %v", addr, within, got, err, want)
+	return 0
+}
+
+type mutableView struct {
+	mu sync.Mutex
+	v  View
+}
+
+func (m *mutableView) get() View {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	v := m.v
+	v.Nodes = append([]Node(nil), m.v.Nodes...)
+	v.VIPs = append([]VIP(nil), m.v.VIPs...)
+	return v
+}
+
+func (m *mutableView) set(f func(v *View)) {
+	m.mu.Lock()
+	f(&m.v)
+	m.mu.Unlock()
+}
+
+func pusherFor(b *bind, p Params) *Pusher {
+	p = p.Normalize()
+	return NewPusher(PusherConfig{Server: b.addr, Zone: "example.org", Key: b.key, Domain: p.Domain, DomainAddrs: p.DomainAddrs,
+		HostSuffix: []string{p.NodeLabel + "." + p.Zone, p.VIPLabel + "." + p.Zone}})
+}
+
+// TestBINDUpdates pushes the cluster's records into a real BIND 9 with TSIG,
+// follows membership changes (a node leaves: its SRV and A records go), leaves
+// the zone's other records alone, and measures view change -> BIND answer.
+func TestBINDUpdates(t *testing.T) {
+	b := startBIND(t)
+	mv := &mutableView{v: View{
+		Nodes: []Node{node("n1", "127.0.0.11", 10), node("n2", "127.0.0.12", 10), node("n3", "127.0.0.13", 10)},
+		VIPs:  []VIP{{netip.MustParseAddr("127.0.0.100"), "n1"}},
+	}}
+	logs := &lockedBuf{}
+	pub := NewPublisher(PublisherConfig{Params: testParams(), Source: mv.get, Pusher: pusherFor(b, testParams()),
+		Log: slog.New(slog.NewTextHandler(logs, nil))})
+	ctx := context.Background()
+	if err := pub.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pub.Stop(context.Background()) })
+
+	all := []string{"n1.node.example.org.", "n2.node.example.org.", "n3.node.example.org.", "127-0-0-100.vip.example.org."}
+	d := waitTargets(t, b.addr, all, 5*time.Second)
+	t.Logf("first push visible in BIND after %v", d)
+
+	// dig sees the records, and BIND keeps the zone's own records.
+	if got := dig(t, b.addr, "_xmpp-client._tcp.example.org", "SRV"); len(got) != 4 || !strings.HasPrefix(got[0], "10 100 5222 127-0-0-100.vip.example.org.") {
+		t.Fatalf("dig SRV: %q", got)
+	}
+	if got := dig(t, b.addr, "_xmpps-client._tcp.example.org", "SRV"); len(got) != 4 || !strings.Contains(strings.Join(got, "\n"), " 5223 n2.node.example.org.") {
+		t.Fatalf("dig xmpps SRV: %q", got)
+	}
+	if got := dig(t, b.addr, "_xmpp-server._tcp.example.org", "SRV"); strings.Join(got, ",") != "0 0 0 ." {
+		t.Fatalf("dig xmpp-server SRV: %q", got)
+	}
+	if got := dig(t, b.addr, "n3.node.example.org", "A"); strings.Join(got, ",") != "127.0.0.13" {
+		t.Fatalf("dig n3 A: %q", got)
+	}
+	if got := dig(t, b.addr, "example.org", "A"); strings.Join(got, ",") != "127.0.0.100" {
+		t.Fatalf("dig domain A: %q (want the VIP)", got)
+	}
+	if got := dig(t, b.addr, "www.example.org", "A"); strings.Join(got, ",") != "192.0.2.80" {
+		t.Fatalf("the zone's own www record: %q", got)
+	}
+	st := pub.Status()
+	if st.Update == nil || (st.Update.LastResult != "ok" && st.Update.LastResult != "in-sync") || !st.Update.LastReport.Verified || st.Update.Pushes < 1 {
+		t.Fatalf("update status %+v", st.Update)
+	}
+	firstSerial := soaSerial(t, b.addr)
+
+	// n3 leaves: its SRV targets and its address records go within 2 s.
+	var conv []time.Duration
+	for range 3 {
+		mv.set(func(v *View) { v.Nodes = v.Nodes[:2] })
+		start := time.Now()
+		pub.Notify()
+		waitTargets(t, b.addr, []string{"n1.node.example.org.", "n2.node.example.org.", "127-0-0-100.vip.example.org."}, 2*time.Second)
+		d := time.Since(start)
+		if got := dig(t, b.addr, "n3.node.example.org", "A"); len(got) != 0 {
+			t.Fatalf("n3's A record is still in BIND: %q", got)
+		}
+		conv = append(conv, d)
+		// ...and comes back.
+		mv.set(func(v *View) { v.Nodes = append(v.Nodes, node("n3", "127.0.0.13", 10)) })
+		start = time.Now()
+		pub.Notify()
+		waitTargets(t, b.addr, all, 2*time.Second)
+		conv = append(conv, time.Since(start))
+	}
+	t.Logf("membership change -> BIND answer (leave, join x3): %v", conv)
+	if s := soaSerial(t, b.addr); int32(s-firstSerial) <= 0 {
+		t.Errorf("BIND's serial did not move: %d -> %d", firstSerial, s)
+	}
+
+	// The VIP's holder goes away: the VIP's records go, and the domain's A
+	// falls back to the nodes.
+	mv.set(func(v *View) { v.VIPs = nil })
+	pub.Notify()
+	waitTargets(t, b.addr, []string{"n1.node.example.org.", "n2.node.example.org.", "n3.node.example.org."}, 2*time.Second)
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		got := dig(t, b.addr, "127-0-0-100.vip.example.org", "A")
+		dom := dig(t, b.addr, "example.org", "A")
+		if len(got) == 0 && len(dom) == 3 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("VIP A %q, domain A %q", got, dom)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+
+	// A resync with nothing to do sends no update.
+	rep, err := pusherFor(b, testParams()).Reconcile(ctx, pub.Builder().Build(mv.get()).RRs)
+	if err != nil || !rep.InSync {
+		t.Fatalf("reconcile of an unchanged view: %+v %v", rep, err)
+	}
+	if strings.Contains(logs.String(), "level=ERROR") {
+		t.Errorf("errors logged:\n%s", logs.String())
+	}
+}
+
+// TestBINDBadKey: a key BIND does not know is refused; the failure is logged
+// once, shown in the status, and retried with backoff.
+func TestBINDBadKey(t *testing.T) {
+	b := startBIND(t)
+	p := pusherFor(b, testParams())
+	p.cfg.Key.Secret = "c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0MTI="
+	logs := &lockedBuf{}
+	mv := &mutableView{v: View{Nodes: []Node{node("n1", "127.0.0.11", 0)}}}
+	pub := NewPublisher(PublisherConfig{Params: testParams(), Source: mv.get, Pusher: p, MaxBackoff: time.Second,
+		Log: slog.New(slog.NewTextHandler(logs, nil))})
+	pub.Start(context.Background())
+	t.Cleanup(func() { pub.Stop(context.Background()) })
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		st := pub.Status()
+		if st.Update.Failures >= 3 {
+			if st.Update.LastResult != "failed" || !strings.Contains(st.Update.LastError, "NOTAUTH") && !strings.Contains(st.Update.LastError, "tsig") && !strings.Contains(st.Update.LastError, "bad") {
+				t.Fatalf("status %+v", st.Update)
+			}
+			t.Logf("last error: %s", st.Update.LastError)
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no 3 retries in 5 s: %+v", st.Update)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if n := strings.Count(logs.String(), "dns update failed"); n != 1 {
+		t.Errorf("%d error lines for one repeated failure, want 1:\n%s", n, logs.String())
+	}
+	if got := dig(t, b.addr, "_xmpp-client._tcp.example.org", "SRV"); len(got) != 0 {
+		t.Fatalf("records appeared with a bad key: %q", got)
+	}
+}
+
+func soaSerial(t *testing.T, addr string) uint32 {
+	t.Helper()
+	c := &mdns.Client{Net: "tcp", Timeout: time.Second}
+	q := new(mdns.Msg)
+	q.SetQuestion("example.org.", mdns.TypeSOA)
+	r, _, err := c.Exchange(q, addr)
+	if err != nil || len(r.Answer) != 1 {
+		t.Fatalf("SOA: %v %v", r, err)
+	}
+	return r.Answer[0].(*mdns.SOA).Serial
+}
