@@ -1,5 +1,120 @@
 package config
 
+import (
+	"flag"
+	"fmt"
+	"net/netip"
+	"strings"
+	"time"
+)
+
 // VIPConfig holds the settings of edge networking: the VIP pool, the firewall, DHCP.
 // Its flags, defaults and checks register themselves in init (registerFeature).
-type VIPConfig struct{}
+// docs/vip.md describes every key.
+type VIPConfig struct {
+	VIPs            string        // comma-separated pool, each ADDR/PREFIXLEN (IPv4 or IPv6); empty: no VIPs
+	Interface       string        // interface that carries the VIPs
+	Priority        int           // keepalived priority 1..254 (higher wins)
+	Preempt         bool          // false: nopreempt
+	PreemptDelay    time.Duration // wait this long after becoming eligible before preempting
+	Quorum          bool          // withdraw VIPs when seeing no more than half the known members
+	InService       bool          // false: a spare (member, replicates, holds no VIP)
+	HandoverTimeout time.Duration // wait for the previous live holder to release a VIP
+	GARPRepeat      int           // gratuitous ARPs / NAs per burst
+	GARPRefresh     time.Duration // re-announce held VIPs this often (0: never)
+	TickleRate      int           // tickle ACKs per second at takeover
+	CheckInterval   time.Duration // health check period
+	Rise, Fall      int           // consecutive results to change a check's state
+	StorageWeight   int           // priority change while storage is not durable (keepalived weight)
+	TrackScript     string        // extra health check script (exit 0 = up)
+	TrackWeight     int           // its weight (0: a failure is a fault)
+	NotifyMaster    string        // scripts run as SCRIPT STATE VIP NODE
+	NotifyBackup    string
+	NotifyFault     string
+	Notify          string
+}
+
+// Prefixes parses the pool (Finish checked it).
+func (v VIPConfig) Prefixes() []netip.Prefix {
+	var out []netip.Prefix
+	for _, s := range strings.Split(v.VIPs, ",") {
+		if s = strings.TrimSpace(s); s == "" {
+			continue
+		}
+		if p, err := netip.ParsePrefix(s); err == nil {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func init() {
+	registerFeature(featureSettings{
+		defaults: func(c *Config) {
+			c.VIP = VIPConfig{Priority: 100, Preempt: true, Quorum: true, InService: true,
+				HandoverTimeout: 2 * time.Second, GARPRepeat: 3, GARPRefresh: 10 * time.Second, TickleRate: 500,
+				CheckInterval: 250 * time.Millisecond, Rise: 2, Fall: 2, StorageWeight: -50}
+		},
+		flags: func(c *Config, fs *flag.FlagSet) {
+			v := &c.VIP
+			fs.StringVar(&v.VIPs, "vip", v.VIPs, "virtual IPs spread over the cluster, comma-separated ADDR/PREFIXLEN (empty: none)")
+			fs.StringVar(&v.Interface, "vip-interface", v.Interface, "interface that carries the VIPs (required with --vip)")
+			fs.IntVar(&v.Priority, "vip-priority", v.Priority, "VIP priority 1..254, higher wins (keepalived's priority)")
+			fs.BoolVar(&v.Preempt, "vip-preempt", v.Preempt, "take VIPs from lower-priority or more loaded nodes (false: keepalived's nopreempt)")
+			fs.DurationVar(&v.PreemptDelay, "vip-preempt-delay", v.PreemptDelay, "after becoming healthy, wait this long before preempting")
+			fs.BoolVar(&v.Quorum, "vip-quorum", v.Quorum, "withdraw every VIP when this node sees no more than half of the known members (off only for two nodes without a witness)")
+			fs.BoolVar(&v.InService, "in-service", v.InService, "take VIPs and DNS records (false: a spare that only replicates, SLB's \"no inservice\")")
+			fs.DurationVar(&v.HandoverTimeout, "vip-handover-timeout", v.HandoverTimeout, "wait this long for a live previous holder to release a VIP before taking it")
+			fs.IntVar(&v.GARPRepeat, "vip-garp-repeat", v.GARPRepeat, "gratuitous ARPs (unsolicited NAs) per announcement")
+			fs.DurationVar(&v.GARPRefresh, "vip-garp-refresh", v.GARPRefresh, "re-announce held VIPs this often (0: never)")
+			fs.IntVar(&v.TickleRate, "vip-tickle-rate", v.TickleRate, "tickle ACKs per second sent to a lost holder's clients at takeover (paces their reconnects)")
+			fs.DurationVar(&v.CheckInterval, "vip-check-interval", v.CheckInterval, "health check period (c2s answering, storage, track script)")
+			fs.IntVar(&v.Rise, "vip-rise", v.Rise, "consecutive successes for a health check to go up")
+			fs.IntVar(&v.Fall, "vip-fall", v.Fall, "consecutive failures for a health check to go down")
+			fs.IntVar(&v.StorageWeight, "vip-storage-weight", v.StorageWeight, "priority change while storage is not durable (0: a fault)")
+			fs.StringVar(&v.TrackScript, "vip-track-script", v.TrackScript, "extra health check: a script that exits 0 when healthy")
+			fs.IntVar(&v.TrackWeight, "vip-track-weight", v.TrackWeight, "priority change while the track script fails (0: a fault)")
+			fs.StringVar(&v.NotifyMaster, "vip-notify-master", v.NotifyMaster, "script run as SCRIPT master VIP NODE when this node takes a VIP")
+			fs.StringVar(&v.NotifyBackup, "vip-notify-backup", v.NotifyBackup, "script run as SCRIPT backup VIP NODE when this node stands by for a VIP")
+			fs.StringVar(&v.NotifyFault, "vip-notify-fault", v.NotifyFault, "script run as SCRIPT fault VIP NODE when this node cannot hold a VIP")
+			fs.StringVar(&v.Notify, "vip-notify", v.Notify, "script run as SCRIPT STATE VIP NODE on every VIP state change")
+		},
+		check: func(c *Config) []error {
+			v := c.VIP
+			var errs []error
+			seen := map[netip.Addr]bool{}
+			for _, s := range strings.Split(v.VIPs, ",") {
+				if s = strings.TrimSpace(s); s == "" {
+					continue
+				}
+				p, err := netip.ParsePrefix(s)
+				if err != nil {
+					errs = append(errs, fmt.Errorf("vip: %q is not ADDR/PREFIXLEN: %w", s, err))
+					continue
+				}
+				if seen[p.Addr()] {
+					errs = append(errs, fmt.Errorf("vip: %s listed twice", p.Addr()))
+				}
+				seen[p.Addr()] = true
+			}
+			if len(seen) > 0 && v.Interface == "" {
+				errs = append(errs, fmt.Errorf("vip: --vip-interface is required with --vip"))
+			}
+			if v.Priority < 1 || v.Priority > 254 {
+				errs = append(errs, fmt.Errorf("vip-priority: %d is outside 1..254", v.Priority))
+			}
+			if v.Rise < 1 || v.Fall < 1 {
+				errs = append(errs, fmt.Errorf("vip-rise and vip-fall must be at least 1"))
+			}
+			if v.CheckInterval <= 0 {
+				errs = append(errs, fmt.Errorf("vip-check-interval must be positive"))
+			}
+			for name, w := range map[string]int{"vip-storage-weight": v.StorageWeight, "vip-track-weight": v.TrackWeight} {
+				if w < -253 || w > 253 {
+					errs = append(errs, fmt.Errorf("%s: %d is outside -253..253", name, w))
+				}
+			}
+			return errs
+		},
+	})
+}
