@@ -288,3 +288,89 @@ func TestCrashMatrix(t *testing.T) {
 		}
 	}
 }
+
+// The re-persist crash matrix: the first 120 operations of the workload reach
+// the device, the rest run while it is lost (RAM only); then Repersist runs on
+// a Fault device that fails at write N (every N, every mode), and the device
+// is reopened on the surviving bytes. It must hold the state from before the
+// loss (the rewrite had not started), or the complete RAM state (the rewrite
+// finished; required when Repersist returned nil), or say Partial — never
+// something else dressed as a consistent state. A partial layout then wipes
+// cleanly.
+func TestRepersistCrashMatrix(t *testing.T) {
+	ops, states := workload()
+	const before = 120
+	run := func(cfg blockdev.FaultConfig) (base *blockdev.Mem, f *blockdev.Fault, err error) {
+		base = blockdev.NewMem(crashDevSize, 512)
+		sw := &blockdev.Switchable{BlockDevice: base}
+		s, err := Open(sw, Options{LogBytes: crashLog, Logger: quiet})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, o := range ops {
+			if i == before {
+				sw.SetDown(true)
+			}
+			if err := o.do(s); err != nil {
+				t.Fatalf("op %d (%s): %v", i, o.name, err)
+			}
+		}
+		if s.Err() == nil {
+			t.Fatal("loss not latched")
+		}
+		f = blockdev.NewFault(base, cfg)
+		sw.Replace(f)
+		sw.SetDown(false)
+		return base, f, s.Repersist()
+	}
+	base, clean, err := run(blockdev.FaultConfig{})
+	if err != nil {
+		t.Fatalf("fault-free re-persist: %v", err)
+	}
+	writes, syncs := clean.Writes(), clean.Syncs()
+	s, err := Open(base, Options{LogBytes: crashLog, Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := diff(states[len(ops)], readState(t, s)); d != "" || s.Recovery().Partial || s.Generation() != 2 {
+		t.Fatalf("fault-free: %s, %+v", d, s.Recovery())
+	}
+	t.Logf("re-persist: %d writes, %d syncs; crashing at every one", writes, syncs)
+	outcomes := map[string]int{}
+	for _, mode := range []blockdev.FaultMode{blockdev.Drop, blockdev.Tear, blockdev.Error, blockdev.LostSync} {
+		total := writes
+		if mode == blockdev.LostSync {
+			total = syncs
+		}
+		for n := 1; n <= total; n++ {
+			base, f, rerr := run(blockdev.FaultConfig{FailAt: n, Mode: mode, Seed: int64(n)*5 + int64(mode)})
+			if err := f.Crash(); err != nil {
+				t.Fatal(err)
+			}
+			s, err := Open(base, Options{LogBytes: crashLog, Logger: quiet})
+			if err != nil {
+				t.Fatalf("%v at write %d: reopen: %v", mode, n, err)
+			}
+			got := readState(t, s)
+			switch {
+			case s.Recovery().Partial:
+				if rerr == nil {
+					t.Fatalf("%v at write %d: Repersist returned nil but the layout is partial", mode, n)
+				}
+				outcomes["partial"]++
+				w, err := Open(base, Options{LogBytes: crashLog, Logger: quiet, Wipe: true})
+				if err != nil || w.Recovery().Partial || w.Generation() < 3 {
+					t.Fatalf("%v at write %d: wipe of a partial layout: %v", mode, n, err)
+				}
+			case diff(states[len(ops)], got) == "":
+				outcomes["new"]++
+			case diff(states[before], got) == "" && rerr != nil:
+				outcomes["old"]++
+			default:
+				t.Fatalf("%v at write %d (repersist: %v): neither partial, nor the old or the new state: old: %s; new: %s",
+					mode, n, rerr, diff(states[before], got), diff(states[len(ops)], got))
+			}
+		}
+	}
+	t.Logf("outcomes: %v", outcomes)
+}

@@ -23,10 +23,12 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 // Superblock with sequence number q lives in slot q%2; the valid one with the
 // highest q wins, so a torn superblock write leaves the previous one in force.
 const (
-	sbMagic   = "XEDGEBL1"
-	sbVersion = 1
-	sbMinSize = 4096
-	sbHdrLen  = 132 // fixed fields + CRC; the stable entries follow
+	sbMagic     = "XEDGEBL1"
+	sbVersion   = 2
+	sbMinSize   = 4096
+	sbHdrLenV1  = 132 // version 1: fixed fields + CRC; the stable entries follow
+	sbHdrLen    = 148 // version 2 adds the generation and the flags
+	flagPartial = 1   // superblock flag: Repersist is rewriting the layout
 
 	frameMagic = 0x464c4258 // "XBLF" little-endian
 	frameHdr   = 32
@@ -60,6 +62,9 @@ type superblock struct {
 	snapDataLen uint64
 	snapDataCRC uint32
 
+	gen   uint64 // generation: +1 on every wipe and re-persist, never reset
+	flags uint64 // flagPartial
+
 	kv map[string][]byte // the stable store
 }
 
@@ -78,7 +83,12 @@ type superblock struct {
 // 112  8    snapshot data length  120 4 snapshot data crc32c
 // 124  4    stable store entry count
 // 128  4    crc32c of the whole slot with these 4 bytes taken as zero
-// 132  ...  entries: u16 key length, key, u32 value length, value (keys sorted)
+// 132  8    generation (version 2)
+// 140  8    flags (version 2): 1 = partial (a re-persist was rewriting the layout)
+// 148  ...  entries: u16 key length, key, u32 value length, value (keys sorted)
+//
+// Version 1 (no generation, no flags) has its entries at 132; it is read as
+// generation 1 and rewritten as version 2 by the next superblock write.
 //
 // The CRC sits in the first sector, so a freshly formatted superblock (no
 // entries) has data only in its first sector: a format cut short leaves a slot
@@ -104,6 +114,8 @@ func (sb *superblock) encode(slotSize int) ([]byte, error) {
 	le.PutUint64(b[112:], sb.snapDataLen)
 	le.PutUint32(b[120:], sb.snapDataCRC)
 	le.PutUint32(b[124:], uint32(len(sb.kv)))
+	le.PutUint64(b[132:], sb.gen)
+	le.PutUint64(b[140:], sb.flags)
 	keys := make([]string, 0, len(sb.kv))
 	for k := range sb.kv {
 		keys = append(keys, k)
@@ -137,7 +149,8 @@ func decodeSuperblock(b []byte) (*superblock, error) {
 	if crc32.Update(c, castagnoli, b[132:]) != stored {
 		return nil, errors.New("superblock checksum mismatch")
 	}
-	if v := le.Uint32(b[8:]); v != sbVersion {
+	v := le.Uint32(b[8:])
+	if v != 1 && v != sbVersion {
 		return nil, fmt.Errorf("superblock version %d not supported", v)
 	}
 	sb := &superblock{
@@ -148,7 +161,15 @@ func decodeSuperblock(b []byte) (*superblock, error) {
 		kv: make(map[string][]byte),
 	}
 	cnt := int(le.Uint32(b[124:]))
-	off := sbHdrLen
+	off := sbHdrLenV1
+	sb.gen = 1
+	if v == 2 {
+		if n < sbHdrLen {
+			return nil, errors.New("superblock truncated")
+		}
+		off = sbHdrLen
+		sb.gen, sb.flags = le.Uint64(b[132:]), le.Uint64(b[140:])
+	}
 	for i := 0; i < cnt; i++ {
 		if off+2 > n {
 			return nil, errors.New("superblock stable entries truncated")

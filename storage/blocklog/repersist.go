@@ -8,12 +8,21 @@ import (
 )
 
 // Repersist ends a storage loss (DESIGN decision 5) once the device works
-// again: it opens the layout afresh (formatting a blank replacement device),
-// copies the RAM state into it — the current snapshot, every stable key and
-// every log entry, replacing whatever the device held — without holding the
-// store's locks for the bulk copy, then replays the changes made meanwhile
-// and resumes write-through. It returns an error, changing nothing, while the
-// device still fails. Raft keeps running on the RAM copy throughout.
+// again: it opens the layout afresh (formatting a blank replacement device;
+// wiping whatever an xedge device held if the store has not read it since
+// OpenOrLost), then, without holding the store's locks for the bulk copy,
+// writes the RAM state into it as a new generation — the current snapshot,
+// exactly the stable keys, every log entry — and replays the changes made
+// meanwhile, in rounds outside the locks while the backlog is large, the last
+// few under them. Then it resumes write-through. It returns an error, changing
+// nothing in RAM, while the device still fails. Raft keeps running on the RAM
+// copy throughout.
+//
+// The rewrite is not atomic: its first superblock empties the layout and sets
+// the partial flag, its last one clears the flag. A crash in between leaves a
+// layout that Open reports as Recovery().Partial — neither the old state nor
+// the new one — so that a caller whose device state must be a past state of
+// its own (a raft voter) wipes it instead of trusting it.
 func (s *Store) Repersist() error {
 	s.repMu.Lock()
 	defer s.repMu.Unlock()
@@ -22,17 +31,24 @@ func (s *Store) Repersist() error {
 		s.ioMu.Unlock()
 		return nil
 	}
+	adopt := s.sb == nil
+	var ourGen, ourNonce uint64
+	if !adopt {
+		ourGen, ourNonce = s.sb.gen, s.sb.nonce
+	}
 	s.ioMu.Unlock()
 
-	t, err := Open(s.dev, s.opts)
+	o := s.opts
+	o.Wipe = adopt // what the device holds is older than the RAM state
+	t, err := Open(s.dev, o)
 	if err != nil {
 		return fmt.Errorf("blocklog: repersist: %w", err)
 	}
-	if !t.rec.Formatted && t.sb.nonce != s.sb.nonce {
+	if !adopt && !t.rec.Formatted && t.sb.nonce != ourNonce {
 		// Not our layout and not blank: another node's LUN, or a disk someone
 		// reformatted. Never overwrite it.
 		return fmt.Errorf("blocklog: repersist: %w: the device holds another layout (nonce %016x, ours %016x); wipe it to re-persist onto it",
-			ErrForeign, t.sb.nonce, s.sb.nonce)
+			ErrForeign, t.sb.nonce, ourNonce)
 	}
 
 	// Capture: O(entries) pointer copies under the locks, no I/O.
@@ -57,50 +73,93 @@ func (s *Store) Repersist() error {
 	}
 	sort.Slice(logs, func(i, j int) bool { return logs[i].Index < logs[j].Index })
 
-	// Bulk copy onto the new layout, no store lock held.
-	if err := t.copyFrom(snap, kv, logs); err != nil {
+	// Bulk copy onto the new generation, no store lock held.
+	gen := max(ourGen, t.sb.gen) + 1
+	if err := t.copyFrom(gen, snap, kv, logs); err != nil {
 		stopCapture()
 		return fmt.Errorf("blocklog: repersist: %w", err)
 	}
-
-	// Replay what changed meanwhile, then adopt the new layout.
-	s.ioMu.Lock()
-	defer s.ioMu.Unlock()
-	for _, op := range s.journal {
-		if err := op(t); err == nil {
-			err = t.lost
+	// Catch up with what raft wrote meanwhile, outside the lock while the
+	// backlog is big (a long copy must not end in a long stall).
+	for range 16 {
+		s.ioMu.Lock()
+		j := s.journal
+		if len(j) <= 64 {
+			s.ioMu.Unlock()
+			break
 		}
-		if err != nil {
-			s.capturing, s.journal = false, nil
+		s.journal = nil
+		s.ioMu.Unlock()
+		if err := t.replayJournal(j); err != nil {
+			stopCapture()
 			return fmt.Errorf("blocklog: repersist: %w", err)
 		}
 	}
-	if t.lost != nil {
-		s.capturing, s.journal = false, nil
-		return fmt.Errorf("blocklog: repersist: %w", t.lost)
+
+	// The rest under the lock, then adopt the new layout.
+	s.ioMu.Lock()
+	defer s.ioMu.Unlock()
+	err = t.replayJournal(s.journal)
+	if err == nil {
+		err = t.finishCopy()
 	}
+	if err != nil {
+		s.capturing, s.journal = false, nil
+		return fmt.Errorf("blocklog: repersist: %w", err)
+	}
+	s.bs, s.sbSize = t.bs, t.sbSize
 	s.sb, s.frames, s.tail, s.used, s.nextSeq = t.sb, t.frames, t.tail, t.used, t.nextSeq
 	s.snapSeqRAM = max(s.snapSeqRAM, t.snapSeqRAM)
 	s.lost, s.capturing, s.journal = nil, false, nil
-	s.log.Info("storage back: RAM state re-persisted", "entries", len(logs), "superblock", s.sb.seq)
+	s.log.Info("storage back: RAM state re-persisted", "entries", len(logs), "generation", s.sb.gen, "superblock", s.sb.seq)
 	return nil
 }
 
-// copyFrom makes t hold exactly snap, kv and logs.
-func (t *Store) copyFrom(snap *snapshot, kv map[string][]byte, logs []*raft.Log) error {
+// replay applies changes captured during a Repersist to t.
+func (t *Store) replayJournal(ops []func(*Store) error) error {
+	for _, op := range ops {
+		if err := op(t); err != nil {
+			return err
+		}
+		if err := t.Err(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// copyFrom makes t hold exactly snap, kv and logs, as generation gen, with the
+// partial flag set (finishCopy clears it). Its first superblock empties the
+// layout at once (ring, snapshot, stable keys), so a ring full of sparse
+// frames is no obstacle: the copy is written densely.
+func (t *Store) copyFrom(gen uint64, snap *snapshot, kv map[string][]byte, logs []*raft.Log) error {
+	t.ioMu.Lock()
+	nsb := t.sb.clone()
+	nsb.seq++
+	nsb.gen, nsb.flags = gen, nsb.flags|flagPartial
+	nsb.headOff, nsb.headSeq = uint64(t.tail), t.nextSeq
+	nsb.snapSlot = noSnapshot
+	nsb.kv = make(map[string][]byte, len(kv))
+	for k, v := range kv {
+		nsb.kv[k] = v
+	}
+	err := t.writeSuperblock(nsb)
+	if err == nil {
+		t.sb, t.frames, t.used = nsb, nil, 0
+		t.mu.Lock()
+		t.logs, t.first, t.last, t.snap = make(map[uint64]*raft.Log), 0, 0, nil
+		t.kv = make(map[string][]byte, len(kv))
+		for k, v := range kv {
+			t.kv[k] = v
+		}
+		t.mu.Unlock()
+	}
+	t.ioMu.Unlock()
+	if err != nil {
+		return err
+	}
 	if snap != nil {
 		if err := t.writeSnapshot(snap.meta, snap.data); err != nil {
-			return err
-		}
-	}
-	if first, _ := t.FirstIndex(); first != 0 {
-		last, _ := t.LastIndex()
-		if err := t.DeleteRange(first, last); err != nil {
-			return err
-		}
-	}
-	for k, v := range kv {
-		if err := t.Set([]byte(k), v); err != nil {
 			return err
 		}
 	}
@@ -115,10 +174,27 @@ func (t *Store) copyFrom(snap *snapshot, kv map[string][]byte, logs []*raft.Log)
 		if err := t.StoreLogs(logs[:n]); err != nil {
 			return err
 		}
-		if t.lost != nil {
-			return t.lost
+		if err := t.Err(); err != nil {
+			return err
 		}
 		logs = logs[n:]
 	}
-	return t.lost
+	return t.Err()
+}
+
+// finishCopy clears the partial flag: the layout now holds the store's state.
+func (t *Store) finishCopy() error {
+	t.ioMu.Lock()
+	defer t.ioMu.Unlock()
+	if t.lost != nil {
+		return t.lost
+	}
+	nsb := t.sb.clone()
+	nsb.seq++
+	nsb.flags &^= flagPartial
+	if err := t.writeSuperblock(nsb); err != nil {
+		return err
+	}
+	t.sb = nsb
+	return nil
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"math"
 
 	"github.com/hashicorp/raft"
 )
@@ -44,7 +45,7 @@ func (s *Store) loadSnapshot() error {
 	bs := uint64(s.bs)
 	buf := make([]byte, sb.snapHdrLen+(sb.snapDataLen+bs-1)/bs*bs)
 	if _, err := s.dev.ReadAt(buf, s.slotOff(sb.snapSlot)); err != nil {
-		return fmt.Errorf("blocklog: read snapshot: %w", err)
+		return &ioError{fmt.Errorf("blocklog: read snapshot: %w", err)}
 	}
 	le := binary.LittleEndian
 	metaLen := uint64(le.Uint32(buf[24:]))
@@ -85,7 +86,12 @@ func (s *Store) Create(version raft.SnapshotVersion, index, term uint64, configu
 	if s.sinkOpen {
 		return nil, errSnapshotBusy
 	}
-	seq := max(s.sb.snapSeq, s.snapSeqRAM) + 1
+	var sbSeq, nonce uint64
+	slotLen, curSlot := int64(math.MaxInt64), uint8(noSnapshot)
+	if s.sb != nil { // nil: lost since OpenOrLost, RAM only
+		sbSeq, slotLen, curSlot, nonce = s.sb.snapSeq, int64(s.sb.snapLen), s.sb.snapSlot, s.sb.nonce
+	}
+	seq := max(sbSeq, s.snapSeqRAM) + 1
 	meta := raft.SnapshotMeta{
 		Version: version, ID: fmt.Sprintf("%d-%d-%d", term, index, seq), Index: index, Term: term,
 		Configuration: configuration, ConfigurationIndex: configurationIndex,
@@ -96,15 +102,15 @@ func (s *Store) Create(version raft.SnapshotVersion, index, term uint64, configu
 	}
 	bs := int64(s.bs)
 	hdrLen := (snapHdr + int64(len(mj)) + bs - 1) / bs * bs
-	if hdrLen >= int64(s.sb.snapLen) {
+	if hdrLen >= slotLen {
 		return nil, fmt.Errorf("%w: snapshot metadata of %d bytes", ErrTooLarge, len(mj))
 	}
 	slot := uint8(0)
-	if s.sb.snapSlot == 0 {
+	if curSlot == 0 {
 		slot = 1
 	}
 	s.sinkOpen = true
-	return &sink{s: s, meta: meta, metaJSON: mj, slot: slot, seq: seq, hdrLen: hdrLen, slotLen: int64(s.sb.snapLen)}, nil
+	return &sink{s: s, meta: meta, metaJSON: mj, slot: slot, seq: seq, hdrLen: hdrLen, slotLen: slotLen, nonce: nonce}, nil
 }
 
 // List returns the current snapshot, if any.
@@ -136,9 +142,11 @@ type sink struct {
 	slot     uint8
 	seq      uint64
 	hdrLen   int64
-	slotLen  int64 // capacity of the slot
+	slotLen  int64  // capacity of the slot
+	nonce    uint64 // the layout the sink writes into (0: none yet)
 	data     []byte
-	flushed  int64 // data bytes written to the device (block multiple)
+	out      []byte // what goes to the device: data, or Options.DeviceSnapshot(data) at Close
+	flushed  int64  // bytes of out written to the device (block multiple)
 	crc      uint32
 	done     bool
 	werr     error // a failed Write: Close refuses to install the snapshot
@@ -155,13 +163,19 @@ func (k *sink) Write(p []byte) (int, error) {
 	if k.werr != nil {
 		return 0, k.werr
 	}
+	if k.s.opts.DeviceSnapshot != nil {
+		// The device copy is made from the whole data at Close.
+		k.data = append(k.data, p...)
+		return len(p), nil
+	}
 	if k.hdrLen+int64(len(k.data)+len(p)) > k.slotLen {
 		k.werr = fmt.Errorf("%w: snapshot exceeds its %d-byte slot", ErrTooLarge, k.slotLen)
 		return 0, k.werr
 	}
 	k.data = append(k.data, p...)
+	k.out = k.data
 	k.crc = crc32.Update(k.crc, castagnoli, p)
-	if int64(len(k.data))-k.flushed >= flushChunk {
+	if int64(len(k.out))-k.flushed >= flushChunk {
 		k.s.ioMu.Lock()
 		k.flush(false)
 		k.s.ioMu.Unlock()
@@ -176,20 +190,30 @@ func (k *sink) flush(final bool) {
 	if s.lost != nil {
 		return
 	}
-	if k.slot == s.sb.snapSlot {
-		// The layout changed under this sink (Repersist): never write into the
-		// slot the superblock names; start over in the other one from RAM.
-		k.slot, k.flushed = 1-k.slot, 0
-	}
 	bs := int64(s.bs)
-	end := int64(len(k.data)) / bs * bs
+	if k.nonce != s.sb.nonce || k.slot == s.sb.snapSlot {
+		// The layout changed under this sink (Repersist): never write into the
+		// slot the superblock names; start over in the other one from RAM,
+		// sized for the layout now in force.
+		k.nonce, k.flushed, k.slotLen = s.sb.nonce, 0, int64(s.sb.snapLen)
+		k.slot = 0
+		if s.sb.snapSlot == 0 {
+			k.slot = 1
+		}
+		k.hdrLen = (snapHdr + int64(len(k.metaJSON)) + bs - 1) / bs * bs
+		if k.hdrLen+int64(len(k.out)) > k.slotLen {
+			k.werr = fmt.Errorf("%w: snapshot exceeds its %d-byte slot", ErrTooLarge, k.slotLen)
+			return
+		}
+	}
+	end := int64(len(k.out)) / bs * bs
 	var buf []byte
-	if final && end < int64(len(k.data)) {
+	if final && end < int64(len(k.out)) {
 		end += bs
 		buf = make([]byte, end-k.flushed)
-		copy(buf, k.data[k.flushed:])
+		copy(buf, k.out[k.flushed:])
 	} else {
-		buf = k.data[k.flushed:end]
+		buf = k.out[k.flushed:end]
 	}
 	if len(buf) == 0 {
 		return
@@ -209,13 +233,30 @@ func (k *sink) Close() error {
 	}
 	k.done = true
 	s := k.s
+	var hookErr error
+	if hook := s.opts.DeviceSnapshot; hook != nil && k.werr == nil {
+		// The device copy is made outside the store's locks (it may take a
+		// while for a large snapshot).
+		out, err := hook(k.data)
+		if err == nil && k.hdrLen+int64(len(out)) > k.slotLen {
+			err = fmt.Errorf("%w: snapshot exceeds its %d-byte slot", ErrTooLarge, k.slotLen)
+		}
+		hookErr = err
+		k.out, k.crc = out, crc32.Checksum(out, castagnoli)
+	}
 	s.ioMu.Lock()
 	defer s.ioMu.Unlock()
 	s.sinkOpen = false
 	if k.werr != nil {
 		return fmt.Errorf("blocklog: snapshot not installed: %w", k.werr)
 	}
+	if hookErr != nil {
+		return fmt.Errorf("blocklog: snapshot not installed: %w", hookErr)
+	}
 	k.flush(true)
+	if k.werr != nil {
+		return fmt.Errorf("blocklog: snapshot not installed: %w", k.werr)
+	}
 	k.meta.Size = int64(len(k.data))
 	if s.lost == nil {
 		hdr := make([]byte, k.hdrLen)
@@ -224,14 +265,14 @@ func (k *sink) Close() error {
 		le.PutUint64(hdr[8:], s.sb.nonce)
 		le.PutUint64(hdr[16:], k.seq)
 		le.PutUint32(hdr[24:], uint32(len(k.metaJSON)))
-		le.PutUint64(hdr[32:], uint64(len(k.data)))
+		le.PutUint64(hdr[32:], uint64(len(k.out)))
 		le.PutUint32(hdr[40:], k.crc)
 		copy(hdr[snapHdr:], k.metaJSON)
 		le.PutUint32(hdr[4:], crc32.Checksum(hdr[8:snapHdr+len(k.metaJSON)], castagnoli))
 		nsb := s.sb.clone()
 		nsb.seq++
 		nsb.snapSlot, nsb.snapSeq, nsb.snapHdrLen = k.slot, k.seq, uint64(k.hdrLen)
-		nsb.snapDataLen, nsb.snapDataCRC = uint64(len(k.data)), k.crc
+		nsb.snapDataLen, nsb.snapDataCRC = uint64(len(k.out)), k.crc
 		if _, err := s.dev.WriteAt(hdr, s.slotOff(k.slot)); err != nil {
 			s.loseLocked(err)
 		} else if err := s.dev.Sync(); err != nil {

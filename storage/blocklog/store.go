@@ -53,6 +53,7 @@ var (
 	ErrForeign = errors.New("blocklog: foreign layout")
 	// errNotFound is what raft expects from StableStore.Get for a missing key.
 	errNotFound = errors.New("not found")
+	errNotReady = errors.New("blocklog: device not ready (block size 0)")
 )
 
 // Options configures Open.
@@ -62,11 +63,30 @@ type Options struct {
 	LogBytes int64
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
+	// Wipe discards what the device holds: an xedge layout (valid, damaged or
+	// half re-persisted) is formatted afresh, with the next generation number,
+	// a new nonce, no entries, no stable keys and no snapshot. Data that is not
+	// an xedge layout is still refused (ErrForeign). A replicated node uses it
+	// when its device state is stale (it ran RAM-only, or it left the cluster).
+	Wipe bool
+	// DeviceLog, if set, gives what is written to the device for an entry
+	// (e.g. with rows that must never reach a disk removed); RAM keeps the
+	// entry as given, so raft reads it back unchanged until a restart. It must
+	// keep Index, Term and Type, and be deterministic.
+	DeviceLog func(*raft.Log) *raft.Log
+	// DeviceSnapshot, if set, gives the bytes written to the device for a
+	// snapshot's data; RAM keeps the data as given. An error fails the
+	// snapshot (Close returns it). The snapshot is then written in one piece at
+	// Close instead of while raft streams it.
+	DeviceSnapshot func([]byte) ([]byte, error)
 }
 
 // Recovery reports what Open found.
 type Recovery struct {
-	Formatted   bool   // the device was blank and has been formatted
+	Formatted   bool   // the device was blank (or wiped) and has been formatted
+	Wiped       bool   // Options.Wipe discarded an existing layout
+	Partial     bool   // a Repersist was rewriting the layout when it stopped: its content is not a past state of the store
+	Generation  uint64 // the layout's generation (see Store.Generation)
 	Superblock  uint64 // sequence number of the superblock in force
 	Frames      int    // frames replayed
 	Entries     int    // log entries in RAM after replay
@@ -133,7 +153,7 @@ func Open(dev storage.BlockDevice, opts Options) (*Store, error) {
 	}
 	bs := dev.BlockSize()
 	if bs == 0 {
-		return nil, errors.New("blocklog: device not ready (block size 0)")
+		return nil, errNotReady
 	}
 	if bs < 0 || bs&(bs-1) != 0 {
 		return nil, fmt.Errorf("blocklog: block size %d is not a power of two", bs)
@@ -146,16 +166,29 @@ func Open(dev storage.BlockDevice, opts Options) (*Store, error) {
 		kv:     make(map[string][]byte),
 	}
 	sb, err := s.readSuperblocks()
-	if errors.Is(err, errNoMagic) {
-		if sb, err = s.format(opts); err != nil {
+	switch {
+	case errors.Is(err, errNoMagic):
+		if sb, err = s.format(opts, 0, 1); err != nil {
 			return nil, err
 		}
 		s.rec.Formatted = true
-	} else if err != nil {
+	case opts.Wipe && (err == nil || errors.Is(err, ErrCorrupt)):
+		var seq, gen uint64
+		if sb != nil {
+			seq, gen = sb.seq, sb.gen
+		}
+		if sb, err = s.format(opts, seq, gen+1); err != nil {
+			return nil, err
+		}
+		s.rec.Formatted, s.rec.Wiped = true, true
+		s.log.Warn("wiped the device's layout on request", "generation", sb.gen)
+	case err != nil:
 		return nil, err
 	}
 	s.sb = sb
 	s.rec.Superblock = sb.seq
+	s.rec.Generation = sb.gen
+	s.rec.Partial = sb.flags&flagPartial != 0
 	for k, v := range sb.kv {
 		s.kv[k] = v
 	}
@@ -166,9 +199,84 @@ func Open(dev storage.BlockDevice, opts Options) (*Store, error) {
 		return nil, err
 	}
 	s.rec.Entries = len(s.logs)
-	s.log.Info("blocklog opened", "formatted", s.rec.Formatted, "superblock", sb.seq, "frames", s.rec.Frames,
+	if s.rec.Partial {
+		s.log.Warn("the device holds a half re-persisted layout (a re-persist stopped midway): its content is not a consistent past state")
+	}
+	s.log.Info("blocklog opened", "formatted", s.rec.Formatted, "generation", sb.gen, "superblock", sb.seq, "frames", s.rec.Frames,
 		"entries", s.rec.Entries, "first", s.first, "last", s.last, "snapshot_index", s.rec.SnapshotIdx, "end", s.rec.End)
 	return s, nil
+}
+
+// ioError marks an error of the device itself (it did not answer), as
+// opposed to what it holds (foreign data, corruption).
+type ioError struct{ err error }
+
+func (e *ioError) Error() string { return e.err.Error() }
+func (e *ioError) Unwrap() error { return e.err }
+
+// OpenOrLost is Open for a device that may not answer at start (an iSCSI LUN
+// whose target is down). If the device cannot be read or written, it returns
+// an empty store with storage loss latched (Err, Lost) instead of an error:
+// everything is kept in RAM, and Repersist takes the device over once it
+// answers — formatting it afresh (a wipe: a new generation holding exactly the
+// RAM state), since what it held is older than the RAM state. What the device
+// holds is still judged: foreign data, corruption and a block size it cannot
+// use are errors, as with Open.
+func OpenOrLost(dev storage.BlockDevice, opts Options) (*Store, error) {
+	st, err := Open(dev, opts)
+	var ioe *ioError
+	if err == nil || (!errors.As(err, &ioe) && !errors.Is(err, errNotReady)) {
+		return st, err
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	s := &Store{
+		dev: dev, bs: dev.BlockSize(), opts: opts,
+		log:    opts.Logger.With("component", "blocklog"),
+		lostCh: make(chan error, 1),
+		logs:   make(map[uint64]*raft.Log),
+		kv:     make(map[string][]byte),
+	}
+	if s.bs <= 0 || s.bs&(s.bs-1) != 0 {
+		s.bs = 512 // not ready: the real size is taken when Repersist adopts the device
+	}
+	s.sbSize = max(sbMinSize, s.bs)
+	s.rec.End = "device unreadable at open"
+	s.ioMu.Lock()
+	s.loseLocked(fmt.Errorf("device unreadable at open: %w", err))
+	s.ioMu.Unlock()
+	return s, nil
+}
+
+// Generation is the layout's generation: 1 when a blank device was formatted,
+// one more with every wipe and every Repersist, never reset, so it also grows
+// when a device is taken over again after a loss (0: no layout adopted yet —
+// the device has not answered since OpenOrLost).
+func (s *Store) Generation() uint64 {
+	s.ioMu.Lock()
+	defer s.ioMu.Unlock()
+	if s.sb == nil {
+		return 0
+	}
+	return s.sb.gen
+}
+
+// Probe reads the first superblock slot, so that a device lost while nothing
+// is written is noticed: a read error latches storage loss as a failed write
+// would. It returns Err().
+func (s *Store) Probe() error {
+	if s.Err() != nil {
+		return s.Err()
+	}
+	b := make([]byte, s.sbSize)
+	_, err := s.dev.ReadAt(b, 0)
+	s.ioMu.Lock()
+	defer s.ioMu.Unlock()
+	if err != nil {
+		s.loseLocked(fmt.Errorf("probe: %w", err))
+	}
+	return s.lost
 }
 
 func (s *Store) readSuperblocks() (*superblock, error) {
@@ -178,7 +286,7 @@ func (s *Store) readSuperblocks() (*superblock, error) {
 	for slot := 0; slot < 2; slot++ {
 		b := make([]byte, s.sbSize)
 		if _, err := s.dev.ReadAt(b, int64(slot*s.sbSize)); err != nil {
-			return nil, fmt.Errorf("blocklog: read superblock %d: %w", slot, err)
+			return nil, &ioError{fmt.Errorf("blocklog: read superblock %d: %w", slot, err)}
 		}
 		sb, err := decodeSuperblock(b)
 		if errors.Is(err, errNoMagic) {
@@ -222,7 +330,10 @@ func (s *Store) readSuperblocks() (*superblock, error) {
 	return nil, fmt.Errorf("%w: no valid superblock: %w", ErrCorrupt, errors.Join(errs...))
 }
 
-func (s *Store) format(opts Options) (*superblock, error) {
+// format writes a new, empty layout whose two superblocks have the sequence
+// numbers after baseSeq (so they win over whatever the slots held) and
+// generation gen.
+func (s *Store) format(opts Options, baseSeq, gen uint64) (*superblock, error) {
 	size := s.dev.Size() / int64(s.bs) * int64(s.bs)
 	logOff := int64(2 * s.sbSize)
 	rest := size - logOff
@@ -240,17 +351,17 @@ func (s *Store) format(opts Options) (*superblock, error) {
 		return nil, fmt.Errorf("blocklog: nonce: %w", err)
 	}
 	sb := &superblock{
-		seq: 1, nonce: binary.LittleEndian.Uint64(nb[:]), bs: uint32(s.bs), size: uint64(size),
+		seq: baseSeq + 1, gen: gen, nonce: binary.LittleEndian.Uint64(nb[:]), bs: uint32(s.bs), size: uint64(size),
 		logOff: uint64(logOff), logLen: uint64(logLen), snapOff: uint64(logOff + logLen), snapLen: uint64(snapLen),
 		headOff: 0, headSeq: 1, snapSlot: noSnapshot, kv: map[string][]byte{},
 	}
-	// Both slots, slot 1 first (see readSuperblocks).
+	// Both slots; on a blank device slot 1 first (see readSuperblocks).
 	if err := s.writeSuperblock(sb); err != nil {
-		return nil, fmt.Errorf("blocklog: format: %w", err)
+		return nil, &ioError{fmt.Errorf("blocklog: format: %w", err)}
 	}
-	sb.seq = 2
+	sb.seq++
 	if err := s.writeSuperblock(sb); err != nil {
-		return nil, fmt.Errorf("blocklog: format: %w", err)
+		return nil, &ioError{fmt.Errorf("blocklog: format: %w", err)}
 	}
 	s.log.Info("formatted device", "size", size, "log_bytes", logLen, "snapshot_slot_bytes", snapLen)
 	return sb, nil
@@ -284,7 +395,7 @@ func (s *Store) replay() error {
 		}
 		hdr, err := rr.read(off, int64(s.bs))
 		if err != nil {
-			return fmt.Errorf("blocklog: read log at %d: %w", off, err)
+			return &ioError{fmt.Errorf("blocklog: read log at %d: %w", off, err)}
 		}
 		le := binary.LittleEndian
 		if le.Uint32(hdr) != frameMagic || le.Uint64(hdr[8:]) != s.sb.nonce || le.Uint64(hdr[16:]) != seq {
@@ -303,7 +414,7 @@ func (s *Store) replay() error {
 		buf := hdr
 		if typ != frameSkip && frameHdr+plen > int64(s.bs) {
 			if buf, err = rr.read(off, size); err != nil {
-				return fmt.Errorf("blocklog: read log at %d: %w", off, err)
+				return &ioError{fmt.Errorf("blocklog: read log at %d: %w", off, err)}
 			}
 		}
 		if typ == frameSkip {
@@ -645,9 +756,16 @@ func (s *Store) StoreLogs(logs []*raft.Log) error {
 		cp[i] = &c
 		maxIdx = max(maxIdx, l.Index)
 	}
+	dev := cp
+	if s.opts.DeviceLog != nil {
+		dev = make([]*raft.Log, len(cp))
+		for i, l := range cp {
+			dev[i] = s.opts.DeviceLog(l)
+		}
+	}
 	s.ioMu.Lock()
 	defer s.ioMu.Unlock()
-	if err := s.appendFrame(frameLogs, encodeLogs(cp), maxIdx); err != nil {
+	if err := s.appendFrame(frameLogs, encodeLogs(dev), maxIdx); err != nil {
 		return err
 	}
 	s.capture(func(t *Store) error { return t.StoreLogs(cp) })
@@ -736,6 +854,9 @@ func (s *Store) GetUint64(key []byte) (uint64, error) {
 func (s *Store) LogUsage() (used, capacity int64) {
 	s.ioMu.Lock()
 	defer s.ioMu.Unlock()
+	if s.sb == nil {
+		return 0, 0
+	}
 	return s.used, int64(s.sb.logLen)
 }
 
@@ -744,6 +865,9 @@ func (s *Store) LogUsage() (used, capacity int64) {
 func (s *Store) LayoutID() uint64 {
 	s.ioMu.Lock()
 	defer s.ioMu.Unlock()
+	if s.sb == nil {
+		return 0
+	}
 	return s.sb.nonce
 }
 
