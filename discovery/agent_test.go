@@ -1,0 +1,308 @@
+package discovery
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"regexp"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// freeGossipAddr returns ip:port with the port free on TCP and UDP a moment ago.
+func freeGossipAddr(t *testing.T, ip string) netip.AddrPort {
+	t.Helper()
+	for i := 0; i < 50; i++ {
+		l, err := net.Listen("tcp", ip+":0")
+		if err != nil {
+			t.Fatalf("listen on %s: %v", ip, err)
+		}
+		ap := netip.MustParseAddrPort(l.Addr().String())
+		u, err := net.ListenPacket("udp", ap.String())
+		l.Close()
+		if err == nil {
+			u.Close()
+			return ap
+		}
+	}
+	t.Fatal("no free TCP+UDP port")
+	return netip.AddrPort{}
+}
+
+var testKey = []byte("test-cluster-key-0123456789abcdef")
+
+type testNode struct {
+	*Agent
+	name string
+	log  *syncBuf
+}
+
+func startAgent(t *testing.T, name, ip string, key []byte, seeds []string, mod func(*Config)) *testNode {
+	t.Helper()
+	buf := &syncBuf{}
+	addr := freeGossipAddr(t, ip)
+	cfg := Config{NodeName: name, BindAddr: addr, ClusterKey: key, Seeds: seeds,
+		Tags:   Tags{Role: RoleNode, ClusterAddr: ip + ":7400", InService: true},
+		Logger: slog.New(slog.NewTextHandler(buf, &slog.HandlerOptions{Level: slog.LevelDebug}))}
+	if mod != nil {
+		mod(&cfg)
+	}
+	a, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = a.Shutdown() })
+	return &testNode{Agent: a, name: name, log: buf}
+}
+
+func statusOf(a *Agent, name string) Status {
+	for _, m := range a.Members() {
+		if m.Name == name {
+			return m.Status
+		}
+	}
+	return ""
+}
+
+func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func aliveCount(a *Agent) int {
+	n := 0
+	for _, m := range a.Members() {
+		if m.Status == StatusAlive {
+			n++
+		}
+	}
+	return n
+}
+
+// TestAgentsFormTagsAndFailureDetection: three agents on 127.0.0.x find each
+// other through one seed, see each other's tag changes, and declare a node that
+// stops answering (no leave) failed in about a second: measured over three
+// kills, each must be within 1.5 s.
+func TestAgentsFormTagsAndFailureDetection(t *testing.T) {
+	n1 := startAgent(t, "n1", "127.0.0.1", testKey, nil, nil)
+	seed := []string{n1.cfg.AdvertiseAddr.String()}
+	n2 := startAgent(t, "n2", "127.0.0.2", testKey, seed, nil)
+	sub, cancel := n1.Subscribe()
+	defer cancel()
+	var detect []time.Duration
+	for round := 0; round < 3; round++ {
+		n3 := startAgent(t, fmt.Sprintf("n3-%d", round), "127.0.0.3", testKey, seed, nil)
+		for _, a := range []*testNode{n1, n2, n3} {
+			waitFor(t, 5*time.Second, a.name+" sees 3 alive", func() bool { return aliveCount(a.Agent) == 3 })
+		}
+		if round == 0 {
+			// Tags: a change on n2 reaches n1 and fires its subscription.
+			for len(sub) > 0 {
+				<-sub
+			}
+			if err := n2.UpdateTags(func(t *Tags) { t.Load, t.Storage = 42, "durable" }); err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, 3*time.Second, "n2's tags at n1", func() bool {
+				for _, m := range n1.Members() {
+					if m.Name == "n2" && m.Tags.Load == 42 && m.Tags.Storage == "durable" {
+						return true
+					}
+				}
+				return false
+			})
+			select {
+			case <-sub:
+			case <-time.After(time.Second):
+				t.Fatal("no notification for a tag change")
+			}
+			if l := n2.Local(); l.Tags.Load != 42 || l.FoundBy != "self" || l.Status != StatusAlive {
+				t.Fatalf("local: %+v", l)
+			}
+			for _, m := range n2.Members() {
+				if m.Name == "n1" && m.FoundBy != "seed" {
+					t.Fatalf("n1 found by %q at n2, want seed", m.FoundBy)
+				}
+			}
+		}
+		kill := time.Now()
+		if err := n3.Shutdown(); err != nil {
+			t.Fatal(err)
+		}
+		var worst time.Duration
+		for _, a := range []*testNode{n1, n2} {
+			waitFor(t, 5*time.Second, a.name+" declares "+n3.name+" failed", func() bool { return statusOf(a.Agent, n3.name) == StatusFailed })
+			worst = max(worst, time.Since(kill))
+		}
+		detect = append(detect, worst)
+	}
+	sorted := slices.Clone(detect)
+	slices.Sort(sorted)
+	t.Logf("failure detection (kill -> both survivors see failed), 3 nodes: %v (median %v)", detect, sorted[1])
+	for _, d := range detect {
+		if d > 1500*time.Millisecond {
+			t.Fatalf("failure detection took %v (> 1.5 s): %v", d, detect)
+		}
+	}
+	// A graceful stop shows as left, not failed.
+	if err := n2.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 3*time.Second, "n2 left at n1", func() bool { return statusOf(n1.Agent, "n2") == StatusLeft })
+}
+
+// TestAgentWrongKey: a node with another cluster key is refused; its join error
+// names the seed and the key on one line, and the seed logs one line naming the
+// refused address.
+func TestAgentWrongKey(t *testing.T) {
+	good := startAgent(t, "good", "127.0.0.1", testKey, nil, nil)
+	bad := startAgent(t, "bad", "127.0.0.4", []byte("another-key-0123456789abcdef!"), nil, nil)
+	seed := good.cfg.AdvertiseAddr.String()
+	n, err := bad.Join([]string{seed}, "seed")
+	if n != 0 || err == nil {
+		t.Fatalf("join with the wrong key: n=%d err=%v", n, err)
+	}
+	var je *JoinError
+	if !errors.As(err, &je) || !errors.Is(err, ErrWrongKey) {
+		t.Fatalf("join error %v is not a wrong-key JoinError", err)
+	}
+	msg := err.Error()
+	if strings.Contains(msg, "\n") || !strings.Contains(msg, seed) || !strings.Contains(msg, "wrong cluster key") {
+		t.Fatalf("join error is not one line naming the seed and the key: %q", msg)
+	}
+	t.Logf("joiner's error: %s", msg)
+	// On loopback the kernel picks 127.0.0.1 as the source of the joiner's
+	// TCP connection; on a real network it is the joiner's address.
+	refused := regexp.MustCompile(`refused gossip from 127\.0\.0\.\d+: wrong cluster key`)
+	waitFor(t, 3*time.Second, "the seed logs the refusal", func() bool { return refused.MatchString(good.log.String()) })
+	var lines []string
+	for _, l := range strings.Split(good.log.String(), "\n") {
+		if strings.Contains(l, "wrong cluster key") {
+			lines = append(lines, l)
+		}
+	}
+	if len(lines) != 1 {
+		t.Fatalf("want one refusal line at the seed, got %d:\n%s", len(lines), strings.Join(lines, "\n"))
+	}
+	t.Logf("seed's log: %s", lines[0])
+	if statusOf(good.Agent, "bad") != "" || statusOf(bad.Agent, "good") != "" {
+		t.Fatal("the wrong-key node became a member")
+	}
+	if len(good.KeyRefused()) == 0 {
+		t.Fatal("KeyRefused is empty")
+	}
+	// A seed where nothing listens names the port.
+	closed := freeGossipAddr(t, "127.0.0.1")
+	_, err = good.Join([]string{closed.String()}, "seed")
+	if err == nil || !strings.Contains(err.Error(), closed.String()) || !strings.Contains(err.Error(), "connection refused") {
+		t.Fatalf("join of a closed port: %v", err)
+	}
+}
+
+// TestAutoJoinSimultaneous: nodes that start at (nearly) the same moment, each
+// seeded with the others, end with exactly one bootstrapper that every other
+// node joins; a node started later joins at once without waiting the window.
+func TestAutoJoinSimultaneous(t *testing.T) {
+	for round := 0; round < 3; round++ {
+		t.Run(fmt.Sprint(round), func(t *testing.T) {
+			names := []string{"c", "a", "b"}
+			ips := []string{"127.0.1.3", "127.0.1.1", "127.0.1.2"}
+			addrs := make([]netip.AddrPort, 3)
+			for i := range names {
+				addrs[i] = freeGossipAddr(t, ips[i])
+			}
+			var seeds []string
+			for _, a := range addrs {
+				seeds = append(seeds, a.String())
+			}
+			type result struct {
+				name string
+				d    Decision
+				err  error
+			}
+			res := make(chan result, 3)
+			var wg sync.WaitGroup
+			nodes := make([]*testNode, 3)
+			for i := range names {
+				wg.Add(1)
+				go func(i int) {
+					defer wg.Done()
+					time.Sleep(time.Duration(i*round*150) * time.Millisecond) // staggered starts in later rounds
+					nodes[i] = startAgent(t, names[i], ips[i], testKey, seeds, func(c *Config) { c.BindAddr = addrs[i] })
+					ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+					defer cancel()
+					d, err := nodes[i].AutoJoin(ctx, AutoJoinOptions{Window: 500 * time.Millisecond})
+					if err == nil && d.Action == Bootstrap {
+						_ = nodes[i].UpdateTags(func(t *Tags) { t.Cluster = ClusterMember })
+					}
+					res <- result{names[i], d, err}
+				}(i)
+			}
+			wg.Wait()
+			close(res)
+			var boot []string
+			joins := map[string][]string{}
+			for r := range res {
+				if r.err != nil {
+					t.Fatalf("%s: %v", r.name, r.err)
+				}
+				if r.d.Action == Bootstrap {
+					boot = append(boot, r.name)
+				} else {
+					joins[r.name] = r.d.Join
+				}
+			}
+			if len(boot) != 1 {
+				t.Fatalf("bootstrappers: %v (joins %v)", boot, joins)
+			}
+			want := map[string]string{"a": "127.0.1.1:7400", "b": "127.0.1.2:7400", "c": "127.0.1.3:7400"}[boot[0]]
+			for n, j := range joins {
+				if !slices.Equal(j, []string{want}) {
+					t.Fatalf("%s joins %v, want [%s] (bootstrapper %s)", n, j, want, boot[0])
+				}
+			}
+			t.Logf("round %d: %s bootstrapped, joins %v", round, boot[0], joins)
+			// A late node joins at once (an existing cluster needs no window).
+			late := startAgent(t, "0-late", "127.0.1.4", testKey, seeds[:1], nil)
+			start := time.Now()
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			d, err := late.AutoJoin(ctx, AutoJoinOptions{Window: time.Hour})
+			if err != nil || d.Action != Join || !slices.Contains(d.Join, want) {
+				t.Fatalf("late node: %v %v", d, err)
+			}
+			if took := time.Since(start); took > 3*time.Second {
+				t.Fatalf("late node took %v to decide", took)
+			}
+		})
+	}
+}
+
+// TestAutoJoinGivesUp: a node that must wait for a lower-named one that never
+// bootstraps gives up when its context ends and says what it saw.
+func TestAutoJoinGivesUp(t *testing.T) {
+	a := startAgent(t, "a", "127.0.2.1", testKey, nil, nil)
+	b := startAgent(t, "b", "127.0.2.2", testKey, []string{a.cfg.AdvertiseAddr.String()}, nil)
+	waitFor(t, 5*time.Second, "b sees a", func() bool { return statusOf(b.Agent, "a") == StatusAlive })
+	ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
+	defer cancel()
+	_, err := b.AutoJoin(ctx, AutoJoinOptions{Window: 200 * time.Millisecond})
+	if err == nil || !strings.Contains(err.Error(), "waiting for a") || !strings.Contains(err.Error(), "a 127.0.2.1") {
+		t.Fatalf("err = %v", err)
+	}
+}
