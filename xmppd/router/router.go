@@ -12,7 +12,6 @@ package router
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"log/slog"
 	"sort"
@@ -21,6 +20,7 @@ import (
 	"time"
 
 	"xedge/storage"
+	"xedge/xmppd/cluster"
 	"xedge/xmppd/jid"
 	"xedge/xmppd/module"
 	"xedge/xmppd/xmlstream"
@@ -81,6 +81,10 @@ type Router struct {
 	disco    []string
 
 	jids jidCache
+
+	meta map[module.Session]*localMeta // bound local sessions' bind order and flags
+	cl   cl
+	rows rowCache
 }
 
 // jidCacheSize bounds the prepared-JID cache (it is emptied when full).
@@ -126,12 +130,15 @@ func New(cfg Config) *Router {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Router{
+	r := &Router{
 		cfg: cfg, log: cfg.Logger.With("component", "router"),
 		sessions: map[bareKey]map[string]module.Session{},
 		iq:       map[string]module.IQHandler{},
 		hooks:    map[module.Event][]hook{},
+		meta:     map[module.Session]*localMeta{},
 	}
+	r.cl.clock = cluster.NewClock(cfg.Node, nil)
+	return r
 }
 
 // SetAccounts sets the accounts after construction (they need the router for hooks).
@@ -233,24 +240,57 @@ func (r *Router) Run(ctx context.Context, ev module.Event, d *module.EventData) 
 	return false
 }
 
-// Sessions implements module.Host.
+// Sessions implements module.Host: the sessions of bare on every node (those
+// of other nodes as RemoteSession proxies), sorted by resource.
 func (r *Router) Sessions(bare jid.JID) []module.Session {
+	return r.sessionsEx(bare, "")
+}
+
+// sessionsEx is Sessions without the sessions of node exclude ("*": local only).
+func (r *Router) sessionsEx(bare jid.JID, exclude string) []module.Session {
 	r.mu.RLock()
-	defer r.mu.RUnlock()
 	m := r.sessions[keyOf(bare)]
 	out := make([]module.Session, 0, len(m))
 	for _, s := range m {
 		out = append(out, s)
 	}
+	r.mu.RUnlock()
+	if exclude != "*" {
+		local := len(out)
+		for _, rs := range r.remoteSessions(bare.String()+"/", exclude) {
+			// A JID bound here and elsewhere (a conflict being settled): the
+			// local session stands for it.
+			if !hasResource(out[:local], rs.JID().Resource) {
+				out = append(out, rs)
+			}
+		}
+	}
 	sort.Slice(out, func(i, j int) bool { return out[i].JID().Resource < out[j].JID().Resource })
 	return out
 }
 
-// Session implements module.Host.
+func hasResource(ss []module.Session, res string) bool {
+	for _, s := range ss {
+		if s.JID().Resource == res {
+			return true
+		}
+	}
+	return false
+}
+
+// Session implements module.Host: the session bound to full on any node.
 func (r *Router) Session(full jid.JID) module.Session {
+	return r.sessionEx(full, "")
+}
+
+func (r *Router) sessionEx(full jid.JID, exclude string) module.Session {
 	r.mu.RLock()
-	defer r.mu.RUnlock()
-	return r.sessions[keyOf(full)][full.Resource]
+	s := r.sessions[keyOf(full)][full.Resource]
+	r.mu.RUnlock()
+	if s != nil || exclude == "*" {
+		return s
+	}
+	return r.remoteSession(full, exclude)
 }
 
 // All returns every local session.
@@ -283,6 +323,10 @@ func (r *Router) Count() int {
 func (r *Router) Bind(ctx context.Context, s module.Session) {
 	j := s.JID()
 	bare := keyOf(j)
+	// The bind order is after every bind of j this node has seen (other
+	// nodes' rows), so of two binds the later one wins cluster-wide.
+	r.observeRows(j)
+	order := r.cl.clock.Now()
 	r.mu.Lock()
 	m := r.sessions[bare]
 	if m == nil {
@@ -291,14 +335,18 @@ func (r *Router) Bind(ctx context.Context, s module.Session) {
 	}
 	old := m[j.Resource]
 	m[j.Resource] = s
+	r.meta[s] = &localMeta{order: order, since: time.Now().UTC()}
+	if old != nil && old != s {
+		delete(r.meta, old)
+	}
 	r.mu.Unlock()
 	if old != nil && old != s {
 		r.log.Info("resource conflict: replacing the older session", "jid", j.String(), "old", old.ID(), "new", s.ID())
 		old.Close("conflict", "Replaced by new connection")
 		r.Run(ctx, module.EvSessionClosed, &module.EventData{From: j, Session: old})
 	}
-	row, _ := json.Marshal(map[string]any{"node": r.cfg.Node, "id": s.ID(), "since": time.Now().UTC()})
-	r.eph().Put(j.String(), row)
+	r.announceBind(j, order)
+	r.eph().Put(j.String(), r.rowOf(s))
 	r.Run(ctx, module.EvSessionBound, &module.EventData{From: j, Session: s})
 }
 
@@ -318,6 +366,7 @@ func (r *Router) Unbind(ctx context.Context, s module.Session) bool {
 	if len(m) == 0 {
 		delete(r.sessions, bare)
 	}
+	delete(r.meta, s)
 	r.mu.Unlock()
 	r.eph().Delete(j.String())
 	r.Run(ctx, module.EvSessionClosed, &module.EventData{From: j, Session: s})
@@ -416,9 +465,15 @@ func (r *Router) dispatchIQ(ctx context.Context, st *xmlstream.Element, from, to
 	}
 	var sess module.Session
 	if from.Domain == r.cfg.Domain && from.Resource != "" {
-		sess = r.Session(from)
+		r.mu.RLock()
+		sess = r.sessions[keyOf(from)][from.Resource] // only a local session sent it
+		r.mu.RUnlock()
 	}
+	interested := sess != nil && sess.Interested()
 	h(ctx, r, &module.IQ{Stanza: st, From: from, To: to, Session: sess})
+	if sess != nil && !interested && sess.Interested() {
+		r.publish(sess) // other nodes' roster pushes reach it now
+	}
 }
 
 func (r *Router) exists(ctx context.Context, st *xmlstream.Element, user string) bool {
@@ -455,7 +510,7 @@ func (r *Router) toUser(ctx context.Context, st *xmlstream.Element, from, to jid
 		return
 	}
 	if to.Resource != "" {
-		if s := r.Session(to); s != nil {
+		if s := r.sessionEx(to, excluded(ctx)); s != nil {
 			r.deliver(ctx, st, from, to, []module.Session{s}, owned)
 			return
 		}
@@ -489,7 +544,7 @@ func available(s module.Session) bool { return s.Presence() != nil }
 // toBare applies RFC 6121 §8.5.2 for a stanza to an existing local account's bare JID.
 func (r *Router) toBare(ctx context.Context, st *xmlstream.Element, from, to jid.JID, owned bool) {
 	typ := st.Attr("type")
-	sessions := r.Sessions(to)
+	sessions := r.sessionsEx(to, excluded(ctx))
 	switch st.Local {
 	case "iq":
 		r.dispatchIQ(ctx, st, from, to)

@@ -19,6 +19,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"xedge/xmppd/jid"
 	"xedge/xmppd/mod/internal/modutil"
 	"xedge/xmppd/module"
 	"xedge/xmppd/xmlstream"
@@ -38,6 +39,7 @@ type (
 
 // Module is the carbons module.
 type Module struct {
+	h  module.Host
 	mu sync.RWMutex
 	// on counts, per account (localpart), this node's open sessions with carbons
 	// enabled; total is their sum, for a lock-free "nobody" answer.
@@ -53,6 +55,7 @@ func (*Module) Name() string { return "carbons" }
 
 // Start registers the IQ handler and hooks.
 func (m *Module) Start(_ context.Context, h module.Host) error {
+	m.h = h
 	h.DiscoFeature(NS)
 	h.HandleIQ(NS, m.iq)
 	h.Hook(module.EvC2SIn, 20, m.sent)
@@ -72,6 +75,39 @@ func (m *Module) set(s module.Session, on bool) {
 	}
 	s.SetValue(enabledKey{}, on)
 	m.count(s.JID().Local, on)
+	m.publish(s, on)
+}
+
+// flagger is implemented by a core that mirrors sessions to other nodes: the
+// carbons state of a session travels with it so other nodes copy to it.
+type flagger interface {
+	SetSessionFlag(s module.Session, flag string, on bool)
+	AnyRemoteFlag(bare jid.JID, flag string) bool
+}
+
+// Flag is the session flag other nodes see for an enabled session.
+const Flag = "carbons"
+
+func (m *Module) publish(s module.Session, on bool) {
+	if f, ok := m.h.(flagger); ok {
+		f.SetSessionFlag(s, Flag, on)
+	}
+}
+
+// remote is implemented by proxies of sessions bound on other nodes.
+type remote interface {
+	Remote() bool
+	Flag(name string) bool
+}
+
+// enabledAnywhere reports whether some session of user, on this node or
+// another, has carbons enabled.
+func (m *Module) enabledAnywhere(h module.Host, bare jid.JID) bool {
+	if m.anyEnabled(bare.Local) {
+		return true
+	}
+	f, ok := h.(flagger)
+	return ok && f.AnyRemoteFlag(bare, Flag)
 }
 
 func (m *Module) count(user string, on bool) {
@@ -90,6 +126,9 @@ func (m *Module) closed(_ context.Context, _ module.Host, ev *module.EventData) 
 	s := ev.Session
 	if s == nil {
 		return false
+	}
+	if _, ok := s.(remote); ok {
+		return false // counted on its own node
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -119,6 +158,9 @@ func (*Module) Stop(context.Context) error { return nil }
 
 // Enabled reports whether s enabled carbons.
 func Enabled(s module.Session) bool {
+	if r, ok := s.(remote); ok {
+		return r.Flag(Flag)
+	}
 	v, _ := s.Value(enabledKey{}).(bool)
 	return v
 }
@@ -194,7 +236,7 @@ func (m *Module) sent(_ context.Context, h module.Host, ev *module.EventData) bo
 		st.RemoveChildren(NS, "private")
 		return false
 	}
-	if !m.anyEnabled(s.JID().Local) || !Eligible(st) {
+	if !m.enabledAnywhere(h, s.JID().Bare()) || !Eligible(st) {
 		return false
 	}
 	for _, o := range h.Sessions(s.JID().Bare()) {
@@ -208,7 +250,7 @@ func (m *Module) sent(_ context.Context, h module.Host, ev *module.EventData) bo
 // received copies a delivered message to the recipient account's other resources.
 func (m *Module) received(_ context.Context, h module.Host, ev *module.EventData) bool {
 	st := ev.Stanza
-	if st == nil || st.Local != "message" || ev.To.Local == "" || !m.anyEnabled(ev.To.Local) || !Eligible(st) {
+	if st == nil || st.Local != "message" || ev.To.Local == "" || !m.enabledAnywhere(h, ev.To.Bare()) || !Eligible(st) {
 		return false
 	}
 	for _, o := range h.Sessions(ev.To.Bare()) {

@@ -209,10 +209,18 @@ func (m *Module) broadcast(ctx context.Context, s module.Session, p *xmlstream.E
 func (m *Module) setPresence(ctx context.Context, s module.Session, p *xmlstream.Element) {
 	if m.o.SetPresence != nil {
 		m.o.SetPresence(ctx, s, p)
-		return
+	} else {
+		s.SetPresence(p)
 	}
-	s.SetPresence(p)
+	// Other nodes route by the session's published availability, priority and
+	// presence (probes): republish it (a cluster's router offers this).
+	if c, ok := m.h.(sessionChanger); ok {
+		c.SessionChanged(s)
+	}
 }
+
+// sessionChanger is implemented by a core that mirrors sessions to other nodes.
+type sessionChanger interface{ SessionChanged(module.Session) }
 
 func (m *Module) outbound(ctx context.Context, h module.Host, ev *module.EventData) bool {
 	st, s := ev.Stanza, ev.Session

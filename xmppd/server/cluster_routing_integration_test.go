@@ -1,0 +1,396 @@
+//go:build integration
+
+package server_test
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"xedge/xmppd/internal/testenv"
+)
+
+// routingLib is the Python helper shared by the cluster routing scripts: clients
+// connect to a given node's port and collect every event in a queue.
+const routingLib = `
+import asyncio, sys, time, os, xmpptest as X
+from slixmpp.xmlstream import ET
+
+class C:
+    def __init__(self, user, res, port, plugins=()):
+        self.c = X.client(X.jid(user, res), 'secret', plugins=list(plugins))
+        self.port = int(port)
+        self.q = asyncio.Queue()
+        self.seen = []
+        c = self.c
+        c.auto_authorize = True
+        c.auto_subscribe = True
+        for ev in ('message', 'presence_available', 'presence_unavailable', 'presence_subscribe',
+                   'presence_subscribed', 'roster_update', 'carbon_received', 'carbon_sent', 'stream_error',
+                   'disconnected'):
+            c.add_event_handler(ev, (lambda ev: lambda d=None: self.q.put_nowait((ev, d)))(ev))
+
+    async def start(self, presence=True, priority=None, roster=True):
+        f = X.future()
+        def ok(_):
+            if not f.done(): f.set_result(True)
+        def fail(_=None):
+            if not f.done(): f.set_exception(RuntimeError('login failed for %s' % self.c.boundjid))
+        self.c.add_event_handler('session_start', ok)
+        self.c.add_event_handler('failed_all_auth', fail)
+        self.c.add_event_handler('connection_failed', fail)
+        self.c.connect((X.HOST, self.port))
+        await asyncio.wait_for(f, 20)
+        if roster:
+            await self.c.get_roster()
+        if presence:
+            if priority is None:
+                self.c.send_presence()
+            else:
+                self.c.send_presence(ppriority=priority)
+        return self
+
+    async def expect(self, pred, what, timeout=10):
+        end = time.time() + timeout
+        for i, e in enumerate(self.seen):
+            if pred(*e):
+                del self.seen[i]
+                return e
+        while True:
+            left = end - time.time()
+            if left <= 0:
+                raise RuntimeError('%s: timed out waiting for %s; unmatched: %s' % (self.c.boundjid, what, [(k, str(d)[:200]) for k, d in self.seen]))
+            try:
+                e = await asyncio.wait_for(self.q.get(), left)
+            except asyncio.TimeoutError:
+                continue
+            if pred(*e):
+                return e
+            self.seen.append(e)
+
+    async def none(self, pred, what, wait=1.0):
+        end = time.time() + wait
+        while time.time() < end:
+            try:
+                e = await asyncio.wait_for(self.q.get(), end - time.time())
+            except asyncio.TimeoutError:
+                break
+            self.seen.append(e)
+        for e in self.seen:
+            if pred(*e):
+                raise RuntimeError('%s: unexpected %s: %s' % (self.c.boundjid, what, str(e[1])[:300]))
+
+def body(b):
+    return lambda k, d: k == 'message' and d['body'] == b
+
+def pres(kind, frm):
+    return lambda k, d: k == kind and str(d['from']) == frm
+
+def ok(step):
+    print('OK', step, flush=True)
+`
+
+// routingScript exercises routing between users on different nodes.
+// argv: port1 port2 port3.
+const routingScript = routingLib + `
+p1, p2, p3 = sys.argv[1:4]
+
+async def main():
+    a1 = await C('alice', 'a1', p1, ['xep_0199', 'xep_0280']).start()
+    b2 = await C('bob', 'b2', p2, ['xep_0199']).start(priority=5)
+    b3 = await C('bob', 'b3', p3, ['xep_0199']).start(priority=1)
+    c3 = await C('carol', 'c3', p3).start()
+    await asyncio.sleep(0.5)
+
+    # Subscription handshake across nodes: bob's clients (auto-authorize) answer.
+    a1.c.send_presence(pto='bob@localhost', ptype='subscribe')
+    await b2.expect(lambda k, d: k == 'presence_subscribe' and str(d['from']) == 'alice@localhost', 'subscribe at bob/b2 (node2)')
+    await a1.expect(lambda k, d: k == 'presence_subscribed' and str(d['from']).startswith('bob@localhost'), 'subscribed from bob')
+    ok('subscription-handshake')
+    await a1.expect(lambda k, d: k == 'roster_update' and 'bob@localhost' in str(d) and ("subscription=\"to\"" in str(d) or "subscription=\"both\"" in str(d)), 'roster push for bob')
+    ok('roster-push')
+    await a1.expect(pres('presence_available', 'bob@localhost/b2'), 'presence of bob/b2 (node2)')
+    await a1.expect(pres('presence_available', 'bob@localhost/b3'), 'presence of bob/b3 (node3)')
+    ok('presence-broadcast')
+    await asyncio.sleep(0.5)
+
+    # RFC 6121 8.5.2.1.1: bare JID to the highest priority, across nodes.
+    a1.c.send_message(mto='bob@localhost', mbody='m1', mtype='chat')
+    await b2.expect(body('m1'), 'm1 at bob/b2 (priority 5, node2)')
+    await b3.none(body('m1'), 'm1 at the lower priority bob/b3', 1.0)
+    ok('bare-priority')
+    b3.c.send_presence(ppriority=10)
+    await a1.expect(lambda k, d: k == 'presence_available' and str(d['from']) == 'bob@localhost/b3' and d['priority'] == 10, 'priority 10 of bob/b3')
+    await asyncio.sleep(0.5)
+    a1.c.send_message(mto='bob@localhost', mbody='m2', mtype='chat')
+    await b3.expect(body('m2'), 'm2 at bob/b3 (priority 10, node3)')
+    await b2.none(body('m2'), 'm2 at bob/b2', 1.0)
+    ok('bare-priority-change')
+    a1.c.send_message(mto='bob@localhost/b2', mbody='m3', mtype='chat')
+    await b2.expect(body('m3'), 'm3 at bob/b2 by full JID')
+    ok('full-jid')
+
+    # IQ to a full JID on another node, answered by the client there.
+    await a1.c.plugin['xep_0199'].send_ping('bob@localhost/b3', timeout=10)
+    await b2.c.plugin['xep_0199'].send_ping('alice@localhost/a1', timeout=10)
+    ok('iq-full-jid')
+
+    # Directed presence to a non-contact on another node.
+    a1.c.send_presence(pto='carol@localhost/c3')
+    await c3.expect(pres('presence_available', 'alice@localhost/a1'), 'directed presence from alice at carol (node3)')
+    ok('directed-presence')
+
+    # A new resource of alice on node3 probes her contacts: bob's two resources answer.
+    a3 = C('alice', 'a3', p3, ['xep_0280'])
+    await a3.start()
+    await a3.expect(pres('presence_available', 'bob@localhost/b2'), 'probe answer of bob/b2 at alice/a3')
+    await a3.expect(pres('presence_available', 'bob@localhost/b3'), 'probe answer of bob/b3 at alice/a3')
+    await a3.expect(pres('presence_available', 'alice@localhost/a1'), 'alice/a1 presence at alice/a3')
+    ok('probe')
+
+    # Carbons: alice/a3 (node3) gets copies of what alice/a1 (node1) sends and receives.
+    await a3.c.plugin['xep_0280'].enable()
+    await asyncio.sleep(0.5)
+    a1.c.send_message(mto='bob@localhost/b2', mbody='m4', mtype='chat')
+    await b2.expect(body('m4'), 'm4 at bob/b2')
+    await a3.expect(lambda k, d: k == 'carbon_sent' and 'm4' in str(d), 'sent carbon of m4 at alice/a3')
+    b2.c.send_message(mto='alice@localhost/a1', mbody='m5', mtype='chat')
+    await a1.expect(body('m5'), 'm5 at alice/a1')
+    await a3.expect(lambda k, d: k == 'carbon_received' and 'm5' in str(d), 'received carbon of m5 at alice/a3')
+    ok('carbons')
+
+    # Offline: dave has no session; he logs in on node2 later.
+    a1.c.send_message(mto='dave@localhost', mbody='m6', mtype='chat')
+    await asyncio.sleep(0.5)
+    d2 = await C('dave', 'd2', p2).start()
+    await d2.expect(body('m6'), 'offline m6 at dave (node2)')
+    ok('offline')
+
+    # Unavailable presence across nodes on logout.
+    await X.stop(b3.c)
+    await a1.expect(pres('presence_unavailable', 'bob@localhost/b3'), 'unavailable of bob/b3 at alice/a1')
+    ok('unavailable-logout')
+    for c in (a1, b2, c3, a3, d2):
+        await X.stop(c.c)
+
+X.run(main, 120)
+`
+
+// Messages, presence (subscription handshake, broadcast, probes, directed,
+// unavailable), roster pushes, IQs to full JIDs, carbons and offline delivery
+// between slixmpp clients on three different xmppd nodes of one cluster.
+func TestClusterRoutingAcrossNodes(t *testing.T) {
+	if _, err := os.Stat(testenv.Python); err != nil {
+		t.Skipf("%s missing: python3-slixmpp is installed by build/setup.sh", testenv.Python)
+	}
+	nodes, _ := testenv.StartCluster(t, testenv.ClusterOptions{Nodes: 3})
+	nodes[0].Register(t, "alice", "secret", "bob", "secret", "carol", "secret", "dave", "secret")
+	waitCtl(t, nodes[2], "alice\nbob\ncarol\ndave\n", "users")
+	out := nodes[0].RunPython(t, 150*time.Second, routingScript, ports(nodes)...)
+	for _, step := range []string{"subscription-handshake", "roster-push", "presence-broadcast", "bare-priority",
+		"bare-priority-change", "full-jid", "iq-full-jid", "directed-presence", "probe", "carbons", "offline", "unavailable-logout"} {
+		if !strings.Contains(out, "OK "+step+"\n") {
+			t.Errorf("step %s not passed:\n%s", step, out)
+		}
+	}
+	// xmppctl sessions --all-nodes and cluster members see all three nodes.
+	o, e, code := nodes[1].Ctl("cluster", "members")
+	if code != 0 {
+		t.Fatalf("cluster members: %d %s", code, e)
+	}
+	for _, want := range []string{"node1", "node2", "node3", "up", "voter/durable", "/leader", "self", "connected"} {
+		if !strings.Contains(o, want) {
+			t.Errorf("cluster members lacks %q:\n%s", want, o)
+		}
+	}
+	t.Logf("xmppctl cluster members on node2:\n%s", o)
+}
+
+func ports(nodes []*testenv.Node) []string {
+	var out []string
+	for _, n := range nodes {
+		out = append(out, strconv.Itoa(n.Port))
+	}
+	return out
+}
+
+// nodeLossScript: carol (node2) and alice (node1) are mutual contacts; once set
+// up the script writes the ready file and counts carol's unavailable presences at
+// alice for 4 s after the go file appears. argv: port1 port2 ready go.
+const nodeLossScript = routingLib + `
+p1, p2, ready, go = sys.argv[1:5]
+
+async def main():
+    a1 = await C('alice', 'loss', p1).start()
+    c2 = await C('carol', 'loss', p2).start()
+    a1.c.send_presence(pto='carol@localhost', ptype='subscribe')
+    await a1.expect(pres('presence_available', 'carol@localhost/loss'), 'carol available at alice')
+    await c2.expect(pres('presence_available', 'alice@localhost/loss'), 'alice available at carol')
+    await asyncio.sleep(0.5)
+    open(ready, 'w').close()
+    while not os.path.exists(go):
+        await asyncio.sleep(0.01)
+    # Sent while node2 is frozen or just killed: it must come back offline.
+    a1.c.send_message(mto='carol@localhost/loss', mbody='in-flight', mtype='chat')
+    end = time.time() + 4
+    n = 0
+    while time.time() < end:
+        try:
+            k, d = await asyncio.wait_for(a1.q.get(), end - time.time())
+        except asyncio.TimeoutError:
+            break
+        if k == 'presence_unavailable' and str(d['from']) == 'carol@localhost/loss':
+            n += 1
+            print('UNAVAILABLE', repr(time.time()), flush=True)
+        if k == 'message' and d['type'] == 'error':
+            print('BOUNCE', d['body'], flush=True)
+    print('UNAVAILABLE-COUNT', n, flush=True)
+    await X.stop(a1.c)
+
+X.run(main, 90)
+`
+
+// SIGKILL of a node: every survivor drops its sessions, and alice (node1), a
+// contact of carol (node2), receives carol's unavailable presence exactly once
+// within 2 s. A message sent to carol while node2 is frozen (sent on the bus,
+// never acknowledged) and then killed is stored offline, not lost: carol gets
+// it when she logs in on node3. The cluster then also refuses a node with the
+// wrong key, logging one line that names its address.
+func TestClusterNodeLoss(t *testing.T) {
+	if _, err := os.Stat(testenv.Python); err != nil {
+		t.Skipf("%s missing: python3-slixmpp is installed by build/setup.sh", testenv.Python)
+	}
+	nodes, _ := testenv.StartCluster(t, testenv.ClusterOptions{Nodes: 3})
+	n1, n2, n3 := nodes[0], nodes[1], nodes[2]
+	n1.Register(t, "alice", "secret", "carol", "secret")
+	waitCtl(t, n3, "alice\ncarol\n", "users")
+	dir := t.TempDir()
+	ready, gofile := filepath.Join(dir, "ready"), filepath.Join(dir, "go")
+	type res struct {
+		out string
+		err error
+	}
+	done := make(chan res, 1)
+	go func() {
+		r := n1.Python(80*time.Second, nodeLossScript, strconv.Itoa(n1.Port), strconv.Itoa(n2.Port), ready, gofile)
+		done <- res{r.Output, r.Err}
+	}()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		if _, err := os.Stat(ready); err == nil {
+			break
+		}
+		select {
+		case r := <-done:
+			t.Fatalf("script ended early: %v\n%s", r.err, r.out)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("script not ready in 60s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// Freeze node2: the bus to it stays connected, nothing is acknowledged.
+	if err := syscall.Kill(n2.PID(), syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(gofile, nil, 0o600)
+	time.Sleep(150 * time.Millisecond) // the message is on the bus to node2
+	killed := time.Now()
+	n2.Kill()
+	syscall.Kill(n2.PID(), syscall.SIGCONT)
+	r := <-done
+	if r.err != nil {
+		t.Fatalf("script: %v\n%s\n--- node1 ---\n%s", r.err, r.out, n1.Logs())
+	}
+	if !strings.Contains(r.out, "UNAVAILABLE-COUNT 1\n") {
+		t.Fatalf("want carol's unavailable exactly once:\n%s\n--- node1 ---\n%s\n--- node3 ---\n%s", r.out, n1.Logs(), n3.Logs())
+	}
+	for _, l := range strings.Split(r.out, "\n") {
+		if ts, ok := strings.CutPrefix(l, "UNAVAILABLE "); ok {
+			f, _ := strconv.ParseFloat(ts, 64)
+			at := time.Unix(0, int64(f*1e9))
+			d := at.Sub(killed)
+			t.Logf("kill to unavailable: %v", d.Round(time.Millisecond))
+			if d > 2*time.Second {
+				t.Errorf("unavailable %v after the kill (want <= 2s)", d)
+			}
+		}
+	}
+	// The in-flight message was stored offline: carol gets it on node3.
+	out := client(t, n3, "recv", "carol")
+	wantOut(t, out, "RECEIVED in-flight", "in-flight message stored offline")
+
+	// cluster members shows node2 down; forget removes it.
+	o, _, _ := n1.Ctl("cluster", "members")
+	if !strings.Contains(o, "node2") || !strings.Contains(o, "down") {
+		t.Errorf("cluster members after the kill:\n%s", o)
+	}
+
+	// A node with another key is refused; node1 logs one line naming it.
+	wrongKey := testenv.WriteClusterKey(t)
+	addr := testenv.FreeAddr(t, "127.0.0.1")
+	bad := testenv.Start(t, testenv.Options{NoTLSListener: true, AllowExit: true,
+		Args: append(testenv.ClusterNodeArgs("intruder", addr, wrongKey, fmt.Sprintf("file:%s/bad.img?size=%d", t.TempDir(), 64<<20), n1.ClusterAddr),
+			"--join-timeout", "3s")})
+	if code := bad.ExitCode(20 * time.Second); code == 0 {
+		t.Errorf("a node with the wrong key joined (exit %d)", code)
+	}
+	lines := 0
+	for _, l := range strings.Split(n1.Logs(), "\n") {
+		if strings.Contains(l, "wrong cluster key") && strings.Contains(l, "127.0.0.1:") {
+			lines++
+		}
+	}
+	if lines != 1 {
+		t.Errorf("node1 logged %d lines about the wrong cluster key, want 1:\n%s", lines, n1.Logs())
+	}
+	if !strings.Contains(bad.Logs(), "wrong cluster key") {
+		t.Errorf("the refused node does not say why:\n%s", bad.Logs())
+	}
+}
+
+// conflictScript: bob/same logs in on node1, then on node3: the older session
+// (node1) gets a <conflict/> stream error. argv: port1 port3.
+const conflictScript = routingLib + `
+p1, p3 = sys.argv[1:3]
+
+async def main():
+    old = await C('bob', 'same', p1).start()
+    await asyncio.sleep(0.5)
+    new = await C('bob', 'same', p3).start()
+    await old.expect(lambda k, d: k == 'stream_error' and 'conflict' in str(d), 'conflict stream error at the older session (node1)', 10)
+    ok('conflict-older-closed')
+    await new.none(lambda k, d: k in ('stream_error', 'disconnected'), 'the newer session closed', 2.0)
+    ok('newer-kept')
+    await X.stop(new.c)
+
+X.run(main, 60)
+`
+
+// A resource bound on node3 replaces the same full JID bound earlier on node1
+// (decided by the cluster-wide bind order): the older session is closed with
+// <conflict/>, the newer one stays.
+func TestClusterResourceConflict(t *testing.T) {
+	if _, err := os.Stat(testenv.Python); err != nil {
+		t.Skipf("%s missing: python3-slixmpp is installed by build/setup.sh", testenv.Python)
+	}
+	nodes, _ := testenv.StartCluster(t, testenv.ClusterOptions{Nodes: 3})
+	nodes[0].Register(t, "bob", "secret")
+	waitCtl(t, nodes[2], "bob\n", "users")
+	out := nodes[0].RunPython(t, 60*time.Second, conflictScript, strconv.Itoa(nodes[0].Port), strconv.Itoa(nodes[2].Port))
+	for _, step := range []string{"conflict-older-closed", "newer-kept"} {
+		if !strings.Contains(out, "OK "+step+"\n") {
+			t.Errorf("step %s not passed:\n%s", step, out)
+		}
+	}
+	o, _, _ := nodes[1].Ctl("sessions", "--all-nodes")
+	if !strings.Contains(o, "node3") || strings.Contains(o, "node1  bob@localhost/same") {
+		t.Logf("sessions --all-nodes on node2:\n%s", o)
+	}
+}
