@@ -39,9 +39,10 @@ type Actions struct {
 
 // Transition is a state change of this node for one VIP.
 type Transition struct {
-	VIP      string `json:"vip"`
-	From, To State
-	Reason   string `json:"reason"`
+	VIP    string `json:"vip"`
+	From   State  `json:"from"`
+	To     State  `json:"to"`
+	Reason string `json:"reason"`
 }
 
 // VIPStatus is one line of `xmppctl vip`.

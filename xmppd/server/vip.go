@@ -1,0 +1,550 @@
+package server
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os/exec"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"xedge/discovery"
+	"xedge/discovery/vip"
+	"xedge/netcfg"
+	"xedge/storage"
+	"xedge/xmppd/config"
+)
+
+// The VIP feature: the pool of virtual IPs (--vip) spread over the healthy
+// in-service nodes. Each node publishes its VIP state (health, effective priority,
+// what it holds) in the ephemeral table VIPTable and the client connections it
+// holds on its VIPs in VIPConnTable; every node computes the same plan from those
+// rows and the membership view (discovery/vip) and executes its own part through
+// netcfg (address, gratuitous ARP / unsolicited NA, tickle ACKs for a lost
+// holder's clients). `xmppctl vip` shows who holds what, why, since when, and the
+// health inputs.
+
+// VIPTable is the ephemeral table of per-node VIP state: key node name, value a
+// vipRow. A node's row vanishes when it dies (storage's ephemeral timeout).
+const VIPTable = "vip"
+
+// VIPConnTable holds, per node and VIP, the client connections on that VIP
+// (key: the VIP, value: JSON []netcfg.Conn), so the node taking the VIP over can
+// tickle them.
+const VIPConnTable = "vip.conns"
+
+type vipRow struct {
+	Healthy     bool     `json:"healthy"`
+	InService   bool     `json:"in_service"`
+	Priority    int      `json:"priority"`
+	Preemptible bool     `json:"preemptible"`
+	Holds       []string `json:"holds,omitempty"`
+	Leaving     bool     `json:"leaving,omitempty"`
+}
+
+func init() { registerFeature(Feature{Name: "vip", Build: buildVIP}) }
+
+type vipEvent struct {
+	At time.Time `json:"at"`
+	vip.Transition
+}
+
+type connCache struct {
+	conns []netcfg.Conn
+	seen  time.Time
+}
+
+type vipFeature struct {
+	s      *Server
+	cfg    config.VIPConfig
+	pool   []netip.Prefix
+	names  []string // pool as strings, in order
+	agent  *vip.Agent
+	health *vip.Health
+	notify *vip.Notifier
+	mech   *netcfg.VIPs
+
+	mu        sync.Mutex
+	conns     map[string]map[string]connCache // vip -> node -> its connections
+	known     map[string]bool                 // nodes seen with a VIP row (for quorum)
+	lastRow   []byte
+	lastConns map[string]string
+	view      []vip.Node
+	knownN    int
+	events    []vipEvent
+	tickled   map[string]int
+	tags      [2]int // published in-service (0/1) and priority, -1 before the first publish
+
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+func buildVIP(s *Server) ([]StagedComponent, error) {
+	cfg := s.cfg.VIP
+	f := &vipFeature{s: s, cfg: cfg, pool: cfg.Prefixes(), conns: map[string]map[string]connCache{},
+		known: map[string]bool{}, lastConns: map[string]string{}, tickled: map[string]int{}, tags: [2]int{-1, -1}}
+	s.Admin.Handle("vip", func(ctx context.Context, _ []string) (any, error) { return f.status(), nil })
+	if len(f.pool) == 0 {
+		return nil, nil
+	}
+	for _, p := range f.pool {
+		f.names = append(f.names, p.String())
+	}
+	f.agent = vip.NewAgent(vip.AgentConfig{Node: s.cfg.Node, PreemptDelay: cfg.PreemptDelay, HandoverTimeout: cfg.HandoverTimeout,
+		Policy: vip.Policy{VIPs: f.names, Preempt: cfg.Preempt, Quorum: cfg.Quorum}})
+	tracks := []vip.Track{
+		{Name: "c2s", Weight: 0, Rise: cfg.Rise, Fall: cfg.Fall, InitFail: true},
+		{Name: "storage", Weight: cfg.StorageWeight, Rise: cfg.Rise, Fall: cfg.Fall},
+	}
+	if cfg.TrackScript != "" {
+		tracks = append(tracks, vip.Track{Name: "script", Weight: cfg.TrackWeight, Rise: cfg.Rise, Fall: cfg.Fall, InitFail: true})
+	}
+	f.health = vip.NewHealth(cfg.Priority, tracks, time.Now())
+	f.notify = vip.NewNotifier(vip.Hooks{Master: cfg.NotifyMaster, Backup: cfg.NotifyBackup, Fault: cfg.NotifyFault, Any: cfg.Notify}, s.cfg.Node, s.log)
+	return []StagedComponent{{Stage: AfterModules, Name: "vip", Start: f.start, Stop: f.stop}}, nil
+}
+
+func (f *vipFeature) log(msg string, args ...any) {
+	f.s.log.Info(msg, append([]any{"component", "vip"}, args...)...)
+}
+
+func (f *vipFeature) start(ctx context.Context) error {
+	refresh := f.cfg.GARPRefresh
+	if refresh <= 0 {
+		refresh = -1
+	}
+	mech, err := netcfg.NewVIPs(netcfg.VIPOptions{Interface: f.cfg.Interface, Burst: f.cfg.GARPRepeat, Refresh: refresh,
+		TickleRate: f.cfg.TickleRate, OnConflict: f.onConflict, Log: f.s.log})
+	if err != nil {
+		return fmt.Errorf("vip: %w", err)
+	}
+	// Addresses a crashed predecessor left behind would keep answering ARP.
+	if err := netcfg.RemoveAddrs(f.cfg.Interface, f.pool); err != nil {
+		f.s.log.Warn("vip: removing stale VIP addresses", "component", "vip", "err", err)
+	}
+	rctx, cancel := context.WithCancel(context.Background())
+	if err := mech.Start(rctx); err != nil {
+		cancel()
+		return fmt.Errorf("vip: %w", err)
+	}
+	f.mech, f.cancel = mech, cancel
+	f.notify.Start(rctx)
+	f.wg.Add(2)
+	go f.checkLoop(rctx)
+	go f.loop(rctx)
+	f.log("vip pool", "vips", strings.Join(f.names, ","), "interface", f.cfg.Interface, "priority", f.cfg.Priority,
+		"preempt", f.cfg.Preempt, "in_service", f.cfg.InService)
+	return nil
+}
+
+func (f *vipFeature) stop(ctx context.Context) error {
+	if f.cancel == nil {
+		return nil
+	}
+	// Tell the others this node leaves (it no longer counts for quorum), then
+	// withdraw every address.
+	row, _ := json.Marshal(vipRow{Leaving: true})
+	f.s.Store.Ephemeral(VIPTable).Put(f.s.cfg.Node, row)
+	err := f.mech.Stop(ctx)
+	f.cancel()
+	f.wg.Wait()
+	f.notify.Wait()
+	for _, n := range f.names {
+		f.s.Store.Ephemeral(VIPConnTable).Delete(n)
+	}
+	return err
+}
+
+// checkLoop runs the health checks every CheckInterval.
+func (f *vipFeature) checkLoop(ctx context.Context) {
+	defer f.wg.Done()
+	t := time.NewTicker(f.cfg.CheckInterval)
+	defer t.Stop()
+	for {
+		now := time.Now()
+		if f.health.Observe("c2s", f.checkC2S(ctx), now) ||
+			f.health.Observe("storage", f.checkStorage(), now) ||
+			(f.cfg.TrackScript != "" && f.health.Observe("script", f.checkScript(ctx), now)) {
+			p, ok := f.health.Effective()
+			f.log("vip health changed", "priority", p, "healthy", ok)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// checkC2S: the client listener answers a stream header with a stream of its own
+// (xmppd accepting logins, not just a bound socket).
+func (f *vipFeature) checkC2S(ctx context.Context) error {
+	var addr string
+	for _, a := range f.s.C2S.Addrs() {
+		kind, hp, _ := strings.Cut(a, " ")
+		if kind == "starttls" {
+			addr = hp
+			break
+		}
+	}
+	if addr == "" {
+		return errors.New("no STARTTLS client listener")
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return err
+	}
+	if ip, err := netip.ParseAddr(host); err == nil && ip.IsUnspecified() {
+		host = "127.0.0.1"
+		if ip.Is6() {
+			host = "::1"
+		}
+	}
+	d := net.Dialer{Timeout: time.Second}
+	c, err := d.DialContext(ctx, "tcp", net.JoinHostPort(host, port))
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(time.Second))
+	fmt.Fprintf(c, "<?xml version='1.0'?><stream:stream to='%s' xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>", f.s.cfg.Domain)
+	buf := make([]byte, 512)
+	n, err := bufio.NewReader(c).Read(buf)
+	if err != nil {
+		return fmt.Errorf("c2s stream: %w", err)
+	}
+	if !strings.Contains(string(buf[:n]), "stream") {
+		return errors.New("c2s answered without a stream")
+	}
+	return nil
+}
+
+func (f *vipFeature) checkStorage() error {
+	st := f.s.Store.Status()
+	if st.Mode == "" || st.Mode == "durable" {
+		return nil
+	}
+	return fmt.Errorf("storage %s", st.Mode)
+}
+
+func (f *vipFeature) checkScript(ctx context.Context) error {
+	cctx, cancel := context.WithTimeout(ctx, max(f.cfg.CheckInterval*4, time.Second))
+	defer cancel()
+	if out, err := exec.CommandContext(cctx, f.cfg.TrackScript).CombinedOutput(); err != nil {
+		return fmt.Errorf("%w: %s", err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// loop steps the agent every 100 ms and once per second refreshes the connection
+// rows.
+func (f *vipFeature) loop(ctx context.Context) {
+	defer f.wg.Done()
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	var lastConns time.Time
+	for {
+		now := time.Now()
+		f.step(ctx, now)
+		if now.Sub(lastConns) >= time.Second {
+			lastConns = now
+			f.syncConns(now)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (f *vipFeature) localMember() discovery.Member {
+	return f.s.Membership().Local()
+}
+
+func (f *vipFeature) step(ctx context.Context, now time.Time) {
+	me := f.s.cfg.Node
+	prio, healthy := f.health.Effective()
+	inService := f.cfg.InService && !f.localMember().Tags.Draining
+	self := f.agent.Self(healthy, inService, prio, now)
+	f.publishTags(inService, prio)
+
+	// Membership: who is dead or gone (when the view knows more than this node).
+	status := map[string]discovery.Status{}
+	members := f.s.Membership().Members()
+	for _, m := range members {
+		status[m.Name] = m.Status
+	}
+	view := vip.View{Nodes: []vip.Node{self}}
+	f.mu.Lock()
+	f.known[me] = true
+	f.s.Store.Ephemeral(VIPTable).Scan("", func(r storage.Row) bool {
+		if r.Node != r.Key || r.Node == me {
+			return true
+		}
+		var row vipRow
+		if json.Unmarshal(r.Value, &row) != nil {
+			return true
+		}
+		if row.Leaving || status[r.Node] == discovery.StatusLeft {
+			delete(f.known, r.Node)
+			return true
+		}
+		f.known[r.Node] = true
+		if st, ok := status[r.Node]; ok && st != discovery.StatusAlive && st != discovery.StatusSuspect {
+			return true
+		}
+		view.Nodes = append(view.Nodes, vip.Node{Name: r.Node, Healthy: row.Healthy, InService: row.InService,
+			Priority: row.Priority, Preemptible: row.Preemptible, Holds: row.Holds})
+		return true
+	})
+	knownSet := map[string]bool{}
+	for n := range f.known {
+		knownSet[n] = true
+	}
+	for _, m := range members {
+		if m.Status != discovery.StatusLeft {
+			knownSet[m.Name] = true
+		}
+	}
+	view.Known = len(knownSet)
+	f.view, f.knownN = view.Nodes, view.Known
+	f.mu.Unlock()
+
+	act := f.agent.Step(view, now)
+	for _, name := range act.Release {
+		if err := f.mech.Remove(f.prefix(name)); err != nil {
+			f.s.log.Warn("vip release failed", "component", "vip", "vip", name, "err", err)
+		}
+	}
+	for _, name := range act.Acquire {
+		if err := f.mech.Add(f.prefix(name)); err != nil {
+			f.s.log.Warn("vip take failed", "component", "vip", "vip", name, "err", err)
+			f.agent.Failed(name)
+			continue
+		}
+		f.tickle(ctx, name)
+	}
+	for _, tr := range act.Transitions {
+		f.log("vip state", "vip", tr.VIP, "from", tr.From, "to", tr.To, "reason", tr.Reason)
+		f.notify.Notify(tr)
+		f.mu.Lock()
+		f.events = append(f.events, vipEvent{At: now, Transition: tr})
+		if len(f.events) > 50 {
+			f.events = f.events[len(f.events)-50:]
+		}
+		f.mu.Unlock()
+	}
+	self = f.agent.Self(healthy, inService, prio, now)
+	row, _ := json.Marshal(vipRow{Healthy: self.Healthy, InService: self.InService, Priority: self.Priority,
+		Preemptible: self.Preemptible, Holds: self.Holds})
+	f.mu.Lock()
+	changed := string(row) != string(f.lastRow)
+	f.lastRow = row
+	f.mu.Unlock()
+	if changed {
+		f.s.Store.Ephemeral(VIPTable).Put(me, row)
+	}
+}
+
+// publishTags keeps the membership tags (in-service flag and priority, which DNS
+// publishing also reads) in step with the VIP settings and health.
+func (f *vipFeature) publishTags(inService bool, prio int) {
+	ins := 0
+	if inService {
+		ins = 1
+	}
+	f.mu.Lock()
+	same := f.tags == [2]int{ins, prio}
+	f.tags = [2]int{ins, prio}
+	f.mu.Unlock()
+	if same {
+		return
+	}
+	_ = f.s.Membership().UpdateTags(func(t *discovery.Tags) {
+		t.InService = inService && f.cfg.InService
+		t.Priority = prio
+	})
+}
+
+func (f *vipFeature) prefix(name string) netip.Prefix {
+	for i, n := range f.names {
+		if n == name {
+			return f.pool[i]
+		}
+	}
+	return netip.Prefix{}
+}
+
+// tickle sends tickle ACKs to the clients other nodes recorded on vip (the lost
+// holder's connections), paced by the mechanics, in the background.
+func (f *vipFeature) tickle(ctx context.Context, name string) {
+	me := f.s.cfg.Node
+	f.mu.Lock()
+	var conns []netcfg.Conn
+	for node, c := range f.conns[name] {
+		if node != me && time.Since(c.seen) < time.Minute {
+			conns = append(conns, c.conns...)
+		}
+	}
+	f.mu.Unlock()
+	if len(conns) == 0 {
+		return
+	}
+	f.wg.Add(1)
+	go func() {
+		defer f.wg.Done()
+		n, err := f.mech.Tickle(ctx, conns)
+		f.mu.Lock()
+		f.tickled[name] += n
+		f.mu.Unlock()
+		f.log("vip takeover: tickled the previous holder's clients", "vip", name, "connections", len(conns), "sent", n, "err", err)
+	}()
+}
+
+// syncConns publishes this node's client connections per held VIP and caches every
+// other node's.
+func (f *vipFeature) syncConns(now time.Time) {
+	me := f.s.cfg.Node
+	held := f.agent.Held()
+	var ports []uint16
+	for _, a := range f.s.C2S.Addrs() {
+		_, hp, _ := strings.Cut(a, " ")
+		if ap, err := netip.ParseAddrPort(hp); err == nil {
+			ports = append(ports, ap.Port())
+		} else if _, p, err := net.SplitHostPort(hp); err == nil {
+			var n uint16
+			fmt.Sscan(p, &n)
+			ports = append(ports, n)
+		}
+	}
+	var addrs []netip.Addr
+	for _, h := range held {
+		addrs = append(addrs, f.prefix(h).Addr())
+	}
+	var mine []netcfg.Conn
+	if len(addrs) > 0 {
+		var err error
+		if mine, err = netcfg.TCPConnections(addrs, ports); err != nil {
+			f.s.log.Warn("vip: listing client connections", "component", "vip", "err", err)
+		}
+	}
+	eph := f.s.Store.Ephemeral(VIPConnTable)
+	for _, name := range f.names {
+		addr := f.prefix(name).Addr()
+		var cs []netcfg.Conn
+		for _, c := range mine {
+			if c.Local.Addr() == addr {
+				cs = append(cs, c)
+			}
+		}
+		b, _ := json.Marshal(cs)
+		f.mu.Lock()
+		prev, had := f.lastConns[name]
+		f.lastConns[name] = string(b)
+		f.mu.Unlock()
+		switch {
+		case !slices.Contains(held, name) || len(cs) == 0:
+			if had && prev != "null" {
+				eph.Delete(name)
+				f.mu.Lock()
+				f.lastConns[name] = "null"
+				f.mu.Unlock()
+			}
+		case prev != string(b):
+			eph.Put(name, b)
+		}
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	eph.Scan("", func(r storage.Row) bool {
+		if r.Node == me {
+			return true
+		}
+		var cs []netcfg.Conn
+		if json.Unmarshal(r.Value, &cs) == nil {
+			if f.conns[r.Key] == nil {
+				f.conns[r.Key] = map[string]connCache{}
+			}
+			f.conns[r.Key][r.Node] = connCache{conns: cs, seen: now}
+		}
+		return true
+	})
+}
+
+func (f *vipFeature) onConflict(ip netip.Addr, from net.HardwareAddr) {
+	for i, p := range f.pool {
+		if p.Addr() != ip {
+			continue
+		}
+		name := f.names[i]
+		if f.agent.Conflict(name) {
+			f.log("vip conflict: re-announcing (this node is the holder)", "vip", name, "other", from)
+			_ = f.mech.Announce(ip)
+			return
+		}
+		f.log("vip conflict: withdrawing (another node holds it)", "vip", name, "other", from)
+		if err := f.mech.Remove(p); err != nil {
+			f.s.log.Warn("vip withdraw failed", "component", "vip", "vip", name, "err", err)
+		}
+	}
+}
+
+// VIPView is `xmppctl vip`.
+type VIPView struct {
+	Node       string            `json:"node"`
+	Interface  string            `json:"interface,omitempty"`
+	Configured bool              `json:"configured"`
+	Quorum     bool              `json:"quorum"`
+	Note       string            `json:"note,omitempty"`
+	Priority   int               `json:"priority"`
+	Healthy    bool              `json:"healthy"`
+	InService  bool              `json:"in_service"`
+	Preempt    bool              `json:"preempt"`
+	VIPs       []VIPLine         `json:"vips"`
+	Tracks     []vip.TrackStatus `json:"tracks,omitempty"`
+	Nodes      []vip.Node        `json:"nodes,omitempty"`
+	Known      int               `json:"known"`
+	Events     []vipEvent        `json:"events,omitempty"`
+}
+
+// VIPLine is one VIP in `xmppctl vip`.
+type VIPLine struct {
+	vip.VIPStatus
+	HeldSince time.Time `json:"held_since,omitzero"`
+	Tickled   int       `json:"tickled,omitempty"`
+}
+
+func (f *vipFeature) status() VIPView {
+	v := VIPView{Node: f.s.cfg.Node, Interface: f.cfg.Interface, Configured: len(f.pool) > 0, Preempt: f.cfg.Preempt, VIPs: []VIPLine{}}
+	if f.agent == nil {
+		v.Note = "no VIPs configured (--vip)"
+		return v
+	}
+	v.Priority, v.Healthy = f.health.Effective()
+	v.InService = f.cfg.InService && !f.localMember().Tags.Draining
+	plan := f.agent.Plan()
+	v.Quorum, v.Note = plan.HasQuorum, plan.Note
+	held := map[string]time.Time{}
+	if f.mech != nil {
+		for _, h := range f.mech.Held() {
+			held[h.Prefix.String()] = h.Since
+		}
+	}
+	f.mu.Lock()
+	for _, st := range f.agent.Status() {
+		v.VIPs = append(v.VIPs, VIPLine{VIPStatus: st, HeldSince: held[st.VIP], Tickled: f.tickled[st.VIP]})
+	}
+	v.Nodes = slices.Clone(f.view)
+	v.Known = f.knownN
+	v.Events = slices.Clone(f.events)
+	f.mu.Unlock()
+	v.Tracks = f.health.Tracks()
+	return v
+}
