@@ -183,6 +183,24 @@ func (s *Server) run(req Request) (resp Response) {
 	return Response{OK: true, Result: b}
 }
 
+// Call runs a registered command in-process (the web admin page uses it) and
+// returns its result as the handler made it.
+func (s *Server) Call(ctx context.Context, cmd string, args []string) (res any, err error) {
+	s.mu.Lock()
+	h := s.handlers[cmd]
+	s.mu.Unlock()
+	if h == nil {
+		return nil, fmt.Errorf("unknown command %q", cmd)
+	}
+	defer func() {
+		if p := recover(); p != nil {
+			s.log.Error("admin command panicked", "cmd", cmd, "panic", p)
+			res, err = nil, fmt.Errorf("internal error in %s", cmd)
+		}
+	}()
+	return h(ctx, args)
+}
+
 // Stop closes the socket and its connections and removes the socket file.
 func (s *Server) Stop(ctx context.Context) error {
 	if s.ln == nil {

@@ -36,16 +36,56 @@ type Command struct {
 }
 
 var commands = []Command{
-	{"register", "USER PASSWORD", "create an account", 2, 2},
-	{"unregister", "USER", "delete an account and its data", 1, 1},
-	{"passwd", "USER PASSWORD", "change an account's password", 2, 2},
-	{"users", "", "list accounts", 0, 0},
+	{"register", "USER [HOST] PASSWORD", "create an account (HOST as in ejabberdctl: must be the served domain)", 2, 3},
+	{"unregister", "USER [HOST]", "delete an account and its data", 1, 2},
+	{"passwd", "USER [HOST] PASSWORD", "change an account's password", 2, 3},
+	{"users", "[HOST]", "list accounts", 0, 1},
 	{"sessions", "", "list connected sessions", 0, 0},
 	{"kick", "JID", "disconnect a session (full JID) or all of a user's (bare JID)", 1, 1},
 	{"status", "", "version, uptime, domain, listeners, sessions, storage", 0, 0},
 	{"loglevel", "[get|set LEVEL]", "show or change the log level (debug, info, warn, error)", 0, 2},
 	{"tables", "", "list storage tables", 0, 0},
 	{"storage", "", "show storage status", 0, 0},
+	// ejabberdctl's names, so its operators' scripts keep working.
+	{"change_password", "USER HOST NEWPASS", "change an account's password (ejabberdctl form of passwd)", 3, 3},
+	{"registered_users", "HOST", "list accounts, one per line (ejabberdctl form of users)", 1, 1},
+	{"connected_users", "", "list the full JIDs of connected sessions, one per line", 0, 0},
+	{"connected_users_number", "", "number of connected sessions", 0, 0},
+	{"user_sessions_info", "USER HOST", "sessions of one account", 2, 2},
+	{"kick_session", "USER HOST RESOURCE [REASON]", "disconnect one session with a reason", 3, 4},
+	{"check_account", "USER [HOST]", "exit 0 if the account exists, 1 if not", 1, 2},
+	{"check_password", "USER [HOST] PASSWORD", "exit 0 if the password matches, 1 if not", 2, 3},
+	{"stats", "registeredusers|onlineusers|onlineusersnode|uptimeseconds [HOST]", "one number, as ejabberdctl stats", 1, 2},
+	{"set_loglevel", "LEVEL", "set the log level (debug, info, warn, error)", 1, 1},
+	{"mnesia", "[info]", "storage status and every table with its replicas (like ejabberdctl mnesia info)", 0, 1},
+}
+
+// details is the longer text `xmppctl help COMMAND` prints after the usage.
+var details = map[string]string{
+	"register": "Examples:\n  xmppctl register alice secret\n  xmppctl register alice example.org secret   (ejabberdctl form)\nOnly salted SCRAM-SHA-1/-256 keys are stored, never the password.",
+	"unregister": "Deletes the account, purges its roster, vCard, private and offline data, and disconnects its sessions.\n" +
+		"  xmppctl unregister alice | xmppctl unregister alice example.org",
+	"passwd":           "Same as change_password. Existing sessions stay connected.",
+	"change_password":  "ejabberdctl change_password USER HOST NEWPASS; the same as passwd USER NEWPASS.",
+	"users":            "With HOST (ejabberdctl registered_users HOST) HOST must be the served domain.",
+	"registered_users": "One account name per line, as ejabberdctl prints them.",
+	"connected_users":  "One full JID per line (user@domain/resource), as ejabberdctl prints them.",
+	"kick":             "  xmppctl kick alice@example.org/phone   one session\n  xmppctl kick alice@example.org         every session of alice",
+	"kick_session":     "ejabberdctl kick_session USER HOST RESOURCE REASON: the client sees the reason in the stream error text.",
+	"check_account":    "Exit status 0 when the account exists, 1 when it does not (for scripts).",
+	"check_password":   "Exit status 0 when the password matches, 1 otherwise (for scripts).",
+	"stats":            "  registeredusers   accounts\n  onlineusers       sessions on this node (onlineusersnode: the same)\n  uptimeseconds     seconds since xmppd started",
+	"status":           "Exit status 0 when xmppd answers, 3 when it is not running (as ejabberdctl status).",
+	"tables":           "Like mnesia:info: each table, kind, copy type (disc/ram/node), keys, bytes, replica state per node.",
+	"mnesia":           "What ejabberd operators read from `ejabberdctl mnesia info`: the storage (mode, leader, role, lag) and the tables.",
+	"help":             "  xmppctl help            every command\n  xmppctl help COMMAND    one command's usage and details",
+	"completion":       "  source <(xmppctl completion bash)\nor save it as /etc/bash_completion.d/xmppctl.",
+}
+
+// local are the commands xmppctl answers itself, without xmppd.
+var local = []Command{
+	{"help", "[COMMAND]", "list the commands, or show one command's usage and details", 0, 1},
+	{"completion", "bash", "print the bash completion script", 1, 1},
 }
 
 // Renderer prints a command's decoded JSON result for humans.
@@ -66,9 +106,9 @@ func register(c Command, r Renderer) {
 // Commands returns the command table (a copy).
 func Commands() []Command { return append([]Command(nil), commands...) }
 
-// Lookup returns the command named name.
+// Lookup returns the command named name (xmppd's or xmppctl's own).
 func Lookup(name string) (Command, bool) {
-	for _, c := range commands {
+	for _, c := range append(commands, local...) {
 		if c.Name == name {
 			return c, true
 		}
@@ -76,15 +116,25 @@ func Lookup(name string) (Command, bool) {
 	return Command{}, false
 }
 
+func isLocal(name string) bool {
+	for _, c := range local {
+		if c.Name == name {
+			return true
+		}
+	}
+	return false
+}
+
 // Usage writes the usage text.
 func Usage(w io.Writer) {
 	fmt.Fprintln(w, "usage: xmppctl [--socket PATH] [--json] COMMAND [ARGS]")
 	fmt.Fprintln(w, "commands:")
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
-	for _, c := range commands {
+	for _, c := range append(Commands(), local...) {
 		fmt.Fprintf(tw, "  %s %s\t%s\n", c.Name, c.Usage, c.Summary)
 	}
 	tw.Flush()
+	fmt.Fprintln(w, "`xmppctl help COMMAND` shows one command; ejabberdctl's forms (USER HOST ...) are accepted.")
 }
 
 // Run executes xmppctl with args (flags, then command and arguments) against the
@@ -118,6 +168,9 @@ func Run(ctx context.Context, socket string, args []string, stdout, stderr io.Wr
 	if len(cargs) < cmd.MinArgs || len(cargs) > cmd.MaxArgs {
 		fmt.Fprintf(stderr, "usage: xmppctl %s %s\n", cmd.Name, cmd.Usage)
 		return 2
+	}
+	if isLocal(cmd.Name) {
+		return runLocal(cmd.Name, cargs, *asJSON, stdout, stderr)
 	}
 	if socket == "" {
 		socket = DefaultSocket
@@ -168,12 +221,18 @@ func render(w io.Writer, cmd string, args []string, raw json.RawMessage) error {
 		return r(w, args, v)
 	}
 	switch cmd {
-	case "users":
+	case "users", "registered_users", "connected_users":
 		for _, u := range asList(v) {
 			fmt.Fprintln(w, u)
 		}
-	case "sessions":
+	case "sessions", "user_sessions_info":
 		table(w, asMaps(v), "jid", "addr", "tls", "mechanism", "priority", "sm", "csi", "detached", "since")
+	case "mnesia":
+		m, _ := v.(map[string]any)
+		fmt.Fprintln(w, "storage:")
+		kv(w, m["storage"], "  ")
+		fmt.Fprintln(w, "tables:")
+		table(w, asMaps(m["tables"]), "name", "kind", "copy", "keys", "bytes", "ram", "replicas")
 	case "tables":
 		// Like mnesia:info: each table, its copy type, size and the state of
 		// its replica on every node (node=state, sorted by node). RAM: for a

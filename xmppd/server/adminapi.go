@@ -28,12 +28,20 @@ type Status struct {
 func (s *Server) adminHandlers() {
 	a := s.Admin
 	a.Handle("register", func(ctx context.Context, args []string) (any, error) {
+		args, err := s.hostForm(args, 2, 1) // USER PASSWORD or ejabberdctl's USER HOST PASSWORD
+		if err != nil {
+			return nil, err
+		}
 		if err := s.Accounts.Create(ctx, args[0], args[1]); err != nil {
 			return nil, err
 		}
 		return fmt.Sprintf("user %s@%s registered", args[0], s.cfg.Domain), nil
 	})
 	a.Handle("unregister", func(ctx context.Context, args []string) (any, error) {
+		args, err := s.hostForm(args, 1, 1) // USER or USER HOST
+		if err != nil {
+			return nil, err
+		}
 		u, err := s.Accounts.Normalize(args[0])
 		if err != nil {
 			return nil, err
@@ -45,19 +53,30 @@ func (s *Server) adminHandlers() {
 		s.Router.Kick(bare, "account removed")
 		return fmt.Sprintf("user %s@%s removed", u, s.cfg.Domain), nil
 	})
-	a.Handle("passwd", func(ctx context.Context, args []string) (any, error) {
+	passwd := func(ctx context.Context, args []string) (any, error) {
+		args, err := s.hostForm(args, 2, 1) // USER PASSWORD or USER HOST PASSWORD
+		if err != nil {
+			return nil, err
+		}
 		if err := s.Accounts.SetPassword(ctx, args[0], args[1]); err != nil {
 			return nil, err
 		}
 		return fmt.Sprintf("password of %s@%s changed", args[0], s.cfg.Domain), nil
-	})
-	a.Handle("users", func(ctx context.Context, _ []string) (any, error) {
+	}
+	a.Handle("passwd", passwd)
+	a.Handle("change_password", passwd)
+	users := func(ctx context.Context, args []string) (any, error) {
+		if _, err := s.hostForm(args, 0, 0); err != nil {
+			return nil, err
+		}
 		l, err := s.Accounts.List(ctx)
 		if l == nil {
 			l = []string{}
 		}
 		return l, err
-	})
+	}
+	a.Handle("users", users)
+	a.Handle("registered_users", users) // ejabberdctl registered_users HOST
 	a.Handle("sessions", func(context.Context, []string) (any, error) {
 		out := []router.SessionInfo{}
 		for _, ss := range s.Router.All() {
@@ -101,6 +120,7 @@ func (s *Server) adminHandlers() {
 	})
 	a.Handle("tables", func(context.Context, []string) (any, error) { return s.Store.Tables(), nil })
 	a.Handle("storage", func(context.Context, []string) (any, error) { return s.storageView(), nil })
+	s.ejabberdctlHandlers()
 }
 
 // StorageView is the result of `xmppctl storage` (and the storage part of
