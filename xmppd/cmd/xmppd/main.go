@@ -13,6 +13,7 @@ import (
 	"syscall"
 
 	"xedge/xmppd/config"
+	"xedge/xmppd/metrics"
 	"xedge/xmppd/server"
 )
 
@@ -36,7 +37,8 @@ func run(args []string) int {
 		return 2
 	}
 	level.Set(lv)
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	// The tap counts records (metrics) and keeps recent warnings (web admin page).
+	log := slog.New(metrics.InstallTap(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})))
 	slog.SetDefault(log)
 
 	if floor := applyGC(cfg, log); floor != nil {
