@@ -295,6 +295,13 @@ func TestClusterNodeLoss(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+	// Every node lists both sessions with their nodes.
+	o, e, code := n3.Ctl("sessions", "--all-nodes")
+	if code != 0 || !strings.Contains(o, "node1") || !strings.Contains(o, "alice@localhost/loss") ||
+		!strings.Contains(o, "node2") || !strings.Contains(o, "carol@localhost/loss") {
+		t.Errorf("sessions --all-nodes on node3 (%d %s):\n%s", code, e, o)
+	}
+	t.Logf("xmppctl sessions --all-nodes on node3:\n%s", o)
 	// Freeze node2: the bus to it stays connected, nothing is acknowledged.
 	if err := syscall.Kill(n2.PID(), syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
@@ -322,14 +329,32 @@ func TestClusterNodeLoss(t *testing.T) {
 			}
 		}
 	}
+	if !strings.Contains(n1.Logs(), "not acknowledged by the node of its session") {
+		t.Errorf("node1 did not re-route the unacknowledged stanza:\n%s", n1.Logs())
+	}
 	// The in-flight message was stored offline: carol gets it on node3.
 	out := client(t, n3, "recv", "carol")
 	wantOut(t, out, "RECEIVED in-flight", "in-flight message stored offline")
 
 	// cluster members shows node2 down; forget removes it.
-	o, _, _ := n1.Ctl("cluster", "members")
+	o, _, _ = n1.Ctl("cluster", "members")
 	if !strings.Contains(o, "node2") || !strings.Contains(o, "down") {
 		t.Errorf("cluster members after the kill:\n%s", o)
+	}
+	t.Logf("xmppctl cluster members on node1 after the kill:\n%s", o)
+	if o, e, code := n1.Ctl("cluster", "forget", "node2"); code != 0 {
+		t.Errorf("cluster forget node2: %d %s %s", code, o, e)
+	}
+	for end := time.Now().Add(10 * time.Second); ; {
+		o, _, _ = n1.Ctl("cluster", "members")
+		if !strings.Contains(o, "node2") {
+			break
+		}
+		if time.Now().After(end) {
+			t.Errorf("node2 still a member after forget:\n%s", o)
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 
 	// A node with another key is refused; node1 logs one line naming it.
@@ -388,9 +413,5 @@ func TestClusterResourceConflict(t *testing.T) {
 		if !strings.Contains(out, "OK "+step+"\n") {
 			t.Errorf("step %s not passed:\n%s", step, out)
 		}
-	}
-	o, _, _ := nodes[1].Ctl("sessions", "--all-nodes")
-	if !strings.Contains(o, "node3") || strings.Contains(o, "node1  bob@localhost/same") {
-		t.Logf("sessions --all-nodes on node2:\n%s", o)
 	}
 }
