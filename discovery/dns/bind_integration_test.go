@@ -3,155 +3,41 @@
 package dns
 
 import (
-	"bytes"
 	"context"
-	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	mdns "github.com/miekg/dns"
+
+	"xedge/discovery/dns/bindtest"
 )
 
-// bind is a BIND 9 (Debian's named) the test started on a loopback port, with
-// a dynamic zone example.org that a TSIG key may update.
+// bind is a BIND 9 the test started (bindtest) with its TSIG key loaded.
 type bind struct {
-	addr    string
-	keyFile string
-	key     TSIGKey
-	log     *bytes.Buffer
+	addr string
+	key  TSIGKey
 }
 
-func freeLoopbackPort(t *testing.T) string {
-	t.Helper()
-	pc, ln, err := listenBoth("127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	pc.Close()
-	ln.Close()
-	return addr
-}
-
-type lockedBuf struct {
-	mu sync.Mutex
-	bytes.Buffer
-}
-
-func (b *lockedBuf) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.Buffer.Write(p)
-}
-
-func (b *lockedBuf) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.Buffer.String()
-}
+type lockedBuf = bindtest.Buffer
 
 func startBIND(t *testing.T) *bind {
 	t.Helper()
-	for _, tool := range []string{"named", "tsig-keygen", "dig"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Fatalf("%s not found: install bind9 and bind9-dnsutils (build/setup.sh test does): %v", tool, err)
-		}
+	if _, err := exec.LookPath("dig"); err != nil {
+		t.Fatalf("dig not found: install bind9-dnsutils (build/setup.sh test does): %v", err)
 	}
-	dir := t.TempDir()
-	addr := freeLoopbackPort(t)
-	_, port, _ := net.SplitHostPort(addr)
-	keyText, err := exec.Command("tsig-keygen", "-a", "hmac-sha256", "xedge-test").Output()
-	if err != nil {
-		t.Fatalf("tsig-keygen: %v", err)
-	}
-	keyFile := filepath.Join(dir, "xedge-test.key")
-	os.WriteFile(keyFile, keyText, 0o600)
-	key, err := LoadKeyFile(keyFile)
+	b := bindtest.Start(t, "example.org")
+	key, err := LoadKeyFile(b.KeyFile)
 	if err != nil {
 		t.Fatal(err)
 	}
-	zone := `$TTL 300
-@	IN SOA ns.example.org. hostmaster.example.org. 1 3600 600 86400 30
-@	IN NS ns.example.org.
-ns	IN A 127.0.0.1
-www	IN A 192.0.2.80
-`
-	os.WriteFile(filepath.Join(dir, "example.org.db"), []byte(zone), 0o644)
-	conf := fmt.Sprintf(`options {
-	directory "%[1]s";
-	pid-file "%[1]s/named.pid";
-	session-keyfile "%[1]s/session.key";
-	managed-keys-directory "%[1]s";
-	listen-on port %[2]s { 127.0.0.1; };
-	listen-on-v6 { none; };
-	recursion no;
-	dnssec-validation no;
-	notify no;
-	allow-query { any; };
-};
-controls { };
-include "%[3]s";
-zone "example.org" {
-	type primary;
-	file "%[1]s/example.org.db";
-	update-policy { grant xedge-test zonesub ANY; };
-};
-`, dir, port, keyFile)
-	confFile := filepath.Join(dir, "named.conf")
-	os.WriteFile(confFile, []byte(conf), 0o644)
-	logs := &lockedBuf{}
-	// -n 1: one worker thread (the machine is shared); -g: foreground, log to stderr.
-	cmd := exec.Command("named", "-g", "-n", "1", "-c", confFile)
-	cmd.Stdout, cmd.Stderr = logs, logs
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start named: %v", err)
-	}
-	pid := cmd.Process.Pid
-	exited := make(chan struct{})
-	go func() { cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		syscall.Kill(pid, syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(5 * time.Second):
-			syscall.Kill(pid, syscall.SIGKILL)
-			<-exited
-		}
-		if t.Failed() {
-			t.Logf("named log:\n%s", logs.String())
-		}
-	})
-	b := &bind{addr: addr, keyFile: keyFile, key: key}
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		c := &mdns.Client{Net: "tcp", Timeout: 500 * time.Millisecond}
-		q := new(mdns.Msg)
-		q.SetQuestion("example.org.", mdns.TypeSOA)
-		if r, _, err := c.Exchange(q, addr); err == nil && r.Rcode == mdns.RcodeSuccess && len(r.Answer) == 1 {
-			break
-		}
-		select {
-		case <-exited:
-			t.Fatalf("named exited:\n%s", logs.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("named did not answer on %s within 15 s:\n%s", addr, logs.String())
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	return b
+	return &bind{addr: b.Addr, key: key}
 }
 
 // dig runs Debian's dig against addr and returns the +short lines, sorted.

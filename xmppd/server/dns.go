@@ -1,0 +1,210 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"xedge/discovery"
+	dnspub "xedge/discovery/dns"
+)
+
+// The DNS publishing feature (docs/dns.md): the embedded authoritative server
+// (dns-listen) and RFC 2136 updates to a primary (dns-update), both fed from
+// the membership view; `xmppctl dns` shows what is served and pushed.
+
+func init() { registerFeature(Feature{Name: "dns", Build: buildDNS}) }
+
+// vipHolders maps a Server to the function that returns its VIP holders.
+var vipHolders sync.Map // *Server -> func() map[string]string
+
+// SetVIPHolders lets the VIP feature tell DNS publishing which node holds
+// which VIP: f returns VIP address (without prefix length) -> holder node name
+// ("" = nobody). It may be called at any time; DNS reads it on every poll.
+func (s *Server) SetVIPHolders(f func() map[string]string) { vipHolders.Store(s, f) }
+
+type dnsFeature struct {
+	s      *Server
+	pub    *dnspub.Publisher
+	srv    *dnspub.Server
+	unsub  func()
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+func buildDNS(s *Server) ([]StagedComponent, error) {
+	dc := s.cfg.DNS
+	if !dc.Enabled() {
+		s.Admin.Handle("dns", func(context.Context, []string) (any, error) {
+			return nil, fmt.Errorf("dns publishing is off (set dns-listen and/or dns-update)")
+		})
+		return nil, nil
+	}
+	zone := dc.Zone
+	if zone == "" {
+		zone = s.cfg.Domain
+	}
+	p := dnspub.Params{Zone: zone, Domain: s.cfg.Domain, Self: s.cfg.Node, TTL: uint32(dc.TTL / time.Second), NS: dc.NSList(),
+		DomainAddrs: dc.DomainAddrs, LoadFactor: dc.LoadFactor, LoadMin: dc.LoadMin, LoadHigh: dc.LoadHigh}
+	if err := p.Check(); err != nil {
+		return nil, fmt.Errorf("dns: %w", err)
+	}
+	p = p.Normalize()
+	f := &dnsFeature{s: s}
+	pc := dnspub.PublisherConfig{Params: p, Source: f.view, LoadInterval: dc.LoadInterval, Resync: dc.Resync, Log: s.log,
+		PushRole: f.pushRole}
+	if dc.Listen != "" {
+		f.srv = dnspub.NewServer(dc.Listen, s.log)
+		pc.Server = f.srv
+	}
+	if dc.Update != "" {
+		key, err := dnspub.LoadKeyFile(dc.TSIGKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("dns-tsig-key-file: %w", err)
+		}
+		uz := dc.UpdateZone
+		if uz == "" {
+			uz = p.Zone
+		}
+		pc.Pusher = dnspub.NewPusher(dnspub.PusherConfig{Server: dc.Update, Zone: uz, Key: key, Domain: p.Domain,
+			DomainAddrs: p.DomainAddrs, HostSuffix: []string{p.NodeLabel + "." + p.Zone, p.VIPLabel + "." + p.Zone}})
+	}
+	f.pub = dnspub.NewPublisher(pc)
+	s.Admin.Handle("dns", func(context.Context, []string) (any, error) { return f.pub.Status(), nil })
+	return []StagedComponent{{Stage: AfterModules, Name: "dns", Start: f.start, Stop: f.stop}}, nil
+}
+
+func (f *dnsFeature) start(ctx context.Context) error {
+	if f.srv != nil {
+		if err := f.srv.Start(ctx); err != nil {
+			return err
+		}
+	}
+	if err := f.pub.Start(ctx); err != nil {
+		return err
+	}
+	// Membership changes are published at once (the publisher also polls).
+	ch, unsub := f.s.Membership().Subscribe()
+	f.unsub = unsub
+	cctx, cancel := context.WithCancel(context.Background())
+	f.cancel, f.done = cancel, make(chan struct{})
+	go func() {
+		defer close(f.done)
+		for {
+			select {
+			case <-cctx.Done():
+				return
+			case <-ch:
+				f.pub.Notify()
+			}
+		}
+	}()
+	return nil
+}
+
+func (f *dnsFeature) stop(ctx context.Context) error {
+	if f.cancel != nil {
+		f.cancel()
+		<-f.done
+		f.unsub()
+	}
+	err := f.pub.Stop(ctx)
+	if f.srv != nil {
+		if e := f.srv.Stop(ctx); e != nil && err == nil {
+			err = e
+		}
+	}
+	return err
+}
+
+// pushRole: the raft leader pushes RFC 2136 updates (a single node pushes
+// itself). Only the majority side of a partition has a leader, so a minority
+// never pushes its smaller view over the majority's.
+func (f *dnsFeature) pushRole() (bool, string) {
+	if !f.s.cfg.Clustered() {
+		return true, f.s.cfg.Node
+	}
+	l := f.s.Store.Status().Leader
+	return l != "" && l == f.s.cfg.Node, l
+}
+
+// view turns the membership view into DNS publishing's input.
+func (f *dnsFeature) view() dnspub.View {
+	s := f.s
+	var v dnspub.View
+	for _, m := range s.Membership().Members() {
+		if m.Tags.Role == discovery.RoleWitness {
+			continue // serves no XMPP
+		}
+		n := dnspub.Node{Name: m.Name, C2SPort: uint16(m.Tags.C2SPort), C2STLSPort: uint16(m.Tags.C2STLSPort),
+			S2SPort: uint16(s.cfg.DNS.S2SPort), InService: m.Tags.InService, Draining: m.Tags.Draining, Load: m.Tags.Load,
+			Healthy: (m.Status == discovery.StatusAlive || m.Status == discovery.StatusSuspect) && (m.Tags.Health == "" || m.Tags.Health == "ok")}
+		if a := m.Host(); a.IsValid() && !a.IsUnspecified() {
+			n.Addrs = []netip.Addr{a.Unmap()}
+		}
+		if m.Name == s.cfg.Node {
+			n.Load = s.Router.Count() // fresher than our own gossiped tag
+			if len(n.Addrs) == 0 {
+				n.Addrs = f.localAddrs()
+			}
+			// The ports actually bound (a configured port 0 is known only
+			// once c2s listens; until then this node is not serving).
+			var bound bool
+			for _, a := range s.C2S.Addrs() {
+				kind, hp, _ := strings.Cut(a, " ")
+				if p := portOf(hp); p > 0 {
+					bound = true
+					if kind == "starttls" {
+						n.C2SPort = uint16(p)
+					} else {
+						n.C2STLSPort = uint16(p)
+					}
+				}
+			}
+			if !bound && (s.cfg.C2S != "" || s.cfg.C2STLS != "") {
+				n.Healthy = false
+			}
+		}
+		v.Nodes = append(v.Nodes, n)
+	}
+	if h, ok := vipHolders.Load(s); ok {
+		for addr, holder := range h.(func() map[string]string)() {
+			if a, err := netip.ParseAddr(addr); err == nil {
+				v.VIPs = append(v.VIPs, dnspub.VIP{Addr: a, Holder: holder})
+			} else if pfx, err := netip.ParsePrefix(addr); err == nil {
+				v.VIPs = append(v.VIPs, dnspub.VIP{Addr: pfx.Addr(), Holder: holder})
+			}
+		}
+		sort.Slice(v.VIPs, func(i, j int) bool { return v.VIPs[i].Addr.Less(v.VIPs[j].Addr) })
+	}
+	return v
+}
+
+// localAddrs is this node's client address when membership has none (a
+// single node): the client listener's host when it is a specific address,
+// else the host's global unicast addresses.
+func (f *dnsFeature) localAddrs() []netip.Addr {
+	var out []netip.Addr
+	for _, hp := range []string{f.s.cfg.C2S, f.s.cfg.C2STLS, f.s.cfg.AdvertiseAddr, f.s.cfg.ClusterAddr} {
+		host, _, err := net.SplitHostPort(hp)
+		if err != nil {
+			continue
+		}
+		if a, err := netip.ParseAddr(host); err == nil && !a.IsUnspecified() {
+			return append(out, a.Unmap())
+		}
+	}
+	// Listening on every address: publish the global unicast ones.
+	addrs, _ := net.InterfaceAddrs()
+	for _, ad := range addrs {
+		if pfx, err := netip.ParsePrefix(ad.String()); err == nil && pfx.Addr().IsGlobalUnicast() {
+			out = append(out, pfx.Addr().Unmap())
+		}
+	}
+	return out
+}
