@@ -8,56 +8,10 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"xedge/xmppd/cluster/clustertest"
 )
 
-// tcpTransport is a plain-TCP Transport for unit tests (the real one is the
-// replicated store's TLS mux; its key check is tested in the integration tests).
-type tcpTransport struct {
-	ln net.Listener
-	mu sync.Mutex
-	fn func(net.Conn)
-}
-
-func newTCP(t *testing.T) *tcpTransport {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	tr := &tcpTransport{ln: ln}
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				tr.mu.Lock()
-				fn := tr.fn
-				tr.mu.Unlock()
-				if fn != nil {
-					fn(c)
-				}
-				c.Close()
-			}()
-		}
-	}()
-	t.Cleanup(func() { ln.Close() })
-	return tr
-}
-
-func (tr *tcpTransport) HandleStream(_ byte, fn func(net.Conn)) error {
-	tr.mu.Lock()
-	tr.fn = fn
-	tr.mu.Unlock()
-	return nil
-}
-
-func (tr *tcpTransport) DialStream(ctx context.Context, addr string, _ byte) (net.Conn, error) {
-	var d net.Dialer
-	return d.DialContext(ctx, "tcp", addr)
-}
-
-func newBus(t *testing.T, node string, inc uint64, tr *tcpTransport, addrs map[string]string) *Bus {
+func newBus(t *testing.T, node string, inc uint64, tr *clustertest.Transport, addrs map[string]string) *Bus {
 	b := New(Config{Node: node, Incarnation: inc, Transport: tr, QueueMax: 1000,
 		Resolve: func(n string) (string, bool) { a, ok := addrs[n]; return a, ok }})
 	t.Cleanup(func() { b.Stop(context.Background()) })
@@ -65,8 +19,8 @@ func newBus(t *testing.T, node string, inc uint64, tr *tcpTransport, addrs map[s
 }
 
 func TestBusOrderedAckedAndCall(t *testing.T) {
-	ta, tb := newTCP(t), newTCP(t)
-	addrs := map[string]string{"a": ta.ln.Addr().String(), "b": tb.ln.Addr().String()}
+	ta, tb := clustertest.New(t), clustertest.New(t)
+	addrs := map[string]string{"a": ta.Addr(), "b": tb.Addr()}
 	a := newBus(t, "a", 1, ta, addrs)
 	b := newBus(t, "b", 1, tb, addrs)
 	var mu sync.Mutex
@@ -141,14 +95,14 @@ func TestBusOrderedAckedAndCall(t *testing.T) {
 // A message to a peer that never acknowledges fails exactly once when the
 // peer is declared down; an unknown node fails at once; a full queue too.
 func TestBusFailsUnackedOnNodeDown(t *testing.T) {
-	ta := newTCP(t)
+	ta := clustertest.New(t)
 	dead, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	deadAddr := dead.Addr().String()
 	dead.Close() // nothing listens: connects fail, messages stay queued
-	addrs := map[string]string{"a": ta.ln.Addr().String(), "d": deadAddr}
+	addrs := map[string]string{"a": ta.Addr(), "d": deadAddr}
 	a := newBus(t, "a", 1, ta, addrs)
 	a.Start(context.Background())
 	var mu sync.Mutex
@@ -203,8 +157,8 @@ func TestBusFailsUnackedOnNodeDown(t *testing.T) {
 // A connection that breaks is re-established and the unacknowledged
 // messages are resent; the receiver handles each exactly once.
 func TestBusReconnectResendsOnce(t *testing.T) {
-	ta, tb := newTCP(t), newTCP(t)
-	addrs := map[string]string{"a": ta.ln.Addr().String(), "b": tb.ln.Addr().String()}
+	ta, tb := clustertest.New(t), clustertest.New(t)
+	addrs := map[string]string{"a": ta.Addr(), "b": tb.Addr()}
 	a := newBus(t, "a", 1, ta, addrs)
 	b := newBus(t, "b", 1, tb, addrs)
 	var mu sync.Mutex

@@ -35,7 +35,7 @@ func (f *fakeSess) Interested() bool                 { return f.interest }
 func (f *fakeSess) SetInterested()                   { f.interest = true }
 func (f *fakeSess) Value(any) any                    { return nil }
 func (f *fakeSess) SetValue(any, any)                {}
-func (f *fakeSess) Close(c, _ string)                { f.closed = c }
+func (f *fakeSess) Close(c, _ string)                { f.mu.Lock(); f.closed = c; f.mu.Unlock() }
 func (f *fakeSess) n() int                           { f.mu.Lock(); defer f.mu.Unlock(); return len(f.got) }
 
 var n int

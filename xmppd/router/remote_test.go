@@ -1,0 +1,237 @@
+package router
+
+import (
+	"context"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"xedge/storage"
+	"xedge/storage/ephemeral"
+	"xedge/xmppd/accounts"
+	"xedge/xmppd/cluster"
+	"xedge/xmppd/cluster/clustertest"
+	"xedge/xmppd/internal/memstore"
+	"xedge/xmppd/jid"
+	"xedge/xmppd/module"
+)
+
+// nodeStore is one node's view: shared durable tables, its own ephemeral set.
+type nodeStore struct {
+	*memstore.Store
+	set *ephemeral.Set
+}
+
+func (s nodeStore) Ephemeral(name string) storage.Ephemeral { return s.set.Table(name) }
+
+type twoNodes struct {
+	r1, r2       *Router
+	b1, b2       *cluster.Bus
+	set1, set2   *ephemeral.Set
+	addrs        map[string]string
+	mu           sync.Mutex
+	offline      []string
+	closedEvents []string
+}
+
+// setupTwo builds two routers ("n1", "n2") whose ephemeral rows stream to each
+// other at once and whose buses talk over loopback TCP.
+func setupTwo(t *testing.T) *twoNodes {
+	ctx := context.Background()
+	mem := memstore.New("shared")
+	tn := &twoNodes{set1: ephemeral.New("n1", 1), set2: ephemeral.New("n2", 2)}
+	tn.set1.OnLocalChange(func(c ephemeral.Change) { tn.set2.Merge(c) })
+	tn.set2.OnLocalChange(func(c ephemeral.Change) { tn.set1.Merge(c) })
+	tr1, tr2 := clustertest.New(t), clustertest.New(t)
+	tn.addrs = map[string]string{"n1": tr1.Addr(), "n2": tr2.Addr()}
+	resolve := func(n string) (string, bool) {
+		tn.mu.Lock()
+		defer tn.mu.Unlock()
+		a, ok := tn.addrs[n]
+		return a, ok
+	}
+	mk := func(node string, inc uint64, set *ephemeral.Set, tr *clustertest.Transport) (*Router, *cluster.Bus) {
+		st := nodeStore{mem, set}
+		r := New(Config{Domain: "localhost", Node: node, Store: st})
+		a := accounts.New(st, "localhost", nil)
+		if err := a.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+		r.SetAccounts(a)
+		b := cluster.New(cluster.Config{Node: node, Incarnation: inc, Transport: tr, Resolve: resolve})
+		r.AttachBus(b, inc)
+		if err := b.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { b.Stop(ctx) })
+		r.Hook(module.EvOffline, 50, func(_ context.Context, _ module.Host, ev *module.EventData) bool {
+			tn.mu.Lock()
+			tn.offline = append(tn.offline, node+":"+ev.Stanza.ChildText("", "body"))
+			tn.mu.Unlock()
+			return true
+		})
+		r.Hook(module.EvSessionClosed, 50, func(_ context.Context, _ module.Host, ev *module.EventData) bool {
+			if _, ok := ev.Session.(*RemoteSession); ok {
+				tn.mu.Lock()
+				tn.closedEvents = append(tn.closedEvents, node+":"+ev.From.String())
+				tn.mu.Unlock()
+			}
+			return false
+		})
+		return r, b
+	}
+	tn.r1, tn.b1 = mk("n1", 1, tn.set1, tr1)
+	tn.r2, tn.b2 = mk("n2", 2, tn.set2, tr2)
+	a := accounts.New(nodeStore{mem, tn.set1}, "localhost", nil)
+	for _, u := range []string{"alice", "bob"} {
+		if err := a.Create(ctx, u, "pw"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return tn
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func bodies(s *fakeSess) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []string
+	for _, st := range s.got {
+		out = append(out, st.ChildText("", "body"))
+	}
+	return strings.Join(out, ",")
+}
+
+// RFC 6121 §8.5.2.1.1 across nodes: the bare JID goes to the highest priority
+// resource wherever it is bound; a full JID to that resource; each stanza once.
+func TestRemoteDeliveryByPriority(t *testing.T) {
+	ctx := context.Background()
+	tn := setupTwo(t)
+	hi := sess("bob@localhost/hi", 5, true)
+	lo := sess("bob@localhost/lo", 1, true)
+	a := sess("alice@localhost/a", 0, true)
+	tn.r2.Bind(ctx, hi)
+	tn.r1.Bind(ctx, lo)
+	tn.r1.Bind(ctx, a)
+	tn.r2.SessionChanged(hi)
+	if got := len(tn.r1.Sessions(jid.MustParse("bob@localhost"))); got != 2 {
+		t.Fatalf("node1 sees %d of bob's sessions, want 2 (one remote)", got)
+	}
+	if rs, ok := tn.r1.Session(jid.MustParse("bob@localhost/hi")).(*RemoteSession); !ok || rs.Node() != "n2" || rs.Priority() != 5 || rs.Presence() == nil {
+		t.Fatalf("bob/hi on node1: %#v", tn.r1.Session(jid.MustParse("bob@localhost/hi")))
+	}
+	tn.r1.Route(ctx, msg("alice@localhost/a", "bob@localhost", "chat"))
+	waitFor(t, "bare message at bob/hi on node2", func() bool { return hi.n() == 1 })
+	if lo.n() != 0 {
+		t.Fatal("the lower priority local resource got the bare message")
+	}
+	tn.r1.Route(ctx, msg("alice@localhost/a", "bob@localhost/hi", "chat"))
+	waitFor(t, "full JID message at bob/hi", func() bool { return hi.n() == 2 })
+	// The delivered stanza is the stanza, from and to intact.
+	hi.mu.Lock()
+	got := hi.got[1]
+	hi.mu.Unlock()
+	if got.Attr("from") != "alice@localhost/a" || got.Attr("to") != "bob@localhost/hi" || got.ChildText("", "body") != "hi" {
+		t.Fatalf("forwarded stanza: %s", got)
+	}
+	// A reply from node2 to alice's full JID on node1.
+	tn.r2.Route(ctx, msg("bob@localhost/hi", "alice@localhost/a", "chat"))
+	waitFor(t, "reply at alice on node1", func() bool { return a.n() == 1 })
+}
+
+// A newer bind of the same full JID on another node closes the older session
+// with <conflict/>, whichever node learns of it first.
+func TestRemoteConflictClosesOlder(t *testing.T) {
+	ctx := context.Background()
+	tn := setupTwo(t)
+	old := sess("bob@localhost/x", 0, true)
+	tn.r1.Bind(ctx, old)
+	newer := sess("bob@localhost/x", 0, true)
+	tn.r2.Bind(ctx, newer)
+	waitFor(t, "conflict on the older session", func() bool { return closedOf(old) == "conflict" })
+	if c := closedOf(newer); c != "" {
+		t.Fatalf("the newer session was closed: %s", c)
+	}
+	// The sweep settles binds neither node announced to the other in time:
+	// the older one (by HLC order) goes, the newer stays.
+	a, b := sess("alice@localhost/y", 0, true), sess("alice@localhost/y", 0, true)
+	tn.r1.Bind(ctx, a)
+	busy := tn.r2.bus() // bind on node2 without the announcement reaching node1
+	tn.r2.cl.mu.Lock()
+	tn.r2.cl.bus = nil
+	tn.r2.cl.mu.Unlock()
+	tn.r2.Bind(ctx, b)
+	tn.r2.cl.mu.Lock()
+	tn.r2.cl.bus = busy
+	tn.r2.cl.mu.Unlock()
+	tn.r1.SweepConflicts()
+	tn.r2.SweepConflicts()
+	if closedOf(a) != "conflict" || closedOf(b) != "" {
+		t.Fatalf("after the sweep: older %q newer %q", closedOf(a), closedOf(b))
+	}
+}
+
+func closedOf(s *fakeSess) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
+}
+
+// A node that dies with stanzas it never acknowledged: they are routed again
+// (here: offline storage), and the responsible survivor fires EvSessionClosed
+// for each lost session exactly once.
+func TestNodeLostReroutesAndCloses(t *testing.T) {
+	ctx := context.Background()
+	tn := setupTwo(t)
+	a := sess("alice@localhost/a", 0, true)
+	tn.r1.Bind(ctx, a)
+	hi := sess("bob@localhost/hi", 5, true)
+	tn.r2.Bind(ctx, hi)
+	// node2 becomes unreachable: its bus stops, its address leads nowhere.
+	dead, _ := net.Listen("tcp", "127.0.0.1:0")
+	tn.mu.Lock()
+	tn.addrs["n2"] = dead.Addr().String()
+	tn.mu.Unlock()
+	dead.Close()
+	tn.b2.Stop(ctx)
+	tn.b1.NodeDown("n2") // drop the old connection; new sends queue up
+	tn.r1.Route(ctx, msg("alice@localhost/a", "bob@localhost", "chat"))
+	time.Sleep(100 * time.Millisecond)
+	tn.mu.Lock()
+	if len(tn.offline) != 0 {
+		t.Fatalf("stored offline before the node was declared lost: %v", tn.offline)
+	}
+	tn.mu.Unlock()
+	// The store drops node2's rows, then tells the router.
+	var rows []storage.Row
+	tn.set1.Table(SessionTable).Scan("", func(r storage.Row) bool {
+		if r.Node == "n2" {
+			rows = append(rows, r)
+		}
+		return true
+	})
+	tn.set1.DropNode("n2", 2)
+	tn.r1.NodeLost(ctx, "n2", rows, true)
+	waitFor(t, "the unacknowledged message stored offline", func() bool {
+		tn.mu.Lock()
+		defer tn.mu.Unlock()
+		return len(tn.offline) == 1 && tn.offline[0] == "n1:hi"
+	})
+	tn.mu.Lock()
+	defer tn.mu.Unlock()
+	if len(tn.closedEvents) != 1 || tn.closedEvents[0] != "n1:bob@localhost/hi" {
+		t.Fatalf("EvSessionClosed for lost sessions: %v", tn.closedEvents)
+	}
+}
