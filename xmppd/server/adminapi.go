@@ -102,7 +102,7 @@ func (s *Server) adminHandlers() {
 	a.Handle("status", func(context.Context, []string) (any, error) {
 		return Status{
 			Version: version.Version, Uptime: time.Since(s.started).Round(time.Second).String(),
-			Domain: s.cfg.Domain, Node: s.cfg.Node, Listeners: append(s.C2S.Addrs(), "admin "+s.cfg.AdminSocket),
+			Domain: s.cfg.Domain, Node: s.cfg.Node, Listeners: append(append(s.C2S.Addrs(), s.opsListeners()...), "admin "+s.cfg.AdminSocket),
 			Sessions: s.Router.Count(), Storage: s.storageView(), LogLevel: strings.ToLower(s.level.Level().String()),
 		}, nil
 	})

@@ -90,6 +90,19 @@ func (f *opsFeature) init() {
 	}
 }
 
+// opsListeners names the HTTP listeners for `xmppctl status`.
+func (s *Server) opsListeners() []string {
+	f := s.ops()
+	var out []string
+	if f.http != nil {
+		out = append(out, "http "+f.http.URL()+" (/metrics, /admin/)")
+	}
+	if f.mets != nil {
+		out = append(out, "metrics "+f.mets.URL()+"/metrics")
+	}
+	return out
+}
+
 func buildOps(s *Server) ([]StagedComponent, error) {
 	f := s.ops()
 	if f.err != nil {

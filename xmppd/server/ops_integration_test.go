@@ -1,0 +1,321 @@
+//go:build integration
+
+package server
+
+import (
+	"bytes"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+
+	"xedge/xmppd/internal/testenv"
+)
+
+// scrape fetches url and parses it with Prometheus' own text parser.
+func scrape(t *testing.T, url string) map[string]*dto.MetricFamily {
+	t.Helper()
+	cl := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	resp, err := cl.Get(url)
+	if err != nil {
+		t.Fatalf("scrape %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("scrape %s: %s", url, resp.Status)
+	}
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	mfs, err := p.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		t.Fatalf("parse %s: %v", url, err)
+	}
+	return mfs
+}
+
+// value returns the value of the metric of family name whose labels include
+// the given name=value pairs; ok false if there is none.
+func value(mfs map[string]*dto.MetricFamily, name string, labels ...string) (float64, bool) {
+	mf := mfs[name]
+	if mf == nil {
+		return 0, false
+	}
+next:
+	for _, m := range mf.GetMetric() {
+		for i := 0; i+1 < len(labels); i += 2 {
+			found := false
+			for _, lp := range m.GetLabel() {
+				if lp.GetName() == labels[i] && lp.GetValue() == labels[i+1] {
+					found = true
+				}
+			}
+			if !found {
+				continue next
+			}
+		}
+		switch {
+		case m.Counter != nil:
+			return m.Counter.GetValue(), true
+		case m.Gauge != nil:
+			return m.Gauge.GetValue(), true
+		case m.Histogram != nil:
+			return float64(m.Histogram.GetSampleCount()), true
+		case m.Untyped != nil:
+			return m.Untyped.GetValue(), true
+		}
+	}
+	return 0, false
+}
+
+const opsScript = `
+import asyncio, os, sys
+import xmpptest
+
+ready, release = sys.argv[1], sys.argv[2]
+
+async def main():
+    a = xmpptest.client(xmpptest.jid("alice", "phone"), "pw-alice")
+    b = xmpptest.client(xmpptest.jid("bob", "pc"), "pw-bob")
+    await xmpptest.start(a)
+    await xmpptest.start(b)
+    got, done = [], xmpptest.future()
+    def on(msg):
+        if msg["type"] in ("chat", "normal"):
+            got.append(msg["body"])
+            if len(got) == 5 and not done.done():
+                done.set_result(True)
+    b.add_event_handler("message", on)
+    for i in range(5):
+        a.send_message(mto=xmpptest.jid("bob"), mbody="m%d" % i, mtype="chat")
+    await asyncio.wait_for(done, 20)
+    bad = xmpptest.client(xmpptest.jid("alice", "bad"), "wrong-password")
+    try:
+        await xmpptest.start(bad, timeout=10)
+    except RuntimeError as e:
+        if "authentication failed" not in str(e):
+            raise
+    else:
+        raise RuntimeError("a wrong password was accepted")
+    bad.disconnect()
+    kicked = xmpptest.event(b, "disconnected")
+    open(ready, "w").write("ready")
+    await asyncio.wait_for(kicked, 30)
+    print("BOB KICKED")
+    for _ in range(600):
+        if os.path.exists(release):
+            break
+        await asyncio.sleep(0.1)
+    await xmpptest.stop(a)
+
+xmpptest.run(main, 120)
+`
+
+// TestOperations runs one xmppd with --http (TLS), --metrics and an admin,
+// drives it with slixmpp (logins, messages, a failed login), and checks, with
+// the real components: the Prometheus endpoint parsed by Prometheus' parser
+// (names present, values moved), ejabberdctl's command forms through xmppctl,
+// and the web admin page rendered by headless Chromium (DOM and screenshot).
+func TestOperations(t *testing.T) {
+	testenv.NeedSlixmpp(t)
+	httpAddr, metricsAddr := freeAddr(t), freeAddr(t)
+	s := testenv.Start(t, testenv.Options{Args: []string{"--http", httpAddr, "--metrics", metricsAddr, "--admins", "boss"}})
+	metricsURL := "http://" + metricsAddr + "/metrics"
+
+	// ejabberdctl's forms.
+	ctl := func(wantCode int, args ...string) string {
+		t.Helper()
+		o, e, code := s.Ctl(args...)
+		if code != wantCode {
+			t.Fatalf("xmppctl %v: exit %d, want %d\n%s%s", args, code, wantCode, o, e)
+		}
+		return o + e
+	}
+	ctl(0, "register", "alice", "localhost", "pw-alice")
+	ctl(0, "register", "bob", "localhost", "pw-bob")
+	ctl(0, "register", "boss", "boss-secret")
+	ctl(0, "register", "carol", "localhost", "pw-carol")
+	if out := ctl(1, "register", "mallory", "elsewhere.example", "pw"); !strings.Contains(out, `host "elsewhere.example" is not served here`) {
+		t.Fatalf("foreign host: %s", out)
+	}
+	if out := ctl(0, "registered_users", "localhost"); out != "alice\nbob\nboss\ncarol\n" {
+		t.Fatalf("registered_users: %q", out)
+	}
+	ctl(0, "check_account", "carol", "localhost")
+	ctl(0, "change_password", "carol", "localhost", "pw-carol2")
+	ctl(1, "check_password", "carol", "localhost", "pw-carol")
+	ctl(0, "check_password", "carol", "localhost", "pw-carol2")
+	ctl(0, "unregister", "carol", "localhost")
+	ctl(1, "check_account", "carol", "localhost")
+	if out := ctl(0, "stats", "registeredusers"); strings.TrimSpace(out) != "3" {
+		t.Fatalf("stats registeredusers: %q", out)
+	}
+	if out := ctl(0, "mnesia", "info"); !strings.Contains(out, "mode:") || !strings.Contains(out, "durable") || !strings.Contains(out, "NAME") {
+		t.Fatalf("mnesia info: %s", out)
+	}
+
+	before := scrape(t, metricsURL)
+	for _, name := range []string{"xmppd_sessions", "xmppd_logins_total", "xmppd_login_failures_total", "xmppd_stanzas_in_total",
+		"xmppd_stanzas_out_total", "xmppd_routing_latency_seconds", "xmppd_storage_mode", "xmppd_storage_role", "xmppd_storage_leader",
+		"xmppd_storage_applied_index", "xmppd_storage_lag_entries", "xmppd_build_info", "xmppd_uptime_seconds", "xmppd_log_records_total",
+		"go_goroutines", "go_memstats_heap_alloc_bytes", "go_gc_duration_seconds", "process_resident_memory_bytes"} {
+		if before[name] == nil {
+			t.Errorf("metric %s missing", name)
+		}
+	}
+	if v, _ := value(before, "xmppd_storage_mode", "mode", "durable"); v != 1 {
+		t.Errorf("storage_mode{mode=durable} = %v", v)
+	}
+	if v, _ := value(before, "xmppd_sessions"); v != 0 {
+		t.Errorf("sessions before any login = %v", v)
+	}
+
+	dir := t.TempDir()
+	ready, release := filepath.Join(dir, "ready"), filepath.Join(dir, "release")
+	res := make(chan testenv.PythonResult, 1)
+	go func() { res <- s.Python(150*time.Second, opsScript, ready, release) }()
+	defer os.WriteFile(release, []byte("x"), 0o644)
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		if _, err := os.Stat(ready); err == nil {
+			break
+		}
+		select {
+		case r := <-res:
+			t.Fatalf("script ended early: %v\n%s\n--- xmppd ---\n%s", r.Err, r.Output, s.Logs())
+		case <-time.After(50 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("script never got ready")
+		}
+	}
+
+	after := scrape(t, metricsURL)
+	moved := func(name string, min float64, labels ...string) {
+		t.Helper()
+		b, _ := value(before, name, labels...)
+		a, ok := value(after, name, labels...)
+		if !ok || a-b < min {
+			t.Errorf("%s%v: %v -> %v, want +%v", name, labels, b, a, min)
+		}
+	}
+	moved("xmppd_sessions", 2)
+	moved("xmppd_logins_total", 2)
+	moved("xmppd_login_failures_total", 1)
+	moved("xmppd_stanzas_in_total", 5, "type", "message")
+	moved("xmppd_stanzas_out_total", 5, "type", "message")
+	moved("xmppd_stanzas_in_total", 2, "type", "presence")
+	moved("xmppd_log_records_total", 1, "level", "info")
+	// The same metrics on the HTTPS listener.
+	if tlsm := scrape(t, "https://"+httpAddr+"/metrics"); tlsm["xmppd_sessions"] == nil {
+		t.Error("no xmppd_sessions on the https listener")
+	}
+
+	out := ctl(0, "connected_users")
+	if out != "alice@localhost/phone\nbob@localhost/pc\n" {
+		t.Fatalf("connected_users: %q", out)
+	}
+	if out := ctl(0, "connected_users_number"); strings.TrimSpace(out) != "2" {
+		t.Fatalf("connected_users_number: %q", out)
+	}
+
+	// Web admin: refused without the right account (a warning the page then
+	// lists), rendered for an admin in headless Chromium.
+	cl := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	for _, cred := range [][2]string{{"", ""}, {"alice", "pw-alice"}, {"boss", "wrong"}} {
+		req, _ := http.NewRequest("GET", "https://"+httpAddr+"/admin/", nil)
+		if cred[0] != "" {
+			req.SetBasicAuth(cred[0], cred[1])
+		}
+		resp, err := cl.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusUnauthorized {
+			t.Fatalf("web admin as %q: %s, want 401", cred[0], resp.Status)
+		}
+	}
+	dom, shot := chromium(t, "https://boss:boss-secret@"+httpAddr+"/admin/")
+	for _, want := range []string{"xmppd node", "Sessions", "alice@localhost/phone", "bob@localhost/pc", "Storage", "durable",
+		"Tables", "Recent warnings", "web admin: login refused", "signed in as boss"} {
+		if !strings.Contains(dom, want) {
+			t.Errorf("web admin page lacks %q", want)
+		}
+	}
+	if strings.Contains(dom, "<script") {
+		t.Error("web admin page carries JavaScript")
+	}
+	t.Logf("web admin screenshot: %s (%d bytes)", shot, fileSize(shot))
+
+	ctl(0, "kick_session", "bob", "localhost", "pc", "maintenance window")
+	os.WriteFile(release, []byte("x"), 0o644)
+	r := <-res
+	if r.Err != nil || !strings.Contains(r.Output, "BOB KICKED") || !strings.Contains(r.Output, "PASS") {
+		t.Fatalf("script: %v\n%s\n--- xmppd ---\n%s", r.Err, r.Output, s.Logs())
+	}
+	if out := ctl(0, "connected_users"); strings.Contains(out, "bob@") {
+		t.Fatalf("bob still connected after kick_session: %q", out)
+	}
+}
+
+func fileSize(p string) int64 {
+	st, err := os.Stat(p)
+	if err != nil {
+		return -1
+	}
+	return st.Size()
+}
+
+// chromium loads url in headless Chromium (Debian's package chromium) and
+// returns the DOM and the path of a screenshot kept in the test's artifact
+// directory (go test -artifacts keeps it).
+func chromium(t *testing.T, url string) (dom, screenshot string) {
+	t.Helper()
+	bin, err := exec.LookPath("chromium")
+	if err != nil {
+		t.Fatalf("chromium not installed (build/setup.sh test installs Debian's chromium): %v", err)
+	}
+	base := []string{"--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+		"--disable-sync", "--no-first-run", "--ignore-certificate-errors", "--window-size=1280,1600"}
+	run := func(args ...string) []byte {
+		t.Helper()
+		profile := t.TempDir()
+		cmd := exec.Command(bin, append(append(base, "--user-data-dir="+profile), args...)...)
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		cmd.Env = append(os.Environ(), "HOME="+profile)
+		done := make(chan struct{})
+		var out []byte
+		go func() { out, err = cmd.Output(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(90 * time.Second):
+			cmd.Process.Kill()
+			<-done
+			t.Fatalf("chromium timed out\n%s", stderr.String())
+		}
+		if err != nil {
+			t.Fatalf("chromium %v: %v\n%s", args, err, stderr.String())
+		}
+		return out
+	}
+	dom = string(run("--dump-dom", url))
+	screenshot = filepath.Join(t.ArtifactDir(), "webadmin.png")
+	run("--screenshot="+screenshot, url)
+	b, err := os.ReadFile(screenshot)
+	if err != nil || !bytes.HasPrefix(b, []byte("\x89PNG")) {
+		t.Fatalf("no PNG screenshot at %s: %v", screenshot, err)
+	}
+	_ = fmt.Sprint
+	return dom, screenshot
+}
