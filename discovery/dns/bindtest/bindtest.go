@@ -1,10 +1,12 @@
 // Package bindtest starts a real BIND 9 (Debian's named) for tests: a primary
 // for one zone on a free loopback port that accepts RFC 2136 updates signed
-// with a TSIG key made by tsig-keygen. Only tests import it.
+// with a TSIG key made by tsig-keygen. Only tests and the DNS benchmark
+// (bench/dns) import it.
 package bindtest
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -27,6 +29,7 @@ type BIND struct {
 	KeyName string
 	PID     int
 	logs    *Buffer
+	exited  chan struct{}
 }
 
 // Logs returns what named printed so far.
@@ -53,43 +56,71 @@ func (b *Buffer) String() string {
 // FreePort returns a loopback port free for both UDP and TCP right now.
 func FreePort(t testing.TB) int {
 	t.Helper()
+	p, err := freePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func freePort() (int, error) {
 	for range 20 {
 		pc, err := net.ListenPacket("udp", "127.0.0.1:0")
 		if err != nil {
-			t.Fatal(err)
+			return 0, err
 		}
 		port := pc.LocalAddr().(*net.UDPAddr).Port
 		ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
 		pc.Close()
 		if err == nil {
 			ln.Close()
-			return port
+			return port, nil
 		}
 	}
-	t.Fatal("no loopback port free for both UDP and TCP")
-	return 0
+	return 0, errors.New("no loopback port free for both UDP and TCP")
 }
 
-// Start runs named as the primary of zone (with SOA, NS ns.<zone> and
-// www.<zone> A 192.0.2.80 to show foreign records stay) and stops it by PID in
+// Start runs named (Run) in a temporary directory of t and stops it by PID in
 // t.Cleanup, printing its log if the test failed.
 func Start(t testing.TB, zone string) *BIND {
 	t.Helper()
+	b, err := Run(t.TempDir(), zone)
+	if b != nil {
+		t.Cleanup(func() {
+			b.Stop()
+			if t.Failed() {
+				t.Logf("named log:\n%s", b.Logs())
+			}
+		})
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// Run starts named in dir as the primary of zone (with SOA, NS ns.<zone> and
+// www.<zone> A 192.0.2.80, to show that foreign records stay), on a free
+// loopback port, and waits until it answers (15 s at most). The caller stops
+// it with Stop; on an error after the start, b is returned so it can be.
+func Run(dir, zone string) (*BIND, error) {
 	for _, tool := range []string{"named", "tsig-keygen"} {
 		if _, err := exec.LookPath(tool); err != nil {
-			t.Fatalf("%s not found: install bind9 (build/setup.sh test does): %v", tool, err)
+			return nil, fmt.Errorf("%s not found: install bind9 (build/setup.sh test does): %w", tool, err)
 		}
 	}
-	dir := t.TempDir()
-	port := FreePort(t)
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
 	keyName := "xedge-test"
 	keyText, err := exec.Command("tsig-keygen", "-a", "hmac-sha256", keyName).Output()
 	if err != nil {
-		t.Fatalf("tsig-keygen: %v", err)
+		return nil, fmt.Errorf("tsig-keygen: %w", err)
 	}
 	keyFile := filepath.Join(dir, keyName+".key")
 	if err := os.WriteFile(keyFile, keyText, 0o600); err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	zf := fmt.Sprintf(`$TTL 300
 @	IN SOA ns.%[1]s. hostmaster.%[1]s. 1 3600 600 86400 30
@@ -98,7 +129,7 @@ ns	IN A 127.0.0.1
 www	IN A 192.0.2.80
 `, zone)
 	if err := os.WriteFile(filepath.Join(dir, "zone.db"), []byte(zf), 0o644); err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	conf := fmt.Sprintf(`options {
 	directory "%[1]s";
@@ -122,47 +153,51 @@ zone "%[4]s" {
 `, dir, port, keyFile, zone, keyName)
 	confFile := filepath.Join(dir, "named.conf")
 	if err := os.WriteFile(confFile, []byte(conf), 0o644); err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	logs := &Buffer{}
 	// -g: foreground, log to stderr; -n 1: one worker (the machine is shared).
 	cmd := exec.Command("named", "-g", "-n", "1", "-c", confFile)
 	cmd.Stdout, cmd.Stderr = logs, logs
 	if err := cmd.Start(); err != nil {
-		t.Fatalf("start named: %v", err)
+		return nil, fmt.Errorf("start named: %w", err)
 	}
-	pid := cmd.Process.Pid
 	exited := make(chan struct{})
 	go func() { cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		syscall.Kill(pid, syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(5 * time.Second):
-			syscall.Kill(pid, syscall.SIGKILL)
-			<-exited
-		}
-		if t.Failed() {
-			t.Logf("named log:\n%s", logs.String())
-		}
-	})
-	b := &BIND{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), Zone: zone, KeyFile: keyFile, KeyName: keyName, PID: pid, logs: logs}
+	b := &BIND{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), Zone: zone, KeyFile: keyFile, KeyName: keyName,
+		PID: cmd.Process.Pid, logs: logs, exited: exited}
 	deadline := time.Now().Add(15 * time.Second)
 	for {
 		c := &mdns.Client{Net: "tcp", Timeout: 500 * time.Millisecond}
 		q := new(mdns.Msg)
 		q.SetQuestion(mdns.Fqdn(zone), mdns.TypeSOA)
 		if r, _, err := c.Exchange(q, b.Addr); err == nil && r.Rcode == mdns.RcodeSuccess && len(r.Answer) == 1 {
-			return b
+			return b, nil
 		}
 		select {
 		case <-exited:
-			t.Fatalf("named exited:\n%s", logs.String())
+			return b, fmt.Errorf("named exited:\n%s", logs.String())
 		default:
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("named did not answer on %s within 15 s:\n%s", b.Addr, logs.String())
+			return b, fmt.Errorf("named did not answer on %s within 15 s:\n%s", b.Addr, logs.String())
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// Stop ends named by its PID (SIGTERM, SIGKILL after 5 s) and waits for it.
+func (b *BIND) Stop() {
+	select {
+	case <-b.exited:
+		return
+	default:
+	}
+	syscall.Kill(b.PID, syscall.SIGTERM)
+	select {
+	case <-b.exited:
+	case <-time.After(5 * time.Second):
+		syscall.Kill(b.PID, syscall.SIGKILL)
+		<-b.exited
 	}
 }
