@@ -128,7 +128,7 @@ func TestStorageLossOnLeaderThenReturn(t *testing.T) {
 	if want < 10 {
 		t.Fatalf("only %d rows written", want)
 	}
-	st2, err := openStores(l.dev, false, testLogger(t))
+	st2, err := openStores(l.dev, false, true, testLogger(t))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -61,6 +61,12 @@ type Config struct {
 	// replicates like any node but autopilot makes it a voter only while there
 	// are fewer than 3 data nodes with working storage.
 	Witness bool
+	// LeaveOnStop makes Stop leave the cluster first when that is safe
+	// (LeaveSafe: at least two other voters, all alive) and no other node is
+	// leaving at the same moment (one node leaves at a time); the next start
+	// then rejoins under a fresh raft ID. Otherwise Stop logs why it stays a
+	// member.
+	LeaveOnStop bool
 	// ReadOnlyOnLoss refuses writes (storage.ErrUnavailable) while no node has
 	// working storage, instead of committing them to RAM (degraded-ram).
 	ReadOnlyOnLoss bool
@@ -104,6 +110,9 @@ type Store struct {
 	kickRep  chan struct{}
 	snapKick chan struct{}
 
+	joinMu       sync.Mutex
+	joinErr      *JoinError
+	ownTurn      atomic.Bool // endOwnLeaveTurn done
 	mu           sync.Mutex
 	leaderCommit uint64
 	started      bool
@@ -129,10 +138,10 @@ type Store struct {
 
 var _ storage.Store = (*Store)(nil)
 
-const markerName = "raft-ram-only"
-
-// New prepares a Store: it opens the device, derives the cluster identity and
-// listens on the cluster address. Start joins or bootstraps the cluster.
+// New checks cfg and prepares a Store. It does no I/O: the device is opened,
+// the RAM-only marker read and the cluster address listened on by Start, so a
+// Store can be built before the data directory is locked or the device is
+// reachable.
 func New(cfg Config) (*Store, error) {
 	if cfg.NodeName == "" || strings.Contains(cfg.NodeName, "#") {
 		return nil, fmt.Errorf("replicated: invalid node name %q", cfg.NodeName)
@@ -161,62 +170,83 @@ func New(cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	wipe := false
-	if cfg.DataDir != "" {
-		if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-			return nil, fmt.Errorf("replicated: data dir: %w", err)
-		}
-		if _, err := os.Stat(filepath.Join(cfg.DataDir, markerName)); err == nil {
-			wipe = true
-			log.Warn("this node ran RAM-only before this start: wiping its raft state and rejoining under a fresh ID")
-		}
-	}
-	st, err := openStores(cfg.Device, wipe, log)
-	if err != nil {
-		return nil, err
-	}
-	st.probe = cfg.StorageProbe
-	if wipe && st.durable() {
-		_ = os.Remove(filepath.Join(cfg.DataDir, markerName))
-	}
-	s := &Store{cfg: cfg, log: log, fsm: newFSM(), st: st, kickRep: make(chan struct{}, 1), stopCh: make(chan struct{}),
+	s := &Store{cfg: cfg, log: log, fsm: newFSM(), kickRep: make(chan struct{}, 1), stopCh: make(chan struct{}),
 		snapKick: make(chan struct{}, 1), inc: uint64(time.Now().UnixNano())}
 	s.eph = ephemeral.New(cfg.NodeName, s.inc)
 	s.eph.OnLocalChange(s.ephLocalChange)
 	s.ephOut.peers = map[raft.ServerID]*ephPeer{}
 	s.ephOut.kick = make(chan struct{}, 1)
 	s.ephSeen = map[string]ephSender{}
-	s.hasState, err = raft.HasExistingState(st, st, st)
-	if err != nil {
-		return nil, fmt.Errorf("replicated: inspect raft state: %w", err)
+	s.fsm.log = log
+	s.fsm.fetch, s.fsm.snapshotNeeded = s.fetchRAM, s.requestSnapshot
+	s.mux = newMux(tc, log)
+	s.addr = cfg.AdvertiseAddr
+	if s.addr == "" {
+		s.addr = cfg.ClusterAddr
 	}
-	if id, err := st.Get([]byte(keyNodeID)); err == nil && s.hasState {
+	s.rpc = &rpcClient{tls: tc, idle: map[string][]*rpcConn{}}
+	s.mux.rpc = func(c net.Conn) { serveRPC(c, s.handlePeerRPC) }
+	return s, nil
+}
+
+// open does Start's I/O before raft starts: the RAM-only marker, the device
+// (wiped if the marker says so), the raft ID, the cluster listener.
+func (s *Store) open() error {
+	cfg := s.cfg
+	wipe := false
+	if cfg.DataDir != "" {
+		if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+			return fmt.Errorf("replicated: data dir: %w", err)
+		}
+		if why, ok := readMarker(cfg.DataDir); ok {
+			if len(cfg.Join) == 0 {
+				return fmt.Errorf("replicated: %w (%s: %s) and it has no Join seeds: it would bootstrap a new cluster of its own; "+
+					"give the cluster's addresses as Join seeds to rejoin, or remove %s to really start a new cluster",
+					ErrStateDiscarded, filepath.Join(cfg.DataDir, markerName), why, cfg.DataDir)
+			}
+			wipe = cfg.Device != nil
+			if !wipe {
+				removeMarker(cfg.DataDir) // no device: the state is fresh anyway
+			}
+			s.log.Warn("this node's raft state is to be discarded: wiping it and rejoining under a fresh ID", "why", why)
+		}
+	}
+	st, err := openStores(cfg.Device, wipe, len(cfg.Join) > 0, s.log)
+	if err != nil {
+		return err
+	}
+	st.probe = cfg.StorageProbe
+	if (wipe || st.wiped()) && st.durable() {
+		removeMarker(cfg.DataDir)
+	}
+	hasState, err := raft.HasExistingState(st, st, st)
+	if err != nil {
+		return fmt.Errorf("replicated: inspect raft state: %w", err)
+	}
+	if id, err := st.Get([]byte(keyNodeID)); err == nil && hasState {
 		s.id = raft.ServerID(id)
 	} else {
-		s.hasState = false
+		hasState = false
 		s.id = raft.ServerID(cfg.NodeName + "#" + randomHex(4))
 		_ = st.Set([]byte(keyNodeID), []byte(s.id))
 	}
+	s.hasState = hasState
 	// Sync markers name the raft ID and this process's incarnation: markers
 	// an earlier run of this node proposed are not fetched for on replay.
-	s.fsm.self, s.fsm.log = fmt.Sprintf("%s\x00%d", s.id, s.inc), log
-	s.fsm.fetch, s.fsm.snapshotNeeded = s.fetchRAM, s.requestSnapshot
+	s.fsm.self = fmt.Sprintf("%s\x00%d", s.id, s.inc)
 	if cfg.Device == nil {
 		s.log.Info("no storage device: this node keeps raft state in RAM only")
 	}
-	m, err := newMux(cfg.ClusterAddr, tc, log)
-	if err != nil {
-		return nil, err
+	if err := s.mux.listen(cfg.ClusterAddr); err != nil {
+		return err
 	}
-	s.mux = m
-	s.addr = cfg.AdvertiseAddr
-	if s.addr == "" {
-		s.addr = m.ln.Addr().String()
+	if cfg.AdvertiseAddr == "" {
+		s.addr = s.mux.ln.Addr().String()
 	}
-	s.rpc = &rpcClient{tls: tc, idle: map[string][]*rpcConn{}}
-	m.rpc = func(c net.Conn) { serveRPC(c, s.handlePeerRPC) }
 	st.onChange = s.storageChanged
-	return s, nil
+	st.onFull = s.requestSnapshot
+	s.st = st
+	return nil
 }
 
 const keyNodeID = "xedge/node-id"
@@ -258,6 +288,10 @@ func (s *Store) Start(ctx context.Context) error {
 	}
 	s.started = true
 	s.mu.Unlock()
+	if err := s.open(); err != nil {
+		s.mux.close()
+		return err
+	}
 	rc := raft.DefaultConfig()
 	rc.LocalID = s.id
 	rc.HeartbeatTimeout = s.cfg.HeartbeatTimeout
@@ -280,6 +314,7 @@ func (s *Store) Start(ctx context.Context) error {
 	r, err := raft.NewRaft(rc, s.fsm, s.st, s.st, s.st, s.trans)
 	if err != nil {
 		_ = s.trans.Close()
+		s.mux.close()
 		return fmt.Errorf("replicated: start raft: %w", err)
 	}
 	s.raft = r
@@ -310,8 +345,20 @@ func (s *Store) Start(ctx context.Context) error {
 	return nil
 }
 
-// Stop shuts raft and the transport down. It is safe to call more than once.
+// Stop shuts raft and the transport down; with Config.LeaveOnStop it first
+// leaves the cluster when that is safe (leaveOnStop). It is safe to call more
+// than once.
 func (s *Store) Stop(ctx context.Context) error {
+	s.mu.Lock()
+	leave := s.cfg.LeaveOnStop && s.started && !s.stopped && s.raft != nil
+	s.mu.Unlock()
+	if leave {
+		s.leaveOnStop(ctx)
+	}
+	return s.stop(ctx)
+}
+
+func (s *Store) stop(ctx context.Context) error {
 	s.mu.Lock()
 	if s.stopped {
 		s.mu.Unlock()
@@ -358,37 +405,25 @@ func (s *Store) Stop(ctx context.Context) error {
 }
 
 // Leave removes this node from the cluster (leadership is handed over first),
-// then stops it.
+// marks it so that its next start rejoins under a fresh raft ID, then stops
+// it. A failed removal is an error wrapping "replicated: leave"; the store is
+// stopped either way.
 func (s *Store) Leave(ctx context.Context) error {
-	s.leaving.Store(true) // no more reports: they would add this node back
-	if s.raft != nil && s.raft.State() == raft.Leader {
-		if err := s.raft.LeadershipTransfer().Error(); err != nil {
-			s.log.Warn("leave: leadership transfer failed", "err", err)
-		}
-	}
-	_, err := s.submit(ctx, &rpcRequest{Op: "leave", ID: string(s.id)})
-	if err != nil {
-		err = fmt.Errorf("replicated: leave: %w", err)
-	}
-	return errors.Join(err, s.Stop(ctx))
+	return errors.Join(s.remove(ctx), s.stop(ctx))
 }
 
 // storageChanged is called by the stores (outside their lock) when the device
 // is lost or back.
 func (s *Store) storageChanged(durable bool) {
-	marker := filepath.Join(s.cfg.DataDir, markerName)
 	if durable {
 		s.log.Info("storage back: durable again; asking for promotion", "generation", s.st.generation())
-		if s.cfg.DataDir != "" {
-			_ = os.Remove(marker)
-		}
+		removeMarker(s.cfg.DataDir)
 		s.kickReport()
 		return
 	}
-	if s.cfg.DataDir != "" && s.cfg.Device != nil {
-		if err := os.WriteFile(marker, []byte(time.Now().UTC().Format(time.RFC3339)+"\n"), 0o600); err != nil {
-			s.log.Error("cannot write RAM-only marker", "err", err)
-		}
+	if s.cfg.Device != nil {
+		// The device state goes stale from now on: a restart must not trust it.
+		s.writeMarker("storage lost at " + time.Now().UTC().Format(time.RFC3339) + ": this node ran RAM-only; wipe and rejoin under a fresh ID")
 	}
 	if s.raft == nil {
 		return
@@ -457,7 +492,7 @@ func (s *Store) kickReport() {
 
 // storageState is this node's storage health as reported to the leader.
 func (s *Store) storageState() string {
-	if s.cfg.Device != nil && s.st.durable() {
+	if s.cfg.Device != nil && s.st != nil && s.st.durable() {
 		return "durable"
 	}
 	return "ram-only"
@@ -475,6 +510,7 @@ func (s *Store) reportLoop(ctx context.Context) {
 			Applied: s.fsm.appliedIndex(), Witness: s.cfg.Witness, RAM: s.ramState()}
 		var resp *rpcResponse
 		var err error
+		to := ""
 		if s.leaving.Load() {
 			// Leave in progress: stay quiet.
 		} else if s.raft.State() == raft.Leader {
@@ -482,20 +518,27 @@ func (s *Store) reportLoop(ctx context.Context) {
 			resp = s.handleReport(rep)
 		} else if addr, _ := s.raft.LeaderWithID(); addr != "" {
 			s.leaderAddr.Store(string(addr))
-			resp, err = s.callTimeout(ctx, string(addr), &rpcRequest{Op: "report", Report: rep})
+			to = string(addr)
+			resp, err = s.callTimeout(ctx, to, &rpcRequest{Op: "report", Report: rep})
 		} else if len(s.cfg.Join) > 0 {
-			addr := s.cfg.Join[seed%len(s.cfg.Join)]
+			to = s.cfg.Join[seed%len(s.cfg.Join)]
 			seed++
-			if addr != s.addr {
-				resp, err = s.callTimeout(ctx, addr, &rpcRequest{Op: "report", Report: rep})
+			if to != s.addr {
+				resp, err = s.callTimeout(ctx, to, &rpcRequest{Op: "report", Report: rep})
 			}
 		}
 		if err != nil && ctx.Err() == nil {
 			s.log.Debug("report to leader failed", "err", err)
-			if !s.joined() && time.Since(lastJoinWarn) > 10*time.Second {
-				lastJoinWarn = time.Now()
-				s.log.Warn("join: cannot reach seed (retrying)", "err", err)
+			if !s.joined() {
+				s.noteJoinFailure(to, err)
+				if time.Since(lastJoinWarn) > 10*time.Second {
+					lastJoinWarn = time.Now()
+					s.log.Warn("join: cannot reach seed (retrying)", "err", err)
+				}
 			}
+		}
+		if resp != nil && resp.Err != "" && !s.joined() {
+			s.noteJoinFailure(to, fmt.Errorf("%w: %s", ErrRefused, resp.Err))
 		}
 		if resp != nil && resp.Err == "" {
 			s.mu.Lock()
@@ -513,7 +556,10 @@ func (s *Store) reportLoop(ctx context.Context) {
 
 // WaitJoined blocks until this node is part of a cluster with a leader (it
 // bootstrapped, or a seed added it), or ctx ends. xmppd calls it after Start
-// and before declaring tables; the error names the seeds that were tried.
+// and before declaring tables. On failure it returns a *JoinError naming the
+// seeds, the address that failed last and why (errors.Is: ErrWrongKey,
+// ErrUnreachable, ErrRefused; and the context's error). Once joined, it ends
+// a leave turn this node's previous run still holds.
 func (s *Store) WaitJoined(ctx context.Context) error {
 	t := time.NewTicker(20 * time.Millisecond)
 	defer t.Stop()
@@ -522,6 +568,9 @@ func (s *Store) WaitJoined(ctx context.Context) error {
 			if f := s.raft.GetConfiguration(); f.Error() == nil {
 				for _, srv := range f.Configuration().Servers {
 					if srv.ID == s.id {
+						if !s.ownTurn.Swap(true) {
+							s.endOwnLeaveTurn(ctx)
+						}
 						return nil
 					}
 				}
@@ -529,7 +578,11 @@ func (s *Store) WaitJoined(ctx context.Context) error {
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("replicated: %s not joined (seeds %v): %w", s.cfg.NodeName, s.cfg.Join, ctx.Err())
+			if je := s.lastJoinFailure(); je != nil {
+				je.Cause = fmt.Errorf("%w (%w)", je.Cause, ctx.Err())
+				return je
+			}
+			return &JoinError{Node: s.cfg.NodeName, Seeds: s.cfg.Join, Cause: ctx.Err()}
 		case <-t.C:
 		}
 	}
@@ -820,7 +873,10 @@ func (s *Store) degraded() bool {
 
 // Status implements storage.Store.
 func (s *Store) Status() storage.Status {
-	st := storage.Status{Node: s.cfg.NodeName, Generation: s.st.generation(), AppliedIdx: s.fsm.appliedIndex()}
+	st := storage.Status{Node: s.cfg.NodeName, AppliedIdx: s.fsm.appliedIndex()}
+	if s.st != nil {
+		st.Generation = s.st.generation()
+	}
 	st.Backend = "raft+ram"
 	if s.cfg.Device != nil {
 		st.Backend = "raft+blockdev"

@@ -62,14 +62,14 @@ func clusterTLS(key []byte) (*tls.Config, error) {
 	}
 	verify := func(raw [][]byte, _ [][]*x509.Certificate) error {
 		if len(raw) != 1 {
-			return errors.New("peer is not a member of this cluster (wrong cluster key?)")
+			return errPeerKey
 		}
 		c, err := x509.ParseCertificate(raw[0])
 		if err != nil {
 			return fmt.Errorf("peer certificate: %w", err)
 		}
 		if pk, ok := c.PublicKey.(ed25519.PublicKey); !ok || !pk.Equal(pub) {
-			return errors.New("peer is not a member of this cluster (wrong cluster key?)")
+			return errPeerKey
 		}
 		return nil
 	}
@@ -99,13 +99,19 @@ type mux struct {
 	warned  map[string]time.Time
 }
 
-func newMux(addr string, tc *tls.Config, log *slog.Logger) (*mux, error) {
+// newMux builds the mux; listen opens its listener (Start: New does no I/O).
+func newMux(tc *tls.Config, log *slog.Logger) *mux {
+	return &mux{tls: tc, log: log, raftCh: make(chan net.Conn), closed: make(chan struct{}),
+		conns: map[net.Conn]struct{}{}, warned: map[string]time.Time{}}
+}
+
+func (m *mux) listen(addr string) error {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return nil, fmt.Errorf("replicated: listen on cluster address %s: %w", addr, err)
+		return fmt.Errorf("replicated: listen on cluster address %s: %w", addr, err)
 	}
-	return &mux{ln: ln, tls: tc, log: log, raftCh: make(chan net.Conn), closed: make(chan struct{}),
-		conns: map[net.Conn]struct{}{}, warned: map[string]time.Time{}}, nil
+	m.ln = ln
+	return nil
 }
 
 func (m *mux) track(c net.Conn, add bool) bool {
@@ -228,7 +234,9 @@ func (m *mux) warnOnce(addr string, err error) {
 func (m *mux) close() {
 	m.once.Do(func() {
 		close(m.closed)
-		_ = m.ln.Close()
+		if m.ln != nil {
+			_ = m.ln.Close()
+		}
 		m.connsMu.Lock()
 		conns := make([]net.Conn, 0, len(m.conns))
 		for c := range m.conns {
@@ -247,7 +255,7 @@ func dialCluster(ctx context.Context, addr string, tc *tls.Config, kind byte) (n
 	d := &net.Dialer{}
 	raw, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
-		return nil, fmt.Errorf("cluster peer %s: %w", addr, err)
+		return nil, fmt.Errorf("cluster peer %s: %w: %w", addr, ErrUnreachable, err)
 	}
 	c := tls.Client(raw, tc)
 	if dl, ok := ctx.Deadline(); ok {
@@ -255,7 +263,7 @@ func dialCluster(ctx context.Context, addr string, tc *tls.Config, kind byte) (n
 	}
 	if err := c.HandshakeContext(ctx); err != nil {
 		_ = raw.Close()
-		return nil, fmt.Errorf("cluster peer %s refused us or is not a member (wrong cluster key?): %w", addr, err)
+		return nil, fmt.Errorf("cluster peer %s refused us or is not a member (wrong cluster key?): %w: %w", addr, classifyHandshake(err), err)
 	}
 	if _, err := c.Write([]byte{kind}); err != nil {
 		_ = c.Close()
@@ -401,7 +409,7 @@ func (p *rpcClient) call(ctx context.Context, addr string, req *rpcRequest) (*rp
 		if err == nil {
 			err = ctx.Err()
 		}
-		return nil, fmt.Errorf("cluster peer %s: %w", addr, err)
+		return nil, fmt.Errorf("cluster peer %s: %w: %w", addr, ErrUnreachable, err)
 	}
 	p.mu.Lock()
 	if p.done || len(p.idle[addr]) >= 8 {

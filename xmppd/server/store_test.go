@@ -104,7 +104,7 @@ func TestLazyStoreClusterOfOne(t *testing.T) {
 		t.Fatalf("replicas %v", r)
 	}
 	ls := st.(*lazyStore)
-	if ok, why := ls.leaveSafe(); ok || !strings.Contains(why, "0 other voter") {
+	if ok, why := ls.rep.LeaveSafe(); ok || !strings.Contains(why, "0 other voter") {
 		t.Fatalf("leaveSafe on the only voter: %v %q", ok, why)
 	}
 	if err := st.Stop(ctx); err != nil {
