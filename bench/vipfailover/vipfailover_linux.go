@@ -1,0 +1,512 @@
+// Package vipfailover measures VIP failover between xmppd nodes: three clustered
+// xmppd processes, each in a network namespace of its own on one bridged segment
+// with a client namespace, share one VIP. A client logged in through the VIP sits
+// idle; the VIP holder is killed like a box losing power (its link goes down, then
+// xmppd gets SIGKILL, so no FIN reaches the client); the figure is the time from the
+// kill until the client is served again: its dead connection failed (tickle ACK from
+// the new holder, answered by a reset), it reconnected to the VIP, logged in (SCRAM,
+// bind, presence) and got a ping answered. The killed node is restarted and rejoins
+// before the next kill. The client namespace's neighbour entry for the VIP must
+// name the new holder's MAC after every kill.
+//
+// It needs root (network namespaces) and builds xmppd and xmppctl itself unless
+// given paths. It must not be imported by runtime code.
+package vipfailover
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/vishvananda/netns"
+
+	"xedge/bench/loadgen"
+)
+
+// Options configure a run.
+type Options struct {
+	Kills  int       // kills to measure (default 20)
+	Xmppd  string    // xmppd binary (empty: built into Dir)
+	Xmppct string    // xmppctl binary (empty: built into Dir)
+	Dir    string    // work directory (data dirs, logs, binaries); required
+	Log    io.Writer // progress (nil: discarded)
+	// Extra xmppd flags for every node (e.g. tuning).
+	Extra []string
+}
+
+// Kill is one measured failover.
+type Kill struct {
+	Killed    string  `json:"killed"`
+	NewHolder string  `json:"new_holder"`
+	Detect    float64 `json:"detect_s"` // kill -> the client's old connection failed
+	Served    float64 `json:"served_s"` // kill -> logged in again through the VIP, ping answered
+	Neighbour string  `json:"neighbour_mac"`
+	Attempts  int     `json:"reconnect_attempts"`
+}
+
+// Result is a run's outcome.
+type Result struct {
+	Started     time.Time `json:"started"`
+	Nodes       int       `json:"nodes"`
+	VIP         string    `json:"vip"`
+	Kills       []Kill    `json:"kills"`
+	ServedP50   float64   `json:"served_p50_s"`
+	ServedMax   float64   `json:"served_max_s"`
+	DetectP50   float64   `json:"detect_p50_s"`
+	DetectMax   float64   `json:"detect_max_s"`
+	Flags       []string  `json:"xmppd_flags"`
+	Commit      string    `json:"commit,omitempty"`
+	Description string    `json:"description"`
+}
+
+const (
+	subnet  = "10.66.0"
+	vipCIDR = subnet + ".100/24"
+	vipAddr = subnet + ".100:5222"
+	domain  = "vip.test"
+)
+
+type node struct {
+	name string
+	ns   string
+	ip   string
+	mac  string
+	data string
+	cmd  *exec.Cmd
+	log  *os.File
+	done chan struct{}
+}
+
+type harness struct {
+	opt    Options
+	prefix string
+	nodes  []*node
+	client netns.NsHandle
+	flags  []string
+	key    string
+}
+
+func (h *harness) logf(format string, args ...any) {
+	if h.opt.Log != nil {
+		fmt.Fprintf(h.opt.Log, format+"\n", args...)
+	}
+}
+
+func ip(args ...string) error {
+	out, err := exec.Command("ip", args...).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("ip %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// Run sets up the namespaces and nodes, measures opt.Kills failovers and tears
+// everything down (every process it started is stopped by PID, every namespace
+// deleted).
+func Run(ctx context.Context, opt Options) (*Result, error) {
+	if os.Geteuid() != 0 {
+		return nil, errors.New("vipfailover needs root (network namespaces)")
+	}
+	if opt.Kills <= 0 {
+		opt.Kills = 20
+	}
+	if opt.Dir == "" {
+		return nil, errors.New("vipfailover: Options.Dir is required")
+	}
+	if err := build(&opt); err != nil {
+		return nil, err
+	}
+	h := &harness{opt: opt, prefix: fmt.Sprintf("xvipf%d", os.Getpid()%100000)}
+	defer h.teardown()
+	if err := h.setup(); err != nil {
+		return nil, err
+	}
+	res := &Result{Started: time.Now().UTC(), Nodes: len(h.nodes), VIP: vipCIDR, Flags: h.flags,
+		Description: "kill the VIP holder (link down, then SIGKILL: no FIN reaches the client); time until an idle client logged in through the VIP is logged in again through it and a ping is answered"}
+	for i := 0; i < opt.Kills; i++ {
+		if err := ctx.Err(); err != nil {
+			return res, err
+		}
+		k, err := h.killOnce(ctx, i)
+		if err != nil {
+			return res, fmt.Errorf("kill %d: %w", i+1, err)
+		}
+		h.logf("kill %2d: %s -> %s  detect %.3f s  served %.3f s  (neighbour %s, %d attempts)", i+1, k.Killed, k.NewHolder, k.Detect, k.Served, k.Neighbour, k.Attempts)
+		res.Kills = append(res.Kills, k)
+	}
+	var served, detect []float64
+	for _, k := range res.Kills {
+		served = append(served, k.Served)
+		detect = append(detect, k.Detect)
+	}
+	res.ServedP50, res.ServedMax = p50(served), slices.Max(served)
+	res.DetectP50, res.DetectMax = p50(detect), slices.Max(detect)
+	return res, nil
+}
+
+func p50(v []float64) float64 {
+	s := slices.Clone(v)
+	sort.Float64s(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+func build(opt *Options) error {
+	for _, b := range []struct {
+		path *string
+		pkg  string
+	}{{&opt.Xmppd, "xedge/xmppd/cmd/xmppd"}, {&opt.Xmppct, "xedge/xmppd/cmd/xmppctl"}} {
+		if *b.path != "" {
+			continue
+		}
+		out := filepath.Join(opt.Dir, filepath.Base(b.pkg))
+		if o, err := exec.Command("go", "build", "-o", out, b.pkg).CombinedOutput(); err != nil {
+			return fmt.Errorf("build %s: %v: %s", b.pkg, err, o)
+		}
+		*b.path = out
+	}
+	return nil
+}
+
+func (h *harness) setup() error {
+	c := h.prefix + "-c"
+	for _, n := range []string{"c", "n1", "n2", "n3"} {
+		exec.Command("ip", "netns", "del", h.prefix+"-"+n).Run()
+	}
+	steps := [][]string{
+		{"netns", "add", c},
+		{"-n", c, "link", "set", "lo", "up"},
+		{"-n", c, "link", "add", "br0", "type", "bridge"},
+		{"-n", c, "addr", "add", subnet + ".9/24", "dev", "br0"},
+		{"-n", c, "link", "set", "br0", "up"},
+	}
+	for _, s := range steps {
+		if err := ip(s...); err != nil {
+			return err
+		}
+	}
+	var err error
+	if h.client, err = netns.GetFromName(c); err != nil {
+		return err
+	}
+	key := make([]byte, 32)
+	for i := range key {
+		key[i] = byte(rand.IntN(256))
+	}
+	h.key = filepath.Join(h.opt.Dir, "cluster.key")
+	if err := os.WriteFile(h.key, []byte(fmt.Sprintf("%x", key)), 0o600); err != nil {
+		return err
+	}
+	h.flags = append([]string{"--domain", domain, "--c2s", "0.0.0.0:5222", "--c2s-tls", "", "--c2s-require-tls=false",
+		"--vip", vipCIDR, "--vip-interface", "eth0", "--leave-on-stop=false"}, h.opt.Extra...)
+	for i := 1; i <= 3; i++ {
+		n := &node{name: fmt.Sprintf("n%d", i), ns: fmt.Sprintf("%s-n%d", h.prefix, i), ip: fmt.Sprintf("%s.%d", subnet, i),
+			mac: fmt.Sprintf("02:00:00:00:00:%02x", i), data: filepath.Join(h.opt.Dir, fmt.Sprintf("n%d", i))}
+		for _, s := range [][]string{
+			{"netns", "add", n.ns},
+			{"-n", c, "link", "add", "v" + n.name, "type", "veth", "peer", "name", "eth0", "netns", n.ns},
+			{"-n", c, "link", "set", "v" + n.name, "master", "br0", "up"},
+			{"-n", n.ns, "link", "set", "lo", "up"},
+			{"-n", n.ns, "link", "set", "eth0", "address", n.mac},
+			{"-n", n.ns, "addr", "add", n.ip + "/24", "dev", "eth0"},
+			{"-n", n.ns, "link", "set", "eth0", "up"},
+		} {
+			if err := ip(s...); err != nil {
+				return err
+			}
+		}
+		h.nodes = append(h.nodes, n)
+		if err := h.start(n); err != nil {
+			return err
+		}
+		if err := h.waitAdmin(n, 60*time.Second); err != nil {
+			return err
+		}
+	}
+	if err := h.ctl(h.nodes[0], "register", "bench", "secret"); err != nil {
+		return err
+	}
+	return h.waitSettled(60 * time.Second)
+}
+
+func (h *harness) start(n *node) error {
+	args := []string{"netns", "exec", n.ns, h.opt.Xmppd, "--data", n.data, "--node-name", n.name,
+		"--cluster-addr", n.ip + ":7400", "--cluster-key-file", h.key}
+	switch {
+	case n.cmd != nil: // a restart: every other node is a seed
+		var seeds []string
+		for _, o := range h.nodes {
+			if o != n {
+				seeds = append(seeds, o.ip+":7400")
+			}
+		}
+		args = append(args, "--join", strings.Join(seeds, ","))
+	case n.name != "n1":
+		args = append(args, "--join", h.nodes[0].ip+":7400")
+	}
+	args = append(args, h.flags...)
+	lf, err := os.OpenFile(filepath.Join(h.opt.Dir, n.name+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command("ip", args...)
+	cmd.Stdout, cmd.Stderr = lf, lf
+	if err := cmd.Start(); err != nil {
+		lf.Close()
+		return fmt.Errorf("start %s: %w", n.name, err)
+	}
+	n.cmd, n.log, n.done = cmd, lf, make(chan struct{})
+	go func(done chan struct{}) { cmd.Wait(); close(done) }(n.done)
+	return nil
+}
+
+func (h *harness) ctl(n *node, args ...string) error {
+	out, err := exec.Command(h.opt.Xmppct, append([]string{"--socket", filepath.Join(n.data, "admin.sock"), "--timeout", "10s"}, args...)...).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("xmppctl %s on %s: %v: %s", strings.Join(args, " "), n.name, err, out)
+	}
+	return nil
+}
+
+type vipStatus struct {
+	Healthy bool `json:"healthy"`
+	Quorum  bool `json:"quorum"`
+	VIPs    []struct {
+		Holder string `json:"holder"`
+		State  string `json:"state"`
+	} `json:"vips"`
+	Nodes []struct {
+		Name    string `json:"name"`
+		Healthy bool   `json:"healthy"`
+	} `json:"nodes"`
+}
+
+func (h *harness) status(n *node) (vipStatus, error) {
+	var st vipStatus
+	out, err := exec.Command(h.opt.Xmppct, "--socket", filepath.Join(n.data, "admin.sock"), "--timeout", "2s", "--json", "vip").Output()
+	if err != nil {
+		return st, err
+	}
+	return st, json.Unmarshal(out, &st)
+}
+
+func (h *harness) waitAdmin(n *node, d time.Duration) error {
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		if _, err := h.status(n); err == nil {
+			return nil
+		}
+		select {
+		case <-n.done:
+			return fmt.Errorf("%s exited during start (log %s)", n.name, n.log.Name())
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	return fmt.Errorf("%s not answering after %s", n.name, d)
+}
+
+// waitSettled waits until every node is healthy in every node's view and all agree
+// on one holder that holds the VIP; it returns that holder.
+func (h *harness) waitSettled(d time.Duration) error {
+	_, err := h.holder(d)
+	return err
+}
+
+func (h *harness) holder(d time.Duration) (*node, error) {
+	deadline := time.Now().Add(d)
+	var last string
+	for time.Now().Before(deadline) {
+		holders := map[string]bool{}
+		ok := true
+		for _, n := range h.nodes {
+			st, err := h.status(n)
+			if err != nil || !st.Healthy || len(st.VIPs) != 1 || len(st.Nodes) != len(h.nodes) {
+				ok = false
+				last = fmt.Sprintf("%s: %v %+v", n.name, err, st)
+				break
+			}
+			for _, v := range st.Nodes {
+				ok = ok && v.Healthy
+			}
+			holders[st.VIPs[0].Holder] = true
+		}
+		if ok && len(holders) == 1 {
+			for _, n := range h.nodes {
+				if holders[n.name] {
+					st, _ := h.status(n)
+					if st.VIPs[0].State == "master" {
+						return n, nil
+					}
+				}
+			}
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	return nil, fmt.Errorf("cluster did not settle on one VIP holder in %s (last: %s)", d, last)
+}
+
+// inClient runs f on a thread in the client namespace (sockets made there belong to it).
+func (h *harness) inClient(f func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread dies with the goroutine
+		if err := netns.Set(h.client); err != nil {
+			errc <- err
+			return
+		}
+		errc <- f()
+	}()
+	return <-errc
+}
+
+func (h *harness) login(timeout time.Duration) (*loadgen.Conn, error) {
+	var c *loadgen.Conn
+	err := h.inClient(func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		defer cancel()
+		var err error
+		c, err = loadgen.Login(ctx, loadgen.Options{Addr: vipAddr, Domain: domain, Timeout: timeout, Resource: "r"}, "bench", "secret")
+		return err
+	})
+	return c, err
+}
+
+func (h *harness) neighbour() string {
+	out, _ := exec.Command("ip", "-n", h.prefix+"-c", "neigh", "show", subnet+".100").Output()
+	f := strings.Fields(string(out))
+	for i, w := range f {
+		if w == "lladdr" && i+1 < len(f) {
+			return f[i+1]
+		}
+	}
+	return ""
+}
+
+func (h *harness) killOnce(ctx context.Context, i int) (Kill, error) {
+	victim, err := h.holder(90 * time.Second)
+	if err != nil {
+		return Kill{}, err
+	}
+	c, err := h.login(10 * time.Second)
+	if err != nil {
+		return Kill{}, fmt.Errorf("login through the VIP: %w", err)
+	}
+	defer c.Abort()
+	// Let the holder publish the connection (its rows are refreshed every second).
+	time.Sleep(2500 * time.Millisecond)
+	failed := make(chan time.Time, 1)
+	go func() {
+		c.SetDeadline(time.Now().Add(60 * time.Second))
+		for {
+			if _, err := c.Next(); err != nil {
+				failed <- time.Now()
+				return
+			}
+		}
+	}()
+	t0 := time.Now()
+	if err := ip("-n", victim.ns, "link", "set", "eth0", "down"); err != nil {
+		return Kill{}, err
+	}
+	victim.cmd.Process.Kill()
+	<-victim.done
+	victim.log.Close()
+	k := Kill{Killed: victim.name}
+	var detected time.Time
+	select {
+	case detected = <-failed:
+	case <-time.After(30 * time.Second):
+		return k, errors.New("the client's connection did not fail within 30 s")
+	}
+	k.Detect = detected.Sub(t0).Seconds()
+	for {
+		k.Attempts++
+		nc, err := h.login(time.Second)
+		if err == nil {
+			k.Served = time.Since(t0).Seconds()
+			nc.Close()
+			break
+		}
+		if time.Since(t0) > 30*time.Second {
+			return k, fmt.Errorf("not served again within 30 s: %w", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	k.Neighbour = h.neighbour()
+	for _, n := range h.nodes {
+		if n.mac == k.Neighbour {
+			k.NewHolder = n.name
+		}
+	}
+	if k.NewHolder == "" || k.NewHolder == victim.name {
+		return k, fmt.Errorf("the client's neighbour entry for the VIP is %q after the kill, not a survivor's MAC", k.Neighbour)
+	}
+	// Restore: the stale address goes (as init does for a dead xmppd), link up, restart.
+	_ = ip("-n", victim.ns, "addr", "del", vipCIDR, "dev", "eth0")
+	if err := ip("-n", victim.ns, "link", "set", "eth0", "up"); err != nil {
+		return k, err
+	}
+	if err := h.start(victim); err != nil {
+		return k, err
+	}
+	if err := h.waitAdmin(victim, 60*time.Second); err != nil {
+		return k, err
+	}
+	return k, nil
+}
+
+func (h *harness) teardown() {
+	for _, n := range h.nodes {
+		if n.cmd != nil && n.cmd.Process != nil {
+			select {
+			case <-n.done:
+			default:
+				n.cmd.Process.Signal(syscall.SIGTERM)
+				select {
+				case <-n.done:
+				case <-time.After(5 * time.Second):
+					n.cmd.Process.Kill()
+					<-n.done
+				}
+			}
+		}
+		if n.log != nil {
+			n.log.Close()
+		}
+		exec.Command("ip", "netns", "del", n.ns).Run()
+	}
+	if h.client.IsOpen() {
+		h.client.Close()
+	}
+	exec.Command("ip", "netns", "del", h.prefix+"-c").Run()
+}
+
+// Markdown renders a result as a short report.
+func (r *Result) Markdown() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "# VIP failover, %s\n\n", r.Started.Format(time.RFC3339))
+	fmt.Fprintf(&b, "%d xmppd nodes in network namespaces on one bridge, one VIP (%s), a client in a third namespace.\n%s.\n\n", r.Nodes, r.VIP, r.Description)
+	fmt.Fprintf(&b, "| figure | p50 (s) | max (s) |\n|---|---:|---:|\n")
+	fmt.Fprintf(&b, "| served again (reconnected, logged in, ping answered) | %.3f | %.3f |\n", r.ServedP50, r.ServedMax)
+	fmt.Fprintf(&b, "| old connection failed at the client (tickle ACK -> reset) | %.3f | %.3f |\n\n", r.DetectP50, r.DetectMax)
+	fmt.Fprintf(&b, "Kills: %d. Target: served again <= 2 s.\n\n| # | killed | new holder | detect (s) | served (s) | neighbour MAC |\n|---:|---|---|---:|---:|---|\n", len(r.Kills))
+	for i, k := range r.Kills {
+		fmt.Fprintf(&b, "| %d | %s | %s | %.3f | %.3f | %s |\n", i+1, k.Killed, k.NewHolder, k.Detect, k.Served, k.Neighbour)
+	}
+	fmt.Fprintf(&b, "\nxmppd flags: `%s`\n", strings.Join(r.Flags, " "))
+	return b.String()
+}
