@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -84,6 +85,7 @@ type Agent struct {
 	cancel     context.CancelFunc
 	wg         sync.WaitGroup
 	keyRefused []string // senders refused for a wrong key
+	wrongKey   []string // seeds that refused this node's join for a wrong key (JoinError texts)
 }
 
 type memberState struct {
@@ -200,10 +202,17 @@ func (a *Agent) Start(ctx context.Context) error {
 	}
 	mc.Keyring = kr
 	mc.GossipVerifyIncoming, mc.GossipVerifyOutgoing = true, true
+	nt, err := memberlist.NewNetTransport(&memberlist.NetTransportConfig{
+		BindAddrs: []string{mc.BindAddr}, BindPort: mc.BindPort, Logger: stdlog})
+	if err != nil {
+		return fmt.Errorf("discovery: start gossip on %s (TCP and UDP): %s", a.cfg.BindAddr, oneLine(err.Error()))
+	}
+	mc.Transport = &boundTransport{NetTransport: nt, local: a.cfg.BindAddr.Addr()}
 	sc.MemberlistConfig = mc
 	s, err := serf.Create(sc)
 	if err != nil {
-		return fmt.Errorf("discovery: start gossip on %s (TCP and UDP): %s", a.cfg.BindAddr, oneLine(err.Error()))
+		_ = nt.Shutdown()
+		return fmt.Errorf("discovery: start gossip on %s: %s", a.cfg.BindAddr, oneLine(err.Error()))
 	}
 	lctx, cancel := context.WithCancel(context.Background())
 	a.mu.Lock()
@@ -297,6 +306,14 @@ func (a *Agent) KeyRefused() []string {
 	return append([]string(nil), a.keyRefused...)
 }
 
+// WrongKeySeeds returns the join errors of seeds that refused this node for a
+// wrong cluster key.
+func (a *Agent) WrongKeySeeds() []string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return append([]string(nil), a.wrongKey...)
+}
+
 // ErrWrongKey marks a join refused because the peer uses another cluster key.
 var ErrWrongKey = errors.New("wrong cluster key")
 
@@ -338,7 +355,15 @@ func (a *Agent) Join(addrs []string, found string) (int, error) {
 			n += k
 			continue
 		}
-		errs = append(errs, explainJoin(addr, err))
+		je := explainJoin(addr, err)
+		if errors.Is(je, ErrWrongKey) {
+			a.mu.Lock()
+			if !slices.Contains(a.wrongKey, je.Error()) {
+				a.wrongKey = append(a.wrongKey, je.Error())
+			}
+			a.mu.Unlock()
+		}
+		errs = append(errs, je)
 	}
 	return n, errors.Join(errs...)
 }
@@ -799,3 +824,29 @@ func cmpOr(v, d int) int {
 }
 
 var _ View = (*Agent)(nil)
+
+// boundTransport is memberlist's TCP/UDP transport whose outgoing TCP streams
+// leave from the gossip address, so that a peer that refuses them (wrong key)
+// names this node's address, not whatever source the kernel picked.
+type boundTransport struct {
+	*memberlist.NetTransport
+	local netip.Addr
+}
+
+func (t *boundTransport) dial(addr string, timeout time.Duration) (net.Conn, error) {
+	d := net.Dialer{Timeout: timeout}
+	if t.local.IsValid() && !t.local.IsUnspecified() {
+		d.LocalAddr = &net.TCPAddr{IP: t.local.AsSlice()}
+	}
+	return d.Dial("tcp", addr)
+}
+
+// DialTimeout implements memberlist.Transport.
+func (t *boundTransport) DialTimeout(addr string, timeout time.Duration) (net.Conn, error) {
+	return t.dial(addr, timeout)
+}
+
+// DialAddressTimeout implements memberlist.NodeAwareTransport.
+func (t *boundTransport) DialAddressTimeout(a memberlist.Address, timeout time.Duration) (net.Conn, error) {
+	return t.dial(a.Addr, timeout)
+}

@@ -186,9 +186,8 @@ func TestAgentWrongKey(t *testing.T) {
 		t.Fatalf("join error is not one line naming the seed and the key: %q", msg)
 	}
 	t.Logf("joiner's error: %s", msg)
-	// On loopback the kernel picks 127.0.0.1 as the source of the joiner's
-	// TCP connection; on a real network it is the joiner's address.
-	refused := regexp.MustCompile(`refused gossip from 127\.0\.0\.\d+: wrong cluster key`)
+	// The joiner's streams leave from its gossip address, so the seed names it.
+	refused := regexp.MustCompile(`refused gossip from 127\.0\.0\.4: wrong cluster key`)
 	waitFor(t, 3*time.Second, "the seed logs the refusal", func() bool { return refused.MatchString(good.log.String()) })
 	var lines []string
 	for _, l := range strings.Split(good.log.String(), "\n") {
@@ -305,4 +304,19 @@ func TestAutoJoinGivesUp(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "waiting for a") || !strings.Contains(err.Error(), "a 127.0.2.1") {
 		t.Fatalf("err = %v", err)
 	}
+}
+
+// TestAutoJoinWrongKeyDoesNotBootstrap: a node whose seed refuses its key does
+// not bootstrap a cluster of its own beside it; its error names the seed and the key.
+func TestAutoJoinWrongKeyDoesNotBootstrap(t *testing.T) {
+	good := startAgent(t, "z-good", "127.0.2.5", testKey, nil, nil)
+	seed := good.cfg.AdvertiseAddr.String()
+	bad := startAgent(t, "a-bad", "127.0.2.6", []byte("another-key-0123456789abcdef!"), []string{seed}, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	d, err := bad.AutoJoin(ctx, AutoJoinOptions{Window: 300 * time.Millisecond})
+	if err == nil || !strings.Contains(err.Error(), seed) || !strings.Contains(err.Error(), "wrong cluster key") || strings.Contains(err.Error(), "\n") {
+		t.Fatalf("decision %v, err %v", d, err)
+	}
+	t.Logf("%v", err)
 }

@@ -3,6 +3,7 @@ package discovery
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -41,6 +42,11 @@ func (a *Agent) AutoJoin(ctx context.Context, o AutoJoinOptions) (Decision, erro
 			a.log.Info("auto-join: joining the cluster", "reason", d.Reason, "cluster_addrs", d.Join)
 			return d, nil
 		case Bootstrap:
+			if wk := a.WrongKeySeeds(); len(wk) > 0 {
+				// A seed is there but refuses this node's key: bootstrapping
+				// would make a second cluster beside it.
+				return Decision{}, fmt.Errorf("discovery: auto-join: not bootstrapping a cluster of its own: %s", strings.Join(wk, "; "))
+			}
 			if err := a.UpdateTags(func(t *Tags) { t.Cluster = ClusterBootstrapping }); err != nil {
 				a.log.Warn("auto-join: cannot announce bootstrapping", "err", err)
 			}

@@ -80,7 +80,10 @@ func (g *gossipLog) line(l string) {
 			msg = strings.TrimSpace(msg[i+1:])
 		}
 	}
-	if IsKeyError(msg) {
+	if strings.Contains(msg, "memberlist: failed to join ") || strings.Contains(msg, "memberlist: Failed to join ") {
+		// The agent explains a failed join itself (JoinError), in one line.
+		level = slog.LevelDebug
+	} else if IsKeyError(msg) {
 		g.keyError(msg)
 		return
 	}

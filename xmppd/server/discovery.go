@@ -1,10 +1,15 @@
 package server
 
 import (
+	"context"
 	"net"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
+	"time"
 
 	"xedge/discovery"
 	"xedge/xmppd/version"
@@ -25,6 +30,155 @@ func (s *Server) Membership() discovery.View {
 	return v.(discovery.View)
 }
 
+// memberMarker is the file in the data directory that says this node has been
+// part of a cluster: on its next start it announces itself as a member at once,
+// so that a fresh node booting at the same moment joins it instead of
+// bootstrapping a second cluster (docs/discovery.md).
+const memberMarker = "cluster-member"
+
+func init() {
+	registerFeature(Feature{Name: "discovery", Build: buildDiscovery})
+}
+
+// buildDiscovery starts Serf membership before the store (BeforeStorage): it
+// joins seeds, DNS SRV seeds and what the subnet scan finds, and, when join is
+// empty, chooses the store's join seeds (or lets it bootstrap) by the bootstrap
+// rule. After the store has started it keeps the node's tags current.
+func buildDiscovery(s *Server) ([]StagedComponent, error) {
+	cfg := s.cfg
+	src := cfg.DiscoverySources()
+	if !src.Serf {
+		return nil, nil
+	}
+	key, err := cfg.LoadClusterKey()
+	if err != nil {
+		return nil, err
+	}
+	bind, adv, err := cfg.GossipAddrs()
+	if err != nil {
+		return nil, err
+	}
+	local := s.localMember()
+	d := cfg.Discovery
+	srvDomain := ""
+	if src.DNS {
+		srvDomain = d.Domain
+	}
+	servers, err := discovery.ParseServers(d.DNSServers)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := os.Stat(filepath.Join(cfg.Data, memberMarker)); err == nil {
+		local.Tags.Cluster = discovery.ClusterMember
+	}
+	agent, err := discovery.New(discovery.Config{
+		NodeName: cfg.Node, BindAddr: bind, AdvertiseAddr: adv, ClusterKey: key, Tags: local.Tags,
+		SnapshotPath: filepath.Join(cfg.Data, "serf.snapshot"), Logger: s.log,
+		Seeds: cfg.GossipSeeds(), SRVDomain: srvDomain, DNSServers: servers, ReverseDNS: d.ReverseDNS,
+		Scan: src.Scan, ScanRate: d.ScanRate, ScanMaxBits: d.ScanMaxPrefix,
+		ProbeInterval: d.ProbeInterval, SuspicionMult: d.SuspicionMult,
+	})
+	if err != nil {
+		return nil, err
+	}
+	memberships.Store(s, discovery.View(agent))
+	s.Admin.Handle("gossip", func(ctx context.Context, args []string) (any, error) { return gossipMembers(agent), nil })
+
+	tagCtx, stopTags := context.WithCancel(context.Background())
+	var tagWG sync.WaitGroup
+	start := func(ctx context.Context) error {
+		if err := agent.Start(ctx); err != nil {
+			return err
+		}
+		if !src.AutoJoin {
+			return nil
+		}
+		jctx, cancel := context.WithTimeout(ctx, cfg.JoinTimeout)
+		defer cancel()
+		dec, err := agent.AutoJoin(jctx, discovery.AutoJoinOptions{Window: d.Window, Expect: d.BootstrapExpect})
+		if err != nil {
+			_ = agent.Stop(ctx)
+			return err
+		}
+		if dec.Action == discovery.Join {
+			// The store reads the join seeds in its Start, which runs next.
+			cfg.Join = strings.Join(dec.Join, ",")
+		}
+		return nil
+	}
+	stop := func(ctx context.Context) error {
+		memberships.Delete(s)
+		return agent.Stop(ctx)
+	}
+	tagsStart := func(context.Context) error {
+		tagWG.Add(1)
+		go func() { defer tagWG.Done(); s.keepTags(tagCtx, agent) }()
+		return nil
+	}
+	tagsStop := func(context.Context) error {
+		stopTags()
+		tagWG.Wait()
+		return nil
+	}
+	return []StagedComponent{
+		{Stage: BeforeStorage, Name: "discovery", Start: start, Stop: stop},
+		{Stage: AfterStorage, Name: "discovery tags", Start: tagsStart, Stop: tagsStop},
+	}, nil
+}
+
+// keepTags marks this node a cluster member once its store runs, and keeps
+// the storage mode and session count in its tags (checked every second; the
+// agent gossips only changes).
+func (s *Server) keepTags(ctx context.Context, v discovery.View) {
+	marker := filepath.Join(s.cfg.Data, memberMarker)
+	if _, err := os.Stat(marker); err != nil {
+		msg := "this node joined a cluster at " + time.Now().UTC().Format(time.RFC3339) + "; it announces itself as a member on start\n"
+		if err := os.WriteFile(marker, []byte(msg), 0o600); err != nil {
+			s.log.Warn("cannot write the cluster member marker", "component", "discovery", "file", marker, "err", err)
+		}
+	}
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		st := s.Store.Status()
+		load := s.Router.Count()
+		_ = v.UpdateTags(func(t *discovery.Tags) {
+			t.Cluster, t.Storage, t.Load = discovery.ClusterMember, st.Mode, load
+		})
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// gossipMember is one row of the admin command "gossip".
+type gossipMember struct {
+	Node      string `json:"node"`
+	Addr      string `json:"addr"`
+	State     string `json:"state"`
+	DNSName   string `json:"dns_name,omitempty"`
+	FoundBy   string `json:"found_by"`
+	Role      string `json:"role"`
+	Cluster   string `json:"cluster"`
+	Cluster2  string `json:"cluster_addr"`
+	Storage   string `json:"storage,omitempty"`
+	Sessions  int    `json:"sessions"`
+	InService bool   `json:"in_service"`
+	Since     string `json:"since"`
+}
+
+func gossipMembers(v discovery.View) []gossipMember {
+	var out []gossipMember
+	for _, m := range v.Members() {
+		out = append(out, gossipMember{Node: m.Name, Addr: m.Addr.String(), State: string(m.Status), DNSName: m.DNSName,
+			FoundBy: m.FoundBy, Role: string(m.Tags.Role), Cluster: m.Tags.Cluster, Cluster2: m.Tags.ClusterAddr,
+			Storage: m.Tags.Storage, Sessions: m.Tags.Load, InService: m.Tags.InService, Since: m.Since.UTC().Format(time.RFC3339)})
+	}
+	return out
+}
+
 // localMember describes this node from its configuration.
 func (s *Server) localMember() discovery.Member {
 	cfg := s.cfg
@@ -38,8 +192,12 @@ func (s *Server) localMember() discovery.Member {
 		t.C2SPort, t.C2STLSPort = portOf(cfg.C2S), portOf(cfg.C2STLS)
 	}
 	m := discovery.Member{Name: cfg.Node, Status: discovery.StatusAlive, Tags: t, FoundBy: "self"}
-	if ap, err := netip.ParseAddrPort(t.ClusterAddr); err == nil {
-		m.Addr = ap
+	if cfg.Clustered() {
+		if _, adv, err := cfg.GossipAddrs(); err == nil && cfg.DiscoverySources().Serf {
+			m.Addr = adv
+		} else if ap, err := netip.ParseAddrPort(t.ClusterAddr); err == nil {
+			m.Addr = ap
+		}
 	}
 	return m
 }
