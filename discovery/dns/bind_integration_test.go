@@ -220,6 +220,17 @@ func TestBINDUpdates(t *testing.T) {
 	if strings.Contains(logs.String(), "level=ERROR") {
 		t.Errorf("errors logged:\n%s", logs.String())
 	}
+
+	// The pusher (n1, Self) stops while others remain: it removes itself first.
+	if err := pub.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := srvTargets(b.addr); strings.Join(got, ",") != "n2.node.example.org.,n3.node.example.org." {
+		t.Fatalf("after the pusher stopped: %v, want n2 and n3", got)
+	}
+	if got := dig(t, b.addr, "n1.node.example.org", "A"); len(got) != 0 {
+		t.Fatalf("the stopped pusher's A record stayed: %q", got)
+	}
 }
 
 // TestBINDBadKey: a key BIND does not know is refused; the failure is logged

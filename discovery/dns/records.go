@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"sort"
 	"strings"
+	"sync"
 
 	mdns "github.com/miekg/dns"
 )
@@ -143,9 +144,11 @@ func label(name string) string {
 
 // Builder turns a View into records. It remembers which nodes it last called
 // loaded, so a node hovering at the threshold does not flip between priorities
-// on every build (enter above LoadFactor, leave below halfway to it).
+// on every build (enter above LoadFactor, leave below halfway to it). It is
+// safe for concurrent use.
 type Builder struct {
 	p      Params
+	mu     sync.Mutex
 	loaded map[string]bool
 }
 
@@ -198,6 +201,8 @@ func (b *Builder) Build(v View) Result {
 	eligible := func(n *Node) bool { return n.Healthy && n.InService && len(n.Addrs) > 0 }
 
 	// Loaded nodes, relative to the average of the eligible, non-draining ones.
+	b.mu.Lock()
+	defer b.mu.Unlock()
 	var sum, cnt int
 	for i := range nodes {
 		if n := &nodes[i]; eligible(n) && !n.Draining {
