@@ -1,11 +1,7 @@
 package loadgen
 
 import (
-	"crypto/hmac"
-	"crypto/pbkdf2"
 	"crypto/rand"
-	"crypto/sha1"
-	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
 	"errors"
@@ -14,12 +10,14 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+
+	"xedge/xmppd/scramkey"
 )
 
 // SCRAM mechanism names.
 const (
-	ScramSHA1   = "SCRAM-SHA-1"
-	ScramSHA256 = "SCRAM-SHA-256"
+	ScramSHA1   = scramkey.SHA1
+	ScramSHA256 = scramkey.SHA256
 )
 
 // ErrServerSignature means the server's final message did not prove it knows the key.
@@ -32,8 +30,6 @@ var ErrServerSignature = errors.New("scram: server signature mismatch")
 // login test. Each exchange still computes its proof and verifies the server's
 // signature (two HMACs over its own AuthMessage).
 var saltedCache sync.Map
-
-type scramKeys struct{ client, stored, server []byte }
 
 // Scram is the client side of one SCRAM exchange (RFC 5802 / RFC 7677), without
 // channel binding (gs2 header "n,,").
@@ -49,13 +45,8 @@ type Scram struct {
 // NewScram starts an exchange for mech (ScramSHA1 or ScramSHA256). An empty nonce
 // draws a random one.
 func NewScram(mech, user, pass, nonce string) (*Scram, error) {
-	s := &Scram{mech: mech, user: user, pass: pass, cnonce: nonce}
-	switch mech {
-	case ScramSHA1:
-		s.newHash = sha1.New
-	case ScramSHA256:
-		s.newHash = sha256.New
-	default:
+	s := &Scram{mech: mech, user: user, pass: pass, cnonce: nonce, newHash: scramkey.HashFor(mech)}
+	if s.newHash == nil {
 		return nil, fmt.Errorf("scram: unsupported mechanism %q", mech)
 	}
 	if s.cnonce == "" {
@@ -118,7 +109,7 @@ func (s *Scram) ClientFinal(serverFirst string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	clientKey, storedKey, serverKey := keys.client, keys.stored, keys.server
+	clientKey, storedKey, serverKey := keys.Client, keys.Stored, keys.Server
 	withoutProof := "c=biws,r=" + nonce
 	authMessage := s.clientFirst + "," + serverFirst + "," + withoutProof
 	sig := s.hmac(storedKey, authMessage)
@@ -152,26 +143,19 @@ func (s *Scram) Verify(serverFinal string) error {
 	return nil
 }
 
-func (s *Scram) hmac(key []byte, msg string) []byte {
-	m := hmac.New(s.newHash, key)
-	m.Write([]byte(msg))
-	return m.Sum(nil)
-}
+func (s *Scram) hmac(key []byte, msg string) []byte { return scramkey.HMAC(s.newHash, key, msg) }
 
-func (s *Scram) keys(salt []byte, iter int) (scramKeys, error) {
+// keys derives (once per mechanism, password, salt and iteration count: see
+// saltedCache) with the derivation xmppd's server side uses.
+func (s *Scram) keys(salt []byte, iter int) (scramkey.Keys, error) {
 	key := s.mech + "\x00" + s.pass + "\x00" + string(salt) + "\x00" + strconv.Itoa(iter)
 	if v, ok := saltedCache.Load(key); ok {
-		return v.(scramKeys), nil
+		return v.(scramkey.Keys), nil
 	}
-	size := s.newHash().Size()
-	salted, err := pbkdf2.Key(s.newHash, s.pass, salt, iter, size)
+	k, err := scramkey.Derive(s.mech, s.pass, salt, iter)
 	if err != nil {
-		return scramKeys{}, fmt.Errorf("scram: pbkdf2: %w", err)
+		return scramkey.Keys{}, err
 	}
-	k := scramKeys{client: s.hmac(salted, "Client Key"), server: s.hmac(salted, "Server Key")}
-	h := s.newHash()
-	h.Write(k.client)
-	k.stored = h.Sum(nil)
 	saltedCache.Store(key, k)
 	return k, nil
 }

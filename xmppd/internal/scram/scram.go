@@ -8,14 +8,11 @@
 // with crypto/hmac and crypto/pbkdf2 instead.
 //
 // It owns SCRAM message parsing and verification; it must not import other xmppd
-// packages.
+// packages but scramkey (the key derivation it shares with bench/loadgen).
 package scram
 
 import (
-	"crypto/hmac"
-	"crypto/pbkdf2"
 	"crypto/rand"
-	"crypto/sha1"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
@@ -24,12 +21,14 @@ import (
 	"hash"
 	"strconv"
 	"strings"
+
+	"xedge/xmppd/scramkey"
 )
 
 // Mechanism names.
 const (
-	SHA1   = "SCRAM-SHA-1"
-	SHA256 = "SCRAM-SHA-256"
+	SHA1   = scramkey.SHA1
+	SHA256 = scramkey.SHA256
 )
 
 // DefaultIterations is the PBKDF2 iteration count for new credentials.
@@ -51,15 +50,7 @@ type Keys struct {
 }
 
 // HashFor returns the hash constructor for a mechanism name, or nil.
-func HashFor(mech string) func() hash.Hash {
-	switch mech {
-	case SHA1:
-		return sha1.New
-	case SHA256:
-		return sha256.New
-	}
-	return nil
-}
+func HashFor(mech string) func() hash.Hash { return scramkey.HashFor(mech) }
 
 // Derive computes Keys for password with a fresh random salt.
 func Derive(mech, password string, iterations int) (Keys, error) {
@@ -70,20 +61,14 @@ func Derive(mech, password string, iterations int) (Keys, error) {
 	return DeriveWithSalt(mech, password, salt, iterations)
 }
 
-// DeriveWithSalt computes Keys for password with the given salt.
+// DeriveWithSalt computes Keys for password with the given salt (the
+// derivation is scramkey's, shared with the load generator's client side).
 func DeriveWithSalt(mech, password string, salt []byte, iterations int) (Keys, error) {
-	h := HashFor(mech)
-	if h == nil {
-		return Keys{}, fmt.Errorf("scram: unknown mechanism %q", mech)
-	}
-	salted, err := pbkdf2.Key(h, password, salt, iterations, h().Size())
+	k, err := scramkey.Derive(mech, password, salt, iterations)
 	if err != nil {
-		return Keys{}, fmt.Errorf("scram: pbkdf2: %w", err)
+		return Keys{}, err
 	}
-	clientKey := mac(h, salted, "Client Key")
-	stored := h()
-	stored.Write(clientKey)
-	return Keys{Salt: salt, Iterations: iterations, StoredKey: stored.Sum(nil), ServerKey: mac(h, salted, "Server Key")}, nil
+	return Keys{Salt: salt, Iterations: iterations, StoredKey: k.Stored, ServerKey: k.Server}, nil
 }
 
 // Verify reports whether password matches k (used for SASL PLAIN).
@@ -95,11 +80,7 @@ func (k Keys) Verify(mech, password string) bool {
 	return subtle.ConstantTimeCompare(got.StoredKey, k.StoredKey) == 1
 }
 
-func mac(h func() hash.Hash, key []byte, msg string) []byte {
-	m := hmac.New(h, key)
-	m.Write([]byte(msg))
-	return m.Sum(nil)
-}
+func mac(h func() hash.Hash, key []byte, msg string) []byte { return scramkey.HMAC(h, key, msg) }
 
 // ClientFirst is a parsed client-first-message.
 type ClientFirst struct {
