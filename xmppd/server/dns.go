@@ -148,7 +148,11 @@ func (f *dnsFeature) view() dnspub.View {
 			n.Addrs = []netip.Addr{a.Unmap()}
 		}
 		if m.Name == s.cfg.Node {
-			n.Load = s.Router.Count() // fresher than our own gossiped tag
+			if !s.cfg.Clustered() {
+				// No gossip polls the count into the tag. (In a cluster every
+				// node reads the gossiped counts, so all nodes answer alike.)
+				n.Load = s.Router.Count()
+			}
 			if len(n.Addrs) == 0 {
 				n.Addrs = f.localAddrs()
 			}
