@@ -9,6 +9,7 @@ import (
 
 	"xedge/storage"
 	"xedge/xmppd/jid"
+	"xedge/xmppd/module"
 	"xedge/xmppd/router"
 	"xedge/xmppd/version"
 )
@@ -77,17 +78,7 @@ func (s *Server) adminHandlers() {
 	}
 	a.Handle("users", users)
 	a.Handle("registered_users", users) // ejabberdctl registered_users HOST
-	a.Handle("sessions", func(context.Context, []string) (any, error) {
-		out := []router.SessionInfo{}
-		for _, ss := range s.Router.All() {
-			if d, ok := ss.(router.Describer); ok {
-				out = append(out, d.Info())
-			} else {
-				out = append(out, router.SessionInfo{JID: ss.JID().String(), ID: ss.ID()})
-			}
-		}
-		return out, nil
-	})
+	a.Handle("sessions", func(context.Context, []string) (any, error) { return sessionInfos(s.Router.All()), nil })
 	a.Handle("kick", func(_ context.Context, args []string) (any, error) {
 		j, err := jid.Parse(args[0])
 		if err != nil || j.Local == "" {
@@ -153,4 +144,17 @@ func (s *Server) SetLogLevel(l string) error {
 	}
 	s.level.Set(lv.l)
 	return nil
+}
+
+// sessionInfos describes sessions for the admin commands.
+func sessionInfos(l []module.Session) []router.SessionInfo {
+	out := []router.SessionInfo{}
+	for _, ss := range l {
+		if d, ok := ss.(router.Describer); ok {
+			out = append(out, d.Info())
+		} else {
+			out = append(out, router.SessionInfo{JID: ss.JID().String(), ID: ss.ID()})
+		}
+	}
+	return out
 }

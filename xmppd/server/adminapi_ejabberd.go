@@ -67,15 +67,7 @@ func (s *Server) ejabberdctlHandlers() {
 		if err != nil {
 			return nil, fmt.Errorf("invalid user %q: %w", args[0], err)
 		}
-		out := []router.SessionInfo{}
-		for _, ss := range s.Router.Sessions(bare) {
-			if d, ok := ss.(router.Describer); ok {
-				out = append(out, d.Info())
-			} else {
-				out = append(out, router.SessionInfo{JID: ss.JID().String(), ID: ss.ID()})
-			}
-		}
-		return out, nil
+		return sessionInfos(s.Router.Sessions(bare)), nil
 	})
 	a.Handle("kick_session", func(_ context.Context, args []string) (any, error) {
 		if len(args) < 3 || len(args) > 4 {
