@@ -2,6 +2,7 @@ package lab
 
 import (
 	"context"
+	crand "crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -26,6 +27,15 @@ type State struct {
 	Domain     string      `json:"domain"`
 	SegmentPID int         `json:"segment_pid"`
 	Nodes      []NodeState `json:"nodes"`
+	// Boot is "direct" (qemu loads the PVH kernel) or "pxe" (nodes boot from the
+	// network: the lab's PXE server on the bridge).
+	Boot    string `json:"boot,omitempty"`
+	Storage bool   `json:"storage,omitempty"` // one iSCSI LUN per node (tgtd in the namespace)
+	// Kernel, Initrd and Params are how nodes are booted (kept for AddNode).
+	Kernel string `json:"kernel"`
+	Initrd string `json:"initrd"`
+	Params string `json:"params,omitempty"`
+	Key    bool   `json:"clustered,omitempty"` // cluster.key in the lab dir
 }
 
 // NodeState is one lab node.
@@ -35,6 +45,8 @@ type NodeState struct {
 	PID  int    `json:"pid"`
 	MAC  string `json:"mac"`
 	Port int    `json:"c2s_port"` // 127.0.0.1:Port -> node:5222
+	// Started is when qemu was started (power-on).
+	Started time.Time `json:"started"`
 }
 
 // UpOptions configures `xedge lab up`.
@@ -51,8 +63,17 @@ type UpOptions struct {
 	ClusterKey string
 	Self       []string // argv to run this tool's hidden `lab segment` server
 	MaxBoot    int      // nodes booting at once (2 on a 2-core host)
-	Log        io.Writer
-	WaitReady  time.Duration
+	// PXE boots the nodes from the network (root mode only): PXEKernel (bzImage)
+	// and PXEInitrd (initramfs.cpio.xz) are served by the lab's PXE server, which
+	// also hands every node the cluster key (ClusterKey, or a random one) and seeds.
+	PXE                  bool
+	PXEKernel, PXEInitrd string
+	// Storage gives every node an iSCSI LUN (root mode only): one tgtd per node in
+	// the lab's namespace, xedge.storage from the PXE server (or on the kernel
+	// command line when booted directly).
+	Storage   bool
+	Log       io.Writer
+	WaitReady time.Duration
 }
 
 const stateFile = "lab.json"
@@ -134,24 +155,50 @@ func Up(ctx context.Context, o UpOptions) (*State, []string, error) {
 	if o.WaitReady == 0 {
 		o.WaitReady = 3 * time.Minute
 	}
-	st := &State{Mode: "mcast", Domain: o.Domain}
+	st := &State{Mode: "mcast", Domain: o.Domain, Boot: "direct", Kernel: o.Kernel, Initrd: o.Initrd, Params: o.Params, Storage: o.Storage}
+	if o.PXE {
+		st.Boot = "pxe"
+		if o.ClusterKey == "" {
+			o.ClusterKey = randomKey()
+		}
+	}
+	if (o.PXE || o.Storage) && o.Mode != "netns" {
+		return nil, nil, errors.New("lab up: --pxe and --storage need root mode (--mode netns, run as root): the PXE server, HTTP and tgtd live in the lab's network namespace")
+	}
+	if o.ClusterKey != "" {
+		if err := os.WriteFile(filepath.Join(dir, "cluster.key"), []byte(o.ClusterKey), 0o600); err != nil {
+			return nil, nil, err
+		}
+		st.Key = true
+	}
 	var ns *NetNS
-	args := append([]string{}, o.Self[1:]...)
+	var cmd *exec.Cmd
 	switch o.Mode {
 	case "", "mcast":
 		st.Group = fmt.Sprintf("230.77.%d.%d:%d", rand.IntN(250)+1, rand.IntN(250)+1, 20000+rand.IntN(30000))
-		args = append(args, "--group", st.Group, "--domain", o.Domain)
+		cmd = exec.Command(o.Self[0], append(append([]string{}, o.Self[1:]...), "--group", st.Group, "--domain", o.Domain)...)
 	case "netns":
 		st.Mode = "netns"
 		st.NetNS = fmt.Sprintf("xedge-lab-%d", rand.IntN(1e6))
 		if ns, err = CreateNetNS(st.NetNS); err != nil {
 			return nil, nil, err
 		}
-		args = append(args, "--netns", st.NetNS, "--domain", o.Domain)
+		// The boot server runs inside the namespace: its DHCP, HTTP and RA sockets
+		// and the tgtd daemons it starts all live there.
+		args := append([]string{"netns", "exec", st.NetNS, o.Self[0]}, o.Self[1:]...)
+		args = append(args, "--netns", st.NetNS, "--boot", "--domain", o.Domain, "--nodes", fmt.Sprint(o.Nodes),
+			"--cmdline", strings.TrimSpace(DefaultCmdline+" "+o.Params))
+		if o.PXE {
+			args = append(args, "--kernel", o.PXEKernel, "--initrd", o.PXEInitrd, "--key-file", filepath.Join(dir, "cluster.key"))
+		}
+		if o.Storage {
+			args = append(args, "--storage")
+		}
+		cmd = exec.Command("ip", args...)
 	default:
 		return nil, nil, fmt.Errorf("lab up: mode %q: want mcast or netns", o.Mode)
 	}
-	// Segment's DHCP server, detached so it outlives this command.
+	// The segment's server, detached so it outlives this command.
 	seglog, err := os.Create(filepath.Join(dir, "segment.log"))
 	if err != nil {
 		if ns != nil {
@@ -159,7 +206,6 @@ func Up(ctx context.Context, o UpOptions) (*State, []string, error) {
 		}
 		return nil, nil, err
 	}
-	cmd := exec.Command(o.Self[0], args...)
 	cmd.Stdout, cmd.Stderr = seglog, seglog
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
@@ -175,50 +221,38 @@ func Up(ctx context.Context, o UpOptions) (*State, []string, error) {
 	if err := st.save(dir); err != nil {
 		return nil, nil, err
 	}
+	if st.Mode == "netns" {
+		if err := waitBootServer(ctx, dir, cmd); err != nil {
+			return st, nil, err
+		}
+	}
 	lines := make([]string, o.Nodes)
 	sem := make(chan struct{}, o.MaxBoot)
 	results := make(chan error, o.Nodes)
 	for i := 1; i <= o.Nodes; i++ {
-		port, err := FreePort()
-		if err != nil {
-			return st, nil, err
-		}
-		nst := NodeState{Name: fmt.Sprintf("node%d", i), Dir: filepath.Join(dir, fmt.Sprintf("node%d", i)),
-			MAC: fmt.Sprintf("52:54:00:77:01:%02x", i), Port: port}
-		segNIC := NIC{Kind: "mcast", Mcast: st.Group, MAC: nst.MAC}
-		if ns != nil {
-			tap, err := ns.OpenTap(fmt.Sprintf("tap%d", i))
-			if err != nil {
-				return st, nil, err
-			}
-			segNIC = NIC{Kind: "tapfd", TapFile: tap, MAC: nst.MAC}
-		}
 		sem <- struct{}{}
 		params := o.Params
-		if o.ClusterKey != "" {
+		if o.ClusterKey != "" && !o.PXE {
 			params += " xedge.key=" + o.ClusterKey
 			if i > 1 {
 				params += " xedge.seeds=10.77.0.11"
 			}
 		}
-		vm, err := Start(ctx, Config{Name: nst.Name, Kernel: o.Kernel, Initrd: o.Initrd, Params: strings.TrimSpace(params), Dir: nst.Dir, Daemonize: true,
-			NICs: []NIC{segNIC, {Kind: "user", Forwards: map[int]int{port: 5222}}}})
-		if segNIC.TapFile != nil {
-			segNIC.TapFile.Close() // qemu holds its own copy
+		if o.Storage && !o.PXE {
+			params += " xedge.storage=" + StorageURL(i)
 		}
+		nst, err := st.startNode(ctx, dir, i, ns, o.PXE, strings.TrimSpace(params))
 		if err != nil {
 			<-sem
-			return st, nil, fmt.Errorf("%s: %w", nst.Name, err)
+			return st, nil, err
 		}
-		nst.PID = vm.PID
-		st.Nodes = append(st.Nodes, nst)
 		if err := st.save(dir); err != nil {
 			return st, nil, err
 		}
 		if o.Log != nil {
-			fmt.Fprintf(o.Log, "%s: qemu pid %d, c2s 127.0.0.1:%d\n", nst.Name, nst.PID, port)
+			fmt.Fprintf(o.Log, "%s: qemu pid %d, c2s 127.0.0.1:%d\n", nst.Name, nst.PID, nst.Port)
 		}
-		go func(i int, ns NodeState) {
+		go func(i int, nst NodeState) {
 			defer func() { <-sem }()
 			line, err := WaitConsole(ctx, filepath.Join(nst.Dir, "console.log"), readyOrMaint, o.WaitReady)
 			lines[i-1] = fmt.Sprintf("%s: %s", nst.Name, line)
@@ -237,7 +271,101 @@ func Up(ctx context.Context, o UpOptions) (*State, []string, error) {
 	return st, lines, errors.Join(errs...)
 }
 
-var readyOrMaint = regexp.MustCompile(`xedge: (ready \S+ \S+|maintenance[^\r\n]*)\r*\n`)
+// ReadyOrMaint matches a node's ready, maintenance or quarantine console line.
+var ReadyOrMaint = readyOrMaint
+
+var readyOrMaint = regexp.MustCompile(`xedge: (ready \S+ \S+|maintenance[^\r\n]*|quarantine[^\r\n]*)\r*\n`)
+
+// startNode boots lab node i: PXE (no kernel: the segment NIC boots from the
+// network) or direct (the PVH kernel with params on its command line).
+func (st *State) startNode(ctx context.Context, dir string, i int, ns *NetNS, pxeBoot bool, params string) (NodeState, error) {
+	port, err := FreePort()
+	if err != nil {
+		return NodeState{}, err
+	}
+	nst := NodeState{Name: fmt.Sprintf("node%d", i), Dir: filepath.Join(dir, fmt.Sprintf("node%d", i)),
+		MAC: fmt.Sprintf("52:54:00:77:01:%02x", i), Port: port}
+	segNIC := NIC{Kind: "mcast", Mcast: st.Group, MAC: nst.MAC, Boot: pxeBoot}
+	if ns != nil {
+		tap, err := ns.OpenTap(fmt.Sprintf("tap%d", i))
+		if err != nil {
+			return nst, err
+		}
+		segNIC = NIC{Kind: "tapfd", TapFile: tap, MAC: nst.MAC, Boot: pxeBoot}
+	}
+	cfg := Config{Name: nst.Name, Kernel: st.Kernel, Initrd: st.Initrd, Params: params, Dir: nst.Dir, Daemonize: true,
+		NICs: []NIC{segNIC, {Kind: "user", Forwards: map[int]int{port: 5222}}}}
+	if pxeBoot {
+		cfg.Kernel, cfg.Initrd, cfg.Params = "", "", ""
+	}
+	nst.Started = time.Now()
+	vm, err := Start(ctx, cfg)
+	if segNIC.TapFile != nil {
+		segNIC.TapFile.Close() // qemu holds its own copy
+	}
+	if err != nil {
+		return nst, fmt.Errorf("%s: %w", nst.Name, err)
+	}
+	nst.PID = vm.PID
+	st.Nodes = append(st.Nodes, nst)
+	return nst, nil
+}
+
+// AddOptions configure AddNode.
+type AddOptions struct {
+	// Direct boots the new node's kernel directly even in a PXE lab (a box that
+	// brings its own configuration, e.g. a wrong cluster key).
+	Direct bool
+	// Params are extra kernel parameters (direct boot only).
+	Params string
+}
+
+// AddNode boots one more node on a running lab's segment and returns it (it does
+// not wait for it to be ready: WaitConsole on its console.log).
+func AddNode(ctx context.Context, dir string, o AddOptions) (*NodeState, error) {
+	st, err := LoadState(dir)
+	if err != nil {
+		return nil, err
+	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, err
+	}
+	var ns *NetNS
+	if st.NetNS != "" {
+		ns = &NetNS{Name: st.NetNS}
+	}
+	i := len(st.Nodes) + 1
+	params := strings.TrimSpace(st.Params + " " + o.Params)
+	nst, err := st.startNode(ctx, abs, i, ns, st.Boot == "pxe" && !o.Direct, params)
+	if err != nil {
+		return nil, err
+	}
+	if err := st.save(abs); err != nil {
+		return nil, err
+	}
+	return &nst, nil
+}
+
+// waitBootServer waits until the boot server answers on its control socket (its
+// DHCP, HTTP and targets are up then), or reports its log when it died.
+func waitBootServer(ctx context.Context, dir string, cmd *exec.Cmd) error {
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		if _, err := Control(dir, "boxes"); err == nil {
+			return nil
+		}
+		if !segmentAlive(cmd.Process.Pid, dir) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	b, _ := os.ReadFile(filepath.Join(dir, "segment.log"))
+	return fmt.Errorf("lab boot server did not come up; its log:\n%s", b)
+}
+
+// randomKey is a fresh cluster key (26 base32 characters, 130 bits).
+func randomKey() string { return crand.Text() }
 
 // WaitConsole polls a console log until re matches, returning the match.
 func WaitConsole(ctx context.Context, path string, re *regexp.Regexp, d time.Duration) (string, error) {
@@ -256,8 +384,16 @@ func WaitConsole(ctx context.Context, path string, re *regexp.Regexp, d time.Dur
 	return "not ready", fmt.Errorf("no %q in %s after %s", re, path, d)
 }
 
-// Kill stops one node's qemu.
-func Kill(dir, name string) error {
+// Kill stops one node's qemu at once (a crash: no clean shutdown).
+func Kill(dir, name string) error { return signalNode(dir, name, syscall.SIGKILL) }
+
+// Freeze stops one node's qemu with SIGSTOP: the box hangs, its sockets stay open.
+func Freeze(dir, name string) error { return signalNode(dir, name, syscall.SIGSTOP) }
+
+// Thaw resumes a frozen node.
+func Thaw(dir, name string) error { return signalNode(dir, name, syscall.SIGCONT) }
+
+func signalNode(dir, name string, sig syscall.Signal) error {
 	st, err := LoadState(dir)
 	if err != nil {
 		return err
@@ -269,7 +405,7 @@ func Kill(dir, name string) error {
 	if !Alive(n.PID, n.Dir) {
 		return fmt.Errorf("%s is not running", n.Name)
 	}
-	return syscall.Kill(n.PID, syscall.SIGKILL)
+	return syscall.Kill(n.PID, sig)
 }
 
 // Down stops every node — ACPI power button first, so init stops xmppd cleanly,
@@ -282,6 +418,7 @@ func Down(dir string) error {
 	}
 	for _, n := range st.Nodes {
 		if Alive(n.PID, n.Dir) {
+			_ = syscall.Kill(n.PID, syscall.SIGCONT) // a frozen node cannot power down
 			_ = Monitor(n.Dir, "system_powerdown")
 		}
 	}

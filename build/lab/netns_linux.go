@@ -1,19 +1,13 @@
 package lab
 
 import (
-	"context"
 	"fmt"
-	"net"
-	"net/netip"
 	"os"
 	"os/exec"
 	"runtime"
 	"strings"
-	"time"
 	"unsafe"
 
-	"github.com/insomniacslk/dhcp/dhcpv4"
-	"github.com/insomniacslk/dhcp/dhcpv4/server4"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
@@ -108,44 +102,4 @@ func (n *NetNS) OpenTap(name string) (*os.File, error) {
 		return nil, err
 	}
 	return f, nil
-}
-
-// ServeNetNSDHCP runs a DHCP server (insomniacslk server4) on the namespace's bridge
-// with the same address plan and options as the multicast segment, until ctx ends.
-func ServeNetNSDHCP(ctx context.Context, ns, domain string) error {
-	xedge := ""
-	if domain != "" {
-		xedge = "xedge.domain=" + domain
-	}
-	plan := &Segment{ServerIP: netip.MustParseAddr("10.77.0.1"), Prefix: netip.MustParsePrefix("10.77.0.0/24"),
-		First: netip.MustParseAddr("10.77.0.100"), Domain: domain, Xedge: xedge, Lease: 10 * time.Minute, Fixed: LabAddr,
-		leases: map[string]netip.Addr{}, next: netip.MustParseAddr("10.77.0.100")}
-	handler := func(conn net.PacketConn, peer net.Addr, m *dhcpv4.DHCPv4) {
-		reply, err := plan.dhcp(m)
-		if err != nil || reply == nil {
-			return
-		}
-		dst := peer
-		if ua, ok := peer.(*net.UDPAddr); !ok || ua.IP.IsUnspecified() || m.ClientIPAddr.IsUnspecified() {
-			dst = &net.UDPAddr{IP: net.IPv4bcast, Port: dhcpv4.ClientPort}
-		}
-		_, _ = conn.WriteTo(reply.ToBytes(), dst)
-	}
-	var srv *server4.Server
-	if err := inNetNS(ns, func() error {
-		var err error
-		srv, err = server4.NewServer(labBridge, &net.UDPAddr{IP: net.IPv4zero, Port: dhcpv4.ServerPort}, handler)
-		return err
-	}); err != nil {
-		return fmt.Errorf("dhcp server in %s: %w", ns, err)
-	}
-	go func() {
-		<-ctx.Done()
-		srv.Close()
-	}()
-	err := srv.Serve()
-	if ctx.Err() != nil {
-		return nil
-	}
-	return err
 }

@@ -22,5 +22,18 @@ func (n *NetNS) Delete() error { return errNoNetNS }
 // OpenTap is Linux only.
 func (n *NetNS) OpenTap(string) (*os.File, error) { return nil, errNoNetNS }
 
-// ServeNetNSDHCP is Linux only.
-func ServeNetNSDHCP(context.Context, string, string) error { return errNoNetNS }
+// ServeBoot is Linux only.
+func ServeBoot(context.Context, BootServerOptions) error { return errNoNetNS }
+
+// Control is Linux only.
+func Control(string, string) (string, error) { return "", errNoNetNS }
+
+// StorageURL is node n's LUN.
+func StorageURL(n int) string { return "" }
+
+// BootServerOptions configure the root-mode boot server (Linux only).
+type BootServerOptions struct {
+	Dir, Domain, Kernel, Initrd, Cmdline, Key string
+	Nodes, LUNMiB                             int
+	Storage                                   bool
+}

@@ -34,12 +34,15 @@ type NIC struct {
 	TapFile *os.File
 	// Forwards maps host ports on 127.0.0.1 to guest TCP ports (Kind "user").
 	Forwards map[int]int
+	// Boot gives the NIC its iPXE option ROM (qemu's default for the model) and
+	// makes it the first boot device: the VM PXE-boots from it.
+	Boot bool
 }
 
 // Config describes one VM.
 type Config struct {
 	Name    string
-	Kernel  string // PVH vmlinux (or a bzImage)
+	Kernel  string // PVH vmlinux (or a bzImage); empty: boot from the network (a NIC with Boot)
 	Initrd  string
 	Params  string // appended to the kernel command line
 	Cmdline string // base kernel command line (image.Cmdline when empty)
@@ -110,13 +113,17 @@ func (c Config) Args() []string {
 		"-name", c.Name,
 		"-machine", machine, "-accel", "tcg", "-cpu", cpu, "-smp", strconv.Itoa(smp), "-m", strconv.Itoa(mem),
 		"-nodefaults", "-display", "none", "-no-reboot",
-		"-kernel", c.Kernel, "-initrd", c.Initrd, "-append", cmdline,
+	}
+	if c.Kernel != "" {
+		args = append(args, "-kernel", c.Kernel, "-initrd", c.Initrd, "-append", cmdline)
+	}
+	args = append(args,
 		"-chardev", fmt.Sprintf("socket,id=con0,path=%s,server=on,wait=%s,logfile=%s", sock, wait, filepath.Join(c.Dir, "console.log")),
 		"-serial", "chardev:con0",
 		"-pidfile", filepath.Join(c.Dir, "qemu.pid"),
 		// The human monitor, for `system_powerdown` (ACPI power button) and the like.
 		"-monitor", fmt.Sprintf("unix:%s,server=on,wait=off", filepath.Join(c.Dir, "monitor.sock")),
-	}
+	)
 	fdNum := 3
 	for i, n := range c.NICs {
 		id := fmt.Sprintf("n%d", i)
@@ -136,6 +143,9 @@ func (c Config) Args() []string {
 			fdNum++
 		}
 		dev := "virtio-net-pci,netdev=" + id + ",romfile="
+		if n.Boot {
+			dev = "virtio-net-pci,netdev=" + id + ",bootindex=1"
+		}
 		if n.MAC != "" {
 			dev += ",mac=" + n.MAC
 		}

@@ -243,6 +243,8 @@ func (p *dhcpPlan) reply(req *dhcpv4.DHCPv4, port4011 bool) (*dhcpv4.DHCPv4, err
 func (p *dhcpPlan) bootMods(c Client, proxy bool) []dhcpv4.Modifier {
 	var mods []dhcpv4.Modifier
 	switch {
+	case p.bootURL == "":
+		return nil // DHCP only: nothing to boot
 	case c.IPXE:
 		mods = append(mods, dhcpv4.WithOption(dhcpv4.OptBootFileName(p.bootURL)))
 		if !proxy {

@@ -28,7 +28,8 @@ type Config struct {
 	DHCPText string
 	// Hostname names an address in ModeFull (option 12); nil or "" sends none.
 	Hostname func(netip.Addr, net.HardwareAddr) string
-	// Boot is what boxes boot.
+	// Boot is what boxes boot. Without a kernel and initramfs the server answers
+	// DHCP (ModeFull) and serves parameters, but offers no network boot.
 	Boot Boot
 	// HTTPPort is the boot server's HTTP port (default 80).
 	HTTPPort int
@@ -58,8 +59,8 @@ func (c *Config) check() error {
 	default:
 		return fmt.Errorf("pxe: mode %q: want %s or %s", c.Mode, ModeFull, ModeProxy)
 	}
-	if c.Boot.Kernel == "" || c.Boot.Initrd == "" {
-		return errors.New("pxe: no kernel or initramfs to serve")
+	if (c.Boot.Kernel == "") != (c.Boot.Initrd == "") {
+		return errors.New("pxe: give both a kernel and an initramfs (or neither, for DHCP and parameters only)")
 	}
 	if c.HTTPPort == 0 {
 		c.HTTPPort = 80

@@ -43,7 +43,7 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	for _, f := range []string{cfg.Boot.Kernel, cfg.Boot.Initrd} {
-		if _, err := os.Stat(f); err != nil {
+		if _, err := os.Stat(f); f != "" && err != nil {
 			return nil, fmt.Errorf("pxe: %w", err)
 		}
 	}
@@ -80,8 +80,11 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	log := s.cfg.Log
 	s.h = &httpHandler{boot: s.cfg.Boot, baseURL: s.URL(), reg: s.reg, log: log, now: time.Now}
 	s.plan = &dhcpPlan{mode: s.cfg.Mode, serverIP: s.cfg.ServerIP, pool: s.cfg.Pool, router: s.cfg.Router, dns: s.cfg.DNS,
-		domain: s.cfg.Domain, xedge: s.cfg.DHCPText, hostname: s.cfg.Hostname, bootURL: s.URL() + "boot.ipxe",
+		domain: s.cfg.Domain, xedge: s.cfg.DHCPText, hostname: s.cfg.Hostname, bootURL: "",
 		tftp: s.cfg.TFTPDir != "", now: time.Now}
+	if s.cfg.Boot.Kernel != "" {
+		s.plan.bootURL = s.URL() + "boot.ipxe"
+	}
 	ctx, s.cancel = context.WithCancel(ctx)
 
 	// HTTP.

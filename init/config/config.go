@@ -32,12 +32,18 @@ const (
 	KeyLogLevel     = "loglevel"     // xmppd log level
 	KeyDebug        = "debug"        // enable test-only console commands (1/0)
 	KeyDHCPTimeout  = "dhcp_timeout" // how long to wait for the first lease
+	// KeyBoot is the boot server's URL; the PXE boot script sets it, and init
+	// fetches the box's parameters (key, seeds, domain...) from <URL>params.
+	KeyBoot = "boot"
+	// KeyPXE makes a running node a PXE server too (on, proxy: ProxyDHCP beside the
+	// segment's DHCP server; off).
+	KeyPXE = "pxe"
 )
 
 var known = map[string]bool{
 	KeyDomain: true, KeyClusterKey: true, KeySeeds: true, KeyStorage: true, KeyConfigURL: true,
 	KeyHostname: true, KeyRestarts: true, KeyRegistration: true, KeyLogLevel: true,
-	KeyDebug: true, KeyDHCPTimeout: true,
+	KeyDebug: true, KeyDHCPTimeout: true, KeyBoot: true, KeyPXE: true,
 }
 
 // Layer is one source of parameters, keyed without Prefix.
@@ -144,11 +150,19 @@ type Config struct {
 	LogLevel      string
 	Debug         bool
 	DHCPTimeout   time.Duration
+	// Boot is the URL of the server the box booted from ("" when booted otherwise).
+	Boot string
+	// PXE is "" (off) or "proxy": the node serves network boots itself.
+	PXE string
 
 	// Source says which layer each key came from.
 	Source map[string]string
 	// Problems are reasons the node cannot serve: it stays in maintenance while any exist.
 	Problems []string
+	// Quarantine are reasons the node must not take part in the cluster at all (no
+	// or a wrong cluster key where one is required): it starts nothing, joins
+	// nothing, holds no VIP, and says why on its console.
+	Quarantine []string
 	// Warnings are things ignored or defaulted that an operator should know.
 	Warnings []string
 }
@@ -201,13 +215,27 @@ func Merge(layers ...Layer) Config {
 	case !validDomain(c.Domain):
 		bad(KeyDomain, "a DNS name")
 	}
-	if c.ClusterKey == "" && len(c.Seeds) > 0 {
-		c.Problems = append(c.Problems, "xedge.seeds given but no cluster key: set xedge.key=")
+	c.Boot = vals[KeyBoot]
+	switch strings.ToLower(vals[KeyPXE]) {
+	case "", "0", "off", "no", "false":
+	case "1", "on", "yes", "true", "proxy":
+		c.PXE = "proxy"
+	default:
+		bad(KeyPXE, "on (ProxyDHCP beside the segment's DHCP server) or off")
+	}
+	if c.Boot != "" && !strings.HasPrefix(c.Boot, "http://") && !strings.HasPrefix(c.Boot, "https://") {
+		bad(KeyBoot, "an http:// or https:// URL")
+	}
+	switch {
+	case c.ClusterKey == "" && len(c.Seeds) > 0:
+		c.Quarantine = append(c.Quarantine, fmt.Sprintf("no cluster key: xedge.seeds (from %s) names a cluster to join, but no xedge.key was given", c.Source[KeySeeds]))
+	case c.ClusterKey == "" && c.Boot != "":
+		c.Quarantine = append(c.Quarantine, fmt.Sprintf("no cluster key: the boot server %s gave none (set its cluster key: xedge pxe --key-file)", c.Boot))
 	}
 	if c.ClusterKey != "" && len(c.ClusterKey) < 16 {
 		c.Problems = append(c.Problems, fmt.Sprintf("xedge.key (from %s) is %d bytes: the cluster key must be at least 16", c.Source[KeyClusterKey], len(c.ClusterKey)))
 	}
-	if c.ClusterKey == "" && len(c.Problems) == 0 {
+	if c.ClusterKey == "" && len(c.Problems) == 0 && len(c.Quarantine) == 0 {
 		c.Warnings = append(c.Warnings, "no cluster key (xedge.key=): running as a standalone node")
 	}
 	if c.ConfigURL != "" && !strings.HasPrefix(c.ConfigURL, "http://") && !strings.HasPrefix(c.ConfigURL, "https://") {
@@ -220,8 +248,31 @@ func Merge(layers ...Layer) Config {
 	return c
 }
 
-// Maintenance reports whether the node must stay in maintenance.
-func (c Config) Maintenance() bool { return len(c.Problems) > 0 }
+// Maintenance reports whether the node must not start xmppd: it stays in
+// maintenance (Problems) or quarantine (Quarantine).
+func (c Config) Maintenance() bool { return len(c.Problems) > 0 || len(c.Quarantine) > 0 }
+
+// Quarantined reports whether the node is kept out of the cluster.
+func (c Config) Quarantined() bool { return len(c.Quarantine) > 0 }
+
+// WrongKey recognises xmppd's report that the cluster refused this node's key when
+// it tried to join (a line of its log or its exit message), and returns the reason
+// to show; "" if the line is something else — in particular a member's own log of
+// a refused intruder ("refused cluster connection"), which is not about this node.
+func WrongKey(line string) string {
+	l := strings.ToLower(line)
+	if strings.Contains(l, "refused cluster connection") {
+		return ""
+	}
+	joining := strings.Contains(l, "join") || strings.Contains(l, "seed")
+	if joining && (strings.Contains(l, "wrong cluster key") || strings.Contains(l, "cluster key mismatch") || strings.Contains(l, "not a member of this cluster")) {
+		if i := strings.Index(line, "err="); i >= 0 {
+			line = line[i+4:]
+		}
+		return "wrong cluster key: the cluster refused this box's key (" + strings.Trim(strings.TrimSpace(line), `"`) + ")"
+	}
+	return ""
+}
 
 // ParseRestarts parses "N/DURATION" (e.g. "3/30m").
 func ParseRestarts(s string) (int, time.Duration, error) {
@@ -341,6 +392,7 @@ func (c Config) Describe() []string {
 		"seeds     " + orDash(strings.Join(c.Seeds, ",")) + src(KeySeeds),
 		"storage   " + orDash(c.Storage) + src(KeyStorage),
 		"config    " + orDash(c.ConfigURL) + src(KeyConfigURL),
+		"boot      " + orDash(c.Boot) + src(KeyBoot),
 		fmt.Sprintf("restarts  %d/%s%s", c.MaxRestarts, c.RestartWindow, src(KeyRestarts)),
 	}
 	return lines

@@ -78,7 +78,8 @@ func TestMaintenanceReasons(t *testing.T) {
 		want   []string
 	}{
 		{"", []string{"no XMPP domain"}},
-		{"xedge.domain=d.example xedge.seeds=10.0.0.1", []string{"no cluster key"}},
+		{"xedge.domain=d.example xedge.pxe=maybe", []string{"xedge.pxe"}},
+		{"xedge.domain=d.example xedge.boot=tftp://x/", []string{"xedge.boot"}},
 		{"xedge.domain=d.example xedge.key=short", []string{"at least 16"}},
 		{"xedge.domain=bad_domain!", []string{"xedge.domain"}},
 		{"xedge.domain=d.example xedge.restarts=lots", []string{"xedge.restarts", "N/DURATION"}},
@@ -116,5 +117,37 @@ func TestXmppdArgs(t *testing.T) {
 	want = "--domain d.example --data /var/lib/xmppd --c2s :5222 --c2s-tls :5223 --admin-socket /run/xmppd/admin.sock --log-level info --node-name node2 --allow-registration=false --storage iscsi://10.0.0.9/iqn.x/0 --cluster-addr 10.0.0.6:7400 --cluster-key-file /run/xmppd/cluster.key --join 10.0.0.1:7400,10.0.0.2:7500"
 	if got != want {
 		t.Errorf("clustered args\n got %s\nwant %s", got, want)
+	}
+}
+
+// A box told to join a cluster (seeds, or booted by an xedge boot server) without a
+// key is quarantined, not run standalone; a wrong key reported by xmppd is recognised.
+func TestQuarantine(t *testing.T) {
+	for _, tc := range []struct{ params, want string }{
+		{"xedge.domain=d.example xedge.seeds=10.0.0.1", "no cluster key: xedge.seeds"},
+		{"xedge.domain=d.example xedge.boot=http://10.77.0.1/", "the boot server http://10.77.0.1/ gave none"},
+	} {
+		c := Merge(Builtin(), ParseParams("cmdline", tc.params))
+		if !c.Quarantined() || !c.Maintenance() || !strings.Contains(strings.Join(c.Quarantine, "\n"), tc.want) {
+			t.Errorf("%s: quarantine %q, want %q", tc.params, c.Quarantine, tc.want)
+		}
+	}
+	c := Merge(Builtin(), ParseParams("cmdline", "xedge.domain=d.example xedge.boot=http://10.77.0.1/ xedge.pxe=on"),
+		ParseParams("server", "xedge.key=0123456789abcdef0 xedge.seeds=10.77.0.11"))
+	if c.Quarantined() || c.Maintenance() || c.PXE != "proxy" || c.Boot != "http://10.77.0.1/" || c.Source[KeyClusterKey] != "server" {
+		t.Fatalf("booted with a key from the server: %+v", c)
+	}
+	line := `time=x level=WARN msg="join: cannot reach seed (retrying)" seed=10.77.0.11:7400 err="cluster peer 10.77.0.11:7400 refused us or is not a member (wrong cluster key?): remote error: tls: bad certificate"`
+	if r := WrongKey(line); !strings.HasPrefix(r, "wrong cluster key: the cluster refused this box's key (cluster peer 10.77.0.11:7400 refused us") {
+		t.Fatalf("WrongKey: %q", r)
+	}
+	if r := WrongKey(`xmppd: start storage: storage: cannot join the cluster (wrong cluster key?): x`); r == "" {
+		t.Fatal("WrongKey missed the exit message")
+	}
+	if r := WrongKey(`level=WARN msg="refused cluster connection: handshake failed (wrong cluster key?)" from=10.77.0.14:5555`); r != "" {
+		t.Fatalf("a member's log of a refused intruder quarantines the member: %q", r)
+	}
+	if WrongKey("level=INFO msg=joined") != "" {
+		t.Fatal("WrongKey matched an ordinary line")
 	}
 }

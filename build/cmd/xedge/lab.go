@@ -5,9 +5,11 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"golang.org/x/term"
 
@@ -15,17 +17,24 @@ import (
 )
 
 func init() {
-	register("lab", "qemu harness: lab up -n N | console NODE | kill NODE | status | down", runLab)
+	register("lab", "qemu harness: lab up -n N [--pxe] [--storage] | console NODE | kill|freeze|thaw NODE | storage stop|freeze|start [NODE] | status | down", runLab)
 }
 
 const labUsage = `usage: xedge lab COMMAND
-  up -n N [--domain D] [--params "xedge.k=v ..."] [--mode mcast|netns] [--cluster-key K]
-                                                     boot N nodes on one virtual L2 segment
-  console NODE                                       attach to a node's serial console (Ctrl-] leaves)
-  console NODE COMMAND ...                           run one console shell command and print its output
-  kill NODE                                          kill a node's qemu
-  status                                             list nodes
-  down                                               stop every node and the segment's DHCP server
+  up -n N [--pxe|--direct] [--storage] [--domain D] [--params "xedge.k=v ..."] [--mode mcast|netns] [--cluster-key K]
+                                   boot N nodes on one virtual L2 segment; --pxe: from the lab's PXE
+                                   server (root), --storage: an iSCSI LUN each (tgtd, root)
+  add [--direct] [--params P]      boot one more node on the running lab's segment
+  console NODE                     attach to a node's serial console (Ctrl-] leaves)
+  console NODE COMMAND ...         run one console shell command and print its output
+  kill NODE                        kill a node's qemu (a crash)
+  freeze NODE | thaw NODE          SIGSTOP / SIGCONT a node's qemu (a hung box)
+  storage stop|freeze|start|status [NODE]
+                                   the nodes' iSCSI targets (all, or NODE's): stop kills tgtd,
+                                   freeze SIGSTOPs it, start restarts or thaws it
+  boxes                            what the PXE server has seen (MAC, address, boot steps)
+  status                           list nodes
+  down                             stop every node, the boot server and the targets
 common flags (before the command): --dir out/lab --image out`
 
 func runLab(ctx context.Context, args []string) error {
@@ -52,11 +61,36 @@ func runLab(ctx context.Context, args []string) error {
 			return labRun(ctx, *dir, rest[1], strings.Join(rest[2:], " "))
 		}
 		return errors.New("usage: xedge lab console NODE [COMMAND ...]")
-	case "kill":
+	case "kill", "freeze", "thaw":
 		if len(rest) != 2 {
-			return errors.New("usage: xedge lab kill NODE")
+			return fmt.Errorf("usage: xedge lab %s NODE", rest[0])
 		}
-		return lab.Kill(*dir, rest[1])
+		return map[string]func(string, string) error{"kill": lab.Kill, "freeze": lab.Freeze, "thaw": lab.Thaw}[rest[0]](*dir, rest[1])
+	case "storage":
+		if len(rest) < 2 || len(rest) > 3 {
+			return errors.New("usage: xedge lab storage stop|freeze|start|status [NODE]")
+		}
+		out, err := lab.Control(*dir, strings.Join(rest, " "))
+		fmt.Print(out)
+		return err
+	case "boxes":
+		out, err := lab.Control(*dir, "boxes")
+		fmt.Print(out)
+		return err
+	case "add":
+		afs := flag.NewFlagSet("lab add", flag.ContinueOnError)
+		direct := afs.Bool("direct", false, "boot the kernel directly even in a PXE lab")
+		params := afs.String("params", "", "extra kernel parameters (direct boot)")
+		if err := afs.Parse(rest[1:]); err != nil {
+			return err
+		}
+		n, err := lab.AddNode(ctx, *dir, lab.AddOptions{Direct: *direct, Params: *params})
+		if err != nil {
+			return err
+		}
+		line, err := lab.WaitConsole(ctx, filepath.Join(n.Dir, "console.log"), lab.ReadyOrMaint, 3*time.Minute)
+		fmt.Printf("%s: %s (c2s 127.0.0.1:%d)\n", n.Name, line, n.Port)
+		return err
 	case "down":
 		return lab.Down(*dir)
 	case "status":
@@ -68,13 +102,29 @@ func runLab(ctx context.Context, args []string) error {
 	case "segment": // internal: the segment's DHCP server, started by `up`
 		sfs := flag.NewFlagSet("segment", flag.ContinueOnError)
 		group := sfs.String("group", "", "multicast group:port (no-root mode)")
-		ns := sfs.String("netns", "", "network namespace with the lab bridge (root mode)")
+		_ = sfs.String("netns", "", "network namespace (root mode; names the process for `down`)")
 		domain := sfs.String("domain", "", "domain to serve")
+		boot := sfs.Bool("boot", false, "root mode: run the boot server (already inside the namespace)")
+		kernel := sfs.String("kernel", "", "bzImage for PXE boots")
+		initrd := sfs.String("initrd", "", "initramfs for PXE boots")
+		cmdline := sfs.String("cmdline", "", "kernel command line for PXE boots")
+		keyFile := sfs.String("key-file", "", "cluster key for PXE-booted nodes")
+		nodes := sfs.Int("nodes", 0, "number of nodes (LUNs)")
+		storage := sfs.Bool("storage", false, "one iSCSI LUN per node")
 		if err := sfs.Parse(rest[1:]); err != nil {
 			return err
 		}
-		if *ns != "" {
-			return lab.ServeNetNSDHCP(ctx, *ns, *domain)
+		if *boot {
+			key := ""
+			if *keyFile != "" {
+				b, err := os.ReadFile(*keyFile)
+				if err != nil {
+					return err
+				}
+				key = strings.TrimSpace(string(b))
+			}
+			return lab.ServeBoot(ctx, lab.BootServerOptions{Dir: *dir, Domain: *domain, Kernel: *kernel, Initrd: *initrd,
+				Cmdline: *cmdline, Key: key, Nodes: *nodes, Storage: *storage})
 		}
 		return lab.ServeSegment(ctx, *group, *domain)
 	}
@@ -91,7 +141,10 @@ func labUp(ctx context.Context, dir, imageDir string, args []string) error {
 	if os.Geteuid() == 0 {
 		defMode = "netns"
 	}
-	key := fs.String("cluster-key", "", "make the nodes one xmppd cluster with this key (16+ bytes): node1 bootstraps, the others join it")
+	key := fs.String("cluster-key", "", "make the nodes one xmppd cluster with this key (16+ bytes): node1 bootstraps, the others join it (--pxe: default a random key, handed out by the PXE server)")
+	pxeBoot := fs.Bool("pxe", false, "boot the nodes from the network: the lab's PXE server (DHCP, RA, HTTP) on the bridge (root)")
+	_ = fs.Bool("direct", true, "boot the PVH kernel directly (the default unless --pxe)")
+	storage := fs.Bool("storage", false, "give every node an iSCSI LUN (tgtd in the lab's namespace, root)")
 	mode := fs.String("mode", defMode, "mcast: qemu multicast segment, no root; netns: bridge and taps in a namespace the lab creates (root)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -101,20 +154,17 @@ func labUp(ctx context.Context, dir, imageDir string, args []string) error {
 		return err
 	}
 	absDir, _ := filepath.Abs(dir)
+	absImage, _ := filepath.Abs(imageDir)
+	start := time.Now()
 	st, lines, err := lab.Up(ctx, lab.UpOptions{
-		Dir: dir, Kernel: filepath.Join(imageDir, "vmlinux"), Initrd: filepath.Join(imageDir, "initramfs.cpio"),
+		Dir: dir, Kernel: filepath.Join(absImage, "vmlinux"), Initrd: filepath.Join(absImage, "initramfs.cpio"),
+		PXE: *pxeBoot, PXEKernel: filepath.Join(absImage, "vmlinuz"), PXEInitrd: filepath.Join(absImage, "initramfs.cpio.xz"),
+		Storage: *storage, MaxBoot: maxBoot(*pxeBoot, *n),
 		Nodes: *n, Domain: *domain, Params: *params, Mode: *mode, ClusterKey: *key, Log: os.Stderr,
 		Self: []string{self, "lab", "--dir", absDir, "segment"},
 	})
-	for _, l := range lines {
-		fmt.Println(l)
-	}
 	if st != nil {
-		where := "multicast group " + st.Group
-		if st.NetNS != "" {
-			where = "bridge br0 in netns " + st.NetNS
-		}
-		fmt.Printf("segment: %s; consoles: xedge lab console node1..node%d; stop: xedge lab down\n", where, len(st.Nodes))
+		printLab(os.Stdout, st, lines, time.Since(start))
 	}
 	return err
 }
@@ -152,4 +202,43 @@ func labConsole(dir, name string) error {
 	}
 	fmt.Fprintf(os.Stderr, "connected to %s's console; Ctrl-] leaves\r\n", n.Name)
 	return lab.Attach(filepath.Join(n.Dir, "console.sock"), os.Stdin, os.Stdout)
+}
+
+// maxBoot is how many nodes boot at once: a PXE cold boot powers every box on
+// together (at most 3 on a 2-core host); direct boots go two at a time.
+func maxBoot(pxeBoot bool, n int) int {
+	if pxeBoot {
+		return min(n, 3)
+	}
+	return 2
+}
+
+// printLab tells the operator what is up and how to use it.
+func printLab(w io.Writer, st *lab.State, lines []string, took time.Duration) {
+	where := "multicast group " + st.Group
+	if st.NetNS != "" {
+		where = "bridge br0 (10.77.0.1/24) in network namespace " + st.NetNS
+	}
+	fmt.Fprintf(w, "\nxedge lab: %d nodes, %s boot, domain %s, up in %.1f s\n", len(st.Nodes), st.Boot, st.Domain, took.Seconds())
+	fmt.Fprintf(w, "segment: %s\n", where)
+	for i, n := range st.Nodes {
+		line := ""
+		if i < len(lines) {
+			line = strings.TrimPrefix(lines[i], n.Name+": ")
+		}
+		storage := ""
+		if st.Storage {
+			storage = "  LUN " + lab.StorageURL(i+1)
+		}
+		fmt.Fprintf(w, "  %-6s %-40s c2s 127.0.0.1:%-5d console: bin/xedge lab console %s%s\n", n.Name, line, n.Port, n.Name, storage)
+	}
+	if len(st.Nodes) > 0 {
+		fmt.Fprintf(w, "client: register an account on any console (bin/xedge lab console node1 register alice secret),\n")
+		fmt.Fprintf(w, "        then connect an XMPP client to 127.0.0.1:%d as alice@%s (STARTTLS, self-signed certificate)\n", st.Nodes[0].Port, st.Domain)
+	}
+	// The VIP and DNS SRV records come with the cluster's VIP and DNS features:
+	// once a node holds the VIP, the lab forwards 127.0.0.1:5222 to it and prints it here.
+	fmt.Fprintf(w, "VIP and DNS SRV: not served by this build yet\n")
+	fmt.Fprintf(w, "failures: bin/xedge lab kill|freeze|thaw NODE; bin/xedge lab storage stop|freeze|start [NODE]\n")
+	fmt.Fprintf(w, "stop:     bin/xedge lab down\n")
 }

@@ -53,9 +53,11 @@ type node struct {
 	dhcp     map[string]*netcfg.DHCP
 	primary  netcfg.Lease
 	hostname string
-	state    string // booting, maintenance, starting, serving, down
-	ready    string // last ready line
-	sup      *supervise.Supervisor
+	state    string // booting, maintenance, quarantine, starting, serving, down
+	// quarantine are the reasons this box is kept out of the cluster.
+	quarantine []string
+	ready      string // last ready line
+	sup        *supervise.Supervisor
 }
 
 func pid1() {
@@ -129,7 +131,8 @@ func (n *node) run() error {
 		AppendOptional("network", n.network).
 		AppendOptional("hostname", n.setHostname).
 		AppendOptional("config", n.assembleConfig).
-		AppendOptional("xmppd", n.startXmppd)
+		AppendOptional("xmppd", n.startXmppd).
+		AppendOptional("pxe", n.startPXE)
 	err := phases.Run(ctx, func(r boot.Result) {
 		if r.Err != nil {
 			n.log.Error("boot phase failed", "phase", r.Name, "took", r.Duration, "err", r.Err)
@@ -380,7 +383,23 @@ func (n *node) assembleConfig(ctx context.Context) error {
 	n.mu.Lock()
 	lease := n.primary
 	n.mu.Unlock()
-	c := config.Merge(config.Builtin(), n.image, config.FromDHCP(lease.Xedge, lease.Domain), n.cmdline)
+	layers := []config.Layer{config.Builtin(), n.image, config.FromDHCP(lease.Xedge, lease.Domain), n.cmdline}
+	var fetchErr error
+	if boot := config.Merge(layers...).Boot; boot != "" && lease.Addr.IsValid() {
+		// Booted by an xedge boot server: the box's parameters (cluster key, seeds,
+		// domain, storage) come from it; the kernel command line still wins.
+		var server config.Layer
+		server, fetchErr = fetchParams(ctx, boot, lease.Interface)
+		if fetchErr != nil {
+			n.log.Error("boot server parameters", "url", boot, "err", fetchErr)
+			server.Warnings = append(server.Warnings, fmt.Sprintf("boot server %s: %v", boot, fetchErr))
+		}
+		layers = []config.Layer{config.Builtin(), n.image, config.FromDHCP(lease.Xedge, lease.Domain), server, n.cmdline}
+	}
+	c := config.Merge(layers...)
+	if fetchErr != nil && c.ClusterKey == "" {
+		c.Quarantine = []string{fmt.Sprintf("no cluster key: this box's parameters could not be fetched from its boot server: %v", fetchErr)}
+	}
 	if !lease.Addr.IsValid() {
 		c.Problems = append(c.Problems, "no network: no DHCP lease on any interface")
 	}
@@ -396,7 +415,9 @@ func (n *node) assembleConfig(ctx context.Context) error {
 		n.log.Warn("config", "warning", w)
 	}
 	n.setCfg(c)
-	if c.Maintenance() {
+	if c.Quarantined() {
+		n.enterQuarantine(c.Quarantine...)
+	} else if c.Maintenance() {
 		n.setState("maintenance")
 		n.con.Say("maintenance: xmppd not started:\n- %s\ntype `node` on this console for details", strings.Join(c.Problems, "\n- "))
 	}
@@ -455,7 +476,7 @@ func (n *node) startXmppd(ctx context.Context) error {
 		Args:   c.XmppdArgs(rt),
 		Env:    []string{"PATH=/bin:/sbin:/usr/sbin:/usr/bin", "HOME=" + config.DataDir},
 		Dir:    config.DataDir,
-		Output: &prefixWriter{prefix: "xmppd: ", sink: n.sink},
+		Output: &prefixWriter{prefix: "xmppd: ", sink: n.sink, onLine: n.watchXmppdLine},
 		Reaper: n.reaper,
 	}
 	p := supervise.DefaultPolicy()
@@ -472,6 +493,12 @@ func (n *node) startXmppd(ctx context.Context) error {
 }
 
 func (n *node) onEvent(sup *supervise.Supervisor, e supervise.Event) {
+	n.mu.Lock()
+	quarantined := n.state == "quarantine"
+	n.mu.Unlock()
+	if quarantined {
+		return // xmppd is being stopped for good; the console already says why
+	}
 	switch e.Kind {
 	case supervise.EventStarted:
 		n.setState("starting")
@@ -509,6 +536,10 @@ func (n *node) watchReady(sup *supervise.Supervisor, pid int) {
 		}
 	}
 	n.mu.Lock()
+	if n.state == "quarantine" {
+		n.mu.Unlock()
+		return
+	}
 	ip := "-"
 	if n.primary.Addr.IsValid() {
 		ip = n.primary.Addr.Addr().String()

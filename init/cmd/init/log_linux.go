@@ -74,6 +74,8 @@ type prefixWriter struct {
 	prefix string
 	sink   *logSink
 	buf    bytes.Buffer
+	// onLine, when set, sees every complete line (without the prefix).
+	onLine func(string)
 }
 
 func (p *prefixWriter) Write(b []byte) (int, error) {
@@ -92,5 +94,8 @@ func (p *prefixWriter) Write(b []byte) (int, error) {
 			return len(b), nil
 		}
 		_, _ = p.sink.Write([]byte(p.prefix + line))
+		if p.onLine != nil {
+			p.onLine(strings.TrimRight(line, "\n"))
+		}
 	}
 }

@@ -137,6 +137,12 @@ func (n *node) cmdNode(_ context.Context, _ []string, out io.Writer) error {
 	for _, p := range c.Problems {
 		fmt.Fprintf(out, "problem   %s\n", p)
 	}
+	n.mu.Lock()
+	quarantine := append([]string(nil), n.quarantine...)
+	n.mu.Unlock()
+	for _, q := range quarantine {
+		fmt.Fprintf(out, "quarantine %s\n", q)
+	}
 	for _, w := range c.Warnings {
 		fmt.Fprintf(out, "warning   %s\n", w)
 	}

@@ -1,0 +1,304 @@
+package lab
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"xedge/image/pxe"
+	"xedge/iscsi/tgt"
+)
+
+// BootServerOptions configure the lab's host side in root mode: the PXE server on
+// the bridge (DHCP for every node, network boot for --pxe nodes) and, with Storage,
+// one tgtd per node serving that node's LUN.
+type BootServerOptions struct {
+	Dir    string // lab dir (control socket, LUN files under nodeN/)
+	Domain string
+	// Kernel and Initrd are served to PXE-booting nodes (empty: DHCP only).
+	Kernel, Initrd string
+	// Cmdline is the kernel command line the boot script gives (image default plus
+	// the lab's extra parameters).
+	Cmdline string
+	// Key is the cluster key handed to PXE-booted nodes with their parameters.
+	Key     string
+	Nodes   int
+	Storage bool
+	// LUNMiB is the size of each node's LUN (default 256).
+	LUNMiB int
+	Log    *slog.Logger
+}
+
+// StorageURL is node n's LUN as xmppd's --storage / xedge.storage.
+func StorageURL(n int) string {
+	return fmt.Sprintf("iscsi://%s:%d/%s/1", labServerIP, targetPort(n), targetIQN(n))
+}
+
+const labServerIP = "10.77.0.1"
+
+func targetPort(n int) int            { return 3260 + n }
+func targetIQN(n int) string          { return fmt.Sprintf("iqn.2026-12.org.xedge.lab:node%d", n) }
+func controlSocket(dir string) string { return filepath.Join(dir, "segment.sock") }
+
+// labNode maps a lab MAC (52:54:00:77:01:N) to N (0: not a lab node).
+func labNode(mac net.HardwareAddr) int {
+	if a, ok := LabAddr(mac); ok {
+		return int(a.As4()[3]) - 10
+	}
+	return 0
+}
+
+// ServeBoot runs the boot server until ctx ends. It must run inside the lab's
+// network namespace (`ip netns exec NS xedge lab segment --boot ...`): every socket,
+// and every tgtd it starts, lives there.
+func ServeBoot(ctx context.Context, o BootServerOptions) error {
+	if o.Log == nil {
+		o.Log = slog.Default()
+	}
+	if o.LUNMiB == 0 {
+		o.LUNMiB = 256
+	}
+	params := map[string]string{}
+	if o.Domain != "" {
+		params["domain"] = o.Domain
+	}
+	if o.Key != "" {
+		params["key"] = o.Key
+	}
+	xedgeText := ""
+	if o.Domain != "" {
+		xedgeText = "xedge.domain=" + o.Domain
+	}
+	srv, err := pxe.New(pxe.Config{
+		Interface: labBridge, Mode: pxe.ModeFull, ServerIP: netip.MustParseAddr(labServerIP),
+		Pool: &pxe.Pool{Prefix: netip.MustParsePrefix("10.77.0.0/24"), First: netip.MustParseAddr("10.77.0.100"),
+			Last: netip.MustParseAddr("10.77.0.250"), Lease: 10 * time.Minute, Fixed: LabAddr},
+		Domain: o.Domain, DHCPText: xedgeText,
+		Hostname: func(a netip.Addr, _ net.HardwareAddr) string { return hostFor(a) },
+		Boot: pxe.Boot{Kernel: o.Kernel, Initrd: o.Initrd, Cmdline: o.Cmdline, Params: params, AutoSeeds: true,
+			NodeParams: func(b pxe.BoxInfo) map[string]string {
+				hw, err := net.ParseMAC(b.MAC)
+				if n := labNode(hw); err == nil && n > 0 && o.Storage && n <= o.Nodes {
+					return map[string]string{"storage": StorageURL(n)}
+				}
+				return nil
+			}},
+		Log: o.Log,
+	})
+	if err != nil {
+		return err
+	}
+	if err := srv.Start(ctx); err != nil {
+		return err
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Stop(sctx)
+	}()
+	st := &storage{dir: o.Dir, log: o.Log, daemons: map[int]*tgt.Daemon{}, state: map[int]string{}}
+	defer st.stopAll()
+	if o.Storage {
+		for n := 1; n <= o.Nodes; n++ {
+			if err := st.start(ctx, n, o.LUNMiB); err != nil {
+				return err
+			}
+		}
+	}
+	_ = os.Remove(controlSocket(o.Dir))
+	ln, err := net.Listen("unix", controlSocket(o.Dir))
+	if err != nil {
+		return fmt.Errorf("control socket: %w", err)
+	}
+	go func() { <-ctx.Done(); ln.Close() }()
+	o.Log.Info("lab boot server up", "url", srv.URL(), "storage", o.Storage, "nodes", o.Nodes)
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		go func() {
+			defer c.Close()
+			_ = c.SetDeadline(time.Now().Add(time.Minute))
+			line, err := bufio.NewReader(c).ReadString('\n')
+			if err != nil {
+				return
+			}
+			out, err := st.control(ctx, strings.Fields(line), srv)
+			if err != nil {
+				fmt.Fprintf(c, "error: %v\n", err)
+				return
+			}
+			fmt.Fprint(c, out)
+		}()
+	}
+}
+
+// storage is the lab's iSCSI side: one tgtd per node (so one node's target can be
+// stopped or frozen alone), each on port 3260+N with target iqn...:nodeN, LUN 1
+// backed by nodeN/lun.img.
+type storage struct {
+	dir     string
+	log     *slog.Logger
+	mu      sync.Mutex
+	daemons map[int]*tgt.Daemon
+	state   map[int]string // running, frozen, stopped
+}
+
+func (s *storage) start(ctx context.Context, n, mib int) error {
+	ndir := filepath.Join(s.dir, fmt.Sprintf("node%d", n))
+	if err := os.MkdirAll(ndir, 0o755); err != nil {
+		return err
+	}
+	lun := filepath.Join(ndir, "lun.img")
+	f, err := os.OpenFile(lun, os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return err
+	}
+	if fi, _ := f.Stat(); fi.Size() < int64(mib)<<20 {
+		err = f.Truncate(int64(mib) << 20)
+	}
+	f.Close()
+	if err != nil {
+		return err
+	}
+	logf, err := os.OpenFile(filepath.Join(ndir, "tgtd.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		return err
+	}
+	d, err := tgt.Start(ctx, tgt.Options{Addr: labServerIP, Port: targetPort(n), Log: logf})
+	if err != nil {
+		return fmt.Errorf("node%d storage: %w", n, err)
+	}
+	if err := d.AddTarget(1, targetIQN(n), map[int]string{1: lun}); err != nil {
+		d.Kill()
+		return fmt.Errorf("node%d storage: %w", n, err)
+	}
+	s.mu.Lock()
+	s.daemons[n], s.state[n] = d, "running"
+	s.mu.Unlock()
+	s.log.Info("lab storage", "node", n, "portal", d.Portal, "iqn", targetIQN(n), "pid", d.Pid())
+	return nil
+}
+
+func (s *storage) stopAll() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, d := range s.daemons {
+		d.Kill()
+	}
+}
+
+// control runs one control-socket command.
+func (s *storage) control(ctx context.Context, args []string, srv *pxe.Server) (string, error) {
+	if len(args) == 0 {
+		return "", errors.New("empty command")
+	}
+	switch args[0] {
+	case "boxes":
+		var b strings.Builder
+		for _, x := range srv.Boxes() {
+			fmt.Fprintf(&b, "%s %s", x.MAC, x.IP)
+			for _, e := range []string{"dhcp", "script", "kernel", "initrd", "params"} {
+				if t, ok := x.Events[e]; ok {
+					fmt.Fprintf(&b, " %s=%s", e, t.UTC().Format("15:04:05.000"))
+				}
+			}
+			b.WriteString("\n")
+		}
+		return b.String(), nil
+	case "storage":
+		if len(args) < 2 || len(args) > 3 {
+			return "", errors.New("usage: storage stop|freeze|start|status [NODE]")
+		}
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if len(s.daemons) == 0 {
+			return "", errors.New("this lab has no storage (lab up --storage)")
+		}
+		var nodes []int
+		if len(args) == 3 {
+			n, err := strconv.Atoi(strings.TrimPrefix(args[2], "node"))
+			if err != nil || s.daemons[n] == nil {
+				return "", fmt.Errorf("no storage for %q", args[2])
+			}
+			nodes = []int{n}
+		} else {
+			for n := 1; n <= len(s.daemons); n++ {
+				nodes = append(nodes, n)
+			}
+		}
+		var b strings.Builder
+		for _, n := range nodes {
+			d := s.daemons[n]
+			var err error
+			switch args[1] {
+			case "stop":
+				if s.state[n] != "stopped" {
+					d.Kill()
+					s.state[n] = "stopped"
+				}
+			case "freeze":
+				if s.state[n] == "running" {
+					err = d.Freeze()
+					s.state[n] = "frozen"
+				}
+			case "start":
+				switch s.state[n] {
+				case "frozen":
+					err = d.Thaw()
+				case "stopped":
+					err = d.Restart(ctx)
+				}
+				if err == nil {
+					s.state[n] = "running"
+				}
+			case "status":
+			default:
+				return "", fmt.Errorf("storage %s: want stop, freeze, start or status", args[1])
+			}
+			if err != nil {
+				return "", fmt.Errorf("node%d: %w", n, err)
+			}
+			fmt.Fprintf(&b, "node%d storage %s (%s, %s)\n", n, s.state[n], d.Portal, targetIQN(n))
+		}
+		return b.String(), nil
+	}
+	return "", fmt.Errorf("unknown command %q", args[0])
+}
+
+// Control sends one command to a running lab's boot server and returns its answer.
+func Control(dir, line string) (string, error) {
+	c, err := net.DialTimeout("unix", controlSocket(dir), 5*time.Second)
+	if err != nil {
+		return "", fmt.Errorf("lab boot server: %w (is a root-mode lab up?)", err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(90 * time.Second))
+	if _, err := fmt.Fprintln(c, line); err != nil {
+		return "", err
+	}
+	var b strings.Builder
+	sc := bufio.NewScanner(c)
+	for sc.Scan() {
+		b.WriteString(sc.Text() + "\n")
+	}
+	out := b.String()
+	if strings.HasPrefix(out, "error: ") {
+		return "", errors.New(strings.TrimSpace(strings.TrimPrefix(out, "error: ")))
+	}
+	return out, nil
+}
