@@ -6,10 +6,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math/rand/v2"
 	"net"
 	"sync"
 	"time"
+
+	"xedge/internal/backoff"
 )
 
 var (
@@ -155,7 +156,7 @@ func (d *Device) Start(ctx context.Context) error {
 // is lost it logs in again with exponential backoff (ReconnectMin to
 // ReconnectMax, ±20% jitter). It returns ctx's error.
 func (d *Device) Run(ctx context.Context) error {
-	backoff := d.cfg.ReconnectMin
+	bo := backoff.Backoff{Min: d.cfg.ReconnectMin, Max: d.cfg.ReconnectMax, Jitter: 0.2}
 	failures := 0
 	for {
 		d.mu.Lock()
@@ -168,7 +169,7 @@ func (d *Device) Run(ctx context.Context) error {
 			select {
 			case <-c.dead:
 				d.lost(c)
-				backoff = d.cfg.ReconnectMin
+				bo.Reset()
 				continue
 			case <-ctx.Done():
 				return ctx.Err()
@@ -189,15 +190,9 @@ func (d *Device) Run(ctx context.Context) error {
 		if failures == 1 || failures%20 == 0 {
 			d.log.Warn("iscsi: login failed; retrying", "attempt", failures, "err", err)
 		}
-		j := time.Duration(float64(backoff) * (0.8 + 0.4*rand.Float64()))
-		t := time.NewTimer(j)
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
-			return ctx.Err()
+		if err := bo.Wait(ctx); err != nil {
+			return err
 		}
-		backoff = min(backoff*2, d.cfg.ReconnectMax)
 	}
 }
 
