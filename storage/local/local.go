@@ -35,6 +35,7 @@ import (
 	"sync"
 	"time"
 
+	"xedge/internal/backoff"
 	"xedge/storage"
 	"xedge/storage/ephemeral"
 	"xedge/storage/tables"
@@ -214,9 +215,9 @@ func (s *Store) retryLoop() {
 			return
 		case <-s.kick:
 		}
-		wait := s.cfg.RetryEvery
+		bo := backoff.Backoff{Min: s.cfg.RetryEvery, Max: time.Minute}
 		for attempt := 0; ; attempt++ {
-			t := time.NewTimer(wait)
+			t := time.NewTimer(bo.Next())
 			select {
 			case <-s.quit:
 				t.Stop()
@@ -228,9 +229,8 @@ func (s *Store) retryLoop() {
 				break
 			}
 			if attempt == 0 || attempt%10 == 0 {
-				s.log.Warn("storage still unavailable; will retry", "err", err, "next_in", min(2*wait, time.Minute))
+				s.log.Warn("storage still unavailable; will retry", "err", err, "next_in", bo.Peek())
 			}
-			wait = min(2*wait, time.Minute)
 		}
 	}
 }
