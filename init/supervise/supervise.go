@@ -4,7 +4,7 @@
 // and the supervisor says why.
 //
 // It knows nothing about xmppd, consoles or the network; it must not import other
-// xedge packages.
+// xedge packages but internal/backoff (the delays).
 package supervise
 
 import (
@@ -16,6 +16,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"xedge/internal/backoff"
 )
 
 // Process is one running instance of a service.
@@ -258,10 +260,7 @@ func (s *Supervisor) loop(ctx context.Context) {
 				continue
 			}
 		}
-		backoff := s.policy.BackoffMin << n
-		if backoff > s.policy.BackoffMax || backoff <= 0 {
-			backoff = s.policy.BackoffMax
-		}
+		backoff := backoff.Delay(s.policy.BackoffMin, s.policy.BackoffMax, n)
 		s.history = append(s.history, now)
 		s.status.State, s.status.PID, s.status.Since = StateBackoff, 0, now
 		s.status.Total++
