@@ -1,0 +1,179 @@
+//go:build integration
+
+package server_test
+
+import (
+	"fmt"
+	"net"
+	"sort"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	mdns "github.com/miekg/dns"
+
+	"xedge/discovery/dns/bindtest"
+	"xedge/xmppd/internal/testenv"
+)
+
+// freeDNSAddr returns ip:port free for UDP and TCP a moment ago.
+func freeDNSAddr(t *testing.T, ip string) string {
+	t.Helper()
+	for range 50 {
+		a := testenv.FreeAddr(t, ip)
+		if u, err := net.ListenPacket("udp", a); err == nil {
+			u.Close()
+			return a
+		}
+	}
+	t.Fatal("no free UDP+TCP port")
+	return ""
+}
+
+// clientTargets asks addr for the _xmpp-client._tcp SRV targets (sorted).
+func clientTargets(addr, netw string) ([]string, error) {
+	c := &mdns.Client{Net: netw, Timeout: 300 * time.Millisecond}
+	q := new(mdns.Msg)
+	q.SetQuestion("_xmpp-client._tcp.example.org.", mdns.TypeSRV)
+	r, _, err := c.Exchange(q, addr)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, rr := range r.Answer {
+		if s, ok := rr.(*mdns.SRV); ok {
+			out = append(out, strings.TrimSuffix(s.Target, ".node.example.org."))
+		}
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+// TestDNSClusterConvergence: three clustered xmppd (gossip membership) each
+// serve the zone and the raft leader keeps a real BIND 9 current. The leader
+// is SIGKILLed: gossip declares it failed, the survivors' embedded servers
+// drop it, a new leader is elected and removes it from BIND. Measured from the
+// kill and from gossip's failure declaration; the DNS part must take ≤ 2 s.
+func TestDNSClusterConvergence(t *testing.T) {
+	b := bindtest.Start(t, "example.org")
+	key := testenv.WriteClusterKey(t)
+	dir := t.TempDir()
+	names := []string{"dns-a", "dns-b", "dns-c"}
+	ips := []string{"127.0.0.61", "127.0.0.62", "127.0.0.63"}
+	var addrs, seeds, dnsAddrs []string
+	for _, ip := range ips {
+		a := freePortPair(t, ip)
+		addrs = append(addrs, a)
+		seeds = append(seeds, gossipAddrOf(a))
+		dnsAddrs = append(dnsAddrs, freeDNSAddr(t, ip))
+	}
+	var opts []testenv.Options
+	for i, name := range names {
+		args := append(testenv.ClusterNodeArgs(name, addrs[i], key, fmt.Sprintf("file:%s/%s.img?size=%d", dir, name, 64<<20)), testenv.FastRaftArgs...)
+		args = append(args, "--discover", "serf", "--seeds", strings.Join(seeds, ","), "--discover-window", "1s",
+			"--domain", "example.org", "--c2s", testenv.FreeAddr(t, ips[i]),
+			"--dns-listen", dnsAddrs[i], "--dns-update", b.Addr, "--dns-tsig-key-file", b.KeyFile)
+		opts = append(opts, testenv.Options{NoTLSListener: true, Args: args})
+	}
+	servers := testenv.StartMany(t, opts...)
+
+	// Every embedded server and BIND list the three nodes.
+	want := strings.Join(names, ",")
+	deadline := time.Now().Add(30 * time.Second)
+	for _, a := range append(append([]string(nil), dnsAddrs...), b.Addr) {
+		for {
+			got, err := clientTargets(a, "udp")
+			if err == nil && strings.Join(got, ",") == want {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s lists %v (err %v), want %s\n--- dns-a ---\n%s", a, got, err, want, servers[0].Logs())
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	if got := digShort(t, b.Addr, "dns-b.node.example.org", "A"); strings.Join(got, ",") != "127.0.0.62" {
+		t.Fatalf("BIND: dns-b A %q", got)
+	}
+	st, err := servers[0].StorageStatus()
+	if err != nil || st.Leader == "" {
+		t.Fatalf("no leader: %+v %v", st, err)
+	}
+	li := -1
+	for i, n := range names {
+		if n == st.Leader {
+			li = i
+		}
+	}
+	if li < 0 {
+		t.Fatalf("leader %q is not one of %v", st.Leader, names)
+	}
+	if d := ctlDNS(t, servers[li]); d.Update == nil || !d.Update.ThisNode {
+		t.Fatalf("the leader %s does not push: %+v", st.Leader, d.Update)
+	}
+	var survivors []int
+	for i := range names {
+		if i != li {
+			survivors = append(survivors, i)
+		}
+	}
+	rest := []string{}
+	for _, i := range survivors {
+		rest = append(rest, names[i])
+	}
+	wantRest := strings.Join(rest, ",")
+
+	// Kill the leader (power loss) and time each answer.
+	kill := time.Now()
+	syscall.Kill(servers[li].PID(), syscall.SIGKILL)
+	var detected, served, pushed time.Duration
+	deadline = kill.Add(20 * time.Second)
+	for (detected == 0 || served == 0 || pushed == 0) && time.Now().Before(deadline) {
+		now := time.Since(kill)
+		if detected == 0 {
+			if v := gossipView(t, servers[survivors[0]]); v[names[li]].State == "failed" || v[names[li]].State == "left" {
+				detected = now
+			}
+		}
+		if served == 0 {
+			ok := true
+			for _, i := range survivors {
+				got, err := clientTargets(dnsAddrs[i], "udp")
+				ok = ok && err == nil && strings.Join(got, ",") == wantRest
+			}
+			if ok {
+				served = now
+			}
+		}
+		if pushed == 0 {
+			if got, err := clientTargets(b.Addr, "tcp"); err == nil && strings.Join(got, ",") == wantRest {
+				pushed = now
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Logf("leader %s SIGKILLed: gossip declared it failed after %v; survivors' embedded answers dropped it after %v; BIND after %v (new leader elected and pushed)",
+		names[li], detected.Round(time.Millisecond), served.Round(time.Millisecond), pushed.Round(time.Millisecond))
+	if detected == 0 || served == 0 || pushed == 0 {
+		t.Fatalf("not converged within 20 s (detected %v, served %v, pushed %v)\n--- %s ---\n%s", detected, served, pushed, names[survivors[0]], servers[survivors[0]].Logs())
+	}
+	// The DNS part: from the membership change (gossip's declaration) to the
+	// answers. Polling granularity of this loop is ~10 ms plus one gossip call.
+	if served-detected > 2*time.Second || pushed-detected > 2*time.Second {
+		t.Errorf("membership change -> DNS: served %v, BIND %v after detection; want <= 2 s", served-detected, pushed-detected)
+	}
+	if got := digShort(t, b.Addr, names[li]+".node.example.org", "A"); len(got) != 0 {
+		t.Errorf("BIND still has the killed node's A record: %q", got)
+	}
+	// The new leader says it pushes and the last push was verified.
+	st, _ = servers[survivors[0]].StorageStatus()
+	for _, i := range survivors {
+		if names[i] == st.Leader {
+			d := ctlDNS(t, servers[i])
+			if d.Update == nil || !d.Update.ThisNode || (d.Update.LastResult != "ok" && d.Update.LastResult != "in-sync") {
+				t.Errorf("new leader %s: %+v", names[i], d.Update)
+			}
+		}
+	}
+}
