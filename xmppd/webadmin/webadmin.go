@@ -60,8 +60,8 @@ var Sections = []Section{
 	{"sessions", "Sessions", []string{"sessions"}, nil},
 	{"storage", "Storage", []string{"storage"}, nil},
 	{"tables", "Tables", []string{"tables"}, nil},
-	{"vips", "Virtual IPs", []string{"vip", "vips"}, []string{"status"}},
-	{"dns", "DNS", []string{"dns"}, []string{"status"}},
+	{"vips", "Virtual IPs", []string{"vip"}, nil},
+	{"dns", "DNS", []string{"dns"}, nil},
 }
 
 // Handler serves the page.
