@@ -38,6 +38,7 @@ type opsFeature struct {
 	mets *httpd.Server // nil without --metrics
 
 	stanzasIn, stanzasOut *prometheus.CounterVec
+	in, out               [4]prometheus.Counter // by stanzaKind, resolved once (no label lookup per stanza)
 	logins                prometheus.Counter
 	routing               prometheus.Histogram
 	sample                atomic.Uint64
@@ -146,13 +147,20 @@ func buildOps(s *Server) ([]StagedComponent, error) {
 	return comps, nil
 }
 
-// stanzaType is the label of a stanza's kind (message, presence, iq, other).
-func stanzaType(local string) string {
+// stanzaKinds are the values of the type label, indexed by stanzaKind.
+var stanzaKinds = [4]string{"message", "presence", "iq", "other"}
+
+// stanzaKind is the index of a stanza's kind in stanzaKinds.
+func stanzaKind(local string) int {
 	switch local {
-	case "message", "presence", "iq":
-		return local
+	case "message":
+		return 0
+	case "presence":
+		return 1
+	case "iq":
+		return 2
 	}
-	return "other"
+	return 3
 }
 
 // routingSample is 1 in how many client stanzas whose routing is timed.
@@ -173,9 +181,9 @@ func (f *opsFeature) collectors() error {
 	f.routing = prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: metrics.Namespace, Name: "routing_latency_seconds",
 		Help:    "Time from a client stanza's arrival to its delivery to a local account (1 in 16 sampled).",
 		Buckets: []float64{.00001, .000025, .00005, .0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1}})
-	for _, t := range []string{"message", "presence", "iq", "other"} { // export zeros from the start
-		f.stanzasIn.WithLabelValues(t)
-		f.stanzasOut.WithLabelValues(t)
+	for i, t := range stanzaKinds { // also exports zeros from the start
+		f.in[i] = f.stanzasIn.WithLabelValues(t)
+		f.out[i] = f.stanzasOut.WithLabelValues(t)
 	}
 	info := prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: metrics.Namespace, Name: "build_info",
 		Help: "Always 1; labels carry the version, domain and node."}, []string{"version", "domain", "node"})
@@ -228,7 +236,7 @@ func (f *opsFeature) collectors() error {
 
 	// Hooks run first (priority far below every module's) and never consume.
 	s.Router.Hook(module.EvC2SIn, -1000, func(_ context.Context, _ module.Host, ev *module.EventData) bool {
-		f.stanzasIn.WithLabelValues(stanzaType(ev.Stanza.Local)).Inc()
+		f.in[stanzaKind(ev.Stanza.Local)].Inc()
 		if f.sample.Add(1)%routingSample == 0 {
 			if f.inflightN.Load() >= maxInflight {
 				f.inflight.Clear()
@@ -241,7 +249,7 @@ func (f *opsFeature) collectors() error {
 		return false
 	})
 	s.Router.Hook(module.EvDeliver, -1000, func(_ context.Context, _ module.Host, ev *module.EventData) bool {
-		f.stanzasOut.WithLabelValues(stanzaType(ev.Stanza.Local)).Inc()
+		f.out[stanzaKind(ev.Stanza.Local)].Inc()
 		if f.inflightN.Load() > 0 {
 			if t, ok := f.inflight.LoadAndDelete(ev.Stanza); ok {
 				f.inflightN.Add(-1)
