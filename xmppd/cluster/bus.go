@@ -21,6 +21,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // StreamKind is the bus's stream kind on the cluster port's TLS mux.
@@ -141,8 +142,14 @@ func (b *Bus) Start(context.Context) error {
 	return b.cfg.Transport.HandleStream(StreamKind, b.serve)
 }
 
-// Stop closes every connection; unacknowledged messages fail with ErrPeerGone.
-func (b *Bus) Stop(context.Context) error {
+// Stop waits up to a second (or ctx) for connected peers to acknowledge what
+// is queued for them (the unavailable presences of a clean shutdown), then
+// closes every connection; unacknowledged messages fail with ErrPeerGone.
+func (b *Bus) Stop(ctx context.Context) error {
+	deadline := time.Now().Add(time.Second)
+	for time.Now().Before(deadline) && ctx.Err() == nil && b.pending() {
+		time.Sleep(10 * time.Millisecond)
+	}
 	b.mu.Lock()
 	if b.stopped {
 		b.mu.Unlock()
@@ -211,6 +218,16 @@ func (b *Bus) Call(ctx context.Context, node string, m *Message) ([]byte, error)
 	case <-ctx.Done():
 		return nil, fmt.Errorf("cluster: call %s on %s: %w", m.Kind, node, ctx.Err())
 	}
+}
+
+// pending reports whether a connected peer has unacknowledged messages.
+func (b *Bus) pending() bool {
+	for _, ps := range b.Stats() {
+		if ps.Connected && ps.Queued > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // NodeDown declares node dead: every message queued or unacknowledged for it

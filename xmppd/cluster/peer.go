@@ -95,7 +95,7 @@ func (p *peer) run() {
 		c, err := p.connect()
 		if err != nil {
 			if !failing {
-				p.b.log.Warn("cannot reach cluster peer (retrying)", "peer", p.node, "addr", p.addr, "err", err)
+				p.b.log.Warn("cannot reach cluster peer (retrying)", "peer", p.node, "err", err)
 				failing = true
 			}
 			select {
@@ -109,7 +109,7 @@ func (p *peer) run() {
 			continue
 		}
 		if failing {
-			p.b.log.Info("cluster peer reachable again", "peer", p.node, "addr", p.addr)
+			p.b.log.Info("cluster peer reachable again", "peer", p.node)
 		}
 		failing, backoff = false, 50*time.Millisecond
 		p.serveConn(c)
@@ -117,12 +117,15 @@ func (p *peer) run() {
 }
 
 func (p *peer) connect() (net.Conn, error) {
+	p.mu.Lock()
 	if addr, ok := p.b.cfg.Resolve(p.node); ok {
 		p.addr = addr
 	}
+	addr := p.addr
+	p.mu.Unlock()
 	ctx, cancel := context.WithTimeout(p.b.ctx, 2*time.Second)
 	defer cancel()
-	c, err := p.b.cfg.Transport.DialStream(ctx, p.addr, StreamKind)
+	c, err := p.b.cfg.Transport.DialStream(ctx, addr, StreamKind)
 	if err != nil {
 		return nil, err
 	}

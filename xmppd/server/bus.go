@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"xedge/discovery"
 	"xedge/storage"
 	"xedge/storage/ephemeral"
 	"xedge/storage/replicated"
@@ -72,6 +73,15 @@ func buildBus(s *Server) ([]StagedComponent, error) {
 	f := &busFeature{s: s}
 	busFeatures.Store(s, f)
 	s.Admin.Handle("cluster", f.admin)
+	// While draining, a session that still gets bound here (a c2s without
+	// SetDraining) is sent away at once.
+	s.Router.Hook(module.EvSessionBound, 0, func(_ context.Context, _ module.Host, ev *module.EventData) bool {
+		if f.isDraining() && ev.Session != nil {
+			f.sendAway(ev.Session)
+			return true
+		}
+		return false
+	})
 	s.Admin.Handle("sessions", f.sessions)
 	return []StagedComponent{
 		{Stage: AfterStorage, Name: "cluster bus", Start: f.start, Stop: f.stop},
@@ -369,6 +379,9 @@ func (f *busFeature) drain(on bool) (int, string) {
 		d.SetDraining(on)
 	}
 	f.publish()
+	if err := f.s.Membership().UpdateTags(func(t *discovery.Tags) { t.Draining = on }); err != nil {
+		f.s.log.Warn("cannot tell the cluster view that this node drains", "component", "bus", "err", err)
+	}
 	if !on {
 		f.s.log.Info("undrained: accepting clients", "component", "bus")
 		return 0, ""
@@ -392,17 +405,49 @@ func (f *busFeature) drain(on bool) (int, string) {
 	}
 	ss := f.s.Router.All()
 	for _, s := range ss {
-		if to != "" && soh {
-			s.Close("see-other-host", to)
-		} else {
-			s.Close("system-shutdown", "this node is draining: reconnect")
-		}
+		f.sendAwayTo(s, to, soh)
 	}
 	f.s.log.Info("draining: not accepting clients", "component", "bus", "sessions", len(ss), "see_other_host", to)
 	if !soh {
 		to = ""
 	}
 	return len(ss), to
+}
+
+func (f *busFeature) isDraining() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.draining
+}
+
+// sendAway closes a session of a draining node towards a live peer.
+func (f *busFeature) sendAway(s module.Session) {
+	var to string
+	nodes := f.nodes()
+	names := make([]string, 0, len(nodes))
+	for n := range nodes {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		if nr := nodes[n]; n != f.s.cfg.Node && !nr.Draining && nr.C2S != "" {
+			to = nr.C2S
+			break
+		}
+	}
+	soh := false
+	if c, ok := any(f.s.C2S).(seeOtherHoster); ok {
+		soh = c.SeeOtherHost()
+	}
+	f.sendAwayTo(s, to, soh)
+}
+
+func (f *busFeature) sendAwayTo(s module.Session, to string, soh bool) {
+	if to != "" && soh {
+		s.Close("see-other-host", to)
+	} else {
+		s.Close("system-shutdown", "this node is draining: reconnect")
+	}
 }
 
 // sessions is `xmppctl sessions [--all-nodes]`.

@@ -415,3 +415,96 @@ func TestClusterResourceConflict(t *testing.T) {
 		}
 	}
 }
+
+// drainScript: alice on node1 is moved away by a drain; a new login on node1
+// is refused while it drains; node2 takes her; after undrain node1 takes
+// clients again. argv: port1 port2 dir (ready1, go1, ready2, go2 files).
+const drainScript = routingLib + `
+p1, p2, d = sys.argv[1:4]
+
+async def wait_file(n):
+    while not os.path.exists(os.path.join(d, n)):
+        await asyncio.sleep(0.02)
+
+async def main():
+    a1 = await C('alice', 'd1', p1).start()
+    open(os.path.join(d, 'ready1'), 'w').close()
+    await a1.expect(lambda k, d: k == 'stream_error' and ('system-shutdown' in str(d) or 'see-other-host' in str(d)), 'drain stream error at alice on node1', 10)
+    ok('drained-away')
+    again = C('alice', 'd1b', p1)
+    again.c.connect((X.HOST, again.port))
+    await again.expect(lambda k, d: k in ('stream_error', 'disconnected'), 'refusal on the draining node', 10)
+    again.c.disconnect()
+    ok('refused-while-draining')
+    a2 = await C('alice', 'd2', p2).start()
+    ok('moved-to-node2')
+    open(os.path.join(d, 'ready2'), 'w').close()
+    await wait_file('go2')
+    a3 = await C('alice', 'd3', p1).start()
+    await a3.none(lambda k, d: k in ('stream_error', 'disconnected'), 'close after undrain', 1.5)
+    ok('undrained')
+    await X.stop(a2.c)
+    await X.stop(a3.c)
+
+X.run(main, 60)
+`
+
+// xmppctl cluster drain closes node1's client streams and sends new clients
+// away; cluster members shows it draining; undrain takes clients again.
+func TestClusterDrain(t *testing.T) {
+	if _, err := os.Stat(testenv.Python); err != nil {
+		t.Skipf("%s missing: python3-slixmpp is installed by build/setup.sh", testenv.Python)
+	}
+	nodes, _ := testenv.StartCluster(t, testenv.ClusterOptions{Nodes: 3})
+	n1, n2 := nodes[0], nodes[1]
+	n1.Register(t, "alice", "secret")
+	waitCtl(t, n2, "alice\n", "users")
+	dir := t.TempDir()
+	done := make(chan testenv.PythonResult, 1)
+	go func() {
+		done <- n1.Python(60*time.Second, drainScript, strconv.Itoa(n1.Port), strconv.Itoa(n2.Port), dir)
+	}()
+	waitFile := func(name string) {
+		deadline := time.Now().Add(40 * time.Second)
+		for {
+			if _, err := os.Stat(filepath.Join(dir, name)); err == nil {
+				return
+			}
+			select {
+			case r := <-done:
+				t.Fatalf("script ended early: %v\n%s\n--- node1 ---\n%s", r.Err, r.Output, n1.Logs())
+			default:
+			}
+			if time.Now().After(deadline) {
+				r := <-done
+				t.Fatalf("script did not reach %s: %v\n%s\n--- node1 ---\n%s", name, r.Err, r.Output, n1.Logs())
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	waitFile("ready1")
+	o, e, code := n1.Ctl("cluster", "drain")
+	if code != 0 || !strings.Contains(o, "draining") || !strings.Contains(o, "1 session") {
+		t.Fatalf("cluster drain: %d %q %s", code, o, e)
+	}
+	t.Logf("xmppctl cluster drain: %s", strings.TrimSpace(o))
+	waitFile("ready2")
+	o, _, _ = n2.Ctl("cluster", "members")
+	if !strings.Contains(o, "draining") {
+		t.Errorf("cluster members on node2 does not show node1 draining:\n%s", o)
+	}
+	if o, e, code := n1.Ctl("cluster", "undrain"); code != 0 {
+		t.Fatalf("cluster undrain: %d %s %s", code, o, e)
+	}
+	time.Sleep(300 * time.Millisecond)
+	os.WriteFile(filepath.Join(dir, "go2"), nil, 0o600)
+	r := <-done
+	if r.Err != nil {
+		t.Fatalf("script: %v\n%s\n--- node1 ---\n%s", r.Err, r.Output, n1.Logs())
+	}
+	for _, step := range []string{"drained-away", "refused-while-draining", "moved-to-node2", "undrained"} {
+		if !strings.Contains(r.Output, "OK "+step+"\n") {
+			t.Errorf("step %s not passed:\n%s", step, r.Output)
+		}
+	}
+}
