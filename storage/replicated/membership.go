@@ -68,7 +68,7 @@ func (e *JoinError) Unwrap() error { return e.Cause }
 
 // errPeerKey is returned by the TLS verification of a peer certificate that is
 // not the cluster's.
-var errPeerKey = errors.New("peer is not a member of this cluster (wrong cluster key?)")
+var errPeerKey = errors.New("its certificate is not this cluster's")
 
 // classifyHandshake says whether a failed TLS handshake means another key.
 func classifyHandshake(err error) error {

@@ -181,7 +181,7 @@ func (l *lazyStore) Start(ctx context.Context) error {
 		stopRep()
 		var je *replicated.JoinError
 		if errors.As(err, &je) && je.Addr != "" {
-			return fmt.Errorf("storage: cannot join the cluster through %s; last error from the seeds: %w", je.Addr, err)
+			return fmt.Errorf("storage: cannot join the cluster; last error from the seeds: %w", err)
 		}
 		return fmt.Errorf("storage: cannot join the cluster (is a seed in --join up, and is this node's --cluster-addr reachable from it?): %w", err)
 	}

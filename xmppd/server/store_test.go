@@ -3,6 +3,7 @@ package server
 import (
 	"bytes"
 	"context"
+	"errors"
 	"log/slog"
 	"net"
 	"path/filepath"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"xedge/storage"
+	"xedge/storage/replicated"
 	"xedge/xmppd/config"
 )
 
@@ -126,6 +128,11 @@ func TestLazyStoreClusterOfOne(t *testing.T) {
 	err = st2.Start(ctx)
 	if err == nil || !strings.Contains(err.Error(), "cannot join the cluster") || !strings.Contains(err.Error(), addr) {
 		t.Fatalf("join without a seed: %v", err)
+	}
+	// The cause stays typed through the wiring (no log text is matched).
+	var je *replicated.JoinError
+	if !errors.As(err, &je) || je.Addr != addr || !errors.Is(err, replicated.ErrUnreachable) {
+		t.Fatalf("join without a seed: %T %v, want a *replicated.JoinError for %s that is ErrUnreachable", err, err, addr)
 	}
 	st2.Stop(ctx)
 }
