@@ -22,12 +22,13 @@ type DHCP struct {
 	apply   func(Lease) error
 	timeout time.Duration
 
-	mu     sync.Mutex
-	client *nclient4.Client
-	raw    *nclient4.Lease
-	lease  Lease
-	cancel context.CancelFunc
-	done   chan struct{}
+	mu       sync.Mutex
+	client   *nclient4.Client
+	raw      *nclient4.Lease
+	lease    Lease
+	cancel   context.CancelFunc
+	done     chan struct{}
+	onExpire func(Lease)
 }
 
 // NewDHCP returns a client for ifname. apply is called with every new or renewed
@@ -66,7 +67,7 @@ func (d *DHCP) Acquire(ctx context.Context) (Lease, error) {
 	for attempt := 0; attempt < 100 && ctx.Err() == nil; attempt++ {
 		raw, err := c.Request(ctx, dhcpv4.WithRequestedOptions(requestedOptions...))
 		if err == nil {
-			return d.install(raw)
+			return d.install(raw, "discover")
 		}
 		lastErr = err
 		select {
@@ -80,8 +81,9 @@ func (d *DHCP) Acquire(ctx context.Context) (Lease, error) {
 	return Lease{}, fmt.Errorf("dhcp on %s: %w", d.ifname, lastErr)
 }
 
-func (d *DHCP) install(raw *nclient4.Lease) (Lease, error) {
+func (d *DHCP) install(raw *nclient4.Lease, via string) (Lease, error) {
 	l := leaseFromACK(d.ifname, raw.ACK, time.Now())
+	l.Via = via
 	if d.apply != nil {
 		if err := d.apply(l); err != nil {
 			return Lease{}, fmt.Errorf("apply lease on %s: %w", d.ifname, err)
@@ -90,7 +92,7 @@ func (d *DHCP) install(raw *nclient4.Lease) (Lease, error) {
 	d.mu.Lock()
 	d.raw, d.lease = raw, l
 	d.mu.Unlock()
-	d.log.Info("dhcp lease", "addr", l.Addr, "router", l.Router, "server", l.Server, "lease", l.Duration)
+	d.log.Info("dhcp lease", "via", via, "addr", l.Addr, "router", l.Router, "server", l.Server, "lease", l.Duration)
 	return l, nil
 }
 
@@ -110,50 +112,117 @@ func (d *DHCP) Start(ctx context.Context) error {
 	return nil
 }
 
-// renewLoop renews at T1, retries until T2, then rebinds by a fresh request; every
-// wait is bounded by the lease times and by ctx.
+// renewLoop follows RFC 2131 4.4.5: at T1 it renews with the server that gave the
+// lease (retrying until T2), at T2 it rebinds with any server (retrying until the
+// lease expires), and at expiry it takes the address off the link (the expire
+// callback) and starts over with a DISCOVER until it gets a lease again. Every wait
+// is bounded by the lease times and by ctx.
 func (d *DHCP) renewLoop(ctx context.Context) {
 	defer close(d.done)
 	for ctx.Err() == nil {
 		d.mu.Lock()
 		l, raw, c := d.lease, d.raw, d.client
 		d.mu.Unlock()
-		wait := time.Until(l.ObtainedAt.Add(l.Renew))
-		if !sleep(ctx, wait) {
+		if !sleep(ctx, time.Until(l.ObtainedAt.Add(l.Renew))) {
 			return
 		}
-		renewed := false
-		for ctx.Err() == nil && time.Now().Before(l.ObtainedAt.Add(l.Rebind)) {
-			rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-			nraw, err := c.Renew(rctx, raw, dhcpv4.WithRequestedOptions(requestedOptions...))
-			cancel()
-			if err == nil {
-				if _, err := d.install(nraw); err != nil {
-					d.log.Warn("dhcp renew apply failed", "err", err)
-				}
-				renewed = true
-				break
-			}
-			d.log.Warn("dhcp renew failed", "err", err)
-			// Retry after half the time left to T2, at least 5 s (RFC 2131 4.4.5).
-			left := time.Until(l.ObtainedAt.Add(l.Rebind)) / 2
-			if !sleep(ctx, max(left, 5*time.Second)) {
-				return
-			}
+		renew := func(rctx context.Context) (*nclient4.Lease, error) {
+			return c.Renew(rctx, raw, dhcpv4.WithRequestedOptions(requestedOptions...))
 		}
-		if renewed || ctx.Err() != nil {
+		if d.retryUntil(ctx, "renew", l.ObtainedAt.Add(l.Rebind), renew) {
 			continue
 		}
-		// Rebinding: ask anyone for a lease until the old one expires or a new one comes.
-		actx, cancel := context.WithDeadline(ctx, l.ObtainedAt.Add(l.Duration+time.Minute))
-		_, err := d.Acquire(actx)
-		cancel()
-		if err != nil {
-			d.log.Error("dhcp lease lost", "err", err)
-			if !sleep(ctx, 5*time.Second) {
+		rebind := func(rctx context.Context) (*nclient4.Lease, error) { return rebindLease(rctx, c, raw) }
+		if d.retryUntil(ctx, "rebind", l.Expires(), rebind) {
+			continue
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		d.expire(l)
+		for backoff := time.Second; ctx.Err() == nil; backoff = min(2*backoff, 30*time.Second) {
+			actx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			_, err := d.Acquire(actx)
+			cancel()
+			if err == nil {
+				break
+			}
+			d.log.Warn("dhcp: no lease yet", "err", err)
+			if !sleep(ctx, backoff) {
 				return
 			}
 		}
+	}
+}
+
+// retryUntil calls try until it gets a lease (installed; true) or deadline passes
+// (false). After a failure it waits half the time left, at least a second (RFC 2131
+// says 60 s; leases here may be short).
+func (d *DHCP) retryUntil(ctx context.Context, what string, deadline time.Time, try func(context.Context) (*nclient4.Lease, error)) bool {
+	for ctx.Err() == nil && time.Now().Before(deadline) {
+		dl := time.Now().Add(10 * time.Second)
+		if deadline.Before(dl) {
+			dl = deadline
+		}
+		rctx, cancel := context.WithDeadline(ctx, dl)
+		nraw, err := try(rctx)
+		cancel()
+		if err == nil {
+			if _, err := d.install(nraw, what); err != nil {
+				d.log.Warn("dhcp "+what+": apply failed", "err", err)
+			}
+			return true
+		}
+		var nak *nclient4.ErrNak
+		if errors.As(err, &nak) {
+			d.log.Warn("dhcp "+what+": server refused the lease (NAK)", "err", err)
+			return false
+		}
+		d.log.Warn("dhcp "+what+" failed", "err", err, "until", time.Until(deadline).Round(time.Millisecond))
+		left := time.Until(deadline)
+		if !sleep(ctx, min(left, max(left/2, time.Second))) {
+			return false
+		}
+	}
+	return false
+}
+
+// rebindLease broadcasts a REQUEST for the leased address without a server
+// identifier, so any server may answer (RFC 2131 REBINDING).
+func rebindLease(ctx context.Context, c *nclient4.Client, raw *nclient4.Lease) (*nclient4.Lease, error) {
+	req, err := dhcpv4.NewRenewFromAck(raw.ACK, dhcpv4.WithRequestedOptions(requestedOptions...),
+		dhcpv4.WithOption(dhcpv4.OptMaxMessageSize(nclient4.MaxMessageSize)))
+	if err != nil {
+		return nil, fmt.Errorf("rebind request: %w", err)
+	}
+	req.UpdateOption(dhcpv4.OptMessageType(dhcpv4.MessageTypeRequest))
+	req.Options.Del(dhcpv4.OptionServerIdentifier)
+	resp, err := c.SendAndRead(ctx, c.RemoteAddr(), req, nclient4.IsMessageType(dhcpv4.MessageTypeAck, dhcpv4.MessageTypeNak))
+	if err != nil {
+		return nil, fmt.Errorf("rebind: %w", err)
+	}
+	if resp.MessageType() == dhcpv4.MessageTypeNak {
+		return nil, &nclient4.ErrNak{Offer: raw.Offer, Nak: resp}
+	}
+	return &nclient4.Lease{Offer: raw.Offer, ACK: resp, CreationTime: time.Now()}, nil
+}
+
+// SetExpire sets what happens when the lease runs out without renewal (the address
+// must come off the link; see Unconfigure). Call before Start.
+func (d *DHCP) SetExpire(fn func(Lease)) {
+	d.mu.Lock()
+	d.onExpire = fn
+	d.mu.Unlock()
+}
+
+func (d *DHCP) expire(l Lease) {
+	d.mu.Lock()
+	fn := d.onExpire
+	d.raw, d.lease = nil, Lease{Interface: d.ifname}
+	d.mu.Unlock()
+	d.log.Error("dhcp lease expired: address removed, asking for a new lease", "addr", l.Addr, "server", l.Server)
+	if fn != nil {
+		fn(l)
 	}
 }
 

@@ -27,8 +27,20 @@ type Lease struct {
 	Renew      time.Duration // T1
 	Rebind     time.Duration // T2
 	Xedge      string        // OptionXedge, raw text
+	MTU        int           // option 26 (0: none)
+	Routes     []Route       // option 121 (RFC 3442), else option 33
+	Via        string        // how it was obtained: discover, renew or rebind
 	ObtainedAt time.Time
 }
+
+// Route is a static route a lease carries.
+type Route struct {
+	Dst netip.Prefix
+	Gw  netip.Addr
+}
+
+// Expires returns when the lease runs out.
+func (l Lease) Expires() time.Time { return l.ObtainedAt.Add(l.Duration) }
 
 // leaseFromACK converts a DHCPACK into a Lease.
 func leaseFromACK(ifname string, ack *dhcpv4.DHCPv4, now time.Time) Lease {
@@ -61,6 +73,25 @@ func leaseFromACK(ifname string, ack *dhcpv4.DHCPv4, now time.Time) Lease {
 	if l.Rebind <= l.Renew || l.Rebind > l.Duration {
 		l.Rebind = l.Duration * 7 / 8
 	}
+	if mtu, err := dhcpv4.GetUint16(dhcpv4.OptionInterfaceMTU, ack.Options); err == nil && mtu >= 576 {
+		l.MTU = int(mtu)
+	}
+	for _, r := range ack.ClasslessStaticRoute() {
+		dst, ok1 := netip.AddrFromSlice(r.Dest.IP.To4())
+		gw, ok2 := netip.AddrFromSlice(r.Router.To4())
+		if !ok1 || !ok2 {
+			continue
+		}
+		ones, _ := r.Dest.Mask.Size()
+		if ones == 0 && !l.Router.IsValid() {
+			l.Router = gw // RFC 3442: with option 121 the router option is ignored
+			continue
+		}
+		if ones == 0 {
+			continue
+		}
+		l.Routes = append(l.Routes, Route{Dst: netip.PrefixFrom(dst, ones).Masked(), Gw: gw})
+	}
 	if v := ack.Options.Get(dhcpv4.GenericOptionCode(OptionXedge)); v != nil {
 		l.Xedge = strings.TrimRight(string(v), "\x00")
 	}
@@ -72,5 +103,6 @@ var requestedOptions = []dhcpv4.OptionCode{
 	dhcpv4.OptionSubnetMask, dhcpv4.OptionRouter, dhcpv4.OptionDomainNameServer,
 	dhcpv4.OptionHostName, dhcpv4.OptionDomainName, dhcpv4.OptionIPAddressLeaseTime,
 	dhcpv4.OptionRenewTimeValue, dhcpv4.OptionRebindingTimeValue,
+	dhcpv4.OptionInterfaceMTU, dhcpv4.OptionClasslessStaticRoute,
 	dhcpv4.GenericOptionCode(OptionXedge),
 }

@@ -53,13 +53,32 @@ func Configure(l Lease, defaultRoute bool) error {
 	if err := netlink.AddrReplace(link, addr); err != nil {
 		return fmt.Errorf("address %s on %s: %w", l.Addr, l.Interface, err)
 	}
+	if l.MTU > 0 && link.Attrs().MTU != l.MTU {
+		if err := netlink.LinkSetMTU(link, l.MTU); err != nil {
+			return fmt.Errorf("mtu %d on %s: %w", l.MTU, l.Interface, err)
+		}
+	}
 	if defaultRoute && l.Router.IsValid() {
 		r := &netlink.Route{LinkIndex: link.Attrs().Index, Gw: net.IP(l.Router.AsSlice())}
 		if err := netlink.RouteReplace(r); err != nil {
 			return fmt.Errorf("default route via %s: %w", l.Router, err)
 		}
 	}
+	for _, rt := range l.Routes {
+		r := &netlink.Route{LinkIndex: link.Attrs().Index, Dst: prefixToIPNet(rt.Dst), Gw: net.IP(rt.Gw.AsSlice())}
+		if err := netlink.RouteReplace(r); err != nil {
+			return fmt.Errorf("route %s via %s: %w", rt.Dst, rt.Gw, err)
+		}
+	}
 	return nil
+}
+
+// Unconfigure takes a lease's address off its interface (its routes go with it).
+func Unconfigure(l Lease) error {
+	if !l.Addr.IsValid() {
+		return nil
+	}
+	return RemoveAddrs(l.Interface, []netip.Prefix{l.Addr})
 }
 
 // LoopbackUp brings lo up (the kernel gives it 127.0.0.1 once it is up).

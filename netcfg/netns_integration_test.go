@@ -101,3 +101,14 @@ func neighMAC(t *testing.T, ns, ip string) string {
 	}
 	return ""
 }
+
+// nsHandle opens a handle on a namespace the test created.
+func nsHandle(t *testing.T, name string) netns.NsHandle {
+	t.Helper()
+	h, err := netns.GetFromName(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.Close() })
+	return h
+}
