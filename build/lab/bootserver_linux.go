@@ -36,8 +36,24 @@ type BootServerOptions struct {
 	Storage bool
 	// LUNMiB is the size of each node's LUN (default 256).
 	LUNMiB int
-	Log    *slog.Logger
+	// XmppdYAML, when set, is served as xmppd.yaml and handed to PXE-booted nodes
+	// (xedge.config): the lab's timing for TCG guests.
+	XmppdYAML string
+	Log       *slog.Logger
 }
+
+// TCGTiming is the xmppd configuration the lab hands PXE-booted nodes by default:
+// TCG guests share two host cores, so each gets a fraction of a CPU and raft's and
+// the gossip's sub-second defaults see them as failed while they boot. These are
+// several times the defaults; a real appliance keeps xmppd's own.
+const TCGTiming = `# xedge lab: timing for TCG guests on a shared host
+raft-heartbeat-timeout: 3s
+raft-election-timeout: 3s
+raft-lease-timeout: 1500ms
+gossip-probe-interval: 1s
+gossip-suspicion-mult: 4
+join-timeout: 2m
+`
 
 // StorageURL is node n's LUN as xmppd's --storage / xedge.storage.
 func StorageURL(n int) string {
@@ -75,6 +91,11 @@ func ServeBoot(ctx context.Context, o BootServerOptions) error {
 	if o.Key != "" {
 		params["key"] = o.Key
 	}
+	var files map[string][]byte
+	if o.XmppdYAML != "" {
+		files = map[string][]byte{"xmppd.yaml": []byte(o.XmppdYAML)}
+		params["config"] = "http://" + labServerIP + "/xmppd.yaml"
+	}
 	xedgeText := ""
 	if o.Domain != "" {
 		xedgeText = "xedge.domain=" + o.Domain
@@ -85,7 +106,7 @@ func ServeBoot(ctx context.Context, o BootServerOptions) error {
 			Last: netip.MustParseAddr("10.77.0.250"), Lease: 10 * time.Minute, Fixed: LabAddr},
 		Domain: o.Domain, DHCPText: xedgeText,
 		Hostname: func(a netip.Addr, _ net.HardwareAddr) string { return hostFor(a) },
-		Boot: pxe.Boot{Kernel: o.Kernel, Initrd: o.Initrd, Cmdline: o.Cmdline, Params: params, AutoSeeds: true,
+		Boot: pxe.Boot{Kernel: o.Kernel, Initrd: o.Initrd, Cmdline: o.Cmdline, Params: params, AutoSeeds: true, Files: files,
 			NodeParams: func(b pxe.BoxInfo) map[string]string {
 				hw, err := net.ParseMAC(b.MAC)
 				if n := labNode(hw); err == nil && n > 0 && o.Storage && n <= o.Nodes {

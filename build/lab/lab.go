@@ -45,8 +45,21 @@ type NodeState struct {
 	PID  int    `json:"pid"`
 	MAC  string `json:"mac"`
 	Port int    `json:"c2s_port"` // 127.0.0.1:Port -> node:5222
-	// Started is when qemu was started (power-on).
+	// Started is when qemu was started (power-on); Ready when the console first
+	// showed the ready (or maintenance/quarantine) line, as seen by `up`.
 	Started time.Time `json:"started"`
+	Ready   time.Time `json:"ready,omitempty"`
+	// ReadyCPU is the CPU time qemu had used when the node was ready: the boot's
+	// cost, which unlike wall time does not grow on a busy host.
+	ReadyCPU float64 `json:"ready_cpu_s,omitempty"`
+}
+
+// BootSeconds is power-on to ready as `up` saw it (0: not seen).
+func (n NodeState) BootSeconds() float64 {
+	if n.Ready.IsZero() {
+		return 0
+	}
+	return n.Ready.Sub(n.Started).Seconds()
 }
 
 // UpOptions configures `xedge lab up`.
@@ -227,6 +240,8 @@ func Up(ctx context.Context, o UpOptions) (*State, []string, error) {
 		}
 	}
 	lines := make([]string, o.Nodes)
+	readyAt := make([]time.Time, o.Nodes)
+	readyCPU := make([]float64, o.Nodes)
 	sem := make(chan struct{}, o.MaxBoot)
 	results := make(chan error, o.Nodes)
 	for i := 1; i <= o.Nodes; i++ {
@@ -255,6 +270,10 @@ func Up(ctx context.Context, o UpOptions) (*State, []string, error) {
 		go func(i int, nst NodeState) {
 			defer func() { <-sem }()
 			line, err := WaitConsole(ctx, filepath.Join(nst.Dir, "console.log"), readyOrMaint, o.WaitReady)
+			if err == nil {
+				readyAt[i-1] = time.Now()
+				readyCPU[i-1] = (&VM{PID: nst.PID}).CPUSeconds()
+			}
 			lines[i-1] = fmt.Sprintf("%s: %s", nst.Name, line)
 			if err != nil {
 				err = fmt.Errorf("%s: %w", nst.Name, err)
@@ -267,6 +286,14 @@ func Up(ctx context.Context, o UpOptions) (*State, []string, error) {
 		if err := <-results; err != nil {
 			errs = append(errs, err)
 		}
+	}
+	for i := range st.Nodes {
+		if i < len(readyAt) {
+			st.Nodes[i].Ready, st.Nodes[i].ReadyCPU = readyAt[i], readyCPU[i]
+		}
+	}
+	if err := st.save(dir); err != nil {
+		errs = append(errs, err)
 	}
 	return st, lines, errors.Join(errs...)
 }
@@ -379,7 +406,7 @@ func WaitConsole(ctx context.Context, path string, re *regexp.Regexp, d time.Dur
 				return m[0], nil
 			}
 		}
-		time.Sleep(200 * time.Millisecond)
+		time.Sleep(100 * time.Millisecond)
 	}
 	return "not ready", fmt.Errorf("no %q in %s after %s", re, path, d)
 }

@@ -28,12 +28,16 @@ func ServeBoot(context.Context, BootServerOptions) error { return errNoNetNS }
 // Control is Linux only.
 func Control(string, string) (string, error) { return "", errNoNetNS }
 
+// TCGTiming is the lab's xmppd timing for TCG guests.
+const TCGTiming = ""
+
 // StorageURL is node n's LUN.
 func StorageURL(n int) string { return "" }
 
 // BootServerOptions configure the root-mode boot server (Linux only).
 type BootServerOptions struct {
 	Dir, Domain, Kernel, Initrd, Cmdline, Key string
+	XmppdYAML                                 string
 	Nodes, LUNMiB                             int
 	Storage                                   bool
 }

@@ -33,6 +33,9 @@ type Boot struct {
 	// box bootstraps the cluster, every later or rebooting box joins it.
 	AutoSeeds bool
 	MaxSeeds  int
+	// Files are served as they are at /<name> (e.g. an xmppd YAML config that the
+	// parameters point to with config=<URL>).
+	Files map[string][]byte
 }
 
 // BoxInfo is what the server knows of one box it booted.
@@ -191,6 +194,11 @@ func (h *httpHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(h.reg.list())
 	default:
+		if b, ok := h.boot.Files[p]; ok {
+			w.Header().Set("Content-Type", "text/plain")
+			_, _ = w.Write(b)
+			return
+		}
 		http.NotFound(w, r)
 	}
 }

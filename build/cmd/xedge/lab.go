@@ -111,6 +111,7 @@ func runLab(ctx context.Context, args []string) error {
 		keyFile := sfs.String("key-file", "", "cluster key for PXE-booted nodes")
 		nodes := sfs.Int("nodes", 0, "number of nodes (LUNs)")
 		storage := sfs.Bool("storage", false, "one iSCSI LUN per node")
+		timing := sfs.String("timing", "tcg", "xmppd timing for PXE-booted nodes: tcg (slower raft and gossip timeouts) or default")
 		if err := sfs.Parse(rest[1:]); err != nil {
 			return err
 		}
@@ -124,7 +125,7 @@ func runLab(ctx context.Context, args []string) error {
 				key = strings.TrimSpace(string(b))
 			}
 			return lab.ServeBoot(ctx, lab.BootServerOptions{Dir: *dir, Domain: *domain, Kernel: *kernel, Initrd: *initrd,
-				Cmdline: *cmdline, Key: key, Nodes: *nodes, Storage: *storage})
+				Cmdline: *cmdline, Key: key, Nodes: *nodes, Storage: *storage, XmppdYAML: map[string]string{"tcg": lab.TCGTiming}[*timing]})
 		}
 		return lab.ServeSegment(ctx, *group, *domain)
 	}
@@ -230,7 +231,10 @@ func printLab(w io.Writer, st *lab.State, lines []string, took time.Duration) {
 		if st.Storage {
 			storage = "  LUN " + lab.StorageURL(i+1)
 		}
-		fmt.Fprintf(w, "  %-6s %-40s c2s 127.0.0.1:%-5d console: bin/xedge lab console %s%s\n", n.Name, line, n.Port, n.Name, storage)
+		if secs := n.BootSeconds(); secs > 0 {
+			line += fmt.Sprintf(" (%.1f s)", secs)
+		}
+		fmt.Fprintf(w, "  %-6s %-46s c2s 127.0.0.1:%-5d console: bin/xedge lab console %s%s\n", n.Name, line, n.Port, n.Name, storage)
 	}
 	if len(st.Nodes) > 0 {
 		fmt.Fprintf(w, "client: register an account on any console (bin/xedge lab console node1 register alice secret),\n")
