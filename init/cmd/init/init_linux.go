@@ -13,7 +13,6 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
-	"sort"
 	"strings"
 	"sync"
 	"syscall"
@@ -50,7 +49,8 @@ type node struct {
 
 	mu       sync.Mutex
 	cfg      config.Config
-	dhcp     map[string]*netcfg.DHCP
+	dhcp     map[string]*netcfg.DHCP // links with a lease (for the console)
+	net      *netcfg.Network
 	primary  netcfg.Lease
 	hostname string
 	state    string // booting, maintenance, quarantine, starting, serving, down
@@ -98,11 +98,7 @@ func (n *node) shutdown(action boot.Action) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	n.mu.Lock()
-	sup := n.sup
-	clients := make([]*netcfg.DHCP, 0, len(n.dhcp))
-	for _, d := range n.dhcp {
-		clients = append(clients, d)
-	}
+	sup, nw := n.sup, n.net
 	n.mu.Unlock()
 	if sup != nil {
 		if err := sup.Stop(ctx); err != nil {
@@ -111,8 +107,8 @@ func (n *node) shutdown(action boot.Action) {
 			n.con.Say("xmppd stopped")
 		}
 	}
-	for _, d := range clients {
-		_ = d.Stop(ctx)
+	if nw != nil {
+		_ = nw.Stop(ctx)
 	}
 	n.con.Say("%s now", action)
 	if err := boot.Final(action); err != nil {
@@ -241,87 +237,45 @@ func (n *node) getCfg() config.Config {
 	return n.cfg
 }
 
-// network runs DHCP on every ethernet link at once; the lowest-named link with a lease
-// after the first lease plus a short grace becomes primary (default route, ready IP).
+// network runs DHCP on every ethernet link at once through netcfg.Network: the
+// phase ends once the first lease plus a short grace are in (the link with the
+// default route, else the lowest-named one, becomes primary), and every link keeps
+// its lease renewed (T1 renew, T2 rebind, expiry handled), including a link whose
+// lease arrives after this phase ended.
 func (n *node) network(ctx context.Context) error {
 	if err := netcfg.LoopbackUp(); err != nil {
 		n.log.Warn("loopback", "err", err)
-	}
-	links, err := netcfg.EthernetLinks()
-	if err != nil {
-		return err
-	}
-	if len(links) == 0 {
-		return errors.New("no ethernet interfaces (no driver for the NIC?)")
 	}
 	timeout := n.getCfg().DHCPTimeout
 	if timeout <= 0 {
 		timeout = 10 * time.Second
 	}
-	type result struct {
-		lease netcfg.Lease
-		err   error
-		d     *netcfg.DHCP
-	}
-	results := make(chan result, len(links))
-	var routeOnce sync.Mutex
-	routed := false
-	for _, l := range links {
-		var d *netcfg.DHCP
-		d = netcfg.NewDHCP(l, n.log, func(lease netcfg.Lease) error {
-			routeOnce.Lock()
-			defer routeOnce.Unlock()
-			def := !routed && lease.Router.IsValid()
-			if err := netcfg.Configure(lease, def); err != nil {
-				return err
+	var nw *netcfg.Network
+	nw = netcfg.NewNetwork(netcfg.NetworkConfig{
+		Timeout: timeout, Grace: time.Second, ResolvConf: "/etc/resolv.conf", Log: n.log,
+		OnLease: func(l netcfg.Lease) {
+			n.mu.Lock()
+			if d := nw.Client(l.Interface); d != nil {
+				n.dhcp[l.Interface] = d
 			}
-			routed = routed || def
-			return nil
-		})
-		go func() {
-			actx, cancel := context.WithTimeout(ctx, timeout)
-			defer cancel()
-			lease, err := d.Acquire(actx)
-			results <- result{lease, err, d}
-		}()
-	}
-	var leases []netcfg.Lease
-	var errs []error
-	var grace <-chan time.Time
-	for pending := len(links); pending > 0; pending-- {
-		var r result
-		select {
-		case r = <-results:
-		case <-grace:
-			pending = 0
-			continue
-		}
-		if r.err != nil {
-			errs = append(errs, r.err)
-			continue
-		}
-		leases = append(leases, r.lease)
-		n.mu.Lock()
-		n.dhcp[r.lease.Interface] = r.d
-		n.mu.Unlock()
-		if err := r.d.Start(context.Background()); err != nil {
-			n.log.Warn("dhcp renewals", "err", err)
-		}
-		if grace == nil {
-			grace = time.After(time.Second)
-		}
-	}
-	if len(leases) == 0 {
-		return fmt.Errorf("no DHCP lease on %s: %w", strings.Join(links, ","), errors.Join(errs...))
-	}
-	sort.Slice(leases, func(i, j int) bool { return leases[i].Interface < leases[j].Interface })
+			if n.primary.Interface == l.Interface {
+				n.primary = l
+			}
+			n.mu.Unlock()
+		},
+		OnExpire: func(l netcfg.Lease) { n.con.Say("DHCP lease of %s on %s expired; asking again", l.Addr, l.Interface) },
+	})
 	n.mu.Lock()
-	n.primary = leases[0]
+	n.net = nw
 	n.mu.Unlock()
-	if len(leases[0].DNS) > 0 {
-		_ = netcfg.WriteResolvConf("/etc/resolv.conf", leases[0])
+	primary, err := nw.Start(ctx)
+	if err != nil {
+		return err
 	}
-	for _, l := range leases {
+	n.mu.Lock()
+	n.primary = primary
+	n.mu.Unlock()
+	for _, l := range nw.Leases() {
 		n.log.Info("address", "if", l.Interface, "addr", l.Addr)
 	}
 	return nil
