@@ -157,6 +157,9 @@ func (n *Network) run(ctx context.Context, link string) {
 			n.cfg.OnExpire(l)
 		}
 	})
+	n.mu.Lock()
+	n.clients[link] = d
+	n.mu.Unlock()
 	wait := n.cfg.Retry
 	for first := true; ctx.Err() == nil; first = false {
 		t := 10 * time.Second
@@ -180,9 +183,6 @@ func (n *Network) run(ctx context.Context, link string) {
 	if ctx.Err() != nil {
 		return
 	}
-	n.mu.Lock()
-	n.clients[link] = d
-	n.mu.Unlock()
 	if err := d.Start(ctx); err != nil {
 		n.log.Warn("dhcp renewals", "if", link, "err", err)
 	}
@@ -211,7 +211,8 @@ func (n *Network) apply(l Lease) error {
 	return nil
 }
 
-// Client returns the DHCP client of a link that has (had) a lease, or nil.
+// Client returns the DHCP client of a link (its Lease is zero until it has one), or
+// nil for a link Network does not run.
 func (n *Network) Client(link string) *DHCP {
 	n.mu.Lock()
 	defer n.mu.Unlock()
