@@ -230,6 +230,7 @@ func (f *opsFeature) collectors() error {
 	if t := metrics.Tap(); t != nil {
 		errs = append(errs, f.reg.Register(t.Collector()))
 	}
+	errs = append(errs, f.featureCollectors())
 	if err := errors.Join(errs...); err != nil {
 		return err
 	}

@@ -5,6 +5,7 @@ package server
 import (
 	"bytes"
 	"crypto/tls"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -318,4 +319,70 @@ func chromium(t *testing.T, url string) (dom, screenshot string) {
 	}
 	_ = fmt.Sprint
 	return dom, screenshot
+}
+
+// metricsURL returns the /metrics URL of a node started with --metrics
+// 127.0.0.1:0, from `xmppctl --json status`.
+func metricsURL(t *testing.T, s *testenv.Server) string {
+	t.Helper()
+	o, e, code := s.Ctl("--json", "status")
+	if code != 0 {
+		t.Fatalf("status: %d %s", code, e)
+	}
+	var st struct{ Listeners []string }
+	if err := json.Unmarshal([]byte(o), &st); err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range st.Listeners {
+		if u, ok := strings.CutPrefix(l, "metrics "); ok {
+			return u
+		}
+	}
+	t.Fatalf("no metrics listener in %q", st.Listeners)
+	return ""
+}
+
+// Two real clustered xmppd processes: the cluster and raft metrics agree with
+// each other, and a killed node shows as down in the survivor's metrics.
+func TestOperationsClusterMetrics(t *testing.T) {
+	nodes, _ := testenv.StartCluster(t, testenv.ClusterOptions{Nodes: 2, Args: []string{"--metrics", "127.0.0.1:0"}})
+	urls := []string{metricsURL(t, nodes[0].Server), metricsURL(t, nodes[1].Server)}
+	leaders := 0.0
+	for i, u := range urls {
+		var m map[string]*dto.MetricFamily
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			m = scrape(t, u)
+			if v, _ := value(m, "xmppd_cluster_members", "state", "up"); v == 2 || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		if v, _ := value(m, "xmppd_cluster_members", "state", "up"); v != 2 {
+			t.Fatalf("node %d: members up = %v, want 2", i+1, v)
+		}
+		if v, _ := value(m, "xmppd_storage_has_leader"); v != 1 {
+			t.Errorf("node %d: no leader known", i+1)
+		}
+		if v, _ := value(m, "xmppd_storage_role", "role", "voter"); v != 1 {
+			t.Errorf("node %d: not a voter", i+1)
+		}
+		l, _ := value(m, "xmppd_storage_leader")
+		leaders += l
+	}
+	if leaders != 1 {
+		t.Fatalf("%v nodes claim to lead raft", leaders)
+	}
+	nodes[1].Kill()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		m := scrape(t, urls[0])
+		if v, _ := value(m, "xmppd_cluster_members", "state", "down"); v == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("killed node never down in the survivor's metrics:\n%v", m["xmppd_cluster_members"])
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 }
