@@ -85,7 +85,7 @@ type Agent struct {
 	cancel     context.CancelFunc
 	wg         sync.WaitGroup
 	keyRefused []string // senders refused for a wrong key
-	wrongKey   []string // seeds that refused this node's join for a wrong key (JoinError texts)
+	wrongKey   []string // peers (host:port) that refused this node's join for a wrong key
 }
 
 type memberState struct {
@@ -224,6 +224,7 @@ func (a *Agent) Start(ctx context.Context) error {
 	a.log.Info("gossip started", "node", a.cfg.NodeName, "bind", a.cfg.BindAddr.String(), "advertise", a.cfg.AdvertiseAddr.String(),
 		"seeds", a.cfg.Seeds, "srv_domain", a.cfg.SRVDomain, "scan", a.cfg.Scan,
 		"probe_interval", a.cfg.ProbeInterval, "suspicion_mult", a.cfg.SuspicionMult)
+	a.lookupName(lctx, a.cfg.NodeName, a.cfg.AdvertiseAddr)
 	a.wg.Add(4)
 	go func() { defer a.wg.Done(); a.eventLoop(lctx, events) }()
 	go func() { defer a.wg.Done(); a.pushLoop(lctx) }()
@@ -306,9 +307,9 @@ func (a *Agent) KeyRefused() []string {
 	return append([]string(nil), a.keyRefused...)
 }
 
-// WrongKeySeeds returns the join errors of seeds that refused this node for a
-// wrong cluster key.
-func (a *Agent) WrongKeySeeds() []string {
+// WrongKeyPeers returns the peers (host:port) that refused this node's join
+// for a wrong cluster key.
+func (a *Agent) WrongKeyPeers() []string {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return append([]string(nil), a.wrongKey...)
@@ -324,7 +325,7 @@ type JoinError struct {
 	Err  error
 }
 
-func (e *JoinError) Error() string { return "cannot join gossip seed " + e.Addr + ": " + e.Why }
+func (e *JoinError) Error() string { return "cannot join gossip peer " + e.Addr + ": " + e.Why }
 func (e *JoinError) Unwrap() error { return e.Err }
 
 // Join joins the gossip pool through each of addrs (host:port); found says how
@@ -358,8 +359,8 @@ func (a *Agent) Join(addrs []string, found string) (int, error) {
 		je := explainJoin(addr, err)
 		if errors.Is(je, ErrWrongKey) {
 			a.mu.Lock()
-			if !slices.Contains(a.wrongKey, je.Error()) {
-				a.wrongKey = append(a.wrongKey, je.Error())
+			if !slices.Contains(a.wrongKey, addr) {
+				a.wrongKey = append(a.wrongKey, addr)
 			}
 			a.mu.Unlock()
 		}

@@ -42,10 +42,12 @@ func (a *Agent) AutoJoin(ctx context.Context, o AutoJoinOptions) (Decision, erro
 			a.log.Info("auto-join: joining the cluster", "reason", d.Reason, "cluster_addrs", d.Join)
 			return d, nil
 		case Bootstrap:
-			if wk := a.WrongKeySeeds(); len(wk) > 0 {
-				// A seed is there but refuses this node's key: bootstrapping
-				// would make a second cluster beside it.
-				return Decision{}, fmt.Errorf("discovery: auto-join: not bootstrapping a cluster of its own: %s", strings.Join(wk, "; "))
+			if wk := a.WrongKeyPeers(); len(wk) > 0 && a.alone() {
+				// Every peer it found refuses this node's key: bootstrapping
+				// would make a second cluster beside them. (A node that also
+				// sees peers with its own key ignores a stray wrong-key box.)
+				return Decision{}, fmt.Errorf("discovery: auto-join: wrong cluster key: %s refused this node's gossip key, so it does not bootstrap a cluster of its own (give every node the same --cluster-key-file)",
+					strings.Join(wk, ", "))
 			}
 			if err := a.UpdateTags(func(t *Tags) { t.Cluster = ClusterBootstrapping }); err != nil {
 				a.log.Warn("auto-join: cannot announce bootstrapping", "err", err)

@@ -236,9 +236,13 @@ func TestDiscoveryProcessesFormOneCluster(t *testing.T) {
 	if code == 0 || code == -1 {
 		t.Fatalf("wrong-key node: exit code %d\n%s", code, bad.Logs())
 	}
-	want := regexp.MustCompile(`cannot join gossip seed ` + regexp.QuoteMeta(seeds[1]) + `: wrong cluster key`)
+	want := regexp.MustCompile(`cannot join gossip peer ` + regexp.QuoteMeta(seeds[1]) + `: wrong cluster key`)
 	if !want.MatchString(bad.Logs()) {
 		t.Fatalf("the wrong-key node's log does not say which seed refused its key:\n%s", bad.Logs())
+	}
+	exitLine := regexp.MustCompile(`(?m)^xmppd: .*wrong cluster key: ` + regexp.QuoteMeta(seeds[1]) + ` refused this node's gossip key.*$`)
+	if !exitLine.MatchString(bad.Logs()) {
+		t.Fatalf("the wrong-key node's exit message does not name the refusing seed and the key:\n%s", bad.Logs())
 	}
 	if strings.Contains(bad.Logs(), "bootstrapped a new cluster") {
 		t.Fatalf("the wrong-key node bootstrapped a cluster of its own:\n%s", bad.Logs())
