@@ -32,6 +32,16 @@ type VIPConfig struct {
 	NotifyBackup    string
 	NotifyFault     string
 	Notify          string
+
+	// Firewall (netcfg's own iptables chains).
+	Firewall             bool          // manage the firewall
+	FirewallOpen         string        // ports open to all, e.g. "5222,5223,53/udp,53/tcp" (empty: the client listeners and dns-listen)
+	FirewallClusterPorts string        // ports open only to the cluster subnets (empty: cluster and gossip ports)
+	FirewallClusterNets  string        // cluster subnets, comma-separated (empty: the subnet of the cluster address)
+	FirewallRate         int           // new connections per second and source on the open TCP ports (0: no limit)
+	FirewallBurst        int           // burst above the rate (0: twice the rate)
+	FirewallDropOther    bool          // drop every other inbound packet
+	FirewallReconcile    time.Duration // re-check the rules this often (0: only at start)
 }
 
 // Prefixes parses the pool (Finish checked it).
@@ -53,7 +63,8 @@ func init() {
 		defaults: func(c *Config) {
 			c.VIP = VIPConfig{Priority: 100, Preempt: true, Quorum: true, InService: true,
 				HandoverTimeout: 2 * time.Second, GARPRepeat: 3, GARPRefresh: 10 * time.Second, TickleRate: 500,
-				CheckInterval: 250 * time.Millisecond, Rise: 2, Fall: 2, StorageWeight: -50}
+				CheckInterval: 250 * time.Millisecond, Rise: 2, Fall: 2, StorageWeight: -50,
+				FirewallRate: 20, FirewallDropOther: true, FirewallReconcile: 30 * time.Second}
 		},
 		flags: func(c *Config, fs *flag.FlagSet) {
 			v := &c.VIP
@@ -78,6 +89,14 @@ func init() {
 			fs.StringVar(&v.NotifyBackup, "vip-notify-backup", v.NotifyBackup, "script run as SCRIPT backup VIP NODE when this node stands by for a VIP")
 			fs.StringVar(&v.NotifyFault, "vip-notify-fault", v.NotifyFault, "script run as SCRIPT fault VIP NODE when this node cannot hold a VIP")
 			fs.StringVar(&v.Notify, "vip-notify", v.Notify, "script run as SCRIPT STATE VIP NODE on every VIP state change")
+			fs.BoolVar(&v.Firewall, "firewall", v.Firewall, "manage the node's firewall (own iptables chains XEDGE-INPUT/XEDGE-RATE; other rules untouched)")
+			fs.StringVar(&v.FirewallOpen, "firewall-open", v.FirewallOpen, "ports open to every source, e.g. 5222,5223,53/udp,53/tcp (empty: the client listeners and dns-listen)")
+			fs.StringVar(&v.FirewallClusterPorts, "firewall-cluster-ports", v.FirewallClusterPorts, "ports open only to the cluster subnets (empty: the cluster port and the gossip port, TCP and UDP)")
+			fs.StringVar(&v.FirewallClusterNets, "firewall-cluster-subnets", v.FirewallClusterNets, "cluster subnets, comma-separated CIDRs (empty: the subnet of the cluster address)")
+			fs.IntVar(&v.FirewallRate, "firewall-rate", v.FirewallRate, "new connections per second per source address on the open TCP ports (0: no limit)")
+			fs.IntVar(&v.FirewallBurst, "firewall-burst", v.FirewallBurst, "burst of new connections above firewall-rate (0: twice the rate)")
+			fs.BoolVar(&v.FirewallDropOther, "firewall-drop-other", v.FirewallDropOther, "drop every other inbound packet (loopback, established traffic, ICMP and DHCP replies always pass)")
+			fs.DurationVar(&v.FirewallReconcile, "firewall-reconcile", v.FirewallReconcile, "re-check (and repair) the firewall rules this often (0: only at start)")
 		},
 		check: func(c *Config) []error {
 			v := c.VIP
@@ -114,7 +133,41 @@ func init() {
 					errs = append(errs, fmt.Errorf("%s: %d is outside -253..253", name, w))
 				}
 			}
+			for _, c := range []struct{ name, val string }{{"firewall-open", v.FirewallOpen}, {"firewall-cluster-ports", v.FirewallClusterPorts}} {
+				if err := checkPorts(c.val); err != nil {
+					errs = append(errs, fmt.Errorf("%s: %w", c.name, err))
+				}
+			}
+			for _, s := range strings.Split(v.FirewallClusterNets, ",") {
+				if s = strings.TrimSpace(s); s != "" {
+					if _, err := netip.ParsePrefix(s); err != nil {
+						errs = append(errs, fmt.Errorf("firewall-cluster-subnets: %q: %w", s, err))
+					}
+				}
+			}
+			if v.FirewallRate < 0 || v.FirewallBurst < 0 {
+				errs = append(errs, fmt.Errorf("firewall-rate and firewall-burst must not be negative"))
+			}
 			return errs
 		},
 	})
+}
+
+// checkPorts checks a "5222,53/udp" list (the same syntax netcfg.ParsePorts reads;
+// config must not import netcfg).
+func checkPorts(s string) error {
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		num, proto, _ := strings.Cut(f, "/")
+		if proto != "" && proto != "tcp" && proto != "udp" {
+			return fmt.Errorf("%q: protocol must be tcp or udp", f)
+		}
+		var n int
+		if _, err := fmt.Sscanf(num, "%d", &n); err != nil || n < 1 || n > 65535 || fmt.Sprint(n) != num {
+			return fmt.Errorf("%q is not a port", f)
+		}
+	}
+	return nil
 }

@@ -90,8 +90,13 @@ func buildVIP(s *Server) ([]StagedComponent, error) {
 	f := &vipFeature{s: s, cfg: cfg, pool: cfg.Prefixes(), conns: map[string]map[string]connCache{},
 		known: map[string]bool{}, lastConns: map[string]string{}, tickled: map[string]int{}, tags: [2]int{-1, -1}}
 	s.Admin.Handle("vip", func(ctx context.Context, _ []string) (any, error) { return f.status(), nil })
+	var comps []StagedComponent
+	if cfg.Firewall {
+		fw := &firewallFeature{s: s}
+		comps = append(comps, StagedComponent{Stage: BeforeStorage, Name: "firewall", Start: fw.start, Stop: fw.stop})
+	}
 	if len(f.pool) == 0 {
-		return nil, nil
+		return comps, nil
 	}
 	for _, p := range f.pool {
 		f.names = append(f.names, p.String())
@@ -107,7 +112,127 @@ func buildVIP(s *Server) ([]StagedComponent, error) {
 	}
 	f.health = vip.NewHealth(cfg.Priority, tracks, time.Now())
 	f.notify = vip.NewNotifier(vip.Hooks{Master: cfg.NotifyMaster, Backup: cfg.NotifyBackup, Fault: cfg.NotifyFault, Any: cfg.Notify}, s.cfg.Node, s.log)
-	return []StagedComponent{{Stage: AfterModules, Name: "vip", Start: f.start, Stop: f.stop}}, nil
+	return append(comps, StagedComponent{Stage: AfterModules, Name: "vip", Start: f.start, Stop: f.stop}), nil
+}
+
+// firewallFeature applies the firewall before cluster traffic starts and repairs
+// it every FirewallReconcile. The rules stay when xmppd stops (a node keeps its
+// protection across restarts); `iptables -D INPUT -j XEDGE-INPUT` lifts it.
+type firewallFeature struct {
+	s      *Server
+	fw     *netcfg.Firewall
+	spec   netcfg.FirewallSpec
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+func (w *firewallFeature) start(ctx context.Context) error {
+	spec, err := firewallSpec(w.s.cfg)
+	if err != nil {
+		return fmt.Errorf("firewall: %w", err)
+	}
+	fw, err := netcfg.NewFirewall(w.s.log)
+	if err != nil {
+		return err
+	}
+	if _, err := fw.Apply(spec); err != nil {
+		return err
+	}
+	w.fw, w.spec = fw, spec
+	rctx, cancel := context.WithCancel(context.Background())
+	w.cancel, w.done = cancel, make(chan struct{})
+	go func() {
+		defer close(w.done)
+		every := w.s.cfg.VIP.FirewallReconcile
+		if every <= 0 {
+			return
+		}
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-rctx.Done():
+				return
+			case <-t.C:
+				if changed, err := fw.Apply(spec); err != nil {
+					w.s.log.Warn("firewall reconcile failed", "component", "firewall", "err", err)
+				} else if changed {
+					w.s.log.Warn("firewall rules had drifted: repaired", "component", "firewall")
+				}
+			}
+		}
+	}()
+	return nil
+}
+
+func (w *firewallFeature) stop(ctx context.Context) error {
+	if w.cancel != nil {
+		w.cancel()
+		<-w.done
+	}
+	return nil
+}
+
+// firewallSpec derives the firewall from the configuration: the client listeners
+// and the DNS listener open to all (unless --firewall-open), the cluster and gossip
+// ports open to the cluster subnets only.
+func firewallSpec(cfg *config.Config) (netcfg.FirewallSpec, error) {
+	v := cfg.VIP
+	spec := netcfg.FirewallSpec{RatePerSource: v.FirewallRate, RateBurst: v.FirewallBurst, DropOther: v.FirewallDropOther}
+	var err error
+	if v.FirewallOpen != "" {
+		if spec.Open, err = netcfg.ParsePorts(v.FirewallOpen); err != nil {
+			return spec, err
+		}
+	} else {
+		for _, a := range []string{cfg.C2S, cfg.C2STLS} {
+			if p := portOf(a); p > 0 && !cfg.Witness {
+				spec.Open = append(spec.Open, netcfg.Port{Proto: "tcp", Num: uint16(p)})
+			}
+		}
+		if p := portOf(cfg.DNS.Listen); p > 0 {
+			spec.Open = append(spec.Open, netcfg.Port{Proto: "udp", Num: uint16(p)}, netcfg.Port{Proto: "tcp", Num: uint16(p)})
+		}
+	}
+	if v.FirewallClusterPorts != "" {
+		if spec.Cluster, err = netcfg.ParsePorts(v.FirewallClusterPorts); err != nil {
+			return spec, err
+		}
+	} else if cp := portOf(cfg.ClusterAddr); cp > 0 {
+		gp := cp + 1
+		if p := portOf(cfg.Discovery.GossipAddr); p > 0 {
+			gp = p
+		}
+		spec.Cluster = []netcfg.Port{{Proto: "tcp", Num: uint16(cp)}, {Proto: "tcp", Num: uint16(gp)}, {Proto: "udp", Num: uint16(gp)}}
+	}
+	for _, s := range strings.Split(v.FirewallClusterNets, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			p, err := netip.ParsePrefix(s)
+			if err != nil {
+				return spec, err
+			}
+			spec.ClusterSubnets = append(spec.ClusterSubnets, p.Masked())
+		}
+	}
+	if len(spec.ClusterSubnets) == 0 && len(spec.Cluster) > 0 {
+		host, _, _ := net.SplitHostPort(cfg.ClusterAddr)
+		ip, err := netip.ParseAddr(host)
+		if err != nil || ip.IsUnspecified() {
+			return spec, fmt.Errorf("cannot tell the cluster subnet from cluster-addr %q: set --firewall-cluster-subnets", cfg.ClusterAddr)
+		}
+		addrs, _ := net.InterfaceAddrs()
+		for _, a := range addrs {
+			if n, ok := a.(*net.IPNet); ok && n.Contains(net.IP(ip.AsSlice())) {
+				ones, _ := n.Mask.Size()
+				spec.ClusterSubnets = append(spec.ClusterSubnets, netip.PrefixFrom(ip, ones).Masked())
+				break
+			}
+		}
+		if len(spec.ClusterSubnets) == 0 {
+			return spec, fmt.Errorf("no interface holds the cluster address %s: set --firewall-cluster-subnets", ip)
+		}
+	}
+	return spec, nil
 }
 
 func (f *vipFeature) log(msg string, args ...any) {
