@@ -30,6 +30,7 @@ func (s *Server) SetVIPHolders(f func() map[string]string) { vipHolders.Store(s,
 
 type dnsFeature struct {
 	s      *Server
+	gate   dnspub.Gate // other nodes enter DNS once their client port answers
 	pub    *dnspub.Publisher
 	srv    *dnspub.Server
 	unsub  func()
@@ -56,6 +57,7 @@ func buildDNS(s *Server) ([]StagedComponent, error) {
 	}
 	p = p.Normalize()
 	f := &dnsFeature{s: s}
+	f.gate.Notify = func() { f.pub.Notify() }
 	pc := dnspub.PublisherConfig{Params: p, Source: f.view, LoadInterval: dc.LoadInterval, Resync: dc.Resync, Log: s.log,
 		PushRole: f.pushRole}
 	if dc.Listen != "" {
@@ -137,6 +139,7 @@ func (f *dnsFeature) pushRole() (bool, string) {
 func (f *dnsFeature) view() dnspub.View {
 	s := f.s
 	var v dnspub.View
+	seen := map[string]bool{}
 	for _, m := range s.Membership().Members() {
 		if m.Tags.Role == discovery.RoleWitness {
 			continue // serves no XMPP
@@ -146,6 +149,21 @@ func (f *dnsFeature) view() dnspub.View {
 			Healthy: (m.Status == discovery.StatusAlive || m.Status == discovery.StatusSuspect) && (m.Tags.Health == "" || m.Tags.Health == "ok")}
 		if a := m.Host(); a.IsValid() && !a.IsUnspecified() {
 			n.Addrs = []netip.Addr{a.Unmap()}
+		}
+		if m.Name != s.cfg.Node {
+			// A restarted node is gossiped alive before it listens: publish it
+			// once its client port accepted a connection.
+			port := n.C2SPort
+			if port == 0 {
+				port = n.C2STLSPort
+			}
+			var ap netip.AddrPort
+			if len(n.Addrs) > 0 {
+				ap = netip.AddrPortFrom(n.Addrs[0], port)
+			}
+			if !f.gate.Admit(m.Name, ap, n.Healthy && n.InService) {
+				n.Healthy = false
+			}
 		}
 		if m.Name == s.cfg.Node {
 			if !s.cfg.Clustered() {
@@ -175,7 +193,9 @@ func (f *dnsFeature) view() dnspub.View {
 			}
 		}
 		v.Nodes = append(v.Nodes, n)
+		seen[m.Name] = true
 	}
+	f.gate.Forget(seen)
 	if h, ok := vipHolders.Load(s); ok {
 		for addr, holder := range h.(func() map[string]string)() {
 			if a, err := netip.ParseAddr(addr); err == nil {

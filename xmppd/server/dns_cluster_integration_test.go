@@ -5,6 +5,8 @@ package server_test
 import (
 	"fmt"
 	"net"
+	"os/exec"
+	"path/filepath"
 	"sort"
 	"strings"
 	"syscall"
@@ -166,6 +168,49 @@ func TestDNSClusterConvergence(t *testing.T) {
 	if got := digShort(t, b.Addr, names[li]+".node.example.org", "A"); len(got) != 0 {
 		t.Errorf("BIND still has the killed node's A record: %q", got)
 	}
+	// The killed node restarts: it is published again, and only once its
+	// client port accepts connections (never a target that refuses).
+	c2sOf := func(i int) string {
+		for j, a := range opts[i].Args {
+			if a == "--c2s" {
+				return opts[i].Args[j+1]
+			}
+		}
+		return ""
+	}
+	bin, _ := testenv.Binaries(t)
+	cmd := exec.Command(bin, append([]string{"--data", servers[li].Data, "--admin-socket", filepath.Join(t.TempDir(), "admin.sock"),
+		"--c2s-tls", "", "--log-level", "warn"}, opts[li].Args...)...)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waited := make(chan struct{})
+	go func() { cmd.Wait(); close(waited) }()
+	t.Cleanup(func() {
+		syscall.Kill(cmd.Process.Pid, syscall.SIGTERM)
+		select {
+		case <-waited:
+		case <-time.After(10 * time.Second):
+			syscall.Kill(cmd.Process.Pid, syscall.SIGKILL)
+			<-waited
+		}
+	})
+	deadline = time.Now().Add(30 * time.Second)
+	for {
+		if got, err := clientTargets(b.Addr, "tcp"); err == nil && strings.Join(got, ",") == want {
+			c, err := net.DialTimeout("tcp", c2sOf(li), time.Second)
+			if err != nil {
+				t.Fatalf("%s is back in BIND but its client port refuses: %v", names[li], err)
+			}
+			c.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s not back in BIND 30 s after its restart", names[li])
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+
 	// The new leader says it pushes and the last push was verified.
 	st, _ = servers[survivors[0]].StorageStatus()
 	for _, i := range survivors {
