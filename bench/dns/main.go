@@ -57,13 +57,17 @@ type report struct {
 	BIND    string            `json:"bind"`
 	Series  []series          `json:"series"`
 	Summary string            `json:"summary"`
+	Cluster string            `json:"cluster,omitempty"`
+	// ClusterRounds are the end-to-end rounds one by one.
+	ClusterRounds []map[string]any `json:"cluster_rounds,omitempty"`
 }
 
 func main() {
-	rounds := flag.Int("rounds", 20, "leave/join rounds per series")
+	rounds := flag.Int("rounds", 20, "leave/join rounds per in-process series")
+	crounds := flag.Int("cluster-rounds", 10, "kill/restart rounds of the 3-process xmppd series (0: skip it)")
 	out := flag.String("out", "bench/results", "directory for dns-<date>.json and .md")
 	flag.Parse()
-	if err := run(*rounds, *out); err != nil {
+	if err := run(*rounds, *crounds, *out); err != nil {
 		fmt.Fprintln(os.Stderr, "dns-bench:", err)
 		os.Exit(1)
 	}
@@ -86,7 +90,7 @@ func toView(v discovery.View) dnspub.View {
 	return out
 }
 
-func run(rounds int, outDir string) error {
+func run(rounds, clusterRounds int, outDir string) error {
 	dir, err := os.MkdirTemp("", "dns-bench-")
 	if err != nil {
 		return err
@@ -182,6 +186,29 @@ func run(rounds int, outDir string) error {
 		met = met && s.Met
 		rep.Series = append(rep.Series, *s)
 	}
+	pub.Stop(context.Background()) // the cluster series pushes to the same BIND
+	if clusterRounds > 0 {
+		cr, err := runCluster(clusterRounds, b.Addr, b.KeyFile, dir)
+		if cr != nil {
+			rep.ClusterRounds = cr.Rounds
+			for _, s := range []*series{cr.Detect, cr.Served, cr.Pushed, cr.DNSServed, cr.DNSPushed, cr.Rejoin, cr.RejoinBIND} {
+				finish(s)
+				if s.TargetMax == 0 {
+					s.Met = s.Timeouts == 0
+				}
+				met = met && s.Met
+				rep.Series = append(rep.Series, *s)
+			}
+			rep.Cluster = fmt.Sprintf("3 xmppd processes (gossip, raft, dns-listen + dns-update), %d kill/restart rounds, leader killed on odd rounds: "+
+				"kill -> gossip declaration p50 %.0f ms; declaration -> survivors' answers p50 %.0f ms max %.0f ms; -> BIND p50 %.0f ms max %.0f ms",
+				len(cr.Rounds), cr.Detect.P50, cr.DNSServed.P50, cr.DNSServed.Max, cr.DNSPushed.P50, cr.DNSPushed.Max)
+			fmt.Println(rep.Cluster)
+		}
+		if err != nil {
+			write(rep, outDir)
+			return fmt.Errorf("cluster series: %w", err)
+		}
+	}
 	rep.Summary = fmt.Sprintf("membership change -> served SRV p50 %.1f ms max %.1f ms; -> BIND p50 %.1f ms max %.1f ms; target <= 2 s: %v",
 		sLeaveSrv.P50, max(sLeaveSrv.Max, sJoinSrv.Max), sLeaveBind.P50, max(sLeaveBind.Max, sJoinBind.Max), met)
 	fmt.Println(rep.Summary)
@@ -251,6 +278,9 @@ func write(rep report, outDir string) error {
 		fmt.Fprintf(&md, "| %s | %d | %.1f | %.1f | %d | %.0f | %v |\n", s.Name, len(s.Samples), s.P50, s.Max, s.Timeouts, s.TargetMax, s.Met)
 	}
 	fmt.Fprintf(&md, "\n%s\n", rep.Summary)
+	if rep.Cluster != "" {
+		fmt.Fprintf(&md, "\nEnd to end: %s.\n", rep.Cluster)
+	}
 	mf := filepath.Join(outDir, "dns-"+stamp+".md")
 	if err := os.WriteFile(mf, []byte(md.String()), 0o644); err != nil {
 		return err
