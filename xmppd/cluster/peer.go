@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -268,9 +269,40 @@ func (b *Bus) serve(c net.Conn) {
 	from := Peer{Node: h.Node, Incarnation: h.Inc}
 	st := b.sender(h.Node)
 	w := bufio.NewWriterSize(c, 16<<10)
+	var wmu sync.Mutex // w: replies (here) and acknowledgements (acker)
+	var handled atomic.Uint64
+	ackKick := make(chan struct{}, 1)
+	ackDone := make(chan struct{})
+	// Acknowledgements are cumulative and coalesced (at most one per 2 ms):
+	// they only bound the sender's queue and settle what a node's death would
+	// re-route, so they need not be per message.
+	go func() {
+		defer close(ackDone)
+		var out []byte
+		var sent uint64
+		for range ackKick {
+			seq := handled.Load()
+			if seq == sent {
+				continue
+			}
+			out = appendFrame(out[:0], frAck, func(x []byte) []byte { return binary.AppendUvarint(x, seq) })
+			wmu.Lock()
+			_, _ = w.Write(out)
+			_ = c.SetWriteDeadline(time.Now().Add(5 * time.Second))
+			err := w.Flush()
+			wmu.Unlock()
+			if err != nil {
+				_ = c.Close()
+			}
+			sent = seq
+			time.Sleep(2 * time.Millisecond)
+		}
+	}()
+	defer func() {
+		close(ackKick)
+		<-ackDone
+	}()
 	var buf, out []byte
-	var unacked uint64 // highest seq handled and not yet acknowledged
-	n := 0
 	for {
 		typ, fb, err := readFrame(r, buf)
 		buf = fb
@@ -319,18 +351,23 @@ func (b *Bus) serve(c net.Conn) {
 					x = appendString(x, errText)
 					return appendString(x, string(reply))
 				})
+				wmu.Lock()
 				_, _ = w.Write(out)
+				_ = c.SetWriteDeadline(time.Now().Add(5 * time.Second))
+				ferr := w.Flush()
+				wmu.Unlock()
+				if ferr != nil {
+					st.mu.Unlock()
+					return
+				}
 			}
 		}
 		st.mu.Unlock()
-		unacked = m.seq
-		n++
-		if r.Buffered() == 0 || n%256 == 0 {
-			out = appendFrame(out[:0], frAck, func(x []byte) []byte { return binary.AppendUvarint(x, unacked) })
-			_, _ = w.Write(out)
-			_ = c.SetWriteDeadline(time.Now().Add(5 * time.Second))
-			if err := w.Flush(); err != nil {
-				return
+		handled.Store(m.seq)
+		if r.Buffered() == 0 {
+			select {
+			case ackKick <- struct{}{}:
+			default:
 			}
 		}
 	}

@@ -201,10 +201,33 @@ func (r *Router) proxy(row storage.Row) *RemoteSession {
 	return &RemoteSession{r: r, j: j, row: sr}
 }
 
+// rowsOf returns every node's row of key without copying the values (they
+// must not be modified; rowCache keys on their addresses).
+func (r *Router) rowsOf(key string) []storage.Row {
+	var out []storage.Row
+	r.eph().Scan(key, func(row storage.Row) bool {
+		if row.Key == key {
+			out = append(out, row)
+		}
+		return true
+	})
+	return out
+}
+
+// onlineElsewhere reports whether another node has a session of bare.
+func (r *Router) onlineElsewhere(bare string) bool {
+	found := false
+	r.eph().Scan(bare+"/", func(row storage.Row) bool {
+		found = row.Node != r.cfg.Node
+		return !found
+	})
+	return found
+}
+
 // remoteSession returns the proxy of full's session on another node, or nil.
 func (r *Router) remoteSession(full jid.JID, exclude string) module.Session {
 	var best *RemoteSession
-	for _, row := range r.eph().Get(full.String()) {
+	for _, row := range r.rowsOf(full.String()) {
 		if row.Node == r.cfg.Node || row.Node == exclude {
 			continue
 		}
@@ -454,7 +477,7 @@ func (r *Router) announceBind(j jid.JID, order cluster.Stamp) {
 	if b == nil {
 		return
 	}
-	for _, row := range r.eph().Get(j.String()) {
+	for _, row := range r.rowsOf(j.String()) {
 		if row.Node == r.cfg.Node {
 			continue
 		}
@@ -465,7 +488,7 @@ func (r *Router) announceBind(j jid.JID, order cluster.Stamp) {
 // observeRows merges the bind orders of other nodes' rows of j into the clock,
 // so a bind here is ordered after every bind already seen.
 func (r *Router) observeRows(j jid.JID) {
-	for _, row := range r.eph().Get(j.String()) {
+	for _, row := range r.rowsOf(j.String()) {
 		if row.Node == r.cfg.Node {
 			continue
 		}
@@ -494,7 +517,7 @@ func (r *Router) SweepConflicts() {
 	}
 	r.mu.RUnlock()
 	for _, k := range keys {
-		rows := r.eph().Get(k)
+		rows := r.rowsOf(k)
 		if len(rows) < 2 {
 			continue
 		}

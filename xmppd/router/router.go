@@ -483,7 +483,7 @@ func (r *Router) exists(ctx context.Context, st *xmlstream.Element, user string)
 	r.mu.RLock()
 	online := len(r.sessions[bareKey{user, r.cfg.Domain}]) > 0
 	r.mu.RUnlock()
-	if online {
+	if online || r.onlineElsewhere(user+"@"+r.cfg.Domain) {
 		return true // a bound session proves the account (removal kicks sessions)
 	}
 	ok, err := r.cfg.Accounts.Exists(ctx, user)
