@@ -211,6 +211,32 @@ func TestDNSClusterConvergence(t *testing.T) {
 		time.Sleep(5 * time.Millisecond)
 	}
 
+	// Draining a node steps its SRV records back to the last priority on every
+	// server (clients that ignore weights follow priorities); undraining
+	// brings it back.
+	dn := survivors[0]
+	for _, step := range []struct {
+		cmd  string
+		prio uint16
+	}{{"drain", 35}, {"undrain", 15}} {
+		if out, errOut, code := servers[dn].Ctl("cluster", step.cmd); code != 0 {
+			t.Fatalf("cluster %s: %s %s", step.cmd, out, errOut)
+		}
+		start := time.Now()
+		for _, a := range []string{dnsAddrs[survivors[1]], b.Addr} {
+			for {
+				if p, err := srvPriority(a, names[dn]+".node.example.org."); err == nil && p == step.prio {
+					break
+				}
+				if time.Since(start) > 5*time.Second {
+					t.Fatalf("after %s, %s still does not give %s priority %d", step.cmd, a, names[dn], step.prio)
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+		}
+		t.Logf("%s %s -> priority %d in the other node's answer and in BIND after %v", step.cmd, names[dn], step.prio, time.Since(start).Round(time.Millisecond))
+	}
+
 	// The new leader says it pushes and the last push was verified.
 	st, _ = servers[survivors[0]].StorageStatus()
 	for _, i := range survivors {
@@ -221,4 +247,21 @@ func TestDNSClusterConvergence(t *testing.T) {
 			}
 		}
 	}
+}
+
+// srvPriority returns the priority of target in addr's _xmpp-client._tcp answer.
+func srvPriority(addr, target string) (uint16, error) {
+	c := &mdns.Client{Net: "tcp", Timeout: 300 * time.Millisecond}
+	q := new(mdns.Msg)
+	q.SetQuestion("_xmpp-client._tcp.example.org.", mdns.TypeSRV)
+	r, _, err := c.Exchange(q, addr)
+	if err != nil {
+		return 0, err
+	}
+	for _, rr := range r.Answer {
+		if s, ok := rr.(*mdns.SRV); ok && s.Target == target {
+			return s.Priority, nil
+		}
+	}
+	return 0, fmt.Errorf("%s not in the answer", target)
 }
