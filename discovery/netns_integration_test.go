@@ -116,12 +116,28 @@ func (p *proc) exited() bool {
 	}
 }
 
+// lockedBuf is a goroutine-safe log sink.
+type lockedBuf struct{ p proc }
+
+func (b *lockedBuf) Write(x []byte) (int, error) { return b.p.Write(x) }
+func (b *lockedBuf) String() string              { return b.p.Logs() }
+
+// startProc starts argv in this namespace and stops it by PID in t.Cleanup.
+func startProc(t *testing.T, name string, argv ...string) *proc {
+	t.Helper()
+	return launchProc(t, name, exec.Command(argv[0], argv[1:]...))
+}
+
 // startIn starts argv in namespace ns (ip netns exec execs it: the PID is the
 // program's) and stops it by PID in t.Cleanup.
 func startIn(t *testing.T, ns, name string, argv ...string) *proc {
 	t.Helper()
-	p := &proc{name: name, done: make(chan struct{})}
-	p.cmd = exec.Command("ip", append([]string{"netns", "exec", ns}, argv...)...)
+	return launchProc(t, name, exec.Command("ip", append([]string{"netns", "exec", ns}, argv...)...))
+}
+
+func launchProc(t *testing.T, name string, cmd *exec.Cmd) *proc {
+	t.Helper()
+	p := &proc{name: name, done: make(chan struct{}), cmd: cmd}
 	p.cmd.Stdout, p.cmd.Stderr = p, p
 	if err := p.cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v", name, err)
@@ -158,50 +174,6 @@ func (p *proc) waitLog(t *testing.T, within time.Duration, re *regexp.Regexp) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-}
-
-// startBIND runs named in the bridge namespace on dnsAddr, authoritative for
-// the reverse zone of the subnet (PTR names) and for lab.test.
-func startBIND(t *testing.T, ns string, names map[string]string) *proc {
-	t.Helper()
-	if _, err := exec.LookPath("named"); err != nil {
-		t.Fatalf("named (Debian bind9, installed by build/setup.sh) is missing: %v", err)
-	}
-	dir := t.TempDir()
-	os.Chmod(dir, 0o755)
-	rev := "$TTL 60\n@ IN SOA ns." + domain + ". hostmaster." + domain + ". 1 60 60 600 60\n@ IN NS ns." + domain + ".\n"
-	fwd := "$TTL 60\n@ IN SOA ns." + domain + ". hostmaster." + domain + ". 1 60 60 600 60\n@ IN NS ns\nns IN A " + dnsAddr + "\n"
-	for ip, name := range names {
-		last := ip[strings.LastIndexByte(ip, '.')+1:]
-		rev += last + " IN PTR " + name + "." + domain + ".\n"
-		fwd += name + " IN A " + ip + "\n"
-	}
-	os.WriteFile(filepath.Join(dir, "rev.zone"), []byte(rev), 0o644)
-	os.WriteFile(filepath.Join(dir, "fwd.zone"), []byte(fwd), 0o644)
-	revZone := "0.77.10.in-addr.arpa"
-	conf := fmt.Sprintf(`options {
-	directory "%[1]s";
-	pid-file "%[1]s/named.pid";
-	session-keyfile "%[1]s/session.key";
-	managed-keys-directory "%[1]s";
-	listen-on port 53 { %[2]s; };
-	listen-on-v6 { none; };
-	recursion no;
-	allow-query { any; };
-	dnssec-validation no;
-};
-controls { };
-zone "%[3]s" { type primary; file "%[1]s/rev.zone"; };
-zone "%[4]s" { type primary; file "%[1]s/fwd.zone"; };
-`, dir, dnsAddr, revZone, domain)
-	cf := filepath.Join(dir, "named.conf")
-	os.WriteFile(cf, []byte(conf), 0o644)
-	if out, err := exec.Command("named-checkconf", cf).CombinedOutput(); err != nil {
-		t.Fatalf("named-checkconf: %v\n%s", err, out)
-	}
-	p := startIn(t, ns, "named", "named", "-g", "-n", "1", "-u", "root", "-c", cf)
-	p.waitLog(t, 15*time.Second, regexp.MustCompile(`all zones loaded|running`))
-	return p
 }
 
 type gossipRow struct {
@@ -242,7 +214,12 @@ func TestNamespacesScanAndReverseDNS(t *testing.T) {
 	for name, ip := range nodes {
 		ptr[ip] = name
 	}
-	startBIND(t, tp.bridge, ptr)
+	rev, fwd := "", ""
+	for ip, name := range ptr {
+		rev += ip[strings.LastIndexByte(ip, '.')+1:] + " IN PTR " + name + "." + domain + ".\n"
+		fwd += name + " IN A " + ip + "\n"
+	}
+	startBIND(t, tp.bridge, dnsAddr, 53, map[string]string{"0.77.10.in-addr.arpa": rev, domain: fwd})
 	dir := t.TempDir()
 	key := filepath.Join(dir, "cluster.key")
 	os.WriteFile(key, []byte("netns-discovery-test-cluster-key-0123456789\n"), 0o600)
