@@ -3,6 +3,7 @@ package dns
 import (
 	"context"
 	"fmt"
+	"net"
 	"sync"
 	"testing"
 	"time"
@@ -264,5 +265,28 @@ func TestLoadSampledNotChurned(t *testing.T) {
 	st := pub.Status()
 	if st.Serial == s0 || len(st.Loaded) != 1 || st.Loaded[0] != "n1" {
 		t.Fatalf("after the sample: serial %d (was %d), loaded %v", st.Serial, s0, st.Loaded)
+	}
+}
+
+// TestReplyFromTheAddressAsked: listening on every address (the appliance's
+// dns-listen 0.0.0.0:53), a UDP answer leaves from the address the query was
+// sent to (a VIP), or the client — here a connected UDP socket — drops it.
+func TestReplyFromTheAddressAsked(t *testing.T) {
+	srv := NewServer("0.0.0.0:0", nil)
+	if err := srv.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Stop(context.Background()) })
+	z, _ := testZone(t, threeNodes())
+	srv.SetZone(z)
+	_, port, _ := net.SplitHostPort(srv.Addr())
+	for _, ip := range []string{"127.0.0.1", "127.0.0.77"} {
+		c := &mdns.Client{Net: "udp", Timeout: 2 * time.Second}
+		q := new(mdns.Msg)
+		q.SetQuestion("n1.node.example.org.", mdns.TypeA)
+		r, _, err := c.Exchange(q, net.JoinHostPort(ip, port))
+		if err != nil || len(r.Answer) != 1 {
+			t.Fatalf("query to %s: %v %v", ip, r, err)
+		}
 	}
 }
