@@ -82,6 +82,9 @@ func (r *Router) bus() *cluster.Bus {
 	return r.cl.bus
 }
 
+// Clustered reports whether the router routes to other nodes (a bus is attached).
+func (r *Router) Clustered() bool { return r.bus() != nil }
+
 // Clock returns the router's hybrid logical clock.
 func (r *Router) Clock() *cluster.Clock { return r.cl.clock }
 

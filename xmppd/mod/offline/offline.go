@@ -212,8 +212,33 @@ func (m *Module) SetPresence(ctx context.Context, s module.Session, p *xmlstream
 	defer unlock()
 	if becomesDeliverable(s, p) {
 		m.deliverLocked(ctx, s)
+		m.lateFlush(s)
 	}
 	s.SetPresence(p)
+}
+
+// clusterer is implemented by a core that routes between nodes.
+type clusterer interface{ Clustered() bool }
+
+// lateFlushDelay is how long after a session became available its stored
+// messages are looked for once more in a cluster (see lateFlush).
+var lateFlushDelay = time.Second
+
+// lateFlush, in a cluster, delivers once more what is stored for s's user a
+// moment after s became available: another node that routed a message before
+// it saw s's session row stored it after the flush above.
+func (m *Module) lateFlush(s module.Session) {
+	if c, ok := m.h.(clusterer); !ok || !c.Clustered() {
+		return
+	}
+	if _, remote := s.(interface{ Remote() bool }); remote {
+		return
+	}
+	time.AfterFunc(lateFlushDelay, func() {
+		if s.Presence() != nil && s.Priority() >= 0 && m.Count(s.JID().Local) > 0 {
+			m.Deliver(context.Background(), s)
+		}
+	})
 }
 
 // Deliver sends s every stored message of its user and deletes them.

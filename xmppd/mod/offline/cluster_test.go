@@ -1,0 +1,54 @@
+package offline
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"xedge/storage"
+	"xedge/xmppd/mod/internal/modtest"
+	"xedge/xmppd/mod/internal/modutil"
+	"xedge/xmppd/xmlstream"
+)
+
+// clusteredHost is a modtest host that says it routes between nodes.
+type clusteredHost struct{ *modtest.Host }
+
+func (clusteredHost) Clustered() bool { return true }
+
+// In a cluster, another node may store a message for a user after the user's
+// new session (here) flushed the stored ones: it had not seen the session's
+// row yet. The late flush delivers it without waiting for the next login.
+func TestLateFlushInCluster(t *testing.T) {
+	lateFlushDelay = 50 * time.Millisecond
+	defer func() { lateFlushDelay = time.Second }()
+	h := modtest.NewHost("example.org", "alice", "bob")
+	m := New(10)
+	ctx := context.Background()
+	if err := m.Start(ctx, clusteredHost{h}); err != nil {
+		t.Fatal(err)
+	}
+	a := h.Connect("alice@example.org/a")
+	m.SetPresence(ctx, a, xmlstream.New(xmlstream.NSClient, "presence"))
+	// "Another node" stores a message right after the flush.
+	b := modutil.Encode(msg("chat", "late"))
+	if err := h.Store().Apply(ctx, storage.Put(Table, modutil.Key("alice", "0000000000000001"), b)); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		if got := modtest.Find(a.Take(), "message", "chat"); len(got) == 1 {
+			if got[0].ChildText("", "body") != "late" {
+				t.Fatalf("delivered %s", got[0])
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the message stored after the flush was not delivered")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := m.Count("alice"); n != 0 {
+		t.Fatalf("%d messages left in storage", n)
+	}
+}
