@@ -2,9 +2,11 @@ package replicated
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log"
 	"log/slog"
+	"net"
 	"strings"
 
 	"github.com/hashicorp/go-hclog"
@@ -36,7 +38,25 @@ func (h *hcLog) Log(level hclog.Level, msg string, args ...interface{}) {
 	if h.name != "" {
 		msg = h.name + ": " + msg
 	}
-	h.l.Log(context.Background(), toSlog(level), msg, args...)
+	lv := toSlog(level)
+	if lv >= slog.LevelWarn && closedLocally(args) {
+		// Raft's transport reports the connections this node closed itself
+		// (stopping: "failed to decode incoming command ... use of closed
+		// network connection") as errors; a clean stop logs no ERROR.
+		lv = slog.LevelDebug
+	}
+	h.l.Log(context.Background(), lv, msg, args...)
+}
+
+// closedLocally reports whether one of a record's values is the error of a
+// connection closed by this process (net.ErrClosed), not by a peer.
+func closedLocally(args []interface{}) bool {
+	for _, a := range args {
+		if err, ok := a.(error); ok && errors.Is(err, net.ErrClosed) {
+			return true
+		}
+	}
+	return false
 }
 
 func (h *hcLog) Trace(msg string, args ...interface{}) { h.Log(hclog.Trace, msg, args...) }
