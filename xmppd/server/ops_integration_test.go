@@ -8,11 +8,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -317,7 +319,6 @@ func chromium(t *testing.T, url string) (dom, screenshot string) {
 	if err != nil || !bytes.HasPrefix(b, []byte("\x89PNG")) {
 		t.Fatalf("no PNG screenshot at %s: %v", screenshot, err)
 	}
-	_ = fmt.Sprint
 	return dom, screenshot
 }
 
@@ -384,5 +385,52 @@ func TestOperationsClusterMetrics(t *testing.T) {
 			t.Fatalf("killed node never down in the survivor's metrics:\n%v", m["xmppd_cluster_members"])
 		}
 		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// errorLines returns the log lines at level ERROR.
+func errorLines(logs string) []string {
+	var out []string
+	for _, l := range strings.Split(logs, "\n") {
+		if strings.Contains(l, "level=ERROR") {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// A clean stop logs no ERROR (it logged "epoll_wait failed ... use of closed
+// file" from the c2s poller on every SIGTERM): a single node with an idle,
+// parked client stream, and a node leaving a two-node cluster on SIGTERM.
+func TestCleanShutdownLogsNoError(t *testing.T) {
+	s := testenv.Start(t, testenv.Options{})
+	c, err := net.Dial("tcp", s.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	fmt.Fprintf(c, "<?xml version='1.0'?><stream:stream to='%s' xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>", s.Domain)
+	buf := make([]byte, 4096)
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := c.Read(buf); err != nil { // the server's stream header: the stream is up (and idle from here)
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond) // let the idle stream park in the poller
+	s.Signal(syscall.SIGTERM)
+	if code := s.ExitCode(20 * time.Second); code != 0 {
+		t.Fatalf("exit %d\n%s", code, s.Logs())
+	}
+	if errs := errorLines(s.Logs()); len(errs) > 0 {
+		t.Errorf("single node: clean stop logged errors:\n%s", strings.Join(errs, "\n"))
+	}
+
+	nodes, _ := testenv.StartCluster(t, testenv.ClusterOptions{Nodes: 3})
+	n3 := nodes[2]
+	n3.Signal(syscall.SIGTERM)
+	if code := n3.ExitCode(30 * time.Second); code != 0 {
+		t.Fatalf("cluster node exit %d\n%s", code, n3.Logs())
+	}
+	if errs := errorLines(n3.Logs()); len(errs) > 0 {
+		t.Errorf("cluster node: clean stop logged errors:\n%s", strings.Join(errs, "\n"))
 	}
 }
