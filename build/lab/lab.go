@@ -149,6 +149,7 @@ func Up(ctx context.Context, o UpOptions) (*State, []string, error) {
 				return nil, nil, fmt.Errorf("a lab is already up in %s (%s running): `xedge lab down` first", o.Dir, n.Name)
 			}
 		}
+		_ = Down(o.Dir) // a dead lab's leftovers: its boot server, namespace, state
 	}
 	for _, f := range []string{o.Kernel, o.Initrd} {
 		if _, err := os.Stat(f); err != nil {

@@ -60,6 +60,14 @@ func needPXELab(t *testing.T) {
 	}
 }
 
+// pxeInitrd is the archive network boots get (as `xedge lab up --pxe`).
+func pxeInitrd() string {
+	if img.CpioZst != "" {
+		return img.CpioZst
+	}
+	return img.CpioXz
+}
+
 func consoleTail(dir, node string) string {
 	b, _ := os.ReadFile(filepath.Join(dir, node, "console.log"))
 	return tail(string(b), 3000)
@@ -86,7 +94,7 @@ func TestScenarioPXECluster(t *testing.T) {
 	defer cancel()
 	start := time.Now()
 	st, lines, err := lab.Up(ctx, lab.UpOptions{Dir: dir, Kernel: img.Vmlinux, Initrd: img.Cpio,
-		PXE: true, PXEKernel: img.Vmlinuz, PXEInitrd: img.CpioXz, Storage: true,
+		PXE: true, PXEKernel: img.Vmlinuz, PXEInitrd: pxeInitrd(), Storage: true,
 		Nodes: 3, MaxBoot: 3, Domain: "lab.example", Mode: "netns", Params: "xedge.debug=1",
 		Self: []string{xedge, "lab", "--dir", dir, "segment"}, Log: os.Stderr, WaitReady: 6 * time.Minute})
 	t.Cleanup(func() {

@@ -265,11 +265,14 @@ func WrongKey(line string) string {
 		return ""
 	}
 	joining := strings.Contains(l, "join") || strings.Contains(l, "seed")
-	if joining && (strings.Contains(l, "wrong cluster key") || strings.Contains(l, "cluster key mismatch") || strings.Contains(l, "not a member of this cluster")) {
-		if i := strings.Index(line, "err="); i >= 0 {
-			line = line[i+4:]
-		}
-		return "wrong cluster key: the cluster refused this box's key (" + strings.Trim(strings.TrimSpace(line), `"`) + ")"
+	// Only a definite refusal counts: the peer's certificate is not this cluster's,
+	// or the peer rejected ours. A handshake cut short (reset, timeout: a busy host)
+	// is also reported as "wrong cluster key?" and must not quarantine a good box.
+	definite := strings.Contains(l, "wrong cluster key:") || strings.Contains(l, "cannot be decrypted") ||
+		strings.Contains(l, "not a member of this cluster") || strings.Contains(l, "bad certificate") ||
+		strings.Contains(l, "cluster key mismatch")
+	if joining && definite {
+		return "wrong cluster key: the cluster refused this box's key (" + logMessage(line) + ")"
 	}
 	return ""
 }
@@ -319,6 +322,33 @@ func validDomain(s string) bool {
 		}
 	}
 	return true
+}
+
+// logMessage is the msg (and err) of a slog text line, or the line itself.
+func logMessage(line string) string {
+	field := func(k string) string {
+		i := strings.Index(line, " "+k+"=")
+		if i < 0 {
+			return ""
+		}
+		v := line[i+len(k)+2:]
+		if strings.HasPrefix(v, `"`) {
+			if j := strings.Index(v[1:], `"`); j >= 0 {
+				return v[1 : j+1]
+			}
+			return v[1:]
+		}
+		v, _, _ = strings.Cut(v, " ")
+		return v
+	}
+	msg, err := field("msg"), field("err")
+	switch {
+	case msg != "" && err != "":
+		return msg + ": " + err
+	case msg != "":
+		return msg
+	}
+	return strings.TrimSpace(line)
 }
 
 // Paths inside the image that XmppdArgs refers to.

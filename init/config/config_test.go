@@ -138,14 +138,21 @@ func TestQuarantine(t *testing.T) {
 		t.Fatalf("booted with a key from the server: %+v", c)
 	}
 	line := `time=x level=WARN msg="join: cannot reach seed (retrying)" seed=10.77.0.11:7400 err="cluster peer 10.77.0.11:7400 refused us or is not a member (wrong cluster key?): remote error: tls: bad certificate"`
-	if r := WrongKey(line); !strings.HasPrefix(r, "wrong cluster key: the cluster refused this box's key (cluster peer 10.77.0.11:7400 refused us") {
+	if r := WrongKey(line); !strings.HasPrefix(r, "wrong cluster key: the cluster refused this box's key (join: cannot reach seed (retrying): cluster peer 10.77.0.11:7400 refused us") {
 		t.Fatalf("WrongKey: %q", r)
 	}
-	if r := WrongKey(`xmppd: start storage: storage: cannot join the cluster (wrong cluster key?): x`); r == "" {
+	if r := WrongKey(`xmppd: start storage: storage: cannot join the cluster: cluster peer 10.77.0.11:7400 refused us or is not a member (wrong cluster key?): tls: peer is not a member of this cluster (wrong cluster key?)`); r == "" {
 		t.Fatal("WrongKey missed the exit message")
+	}
+	if r := WrongKey(`msg="join: cannot reach seed (retrying)" err="cluster peer 10.77.0.11:7400 refused us or is not a member (wrong cluster key?): read tcp: connection reset by peer"`); r != "" {
+		t.Fatalf("a handshake cut short quarantines a good box: %q", r)
 	}
 	if r := WrongKey(`level=WARN msg="refused cluster connection: handshake failed (wrong cluster key?)" from=10.77.0.14:5555`); r != "" {
 		t.Fatalf("a member's log of a refused intruder quarantines the member: %q", r)
+	}
+	serf := `time=2026-12-05T21:45:59.059Z level=WARN msg="cannot join gossip seed 10.77.0.11:7401: wrong cluster key: its gossip cannot be decrypted with this node's key (give every node the same --cluster-key-file)" component=discovery seed=10.77.0.11:7401`
+	if r := WrongKey(serf); r != "wrong cluster key: the cluster refused this box's key (cannot join gossip seed 10.77.0.11:7401: wrong cluster key: its gossip cannot be decrypted with this node's key (give every node the same --cluster-key-file))" {
+		t.Fatalf("WrongKey(gossip): %q", r)
 	}
 	if WrongKey("level=INFO msg=joined") != "" {
 		t.Fatal("WrongKey matched an ordinary line")

@@ -159,7 +159,7 @@ func labUp(ctx context.Context, dir, imageDir string, args []string) error {
 	start := time.Now()
 	st, lines, err := lab.Up(ctx, lab.UpOptions{
 		Dir: dir, Kernel: filepath.Join(absImage, "vmlinux"), Initrd: filepath.Join(absImage, "initramfs.cpio"),
-		PXE: *pxeBoot, PXEKernel: filepath.Join(absImage, "vmlinuz"), PXEInitrd: filepath.Join(absImage, "initramfs.cpio.xz"),
+		PXE: *pxeBoot, PXEKernel: filepath.Join(absImage, "vmlinuz"), PXEInitrd: pxeInitrd(absImage, ""),
 		Storage: *storage, MaxBoot: maxBoot(*pxeBoot, *n),
 		Nodes: *n, Domain: *domain, Params: *params, Mode: *mode, ClusterKey: *key, Log: os.Stderr,
 		Self: []string{self, "lab", "--dir", absDir, "segment"},
@@ -232,7 +232,7 @@ func printLab(w io.Writer, st *lab.State, lines []string, took time.Duration) {
 			storage = "  LUN " + lab.StorageURL(i+1)
 		}
 		if secs := n.BootSeconds(); secs > 0 {
-			line += fmt.Sprintf(" (%.1f s)", secs)
+			line += fmt.Sprintf(" (%.1f s, qemu CPU %.1f s)", secs, n.ReadyCPU)
 		}
 		fmt.Fprintf(w, "  %-6s %-46s c2s 127.0.0.1:%-5d console: bin/xedge lab console %s%s\n", n.Name, line, n.Port, n.Name, storage)
 	}
@@ -245,4 +245,18 @@ func printLab(w io.Writer, st *lab.State, lines []string, took time.Duration) {
 	fmt.Fprintf(w, "VIP and DNS SRV: not served by this build yet\n")
 	fmt.Fprintf(w, "failures: bin/xedge lab kill|freeze|thaw NODE; bin/xedge lab storage stop|freeze|start [NODE]\n")
 	fmt.Fprintf(w, "stop:     bin/xedge lab down\n")
+}
+
+// pxeInitrd is the initramfs network boots get: name in dir when given, else the
+// zstd archive (the kernel unpacks it fastest), else the xz one.
+func pxeInitrd(dir, name string) string {
+	if name != "" {
+		return filepath.Join(dir, name)
+	}
+	for _, n := range []string{"initramfs.cpio.zst", "initramfs.cpio.xz"} {
+		if _, err := os.Stat(filepath.Join(dir, n)); err == nil {
+			return filepath.Join(dir, n)
+		}
+	}
+	return filepath.Join(dir, "initramfs.cpio.xz")
 }

@@ -25,7 +25,7 @@ func init() {
 
 const pxeUsage = `usage: xedge pxe --interface IF [flags]
 Boots xedge boxes on the segment of IF with the image in --image (vmlinuz and
-initramfs.cpio.xz from ` + "`xedge image`" + `). Every box gets the same site parameters
+initramfs.cpio.zst or .xz from ` + "`xedge image`" + `). Every box gets the same site parameters
 (domain, cluster key, seeds): a box needs no configuration of its own.
 
   --mode full --range FIRST-LAST   hand out addresses (no other DHCP server on the segment)
@@ -40,7 +40,7 @@ func runPXE(ctx context.Context, args []string) error {
 	dns := fs.String("dns", "", "full mode: DNS servers to hand out, comma-separated")
 	lease := fs.Duration("lease", time.Hour, "full mode: lease time")
 	imageDir := fs.String("image", "out", "directory with vmlinuz and initramfs.cpio.xz")
-	initrd := fs.String("initrd", "initramfs.cpio.xz", "initramfs file name in --image")
+	initrd := fs.String("initrd", "", "initramfs file name in --image (default: initramfs.cpio.zst, else initramfs.cpio.xz)")
 	domain := fs.String("domain", "", "XMPP domain served by the boxes (xedge.domain)")
 	keyFile := fs.String("key-file", "out/cluster.key", "cluster key file; created with a random key when missing")
 	seeds := fs.String("seeds", "auto", "auto (the boxes booted before) or host[:port],... of cluster nodes")
@@ -88,7 +88,7 @@ func runPXE(ctx context.Context, args []string) error {
 	cfg := pxe.Config{
 		Interface: *ifname, Mode: *mode, TFTPDir: td, NoRA: *noRA, HTTPPort: *port,
 		Log: slog.New(slog.NewTextHandler(os.Stderr, nil)),
-		Boot: pxe.Boot{Kernel: filepath.Join(*imageDir, "vmlinuz"), Initrd: filepath.Join(*imageDir, *initrd),
+		Boot: pxe.Boot{Kernel: filepath.Join(*imageDir, "vmlinuz"), Initrd: pxeInitrd(*imageDir, *initrd),
 			Cmdline: image.Cmdline, Params: p, AutoSeeds: *seeds == "auto"},
 	}
 	if *mode == pxe.ModeFull {
