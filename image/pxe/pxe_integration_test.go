@@ -112,7 +112,7 @@ func TestServerFull(t *testing.T) {
 	ra.IPv6PacketConn().JoinGroup(ifi, &net.IPAddr{IP: net.ParseIP("ff02::1")})
 
 	s, err := New(Config{Interface: srvIf, Mode: ModeFull, ServerIP: netip.MustParseAddr("10.88.0.1"),
-		Pool: &Pool{Prefix: netip.MustParsePrefix("10.88.0.0/24"), First: netip.MustParseAddr("10.88.0.100"), Last: netip.MustParseAddr("10.88.0.110")},
+		Pool:   &Pool{Prefix: netip.MustParsePrefix("10.88.0.0/24"), First: netip.MustParseAddr("10.88.0.100"), Last: netip.MustParseAddr("10.88.0.110")},
 		Domain: "lab.example", TFTPDir: tftpDir, Log: quietLog(),
 		Boot: Boot{Kernel: kernel, Initrd: initrd, Cmdline: "console=ttyS0", Params: map[string]string{"key": "0123456789abcdef-key"}, AutoSeeds: true}})
 	if err != nil {
