@@ -143,7 +143,7 @@ func (p *Pusher) Reconcile(ctx context.Context, want []mdns.RR) (PushReport, err
 			continue
 		}
 		k := rrKey{name, h.Rrtype}
-		wantSets[k] = append(wantSets[k], rr)
+		wantSets[k] = append(wantSets[k], mdns.Copy(rr)) // Insert rewrites headers: never touch the caller's
 	}
 
 	c := &mdns.Client{Net: "tcp", Timeout: p.cfg.Timeout, TsigSecret: map[string]string{p.cfg.Key.Name: p.cfg.Key.Secret}}

@@ -46,7 +46,10 @@ func NewZone(apex string, serial uint32, ttl uint32, mbox string, rrs []mdns.RR)
 	}
 	z.SOA = &mdns.SOA{Hdr: mdns.RR_Header{Name: apex, Rrtype: mdns.TypeSOA, Class: mdns.ClassINET, Ttl: ttl},
 		Ns: mname, Mbox: mbox, Serial: serial, Refresh: 3600, Retry: 600, Expire: 86400, Minttl: ttl}
-	for _, rr := range append([]mdns.RR{z.SOA}, rrs...) {
+	for i, rr := range append([]mdns.RR{z.SOA}, rrs...) {
+		if i > 0 {
+			rr = mdns.Copy(rr) // the zone is immutable: own its records
+		}
 		name := canon(rr.Header().Name)
 		if !mdns.IsSubDomain(apex, name) {
 			continue
