@@ -167,8 +167,9 @@ func stanzaKind(local string) int {
 const routingSample = 16
 
 // maxInflight bounds the sampled stanzas awaiting delivery (those routed
-// elsewhere never reach EvDeliver; the map is cleared when it fills).
-const maxInflight = 4096
+// elsewhere, to another node or offline storage, never reach EvDeliver; the
+// map is cleared when it fills).
+const maxInflight = 512
 
 func (f *opsFeature) collectors() error {
 	s := f.s
@@ -179,7 +180,7 @@ func (f *opsFeature) collectors() error {
 	f.logins = prometheus.NewCounter(prometheus.CounterOpts{Namespace: metrics.Namespace, Name: "logins_total",
 		Help: "Successful client logins (resources bound)."})
 	f.routing = prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: metrics.Namespace, Name: "routing_latency_seconds",
-		Help:    "Time from a client stanza's arrival to its delivery to a local account (1 in 16 sampled).",
+		Help:    "Time from a client message's arrival to its delivery to a local account (1 message in 16 timed).",
 		Buckets: []float64{.00001, .000025, .00005, .0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1}})
 	for i, t := range stanzaKinds { // also exports zeros from the start
 		f.in[i] = f.stanzasIn.WithLabelValues(t)
@@ -237,8 +238,9 @@ func (f *opsFeature) collectors() error {
 
 	// Hooks run first (priority far below every module's) and never consume.
 	s.Router.Hook(module.EvC2SIn, -1000, func(_ context.Context, _ module.Host, ev *module.EventData) bool {
-		f.in[stanzaKind(ev.Stanza.Local)].Inc()
-		if f.sample.Add(1)%routingSample == 0 {
+		k := stanzaKind(ev.Stanza.Local)
+		f.in[k].Inc()
+		if k == 0 && f.sample.Add(1)%routingSample == 0 { // messages: the stanzas routed to a user
 			if f.inflightN.Load() >= maxInflight {
 				f.inflight.Clear()
 				f.inflightN.Store(0)

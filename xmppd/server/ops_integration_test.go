@@ -94,10 +94,10 @@ async def main():
     def on(msg):
         if msg["type"] in ("chat", "normal"):
             got.append(msg["body"])
-            if len(got) == 5 and not done.done():
+            if len(got) == 40 and not done.done():
                 done.set_result(True)
     b.add_event_handler("message", on)
-    for i in range(5):
+    for i in range(40):
         a.send_message(mto=xmpptest.jid("bob"), mbody="m%d" % i, mtype="chat")
     await asyncio.wait_for(done, 20)
     bad = xmpptest.client(xmpptest.jid("alice", "bad"), "wrong-password")
@@ -213,8 +213,9 @@ func TestOperations(t *testing.T) {
 	moved("xmppd_sessions", 2)
 	moved("xmppd_logins_total", 2)
 	moved("xmppd_login_failures_total", 1)
-	moved("xmppd_stanzas_in_total", 5, "type", "message")
-	moved("xmppd_stanzas_out_total", 5, "type", "message")
+	moved("xmppd_stanzas_in_total", 40, "type", "message")
+	moved("xmppd_stanzas_out_total", 40, "type", "message")
+	moved("xmppd_routing_latency_seconds", 2) // 1 message in 16 timed: 40 messages, at least 2 samples
 	moved("xmppd_stanzas_in_total", 2, "type", "presence")
 	moved("xmppd_log_records_total", 1, "level", "info")
 	// The same metrics on the HTTPS listener.
