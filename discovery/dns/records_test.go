@@ -216,6 +216,18 @@ func TestParamsCheck(t *testing.T) {
 	}
 }
 
+func TestPusherConfigCheck(t *testing.T) {
+	ok := PusherConfig{Zone: "example.org", Domain: "chat.example.org", HostSuffix: []string{"node.example.org"}, Key: TSIGKey{Name: "k.", Secret: "eA=="}}
+	if err := ok.Check(); err != nil {
+		t.Fatal(err)
+	}
+	bad := ok
+	bad.Zone = "chat.example.org"
+	if err := bad.Check(); err == nil || !strings.Contains(err.Error(), "host names under node.example.org.") {
+		t.Fatalf("hosts outside the update zone: %v", err)
+	}
+}
+
 func TestNextSerial(t *testing.T) {
 	now := time.Unix(1_800_000_000, 0)
 	if s := NextSerial(0, now); s != 1_800_000_000 {

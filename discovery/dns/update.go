@@ -88,6 +88,25 @@ func NewPusher(cfg PusherConfig) *Pusher {
 	return &Pusher{cfg: cfg, known: map[string]bool{}}
 }
 
+// Check reports settings that cannot work: the names the pusher owns must lie
+// in the zone it updates.
+func (c PusherConfig) Check() error {
+	zone := canon(c.Zone)
+	var errs []error
+	if !mdns.IsSubDomain(zone, canon(c.Domain)) {
+		errs = append(errs, fmt.Errorf("update zone %s does not contain the domain %s (its SRV records)", zone, canon(c.Domain)))
+	}
+	for _, h := range c.HostSuffix {
+		if !mdns.IsSubDomain(zone, canon(h)) {
+			errs = append(errs, fmt.Errorf("update zone %s does not contain the host names under %s", zone, canon(h)))
+		}
+	}
+	if c.Key.Name == "" || c.Key.Secret == "" {
+		errs = append(errs, errors.New("no TSIG key"))
+	}
+	return errors.Join(errs...)
+}
+
 // Config returns the pusher's settings.
 func (p *Pusher) Config() PusherConfig { return p.cfg }
 

@@ -73,8 +73,12 @@ func buildDNS(s *Server) ([]StagedComponent, error) {
 		if uz == "" {
 			uz = p.Zone
 		}
-		pc.Pusher = dnspub.NewPusher(dnspub.PusherConfig{Server: dc.Update, Zone: uz, Key: key, Domain: p.Domain,
-			DomainAddrs: p.DomainAddrs, HostSuffix: []string{p.NodeLabel + "." + p.Zone, p.VIPLabel + "." + p.Zone}})
+		puc := dnspub.PusherConfig{Server: dc.Update, Zone: uz, Key: key, Domain: p.Domain,
+			DomainAddrs: p.DomainAddrs, HostSuffix: []string{p.NodeLabel + "." + p.Zone, p.VIPLabel + "." + p.Zone}}
+		if err := puc.Check(); err != nil {
+			return nil, fmt.Errorf("dns-update: %w", err)
+		}
+		pc.Pusher = dnspub.NewPusher(puc)
 	}
 	f.pub = dnspub.NewPublisher(pc)
 	s.Admin.Handle("dns", func(context.Context, []string) (any, error) { return f.pub.Status(), nil })
