@@ -58,6 +58,19 @@ var commands = []Command{
 	{"stats", "registeredusers|onlineusers|onlineusersnode|uptimeseconds [HOST]", "one number, as ejabberdctl stats", 1, 2},
 	{"set_loglevel", "LEVEL", "set the log level (debug, info, warn, error)", 1, 1},
 	{"mnesia", "[info]", "storage status and every table with its replicas (like ejabberdctl mnesia info)", 0, 1},
+	{"kick_user", "USER HOST", "disconnect every session of an account (ejabberdctl form of kick USER@HOST)", 2, 2},
+	{"list_cluster", "", "cluster members (ejabberdctl form of cluster members)", 0, 0},
+	{"join_cluster", "NODE", "ejabberdctl's join_cluster: explains how a node joins (start it with --join)", 1, 1},
+	{"leave_cluster", "", "leave the cluster (ejabberdctl form of cluster leave; this node only)", 0, 0},
+}
+
+// translate maps ejabberdctl commands that are another xmppctl command with
+// other arguments to that command (sent to xmppd and rendered as it).
+var translate = map[string]func(args []string) (string, []string){
+	"kick_user":     func(a []string) (string, []string) { return "kick", []string{a[0] + "@" + a[1]} },
+	"list_cluster":  func([]string) (string, []string) { return "cluster", []string{"members"} },
+	"join_cluster":  func(a []string) (string, []string) { return "cluster", []string{"join", a[0]} },
+	"leave_cluster": func([]string) (string, []string) { return "cluster", []string{"leave"} },
 }
 
 // details is the longer text `xmppctl help COMMAND` prints after the usage.
@@ -78,8 +91,14 @@ var details = map[string]string{
 	"status":           "Exit status 0 when xmppd answers, 3 when it is not running (as ejabberdctl status).",
 	"tables":           "Like mnesia:info: each table, kind, copy type (disc/ram/node), keys, bytes, replica state per node.",
 	"mnesia":           "What ejabberd operators read from `ejabberdctl mnesia info`: the storage (mode, leader, role, lag) and the tables.",
-	"help":             "  xmppctl help            every command\n  xmppctl help COMMAND    one command's usage and details",
-	"completion":       "  source <(xmppctl completion bash)\nor save it as /etc/bash_completion.d/xmppctl.",
+	"kick_user":        "ejabberdctl kick_user USER HOST: every session of the account, as xmppctl kick USER@HOST.",
+	"list_cluster":     "ejabberdctl list_cluster: the members as xmppctl cluster members shows them (node, address, state, storage role).",
+	"join_cluster": "There is no join of a running node: start a new node with --join ADDR of any member (or let discovery find the cluster);\n" +
+		"it joins as a fresh member, with no shared schema and no cookie.",
+	"leave_cluster": "This node leaves the cluster (its sessions are moved first), as xmppctl cluster leave. ejabberdctl's form naming\n" +
+		"another node is xmppctl cluster forget NODE for a dead node.",
+	"help":       "  xmppctl help            every command\n  xmppctl help COMMAND    one command's usage and details",
+	"completion": "  source <(xmppctl completion bash)\nor save it as /etc/bash_completion.d/xmppctl.",
 }
 
 // local are the commands xmppctl answers itself, without xmppd.
@@ -175,14 +194,21 @@ func Run(ctx context.Context, socket string, args []string, stdout, stderr io.Wr
 	if socket == "" {
 		socket = DefaultSocket
 	}
+	name := cmd.Name
+	if tr := translate[name]; tr != nil {
+		name, cargs = tr(cargs)
+	}
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
-	resp, err := admin.Call(ctx, socket, admin.Request{Cmd: cmd.Name, Args: cargs})
+	resp, err := admin.Call(ctx, socket, admin.Request{Cmd: name, Args: cargs})
 	if err != nil {
 		fmt.Fprintf(stderr, "xmppctl: %s\n", explain(socket, err))
 		return 3
 	}
 	if !resp.OK {
+		if name == "cluster" && resp.Error == `unknown command "cluster"` {
+			resp.Error = "this node is not clustered (it runs without --cluster-addr)"
+		}
 		fmt.Fprintf(stderr, "xmppctl: %s: %s\n", cmd.Name, resp.Error)
 		return 1
 	}
@@ -193,7 +219,7 @@ func Run(ctx context.Context, socket string, args []string, stdout, stderr io.Wr
 		fmt.Fprintln(stdout, string(b))
 		return 0
 	}
-	if err := render(stdout, cmd.Name, cargs, resp.Result); err != nil {
+	if err := render(stdout, name, cargs, resp.Result); err != nil {
 		fmt.Fprintf(stderr, "xmppctl: %v\n", err)
 		return 1
 	}

@@ -71,6 +71,9 @@ func TestRunAgainstAdminServer(t *testing.T) {
 	if c, _, e := run("users"); c != 1 || !strings.Contains(e, "unknown command") {
 		t.Fatal(c, e) // the server does not implement it here
 	}
+	if c, _, e := run("list_cluster"); c != 1 || !strings.Contains(e, "not clustered") {
+		t.Fatal(c, e) // ejabberdctl's cluster commands on a single node
+	}
 	if c, _, e := run("--socket", sock+".missing", "users"); c != 3 || !strings.Contains(e, "does not exist") {
 		t.Fatal(c, e)
 	}
@@ -162,7 +165,8 @@ func TestEjabberdctlForms(t *testing.T) {
 	srv := admin.New(sock, nil)
 	var got []string
 	for _, name := range []string{"register", "unregister", "passwd", "change_password", "registered_users", "connected_users",
-		"connected_users_number", "user_sessions_info", "kick_session", "check_account", "check_password", "stats", "set_loglevel", "mnesia", "status", "users"} {
+		"connected_users_number", "user_sessions_info", "kick_session", "check_account", "check_password", "stats", "set_loglevel", "mnesia", "status", "users",
+		"kick", "cluster"} {
 		name := name
 		srv.Handle(name, func(_ context.Context, a []string) (any, error) {
 			got = append(got, name+" "+strings.Join(a, " "))
@@ -182,6 +186,10 @@ func TestEjabberdctlForms(t *testing.T) {
 					"tables": []map[string]any{{"name": "roster", "kind": "durable", "copy": "disc", "keys": 3}}}, nil
 			case "user_sessions_info":
 				return []map[string]any{{"jid": "alice@example.org/phone", "tls": true}}, nil
+			case "cluster":
+				if a[0] == "members" {
+					return []map[string]any{{"node": "n1", "addr": "10.0.0.1:7400", "state": "up"}}, nil
+				}
 			}
 			return "ok " + name, nil
 		})
@@ -219,6 +227,10 @@ func TestEjabberdctlForms(t *testing.T) {
 		{[]string{"mnesia", "info"}, 0, "mnesia info", "roster"},
 		{[]string{"mnesia"}, 0, "mnesia ", "leader:"},
 		{[]string{"status"}, 0, "status ", ""},
+		{[]string{"kick_user", "alice", "example.org"}, 0, "kick alice@example.org", ""},
+		{[]string{"list_cluster"}, 0, "cluster members", "10.0.0.1:7400"},
+		{[]string{"join_cluster", "n1"}, 0, "cluster join n1", ""},
+		{[]string{"leave_cluster"}, 0, "cluster leave", ""},
 	} {
 		got = nil
 		c, o, e := runCtl(t, sock, tc.args...)
@@ -281,7 +293,7 @@ func TestBashCompletion(t *testing.T) {
 	}
 	for line, want := range map[string]string{
 		"xmppctl reg":                "register registered_users",
-		"xmppctl help kick":          "kick kick_session",
+		"xmppctl help kick":          "kick kick_session kick_user",
 		"xmppctl loglevel ":          "get set",
 		"xmppctl loglevel set d":     "debug",
 		"xmppctl --json sta":         "stats status",
