@@ -5,8 +5,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -241,6 +243,34 @@ func (s *storage) control(ctx context.Context, args []string, srv *pxe.Server) (
 			b.WriteString("\n")
 		}
 		return b.String(), nil
+	case "pxe":
+		// pxe on|off: whether the lab's server offers network boots (off: a node
+		// with xedge.pxe=on boots the next box by ProxyDHCP).
+		if len(args) != 2 || (args[1] != "on" && args[1] != "off") {
+			return "", errors.New("usage: pxe on|off")
+		}
+		srv.SetBootOffers(args[1] == "on")
+		return "lab boot offers " + args[1] + "\n", nil
+	case "fetch":
+		// fetch URL: an HTTP GET from inside the lab's namespace (tests: a node's
+		// own boot server).
+		if len(args) != 2 {
+			return "", errors.New("usage: fetch URL")
+		}
+		hc := &http.Client{Timeout: 10 * time.Second}
+		resp, err := hc.Get(args[1])
+		if err != nil {
+			return "", err
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		if err != nil {
+			return "", err
+		}
+		if resp.StatusCode != http.StatusOK {
+			return "", fmt.Errorf("%s: %s", args[1], resp.Status)
+		}
+		return string(b), nil
 	case "storage":
 		if len(args) < 2 || len(args) > 3 {
 			return "", errors.New("usage: storage stop|freeze|start|status [NODE]")

@@ -265,3 +265,83 @@ func recordScenario(t *testing.T, id, title string, lines []string) {
 		t.Logf("docs/scenarios.md not updated: %v", err)
 	}
 }
+
+// TestNodePXEServer proves a running node serves network boots (xedge.pxe=on): node1
+// PXE-boots from the lab, mirrors the image from it and serves ProxyDHCP, RA and HTTP
+// itself; the lab's server then stops offering boots (addresses only), and node2
+// boots from node1 alone — iPXE takes node1's ProxyDHCP offer, its script, kernel,
+// initramfs and parameters (key, seed node1) — and joins node1's cluster.
+func TestNodePXEServer(t *testing.T) {
+	needPXELab(t)
+	xedge := xedgeTool(t)
+	dir := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	_, lines, err := lab.Up(ctx, lab.UpOptions{Dir: dir, Kernel: img.Vmlinux, Initrd: img.Cpio,
+		PXE: true, PXEKernel: img.Vmlinuz, PXEInitrd: pxeInitrd(), Nodes: 1, Domain: "lab.example", Mode: "netns",
+		Params: "xedge.debug=1 xedge.pxe=on", Self: []string{xedge, "lab", "--dir", dir, "segment"}, Log: os.Stderr, WaitReady: 6 * time.Minute})
+	t.Cleanup(func() {
+		if t.Failed() {
+			for _, n := range []string{"node1", "node2"} {
+				t.Logf("%s console:\n%s", n, consoleTail(dir, n))
+			}
+		}
+		_ = lab.Down(dir)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(lines[0], "node1: ready 10.77.0.11 ") {
+		t.Fatalf("node1: %q", lines[0])
+	}
+	if _, err := lab.WaitConsole(ctx, filepath.Join(dir, "node1", "console.log"),
+		regexp.MustCompile(`pxe: serving network boots on eth0 \(ProxyDHCP\) from http://10\.77\.0\.11/`), 3*time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	script, err := lab.Control(dir, "fetch http://10.77.0.11/boot.ipxe")
+	if err != nil || !strings.Contains(script, "kernel http://10.77.0.11/vmlinuz ") || !strings.Contains(script, "xedge.boot=http://10.77.0.11/") {
+		t.Fatalf("node1's boot script: %v\n%s", err, script)
+	}
+	if _, err := lab.Control(dir, "pxe off"); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	n2, err := lab.AddNode(ctx, dir, lab.AddOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	line, err := lab.WaitConsole(ctx, filepath.Join(n2.Dir, "console.log"), lab.ReadyOrMaint, 6*time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	took := time.Since(start)
+	if !strings.HasPrefix(line, "ready 10.77.0.12 ") {
+		t.Fatalf("node2: %q", line)
+	}
+	boxes, err := lab.Control(dir, "fetch http://10.77.0.11/boxes")
+	if err != nil || !strings.Contains(boxes, `"mac":"52:54:00:77:01:02"`) || !strings.Contains(boxes, `"script"`) || !strings.Contains(boxes, `"params"`) {
+		t.Fatalf("node2 did not boot from node1: %v\n%s", err, boxes)
+	}
+	sock := func(n string) string { return filepath.Join(dir, n, "console.sock") }
+	out, err := lab.Run(ctx, sock("node2"), "node")
+	if err != nil || !strings.Contains(out, "boot      http://10.77.0.11/") || !strings.Contains(out, "key       set (server)") {
+		t.Fatalf("node2's configuration: %v\n%s", err, out)
+	}
+	if out, err := lab.Run(ctx, sock("node1"), "register bob secret-bob"); err != nil || strings.Contains(out, "error") {
+		t.Fatalf("register on node1: %v\n%s", err, out)
+	}
+	seen := false
+	for i := 0; i < 100 && !seen; i++ {
+		out, _ = lab.Run(ctx, sock("node2"), "users")
+		if seen = strings.Contains(out, "bob"); !seen {
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	if !seen {
+		t.Fatalf("node2 (booted by node1) is not in node1's cluster: users %q", out)
+	}
+	t.Logf("node2 booted from node1's PXE server and joined its cluster: power-on to serving %.1f s", took.Seconds())
+	recordScenario(t, "node-pxe", "PXE server on a running node (`xedge.pxe=on`)", []string{
+		fmt.Sprintf("- node2 powered on with the lab's server giving addresses only; it booted from node1 (ProxyDHCP offer, iPXE script, kernel, initramfs and parameters from node1's mirror) and joined node1's cluster: power-on → serving %.1f s", took.Seconds()),
+	})
+}

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
@@ -157,6 +158,7 @@ type dhcpPlan struct {
 	xedge    string // option 224
 	hostname func(netip.Addr, net.HardwareAddr) string
 	bootURL  string // iPXE script URL
+	noBoot   atomic.Bool // DHCP only for now (SetBootOffers)
 	tftp     bool   // legacy PXE: offer iPXE by TFTP
 	now      func() time.Time
 }
@@ -243,7 +245,7 @@ func (p *dhcpPlan) reply(req *dhcpv4.DHCPv4, port4011 bool) (*dhcpv4.DHCPv4, err
 func (p *dhcpPlan) bootMods(c Client, proxy bool) []dhcpv4.Modifier {
 	var mods []dhcpv4.Modifier
 	switch {
-	case p.bootURL == "":
+	case p.bootURL == "" || p.noBoot.Load():
 		return nil // DHCP only: nothing to boot
 	case c.IPXE:
 		mods = append(mods, dhcpv4.WithOption(dhcpv4.OptBootFileName(p.bootURL)))

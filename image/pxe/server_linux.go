@@ -56,6 +56,11 @@ func (s *Server) URL() string { return URL(s.cfg.ServerIP, s.cfg.HTTPPort) }
 // Boxes lists the boxes the server has seen.
 func (s *Server) Boxes() []BoxInfo { return s.reg.list() }
 
+// SetBootOffers turns the boot information in DHCP answers on or off (addresses and
+// HTTP are served either way): e.g. to let another server on the segment — a node
+// with xedge.pxe=on — boot the next box.
+func (s *Server) SetBootOffers(on bool) { s.plan.noBoot.Store(!on) }
+
 // Script is the iPXE boot script served at boot.ipxe.
 func (s *Server) Script() string { return s.h.Script() }
 

@@ -145,6 +145,9 @@ func (n *node) servePXE(ctx context.Context, c config.Config, ifname, addr strin
 		}
 	}
 	params := map[string]string{"domain": c.Domain, "key": c.ClusterKey, "seeds": addr}
+	if c.ConfigURL != "" {
+		params["config"] = c.ConfigURL // the site's xmppd configuration, as this node got it
+	}
 	srv, err := pxe.New(pxe.Config{Interface: ifname, Mode: pxe.ModeProxy, Log: n.log,
 		Boot: pxe.Boot{Kernel: kernel, Initrd: initrd, Cmdline: image.Cmdline, Params: params}})
 	if err != nil {
