@@ -11,10 +11,9 @@ import (
 )
 
 // TestSeedErrHandler: a node whose cluster key differs from its seed's fails to
-// join, and the start error carries the seeds' last error as storage/replicated
-// really logs it (captured by seedErrHandler even though the log level hides
-// warnings). It drives the real replicated store, so a change of the message
-// storage/replicated logs shows here instead of silently losing the cause.
+// join, and the start error carries the seeds' last error, even though the log
+// level hides warnings. It drives the real replicated store, so a change in how
+// storage/replicated reports the cause shows here instead of silently losing it.
 func TestSeedErrHandler(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
