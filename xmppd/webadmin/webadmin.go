@@ -23,6 +23,7 @@ import (
 	"net/http"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"xedge/xmppd/metrics"
@@ -69,14 +70,24 @@ type Handler struct {
 	o      Options
 	admins map[string]bool
 	log    *slog.Logger
+
+	mu    sync.Mutex
+	fails map[string][]time.Time // refused logins per client IP, within FailWindow
 }
+
+// Refused logins from one address: after FailMax within FailWindow the page
+// answers 429 until the window has passed (as c2s throttles failed SASL).
+const (
+	FailMax    = 5
+	FailWindow = time.Minute
+)
 
 // New returns the page's handler.
 func New(o Options) *Handler {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	h := &Handler{o: o, admins: map[string]bool{}, log: o.Logger.With("component", "webadmin")}
+	h := &Handler{o: o, admins: map[string]bool{}, log: o.Logger.With("component", "webadmin"), fails: map[string][]time.Time{}}
 	for _, a := range o.Admins {
 		local, dom, ok := strings.Cut(a, "@")
 		if !ok || dom == o.Domain {
@@ -107,8 +118,17 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "no administrators configured: set admins (e.g. --admins alice) to use the web admin page", http.StatusForbidden)
 		return
 	}
+	ip := clientIP(r.RemoteAddr)
+	if h.throttled(ip) {
+		w.Header().Set("Retry-After", fmt.Sprint(int(FailWindow.Seconds())))
+		http.Error(w, "too many refused logins from this address: try again later", http.StatusTooManyRequests)
+		return
+	}
 	user, ok := h.auth(r)
 	if !ok {
+		if _, _, tried := r.BasicAuth(); tried {
+			h.failed(ip)
+		}
 		w.Header().Set("WWW-Authenticate", `Basic realm="xmppd `+h.o.Domain+`", charset="UTF-8"`)
 		http.Error(w, "authentication required: an account listed in admins", http.StatusUnauthorized)
 		return
@@ -120,6 +140,48 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err := pageTmpl.Execute(w, page); err != nil {
 		h.log.Warn("web admin page render failed", "err", err)
 	}
+}
+
+func clientIP(remote string) string {
+	host, _, err := net.SplitHostPort(remote)
+	if err != nil {
+		return remote
+	}
+	return host
+}
+
+// recent drops the failures of ip older than FailWindow and returns the rest.
+func (h *Handler) recent(ip string, now time.Time) []time.Time {
+	l := h.fails[ip]
+	i := 0
+	for i < len(l) && now.Sub(l[i]) >= FailWindow {
+		i++
+	}
+	l = l[i:]
+	if len(l) == 0 {
+		delete(h.fails, ip)
+	} else {
+		h.fails[ip] = l
+	}
+	return l
+}
+
+func (h *Handler) throttled(ip string) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.recent(ip, time.Now())) >= FailMax
+}
+
+func (h *Handler) failed(ip string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	now := time.Now()
+	if len(h.fails) > 10000 { // bound the table: forget everyone's old failures
+		for k := range h.fails {
+			h.recent(k, now)
+		}
+	}
+	h.fails[ip] = append(h.recent(ip, now), now)
 }
 
 func loopback(remote string) bool {

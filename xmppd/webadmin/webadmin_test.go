@@ -98,3 +98,28 @@ func TestPageEscapesAndShowsSections(t *testing.T) {
 		t.Error("unescaped script in the page")
 	}
 }
+
+// Refused logins from one address are throttled (429) after FailMax; other
+// addresses are not affected.
+func TestRefusedLoginsThrottled(t *testing.T) {
+	h := testHandler(true, "boss")
+	for i := 0; i < FailMax; i++ {
+		if code, _ := get(t, h, "192.0.2.7:1000", "boss", "guess"); code != 401 {
+			t.Fatalf("attempt %d: %d", i, code)
+		}
+	}
+	if code, _ := get(t, h, "192.0.2.7:1001", "boss", "pw-boss"); code != 429 {
+		t.Fatalf("after %d refusals: %d, want 429 even with the right password", FailMax, code)
+	}
+	if code, _ := get(t, h, "192.0.2.8:1000", "boss", "pw-boss"); code != 200 {
+		t.Fatalf("another address: %d", code)
+	}
+	// A browser's first request without credentials does not count.
+	h2 := testHandler(true, "boss")
+	for i := 0; i < 2*FailMax; i++ {
+		get(t, h2, "192.0.2.9:1000", "", "")
+	}
+	if code, _ := get(t, h2, "192.0.2.9:1000", "boss", "pw-boss"); code != 200 {
+		t.Fatalf("requests without credentials throttled: %d", code)
+	}
+}
