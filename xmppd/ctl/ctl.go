@@ -265,7 +265,13 @@ func render(w io.Writer, cmd string, args []string, raw json.RawMessage) error {
 		// ram table of a cluster, whether this node's copy is synced; a
 		// replica whose RAM tables are being resynced shows "/unsynced".
 		table(w, asMaps(v), "name", "kind", "copy", "keys", "bytes", "ram", "replicas")
-	case "status", "storage":
+	case "status":
+		// ejabberdctl status's two lines first, for the scripts that grep them.
+		if m, ok := v.(map[string]any); ok {
+			fmt.Fprintf(w, "The node %s is started with status: started\nxmppd %s is running in that node\n", cell(m["node"]), cell(m["version"]))
+		}
+		kv(w, v, "")
+	case "storage":
 		kv(w, v, "")
 	case "loglevel":
 		fmt.Fprintln(w, v)

@@ -59,7 +59,7 @@ func TestRunAgainstAdminServer(t *testing.T) {
 	if c, o, _ := run("--json", "status"); c != 0 || !strings.Contains(o, `"domain": "localhost"`) {
 		t.Fatal(c, o)
 	}
-	if c, o, _ := run("status"); c != 0 || !strings.Contains(o, "mode:") {
+	if c, o, _ := run("status"); c != 0 || !strings.Contains(o, "mode:") || !strings.Contains(o, "is started with status: started") {
 		t.Fatal(c, o)
 	}
 	if c, _, e := run("register", "x"); c != 2 || !strings.Contains(e, "usage") {
