@@ -67,6 +67,7 @@ type waveResult struct {
 	FailedAttempts int64   `json:"failed_login_attempts"`
 	NotBack        int     `json:"not_back"`
 	TLS            bool    `json:"starttls"`
+	InitialFailed  int64   `json:"initial_login_failed_attempts"` // logging the n sessions into node3, before the kill
 }
 
 type report struct {
@@ -82,6 +83,11 @@ type report struct {
 
 var log = slog.New(slog.NewTextHandler(os.Stderr, nil))
 
+var (
+	logLevel = "warn"
+	waveTLS  = true
+)
+
 func main() {
 	pairs := flag.Int("pairs", 50, "chat pairs")
 	window := flag.Int("window", 10, "messages in flight per pair")
@@ -90,6 +96,8 @@ func main() {
 	wave := flag.Int("wave", 5000, "sessions in the reconnect wave (0: skip)")
 	workers := flag.Int("wave-workers", 1000, "clients reconnecting at the same time")
 	out := flag.String("out", "bench/results", "results directory")
+	flag.StringVar(&logLevel, "log-level", logLevel, "xmppd log level")
+	flag.BoolVar(&waveTLS, "wave-tls", true, "reconnect wave over STARTTLS")
 	flag.Parse()
 	if err := run(*pairs, *window, *dur, *rounds, *wave, *workers, *out); err != nil {
 		fmt.Fprintln(os.Stderr, "cluster-bench:", err)
@@ -149,7 +157,11 @@ func run(pairs, window int, dur time.Duration, rounds, waveN, workers int, outDi
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(tmp)
+	if os.Getenv("KEEP") == "" {
+		defer os.RemoveAll(tmp)
+	} else {
+		log.Info("keeping the nodes' data and logs", "dir", tmp)
+	}
 	build := exec.Command("go", "build", "-o", tmp+"/", "./xmppd/cmd/xmppd", "./xmppd/cmd/xmppctl")
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
@@ -161,7 +173,7 @@ func run(pairs, window int, dur time.Duration, rounds, waveN, workers int, outDi
 	keyFile := filepath.Join(tmp, "cluster.key")
 	os.WriteFile(keyFile, []byte(base64.StdEncoding.EncodeToString(key)), 0o600)
 	common := []string{"--domain", "localhost", "--c2s-tls", "", "--allow-registration", "--registration-limit", "0",
-		"--c2s-shaper", "0", "--send-queue", "10000", "--c2s-require-tls=false", "--log-level", "warn"}
+		"--c2s-shaper", "0", "--send-queue", "10000", "--c2s-require-tls=false", "--log-level", logLevel}
 	var nodes []*node
 	var seed string
 	defer func() {
@@ -456,7 +468,7 @@ loop:
 // reconnectWave logs n sessions into node3, kills it, and logs every client
 // into node1 or node2 at once (workers at a time), over STARTTLS.
 func reconnectWave(ctx context.Context, nodes []*node, n, workers int) (waveResult, error) {
-	res := waveResult{Sessions: n, Workers: workers, TLS: true}
+	res := waveResult{Sessions: n, Workers: workers, TLS: waveTLS}
 	t1 := &workload.Target{Name: "node1", Addr: nodes[0].c2s, Domain: "localhost", Log: log}
 	if err := workload.Register(ctx, t1, "w", n); err != nil {
 		return res, err
@@ -464,15 +476,25 @@ func reconnectWave(ctx context.Context, nodes []*node, n, workers int) (waveResu
 	time.Sleep(2 * time.Second)
 	conns := make([]*loadgen.Conn, n)
 	opts := func(addr string) loadgen.Options {
-		return loadgen.Options{Addr: addr, Domain: "localhost", Resource: "wave", StartTLS: true, Timeout: 60 * time.Second}
+		return loadgen.Options{Addr: addr, Domain: "localhost", Resource: "wave", StartTLS: waveTLS, Timeout: 60 * time.Second}
 	}
 	t0 := time.Now()
+	var initialFailed atomic.Int64
 	err := workload.Parallel(ctx, n, 100, func(ctx context.Context, i int) error {
 		u, p := workload.User("w", i)
-		c, err := loadgen.Login(ctx, opts(nodes[2].c2s), u, p)
-		conns[i] = c
+		var err error
+		for attempt := 0; attempt < 5; attempt++ {
+			var c *loadgen.Conn
+			if c, err = loadgen.Login(ctx, opts(nodes[2].c2s), u, p); err == nil {
+				conns[i] = c
+				return nil
+			}
+			initialFailed.Add(1)
+			time.Sleep(200 * time.Millisecond)
+		}
 		return err
 	})
+	res.InitialFailed = initialFailed.Load()
 	if err != nil {
 		return res, fmt.Errorf("wave: initial logins: %w", err)
 	}
@@ -539,8 +561,12 @@ func write(rep report, dir string) error {
 		fmt.Fprintf(&md, "| %d | %.3f | %d |\n", k.Round, k.Seconds, k.Unavailable)
 	}
 	if w := rep.Wave; w != nil {
-		fmt.Fprintf(&md, "\nReconnect wave: %d sessions of a SIGKILLed node back on the two others (STARTTLS + SCRAM, %d clients at a time) in **%.2f s**; failed login attempts: **%d**; not back: %d.\n",
-			w.Sessions, w.Workers, w.Seconds, w.FailedAttempts, w.NotBack)
+		tls := "STARTTLS + SCRAM"
+		if !w.TLS {
+			tls = "SCRAM without TLS"
+		}
+		fmt.Fprintf(&md, "\nReconnect wave: %d sessions of a SIGKILLed node back on the two others (%s, %d clients at a time) in **%.2f s**; failed login attempts: **%d** (retried; the initial logins before the kill: %d); not back: %d.\n",
+			w.Sessions, tls, w.Workers, w.Seconds, w.FailedAttempts, w.InitialFailed, w.NotBack)
 	}
 	fmt.Fprintf(&md, "\nTargets: ")
 	keys := make([]string, 0, len(rep.Targets))
