@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/netip"
@@ -12,6 +13,7 @@ import (
 
 	"xedge/discovery"
 	dnspub "xedge/discovery/dns"
+	"xedge/storage"
 )
 
 // The DNS publishing feature (docs/dns.md): the embedded authoritative server
@@ -23,9 +25,10 @@ func init() { registerFeature(Feature{Name: "dns", Build: buildDNS}) }
 // vipHolders maps a Server to the function that returns its VIP holders.
 var vipHolders sync.Map // *Server -> func() map[string]string
 
-// SetVIPHolders lets the VIP feature tell DNS publishing which node holds
-// which VIP: f returns VIP address (without prefix length) -> holder node name
-// ("" = nobody). It may be called at any time; DNS reads it on every poll.
+// SetVIPHolders overrides where DNS publishing learns which node holds which
+// VIP (by default the VIP feature's ephemeral table VIPTable): f returns VIP
+// address (with or without prefix length) -> holder node name ("" = nobody).
+// It may be called at any time; DNS reads it on every poll.
 func (s *Server) SetVIPHolders(f func() map[string]string) { vipHolders.Store(s, f) }
 
 type dnsFeature struct {
@@ -200,8 +203,12 @@ func (f *dnsFeature) view() dnspub.View {
 		seen[m.Name] = true
 	}
 	f.gate.Forget(seen)
+	holders := f.vipHoldersFromTable
 	if h, ok := vipHolders.Load(s); ok {
-		for addr, holder := range h.(func() map[string]string)() {
+		holders = h.(func() map[string]string)
+	}
+	if len(s.cfg.VIP.Prefixes()) > 0 {
+		for addr, holder := range holders() {
 			if a, err := netip.ParseAddr(addr); err == nil {
 				v.VIPs = append(v.VIPs, dnspub.VIP{Addr: a, Holder: holder})
 			} else if pfx, err := netip.ParsePrefix(addr); err == nil {
@@ -232,6 +239,59 @@ func (f *dnsFeature) localAddrs() []netip.Addr {
 	for _, ad := range addrs {
 		if pfx, err := netip.ParsePrefix(ad.String()); err == nil && pfx.Addr().IsGlobalUnicast() {
 			out = append(out, pfx.Addr().Unmap())
+		}
+	}
+	return out
+}
+
+// vipHoldersFromTable reads who announces which VIP from the VIP feature's
+// ephemeral table (each node's own row lists the VIPs it holds); the
+// configured pool's other VIPs map to "" (nobody).
+func (f *dnsFeature) vipHoldersFromTable() map[string]string {
+	out := map[string]string{}
+	for _, p := range f.s.cfg.VIP.Prefixes() {
+		out[p.Addr().String()] = ""
+	}
+	var rows []storage.Row
+	f.s.Store.Ephemeral(VIPTable).Scan("", func(r storage.Row) bool {
+		rows = append(rows, r)
+		return true
+	})
+	for vip, node := range holdersFromRows(rows) {
+		out[vip] = node
+	}
+	return out
+}
+
+// holdersFromRows maps each VIP address to the node whose row says it holds
+// it (rows of leaving nodes skipped; during a handover two nodes may both
+// announce for a moment: the lower name is kept, so every node answers alike).
+func holdersFromRows(rows []storage.Row) map[string]string {
+	out := map[string]string{}
+	for _, r := range rows {
+		if r.Node != r.Key {
+			continue
+		}
+		var row struct {
+			Holds   []string `json:"holds"`
+			Leaving bool     `json:"leaving"`
+		}
+		if json.Unmarshal(r.Value, &row) != nil || row.Leaving {
+			continue
+		}
+		for _, h := range row.Holds {
+			a, err := netip.ParseAddr(h)
+			if err != nil {
+				p, perr := netip.ParsePrefix(h)
+				if perr != nil {
+					continue
+				}
+				a = p.Addr()
+			}
+			k := a.String()
+			if cur, ok := out[k]; !ok || r.Node < cur {
+				out[k] = r.Node
+			}
 		}
 	}
 	return out
