@@ -44,6 +44,11 @@ type conn struct {
 	ip        string
 	log       connLog
 
+	// ctx is the connection's context: cancelled when the connection closes or
+	// the server stops, so no stanza handler keeps running for a dead stream.
+	ctx    context.Context
+	cancel context.CancelFunc
+
 	wmu        sync.Mutex
 	nc         net.Conn  // shaped raw connection or TLS over it
 	wdl        time.Time // write deadline set by write
@@ -77,6 +82,7 @@ func newConn(s *Server, nc net.Conn, directTLS bool) *conn {
 	}
 	c := &conn{srv: s, raw: nc, directTLS: directTLS, ip: ip, streamID: randomID()}
 	c.log = connLog{l: s.log, remote: nc.RemoteAddr().String()}
+	c.ctx, c.cancel = context.WithCancel(s.baseCtx)
 	var rc net.Conn = nc
 	if s.cfg.Shaper > 0 {
 		rc = &shapedConn{Conn: nc, b: newBucket(s.cfg.Shaper)}
@@ -229,6 +235,7 @@ func (c *conn) runSafely(start bool) (err error, panicked bool) {
 
 // closeRaw closes the TCP connection and wakes its reader if it is parked.
 func (c *conn) closeRaw() {
+	c.cancel()
 	c.raw.Close()
 	c.srv.poller.wake(c)
 }
@@ -277,7 +284,7 @@ func (c *conn) jidString() string {
 func (c *conn) handshake() error {
 	c.rd.arm(c.rd.deadline) // not a grace deadline the reader left armed
 	tc := tls.Server(c.nc, c.srv.cfg.TLS)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(c.ctx, 30*time.Second)
 	defer cancel()
 	if err := tc.HandshakeContext(ctx); err != nil {
 		return fmt.Errorf("tls handshake: %w", err)
@@ -560,7 +567,7 @@ func (c *conn) bind(iq *xmlstream.Element) error {
 	if err != nil {
 		return c.writeElem(iqError(iq, module.ErrModify, "bad-request", "invalid resource"))
 	}
-	ctx := context.Background()
+	ctx := c.ctx
 	if ok, err := c.srv.accounts.Exists(ctx, c.user); err != nil || !ok {
 		if err != nil {
 			return c.writeElem(module.StoreError(iq, err))
@@ -601,12 +608,7 @@ func (c *conn) established(el *xmlstream.Element) error {
 	case nsSM:
 		switch el.Local {
 		case "r":
-			s.mu.Lock()
-			h, on := s.hIn, s.smEnabled
-			s.mu.Unlock()
-			if on {
-				s.queueRaw([]byte("<a xmlns='urn:xmpp:sm:3' h='" + strconv.FormatUint(uint64(h), 10) + "'/>"))
-			}
+			c.answerR(s)
 			return nil
 		case "a":
 			h, err := strconv.ParseUint(el.Attr("h"), 10, 32)
@@ -653,6 +655,10 @@ func (c *conn) enableSM(el *xmlstream.Element) error {
 	en := xmlstream.New(nsSM, "enabled")
 	if s.smResume {
 		s.smID = randomID()
+		if r := c.srv.repl; r != nil {
+			s.smID, s.repl = r.NewID(), r
+			s.replPutLocked()
+		}
 		en.SetAttr("id", s.smID).SetAttr("resume", "true").SetAttr("max", strconv.Itoa(int(c.srv.cfg.SMTimeout/time.Second)))
 	}
 	s.mu.Unlock()
@@ -671,11 +677,23 @@ func (c *conn) resume(el *xmlstream.Element) error {
 		return c.writeElem(smFailed("bad-request"))
 	}
 	s := c.srv.takeResumable(prev)
+	if s == nil && c.srv.repl != nil {
+		// Held by another node, or replicated from one that is gone.
+		st, err := c.srv.repl.Fetch(c.ctx, prev, c.user)
+		if err == nil && st.JID.Local == c.user {
+			c.adopt(st, uint32(h))
+			return nil
+		}
+		if err != nil && !errors.Is(err, ErrNoSession) {
+			c.log.Warn("stream management: cannot take the session over from another node", "previd", prev, "err", err)
+		}
+		return c.writeElem(smFailed("item-not-found"))
+	}
 	if s == nil || s.jid.Local != c.user {
 		return c.writeElem(smFailed("item-not-found"))
 	}
 	s.mu.Lock()
-	if s.terminated {
+	if s.terminated || s.moving {
 		s.mu.Unlock()
 		return c.writeElem(smFailed("item-not-found"))
 	}
@@ -711,7 +729,7 @@ func (c *conn) stanza(el *xmlstream.Element) error {
 		}
 	}
 	el.SetAttr("from", s.jidString())
-	ctx := context.Background()
+	ctx := c.ctx
 	if el.Local == "iq" {
 		t := el.Attr("type")
 		if el.Attr("id") == "" || (t != "get" && t != "set" && t != "result" && t != "error") {

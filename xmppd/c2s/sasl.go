@@ -198,7 +198,7 @@ func (c *conn) register(iq *xmlstream.Element) error {
 		if user == "" || pw == "" {
 			return c.writeElem(iqError(iq, module.ErrModify, "not-acceptable", "username and password are required"))
 		}
-		err := c.srv.accounts.Create(context.Background(), user, pw)
+		err := c.srv.accounts.Create(c.ctx, user, pw)
 		switch {
 		case err == nil:
 			if c.srv.regLimit != nil {

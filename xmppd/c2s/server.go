@@ -80,6 +80,9 @@ type Server struct {
 	capsN  int    // disco features counted when capsV was computed
 	capsV  string // cached XEP-0115 ver (capsVer)
 
+	baseCtx    context.Context // parent of every connection's context; cancelled by Stop
+	baseCancel context.CancelFunc
+
 	mu        sync.Mutex
 	lns       []net.Listener
 	addrs     []string
@@ -88,6 +91,7 @@ type Server struct {
 	stopping  bool
 	wg        sync.WaitGroup // accept loops and connections
 	poller    *poller        // waits for input on parked streams; nil: each waits in its goroutine
+	repl      Replicator     // nil: resumption state stays on this node
 }
 
 // New returns a c2s server; add listeners with Listen before Start.
@@ -123,6 +127,7 @@ func New(cfg Config, r *router.Router, a *accounts.Accounts) *Server {
 		conns:     map[*conn]struct{}{},
 		resumable: map[string]*session{},
 	}
+	s.baseCtx, s.baseCancel = context.WithCancel(context.Background())
 	if cfg.RegLimit > 0 {
 		if cfg.RegWindow <= 0 {
 			cfg.RegWindow = time.Hour
@@ -224,6 +229,7 @@ func (s *Server) accept(ln net.Listener, directTLS bool) {
 func (s *Server) Stop(ctx context.Context) error {
 	s.mu.Lock()
 	s.stopping = true
+	s.baseCancel()
 	for _, ln := range s.lns {
 		ln.Close()
 	}
@@ -237,10 +243,26 @@ func (s *Server) Stop(ctx context.Context) error {
 	}
 	s.mu.Unlock()
 	for _, c := range conns {
+		if ss := c.session(); ss != nil && s.leaveToPeers(ss) {
+			// Other nodes hold its state: drop the connection as a network failure
+			// would, and the client resumes elsewhere.
+			c.closeRaw()
+			continue
+		}
 		c.shutdown("system-shutdown", "")
 	}
 	for _, ss := range detached {
+		if s.leaveToPeers(ss) {
+			continue
+		}
 		safely(s.log, ss.expireIfDetached)
+	}
+	if s.repl != nil {
+		sctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		if err := s.repl.Sync(sctx); err != nil {
+			s.log.Warn("stream management: resumption state not confirmed by another node at stop", "err", err)
+		}
+		cancel()
 	}
 	done := make(chan struct{})
 	go func() { s.wg.Wait(); close(done) }()
@@ -287,6 +309,19 @@ func (s *Server) takeResumable(id string) *session {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.resumable[id]
+}
+
+// leaveToPeers reports whether a stopping server leaves ss to other nodes
+// (resumable, replicated, and peers hold copies) instead of ending it.
+func (s *Server) leaveToPeers(ss *session) bool {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	return s.leaveToPeersLocked(ss)
+}
+
+func (s *Server) leaveToPeersLocked(ss *session) bool {
+	ok := ss.repl != nil && ss.smResume && !ss.closing && !ss.terminated && !ss.moving
+	return ok && s.repl != nil && s.repl.Replicated()
 }
 
 func (s *Server) dropResumable(id string, ss *session) {

@@ -53,6 +53,8 @@ type session struct {
 	queue      []outItem
 	closing    bool // a final stream error is queued or the stream is ending: no resumption
 	terminated bool
+	moving     bool       // being handed over to another node (Handover)
+	repl       Replicator // non-nil: resumable and replicated to other nodes
 	presence   *xmlstream.Element
 	prio       int
 	interested bool
@@ -103,6 +105,7 @@ func (s *session) SetPresence(p *xmlstream.Element) {
 	}
 	s.mu.Lock()
 	s.presence, s.prio = p, prio
+	s.replPutLocked()
 	s.mu.Unlock()
 }
 
@@ -118,7 +121,12 @@ func (s *session) Interested() bool {
 	return s.interested
 }
 
-func (s *session) SetInterested() { s.mu.Lock(); s.interested = true; s.mu.Unlock() }
+func (s *session) SetInterested() {
+	s.mu.Lock()
+	s.interested = true
+	s.replPutLocked()
+	s.mu.Unlock()
+}
 
 func (s *session) Value(k any) any {
 	s.mu.Lock()
@@ -210,6 +218,9 @@ func (s *session) enqueueLocked(st *xmlstream.Element) {
 	if s.smEnabled {
 		s.outCount++
 		s.unacked = append(s.unacked, st)
+		if s.repl != nil {
+			s.repl.Queued(s.smID, s.outCount, st)
+		}
 		if len(s.unacked) > s.srv.cfg.SMMaxQueue {
 			s.closeLocked("policy-violation", "too many unacknowledged stanzas")
 			return
@@ -293,6 +304,9 @@ func (s *session) ackLocked(h uint32) {
 		s.unacked[i] = nil
 	}
 	s.unacked = s.unacked[n:]
+	if s.repl != nil && n > 0 {
+		s.repl.Acked(s.smID, first+n)
+	}
 }
 
 // kickLocked starts a writer goroutine for the attached connection if none runs.
@@ -429,6 +443,10 @@ func (s *session) connEnded(c *conn, clean bool) {
 	}
 	s.c = nil
 	s.queue = nil
+	if !clean && s.smResume && !s.closing && !s.terminated && s.srv.isStopping() && s.srv.leaveToPeersLocked(s) {
+		s.mu.Unlock() // the node stops: other nodes hold the state and resume it
+		return
+	}
 	if !clean && s.smResume && !s.closing && !s.terminated && !s.srv.isStopping() {
 		s.detach = time.AfterFunc(s.srv.cfg.SMTimeout, func() { safely(s.srv.log, s.expireIfDetached) })
 		s.mu.Unlock()
@@ -454,7 +472,7 @@ func (s *session) expireIfDetached() {
 // IQ requests are answered with <service-unavailable/>.
 func (s *session) terminate() {
 	s.mu.Lock()
-	if s.terminated {
+	if s.terminated || s.moving {
 		s.mu.Unlock()
 		return
 	}
@@ -471,6 +489,9 @@ func (s *session) terminate() {
 	s.mu.Unlock()
 	if smID != "" {
 		s.srv.dropResumable(smID, s)
+		if s.repl != nil {
+			s.repl.Ended(smID)
+		}
 	}
 	ctx := context.Background()
 	s.srv.router.Unbind(ctx, s)
