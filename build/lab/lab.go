@@ -168,6 +168,9 @@ func Up(ctx context.Context, o UpOptions) (*State, []string, error) {
 	}
 	if o.WaitReady == 0 {
 		o.WaitReady = 3 * time.Minute
+		if o.PXE {
+			o.WaitReady = 6 * time.Minute // bzImage and initramfs unpacked under TCG, several boxes at once
+		}
 	}
 	st := &State{Mode: "mcast", Domain: o.Domain, Boot: "direct", Kernel: o.Kernel, Initrd: o.Initrd, Params: o.Params, Storage: o.Storage}
 	if o.PXE {

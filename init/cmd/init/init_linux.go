@@ -474,9 +474,11 @@ func (n *node) watchReady(sup *supervise.Supervisor, pid int) {
 	deadline := time.Now().Add(2 * time.Minute)
 	ver := ""
 	for ver == "" {
-		if !time.Now().Before(deadline) {
-			n.con.Say("xmppd (pid %d) is not serving (c2s port 5222 and admin socket) after 2 minutes", pid)
-			return
+		if !deadline.IsZero() && !time.Now().Before(deadline) {
+			// Say so once, and keep watching: a node joining a busy cluster may
+			// take longer, and its ready line must still come.
+			n.con.Say("xmppd (pid %d) is not serving yet (c2s port 5222 and admin socket) after 2 minutes; still waiting", pid)
+			deadline = time.Time{}
 		}
 		if st := sup.Status(); st.PID != pid {
 			return
