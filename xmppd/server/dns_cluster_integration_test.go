@@ -75,7 +75,8 @@ func TestDNSClusterConvergence(t *testing.T) {
 		args := append(testenv.ClusterNodeArgs(name, addrs[i], key, fmt.Sprintf("file:%s/%s.img?size=%d", dir, name, 64<<20)), testenv.FastRaftArgs...)
 		args = append(args, "--discover", "serf", "--seeds", strings.Join(seeds, ","), "--discover-window", "1s",
 			"--domain", "example.org", "--c2s", testenv.FreeAddr(t, ips[i]),
-			"--dns-listen", dnsAddrs[i], "--dns-update", b.Addr, "--dns-tsig-key-file", b.KeyFile)
+			"--dns-listen", dnsAddrs[i], "--dns-update", b.Addr, "--dns-tsig-key-file", b.KeyFile,
+			"--dns-load-min", "3", "--dns-load-interval", "1s") // small numbers for the loaded rule
 		opts = append(opts, testenv.Options{NoTLSListener: true, Args: args})
 	}
 	servers := testenv.StartMany(t, opts...)
@@ -126,6 +127,52 @@ func TestDNSClusterConvergence(t *testing.T) {
 	}
 	wantRest := strings.Join(rest, ",")
 
+	c2sOf := func(i int) string {
+		for j, a := range opts[i].Args {
+			if a == "--c2s" {
+				return opts[i].Args[j+1]
+			}
+		}
+		return ""
+	}
+
+	// Live connection counts steer: six sessions on one node make it loaded
+	// (6 > 1.5 x the average of 2, and 4 above it), so its SRV priority steps
+	// back to 25 and its weight falls; when they close it returns to 15.
+	busy := survivors[1]
+	servers[busy].Register(t, "u", "secret")
+	var sessions []*testenv.Raw
+	for i := range 6 {
+		r := testenv.Dial(t, c2sOf(busy))
+		r.StartTLS("example.org")
+		r.LoginPlain("example.org", "u", "secret", fmt.Sprintf("r%d", i))
+		sessions = append(sessions, r)
+	}
+	busyTarget := names[busy] + ".node.example.org."
+	waitPrio := func(prio uint16, what string) {
+		t.Helper()
+		start := time.Now()
+		for {
+			p, err := srvPriority(b.Addr, busyTarget)
+			if err == nil && p == prio {
+				t.Logf("%s: %s at priority %d in BIND after %v", what, names[busy], prio, time.Since(start).Round(time.Millisecond))
+				return
+			}
+			if time.Since(start) > 10*time.Second {
+				t.Fatalf("%s: %s priority %d (err %v) in BIND, want %d", what, names[busy], p, err, prio)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	waitPrio(25, "6 sessions")
+	if d := ctlDNS(t, servers[busy]); !strings.Contains(fmt.Sprint(d.Targets), "loaded") {
+		t.Errorf("xmppctl dns does not say loaded: %+v", d.Targets)
+	}
+	for _, r := range sessions {
+		r.Drop()
+	}
+	waitPrio(15, "sessions closed")
+
 	// Kill the leader (power loss) and time each answer.
 	kill := time.Now()
 	syscall.Kill(servers[li].PID(), syscall.SIGKILL)
@@ -170,14 +217,6 @@ func TestDNSClusterConvergence(t *testing.T) {
 	}
 	// The killed node restarts: it is published again, and only once its
 	// client port accepts connections (never a target that refuses).
-	c2sOf := func(i int) string {
-		for j, a := range opts[i].Args {
-			if a == "--c2s" {
-				return opts[i].Args[j+1]
-			}
-		}
-		return ""
-	}
 	bin, _ := testenv.Binaries(t)
 	cmd := exec.Command(bin, append([]string{"--data", servers[li].Data, "--admin-socket", filepath.Join(t.TempDir(), "admin.sock"),
 		"--c2s-tls", "", "--log-level", "warn"}, opts[li].Args...)...)
