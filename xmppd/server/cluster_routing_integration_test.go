@@ -185,9 +185,7 @@ X.run(main, 120)
 // unavailable), roster pushes, IQs to full JIDs, carbons and offline delivery
 // between slixmpp clients on three different xmppd nodes of one cluster.
 func TestClusterRoutingAcrossNodes(t *testing.T) {
-	if _, err := os.Stat(testenv.Python); err != nil {
-		t.Skipf("%s missing: python3-slixmpp is installed by build/setup.sh", testenv.Python)
-	}
+	testenv.NeedSlixmpp(t)
 	nodes, _ := testenv.StartCluster(t, testenv.ClusterOptions{Nodes: 3})
 	nodes[0].Register(t, "alice", "secret", "bob", "secret", "carol", "secret", "dave", "secret")
 	waitCtl(t, nodes[2], "alice\nbob\ncarol\ndave\n", "users")
@@ -262,9 +260,7 @@ X.run(main, 90)
 // it when she logs in on node3. The cluster then also refuses a node with the
 // wrong key, logging one line that names its address.
 func TestClusterNodeLoss(t *testing.T) {
-	if _, err := os.Stat(testenv.Python); err != nil {
-		t.Skipf("%s missing: python3-slixmpp is installed by build/setup.sh", testenv.Python)
-	}
+	testenv.NeedSlixmpp(t)
 	nodes, _ := testenv.StartCluster(t, testenv.ClusterOptions{Nodes: 3})
 	n1, n2, n3 := nodes[0], nodes[1], nodes[2]
 	n1.Register(t, "alice", "secret", "carol", "secret")
@@ -402,9 +398,7 @@ X.run(main, 60)
 // (decided by the cluster-wide bind order): the older session is closed with
 // <conflict/>, the newer one stays.
 func TestClusterResourceConflict(t *testing.T) {
-	if _, err := os.Stat(testenv.Python); err != nil {
-		t.Skipf("%s missing: python3-slixmpp is installed by build/setup.sh", testenv.Python)
-	}
+	testenv.NeedSlixmpp(t)
 	nodes, _ := testenv.StartCluster(t, testenv.ClusterOptions{Nodes: 3})
 	nodes[0].Register(t, "bob", "secret")
 	waitCtl(t, nodes[2], "bob\n", "users")
@@ -452,9 +446,7 @@ X.run(main, 60)
 // xmppctl cluster drain closes node1's client streams and sends new clients
 // away; cluster members shows it draining; undrain takes clients again.
 func TestClusterDrain(t *testing.T) {
-	if _, err := os.Stat(testenv.Python); err != nil {
-		t.Skipf("%s missing: python3-slixmpp is installed by build/setup.sh", testenv.Python)
-	}
+	testenv.NeedSlixmpp(t)
 	nodes, _ := testenv.StartCluster(t, testenv.ClusterOptions{Nodes: 3})
 	n1, n2 := nodes[0], nodes[1]
 	n1.Register(t, "alice", "secret")
