@@ -32,7 +32,7 @@ func startProsody(t *testing.T) string {
 	t.Helper()
 	bin, err := exec.LookPath("prosody")
 	if err != nil {
-		t.Skip("prosody is not installed (Debian package prosody; build/setup.sh installs it): " + err.Error())
+		t.Fatal("prosody is not installed (Debian package prosody; build/setup.sh test installs it): " + err.Error())
 	}
 	dir := t.TempDir()
 	certFile, keyFile := filepath.Join(dir, "localhost.crt"), filepath.Join(dir, "localhost.key")
