@@ -85,6 +85,7 @@ type Agent struct {
 	cancel     context.CancelFunc
 	wg         sync.WaitGroup
 	keyRefused []string // senders refused for a wrong key
+	ptrCh      chan ptrReq
 	wrongKey   []string // peers (host:port) that refused this node's join for a wrong key
 }
 
@@ -135,7 +136,7 @@ func New(cfg Config) (*Agent, error) {
 	}
 	l := cfg.Logger.With("component", "discovery")
 	a := &Agent{cfg: cfg, log: l, key: key, tags: cfg.Tags, state: map[string]*memberState{},
-		foundBy: map[netip.Addr]string{}, pushKick: make(chan struct{}, 1), scanDone: make(chan struct{})}
+		foundBy: map[netip.Addr]string{}, pushKick: make(chan struct{}, 1), ptrCh: make(chan ptrReq, 256), scanDone: make(chan struct{})}
 	a.glog = &gossipLog{log: cfg.Logger, onKey: func(from string) {
 		a.mu.Lock()
 		a.keyRefused = append(a.keyRefused, from)
@@ -225,7 +226,8 @@ func (a *Agent) Start(ctx context.Context) error {
 		"seeds", a.cfg.Seeds, "srv_domain", a.cfg.SRVDomain, "scan", a.cfg.Scan,
 		"probe_interval", a.cfg.ProbeInterval, "suspicion_mult", a.cfg.SuspicionMult)
 	a.lookupName(lctx, a.cfg.NodeName, a.cfg.AdvertiseAddr)
-	a.wg.Add(4)
+	a.wg.Add(5)
+	go func() { defer a.wg.Done(); a.ptrLoop(lctx) }()
 	go func() { defer a.wg.Done(); a.eventLoop(lctx, events) }()
 	go func() { defer a.wg.Done(); a.pushLoop(lctx) }()
 	go func() { defer a.wg.Done(); a.seedLoop(lctx) }()
@@ -451,10 +453,7 @@ func (a *Agent) Members() []Member {
 		st := a.state[sm.Name]
 		if st == nil || st.addr != m.Addr {
 			old := st
-			st = &memberState{since: time.Now(), addr: m.Addr, status: m.Status, foundBy: a.foundBy[m.Addr.Addr()]}
-			if st.foundBy == "" {
-				st.foundBy = "gossip"
-			}
+			st = a.newState(m.Addr, m.Status)
 			if old != nil && old.addr.Addr() == m.Addr.Addr() {
 				st.dns = old.dns
 			}
@@ -468,6 +467,15 @@ func (a *Agent) Members() []Member {
 	}
 	SortMembers(out)
 	return out
+}
+
+// newState starts this node's record of a member at addr (a.mu held).
+func (a *Agent) newState(addr netip.AddrPort, status Status) *memberState {
+	st := &memberState{since: time.Now(), addr: addr, status: status, foundBy: a.foundBy[addr.Addr()]}
+	if st.foundBy == "" {
+		st.foundBy = "gossip"
+	}
+	return st
 }
 
 // Subscribe implements View.
@@ -621,35 +629,82 @@ func (a *Agent) logEvent(ctx context.Context, typ serf.EventType, m serf.Member)
 	}
 }
 
-// lookupName finds the PTR name of a member's address in the background.
+// ptrReq asks the reverse-DNS worker for a member's PTR name.
+type ptrReq struct {
+	name    string
+	addr    netip.AddrPort
+	attempt int
+}
+
+// ptrAttempts bounds the lookups of one address (1 s, 2 s, 4 s apart) when the
+// server does not answer; a missing PTR record is not retried.
+const ptrAttempts = 4
+
+// lookupName queues a PTR lookup of a member's address.
 func (a *Agent) lookupName(ctx context.Context, name string, addr netip.AddrPort) {
-	if !a.cfg.ReverseDNS || addr.Addr().IsLoopback() || !addr.Addr().IsValid() {
+	if !a.cfg.ReverseDNS || addr.Addr().IsLoopback() || !addr.Addr().IsValid() || len(a.dnsServers()) == 0 {
 		return
 	}
-	servers := a.dnsServers()
-	if len(servers) == 0 {
-		return
+	a.queuePTR(ctx, ptrReq{name: name, addr: addr})
+}
+
+func (a *Agent) queuePTR(ctx context.Context, r ptrReq) {
+	select {
+	case a.ptrCh <- r:
+	case <-ctx.Done():
+	default:
+		a.log.Warn("reverse DNS queue full; member stays unnamed", "member", r.name, "addr", r.addr.Addr().String())
 	}
-	a.wg.Add(1)
-	go func() {
-		defer a.wg.Done()
+}
+
+// ptrLoop looks up PTR names one at a time (a booting cluster does not burst
+// queries at the DNS server) and retries a lookup that timed out.
+func (a *Agent) ptrLoop(ctx context.Context) {
+	for {
+		var r ptrReq
+		select {
+		case <-ctx.Done():
+			return
+		case r = <-a.ptrCh:
+		}
 		lctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-		defer cancel()
-		ptr, err := reverse(lctx, addr.Addr(), servers)
-		if err != nil {
-			a.log.Info("no reverse DNS name for member", "member", name, "addr", addr.Addr().String(), "err", oneLine(err.Error()))
+		ptr, err := reverse(lctx, r.addr.Addr(), a.dnsServers())
+		cancel()
+		if ctx.Err() != nil {
 			return
 		}
+		if err != nil {
+			var de *net.DNSError
+			notFound := errors.As(err, &de) && de.IsNotFound
+			r.attempt++
+			if notFound || r.attempt >= ptrAttempts {
+				a.log.Info("no reverse DNS name for member", "member", r.name, "addr", r.addr.Addr().String(), "err", oneLine(err.Error()))
+				continue
+			}
+			a.log.Debug("reverse DNS lookup failed (retrying)", "member", r.name, "addr", r.addr.Addr().String(), "err", oneLine(err.Error()))
+			a.wg.Add(1)
+			go func(r ptrReq) {
+				defer a.wg.Done()
+				select {
+				case <-ctx.Done():
+				case <-time.After(time.Second << (r.attempt - 1)):
+					a.queuePTR(ctx, r)
+				}
+			}(r)
+			continue
+		}
 		a.mu.Lock()
-		if st := a.state[name]; st != nil && st.addr.Addr() == addr.Addr() {
+		if st := a.state[r.name]; st != nil && st.addr.Addr() == r.addr.Addr() {
 			st.dns = ptr
 		} else {
-			a.state[name] = &memberState{since: time.Now(), addr: addr, dns: ptr, foundBy: a.foundBy[addr.Addr()]}
+			st := a.newState(r.addr, "")
+			st.dns = ptr
+			a.state[r.name] = st
 		}
 		a.mu.Unlock()
-		a.log.Info("member named by reverse DNS", "member", name, "addr", addr.Addr().String(), "dns_name", ptr)
+		a.log.Info("member named by reverse DNS", "member", r.name, "addr", r.addr.Addr().String(), "dns_name", ptr)
 		a.subs.notify()
-	}()
+	}
 }
 
 func (a *Agent) dnsServers() []netip.AddrPort {

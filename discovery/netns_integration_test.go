@@ -67,6 +67,9 @@ func newTopology(t *testing.T) *topology {
 	tp.bridge = tp.prefix + "-br"
 	tp.addNS(t, tp.bridge)
 	run(t, "ip", "-n", tp.bridge, "link", "add", "br0", "type", "bridge")
+	// A fixed MAC: a bridge otherwise takes the lowest MAC of its ports, which
+	// changes as nodes are attached, and nodes' ARP entries for dnsAddr go stale.
+	run(t, "ip", "-n", tp.bridge, "link", "set", "br0", "address", "02:00:0a:4d:00:35")
 	run(t, "ip", "-n", tp.bridge, "addr", "add", dnsAddr+"/24", "dev", "br0")
 	run(t, "ip", "-n", tp.bridge, "link", "set", "br0", "up")
 	run(t, "ip", "-n", tp.bridge, "link", "set", "lo", "up")
@@ -322,7 +325,13 @@ func TestNamespacesScanAndReverseDNS(t *testing.T) {
 				break
 			}
 			if time.Now().After(deadline) {
-				t.Fatalf("%s's gossip view: %+v %v", name, rows, err)
+				var why []string
+				for _, l := range strings.Split(procs[name].Logs(), "\n") {
+					if strings.Contains(l, "reverse") || strings.Contains(l, "member joined") {
+						why = append(why, l)
+					}
+				}
+				t.Fatalf("%s's gossip view: %+v %v\n%s", name, rows, err, strings.Join(why, "\n"))
 			}
 			time.Sleep(200 * time.Millisecond)
 		}
