@@ -331,3 +331,31 @@ func TestDeviceHooks(t *testing.T) {
 		t.Fatalf("device form: %q %q", got.logs[1].Data, got.snap)
 	}
 }
+
+// Filling: reported once live frames pass half the region; dead frames at the
+// front are reclaimed first, and never the frame just written — even when the
+// log in RAM is empty before it (everything was compacted into a snapshot).
+func TestFillingReclaimsButKeepsTheNewFrame(t *testing.T) {
+	mem := blockdev.NewMem(256<<10, 512)
+	filling := 0
+	s, err := Open(mem, Options{LogBytes: 64 << 10, Logger: quiet, Filling: func() { filling++ }})
+	must(t, err)
+	var i uint64
+	for i = 1; filling == 0; i++ {
+		must(t, s.StoreLogs([]*raft.Log{entry(i, 1, 200)}))
+	}
+	snapshotNow(t, s, i-1, "all")
+	must(t, s.DeleteRange(1, i-1)) // the log is empty now
+	used, _ := s.LogUsage()
+	must(t, s.StoreLogs([]*raft.Log{entry(i, 2, 200)}))
+	after, capacity := s.LogUsage()
+	if after >= used || after > capacity/2 {
+		t.Fatalf("dead frames not reclaimed: %d then %d of %d bytes", used, after, capacity)
+	}
+	r, err := Open(mem, Options{Logger: quiet})
+	must(t, err)
+	var l raft.Log
+	if err := r.GetLog(i, &l); err != nil || l.Term != 2 {
+		t.Fatalf("the entry written after the compaction is lost: %v", err)
+	}
+}

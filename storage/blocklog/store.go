@@ -79,6 +79,13 @@ type Options struct {
 	// snapshot (Close returns it). The snapshot is then written in one piece at
 	// Close instead of while raft streams it.
 	DeviceSnapshot func([]byte) ([]byte, error)
+	// Filling, if set, is called after every frame written while live frames
+	// hold more than half the log region (dead frames at the front are
+	// reclaimed first): time to snapshot and compact
+	// (DeleteRange of the prefix) before the region is full, which would
+	// latch storage loss. It is called with the store's I/O lock held and
+	// must not block or call the store (e.g. a non-blocking channel send).
+	Filling func()
 }
 
 // Recovery reports what Open found.
@@ -553,14 +560,16 @@ func (s *Store) plan(n int64) (skip, ok bool) {
 	return false, t+n <= head // live frames wrap; free is [t, head)
 }
 
-// advanceHead drops dead frames from the front of the ring and persists the
-// new head. Returns whether anything was dropped.
-func (s *Store) advanceHead() (bool, error) {
+// advanceHead drops dead frames from the front of the ring, among the first
+// eligible ones, and persists the new head. Returns whether anything was
+// dropped. (A frame just written is not eligible: RAM does not hold its
+// entries yet, so it would look dead.)
+func (s *Store) advanceHead(eligible int) (bool, error) {
 	s.mu.RLock()
 	first, empty := s.first, len(s.logs) == 0
 	s.mu.RUnlock()
 	k := 0
-	for k < len(s.frames) && (empty || s.frames[k].maxIndex < first) {
+	for k < eligible && (empty || s.frames[k].maxIndex < first) {
 		k++
 	}
 	if k == 0 {
@@ -598,7 +607,7 @@ func (s *Store) appendFrame(typ byte, payload []byte, maxIndex uint64) error {
 	}
 	skip, ok := s.plan(n)
 	if !ok {
-		if _, err := s.advanceHead(); err != nil {
+		if _, err := s.advanceHead(len(s.frames)); err != nil {
 			s.loseLocked(err)
 			return nil
 		}
@@ -633,6 +642,17 @@ func (s *Store) appendFrame(typ byte, payload []byte, maxIndex uint64) error {
 	s.tail += n
 	if s.tail == L {
 		s.tail = 0
+	}
+	if s.used > L/2 {
+		// Reclaim dead frames at the front now (one superblock write after a
+		// compaction), so that "more than half" counts live frames only.
+		if _, err := s.advanceHead(len(s.frames) - 1); err != nil {
+			s.loseLocked(err)
+			return nil
+		}
+		if s.used > L/2 && s.opts.Filling != nil {
+			s.opts.Filling()
+		}
 	}
 	return nil
 }

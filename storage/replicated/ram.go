@@ -242,7 +242,7 @@ func (s *Store) snapshotLoop(ctx context.Context) {
 		case <-s.snapKick:
 		}
 		if err := s.raft.Snapshot().Error(); err != nil && !errors.Is(err, raft.ErrNothingNewToSnapshot) {
-			s.log.Warn("snapshot after a copy-type change failed", "err", err)
+			s.log.Warn("local snapshot failed", "err", err)
 		}
 	}
 }

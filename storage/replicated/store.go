@@ -300,6 +300,18 @@ func (s *Store) Start(ctx context.Context) error {
 	rc.CommitTimeout = s.cfg.CommitTimeout
 	rc.SnapshotThreshold = s.cfg.SnapshotThreshold
 	rc.TrailingLogs = s.cfg.TrailingLogs
+	if capacity := s.st.logCapacity(); capacity > 0 && s.cfg.Device != nil {
+		// The log retained between snapshots must fit half the device's log
+		// region even as single-entry frames of one block each (raft writes
+		// one frame per batch); a small device gets smaller figures instead
+		// of running its region full (which would latch storage loss).
+		budget := uint64(capacity / int64(max(512, s.cfg.Device.BlockSize())) / 2)
+		if rc.TrailingLogs+rc.SnapshotThreshold > budget && budget >= 64 {
+			rc.TrailingLogs, rc.SnapshotThreshold = budget/2, budget/4
+			s.log.Info("small storage device: raft keeps a shorter log", "log_region_bytes", capacity,
+				"trailing_logs", rc.TrailingLogs, "snapshot_threshold", rc.SnapshotThreshold)
+		}
+	}
 	rc.Logger = newHCLog(s.log.With("component", "raft"))
 	s.trans = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
 		Stream:  &streamLayer{m: s.mux},

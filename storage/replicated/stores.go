@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -42,11 +43,11 @@ type stores struct {
 	reported  bool // the durable state onChange was last told (or started with)
 	lossAt    time.Time
 	lastProbe time.Time
-	lastFull  time.Time
 
 	kick     chan struct{} // wake the background loop
 	onChange func(bool)    // called with durable=true/false on transitions
-	onFull   func()        // asks raft for a snapshot: the log region is filling
+	onFull   func()        // asks raft for a snapshot: the log region is filling (set before run)
+	filling  atomic.Value  // func(): onFull, for the block log's Filling callback
 	probe    time.Duration // first probe interval while lost
 	now      func() time.Time
 }
@@ -68,6 +69,11 @@ func openStores(dev storage.BlockDevice, wipe, canRejoin bool, log *slog.Logger)
 		return s, nil
 	}
 	opts := blocklog.Options{Logger: log, Wipe: wipe, DeviceLog: redactLog, DeviceSnapshot: redactSnapshot}
+	opts.Filling = func() {
+		if f, _ := s.filling.Load().(func()); f != nil {
+			f()
+		}
+	}
 	bl, err := blocklog.OpenOrLost(dev, opts)
 	if err != nil {
 		return nil, fmt.Errorf("replicated: storage device: %w", err)
@@ -158,6 +164,9 @@ func (s *stores) run(ctx context.Context) {
 	if s.bl == nil {
 		return
 	}
+	if s.onFull != nil {
+		s.filling.Store(s.onFull)
+	}
 	wait := s.probe
 	timer := time.NewTimer(wait)
 	defer timer.Stop()
@@ -196,10 +205,8 @@ func (s *stores) run(ctx context.Context) {
 					s.wake()
 				}
 			}
-			if used, capacity := s.bl.LogUsage(); capacity > 0 && used > capacity/2 && s.onFull != nil &&
-				now.Sub(s.lastFull) >= 10*s.probe {
-				s.lastFull = now
-				s.onFull()
+			if used, capacity := s.bl.LogUsage(); capacity > 0 && used > capacity/2 && s.onFull != nil {
+				s.onFull() // also asked by the block log itself, at every frame (Filling)
 			}
 		}
 		if !timer.Stop() {
