@@ -97,6 +97,9 @@ func ServeBoot(ctx context.Context, o BootServerOptions) error {
 	if o.XmppdYAML != "" {
 		files = map[string][]byte{"xmppd.yaml": []byte(o.XmppdYAML)}
 		params["config"] = "http://" + labServerIP + "/xmppd.yaml"
+		// And a looser restart limit: on a shared host a start can time out (an
+		// iSCSI login, a raft election) several times before the cluster settles.
+		params["restarts"] = "10/30m"
 	}
 	xedgeText := ""
 	if o.Domain != "" {
