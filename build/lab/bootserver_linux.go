@@ -327,7 +327,11 @@ func (s *storage) control(ctx context.Context, args []string, srv *pxe.Server) (
 			if err != nil {
 				return "", fmt.Errorf("node%d: %w", n, err)
 			}
-			fmt.Fprintf(&b, "node%d storage %s (%s, %s)\n", n, s.state[n], d.Portal, targetIQN(n))
+			pid := 0
+			if s.state[n] != "stopped" {
+				pid = d.Pid()
+			}
+			fmt.Fprintf(&b, "node%d storage %s (%s, %s, tgtd pid %d)\n", n, s.state[n], d.Portal, targetIQN(n), pid)
 		}
 		return b.String(), nil
 	}

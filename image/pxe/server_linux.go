@@ -155,7 +155,7 @@ func (s *Server) goServe(name string, f func() error) {
 func (s *Server) handleDHCP(conn net.PacketConn, peer net.Addr, m *dhcpv4.DHCPv4, port4011 bool) {
 	reply, err := s.plan.reply(m, port4011)
 	if err != nil {
-		s.cfg.Log.Warn("pxe: dhcp", "mac", m.ClientHWAddr, "err", err)
+		s.cfg.Log.Warn("pxe: dhcp", "mac", m.ClientHWAddr.String(), "err", err)
 		return
 	}
 	if reply == nil {
@@ -167,7 +167,7 @@ func (s *Server) handleDHCP(conn net.PacketConn, peer net.Addr, m *dhcpv4.DHCPv4
 	}
 	c := Classify(m)
 	s.reg.note(m.ClientHWAddr.String(), ip, "dhcp", time.Now())
-	s.cfg.Log.Info("pxe: dhcp", "type", reply.MessageType(), "mac", m.ClientHWAddr, "addr", ip, "pxe", c.PXE, "ipxe", c.IPXE, "file", reply.BootFileNameOption())
+	s.cfg.Log.Info("pxe: dhcp", "type", reply.MessageType().String(), "mac", m.ClientHWAddr.String(), "addr", ip, "pxe", c.PXE, "ipxe", c.IPXE, "file", reply.BootFileNameOption())
 	var dst net.Addr = &net.UDPAddr{IP: net.IPv4bcast, Port: dhcpv4.ClientPort}
 	switch {
 	case port4011:
