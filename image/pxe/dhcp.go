@@ -157,9 +157,9 @@ type dhcpPlan struct {
 	domain   string
 	xedge    string // option 224
 	hostname func(netip.Addr, net.HardwareAddr) string
-	bootURL  string // iPXE script URL
+	bootURL  string      // iPXE script URL
 	noBoot   atomic.Bool // DHCP only for now (SetBootOffers)
-	tftp     bool   // legacy PXE: offer iPXE by TFTP
+	tftp     bool        // legacy PXE: offer iPXE by TFTP
 	now      func() time.Time
 }
 
