@@ -32,8 +32,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	mdns "github.com/miekg/dns"
-
 	"xedge/discovery"
 	dnspub "xedge/discovery/dns"
 	"xedge/discovery/dns/bindtest"
@@ -237,21 +235,9 @@ func finish(s *series) {
 // (bounded by within) and returns how long that took.
 func waitFor(addr, netw string, want []string, within time.Duration) (time.Duration, bool) {
 	start := time.Now()
-	c := &mdns.Client{Net: netw, Timeout: 500 * time.Millisecond}
 	for time.Since(start) < within {
-		q := new(mdns.Msg)
-		q.SetQuestion("_xmpp-client._tcp.example.org.", mdns.TypeSRV)
-		if r, _, err := c.Exchange(q, addr); err == nil {
-			var got []string
-			for _, rr := range r.Answer {
-				if s, ok := rr.(*mdns.SRV); ok {
-					got = append(got, s.Target)
-				}
-			}
-			slices.Sort(got)
-			if slices.Equal(got, want) {
-				return time.Since(start), true
-			}
+		if got, err := bindtest.Targets(addr, netw, "_xmpp-client._tcp.example.org."); err == nil && slices.Equal(got, want) {
+			return time.Since(start), true
 		}
 		time.Sleep(2 * time.Millisecond)
 	}

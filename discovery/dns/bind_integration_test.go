@@ -5,7 +5,6 @@ package dns
 import (
 	"context"
 	"log/slog"
-	"net"
 	"net/netip"
 	"os/exec"
 	"sort"
@@ -40,41 +39,14 @@ func startBIND(t *testing.T) *bind {
 	return &bind{addr: b.Addr, key: key}
 }
 
-// dig runs Debian's dig against addr and returns the +short lines, sorted.
 func dig(t *testing.T, addr string, args ...string) []string {
 	t.Helper()
-	host, port, _ := net.SplitHostPort(addr)
-	out, err := exec.Command("dig", append([]string{"@" + host, "-p", port, "+short", "+time=2", "+tries=1"}, args...)...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("dig %v: %v\n%s", args, err, out)
-	}
-	var lines []string
-	for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
-		if l != "" {
-			lines = append(lines, l)
-		}
-	}
-	sort.Strings(lines)
-	return lines
+	return bindtest.Dig(t, "", addr, args...)
 }
 
-// srvTargets asks addr (over TCP, miekg) for the client SRV targets.
+// srvTargets asks addr (over TCP) for the client SRV targets.
 func srvTargets(addr string) ([]string, error) {
-	c := &mdns.Client{Net: "tcp", Timeout: time.Second}
-	q := new(mdns.Msg)
-	q.SetQuestion("_xmpp-client._tcp.example.org.", mdns.TypeSRV)
-	r, _, err := c.Exchange(q, addr)
-	if err != nil {
-		return nil, err
-	}
-	var out []string
-	for _, rr := range r.Answer {
-		if s, ok := rr.(*mdns.SRV); ok {
-			out = append(out, s.Target)
-		}
-	}
-	sort.Strings(out)
-	return out, nil
+	return bindtest.Targets(addr, "tcp", "_xmpp-client._tcp.example.org.")
 }
 
 // waitTargets polls addr until the SRV targets are want, returning how long

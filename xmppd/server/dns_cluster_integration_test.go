@@ -7,13 +7,10 @@ import (
 	"net"
 	"os/exec"
 	"path/filepath"
-	"sort"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
-
-	mdns "github.com/miekg/dns"
 
 	"xedge/discovery/dns/bindtest"
 	"xedge/xmppd/internal/testenv"
@@ -33,23 +30,13 @@ func freeDNSAddr(t *testing.T, ip string) string {
 	return ""
 }
 
-// clientTargets asks addr for the _xmpp-client._tcp SRV targets (sorted).
+// clientTargets asks addr for the _xmpp-client._tcp SRV targets' node names (sorted).
 func clientTargets(addr, netw string) ([]string, error) {
-	c := &mdns.Client{Net: netw, Timeout: 300 * time.Millisecond}
-	q := new(mdns.Msg)
-	q.SetQuestion("_xmpp-client._tcp.example.org.", mdns.TypeSRV)
-	r, _, err := c.Exchange(q, addr)
-	if err != nil {
-		return nil, err
+	ts, err := bindtest.Targets(addr, netw, "_xmpp-client._tcp.example.org.")
+	for i := range ts {
+		ts[i] = strings.TrimSuffix(ts[i], ".node.example.org.")
 	}
-	var out []string
-	for _, rr := range r.Answer {
-		if s, ok := rr.(*mdns.SRV); ok {
-			out = append(out, strings.TrimSuffix(s.Target, ".node.example.org."))
-		}
-	}
-	sort.Strings(out)
-	return out, nil
+	return ts, err
 }
 
 // TestDNSClusterConvergence: three clustered xmppd (gossip membership) each
@@ -290,17 +277,14 @@ func TestDNSClusterConvergence(t *testing.T) {
 
 // srvPriority returns the priority of target in addr's _xmpp-client._tcp answer.
 func srvPriority(addr, target string) (uint16, error) {
-	c := &mdns.Client{Net: "tcp", Timeout: 300 * time.Millisecond}
-	q := new(mdns.Msg)
-	q.SetQuestion("_xmpp-client._tcp.example.org.", mdns.TypeSRV)
-	r, _, err := c.Exchange(q, addr)
-	if err != nil {
-		return 0, err
-	}
-	for _, rr := range r.Answer {
-		if s, ok := rr.(*mdns.SRV); ok && s.Target == target {
+	srvs, err := bindtest.SRV(addr, "tcp", "_xmpp-client._tcp.example.org.")
+	for _, s := range srvs {
+		if s.Target == target {
 			return s.Priority, nil
 		}
 	}
-	return 0, fmt.Errorf("%s not in the answer", target)
+	if err == nil {
+		err = fmt.Errorf("%s not in the answer", target)
+	}
+	return 0, err
 }

@@ -4,11 +4,9 @@ package server_test
 
 import (
 	"encoding/json"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
 	"testing"
@@ -21,19 +19,7 @@ import (
 // digShort runs Debian's dig +short against addr; the answer lines sorted.
 func digShort(t *testing.T, addr string, args ...string) []string {
 	t.Helper()
-	host, port, _ := net.SplitHostPort(addr)
-	out, err := exec.Command("dig", append([]string{"@" + host, "-p", port, "+short", "+time=2", "+tries=1"}, args...)...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("dig %v: %v\n%s", args, err, out)
-	}
-	var lines []string
-	for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
-		if l != "" {
-			lines = append(lines, l)
-		}
-	}
-	sort.Strings(lines)
-	return lines
+	return bindtest.Dig(t, "", addr, args...)
 }
 
 type dnsStatus struct {

@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
 	"strings"
 	"syscall"
 	"testing"
@@ -87,21 +86,7 @@ func TestDNSPublishesHeldVIP(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatalf("xmppd not ready in 30 s:\n%s", logs.String())
 	}
-	dig := func(args ...string) []string {
-		host, port, _ := strings.Cut(dnsAddr, ":")
-		out, err := exec.Command("ip", append([]string{"netns", "exec", ns, "dig", "@" + host, "-p", port, "+short", "+time=2", "+tries=1"}, args...)...).CombinedOutput()
-		if err != nil {
-			t.Fatalf("dig %v: %v\n%s", args, err, out)
-		}
-		var lines []string
-		for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
-			if l != "" {
-				lines = append(lines, l)
-			}
-		}
-		sort.Strings(lines)
-		return lines
-	}
+	dig := func(args ...string) []string { return bindtest.Dig(t, ns, dnsAddr, args...) }
 	want := "10 100 5222 10-77-0-100.vip.example.org.,15 100 5222 edge1.node.example.org."
 	deadline := time.Now().Add(15 * time.Second)
 	for {

@@ -12,7 +12,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -200,4 +202,56 @@ func (b *BIND) Stop() {
 		syscall.Kill(b.PID, syscall.SIGKILL)
 		<-b.exited
 	}
+}
+
+// Dig runs Debian's dig +short against addr (host:port) and returns the
+// answer lines sorted. With netns set it runs inside that network namespace.
+func Dig(t testing.TB, netns, addr string, args ...string) []string {
+	t.Helper()
+	host, port, _ := net.SplitHostPort(addr)
+	argv := append([]string{"dig", "@" + host, "-p", port, "+short", "+time=2", "+tries=1"}, args...)
+	if netns != "" {
+		argv = append([]string{"ip", "netns", "exec", netns}, argv...)
+	}
+	out, err := exec.Command(argv[0], argv[1:]...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("dig %v: %v\n%s", args, err, out)
+	}
+	var lines []string
+	for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		if l != "" {
+			lines = append(lines, l)
+		}
+	}
+	sort.Strings(lines)
+	return lines
+}
+
+// SRV asks addr over netw ("udp" or "tcp") for the SRV records of owner.
+func SRV(addr, netw, owner string) ([]*mdns.SRV, error) {
+	c := &mdns.Client{Net: netw, Timeout: 500 * time.Millisecond}
+	q := new(mdns.Msg)
+	q.SetQuestion(mdns.Fqdn(owner), mdns.TypeSRV)
+	r, _, err := c.Exchange(q, addr)
+	if err != nil {
+		return nil, err
+	}
+	var out []*mdns.SRV
+	for _, rr := range r.Answer {
+		if s, ok := rr.(*mdns.SRV); ok {
+			out = append(out, s)
+		}
+	}
+	return out, nil
+}
+
+// Targets is SRV's targets, sorted.
+func Targets(addr, netw, owner string) ([]string, error) {
+	srvs, err := SRV(addr, netw, owner)
+	var out []string
+	for _, s := range srvs {
+		out = append(out, s.Target)
+	}
+	sort.Strings(out)
+	return out, err
 }
