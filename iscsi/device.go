@@ -99,6 +99,8 @@ type Device struct {
 
 	runCancel context.CancelFunc
 	runDone   chan struct{}
+
+	io ioStats // command counters and latency (iostats.go)
 }
 
 // New returns a device for cfg without connecting.
@@ -112,6 +114,7 @@ func New(cfg Config) *Device {
 		up:      make(chan struct{}),
 		changed: make(chan struct{}),
 	}
+	devices.Store(d, struct{}{})
 	return d
 }
 
@@ -491,6 +494,7 @@ func (d *Device) do(cdb, rd, wr []byte) (int, error) {
 		case <-c.dead:
 			return 0, c.err()
 		}
+		start := time.Now()
 		n, err := c.scsi(cdb, rd, wr)
 		<-d.sem
 		var se *SCSIError
@@ -498,6 +502,7 @@ func (d *Device) do(cdb, rd, wr []byte) (int, error) {
 			time.Sleep(time.Duration(attempt+1) * 5 * time.Millisecond)
 			continue
 		}
+		d.io.observe(time.Since(start), err != nil)
 		return n, err
 	}
 }
@@ -736,6 +741,7 @@ func (d *Device) Close() error {
 	c := d.c
 	d.c = nil
 	d.setStateLocked(StateClosed)
+	devices.Delete(d)
 	cancel, done := d.runCancel, d.runDone
 	d.mu.Unlock()
 	if cancel != nil {

@@ -137,5 +137,8 @@ func boolf(b bool) float64 {
 }
 
 func (f *opsFeature) featureCollectors() error {
-	return f.reg.Register(featureCollector{f.s})
+	if err := f.reg.Register(featureCollector{f.s}); err != nil {
+		return err
+	}
+	return f.reg.Register(iscsiCollector{})
 }

@@ -4,6 +4,7 @@ package server
 
 import (
 	"bytes"
+	"context"
 	"crypto/tls"
 	"encoding/json"
 	"fmt"
@@ -22,6 +23,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
+	"xedge/iscsi/tgt"
 	"xedge/xmppd/internal/testenv"
 )
 
@@ -433,5 +435,66 @@ func TestCleanShutdownLogsNoError(t *testing.T) {
 	}
 	if errs := errorLines(n3.Logs()); len(errs) > 0 {
 		t.Errorf("cluster node: clean stop logged errors:\n%s", strings.Join(errs, "\n"))
+	}
+}
+
+// One xmppd on an iSCSI LUN of a real tgtd: the initiator's metrics (session
+// up, commands, latency) move, and when tgtd dies the node's metrics say so
+// (session down, a loss counted, storage no longer durable) until it returns.
+func TestOperationsISCSIMetrics(t *testing.T) {
+	if err := tgt.Available(); err != nil {
+		t.Fatalf("tgtd is a prerequisite of the integration tier: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	d, err := tgt.Start(ctx, tgt.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(d.Stop)
+	img := filepath.Join(t.TempDir(), "lun.img")
+	if err := os.WriteFile(img, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(img, 64<<20); err != nil {
+		t.Fatal(err)
+	}
+	const iqn = "iqn.2025-01.org.xedge.test:ops"
+	if err := d.AddTarget(1, iqn, map[int]string{1: img}); err != nil {
+		t.Fatal(err)
+	}
+	s := testenv.Start(t, testenv.Options{Args: []string{"--storage", fmt.Sprintf("iscsi://%s/%s/1", d.Portal, iqn), "--metrics", "127.0.0.1:0"}})
+	url := metricsURL(t, s)
+	s.Register(t, "alice", "secret") // a durable write on the LUN
+	m := scrape(t, url)
+	lbl := []string{"target", iqn, "lun", "1"}
+	if v, _ := value(m, "xmppd_iscsi_connected", lbl...); v != 1 {
+		t.Fatalf("iscsi_connected = %v", v)
+	}
+	if v, _ := value(m, "xmppd_iscsi_commands_total", lbl...); v < 2 {
+		t.Fatalf("iscsi_commands_total = %v", v)
+	}
+	if v, _ := value(m, "xmppd_iscsi_command_latency_seconds", lbl...); v < 2 {
+		t.Fatalf("latency samples = %v", v)
+	}
+	if v, _ := value(m, "xmppd_storage_mode", "mode", "durable"); v != 1 {
+		t.Fatalf("storage not durable on a working LUN")
+	}
+	d.Kill()
+	s.Ctl("register", "bob", "secret") // a write notices the loss at once
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		m = scrape(t, url)
+		up, _ := value(m, "xmppd_iscsi_connected", lbl...)
+		lost, _ := value(m, "xmppd_iscsi_losses_total", lbl...)
+		durable, _ := value(m, "xmppd_storage_mode", "mode", "durable")
+		if up == 0 && lost >= 1 && durable == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after tgtd died: connected %v, losses %v, durable %v", up, lost, durable)
+		}
+		s.Ctl("register", fmt.Sprintf("u%d", time.Now().UnixNano()), "secret")
+		time.Sleep(200 * time.Millisecond)
 	}
 }
