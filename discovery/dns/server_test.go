@@ -290,3 +290,21 @@ func TestReplyFromTheAddressAsked(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkRespondSRV: building one SRV answer (three targets with glue, RFC
+// 2782 ordering) without sockets.
+func BenchmarkRespondSRV(b *testing.B) {
+	br := NewBuilder(testParams())
+	p := br.Params()
+	z := NewZone(p.Zone, 1, p.TTL, p.Mbox, br.Build(threeNodes()).RRs)
+	s := NewServer("127.0.0.1:0", nil)
+	s.SetZone(z)
+	q := new(mdns.Msg)
+	q.SetQuestion("_xmpp-client._tcp.example.org.", mdns.TypeSRV)
+	b.ReportAllocs()
+	for b.Loop() {
+		if m := s.respond(q, false); len(m.Answer) != 3 {
+			b.Fatal(m)
+		}
+	}
+}
