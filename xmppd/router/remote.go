@@ -17,6 +17,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -154,13 +155,20 @@ func (r *Router) SetSessionFlag(s module.Session, flag string, on bool) {
 }
 
 // AnyRemoteFlag reports whether a session of bare on another node has flag.
+// It runs for every message (carbons), so it builds no proxies.
 func (r *Router) AnyRemoteFlag(bare jid.JID, flag string) bool {
-	for _, rs := range r.remoteSessions(bare.String()+"/", "") {
-		if rs.Flag(flag) {
+	found := false
+	r.eph().Scan(bare.Local+"@"+bare.Domain+"/", func(row storage.Row) bool {
+		if row.Node == r.cfg.Node {
 			return true
 		}
-	}
-	return false
+		if sr, ok := r.rows.decode(row); ok && slices.Contains(sr.Flags, flag) {
+			found = true
+			return false
+		}
+		return true
+	})
+	return found
 }
 
 // remoteSessions returns proxies of other nodes' sessions whose key has the
@@ -249,8 +257,10 @@ func (r *Router) remoteSession(full jid.JID, exclude string) module.Session {
 // version of the row.
 type rowCache struct {
 	mu sync.Mutex
-	m  map[string]cachedRow
+	m  map[rowKey]cachedRow
 }
+
+type rowKey struct{ key, node string }
 
 type cachedRow struct {
 	p   *byte
@@ -261,7 +271,7 @@ func (c *rowCache) decode(row storage.Row) (SessionRow, bool) {
 	if len(row.Value) == 0 {
 		return SessionRow{}, false
 	}
-	k := row.Key + "\x00" + row.Node
+	k := rowKey{row.Key, row.Node}
 	c.mu.Lock()
 	if e, ok := c.m[k]; ok && e.p == &row.Value[0] {
 		c.mu.Unlock()
@@ -274,7 +284,7 @@ func (c *rowCache) decode(row storage.Row) (SessionRow, bool) {
 	}
 	c.mu.Lock()
 	if c.m == nil || len(c.m) > 200000 {
-		c.m = map[string]cachedRow{}
+		c.m = map[rowKey]cachedRow{}
 	}
 	c.m[k] = cachedRow{&row.Value[0], sr}
 	c.mu.Unlock()
