@@ -348,9 +348,6 @@ func (f *busFeature) admin(ctx context.Context, args []string) (any, error) {
 		if err := rep.Leave(lctx); err != nil {
 			return nil, fmt.Errorf("leave: %w", err)
 		}
-		if l, ok := f.s.Store.(*lazyStore); ok {
-			l.markLeft()
-		}
 		// The node is no longer a member: stop the process (a supervisor
 		// restarting it rejoins only with --join).
 		go func() { time.Sleep(200 * time.Millisecond); _ = syscall.Kill(os.Getpid(), syscall.SIGTERM) }()
