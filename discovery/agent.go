@@ -342,16 +342,12 @@ func (a *Agent) Join(addrs []string, found string) (int, error) {
 	}
 	n := 0
 	var errs []error
+	for _, addr := range addrs { // all first: a seed may reach us before we dial it
+		a.markFound(addr, found)
+	}
 	for _, addr := range addrs {
-		if ap, err := netip.ParseAddrPort(addr); err == nil {
-			if ap == a.cfg.AdvertiseAddr || ap == a.cfg.BindAddr {
-				continue // ourselves
-			}
-			a.mu.Lock()
-			if _, ok := a.foundBy[ap.Addr()]; !ok {
-				a.foundBy[ap.Addr()] = found
-			}
-			a.mu.Unlock()
+		if ap, err := netip.ParseAddrPort(addr); err == nil && (ap == a.cfg.AdvertiseAddr || ap == a.cfg.BindAddr) {
+			continue // ourselves
 		}
 		k, err := s.Join([]string{addr}, true)
 		if err == nil && k > 0 {

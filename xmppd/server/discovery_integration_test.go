@@ -10,7 +10,9 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -120,73 +122,16 @@ func gossipAddrOf(clusterAddr string) string {
 // key is refused with one clear line on both sides and exits instead of
 // bootstrapping a cluster of its own.
 func TestDiscoveryProcessesFormOneCluster(t *testing.T) {
-	key := testenv.WriteClusterKey(t)
-	dir := t.TempDir()
 	names := []string{"disc-c", "disc-a", "disc-b"} // started in this order; disc-a must bootstrap
-	ips := []string{"127.0.0.43", "127.0.0.41", "127.0.0.42"}
-	var addrs, seeds []string
-	for _, ip := range ips {
-		a := freePortPair(t, ip)
-		addrs = append(addrs, a)
-		seeds = append(seeds, gossipAddrOf(a))
-	}
-	var opts []testenv.Options
-	for i, name := range names {
-		args := append(testenv.ClusterNodeArgs(name, addrs[i], key, fmt.Sprintf("file:%s/%s.img?size=%d", dir, name, 64<<20)), testenv.FastRaftArgs...)
-		args = append(args, "--discover", "serf", "--seeds", strings.Join(seeds, ","), "--discover-window", "1s")
-		opts = append(opts, testenv.Options{NoTLSListener: true, Args: args})
-	}
-	testenv.Binaries(t) // build first: the start is timed
-	start := time.Now()
-	servers := testenv.StartMany(t, opts...)
-	t.Logf("3 nodes ready %v after a simultaneous start", time.Since(start).Round(time.Millisecond))
+	servers, opts, addrs, seeds := startGossipCluster(t, names, []string{"127.0.0.43", "127.0.0.41", "127.0.0.42"})
+	dir := t.TempDir()
 	byName := map[string]*testenv.Server{}
 	for i, s := range servers {
 		byName[names[i]] = s
 	}
-	// Exactly one bootstrap, by the lowest-named node.
-	for i, s := range servers {
-		boot := strings.Contains(s.Logs(), "bootstrapped a new cluster")
-		if boot != (names[i] == "disc-a") {
-			t.Fatalf("%s bootstrapped=%v (want only disc-a)\n%s", names[i], boot, s.Logs())
-		}
-	}
-	// One raft cluster: every node sees the same leader and three replicas.
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		leaders := map[string]bool{}
-		full := true
-		for _, s := range servers {
-			st, err := s.StorageStatus()
-			if err != nil || st.Leader == "" || len(st.Replicas) != 3 {
-				full = false
-				break
-			}
-			leaders[st.Leader] = true
-		}
-		if full && len(leaders) == 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			st, err := servers[0].StorageStatus()
-			t.Fatalf("not one cluster of 3 within 30s: %+v %v", st, err)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-	// Gossip: all alive, all members, found by seed.
 	waitGossip := func(s *testenv.Server, what string, ok func(map[string]gossipRow) bool) map[string]gossipRow {
 		t.Helper()
-		deadline := time.Now().Add(15 * time.Second)
-		for {
-			v := gossipView(t, s)
-			if ok(v) {
-				return v
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: %+v", what, v)
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
+		return waitGossipView(t, s, what, ok)
 	}
 	v := waitGossip(byName["disc-a"], "3 alive members", func(v map[string]gossipRow) bool {
 		n := 0
@@ -249,7 +194,7 @@ func TestDiscoveryProcessesFormOneCluster(t *testing.T) {
 	}
 	refused := regexp.MustCompile(`refused gossip from 127\.0\.0\.44: wrong cluster key`)
 	a := byName["disc-a"]
-	deadline = time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(5 * time.Second)
 	for !refused.MatchString(a.Logs()) {
 		if time.Now().After(deadline) {
 			t.Fatalf("the seed's log does not name the refused sender:\n%s", a.Logs())
@@ -264,5 +209,124 @@ func TestDiscoveryProcessesFormOneCluster(t *testing.T) {
 	}
 	if _, ok := gossipView(t, a)["disc-0bad"]; ok {
 		t.Fatal("the wrong-key node is listed as a member")
+	}
+}
+
+// startGossipCluster starts xmppd processes named names on ips at the same
+// moment, with no --join, only every node's gossip address as --seeds, and
+// checks that they form ONE raft cluster in which only the lowest-named node
+// bootstrapped. It returns the servers (in names' order), their options,
+// cluster and gossip addresses.
+func startGossipCluster(t *testing.T, names, ips []string) (servers []*testenv.Server, opts []testenv.Options, addrs, seeds []string) {
+	t.Helper()
+	key := testenv.WriteClusterKey(t)
+	dir := t.TempDir()
+	for _, ip := range ips {
+		a := freePortPair(t, ip)
+		addrs = append(addrs, a)
+		seeds = append(seeds, gossipAddrOf(a))
+	}
+	lowest := slices.Min(names)
+	for i, name := range names {
+		args := append(testenv.ClusterNodeArgs(name, addrs[i], key, fmt.Sprintf("file:%s/%s.img?size=%d", dir, name, 64<<20)), testenv.FastRaftArgs...)
+		args = append(args, "--discover", "serf", "--seeds", strings.Join(seeds, ","), "--discover-window", "1s")
+		opts = append(opts, testenv.Options{NoTLSListener: true, Args: args})
+	}
+	testenv.Binaries(t) // build first: the start is timed
+	start := time.Now()
+	servers = testenv.StartMany(t, opts...)
+	t.Logf("%d nodes ready %v after a simultaneous start", len(servers), time.Since(start).Round(time.Millisecond))
+	for i, s := range servers {
+		boot := strings.Contains(s.Logs(), "bootstrapped a new cluster")
+		if boot != (names[i] == lowest) {
+			t.Fatalf("%s bootstrapped=%v (want only %s)\n%s", names[i], boot, lowest, s.Logs())
+		}
+	}
+	waitOneCluster(t, servers)
+	return servers, opts, addrs, seeds
+}
+
+// waitOneCluster waits until every server sees the same leader and all of
+// them as replicas (30 s).
+func waitOneCluster(t *testing.T, servers []*testenv.Server) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		leaders := map[string]bool{}
+		full := true
+		for _, s := range servers {
+			st, err := s.StorageStatus()
+			if err != nil || st.Leader == "" || len(st.Replicas) != len(servers) {
+				full = false
+				break
+			}
+			leaders[st.Leader] = true
+		}
+		if full && len(leaders) == 1 {
+			return
+		}
+		if time.Now().After(deadline) {
+			st, err := servers[0].StorageStatus()
+			t.Fatalf("not one cluster of %d within 30s: %+v %v", len(servers), st, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+func waitGossipView(t *testing.T, s *testenv.Server, what string, ok func(map[string]gossipRow) bool) map[string]gossipRow {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		v := gossipView(t, s)
+		if ok(v) {
+			return v
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %+v", what, v)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestDiscoveryWholeClusterRestart: a cluster formed by auto-join is stopped
+// all at once (SIGTERM to every node: one of them leaves the raft cluster, the
+// others keep their state) and started again all at once with the same flags
+// (still no --join): it comes back as the same cluster — nobody bootstraps, the
+// node that left rejoins through the members it finds by gossip — with the
+// account written before the stop.
+func TestDiscoveryWholeClusterRestart(t *testing.T) {
+	names := []string{"rst-b", "rst-a", "rst-c"}
+	servers, opts, _, _ := startGossipCluster(t, names, []string{"127.0.0.52", "127.0.0.51", "127.0.0.53"})
+	servers[0].Register(t, "alice", "secret")
+	var wg sync.WaitGroup
+	for _, s := range servers {
+		wg.Add(1)
+		go func(s *testenv.Server) { defer wg.Done(); s.Stop() }(s)
+	}
+	wg.Wait()
+	left := 0
+	for _, s := range servers {
+		if strings.Contains(s.Logs(), "left the cluster") {
+			left++
+		}
+	}
+	t.Logf("%d node(s) left the raft cluster on SIGTERM", left)
+	for i := range opts {
+		opts[i].Data = servers[i].Data
+	}
+	start := time.Now()
+	again := testenv.StartMany(t, opts...)
+	t.Logf("restarted all at once: ready in %v", time.Since(start).Round(time.Millisecond))
+	for i, s := range again {
+		if strings.Contains(s.Logs(), "bootstrapped a new cluster") {
+			t.Fatalf("%s bootstrapped a new cluster on restart:\n%s", names[i], s.Logs())
+		}
+	}
+	waitOneCluster(t, again)
+	for i, s := range again {
+		o, e, code := s.Ctl("users")
+		if code != 0 || !strings.Contains(o, "alice") {
+			t.Fatalf("%s after the restart: users: %d %s %s", names[i], code, o, e)
+		}
 	}
 }
