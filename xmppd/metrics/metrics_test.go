@@ -7,6 +7,9 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
+
+	gometrics "github.com/hashicorp/go-metrics"
 
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
@@ -84,5 +87,50 @@ func TestLogTapCountsAndKeepsWarnings(t *testing.T) {
 	}
 	if got := tap.st.counts[1].Load(); got != 1 {
 		t.Fatalf("info records %d", got)
+	}
+}
+
+// What raft, serf and memberlist report through go-metrics' global functions
+// arrives under Prometheus names, timers in seconds.
+func TestRaftSinkThroughGoMetricsGlobal(t *testing.T) {
+	sink := InstallRaftSink()
+	r := New()
+	if err := r.Register(sink); err != nil {
+		t.Fatal(err)
+	}
+	gometrics.MeasureSince([]string{"raft", "commitTime"}, time.Now().Add(-3*time.Millisecond))
+	gometrics.IncrCounter([]string{"raft", "state", "leader"}, 1)
+	gometrics.IncrCounterWithLabels([]string{"serf", "member", "failed"}, 1, []gometrics.Label{{Name: "x", Value: "y"}})
+	gometrics.SetGauge([]string{"raft", "peers"}, 3)
+	gometrics.IncrCounter([]string{"raft", "replication", "appendEntries", "logs", "peer-id"}, 1) // not exported
+	w := httptest.NewRecorder()
+	r.Handler().ServeHTTP(w, httptest.NewRequest("GET", "/metrics", nil))
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	mfs, err := p.TextToMetricFamilies(w.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := mfs["xmppd_raft_commit_seconds"].GetMetric()[0].GetHistogram()
+	if h.GetSampleCount() < 1 || h.GetSampleSum() < 0.002 || h.GetSampleSum() > 5 {
+		t.Fatalf("commit histogram: count %d sum %v (want seconds)", h.GetSampleCount(), h.GetSampleSum())
+	}
+	found := false
+	for _, m := range mfs["xmppd_raft_state_changes_total"].GetMetric() {
+		for _, l := range m.GetLabel() {
+			if l.GetValue() == "leader" && m.GetCounter().GetValue() >= 1 {
+				found = true
+			}
+		}
+	}
+	if !found {
+		t.Fatal("raft state change to leader not counted")
+	}
+	if g := mfs["xmppd_raft_peers"].GetMetric()[0].GetGauge().GetValue(); g != 3 {
+		t.Fatalf("raft_peers %v", g)
+	}
+	for name := range mfs {
+		if strings.Contains(name, "peer") && name != "xmppd_raft_peers" {
+			t.Fatalf("per-peer metric exported: %s", name)
+		}
 	}
 }

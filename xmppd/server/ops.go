@@ -232,6 +232,9 @@ func (f *opsFeature) collectors() error {
 		errs = append(errs, f.reg.Register(t.Collector()))
 	}
 	errs = append(errs, f.featureCollectors())
+	if s.cfg.Clustered() { // raft, serf and memberlist report through go-metrics
+		errs = append(errs, f.reg.Register(metrics.InstallRaftSink()))
+	}
 	if err := errors.Join(errs...); err != nil {
 		return err
 	}

@@ -377,6 +377,18 @@ func TestOperationsClusterMetrics(t *testing.T) {
 	if leaders != 1 {
 		t.Fatalf("%v nodes claim to lead raft", leaders)
 	}
+	// Raft's own timers, through go-metrics: a write is committed by the leader.
+	nodes[0].Register(t, "alice", "secret")
+	commits, leaderships := 0.0, 0.0
+	for _, u := range urls {
+		m := scrape(t, u)
+		c, _ := value(m, "xmppd_raft_commit_seconds")
+		l, _ := value(m, "xmppd_raft_state_changes_total", "state", "leader")
+		commits, leaderships = commits+c, leaderships+l
+	}
+	if commits < 1 || leaderships < 1 {
+		t.Fatalf("raft metrics: %v commits timed, %v leader transitions", commits, leaderships)
+	}
 	nodes[1].Kill()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
