@@ -65,6 +65,9 @@ func (s *Store) handleReport(rep *report) *rpcResponse {
 	if s.ap.left[id] {
 		return &rpcResponse{Err: "this node left the cluster", Kind: "left"}
 	}
+	if resp := s.refuseStaleRestart(id, rep); resp != nil {
+		return resp
+	}
 	prev, had := s.ap.reports[id]
 	s.ap.seen[id] = time.Now()
 	s.ap.reports[id] = *rep
@@ -122,7 +125,7 @@ func (s *Store) publishMembers() {
 		m := cur[string(srv.ID)]
 		m.Name, m.Addr = nameOf(srv.ID), string(srv.Address)
 		if r, ok := s.ap.reports[srv.ID]; ok {
-			m.Storage, m.Witness, m.RAM = r.Storage, r.Witness, r.RAM
+			m.Storage, m.Witness, m.RAM, m.Inc = r.Storage, r.Witness, r.RAM, r.Inc
 		}
 		if srv.ID == s.id {
 			m.Witness = s.cfg.Witness

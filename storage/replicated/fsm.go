@@ -102,6 +102,7 @@ type member struct {
 	Storage string `json:"storage"` // "durable" or "ram-only"
 	Witness bool   `json:"witness,omitempty"`
 	RAM     string `json:"ram,omitempty"` // "synced" or "unsynced": are its RAM tables valid
+	Inc     uint64 `json:"inc,omitempty"` // incarnation of the process that reported it
 }
 
 // applyResult is what FSM.Apply returns through raft's ApplyFuture.

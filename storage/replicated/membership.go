@@ -281,3 +281,49 @@ func (s *Store) remove(ctx context.Context) error {
 	s.writeMarker("left the cluster at " + time.Now().UTC().Format(time.RFC3339) + ": rejoin under a fresh ID")
 	return nil
 }
+
+// refuseStaleRestart closes most of the gap the RAM-only marker leaves when
+// DataDir does not survive a power cycle (the appliance keeps it in RAM): a
+// node last reported "ram-only" by one process and now reporting under the
+// same raft ID from another process restarted from device state that went
+// stale while it ran on RAM (a restart after a wipe has a fresh ID). The
+// leader removes that ID and refuses it; the node marks itself so that its
+// next start wipes and rejoins under a fresh ID. Caller holds ap.mu and is
+// the leader.
+func (s *Store) refuseStaleRestart(id raft.ServerID, rep *report) *rpcResponse {
+	if rep.Inc == 0 || id == s.id {
+		return nil
+	}
+	storage, inc := "", uint64(0)
+	if prev, ok := s.ap.reports[id]; ok {
+		storage, inc = prev.Storage, prev.Inc
+	} else if m, ok := s.fsm.membersCopy()[string(id)]; ok {
+		storage, inc = m.Storage, m.Inc // a leader elected since: the published list
+	}
+	if storage != "ram-only" || inc == 0 || inc == rep.Inc || (rep.Storage != "durable") {
+		return nil
+	}
+	if s.ap.left == nil {
+		s.ap.left = map[raft.ServerID]bool{}
+	}
+	s.ap.left[id] = true
+	s.log.Warn("refusing a node that restarted from stale storage under its old raft ID (it ran RAM-only; its marker is gone): removing it",
+		"id", id, "addr", rep.Addr)
+	if err := s.raft.RemoveServer(id, 0, 5*time.Second).Error(); err != nil {
+		s.log.Warn("cannot remove the stale node", "id", id, "err", err)
+	}
+	s.publishMembers()
+	return &rpcResponse{Err: "this node restarted from storage that went stale while it ran RAM-only; " +
+		"it was removed and must rejoin under a fresh ID (restart it)", Kind: "stale"}
+}
+
+// removedByCluster handles the leader's answer that this node's raft ID is no
+// longer a member: it marks the node (its next start wipes the device and
+// rejoins under a fresh ID) and says so once, in the log and in Status.
+func (s *Store) removedByCluster(why string) {
+	if s.removed.Swap(true) {
+		return
+	}
+	s.log.Error("the cluster removed this node; restart it to rejoin under a fresh ID", "reason", why)
+	s.writeMarker("removed by the cluster at " + time.Now().UTC().Format(time.RFC3339) + ": " + why)
+}

@@ -267,3 +267,60 @@ func (f *failAfter) Sync() error {
 	}
 	return f.lossDev.Sync()
 }
+
+// The marker lost with a RAM-backed data directory (the appliance after a
+// power cycle): a follower that ran RAM-only restarts from its stale device
+// under its old raft ID. The leader, which saw that ID report "ram-only" from
+// the previous process, removes and refuses it; the node marks itself, and its
+// next start wipes and rejoins under a fresh ID with the current data.
+func TestStaleRestartWithoutMarkerIsRefused(t *testing.T) {
+	c := newCluster(t, 3)
+	c.waitVoters(3, 10*time.Second)
+	mustDeclare(t, c.nodes[0].s, "t", storage.Disc)
+	l := c.waitLeader()
+	var f *testNode
+	for _, nd := range c.nodes {
+		if nd != l {
+			f = nd
+		}
+	}
+	oldID := f.s.ID()
+	mustApply(t, l.s, storage.Put("t", "before", []byte("0")))
+	waitFor(t, "row on the follower's device", 5*time.Second, func() bool { _, ok := get(t, f.s, "t", "before"); return ok })
+	f.dev.down.Store(true)
+	mustApply(t, l.s, storage.Put("t", "a", []byte("1")))
+	waitFor(t, "follower reported RAM-only", 5*time.Second, func() bool {
+		return c.suffrage()[f.name] == "nonvoter" && l.s.fsm.membersCopy()[oldID].Storage == "ram-only"
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := f.s.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	f.s = nil
+	if err := os.Remove(filepath.Join(f.dir, markerName)); err != nil { // tmpfs after a power cycle
+		t.Fatal(err)
+	}
+	mustApply(t, l.s, storage.Put("t", "b", []byte("2")))
+	f.dev.down.Store(false)
+	c.start(f)
+	if f.s.ID() != oldID {
+		t.Fatalf("restarted under %s, want the old ID %s (the device is all it has)", f.s.ID(), oldID)
+	}
+	waitFor(t, "the stale ID refused and removed", 10*time.Second, func() bool {
+		_, in := c.suffrage()[f.name]
+		return !in && markerExists(f.dir) && strings.Contains(f.s.Status().Detail, "removed by the cluster")
+	})
+	if err := f.s.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	f.s = nil
+	c.start(f)
+	if f.s.ID() == oldID {
+		t.Fatal("restarted under the refused ID")
+	}
+	waitFor(t, "fresh ID joined with the current data", 10*time.Second, func() bool {
+		v, _ := get(t, f.s, "t", "b")
+		return v == "2" && c.voters() == 3
+	})
+}

@@ -113,6 +113,7 @@ type Store struct {
 	joinMu       sync.Mutex
 	joinErr      *JoinError
 	ownTurn      atomic.Bool // endOwnLeaveTurn done
+	removed      atomic.Bool // the leader refused this raft ID (stale restart, or left)
 	mu           sync.Mutex
 	leaderCommit uint64
 	started      bool
@@ -518,7 +519,7 @@ func (s *Store) reportLoop(ctx context.Context) {
 	seed := 0
 	var lastJoinWarn time.Time
 	for {
-		rep := &report{ID: string(s.id), Name: s.cfg.NodeName, Addr: s.addr, Storage: s.storageState(),
+		rep := &report{ID: string(s.id), Name: s.cfg.NodeName, Addr: s.addr, Storage: s.storageState(), Inc: s.inc,
 			Applied: s.fsm.appliedIndex(), Witness: s.cfg.Witness, RAM: s.ramState()}
 		var resp *rpcResponse
 		var err error
@@ -551,6 +552,9 @@ func (s *Store) reportLoop(ctx context.Context) {
 		}
 		if resp != nil && resp.Err != "" && !s.joined() {
 			s.noteJoinFailure(to, fmt.Errorf("%w: %s", ErrRefused, resp.Err))
+		}
+		if resp != nil && (resp.Kind == "stale" || resp.Kind == "left") && !s.leaving.Load() {
+			s.removedByCluster(resp.Err)
 		}
 		if resp != nil && resp.Err == "" {
 			s.mu.Lock()
@@ -933,6 +937,9 @@ func (s *Store) Status() storage.Status {
 	}
 	var detail []string
 	detail = append(detail, "id "+string(s.id))
+	if s.removed.Load() {
+		detail = append(detail, "removed by the cluster: restart this node to rejoin under a fresh ID")
+	}
 	if !s.fsm.valid() {
 		detail = append(detail, "RAM tables unsynced (being resynced from a peer, or emptied by a new RAM epoch)")
 	}

@@ -336,6 +336,7 @@ type report struct {
 	Applied uint64 `json:"applied"`
 	Witness bool   `json:"witness,omitempty"`
 	RAM     string `json:"ram,omitempty"` // "synced" or "unsynced"
+	Inc     uint64 `json:"inc,omitempty"` // the reporting process's incarnation
 }
 
 func writeFrame(w io.Writer, v any) error {
