@@ -317,7 +317,7 @@ func (f *busFeature) admin(ctx context.Context, args []string) (any, error) {
 	case "drain":
 		n, to := f.drain(true)
 		if to == "" {
-			return fmt.Sprintf("draining: not accepting clients; %d session(s) closed (system-shutdown: no other node takes clients)", n), nil
+			return fmt.Sprintf("draining: not accepting clients; %d session(s) closed with system-shutdown (clients reconnect elsewhere)", n), nil
 		}
 		return fmt.Sprintf("draining: not accepting clients; %d session(s) sent to %s", n, to), nil
 	case "undrain":

@@ -499,4 +499,25 @@ func TestClusterDrain(t *testing.T) {
 			t.Errorf("step %s not passed:\n%s", step, r.Output)
 		}
 	}
+
+	// cluster leave on node3: it leaves the configuration and stops.
+	n3 := nodes[2]
+	if o, e, code := n3.Ctl("cluster", "leave"); code != 0 || !strings.Contains(o, "left the cluster") {
+		t.Fatalf("cluster leave: %d %q %s", code, o, e)
+	}
+	if code := n3.ExitCode(20 * time.Second); code != 0 {
+		t.Errorf("node3 after cluster leave: exit %d\n%s", code, n3.Logs())
+	}
+	for end := time.Now().Add(10 * time.Second); ; {
+		o, _, _ := n1.Ctl("cluster", "members")
+		if !strings.Contains(o, "node3") {
+			t.Logf("cluster members after node3 left:\n%s", o)
+			break
+		}
+		if time.Now().After(end) {
+			t.Errorf("node3 still listed after it left:\n%s", o)
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
