@@ -11,7 +11,10 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"xedge/discovery"
+	"xedge/xmppd/metrics"
 	"xedge/xmppd/version"
 )
 
@@ -82,6 +85,9 @@ func buildDiscovery(s *Server) ([]StagedComponent, error) {
 		return nil, err
 	}
 	memberships.Store(s, discovery.View(agent))
+	if err := s.Metrics().Register(gossipCollector{agent}); err != nil {
+		s.log.Warn("discovery metrics not registered", "component", "discovery", "err", err)
+	}
 	s.Admin.Handle("gossip", func(ctx context.Context, args []string) (any, error) { return gossipMembers(agent), nil })
 
 	tagCtx, stopTags := context.WithCancel(context.Background())
@@ -151,6 +157,27 @@ func (s *Server) keepTags(ctx context.Context, v discovery.View) {
 		case <-t.C:
 		}
 	}
+}
+
+var (
+	membersDesc = prometheus.NewDesc(metrics.Namespace+"_discovery_members", "Members of the gossip pool by status, as this node sees them.", []string{"status"}, nil)
+	refusedDesc = prometheus.NewDesc(metrics.Namespace+"_discovery_wrong_key_refusals_total", "Gossip senders refused because their messages were not encrypted with this cluster's key (counted once per sender and 30 s, as logged).", nil, nil)
+)
+
+// gossipCollector exports the membership view at scrape time.
+type gossipCollector struct{ a *discovery.Agent }
+
+func (gossipCollector) Describe(ch chan<- *prometheus.Desc) { ch <- membersDesc; ch <- refusedDesc }
+
+func (c gossipCollector) Collect(ch chan<- prometheus.Metric) {
+	n := map[discovery.Status]int{discovery.StatusAlive: 0, discovery.StatusSuspect: 0, discovery.StatusFailed: 0, discovery.StatusLeft: 0}
+	for _, m := range c.a.Members() {
+		n[m.Status]++
+	}
+	for st, k := range n {
+		ch <- prometheus.MustNewConstMetric(membersDesc, prometheus.GaugeValue, float64(k), string(st))
+	}
+	ch <- prometheus.MustNewConstMetric(refusedDesc, prometheus.CounterValue, float64(len(c.a.KeyRefused())))
 }
 
 // gossipMember is one row of the admin command "gossip".
