@@ -224,3 +224,23 @@ func (srv *Server) DetachResumable() int {
 	}
 	return n
 }
+
+// SetDraining refuses new connections (on) with <system-shutdown/>, or accepts
+// them again (off). While draining, a resumable session closed with
+// <see-other-host/> or <system-shutdown/> stays resumable (with a replicator,
+// on any node).
+func (srv *Server) SetDraining(on bool) {
+	srv.mu.Lock()
+	srv.draining = on
+	srv.mu.Unlock()
+}
+
+// SeeOtherHost reports that Close("see-other-host", "host:port") puts the host
+// into the <see-other-host/> element (RFC 6120 §4.9.3.19).
+func (srv *Server) SeeOtherHost() bool { return true }
+
+func (srv *Server) isDraining() bool {
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	return srv.draining
+}

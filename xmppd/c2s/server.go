@@ -89,6 +89,7 @@ type Server struct {
 	conns     map[*conn]struct{}
 	resumable map[string]*session // XEP-0198 resumption id -> session
 	stopping  bool
+	draining  bool // new connections are refused (SetDraining)
 	wg        sync.WaitGroup // accept loops and connections
 	poller    *poller        // waits for input on parked streams; nil: each waits in its goroutine
 	repl      Replicator     // nil: resumption state stays on this node
@@ -214,6 +215,15 @@ func (s *Server) accept(ln net.Listener, directTLS bool) {
 		if s.stopping {
 			s.mu.Unlock()
 			nc.Close()
+			continue
+		}
+		if s.draining {
+			s.mu.Unlock()
+			if directTLS {
+				nc.Close()
+			} else {
+				go c.sendStreamError("system-shutdown", "this node is draining: connect to another one")
+			}
 			continue
 		}
 		s.conns[c] = struct{}{}

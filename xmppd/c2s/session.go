@@ -54,6 +54,7 @@ type session struct {
 	closing    bool // a final stream error is queued or the stream is ending: no resumption
 	terminated bool
 	moving     bool       // being handed over to another node (Handover)
+	keep       bool       // closed by a draining node: stays resumable
 	repl       Replicator // non-nil: resumable and replicated to other nodes
 	presence   *xmlstream.Element
 	prio       int
@@ -261,6 +262,9 @@ func (s *session) closeLocked(condition, text string) {
 	if s.closing || s.terminated {
 		return
 	}
+	if s.smResume && s.c != nil && (condition == "see-other-host" || condition == "system-shutdown") && s.srv.isDraining() {
+		s.keep = true // the client resumes on another node
+	}
 	s.closing = true
 	if s.c == nil {
 		go safely(s.srv.log, s.terminate)
@@ -443,6 +447,9 @@ func (s *session) connEnded(c *conn, clean bool) {
 	}
 	s.c = nil
 	s.queue = nil
+	if s.keep && !s.terminated {
+		s.closing, s.keep, clean = false, false, false // sent away by a drain: resumable
+	}
 	if !clean && s.smResume && !s.closing && !s.terminated && s.srv.isStopping() && s.srv.leaveToPeersLocked(s) {
 		s.mu.Unlock() // the node stops: other nodes hold the state and resume it
 		return
@@ -524,6 +531,11 @@ func (s *Server) isStopping() bool {
 
 func appendStreamError(b []byte, condition, text string) []byte {
 	e := xmlstream.New(xmlstream.NSStream, "error")
+	if condition == "see-other-host" && text != "" {
+		// RFC 6120 §4.9.3.19: the other host goes into the condition element.
+		e.Append(xmlstream.New(nsStreams, condition).AppendText(text))
+		return xmlstream.AppendElement(b, e, xmlstream.NSClient)
+	}
 	e.Append(xmlstream.New(nsStreams, condition))
 	if text != "" {
 		e.Append(xmlstream.New(nsStreams, "text").AppendText(text))

@@ -1,0 +1,679 @@
+// Package resume owns XEP-0198 stream resumption across the cluster: it keeps
+// a copy of every resumable session's state (h counters, presence and the
+// queue of stanzas the client has not acknowledged) on the other nodes, so a
+// client resumes on any node — from the node that holds its session (which
+// hands it over) or, when that node was drained, stopped or killed, from the
+// copy. It implements c2s.Replicator on top of the cluster bus.
+//
+// Replication: every change (a queued stanza, an ack, the scalar state) is
+// sent to each live peer with cluster.Bus.Send — asynchronous, ordered per
+// peer, no round trip on the hot path. Sync is a Call to each peer, which the
+// bus delivers after everything sent before it: c2s answers a client's <r/>
+// only after Sync, so a stanza whose sender was told it was received is on at
+// least one other node. A peer that missed messages (or joins) gets a full
+// copy first.
+//
+// It must not import server, router or any module; it reaches c2s only
+// through the types of the c2s package and the Handoverer interface.
+package resume
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"xedge/xmppd/c2s"
+	"xedge/xmppd/cluster"
+	"xedge/xmppd/jid"
+	"xedge/xmppd/xmlstream"
+)
+
+// Bus message kinds.
+const (
+	KindPut    = "sm.put"    // Body: wireState without queue
+	KindQueue  = "sm.q"      // ID: session, To: seq, Body: stanza
+	KindAck    = "sm.ack"    // ID: session, To: h
+	KindEnd    = "sm.end"    // ID: session
+	KindFull   = "sm.full"   // Body: []wireState with queues: every session of the sender
+	KindOrphan = "sm.orphan" // the sender stops: its copies are the sessions now
+	KindSync   = "sm.sync"   // Call: answered after everything sent before it
+	KindTake   = "sm.take"   // Call to the holder: ID: session, To: user; reply: wireState
+)
+
+// Handoverer is the c2s server's side of a handover.
+type Handoverer interface {
+	Handover(ctx context.Context, id, user string) (*c2s.SMState, error)
+}
+
+// Bus is what the manager needs of the cluster bus.
+type Bus interface {
+	Handle(kind string, h cluster.Handler)
+	Send(node string, m *cluster.Message, onFail func(*cluster.Message, error))
+	Call(ctx context.Context, node string, m *cluster.Message) ([]byte, error)
+}
+
+// Config configures a Manager.
+type Config struct {
+	Node string
+	Bus  Bus
+	// Peers returns the other live nodes and their incarnations.
+	Peers func() map[string]uint64
+	// Timeout is how long a copy of a gone node's session stays resumable (sm-timeout).
+	Timeout time.Duration
+	// Reroute gets the unacknowledged stanzas of a copy that expired unresumed,
+	// on exactly one survivor (the live node with the smallest name).
+	Reroute func(ctx context.Context, j jid.JID, queue []*xmlstream.Element)
+	// Tick is the period of the membership check (default 200 ms).
+	Tick   time.Duration
+	Logger *slog.Logger
+}
+
+// wireState is a session's state on the wire and in copies.
+type wireState struct {
+	ID         string    `json:"id"`
+	JID        string    `json:"jid"`
+	HIn        uint32    `json:"hin"`
+	Out        uint32    `json:"out"`
+	Presence   string    `json:"pres,omitempty"`
+	Interested bool      `json:"int,omitempty"`
+	Since      time.Time `json:"since"`
+	Mech       string    `json:"mech,omitempty"`
+	TLS        bool      `json:"tls,omitempty"`
+	Queue      []qItem   `json:"queue,omitempty"`
+}
+
+type qItem struct {
+	Seq uint32 `json:"seq"`
+	XML []byte `json:"xml"`
+}
+
+// copyOf is another node's session as held here.
+type copyOf struct {
+	owner    cluster.Peer
+	st       wireState // Queue kept in order of Seq
+	orphan   bool      // the owner is gone: this copy is the session
+	deadline time.Time // orphan: resumable until then
+}
+
+// Manager implements c2s.Replicator.
+type Manager struct {
+	cfg Config
+	log *slog.Logger
+	ho  Handoverer
+
+	mu      sync.Mutex
+	local   map[string]*wireState // this node's resumable sessions (for full copies)
+	copies  map[string]*copyOf    // other nodes' sessions, by id
+	peers   map[string]uint64     // peers that have (or are being sent) a full copy
+	stale   map[string]bool       // peers that missed a message: full copy on the next tick
+	stopped bool
+
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// New returns a manager; Register its bus handlers before the bus starts.
+func New(cfg Config, ho Handoverer) *Manager {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Tick <= 0 {
+		cfg.Tick = 200 * time.Millisecond
+	}
+	return &Manager{cfg: cfg, log: cfg.Logger.With("component", "resume"), ho: ho,
+		local: map[string]*wireState{}, copies: map[string]*copyOf{}, peers: map[string]uint64{}, stale: map[string]bool{}}
+}
+
+// Register installs the bus handlers.
+func (m *Manager) Register() {
+	b := m.cfg.Bus
+	b.Handle(KindPut, m.onPut)
+	b.Handle(KindQueue, m.onQueue)
+	b.Handle(KindAck, m.onAck)
+	b.Handle(KindEnd, m.onEnd)
+	b.Handle(KindFull, m.onFull)
+	b.Handle(KindOrphan, m.onOrphan)
+	b.Handle(KindSync, func(context.Context, cluster.Peer, *cluster.Message) ([]byte, error) { return nil, nil })
+	b.Handle(KindTake, m.onTake)
+}
+
+// Start runs the membership loop: full copies to new peers, copies of gone
+// nodes turned into resumable sessions, expired ones handed to Reroute.
+func (m *Manager) Start(context.Context) error {
+	ctx, cancel := context.WithCancel(context.Background())
+	m.cancel, m.done = cancel, make(chan struct{})
+	go m.loop(ctx)
+	return nil
+}
+
+// Stop tells the peers that this node's sessions are theirs now (a stopping
+// node leaves its resumable sessions to the cluster), waits for them to
+// confirm, and ends the loop.
+func (m *Manager) Stop(ctx context.Context) error {
+	m.mu.Lock()
+	n := len(m.local)
+	if n > 0 {
+		for p := range m.peers {
+			m.sendLocked(p, &cluster.Message{Kind: KindOrphan})
+		}
+	}
+	m.stopped = true
+	m.mu.Unlock()
+	if n > 0 {
+		sctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		if err := m.Sync(sctx); err != nil {
+			m.log.Warn("peers did not confirm the resumable sessions left to them", "sessions", n, "err", err)
+		} else {
+			m.log.Info("resumable sessions left to the other nodes", "sessions", n)
+		}
+		cancel()
+	}
+	if m.cancel != nil {
+		m.cancel()
+		<-m.done
+	}
+	return nil
+}
+
+// --- c2s.Replicator ------------------------------------------------------
+
+// NewID returns a resumption id naming this node.
+func (m *Manager) NewID() string {
+	b := make([]byte, 12)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b) + "-" + base64.RawURLEncoding.EncodeToString([]byte(m.cfg.Node))
+}
+
+// OwnerOf returns the node named in a resumption id made by NewID.
+func OwnerOf(id string) string {
+	i := strings.LastIndexByte(id, '-')
+	if i < 0 {
+		return ""
+	}
+	b, err := base64.RawURLEncoding.DecodeString(id[i+1:])
+	if err != nil {
+		return ""
+	}
+	return string(b)
+}
+
+func toWire(st *c2s.SMState) wireState {
+	w := wireState{ID: st.ID, JID: st.JID.String(), HIn: st.HIn, Out: st.OutCount, Interested: st.Interested,
+		Since: st.Since, Mech: st.Mech, TLS: st.TLS}
+	if st.Presence != nil {
+		w.Presence = string(xmlstream.AppendElement(nil, st.Presence, xmlstream.NSClient))
+	}
+	first := st.OutCount - uint32(len(st.Queue))
+	for i, q := range st.Queue {
+		w.Queue = append(w.Queue, qItem{Seq: first + uint32(i) + 1, XML: xmlstream.AppendElement(nil, q, xmlstream.NSClient)})
+	}
+	return w
+}
+
+// Put records a session's scalar state and sends it to the peers.
+func (m *Manager) Put(st *c2s.SMState) {
+	w := toWire(st)
+	w.Queue = nil
+	body, _ := json.Marshal(&w)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.copies, st.ID) // this node holds it now
+	l := m.local[st.ID]
+	if l == nil {
+		l = &wireState{}
+		m.local[st.ID] = l
+	}
+	q := l.Queue
+	*l = w
+	l.Queue = q
+	m.broadcastLocked(&cluster.Message{Kind: KindPut, ID: st.ID, Body: body})
+}
+
+// Queued records a stanza sent to the client.
+func (m *Manager) Queued(id string, seq uint32, st *xmlstream.Element) {
+	x := xmlstream.AppendElement(nil, st, xmlstream.NSClient)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	l := m.local[id]
+	if l == nil {
+		return
+	}
+	l.Queue = append(l.Queue, qItem{Seq: seq, XML: x})
+	if after(seq, l.Out) {
+		l.Out = seq
+	}
+	m.broadcastLocked(&cluster.Message{Kind: KindQueue, ID: id, To: fmt.Sprint(seq), Body: x})
+}
+
+// Acked records the client's acknowledgement of every stanza up to h.
+func (m *Manager) Acked(id string, h uint32) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	l := m.local[id]
+	if l == nil {
+		return
+	}
+	l.Queue = trim(l.Queue, h)
+	m.broadcastLocked(&cluster.Message{Kind: KindAck, ID: id, To: fmt.Sprint(h)})
+}
+
+// Ended forgets a session of this node.
+func (m *Manager) Ended(id string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, ok := m.local[id]; !ok {
+		return
+	}
+	delete(m.local, id)
+	m.broadcastLocked(&cluster.Message{Kind: KindEnd, ID: id})
+}
+
+// Replicated reports whether a peer receives the copies.
+func (m *Manager) Replicated() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.peers) > 0
+}
+
+// Sync returns once at least one peer has handled everything sent to it so
+// far (at once when there is no peer).
+func (m *Manager) Sync(ctx context.Context) error {
+	m.mu.Lock()
+	peers := make([]string, 0, len(m.peers))
+	for p := range m.peers {
+		if !m.stale[p] {
+			peers = append(peers, p)
+		}
+	}
+	none := len(m.peers) == 0
+	m.mu.Unlock()
+	if none {
+		return nil
+	}
+	if len(peers) == 0 {
+		return errors.New("resume: no peer is in sync yet")
+	}
+	res := make(chan error, len(peers))
+	for _, p := range peers {
+		go func() {
+			_, err := m.cfg.Bus.Call(ctx, p, &cluster.Message{Kind: KindSync})
+			res <- err
+		}()
+	}
+	var errs []error
+	for range peers {
+		err := <-res
+		if err == nil {
+			return nil
+		}
+		errs = append(errs, err)
+	}
+	return fmt.Errorf("resume: no peer confirmed: %w", errors.Join(errs...))
+}
+
+// Fetch takes over session id of user: from the live node that holds it, or
+// from this node's copy when that node is gone.
+func (m *Manager) Fetch(ctx context.Context, id, user string) (*c2s.SMState, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	for attempt := 0; ; attempt++ {
+		m.mu.Lock()
+		cp := m.copies[id]
+		owner := OwnerOf(id)
+		if cp != nil {
+			owner = cp.owner.Node
+		}
+		if cp != nil && cp.orphan {
+			delete(m.copies, id)
+			m.mu.Unlock()
+			if !userOf(cp.st.JID, user) {
+				return nil, c2s.ErrNoSession
+			}
+			m.log.Info("resuming a session of a node that is gone, from its copy", "jid", cp.st.JID, "node", owner, "queued", len(cp.st.Queue))
+			return fromWire(&cp.st)
+		}
+		_, alive := m.cfg.Peers()[owner]
+		m.mu.Unlock()
+		if owner == "" || owner == m.cfg.Node || (!alive && cp == nil) {
+			return nil, c2s.ErrNoSession
+		}
+		if alive {
+			cctx, ccancel := context.WithTimeout(ctx, 3*time.Second)
+			body, err := m.cfg.Bus.Call(cctx, owner, &cluster.Message{Kind: KindTake, ID: id, To: user})
+			ccancel()
+			if err == nil {
+				var w wireState
+				if err := json.Unmarshal(body, &w); err != nil {
+					return nil, fmt.Errorf("resume: handover from %s: %w", owner, err)
+				}
+				m.log.Info("session handed over by its node", "jid", w.JID, "node", owner, "queued", len(w.Queue))
+				return fromWire(&w)
+			}
+			if strings.Contains(err.Error(), c2s.ErrNoSession.Error()) {
+				return nil, c2s.ErrNoSession
+			}
+			if cp == nil {
+				return nil, fmt.Errorf("resume: handover from %s: %w", owner, err)
+			}
+			m.log.Info("the node holding the session does not answer; waiting for it to be declared gone", "node", owner, "err", err)
+		}
+		// The owner is gone (or not answering) and a copy is here: wait until the
+		// membership says so, then the copy becomes the session.
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("resume: node %s holds the session and does not answer: %w", owner, ctx.Err())
+		case <-time.After(m.cfg.Tick):
+		}
+		m.check()
+	}
+}
+
+func userOf(full, user string) bool {
+	j, err := jid.Parse(full)
+	return err == nil && j.Local == user
+}
+
+// onTake hands a local session over to the calling node.
+func (m *Manager) onTake(ctx context.Context, from cluster.Peer, msg *cluster.Message) ([]byte, error) {
+	st, err := m.ho.Handover(ctx, msg.ID, msg.To)
+	if err != nil {
+		return nil, err
+	}
+	w := toWire(st)
+	return json.Marshal(&w)
+}
+
+func fromWire(w *wireState) (*c2s.SMState, error) {
+	j, err := jid.Parse(w.JID)
+	if err != nil {
+		return nil, fmt.Errorf("resume: bad JID in state: %w", err)
+	}
+	st := &c2s.SMState{ID: w.ID, JID: j, HIn: w.HIn, OutCount: w.Out, Interested: w.Interested, Since: w.Since, Mech: w.Mech, TLS: w.TLS}
+	if w.Presence != "" {
+		if p, err := decode([]byte(w.Presence)); err == nil {
+			st.Presence = p
+		}
+	}
+	for _, q := range w.Queue {
+		if after(q.Seq, st.OutCount) {
+			st.OutCount = q.Seq
+		}
+	}
+	for _, q := range w.Queue {
+		e, err := decode(q.XML)
+		if err != nil {
+			return nil, fmt.Errorf("resume: bad stanza in state: %w", err)
+		}
+		st.Queue = append(st.Queue, e)
+	}
+	return st, nil
+}
+
+var streamHead = []byte("<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>")
+
+// decode parses one stanza serialized with xmlstream.AppendElement.
+func decode(b []byte) (*xmlstream.Element, error) {
+	d := xmlstream.NewDecoder(io.MultiReader(bytes.NewReader(streamHead), bytes.NewReader(b)), xmlstream.DefaultLimits())
+	if _, err := d.StreamHeader(); err != nil {
+		return nil, err
+	}
+	return d.Next()
+}
+
+// after reports whether sequence number a comes after b (wrapping).
+func after(a, b uint32) bool { return int32(a-b) > 0 }
+
+// trim drops the items numbered h and below.
+func trim(q []qItem, h uint32) []qItem {
+	i := 0
+	for i < len(q) && !after(q[i].Seq, h) {
+		i++
+	}
+	if i == 0 {
+		return q
+	}
+	return append(q[:0:0], q[i:]...)
+}
+
+// --- sending -------------------------------------------------------------
+
+func (m *Manager) broadcastLocked(msg *cluster.Message) {
+	for p := range m.peers {
+		if !m.stale[p] {
+			m.sendLocked(p, msg)
+		}
+	}
+}
+
+func (m *Manager) sendLocked(p string, msg *cluster.Message) {
+	c := *msg
+	m.cfg.Bus.Send(p, &c, func(_ *cluster.Message, err error) {
+		m.mu.Lock()
+		if _, ok := m.peers[p]; ok && !m.stale[p] {
+			m.stale[p] = true
+			m.log.Debug("peer missed a resumption update; a full copy follows", "peer", p, "err", err)
+		}
+		m.mu.Unlock()
+	})
+}
+
+// fullLocked sends peer p a full copy of this node's sessions.
+func (m *Manager) fullLocked(p string) {
+	all := make([]wireState, 0, len(m.local))
+	for _, l := range m.local {
+		all = append(all, *l)
+	}
+	body, _ := json.Marshal(all)
+	delete(m.stale, p)
+	m.sendLocked(p, &cluster.Message{Kind: KindFull, Body: body})
+}
+
+// --- receiving -----------------------------------------------------------
+
+func (m *Manager) copyLocked(from cluster.Peer, id string) *copyOf {
+	cp := m.copies[id]
+	if cp == nil || cp.owner != from {
+		if _, mine := m.local[id]; mine {
+			return nil // resumed here since: the sender's copy is out of date
+		}
+		cp = &copyOf{owner: from, st: wireState{ID: id}}
+		m.copies[id] = cp
+	}
+	return cp
+}
+
+func (m *Manager) onPut(_ context.Context, from cluster.Peer, msg *cluster.Message) ([]byte, error) {
+	var w wireState
+	if err := json.Unmarshal(msg.Body, &w); err != nil {
+		return nil, fmt.Errorf("resume: bad state: %w", err)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if cp := m.copyLocked(from, w.ID); cp != nil {
+		q, out := cp.st.Queue, cp.st.Out
+		cp.st = w
+		cp.st.Queue = q
+		if after(out, cp.st.Out) {
+			cp.st.Out = out
+		}
+	}
+	return nil, nil
+}
+
+func (m *Manager) onQueue(_ context.Context, from cluster.Peer, msg *cluster.Message) ([]byte, error) {
+	var seq uint32
+	if _, err := fmt.Sscan(msg.To, &seq); err != nil {
+		return nil, fmt.Errorf("resume: bad sequence number %q", msg.To)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if cp := m.copyLocked(from, msg.ID); cp != nil {
+		cp.st.Queue = append(cp.st.Queue, qItem{Seq: seq, XML: msg.Body})
+		if after(seq, cp.st.Out) {
+			cp.st.Out = seq
+		}
+	}
+	return nil, nil
+}
+
+func (m *Manager) onAck(_ context.Context, from cluster.Peer, msg *cluster.Message) ([]byte, error) {
+	var h uint32
+	if _, err := fmt.Sscan(msg.To, &h); err != nil {
+		return nil, fmt.Errorf("resume: bad h %q", msg.To)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if cp := m.copies[msg.ID]; cp != nil && cp.owner == from {
+		cp.st.Queue = trim(cp.st.Queue, h)
+	}
+	return nil, nil
+}
+
+func (m *Manager) onEnd(_ context.Context, from cluster.Peer, msg *cluster.Message) ([]byte, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if cp := m.copies[msg.ID]; cp != nil && cp.owner == from {
+		delete(m.copies, msg.ID)
+	}
+	return nil, nil
+}
+
+func (m *Manager) onFull(_ context.Context, from cluster.Peer, msg *cluster.Message) ([]byte, error) {
+	var all []wireState
+	if err := json.Unmarshal(msg.Body, &all); err != nil {
+		return nil, fmt.Errorf("resume: bad full copy: %w", err)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for id, cp := range m.copies {
+		if cp.owner.Node == from.Node && !cp.orphan {
+			delete(m.copies, id)
+		}
+	}
+	for _, w := range all {
+		if cp := m.copyLocked(from, w.ID); cp != nil {
+			cp.st = w
+		}
+	}
+	return nil, nil
+}
+
+func (m *Manager) onOrphan(_ context.Context, from cluster.Peer, _ *cluster.Message) ([]byte, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	n := 0
+	for _, cp := range m.copies {
+		if cp.owner == from && !cp.orphan {
+			cp.orphan, cp.deadline = true, time.Now().Add(m.cfg.Timeout)
+			n++
+		}
+	}
+	if n > 0 {
+		m.log.Info("a stopping node left its resumable sessions here", "node", from.Node, "sessions", n, "for", m.cfg.Timeout)
+	}
+	return nil, nil
+}
+
+// --- membership ----------------------------------------------------------
+
+func (m *Manager) loop(ctx context.Context) {
+	defer close(m.done)
+	t := time.NewTicker(m.cfg.Tick)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			m.check()
+		}
+	}
+}
+
+// check follows membership: full copies to new (or stale) peers, copies of
+// gone nodes become resumable sessions, and expired ones are rerouted.
+func (m *Manager) check() {
+	live := m.cfg.Peers()
+	now := time.Now()
+	var expired []*copyOf
+	m.mu.Lock()
+	if !m.stopped {
+		for p, inc := range live {
+			if old, ok := m.peers[p]; !ok || old != inc || m.stale[p] {
+				m.peers[p] = inc
+				m.fullLocked(p)
+			}
+		}
+	}
+	for p := range m.peers {
+		if _, ok := live[p]; !ok {
+			delete(m.peers, p)
+			delete(m.stale, p)
+		}
+	}
+	for id, cp := range m.copies {
+		if inc, ok := live[cp.owner.Node]; !cp.orphan && (!ok || inc != cp.owner.Incarnation) {
+			cp.orphan, cp.deadline = true, now.Add(m.cfg.Timeout)
+			m.log.Info("node gone: its resumable session stays resumable here", "node", cp.owner.Node, "jid", cp.st.JID, "queued", len(cp.st.Queue), "for", m.cfg.Timeout)
+		}
+		if cp.orphan && now.After(cp.deadline) {
+			delete(m.copies, id)
+			expired = append(expired, cp)
+		}
+	}
+	m.mu.Unlock()
+	if len(expired) == 0 {
+		return
+	}
+	names := []string{m.cfg.Node}
+	for p := range live {
+		names = append(names, p)
+	}
+	sort.Strings(names)
+	if names[0] != m.cfg.Node || m.cfg.Reroute == nil {
+		return
+	}
+	for _, cp := range expired {
+		st, err := fromWire(&cp.st)
+		if err != nil {
+			m.log.Warn("expired session copy unreadable", "jid", cp.st.JID, "err", err)
+			continue
+		}
+		m.log.Info("session of a gone node not resumed in time; its unacknowledged stanzas are rerouted", "jid", cp.st.JID, "count", len(st.Queue))
+		m.cfg.Reroute(context.Background(), st.JID, st.Queue)
+	}
+}
+
+// Stats describes the manager for the admin interface.
+type Stats struct {
+	Local   int `json:"local"`
+	Copies  int `json:"copies"`
+	Orphans int `json:"orphans"`
+	Queued  int `json:"queued"` // unacknowledged stanzas in the copies
+	Peers   int `json:"peers"`
+}
+
+// Stats returns counts of local sessions, copies and peers.
+func (m *Manager) Stats() Stats {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	s := Stats{Local: len(m.local), Copies: len(m.copies), Peers: len(m.peers)}
+	for _, cp := range m.copies {
+		if cp.orphan {
+			s.Orphans++
+		}
+		s.Queued += len(cp.st.Queue)
+	}
+	return s
+}
