@@ -89,7 +89,7 @@ type Server struct {
 	conns     map[*conn]struct{}
 	resumable map[string]*session // XEP-0198 resumption id -> session
 	stopping  bool
-	draining  bool // new connections are refused (SetDraining)
+	draining  bool           // new connections are refused (SetDraining)
 	wg        sync.WaitGroup // accept loops and connections
 	poller    *poller        // waits for input on parked streams; nil: each waits in its goroutine
 	repl      Replicator     // nil: resumption state stays on this node
