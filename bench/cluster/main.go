@@ -76,7 +76,7 @@ type report struct {
 	Messages []msgResult       `json:"messages"`
 	Ratio    float64           `json:"cross_over_same"`
 	Kill     []killResult      `json:"kill_to_unavailable"`
-	Wave     *waveResult       `json:"reconnect_wave,omitempty"`
+	Waves    []waveResult      `json:"reconnect_waves,omitempty"`
 	Targets  map[string]bool   `json:"targets_met"`
 	Settings []string          `json:"xmppd_flags"`
 }
@@ -85,7 +85,7 @@ var log = slog.New(slog.NewTextHandler(os.Stderr, nil))
 
 var (
 	logLevel = "warn"
-	waveTLS  = true
+	waveTLS  = "both"
 )
 
 func main() {
@@ -97,7 +97,7 @@ func main() {
 	workers := flag.Int("wave-workers", 1000, "clients reconnecting at the same time")
 	out := flag.String("out", "bench/results", "results directory")
 	flag.StringVar(&logLevel, "log-level", logLevel, "xmppd log level")
-	flag.BoolVar(&waveTLS, "wave-tls", true, "reconnect wave over STARTTLS")
+	flag.StringVar(&waveTLS, "wave-tls", waveTLS, "reconnect wave over STARTTLS: yes, no, or both (two waves)")
 	flag.Parse()
 	if err := run(*pairs, *window, *dur, *rounds, *wave, *workers, *out); err != nil {
 		fmt.Fprintln(os.Stderr, "cluster-bench:", err)
@@ -238,12 +238,38 @@ func run(pairs, window int, dur time.Duration, rounds, waveN, workers int, outDi
 	}
 	rep.Targets["kill_to_unavailable_at_most_2s_exactly_once"] = ok
 	if waveN > 0 {
-		w, err := reconnectWave(ctx, nodes, waveN, workers)
-		if err != nil {
+		var modes []bool
+		switch waveTLS {
+		case "yes":
+			modes = []bool{true}
+		case "no":
+			modes = []bool{false}
+		default:
+			modes = []bool{false, true}
+		}
+		t1 := &workload.Target{Name: "node1", Addr: nodes[0].c2s, Domain: "localhost", Log: log}
+		if err := workload.Register(ctx, t1, "w", waveN); err != nil {
 			return err
 		}
-		rep.Wave = &w
-		rep.Targets["reconnect_wave_no_failures"] = w.FailedAttempts == 0 && w.NotBack == 0
+		time.Sleep(2 * time.Second)
+		for i, tls := range modes {
+			if i > 0 { // node3 again, for the next wave
+				if err := nodes[2].start(bin); err != nil {
+					return err
+				}
+				time.Sleep(3 * time.Second)
+			}
+			w, err := reconnectWave(ctx, nodes, waveN, workers, tls)
+			if err != nil {
+				return err
+			}
+			rep.Waves = append(rep.Waves, w)
+			key := "reconnect_wave_no_failures_plain"
+			if tls {
+				key = "reconnect_wave_no_failures_starttls"
+			}
+			rep.Targets[key] = w.FailedAttempts == 0 && w.NotBack == 0
+		}
 	}
 	return write(rep, outDir)
 }
@@ -467,16 +493,11 @@ loop:
 
 // reconnectWave logs n sessions into node3, kills it, and logs every client
 // into node1 or node2 at once (workers at a time), over STARTTLS.
-func reconnectWave(ctx context.Context, nodes []*node, n, workers int) (waveResult, error) {
-	res := waveResult{Sessions: n, Workers: workers, TLS: waveTLS}
-	t1 := &workload.Target{Name: "node1", Addr: nodes[0].c2s, Domain: "localhost", Log: log}
-	if err := workload.Register(ctx, t1, "w", n); err != nil {
-		return res, err
-	}
-	time.Sleep(2 * time.Second)
+func reconnectWave(ctx context.Context, nodes []*node, n, workers int, tls bool) (waveResult, error) {
+	res := waveResult{Sessions: n, Workers: workers, TLS: tls}
 	conns := make([]*loadgen.Conn, n)
 	opts := func(addr string) loadgen.Options {
-		return loadgen.Options{Addr: addr, Domain: "localhost", Resource: "wave", StartTLS: waveTLS, Timeout: 60 * time.Second}
+		return loadgen.Options{Addr: addr, Domain: "localhost", Resource: "wave", StartTLS: tls, Timeout: 60 * time.Second}
 	}
 	t0 := time.Now()
 	var initialFailed atomic.Int64
@@ -560,7 +581,7 @@ func write(rep report, dir string) error {
 	for _, k := range rep.Kill {
 		fmt.Fprintf(&md, "| %d | %.3f | %d |\n", k.Round, k.Seconds, k.Unavailable)
 	}
-	if w := rep.Wave; w != nil {
+	for _, w := range rep.Waves {
 		tls := "STARTTLS + SCRAM"
 		if !w.TLS {
 			tls = "SCRAM without TLS"
@@ -606,9 +627,9 @@ ax[1].set_title('p99 latency (ms)')
 ks = r.get('kill_to_unavailable') or []
 labels = ['kill %d' % k['round'] for k in ks]
 vals = [k['seconds'] for k in ks]
-if r.get('reconnect_wave'):
-    labels.append('wave %d' % r['reconnect_wave']['sessions'])
-    vals.append(r['reconnect_wave']['seconds_until_all_back'])
+for w in r.get('reconnect_waves') or []:
+    labels.append('wave %d%s' % (w['sessions'], ' TLS' if w['starttls'] else ''))
+    vals.append(w['seconds_until_all_back'])
 ax[2].bar(labels, vals, color='#55a868')
 ax[2].axhline(2, color='red', linestyle='--', linewidth=1)
 ax[2].set_title('seconds (kill to unavailable; wave back)')
