@@ -8,12 +8,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// RaftSink receives what hashicorp/raft, serf and memberlist report through
-// hashicorp/go-metrics (they call its global functions) and exports a chosen
-// few under Prometheus names: timers become histograms in seconds, counters
+// GoMetricsSink receives what hashicorp/raft, serf and memberlist (and xedge's
+// storage/local) report through hashicorp/go-metrics (they call its global
+// functions) and exports a chosen few under Prometheus names: timers become histograms in seconds, counters
 // get _total, per-peer keys are dropped. It is installed once per process
-// (InstallRaftSink), like the libraries' global.
-type RaftSink struct {
+// (InstallGoMetricsSink), like the libraries' global.
+type GoMetricsSink struct {
 	hists    map[string]prometheus.Histogram
 	counters map[string]prometheus.Counter
 	gauges   map[string]prometheus.Gauge
@@ -23,8 +23,8 @@ type RaftSink struct {
 // timerBuckets are the histogram buckets (seconds) of the libraries' timers.
 var timerBuckets = []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}
 
-func newRaftSink() *RaftSink {
-	s := &RaftSink{hists: map[string]prometheus.Histogram{}, counters: map[string]prometheus.Counter{}, gauges: map[string]prometheus.Gauge{}}
+func newGoMetricsSink() *GoMetricsSink {
+	s := &GoMetricsSink{hists: map[string]prometheus.Histogram{}, counters: map[string]prometheus.Counter{}, gauges: map[string]prometheus.Gauge{}}
 	hist := func(key, name, help string) {
 		h := prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: Namespace, Name: name, Help: help, Buckets: timerBuckets})
 		s.hists[key] = h
@@ -46,6 +46,7 @@ func newRaftSink() *RaftSink {
 	hist("raft.rpc.appendEntries.storeLogs", "raft_store_logs_seconds", "Raft: time a follower takes to write replicated entries to its log.")
 	hist("raft.leader.lastContact", "raft_leader_last_contact_seconds", "Raft: time since the leader last heard from a follower (sampled).")
 	hist("raft.snapshot.persist", "raft_snapshot_persist_seconds", "Raft: time to write a snapshot.")
+	hist("storage.local.commit", "storage_commit_seconds", "Storage: time for a write to be committed on this node's own store (a single node; a cluster's is raft_commit_seconds).")
 	hist("memberlist.gossip", "memberlist_gossip_seconds", "Memberlist: time of one gossip round.")
 	counter("raft.apply", "raft_applies_total", "Raft: entries submitted on this node while leader.")
 	counter("raft.transition.heartbeat_timeout", "raft_heartbeat_timeouts_total", "Raft: heartbeat timeouts (a follower lost its leader and started an election).")
@@ -77,79 +78,79 @@ func keyOf(key []string) string {
 		return ""
 	}
 	switch key[0] {
-	case "raft", "memberlist", "serf":
+	case "raft", "memberlist", "serf", "storage":
 		return strings.Join(key, ".")
 	}
 	return ""
 }
 
 // SetGauge implements gometrics.MetricSink.
-func (s *RaftSink) SetGauge(key []string, val float32) {
+func (s *GoMetricsSink) SetGauge(key []string, val float32) {
 	if g := s.gauges[keyOf(key)]; g != nil {
 		g.Set(float64(val))
 	}
 }
 
 // SetGaugeWithLabels implements gometrics.MetricSink (labels dropped).
-func (s *RaftSink) SetGaugeWithLabels(key []string, val float32, _ []gometrics.Label) {
+func (s *GoMetricsSink) SetGaugeWithLabels(key []string, val float32, _ []gometrics.Label) {
 	s.SetGauge(key, val)
 }
 
 // EmitKey implements gometrics.MetricSink (nothing is exported from it).
-func (s *RaftSink) EmitKey([]string, float32) {}
+func (s *GoMetricsSink) EmitKey([]string, float32) {}
 
 // IncrCounter implements gometrics.MetricSink.
-func (s *RaftSink) IncrCounter(key []string, val float32) {
+func (s *GoMetricsSink) IncrCounter(key []string, val float32) {
 	if c := s.counters[keyOf(key)]; c != nil && val >= 0 {
 		c.Add(float64(val))
 	}
 }
 
 // IncrCounterWithLabels implements gometrics.MetricSink (labels dropped).
-func (s *RaftSink) IncrCounterWithLabels(key []string, val float32, _ []gometrics.Label) {
+func (s *GoMetricsSink) IncrCounterWithLabels(key []string, val float32, _ []gometrics.Label) {
 	s.IncrCounter(key, val)
 }
 
 // AddSample implements gometrics.MetricSink: timers arrive in milliseconds.
-func (s *RaftSink) AddSample(key []string, val float32) {
+func (s *GoMetricsSink) AddSample(key []string, val float32) {
 	if h := s.hists[keyOf(key)]; h != nil {
 		h.Observe(float64(val) / 1000)
 	}
 }
 
 // AddSampleWithLabels implements gometrics.MetricSink (labels dropped).
-func (s *RaftSink) AddSampleWithLabels(key []string, val float32, _ []gometrics.Label) {
+func (s *GoMetricsSink) AddSampleWithLabels(key []string, val float32, _ []gometrics.Label) {
 	s.AddSample(key, val)
 }
 
 // Describe implements prometheus.Collector.
-func (s *RaftSink) Describe(ch chan<- *prometheus.Desc) {
+func (s *GoMetricsSink) Describe(ch chan<- *prometheus.Desc) {
 	for _, c := range s.all {
 		c.Describe(ch)
 	}
 }
 
 // Collect implements prometheus.Collector.
-func (s *RaftSink) Collect(ch chan<- prometheus.Metric) {
+func (s *GoMetricsSink) Collect(ch chan<- prometheus.Metric) {
 	for _, c := range s.all {
 		c.Collect(ch)
 	}
 }
 
 var (
-	raftSinkOnce sync.Once
-	raftSink     *RaftSink
+	sinkOnce sync.Once
+	theSink     *GoMetricsSink
 )
 
-// InstallRaftSink makes RaftSink the process's go-metrics sink (once) and
+// InstallGoMetricsSink makes GoMetricsSink the process's go-metrics sink (once) and
 // returns it; register it on a Registry to export its metrics.
-func InstallRaftSink() *RaftSink {
-	raftSinkOnce.Do(func() {
-		raftSink = newRaftSink()
+func InstallGoMetricsSink() *GoMetricsSink {
+	sinkOnce.Do(func() {
+		theSink = newGoMetricsSink()
 		cfg := gometrics.DefaultConfig("")
 		cfg.EnableHostname, cfg.EnableHostnameLabel, cfg.EnableServiceLabel = false, false, false
 		cfg.EnableRuntimeMetrics = false // the Go collector has them
-		_, _ = gometrics.NewGlobal(cfg, raftSink)
+		_, _ = gometrics.NewGlobal(cfg, theSink)
 	})
-	return raftSink
+	return theSink
 }

@@ -92,8 +92,8 @@ func TestLogTapCountsAndKeepsWarnings(t *testing.T) {
 
 // What raft, serf and memberlist report through go-metrics' global functions
 // arrives under Prometheus names, timers in seconds.
-func TestRaftSinkThroughGoMetricsGlobal(t *testing.T) {
-	sink := InstallRaftSink()
+func TestGoMetricsSinkThroughGoMetricsGlobal(t *testing.T) {
+	sink := InstallGoMetricsSink()
 	r := New()
 	if err := r.Register(sink); err != nil {
 		t.Fatal(err)

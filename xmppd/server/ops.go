@@ -232,9 +232,8 @@ func (f *opsFeature) collectors() error {
 		errs = append(errs, f.reg.Register(t.Collector()))
 	}
 	errs = append(errs, f.featureCollectors())
-	if s.cfg.Clustered() { // raft, serf and memberlist report through go-metrics
-		errs = append(errs, f.reg.Register(metrics.InstallRaftSink()))
-	}
+	// raft, serf, memberlist and storage/local report through go-metrics.
+	errs = append(errs, f.reg.Register(metrics.InstallGoMetricsSink()))
 	if err := errors.Join(errs...); err != nil {
 		return err
 	}

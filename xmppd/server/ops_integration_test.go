@@ -179,6 +179,9 @@ func TestOperations(t *testing.T) {
 	if v, _ := value(before, "xmppd_storage_mode", "mode", "durable"); v != 1 {
 		t.Errorf("storage_mode{mode=durable} = %v", v)
 	}
+	if v, _ := value(before, "xmppd_storage_commit_seconds"); v < 5 { // 4 registrations, a password change, a removal
+		t.Errorf("storage commits timed: %v", v)
+	}
 	if v, _ := value(before, "xmppd_sessions"); v != 0 {
 		t.Errorf("sessions before any login = %v", v)
 	}
