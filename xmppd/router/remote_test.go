@@ -16,6 +16,7 @@ import (
 	"xedge/xmppd/internal/memstore"
 	"xedge/xmppd/jid"
 	"xedge/xmppd/module"
+	"xedge/xmppd/xmlstream"
 )
 
 // nodeStore is one node's view: shared durable tables, its own ephemeral set.
@@ -208,6 +209,9 @@ func TestNodeLostReroutesAndCloses(t *testing.T) {
 	tn.b2.Stop(ctx)
 	tn.b1.NodeDown("n2") // drop the old connection; new sends queue up
 	tn.r1.Route(ctx, msg("alice@localhost/a", "bob@localhost", "chat"))
+	iq := xmlstream.New(xmlstream.NSClient, "iq", "type", "get", "id", "q1", "from", "alice@localhost/a", "to", "bob@localhost/hi")
+	iq.Append(xmlstream.New("urn:xmpp:ping", "ping"))
+	tn.r1.Route(ctx, iq)
 	time.Sleep(100 * time.Millisecond)
 	tn.mu.Lock()
 	if len(tn.offline) != 0 {
@@ -229,6 +233,8 @@ func TestNodeLostReroutesAndCloses(t *testing.T) {
 		defer tn.mu.Unlock()
 		return len(tn.offline) == 1 && tn.offline[0] == "n1:hi"
 	})
+	// The IQ to the lost full JID comes back as an error to its sender.
+	waitFor(t, "the IQ bounced to alice", func() bool { return lastErr(a) == "service-unavailable" })
 	tn.mu.Lock()
 	defer tn.mu.Unlock()
 	if len(tn.closedEvents) != 1 || tn.closedEvents[0] != "n1:bob@localhost/hi" {
