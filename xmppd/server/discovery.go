@@ -51,7 +51,9 @@ func buildDiscovery(s *Server) ([]StagedComponent, error) {
 	cfg := s.cfg
 	src := cfg.DiscoverySources()
 	if !src.Serf {
-		return nil, nil
+		// No gossip: the static view of this node alone still shows its
+		// storage mode and sessions.
+		return s.tagKeeper(func() discovery.View { return s.Membership() }), nil
 	}
 	key, err := cfg.LoadClusterKey()
 	if err != nil {
@@ -90,8 +92,6 @@ func buildDiscovery(s *Server) ([]StagedComponent, error) {
 	}
 	s.Admin.Handle("gossip", func(ctx context.Context, args []string) (any, error) { return gossipMembers(agent), nil })
 
-	tagCtx, stopTags := context.WithCancel(context.Background())
-	var tagWG sync.WaitGroup
 	start := func(ctx context.Context) error {
 		if err := agent.Start(ctx); err != nil {
 			return err
@@ -116,20 +116,31 @@ func buildDiscovery(s *Server) ([]StagedComponent, error) {
 		memberships.Delete(s)
 		return agent.Stop(ctx)
 	}
-	tagsStart := func(context.Context) error {
-		tagWG.Add(1)
-		go func() { defer tagWG.Done(); s.keepTags(tagCtx, agent) }()
-		return nil
-	}
-	tagsStop := func(context.Context) error {
-		stopTags()
-		tagWG.Wait()
-		return nil
-	}
-	return []StagedComponent{
-		{Stage: BeforeStorage, Name: "discovery", Start: start, Stop: stop},
-		{Stage: AfterStorage, Name: "discovery tags", Start: tagsStart, Stop: tagsStop},
-	}, nil
+	return append([]StagedComponent{{Stage: BeforeStorage, Name: "discovery", Start: start, Stop: stop}},
+		s.tagKeeper(func() discovery.View { return agent })...), nil
+}
+
+// tagKeeper returns the AfterStorage component that runs keepTags on view.
+func (s *Server) tagKeeper(view func() discovery.View) []StagedComponent {
+	var (
+		cancel context.CancelFunc
+		wg     sync.WaitGroup
+	)
+	return []StagedComponent{{Stage: AfterStorage, Name: "discovery tags",
+		Start: func(context.Context) error {
+			ctx, c := context.WithCancel(context.Background())
+			cancel = c
+			wg.Add(1)
+			go func() { defer wg.Done(); s.keepTags(ctx, view()) }()
+			return nil
+		},
+		Stop: func(context.Context) error {
+			if cancel != nil {
+				cancel()
+			}
+			wg.Wait()
+			return nil
+		}}}
 }
 
 // keepTags marks this node a cluster member once its store runs, and keeps
@@ -137,7 +148,7 @@ func buildDiscovery(s *Server) ([]StagedComponent, error) {
 // agent gossips only changes).
 func (s *Server) keepTags(ctx context.Context, v discovery.View) {
 	marker := filepath.Join(s.cfg.Data, memberMarker)
-	if _, err := os.Stat(marker); err != nil {
+	if _, err := os.Stat(marker); err != nil && s.cfg.Clustered() {
 		msg := "this node joined a cluster at " + time.Now().UTC().Format(time.RFC3339) + "; it announces itself as a member on start\n"
 		if err := os.WriteFile(marker, []byte(msg), 0o600); err != nil {
 			s.log.Warn("cannot write the cluster member marker", "component", "discovery", "file", marker, "err", err)
@@ -149,7 +160,10 @@ func (s *Server) keepTags(ctx context.Context, v discovery.View) {
 		st := s.Store.Status()
 		load := s.Router.Count()
 		_ = v.UpdateTags(func(t *discovery.Tags) {
-			t.Cluster, t.Storage, t.Load = discovery.ClusterMember, st.Mode, load
+			t.Storage, t.Load = st.Mode, load
+			if s.cfg.Clustered() {
+				t.Cluster = discovery.ClusterMember
+			}
 		})
 		select {
 		case <-ctx.Done():
