@@ -23,7 +23,7 @@ func init() {
 
 func renderCluster(w io.Writer, args []string, v any) error {
 	if len(args) > 0 && args[0] == "members" {
-		table(w, asMaps(v), "node", "addr", "state", "incarnation", "sessions", "storage", "c2s", "bus")
+		table(w, asMaps(v), "node", "addr", "state", "incarnation", "sessions", "storage", "c2s", "bus", "gossip")
 		return nil
 	}
 	if s, ok := v.(string); ok {

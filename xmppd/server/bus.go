@@ -240,7 +240,9 @@ type MemberInfo struct {
 	Sessions    int    `json:"sessions"`
 	Storage     string `json:"storage"` // voter|nonvoter|witness/durable|ram-only[/leader]
 	C2S         string `json:"c2s,omitempty"`
-	Bus         string `json:"bus,omitempty"` // this node's link to it: connected, queued N
+	Bus         string `json:"bus,omitempty"`    // this node's link to it: connected, queued N
+	Gossip      string `json:"gossip,omitempty"` // membership view: alive, suspect, failed, left
+	DNSName     string `json:"dns_name,omitempty"`
 }
 
 func (f *busFeature) members() []MemberInfo {
@@ -295,6 +297,11 @@ func (f *busFeature) members() []MemberInfo {
 	}
 	if m := byNode[f.s.cfg.Node]; m != nil {
 		m.Bus = "self"
+	}
+	for _, gm := range f.s.Membership().Members() {
+		if mi := byNode[gm.Name]; mi != nil {
+			mi.Gossip, mi.DNSName = string(gm.Status), gm.DNSName
+		}
 	}
 	out := make([]MemberInfo, 0, len(byNode))
 	for _, m := range byNode {
