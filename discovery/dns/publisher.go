@@ -42,6 +42,10 @@ type PublisherConfig struct {
 	Now func() time.Time
 }
 
+// LeaseRecheck is how long after becoming the pusher a second reconcile runs
+// (longer than raft's leader lease, after which a deposed leader stops).
+const LeaseRecheck = 1500 * time.Millisecond
+
 // Publisher keeps the served zone and the pushed records in line with the
 // cluster view.
 type Publisher struct {
@@ -220,7 +224,11 @@ func (p *Publisher) watch(ctx context.Context) {
 		if p.cfg.Pusher != nil {
 			mine, _ := p.cfg.PushRole()
 			if mine && !wasMine {
-				p.kick() // became the pusher: reconcile at once
+				// Became the pusher: reconcile at once, and again a moment
+				// later, after a deposed leader's lease ran out (it may have
+				// pushed its view in between).
+				p.kick()
+				time.AfterFunc(LeaseRecheck, p.kick)
 			}
 			wasMine = mine
 		}
