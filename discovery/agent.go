@@ -72,6 +72,7 @@ type Agent struct {
 	key  []byte
 
 	mu         sync.Mutex
+	pushMu     sync.Mutex
 	serf       *serf.Serf
 	tags       Tags
 	pushed     map[string]string
@@ -511,6 +512,8 @@ func (a *Agent) UpdateTags(f func(*Tags)) error {
 
 // pushTags gossips the local tags if they changed since the last push.
 func (a *Agent) pushTags() error {
+	a.pushMu.Lock() // one push at a time: an older snapshot never overwrites a newer one
+	defer a.pushMu.Unlock()
 	a.mu.Lock()
 	s := a.serf
 	enc := a.tags.Encode()
