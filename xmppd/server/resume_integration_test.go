@@ -87,6 +87,26 @@ func resumeOn(t *testing.T, n *testenv.Node, user, id string, h int, last string
 
 var resumeClients = map[string]*testenv.Raw{}
 
+// waitSessionOn polls `xmppctl sessions --all-nodes` on n (bounded) until it
+// lists full JID j on node.
+func waitSessionOn(t *testing.T, n *testenv.Node, j, node string) {
+	t.Helper()
+	var out string
+	for i := 0; i < 100; i++ { // 10 s
+		out, _, _ = n.Ctl("--json", "sessions", "--all-nodes")
+		var ss []struct{ JID, Node string }
+		if json.Unmarshal([]byte(out), &ss) == nil {
+			for _, s := range ss {
+				if s.JID == j && s.Node == node {
+					return
+				}
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("%s does not see %s on %s:\n%s", n.Name, j, node, out)
+}
+
 // bodiesIn returns the message bodies in s, in order.
 func bodiesIn(s string) []string {
 	var out []string
@@ -131,7 +151,8 @@ func TestClusterResumeOnAnotherNode(t *testing.T) {
 		t.Fatalf("resumed on node3 after a drop: bodies %v in %s", b, got)
 	}
 	bob3 := resumeClients[got]
-	// The session lives on node3 now: routed there from node1.
+	// The session lives on node3 now: once node1 sees it there, it routes there.
+	waitSessionOn(t, n1, "bob@localhost/r", "node3")
 	alice.Send(chat("bob@localhost/r", "m6", "six"))
 	bob3.Expect("<body>six</body>", 10*sec)
 	if out, _, _ := n1.Ctl("sessions"); strings.Contains(out, "bob@localhost/r") {
@@ -187,6 +208,7 @@ X.run(main)
 	alice2 := testenv.DialTLS(t, n2.Server)
 	alice2.LoginPlain(n2.Domain, "alice", "secret", "a2")
 	dave, did := smLogin(t, n1, "carol", "d")
+	waitSessionOn(t, n2, "carol@localhost/d", "node1")
 	alice2.Send(chat("carol@localhost/d", "d1", "before-drain"))
 	dave.Expect("<body>before-drain</body>", 10*sec)
 	if out, errOut, code := n1.Ctl("cluster", "drain"); code != 0 {
@@ -200,6 +222,7 @@ X.run(main)
 		t.Fatalf("resumed on node2 after drain: %v in %s", b, got)
 	}
 	dave2 := resumeClients[got]
+	waitSessionOn(t, n2, "carol@localhost/d", "node2")
 	alice2.Send(chat("carol@localhost/d", "d2", "after-drain"))
 	dave2.Expect("<body>after-drain</body>", 10*sec)
 }
@@ -243,6 +266,7 @@ func TestClusterResumeAfterKill(t *testing.T) {
 	}
 	bob2 := resumeClients[got]
 	bob2.Send("<a xmlns='urn:xmpp:sm:3' h='" + fmt.Sprint(total) + "'/>")
+	waitSessionOn(t, n3, "bob@localhost/r", "node2")
 	// The resumed session is reachable from the other survivor.
 	alice3 := testenv.DialTLS(t, n3.Server)
 	alice3.LoginPlain(n3.Domain, "alice", "secret", "a3")
