@@ -251,3 +251,37 @@ func soaSerial(t *testing.T, addr string) uint32 {
 	}
 	return r.Answer[0].(*mdns.SOA).Serial
 }
+
+// TestBINDNewPusherRepairsStalePush: a deposed leader pushes its (smaller)
+// view just after the new pusher took over; the new pusher's second reconcile
+// (LeaseRecheck) puts its own view back without waiting for a change.
+func TestBINDNewPusherRepairsStalePush(t *testing.T) {
+	b := startBIND(t)
+	mv := &mutableView{v: View{Nodes: []Node{node("n1", "127.0.0.11", 0), node("n2", "127.0.0.12", 0)}}}
+	logs := &lockedBuf{}
+	pub := NewPublisher(PublisherConfig{Params: testParams(), Source: mv.get, Pusher: pusherFor(b, testParams()),
+		Log: slog.New(slog.NewTextHandler(logs, nil))})
+	took := time.Now() // n1 is the pusher from its start: it pushes, then checks again (in-sync)
+	pub.Start(context.Background())
+	t.Cleanup(func() { pub.Stop(context.Background()) })
+	both := []string{"n1.node.example.org.", "n2.node.example.org."}
+	waitTargets(t, b.addr, both, 3*time.Second)
+	for pub.Status().Update.LastResult != "in-sync" {
+		if time.Since(took) > LeaseRecheck/2 {
+			t.Fatalf("no in-sync check soon after taking over: %+v", pub.Status().Update)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	// The deposed leader, which lost n1 from its view, pushes once.
+	stale := NewBuilder(testParams()).Build(View{Nodes: []Node{node("n2", "127.0.0.12", 0)}})
+	if _, err := pusherFor(b, testParams()).Reconcile(context.Background(), stale.RRs); err != nil {
+		t.Fatal(err)
+	}
+	waitTargets(t, b.addr, both[1:], time.Second)
+	start := time.Now()
+	waitTargets(t, b.addr, both, LeaseRecheck+2*time.Second)
+	t.Logf("stale push repaired after %v (%v after taking over)", time.Since(start).Round(time.Millisecond), time.Since(took).Round(time.Millisecond))
+	if time.Since(took) < LeaseRecheck-300*time.Millisecond {
+		t.Errorf("repaired before the lease recheck: by what?\n%s", logs.String())
+	}
+}

@@ -350,14 +350,19 @@ func (p *Publisher) pushLoop(ctx context.Context) {
 		p.ustat.Failures++
 		p.ustat.LastError = err.Error()
 		p.ustat.LastResult = "failed"
-		if errors.Is(err, ErrNotApplied) {
+		level := slog.LevelError
+		switch {
+		case errors.Is(err, ErrNotApplied):
 			p.ustat.LastResult = "not-applied"
+		case errors.Is(err, ErrConcurrent):
+			p.ustat.LastResult, level = "concurrent-change", slog.LevelWarn
+			backoff = 250 * time.Millisecond // settle fast once the other writer stopped
 		}
 		d := backoff/2 + rand.N(backoff/2+1)
 		p.ustat.NextRetry = p.cfg.Now().Add(d)
 		p.mu.Unlock()
 		if err.Error() != lastErr { // one log line per distinct failure
-			p.log.Error("dns update failed", "server", p.ustat.Server, "zone", p.ustat.Zone, "retry_in", d.Round(time.Millisecond), "err", err)
+			p.log.Log(context.Background(), level, "dns update failed", "server", p.ustat.Server, "zone", p.ustat.Zone, "retry_in", d.Round(time.Millisecond), "err", err)
 			lastErr = err.Error()
 		}
 		retry = time.After(d)

@@ -130,6 +130,11 @@ func (k rrKey) String() string { return k.name + " " + mdns.TypeToString[k.t] }
 // updates unless they are enabled for the zone).
 var ErrNotApplied = errors.New("update accepted but not applied")
 
+// ErrConcurrent is returned when the follow-up query shows other records than
+// pushed while the zone's serial moved: another writer (a deposed leader for a
+// moment, or an operator) changed them at the same time. The push is retried.
+var ErrConcurrent = errors.New("records changed by another writer during the update")
+
 func (p *Pusher) owned(name string) bool {
 	for _, s := range p.cfg.HostSuffix {
 		if mdns.IsSubDomain(s, name) && name != s {
@@ -243,6 +248,10 @@ func (p *Pusher) Reconcile(ctx context.Context, want []mdns.RR) (PushReport, err
 		return rep, nil
 	}
 
+	serial0, err := p.serial(ctx, c, conn)
+	if err != nil {
+		return rep, err
+	}
 	m := new(mdns.Msg)
 	m.SetUpdate(p.cfg.Zone)
 	for _, k := range changed {
@@ -273,8 +282,14 @@ func (p *Pusher) Reconcile(ctx context.Context, want []mdns.RR) (PushReport, err
 			return rep, fmt.Errorf("checking the update: %w", err)
 		}
 		if !sameSet(have[k], wantSets[k]) {
-			return rep, fmt.Errorf("%w: %s at %s answers NOERROR but %s still reads %s (is dynamic update enabled for the zone? PowerDNS ignores updates unless dnsupdate=yes and the zone allows this key)",
-				ErrNotApplied, p.cfg.Zone, p.cfg.Server, k, setText(have[k]))
+			// Ignored (the serial stayed), or applied and changed again by
+			// another writer at the same moment (the serial moved)?
+			if serial1, err := p.serial(ctx, c, conn); err == nil && serial1 != serial0 {
+				return rep, fmt.Errorf("%w: %s at %s moved from serial %d to %d but %s reads %s", ErrConcurrent,
+					p.cfg.Zone, p.cfg.Server, serial0, serial1, k, setText(have[k]))
+			}
+			return rep, fmt.Errorf("%w: %s at %s answers NOERROR but %s still reads %s and the serial stayed %d (is dynamic update enabled for the zone? PowerDNS ignores updates unless dnsupdate=yes and the zone allows this key)",
+				ErrNotApplied, p.cfg.Zone, p.cfg.Server, k, setText(have[k]), serial0)
 		}
 	}
 	p.known = newKnown
@@ -319,6 +334,18 @@ func (p *Pusher) query(ctx context.Context, c *mdns.Client, conn *mdns.Conn, k r
 		}
 	}
 	return out, nil
+}
+
+// serial reads the zone's SOA serial from the primary.
+func (p *Pusher) serial(ctx context.Context, c *mdns.Client, conn *mdns.Conn) (uint32, error) {
+	rrs, err := p.query(ctx, c, conn, rrKey{p.cfg.Zone, mdns.TypeSOA})
+	if err != nil {
+		return 0, err
+	}
+	if len(rrs) != 1 {
+		return 0, fmt.Errorf("query %s SOA at %s: %d records (is it the primary for the zone?)", p.cfg.Zone, p.cfg.Server, len(rrs))
+	}
+	return rrs[0].(*mdns.SOA).Serial, nil
 }
 
 // setText is an RRset's canonical text: names lowercased, sorted.

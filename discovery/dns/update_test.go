@@ -17,10 +17,11 @@ import (
 // applies none of them (PowerDNS's behaviour when updates are not enabled).
 // It is a fake for a unit test of our own logic; TestBINDUpdates is the proof
 // against a real server.
-func ignoringPrimary(t *testing.T, key TSIGKey) (string, *int) {
+func ignoringPrimary(t *testing.T, key TSIGKey, bumpSerial bool) (string, *int) {
 	t.Helper()
 	var mu sync.Mutex
 	updates := 0
+	serial := uint32(1)
 	pc, ln, err := listenBoth("127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -33,6 +34,9 @@ func ignoringPrimary(t *testing.T, key TSIGKey) (string, *int) {
 		if r.Opcode == mdns.OpcodeUpdate {
 			mu.Lock()
 			updates++
+			if bumpSerial { // as if applied and at once overwritten by another writer
+				serial += 2
+			}
 			mu.Unlock()
 			if r.IsTsig() != nil && w.TsigStatus() == nil {
 				m.SetTsig(key.Name, key.Algorithm, 300, time.Now().Unix())
@@ -40,8 +44,10 @@ func ignoringPrimary(t *testing.T, key TSIGKey) (string, *int) {
 				m.Rcode = mdns.RcodeNotAuth
 			}
 		} else if r.Question[0].Qtype == mdns.TypeSOA {
+			mu.Lock()
 			m.Answer = append(m.Answer, &mdns.SOA{Hdr: mdns.RR_Header{Name: "example.org.", Rrtype: mdns.TypeSOA, Class: mdns.ClassINET, Ttl: 30},
-				Ns: "ns.example.org.", Mbox: "h.example.org.", Serial: 1, Minttl: 30})
+				Ns: "ns.example.org.", Mbox: "h.example.org.", Serial: serial, Minttl: 30})
+			mu.Unlock()
 		}
 		w.WriteMsg(m)
 	})
@@ -54,7 +60,7 @@ func ignoringPrimary(t *testing.T, key TSIGKey) (string, *int) {
 
 func TestUpdateIgnoredIsReported(t *testing.T) {
 	key := TSIGKey{Name: "k.", Algorithm: mdns.HmacSHA256, Secret: "c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0MTI="}
-	addr, updates := ignoringPrimary(t, key)
+	addr, updates := ignoringPrimary(t, key, false)
 	p := NewPusher(PusherConfig{Server: addr, Zone: "example.org", Key: key, Domain: "example.org",
 		HostSuffix: []string{"node.example.org", "vip.example.org"}})
 	want := NewBuilder(testParams()).Build(View{Nodes: []Node{node("n1", "10.0.0.1", 0)}}).RRs
@@ -95,3 +101,17 @@ func TestUpdateIgnoredIsReported(t *testing.T) {
 type writerFunc func([]byte) (int, error)
 
 func (f writerFunc) Write(b []byte) (int, error) { return f(b) }
+
+// TestUpdateOverwrittenIsConcurrent: the records differ after the update but
+// the serial moved: another writer, not an ignoring server.
+func TestUpdateOverwrittenIsConcurrent(t *testing.T) {
+	key := TSIGKey{Name: "k.", Algorithm: mdns.HmacSHA256, Secret: "c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0MTI="}
+	addr, _ := ignoringPrimary(t, key, true)
+	p := NewPusher(PusherConfig{Server: addr, Zone: "example.org", Key: key, Domain: "example.org",
+		HostSuffix: []string{"node.example.org", "vip.example.org"}})
+	want := NewBuilder(testParams()).Build(View{Nodes: []Node{node("n1", "10.0.0.1", 0)}}).RRs
+	_, err := p.Reconcile(context.Background(), want)
+	if !errors.Is(err, ErrConcurrent) || errors.Is(err, ErrNotApplied) || !strings.Contains(err.Error(), "from serial 1 to 3") {
+		t.Fatalf("err = %v, want ErrConcurrent", err)
+	}
+}
