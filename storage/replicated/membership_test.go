@@ -324,3 +324,46 @@ func TestStaleRestartWithoutMarkerIsRefused(t *testing.T) {
 		return v == "2" && c.voters() == 3
 	})
 }
+
+// A connection cut during the handshake (a peer being killed) is
+// ErrUnreachable and does not blame the cluster key; a peer that speaks no
+// TLS at all is ErrWrongKey (not an xedge cluster node).
+func TestHandshakeFailureKinds(t *testing.T) {
+	ln, err := net.Listen("tcp", takeIP()+":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	mode := make(chan string, 2)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			switch <-mode {
+			case "reset":
+				c.(*net.TCPConn).SetLinger(0)
+			case "http":
+				c.Write([]byte("HTTP/1.0 400 Bad Request\r\n\r\n"))
+			}
+			c.Close()
+		}
+	}()
+	tc, err := clusterTLS(testKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc2 := range []struct {
+		mode string
+		is   error
+	}{{"reset", ErrUnreachable}, {"http", ErrWrongKey}} {
+		mode <- tc2.mode
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		_, err := dialCluster(ctx, ln.Addr().String(), tc, streamRPC)
+		cancel()
+		if !errors.Is(err, tc2.is) || (tc2.is == ErrUnreachable && strings.Contains(err.Error(), "wrong cluster key")) {
+			t.Fatalf("%s: %v, want %v", tc2.mode, err, tc2.is)
+		}
+	}
+}

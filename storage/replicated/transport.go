@@ -263,7 +263,10 @@ func dialCluster(ctx context.Context, addr string, tc *tls.Config, kind byte) (n
 	}
 	if err := c.HandshakeContext(ctx); err != nil {
 		_ = raw.Close()
-		return nil, fmt.Errorf("cluster peer %s refused us or is not a member (wrong cluster key?): %w: %w", addr, classifyHandshake(err), err)
+		if kind := classifyHandshake(err); kind != ErrWrongKey {
+			return nil, fmt.Errorf("cluster peer %s: TLS handshake: %w: %w", addr, kind, err)
+		}
+		return nil, fmt.Errorf("cluster peer %s refused us or is not a member (wrong cluster key?): %w: %w", addr, ErrWrongKey, err)
 	}
 	if _, err := c.Write([]byte{kind}); err != nil {
 		_ = c.Close()
