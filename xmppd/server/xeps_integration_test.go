@@ -38,9 +38,10 @@ func TestStreamManagementResume(t *testing.T) {
 	alice.Send("<message to='bob@localhost/r' type='chat' id='m1'><body>one</body></message>")
 	bob.Expect("<body>one</body>", 5*sec)
 	bob.Drop() // no ack for m1
-	time.Sleep(300 * time.Millisecond)
 	alice.Send("<message to='bob@localhost/r' type='chat' id='m2'><body>two</body></message>")
-	time.Sleep(300 * time.Millisecond)
+	// Once alice's ping is answered, m2 is in bob's session (whether or not the
+	// server has noticed the drop yet: then it is unacknowledged on the dead stream).
+	roundTrip(alice, "p1")
 
 	bob2 := testenv.DialTLS(t, s)
 	bob2.AuthPlain(s.Domain, "bob", "secret")
@@ -55,12 +56,24 @@ func TestStreamManagementResume(t *testing.T) {
 	// Acknowledge everything (self-presence, one, two, three), then drop and let the resumption window pass with one
 	// unacknowledged message: it must reach offline storage and be delivered at the
 	// next login.
-	bob2.Send("<a xmlns='urn:xmpp:sm:3' h='4'/>")
-	time.Sleep(200 * time.Millisecond)
+	// bob2's <r/> is answered after its <a/> was handled (one stanza in: the presence).
+	bob2.Send("<a xmlns='urn:xmpp:sm:3' h='4'/><r xmlns='urn:xmpp:sm:3'/>")
+	bob2.Expect("<a xmlns='urn:xmpp:sm:3' h='1'/>", 5*sec)
 	bob2.Drop()
-	time.Sleep(200 * time.Millisecond)
 	alice.Send("<message to='bob@localhost' type='chat' id='m4'><body>four</body></message>")
-	time.Sleep(5 * time.Second) // sm-timeout 3s, with slack for a busy machine
+	roundTrip(alice, "p2")
+	// The session waits sm-timeout (3 s) for resumption, then ends: poll the
+	// server's session list (bounded) instead of sleeping.
+	for i := 0; ; i++ {
+		out, _, code := s.Ctl("sessions")
+		if code == 0 && !strings.Contains(out, "bob@localhost/r") {
+			break
+		}
+		if i == 300 {
+			t.Fatalf("session not ended 30 s after its connection dropped (sm-timeout 3 s):\n%s", out)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 	bob3 := testenv.Dial(t, s.Addr())
 	bob3.StartTLS(s.Domain)
 	bob3.AuthPlain(s.Domain, "bob", "secret")
