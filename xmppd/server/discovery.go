@@ -50,6 +50,7 @@ func init() {
 func buildDiscovery(s *Server) ([]StagedComponent, error) {
 	cfg := s.cfg
 	src := cfg.DiscoverySources()
+	s.Admin.Handle("gossip", func(ctx context.Context, args []string) (any, error) { return gossipMembers(s.Membership()), nil })
 	if !src.Serf {
 		// No gossip: the static view of this node alone still shows its
 		// storage mode and sessions.
@@ -90,7 +91,6 @@ func buildDiscovery(s *Server) ([]StagedComponent, error) {
 	if err := s.Metrics().Register(gossipCollector{agent}); err != nil {
 		s.log.Warn("discovery metrics not registered", "component", "discovery", "err", err)
 	}
-	s.Admin.Handle("gossip", func(ctx context.Context, args []string) (any, error) { return gossipMembers(agent), nil })
 
 	start := func(ctx context.Context) error {
 		if err := agent.Start(ctx); err != nil {

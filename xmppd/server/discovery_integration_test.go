@@ -330,3 +330,22 @@ func TestDiscoveryWholeClusterRestart(t *testing.T) {
 		}
 	}
 }
+
+// TestGossipSingleNode: a node without gossip (single node, the default) still
+// answers `xmppctl gossip` with itself, alive, with its storage mode.
+func TestGossipSingleNode(t *testing.T) {
+	s := testenv.Start(t, testenv.Options{Args: []string{"--node-name", "solo1"}})
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		o, e, code := s.Ctl("--json", "gossip")
+		var rows []gossipRow
+		if code == 0 && json.Unmarshal([]byte(o), &rows) == nil && len(rows) == 1 &&
+			rows[0].Node == "solo1" && rows[0].State == "alive" && rows[0].FoundBy == "self" && rows[0].Storage == "durable" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("xmppctl gossip: %d %s %s", code, o, e)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
