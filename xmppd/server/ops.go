@@ -232,6 +232,13 @@ func (f *opsFeature) collectors() error {
 		errs = append(errs, f.reg.Register(t.Collector()))
 	}
 	errs = append(errs, f.featureCollectors())
+	// Queue lengths of the client sessions, if c2s offers them (optional:
+	// func (*c2s.Server) QueueLengths() (sendQueued, smUnacked int)).
+	if q, ok := any(s.C2S).(interface{ QueueLengths() (int, int) }); ok {
+		errs = append(errs,
+			f.reg.Gauge("c2s_send_queue_stanzas", "Stanzas queued for sending, summed over client sessions.", func() float64 { n, _ := q.QueueLengths(); return float64(n) }),
+			f.reg.Gauge("c2s_sm_unacked_stanzas", "Stanzas sent and not yet acknowledged (XEP-0198), summed over client sessions.", func() float64 { _, n := q.QueueLengths(); return float64(n) }))
+	}
 	// raft, serf, memberlist and storage/local report through go-metrics.
 	errs = append(errs, f.reg.Register(metrics.InstallGoMetricsSink()))
 	if err := errors.Join(errs...); err != nil {
