@@ -335,11 +335,12 @@ func (m *Manager) Fetch(ctx context.Context, id, user string) (*c2s.SMState, err
 			owner = cp.owner.Node
 		}
 		if cp != nil && cp.orphan {
+			if !userOf(cp.st.JID, user) {
+				m.mu.Unlock()
+				return nil, c2s.ErrNoSession // another user's session: left as it is
+			}
 			delete(m.copies, id)
 			m.mu.Unlock()
-			if !userOf(cp.st.JID, user) {
-				return nil, c2s.ErrNoSession
-			}
 			m.log.Info("resuming a session of a node that is gone, from its copy", "jid", cp.st.JID, "node", owner, "queued", len(cp.st.Queue))
 			return fromWire(&cp.st)
 		}

@@ -1,0 +1,236 @@
+package resume
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"xedge/xmppd/c2s"
+	"xedge/xmppd/cluster"
+	"xedge/xmppd/jid"
+	"xedge/xmppd/xmlstream"
+)
+
+// fakeNet delivers bus messages between managers in process, in order.
+type fakeNet struct {
+	mu    sync.Mutex
+	nodes map[string]*fakeBus
+	down  map[string]bool
+}
+
+type fakeBus struct {
+	net      *fakeNet
+	node     string
+	inc      uint64
+	handlers map[string]cluster.Handler
+}
+
+func (n *fakeNet) bus(node string, inc uint64) *fakeBus {
+	b := &fakeBus{net: n, node: node, inc: inc, handlers: map[string]cluster.Handler{}}
+	n.mu.Lock()
+	n.nodes[node] = b
+	n.mu.Unlock()
+	return b
+}
+
+func (n *fakeNet) peersOf(self string) func() map[string]uint64 {
+	return func() map[string]uint64 {
+		n.mu.Lock()
+		defer n.mu.Unlock()
+		out := map[string]uint64{}
+		for name, b := range n.nodes {
+			if name != self && !n.down[name] {
+				out[name] = b.inc
+			}
+		}
+		return out
+	}
+}
+
+func (b *fakeBus) Handle(kind string, h cluster.Handler) { b.handlers[kind] = h }
+
+func (b *fakeBus) deliver(ctx context.Context, node string, m *cluster.Message) ([]byte, error) {
+	b.net.mu.Lock()
+	to, down := b.net.nodes[node], b.net.down[node] || b.net.down[b.node]
+	b.net.mu.Unlock()
+	if to == nil || down {
+		return nil, cluster.ErrPeerGone
+	}
+	return to.handlers[m.Kind](ctx, cluster.Peer{Node: b.node, Incarnation: b.inc}, m)
+}
+
+func (b *fakeBus) Send(node string, m *cluster.Message, onFail func(*cluster.Message, error)) {
+	if _, err := b.deliver(context.Background(), node, m); err != nil && onFail != nil {
+		go onFail(m, err)
+	}
+}
+
+func (b *fakeBus) Call(ctx context.Context, node string, m *cluster.Message) ([]byte, error) {
+	return b.deliver(ctx, node, m)
+}
+
+// fakeC2S hands over states it was given.
+type fakeC2S struct {
+	mu sync.Mutex
+	m  map[string]*c2s.SMState
+}
+
+func (f *fakeC2S) Handover(_ context.Context, id, user string) (*c2s.SMState, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	st := f.m[id]
+	if st == nil || st.JID.Local != user {
+		return nil, c2s.ErrNoSession
+	}
+	delete(f.m, id)
+	return st, nil
+}
+
+func msg(body string) *xmlstream.Element {
+	m := xmlstream.New(xmlstream.NSClient, "message", "to", "bob@example.org/r", "type", "chat")
+	return m.Append(xmlstream.New(xmlstream.NSClient, "body").AppendText(body))
+}
+
+func bodies(st *c2s.SMState) []string {
+	var out []string
+	for _, q := range st.Queue {
+		out = append(out, q.ChildText("", "body"))
+	}
+	return out
+}
+
+func TestIDNamesOwner(t *testing.T) {
+	m := New(Config{Node: "node-1.example"}, nil)
+	id := m.NewID()
+	if OwnerOf(id) != "node-1.example" || OwnerOf("garbage") != "" || id == m.NewID() {
+		t.Fatalf("id %q owner %q", id, OwnerOf(id))
+	}
+}
+
+func TestTrimWraps(t *testing.T) {
+	q := []qItem{{Seq: ^uint32(0) - 1}, {Seq: ^uint32(0)}, {Seq: 0}, {Seq: 1}}
+	if got := trim(q, ^uint32(0)); len(got) != 2 || got[0].Seq != 0 {
+		t.Fatalf("trim across the wrap: %+v", got)
+	}
+	if got := trim(q, 5); len(got) != 0 {
+		t.Fatalf("trim all: %+v", got)
+	}
+}
+
+// The copy on a peer follows puts, queued stanzas and acks; while the owner
+// lives a fetch is a handover, once it is gone the copy is the session, and
+// an expired copy is rerouted by exactly one survivor.
+func TestReplicationHandoverAndOrphan(t *testing.T) {
+	ctx := context.Background()
+	n := &fakeNet{nodes: map[string]*fakeBus{}, down: map[string]bool{}}
+	ca := &fakeC2S{m: map[string]*c2s.SMState{}}
+	var rerouted []string
+	var rmu sync.Mutex
+	mk := func(node string, ho Handoverer) *Manager {
+		m := New(Config{Node: node, Bus: n.bus(node, 7), Peers: n.peersOf(node), Timeout: 300 * time.Millisecond, Tick: 10 * time.Millisecond,
+			Reroute: func(_ context.Context, j jid.JID, q []*xmlstream.Element) {
+				rmu.Lock()
+				for _, e := range q {
+					rerouted = append(rerouted, node+":"+e.ChildText("", "body"))
+				}
+				rmu.Unlock()
+			}}, ho)
+		m.Register()
+		return m
+	}
+	a, b, c := mk("a", ca), mk("b", &fakeC2S{m: map[string]*c2s.SMState{}}), mk("c", &fakeC2S{m: map[string]*c2s.SMState{}})
+	for _, m := range []*Manager{a, b, c} {
+		m.check()
+	}
+	if !a.Replicated() {
+		t.Fatal("a has no peers")
+	}
+	bob := jid.MustParse("bob@example.org/r")
+	id := a.NewID()
+	st := &c2s.SMState{ID: id, JID: bob, Presence: xmlstream.New(xmlstream.NSClient, "presence"), Since: time.Now()}
+	a.Put(st)
+	for i, body := range []string{"one", "two", "three", "four"} {
+		a.Queued(id, uint32(i+1), msg(body))
+	}
+	a.Acked(id, 2)
+	st.HIn = 5
+	a.Put(st)
+	if err := a.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if s := b.Stats(); s.Copies != 1 || s.Queued != 2 {
+		t.Fatalf("b's copy: %+v", s)
+	}
+
+	// Owner alive: b fetches by handover from a (a's c2s has the authoritative state).
+	full := *st
+	full.OutCount, full.Queue = 4, []*xmlstream.Element{msg("three"), msg("four")}
+	ca.m[id] = &full
+	got, err := b.Fetch(ctx, id, "bob")
+	if err != nil || got.HIn != 5 || got.OutCount != 4 || len(got.Queue) != 2 || got.Presence == nil {
+		t.Fatalf("handover: %+v %v", got, err)
+	}
+	if _, err := b.Fetch(ctx, id, "bob"); err == nil {
+		t.Fatal("a second handover of the same session")
+	}
+	// b holds it now and replicates it; a forgets it.
+	b.Put(got)
+	for i, q := range got.Queue {
+		b.Queued(id, 3+uint32(i), q)
+	}
+	a.Ended(id)
+	b.Queued(id, 5, msg("five"))
+	if err := b.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if s := c.Stats(); s.Copies != 1 || s.Queued != 3 {
+		t.Fatalf("c's copy after the move: %+v", s)
+	}
+
+	// b dies: c's copy becomes the session; a wrong user cannot take it.
+	n.mu.Lock()
+	n.down["b"] = true
+	n.mu.Unlock()
+	c.check()
+	if _, err := c.Fetch(ctx, id, "mallory"); !errors.Is(err, c2s.ErrNoSession) {
+		t.Fatalf("wrong user: %v", err)
+	}
+	got, err = c.Fetch(ctx, id, "bob")
+	if err != nil || got.JID != bob || got.HIn != 5 || got.OutCount != 5 {
+		t.Fatalf("orphan fetch: %+v %v", got, err)
+	}
+	if bs := bodies(got); len(bs) != 3 || bs[0] != "three" || bs[2] != "five" {
+		t.Fatalf("orphan queue: %v", bs)
+	}
+
+	// A session nobody resumes: rerouted by the smallest live node only.
+	id2 := c.NewID()
+	c.Put(&c2s.SMState{ID: id2, JID: jid.MustParse("carol@example.org/x")})
+	c.Queued(id2, 1, msg("for-carol"))
+	if err := c.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	n.mu.Lock()
+	n.down["b"] = false
+	n.down["c"] = true
+	n.mu.Unlock()
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		a.check()
+		b.check()
+		rmu.Lock()
+		done := len(rerouted) > 0
+		rmu.Unlock()
+		if done && a.Stats().Orphans == 0 && b.Stats().Orphans == 0 {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	rmu.Lock()
+	defer rmu.Unlock()
+	if len(rerouted) != 1 || rerouted[0] != "a:for-carol" {
+		t.Fatalf("rerouted: %v", rerouted)
+	}
+}
