@@ -176,7 +176,7 @@ func (h *httpHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case "vmlinuz":
 		h.reg.note("", ip, "kernel", h.now())
 		h.file(w, r, h.boot.Kernel)
-	case h.initrdName():
+	case h.initrdName(), "initrd": // "initrd": a stable name for mirrors (xedge.pxe=on)
 		h.reg.note("", ip, "initrd", h.now())
 		h.file(w, r, h.boot.Initrd)
 	case "params":

@@ -196,7 +196,7 @@ func TestHTTPScriptParamsSeeds(t *testing.T) {
 			t.Fatalf("script lacks %q:\n%s", want, s)
 		}
 	}
-	if get("/vmlinuz", "10.77.0.11") != "KERNEL" || get("/initramfs.cpio.xz", "10.77.0.11") != "INITRD" {
+	if get("/vmlinuz", "10.77.0.11") != "KERNEL" || get("/initramfs.cpio.xz", "10.77.0.11") != "INITRD" || get("/initrd", "10.77.0.11") != "INITRD" {
 		t.Fatal("kernel or initrd content")
 	}
 	p1 := get("/params?mac=52:54:00:77:01:01", "10.77.0.11")

@@ -138,8 +138,9 @@ func (n *node) servePXE(ctx context.Context, c config.Config, ifname, addr strin
 	if err != nil {
 		return err
 	}
-	kernel, initrd := filepath.Join(pxeDir, "vmlinuz"), filepath.Join(pxeDir, "initramfs.cpio.xz")
-	for file, name := range map[string]string{kernel: "vmlinuz", initrd: "initramfs.cpio.xz"} {
+	// The boot server serves its initramfs (whatever its compression) also as "initrd".
+	kernel, initrd := filepath.Join(pxeDir, "vmlinuz"), filepath.Join(pxeDir, "initrd.img")
+	for file, name := range map[string]string{kernel: "vmlinuz", initrd: "initrd"} {
 		if err := download(ctx, base.JoinPath(name).String(), file); err != nil {
 			return fmt.Errorf("mirror the image from %s: %w", c.Boot, err)
 		}
