@@ -333,9 +333,13 @@ func TestNodePXEServer(t *testing.T) {
 	if !strings.HasPrefix(lines[0], "node1: ready 10.77.0.11 ") {
 		t.Fatalf("node1: %q", lines[0])
 	}
-	if _, err := lab.WaitConsole(ctx, filepath.Join(dir, "node1", "console.log"),
-		regexp.MustCompile(`pxe: serving network boots on eth0 \(ProxyDHCP\) from http://10\.77\.0\.11/`), 3*time.Minute); err != nil {
+	m, err := lab.WaitConsole(ctx, filepath.Join(dir, "node1", "console.log"),
+		regexp.MustCompile(`pxe: (serving network boots on eth0 \(ProxyDHCP\) from http://10\.77\.0\.11/|not serving[^\r\n]*)`), 3*time.Minute)
+	if err != nil {
 		t.Fatal(err)
+	}
+	if !strings.HasPrefix(m, "serving") {
+		t.Fatalf("node1: pxe: %s", m)
 	}
 	script, err := lab.Control(dir, "fetch http://10.77.0.11/boot.ipxe")
 	if err != nil || !strings.Contains(script, "kernel http://10.77.0.11/vmlinuz ") || !strings.Contains(script, "xedge.boot=http://10.77.0.11/") {
