@@ -414,14 +414,7 @@ func (r *Router) onStanza(ctx context.Context, from cluster.Peer, m *cluster.Mes
 		r.log.Warn("undecodable stanza from a peer; dropped", "peer", from.Node, "err", err)
 		return nil, nil
 	}
-	j, err := r.jids.parse(m.To)
-	if err != nil {
-		return nil, nil
-	}
-	r.mu.RLock()
-	s := r.sessions[keyOf(j)][j.Resource]
-	r.mu.RUnlock()
-	if s != nil {
+	if s := r.localByJID(m.To); s != nil {
 		s.Send(st)
 		return nil, nil
 	}
@@ -436,16 +429,20 @@ func (r *Router) onStanza(ctx context.Context, from cluster.Peer, m *cluster.Mes
 	return nil, nil
 }
 
-// onClose closes a local session on another node's request (kick, conflict).
-func (r *Router) onClose(_ context.Context, _ cluster.Peer, m *cluster.Message) ([]byte, error) {
-	j, err := r.jids.parse(m.To)
+// localByJID returns the local session bound to the full JID full, or nil.
+func (r *Router) localByJID(full string) module.Session {
+	j, err := r.jids.parse(full)
 	if err != nil {
-		return nil, nil
+		return nil
 	}
 	r.mu.RLock()
-	s := r.sessions[keyOf(j)][j.Resource]
-	r.mu.RUnlock()
-	if s != nil && s.ID() == m.ID {
+	defer r.mu.RUnlock()
+	return r.sessions[keyOf(j)][j.Resource]
+}
+
+// onClose closes a local session on another node's request (kick, conflict).
+func (r *Router) onClose(_ context.Context, _ cluster.Peer, m *cluster.Message) ([]byte, error) {
+	if s := r.localByJID(m.To); s != nil && s.ID() == m.ID {
 		cond, text, _ := strings.Cut(string(m.Body), "\x00")
 		s.Close(cond, text)
 	}

@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -218,12 +220,7 @@ func (f *busFeature) dropped(node string, inc uint64, rows []ephemeral.Change, _
 	live := f.nodes()
 	delete(live, node)
 	live[f.s.cfg.Node] = NodeRow{}
-	names := make([]string, 0, len(live))
-	for n := range live {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	responsible := names[0] == f.s.cfg.Node
+	responsible := slices.Min(slices.Collect(maps.Keys(live))) == f.s.cfg.Node
 	f.s.log.Info("cluster node lost", "component", "bus", "node", node, "incarnation", inc,
 		"sessions", len(sessions), "responsible", responsible)
 	go f.s.Router.NodeLost(context.Background(), node, sessions, responsible)
@@ -390,23 +387,7 @@ func (f *busFeature) drain(on bool) (int, string) {
 		f.s.log.Info("undrained: accepting clients", "component", "bus")
 		return 0, ""
 	}
-	var to string
-	nodes := f.nodes()
-	names := make([]string, 0, len(nodes))
-	for n := range nodes {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, n := range names {
-		if nr := nodes[n]; n != f.s.cfg.Node && !nr.Draining && nr.C2S != "" {
-			to = nr.C2S
-			break
-		}
-	}
-	soh := false
-	if c, ok := any(f.s.C2S).(seeOtherHoster); ok {
-		soh = c.SeeOtherHost()
-	}
+	to, soh := f.otherHost()
 	ss := f.s.Router.All()
 	for _, s := range ss {
 		f.sendAwayTo(s, to, soh)
@@ -426,14 +407,16 @@ func (f *busFeature) isDraining() bool {
 
 // sendAway closes a session of a draining node towards a live peer.
 func (f *busFeature) sendAway(s module.Session) {
+	to, soh := f.otherHost()
+	f.sendAwayTo(s, to, soh)
+}
+
+// otherHost returns the client address of the first live, non-draining peer
+// (by name), and whether c2s can send clients there (see-other-host).
+func (f *busFeature) otherHost() (string, bool) {
 	var to string
 	nodes := f.nodes()
-	names := make([]string, 0, len(nodes))
-	for n := range nodes {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, n := range names {
+	for _, n := range slices.Sorted(maps.Keys(nodes)) {
 		if nr := nodes[n]; n != f.s.cfg.Node && !nr.Draining && nr.C2S != "" {
 			to = nr.C2S
 			break
@@ -443,7 +426,7 @@ func (f *busFeature) sendAway(s module.Session) {
 	if c, ok := any(f.s.C2S).(seeOtherHoster); ok {
 		soh = c.SeeOtherHost()
 	}
-	f.sendAwayTo(s, to, soh)
+	return to, soh
 }
 
 func (f *busFeature) sendAwayTo(s module.Session, to string, soh bool) {
