@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -53,6 +54,7 @@ type Config struct {
 	ScanRate     int            // probes per second (default DefaultScanRate)
 	ScanMaxBits  int            // widest subnet scanned (default /22)
 	ScanPasses   int            // passes while alone (default 3)
+	ClusterPort  uint16         // when a pass finds no gossip port, hosts answering on this port are named in the log (0: no check)
 
 	// Tuning; zero takes the defaults above.
 	ProbeInterval   time.Duration
@@ -858,6 +860,9 @@ func (a *Agent) scanLoop(ctx context.Context) {
 		a.log.Info("subnet scan done", "pass", pass, "probed", res.Probed, "found", len(res.Found), "took", time.Since(start).Round(time.Millisecond))
 		if pass == 1 {
 			close(a.scanDone)
+			if len(res.Found) == 0 {
+				a.diagnoseClusterPort(ctx, sc)
+			}
 		}
 		if pass == a.cfg.ScanPasses || !a.alone() {
 			return
@@ -869,6 +874,27 @@ func (a *Agent) scanLoop(ctx context.Context) {
 		}
 		pause *= 2
 	}
+}
+
+// diagnoseClusterPort runs after a scan pass that found no gossip port: it
+// probes the cluster port once over the same hosts and names every host that
+// answers there, since such a host runs xmppd that cannot be joined by gossip
+// (discovery off, or another gossip port): the operator learns which address
+// and which port to look at.
+func (a *Agent) diagnoseClusterPort(ctx context.Context, sc *Scanner) {
+	if a.cfg.ClusterPort == 0 || a.cfg.ClusterPort == sc.Port {
+		return
+	}
+	d := *sc
+	d.Port = a.cfg.ClusterPort
+	_, _ = d.Run(ctx, func(ap netip.AddrPort) {
+		if ap.Addr() == a.cfg.AdvertiseAddr.Addr() {
+			return
+		}
+		a.log.Warn("subnet scan: "+ap.Addr().String()+" answers on the cluster port "+strconv.Itoa(int(d.Port))+" but not on the gossip port "+
+			strconv.Itoa(int(sc.Port))+": an xmppd with discovery off (--discover none) or another gossip port; give it the same gossip port, or join it with --join/--seeds",
+			"addr", ap.String())
+	})
 }
 
 func cmpOr(v, d int) int {

@@ -320,3 +320,29 @@ func TestAutoJoinWrongKeyDoesNotBootstrap(t *testing.T) {
 	}
 	t.Logf("%v", err)
 }
+
+// TestScanNamesClusterPortWithoutGossip: a scan that finds no gossip port but a
+// host answering on the cluster port names that host and both ports.
+func TestScanNamesClusterPortWithoutGossip(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.3.7:0") // an "xmppd" with discovery off: cluster port only
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	clusterPort := netip.MustParseAddrPort(l.Addr().String()).Port()
+	n := startAgent(t, "scanner", "127.0.3.1", testKey, nil, func(c *Config) {
+		c.Scan, c.ScanRate, c.ClusterPort = true, 1000, clusterPort
+		c.ScanPrefixes = []netip.Prefix{netip.MustParsePrefix("127.0.3.1/28")}
+	})
+	want := fmt.Sprintf("subnet scan: 127.0.3.7 answers on the cluster port %d but not on the gossip port %d", clusterPort, n.cfg.AdvertiseAddr.Port())
+	waitFor(t, 5*time.Second, "the cluster-port diagnostic", func() bool { return strings.Contains(n.log.String(), want) })
+}

@@ -81,7 +81,7 @@ func buildDiscovery(s *Server) ([]StagedComponent, error) {
 		NodeName: cfg.Node, BindAddr: bind, AdvertiseAddr: adv, ClusterKey: key, Tags: local.Tags,
 		SnapshotPath: filepath.Join(cfg.Data, "serf.snapshot"), Logger: s.log,
 		Seeds: cfg.GossipSeeds(), SRVDomain: srvDomain, DNSServers: servers, ReverseDNS: d.ReverseDNS,
-		Scan: src.Scan, ScanRate: d.ScanRate, ScanMaxBits: d.ScanMaxPrefix,
+		Scan: src.Scan, ScanRate: d.ScanRate, ScanMaxBits: d.ScanMaxPrefix, ClusterPort: uint16(portOf(cfg.ClusterAddr)),
 		ProbeInterval: d.ProbeInterval, SuspicionMult: d.SuspicionMult,
 	})
 	if err != nil {
