@@ -62,20 +62,34 @@ func TestVIPTakeoverNeighbourTickleConflict(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
+	var ln6 net.Listener
+	if err := inNS(t, a, func() error {
+		var err error
+		ln6, err = net.Listen("tcp", "[fd77::100]:5222")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer ln6.Close()
+	for _, l := range []net.Listener{ln, ln6} {
+		go func() {
+			for {
+				c, err := l.Accept()
+				if err != nil {
+					return
+				}
+				go func() { buf := make([]byte, 64); c.Read(buf) }() // hold it open, silent
 			}
-			go func() { buf := make([]byte, 64); c.Read(buf) }() // hold it open, silent
-		}
-	}()
-	var client net.Conn
+		}()
+	}
+	var client, client6 net.Conn
 	if err := inNS(t, l.hosts["c"], func() error {
 		var err error
 		client, err = net.DialTimeout("tcp", "10.77.0.100:5222", 3*time.Second)
 		if err != nil {
+			return err
+		}
+		if client6, err = net.DialTimeout("tcp", "[fd77::100]:5222", 3*time.Second); err != nil {
 			return err
 		}
 		// Resolve the IPv6 VIP too (a refused connection is an answer).
@@ -89,6 +103,7 @@ func TestVIPTakeoverNeighbourTickleConflict(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer client.Close()
+	defer client6.Close()
 	if m := neighMAC(t, l.ns("c"), "10.77.0.100"); m != "02:00:00:00:00:01" {
 		t.Fatalf("client's neighbour entry for the VIP is %q, want a's MAC", m)
 	}
@@ -99,13 +114,13 @@ func TestVIPTakeoverNeighbourTickleConflict(t *testing.T) {
 	var conns []Conn
 	if err := inNS(t, a, func() error {
 		var err error
-		conns, err = TCPConnections([]netip.Addr{vip4.Addr()}, []uint16{5222})
+		conns, err = TCPConnections([]netip.Addr{vip4.Addr(), vip6.Addr()}, []uint16{5222})
 		return err
 	}); err != nil {
 		t.Fatal(err)
 	}
-	if len(conns) != 1 || conns[0].Remote.Addr() != netip.MustParseAddr("10.77.0.9") {
-		t.Fatalf("connections on the VIP: %+v", conns)
+	if len(conns) != 2 {
+		t.Fatalf("connections on the VIPs: %+v", conns)
 	}
 
 	// a dies silently.
@@ -126,11 +141,14 @@ func TestVIPTakeoverNeighbourTickleConflict(t *testing.T) {
 		if err := vb.Add(vip6); err != nil {
 			return err
 		}
-		n, err := vb.Tickle(ctx, conns)
-		if n != 1 {
-			return errors.Join(err, errors.New("tickle not sent"))
-		}
-		return err
+		// Tickles go out in rounds over 2.5 s: the first round's sockets are made
+		// here, in b's namespace; the later rounds too (this thread waits).
+		go func() {
+			if n, err := vb.Tickle(ctx, conns); n != 2 || err != nil {
+				t.Errorf("tickle: %d sent, %v", n, err)
+			}
+		}()
+		return nil
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -142,7 +160,11 @@ func TestVIPTakeoverNeighbourTickleConflict(t *testing.T) {
 	if !errors.Is(err, syscall.ECONNRESET) {
 		t.Fatalf("client read after takeover: %v, want connection reset", err)
 	}
-	t.Logf("client connection reset %s after takeover", time.Since(took).Round(time.Millisecond))
+	client6.SetReadDeadline(time.Now().Add(3 * time.Second))
+	if _, err := client6.Read(make([]byte, 1)); !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("IPv6 client read after takeover: %v, want connection reset", err)
+	}
+	t.Logf("client connections (IPv4, IPv6) reset %s after takeover", time.Since(took).Round(time.Millisecond))
 
 	// Neighbour tables follow the VIP to b.
 	deadline := time.Now().Add(4 * time.Second)
@@ -188,6 +210,26 @@ func TestVIPTakeoverNeighbourTickleConflict(t *testing.T) {
 	}
 	if out := ipIn(t, l.ns("a"), "-4", "addr", "show", "dev", "eth0"); contains(out, "10.77.0.100") {
 		t.Fatalf("VIP still on a: %s", out)
+	}
+
+	// b hangs or dies without removing anything: its addresses lapse by themselves
+	// (their lifetime is no longer refreshed), so its kernel stops answering for them.
+	hctx, hcancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer hcancel()
+	if err := vb.halt(hctx); err != nil {
+		t.Fatal(err)
+	}
+	hung := time.Now()
+	for {
+		out := ipIn(t, l.ns("b"), "addr", "show", "dev", "eth0")
+		if !contains(out, "10.77.0.100") && !contains(out, "fd77::100") {
+			t.Logf("a dead holder's VIP addresses lapsed %s after its last refresh window began", time.Since(hung).Round(time.Millisecond))
+			break
+		}
+		if time.Since(hung) > 6*time.Second {
+			t.Fatalf("VIP addresses still on a dead holder after 6 s: %s", out)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
 

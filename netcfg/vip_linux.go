@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/netip"
 	"slices"
@@ -34,6 +35,11 @@ type VIPOptions struct {
 	// TickleRate paces tickle ACKs, per second (default 500), so the reconnect wave
 	// of a lost node's clients does not flood the survivors at once.
 	TickleRate int
+	// Lifetime is the valid lifetime of each VIP address, refreshed every third of
+	// it while held (default 3 s; negative: permanent). A holder that dies or hangs
+	// (SIGKILL, SIGSTOP, a wedged process) loses the address within Lifetime
+	// without anyone removing it, so its kernel stops answering ARP for the VIP.
+	Lifetime time.Duration
 	// OnConflict is called (at most once per VIP per 500 ms) when another host
 	// announces a VIP this interface holds: an ARP or NA for it from another MAC.
 	// The caller decides (re-announce if it is the owner, else Remove at once).
@@ -48,12 +54,14 @@ type VIPs struct {
 	opt VIPOptions
 	ifi *net.Interface
 	log *slog.Logger
+	nl  *netlink.Handle // bound to the namespace NewVIPs ran in
 
 	mu       sync.Mutex
 	held     map[netip.Addr]*heldVIP
 	arp      *packet.Conn
 	icmp     *ipv6.PacketConn
 	icmpConn net.PacketConn
+	raw      map[bool]int // IPPROTO_RAW sockets for tickles, by IPv4-ness (made in Start)
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
 	ctx      context.Context
@@ -89,6 +97,12 @@ func NewVIPs(opt VIPOptions) (*VIPs, error) {
 	if opt.Log == nil {
 		opt.Log = slog.Default()
 	}
+	if opt.Lifetime == 0 {
+		opt.Lifetime = 3 * time.Second
+	}
+	if opt.Lifetime > 0 && opt.Lifetime < time.Second {
+		opt.Lifetime = time.Second // the kernel counts lifetimes in seconds
+	}
 	ifi, err := net.InterfaceByName(opt.Interface)
 	if err != nil {
 		return nil, fmt.Errorf("vip interface %s: %w", opt.Interface, err)
@@ -96,8 +110,54 @@ func NewVIPs(opt VIPOptions) (*VIPs, error) {
 	if len(ifi.HardwareAddr) != 6 {
 		return nil, fmt.Errorf("vip interface %s has no Ethernet address", opt.Interface)
 	}
-	return &VIPs{opt: opt, ifi: ifi, log: opt.Log.With("component", "netcfg-vip", "if", opt.Interface),
+	h, err := netlink.NewHandle()
+	if err != nil {
+		return nil, fmt.Errorf("vip netlink: %w", err)
+	}
+	return &VIPs{opt: opt, ifi: ifi, nl: h, log: opt.Log.With("component", "netcfg-vip", "if", opt.Interface),
 		held: map[netip.Addr]*heldVIP{}}, nil
+}
+
+// addAddr puts p on the interface with the configured lifetime (or refreshes it).
+func (v *VIPs) addAddr(p netip.Prefix) error {
+	link, err := v.nl.LinkByIndex(v.ifi.Index)
+	if err != nil {
+		return fmt.Errorf("vip link %s: %w", v.ifi.Name, err)
+	}
+	a := &netlink.Addr{IPNet: prefixToIPNet(p)}
+	if p.Addr().Is6() {
+		a.Flags = unix.IFA_F_NODAD
+	}
+	if v.opt.Lifetime > 0 {
+		secs := int((v.opt.Lifetime + time.Second - 1) / time.Second)
+		a.ValidLft, a.PreferedLft = secs, secs
+	}
+	if err := v.nl.AddrReplace(link, a); err != nil {
+		return fmt.Errorf("add vip %s on %s: %w", p, v.ifi.Name, err)
+	}
+	return nil
+}
+
+// lifetimeLoop refreshes the lifetime of every held address.
+func (v *VIPs) lifetimeLoop(ctx context.Context) {
+	defer v.wg.Done()
+	if v.opt.Lifetime < 0 {
+		return
+	}
+	t := time.NewTicker(v.opt.Lifetime / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			for _, h := range v.Held() {
+				if err := v.addAddr(h.Prefix); err != nil {
+					v.log.Warn("vip lifetime refresh failed", "vip", h.Prefix, "err", err)
+				}
+			}
+		}
+	}
 }
 
 // Start opens the ARP and ICMPv6 sockets, starts the conflict watchers and the
@@ -107,9 +167,22 @@ func (v *VIPs) Start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("arp socket on %s: %w", v.ifi.Name, err)
 	}
+	raw := map[bool]int{}
+	for _, v4 := range []bool{true, false} {
+		fam := unix.AF_INET6
+		if v4 {
+			fam = unix.AF_INET
+		}
+		if fd, err := unix.Socket(fam, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_RAW); err == nil {
+			raw[v4] = fd
+		} else if v4 {
+			arp.Close()
+			return fmt.Errorf("raw socket for tickles: %w", err)
+		}
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	v.mu.Lock()
-	v.arp, v.cancel, v.ctx = arp, cancel, ctx
+	v.arp, v.cancel, v.ctx, v.raw = arp, cancel, ctx, raw
 	v.mu.Unlock()
 	// IPv6 is optional: a kernel without it still serves IPv4 VIPs.
 	if c, err := net.ListenPacket("ip6:ipv6-icmp", "::"); err != nil {
@@ -130,9 +203,10 @@ func (v *VIPs) Start(ctx context.Context) error {
 		v.wg.Add(1)
 		go v.watchNA(ctx)
 	}
-	v.wg.Add(2)
+	v.wg.Add(3)
 	go v.watchARP(ctx)
 	go v.refreshLoop(ctx)
+	go v.lifetimeLoop(ctx)
 	return nil
 }
 
@@ -145,6 +219,15 @@ func (v *VIPs) Stop(ctx context.Context) error {
 			errs = append(errs, err)
 		}
 	}
+	if err := v.halt(ctx); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// halt ends the watchers and the refresh loops and closes the sockets, leaving the
+// addresses as they are (what a dying process leaves behind).
+func (v *VIPs) halt(ctx context.Context) error {
 	v.mu.Lock()
 	cancel, arp, icmp := v.cancel, v.arp, v.icmpConn
 	v.mu.Unlock()
@@ -159,28 +242,30 @@ func (v *VIPs) Stop(ctx context.Context) error {
 	}
 	done := make(chan struct{})
 	go func() { v.wg.Wait(); close(done) }()
+	defer func() {
+		v.mu.Lock()
+		for _, fd := range v.raw {
+			unix.Close(fd)
+		}
+		v.raw = nil
+		v.mu.Unlock()
+	}()
+	var err error
 	select {
 	case <-done:
 	case <-ctx.Done():
-		errs = append(errs, ctx.Err())
+		err = ctx.Err()
 	}
-	return errors.Join(errs...)
+	v.nl.Close()
+	return err
 }
 
 // Add puts p on the interface (IPv6 without duplicate address detection, so it is
 // usable at once) and announces it: a burst now and the follow-up bursts. Adding a
 // VIP held already only announces it again.
 func (v *VIPs) Add(p netip.Prefix) error {
-	link, err := netlink.LinkByIndex(v.ifi.Index)
-	if err != nil {
-		return fmt.Errorf("vip link %s: %w", v.ifi.Name, err)
-	}
-	a := &netlink.Addr{IPNet: prefixToIPNet(p)}
-	if p.Addr().Is6() {
-		a.Flags = unix.IFA_F_NODAD
-	}
-	if err := netlink.AddrReplace(link, a); err != nil {
-		return fmt.Errorf("add vip %s on %s: %w", p, v.ifi.Name, err)
+	if err := v.addAddr(p); err != nil {
+		return err
 	}
 	v.mu.Lock()
 	h := v.held[p.Addr()]
@@ -226,7 +311,7 @@ func (v *VIPs) Remove(p netip.Prefix) error {
 		delete(v.held, p.Addr())
 	}
 	v.mu.Unlock()
-	if err := RemoveAddrs(v.ifi.Name, []netip.Prefix{p}); err != nil {
+	if err := removeAddrs(v.nl, v.ifi.Name, []netip.Prefix{p}); err != nil {
 		return err
 	}
 	v.log.Info("vip removed", "vip", p)
@@ -365,24 +450,38 @@ func (v *VIPs) watchNA(ctx context.Context) {
 	}
 }
 
+// tickleRounds are the times after a takeover at which tickles go out: the first
+// round's answers may still go to the old holder's MAC while a neighbour ignores the
+// first gratuitous ARP (its 1 s locktime); later rounds follow the later bursts.
+var tickleRounds = []time.Duration{0, 1200 * time.Millisecond, 2500 * time.Millisecond}
+
 // Tickle sends, paced at TickleRate per second, a tickle ACK for every connection
-// (the VIP side first): each client answers with an ACK that reaches this node,
-// which resets it, so clients of a lost holder reconnect at once instead of waiting
-// for their own timeouts. It returns how many were sent.
+// (the VIP side first), in three rounds over 2.5 s: each client answers with an
+// ACK that reaches this node, which resets it, so clients of a lost holder
+// reconnect at once instead of waiting for their own timeouts. It returns how many
+// the first round sent.
 func (v *VIPs) Tickle(ctx context.Context, conns []Conn) (int, error) {
-	return sendTickles(ctx, conns, v.opt.TickleRate)
+	first, err := 0, error(nil)
+	start := time.Now()
+	for i, d := range tickleRounds {
+		if !sleep(ctx, time.Until(start.Add(d))) {
+			break
+		}
+		v.mu.Lock()
+		fds := maps.Clone(v.raw)
+		v.mu.Unlock()
+		n, e := sendTickles(ctx, fds, conns, v.opt.TickleRate)
+		if i == 0 {
+			first, err = n, e
+		}
+	}
+	return first, err
 }
 
-func sendTickles(ctx context.Context, conns []Conn, rate int) (int, error) {
+func sendTickles(ctx context.Context, fds map[bool]int, conns []Conn, rate int) (int, error) {
 	if len(conns) == 0 {
 		return 0, nil
 	}
-	fds := map[bool]int{}
-	defer func() {
-		for _, fd := range fds {
-			unix.Close(fd)
-		}
-	}()
 	const tick = 10 * time.Millisecond
 	perTick := max(1, rate/100)
 	sent := 0
@@ -394,16 +493,10 @@ func sendTickles(ctx context.Context, conns []Conn, rate int) (int, error) {
 		v4 := c.Local.Addr().Is4()
 		fd, ok := fds[v4]
 		if !ok {
-			fam := unix.AF_INET6
-			if v4 {
-				fam = unix.AF_INET
+			if len(errs) < 3 {
+				errs = append(errs, fmt.Errorf("tickle %s -> %s: no raw socket (mechanics not started, or no IPv6)", c.Local, c.Remote))
 			}
-			var err error
-			fd, err = unix.Socket(fam, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_RAW)
-			if err != nil {
-				return sent, fmt.Errorf("raw socket for tickles: %w", err)
-			}
-			fds[v4] = fd
+			continue
 		}
 		var sa unix.Sockaddr
 		if v4 {
@@ -425,11 +518,20 @@ func sendTickles(ctx context.Context, conns []Conn, rate int) (int, error) {
 // RemoveAddrs removes the given addresses from ifname where present (e.g. VIPs left
 // behind by a crashed xmppd: the kernel would keep answering ARP for them).
 func RemoveAddrs(ifname string, ps []netip.Prefix) error {
-	link, err := netlink.LinkByName(ifname)
+	h, err := netlink.NewHandle()
+	if err != nil {
+		return fmt.Errorf("netlink: %w", err)
+	}
+	defer h.Close()
+	return removeAddrs(h, ifname, ps)
+}
+
+func removeAddrs(h *netlink.Handle, ifname string, ps []netip.Prefix) error {
+	link, err := h.LinkByName(ifname)
 	if err != nil {
 		return fmt.Errorf("link %s: %w", ifname, err)
 	}
-	addrs, err := netlink.AddrList(link, netlink.FAMILY_ALL)
+	addrs, err := h.AddrList(link, netlink.FAMILY_ALL)
 	if err != nil {
 		return fmt.Errorf("addresses of %s: %w", ifname, err)
 	}
@@ -442,7 +544,7 @@ func RemoveAddrs(ifname string, ps []netip.Prefix) error {
 		ip = ip.Unmap()
 		for _, p := range ps {
 			if p.Addr() == ip {
-				if err := netlink.AddrDel(link, &a); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
+				if err := h.AddrDel(link, &a); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
 					errs = append(errs, fmt.Errorf("remove %s from %s: %w", p, ifname, err))
 				}
 			}

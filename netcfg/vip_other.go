@@ -21,6 +21,7 @@ type VIPOptions struct {
 	Bursts     []time.Duration
 	Refresh    time.Duration
 	TickleRate int
+	Lifetime   time.Duration
 	OnConflict func(vip netip.Addr, from net.HardwareAddr)
 	Log        *slog.Logger
 }

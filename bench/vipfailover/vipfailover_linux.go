@@ -455,8 +455,18 @@ func (h *harness) killOnce(ctx context.Context, i int) (Kill, error) {
 	if k.NewHolder == "" || k.NewHolder == victim.name {
 		return k, fmt.Errorf("the client's neighbour entry for the VIP is %q after the kill, not a survivor's MAC", k.Neighbour)
 	}
-	// Restore: the stale address goes (as init does for a dead xmppd), link up, restart.
-	_ = ip("-n", victim.ns, "addr", "del", vipCIDR, "dev", "eth0")
+	// The dead node's VIP address lapses by itself (its lifetime is no longer
+	// refreshed): its kernel would otherwise answer ARP for the VIP once back.
+	for deadline := time.Now().Add(8 * time.Second); ; {
+		out, _ := exec.Command("ip", "-n", victim.ns, "addr", "show", "dev", "eth0").Output()
+		if !strings.Contains(string(out), subnet+".100/") {
+			break
+		}
+		if time.Now().After(deadline) {
+			return k, fmt.Errorf("the VIP address is still on dead %s 8 s after the kill", victim.name)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 	if err := ip("-n", victim.ns, "link", "set", "eth0", "up"); err != nil {
 		return k, err
 	}

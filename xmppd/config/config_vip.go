@@ -23,6 +23,7 @@ type VIPConfig struct {
 	GARPRepeat      int           // gratuitous ARPs / NAs per burst
 	GARPRefresh     time.Duration // re-announce held VIPs this often (0: never)
 	TickleRate      int           // tickle ACKs per second at takeover
+	AddrLifetime    time.Duration // lifetime of a VIP address, refreshed while held (a dead or hung holder loses it)
 	CheckInterval   time.Duration // health check period
 	Rise, Fall      int           // consecutive results to change a check's state
 	StorageWeight   int           // priority change while storage is not durable (keepalived weight)
@@ -62,7 +63,7 @@ func init() {
 	registerFeature(featureSettings{
 		defaults: func(c *Config) {
 			c.VIP = VIPConfig{Priority: 100, Preempt: true, Quorum: true, InService: true,
-				HandoverTimeout: 2 * time.Second, GARPRepeat: 3, GARPRefresh: 10 * time.Second, TickleRate: 500,
+				HandoverTimeout: 2 * time.Second, GARPRepeat: 3, GARPRefresh: 10 * time.Second, TickleRate: 500, AddrLifetime: 3 * time.Second,
 				CheckInterval: 250 * time.Millisecond, Rise: 2, Fall: 2, StorageWeight: -50,
 				FirewallRate: 20, FirewallDropOther: true, FirewallReconcile: 30 * time.Second}
 		},
@@ -79,6 +80,7 @@ func init() {
 			fs.IntVar(&v.GARPRepeat, "vip-garp-repeat", v.GARPRepeat, "gratuitous ARPs (unsolicited NAs) per announcement")
 			fs.DurationVar(&v.GARPRefresh, "vip-garp-refresh", v.GARPRefresh, "re-announce held VIPs this often (0: never)")
 			fs.IntVar(&v.TickleRate, "vip-tickle-rate", v.TickleRate, "tickle ACKs per second sent to a lost holder's clients at takeover (paces their reconnects)")
+			fs.DurationVar(&v.AddrLifetime, "vip-address-lifetime", v.AddrLifetime, "kernel lifetime of a VIP address, refreshed while held: a dead or hung holder loses the address after this long (0: permanent)")
 			fs.DurationVar(&v.CheckInterval, "vip-check-interval", v.CheckInterval, "health check period (c2s answering, storage, track script)")
 			fs.IntVar(&v.Rise, "vip-rise", v.Rise, "consecutive successes for a health check to go up")
 			fs.IntVar(&v.Fall, "vip-fall", v.Fall, "consecutive failures for a health check to go down")
@@ -124,6 +126,9 @@ func init() {
 			}
 			if v.Rise < 1 || v.Fall < 1 {
 				errs = append(errs, fmt.Errorf("vip-rise and vip-fall must be at least 1"))
+			}
+			if v.AddrLifetime != 0 && v.AddrLifetime < time.Second {
+				errs = append(errs, fmt.Errorf("vip-address-lifetime: at least 1s (or 0: permanent)"))
 			}
 			if v.CheckInterval <= 0 {
 				errs = append(errs, fmt.Errorf("vip-check-interval must be positive"))

@@ -244,8 +244,12 @@ func (f *vipFeature) start(ctx context.Context) error {
 	if refresh <= 0 {
 		refresh = -1
 	}
+	lifetime := f.cfg.AddrLifetime
+	if lifetime <= 0 {
+		lifetime = -1
+	}
 	mech, err := netcfg.NewVIPs(netcfg.VIPOptions{Interface: f.cfg.Interface, Burst: f.cfg.GARPRepeat, Refresh: refresh,
-		TickleRate: f.cfg.TickleRate, OnConflict: f.onConflict, Log: f.s.log})
+		TickleRate: f.cfg.TickleRate, Lifetime: lifetime, OnConflict: f.onConflict, Log: f.s.log})
 	if err != nil {
 		return fmt.Errorf("vip: %w", err)
 	}
