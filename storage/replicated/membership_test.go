@@ -75,6 +75,11 @@ func TestNewDoesNoIO(t *testing.T) {
 			if n := dev.calls.Load(); n != 0 {
 				t.Fatalf("New touched the device %d times", n)
 			}
+			defer func() {
+				if tc.name == "cluster address in use" && dev.calls.Load() != 0 {
+					t.Errorf("a start that could not listen touched the device")
+				}
+			}()
 			if _, err := os.Stat(cfg.DataDir); err == nil {
 				t.Fatal("New created the data directory")
 			}

@@ -190,8 +190,8 @@ func New(cfg Config) (*Store, error) {
 	return s, nil
 }
 
-// open does Start's I/O before raft starts: the RAM-only marker, the device
-// (wiped if the marker says so), the raft ID, the cluster listener.
+// open does Start's I/O before raft starts: the RAM-only marker, the cluster
+// listener, the device (wiped if the marker says so), the raft ID.
 func (s *Store) open() error {
 	cfg := s.cfg
 	wipe := false
@@ -211,6 +211,14 @@ func (s *Store) open() error {
 			}
 			s.log.Warn("this node's raft state is to be discarded: wiping it and rejoining under a fresh ID", "why", why)
 		}
+	}
+	// Listen before touching the device: an address in use fails the start
+	// with the device untouched.
+	if err := s.mux.listen(cfg.ClusterAddr); err != nil {
+		return err
+	}
+	if cfg.AdvertiseAddr == "" {
+		s.addr = s.mux.ln.Addr().String()
 	}
 	st, err := openStores(cfg.Device, wipe, len(cfg.Join) > 0, s.log)
 	if err != nil {
@@ -237,12 +245,6 @@ func (s *Store) open() error {
 	s.fsm.self = fmt.Sprintf("%s\x00%d", s.id, s.inc)
 	if cfg.Device == nil {
 		s.log.Info("no storage device: this node keeps raft state in RAM only")
-	}
-	if err := s.mux.listen(cfg.ClusterAddr); err != nil {
-		return err
-	}
-	if cfg.AdvertiseAddr == "" {
-		s.addr = s.mux.ln.Addr().String()
 	}
 	st.onChange = s.storageChanged
 	st.onFull = s.requestSnapshot
