@@ -263,6 +263,11 @@ func (s *Server) Stop(ctx context.Context) error {
 	}
 	for _, ss := range detached {
 		if s.leaveToPeers(ss) {
+			ss.mu.Lock()
+			if ss.detach != nil {
+				ss.detach.Stop() // the peers' copies expire it, not this node
+			}
+			ss.mu.Unlock()
 			continue
 		}
 		safely(s.log, ss.expireIfDetached)

@@ -347,7 +347,10 @@ func (m *Manager) Fetch(ctx context.Context, id, user string) (*c2s.SMState, err
 		_, alive := m.cfg.Peers()[owner]
 		m.mu.Unlock()
 		if owner == "" || owner == m.cfg.Node || (!alive && cp == nil) {
-			return nil, c2s.ErrNoSession
+			// Not here and its node is not (or no longer) the holder: a peer may
+			// hold it (moved there, or a copy of a gone node this node never got,
+			// e.g. after a restart).
+			return m.askAll(ctx, id, user)
 		}
 		if alive {
 			cctx, ccancel := context.WithTimeout(ctx, 3*time.Second)
@@ -362,7 +365,7 @@ func (m *Manager) Fetch(ctx context.Context, id, user string) (*c2s.SMState, err
 				return fromWire(&w)
 			}
 			if strings.Contains(err.Error(), c2s.ErrNoSession.Error()) {
-				return nil, c2s.ErrNoSession
+				return m.askAll(ctx, id, user)
 			}
 			if cp == nil {
 				return nil, fmt.Errorf("resume: handover from %s: %w", owner, err)
@@ -385,14 +388,79 @@ func userOf(full, user string) bool {
 	return err == nil && j.Local == user
 }
 
-// onTake hands a local session over to the calling node.
+// askAll asks every live peer for session id; the one that holds it (or a
+// copy of a gone node's) hands it over.
+func (m *Manager) askAll(ctx context.Context, id, user string) (*c2s.SMState, error) {
+	peers := m.cfg.Peers()
+	if len(peers) == 0 {
+		return nil, c2s.ErrNoSession
+	}
+	type res struct {
+		body []byte
+		node string
+		err  error
+	}
+	ch := make(chan res, len(peers))
+	cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	for p := range peers {
+		go func() {
+			b, err := m.cfg.Bus.Call(cctx, p, &cluster.Message{Kind: KindTake, ID: id, To: user})
+			ch <- res{b, p, err}
+		}()
+	}
+	var found *c2s.SMState
+	var errs []error
+	for range peers {
+		r := <-ch
+		switch {
+		case r.err == nil && found == nil:
+			var w wireState
+			if err := json.Unmarshal(r.body, &w); err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", r.node, err))
+				continue
+			}
+			st, err := fromWire(&w)
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			m.log.Info("session handed over by a peer", "jid", w.JID, "node", r.node, "queued", len(w.Queue))
+			found = st
+			cancel() // the others need not answer
+		case r.err != nil && !strings.Contains(r.err.Error(), c2s.ErrNoSession.Error()):
+			errs = append(errs, fmt.Errorf("%s: %w", r.node, r.err))
+		}
+	}
+	if found != nil {
+		return found, nil
+	}
+	if len(errs) > 0 {
+		return nil, fmt.Errorf("resume: asking the peers: %w", errors.Join(errs...))
+	}
+	return nil, c2s.ErrNoSession
+}
+
+// onTake hands a session over to the calling node: a local one, or this
+// node's copy of a gone node's session.
 func (m *Manager) onTake(ctx context.Context, from cluster.Peer, msg *cluster.Message) ([]byte, error) {
 	st, err := m.ho.Handover(ctx, msg.ID, msg.To)
-	if err != nil {
+	if err == nil {
+		w := toWire(st)
+		return json.Marshal(&w)
+	}
+	if !errors.Is(err, c2s.ErrNoSession) {
 		return nil, err
 	}
-	w := toWire(st)
-	return json.Marshal(&w)
+	m.mu.Lock()
+	cp := m.copies[msg.ID]
+	if cp == nil || !cp.orphan || !userOf(cp.st.JID, msg.To) {
+		m.mu.Unlock()
+		return nil, c2s.ErrNoSession
+	}
+	delete(m.copies, msg.ID)
+	m.mu.Unlock()
+	return json.Marshal(&cp.st)
 }
 
 func fromWire(w *wireState) (*c2s.SMState, error) {

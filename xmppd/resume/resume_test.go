@@ -234,3 +234,43 @@ func TestReplicationHandoverAndOrphan(t *testing.T) {
 		t.Fatalf("rerouted: %v", rerouted)
 	}
 }
+
+// A node that never got a copy (restarted, or new) asks its peers: the one
+// holding a gone node's copy hands it over, once.
+func TestFetchAsksPeers(t *testing.T) {
+	ctx := context.Background()
+	n := &fakeNet{nodes: map[string]*fakeBus{}, down: map[string]bool{}}
+	mk := func(node string) *Manager {
+		m := New(Config{Node: node, Bus: n.bus(node, 1), Peers: n.peersOf(node), Timeout: time.Minute, Tick: 10 * time.Millisecond},
+			&fakeC2S{m: map[string]*c2s.SMState{}})
+		m.Register()
+		return m
+	}
+	a, b := mk("a"), mk("b")
+	a.check()
+	b.check()
+	id := a.NewID()
+	a.Put(&c2s.SMState{ID: id, JID: jid.MustParse("bob@example.org/r")})
+	a.Queued(id, 1, msg("one"))
+	if err := a.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	n.mu.Lock()
+	n.down["a"] = true
+	n.mu.Unlock()
+	b.check()
+	// a restarts (a new manager, no copies): the id names a itself.
+	n.mu.Lock()
+	n.down["a"] = false
+	n.mu.Unlock()
+	a2 := New(Config{Node: "a", Bus: n.bus("a", 2), Peers: n.peersOf("a"), Timeout: time.Minute, Tick: 10 * time.Millisecond},
+		&fakeC2S{m: map[string]*c2s.SMState{}})
+	a2.Register()
+	got, err := a2.Fetch(ctx, id, "bob")
+	if err != nil || len(got.Queue) != 1 || got.OutCount != 1 {
+		t.Fatalf("fetch through the peers: %+v %v", got, err)
+	}
+	if _, err := a2.Fetch(ctx, id, "bob"); !errors.Is(err, c2s.ErrNoSession) {
+		t.Fatalf("second fetch: %v", err)
+	}
+}

@@ -132,7 +132,7 @@ func bodiesIn(s string) []string {
 func TestClusterResumeOnAnotherNode(t *testing.T) {
 	nodes, _ := testenv.StartCluster(t, testenv.ClusterOptions{Args: []string{"--sm-timeout", "60s"}})
 	n1, n2, n3 := nodes[0], nodes[1], nodes[2]
-	n1.Register(t, "alice", "secret", "bob", "secret", "carol", "secret")
+	n1.Register(t, "alice", "secret", "bob", "secret", "carol", "secret", "erin", "secret")
 	waitResume(t, n1, "two peers", func(s resumeStats) bool { return s.Peers == 2 })
 
 	// 1. TCP drop on node1, resume on node3.
@@ -208,9 +208,12 @@ X.run(main)
 	alice2 := testenv.DialTLS(t, n2.Server)
 	alice2.LoginPlain(n2.Domain, "alice", "secret", "a2")
 	dave, did := smLogin(t, n1, "carol", "d")
+	erin, eid := smLogin(t, n1, "erin", "e")
 	waitSessionOn(t, n2, "carol@localhost/d", "node1")
-	alice2.Send(chat("carol@localhost/d", "d1", "before-drain"))
+	waitSessionOn(t, n2, "erin@localhost/e", "node1")
+	alice2.Send(chat("carol@localhost/d", "d1", "before-drain") + chat("erin@localhost/e", "e1", "for-erin"))
 	dave.Expect("<body>before-drain</body>", 10*sec)
+	erin.Expect("<body>for-erin</body>", 10*sec)
 	if out, errOut, code := n1.Ctl("cluster", "drain"); code != 0 {
 		t.Fatalf("drain: %s %s", out, errOut)
 	}
@@ -225,6 +228,14 @@ X.run(main)
 	waitSessionOn(t, n2, "carol@localhost/d", "node2")
 	alice2.Send(chat("carol@localhost/d", "d2", "after-drain"))
 	dave2.Expect("<body>after-drain</body>", 10*sec)
+
+	// 5. The drained node stops (SIGTERM): it leaves erin's session to its peers,
+	// and erin resumes on node3 with her unacknowledged message.
+	n1.Stop()
+	got = resumeOn(t, n3, "erin", eid, 0, "for-erin")
+	if b := bodiesIn(got); strings.Join(b, ",") != "for-erin" {
+		t.Fatalf("resumed on node3 after node1 stopped: %v in %s", b, got)
+	}
 }
 
 // The node holding a session is killed (SIGKILL): the client resumes on
