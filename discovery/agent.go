@@ -182,7 +182,7 @@ func (a *Agent) Start(ctx context.Context) error {
 	sc.RejoinAfterLeave = true
 	sc.ReconnectInterval = 2 * time.Second
 	sc.ReapInterval = 5 * time.Second
-	sc.LeavePropagateDelay = 3 * a.cfg.GossipInterval
+	sc.LeavePropagateDelay = max(500*time.Millisecond, 5*a.cfg.GossipInterval)
 	sc.BroadcastTimeout = 2 * time.Second
 	sc.EnableNameConflictResolution = true
 	stdlog := log.New(a.glog, "", 0)
@@ -252,7 +252,7 @@ func (a *Agent) Stop(ctx context.Context) error {
 	case lerr = <-done:
 	case <-ctx.Done():
 		lerr = ctx.Err()
-	case <-time.After(3 * time.Second):
+	case <-time.After(5 * time.Second):
 		lerr = errors.New("timed out")
 	}
 	if lerr != nil {

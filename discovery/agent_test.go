@@ -163,7 +163,7 @@ func TestAgentsFormTagsAndFailureDetection(t *testing.T) {
 	if err := n2.Stop(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 3*time.Second, "n2 left at n1", func() bool { return statusOf(n1.Agent, "n2") == StatusLeft })
+	waitFor(t, 6*time.Second, "n2 left at n1", func() bool { return statusOf(n1.Agent, "n2") == StatusLeft })
 }
 
 // TestAgentWrongKey: a node with another cluster key is refused; its join error
