@@ -44,6 +44,9 @@ type Options struct {
 	Log    io.Writer // progress (nil: discarded)
 	// Extra xmppd flags for every node (e.g. tuning).
 	Extra []string
+	// Hang freezes the holder (SIGSTOP, link left up: CTDB's hung node, which its
+	// kernel keeps answering for) instead of killing it like a power loss.
+	Hang bool
 }
 
 // Kill is one measured failover.
@@ -67,6 +70,7 @@ type Result struct {
 	DetectP50   float64   `json:"detect_p50_s"`
 	DetectMax   float64   `json:"detect_max_s"`
 	Flags       []string  `json:"xmppd_flags"`
+	Mode        string    `json:"mode"` // kill or hang
 	Commit      string    `json:"commit,omitempty"`
 	Description string    `json:"description"`
 }
@@ -133,8 +137,12 @@ func Run(ctx context.Context, opt Options) (*Result, error) {
 	if err := h.setup(); err != nil {
 		return nil, err
 	}
-	res := &Result{Started: time.Now().UTC(), Nodes: len(h.nodes), VIP: vipCIDR, Flags: h.flags,
+	res := &Result{Started: time.Now().UTC(), Nodes: len(h.nodes), VIP: vipCIDR, Flags: h.flags, Mode: "kill",
 		Description: "kill the VIP holder (link down, then SIGKILL: no FIN reaches the client); time until an idle client logged in through the VIP is logged in again through it and a ping is answered"}
+	if opt.Hang {
+		res.Mode = "hang"
+		res.Description = "freeze the VIP holder (SIGSTOP; its link and kernel stay up and keep its TCP connections and, until the address lapses, the VIP); time until an idle client logged in through the VIP is logged in again through it and a ping is answered"
+	}
 	for i := 0; i < opt.Kills; i++ {
 		if err := ctx.Err(); err != nil {
 			return res, err
@@ -419,12 +427,16 @@ func (h *harness) killOnce(ctx context.Context, i int) (Kill, error) {
 		}
 	}()
 	t0 := time.Now()
-	if err := ip("-n", victim.ns, "link", "set", "eth0", "down"); err != nil {
-		return Kill{}, err
+	if h.opt.Hang {
+		victim.cmd.Process.Signal(syscall.SIGSTOP)
+	} else {
+		if err := ip("-n", victim.ns, "link", "set", "eth0", "down"); err != nil {
+			return Kill{}, err
+		}
+		victim.cmd.Process.Kill()
+		<-victim.done
+		victim.log.Close()
 	}
-	victim.cmd.Process.Kill()
-	<-victim.done
-	victim.log.Close()
 	k := Kill{Killed: victim.name}
 	var detected time.Time
 	select {
@@ -467,7 +479,11 @@ func (h *harness) killOnce(ctx context.Context, i int) (Kill, error) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	if err := ip("-n", victim.ns, "link", "set", "eth0", "up"); err != nil {
+	if h.opt.Hang {
+		victim.cmd.Process.Kill()
+		<-victim.done
+		victim.log.Close()
+	} else if err := ip("-n", victim.ns, "link", "set", "eth0", "up"); err != nil {
 		return k, err
 	}
 	if err := h.start(victim); err != nil {
@@ -508,7 +524,7 @@ func (h *harness) teardown() {
 // Markdown renders a result as a short report.
 func (r *Result) Markdown() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "# VIP failover, %s\n\n", r.Started.Format(time.RFC3339))
+	fmt.Fprintf(&b, "# VIP failover (%s), %s\n\n", r.Mode, r.Started.Format(time.RFC3339))
 	fmt.Fprintf(&b, "%d xmppd nodes in network namespaces on one bridge, one VIP (%s), a client in a third namespace.\n%s.\n\n", r.Nodes, r.VIP, r.Description)
 	fmt.Fprintf(&b, "| figure | p50 (s) | max (s) |\n|---|---:|---:|\n")
 	fmt.Fprintf(&b, "| served again (reconnected, logged in, ping answered) | %.3f | %.3f |\n", r.ServedP50, r.ServedMax)

@@ -26,6 +26,7 @@ func main() {
 	keep := flag.Bool("keep", false, "keep the work directory (node logs)")
 	xmppd := flag.String("xmppd", "", "xmppd binary (default: built from this checkout)")
 	xmppctl := flag.String("xmppctl", "", "xmppctl binary (default: built from this checkout)")
+	hang := flag.Bool("hang", false, "freeze the holder (SIGSTOP) instead of killing it")
 	flag.Parse()
 	dir, err := os.MkdirTemp("", "vipfailover-")
 	if err != nil {
@@ -39,7 +40,7 @@ func main() {
 	defer stop()
 	ctx, cancel := context.WithTimeout(ctx, 20*time.Minute)
 	defer cancel()
-	res, err := vipfailover.Run(ctx, vipfailover.Options{Kills: *kills, Dir: dir, Log: os.Stderr, Xmppd: *xmppd, Xmppct: *xmppctl})
+	res, err := vipfailover.Run(ctx, vipfailover.Options{Kills: *kills, Dir: dir, Log: os.Stderr, Xmppd: *xmppd, Xmppct: *xmppctl, Hang: *hang})
 	if res != nil {
 		if c, e := exec.Command("git", "rev-parse", "--short", "HEAD").Output(); e == nil {
 			res.Commit = strings.TrimSpace(string(c))
@@ -53,7 +54,11 @@ func main() {
 		os.Exit(1)
 	}
 	stamp := res.Started.Format("2006-01-02T15-04Z")
-	base := filepath.Join(*out, "vip-failover-"+stamp)
+	name := "vip-failover-"
+	if *hang {
+		name = "vip-hang-"
+	}
+	base := filepath.Join(*out, name+stamp)
 	b, _ := json.MarshalIndent(res, "", "  ")
 	if err := os.WriteFile(base+".json", append(b, '\n'), 0o644); err != nil {
 		fmt.Fprintln(os.Stderr, err)
