@@ -119,7 +119,7 @@ func TestClientStateIndication(t *testing.T) {
 	}
 	bob.Bind("r")
 	bob.Send("<presence/><inactive xmlns='urn:xmpp:csi:0'/>")
-	time.Sleep(300 * time.Millisecond)
+	roundTrip(bob, "csi1") // presence and <inactive/> handled
 	bob.ReadUntil("\x00", 300*time.Millisecond) // discard anything before
 	alice.Send("<presence to='bob@localhost/r'><status>first</status></presence>")
 	alice.Send("<presence to='bob@localhost/r'><status>second</status></presence>")
@@ -182,7 +182,7 @@ async def until(cond, t=10):
         await asyncio.sleep(0.05)
     raise RuntimeError("timeout")
 async def main():
-    a = X.client(X.jid("alice", "a"), "secret")
+    a = X.client(X.jid("alice", "a"), "secret", plugins=["xep_0199"])
     b = X.client(X.jid("bob", "r"), "secret", plugins=["xep_0198"])
     msgs = []
     b.add_event_handler("message", lambda m: msgs.append(m["body"]))
@@ -195,7 +195,7 @@ async def main():
     b.transport.abort()
     await asyncio.wait_for(gone, 10)
     a.send_message(mto=X.jid("bob", "r"), mbody="two", mtype="chat")
-    await asyncio.sleep(0.3)
+    await a["xep_0199"].ping(jid=X.DOMAIN, timeout=10)  # "two" is in bob's session now
     resumed = X.event(b, "session_resumed")
     b.connect((X.HOST, X.PORT))
     await asyncio.wait_for(resumed, 10)
