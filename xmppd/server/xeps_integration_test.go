@@ -119,7 +119,7 @@ func TestClientStateIndication(t *testing.T) {
 	}
 	bob.Bind("r")
 	bob.Send("<presence/><inactive xmlns='urn:xmpp:csi:0'/>")
-	roundTrip(bob, "csi1") // presence and <inactive/> handled
+	roundTrip(bob, "csi1")                      // presence and <inactive/> handled
 	bob.ReadUntil("\x00", 300*time.Millisecond) // discard anything before
 	alice.Send("<presence to='bob@localhost/r'><status>first</status></presence>")
 	alice.Send("<presence to='bob@localhost/r'><status>second</status></presence>")
