@@ -201,3 +201,16 @@ func testenvDial(t *testing.T, e *env) *testenv.Raw {
 	c.AuthPlain("localhost", "bob", "secret")
 	return c
 }
+
+func TestStats(t *testing.T) {
+	e := start(t, nil)
+	bob := e.login(t, "bob", "r")
+	bob.Send("<enable xmlns='urn:xmpp:sm:3' resume='true'/>")
+	bob.Expect("/>", 5*time.Second)
+	m := xmlstream.New(xmlstream.NSClient, "message", "from", "alice@localhost/a", "to", "bob@localhost/r")
+	e.r.Route(context.Background(), m.Append(xmlstream.New(xmlstream.NSClient, "body").AppendText("x")))
+	bob.Expect("<body>x</body>", 5*time.Second)
+	waitFor(t, "unacked", func() bool { s := e.srv.Stats(); return s.Conns == 1 && s.Unacked == 1 })
+	bob.Drop()
+	waitFor(t, "detached", func() bool { s := e.srv.Stats(); return s.Detached == 1 && s.Conns == 0 })
+}
