@@ -273,11 +273,14 @@ func (s *Store) Generation() uint64 {
 // is written is noticed: a read error latches storage loss as a failed write
 // would. It returns Err().
 func (s *Store) Probe() error {
-	if s.Err() != nil {
-		return s.Err()
+	s.ioMu.Lock()
+	if s.lost != nil {
+		defer s.ioMu.Unlock()
+		return s.lost
 	}
 	b := make([]byte, s.sbSize)
-	_, err := s.dev.ReadAt(b, 0)
+	s.ioMu.Unlock()
+	_, err := s.dev.ReadAt(b, 0) // not under the lock: a frozen LUN must not stall writers
 	s.ioMu.Lock()
 	defer s.ioMu.Unlock()
 	if err != nil {
