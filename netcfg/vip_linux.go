@@ -453,10 +453,10 @@ func (v *VIPs) watchNA(ctx context.Context) {
 // tickleRounds are the times after a takeover at which tickles go out: the first
 // round's answers may still go to the old holder's MAC while a neighbour ignores the
 // first gratuitous ARP (its 1 s locktime); later rounds follow the later bursts.
-var tickleRounds = []time.Duration{0, 1200 * time.Millisecond, 2500 * time.Millisecond}
+var tickleRounds = []time.Duration{0, 600 * time.Millisecond, 1200 * time.Millisecond, 2500 * time.Millisecond}
 
 // Tickle sends, paced at TickleRate per second, a tickle ACK for every connection
-// (the VIP side first), in three rounds over 2.5 s: each client answers with an
+// (the VIP side first), in four rounds over 2.5 s: each client answers with an
 // ACK that reaches this node, which resets it, so clients of a lost holder
 // reconnect at once instead of waiting for their own timeouts. It returns how many
 // the first round sent.
