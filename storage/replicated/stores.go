@@ -187,7 +187,15 @@ func (s *stores) run(ctx context.Context) {
 					lastErr = err.Error()
 					s.log.Warn("storage still lost; re-persist failed (retrying)", "err", err)
 				}
-				wait = min(wait*2, 2*time.Second)
+				// A device that does not answer fails fast: retry every 2 s
+				// at most. One that reads but refuses writes (a read-only
+				// LUN) costs a read of its layout per attempt: back off to
+				// 30 s.
+				limit := 2 * time.Second
+				if s.now().Sub(start) > 200*time.Millisecond {
+					limit = 30 * time.Second
+				}
+				wait = min(wait*2, limit)
 			} else {
 				lastErr, wait = "", s.probe
 				s.log.Info("storage re-persisted into a new generation", "generation", s.bl.Generation(),
