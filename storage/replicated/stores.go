@@ -187,15 +187,11 @@ func (s *stores) run(ctx context.Context) {
 					lastErr = err.Error()
 					s.log.Warn("storage still lost; re-persist failed (retrying)", "err", err)
 				}
-				// A device that does not answer fails fast: retry every 2 s
-				// at most. One that reads but refuses writes (a read-only
-				// LUN) costs a read of its layout per attempt: back off to
-				// 30 s.
-				limit := 2 * time.Second
-				if s.now().Sub(start) > 200*time.Millisecond {
-					limit = 30 * time.Second
-				}
-				wait = min(wait*2, limit)
+				// Every 2 s at most: a frozen target's reads also take
+				// long, and the node should be durable soon after it thaws.
+				// (A LUN that reads but refuses writes costs a read of its
+				// layout per attempt.)
+				wait = min(wait*2, 2*time.Second)
 			} else {
 				lastErr, wait = "", s.probe
 				s.log.Info("storage re-persisted into a new generation", "generation", s.bl.Generation(),
