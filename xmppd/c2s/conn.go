@@ -69,6 +69,7 @@ type conn struct {
 
 	// Parking with the poller (drive, poller_linux.go).
 	noAsync   bool        // the poller refused this stream: park in its goroutine
+	exchange  bool        // inside a multi-step exchange (SASL): never hand the stream to the poller
 	resumed   bool        // the next call of next continues the one that parked
 	parkOff   int64       // the decoder's input offset when that call began
 	parkID    uint64      // registration with the poller (guarded by its mutex)
@@ -341,7 +342,7 @@ func (c *conn) next(header bool) (*xmlstream.Element, error) {
 				if err == nil || !errors.Is(err, errIdle) {
 					break
 				}
-				if !c.noAsync && c.srv.poller != nil {
+				if !c.noAsync && !c.exchange && c.srv.poller != nil {
 					c.rd.park = false
 					c.dec.ReleaseBuffers()
 					c.parkOff = off

@@ -91,7 +91,12 @@ func (c *conn) sasl(auth *xmlstream.Element) error {
 
 // saslResponse reads the client's next <response/> (or <abort/>).
 func (c *conn) saslResponse() ([]byte, string, error) {
+	// The exchange's state lives on this goroutine's stack: a slow client is
+	// waited for here, not handed to the poller (whose wake-up starts over at the
+	// top-level dispatch and would take the <response/> for a stray element).
+	c.exchange = true
 	el, err := c.next(false)
+	c.exchange = false
 	if err != nil {
 		return nil, "", err
 	}
