@@ -93,6 +93,11 @@ func ServeBoot(ctx context.Context, o BootServerOptions) error {
 	if o.Key != "" {
 		params["key"] = o.Key
 	}
+	// Settings a scenario adds for every node (e.g. a VIP pool): xmppd.extra.yaml
+	// in the lab dir, written before `up`, is appended to the served xmppd.yaml.
+	if b, err := os.ReadFile(filepath.Join(o.Dir, "xmppd.extra.yaml")); err == nil && o.XmppdYAML != "" {
+		o.XmppdYAML += string(b)
+	}
 	var files map[string][]byte
 	if o.XmppdYAML != "" {
 		files = map[string][]byte{"xmppd.yaml": []byte(o.XmppdYAML)}
