@@ -279,11 +279,16 @@ func (m *Manager) Ended(id string) {
 	m.broadcastLocked(&cluster.Message{Kind: KindEnd, ID: id})
 }
 
-// Replicated reports whether a peer receives the copies.
+// Replicated reports whether a peer that is in sync receives the copies.
 func (m *Manager) Replicated() bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return len(m.peers) > 0
+	for p := range m.peers {
+		if !m.stale[p] {
+			return true
+		}
+	}
+	return false
 }
 
 // Sync returns once at least one peer has handled everything sent to it so
@@ -626,8 +631,14 @@ func (m *Manager) onFull(_ context.Context, from cluster.Peer, msg *cluster.Mess
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for id, cp := range m.copies {
-		if cp.owner.Node == from.Node && !cp.orphan {
-			delete(m.copies, id)
+		switch {
+		case cp.owner.Node != from.Node || cp.orphan:
+		case cp.owner.Incarnation != from.Incarnation:
+			// The sender restarted before this node noticed: its earlier
+			// incarnation's sessions are resumable from their copies.
+			cp.orphan, cp.deadline = true, time.Now().Add(m.cfg.Timeout)
+		default:
+			delete(m.copies, id) // replaced by the full copy
 		}
 	}
 	for _, w := range all {

@@ -274,3 +274,30 @@ func TestFetchAsksPeers(t *testing.T) {
 		t.Fatalf("second fetch: %v", err)
 	}
 }
+
+// A node restarted before its peers noticed: its new incarnation's full copy
+// does not erase the sessions of the old one, which stay resumable.
+func TestRestartKeepsOldIncarnationCopies(t *testing.T) {
+	ctx := context.Background()
+	n := &fakeNet{nodes: map[string]*fakeBus{}, down: map[string]bool{}}
+	mk := func(node string, inc uint64) *Manager {
+		m := New(Config{Node: node, Bus: n.bus(node, inc), Peers: n.peersOf(node), Timeout: time.Minute, Tick: 10 * time.Millisecond},
+			&fakeC2S{m: map[string]*c2s.SMState{}})
+		m.Register()
+		return m
+	}
+	a, b := mk("a", 1), mk("b", 1)
+	a.check()
+	b.check()
+	id := a.NewID()
+	a.Put(&c2s.SMState{ID: id, JID: jid.MustParse("bob@example.org/r")})
+	a.Queued(id, 1, msg("one"))
+	a2 := mk("a", 2) // restarted: b has not run check since
+	a2.check()       // sends b a full copy (empty)
+	if s := b.Stats(); s.Copies != 1 || s.Orphans != 1 {
+		t.Fatalf("b after a's restart: %+v", s)
+	}
+	if got, err := b.Fetch(ctx, id, "bob"); err != nil || len(got.Queue) != 1 {
+		t.Fatalf("fetch: %+v %v", got, err)
+	}
+}
