@@ -18,20 +18,37 @@ import (
 	"xedge/xmppd/version"
 )
 
-// memberships holds each Server's membership view (built on first use).
-var memberships sync.Map // *Server -> discovery.View
+// discoveries holds each Server's membership (built once, on first use, by
+// whichever comes first: Membership or the discovery feature's Build, so a
+// feature built earlier still gets the live view).
+var discoveries sync.Map // *Server -> *discoveryState
+
+type discoveryState struct {
+	once  sync.Once
+	view  discovery.View
+	agent *discovery.Agent // nil without gossip
+	err   error            // building the agent failed (reported by Build)
+}
+
+func (s *Server) discovery() *discoveryState {
+	v, _ := discoveries.LoadOrStore(s, &discoveryState{})
+	st := v.(*discoveryState)
+	st.once.Do(func() {
+		st.agent, st.err = s.newAgent()
+		if st.agent != nil {
+			st.view = st.agent
+		} else {
+			st.view = discovery.NewStaticView(s.localMember())
+		}
+	})
+	return st
+}
 
 // Membership returns the cluster membership view of this node: every member
 // with its gossip status and tags (discovery.View). It is never nil: a single
 // node, or one with discovery off, gets a view holding only itself. VIP
 // placement and DNS publishing read it; call it from a Feature's Build or later.
-func (s *Server) Membership() discovery.View {
-	if v, ok := memberships.Load(s); ok {
-		return v.(discovery.View)
-	}
-	v, _ := memberships.LoadOrStore(s, discovery.View(discovery.NewStaticView(s.localMember())))
-	return v.(discovery.View)
-}
+func (s *Server) Membership() discovery.View { return s.discovery().view }
 
 // memberMarker is the file in the data directory that says this node has been
 // part of a cluster: on its next start it announces itself as a member at once,
@@ -51,43 +68,16 @@ func buildDiscovery(s *Server) ([]StagedComponent, error) {
 	cfg := s.cfg
 	src := cfg.DiscoverySources()
 	s.Admin.Handle("gossip", func(ctx context.Context, args []string) (any, error) { return gossipMembers(s.Membership()), nil })
-	if !src.Serf {
+	ds := s.discovery()
+	if ds.err != nil {
+		return nil, ds.err
+	}
+	if ds.agent == nil {
 		// No gossip: the static view of this node alone still shows its
 		// storage mode and sessions.
-		return s.tagKeeper(func() discovery.View { return s.Membership() }), nil
+		return s.tagKeeper(ds.view), nil
 	}
-	key, err := cfg.LoadClusterKey()
-	if err != nil {
-		return nil, err
-	}
-	bind, adv, err := cfg.GossipAddrs()
-	if err != nil {
-		return nil, err
-	}
-	local := s.localMember()
-	d := cfg.Discovery
-	srvDomain := ""
-	if src.DNS {
-		srvDomain = d.Domain
-	}
-	servers, err := discovery.ParseServers(d.DNSServers)
-	if err != nil {
-		return nil, err
-	}
-	if _, err := os.Stat(filepath.Join(cfg.Data, memberMarker)); err == nil {
-		local.Tags.Cluster = discovery.ClusterMember
-	}
-	agent, err := discovery.New(discovery.Config{
-		NodeName: cfg.Node, BindAddr: bind, AdvertiseAddr: adv, ClusterKey: key, Tags: local.Tags,
-		SnapshotPath: filepath.Join(cfg.Data, "serf.snapshot"), Logger: s.log,
-		Seeds: cfg.GossipSeeds(), SRVDomain: srvDomain, DNSServers: servers, ReverseDNS: d.ReverseDNS,
-		Scan: src.Scan, ScanRate: d.ScanRate, ScanMaxBits: d.ScanMaxPrefix, ClusterPort: uint16(portOf(cfg.ClusterAddr)),
-		ProbeInterval: d.ProbeInterval, SuspicionMult: d.SuspicionMult,
-	})
-	if err != nil {
-		return nil, err
-	}
-	memberships.Store(s, discovery.View(agent))
+	agent, d := ds.agent, cfg.Discovery
 	if err := s.Metrics().Register(gossipCollector{agent}); err != nil {
 		s.log.Warn("discovery metrics not registered", "component", "discovery", "err", err)
 	}
@@ -112,16 +102,50 @@ func buildDiscovery(s *Server) ([]StagedComponent, error) {
 		}
 		return nil
 	}
-	stop := func(ctx context.Context) error {
-		memberships.Delete(s)
-		return agent.Stop(ctx)
+	return append([]StagedComponent{{Stage: BeforeStorage, Name: "discovery", Start: start, Stop: agent.Stop}},
+		s.tagKeeper(agent)...), nil
+}
+
+// newAgent builds (no I/O) the Serf agent the configuration asks for; nil
+// without gossip.
+func (s *Server) newAgent() (*discovery.Agent, error) {
+	cfg := s.cfg
+	src := cfg.DiscoverySources()
+	if !src.Serf {
+		return nil, nil
 	}
-	return append([]StagedComponent{{Stage: BeforeStorage, Name: "discovery", Start: start, Stop: stop}},
-		s.tagKeeper(func() discovery.View { return agent })...), nil
+	key, err := cfg.LoadClusterKey()
+	if err != nil {
+		return nil, err
+	}
+	bind, adv, err := cfg.GossipAddrs()
+	if err != nil {
+		return nil, err
+	}
+	local := s.localMember()
+	d := cfg.Discovery
+	srvDomain := ""
+	if src.DNS {
+		srvDomain = d.Domain
+	}
+	servers, err := discovery.ParseServers(d.DNSServers)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := os.Stat(filepath.Join(cfg.Data, memberMarker)); err == nil {
+		local.Tags.Cluster = discovery.ClusterMember
+	}
+	return discovery.New(discovery.Config{
+		NodeName: cfg.Node, BindAddr: bind, AdvertiseAddr: adv, ClusterKey: key, Tags: local.Tags,
+		SnapshotPath: filepath.Join(cfg.Data, "serf.snapshot"), Logger: s.log,
+		Seeds: cfg.GossipSeeds(), SRVDomain: srvDomain, DNSServers: servers, ReverseDNS: d.ReverseDNS,
+		Scan: src.Scan, ScanRate: d.ScanRate, ScanMaxBits: d.ScanMaxPrefix, ClusterPort: uint16(portOf(cfg.ClusterAddr)),
+		ProbeInterval: d.ProbeInterval, SuspicionMult: d.SuspicionMult,
+	})
 }
 
 // tagKeeper returns the AfterStorage component that runs keepTags on view.
-func (s *Server) tagKeeper(view func() discovery.View) []StagedComponent {
+func (s *Server) tagKeeper(view discovery.View) []StagedComponent {
 	var (
 		cancel context.CancelFunc
 		wg     sync.WaitGroup
@@ -131,7 +155,7 @@ func (s *Server) tagKeeper(view func() discovery.View) []StagedComponent {
 			ctx, c := context.WithCancel(context.Background())
 			cancel = c
 			wg.Add(1)
-			go func() { defer wg.Done(); s.keepTags(ctx, view()) }()
+			go func() { defer wg.Done(); s.keepTags(ctx, view) }()
 			return nil
 		},
 		Stop: func(context.Context) error {
