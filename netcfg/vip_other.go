@@ -45,3 +45,10 @@ func (v *VIPs) Announce(netip.Addr) error                   { return errNotLinux
 func (v *VIPs) Tickle(context.Context, []Conn) (int, error) { return 0, errNotLinux }
 func RemoveAddrs(string, []netip.Prefix) error              { return errNotLinux }
 func TCPConnections([]netip.Addr, []uint16) ([]Conn, error) { return nil, errNotLinux }
+
+// Firewall is the firewall (Linux only).
+type Firewall struct{}
+
+func NewFirewall(*slog.Logger) (*Firewall, error)    { return nil, errNotLinux }
+func (f *Firewall) Apply(FirewallSpec) (bool, error) { return false, errNotLinux }
+func (f *Firewall) Remove() error                    { return errNotLinux }
