@@ -1,6 +1,6 @@
 //go:build integration && linux
 
-package discovery_test
+package discovery
 
 import (
 	"context"
@@ -16,8 +16,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"xedge/discovery"
 )
 
 // startBIND runs a real named (Debian's bind9) listening on addr:port —
@@ -79,27 +77,27 @@ func TestSRVSeedsFromBIND(t *testing.T) {
 	}
 	dnsPort := l.LocalAddr().(*net.UDPAddr).Port
 	l.Close()
-	seedAddr := freeAddr(t, "127.0.0.61")
+	seedAddr := freeGossipAddr(t, "127.0.0.61")
 	// Two SRV records: one points at a port where nothing listens (lower
 	// priority number: tried first), the other at the seed.
-	dead := freeAddr(t, "127.0.0.62")
+	dead := freeGossipAddr(t, "127.0.0.62")
 	startBIND(t, "", "127.0.0.1", dnsPort, map[string]string{"srv.test": fmt.Sprintf(
 		"_xedge-cluster._tcp IN SRV 0 10 %d dead.srv.test.\n_xedge-cluster._tcp IN SRV 10 10 %d seed.srv.test.\ndead IN A 127.0.0.62\nseed IN A 127.0.0.61\n",
 		dead.Port(), seedAddr.Port())})
 	// named listens only on interface addresses: on lo that is 127.0.0.1.
 	servers := []netip.AddrPort{netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(dnsPort))}
 
-	got, err := discovery.LookupSRVSeeds(context.Background(), "srv.test", servers)
+	got, err := LookupSRVSeeds(context.Background(), "srv.test", servers)
 	if err != nil || !slices.Equal(got, []string{dead.String(), seedAddr.String()}) {
 		t.Fatalf("SRV seeds %v %v, want [%s %s]", got, err, dead, seedAddr)
 	}
-	if _, err := discovery.LookupSRVSeeds(context.Background(), "nothing.test", servers); err == nil {
+	if _, err := LookupSRVSeeds(context.Background(), "nothing.test", servers); err == nil {
 		t.Fatal("no error for a domain without SRV records")
 	}
 
-	logs := &lockedBuf{}
+	logs := &syncBuf{}
 	lg := slog.New(slog.NewTextHandler(logs, nil))
-	seed, err := discovery.New(discovery.Config{NodeName: "seed", BindAddr: seedAddr, ClusterKey: key, Logger: lg})
+	seed, err := New(Config{NodeName: "seed", BindAddr: seedAddr, ClusterKey: key, Logger: lg})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -107,7 +105,7 @@ func TestSRVSeedsFromBIND(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { seed.Shutdown() })
-	node, err := discovery.New(discovery.Config{NodeName: "node", BindAddr: freeAddr(t, "127.0.0.63"), ClusterKey: key,
+	node, err := New(Config{NodeName: "node", BindAddr: freeGossipAddr(t, "127.0.0.63"), ClusterKey: key,
 		SRVDomain: "srv.test", DNSServers: servers, Logger: lg})
 	if err != nil {
 		t.Fatal(err)
@@ -120,7 +118,7 @@ func TestSRVSeedsFromBIND(t *testing.T) {
 	for {
 		var found string
 		for _, m := range node.Members() {
-			if m.Name == "seed" && m.Status == discovery.StatusAlive {
+			if m.Name == "seed" && m.Status == StatusAlive {
 				found = m.FoundBy
 			}
 		}
@@ -141,24 +139,4 @@ func TestSRVSeedsFromBIND(t *testing.T) {
 			t.Log(l)
 		}
 	}
-}
-
-// freeAddr returns ip:port free on TCP and UDP a moment ago.
-func freeAddr(t *testing.T, ip string) netip.AddrPort {
-	t.Helper()
-	for i := 0; i < 50; i++ {
-		l, err := net.Listen("tcp", ip+":0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ap := netip.MustParseAddrPort(l.Addr().String())
-		u, err := net.ListenPacket("udp", ap.String())
-		l.Close()
-		if err == nil {
-			u.Close()
-			return ap
-		}
-	}
-	t.Fatal("no free port")
-	return netip.AddrPort{}
 }

@@ -1,6 +1,6 @@
 //go:build integration && linux
 
-package discovery_test
+package discovery
 
 import (
 	"bytes"
@@ -118,12 +118,6 @@ func (p *proc) exited() bool {
 		return false
 	}
 }
-
-// lockedBuf is a goroutine-safe log sink.
-type lockedBuf struct{ p proc }
-
-func (b *lockedBuf) Write(x []byte) (int, error) { return b.p.Write(x) }
-func (b *lockedBuf) String() string              { return b.p.Logs() }
 
 // startProc starts argv in this namespace and stops it by PID in t.Cleanup.
 func startProc(t *testing.T, name string, argv ...string) *proc {
