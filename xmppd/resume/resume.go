@@ -121,6 +121,17 @@ type Manager struct {
 
 	cancel context.CancelFunc
 	done   chan struct{}
+
+	// Sync rounds: callers share the next round to start (one bus call per
+	// peer for any number of waiting callers).
+	syncMu   sync.Mutex
+	syncCur  *syncRound // in flight
+	syncNext *syncRound // waiting for syncCur to end
+}
+
+type syncRound struct {
+	done chan struct{}
+	err  error
 }
 
 // New returns a manager; Register its bus handlers before the bus starts.
@@ -292,8 +303,45 @@ func (m *Manager) Replicated() bool {
 }
 
 // Sync returns once at least one peer has handled everything sent to it so
-// far (at once when there is no peer).
+// far (at once when there is no peer). Concurrent callers share rounds.
 func (m *Manager) Sync(ctx context.Context) error {
+	m.syncMu.Lock()
+	r := m.syncNext
+	if r == nil {
+		r = &syncRound{done: make(chan struct{})}
+		m.syncNext = r
+		if m.syncCur == nil {
+			m.startSyncLocked()
+		}
+	}
+	m.syncMu.Unlock()
+	select {
+	case <-r.done:
+		return r.err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (m *Manager) startSyncLocked() {
+	r := m.syncNext
+	m.syncCur, m.syncNext = r, nil
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		r.err = m.syncRound(ctx)
+		cancel()
+		m.syncMu.Lock()
+		m.syncCur = nil
+		if m.syncNext != nil {
+			m.startSyncLocked()
+		}
+		m.syncMu.Unlock()
+		close(r.done)
+	}()
+}
+
+// syncRound is one round of Sync.
+func (m *Manager) syncRound(ctx context.Context) error {
 	m.mu.Lock()
 	peers := make([]string, 0, len(m.peers))
 	for p := range m.peers {

@@ -301,3 +301,51 @@ func TestRestartKeepsOldIncarnationCopies(t *testing.T) {
 		t.Fatalf("fetch: %+v %v", got, err)
 	}
 }
+
+// Concurrent Syncs share rounds: 50 callers while a round is in flight cost
+// one more round, not 50 bus calls.
+func TestSyncCoalesces(t *testing.T) {
+	n := &fakeNet{nodes: map[string]*fakeBus{}, down: map[string]bool{}}
+	a := New(Config{Node: "a", Bus: n.bus("a", 1), Peers: n.peersOf("a"), Timeout: time.Minute}, nil)
+	a.Register()
+	bb := n.bus("b", 1)
+	release := make(chan struct{})
+	var mu sync.Mutex
+	calls := 0
+	bb.Handle(KindSync, func(context.Context, cluster.Peer, *cluster.Message) ([]byte, error) {
+		mu.Lock()
+		calls++
+		mu.Unlock()
+		<-release
+		return nil, nil
+	})
+	bb.Handle(KindFull, func(context.Context, cluster.Peer, *cluster.Message) ([]byte, error) { return nil, nil })
+	a.check()
+	first := make(chan error, 1)
+	go func() { first <- a.Sync(context.Background()) }()
+	for {
+		mu.Lock()
+		c := calls
+		mu.Unlock()
+		if c == 1 {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	var wg sync.WaitGroup
+	for i := 0; i < 50; i++ {
+		wg.Add(1)
+		go func() { defer wg.Done(); _ = a.Sync(context.Background()) }()
+	}
+	time.Sleep(50 * time.Millisecond) // most callers queue behind the round in flight
+	close(release)
+	wg.Wait()
+	if err := <-first; err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if calls < 2 || calls > 3 { // 3: callers late enough to miss the second round
+		t.Fatalf("%d sync calls for 51 callers, want 2", calls)
+	}
+}
