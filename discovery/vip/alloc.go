@@ -36,6 +36,9 @@ type View struct {
 	// that left gracefully); 0 means len(Nodes). A view with no more than half of the
 	// known members has no quorum.
 	Known int
+	// Visible is the number of live members, counting those that publish no VIP
+	// state (a witness without VIPs); 0 or less than len(Nodes) means len(Nodes).
+	Visible int
 }
 
 // Policy is the VIP configuration shared by every node.
@@ -100,13 +103,11 @@ func (p Policy) Assign(v View) Plan {
 	for _, vip := range p.VIPs {
 		plan.Holder[vip] = ""
 	}
-	known := v.Known
-	if known < len(v.Nodes) || known == 0 {
-		known = len(v.Nodes)
-	}
-	if p.Quorum && 2*len(v.Nodes) <= known && known > 0 {
+	visible := max(v.Visible, len(v.Nodes))
+	known := max(v.Known, visible)
+	if p.Quorum && 2*visible <= known && known > 0 {
 		plan.HasQuorum = false
-		plan.Note = fmt.Sprintf("no quorum: %d of %d known members visible", len(v.Nodes), known)
+		plan.Note = fmt.Sprintf("no quorum: %d of %d known members visible", visible, known)
 		for _, vip := range p.VIPs {
 			plan.Reason[vip] = "withdrawn: " + plan.Note
 		}

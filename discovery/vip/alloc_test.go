@@ -71,6 +71,8 @@ func TestAssignTable(t *testing.T) {
 			View{Nodes: []Node{nd("n1", 100), nd("n2", 100)}, Known: 4}, "a=", false, "withdrawn"},
 		{"majority keeps serving", Policy{VIPs: one, Quorum: true},
 			View{Nodes: []Node{nd("n1", 100), nd("n2", 100)}, Known: 3}, "a=n1", true, ""},
+		{"a live witness without VIP state counts for quorum", Policy{VIPs: one, Quorum: true},
+			View{Nodes: []Node{nd("n2", 100)}, Known: 3, Visible: 2}, "a=n2", true, "taken over"},
 		{"quorum off: two-node survivor serves", Policy{VIPs: one},
 			View{Nodes: []Node{nd("n2", 100)}, Known: 2}, "a=n2", true, ""},
 	}

@@ -433,16 +433,22 @@ func (f *vipFeature) step(ctx context.Context, now time.Time) {
 			Priority: row.Priority, Preemptible: row.Preemptible, Holds: row.Holds})
 		return true
 	})
-	knownSet := map[string]bool{}
+	knownSet, visible := map[string]bool{}, map[string]bool{}
 	for n := range f.known {
 		knownSet[n] = true
+	}
+	for _, n := range view.Nodes {
+		visible[n.Name] = true
 	}
 	for _, m := range members {
 		if m.Status != discovery.StatusLeft {
 			knownSet[m.Name] = true
 		}
+		if m.Status == discovery.StatusAlive || m.Status == discovery.StatusSuspect {
+			visible[m.Name] = true // e.g. a witness that publishes no VIP state
+		}
 	}
-	view.Known = len(knownSet)
+	view.Known, view.Visible = len(knownSet), len(visible)
 	f.view, f.knownN = view.Nodes, view.Known
 	f.mu.Unlock()
 
