@@ -232,13 +232,8 @@ func (f *opsFeature) collectors() error {
 		errs = append(errs, f.reg.Register(t.Collector()))
 	}
 	errs = append(errs, f.featureCollectors())
-	// Queue lengths of the client sessions, if c2s offers them (optional:
-	// func (*c2s.Server) QueueLengths() (sendQueued, smUnacked int)).
-	if q, ok := any(s.C2S).(interface{ QueueLengths() (int, int) }); ok {
-		errs = append(errs,
-			f.reg.Gauge("c2s_send_queue_stanzas", "Stanzas queued for sending, summed over client sessions.", func() float64 { n, _ := q.QueueLengths(); return float64(n) }),
-			f.reg.Gauge("c2s_sm_unacked_stanzas", "Stanzas sent and not yet acknowledged (XEP-0198), summed over client sessions.", func() float64 { _, n := q.QueueLengths(); return float64(n) }))
-	}
+	// Client connections and queue lengths, from c2s at scrape time.
+	errs = append(errs, f.reg.Register(c2sCollector{s}))
 	// raft, serf, memberlist and storage/local report through go-metrics.
 	errs = append(errs, f.reg.Register(metrics.InstallGoMetricsSink()))
 	if err := errors.Join(errs...); err != nil {
@@ -275,4 +270,29 @@ func (f *opsFeature) collectors() error {
 		return false
 	})
 	return nil
+}
+
+// c2sCollector exports c2s's snapshot (one walk per scrape).
+type c2sCollector struct{ s *Server }
+
+var (
+	descC2SConns    = prometheus.NewDesc("xmppd_c2s_connections", "Open client connections.", nil, nil)
+	descC2SParked   = prometheus.NewDesc("xmppd_c2s_parked_streams", "Idle client streams waiting in the poller without a goroutine.", nil, nil)
+	descC2SQueued   = prometheus.NewDesc("xmppd_c2s_send_queue_stanzas", "Stanzas queued for writing, summed over client sessions.", nil, nil)
+	descC2SUnacked  = prometheus.NewDesc("xmppd_c2s_sm_unacked_stanzas", "Stanzas sent and not yet acknowledged (XEP-0198), summed over client sessions.", nil, nil)
+	descC2SDetached = prometheus.NewDesc("xmppd_c2s_detached_sessions", "Resumable sessions without a connection (XEP-0198, waiting for resumption).", nil, nil)
+)
+
+func (c c2sCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descC2SConns, descC2SParked, descC2SQueued, descC2SUnacked, descC2SDetached} {
+		ch <- d
+	}
+}
+
+func (c c2sCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.s.C2S.Stats()
+	for d, v := range map[*prometheus.Desc]int{descC2SConns: st.Conns, descC2SParked: st.Parked, descC2SQueued: st.SendQueued,
+		descC2SUnacked: st.Unacked, descC2SDetached: st.Detached} {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, float64(v))
+	}
 }

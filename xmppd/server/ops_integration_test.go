@@ -171,6 +171,7 @@ func TestOperations(t *testing.T) {
 	for _, name := range []string{"xmppd_sessions", "xmppd_logins_total", "xmppd_login_failures_total", "xmppd_stanzas_in_total",
 		"xmppd_stanzas_out_total", "xmppd_routing_latency_seconds", "xmppd_storage_mode", "xmppd_storage_role", "xmppd_storage_leader",
 		"xmppd_storage_applied_index", "xmppd_storage_lag_entries", "xmppd_build_info", "xmppd_uptime_seconds", "xmppd_log_records_total",
+		"xmppd_c2s_connections", "xmppd_c2s_parked_streams", "xmppd_c2s_send_queue_stanzas", "xmppd_c2s_sm_unacked_stanzas", "xmppd_c2s_detached_sessions",
 		"go_goroutines", "go_memstats_heap_alloc_bytes", "go_gc_duration_seconds", "process_resident_memory_bytes"} {
 		if before[name] == nil {
 			t.Errorf("metric %s missing", name)
@@ -216,6 +217,7 @@ func TestOperations(t *testing.T) {
 		}
 	}
 	moved("xmppd_sessions", 2)
+	moved("xmppd_c2s_connections", 2)
 	moved("xmppd_logins_total", 2)
 	moved("xmppd_login_failures_total", 1)
 	moved("xmppd_stanzas_in_total", 40, "type", "message")
