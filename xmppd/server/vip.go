@@ -280,9 +280,10 @@ func (f *vipFeature) stop(ctx context.Context) error {
 	// withdraw every address.
 	row, _ := json.Marshal(vipRow{Leaving: true})
 	f.s.Store.Ephemeral(VIPTable).Put(f.s.cfg.Node, row)
-	err := f.mech.Stop(ctx)
+	// Stop deciding first (no VIP is taken after this), then withdraw.
 	f.cancel()
 	f.wg.Wait()
+	err := f.mech.Stop(ctx)
 	f.notify.Wait()
 	for _, n := range f.names {
 		f.s.Store.Ephemeral(VIPConnTable).Delete(n)
