@@ -1,0 +1,582 @@
+//go:build vmtest
+
+package vmtest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netns"
+
+	"xedge/bench/loadgen"
+	"xedge/build/lab"
+)
+
+// Helpers of the failure scenarios (b)–(f): a clustered lab booted directly (PVH,
+// much faster than PXE under TCG) in a network namespace, and an XEP-0198 client
+// that runs on the host side of the lab's bridge (10.77.0.1), counts what the
+// server acknowledged and resumes its session through any node.
+
+const (
+	scenarioDomain = "lab.example"
+	scenarioVIP    = "10.77.0.100"
+)
+
+// scenarioLab boots n clustered nodes (direct boot, root mode) with the lab's TCG
+// timing and extraYAML appended to every node's xmppd configuration.
+func scenarioLab(t *testing.T, ctx context.Context, n int, storage bool, extraYAML string) (string, *lab.State) {
+	t.Helper()
+	need(t)
+	if os.Geteuid() != 0 {
+		t.Skip("the scenario lab needs root (network namespace, bridge, taps, tgtd); CI runs the VM tier as root")
+	}
+	xedge := xedgeTool(t)
+	dir := t.TempDir()
+	if extraYAML != "" {
+		if err := os.WriteFile(filepath.Join(dir, "xmppd.extra.yaml"), []byte(extraYAML), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st, lines, err := lab.Up(ctx, lab.UpOptions{Dir: dir, Kernel: img.Vmlinux, Initrd: img.Cpio, Nodes: n, MaxBoot: 3,
+		Domain: scenarioDomain, Mode: "netns", Storage: storage, ClusterKey: "scenario-cluster-key-0123456789",
+		// The boot server serves xmppd.yaml (TCG timing + extraYAML) to direct boots too.
+		Params: "xedge.debug=1 xedge.restarts=10/30m xedge.config=http://10.77.0.1/xmppd.yaml",
+		Self:   []string{xedge, "lab", "--dir", dir, "segment"}, Log: os.Stderr, WaitReady: 6 * time.Minute})
+	t.Cleanup(func() {
+		if t.Failed() {
+			for i := 1; i <= 5; i++ {
+				if _, err := os.Stat(filepath.Join(dir, fmt.Sprintf("node%d", i), "console.log")); err == nil {
+					t.Logf("node%d console:\n%s", i, consoleTail(dir, fmt.Sprintf("node%d", i)))
+				}
+			}
+		}
+		_ = lab.Down(dir)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, l := range lines {
+		if !strings.Contains(l, fmt.Sprintf(": ready 10.77.0.%d ", 11+i)) {
+			t.Fatalf("node%d did not come up serving: %q", i+1, l)
+		}
+	}
+	t.Logf("scenario lab up: %v (load %s)", lines, loadAvg())
+	return dir, st
+}
+
+func nodeSock(dir, n string) string { return filepath.Join(dir, n, "console.sock") }
+
+// consoleUntil runs a console command until ok accepts its output (bounded by d).
+func consoleUntil(ctx context.Context, dir, node, line string, d time.Duration, ok func(string) bool) (string, error) {
+	deadline := time.Now().Add(d)
+	out := ""
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		var err error
+		out, err = lab.Run(ctx, nodeSock(dir, node), line)
+		if err == nil && ok(out) {
+			return out, nil
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+	return out, fmt.Errorf("%s: %q not as wanted within %s; last output:\n%s", node, line, d, out)
+}
+
+// registerUsers creates accounts on node1 and waits until every node sees them.
+func registerUsers(t *testing.T, ctx context.Context, dir string, nodes []string, users ...string) {
+	t.Helper()
+	for _, u := range users {
+		if out, err := lab.Run(ctx, nodeSock(dir, "node1"), "register "+u+" secret-"+u); err != nil || strings.Contains(out, "error") {
+			t.Fatalf("register %s on node1: %v\n%s", u, err, out)
+		}
+	}
+	for _, n := range nodes {
+		if _, err := consoleUntil(ctx, dir, n, "users", 2*time.Minute, func(s string) bool {
+			for _, u := range users {
+				if !strings.Contains(s, u) {
+					return false
+				}
+			}
+			return true
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// inNetNS runs f on an OS thread inside the named namespace: sockets f opens live
+// there (the host side of the lab's bridge).
+func inNetNS(name string, f func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread ends with the goroutine
+		h, err := netns.GetFromName(name)
+		if err != nil {
+			errc <- err
+			return
+		}
+		defer h.Close()
+		if err := netns.Set(h); err != nil {
+			errc <- err
+			return
+		}
+		errc <- f()
+	}()
+	return <-errc
+}
+
+// vipHolderMAC is the lab node whose MAC the namespace's neighbour table has for
+// the VIP (the node a client of the VIP talks to), or "".
+func vipHolderMAC(ns string) string {
+	out, _ := exec.Command("ip", "-n", ns, "neigh", "show", scenarioVIP).Output()
+	f := strings.Fields(string(out))
+	for i, w := range f {
+		if w == "lladdr" && i+1 < len(f) && strings.HasPrefix(f[i+1], "52:54:00:77:01:") {
+			n, err := strconv.ParseInt(strings.TrimPrefix(f[i+1], "52:54:00:77:01:"), 16, 32)
+			if err == nil {
+				return fmt.Sprintf("node%d", n)
+			}
+		}
+	}
+	return ""
+}
+
+var vipHolderRe = regexp.MustCompile(regexp.QuoteMeta(scenarioVIP) + `/24\s+(node\d+)\s`)
+
+// smClient is an XMPP client with XEP-0198 stream management and resumption on
+// loadgen's raw connection. It counts stanzas both ways, records message bodies
+// received, keeps every stanza it sent until the server acknowledged it and
+// resends the unacknowledged ones after a resume (at-least-once, as the XEP says).
+type smClient struct {
+	name, user, addr, resource, ns string
+
+	mu      sync.Mutex
+	c       *loadgen.Conn
+	gen     int // connection generation (a reader ends only its own)
+	previd  string
+	hIn     uint64   // stanzas received since <enabled/>
+	sent    [][]byte // stanzas sent since <enabled/>; sent[i] is stanza i+1
+	acked   uint64   // server's last h
+	lastR   time.Time
+	lastA   time.Time
+	msgN    int            // messages numbered so far (by traffic, one goroutine at a time)
+	got     map[string]int // message body -> times received
+	firstAt map[string]time.Time
+	dead    chan struct{} // closed when the current connection's reader ends
+	logf    func(string, ...any)
+}
+
+func newSMClient(name, ns, addr, user, resource string, logf func(string, ...any)) *smClient {
+	return &smClient{name: name, ns: ns, addr: addr, user: user, resource: resource,
+		got: map[string]int{}, firstAt: map[string]time.Time{}, logf: logf}
+}
+
+func (s *smClient) opts(timeout time.Duration) loadgen.Options {
+	return loadgen.Options{Addr: s.addr, Domain: scenarioDomain, StartTLS: true, Resource: s.resource, Timeout: timeout}
+}
+
+// dial connects and authenticates (STARTTLS, SCRAM-SHA-1) from the namespace.
+func (s *smClient) dial(timeout time.Duration) (*loadgen.Conn, error) {
+	var c *loadgen.Conn
+	err := inNetNS(s.ns, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		defer cancel()
+		var err error
+		if c, err = loadgen.Dial(ctx, s.opts(timeout)); err != nil {
+			return err
+		}
+		if err = c.Auth(s.user, "secret-"+s.user); err != nil {
+			c.Abort()
+		}
+		return err
+	})
+	return c, err
+}
+
+const nsSM = "urn:xmpp:sm:3"
+
+// login: bind, initial presence, enable resumable stream management.
+func (s *smClient) login(timeout time.Duration) error {
+	c, err := s.dial(timeout)
+	if err != nil {
+		return err
+	}
+	if err := c.Bind(); err != nil {
+		c.Abort()
+		return err
+	}
+	if err := c.Send([]byte("<presence/><enable xmlns='" + nsSM + "' resume='true'/>")); err != nil {
+		c.Abort()
+		return err
+	}
+	for range 100 {
+		el, err := c.Next()
+		if err != nil {
+			c.Abort()
+			return fmt.Errorf("enable: %w", err)
+		}
+		switch string(loadgen.Name(el)) {
+		case "enabled":
+			s.mu.Lock()
+			s.previd = string(loadgen.Attr(el, "id"))
+			s.mu.Unlock()
+			if s.previd == "" || string(loadgen.Attr(el, "resume")) != "true" {
+				c.Abort()
+				return fmt.Errorf("stream management without resumption: %.200q", el)
+			}
+			s.attach(c)
+			return nil
+		case "failed":
+			c.Abort()
+			return fmt.Errorf("enable failed: %.200q", el)
+		}
+	}
+	c.Abort()
+	return errors.New("no <enabled/>")
+}
+
+// resume authenticates on a new connection and resumes the previous session:
+// the server's h says which of our stanzas it had; the rest are sent again.
+func (s *smClient) resume(timeout time.Duration) (uint64, error) {
+	c, err := s.dial(timeout)
+	if err != nil {
+		return 0, err
+	}
+	s.mu.Lock()
+	req := fmt.Sprintf("<resume xmlns='%s' h='%d' previd='%s'/>", nsSM, s.hIn, s.previd)
+	s.mu.Unlock()
+	if err := c.Send([]byte(req)); err != nil {
+		c.Abort()
+		return 0, err
+	}
+	el, err := c.Next()
+	if err != nil {
+		c.Abort()
+		return 0, fmt.Errorf("resume: %w", err)
+	}
+	if string(loadgen.Name(el)) != "resumed" {
+		c.Abort()
+		return 0, fmt.Errorf("resume refused: %.300q", el)
+	}
+	h, _ := strconv.ParseUint(string(loadgen.Attr(el, "h")), 10, 64)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if h > s.acked {
+		s.acked = h
+	}
+	// Resent under the lock, before any new stanza: the server counts in order.
+	for _, b := range s.sent[min(int(s.acked), len(s.sent)):] {
+		if err := c.Send(b); err != nil {
+			c.Abort()
+			return h, err
+		}
+	}
+	s.attachLocked(c)
+	return h, nil
+}
+
+func (s *smClient) attach(c *loadgen.Conn) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.attachLocked(c)
+}
+
+func (s *smClient) attachLocked(c *loadgen.Conn) {
+	s.c = c
+	s.gen++
+	gen := s.gen
+	s.dead = make(chan struct{})
+	s.lastR, s.lastA = time.Time{}, time.Now()
+	_ = c.SetDeadline(time.Now().Add(30 * time.Minute))
+	go s.read(c, gen, s.dead)
+}
+
+func (s *smClient) read(c *loadgen.Conn, gen int, dead chan struct{}) {
+	defer close(dead)
+	for {
+		el, err := c.Next()
+		if err != nil {
+			s.mu.Lock()
+			if s.gen == gen {
+				s.c = nil
+			}
+			s.mu.Unlock()
+			c.Abort()
+			return
+		}
+		s.mu.Lock()
+		switch string(loadgen.Name(el)) {
+		case "message", "presence", "iq":
+			s.hIn++
+			if b := loadgen.Child(el, "body"); b != nil {
+				body := loadgen.Text(b)
+				if s.got[body] == 0 {
+					s.firstAt[body] = time.Now()
+				}
+				s.got[body]++
+			}
+			if string(loadgen.Name(el)) == "iq" && string(loadgen.Attr(el, "type")) == "get" {
+				s.sendLocked(fmt.Sprintf("<iq type='result' id='%s'/>", loadgen.Attr(el, "id")))
+			}
+		case "r":
+			_ = c.Send(fmt.Appendf(nil, "<a xmlns='%s' h='%d'/>", nsSM, s.hIn))
+		case "a":
+			h, _ := strconv.ParseUint(string(loadgen.Attr(el, "h")), 10, 64)
+			if h > s.acked {
+				s.acked = h
+			}
+			s.lastA = time.Now()
+		}
+		s.mu.Unlock()
+	}
+}
+
+// sendLocked records a stanza and writes it when connected (else it waits for the
+// resume). s.mu is held.
+func (s *smClient) sendLocked(stanza string) {
+	b := []byte(stanza)
+	s.sent = append(s.sent, b)
+	if s.c != nil {
+		_ = s.c.SetWriteDeadline(time.Now().Add(5 * time.Second))
+		_ = s.c.Send(b)
+	}
+}
+
+// message sends body to a bare JID and asks for an acknowledgement every ackEvery.
+func (s *smClient) message(to, body string, ackEvery int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.sendLocked(fmt.Sprintf("<message to='%s@%s' type='chat' id='%s'><body>%s</body></message>", to, scenarioDomain, body, body))
+	if ackEvery > 0 && len(s.sent)%ackEvery == 0 {
+		s.requestAckLocked()
+	}
+}
+
+func (s *smClient) requestAckLocked() {
+	if s.c != nil {
+		_ = s.c.Send([]byte("<r xmlns='" + nsSM + "'/>"))
+		if s.lastR.IsZero() || !s.lastA.Before(s.lastR) {
+			s.lastR = time.Now()
+		}
+	}
+}
+
+// stalled: an <r/> has gone unanswered for d (the client's own liveness check, as
+// mobile clients do, for a connection the network silently lost).
+func (s *smClient) stalled(d time.Duration) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.c != nil && !s.lastR.IsZero() && s.lastA.Before(s.lastR) && time.Since(s.lastR) > d
+}
+
+func (s *smClient) connected() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.c != nil
+}
+
+func (s *smClient) deadCh() chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.dead
+}
+
+func (s *smClient) abort() {
+	s.mu.Lock()
+	c := s.c
+	s.mu.Unlock()
+	if c != nil {
+		c.Abort()
+	}
+}
+
+// counts: stanzas sent since enable, acknowledged by the server.
+func (s *smClient) counts() (sent, acked uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return uint64(len(s.sent)), s.acked
+}
+
+// syncAcks asks for an acknowledgement until the server has acknowledged every
+// stanza sent (bounded by d).
+func (s *smClient) syncAcks(d time.Duration) error {
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		s.mu.Lock()
+		done := s.acked >= uint64(len(s.sent))
+		s.requestAckLocked()
+		s.mu.Unlock()
+		if done {
+			return nil
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	sent, acked := s.counts()
+	return fmt.Errorf("%s: server acknowledged %d of %d stanzas after %s", s.name, acked, sent, d)
+}
+
+// missing lists bodies prefix-1..prefix-n not received.
+func (s *smClient) missing(prefix string, n uint64) []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []string
+	for i := uint64(1); i <= n; i++ {
+		if b := fmt.Sprintf("%s-%d", prefix, i); s.got[b] == 0 {
+			out = append(out, b)
+		}
+	}
+	return out
+}
+
+// received is how many distinct message bodies arrived.
+func (s *smClient) received() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.got)
+}
+
+// duplicates counts bodies received more than once (allowed: at-least-once).
+func (s *smClient) duplicates() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	d := 0
+	for _, n := range s.got {
+		d += n - 1
+	}
+	return d
+}
+
+func (s *smClient) close() {
+	s.mu.Lock()
+	c := s.c
+	s.c = nil
+	s.mu.Unlock()
+	if c != nil {
+		_ = c.Send([]byte("<presence type='unavailable'/></stream:stream>"))
+		c.Abort()
+	}
+}
+
+// reconnect resumes the session after the connection failed, retrying (each
+// attempt bounded by 3 s) until d has passed; it returns the attempts made.
+func (s *smClient) reconnect(d time.Duration) (int, error) {
+	deadline := time.Now().Add(d)
+	attempts := 0
+	var last error
+	for time.Now().Before(deadline) {
+		attempts++
+		if _, err := s.resume(3 * time.Second); err == nil {
+			return attempts, nil
+		} else {
+			last = err
+			if strings.Contains(err.Error(), "resume refused") {
+				return attempts, err
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return attempts, fmt.Errorf("%s: not resumed within %s: %w", s.name, d, last)
+}
+
+// collectOffline logs in a second resource with presence, which delivers offline
+// storage (where a message goes that found no session): such a message reached the
+// user and counts as delivered.
+func (s *smClient) collectOffline(d time.Duration) error {
+	o := newSMClient(s.name+"-offline", s.ns, s.addr, s.user, s.resource+"-offline", s.logf)
+	if err := o.login(10 * time.Second); err != nil {
+		return err
+	}
+	time.Sleep(d)
+	o.mu.Lock()
+	s.mu.Lock()
+	for b, n := range o.got {
+		if s.got[b] == 0 {
+			s.firstAt[b] = o.firstAt[b]
+			s.logf("%s: %s came from offline storage", s.name, b)
+		}
+		s.got[b] += n
+	}
+	s.mu.Unlock()
+	o.mu.Unlock()
+	o.close()
+	return nil
+}
+
+// traffic sends numbered messages from a to b and from b to a until stop is
+// closed: a's every period, b's every period too; each asks for an ack every 5.
+func traffic(a, b *smClient, period time.Duration, stop <-chan struct{}) *sync.WaitGroup {
+	var wg sync.WaitGroup
+	for _, p := range []struct {
+		from *smClient
+		to   string
+	}{{a, b.user}, {b, a.user}} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			tk := time.NewTicker(period)
+			defer tk.Stop()
+			for {
+				select {
+				case <-stop:
+					return
+				case <-tk.C:
+				}
+				p.from.msgN++ // numbering goes on across traffic phases
+				p.from.message(p.to, fmt.Sprintf("%s-%d", p.from.user, p.from.msgN), 5)
+			}
+		}()
+	}
+	return &wg
+}
+
+// checkDelivery waits until each side has every message the server acknowledged
+// from the other, then collects offline storage for what is still missing; it
+// returns what is lost (acknowledged, never delivered).
+func checkDelivery(t *testing.T, a, b *smClient) (lost []string, acks [2]uint64) {
+	t.Helper()
+	for _, c := range []*smClient{a, b} {
+		if err := c.syncAcks(60 * time.Second); err != nil {
+			t.Error(err)
+		}
+	}
+	_, ackA := a.counts()
+	_, ackB := b.counts()
+	// Messages only: a's stanza count since enable is its messages (and iq results).
+	wantB := func() []string { return b.missing(a.user, countMsgs(a, ackA)) }
+	wantA := func() []string { return a.missing(b.user, countMsgs(b, ackB)) }
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) && len(wantA())+len(wantB()) > 0 {
+		time.Sleep(250 * time.Millisecond)
+	}
+	if len(wantA()) > 0 {
+		_ = a.collectOffline(3 * time.Second)
+	}
+	if len(wantB()) > 0 {
+		_ = b.collectOffline(3 * time.Second)
+	}
+	return append(wantA(), wantB()...), [2]uint64{countMsgs(a, ackA), countMsgs(b, ackB)}
+}
+
+// countMsgs is how many of the first n stanzas c sent were messages (numbered
+// 1..k in order): the acknowledged messages.
+func countMsgs(c *smClient, n uint64) uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	k := uint64(0)
+	for i := 0; i < int(min(n, uint64(len(c.sent)))); i++ {
+		if strings.HasPrefix(string(c.sent[i]), "<message") {
+			k++
+		}
+	}
+	return k
+}
