@@ -9,7 +9,7 @@ BIN := bin
 # Fuzz time per target in `make test` (CI budget); raise it locally with FUZZTIME=5m.
 FUZZTIME ?= 5s
 
-.PHONY: all setup build run test test-unit test-integration test-vm fuzz lint image bench bench-ceiling clean
+.PHONY: all setup build run test test-unit test-integration test-vm fuzz lint image bench bench-ceiling bench-dns clean
 
 all: build
 
@@ -69,6 +69,11 @@ bench: build
 # "The generator's login ceiling"): bounds what the logins figure can show.
 bench-ceiling:
 	$(GO) test -run '^$$' -bench LoginCeiling -cpu 1 -benchtime 3000x ./bench/loadgen
+
+# SRV convergence: a membership change to the embedded server's answer and to a
+# real BIND 9's answer through RFC 2136 (docs/dns.md); results in bench/results/dns-*.
+bench-dns: build
+	$(GO) run ./bench/dns
 
 clean:
 	rm -rf $(BIN) out
