@@ -244,3 +244,14 @@ func (srv *Server) isDraining() bool {
 	defer srv.mu.Unlock()
 	return srv.draining
 }
+
+// SyncReplicas returns once what this node's resumable sessions have queued so
+// far is on at least one other node (at once without a replicator). The
+// cluster router may call it before acknowledging stanzas forwarded from
+// another node, so a sender on another node is covered when this node dies.
+func (srv *Server) SyncReplicas(ctx context.Context) error {
+	if srv.repl == nil {
+		return nil
+	}
+	return srv.repl.Sync(ctx)
+}
