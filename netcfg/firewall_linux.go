@@ -95,29 +95,32 @@ func (f *Firewall) apply(ipt *iptables.IPTables, fam int, spec FirewallSpec) (bo
 	if ok {
 		return false, nil
 	}
-	// Rate chain first: the input chain jumps to it.
-	for _, chain := range []string{ChainRate, ChainInput} {
-		rules, wanted := want[chain]
-		if !wanted {
-			continue
-		}
-		exists, err := ipt.ChainExists("filter", chain)
-		if err != nil {
+	// The rate chain first: the input chain jumps to it. Clearing it for a moment
+	// fails closed (new connections fall through to the final DROP).
+	if rules, wanted := want[ChainRate]; wanted {
+		if err := fillChain(ipt, ChainRate, rules); err != nil {
 			return true, err
 		}
-		if exists {
-			err = ipt.ClearChain("filter", chain)
-		} else {
-			err = ipt.NewChain("filter", chain)
+	}
+	// The input chain is built aside and swapped in, so INPUT never jumps to a
+	// half-filled chain: new chain, jump to it, drop the old jump and chain, rename.
+	staging := ChainInput + "-NEW"
+	if err := fillChain(ipt, staging, want[ChainInput]); err != nil {
+		return true, err
+	}
+	if err := ipt.Insert("filter", "INPUT", 1, "-j", staging); err != nil {
+		return true, fmt.Errorf("jump to %s: %w", staging, err)
+	}
+	if exists, _ := ipt.ChainExists("filter", ChainInput); exists {
+		if err := ipt.DeleteIfExists("filter", "INPUT", "-j", ChainInput); err != nil {
+			return true, fmt.Errorf("old jump: %w", err)
 		}
-		if err != nil {
-			return true, fmt.Errorf("chain %s: %w", chain, err)
+		if err := ipt.ClearAndDeleteChain("filter", ChainInput); err != nil {
+			return true, fmt.Errorf("old %s: %w", ChainInput, err)
 		}
-		for _, r := range rules {
-			if err := ipt.Append("filter", chain, r...); err != nil {
-				return true, fmt.Errorf("%s %s: %w", chain, strings.Join(r, " "), err)
-			}
-		}
+	}
+	if err := ipt.RenameChain("filter", staging, ChainInput); err != nil {
+		return true, fmt.Errorf("rename %s: %w", staging, err)
 	}
 	if _, wanted := want[ChainRate]; !wanted {
 		if exists, _ := ipt.ChainExists("filter", ChainRate); exists {
@@ -126,22 +129,45 @@ func (f *Firewall) apply(ipt *iptables.IPTables, fam int, spec FirewallSpec) (bo
 			}
 		}
 	}
-	if err := ipt.InsertUnique("filter", "INPUT", 1, "-j", ChainInput); err != nil {
-		return true, fmt.Errorf("jump to %s: %w", ChainInput, err)
-	}
 	f.log.Info("firewall applied", "family", fam, "open", spec.Open, "cluster", spec.Cluster,
 		"cluster_subnets", spec.ClusterSubnets, "rate_per_source", spec.RatePerSource, "drop_other", spec.DropOther)
 	return true, nil
+}
+
+// fillChain makes chain hold exactly rules (creating or clearing it).
+func fillChain(ipt *iptables.IPTables, chain string, rules [][]string) error {
+	exists, err := ipt.ChainExists("filter", chain)
+	if err != nil {
+		return err
+	}
+	if exists {
+		err = ipt.ClearChain("filter", chain)
+	} else {
+		err = ipt.NewChain("filter", chain)
+	}
+	if err != nil {
+		return fmt.Errorf("chain %s: %w", chain, err)
+	}
+	for _, r := range rules {
+		if err := ipt.Append("filter", chain, r...); err != nil {
+			return fmt.Errorf("%s %s: %w", chain, strings.Join(r, " "), err)
+		}
+	}
+	return nil
 }
 
 // Remove deletes the jump from INPUT and our chains (nothing else).
 func (f *Firewall) Remove() error {
 	var errs []error
 	for fam, ipt := range f.ipts {
-		if err := ipt.DeleteIfExists("filter", "INPUT", "-j", ChainInput); err != nil {
-			errs = append(errs, fmt.Errorf("firewall (IPv%d): %w", fam, err))
+		for _, chain := range []string{ChainInput, ChainInput + "-NEW"} {
+			if ok, _ := ipt.ChainExists("filter", chain); ok {
+				if err := ipt.DeleteIfExists("filter", "INPUT", "-j", chain); err != nil {
+					errs = append(errs, fmt.Errorf("firewall (IPv%d): %w", fam, err))
+				}
+			}
 		}
-		for _, chain := range []string{ChainInput, ChainRate} {
+		for _, chain := range []string{ChainInput, ChainInput + "-NEW", ChainRate} {
 			if ok, _ := ipt.ChainExists("filter", chain); ok {
 				if err := ipt.ClearAndDeleteChain("filter", chain); err != nil {
 					errs = append(errs, fmt.Errorf("firewall (IPv%d) %s: %w", fam, chain, err))
