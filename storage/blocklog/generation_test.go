@@ -359,3 +359,35 @@ func TestFillingReclaimsButKeepsTheNewFrame(t *testing.T) {
 		t.Fatalf("the entry written after the compaction is lost: %v", err)
 	}
 }
+
+// readCounter counts the bytes read from a device.
+type readCounter struct {
+	storage.BlockDevice
+	n atomic.Int64
+}
+
+func (r *readCounter) ReadAt(p []byte, off int64) (int, error) {
+	r.n.Add(int64(len(p)))
+	return r.BlockDevice.ReadAt(p, off)
+}
+
+// Repersist judges the device by its superblocks and writes a fresh layout:
+// it does not read the old log region (a LUN that reads but refuses writes
+// would otherwise be read in full at every retry).
+func TestRepersistDoesNotReadTheOldLog(t *testing.T) {
+	rc := &readCounter{BlockDevice: blockdev.NewMem(16<<20, 512)}
+	dev := &blockdev.Switchable{BlockDevice: rc}
+	s, err := Open(dev, Options{Logger: quiet})
+	must(t, err)
+	for i := uint64(1); i <= 6000; i++ {
+		must(t, s.StoreLogs([]*raft.Log{entry(i, 1, 600)})) // ~6 MiB of frames
+	}
+	dev.SetDown(true)
+	must(t, s.StoreLogs([]*raft.Log{entry(6001, 1, 10)}))
+	dev.SetDown(false)
+	rc.n.Store(0)
+	must(t, s.Repersist())
+	if n := rc.n.Load(); n > 2<<20 {
+		t.Fatalf("re-persist read %d bytes of the device", n)
+	}
+}

@@ -1,6 +1,7 @@
 package blocklog
 
 import (
+	"errors"
 	"fmt"
 	"sort"
 
@@ -8,18 +9,19 @@ import (
 )
 
 // Repersist ends a storage loss (DESIGN decision 5) once the device works
-// again: it opens the layout afresh (formatting a blank replacement device;
-// wiping whatever an xedge device held if the store has not read it since
-// OpenOrLost), then, without holding the store's locks for the bulk copy,
-// writes the RAM state into it as a new generation — the current snapshot,
+// again: it checks from the superblocks that the device is blank or holds
+// this store's layout (any xedge layout if the store has not read the device
+// since OpenOrLost), formats a fresh layout over it — next generation, new
+// nonce, flagged partial — and, without holding the store's locks for the
+// bulk copy, writes the RAM state into it — the current snapshot,
 // exactly the stable keys, every log entry — and replays the changes made
 // meanwhile, in rounds outside the locks while the backlog is large, the last
 // few under them. Then it resumes write-through. It returns an error, changing
 // nothing in RAM, while the device still fails. Raft keeps running on the RAM
 // copy throughout.
 //
-// The rewrite is not atomic: its first superblock empties the layout and sets
-// the partial flag, its last one clears the flag. A crash in between leaves a
+// The rewrite is not atomic: its first superblock (the format) empties the
+// layout and sets the partial flag, its last one clears the flag. A crash in between leaves a
 // layout that Open reports as Recovery().Partial — neither the old state nor
 // the new one — so that a caller whose device state must be a past state of
 // its own (a raft voter) wipes it instead of trusting it.
@@ -38,17 +40,34 @@ func (s *Store) Repersist() error {
 	}
 	s.ioMu.Unlock()
 
+	if !adopt {
+		// Judge what the device holds from its superblocks alone (its log
+		// region is not read: everything is rewritten): blank, this store's
+		// layout, or another one — never overwritten.
+		bs := s.dev.BlockSize()
+		if bs <= 0 || bs&(bs-1) != 0 {
+			return fmt.Errorf("blocklog: repersist: %w", errNotReady)
+		}
+		probe := &Store{dev: s.dev, bs: bs, sbSize: max(sbMinSize, bs), log: s.log}
+		sb, err := probe.readSuperblocks()
+		switch {
+		case errors.Is(err, errNoMagic): // a blank replacement
+		case err != nil:
+			return fmt.Errorf("blocklog: repersist: %w", err)
+		case sb.nonce != ourNonce:
+			// Another node's LUN, or a disk someone reformatted.
+			return fmt.Errorf("blocklog: repersist: %w: the device holds another layout (nonce %016x, ours %016x); wipe it to re-persist onto it",
+				ErrForeign, sb.nonce, ourNonce)
+		}
+	}
+	// A fresh layout (new nonce, next generation) flagged partial from its
+	// first superblock: the stale frames of the old one can never be read as
+	// its own, so its log region need not be read.
 	o := s.opts
-	o.Wipe = adopt // what the device holds is older than the RAM state
+	o.Wipe, o.partial = true, true
 	t, err := Open(s.dev, o)
 	if err != nil {
 		return fmt.Errorf("blocklog: repersist: %w", err)
-	}
-	if !adopt && !t.rec.Formatted && t.sb.nonce != ourNonce {
-		// Not our layout and not blank: another node's LUN, or a disk someone
-		// reformatted. Never overwrite it.
-		return fmt.Errorf("blocklog: repersist: %w: the device holds another layout (nonce %016x, ours %016x); wipe it to re-persist onto it",
-			ErrForeign, t.sb.nonce, ourNonce)
 	}
 
 	// Capture: O(entries) pointer copies under the locks, no I/O.
@@ -74,7 +93,7 @@ func (s *Store) Repersist() error {
 	sort.Slice(logs, func(i, j int) bool { return logs[i].Index < logs[j].Index })
 
 	// Bulk copy onto the new generation, no store lock held.
-	gen := max(ourGen, t.sb.gen) + 1
+	gen := max(ourGen+1, t.sb.gen)
 	if err := t.copyFrom(gen, snap, kv, logs); err != nil {
 		stopCapture()
 		return fmt.Errorf("blocklog: repersist: %w", err)

@@ -86,6 +86,8 @@ type Options struct {
 	// latch storage loss. It is called with the store's I/O lock held and
 	// must not block or call the store (e.g. a non-blocking channel send).
 	Filling func()
+
+	partial bool // format with the partial flag set (Repersist)
 }
 
 // Recovery reports what Open found.
@@ -188,7 +190,9 @@ func Open(dev storage.BlockDevice, opts Options) (*Store, error) {
 			return nil, err
 		}
 		s.rec.Formatted, s.rec.Wiped = true, true
-		s.log.Warn("wiped the device's layout on request", "generation", sb.gen)
+		if !opts.partial {
+			s.log.Warn("wiped the device's layout on request", "generation", sb.gen)
+		}
 	case err != nil:
 		return nil, err
 	}
@@ -364,6 +368,9 @@ func (s *Store) format(opts Options, baseSeq, gen uint64) (*superblock, error) {
 		seq: baseSeq + 1, gen: gen, nonce: binary.LittleEndian.Uint64(nb[:]), bs: uint32(s.bs), size: uint64(size),
 		logOff: uint64(logOff), logLen: uint64(logLen), snapOff: uint64(logOff + logLen), snapLen: uint64(snapLen),
 		headOff: 0, headSeq: 1, snapSlot: noSnapshot, kv: map[string][]byte{},
+	}
+	if opts.partial {
+		sb.flags = flagPartial
 	}
 	// Both slots; on a blank device slot 1 first (see readSuperblocks).
 	if err := s.writeSuperblock(sb); err != nil {
