@@ -21,6 +21,7 @@ import (
 func TestScenarioPXEJoinUnderLoad(t *testing.T) {
 	needPXELab(t)
 	xedge := xedgeTool(t)
+	waitVMSlots(t, 3)
 	dir := t.TempDir()
 	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Minute)
 	defer cancel()

@@ -42,6 +42,7 @@ func scenarioLab(t *testing.T, ctx context.Context, n int, storage bool, extraYA
 		t.Skip("the scenario lab needs root (network namespace, bridge, taps, tgtd); CI runs the VM tier as root")
 	}
 	xedge := xedgeTool(t)
+	waitVMSlots(t, n)
 	dir := t.TempDir()
 	if extraYAML != "" {
 		if err := os.WriteFile(filepath.Join(dir, "xmppd.extra.yaml"), []byte(extraYAML), 0o644); err != nil {
@@ -73,6 +74,21 @@ func scenarioLab(t *testing.T, ctx context.Context, n int, storage bool, extraYA
 	}
 	t.Logf("scenario lab up: %v (load %s)", lines, loadAvg())
 	return dir, st
+}
+
+// waitVMSlots waits (up to 30 minutes) until n more VMs keep the host at three
+// qemu processes at most: VM tests of other packages or runs may share it.
+func waitVMSlots(t *testing.T, n int) {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Minute); time.Now().Before(deadline); {
+		out, _ := exec.Command("pgrep", "-c", "qemu-system").Output()
+		running, _ := strconv.Atoi(strings.TrimSpace(string(out)))
+		if running+n <= 3 {
+			return
+		}
+		t.Logf("waiting for VM slots: %d qemu running, %d wanted, three at most", running, n)
+		time.Sleep(15 * time.Second)
+	}
 }
 
 func nodeSock(dir, n string) string { return filepath.Join(dir, n, "console.sock") }
