@@ -9,7 +9,7 @@ BIN := bin
 # Fuzz time per target in `make test` (CI budget); raise it locally with FUZZTIME=5m.
 FUZZTIME ?= 5s
 
-.PHONY: all setup build run test test-unit test-integration test-vm fuzz lint image bench bench-ceiling bench-dns clean
+.PHONY: all setup build run test test-unit test-integration test-vm fuzz lint image bench bench-ceiling bench-dns bench-cluster clean
 
 all: build
 
@@ -74,6 +74,12 @@ bench-ceiling:
 # real BIND 9's answer through RFC 2136 (docs/dns.md); results in bench/results/dns-*.
 bench-dns: build
 	$(GO) run ./bench/dns
+
+# Cluster figures (docs/cluster.md): same-node vs cross-node messages/s and p99,
+# kill-to-unavailable seconds, a 5,000-session reconnect wave; results in
+# bench/results/cluster-*.
+bench-cluster: build
+	$(GO) run ./bench/cluster
 
 clean:
 	rm -rf $(BIN) out
