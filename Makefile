@@ -9,7 +9,7 @@ BIN := bin
 # Fuzz time per target in `make test` (CI budget); raise it locally with FUZZTIME=5m.
 FUZZTIME ?= 5s
 
-.PHONY: all setup build run test test-unit test-integration test-vm fuzz lint image bench bench-ceiling bench-dns bench-cluster clean
+.PHONY: all setup build run test test-unit test-integration test-vm fuzz lint image bench bench-ceiling bench-dns bench-cluster bench-vip clean
 
 all: build
 
@@ -80,6 +80,12 @@ bench-dns: build
 # bench/results/cluster-*.
 bench-cluster: build
 	$(GO) run ./bench/cluster
+
+# VIP failover (docs/vip.md), root: 20 kills of the VIP holder in network
+# namespaces, then 20 freezes (SIGSTOP); results in bench/results/vip-*.
+bench-vip: build
+	$(GO) run ./bench/cmd/vipfailover -kills 20 -out bench/results
+	$(GO) run ./bench/cmd/vipfailover -hang -kills 20 -out bench/results
 
 clean:
 	rm -rf $(BIN) out
