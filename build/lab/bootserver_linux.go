@@ -49,9 +49,9 @@ type BootServerOptions struct {
 // the gossip's sub-second defaults see them as failed while they boot. These are
 // several times the defaults; a real appliance keeps xmppd's own.
 const TCGTiming = `# xedge lab: timing for TCG guests on a shared host
-raft-heartbeat-timeout: 3s
-raft-election-timeout: 3s
-raft-lease-timeout: 1500ms
+raft-heartbeat-timeout: 5s
+raft-election-timeout: 5s
+raft-lease-timeout: 2500ms
 gossip-probe-interval: 1s
 gossip-suspicion-mult: 4
 join-timeout: 2m

@@ -90,13 +90,13 @@ func TestScenarioPXECluster(t *testing.T) {
 	needPXELab(t)
 	xedge := xedgeTool(t)
 	dir := t.TempDir()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 13*time.Minute)
 	defer cancel()
 	start := time.Now()
 	st, lines, err := lab.Up(ctx, lab.UpOptions{Dir: dir, Kernel: img.Vmlinux, Initrd: img.Cpio,
 		PXE: true, PXEKernel: img.Vmlinuz, PXEInitrd: pxeInitrd(), Storage: true,
 		Nodes: 3, MaxBoot: 3, Domain: "lab.example", Mode: "netns", Params: "xedge.debug=1",
-		Self: []string{xedge, "lab", "--dir", dir, "segment"}, Log: os.Stderr, WaitReady: 6 * time.Minute})
+		Self: []string{xedge, "lab", "--dir", dir, "segment"}, Log: os.Stderr, WaitReady: 9 * time.Minute})
 	t.Cleanup(func() {
 		if t.Failed() {
 			for _, n := range []string{"node1", "node2", "node3", "node4"} {
