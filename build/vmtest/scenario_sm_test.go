@@ -178,6 +178,9 @@ var vipHolderRe = regexp.MustCompile(regexp.QuoteMeta(scenarioVIP) + `/24\s+(nod
 // resends the unacknowledged ones after a resume (at-least-once, as the XEP says).
 type smClient struct {
 	name, user, addr, resource, ns string
+	// fallbacks are other addresses to resume through (a client with SRV records
+	// tries the next target); reconnect rotates through addr and these.
+	fallbacks []string
 
 	mu      sync.Mutex
 	c       *loadgen.Conn
@@ -492,8 +495,14 @@ func (s *smClient) reconnect(d time.Duration) (int, error) {
 	deadline := time.Now().Add(d)
 	attempts := 0
 	var last error
+	addrs := append([]string{s.addr}, s.fallbacks...)
 	for time.Now().Before(deadline) {
 		attempts++
+		if len(addrs) > 1 {
+			s.mu.Lock()
+			s.addr = addrs[attempts%len(addrs)]
+			s.mu.Unlock()
+		}
 		if _, err := s.resume(3 * time.Second); err == nil {
 			return attempts, nil
 		} else {
