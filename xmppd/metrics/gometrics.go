@@ -139,7 +139,7 @@ func (s *GoMetricsSink) Collect(ch chan<- prometheus.Metric) {
 
 var (
 	sinkOnce sync.Once
-	theSink     *GoMetricsSink
+	theSink  *GoMetricsSink
 )
 
 // InstallGoMetricsSink makes GoMetricsSink the process's go-metrics sink (once) and
