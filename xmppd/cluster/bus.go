@@ -100,6 +100,7 @@ type Bus struct {
 	wg       sync.WaitGroup
 	reqIDs   atomic.Uint64
 	inConns  map[net.Conn]struct{}
+	barrier  func(ctx context.Context) error
 
 	sent, recv, failed atomic.Uint64
 }
@@ -132,6 +133,33 @@ func (b *Bus) Handle(kind string, h Handler) {
 	b.mu.Lock()
 	b.handlers[kind] = h
 	b.mu.Unlock()
+}
+
+// SetBarrier sets the function run before acknowledging messages whose
+// handler called HoldAck: the acknowledgement of everything handled up to
+// then waits until it returns (one call covers every message handled before
+// it started, so it runs at most once per acknowledgement batch). The router
+// uses it to acknowledge a stanza forwarded to a resumable session only once
+// the resumption state holding it is on another node. A barrier that fails is
+// logged and the messages are acknowledged anyway (as without a barrier).
+func (b *Bus) SetBarrier(fn func(ctx context.Context) error) {
+	b.mu.Lock()
+	b.barrier = fn
+	b.mu.Unlock()
+}
+
+type holdKey struct{}
+
+// ackHold is a receiving stream's "run the barrier before acknowledging" flag.
+type ackHold struct{ held atomic.Bool }
+
+// HoldAck, called by a handler with the context it was given, makes the bus
+// acknowledge the message only after the barrier (SetBarrier) ran. It does
+// nothing for a message sent with Call or without a barrier.
+func HoldAck(ctx context.Context) {
+	if h, ok := ctx.Value(holdKey{}).(*ackHold); ok {
+		h.held.Store(true)
+	}
 }
 
 // Start accepts bus streams from peers.

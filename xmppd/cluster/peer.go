@@ -271,19 +271,43 @@ func (b *Bus) serve(c net.Conn) {
 	w := bufio.NewWriterSize(c, 16<<10)
 	var wmu sync.Mutex // w: replies (here) and acknowledgements (acker)
 	var handled atomic.Uint64
+	var heldUpTo atomic.Uint64 // the last handled message that held its ack
+	hold := &ackHold{}
+	hctx, hcancel := context.WithCancel(context.WithValue(b.ctx, holdKey{}, hold))
+	defer hcancel()
 	ackKick := make(chan struct{}, 1)
 	ackDone := make(chan struct{})
 	// Acknowledgements are cumulative and coalesced (at most one per 2 ms):
 	// they only bound the sender's queue and settle what a node's death would
-	// re-route, so they need not be per message.
+	// re-route, so they need not be per message. A message whose handler
+	// called HoldAck is acknowledged only after the barrier ran (one barrier
+	// for all that was handled before it started).
 	go func() {
 		defer close(ackDone)
 		var out []byte
 		var sent uint64
+		barrierFailing := false
 		for range ackKick {
 			seq := handled.Load()
 			if seq == sent {
 				continue
+			}
+			if heldUpTo.Load() > sent {
+				b.mu.Lock()
+				fn := b.barrier
+				b.mu.Unlock()
+				if fn != nil {
+					ctx, cancel := context.WithTimeout(hctx, 5*time.Second)
+					err := fn(ctx)
+					cancel()
+					if hctx.Err() != nil {
+						return // stream or bus closed: nothing more is acknowledged
+					}
+					if err != nil && !barrierFailing {
+						b.log.Warn("bus barrier failed; acknowledging anyway", "peer", h.Node, "err", err)
+					}
+					barrierFailing = err != nil
+				}
 			}
 			out = appendFrame(out[:0], frAck, func(x []byte) []byte { return binary.AppendUvarint(x, seq) })
 			wmu.Lock()
@@ -299,6 +323,7 @@ func (b *Bus) serve(c net.Conn) {
 		}
 	}()
 	defer func() {
+		hcancel() // a barrier in progress ends: the stream is gone
 		close(ackKick)
 		<-ackDone
 	}()
@@ -325,6 +350,11 @@ func (b *Bus) serve(c net.Conn) {
 			st.inc, st.last = h.Inc, 0
 		}
 		dup := m.seq <= st.last
+		if dup && m.reqID == 0 {
+			// Handled before on a stream that broke, perhaps before its
+			// barrier ran: run it before acknowledging again.
+			heldUpTo.Store(m.seq)
+		}
 		if !dup {
 			st.last = m.seq
 			b.recv.Add(1)
@@ -336,7 +366,10 @@ func (b *Bus) serve(c net.Conn) {
 			if hd == nil {
 				herr = &unknownKind{m.Kind}
 			} else {
-				reply, herr = safeHandle(b, hd, from, m)
+				reply, herr = safeHandle(hctx, b, hd, from, m)
+				if hold.held.Swap(false) && m.reqID == 0 {
+					heldUpTo.Store(m.seq)
+				}
 			}
 			if m.reqID != 0 {
 				errText := ""
@@ -377,14 +410,14 @@ type unknownKind struct{ kind string }
 
 func (e *unknownKind) Error() string { return "cluster: no handler for bus message kind " + e.kind }
 
-func safeHandle(b *Bus, h Handler, from Peer, m *Message) (reply []byte, err error) {
+func safeHandle(ctx context.Context, b *Bus, h Handler, from Peer, m *Message) (reply []byte, err error) {
 	defer func() {
 		if v := recover(); v != nil {
 			b.log.Error("bus handler panicked", "kind", m.Kind, "peer", from.Node, "panic", v)
 			err = &unknownKind{m.Kind + " (handler failed)"}
 		}
 	}()
-	return h(b.ctx, from, m)
+	return h(ctx, from, m)
 }
 
 func (b *Bus) reply(id uint64, body []byte, errText string) {

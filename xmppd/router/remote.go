@@ -416,6 +416,7 @@ func (r *Router) onStanza(ctx context.Context, from cluster.Peer, m *cluster.Mes
 	}
 	if s := r.localByJID(m.To); s != nil {
 		s.Send(st)
+		holdIfResumable(ctx, s)
 		return nil, nil
 	}
 	// The session is gone: route again from here, to this node's sessions
@@ -426,7 +427,20 @@ func (r *Router) onStanza(ctx context.Context, from cluster.Peer, m *cluster.Mes
 		return nil, nil
 	}
 	r.route(context.WithValue(ctx, excludeKey{}, "*"), st, fromJ, toJ, true)
+	cluster.HoldAck(ctx) // it may have gone to a resumable session here
 	return nil, nil
+}
+
+// holdIfResumable makes the bus acknowledge a stanza just queued for s only
+// once the XEP-0198 resumption state holding it is on another node (the bus
+// barrier: c2s SyncReplicas, one per acknowledgement batch), so that a sender
+// on another node is covered when this node dies right after: the stanza is
+// either in a copy a client resumes elsewhere, or rerouted by the sender's
+// node (never acknowledged and lost).
+func holdIfResumable(ctx context.Context, s module.Session) {
+	if d, ok := s.(Describer); ok && d.Info().SM {
+		cluster.HoldAck(ctx)
+	}
 }
 
 // localByJID returns the local session bound to the full JID full, or nil.

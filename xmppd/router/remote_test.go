@@ -241,3 +241,64 @@ func TestNodeLostReroutesAndCloses(t *testing.T) {
 		t.Fatalf("EvSessionClosed for lost sessions: %v", tn.closedEvents)
 	}
 }
+
+// smSess is a local session with XEP-0198 enabled (router.Describer says so).
+type smSess struct{ *fakeSess }
+
+func (s smSess) Info() SessionInfo { return SessionInfo{JID: s.j.String(), ID: s.id, SM: true} }
+
+// A stanza forwarded to a resumable session is acknowledged to the sending
+// node only after the barrier (c2s SyncReplicas: its resumption state is on
+// another node); one to a session without XEP-0198 needs no barrier. Until
+// then the sender still holds it: if the recipient's node dies, it is routed
+// again instead of being lost.
+func TestForwardToResumableSessionWaitsForBarrier(t *testing.T) {
+	ctx := context.Background()
+	tn := setupTwo(t)
+	release := make(chan struct{})
+	var mu sync.Mutex
+	barriers := 0
+	tn.b2.SetBarrier(func(ctx context.Context) error {
+		mu.Lock()
+		barriers++
+		mu.Unlock()
+		select {
+		case <-release:
+		case <-ctx.Done():
+		}
+		return nil
+	})
+	a := sess("alice@localhost/a", 0, true)
+	tn.r1.Bind(ctx, a)
+	plain := sess("bob@localhost/plain", 0, true)
+	tn.r2.Bind(ctx, plain)
+	tn.r1.Route(ctx, msg("alice@localhost/a", "bob@localhost/plain", "chat"))
+	waitFor(t, "message at bob/plain", func() bool { return plain.n() == 1 })
+	waitFor(t, "acknowledged without a barrier", func() bool { return queued(tn.b1, "n2") == 0 })
+	mu.Lock()
+	if barriers != 0 {
+		t.Fatalf("%d barriers for a session without XEP-0198", barriers)
+	}
+	mu.Unlock()
+
+	sm := smSess{sess("bob@localhost/sm", 0, true)}
+	tn.r2.Bind(ctx, sm)
+	waitFor(t, "bob/sm seen on node1", func() bool { return tn.r1.Session(jid.MustParse("bob@localhost/sm")) != nil })
+	tn.r1.Route(ctx, msg("alice@localhost/a", "bob@localhost/sm", "chat"))
+	waitFor(t, "message at bob/sm", func() bool { return sm.n() == 1 })
+	time.Sleep(50 * time.Millisecond)
+	if q := queued(tn.b1, "n2"); q != 1 {
+		t.Fatalf("a stanza to a resumable session was acknowledged before the barrier: queued %d", q)
+	}
+	close(release)
+	waitFor(t, "acknowledged after the barrier", func() bool { return queued(tn.b1, "n2") == 0 })
+}
+
+func queued(b *cluster.Bus, node string) int {
+	for _, ps := range b.Stats() {
+		if ps.Node == node {
+			return ps.Queued
+		}
+	}
+	return 0
+}

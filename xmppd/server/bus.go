@@ -113,6 +113,14 @@ func (f *busFeature) start(ctx context.Context) error {
 		Resolve: f.resolve, Logger: f.s.log,
 	})
 	f.s.Router.AttachBus(b, rep.Incarnation())
+	// Stanzas forwarded to resumable sessions are acknowledged once their
+	// resumption state is replicated (see router.holdIfResumable).
+	b.SetBarrier(func(ctx context.Context) error {
+		if f.s.C2S == nil {
+			return nil
+		}
+		return f.s.C2S.SyncReplicas(ctx)
+	})
 	if err := b.Start(ctx); err != nil {
 		return fmt.Errorf("cluster bus: %w", err)
 	}
