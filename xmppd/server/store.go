@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"xedge/internal/backoff"
 	"xedge/iscsi"
 	"xedge/storage"
 	"xedge/storage/blockdev"
@@ -236,11 +237,32 @@ func replicas(st storage.Store) map[string]string {
 	return nil
 }
 
+// Declare declares a table. A clustered store may answer ErrUnavailable while
+// raft settles (a leader lost while committing, an election at start on a busy
+// host): Declare is idempotent, so it is retried with backoff for up to the
+// join timeout instead of failing the start of xmppd (a node that exits there
+// costs its peers their quorum and restarts into the same election).
 func (l *lazyStore) Declare(ctx context.Context, spec storage.TableSpec) error {
-	if in := l.get(); in != nil {
-		return in.Declare(ctx, spec)
+	in := l.get()
+	if in == nil {
+		return errNotStarted
 	}
-	return errNotStarted
+	err := in.Declare(ctx, spec)
+	if err == nil || !errors.Is(err, storage.ErrUnavailable) || !l.cfg.Clustered() {
+		return err
+	}
+	l.log.Warn("declaring a table: storage unavailable, retrying", "component", "server", "table", spec.Name, "err", err)
+	deadline := time.Now().Add(l.cfg.JoinTimeout)
+	b := backoff.Backoff{Min: 50 * time.Millisecond, Max: time.Second}
+	for time.Now().Before(deadline) {
+		if werr := b.Wait(ctx); werr != nil {
+			return fmt.Errorf("%w (retrying after: %w)", werr, err)
+		}
+		if err = in.Declare(ctx, spec); err == nil || !errors.Is(err, storage.ErrUnavailable) {
+			return err
+		}
+	}
+	return err
 }
 
 func (l *lazyStore) Durable(name string) (storage.Table, error) {
