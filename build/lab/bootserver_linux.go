@@ -116,7 +116,7 @@ func ServeBoot(ctx context.Context, o BootServerOptions) error {
 			Last: netip.MustParseAddr("10.77.0.250"), Lease: 10 * time.Minute, Fixed: LabAddr},
 		Domain: o.Domain, DHCPText: xedgeText,
 		Hostname: func(a netip.Addr, _ net.HardwareAddr) string { return hostFor(a) },
-		Boot: pxe.Boot{Kernel: o.Kernel, Initrd: o.Initrd, Cmdline: o.Cmdline, Params: params, AutoSeeds: true, Files: files,
+		Boot: pxe.Boot{Kernel: o.Kernel, Initrd: o.Initrd, Cmdline: o.Cmdline, Params: params, Files: files,
 			NodeParams: func(b pxe.BoxInfo) map[string]string {
 				hw, err := net.ParseMAC(b.MAC)
 				if n := labNode(hw); err == nil && n > 0 && o.Storage && n <= o.Nodes {

@@ -43,7 +43,7 @@ func runPXE(ctx context.Context, args []string) error {
 	initrd := fs.String("initrd", "", "initramfs file name in --image (default: initramfs.cpio.zst, else initramfs.cpio.xz)")
 	domain := fs.String("domain", "", "XMPP domain served by the boxes (xedge.domain)")
 	keyFile := fs.String("key-file", "out/cluster.key", "cluster key file; created with a random key when missing")
-	seeds := fs.String("seeds", "auto", "auto (the boxes booted before) or host[:port],... of cluster nodes")
+	seeds := fs.String("seeds", "", "none (xmppd's discovery finds the cluster on the segment), host[:port],... of cluster nodes, or auto (the boxes booted before: only for xmppd without discovery, whose auto-join waits for the lowest-named node)")
 	port := fs.Int("http-port", 80, "HTTP port for the boot script, kernel, initramfs and parameters")
 	tftpDir := fs.String("tftp-dir", "/usr/lib/ipxe", "directory with undionly.kpxe / ipxe.efi for legacy PXE firmware (empty: no TFTP)")
 	noRA := fs.Bool("no-ra", false, "send no IPv6 router advertisements (iPXE then waits ~13 s)")
