@@ -327,3 +327,19 @@ func (s *Store) removedByCluster(why string) {
 	s.log.Error("the cluster removed this node; restart it to rejoin under a fresh ID", "reason", why)
 	s.writeMarker("removed by the cluster at " + time.Now().UTC().Format(time.RFC3339) + ": " + why)
 }
+
+// MarkRejoin marks the node whose raft data directory is dataDir so that its
+// next start discards its raft state (and device) and joins its Join seeds
+// under a fresh raft ID (`xmppctl cluster join`).
+func MarkRejoin(dataDir, why string) error {
+	if dataDir == "" {
+		return errors.New("replicated: no data directory")
+	}
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+		return fmt.Errorf("replicated: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(dataDir, markerName), []byte(why+"\n"), 0o600); err != nil {
+		return fmt.Errorf("replicated: %w", err)
+	}
+	return nil
+}
