@@ -140,6 +140,12 @@ func (l *lazyStore) Start(ctx context.Context) error {
 		l.inner.Store(&innerStore{st})
 		return nil
 	}
+	if seeds := persistedJoin(l.cfg.Data); seeds != "" {
+		// `xmppctl cluster join` asked for this (it also marked the raft
+		// state to be discarded): join there under a fresh raft ID.
+		l.log.Info("joining the cluster named by xmppctl cluster join", "component", "storage", "seeds", seeds)
+		l.cfg.Join = seeds
+	}
 	rep, err := replicated.New(replicated.Config{
 		NodeName:           l.cfg.Node,
 		ClusterAddr:        l.cfg.ClusterAddr,
@@ -193,6 +199,7 @@ func (l *lazyStore) Start(ctx context.Context) error {
 	l.log.Info("joined the cluster", "component", "storage", "id", rep.ID(), "leader", st.Leader, "role", st.Role, "mode", st.Mode)
 	l.rep, l.dev = rep, closer
 	l.inner.Store(&innerStore{rep})
+	_ = os.Remove(filepath.Join(l.cfg.Data, JoinFile)) // joined: the next start is an ordinary one
 	return nil
 }
 
