@@ -436,3 +436,26 @@ func readHello(r *bufio.Reader) (hello, error) {
 	}
 	return h, nil
 }
+
+// Probe opens a bus stream to addr and exchanges hellos: it returns the name
+// of the node that answers there, or the transport's error (which address,
+// which cause: nothing listens, another cluster key). `xmppctl cluster join`
+// uses it before changing anything.
+func Probe(ctx context.Context, tr Transport, addr, node string, inc uint64) (string, error) {
+	c, err := tr.DialStream(ctx, addr, StreamKind)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	if dl, ok := ctx.Deadline(); ok {
+		_ = c.SetDeadline(dl)
+	}
+	if err := writeHello(c, hello{Node: node, Inc: inc}); err != nil {
+		return "", fmt.Errorf("cluster peer %s: %w", addr, err)
+	}
+	h, err := readHello(bufio.NewReader(c))
+	if err != nil {
+		return "", fmt.Errorf("cluster peer %s: no bus answer: %w", addr, err)
+	}
+	return h.Node, nil
+}

@@ -66,6 +66,11 @@ func TestBusOrderedAckedAndCall(t *testing.T) {
 		}
 	}
 	mu.Unlock()
+	// Acknowledgements are coalesced: the queue (at QueueMax) empties shortly
+	// after the last message was handled.
+	for deadline := time.Now().Add(5 * time.Second); queuedFor(a, "b") > 0 && time.Now().Before(deadline); {
+		time.Sleep(2 * time.Millisecond)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	r, err := a.Call(ctx, "b", &Message{Kind: "echo", Body: []byte("hi")})

@@ -9,8 +9,8 @@ import (
 // `sessions --all-nodes`.
 
 func init() {
-	register(Command{"cluster", "members|join ADDR|leave|forget NODE|drain|undrain",
-		"cluster membership: list members (node, address, state, incarnation, sessions, storage role), leave, forget a dead node, drain/undrain client sessions", 1, 2},
+	register(Command{"cluster", "members|join ADDR [--force]|leave|forget NODE|drain|undrain",
+		"cluster membership: list members (node, address, state, incarnation, sessions, storage role), join the cluster at ADDR (this node's tables are discarded: --force when it has data), leave, forget a dead node, drain/undrain client sessions", 1, 3},
 		renderCluster)
 	for i := range commands {
 		if commands[i].Name == "sessions" {

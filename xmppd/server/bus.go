@@ -321,7 +321,7 @@ func (f *busFeature) members() []MemberInfo {
 
 func (f *busFeature) admin(ctx context.Context, args []string) (any, error) {
 	if len(args) == 0 {
-		return nil, errors.New("usage: cluster members|join ADDR|leave|forget NODE|drain|undrain")
+		return nil, errors.New("usage: cluster members|join ADDR [--force]|leave|forget NODE|drain|undrain")
 	}
 	switch args[0] {
 	case "members":
@@ -365,8 +365,7 @@ func (f *busFeature) admin(ctx context.Context, args []string) (any, error) {
 		go func() { time.Sleep(200 * time.Millisecond); _ = syscall.Kill(os.Getpid(), syscall.SIGTERM) }()
 		return "left the cluster; xmppd stops", nil
 	case "join":
-		return nil, errors.New("a running member joins another cluster by restarting with --join ADDR " +
-			"(its raft state is replaced); to add a new node, start it with --join pointing at any member")
+		return f.join(ctx, args[1:])
 	}
 	return nil, fmt.Errorf("unknown cluster command %q", args[0])
 }
