@@ -139,7 +139,7 @@ func (a *Agent) Step(v View, now time.Time) Actions {
 	plan := a.cfg.Policy.Assign(v)
 	a.plan = plan
 	var act Actions
-	selfEligible := self != nil && self.eligible() && plan.HasQuorum
+	selfEligible := self != nil && plan.Eligible(*self) && plan.HasQuorum
 	for _, vip := range a.cfg.Policy.VIPs {
 		holder := plan.Holder[vip]
 		if holder != a.lastHolder[vip] || a.holderSince[vip].IsZero() {

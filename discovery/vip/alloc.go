@@ -56,8 +56,16 @@ type Plan struct {
 	Holder    map[string]string `json:"holder"`
 	Reason    map[string]string `json:"reason"`
 	HasQuorum bool              `json:"quorum"`
-	Note      string            `json:"note,omitempty"`
+	// StandIn: a member has failed (known but not live), so healthy spares are
+	// eligible and take orphaned VIPs first (SLB's spare standing in for a failed
+	// node); once every known member is live again they give them back.
+	StandIn bool   `json:"stand_in,omitempty"`
+	Note    string `json:"note,omitempty"`
 }
+
+// Eligible tells whether the plan lets n hold VIPs: healthy and in service, or a
+// healthy spare while a member has failed.
+func (p Plan) Eligible(n Node) bool { return n.Healthy && (n.InService || p.StandIn) }
 
 // For returns the VIPs the plan gives node, in pool order.
 func (p Plan) For(node string, pool []string) []string {
@@ -91,9 +99,11 @@ const maxMoves = 10000
 //  1. Quorum: with Policy.Quorum, a view of no more than half the known members
 //     assigns nothing.
 //  2. Keep: a VIP stays with its current holder while the holder is healthy and in
-//     service (several claimants: the best-ranked keeps it).
-//  3. Orphans: a VIP with no eligible holder goes to the eligible node holding the
-//     fewest VIPs (ties: higher priority, then name).
+//     service (several claimants: the best-ranked keeps it). While a known member
+//     has failed (Known > visible), healthy spares count as in service.
+//  3. Orphans: a VIP with no eligible holder goes to a standing-in spare if there
+//     is one, else to the eligible node holding the fewest VIPs (ties: higher
+//     priority, then name).
 //  4. Preempt (only with Policy.Preempt, only towards preemptible nodes): move one
 //     VIP at a time from the most loaded node to the least loaded while they differ
 //     by more than one, and from a lower-priority node to a higher-priority one that
@@ -105,6 +115,7 @@ func (p Policy) Assign(v View) Plan {
 	}
 	visible := max(v.Visible, len(v.Nodes))
 	known := max(v.Known, visible)
+	plan.StandIn = known > visible
 	if p.Quorum && 2*visible <= known && known > 0 {
 		plan.HasQuorum = false
 		plan.Note = fmt.Sprintf("no quorum: %d of %d known members visible", visible, known)
@@ -115,7 +126,7 @@ func (p Policy) Assign(v View) Plan {
 	}
 	var elig []Node
 	for _, n := range ranked(v.Nodes) {
-		if n.eligible() && n.Name != "" {
+		if plan.Eligible(n) && n.Name != "" {
 			elig = append(elig, n)
 		}
 	}
@@ -156,6 +167,12 @@ func (p Policy) Assign(v View) Plan {
 	// 3. Orphans.
 	for _, vip := range p.VIPs {
 		if plan.Holder[vip] != "" {
+			continue
+		}
+		if n, ok := least(func(n Node) bool { return !n.InService }); ok {
+			plan.Holder[vip] = n.Name
+			plan.Reason[vip] = fmt.Sprintf("taken over: no eligible holder; spare %s stands in for a failed member", n.Name)
+			held[n.Name]++
 			continue
 		}
 		n, _ := least(func(Node) bool { return true })

@@ -20,6 +20,8 @@ func holders(p Plan, pool []string) string {
 	return strings.Join(b, " ")
 }
 
+func withHolds(n Node, holds ...string) Node { n.Holds = holds; return n }
+
 func TestAssignTable(t *testing.T) {
 	one := []string{"a"}
 	four := []string{"a", "b", "c", "d"}
@@ -57,6 +59,12 @@ func TestAssignTable(t *testing.T) {
 			View{Nodes: []Node{nd("n1", 100), nd("n2", 100), spare}}, "a=n1 b=n2 c=n1 d=n2", true, ""},
 		{"spare only: nothing held", Policy{VIPs: one},
 			View{Nodes: []Node{spare}}, "a=", true, "unheld"},
+		{"a member failed: the spare stands in for it", Policy{VIPs: one, Preempt: true},
+			View{Nodes: []Node{nd("n2", 100), spare}, Known: 3}, "a=n3", true, "taken over: no eligible holder; spare n3 stands in"},
+		{"a member failed: the spare keeps what it took", Policy{VIPs: one, Preempt: true},
+			View{Nodes: []Node{nd("n2", 100), withHolds(spare, "a")}, Known: 3}, "a=n3", true, "kept"},
+		{"the failed member is back: the spare gives it back", Policy{VIPs: one, Preempt: true},
+			View{Nodes: []Node{nd("n1", 100), nd("n2", 100), withHolds(spare, "a")}, Known: 3}, "a=n1", true, "taken over: no eligible holder; n1"},
 		{"pool spread evenly", Policy{VIPs: four, Preempt: true},
 			View{Nodes: []Node{nd("n1", 100), nd("n2", 100), nd("n3", 100), nd("n4", 100)}}, "a=n1 b=n2 c=n3 d=n4", true, ""},
 		{"rebalance after a node returns (preempt)", Policy{VIPs: four, Preempt: true},
@@ -124,8 +132,12 @@ func TestAssignProperties(t *testing.T) {
 		v := randomView(r, pol.VIPs)
 		p := pol.Assign(v)
 		elig := map[string]Node{}
+		standIn := v.Known > len(v.Nodes)
+		if p.StandIn != standIn {
+			t.Fatalf("iter %d: stand-in %v with %d known and %d live", iter, p.StandIn, v.Known, len(v.Nodes))
+		}
 		for _, n := range v.Nodes {
-			if n.Healthy && n.InService {
+			if n.Healthy && (n.InService || standIn) {
 				elig[n.Name] = n
 			}
 		}

@@ -11,7 +11,7 @@ import (
 // nodes of the view).
 
 func init() {
-	register(Command{"vip", "", "VIP pool: holder of each VIP, why, since when; this node's health checks, priority and view", 0, 0}, renderVIP)
+	register(Command{"vip", "[in-service on|off]", "VIP pool: holder of each VIP, why, since when; this node's health checks, priority and view; in-service on|off puts this node in or out of service (a spare) until its restart", 0, 2}, renderVIP)
 }
 
 func renderVIP(w io.Writer, _ []string, v any) error {

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"xedge/discovery"
@@ -83,13 +84,29 @@ type vipFeature struct {
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+	// inService starts as --in-service; `xmppctl vip in-service on|off` changes it
+	// at run time (not persisted: a restart goes back to the flag).
+	inService atomic.Bool
 }
 
 func buildVIP(s *Server) ([]StagedComponent, error) {
 	cfg := s.cfg.VIP
 	f := &vipFeature{s: s, cfg: cfg, pool: cfg.Prefixes(), conns: map[string]map[string]connCache{},
 		known: map[string]bool{}, lastConns: map[string]string{}, tickled: map[string]int{}, tags: [2]int{-1, -1}}
-	s.Admin.Handle("vip", func(ctx context.Context, _ []string) (any, error) { return f.status(), nil })
+	f.inService.Store(cfg.InService)
+	s.Admin.Handle("vip", func(ctx context.Context, args []string) (any, error) {
+		if len(args) == 0 {
+			return f.status(), nil
+		}
+		if len(args) != 2 || args[0] != "in-service" || (args[1] != "on" && args[1] != "off") {
+			return nil, fmt.Errorf("usage: vip [in-service on|off]")
+		}
+		on := args[1] == "on"
+		if was := f.inService.Swap(on); was != on {
+			f.log("in-service changed by an operator", "in_service", on)
+		}
+		return f.status(), nil
+	})
 	var comps []StagedComponent
 	if cfg.Firewall {
 		fw := &firewallFeature{s: s}
@@ -401,7 +418,7 @@ func (f *vipFeature) localMember() discovery.Member {
 func (f *vipFeature) step(ctx context.Context, now time.Time) {
 	me := f.s.cfg.Node
 	prio, healthy := f.health.Effective()
-	inService := f.cfg.InService && !f.localMember().Tags.Draining
+	inService := f.inService.Load() && !f.localMember().Tags.Draining
 	self := f.agent.Self(healthy, inService, prio, now)
 	f.publishTags(inService, prio)
 
@@ -504,7 +521,7 @@ func (f *vipFeature) publishTags(inService bool, prio int) {
 		return
 	}
 	_ = f.s.Membership().UpdateTags(func(t *discovery.Tags) {
-		t.InService = inService && f.cfg.InService
+		t.InService = inService && f.inService.Load()
 		t.Priority = prio
 	})
 }
@@ -664,7 +681,7 @@ func (f *vipFeature) status() VIPView {
 		return v
 	}
 	v.Priority, v.Healthy = f.health.Effective()
-	v.InService = f.cfg.InService && !f.localMember().Tags.Draining
+	v.InService = f.inService.Load() && !f.localMember().Tags.Draining
 	plan := f.agent.Plan()
 	v.Quorum, v.Note = plan.HasQuorum, plan.Note
 	held := map[string]time.Time{}
