@@ -44,6 +44,11 @@ type Options struct {
 	Log    io.Writer // progress (nil: discarded)
 	// Extra xmppd flags for every node (e.g. tuning).
 	Extra []string
+	// Resume also measures XEP-0198 resumption through the VIP under messages
+	// from a client on a surviving node (see Kill.Resumed).
+	Resume bool
+	// Spare names a node started with --in-service=false (used by the spare test).
+	Spare string
 	// Hang freezes the holder (SIGSTOP, link left up: CTDB's hung node, which its
 	// kernel keeps answering for) instead of killing it like a power loss.
 	Hang bool
@@ -53,10 +58,26 @@ type Options struct {
 type Kill struct {
 	Killed    string  `json:"killed"`
 	NewHolder string  `json:"new_holder"`
-	Detect    float64 `json:"detect_s"` // kill -> the client's old connection failed
-	Served    float64 `json:"served_s"` // kill -> logged in again through the VIP, ping answered
+	Detect    float64 `json:"detect_s"`  // kill -> the idle client's old connection failed
+	Resumed   float64 `json:"resumed_s"` // kill -> XEP-0198 session resumed through the VIP, ping answered
+	Served    float64 `json:"served_s"`  // kill -> a second client logged in afresh through the VIP, ping answered
 	Neighbour string  `json:"neighbour_mac"`
-	Attempts  int     `json:"reconnect_attempts"`
+	Attempts  int     `json:"reconnect_attempts"` // fresh logins tried
+	Resumes   int     `json:"resume_attempts"`    // resumptions tried
+	// Messages sent to the resuming client by a client on a surviving node from
+	// before the kill until after the resumption: sent, acknowledged by the
+	// server (XEP-0198 <a h=.../>), received by the resuming client (distinct
+	// bodies of acknowledged messages), received more than once.
+	MsgSent     int `json:"msgs_sent"`
+	MsgAcked    int `json:"msgs_acked"`
+	MsgReceived int `json:"msgs_received"`
+	MsgDups     int `json:"msgs_duplicated"`
+	// Acknowledged messages that did not reach the resumed session but the user's
+	// offline storage (delivered to a later login with presence): the server routed
+	// them while the session's node was gone and before the client resumed.
+	MsgOffline int `json:"msgs_offline"`
+	// Acknowledged messages that reached neither (lost).
+	MsgLost int `json:"msgs_lost"`
 }
 
 // Result is a run's outcome.
@@ -65,6 +86,8 @@ type Result struct {
 	Nodes       int       `json:"nodes"`
 	VIP         string    `json:"vip"`
 	Kills       []Kill    `json:"kills"`
+	ResumedP50  float64   `json:"resumed_p50_s"`
+	ResumedMax  float64   `json:"resumed_max_s"`
 	ServedP50   float64   `json:"served_p50_s"`
 	ServedMax   float64   `json:"served_max_s"`
 	DetectP50   float64   `json:"detect_p50_s"`
@@ -129,19 +152,20 @@ func Run(ctx context.Context, opt Options) (*Result, error) {
 	if opt.Dir == "" {
 		return nil, errors.New("vipfailover: Options.Dir is required")
 	}
-	if err := build(&opt); err != nil {
+	h, err := newHarness(opt)
+	if err != nil {
 		return nil, err
 	}
-	h := &harness{opt: opt, prefix: fmt.Sprintf("xvipf%d", os.Getpid()%100000)}
 	defer h.teardown()
-	if err := h.setup(); err != nil {
-		return nil, err
-	}
 	res := &Result{Started: time.Now().UTC(), Nodes: len(h.nodes), VIP: vipCIDR, Flags: h.flags, Mode: "kill",
 		Description: "kill the VIP holder (link down, then SIGKILL: no FIN reaches the client); time until an idle client logged in through the VIP is logged in again through it and a ping is answered"}
 	if opt.Hang {
 		res.Mode = "hang"
 		res.Description = "freeze the VIP holder (SIGSTOP; its link and kernel stay up and keep its TCP connections and, until the address lapses, the VIP); time until an idle client logged in through the VIP is logged in again through it and a ping is answered"
+	}
+	if opt.Resume {
+		res.Mode += "+resume"
+		res.Description += "; beside it, a client connected through the VIP with resumable XEP-0198 stream management reconnects and resumes its session (<resumed/>, then a ping answered) while a client on a surviving node sends it a message every 25 ms"
 	}
 	for i := 0; i < opt.Kills; i++ {
 		if err := ctx.Err(); err != nil {
@@ -152,16 +176,41 @@ func Run(ctx context.Context, opt Options) (*Result, error) {
 			return res, fmt.Errorf("kill %d: %w", i+1, err)
 		}
 		h.logf("kill %2d: %s -> %s  detect %.3f s  served %.3f s  (neighbour %s, %d attempts)", i+1, k.Killed, k.NewHolder, k.Detect, k.Served, k.Neighbour, k.Attempts)
+		if opt.Resume {
+			h.logf("         resumed %.3f s (%d attempts); messages sent %d acked %d received %d duplicated %d offline %d lost %d",
+				k.Resumed, k.Resumes, k.MsgSent, k.MsgAcked, k.MsgReceived, k.MsgDups, k.MsgOffline, k.MsgLost)
+		}
 		res.Kills = append(res.Kills, k)
 	}
-	var served, detect []float64
+	if len(res.Kills) == 0 {
+		return res, nil
+	}
+	var served, detect, resumed []float64
 	for _, k := range res.Kills {
 		served = append(served, k.Served)
 		detect = append(detect, k.Detect)
+		resumed = append(resumed, k.Resumed)
+	}
+	if opt.Resume {
+		res.ResumedP50, res.ResumedMax = p50(resumed), slices.Max(resumed)
 	}
 	res.ServedP50, res.ServedMax = p50(served), slices.Max(served)
 	res.DetectP50, res.DetectMax = p50(detect), slices.Max(detect)
 	return res, nil
+}
+
+// newHarness builds the binaries if needed and sets up the namespaces and the three
+// nodes; the caller tears it down (also on error, when h is not nil).
+func newHarness(opt Options) (*harness, error) {
+	if err := build(&opt); err != nil {
+		return nil, err
+	}
+	h := &harness{opt: opt, prefix: fmt.Sprintf("xvipf%d", os.Getpid()%100000)}
+	if err := h.setup(); err != nil {
+		h.teardown()
+		return nil, err
+	}
+	return h, nil
 }
 
 func p50(v []float64) float64 {
@@ -245,8 +294,10 @@ func (h *harness) setup() error {
 			return err
 		}
 	}
-	if err := h.ctl(h.nodes[0], "register", "bench", "secret"); err != nil {
-		return err
+	for _, u := range []string{"bench", "fresh", "sender"} {
+		if err := h.ctl(h.nodes[0], "register", u, "secret"); err != nil {
+			return err
+		}
 	}
 	return h.waitSettled(60 * time.Second)
 }
@@ -267,6 +318,9 @@ func (h *harness) start(n *node) error {
 		args = append(args, "--join", h.nodes[0].ip+":7400")
 	}
 	args = append(args, h.flags...)
+	if n.name == h.opt.Spare {
+		args = append(args, "--in-service=false")
+	}
 	lf, err := os.OpenFile(filepath.Join(h.opt.Dir, n.name+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return err
@@ -387,7 +441,7 @@ func (h *harness) login(timeout time.Duration) (*loadgen.Conn, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), timeout)
 		defer cancel()
 		var err error
-		c, err = loadgen.Login(ctx, loadgen.Options{Addr: vipAddr, Domain: domain, Timeout: timeout, Resource: "r"}, "bench", "secret")
+		c, err = loadgen.Login(ctx, loadgen.Options{Addr: vipAddr, Domain: domain, Timeout: timeout, Resource: "r"}, "fresh", "secret")
 		return err
 	})
 	return c, err
@@ -414,7 +468,14 @@ func (h *harness) killOnce(ctx context.Context, i int) (Kill, error) {
 		return Kill{}, fmt.Errorf("login through the VIP: %w", err)
 	}
 	defer c.Abort()
-	// Let the holder publish the connection (its rows are refreshed every second).
+	var sm *smRun
+	if h.opt.Resume {
+		if sm, err = h.startSM(victim, i); err != nil {
+			return Kill{}, err
+		}
+		defer sm.stop()
+	}
+	// Let the holder publish the connections (its rows are refreshed every second).
 	time.Sleep(2500 * time.Millisecond)
 	failed := make(chan time.Time, 1)
 	go func() {
@@ -438,25 +499,40 @@ func (h *harness) killOnce(ctx context.Context, i int) (Kill, error) {
 		victim.log.Close()
 	}
 	k := Kill{Killed: victim.name}
-	var detected time.Time
-	select {
-	case detected = <-failed:
-	case <-time.After(30 * time.Second):
-		return k, errors.New("the client's connection did not fail within 30 s")
+	// The fresh login (beside the resumption, if measured).
+	fresh := make(chan error, 1)
+	go func() {
+		select {
+		case detected := <-failed:
+			k.Detect = detected.Sub(t0).Seconds()
+		case <-time.After(30 * time.Second):
+			fresh <- errors.New("the client's connection did not fail within 30 s")
+			return
+		}
+		for {
+			k.Attempts++
+			nc, err := h.login(time.Second)
+			if err == nil {
+				k.Served = time.Since(t0).Seconds()
+				nc.Close()
+				fresh <- nil
+				return
+			}
+			if time.Since(t0) > 30*time.Second {
+				fresh <- fmt.Errorf("not served again within 30 s: %w", err)
+				return
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}()
+	if sm != nil {
+		if err := sm.measure(&k, t0, i); err != nil {
+			<-fresh
+			return k, err
+		}
 	}
-	k.Detect = detected.Sub(t0).Seconds()
-	for {
-		k.Attempts++
-		nc, err := h.login(time.Second)
-		if err == nil {
-			k.Served = time.Since(t0).Seconds()
-			nc.Close()
-			break
-		}
-		if time.Since(t0) > 30*time.Second {
-			return k, fmt.Errorf("not served again within 30 s: %w", err)
-		}
-		time.Sleep(50 * time.Millisecond)
+	if err := <-fresh; err != nil {
+		return k, err
 	}
 	k.Neighbour = h.neighbour()
 	for _, n := range h.nodes {
@@ -527,11 +603,22 @@ func (r *Result) Markdown() string {
 	fmt.Fprintf(&b, "# VIP failover (%s), %s\n\n", r.Mode, r.Started.Format(time.RFC3339))
 	fmt.Fprintf(&b, "%d xmppd nodes in network namespaces on one bridge, one VIP (%s), a client in a third namespace.\n%s.\n\n", r.Nodes, r.VIP, r.Description)
 	fmt.Fprintf(&b, "| figure | p50 (s) | max (s) |\n|---|---:|---:|\n")
-	fmt.Fprintf(&b, "| served again (reconnected, logged in, ping answered) | %.3f | %.3f |\n", r.ServedP50, r.ServedMax)
+	if r.Mode == "kill+resume" || r.Mode == "hang+resume" {
+		fmt.Fprintf(&b, "| reconnected and XEP-0198 session resumed, ping answered | %.3f | %.3f |\n", r.ResumedP50, r.ResumedMax)
+	}
+	fmt.Fprintf(&b, "| served again (reconnected, logged in afresh, ping answered) | %.3f | %.3f |\n", r.ServedP50, r.ServedMax)
 	fmt.Fprintf(&b, "| old connection failed at the client (tickle ACK -> reset) | %.3f | %.3f |\n\n", r.DetectP50, r.DetectMax)
-	fmt.Fprintf(&b, "Kills: %d. Target: served again <= 2 s.\n\n| # | killed | new holder | detect (s) | served (s) | neighbour MAC |\n|---:|---|---|---:|---:|---|\n", len(r.Kills))
-	for i, k := range r.Kills {
-		fmt.Fprintf(&b, "| %d | %s | %s | %.3f | %.3f | %s |\n", i+1, k.Killed, k.NewHolder, k.Detect, k.Served, k.Neighbour)
+	if r.Mode == "kill+resume" || r.Mode == "hang+resume" {
+		fmt.Fprintf(&b, "Kills: %d. Target: reconnected and resumed <= 2 s. Messages: sent to the resuming client from a surviving node every 25 ms; acked = acknowledged by the sender's server (XEP-0198 <a/>); received = reached the resumed session; offline = reached the user's offline storage instead; lost = neither.\n\n", len(r.Kills))
+		fmt.Fprintf(&b, "| # | killed | new holder | detect (s) | resumed (s) | fresh login (s) | sent | acked | received | duplicated | offline | lost | neighbour MAC |\n|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n")
+		for i, k := range r.Kills {
+			fmt.Fprintf(&b, "| %d | %s | %s | %.3f | %.3f | %.3f | %d | %d | %d | %d | %d | %d | %s |\n", i+1, k.Killed, k.NewHolder, k.Detect, k.Resumed, k.Served, k.MsgSent, k.MsgAcked, k.MsgReceived, k.MsgDups, k.MsgOffline, k.MsgLost, k.Neighbour)
+		}
+	} else {
+		fmt.Fprintf(&b, "Kills: %d. Target: served again <= 2 s.\n\n| # | killed | new holder | detect (s) | served (s) | neighbour MAC |\n|---:|---|---|---:|---:|---|\n", len(r.Kills))
+		for i, k := range r.Kills {
+			fmt.Fprintf(&b, "| %d | %s | %s | %.3f | %.3f | %s |\n", i+1, k.Killed, k.NewHolder, k.Detect, k.Served, k.Neighbour)
+		}
 	}
 	fmt.Fprintf(&b, "\nxmppd flags: `%s`\n", strings.Join(r.Flags, " "))
 	return b.String()

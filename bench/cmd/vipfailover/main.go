@@ -1,7 +1,7 @@
 // Command vipfailover runs the VIP failover benchmark (bench/vipfailover) and writes
 // bench/results/vip-failover-<time>.{json,md}. Needs root.
 //
-//	go run ./bench/cmd/vipfailover [-kills 20] [-out bench/results]
+//	go run ./bench/cmd/vipfailover [-kills 20] [-out bench/results] [-hang] [-resume]
 package main
 
 import (
@@ -27,6 +27,7 @@ func main() {
 	xmppd := flag.String("xmppd", "", "xmppd binary (default: built from this checkout)")
 	xmppctl := flag.String("xmppctl", "", "xmppctl binary (default: built from this checkout)")
 	hang := flag.Bool("hang", false, "freeze the holder (SIGSTOP) instead of killing it")
+	resume := flag.Bool("resume", false, "also measure XEP-0198 resumption through the VIP under messages from a surviving node")
 	flag.Parse()
 	dir, err := os.MkdirTemp("", "vipfailover-")
 	if err != nil {
@@ -40,7 +41,7 @@ func main() {
 	defer stop()
 	ctx, cancel := context.WithTimeout(ctx, 20*time.Minute)
 	defer cancel()
-	res, err := vipfailover.Run(ctx, vipfailover.Options{Kills: *kills, Dir: dir, Log: os.Stderr, Xmppd: *xmppd, Xmppct: *xmppctl, Hang: *hang})
+	res, err := vipfailover.Run(ctx, vipfailover.Options{Kills: *kills, Dir: dir, Log: os.Stderr, Xmppd: *xmppd, Xmppct: *xmppctl, Hang: *hang, Resume: *resume})
 	if res != nil {
 		if c, e := exec.Command("git", "rev-parse", "--short", "HEAD").Output(); e == nil {
 			res.Commit = strings.TrimSpace(string(c))
@@ -58,6 +59,9 @@ func main() {
 	if *hang {
 		name = "vip-hang-"
 	}
+	if *resume {
+		name += "resume-"
+	}
 	base := filepath.Join(*out, name+stamp)
 	b, _ := json.MarshalIndent(res, "", "  ")
 	if err := os.WriteFile(base+".json", append(b, '\n'), 0o644); err != nil {
@@ -67,6 +71,9 @@ func main() {
 	if err := os.WriteFile(base+".md", []byte(res.Markdown()), 0o644); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
+	}
+	if *resume {
+		fmt.Printf("resumed after a kill: p50 %.3f s, max %.3f s\n", res.ResumedP50, res.ResumedMax)
 	}
 	fmt.Printf("served again after a kill: p50 %.3f s, max %.3f s over %d kills (client connection failed: p50 %.3f s, max %.3f s)\nwrote %s.{json,md}\n",
 		res.ServedP50, res.ServedMax, len(res.Kills), res.DetectP50, res.DetectMax, base)
