@@ -23,6 +23,7 @@ import (
 	"sync"
 	"time"
 
+	"xedge/internal/backoff"
 	"xedge/xmppd/accounts"
 	"xedge/xmppd/router"
 	"xedge/xmppd/xmlstream"
@@ -192,24 +193,22 @@ func (s *Server) Start(ctx context.Context) error {
 
 func (s *Server) accept(ln net.Listener, directTLS bool) {
 	defer s.wg.Done()
-	var delay time.Duration
+	// Out of file descriptors and the like: back off, keep serving.
+	bo := backoff.Backoff{Min: 5 * time.Millisecond, Max: time.Second}
 	for {
 		nc, err := ln.Accept()
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return
 			}
-			// Out of file descriptors and the like: back off, keep serving.
-			if delay == 0 {
-				delay = 5 * time.Millisecond
-			} else if delay < time.Second {
-				delay *= 2
-			}
+			delay := bo.Next()
 			s.log.Warn("accept failed", "err", err, "retry_in", delay)
-			time.Sleep(delay)
+			if backoff.Sleep(s.baseCtx, delay) != nil {
+				return // Stop: the listener is closed too
+			}
 			continue
 		}
-		delay = 0
+		bo.Reset()
 		c := newConn(s, nc, directTLS)
 		s.mu.Lock()
 		if s.stopping {
