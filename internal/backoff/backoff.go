@@ -20,6 +20,10 @@ type Backoff struct {
 	// Jitter spreads each delay uniformly over ±Jitter of it (0.2: ±20%), so
 	// many nodes retrying the same thing do not do so in step. 0: none.
 	Jitter float64
+	// EqualJitter draws each delay uniformly from [d/2, d] instead (half of it
+	// fixed, half random): never longer than the doubling delay. It overrides
+	// Jitter.
+	EqualJitter bool
 
 	n int // delays handed out since the last Reset
 }
@@ -44,7 +48,17 @@ func Delay(min, max time.Duration, n int) time.Duration {
 func (b *Backoff) Next() time.Duration {
 	d := Delay(b.Min, b.Max, b.n)
 	b.n++
-	if b.Jitter > 0 {
+	return b.Spread(d)
+}
+
+// Spread applies b's jitter (EqualJitter or Jitter) to d without counting an
+// attempt: for a one-off delay outside the doubling, such as a quick retry
+// after a Reset.
+func (b *Backoff) Spread(d time.Duration) time.Duration {
+	switch {
+	case b.EqualJitter:
+		d = d/2 + rand.N(d/2+1)
+	case b.Jitter > 0:
 		d = time.Duration(float64(d) * (1 - b.Jitter + 2*b.Jitter*rand.Float64()))
 	}
 	return d

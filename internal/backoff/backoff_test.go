@@ -56,3 +56,20 @@ func TestWaitStopsOnCancel(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestEqualJitterAndSpread(t *testing.T) {
+	b := Backoff{Min: time.Second, Max: 4 * time.Second, EqualJitter: true, Jitter: 0.9}
+	for i := 0; i < 200; i++ {
+		want := Delay(b.Min, b.Max, b.Attempts())
+		if d := b.Next(); d < want/2 || d > want {
+			t.Fatalf("attempt %d: equal-jittered delay %v outside [%v, %v]", i, d, want/2, want)
+		}
+	}
+	n := b.Attempts()
+	if d := b.Spread(250 * time.Millisecond); d < 125*time.Millisecond || d > 250*time.Millisecond || b.Attempts() != n {
+		t.Fatalf("Spread(250ms) = %v, attempts %d -> %d", d, n, b.Attempts())
+	}
+	if d := (&Backoff{}).Spread(time.Second); d != time.Second {
+		t.Fatalf("Spread without jitter changed the delay: %v", d)
+	}
+}
