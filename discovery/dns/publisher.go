@@ -4,13 +4,14 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"math/rand/v2"
 	"slices"
 	"strings"
 	"sync"
 	"time"
 
 	mdns "github.com/miekg/dns"
+
+	"xedge/internal/backoff"
 )
 
 // PublisherConfig wires a Publisher.
@@ -302,7 +303,7 @@ func (p *Publisher) pushLoop(ctx context.Context) {
 	resync := time.NewTicker(p.cfg.Resync)
 	defer resync.Stop()
 	var retry <-chan time.Time
-	backoff := 500 * time.Millisecond
+	bo := backoff.Backoff{Min: 500 * time.Millisecond, Max: p.cfg.MaxBackoff, EqualJitter: true}
 	lastErr := ""
 	for {
 		select {
@@ -344,21 +345,28 @@ func (p *Publisher) pushLoop(ctx context.Context) {
 			if len(rep.Changed) > 0 {
 				p.log.Info("dns update applied and verified", "server", p.ustat.Server, "changed", len(rep.Changed), "took", rep.Took.Round(time.Millisecond))
 			}
-			lastErr, backoff = "", 500*time.Millisecond
+			lastErr = ""
+			bo.Reset()
 			continue
 		}
 		p.ustat.Failures++
 		p.ustat.LastError = err.Error()
 		p.ustat.LastResult = "failed"
 		level := slog.LevelError
+		d, settle := time.Duration(0), false
 		switch {
 		case errors.Is(err, ErrNotApplied):
 			p.ustat.LastResult = "not-applied"
 		case errors.Is(err, ErrConcurrent):
 			p.ustat.LastResult, level = "concurrent-change", slog.LevelWarn
-			backoff = 250 * time.Millisecond // settle fast once the other writer stopped
+			// Settle fast once the other writer stopped; later failures
+			// double again from Min.
+			bo.Reset()
+			d, settle = bo.Spread(min(250*time.Millisecond, p.cfg.MaxBackoff)), true
 		}
-		d := backoff/2 + rand.N(backoff/2+1)
+		if !settle {
+			d = bo.Next()
+		}
 		p.ustat.NextRetry = p.cfg.Now().Add(d)
 		p.mu.Unlock()
 		if err.Error() != lastErr { // one log line per distinct failure
@@ -366,7 +374,6 @@ func (p *Publisher) pushLoop(ctx context.Context) {
 			lastErr = err.Error()
 		}
 		retry = time.After(d)
-		backoff = min(backoff*2, p.cfg.MaxBackoff)
 	}
 }
 
