@@ -17,6 +17,7 @@ import (
 	"github.com/hashicorp/memberlist"
 	"github.com/hashicorp/serf/serf"
 
+	"xedge/internal/backoff"
 	"xedge/netcfg"
 )
 
@@ -686,9 +687,7 @@ func (a *Agent) ptrLoop(ctx context.Context) {
 			a.wg.Add(1)
 			go func(r ptrReq) {
 				defer a.wg.Done()
-				select {
-				case <-ctx.Done():
-				case <-time.After(time.Second << (r.attempt - 1)):
+				if backoff.Sleep(ctx, backoff.Delay(time.Second, time.Minute, r.attempt-1)) == nil {
 					a.queuePTR(ctx, r)
 				}
 			}(r)
@@ -753,7 +752,7 @@ func (a *Agent) seedLoop(ctx context.Context) {
 	if len(a.cfg.Seeds) == 0 && a.cfg.SRVDomain == "" {
 		return
 	}
-	wait := a.cfg.SeedRetry
+	bo := backoff.Backoff{Min: a.cfg.SeedRetry, Max: max(a.cfg.SeedRetry, 30*time.Second)}
 	logged := map[string]string{}
 	for attempt := 0; ; attempt++ {
 		if attempt == 0 || a.alone() {
@@ -788,12 +787,9 @@ func (a *Agent) seedLoop(ctx context.Context) {
 				}
 			}
 		}
-		select {
-		case <-ctx.Done():
+		if bo.Wait(ctx) != nil {
 			return
-		case <-time.After(wait):
 		}
-		wait = min(wait*2, 30*time.Second)
 	}
 }
 
@@ -840,7 +836,8 @@ func (a *Agent) scanLoop(ctx context.Context) {
 		}
 	}
 	sc := &Scanner{Prefixes: prefixes, Port: a.cfg.AdvertiseAddr.Port(), Rate: a.cfg.ScanRate, MaxBits: a.cfg.ScanMaxBits}
-	pause := 10 * time.Second
+	// No cap needed: ScanPasses bounds the doublings (the hour is a guard).
+	pause := backoff.Backoff{Min: 10 * time.Second, Max: time.Hour}
 	for pass := 1; pass <= a.cfg.ScanPasses; pass++ {
 		start := time.Now()
 		a.log.Info("subnet scan", "pass", pass, "subnets", fmt.Sprint(prefixes), "port", sc.Port, "rate_per_s", cmpOr(sc.Rate, DefaultScanRate))
@@ -867,12 +864,9 @@ func (a *Agent) scanLoop(ctx context.Context) {
 		if pass == a.cfg.ScanPasses || !a.alone() {
 			return
 		}
-		select {
-		case <-ctx.Done():
+		if pause.Wait(ctx) != nil {
 			return
-		case <-time.After(pause):
 		}
-		pause *= 2
 	}
 }
 
