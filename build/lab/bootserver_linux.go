@@ -117,12 +117,24 @@ func ServeBoot(ctx context.Context, o BootServerOptions) error {
 		Domain: o.Domain, DHCPText: xedgeText,
 		Hostname: func(a netip.Addr, _ net.HardwareAddr) string { return hostFor(a) },
 		Boot: pxe.Boot{Kernel: o.Kernel, Initrd: o.Initrd, Cmdline: o.Cmdline, Params: params, Files: files,
+			// Per box, from the lab's plan (the box itself still needs nothing): its
+			// LUN, and node1 as the seed of every other node, so node1 bootstraps
+			// and the rest join it whatever order they boot in. (Without seeds,
+			// xmppd's discovery alone split a loaded cold boot into two clusters.)
 			NodeParams: func(b pxe.BoxInfo) map[string]string {
 				hw, err := net.ParseMAC(b.MAC)
-				if n := labNode(hw); err == nil && n > 0 && o.Storage && n <= o.Nodes {
-					return map[string]string{"storage": StorageURL(n)}
+				n := labNode(hw)
+				if err != nil || n == 0 {
+					return nil
 				}
-				return nil
+				p := map[string]string{}
+				if o.Storage && n <= o.Nodes {
+					p["storage"] = StorageURL(n)
+				}
+				if n > 1 {
+					p["seeds"] = "10.77.0.11"
+				}
+				return p
 			}},
 		Log: o.Log,
 	})

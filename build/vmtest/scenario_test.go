@@ -131,10 +131,9 @@ func TestScenarioPXECluster(t *testing.T) {
 		t.Fatalf("every node must have fetched the boot script and its parameters:\n%s", boxes)
 	}
 
-	// Zero per-node configuration: key and LUN came from the boot server; the peers
-	// were found by xmppd's own discovery (no seeds handed out).
+	// Zero per-node configuration: key, seed and LUN came from the boot server.
 	out, err := lab.Run(ctx, sock("node2"), "node")
-	if err != nil || !strings.Contains(out, "key       set (server)") ||
+	if err != nil || !strings.Contains(out, "key       set (server)") || !strings.Contains(out, "seeds     10.77.0.11 (server)") ||
 		!strings.Contains(out, "storage   iscsi://10.77.0.1:3262/") || !strings.Contains(out, "boot      http://10.77.0.1/ (cmdline)") {
 		t.Fatalf("node2's configuration does not come from the boot server: %v\n%s", err, out)
 	}
@@ -178,7 +177,7 @@ func TestScenarioPXECluster(t *testing.T) {
 		"- where the wall time went, per box (power-on → DHCP: SeaBIOS and iPXE; → initramfs request: script and kernel over HTTP; → parameters: initramfs download, kernel boot, init up to its network; → serving: xmppd start, iSCSI login, cluster join):",
 		"  " + strings.Join(phases, "\n  "),
 		fmt.Sprintf("- whole cold boot (boot server, 3 targets, 3 boxes) to all serving: %.1f s", coldBoot.Seconds()),
-		"- per-box configuration: none — key and iSCSI LUN from the boot server (`node` shows `(server)`), peers found by xmppd's discovery on the segment (the lowest-named node bootstraps); an account registered on node1 is read on node3",
+		"- per-box configuration: none — key, seed (node1, for nodes 2 and 3) and iSCSI LUN from the boot server (`node` shows `(server)`); node1 bootstrapped, node2/3 joined it; an account registered on node1 is read on node3",
 		"- boot server's view (DHCP, iPXE script, kernel, initramfs, parameters per box):",
 		"```", strings.TrimSpace(boxes), "```",
 	})
