@@ -74,11 +74,12 @@ func TestScenarioVIPFailover(t *testing.T) {
 	// Before the kill: both directions are served, and the holder has had time to
 	// publish alice's connection (its rows are refreshed every second).
 	time.Sleep(4 * time.Second)
+	// A stalled acknowledgement is a failure, but the failover is still measured.
 	if err := alice.syncAcks(30 * time.Second); err != nil {
-		t.Fatalf("before the kill: %v", err)
+		t.Errorf("before the kill: %v", err)
 	}
 	if alice.received() == 0 || bob.received() == 0 {
-		t.Fatalf("no messages before the kill (alice got %d, bob got %d)", alice.received(), bob.received())
+		t.Errorf("no messages before the kill (alice got %d, bob got %d)", alice.received(), bob.received())
 	}
 	sentBefore, _ := alice.counts()
 	t.Logf("alice on the VIP via %s, bob on %s; killing %s (alice sent %d stanzas so far)", holder, other, holder, sentBefore)
