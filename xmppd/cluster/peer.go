@@ -8,6 +8,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"xedge/internal/backoff"
 )
 
 // peer is the sending side of the link to one node: a queue of messages not
@@ -90,7 +92,7 @@ func (p *peer) isGone() bool {
 // run connects, writes, reconnects until the peer is down or the bus stops.
 func (p *peer) run() {
 	defer p.b.wg.Done()
-	backoff := 50 * time.Millisecond
+	bo := backoff.Backoff{Min: 50 * time.Millisecond, Max: time.Second}
 	failing := false
 	for !p.isGone() {
 		c, err := p.connect()
@@ -100,19 +102,19 @@ func (p *peer) run() {
 				failing = true
 			}
 			select {
-			case <-time.After(backoff):
+			case <-time.After(bo.Next()):
 			case <-p.done:
 				return
 			case <-p.b.ctx.Done():
 				return
 			}
-			backoff = min(2*backoff, time.Second)
 			continue
 		}
 		if failing {
 			p.b.log.Info("cluster peer reachable again", "peer", p.node)
 		}
-		failing, backoff = false, 50*time.Millisecond
+		failing = false
+		bo.Reset()
 		p.serveConn(c)
 	}
 }
