@@ -9,6 +9,7 @@ import (
 
 	"github.com/hashicorp/raft"
 
+	"xedge/internal/backoff"
 	"xedge/storage"
 	"xedge/storage/tables"
 )
@@ -157,7 +158,7 @@ func (s *Store) handleRAMImage(req *rpcRequest) *rpcResponse {
 func (s *Store) ramLoop(ctx context.Context) {
 	t := time.NewTicker(s.cfg.ReportInterval)
 	defer t.Stop()
-	backoff := 2 * s.cfg.ReportInterval
+	bo := backoff.Backoff{Min: 2 * s.cfg.ReportInterval, Max: max(5*time.Second, 2*s.cfg.ReportInterval)}
 	var next time.Time
 	for {
 		select {
@@ -166,7 +167,8 @@ func (s *Store) ramLoop(ctx context.Context) {
 		case <-t.C:
 		}
 		if s.fsm.valid() {
-			backoff, next = 2*s.cfg.ReportInterval, time.Time{}
+			bo.Reset()
+			next = time.Time{}
 			continue
 		}
 		if s.leaving.Load() || s.holdResync.Load() || !s.joined() {
@@ -184,14 +186,13 @@ func (s *Store) ramLoop(ctx context.Context) {
 			if err := s.raft.Apply(append([]byte{entryRAMEpoch}, s.id...), 5*time.Second).Error(); err != nil {
 				s.log.Warn("new RAM epoch not committed; will retry", "err", err)
 			}
-			next = time.Now().Add(backoff)
+			next = time.Now().Add(bo.Peek())
 			continue
 		}
 		if time.Now().Before(next) {
 			continue
 		}
-		next = time.Now().Add(backoff)
-		backoff = min(2*backoff, 5*time.Second)
+		next = time.Now().Add(bo.Next())
 		if _, err := s.submit(ctx, &rpcRequest{Op: "apply", Cmd: append([]byte{entryRAMSync}, s.fsm.self...)}); err != nil {
 			s.log.Debug("propose RAM sync marker", "err", err)
 		}

@@ -31,6 +31,7 @@ import (
 
 	"github.com/hashicorp/raft"
 
+	"xedge/internal/backoff"
 	"xedge/storage"
 	"xedge/storage/ephemeral"
 	"xedge/storage/tables"
@@ -755,7 +756,7 @@ func (s *Store) submit(ctx context.Context, req *rpcRequest) (*rpcResponse, erro
 	if d, ok := ctx.Deadline(); ok {
 		deadline = d
 	}
-	wait := 20 * time.Millisecond
+	bo := backoff.Backoff{Min: 20 * time.Millisecond, Max: 500 * time.Millisecond}
 	for attempt := 0; ; attempt++ {
 		var resp *rpcResponse
 		var err error
@@ -773,18 +774,15 @@ func (s *Store) submit(ctx context.Context, req *rpcRequest) (*rpcResponse, erro
 		if !retry {
 			return resp, nil
 		}
-		if time.Now().Add(wait).After(deadline) || attempt > 1000 {
+		if time.Now().Add(bo.Peek()).After(deadline) || attempt > 1000 {
 			if err == nil {
 				err = errors.New(resp.Err)
 			}
 			return nil, fmt.Errorf("%w: %w", storage.ErrUnavailable, err)
 		}
-		select {
-		case <-ctx.Done():
-			return nil, fmt.Errorf("%w: %w", storage.ErrUnavailable, ctx.Err())
-		case <-time.After(wait):
+		if err := bo.Wait(ctx); err != nil {
+			return nil, fmt.Errorf("%w: %w", storage.ErrUnavailable, err)
 		}
-		wait = min(wait*2, 500*time.Millisecond)
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 
 	"github.com/hashicorp/raft"
 
+	"xedge/internal/backoff"
 	"xedge/storage"
 	"xedge/storage/blocklog"
 	"xedge/storage/tables"
@@ -167,6 +168,11 @@ func (s *stores) run(ctx context.Context) {
 	if s.onFull != nil {
 		s.filling.Store(s.onFull)
 	}
+	// While lost: re-persist every 2*probe doubling to 2s at most (a frozen
+	// target's reads also take long, and the node should be durable soon
+	// after it thaws; a LUN that reads but refuses writes costs a read of its
+	// layout per attempt). Otherwise every probe.
+	bo := backoff.Backoff{Min: 2 * s.probe, Max: max(2*time.Second, 2*s.probe)}
 	wait := s.probe
 	timer := time.NewTimer(wait)
 	defer timer.Stop()
@@ -187,19 +193,17 @@ func (s *stores) run(ctx context.Context) {
 					lastErr = err.Error()
 					s.log.Warn("storage still lost; re-persist failed (retrying)", "err", err)
 				}
-				// Every 2 s at most: a frozen target's reads also take
-				// long, and the node should be durable soon after it thaws.
-				// (A LUN that reads but refuses writes costs a read of its
-				// layout per attempt.)
-				wait = min(wait*2, 2*time.Second)
+				wait = bo.Next()
 			} else {
 				lastErr, wait = "", s.probe
+				bo.Reset()
 				s.log.Info("storage re-persisted into a new generation", "generation", s.bl.Generation(),
 					"took", s.now().Sub(start).Round(time.Millisecond))
 				s.transition(true)
 			}
 		} else {
 			wait = s.probe
+			bo.Reset()
 			now := s.now()
 			if now.Sub(s.lastProbe) >= 5*s.probe {
 				// A read every ~second: a device lost while nothing is
