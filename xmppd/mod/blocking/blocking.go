@@ -180,6 +180,9 @@ func (m *Module) iq(ctx context.Context, h module.Host, iq *module.IQ) {
 	case typ == "get" && p.Local == "blocklist":
 		if iq.Session != nil {
 			iq.Session.SetValue(requestedKey{}, true)
+			if f, ok := h.(flagger); ok {
+				f.SetSessionFlag(iq.Session, Flag, true) // other nodes push to it too
+			}
 		}
 		modutil.ReplyResult(ctx, h, iq, items("blocklist", m.List(user)))
 	case typ == "set" && (p.Local == "block" || p.Local == "unblock"):
@@ -292,11 +295,39 @@ func (m *Module) unblock(ctx context.Context, h module.Host, iq *module.IQ, user
 	}
 }
 
-// push sends a block/unblock push to the resources that requested the block list.
+// flagger is implemented by a core that mirrors sessions to other nodes: a
+// session's flags travel with it, so a block list change made on one node is
+// pushed to the user's resources on every node.
+type flagger interface {
+	SetSessionFlag(s module.Session, flag string, on bool)
+}
+
+// remote is implemented by proxies of sessions bound on other nodes.
+type remote interface {
+	Remote() bool
+	Flag(name string) bool
+}
+
+// Flag is the session flag other nodes see for a session that requested the
+// block list.
+const Flag = "blocklist"
+
+// requested reports whether s (local, or a proxy of another node's session)
+// requested the block list.
+func requested(s module.Session) bool {
+	if r, ok := s.(remote); ok && r.Remote() {
+		return r.Flag(Flag)
+	}
+	v, _ := s.Value(requestedKey{}).(bool)
+	return v
+}
+
+// push sends a block/unblock push to the resources that requested the block
+// list, on this node and on the others.
 func (m *Module) push(user string, payload *xmlstream.Element) {
 	bare := jid.JID{Local: user, Domain: m.h.Domain()}
 	for _, s := range m.h.Sessions(bare) {
-		if v, _ := s.Value(requestedKey{}).(bool); !v {
+		if !requested(s) {
 			continue
 		}
 		iq := xmlstream.New(xmlstream.NSClient, "iq", "type", "set", "id", "block-push", "from", bare.String(), "to", s.JID().String())
