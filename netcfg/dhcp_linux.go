@@ -11,6 +11,8 @@ import (
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/insomniacslk/dhcp/dhcpv4/nclient4"
+
+	"xedge/internal/backoff"
 )
 
 // DHCP keeps one interface's DHCPv4 lease: Acquire gets and applies the first lease,
@@ -140,7 +142,8 @@ func (d *DHCP) renewLoop(ctx context.Context) {
 			return
 		}
 		d.expire(l)
-		for backoff := time.Second; ctx.Err() == nil; backoff = min(2*backoff, 30*time.Second) {
+		bo := backoff.Backoff{Min: time.Second, Max: 30 * time.Second}
+		for ctx.Err() == nil {
 			actx, cancel := context.WithTimeout(ctx, 30*time.Second)
 			_, err := d.Acquire(actx)
 			cancel()
@@ -148,7 +151,7 @@ func (d *DHCP) renewLoop(ctx context.Context) {
 				break
 			}
 			d.log.Warn("dhcp: no lease yet", "err", err)
-			if !sleep(ctx, backoff) {
+			if bo.Wait(ctx) != nil {
 				return
 			}
 		}

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"xedge/internal/backoff"
 )
 
 // NetworkConfig configures Network.
@@ -160,7 +162,7 @@ func (n *Network) run(ctx context.Context, link string) {
 	n.mu.Lock()
 	n.clients[link] = d
 	n.mu.Unlock()
-	wait := n.cfg.Retry
+	bo := backoff.Backoff{Min: n.cfg.Retry, Max: max(n.cfg.Retry, time.Minute)}
 	for first := true; ctx.Err() == nil; first = false {
 		t := 10 * time.Second
 		if first {
@@ -175,10 +177,9 @@ func (n *Network) run(ctx context.Context, link string) {
 		if first {
 			n.log.Info("no DHCP lease yet; asking again in the background", "if", link, "err", err)
 		}
-		if !sleep(ctx, wait) {
+		if bo.Wait(ctx) != nil {
 			return
 		}
-		wait = min(2*wait, time.Minute)
 	}
 	if ctx.Err() != nil {
 		return
