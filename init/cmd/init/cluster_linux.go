@@ -15,6 +15,7 @@ import (
 	"xedge/image"
 	"xedge/image/pxe"
 	"xedge/init/config"
+	"xedge/internal/backoff"
 )
 
 // fetchParams asks the boot server for this box's parameters (<boot>params?mac=M):
@@ -34,8 +35,8 @@ func fetchParams(ctx context.Context, boot, ifname string) (config.Layer, error)
 	defer cancel()
 	var last error
 	for try := 0; try < 5 && ctx.Err() == nil; try++ {
-		if try > 0 {
-			time.Sleep(time.Duration(try) * 500 * time.Millisecond)
+		if try > 0 && backoff.Sleep(ctx, time.Duration(try)*500*time.Millisecond) != nil {
+			break // the 10 s are up: last says why the tries failed
 		}
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
 		if err != nil {
