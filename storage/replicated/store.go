@@ -751,6 +751,14 @@ func errKind(err error) string {
 
 // submit sends a request to the leader (locally if this node leads), retrying
 // while there is no leader or it cannot be reached, until ctx ends or ~5s.
+// leaderAttempt bounds one forwarded write's wait for the leader. A leader that
+// died without closing its connections (power loss, a cut link, SIGKILL behind a
+// dropped link) otherwise holds the writer for TCP's retransmission timeout —
+// 70 s were seen in the VIP failover benchmark, with a user's offline-storage
+// lock held meanwhile. Retrying is safe: request IDs make the FSM apply a batch
+// once, and a new leader is elected within about one election timeout.
+const leaderAttempt = time.Second
+
 func (s *Store) submit(ctx context.Context, req *rpcRequest) (*rpcResponse, error) {
 	deadline := time.Now().Add(5 * time.Second)
 	if d, ok := ctx.Deadline(); ok {
@@ -766,7 +774,7 @@ func (s *Store) submit(ctx context.Context, req *rpcRequest) (*rpcResponse, erro
 		if s.raft.State() == raft.Leader {
 			resp = s.handleRPC(req)
 		} else if addr, _ := s.raft.LeaderWithID(); addr != "" {
-			resp, err = s.rpc.call(ctx, string(addr), req)
+			resp, err = s.rpc.callWithin(ctx, string(addr), req, min(leaderAttempt, time.Until(deadline)))
 		} else {
 			err = errors.New("no leader")
 		}

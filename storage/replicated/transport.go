@@ -425,6 +425,15 @@ func (p *rpcClient) call(ctx context.Context, addr string, req *rpcRequest) (*rp
 	return &resp, nil
 }
 
+// callWithin is call with at most d for this attempt (the caller's ctx still
+// applies): a peer that stopped answering without closing the connection fails
+// the attempt instead of holding the caller.
+func (p *rpcClient) callWithin(ctx context.Context, addr string, req *rpcRequest, d time.Duration) (*rpcResponse, error) {
+	actx, cancel := context.WithTimeout(ctx, max(d, time.Millisecond))
+	defer cancel()
+	return p.call(actx, addr, req)
+}
+
 func (p *rpcClient) close() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
