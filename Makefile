@@ -9,7 +9,7 @@ BIN := bin
 # Fuzz time per target in `make test` (CI budget); raise it locally with FUZZTIME=5m.
 FUZZTIME ?= 5s
 
-.PHONY: all setup build run test test-unit test-integration test-vm fuzz lint image bench bench-ceiling bench-dns bench-cluster bench-vip clean
+.PHONY: all setup build run run-host test-scenarios test test-unit test-integration test-vm fuzz lint image bench bench-ceiling bench-dns bench-cluster bench-vip clean
 
 all: build
 
@@ -22,8 +22,16 @@ build:
 	@if [ -d init/cmd/init ] && ls init/cmd/init/*.go >/dev/null 2>&1; then \
 	  CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/init ./init/cmd/init; fi
 
-# Runs xmppd in the foreground with embedded defaults (domain localhost, data under ./var).
+# The appliance lab (root): 3 boxes PXE-booted on one L2 segment, an iSCSI LUN each,
+# one cluster, no per-box configuration; prints how to connect a client and reach
+# each console. Stop it with `bin/xedge lab down`.
 run: build
+	@build/setup.sh test >/dev/null
+	$(BIN)/xedge image
+	$(BIN)/xedge lab up -n 3 --pxe --storage --params xedge.registration=1
+
+# Plain xmppd on this host, in the foreground (domain localhost, data under ./var).
+run-host: build
 	@build/setup.sh base >/dev/null
 	$(BIN)/xmppd --data ./var
 
@@ -40,7 +48,12 @@ test-integration: build
 	$(GO) test -tags integration -count=1 -p 1 -timeout 20m $(call tagged,integration)
 
 test-vm: build
-	$(GO) test -tags vmtest -count=1 -p 1 -timeout 15m $(call tagged,vmtest)
+	$(GO) test -tags vmtest -count=1 -p 1 -timeout 30m $(call tagged,vmtest)
+
+# Every qemu scenario of docs/scenarios.md (root), (c)-(f) included (tag
+# scenarios); each rewrites its figures there.
+test-scenarios: build
+	$(GO) test -tags 'vmtest scenarios' -count=1 -p 1 -timeout 60m -v -run 'TestScenario|TestNodePXEServer' ./build/vmtest
 
 # Each fuzz target runs for FUZZTIME (build/fuzz.sh says how a toolchain deadline
 # race is told apart from a finding).
