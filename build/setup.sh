@@ -11,7 +11,7 @@ want=${1:-test}
 # Packages per purpose. Keep each list sorted; say in the commit why one was added.
 base_pkgs=(ca-certificates cpio git iproute2 iptables make openssl procps psmisc util-linux xz-utils)
 test_pkgs=(bind9 bind9-dnsutils dnsmasq-base ipxe-qemu libiscsi-bin linux-image-amd64
-           python3 python3-slixmpp qemu-system-x86 tgt
+           ipxe python3 python3-slixmpp qemu-system-x86 tgt
            # the bench harness's own integration test starts real peers
            ejabberd prosody tsung
            # the web admin page is tested in headless Chromium
