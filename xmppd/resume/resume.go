@@ -406,9 +406,17 @@ func (m *Manager) Fetch(ctx context.Context, id, user string) (*c2s.SMState, err
 			return m.askAll(ctx, id, user)
 		}
 		if alive {
-			cctx, ccancel := context.WithTimeout(ctx, 3*time.Second)
-			body, err := m.cfg.Bus.Call(cctx, owner, &cluster.Message{Kind: KindTake, ID: id, To: user})
-			ccancel()
+			var inc uint64
+			if cp != nil {
+				inc = cp.owner.Incarnation
+			}
+			body, gone, err := m.take(ctx, owner, inc, cp != nil, id, user)
+			if gone {
+				// Declared gone while we waited for it: the copy is the session now.
+				m.log.Info("the node holding the session was declared gone during the handover; resuming from the copy", "node", owner)
+				m.check()
+				continue
+			}
 			if err == nil {
 				var w wireState
 				if err := json.Unmarshal(body, &w); err != nil {
@@ -433,6 +441,50 @@ func (m *Manager) Fetch(ctx context.Context, id, user string) (*c2s.SMState, err
 		case <-time.After(m.cfg.Tick):
 		}
 		m.check()
+	}
+}
+
+// takePoll is how often a handover in flight checks that the holder is still
+// a live peer.
+const takePoll = 20 * time.Millisecond
+
+// take asks owner to hand session id over, for at most 3 s. When watch is set
+// (a copy is here) the call is cut short as soon as owner leaves the live
+// peers (or comes back as another incarnation than inc, when inc is not 0):
+// gone is then true and the copy is to be used at once.
+func (m *Manager) take(ctx context.Context, owner string, inc uint64, watch bool, id, user string) (body []byte, gone bool, err error) {
+	cctx, ccancel := context.WithTimeout(ctx, 3*time.Second)
+	defer ccancel()
+	if !watch {
+		body, err = m.cfg.Bus.Call(cctx, owner, &cluster.Message{Kind: KindTake, ID: id, To: user})
+		return body, false, err
+	}
+	type res struct {
+		body []byte
+		err  error
+	}
+	ch := make(chan res, 1)
+	go func() {
+		b, err := m.cfg.Bus.Call(cctx, owner, &cluster.Message{Kind: KindTake, ID: id, To: user})
+		ch <- res{b, err}
+	}()
+	t := time.NewTicker(takePoll)
+	defer t.Stop()
+	for {
+		select {
+		case r := <-ch:
+			return r.body, false, r.err
+		case <-t.C:
+			if cur, ok := m.cfg.Peers()[owner]; !ok || (inc != 0 && cur != inc) {
+				ccancel()
+				// An answer that raced the cancellation still wins: the holder
+				// handed the session over and no longer has it.
+				if r := <-ch; r.err == nil {
+					return r.body, false, nil
+				}
+				return nil, true, nil
+			}
+		}
 	}
 }
 

@@ -235,26 +235,34 @@ func TestReplicationHandoverAndOrphan(t *testing.T) {
 	}
 }
 
-// A node that never got a copy (restarted, or new) asks its peers: the one
-// holding a gone node's copy hands it over, once.
-func TestFetchAsksPeers(t *testing.T) {
-	ctx := context.Background()
-	n := &fakeNet{nodes: map[string]*fakeBus{}, down: map[string]bool{}}
+// twoWithCopy returns nodes a and b, where a holds bob's session id (one
+// stanza queued) and b has its copy.
+func twoWithCopy(t *testing.T) (n *fakeNet, a, b *Manager, id string) {
+	t.Helper()
+	n = &fakeNet{nodes: map[string]*fakeBus{}, down: map[string]bool{}}
 	mk := func(node string) *Manager {
 		m := New(Config{Node: node, Bus: n.bus(node, 1), Peers: n.peersOf(node), Timeout: time.Minute, Tick: 10 * time.Millisecond},
 			&fakeC2S{m: map[string]*c2s.SMState{}})
 		m.Register()
 		return m
 	}
-	a, b := mk("a"), mk("b")
+	a, b = mk("a"), mk("b")
 	a.check()
 	b.check()
-	id := a.NewID()
+	id = a.NewID()
 	a.Put(&c2s.SMState{ID: id, JID: jid.MustParse("bob@example.org/r")})
 	a.Queued(id, 1, msg("one"))
-	if err := a.Sync(ctx); err != nil {
+	if err := a.Sync(context.Background()); err != nil {
 		t.Fatal(err)
 	}
+	return n, a, b, id
+}
+
+// A node that never got a copy (restarted, or new) asks its peers: the one
+// holding a gone node's copy hands it over, once.
+func TestFetchAsksPeers(t *testing.T) {
+	ctx := context.Background()
+	n, _, b, id := twoWithCopy(t)
 	n.mu.Lock()
 	n.down["a"] = true
 	n.mu.Unlock()
@@ -348,4 +356,36 @@ func TestSyncCoalesces(t *testing.T) {
 	if calls < 2 || calls > 3 { // 3: callers late enough to miss the second round
 		t.Fatalf("%d sync calls for 51 callers, want 2", calls)
 	}
+}
+
+// A holder that stops answering (killed, its connection not yet reset) and is
+// then declared gone: the handover in flight is cut short and the copy is
+// resumed at once, not after the handover's 3 s timeout.
+func TestFetchStopsWaitingForAGoneHolder(t *testing.T) {
+	ctx := context.Background()
+	n, _, b, id := twoWithCopy(t)
+	// a goes silent: a handover call to it hangs until its context ends.
+	taking := make(chan struct{}, 1)
+	n.nodes["a"].Handle(KindTake, func(ctx context.Context, _ cluster.Peer, _ *cluster.Message) ([]byte, error) {
+		taking <- struct{}{}
+		<-ctx.Done()
+		return nil, ctx.Err()
+	})
+	go func() {
+		<-taking
+		time.Sleep(200 * time.Millisecond)
+		n.mu.Lock()
+		n.down["a"] = true // the membership declares a gone
+		n.mu.Unlock()
+	}()
+	start := time.Now()
+	got, err := b.Fetch(ctx, id, "bob")
+	took := time.Since(start)
+	if err != nil || len(got.Queue) != 1 || got.OutCount != 1 {
+		t.Fatalf("fetch: %+v %v", got, err)
+	}
+	if took > time.Second {
+		t.Fatalf("fetch took %v after the holder went silent and was declared gone 200 ms in; want the copy at once", took)
+	}
+	t.Logf("resumed from the copy %v after the fetch began (holder declared gone at ~200 ms)", took.Round(time.Millisecond))
 }
