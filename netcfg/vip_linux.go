@@ -110,7 +110,7 @@ func NewVIPs(opt VIPOptions) (*VIPs, error) {
 	if len(ifi.HardwareAddr) != 6 {
 		return nil, fmt.Errorf("vip interface %s has no Ethernet address", opt.Interface)
 	}
-	h, err := netlink.NewHandle()
+	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
 	if err != nil {
 		return nil, fmt.Errorf("vip netlink: %w", err)
 	}
@@ -518,7 +518,7 @@ func sendTickles(ctx context.Context, fds map[bool]int, conns []Conn, rate int) 
 // RemoveAddrs removes the given addresses from ifname where present (e.g. VIPs left
 // behind by a crashed xmppd: the kernel would keep answering ARP for them).
 func RemoveAddrs(ifname string, ps []netip.Prefix) error {
-	h, err := netlink.NewHandle()
+	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
 	if err != nil {
 		return fmt.Errorf("netlink: %w", err)
 	}
