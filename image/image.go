@@ -13,6 +13,9 @@ var Modules = []string{
 	"virtio_pci", "virtio_net", "virtio_rng", "e1000", "e1000e",
 	// L2 features the lab and VIP work use.
 	"af_packet", "bridge", "8021q", "veth", "macvlan",
+	// sock_diag for TCP: the VIP holder lists its client connections (tickle
+	// ACKs at takeover, docs/vip.md).
+	"inet_diag", "tcp_diag",
 	// ACPI power button and the input event interface: a power-off request from
 	// the hypervisor or the real button becomes a clean poweroff.
 	"button", "evdev",
