@@ -101,6 +101,29 @@ type ParsedRouter interface {
 	RouteParsed(ctx context.Context, st *xmlstream.Element, from, to jid.JID)
 }
 
+// DomainHandler takes a stanza addressed to a domain served through HandleDomain or
+// SetRemoteRoute (or to a JID at it). from and to are prepared and match st's
+// attributes; st is the handler's to keep (the router hands over a stanza nobody
+// else holds). It must not block on the network: queue and return.
+type DomainHandler func(ctx context.Context, st *xmlstream.Element, from, to jid.JID)
+
+// DomainRouter is implemented by a Host that routes stanzas for domains other than
+// Domain() to module handlers: a MUC service (conference.example), an external
+// component (XEP-0114), server-to-server links for remote domains. Modules
+// type-assert their Host to it.
+type DomainRouter interface {
+	// HandleDomain routes every stanza addressed to domain, or to a JID at domain,
+	// to h; a later call replaces the handler and a nil h removes it.
+	HandleDomain(domain string, h DomainHandler)
+	// SetRemoteRoute routes stanzas for domains that neither the server nor a
+	// HandleDomain handler serves (s2s); nil restores the default, which bounces
+	// them with <remote-server-not-found/>.
+	SetRemoteRoute(h DomainHandler)
+	// ServedDomains lists the domains registered with HandleDomain, sorted (for the
+	// server's disco#items).
+	ServedDomains() []string
+}
+
 // IQ is an IQ addressed to the server or to a bare JID the server answers for.
 type IQ struct {
 	Stanza   *xmlstream.Element

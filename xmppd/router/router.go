@@ -83,6 +83,9 @@ type Router struct {
 	jids jidCache
 
 	meta map[module.Session]*localMeta // bound local sessions' bind order and flags
+
+	domains map[string]module.DomainHandler // other domains served by modules (MUC, components)
+	remote  module.DomainHandler            // domains nobody here serves (s2s); nil bounces
 	cl   cl
 	rows rowCache
 }
@@ -422,8 +425,7 @@ func (r *Router) route(ctx context.Context, st *xmlstream.Element, from, to jid.
 		return
 	}
 	if !r.isLocal(to) {
-		// No server-to-server yet: other domains are unreachable.
-		r.bounce(ctx, st, module.ErrCancel, "remote-server-not-found", "")
+		r.toDomain(ctx, st, from, to, owned)
 		return
 	}
 	if to.Local == "" {
@@ -431,6 +433,58 @@ func (r *Router) route(ctx context.Context, st *xmlstream.Element, from, to jid.
 		return
 	}
 	r.toUser(ctx, st, from, to, owned)
+}
+
+// toDomain hands st to the handler of to's domain (a MUC service, a component),
+// else to the remote route (s2s), else bounces it: nothing serves that domain.
+func (r *Router) toDomain(ctx context.Context, st *xmlstream.Element, from, to jid.JID, owned bool) {
+	r.mu.RLock()
+	h := r.domains[to.Domain]
+	if h == nil {
+		h = r.remote
+	}
+	r.mu.RUnlock()
+	if h == nil {
+		r.bounce(ctx, st, module.ErrCancel, "remote-server-not-found", "")
+		return
+	}
+	if !owned {
+		st = st.Copy()
+	}
+	h(ctx, st, from, to)
+}
+
+// HandleDomain implements module.DomainRouter.
+func (r *Router) HandleDomain(domain string, h module.DomainHandler) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if h == nil {
+		delete(r.domains, domain)
+		return
+	}
+	if r.domains == nil {
+		r.domains = map[string]module.DomainHandler{}
+	}
+	r.domains[domain] = h
+}
+
+// SetRemoteRoute implements module.DomainRouter.
+func (r *Router) SetRemoteRoute(h module.DomainHandler) {
+	r.mu.Lock()
+	r.remote = h
+	r.mu.Unlock()
+}
+
+// ServedDomains implements module.DomainRouter.
+func (r *Router) ServedDomains() []string {
+	r.mu.RLock()
+	out := make([]string, 0, len(r.domains))
+	for d := range r.domains {
+		out = append(out, d)
+	}
+	r.mu.RUnlock()
+	sort.Strings(out)
+	return out
 }
 
 func (r *Router) toServer(ctx context.Context, st *xmlstream.Element, from, to jid.JID) {

@@ -233,3 +233,48 @@ func TestJIDCache(t *testing.T) {
 		t.Fatal("an invalid JID was cached")
 	}
 }
+
+func TestDomainRouting(t *testing.T) {
+	ctx := context.Background()
+	r, _ := setup(t)
+	var _ module.DomainRouter = r
+	a := sess("alice@localhost/a", 0, true)
+	r.Bind(ctx, a)
+	type got struct {
+		st       *xmlstream.Element
+		from, to jid.JID
+	}
+	var muc, s2s []got
+	r.HandleDomain("conference.localhost", func(_ context.Context, st *xmlstream.Element, from, to jid.JID) {
+		muc = append(muc, got{st, from, to})
+	})
+	sent := msg("alice@localhost/a", "room@conference.localhost", "groupchat")
+	r.Route(ctx, sent)
+	if len(muc) != 1 || muc[0].to.String() != "room@conference.localhost" || muc[0].from.String() != "alice@localhost/a" {
+		t.Fatalf("stanza to the MUC domain: %+v", muc)
+	}
+	if muc[0].st == sent {
+		t.Fatal("Route handed the caller's stanza to the handler (it must get a copy)")
+	}
+	// Other domains still bounce until a remote route is set.
+	r.Route(ctx, msg("alice@localhost/a", "x@elsewhere.example", "chat"))
+	if lastErr(a) != "remote-server-not-found" {
+		t.Fatal("remote domain without a remote route")
+	}
+	r.SetRemoteRoute(func(_ context.Context, st *xmlstream.Element, from, to jid.JID) {
+		s2s = append(s2s, got{st, from, to})
+	})
+	r.Route(ctx, msg("alice@localhost/a", "x@elsewhere.example", "chat"))
+	r.Route(ctx, msg("alice@localhost/a", "conference.localhost", "chat"))
+	if len(s2s) != 1 || s2s[0].to.Domain != "elsewhere.example" || len(muc) != 2 {
+		t.Fatalf("remote route got %d, MUC domain %d (want 1, 2)", len(s2s), len(muc))
+	}
+	if d := r.ServedDomains(); len(d) != 1 || d[0] != "conference.localhost" {
+		t.Fatalf("served domains %v", d)
+	}
+	r.HandleDomain("conference.localhost", nil)
+	r.Route(ctx, msg("alice@localhost/a", "room@conference.localhost", "chat"))
+	if len(muc) != 2 || len(s2s) != 2 {
+		t.Fatal("a removed domain handler still receives stanzas (or they did not fall to the remote route)")
+	}
+}
