@@ -124,8 +124,28 @@ func waitFor(t *testing.T, d time.Duration, what string, ok func() bool) {
 	deadline := time.Now().Add(d)
 	for !ok() {
 		if time.Now().After(deadline) {
-			t.Fatalf("no %s within %s", what, d)
+			t.Fatalf("%s: not within %s", what, d)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// keepLogs copies the node logs into the test output when the test failed (the
+// work directory is a t.TempDir, removed after the test).
+func keepLogs(t *testing.T, h *harness) {
+	t.Cleanup(func() {
+		if !t.Failed() {
+			return
+		}
+		for _, n := range h.nodes {
+			b, err := os.ReadFile(filepath.Join(h.opt.Dir, n.name+".log"))
+			if err != nil {
+				continue
+			}
+			if len(b) > 200_000 {
+				b = b[len(b)-200_000:]
+			}
+			t.Logf("--- %s.log (tail) ---\n%s", n.name, b)
+		}
+	})
 }

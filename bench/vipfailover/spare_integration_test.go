@@ -26,6 +26,7 @@ func TestVIPSpare(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(h.teardown)
+	keepLogs(t, h)
 	spare := h.nodes[2]
 	holder, err := h.holder(60 * time.Second)
 	if err != nil {

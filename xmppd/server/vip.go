@@ -422,51 +422,20 @@ func (f *vipFeature) step(ctx context.Context, now time.Time) {
 	self := f.agent.Self(healthy, inService, prio, now)
 	f.publishTags(inService, prio)
 
-	// Membership: who is dead or gone (when the view knows more than this node).
-	status := map[string]discovery.Status{}
 	members := f.s.Membership().Members()
-	for _, m := range members {
-		status[m.Name] = m.Status
-	}
-	view := vip.View{Nodes: []vip.Node{self}}
-	f.mu.Lock()
-	f.known[me] = true
+	var rows []peerVIPRow
 	f.s.Store.Ephemeral(VIPTable).Scan("", func(r storage.Row) bool {
 		if r.Node != r.Key || r.Node == me {
 			return true
 		}
 		var row vipRow
-		if json.Unmarshal(r.Value, &row) != nil {
-			return true
+		if json.Unmarshal(r.Value, &row) == nil {
+			rows = append(rows, peerVIPRow{Node: r.Node, Row: row})
 		}
-		if row.Leaving || status[r.Node] == discovery.StatusLeft {
-			delete(f.known, r.Node)
-			return true
-		}
-		f.known[r.Node] = true
-		if st, ok := status[r.Node]; ok && st != discovery.StatusAlive && st != discovery.StatusSuspect {
-			return true
-		}
-		view.Nodes = append(view.Nodes, vip.Node{Name: r.Node, Healthy: row.Healthy, InService: row.InService,
-			Priority: row.Priority, Preemptible: row.Preemptible, Holds: row.Holds})
 		return true
 	})
-	knownSet, visible := map[string]bool{}, map[string]bool{}
-	for n := range f.known {
-		knownSet[n] = true
-	}
-	for _, n := range view.Nodes {
-		visible[n.Name] = true
-	}
-	for _, m := range members {
-		if m.Status != discovery.StatusLeft {
-			knownSet[m.Name] = true
-		}
-		if m.Status == discovery.StatusAlive || m.Status == discovery.StatusSuspect {
-			visible[m.Name] = true // e.g. a witness that publishes no VIP state
-		}
-	}
-	view.Known, view.Visible = len(knownSet), len(visible)
+	f.mu.Lock()
+	view := buildVIPView(self, rows, members, f.known)
 	f.view, f.knownN = view.Nodes, view.Known
 	f.mu.Unlock()
 
@@ -504,6 +473,66 @@ func (f *vipFeature) step(ctx context.Context, now time.Time) {
 	if changed {
 		f.s.Store.Ephemeral(VIPTable).Put(me, row)
 	}
+}
+
+// peerVIPRow is another node's row of VIPTable.
+type peerVIPRow struct {
+	Node string
+	Row  vipRow
+}
+
+// buildVIPView is the allocator's view from this node's own row, the other
+// nodes' VIP rows and the membership view. known (nodes ever seen with a VIP
+// row, kept across calls) is updated: a node that left (gracefully) is forgotten.
+//
+// A member that publishes VIP state counts as live only while its row is there:
+// its row vanishes (the store's ephemeral timeout) and the gossip declares it
+// failed at about the same moment, in either order. Counting it live in between
+// (a suspected member whose row is gone) made an in-service survivor take the
+// lost node's VIPs as orphans, with no stand-in, and keep them, so a spare never
+// stood in when the rows went first. A member that never published a row (a
+// witness) counts from the membership alone.
+func buildVIPView(self vip.Node, rows []peerVIPRow, members []discovery.Member, known map[string]bool) vip.View {
+	status := map[string]discovery.Status{}
+	for _, m := range members {
+		status[m.Name] = m.Status
+	}
+	view := vip.View{Nodes: []vip.Node{self}}
+	known[self.Name] = true
+	hasRow := map[string]bool{self.Name: true}
+	for _, r := range rows {
+		if r.Node == self.Name {
+			continue
+		}
+		if r.Row.Leaving || status[r.Node] == discovery.StatusLeft {
+			delete(known, r.Node)
+			continue
+		}
+		known[r.Node] = true
+		hasRow[r.Node] = true
+		if st, ok := status[r.Node]; ok && st != discovery.StatusAlive && st != discovery.StatusSuspect {
+			continue
+		}
+		view.Nodes = append(view.Nodes, vip.Node{Name: r.Node, Healthy: r.Row.Healthy, InService: r.Row.InService,
+			Priority: r.Row.Priority, Preemptible: r.Row.Preemptible, Holds: r.Row.Holds})
+	}
+	knownSet, visible := map[string]bool{}, map[string]bool{}
+	for n := range known {
+		knownSet[n] = true
+	}
+	for _, n := range view.Nodes {
+		visible[n.Name] = true
+	}
+	for _, m := range members {
+		if m.Status != discovery.StatusLeft {
+			knownSet[m.Name] = true
+		}
+		if (m.Status == discovery.StatusAlive || m.Status == discovery.StatusSuspect) && (hasRow[m.Name] || !known[m.Name]) {
+			visible[m.Name] = true // e.g. a witness that publishes no VIP state
+		}
+	}
+	view.Known, view.Visible = len(knownSet), len(visible)
+	return view
 }
 
 // publishTags keeps the membership tags (in-service flag and priority, which DNS
