@@ -117,13 +117,17 @@ func (m *Module) store(ctx context.Context, h module.Host, ev *module.EventData)
 		h.Route(ctx, module.Error(st, module.ErrCancel, "service-unavailable", "message too large for offline storage"))
 		return true
 	}
-	// The lock makes the count and the put one step; bounces are routed after it.
-	// It also orders the store with SetPresence: the router found no session able
+	// The lock orders the store with SetPresence: the router found no session able
 	// to take the message, but one of the user's sessions may have become available
 	// since (its flush already ran, so a message stored now would stay in storage
-	// while the session is online). Checked under the lock, a session that is not
-	// available yet flushes after this store; one that is gets the message routed
-	// live (once: a second miss stores).
+	// while the session is online). Checked under the lock, a session that is
+	// available gets the message routed live (once: a second miss stores). The
+	// write itself runs without the lock: it may wait for a raft leader (seconds
+	// after a leader's death), and a session becoming available (a login, an XEP-0198
+	// resumption) must not wait for it. A session that became available while the
+	// write was in flight may have flushed before it committed: after the write the
+	// user's sessions are checked again and get the stored messages. (Stores in
+	// flight at once may overshoot the cap by their number.)
 	unlock := m.locks.Lock(user)
 	if ctx.Value(reroutedKey{}) == nil && m.deliverable(ev.To) {
 		unlock()
@@ -131,6 +135,7 @@ func (m *Module) store(ctx context.Context, h module.Host, ev *module.EventData)
 		return true
 	}
 	full := m.max >= 0 && m.Count(user) >= m.max
+	unlock()
 	var err error
 	for try := 0; !full && try < 3; try++ {
 		// Keys are unique on this node; another node storing for the same user in the
@@ -141,7 +146,9 @@ func (m *Module) store(ctx context.Context, h module.Host, ev *module.EventData)
 			break
 		}
 	}
-	unlock()
+	if !full && err == nil {
+		m.deliverLate(ctx, ev.To)
+	}
 	switch {
 	case full:
 		h.Logger().Info("offline storage full, bouncing", "user", user, "max", m.max)
@@ -151,6 +158,25 @@ func (m *Module) store(ctx context.Context, h module.Host, ev *module.EventData)
 		h.Route(ctx, module.StoreError(st, err))
 	}
 	return true
+}
+
+// deliverLate hands what is stored for to's user to a local session of it that is
+// able to take bare-JID messages (it became available while a store was in
+// flight). Under the user's lock: a SetPresence either has finished (the session
+// is seen available here) or flushes after this write committed. A session on
+// another node gets the messages from its late flush.
+func (m *Module) deliverLate(ctx context.Context, to jid.JID) {
+	unlock := m.locks.Lock(to.Local)
+	defer unlock()
+	for _, s := range m.h.Sessions(to.Bare()) {
+		if _, remote := s.(interface{ Remote() bool }); remote {
+			continue
+		}
+		if s.Presence() != nil && s.Priority() >= 0 {
+			m.deliverLocked(ctx, s)
+			return
+		}
+	}
 }
 
 // onPresence delivers stored messages to a session that becomes able to take

@@ -3,8 +3,10 @@ package offline
 import (
 	"context"
 	"testing"
+	"time"
 
 	"xedge/storage"
+	"xedge/xmppd/jid"
 	"xedge/xmppd/mod/internal/modtest"
 	"xedge/xmppd/module"
 	"xedge/xmppd/xmlstream"
@@ -162,5 +164,72 @@ func TestStoreAfterBecomingAvailableRoutesLive(t *testing.T) {
 	set(ctx, a, xmlstream.New(xmlstream.NSClient, "presence"))
 	if got := modtest.Find(a.Take(), "message", ""); len(got) != 1 || got[0].ChildText("", "body") != "three" {
 		t.Fatalf("flush on priority raise: %+v", got)
+	}
+}
+
+// gatedHost is a host whose store holds every write of an offline message until
+// the gate opens (a raft store waiting for a new leader).
+type gatedHost struct {
+	*modtest.Host
+	st gatedStore
+}
+
+func (h *gatedHost) Store() storage.Store { return &h.st }
+
+type gatedStore struct {
+	storage.Store
+	entered chan struct{}
+	gate    chan struct{}
+}
+
+func (s *gatedStore) Apply(ctx context.Context, ops ...storage.Op) error {
+	for _, op := range ops {
+		if op.Table == Table && op.Kind == storage.OpPut {
+			s.entered <- struct{}{}
+			<-s.gate
+		}
+	}
+	return s.Store.Apply(ctx, ops...)
+}
+
+// A session becoming available (a login, an XEP-0198 resumption) does not wait
+// for an offline write in flight for its user, and gets the message once the
+// write commits.
+func TestStoreInFlightDoesNotHoldUpPresence(t *testing.T) {
+	base := modtest.NewHost("example.org", "alice", "bob")
+	h := &gatedHost{Host: base, st: gatedStore{Store: base.Store(), entered: make(chan struct{}, 1), gate: make(chan struct{})}}
+	m := New(10)
+	ctx := context.Background()
+	if err := m.Start(ctx, h); err != nil {
+		t.Fatal(err)
+	}
+	set := m.PresenceSetter()
+	stored := make(chan bool, 1)
+	go func() {
+		stored <- m.store(ctx, h, &module.EventData{Stanza: msg("chat", "gap"), To: jid.MustParse("alice@example.org")})
+	}()
+	select {
+	case <-h.st.entered:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the offline write did not start")
+	}
+	a := base.Connect("alice@example.org/a")
+	done := make(chan struct{})
+	go func() { set(ctx, a, xmlstream.New(xmlstream.NSClient, "presence")); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(2 * time.Second):
+		close(h.st.gate)
+		t.Fatal("the presence of a session waited for an offline write of its user in flight")
+	}
+	close(h.st.gate)
+	if !<-stored {
+		t.Fatal("EvOffline not consumed")
+	}
+	if got := modtest.Find(a.Take(), "message", ""); len(got) != 1 || got[0].ChildText("", "body") != "gap" {
+		t.Fatalf("the message stored while the session became available: %+v", got)
+	}
+	if n := m.Count("alice"); n != 0 {
+		t.Fatalf("%d left in storage while alice is available", n)
 	}
 }
