@@ -28,7 +28,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -72,8 +71,14 @@ type Config struct {
 	// Timeout is how long a copy of a gone node's session stays resumable (sm-timeout).
 	Timeout time.Duration
 	// Reroute gets the unacknowledged stanzas of a copy that expired unresumed,
-	// on exactly one survivor (the live node with the smallest name).
+	// on exactly one survivor: the live node with the smallest name (the owner
+	// excluded) when the owner was found gone.
 	Reroute func(ctx context.Context, j jid.JID, queue []*xmlstream.Element)
+	// Settled, when set, is told on every node when a copy of a gone node's
+	// session stops being resumable here: resumed (taken here, handed to a peer,
+	// or replaced by the state of the node that resumed it) or expired. It runs
+	// without the manager's lock.
+	Settled func(ctx context.Context, j jid.JID, resumed bool)
 	// Tick is the period of the membership check (default 200 ms).
 	Tick   time.Duration
 	Logger *slog.Logger
@@ -91,6 +96,14 @@ type wireState struct {
 	Mech       string    `json:"mech,omitempty"`
 	TLS        bool      `json:"tls,omitempty"`
 	Queue      []qItem   `json:"queue,omitempty"`
+	// Gen counts the moves of the session between nodes (each resumption on
+	// another node adds one): of two nodes holding the session at once — one
+	// resumed it from a copy while the other, declared gone by mistake, was
+	// alive — the one with the higher Gen keeps it.
+	Gen uint64 `json:"gen,omitempty"`
+	// Base is Out when the current owner resumed the session (Gen > 0): what a
+	// previous owner queued after it never reached the client.
+	Base uint32 `json:"base,omitempty"`
 }
 
 type qItem struct {
@@ -104,6 +117,10 @@ type copyOf struct {
 	st       wireState // Queue kept in order of Seq
 	orphan   bool      // the owner is gone: this copy is the session
 	deadline time.Time // orphan: resumable until then
+	// responsible: this node was the live node with the smallest name (the
+	// owner excluded) when the copy became an orphan: it reroutes the queue if
+	// the copy expires.
+	responsible bool
 }
 
 // Manager implements c2s.Replicator.
@@ -114,6 +131,7 @@ type Manager struct {
 
 	mu      sync.Mutex
 	local   map[string]*wireState // this node's resumable sessions (for full copies)
+	gens    map[string]uint64     // Gen of sessions being resumed here (until their first Put)
 	copies  map[string]*copyOf    // other nodes' sessions, by id
 	peers   map[string]uint64     // peers that have (or are being sent) a full copy
 	stale   map[string]bool       // peers that missed a message: full copy on the next tick
@@ -143,7 +161,7 @@ func New(cfg Config, ho Handoverer) *Manager {
 		cfg.Tick = 200 * time.Millisecond
 	}
 	return &Manager{cfg: cfg, log: cfg.Logger.With("component", "resume"), ho: ho,
-		local: map[string]*wireState{}, copies: map[string]*copyOf{}, peers: map[string]uint64{}, stale: map[string]bool{}}
+		local: map[string]*wireState{}, gens: map[string]uint64{}, copies: map[string]*copyOf{}, peers: map[string]uint64{}, stale: map[string]bool{}}
 }
 
 // Register installs the bus handlers.
@@ -242,8 +260,14 @@ func (m *Manager) Put(st *c2s.SMState) {
 	delete(m.copies, st.ID) // this node holds it now
 	l := m.local[st.ID]
 	if l == nil {
-		l = &wireState{}
+		// Resumed here: the first Put comes before anything new is queued.
+		l = &wireState{Gen: m.gens[st.ID], Base: w.Out}
+		delete(m.gens, st.ID)
 		m.local[st.ID] = l
+	}
+	if l.Gen != 0 {
+		w.Gen, w.Base = l.Gen, l.Base
+		body, _ = json.Marshal(&w)
 	}
 	q := l.Queue
 	*l = w
@@ -393,7 +417,9 @@ func (m *Manager) Fetch(ctx context.Context, id, user string) (*c2s.SMState, err
 				return nil, c2s.ErrNoSession // another user's session: left as it is
 			}
 			delete(m.copies, id)
+			m.gens[id] = cp.st.Gen + 1
 			m.mu.Unlock()
+			m.settled(cp, true)
 			m.log.Info("resuming a session of a node that is gone, from its copy", "jid", cp.st.JID, "node", owner, "queued", len(cp.st.Queue))
 			return fromWire(&cp.st)
 		}
@@ -423,6 +449,7 @@ func (m *Manager) Fetch(ctx context.Context, id, user string) (*c2s.SMState, err
 					return nil, fmt.Errorf("resume: handover from %s: %w", owner, err)
 				}
 				m.log.Info("session handed over by its node", "jid", w.JID, "node", owner, "queued", len(w.Queue))
+				m.adopting(id, w.Gen)
 				return fromWire(&w)
 			}
 			if strings.Contains(err.Error(), c2s.ErrNoSession.Error()) {
@@ -531,6 +558,7 @@ func (m *Manager) askAll(ctx context.Context, id, user string) (*c2s.SMState, er
 				continue
 			}
 			m.log.Info("session handed over by a peer", "jid", w.JID, "node", r.node, "queued", len(w.Queue))
+			m.adopting(id, w.Gen)
 			found = st
 			cancel() // the others need not answer
 		case r.err != nil && !strings.Contains(r.err.Error(), c2s.ErrNoSession.Error()):
@@ -549,9 +577,16 @@ func (m *Manager) askAll(ctx context.Context, id, user string) (*c2s.SMState, er
 // onTake hands a session over to the calling node: a local one, or this
 // node's copy of a gone node's session.
 func (m *Manager) onTake(ctx context.Context, from cluster.Peer, msg *cluster.Message) ([]byte, error) {
+	m.mu.Lock()
+	var gen uint64
+	if l := m.local[msg.ID]; l != nil {
+		gen = l.Gen
+	}
+	m.mu.Unlock()
 	st, err := m.ho.Handover(ctx, msg.ID, msg.To)
 	if err == nil {
 		w := toWire(st)
+		w.Gen = gen
 		return json.Marshal(&w)
 	}
 	if !errors.Is(err, c2s.ErrNoSession) {
@@ -565,7 +600,79 @@ func (m *Manager) onTake(ctx context.Context, from cluster.Peer, msg *cluster.Me
 	}
 	delete(m.copies, msg.ID)
 	m.mu.Unlock()
+	m.settled(cp, true)
 	return json.Marshal(&cp.st)
+}
+
+// adopting records the Gen of session id being resumed here (one more move).
+func (m *Manager) adopting(id string, gen uint64) {
+	m.mu.Lock()
+	m.gens[id] = gen + 1
+	m.mu.Unlock()
+}
+
+// newerOwnerLocked reports whether w, sent by another node, says that node
+// holds session id as a later owner than this node's local session: this node
+// was declared gone while alive and the session was resumed there from a copy.
+// This node then gives the session up (surrender), so one node holds it.
+func (m *Manager) newerOwnerLocked(from cluster.Peer, w *wireState) bool {
+	l := m.local[w.ID]
+	return l != nil && from.Node != m.cfg.Node && w.Gen > l.Gen
+}
+
+// surrender gives up local session id, which another node resumed (as a newer
+// owner) after this node was declared gone by mistake: it is unbound here
+// without telling contacts it went away and its connection closed, and every
+// stanza queued here after what the other node resumed (numbered after base) is
+// routed again — to the session on the other node. Nothing is lost; a stanza
+// may arrive twice.
+func (m *Manager) surrender(id, jidS string, base uint32, to string) {
+	j, err := jid.Parse(jidS)
+	if err != nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	st, err := m.ho.Handover(ctx, id, j.Local)
+	if err != nil {
+		return // ended meanwhile
+	}
+	first := st.OutCount - uint32(len(st.Queue)) + 1
+	var later []*xmlstream.Element
+	for i, q := range st.Queue {
+		if after(first+uint32(i), base) {
+			later = append(later, q)
+		}
+	}
+	m.log.Warn("a session held here was resumed on another node (this node was declared gone while alive): given up, stanzas queued since routed to it",
+		"jid", j.String(), "node", to, "rerouted", len(later))
+	if len(later) > 0 && m.cfg.Reroute != nil {
+		m.cfg.Reroute(ctx, j, later)
+	}
+}
+
+// settled tells Config.Settled that orphan copy cp left this node.
+func (m *Manager) settled(cp *copyOf, resumed bool) {
+	if m.cfg.Settled == nil || !cp.orphan {
+		return
+	}
+	if j, err := jid.Parse(cp.st.JID); err == nil {
+		m.cfg.Settled(context.Background(), j, resumed)
+	}
+}
+
+// CopiesOf returns the full JIDs of node's sessions this node holds copies of
+// (resumable here once node is gone).
+func (m *Manager) CopiesOf(node string) map[string]bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := map[string]bool{}
+	for _, cp := range m.copies {
+		if cp.owner.Node == node && cp.st.JID != "" {
+			out[cp.st.JID] = true
+		}
+	}
+	return out
 }
 
 func fromWire(w *wireState) (*c2s.SMState, error) {
@@ -661,6 +768,11 @@ func (m *Manager) copyLocked(from cluster.Peer, id string) *copyOf {
 		if _, mine := m.local[id]; mine {
 			return nil // resumed here since: the sender's copy is out of date
 		}
+		if cp != nil && cp.orphan && cp.owner.Node != from.Node {
+			// Resumed on the sender. Settled only forgets (no callback into
+			// the manager), so it may run under the lock.
+			m.settled(cp, true)
+		}
 		cp = &copyOf{owner: from, st: wireState{ID: id}}
 		m.copies[id] = cp
 	}
@@ -674,6 +786,10 @@ func (m *Manager) onPut(_ context.Context, from cluster.Peer, msg *cluster.Messa
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.newerOwnerLocked(from, &w) {
+		go m.surrender(w.ID, w.JID, w.Base, from.Node)
+		return nil, nil
+	}
 	if cp := m.copyLocked(from, w.ID); cp != nil {
 		q, out := cp.st.Queue, cp.st.Out
 		cp.st = w
@@ -736,12 +852,16 @@ func (m *Manager) onFull(_ context.Context, from cluster.Peer, msg *cluster.Mess
 		case cp.owner.Incarnation != from.Incarnation:
 			// The sender restarted before this node noticed: its earlier
 			// incarnation's sessions are resumable from their copies.
-			cp.orphan, cp.deadline = true, time.Now().Add(m.cfg.Timeout)
+			m.orphanLocked(cp, m.cfg.Peers(), time.Now())
 		default:
 			delete(m.copies, id) // replaced by the full copy
 		}
 	}
 	for _, w := range all {
+		if m.newerOwnerLocked(from, &w) {
+			go m.surrender(w.ID, w.JID, w.Base, from.Node)
+			continue
+		}
 		if cp := m.copyLocked(from, w.ID); cp != nil {
 			cp.st = w
 		}
@@ -755,7 +875,7 @@ func (m *Manager) onOrphan(_ context.Context, from cluster.Peer, _ *cluster.Mess
 	n := 0
 	for _, cp := range m.copies {
 		if cp.owner == from && !cp.orphan {
-			cp.orphan, cp.deadline = true, time.Now().Add(m.cfg.Timeout)
+			m.orphanLocked(cp, m.cfg.Peers(), time.Now())
 			n++
 		}
 	}
@@ -804,7 +924,7 @@ func (m *Manager) check() {
 	}
 	for id, cp := range m.copies {
 		if inc, ok := live[cp.owner.Node]; !cp.orphan && (!ok || inc != cp.owner.Incarnation) {
-			cp.orphan, cp.deadline = true, now.Add(m.cfg.Timeout)
+			m.orphanLocked(cp, live, now)
 			m.log.Info("node gone: its resumable session stays resumable here", "node", cp.owner.Node, "jid", cp.st.JID, "queued", len(cp.st.Queue), "for", m.cfg.Timeout)
 		}
 		if cp.orphan && now.After(cp.deadline) {
@@ -813,18 +933,11 @@ func (m *Manager) check() {
 		}
 	}
 	m.mu.Unlock()
-	if len(expired) == 0 {
-		return
-	}
-	names := []string{m.cfg.Node}
-	for p := range live {
-		names = append(names, p)
-	}
-	sort.Strings(names)
-	if names[0] != m.cfg.Node || m.cfg.Reroute == nil {
-		return
-	}
 	for _, cp := range expired {
+		m.settled(cp, false)
+		if !cp.responsible || m.cfg.Reroute == nil {
+			continue
+		}
 		st, err := fromWire(&cp.st)
 		if err != nil {
 			m.log.Warn("expired session copy unreadable", "jid", cp.st.JID, "err", err)
@@ -832,6 +945,19 @@ func (m *Manager) check() {
 		}
 		m.log.Info("session of a gone node not resumed in time; its unacknowledged stanzas are rerouted", "jid", cp.st.JID, "count", len(st.Queue))
 		m.cfg.Reroute(context.Background(), st.JID, st.Queue)
+	}
+}
+
+// orphanLocked makes cp the session (its owner is gone), resumable until the
+// timeout; this node is responsible for it if it is the live node with the
+// smallest name apart from the owner.
+func (m *Manager) orphanLocked(cp *copyOf, live map[string]uint64, now time.Time) {
+	cp.orphan, cp.deadline = true, now.Add(m.cfg.Timeout)
+	cp.responsible = true
+	for p := range live {
+		if p != cp.owner.Node && p < m.cfg.Node {
+			cp.responsible = false
+		}
 	}
 }
 

@@ -3,6 +3,8 @@ package resume
 import (
 	"context"
 	"errors"
+	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -101,6 +103,17 @@ func bodies(st *c2s.SMState) []string {
 	return out
 }
 
+// rerouteInto is a Config.Reroute that records "node:body" of each stanza.
+func rerouteInto(node string, mu *sync.Mutex, out *[]string) func(context.Context, jid.JID, []*xmlstream.Element) {
+	return func(_ context.Context, _ jid.JID, q []*xmlstream.Element) {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, e := range q {
+			*out = append(*out, node+":"+e.ChildText("", "body"))
+		}
+	}
+}
+
 func TestIDNamesOwner(t *testing.T) {
 	m := New(Config{Node: "node-1.example"}, nil)
 	id := m.NewID()
@@ -130,13 +143,7 @@ func TestReplicationHandoverAndOrphan(t *testing.T) {
 	var rmu sync.Mutex
 	mk := func(node string, ho Handoverer) *Manager {
 		m := New(Config{Node: node, Bus: n.bus(node, 7), Peers: n.peersOf(node), Timeout: 300 * time.Millisecond, Tick: 10 * time.Millisecond,
-			Reroute: func(_ context.Context, j jid.JID, q []*xmlstream.Element) {
-				rmu.Lock()
-				for _, e := range q {
-					rerouted = append(rerouted, node+":"+e.ChildText("", "body"))
-				}
-				rmu.Unlock()
-			}}, ho)
+			Reroute: rerouteInto(node, &rmu, &rerouted)}, ho)
 		m.Register()
 		return m
 	}
@@ -388,4 +395,146 @@ func TestFetchStopsWaitingForAGoneHolder(t *testing.T) {
 		t.Fatalf("fetch took %v after the holder went silent and was declared gone 200 ms in; want the copy at once", took)
 	}
 	t.Logf("resumed from the copy %v after the fetch began (holder declared gone at ~200 ms)", took.Round(time.Millisecond))
+}
+
+// A gone node's copies are settled on every survivor: resumed (taken here, or
+// replaced by the state of the node that resumed it) or expired; the queue of
+// an expired one is rerouted by the node that was the smallest survivor when
+// the owner went, even if a smaller one (the owner, restarted) is back by then.
+func TestSettledAndResponsibleAtLoss(t *testing.T) {
+	ctx := context.Background()
+	n := &fakeNet{nodes: map[string]*fakeBus{}, down: map[string]bool{}}
+	var mu sync.Mutex
+	var events []string
+	mk := func(node string, inc uint64) *Manager {
+		m := New(Config{Node: node, Bus: n.bus(node, inc), Peers: n.peersOf(node), Timeout: 200 * time.Millisecond, Tick: 10 * time.Millisecond,
+			Reroute: func(_ context.Context, j jid.JID, q []*xmlstream.Element) {
+				mu.Lock()
+				events = append(events, fmt.Sprintf("%s:reroute %s %d", node, j.Local, len(q)))
+				mu.Unlock()
+			},
+			Settled: func(_ context.Context, j jid.JID, resumed bool) {
+				mu.Lock()
+				events = append(events, fmt.Sprintf("%s:settled %s %v", node, j.Local, resumed))
+				mu.Unlock()
+			}}, &fakeC2S{m: map[string]*c2s.SMState{}})
+		m.Register()
+		return m
+	}
+	a, b, c := mk("a", 1), mk("b", 1), mk("c", 1)
+	for _, m := range []*Manager{a, b, c} {
+		m.check()
+	}
+	bob, carol := a.NewID(), a.NewID()
+	a.Put(&c2s.SMState{ID: bob, JID: jid.MustParse("bob@example.org/r")})
+	a.Put(&c2s.SMState{ID: carol, JID: jid.MustParse("carol@example.org/r")})
+	a.Queued(carol, 1, msg("for-carol"))
+	if err := a.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := b.CopiesOf("a"); len(got) != 2 || !got["bob@example.org/r"] || !got["carol@example.org/r"] {
+		t.Fatalf("b's copies of a: %v", got)
+	}
+	n.mu.Lock()
+	n.down["a"] = true
+	n.mu.Unlock()
+	b.check()
+	c.check()
+	// bob resumes on b: settled (resumed) on b, and on c once b's state arrives.
+	st, err := b.Fetch(ctx, bob, "bob")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Put(st)
+	// a restarts (smaller than b) before carol's copy expires.
+	n.mu.Lock()
+	n.down["a"] = false
+	n.mu.Unlock()
+	mk("a", 2)
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) && (b.Stats().Orphans > 0 || c.Stats().Orphans > 0) {
+		b.check()
+		c.check()
+		time.Sleep(10 * time.Millisecond)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	slices.Sort(events)
+	want := []string{"b:reroute carol 1", "b:settled bob true", "b:settled carol false", "c:settled bob true", "c:settled carol false"}
+	if !slices.Equal(events, want) {
+		t.Fatalf("events %q, want %q", events, want)
+	}
+}
+
+// A node declared gone while alive (a false suspicion under load) keeps its
+// session while a peer resumes the session from its copy: once the two see
+// each other again, the node holding the older move gives the session up, and
+// what it queued after the resumption point is routed again (to the resumed
+// session): one owner, nothing lost.
+func TestFalseLossOneOwner(t *testing.T) {
+	ctx := context.Background()
+	n := &fakeNet{nodes: map[string]*fakeBus{}, down: map[string]bool{}}
+	var mu sync.Mutex
+	var rerouted []string
+	ca := &fakeC2S{m: map[string]*c2s.SMState{}}
+	mk := func(node string, ho Handoverer) *Manager {
+		m := New(Config{Node: node, Bus: n.bus(node, 1), Peers: n.peersOf(node), Timeout: time.Minute, Tick: 10 * time.Millisecond,
+			Reroute: rerouteInto(node, &mu, &rerouted)}, ho)
+		m.Register()
+		return m
+	}
+	a, b := mk("a", ca), mk("b", &fakeC2S{m: map[string]*c2s.SMState{}})
+	a.check()
+	b.check()
+	bob := jid.MustParse("bob@example.org/r")
+	id := a.NewID()
+	a.Put(&c2s.SMState{ID: id, JID: bob})
+	a.Queued(id, 1, msg("one"))
+	if err := a.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// a is declared gone (it is alive): b resumes the session from its copy.
+	n.mu.Lock()
+	n.down["a"] = true
+	n.mu.Unlock()
+	b.check()
+	st, err := b.Fetch(ctx, id, "bob")
+	if err != nil || len(st.Queue) != 1 {
+		t.Fatalf("fetch from the copy: %+v %v", st, err)
+	}
+	b.Put(st)
+	b.Queued(id, 2, msg("b-two"))
+	// Meanwhile a still serves it: a stanza queued there after the copy.
+	a.Queued(id, 2, msg("a-two"))
+	ca.mu.Lock()
+	ca.m[id] = &c2s.SMState{ID: id, JID: bob, OutCount: 2, Queue: []*xmlstream.Element{msg("one"), msg("a-two")}}
+	ca.mu.Unlock()
+	// They see each other again.
+	n.mu.Lock()
+	n.down["a"] = false
+	n.mu.Unlock()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		a.check()
+		b.check()
+		ca.mu.Lock()
+		gone := ca.m[id] == nil
+		ca.mu.Unlock()
+		mu.Lock()
+		r := slices.Clone(rerouted)
+		mu.Unlock()
+		if gone && len(r) > 0 {
+			if len(r) != 1 || r[0] != "a:a-two" {
+				t.Fatalf("rerouted %q, want only a's stanza queued after the resumption point", r)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("a did not give the session up (handed over: %v, rerouted %q)", gone, r)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if s := b.Stats(); s.Local != 1 {
+		t.Fatalf("b gave the session up too: %+v", s)
+	}
 }

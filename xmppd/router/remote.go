@@ -64,6 +64,19 @@ type cl struct {
 	bus   *cluster.Bus
 	inc   uint64
 	clock *cluster.Clock
+	// resumable, when set, returns the full JIDs of node's sessions that stay
+	// resumable here (XEP-0198 copies) after node is lost.
+	resumable func(node string) map[string]bool
+	// held: lost sessions whose closure waits for their resumption to settle.
+	held map[string]heldSession
+}
+
+// heldSession is a lost node's resumable session whose closure for its contacts
+// is held back until it is resumed (then it never happens) or its resumption
+// times out (then it happens, on the node that was responsible at the loss).
+type heldSession struct {
+	rs          *RemoteSession
+	responsible bool
 }
 
 // AttachBus makes the router route to other nodes over b; inc is this node's
@@ -564,18 +577,36 @@ func (r *Router) SweepConflicts() {
 	}
 }
 
+// SetResumable installs the function that tells which sessions of a lost node
+// stay resumable on this node (cluster-wide XEP-0198 resumption). Their closure
+// for their contacts is held back like a detached local session's: a client
+// that resumes one is never seen going away, one that does not is closed when
+// its resumption times out (ResumeSettled).
+func (r *Router) SetResumable(fn func(node string) map[string]bool) {
+	r.cl.mu.Lock()
+	r.cl.resumable = fn
+	r.cl.mu.Unlock()
+}
+
 // NodeLost handles the loss of node (incarnation inc) whose session rows were
 // dropped: stanzas queued for it are routed again, and if responsible (exactly
 // one survivor is) each lost available session's unavailable presence goes to
 // its user's subscribers and other resources (EvSessionClosed with a proxy).
+// Sessions that stay resumable here (SetResumable) are held instead, on every
+// survivor, and settled by ResumeSettled.
 func (r *Router) NodeLost(ctx context.Context, node string, rows []storage.Row, responsible bool) {
 	if b := r.bus(); b != nil {
 		b.NodeDown(node)
 	}
-	if !responsible {
-		return
+	r.cl.mu.RLock()
+	resumable := r.cl.resumable
+	r.cl.mu.RUnlock()
+	var keep map[string]bool
+	if resumable != nil {
+		keep = resumable(node)
 	}
-	n := 0
+	n, held := 0, 0
+	var closing []*RemoteSession
 	for _, row := range rows {
 		rs := r.proxy(row)
 		if rs == nil {
@@ -586,12 +617,51 @@ func (r *Router) NodeLost(ctx context.Context, node string, rows []storage.Row, 
 		if cur := r.Session(rs.j); cur != nil {
 			continue
 		}
+		if keep[rs.j.String()] {
+			r.cl.mu.Lock()
+			if r.cl.held == nil {
+				r.cl.held = map[string]heldSession{}
+			}
+			r.cl.held[rs.j.String()] = heldSession{rs: rs, responsible: responsible}
+			r.cl.mu.Unlock()
+			held++
+			continue
+		}
+		if responsible {
+			closing = append(closing, rs)
+		}
+	}
+	for _, rs := range closing {
 		if rs.Presence() != nil {
 			n++
 		}
 		r.Run(ctx, module.EvSessionClosed, &module.EventData{From: rs.j, Session: rs})
 	}
-	r.log.Info("node lost: its sessions are closed for their contacts", "node", node, "sessions", len(rows), "available", n)
+	r.log.Info("node lost: its sessions are closed for their contacts", "node", node, "sessions", len(rows),
+		"closed", len(closing), "available", n, "held_resumable", held, "responsible", responsible)
+}
+
+// ResumeSettled ends the hold of lost session j (see SetResumable): resumed (on
+// any node) it is forgotten; not resumed in time it is closed for its contacts
+// by the node that was responsible when its node was lost, unless j is bound
+// again by then.
+func (r *Router) ResumeSettled(ctx context.Context, j jid.JID, resumed bool) {
+	r.cl.mu.Lock()
+	h, ok := r.cl.held[j.String()]
+	delete(r.cl.held, j.String())
+	r.cl.mu.Unlock()
+	if !ok || resumed || !h.responsible || r.Session(j) != nil {
+		return
+	}
+	r.log.Info("lost session not resumed in time: closed for its contacts", "jid", j.String())
+	r.Run(ctx, module.EvSessionClosed, &module.EventData{From: j, Session: h.rs})
+}
+
+// Held reports how many lost sessions wait for their resumption to settle.
+func (r *Router) Held() int {
+	r.cl.mu.RLock()
+	defer r.cl.mu.RUnlock()
+	return len(r.cl.held)
 }
 
 // AllNodes describes every session of the cluster (this node's and the rows of

@@ -3,6 +3,7 @@ package router
 import (
 	"context"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -301,4 +302,63 @@ func queued(b *cluster.Bus, node string) int {
 		}
 	}
 	return 0
+}
+
+// A lost node's session that stays resumable here (an XEP-0198 copy) is not
+// closed for its contacts when the node is lost, only when its resumption
+// times out, and only by the node that was responsible; a resumed one is
+// never closed.
+func TestNodeLostHoldsResumableSessions(t *testing.T) {
+	ctx := context.Background()
+	tn := setupTwo(t)
+	tn.r2.Bind(ctx, sess("bob@localhost/sm", 0, true))
+	tn.r2.Bind(ctx, sess("bob@localhost/plain", 0, true))
+	tn.r2.Bind(ctx, sess("carol@localhost/sm", 0, true))
+	waitFor(t, "node2's rows on node1", func() bool {
+		n := 0
+		tn.set1.Table(SessionTable).Scan("", func(r storage.Row) bool {
+			if r.Node == "n2" {
+				n++
+			}
+			return true
+		})
+		return n == 3
+	})
+	var rows []storage.Row
+	tn.set1.Table(SessionTable).Scan("", func(r storage.Row) bool {
+		if r.Node == "n2" {
+			rows = append(rows, r)
+		}
+		return true
+	})
+	tn.r1.SetResumable(func(node string) map[string]bool {
+		if node != "n2" {
+			return nil
+		}
+		return map[string]bool{"bob@localhost/sm": true, "carol@localhost/sm": true}
+	})
+	tn.b2.Stop(ctx)
+	tn.set1.DropNode("n2", 2)
+	tn.r1.NodeLost(ctx, "n2", rows, true)
+	closed := func() []string {
+		tn.mu.Lock()
+		defer tn.mu.Unlock()
+		return slices.Clone(tn.closedEvents)
+	}
+	if got := closed(); len(got) != 1 || got[0] != "n1:bob@localhost/plain" {
+		t.Fatalf("closed at the loss: %v (want only the session without resumption)", got)
+	}
+	if tn.r1.Held() != 2 {
+		t.Fatalf("held %d, want 2", tn.r1.Held())
+	}
+	// bob/sm resumed (anywhere): never closed. carol/sm timed out: closed once.
+	tn.r1.ResumeSettled(ctx, jid.MustParse("bob@localhost/sm"), true)
+	tn.r1.ResumeSettled(ctx, jid.MustParse("carol@localhost/sm"), false)
+	tn.r1.ResumeSettled(ctx, jid.MustParse("carol@localhost/sm"), false)
+	if got := closed(); len(got) != 2 || got[1] != "n1:carol@localhost/sm" {
+		t.Fatalf("closed after settling: %v", got)
+	}
+	if tn.r1.Held() != 0 {
+		t.Fatalf("held %d after settling", tn.r1.Held())
+	}
 }

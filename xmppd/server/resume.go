@@ -39,9 +39,12 @@ func (f *resumeFeature) start(ctx context.Context) error {
 	}
 	f.m = resume.New(resume.Config{
 		Node: f.s.cfg.Node, Bus: b, Peers: f.peers, Timeout: f.s.cfg.SMTimeout,
-		Reroute: f.reroute, Logger: f.s.log,
+		Reroute: f.reroute, Settled: f.s.Router.ResumeSettled, Logger: f.s.log,
 	}, f.s.C2S)
 	f.m.Register()
+	// A lost node's resumable sessions are not closed for their contacts while
+	// they can be resumed here (the router holds them until Settled).
+	f.s.Router.SetResumable(f.m.CopiesOf)
 	if err := f.m.Start(ctx); err != nil {
 		return err
 	}
