@@ -74,6 +74,7 @@ type vipFeature struct {
 	mu        sync.Mutex
 	conns     map[string]map[string]connCache // vip -> node -> its connections
 	known     map[string]bool                 // nodes seen with a VIP row (for quorum)
+	lastSeen  map[string]seenRow              // each node's last VIP row, while its member lives
 	lastRow   []byte
 	lastConns map[string]string
 	view      []vip.Node
@@ -92,7 +93,7 @@ type vipFeature struct {
 func buildVIP(s *Server) ([]StagedComponent, error) {
 	cfg := s.cfg.VIP
 	f := &vipFeature{s: s, cfg: cfg, pool: cfg.Prefixes(), conns: map[string]map[string]connCache{},
-		known: map[string]bool{}, lastConns: map[string]string{}, tickled: map[string]int{}, tags: [2]int{-1, -1}}
+		known: map[string]bool{}, lastSeen: map[string]seenRow{}, lastConns: map[string]string{}, tickled: map[string]int{}, tags: [2]int{-1, -1}}
 	f.inService.Store(cfg.InService)
 	s.Admin.Handle("vip", func(ctx context.Context, args []string) (any, error) {
 		if len(args) == 0 {
@@ -435,7 +436,7 @@ func (f *vipFeature) step(ctx context.Context, now time.Time) {
 		return true
 	})
 	f.mu.Lock()
-	view := buildVIPView(self, rows, members, f.known)
+	view := buildVIPView(self, rows, members, f.known, f.lastSeen, now)
 	f.view, f.knownN = view.Nodes, view.Known
 	f.mu.Unlock()
 
@@ -481,18 +482,33 @@ type peerVIPRow struct {
 	Row  vipRow
 }
 
+// seenRow is a node's VIP row as last seen, and when.
+type seenRow struct {
+	row vipRow
+	at  time.Time
+}
+
+// rowGrace is how long a node's last VIP row stands for it after the row
+// vanished while the membership still has the node alive or suspect.
+const rowGrace = 3 * time.Second
+
 // buildVIPView is the allocator's view from this node's own row, the other
 // nodes' VIP rows and the membership view. known (nodes ever seen with a VIP
-// row, kept across calls) is updated: a node that left (gracefully) is forgotten.
+// row) and seen (their last rows) are kept across calls and updated: a node
+// that left (gracefully) is forgotten.
 //
-// A member that publishes VIP state counts as live only while its row is there:
-// its row vanishes (the store's ephemeral timeout) and the gossip declares it
-// failed at about the same moment, in either order. Counting it live in between
-// (a suspected member whose row is gone) made an in-service survivor take the
-// lost node's VIPs as orphans, with no stand-in, and keep them, so a spare never
-// stood in when the rows went first. A member that never published a row (a
-// witness) counts from the membership alone.
-func buildVIPView(self vip.Node, rows []peerVIPRow, members []discovery.Member, known map[string]bool) vip.View {
+// A node's row vanishes when the store has not heard from it for its ephemeral
+// timeout (1 s), which a loaded node's silence also causes; the gossip declares
+// a node failed on its own schedule, before or after. The view follows the
+// membership: while the member is alive or suspect its last row stands for it
+// (for at most rowGrace) — a peer taking its VIPs as orphans meanwhile put the
+// VIP on two nodes and moved it back and forth under load. Once the member is
+// failed (or the grace is over) a node that publishes VIP state and has no row
+// is not live: counting it live with no row made an in-service survivor take
+// the lost node's VIPs as orphans, with no stand-in, and keep them, so a spare
+// never stood in. A member that never published a row (a witness) counts from
+// the membership alone.
+func buildVIPView(self vip.Node, rows []peerVIPRow, members []discovery.Member, known map[string]bool, seen map[string]seenRow, now time.Time) vip.View {
 	status := map[string]discovery.Status{}
 	for _, m := range members {
 		status[m.Name] = m.Status
@@ -500,6 +516,28 @@ func buildVIPView(self vip.Node, rows []peerVIPRow, members []discovery.Member, 
 	view := vip.View{Nodes: []vip.Node{self}}
 	known[self.Name] = true
 	hasRow := map[string]bool{self.Name: true}
+	live := func(name string) bool {
+		st, ok := status[name]
+		return !ok || st == discovery.StatusAlive || st == discovery.StatusSuspect
+	}
+	for _, r := range rows {
+		if r.Node != self.Name {
+			hasRow[r.Node] = true
+			seen[r.Node] = seenRow{row: r.Row, at: now}
+		}
+	}
+	// Rows that vanished: the last one stands in while the member lives.
+	for name, sr := range seen {
+		if hasRow[name] {
+			continue
+		}
+		if st, ok := status[name]; !ok || !live(name) || now.Sub(sr.at) > rowGrace || sr.row.Leaving || st == discovery.StatusLeft {
+			delete(seen, name)
+			continue
+		}
+		rows = append(rows, peerVIPRow{Node: name, Row: sr.row})
+		hasRow[name] = true
+	}
 	for _, r := range rows {
 		if r.Node == self.Name {
 			continue
@@ -509,8 +547,7 @@ func buildVIPView(self vip.Node, rows []peerVIPRow, members []discovery.Member, 
 			continue
 		}
 		known[r.Node] = true
-		hasRow[r.Node] = true
-		if st, ok := status[r.Node]; ok && st != discovery.StatusAlive && st != discovery.StatusSuspect {
+		if !live(r.Node) {
 			continue
 		}
 		view.Nodes = append(view.Nodes, vip.Node{Name: r.Node, Healthy: r.Row.Healthy, InService: r.Row.InService,

@@ -3,6 +3,7 @@ package server
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"xedge/discovery"
 	"xedge/discovery/vip"
@@ -50,46 +51,63 @@ func TestFirewallSpecFromConfig(t *testing.T) {
 	}
 }
 
-// TestVIPViewSpareStandsInWhenRowsGoFirst: the VIP holder n1 dies; its VIP row
-// vanishes (the store's ephemeral timeout) while the gossip still has it alive
-// or suspect. The spare n3 must stand in at once, not the in-service n2 (which
-// took the VIP as an orphan and kept it: the spare never stood in).
-func TestVIPViewSpareStandsInWhenRowsGoFirst(t *testing.T) {
+// The VIP holder n1's row vanishes (the store's ephemeral timeout: n1 died, or
+// is only silent under load) while the gossip has it alive or suspect: its last
+// row stands for it, so no peer takes its VIP as an orphan (under load that put
+// the VIP on two nodes and moved it back and forth). Once n1 is declared failed,
+// or the grace is over, the spare n3 stands in at once — not the in-service n2,
+// which took the VIP as an orphan and kept it when the rows went first (the
+// spare never stood in: TestVIPSpare's failure).
+func TestVIPViewRowsVanishingBeforeTheGossip(t *testing.T) {
 	const pool = "10.0.0.100/24"
 	policy := vip.Policy{VIPs: []string{pool}, Preempt: true, Quorum: true}
+	n1 := vipRow{Healthy: true, InService: true, Priority: 100, Preemptible: true, Holds: []string{pool}}
 	n2 := vipRow{Healthy: true, InService: true, Priority: 100, Preemptible: true}
 	spare := vip.Node{Name: "n3", Healthy: true, Priority: 100}
 	members := func(n1 discovery.Status) []discovery.Member {
 		return []discovery.Member{{Name: "n1", Status: n1}, {Name: "n2", Status: discovery.StatusAlive}, {Name: "n3", Status: discovery.StatusAlive}}
 	}
-	known := map[string]bool{}
-	// Every member up: n1 holds the VIP, the spare holds nothing.
-	rows := []peerVIPRow{{"n1", vipRow{Healthy: true, InService: true, Priority: 100, Preemptible: true, Holds: []string{pool}}}, {"n2", n2}}
-	v := buildVIPView(spare, rows, members(discovery.StatusAlive), known)
-	if p := policy.Assign(v); p.Holder[pool] != "n1" || p.StandIn {
-		t.Fatalf("all up: holder %q stand-in %v, want n1 without stand-in", p.Holder[pool], p.StandIn)
+	both := []peerVIPRow{{"n1", n1}, {"n2", n2}}
+	t0 := time.Now()
+	// fresh: the maps of a node that saw every member up at t0.
+	fresh := func() (map[string]bool, map[string]seenRow) {
+		known, seen := map[string]bool{}, map[string]seenRow{}
+		v := buildVIPView(spare, both, members(discovery.StatusAlive), known, seen, t0)
+		if p := policy.Assign(v); p.Holder[pool] != "n1" || p.StandIn {
+			t.Fatalf("all up: holder %q stand-in %v, want n1 without stand-in", p.Holder[pool], p.StandIn)
+		}
+		return known, seen
 	}
-	// n1's row is gone, the gossip has not declared it failed yet (both orders).
-	for _, st := range []discovery.Status{discovery.StatusAlive, discovery.StatusSuspect, discovery.StatusFailed} {
-		v := buildVIPView(spare, rows[1:], members(st), known)
-		if p := policy.Assign(v); p.Holder[pool] != "n3" || !p.StandIn {
-			t.Errorf("n1 %v without a row: holder %q stand-in %v (view known %d visible %d), want the spare n3 standing in",
-				st, p.Holder[pool], p.StandIn, v.Known, v.Visible)
+	plan := func(known map[string]bool, seen map[string]seenRow, st discovery.Status, after time.Duration) vip.Plan {
+		return policy.Assign(buildVIPView(spare, both[1:], members(st), known, seen, t0.Add(after)))
+	}
+	for _, st := range []discovery.Status{discovery.StatusAlive, discovery.StatusSuspect} {
+		known, seen := fresh()
+		if p := plan(known, seen, st, 500*time.Millisecond); p.Holder[pool] != "n1" || p.StandIn {
+			t.Errorf("n1 %v, its row gone 0.5 s: holder %q stand-in %v, want n1 (its last row) without stand-in", st, p.Holder[pool], p.StandIn)
+		}
+		if p := plan(known, seen, discovery.StatusFailed, time.Second); p.Holder[pool] != "n3" || !p.StandIn {
+			t.Errorf("n1 failed after its row went: holder %q stand-in %v, want the spare n3 standing in", p.Holder[pool], p.StandIn)
+		}
+		// n1 restarted: a live member again, but it stands for itself only once it
+		// publishes its row (until then the spare keeps standing in).
+		if p := plan(known, seen, discovery.StatusAlive, 2*time.Second); p.Holder[pool] != "n3" || !p.StandIn {
+			t.Errorf("restarted n1 without a row yet: holder %q stand-in %v, want the spare n3 standing in", p.Holder[pool], p.StandIn)
+		}
+		back := []peerVIPRow{{"n1", vipRow{Healthy: true, InService: true, Priority: 100}}, {"n2", n2}}
+		if p := policy.Assign(buildVIPView(spare, back, members(discovery.StatusAlive), known, seen, t0.Add(3*time.Second))); p.StandIn {
+			t.Errorf("every member back with its row: still standing in (holder %q)", p.Holder[pool])
 		}
 	}
-	// n1 restarted: a live member again, but it stands for itself only once it
-	// publishes its row (until then the spare keeps standing in).
-	v = buildVIPView(spare, rows[1:], members(discovery.StatusAlive), known)
-	if !policy.Assign(v).StandIn {
-		t.Error("a restarted member without a row yet ended the stand-in")
-	}
-	back := []peerVIPRow{{"n1", vipRow{Healthy: true, InService: true, Priority: 100}}, {"n2", n2}}
-	if p := policy.Assign(buildVIPView(spare, back, members(discovery.StatusAlive), known)); p.StandIn {
-		t.Errorf("every member back with its row: still standing in (holder %q)", p.Holder[pool])
+	// The gossip never declares n1 failed: the spare stands in after the grace.
+	known, seen := fresh()
+	if p := plan(known, seen, discovery.StatusSuspect, rowGrace+time.Second); p.Holder[pool] != "n3" || !p.StandIn {
+		t.Errorf("n1 suspect, its row gone for longer than the grace: holder %q stand-in %v, want the spare n3", p.Holder[pool], p.StandIn)
 	}
 	// A witness publishes no VIP row: the membership alone makes it visible.
+	known, seen = fresh()
 	w := append(members(discovery.StatusAlive), discovery.Member{Name: "w", Status: discovery.StatusAlive})
-	if v := buildVIPView(spare, back, w, known); v.Visible != 4 || v.Known != 4 {
+	if v := buildVIPView(spare, both, w, known, seen, t0); v.Visible != 4 || v.Known != 4 {
 		t.Errorf("with a witness: known %d visible %d, want 4 and 4", v.Known, v.Visible)
 	}
 }
