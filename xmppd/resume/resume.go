@@ -404,14 +404,20 @@ func (m *Manager) syncRound(ctx context.Context) error {
 func (m *Manager) Fetch(ctx context.Context, id, user string) (*c2s.SMState, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
+	useCopy := false // the owner, back after a false loss, says it has no such session
 	for attempt := 0; ; attempt++ {
+		peers := m.cfg.Peers()
 		m.mu.Lock()
 		cp := m.copies[id]
 		owner := OwnerOf(id)
 		if cp != nil {
 			owner = cp.owner.Node
 		}
-		if cp != nil && cp.orphan {
+		// An orphan copy whose owner is a live peer again, same incarnation: the
+		// owner was declared gone by mistake and still holds the session, which
+		// is taken from it (a handover), not from the copy.
+		back := cp != nil && cp.orphan && !useCopy && peers[owner] == cp.owner.Incarnation
+		if cp != nil && cp.orphan && !back {
 			if !userOf(cp.st.JID, user) {
 				m.mu.Unlock()
 				return nil, c2s.ErrNoSession // another user's session: left as it is
@@ -423,7 +429,7 @@ func (m *Manager) Fetch(ctx context.Context, id, user string) (*c2s.SMState, err
 			m.log.Info("resuming a session of a node that is gone, from its copy", "jid", cp.st.JID, "node", owner, "queued", len(cp.st.Queue))
 			return fromWire(&cp.st)
 		}
-		_, alive := m.cfg.Peers()[owner]
+		_, alive := peers[owner]
 		m.mu.Unlock()
 		if owner == "" || owner == m.cfg.Node || (!alive && cp == nil) {
 			// Not here and its node is not (or no longer) the holder: a peer may
@@ -453,6 +459,10 @@ func (m *Manager) Fetch(ctx context.Context, id, user string) (*c2s.SMState, err
 				return fromWire(&w)
 			}
 			if strings.Contains(err.Error(), c2s.ErrNoSession.Error()) {
+				if back {
+					useCopy = true
+					continue
+				}
 				return m.askAll(ctx, id, user)
 			}
 			if cp == nil {
@@ -848,13 +858,19 @@ func (m *Manager) onFull(_ context.Context, from cluster.Peer, msg *cluster.Mess
 	defer m.mu.Unlock()
 	for id, cp := range m.copies {
 		switch {
-		case cp.owner.Node != from.Node || cp.orphan:
+		case cp.owner.Node != from.Node:
 		case cp.owner.Incarnation != from.Incarnation:
 			// The sender restarted before this node noticed: its earlier
 			// incarnation's sessions are resumable from their copies.
-			m.orphanLocked(cp, m.cfg.Peers(), time.Now())
+			if !cp.orphan {
+				m.orphanLocked(cp, m.cfg.Peers(), time.Now())
+			}
 		default:
-			delete(m.copies, id) // replaced by the full copy
+			// Replaced by the full copy. An orphan here means the sender was
+			// declared gone while alive: it still holds its sessions, so their
+			// copies are copies again (settled: nothing to close or reroute).
+			m.settled(cp, true)
+			delete(m.copies, id)
 		}
 	}
 	for _, w := range all {

@@ -51,6 +51,13 @@ func (n *fakeNet) peersOf(self string) func() map[string]uint64 {
 	}
 }
 
+// setDown marks node down (unreachable, gone from the live peers) or up again.
+func (n *fakeNet) setDown(node string, down bool) {
+	n.mu.Lock()
+	n.down[node] = down
+	n.mu.Unlock()
+}
+
 func (b *fakeBus) Handle(kind string, h cluster.Handler) { b.handlers[kind] = h }
 
 func (b *fakeBus) deliver(ctx context.Context, node string, m *cluster.Message) ([]byte, error) {
@@ -435,9 +442,7 @@ func TestSettledAndResponsibleAtLoss(t *testing.T) {
 	if got := b.CopiesOf("a"); len(got) != 2 || !got["bob@example.org/r"] || !got["carol@example.org/r"] {
 		t.Fatalf("b's copies of a: %v", got)
 	}
-	n.mu.Lock()
-	n.down["a"] = true
-	n.mu.Unlock()
+	n.setDown("a", true)
 	b.check()
 	c.check()
 	// bob resumes on b: settled (resumed) on b, and on c once b's state arrives.
@@ -447,9 +452,7 @@ func TestSettledAndResponsibleAtLoss(t *testing.T) {
 	}
 	b.Put(st)
 	// a restarts (smaller than b) before carol's copy expires.
-	n.mu.Lock()
-	n.down["a"] = false
-	n.mu.Unlock()
+	n.setDown("a", false)
 	mk("a", 2)
 	deadline := time.Now().Add(5 * time.Second)
 	for time.Now().Before(deadline) && (b.Stats().Orphans > 0 || c.Stats().Orphans > 0) {
@@ -494,9 +497,7 @@ func TestFalseLossOneOwner(t *testing.T) {
 		t.Fatal(err)
 	}
 	// a is declared gone (it is alive): b resumes the session from its copy.
-	n.mu.Lock()
-	n.down["a"] = true
-	n.mu.Unlock()
+	n.setDown("a", true)
 	b.check()
 	st, err := b.Fetch(ctx, id, "bob")
 	if err != nil || len(st.Queue) != 1 {
@@ -510,9 +511,7 @@ func TestFalseLossOneOwner(t *testing.T) {
 	ca.m[id] = &c2s.SMState{ID: id, JID: bob, OutCount: 2, Queue: []*xmlstream.Element{msg("one"), msg("a-two")}}
 	ca.mu.Unlock()
 	// They see each other again.
-	n.mu.Lock()
-	n.down["a"] = false
-	n.mu.Unlock()
+	n.setDown("a", false)
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		a.check()
@@ -536,5 +535,49 @@ func TestFalseLossOneOwner(t *testing.T) {
 	}
 	if s := b.Stats(); s.Local != 1 {
 		t.Fatalf("b gave the session up too: %+v", s)
+	}
+}
+
+// A node declared gone by mistake and back as the same incarnation still holds
+// its sessions: a resumption elsewhere takes the session from it (handover,
+// with what it queued since), not from the copy; after a full copy from it the
+// copies are plain copies again (nothing expires and is rerouted).
+func TestOwnerBackAfterFalseLossHandsOver(t *testing.T) {
+	ctx := context.Background()
+	n, a, b, id := twoWithCopy(t)
+	ca := a.ho.(*fakeC2S)
+	bob := jid.MustParse("bob@example.org/r")
+	n.setDown("a", true)
+	b.check()
+	if s := b.Stats(); s.Orphans != 1 {
+		t.Fatalf("b after a was declared gone: %+v", s)
+	}
+	ca.mu.Lock()
+	ca.m[id] = &c2s.SMState{ID: id, JID: bob, OutCount: 2, Queue: []*xmlstream.Element{msg("one"), msg("a-two")}}
+	ca.mu.Unlock()
+	n.setDown("a", false)
+	got, err := b.Fetch(ctx, id, "bob")
+	if err != nil || len(got.Queue) != 2 || got.OutCount != 2 {
+		t.Fatalf("fetch with the owner back: %+v %v (want a's state by handover)", got, err)
+	}
+	ca.mu.Lock()
+	left := len(ca.m)
+	ca.mu.Unlock()
+	if left != 0 {
+		t.Fatal("a still holds the session b resumed")
+	}
+	a.Ended(id) // as c2s's Handover does
+	b.Put(got)  // as c2s's adopt does
+	// A second session: the owner's full copy turns the orphan back into a copy.
+	id2 := a.NewID()
+	a.Put(&c2s.SMState{ID: id2, JID: jid.MustParse("carol@example.org/r")})
+	n.setDown("a", true)
+	b.check()
+	n.setDown("a", false)
+	a.mu.Lock()
+	a.fullLocked("b")
+	a.mu.Unlock()
+	if s := b.Stats(); s.Local != 1 || s.Copies != 1 || s.Orphans != 0 {
+		t.Fatalf("b after a's full copy: %+v (want its session and one plain copy)", s)
 	}
 }
