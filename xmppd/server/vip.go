@@ -489,7 +489,7 @@ type seenRow struct {
 }
 
 // rowGrace is how long a node's last VIP row stands for it after the row
-// vanished while the membership still has the node alive or suspect.
+// vanished while the membership still has the node alive (not suspect).
 const rowGrace = 3 * time.Second
 
 // buildVIPView is the allocator's view from this node's own row, the other
@@ -498,16 +498,16 @@ const rowGrace = 3 * time.Second
 // that left (gracefully) is forgotten.
 //
 // A node's row vanishes when the store has not heard from it for its ephemeral
-// timeout (1 s), which a loaded node's silence also causes; the gossip declares
-// a node failed on its own schedule, before or after. The view follows the
-// membership: while the member is alive or suspect its last row stands for it
-// (for at most rowGrace) — a peer taking its VIPs as orphans meanwhile put the
-// VIP on two nodes and moved it back and forth under load. Once the member is
-// failed (or the grace is over) a node that publishes VIP state and has no row
-// is not live: counting it live with no row made an in-service survivor take
-// the lost node's VIPs as orphans, with no stand-in, and keep them, so a spare
-// never stood in. A member that never published a row (a witness) counts from
-// the membership alone.
+// timeout (1 s), which a loaded node's silence also causes; the gossip suspects
+// and declares a node failed on its own schedule, before or after. While the
+// gossip has the member alive (it answers probes), its last row stands for it
+// (for at most rowGrace): a peer taking its VIPs as orphans put the VIP on two
+// nodes and moved it back and forth under load. Once both say it is gone (no
+// row, and suspect or failed) or the grace is over, a node that publishes VIP
+// state and has no row is not live: counting it live with no row made an
+// in-service survivor take the lost node's VIPs as orphans, with no stand-in,
+// and keep them, so a spare never stood in. A member that never published a
+// row (a witness) counts from the membership alone.
 func buildVIPView(self vip.Node, rows []peerVIPRow, members []discovery.Member, known map[string]bool, seen map[string]seenRow, now time.Time) vip.View {
 	status := map[string]discovery.Status{}
 	for _, m := range members {
@@ -531,7 +531,7 @@ func buildVIPView(self vip.Node, rows []peerVIPRow, members []discovery.Member, 
 		if hasRow[name] {
 			continue
 		}
-		if st, ok := status[name]; !ok || !live(name) || now.Sub(sr.at) > rowGrace || sr.row.Leaving || st == discovery.StatusLeft {
+		if st, ok := status[name]; !ok || st != discovery.StatusAlive || now.Sub(sr.at) > rowGrace || sr.row.Leaving {
 			delete(seen, name)
 			continue
 		}

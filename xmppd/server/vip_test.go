@@ -52,12 +52,12 @@ func TestFirewallSpecFromConfig(t *testing.T) {
 }
 
 // The VIP holder n1's row vanishes (the store's ephemeral timeout: n1 died, or
-// is only silent under load) while the gossip has it alive or suspect: its last
-// row stands for it, so no peer takes its VIP as an orphan (under load that put
-// the VIP on two nodes and moved it back and forth). Once n1 is declared failed,
-// or the grace is over, the spare n3 stands in at once — not the in-service n2,
-// which took the VIP as an orphan and kept it when the rows went first (the
-// spare never stood in: TestVIPSpare's failure).
+// is only silent under load) while the gossip has it alive: its last row stands
+// for it, so no peer takes its VIP as an orphan (under load that put the VIP on
+// two nodes and moved it back and forth). Once the gossip suspects it or
+// declares it failed, or the grace is over, the spare n3 stands in at once —
+// not the in-service n2, which took the VIP as an orphan and kept it when the
+// rows went first (the spare never stood in: TestVIPSpare's failure).
 func TestVIPViewRowsVanishingBeforeTheGossip(t *testing.T) {
 	const pool = "10.0.0.100/24"
 	policy := vip.Policy{VIPs: []string{pool}, Preempt: true, Quorum: true}
@@ -81,13 +81,13 @@ func TestVIPViewRowsVanishingBeforeTheGossip(t *testing.T) {
 	plan := func(known map[string]bool, seen map[string]seenRow, st discovery.Status, after time.Duration) vip.Plan {
 		return policy.Assign(buildVIPView(spare, both[1:], members(st), known, seen, t0.Add(after)))
 	}
-	for _, st := range []discovery.Status{discovery.StatusAlive, discovery.StatusSuspect} {
+	for _, st := range []discovery.Status{discovery.StatusSuspect, discovery.StatusFailed} {
 		known, seen := fresh()
-		if p := plan(known, seen, st, 500*time.Millisecond); p.Holder[pool] != "n1" || p.StandIn {
-			t.Errorf("n1 %v, its row gone 0.5 s: holder %q stand-in %v, want n1 (its last row) without stand-in", st, p.Holder[pool], p.StandIn)
+		if p := plan(known, seen, discovery.StatusAlive, 500*time.Millisecond); p.Holder[pool] != "n1" || p.StandIn {
+			t.Errorf("n1 alive, its row gone 0.5 s: holder %q stand-in %v, want n1 (its last row) without stand-in", p.Holder[pool], p.StandIn)
 		}
-		if p := plan(known, seen, discovery.StatusFailed, time.Second); p.Holder[pool] != "n3" || !p.StandIn {
-			t.Errorf("n1 failed after its row went: holder %q stand-in %v, want the spare n3 standing in", p.Holder[pool], p.StandIn)
+		if p := plan(known, seen, st, time.Second); p.Holder[pool] != "n3" || !p.StandIn {
+			t.Errorf("n1 %v after its row went: holder %q stand-in %v, want the spare n3 standing in", st, p.Holder[pool], p.StandIn)
 		}
 		// n1 restarted: a live member again, but it stands for itself only once it
 		// publishes its row (until then the spare keeps standing in).
@@ -99,10 +99,10 @@ func TestVIPViewRowsVanishingBeforeTheGossip(t *testing.T) {
 			t.Errorf("every member back with its row: still standing in (holder %q)", p.Holder[pool])
 		}
 	}
-	// The gossip never declares n1 failed: the spare stands in after the grace.
+	// The gossip never stops answering for n1: the spare stands in after the grace.
 	known, seen := fresh()
-	if p := plan(known, seen, discovery.StatusSuspect, rowGrace+time.Second); p.Holder[pool] != "n3" || !p.StandIn {
-		t.Errorf("n1 suspect, its row gone for longer than the grace: holder %q stand-in %v, want the spare n3", p.Holder[pool], p.StandIn)
+	if p := plan(known, seen, discovery.StatusAlive, rowGrace+time.Second); p.Holder[pool] != "n3" || !p.StandIn {
+		t.Errorf("n1 alive, its row gone for longer than the grace: holder %q stand-in %v, want the spare n3", p.Holder[pool], p.StandIn)
 	}
 	// A witness publishes no VIP row: the membership alone makes it visible.
 	known, seen = fresh()
