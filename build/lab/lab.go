@@ -36,6 +36,10 @@ type State struct {
 	Initrd string `json:"initrd"`
 	Params string `json:"params,omitempty"`
 	Key    bool   `json:"clustered,omitempty"` // cluster.key in the lab dir
+	// VIP (address/prefix) and DNS (the embedded authoritative server on port 53
+	// of every node) when `up` configured them (UpOptions.VIP, UpOptions.DNS).
+	VIP string `json:"vip,omitempty"`
+	DNS bool   `json:"dns,omitempty"`
 }
 
 // NodeState is one lab node.
@@ -84,7 +88,13 @@ type UpOptions struct {
 	// Storage gives every node an iSCSI LUN (root mode only): one tgtd per node in
 	// the lab's namespace, xedge.storage from the PXE server (or on the kernel
 	// command line when booted directly).
-	Storage   bool
+	Storage bool
+	// VIP (e.g. 10.77.0.100/24) is a VIP pool on the nodes' segment NIC (eth0), and
+	// DNS runs xmppd's embedded DNS server on port 53 of every node (SRV records for
+	// the domain, the VIP's A record). Root mode only: both reach the nodes as
+	// settings in the xmppd.yaml the boot server hands out (xmppd.extra.yaml).
+	VIP       string
+	DNS       bool
 	Log       io.Writer
 	WaitReady time.Duration
 }
@@ -181,6 +191,15 @@ func Up(ctx context.Context, o UpOptions) (*State, []string, error) {
 	}
 	if (o.PXE || o.Storage) && o.Mode != "netns" {
 		return nil, nil, errors.New("lab up: --pxe and --storage need root mode (--mode netns, run as root): the PXE server, HTTP and tgtd live in the lab's network namespace")
+	}
+	if o.VIP != "" || o.DNS {
+		if o.Mode != "netns" {
+			return nil, nil, errors.New("lab up: a VIP and DNS need root mode (--mode netns): they reach the nodes through the boot server's xmppd.yaml")
+		}
+		st.VIP, st.DNS = o.VIP, o.DNS
+	}
+	if err := os.WriteFile(filepath.Join(dir, servicesFile), []byte(ServicesYAML(o.VIP, o.DNS)), 0o644); err != nil {
+		return nil, nil, err
 	}
 	if o.ClusterKey != "" {
 		if err := os.WriteFile(filepath.Join(dir, "cluster.key"), []byte(o.ClusterKey), 0o600); err != nil {
@@ -300,6 +319,43 @@ func Up(ctx context.Context, o UpOptions) (*State, []string, error) {
 		errs = append(errs, err)
 	}
 	return st, lines, errors.Join(errs...)
+}
+
+// ServicesYAML is the xmppd settings for a VIP pool on the segment NIC and the
+// embedded DNS server on every node.
+func ServicesYAML(vip string, dns bool) string {
+	var b strings.Builder
+	if vip != "" {
+		fmt.Fprintf(&b, "vip: %s\nvip-interface: eth0\n", vip)
+	}
+	if dns {
+		b.WriteString("dns-listen: 0.0.0.0:53\n")
+	}
+	return b.String()
+}
+
+// servicesFile holds the lab's own settings (ServicesYAML), rewritten by every
+// `up`; the boot server appends it to the xmppd.yaml it serves, after a
+// scenario's xmppd.extra.yaml, whose keys win.
+const servicesFile = "xmppd.services.yaml"
+
+// MergeYAML appends to base the lines of add whose top-level key base does not
+// set yet (xmppd rejects a key given twice).
+func MergeYAML(base, add string) string {
+	if add == "" {
+		return base
+	}
+	if base != "" && !strings.HasSuffix(base, "\n") {
+		base += "\n"
+	}
+	for _, line := range strings.SplitAfter(add, "\n") {
+		key, _, ok := strings.Cut(line, ":")
+		if !ok || strings.HasPrefix(line, " ") || regexp.MustCompile(`(?m)^`+regexp.QuoteMeta(key)+`:`).MatchString(base) {
+			continue
+		}
+		base += line
+	}
+	return base
 }
 
 // ReadyOrMaint matches a node's ready, maintenance or quarantine console line.

@@ -151,3 +151,15 @@ func TestSegmentFixedAddresses(t *testing.T) {
 		t.Fatalf("pool: %s", o.Summary())
 	}
 }
+
+func TestMergeYAMLKeepsScenarioKeys(t *testing.T) {
+	base := "raft-heartbeat-timeout: 2500ms\nvip: 10.77.0.200/24\nvip-interface: eth0\n"
+	got := MergeYAML(base, ServicesYAML("10.77.0.100/24", true))
+	want := base + "dns-listen: 0.0.0.0:53\n"
+	if got != want {
+		t.Fatalf("MergeYAML:\n%s\nwant:\n%s", got, want)
+	}
+	if got := MergeYAML("a: 1", ServicesYAML("10.77.0.100/24", false)); got != "a: 1\nvip: 10.77.0.100/24\nvip-interface: eth0\n" {
+		t.Fatalf("MergeYAML without newline: %q", got)
+	}
+}

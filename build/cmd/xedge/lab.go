@@ -147,8 +147,13 @@ func labUp(ctx context.Context, dir, imageDir string, args []string) error {
 	_ = fs.Bool("direct", true, "boot the PVH kernel directly (the default unless --pxe)")
 	storage := fs.Bool("storage", false, "give every node an iSCSI LUN (tgtd in the lab's namespace, root)")
 	mode := fs.String("mode", defMode, "mcast: qemu multicast segment, no root; netns: bridge and taps in a namespace the lab creates (root)")
+	vip := fs.String("vip", "10.77.0.100/24", "root mode: a VIP pool on the nodes' segment NIC (empty: none)")
+	dns := fs.Bool("dns", true, "root mode: every node serves the domain's DNS zone (SRV records) on port 53")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *mode != "netns" {
+		*vip, *dns = "", false
 	}
 	self, err := os.Executable()
 	if err != nil {
@@ -162,6 +167,7 @@ func labUp(ctx context.Context, dir, imageDir string, args []string) error {
 		PXE: *pxeBoot, PXEKernel: filepath.Join(absImage, "vmlinuz"), PXEInitrd: pxeInitrd(absImage, ""),
 		Storage: *storage, MaxBoot: maxBoot(*pxeBoot, *n),
 		Nodes: *n, Domain: *domain, Params: *params, Mode: *mode, ClusterKey: *key, Log: os.Stderr,
+		VIP: *vip, DNS: *dns,
 		Self: []string{self, "lab", "--dir", absDir, "segment"},
 	})
 	if st != nil {
@@ -240,9 +246,22 @@ func printLab(w io.Writer, st *lab.State, lines []string, took time.Duration) {
 		fmt.Fprintf(w, "client: register an account on any console (bin/xedge lab console node1 register alice secret),\n")
 		fmt.Fprintf(w, "        then connect an XMPP client to 127.0.0.1:%d as alice@%s (STARTTLS, self-signed certificate)\n", st.Nodes[0].Port, st.Domain)
 	}
-	// The VIP and DNS SRV records come with the cluster's VIP and DNS features:
-	// once a node holds the VIP, the lab forwards 127.0.0.1:5222 to it and prints it here.
-	fmt.Fprintf(w, "VIP and DNS SRV: not served by this build yet\n")
+	// The VIP and the DNS server live on the lab's segment, inside its namespace:
+	// a client reaches them through `ip netns exec`.
+	if st.VIP != "" && st.NetNS != "" {
+		addr, _, _ := strings.Cut(st.VIP, "/")
+		fmt.Fprintf(w, "VIP:      %s (one node holds it, another takes it over when it dies); from this host, run a client in the lab's namespace:\n", addr)
+		fmt.Fprintf(w, "          ip netns exec %s CLIENT  (server %s, port 5222 STARTTLS, 5223 direct TLS; e.g. ip netns exec %s openssl s_client -connect %s:5222 -starttls xmpp -name %s)\n",
+			st.NetNS, addr, st.NetNS, addr, st.Domain)
+	}
+	if st.DNS && st.NetNS != "" && len(st.Nodes) > 0 {
+		server := "10.77.0.11"
+		if st.VIP != "" {
+			server, _, _ = strings.Cut(st.VIP, "/")
+		}
+		fmt.Fprintf(w, "DNS SRV:  ip netns exec %s dig +short @%s _xmpp-client._tcp.%s SRV   (any node answers on port 53; also _xmpps-client, A %s)\n",
+			st.NetNS, server, st.Domain, st.Domain)
+	}
 	fmt.Fprintf(w, "failures: bin/xedge lab kill|freeze|thaw NODE; bin/xedge lab storage stop|freeze|start [NODE]\n")
 	fmt.Fprintf(w, "stop:     bin/xedge lab down\n")
 }
