@@ -95,7 +95,7 @@ func TestVIPPartitionMinorityWithdraws(t *testing.T) {
 		time.Sleep(200 * time.Millisecond)
 	}
 	// Hooks: fault on the old holder, master on the new.
-	waitFor(t, 10*time.Second, "notify hooks", func() bool {
+	waitFor(t, 10*time.Second, "the notify hooks to report fault and master", func() bool {
 		b, _ := os.ReadFile(filepath.Join(dir, "notify.log"))
 		s := string(b)
 		return strings.Contains(s, old.name+" fault 10.66.0.100/24") && strings.Contains(s, newHolder.name+" master 10.66.0.100/24")
@@ -124,7 +124,7 @@ func waitFor(t *testing.T, d time.Duration, what string, ok func() bool) {
 	deadline := time.Now().Add(d)
 	for !ok() {
 		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %s", what, d)
+			t.Fatalf("waited %s in vain for %s", d, what)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
