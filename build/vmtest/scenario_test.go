@@ -96,6 +96,7 @@ func TestScenarioPXECluster(t *testing.T) {
 	st, lines, err := lab.Up(ctx, lab.UpOptions{Dir: dir, Kernel: img.Vmlinux, Initrd: img.Cpio,
 		PXE: true, PXEKernel: img.Vmlinuz, PXEInitrd: pxeInitrd(), Storage: true,
 		Nodes: 3, MaxBoot: 3, Domain: "lab.example", Mode: "netns", Params: "xedge.debug=1",
+		VIP: "10.77.0.100/24", DNS: true,
 		Self: []string{xedge, "lab", "--dir", dir, "segment"}, Log: os.Stderr, WaitReady: 9 * time.Minute})
 	t.Cleanup(func() {
 		if t.Failed() {
@@ -166,6 +167,17 @@ func TestScenarioPXECluster(t *testing.T) {
 	}
 	phases := bootPhases(boxes, st.Nodes)
 	t.Logf("qemu CPU to serving: %.1f / %.1f / %.1f s; phases: %s", cpus[0], cpus[1], cpus[2], strings.Join(phases, "; "))
+	var guest []string
+	for _, n := range st.Nodes {
+		guest = append(guest, guestPhases(ctx, sock(n.Name), n, boxEvent(boxes, n, "initrd")))
+	}
+	t.Logf("guest phases:\n%s", strings.Join(guest, "\n"))
+	// The lab's VIP answers XMPP and its DNS server lists every node and the VIP.
+	srv, err := checkVIPAndDNS(ctx, st.NetNS, "10.77.0.100", "lab.example", []string{"node1", "node2", "node3"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("VIP 10.77.0.100:5222 offers STARTTLS; dig SRV:\n%s", srv)
 	budget := 15.0
 	verdict := "met"
 	if maxBoot > budget {
@@ -176,6 +188,9 @@ func TestScenarioPXECluster(t *testing.T) {
 		fmt.Sprintf("- qemu CPU time to serving (does not grow with the host's load): node1 %.1f s, node2 %.1f s, node3 %.1f s", cpus[0], cpus[1], cpus[2]),
 		"- where the wall time went, per box (power-on → DHCP: SeaBIOS and iPXE; → initramfs request: script and kernel over HTTP; → parameters: initramfs download, kernel boot, init up to its network; → serving: xmppd start, iSCSI login, cluster join):",
 		"  " + strings.Join(phases, "\n  "),
+		"- inside each box (guest clocks: kernel time of `Run /init`, init's phase log, xmppd's log):",
+		"  " + strings.Join(guest, "\n  "),
+		"- the lab's VIP 10.77.0.100 answers XMPP on 5222 (stream features with STARTTLS) and its DNS server (`dig @10.77.0.100 _xmpp-client._tcp.lab.example SRV`) lists the VIP and every node: `" + strings.ReplaceAll(srv, "\n", "`, `") + "`",
 		fmt.Sprintf("- whole cold boot (boot server, 3 targets, 3 boxes) to all serving: %.1f s", coldBoot.Seconds()),
 		"- per-box configuration: none — key, seed (node1, for nodes 2 and 3) and iSCSI LUN from the boot server (`node` shows `(server)`); node1 bootstrapped, node2/3 joined it; an account registered on node1 is read on node3",
 		"- boot server's view (DHCP, iPXE script, kernel, initramfs, parameters per box):",
@@ -235,6 +250,24 @@ func TestScenarioPXECluster(t *testing.T) {
 			"- `node` shows `state quarantine`; no restart, no ready line; the cluster's storage view does not list the box; the cluster keeps serving",
 		})
 	})
+}
+
+// boxEvent is when the boot server saw event k of node n (zero: not seen).
+func boxEvent(boxes string, n lab.NodeState, k string) time.Time {
+	for _, line := range strings.Split(boxes, "\n") {
+		f := strings.Fields(line)
+		if len(f) < 2 || f[0] != n.MAC {
+			continue
+		}
+		for _, kv := range f[2:] {
+			kk, v, _ := strings.Cut(kv, "=")
+			if tm, err := time.Parse("15:04:05.000", v); err == nil && kk == k {
+				y, mo, d := n.Started.UTC().Date()
+				return time.Date(y, mo, d, tm.Hour(), tm.Minute(), tm.Second(), tm.Nanosecond(), time.UTC)
+			}
+		}
+	}
+	return time.Time{}
 }
 
 // bootPhases splits each box's power-on → serving time at the boot server's
