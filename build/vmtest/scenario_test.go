@@ -311,6 +311,9 @@ func loadAvg() string {
 
 var docMu sync.Mutex
 
+// runTags are the build tags docs/scenarios.md tells a rerun to use.
+var runTags = "vmtest"
+
 // recordScenario replaces scenario id's section of docs/scenarios.md (between its
 // markers; appended when missing) with the figures of this run and the date.
 func recordScenario(t *testing.T, id, title string, lines []string) {
@@ -325,7 +328,7 @@ func recordScenario(t *testing.T, id, title string, lines []string) {
 	}
 	begin, end := "<!-- scenario:"+id+" -->", "<!-- /scenario:"+id+" -->"
 	section := begin + "\n### " + title + "\n\nLast run: " + time.Now().UTC().Format("2006-01-02 15:04 UTC") +
-		" (`go test -tags vmtest -run " + t.Name() + " ./build/vmtest`)\n\n" + strings.Join(lines, "\n") + "\n" + end
+		" (`go test -tags " + runTags + " -run " + t.Name() + " ./build/vmtest`)\n\n" + strings.Join(lines, "\n") + "\n" + end
 	doc := string(b)
 	i, j := strings.Index(doc, begin), strings.Index(doc, end)
 	if i >= 0 && j > i {
