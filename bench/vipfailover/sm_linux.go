@@ -289,6 +289,8 @@ type smRun struct {
 	stopSend chan struct{}
 	sendDone chan struct{}
 	once     sync.Once
+	// settle, when set, runs after the resumption and before the accounting.
+	settle func()
 }
 
 func (h *harness) startSM(victim *node, i int) (*smRun, error) {
@@ -369,6 +371,9 @@ func (r *smRun) measure(k *Kill, t0 time.Time, i int) error {
 	// Messages keep coming for a moment after the resumption; then every message
 	// the server acknowledged must have reached the user.
 	time.Sleep(300 * time.Millisecond)
+	if r.settle != nil {
+		r.settle()
+	}
 	r.stopSending()
 	if err := r.tx.syncAcks(resumeWait); err != nil {
 		return fmt.Errorf("sender: %w", err)

@@ -52,6 +52,11 @@ type Options struct {
 	// Hang freezes the holder (SIGSTOP, link left up: CTDB's hung node, which its
 	// kernel keeps answering for) instead of killing it like a power loss.
 	Hang bool
+	// Cut, instead of a kill, drops the holder's cluster traffic (the store and
+	// bus port; gossip still flows) for this long: its peers declare it gone
+	// while it is alive and holds its sessions (a false node loss). With Resume
+	// the messages are accounted for after the cut healed and the nodes settled.
+	Cut time.Duration
 }
 
 // Kill is one measured failover.
@@ -163,6 +168,10 @@ func Run(ctx context.Context, opt Options) (*Result, error) {
 		res.Mode = "hang"
 		res.Description = "freeze the VIP holder (SIGSTOP; its link and kernel stay up and keep its TCP connections and, until the address lapses, the VIP); time until an idle client logged in through the VIP is logged in again through it and a ping is answered"
 	}
+	if opt.Cut > 0 {
+		res.Mode = "cut"
+		res.Description = fmt.Sprintf("cut the VIP holder's cluster traffic (store and bus port; gossip flows) for %s: its peers declare it gone while it is alive and holds its sessions (a false node loss), the VIP moves once its last row has stood for it for 3 s; time until an idle client logged in through the VIP is logged in again through it and a ping is answered", opt.Cut)
+	}
 	if opt.Resume {
 		res.Mode += "+resume"
 		res.Description += "; beside it, a client connected through the VIP with resumable XEP-0198 stream management reconnects and resumes its session (<resumed/>, then a ping answered) while a client on a surviving node sends it a message every 25 ms"
@@ -270,6 +279,11 @@ func (h *harness) setup() error {
 	}
 	h.flags = append([]string{"--domain", domain, "--c2s", "0.0.0.0:5222", "--c2s-tls", "", "--c2s-require-tls=false",
 		"--vip", vipCIDR, "--vip-interface", "eth0", "--leave-on-stop=false"}, h.opt.Extra...)
+	if h.opt.Cut > 0 {
+		// Messages for the session while its node is cut off go to offline storage
+		// until it is resumed (seconds at 40 messages/s): room for all of them.
+		h.flags = append(h.flags, "--max-offline", "10000")
+	}
 	for i := 1; i <= 3; i++ {
 		n := &node{name: fmt.Sprintf("n%d", i), ns: fmt.Sprintf("%s-n%d", h.prefix, i), ip: fmt.Sprintf("%s.%d", subnet, i),
 			mac: fmt.Sprintf("02:00:00:00:00:%02x", i), data: filepath.Join(h.opt.Dir, fmt.Sprintf("n%d", i))}
@@ -488,7 +502,29 @@ func (h *harness) killOnce(ctx context.Context, i int) (Kill, error) {
 		}
 	}()
 	t0 := time.Now()
-	if h.opt.Hang {
+	var healed chan struct{}
+	if h.opt.Cut > 0 {
+		if err := cutCluster(victim, "-A"); err != nil {
+			return Kill{}, err
+		}
+		healed = make(chan struct{})
+		go func() {
+			defer close(healed)
+			time.Sleep(h.opt.Cut)
+			if err := cutCluster(victim, "-D"); err != nil {
+				h.logf("healing the cut of %s: %v", victim.name, err)
+			}
+		}()
+		if sm != nil {
+			// The accounting waits for the cut to heal and the nodes to settle
+			// (the node cut off gives the session up, what it queued is rerouted).
+			sm.settle = func() {
+				<-healed
+				h.holder(60 * time.Second)
+				time.Sleep(2 * time.Second)
+			}
+		}
+	} else if h.opt.Hang {
 		victim.cmd.Process.Signal(syscall.SIGSTOP)
 	} else {
 		if err := ip("-n", victim.ns, "link", "set", "eth0", "down"); err != nil {
@@ -543,6 +579,10 @@ func (h *harness) killOnce(ctx context.Context, i int) (Kill, error) {
 	if k.NewHolder == "" || k.NewHolder == victim.name {
 		return k, fmt.Errorf("the client's neighbour entry for the VIP is %q after the kill, not a survivor's MAC", k.Neighbour)
 	}
+	if healed != nil {
+		<-healed // the node cut off lives on: nothing to restart
+		return k, nil
+	}
 	// The dead node's VIP address lapses by itself (its lifetime is no longer
 	// refreshed): its kernel would otherwise answer ARP for the VIP once back.
 	for deadline := time.Now().Add(8 * time.Second); ; {
@@ -569,6 +609,19 @@ func (h *harness) killOnce(ctx context.Context, i int) (Kill, error) {
 		return k, err
 	}
 	return k, nil
+}
+
+// cutCluster adds (-A) or deletes (-D) the rules that drop n's cluster traffic
+// on the store and bus port (7400), leaving gossip (7401) alone.
+func cutCluster(n *node, op string) error {
+	for _, chain := range []string{"INPUT", "OUTPUT"} {
+		for _, dir := range []string{"--dport", "--sport"} {
+			if out, err := exec.Command("ip", "netns", "exec", n.ns, "iptables", op, chain, "-p", "tcp", dir, "7400", "-j", "DROP").CombinedOutput(); err != nil {
+				return fmt.Errorf("iptables %s %s: %v: %s", op, chain, err, out)
+			}
+		}
+	}
+	return nil
 }
 
 func (h *harness) teardown() {
@@ -603,12 +656,12 @@ func (r *Result) Markdown() string {
 	fmt.Fprintf(&b, "# VIP failover (%s), %s\n\n", r.Mode, r.Started.Format(time.RFC3339))
 	fmt.Fprintf(&b, "%d xmppd nodes in network namespaces on one bridge, one VIP (%s), a client in a third namespace.\n%s.\n\n", r.Nodes, r.VIP, r.Description)
 	fmt.Fprintf(&b, "| figure | p50 (s) | max (s) |\n|---|---:|---:|\n")
-	if r.Mode == "kill+resume" || r.Mode == "hang+resume" {
+	if strings.HasSuffix(r.Mode, "+resume") {
 		fmt.Fprintf(&b, "| reconnected and XEP-0198 session resumed, ping answered | %.3f | %.3f |\n", r.ResumedP50, r.ResumedMax)
 	}
 	fmt.Fprintf(&b, "| served again (reconnected, logged in afresh, ping answered) | %.3f | %.3f |\n", r.ServedP50, r.ServedMax)
 	fmt.Fprintf(&b, "| old connection failed at the client (tickle ACK -> reset) | %.3f | %.3f |\n\n", r.DetectP50, r.DetectMax)
-	if r.Mode == "kill+resume" || r.Mode == "hang+resume" {
+	if strings.HasSuffix(r.Mode, "+resume") {
 		fmt.Fprintf(&b, "Kills: %d. Target: reconnected and resumed <= 2 s. Messages: sent to the resuming client from a surviving node every 25 ms; acked = acknowledged by the sender's server (XEP-0198 <a/>); received = reached the resumed session; offline = reached the user's offline storage instead; lost = neither.\n\n", len(r.Kills))
 		fmt.Fprintf(&b, "| # | killed | new holder | detect (s) | resumed (s) | fresh login (s) | sent | acked | received | duplicated | offline | lost | neighbour MAC |\n|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n")
 		for i, k := range r.Kills {

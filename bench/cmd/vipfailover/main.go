@@ -1,7 +1,7 @@
 // Command vipfailover runs the VIP failover benchmark (bench/vipfailover) and writes
 // bench/results/vip-failover-<time>.{json,md}. Needs root.
 //
-//	go run ./bench/cmd/vipfailover [-kills 20] [-out bench/results] [-hang] [-resume]
+//	go run ./bench/cmd/vipfailover [-kills 20] [-out bench/results] [-hang | -cut 8s] [-resume]
 package main
 
 import (
@@ -28,6 +28,7 @@ func main() {
 	xmppctl := flag.String("xmppctl", "", "xmppctl binary (default: built from this checkout)")
 	hang := flag.Bool("hang", false, "freeze the holder (SIGSTOP) instead of killing it")
 	resume := flag.Bool("resume", false, "also measure XEP-0198 resumption through the VIP under messages from a surviving node")
+	cut := flag.Duration("cut", 0, "instead of killing the holder, cut its cluster traffic (store and bus, not gossip) for this long: a false node loss")
 	flag.Parse()
 	dir, err := os.MkdirTemp("", "vipfailover-")
 	if err != nil {
@@ -41,7 +42,7 @@ func main() {
 	defer stop()
 	ctx, cancel := context.WithTimeout(ctx, 20*time.Minute)
 	defer cancel()
-	res, err := vipfailover.Run(ctx, vipfailover.Options{Kills: *kills, Dir: dir, Log: os.Stderr, Xmppd: *xmppd, Xmppct: *xmppctl, Hang: *hang, Resume: *resume})
+	res, err := vipfailover.Run(ctx, vipfailover.Options{Kills: *kills, Dir: dir, Log: os.Stderr, Xmppd: *xmppd, Xmppct: *xmppctl, Hang: *hang, Resume: *resume, Cut: *cut})
 	if res != nil {
 		if c, e := exec.Command("git", "rev-parse", "--short", "HEAD").Output(); e == nil {
 			res.Commit = strings.TrimSpace(string(c))
@@ -58,6 +59,9 @@ func main() {
 	name := "vip-failover-"
 	if *hang {
 		name = "vip-hang-"
+	}
+	if *cut > 0 {
+		name = "vip-falseloss-"
 	}
 	if *resume {
 		name += "resume-"
