@@ -101,8 +101,9 @@ func ServeBoot(ctx context.Context, o BootServerOptions) error {
 	// The lab's own services (a VIP, DNS: `up`'s xmppd.services.yaml) come last,
 	// without the keys a scenario set.
 	if o.XmppdYAML != "" {
+		// A scenario's keys replace the lab's (e.g. a faster gossip timing).
 		if b, err := os.ReadFile(filepath.Join(o.Dir, "xmppd.extra.yaml")); err == nil {
-			o.XmppdYAML += string(b)
+			o.XmppdYAML = MergeYAML(string(b), o.XmppdYAML)
 		}
 		if b, err := os.ReadFile(filepath.Join(o.Dir, servicesFile)); err == nil {
 			o.XmppdYAML = MergeYAML(o.XmppdYAML, string(b))

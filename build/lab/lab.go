@@ -336,7 +336,7 @@ func ServicesYAML(vip string, dns bool) string {
 
 // servicesFile holds the lab's own settings (ServicesYAML), rewritten by every
 // `up`; the boot server appends it to the xmppd.yaml it serves, after a
-// scenario's xmppd.extra.yaml, whose keys win.
+// scenario's xmppd.extra.yaml, whose keys win (over the lab's timing too).
 const servicesFile = "xmppd.services.yaml"
 
 // MergeYAML appends to base the lines of add whose top-level key base does not

@@ -159,6 +159,10 @@ func TestMergeYAMLKeepsScenarioKeys(t *testing.T) {
 	if got != want {
 		t.Fatalf("MergeYAML:\n%s\nwant:\n%s", got, want)
 	}
+	// A scenario's file first: its keys replace the lab's timing.
+	if got := MergeYAML("gossip-probe-interval: 300ms\n", "raft-heartbeat-timeout: 2500ms\ngossip-probe-interval: 1s\n"); got != "gossip-probe-interval: 300ms\nraft-heartbeat-timeout: 2500ms\n" {
+		t.Fatalf("MergeYAML override: %q", got)
+	}
 	if got := MergeYAML("a: 1", ServicesYAML("10.77.0.100/24", false)); got != "a: 1\nvip: 10.77.0.100/24\nvip-interface: eth0\n" {
 		t.Fatalf("MergeYAML without newline: %q", got)
 	}

@@ -24,7 +24,10 @@ import (
 func TestScenarioVIPFailover(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
-	dir, st := scenarioLab(t, ctx, 3, false, "vip: "+scenarioVIP+"/24\nvip-interface: eth0\n")
+	// Failure detection closer to xmppd's default (probe 200 ms, ~1 s) than the lab's
+	// TCG timing (probe 1 s × 4: ~3 s before anyone may take the VIP, more than
+	// the 2 s target): probe 400 ms, suspicion × 3.
+	dir, st := scenarioLab(t, ctx, 3, false, "vip: "+scenarioVIP+"/24\nvip-interface: eth0\ngossip-probe-interval: 400ms\ngossip-suspicion-mult: 3\n")
 	nodes := []string{"node1", "node2", "node3"}
 	registerUsers(t, ctx, dir, nodes, "alice", "bob")
 	out, err := consoleUntil(ctx, dir, "node1", "vip", 3*time.Minute, func(s string) bool { return vipHolderRe.MatchString(s) })
@@ -136,7 +139,7 @@ func TestScenarioVIPFailover(t *testing.T) {
 	}
 	vipOut, _ := lab.Run(ctx, nodeSock(dir, other), "vip")
 	recordScenario(t, "b", "(b) A client on the VIP survives the VIP holder's death", []string{
-		fmt.Sprintf("- 3 nodes (direct PVH boot, TCG, lab TCG timing), VIP %s/24 on eth0; alice on the VIP (STARTTLS, SCRAM-SHA-1, XEP-0198 resumable), bob directly on %s, numbered messages both ways every 100 ms", scenarioVIP, other),
+		fmt.Sprintf("- 3 nodes (direct PVH boot, TCG, lab TCG timing but gossip probe 400 ms × 3), VIP %s/24 on eth0; alice on the VIP (STARTTLS, SCRAM-SHA-1, XEP-0198 resumable), bob directly on %s, numbered messages both ways every 100 ms", scenarioVIP, other),
 		fmt.Sprintf("- VIP holder %s killed (SIGKILL of qemu): alice's client noticed (%s) after **%.2f s**; resumed its session through the VIP on **%s** after **%.2f s** without service (target ≤ 2 s: %s; %d resume attempts; host load average %s)",
 			holder, how, detect.Seconds(), newHolder, outage.Seconds(), verdict, attempts, loadAvg()),
 		fmt.Sprintf("- first message from bob delivered to alice after the resume: %.2f s after the kill", firstAfter.Seconds()),
