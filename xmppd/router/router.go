@@ -86,8 +86,8 @@ type Router struct {
 
 	domains map[string]module.DomainHandler // other domains served by modules (MUC, components)
 	remote  module.DomainHandler            // domains nobody here serves (s2s); nil bounces
-	cl   cl
-	rows rowCache
+	cl      cl
+	rows    rowCache
 }
 
 // jidCacheSize bounds the prepared-JID cache (it is emptied when full).
