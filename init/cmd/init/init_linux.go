@@ -238,8 +238,8 @@ func (n *node) getCfg() config.Config {
 }
 
 // network runs DHCP on every ethernet link at once through netcfg.Network: the
-// phase ends once the first lease plus a short grace are in (the link with the
-// default route, else the lowest-named one, becomes primary), and every link keeps
+// phase ends once every link has a lease, or at the latest a short grace after the
+// first lease (the link with the default route, else the lowest-named one, becomes primary), and every link keeps
 // its lease renewed (T1 renew, T2 rebind, expiry handled), including a link whose
 // lease arrives after this phase ended.
 func (n *node) network(ctx context.Context) error {
@@ -250,8 +250,20 @@ func (n *node) network(ctx context.Context) error {
 	if timeout <= 0 {
 		timeout = 10 * time.Second
 	}
+	// The grace after the first lease waits for the other links' leases (the one
+	// with a default route should be primary); once every link has one there is
+	// nothing left to wait for, so it ends then (under TCG it was a whole second of
+	// every boot).
+	links, err := netcfg.EthernetLinks()
+	if err != nil {
+		links = nil // Start lists them again and reports the error
+	}
+	gctx, endGrace := context.WithCancel(ctx)
+	defer endGrace()
+	leased := map[string]bool{}
 	var nw *netcfg.Network
 	nw = netcfg.NewNetwork(netcfg.NetworkConfig{
+		Links:   links,
 		Timeout: timeout, Grace: time.Second, ResolvConf: "/etc/resolv.conf", Log: n.log,
 		OnLease: func(l netcfg.Lease) {
 			n.mu.Lock()
@@ -261,14 +273,19 @@ func (n *node) network(ctx context.Context) error {
 			if n.primary.Interface == l.Interface {
 				n.primary = l
 			}
+			leased[l.Interface] = true
+			all := len(links) > 0 && len(leased) >= len(links)
 			n.mu.Unlock()
+			if all {
+				endGrace()
+			}
 		},
 		OnExpire: func(l netcfg.Lease) { n.con.Say("DHCP lease of %s on %s expired; asking again", l.Addr, l.Interface) },
 	})
 	n.mu.Lock()
 	n.net = nw
 	n.mu.Unlock()
-	primary, err := nw.Start(ctx)
+	primary, err := nw.Start(gctx)
 	if err != nil {
 		return err
 	}
