@@ -44,6 +44,11 @@ var (
 	// ErrRefused: the peer was reached and authenticated but refused to add
 	// this node (it left the cluster, or the peer cannot act on it now).
 	ErrRefused = errors.New("the peer refused to add this node")
+	// ErrRemoved: the cluster answered that this node's raft ID is no longer
+	// a member (it left, or was removed as stale). The node has marked its
+	// state to be discarded: a new Store on the same DataDir wipes it and
+	// joins under a fresh raft ID at once; waiting longer cannot help.
+	ErrRemoved = errors.New("the cluster removed this node")
 )
 
 // JoinError is what WaitJoined returns when the node did not join: which seed
@@ -324,7 +329,7 @@ func (s *Store) removedByCluster(why string) {
 	if s.removed.Swap(true) {
 		return
 	}
-	s.log.Error("the cluster removed this node; restart it to rejoin under a fresh ID", "reason", why)
+	s.log.Error("the cluster removed this node; it must rejoin under a fresh ID", "reason", why)
 	s.writeMarker("removed by the cluster at " + time.Now().UTC().Format(time.RFC3339) + ": " + why)
 }
 

@@ -462,3 +462,55 @@ func TestDeclareCopyTypeChanges(t *testing.T) {
 		})
 	}
 }
+
+// A node that left the cluster and restarts from its device with the marker
+// gone (the appliance keeps DataDir in RAM: a reboot loses it) reports under
+// its old raft ID; the leader answers that this ID left. WaitJoined fails at
+// once with ErrRemoved (it used to wait out the whole join timeout), the node
+// has marked itself, and the next Store on the same DataDir wipes the device
+// and joins under a fresh ID.
+func TestRemovedNodeFailsJoinAtOnceAndRejoins(t *testing.T) {
+	c := newCluster(t, 3)
+	c.waitVoters(3, 10*time.Second)
+	nd := c.nodes[2]
+	oldID := nd.s.ID()
+	nd.cfg.ClusterAddr = nd.s.Addr()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := nd.s.Leave(ctx); err != nil {
+		t.Fatal(err)
+	}
+	nd.s = nil
+	if err := os.Remove(filepath.Join(nd.dir, markerName)); err != nil {
+		t.Fatal(err)
+	}
+	c.start(nd)
+	if nd.s.ID() != oldID {
+		t.Fatalf("restart from the device: id %s, want the old %s", nd.s.ID(), oldID)
+	}
+	const joinTimeout = 20 * time.Second
+	jctx, jcancel := context.WithTimeout(context.Background(), joinTimeout)
+	defer jcancel()
+	start := time.Now()
+	err := nd.s.WaitJoined(jctx)
+	if !errors.Is(err, ErrRemoved) || !errors.Is(err, ErrRefused) {
+		t.Fatalf("WaitJoined after %v: %v, want ErrRemoved and ErrRefused", time.Since(start), err)
+	}
+	if d := time.Since(start); d > joinTimeout/2 {
+		t.Fatalf("WaitJoined took %v: it waited for the join timeout", d)
+	}
+	sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer scancel()
+	if err := nd.s.Stop(sctx); err != nil {
+		t.Fatal(err)
+	}
+	nd.s = nil
+	c.start(nd)
+	if nd.s.ID() == oldID {
+		t.Fatalf("second start kept the old raft ID %s", oldID)
+	}
+	if err := nd.s.WaitJoined(jctx); err != nil {
+		t.Fatalf("rejoin under a fresh ID: %v", err)
+	}
+	c.waitVoters(3, 10*time.Second)
+}

@@ -366,7 +366,8 @@ func (s *Store) Start(ctx context.Context) error {
 // than once.
 func (s *Store) Stop(ctx context.Context) error {
 	s.mu.Lock()
-	leave := s.cfg.LeaveOnStop && s.started && !s.stopped && s.raft != nil
+	// A node the cluster removed has nothing to leave.
+	leave := s.cfg.LeaveOnStop && s.started && !s.stopped && s.raft != nil && !s.removed.Load()
 	s.mu.Unlock()
 	if leave {
 		s.leaveOnStop(ctx)
@@ -577,12 +578,22 @@ func (s *Store) reportLoop(ctx context.Context) {
 // bootstrapped, or a seed added it), or ctx ends. xmppd calls it after Start
 // and before declaring tables. On failure it returns a *JoinError naming the
 // seeds, the address that failed last and why (errors.Is: ErrWrongKey,
-// ErrUnreachable, ErrRefused; and the context's error). Once joined, it ends
-// a leave turn this node's previous run still holds.
+// ErrUnreachable, ErrRefused; and the context's error). A node the cluster
+// answers it removed (it left the cluster) fails at once with ErrRemoved (and
+// ErrRefused): its state is marked to be discarded, so the caller stops this
+// Store and starts a new one, which wipes it and joins under a fresh ID.
+// Once joined, it ends a leave turn this node's previous run still holds.
 func (s *Store) WaitJoined(ctx context.Context) error {
 	t := time.NewTicker(20 * time.Millisecond)
 	defer t.Stop()
 	for {
+		if s.removed.Load() {
+			je := &JoinError{Node: s.cfg.NodeName, Seeds: s.cfg.Join, Cause: ErrRemoved}
+			if last := s.lastJoinFailure(); last != nil {
+				je.Addr, je.Cause = last.Addr, fmt.Errorf("%w: %w", ErrRemoved, last.Cause)
+			}
+			return je
+		}
 		if s.joined() {
 			if f := s.raft.GetConfiguration(); f.Error() == nil {
 				for _, srv := range f.Configuration().Servers {

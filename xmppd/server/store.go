@@ -121,6 +121,20 @@ func (l *lazyStore) Start(ctx context.Context) error {
 	if l.get() != nil {
 		return errors.New("storage: already started")
 	}
+	err := l.start(ctx)
+	if errors.Is(err, replicated.ErrRemoved) {
+		// The cluster says this node left it (a clean stop left the raft
+		// configuration, and the marker did not survive the reboot): the
+		// store marked its state to be discarded; a second start wipes it
+		// and joins under a fresh raft ID now, not after the join timeout.
+		l.log.Warn("the cluster removed this node: rejoining under a fresh raft ID", "component", "storage", "err", err)
+		err = l.start(ctx)
+	}
+	return err
+}
+
+// start is one attempt of Start (caller holds l.mu).
+func (l *lazyStore) start(ctx context.Context) error {
 	dev, closer, err := l.openDevice(ctx)
 	if err != nil {
 		return err
