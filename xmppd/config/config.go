@@ -86,6 +86,8 @@ type Config struct {
 	VIP       VIPConfig       // config_vip.go: the VIP pool, firewall, DHCP
 	DNS       DNSConfig       // config_dns.go: DNS publishing (embedded server, RFC 2136)
 	Ops       OpsConfig       // config_ops.go: HTTP listener, metrics, web admin
+	Component ComponentConfig // config_component.go: external components (XEP-0114)
+	Storm     StormConfig     // config_component.go: presence storms, sessions per user
 }
 
 // featureSettings is one feature file's part of the configuration.
