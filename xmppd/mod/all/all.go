@@ -7,8 +7,8 @@ import (
 	"xedge/xmppd/mod/blocking"
 	"xedge/xmppd/mod/carbons"
 	"xedge/xmppd/mod/disco"
+	"xedge/xmppd/mod/muc"
 	"xedge/xmppd/mod/offline"
-	"xedge/xmppd/mod/pep"
 	"xedge/xmppd/mod/ping"
 	"xedge/xmppd/mod/presence"
 	"xedge/xmppd/mod/private"
@@ -51,6 +51,6 @@ func Modules(o Options) []module.Module {
 		ping.New(),
 		vcard.New(0),
 		private.New(),
-		pep.New(r),
+		muc.New(),
 	}
 }

@@ -1,0 +1,379 @@
+package muc
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"xedge/xmppd/jid"
+	"xedge/xmppd/mod/internal/modtest"
+	"xedge/xmppd/module"
+	"xedge/xmppd/xmlstream"
+)
+
+// host is modtest's host plus a domain router that sends stanzas for served
+// domains to their handler (as the core's router does).
+type host struct {
+	*modtest.Host
+	handlers map[string]module.DomainHandler
+}
+
+func (h *host) HandleDomain(d string, fn module.DomainHandler) {
+	if fn == nil {
+		delete(h.handlers, d)
+		return
+	}
+	h.handlers[d] = fn
+}
+func (h *host) SetRemoteRoute(module.DomainHandler) {}
+func (h *host) ServedDomains() []string {
+	var out []string
+	for d := range h.handlers {
+		out = append(out, d)
+	}
+	return out
+}
+
+type env struct {
+	t *testing.T
+	h *host
+	m *Module
+	s map[string]*modtest.Session
+}
+
+func newEnv(t *testing.T, h *host) *env {
+	t.Helper()
+	if h == nil {
+		h = &host{Host: modtest.NewHost("example.org", "alice", "bob", "carol"), handlers: map[string]module.DomainHandler{}}
+	}
+	m := New()
+	if err := m.Start(context.Background(), h); err != nil {
+		t.Fatal(err)
+	}
+	e := &env{t: t, h: h, m: m, s: map[string]*modtest.Session{}}
+	for _, u := range []string{"alice", "bob", "carol"} {
+		e.s[u] = h.Connect(u + "@example.org/r")
+		e.s[u].SetPresence(xmlstream.New(NSClient, "presence"))
+	}
+	return e
+}
+
+// send plays raw stanza XML (attributes from/to given) from user u to the service.
+func (e *env) send(u string, st *xmlstream.Element) {
+	e.t.Helper()
+	from := jid.MustParse(u + "@example.org/r")
+	st.SetAttr("from", from.String())
+	to := jid.MustParse(st.Attr("to"))
+	h := e.h.handlers[to.Domain]
+	if h == nil {
+		e.t.Fatalf("no handler for %s", to.Domain)
+	}
+	h(context.Background(), st, from, to)
+}
+
+func (e *env) take(u string) []*xmlstream.Element { return e.s[u].Take() }
+
+func pres(to string, kids ...xmlstream.Node) *xmlstream.Element {
+	return xmlstream.New(NSClient, "presence", "to", to).Append(kids...)
+}
+
+func mucX(kids ...xmlstream.Node) *xmlstream.Element { return xmlstream.New(NS, "x").Append(kids...) }
+
+func codes(st *xmlstream.Element) []string {
+	var out []string
+	if x := st.Child(NSUser, "x"); x != nil {
+		for _, c := range x.Children() {
+			if c.Local == "status" {
+				out = append(out, c.Attr("code"))
+			}
+		}
+	}
+	return out
+}
+
+func has(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func errCond(st *xmlstream.Element) string {
+	if e := st.Child(NSClient, "error"); e != nil {
+		if c := e.FirstChild(); c != nil {
+			return c.Local
+		}
+	}
+	return ""
+}
+
+const roomJ = "room@conference.example.org"
+
+// instant creates room as alice's instant room (MUC-aware create + empty submit).
+func (e *env) instant(cfg ...xmlstream.Node) {
+	e.t.Helper()
+	e.send("alice", pres(roomJ+"/al", mucX()))
+	got := e.take("alice")
+	if len(got) != 1 || !has(codes(got[0]), "201") || !has(codes(got[0]), "110") {
+		e.t.Fatalf("creation presence: %v", got)
+	}
+	// Locked: bob cannot join yet.
+	e.send("bob", pres(roomJ+"/bo", mucX()))
+	if b := e.take("bob"); len(b) != 1 || errCond(b[0]) != "item-not-found" {
+		e.t.Fatalf("locked room let bob in: %v", b)
+	}
+	x := xmlstream.New(NSData, "x", "type", "submit").Append(cfg...)
+	e.send("alice", xmlstream.New(NSClient, "iq", "type", "set", "id", "c1", "to", roomJ).Append(xmlstream.New(NSOwner, "query").Append(x)))
+	if got := e.take("alice"); len(got) != 1 || got[0].Attr("type") != "result" {
+		e.t.Fatalf("config submit: %v", got)
+	}
+}
+
+func TestJoinMessageLeave(t *testing.T) {
+	e := newEnv(t, nil)
+	e.instant()
+	e.send("bob", pres(roomJ+"/bo", mucX()))
+	got := e.take("bob")
+	// alice's presence, own presence with 110, then the (empty) subject.
+	if len(got) != 3 || got[0].Attr("from") != roomJ+"/al" || !has(codes(got[1]), "110") || got[2].Child(NSClient, "subject") == nil {
+		t.Fatalf("bob's join: %v", got)
+	}
+	if a := e.take("alice"); len(a) != 1 || a[0].Attr("from") != roomJ+"/bo" || has(codes(a[0]), "110") {
+		t.Fatalf("alice saw: %v", a)
+	}
+	// Nick conflict.
+	e.send("carol", pres(roomJ+"/bo", mucX()))
+	if c := e.take("carol"); len(c) != 1 || errCond(c[0]) != "conflict" {
+		t.Fatalf("conflict: %v", c)
+	}
+	// Groupchat to both.
+	msg := xmlstream.New(NSClient, "message", "type", "groupchat", "to", roomJ).Append(xmlstream.New(NSClient, "body").AppendText("hi"))
+	e.send("bob", msg)
+	for _, u := range []string{"alice", "bob"} {
+		g := e.take(u)
+		if len(g) != 1 || g[0].Attr("from") != roomJ+"/bo" || g[0].ChildText(NSClient, "body") != "hi" {
+			t.Fatalf("%s got %v", u, g)
+		}
+	}
+	// Non-occupant cannot send.
+	e.send("carol", xmlstream.New(NSClient, "message", "type", "groupchat", "to", roomJ).Append(xmlstream.New(NSClient, "body").AppendText("x")))
+	if c := e.take("carol"); len(c) != 1 || errCond(c[0]) != "not-acceptable" {
+		t.Fatalf("outsider groupchat: %v", c)
+	}
+	// Private message.
+	e.send("alice", xmlstream.New(NSClient, "message", "type", "chat", "to", roomJ+"/bo").Append(xmlstream.New(NSClient, "body").AppendText("psst")))
+	if b := e.take("bob"); len(b) != 1 || b[0].Attr("from") != roomJ+"/al" || b[0].ChildText(NSClient, "body") != "psst" {
+		t.Fatalf("private: %v", b)
+	}
+	// History for carol: 1 message with delay; maxstanzas=0 gives none.
+	e.send("carol", pres(roomJ+"/ca", mucX()))
+	c := e.take("carol")
+	var hist int
+	for _, st := range c {
+		if st.Child(NSDelay, "delay") != nil {
+			hist++
+		}
+	}
+	if hist != 1 {
+		t.Fatalf("history: %v", c)
+	}
+	e.take("alice")
+	e.take("bob")
+	// Leave: everyone gets unavailable; carol with 110.
+	e.send("carol", xmlstream.New(NSClient, "presence", "type", "unavailable", "to", roomJ+"/ca"))
+	if c := e.take("carol"); len(c) != 1 || c[0].Attr("type") != "unavailable" || !has(codes(c[0]), "110") {
+		t.Fatalf("leave self: %v", c)
+	}
+	if a := e.take("alice"); len(a) != 1 || a[0].Attr("type") != "unavailable" {
+		t.Fatalf("leave others: %v", a)
+	}
+	e.send("carol", pres(roomJ+"/ca", mucX(xmlstream.New(NS, "history", "maxstanzas", "0"))))
+	for _, st := range e.take("carol") {
+		if st.Child(NSDelay, "delay") != nil {
+			t.Fatalf("maxstanzas=0 still sent history: %v", st)
+		}
+	}
+	// Self-ping (XEP-0410).
+	ping := func(u, to string) *xmlstream.Element {
+		e.send(u, xmlstream.New(NSClient, "iq", "type", "get", "id", "p", "to", to).Append(xmlstream.New(NSPing, "ping")))
+		g := e.take(u)
+		if len(g) != 1 {
+			t.Fatalf("ping: %v", g)
+		}
+		return g[0]
+	}
+	e.take("alice")
+	if r := ping("carol", roomJ+"/ca"); r.Attr("type") != "result" {
+		t.Fatalf("self-ping joined: %v", r)
+	}
+	e.h.Disconnect(e.s["carol"])
+	e.s["carol"] = e.h.Connect("carol@example.org/r")
+	if a := e.take("alice"); len(a) != 1 || a[0].Attr("type") != "unavailable" {
+		t.Fatalf("disconnect did not remove carol: %v", a)
+	}
+	if r := ping("carol", roomJ+"/ca"); errCond(r) != "not-acceptable" {
+		t.Fatalf("self-ping after disconnect: %v", r)
+	}
+	// Temporary room vanishes when empty.
+	e.send("alice", xmlstream.New(NSClient, "presence", "type", "unavailable", "to", roomJ+"/al"))
+	e.send("bob", xmlstream.New(NSClient, "presence", "type", "unavailable", "to", roomJ+"/bo"))
+	if r := e.m.Rooms(); len(r) != 0 {
+		t.Fatalf("temporary room kept: %v", r)
+	}
+}
+
+func TestKickBanMembersOnlyPassword(t *testing.T) {
+	e := newEnv(t, nil)
+	e.instant()
+	e.send("bob", pres(roomJ+"/bo", mucX()))
+	e.take("bob")
+	e.take("alice")
+	var rest []*xmlstream.Element // what admin's caller was sent besides the reply
+	admin := func(u string, item *xmlstream.Element) *xmlstream.Element {
+		e.send(u, xmlstream.New(NSClient, "iq", "type", "set", "id", "a", "to", roomJ).Append(xmlstream.New(NSAdmin, "query").Append(item)))
+		var reply *xmlstream.Element
+		rest = nil
+		for _, st := range e.take(u) {
+			if st.Local == "iq" {
+				reply = st
+			} else {
+				rest = append(rest, st)
+			}
+		}
+		if reply == nil {
+			t.Fatalf("no admin reply")
+		}
+		return reply
+	}
+	// bob (participant) cannot kick alice.
+	if r := admin("bob", xmlstream.New(NSAdmin, "item", "nick", "al", "role", "none")); r.Attr("type") != "error" {
+		t.Fatalf("participant kicked: %v", r)
+	}
+	if r := admin("alice", xmlstream.New(NSAdmin, "item", "nick", "bo", "role", "none").Append(xmlstream.New(NSAdmin, "reason").AppendText("bye"))); r.Attr("type") != "result" {
+		t.Fatalf("kick: %v", r)
+	}
+	if b := e.take("bob"); len(b) != 1 || !has(codes(b[0]), "307") || !has(codes(b[0]), "110") {
+		t.Fatalf("kicked sees: %v", b)
+	}
+	if a := rest; len(a) != 1 || !has(codes(a[0]), "307") {
+		t.Fatalf("alice sees kick: %v", a)
+	}
+	// Ban bob; he cannot rejoin.
+	if r := admin("alice", xmlstream.New(NSAdmin, "item", "jid", "bob@example.org", "affiliation", "outcast")); r.Attr("type") != "result" {
+		t.Fatalf("ban: %v", r)
+	}
+	e.send("bob", pres(roomJ+"/bo", mucX()))
+	if b := e.take("bob"); len(b) != 1 || errCond(b[0]) != "forbidden" {
+		t.Fatalf("banned joined: %v", b)
+	}
+	// Members-only + password.
+	x := xmlstream.New(NSData, "x", "type", "submit").Append(
+		field("muc#roomconfig_membersonly", "", "1"),
+		field("muc#roomconfig_passwordprotectedroom", "", "1"),
+		field("muc#roomconfig_roomsecret", "", "s3"))
+	e.send("alice", xmlstream.New(NSClient, "iq", "type", "set", "id", "c2", "to", roomJ).Append(xmlstream.New(NSOwner, "query").Append(x)))
+	e.take("alice")
+	e.send("carol", pres(roomJ+"/ca", mucX()))
+	if c := e.take("carol"); len(c) != 1 || errCond(c[0]) != "registration-required" {
+		t.Fatalf("members-only: %v", c)
+	}
+	if r := admin("alice", xmlstream.New(NSAdmin, "item", "jid", "carol@example.org", "affiliation", "member")); r.Attr("type") != "result" {
+		t.Fatalf("member: %v", r)
+	}
+	e.send("carol", pres(roomJ+"/ca", mucX()))
+	if c := e.take("carol"); len(c) != 1 || errCond(c[0]) != "not-authorized" {
+		t.Fatalf("password: %v", c)
+	}
+	e.send("carol", pres(roomJ+"/ca", mucX(xmlstream.New(NS, "password").AppendText("s3"))))
+	if c := e.take("carol"); len(c) < 2 || errCond(c[0]) != "" {
+		t.Fatalf("member with password: %v", c)
+	}
+	// Affiliation list.
+	e.take("alice")
+	e.send("alice", xmlstream.New(NSClient, "iq", "type", "get", "id", "l", "to", roomJ).Append(xmlstream.New(NSAdmin, "query").Append(xmlstream.New(NSAdmin, "item", "affiliation", "outcast"))))
+	l := e.take("alice")
+	if len(l) != 1 || !strings.Contains(l[0].String(), "bob@example.org") {
+		t.Fatalf("outcast list: %v", l)
+	}
+}
+
+func TestPersistentRoomSurvivesRestart(t *testing.T) {
+	e := newEnv(t, nil)
+	e.instant(field("muc#roomconfig_persistentroom", "", "1"), field("muc#roomconfig_roomname", "", "The Room"))
+	e.send("alice", xmlstream.New(NSClient, "iq", "type", "set", "id", "a", "to", roomJ).Append(xmlstream.New(NSAdmin, "query").Append(xmlstream.New(NSAdmin, "item", "jid", "bob@example.org", "affiliation", "member"))))
+	e.send("alice", xmlstream.New(NSClient, "presence", "type", "unavailable", "to", roomJ+"/al"))
+	if r := e.m.Rooms(); len(r) != 1 {
+		t.Fatalf("persistent room gone when empty: %v", r)
+	}
+	// A new module on the same store (a restart) has the roomJ, its name and affiliations.
+	e2 := newEnv(t, &host{Host: e.h.Host, handlers: map[string]module.DomainHandler{}})
+	if r := e2.m.Rooms(); len(r) != 1 || r[0] != "room" {
+		t.Fatalf("after restart: %v", r)
+	}
+	e2.send("bob", xmlstream.New(NSClient, "iq", "type", "get", "id", "i", "to", roomJ).Append(xmlstream.New(NSInfo, "query")))
+	got := e2.take("bob")
+	if len(got) != 1 || !strings.Contains(got[0].String(), "The Room") || !strings.Contains(got[0].String(), "muc_persistent") {
+		t.Fatalf("disco#info: %v", got)
+	}
+	e2.m.mu.Lock()
+	aff := e2.m.rooms["room"].aff(jid.MustParse("bob@example.org"))
+	e2.m.mu.Unlock()
+	if aff != AffMember {
+		t.Fatalf("bob's affiliation after restart: %q", aff)
+	}
+	// Service disco#items lists it.
+	e2.send("bob", xmlstream.New(NSClient, "iq", "type", "get", "id", "d", "to", "conference.example.org").Append(xmlstream.New(NSItems, "query")))
+	if g := e2.take("bob"); len(g) != 1 || !strings.Contains(g[0].String(), roomJ) {
+		t.Fatalf("service items: %v", g)
+	}
+}
+
+func TestMediatedInvitationAndSubject(t *testing.T) {
+	e := newEnv(t, nil)
+	e.instant()
+	inv := xmlstream.New(NSClient, "message", "to", roomJ).Append(xmlstream.New(NSUser, "x").Append(
+		xmlstream.New(NSUser, "invite", "to", "carol@example.org").Append(xmlstream.New(NSUser, "reason").AppendText("join us"))))
+	e.send("alice", inv)
+	c := e.take("carol")
+	if len(c) != 1 || c[0].Attr("from") != roomJ || !strings.Contains(c[0].String(), "alice@example.org") {
+		t.Fatalf("invitation: %v", c)
+	}
+	e.send("alice", xmlstream.New(NSClient, "message", "type", "groupchat", "to", roomJ).Append(xmlstream.New(NSClient, "subject").AppendText("Topic")))
+	e.take("alice")
+	e.send("carol", pres(roomJ+"/ca", mucX()))
+	got := e.take("carol")
+	last := got[len(got)-1]
+	if last.ChildText(NSClient, "subject") != "Topic" || last.Attr("from") != roomJ+"/al" {
+		t.Fatalf("subject on join: %v", got)
+	}
+	// A participant may not change the subject by default.
+	e.send("carol", xmlstream.New(NSClient, "message", "type", "groupchat", "to", roomJ).Append(xmlstream.New(NSClient, "subject").AppendText("Mine")))
+	if g := e.take("carol"); len(g) != 1 || errCond(g[0]) != "forbidden" {
+		t.Fatalf("participant subject: %v", g)
+	}
+}
+
+func TestHistorySeconds(t *testing.T) {
+	e := newEnv(t, nil)
+	now := time.Unix(1_000_000, 0)
+	e.m.now = func() time.Time { return now }
+	e.instant()
+	for i, b := range []string{"old", "new"} {
+		now = time.Unix(1_000_000+int64(i)*100, 0)
+		e.send("alice", xmlstream.New(NSClient, "message", "type", "groupchat", "to", roomJ).Append(xmlstream.New(NSClient, "body").AppendText(b)))
+	}
+	e.take("alice")
+	e.send("bob", pres(roomJ+"/bo", mucX(xmlstream.New(NS, "history", "seconds", "50"))))
+	var bodies []string
+	for _, st := range e.take("bob") {
+		if b := st.ChildText(NSClient, "body"); b != "" {
+			bodies = append(bodies, b)
+		}
+	}
+	if len(bodies) != 1 || bodies[0] != "new" {
+		t.Fatalf("history seconds=50: %v", bodies)
+	}
+}
