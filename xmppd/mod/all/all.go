@@ -9,6 +9,7 @@ import (
 	"xedge/xmppd/mod/disco"
 	"xedge/xmppd/mod/muc"
 	"xedge/xmppd/mod/offline"
+	"xedge/xmppd/mod/pep"
 	"xedge/xmppd/mod/ping"
 	"xedge/xmppd/mod/presence"
 	"xedge/xmppd/mod/private"
@@ -51,6 +52,7 @@ func Modules(o Options) []module.Module {
 		ping.New(),
 		vcard.New(0),
 		private.New(),
+		pep.New(r),
 		muc.New(),
 	}
 }

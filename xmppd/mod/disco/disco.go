@@ -1,9 +1,10 @@
 // Package disco implements service discovery (XEP-0030) for the server and for local
 // accounts: disco#info on the domain answers identity server/im "xedge" and every
 // feature modules advertised (Host.DiscoFeatures); disco#items on the domain lists
-// the configured service items and the domains modules serve
-// through module.DomainRouter (e.g. the MUC service). A disco#info to an account's bare
-// JID is answered by the server (identity account/registered) when asked by the
+// the configured service items and the domains modules serve through
+// module.DomainRouter (e.g. the MUC service). A disco#info to an account's bare
+// JID is answered by the server (identity account/registered, and pubsub/pep with
+// the pubsub and bookmarks features when a PEP module advertised them) when asked by the
 // account itself or by a contact with a presence subscription to it, and with
 // <service-unavailable/> otherwise so the account's existence is not revealed.
 //
@@ -13,6 +14,7 @@ package disco
 
 import (
 	"context"
+	"strings"
 
 	"xedge/xmppd/jid"
 	"xedge/xmppd/mod/internal/modutil"
@@ -25,6 +27,9 @@ import (
 const (
 	NSInfo  = "http://jabber.org/protocol/disco#info"
 	NSItems = "http://jabber.org/protocol/disco#items"
+
+	nsPubsub    = "http://jabber.org/protocol/pubsub"
+	nsBookmarks = "urn:xmpp:bookmarks:1#"
 )
 
 // Item is a service item listed in the domain's disco#items.
@@ -99,6 +104,17 @@ func (m *Module) info(ctx context.Context, h module.Host, iq *module.IQ) {
 		res.Append(xmlstream.New(NSInfo, "identity", "category", "account", "type", "registered"))
 		res.Append(xmlstream.New(NSInfo, "feature", "var", NSInfo))
 		res.Append(xmlstream.New(NSInfo, "feature", "var", NSItems))
+		// A PEP module's features belong to the account too (XEP-0163 §6.1, XEP-0402 §3.3).
+		pep := false
+		for _, f := range h.DiscoFeatures() {
+			if strings.HasPrefix(f, nsPubsub) || strings.HasPrefix(f, nsBookmarks) {
+				pep = true
+				res.Append(xmlstream.New(NSInfo, "feature", "var", f))
+			}
+		}
+		if pep {
+			res.Append(xmlstream.New(NSInfo, "identity", "category", "pubsub", "type", "pep"))
+		}
 	default:
 		modutil.ReplyError(ctx, h, iq, module.ErrCancel, "service-unavailable", "")
 		return
