@@ -88,6 +88,7 @@ type Config struct {
 	Ops       OpsConfig       // config_ops.go: HTTP listener, metrics, web admin
 	Component ComponentConfig // config_component.go: external components (XEP-0114)
 	Storm     StormConfig     // config_component.go: presence storms, sessions per user
+	Upload    UploadConfig    // config_upload.go: HTTP upload (XEP-0363), WebSocket (RFC 7395), host-meta
 }
 
 // featureSettings is one feature file's part of the configuration.

@@ -1,0 +1,108 @@
+package server
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+
+	"xedge/xmppd/mod/upload"
+	"xedge/xmppd/websocket"
+)
+
+// The features served on the node's HTTP listener besides metrics and the web
+// admin page (docs/http.md): HTTP file upload (XEP-0363, upload-dir), XMPP over
+// WebSocket (RFC 7395, /xmpp-websocket) and XEP-0156 host-meta.
+
+func init() { registerFeature(Feature{Name: "http features", Build: buildHTTPFeatures}) }
+
+func buildHTTPFeatures(s *Server) ([]StagedComponent, error) {
+	hs := s.HTTP()
+	uc := s.cfg.Upload
+	if hs == nil || s.cfg.Witness {
+		return nil, nil
+	}
+	baseURL := func() string {
+		if uc.URL != "" {
+			return uc.URL
+		}
+		return hs.URL()
+	}
+	var comps []StagedComponent
+	if uc.WebSocket {
+		lim := int64(s.cfg.MaxStanza) + 4096
+		if err := hs.Handle(websocket.Path, websocket.Handler(websocket.Options{
+			Serve: s.C2S.ServeConn, TLS: hs.TLS(), MaxMessage: lim, Origins: uc.OriginList(), Logger: s.log,
+		})); err != nil {
+			return nil, err
+		}
+		hm := websocket.HostMeta(func(r *http.Request) string {
+			if uc.URL != "" {
+				return websocket.URL(uc.URL)
+			}
+			scheme := "http://"
+			if hs.TLS() {
+				scheme = "https://"
+			}
+			return websocket.URL(scheme + r.Host)
+		})
+		for _, p := range []string{"/.well-known/host-meta", "/.well-known/host-meta.json"} {
+			if err := hs.Handle(p, hm); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if uc.Dir != "" {
+		key, err := s.uploadKey()
+		if err != nil {
+			return nil, fmt.Errorf("upload: %w", err)
+		}
+		svcJID := uc.Domain
+		if svcJID == "" {
+			svcJID = "upload." + s.cfg.Domain
+		}
+		svc := upload.New(upload.Config{Domain: s.cfg.Domain, Service: svcJID, Dir: uc.Dir, MaxSize: uc.MaxSize,
+			Quota: uc.Quota, Expire: uc.Expire, BaseURL: baseURL, Key: key, Logger: s.log})
+		if err := hs.Handle(upload.Path, svc); err != nil {
+			return nil, err
+		}
+		comps = append(comps, StagedComponent{Stage: AfterModules, Name: "upload " + svcJID,
+			Start: func(ctx context.Context) error { return svc.Start(ctx, s.Router) }, Stop: svc.Stop})
+	}
+	return comps, nil
+}
+
+// uploadKey is the HMAC key of upload slots: derived from the cluster key, so
+// every node verifies every node's slots, or else a random key kept in the
+// data directory.
+func (s *Server) uploadKey() ([]byte, error) {
+	if s.cfg.Clustered() {
+		ck, err := s.cfg.LoadClusterKey()
+		if err != nil {
+			return nil, err
+		}
+		m := hmac.New(sha256.New, ck)
+		m.Write([]byte("xedge http upload slots"))
+		return m.Sum(nil), nil
+	}
+	p := filepath.Join(s.cfg.Data, "upload.key")
+	if b, err := os.ReadFile(p); err == nil && len(b) >= 32 {
+		return b, nil
+	} else if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, err
+	}
+	b := make([]byte, 32)
+	rand.Read(b)
+	if err := os.MkdirAll(s.cfg.Data, 0o700); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(p, b, 0o600); err != nil {
+		return nil, err
+	}
+	return b, nil
+}
