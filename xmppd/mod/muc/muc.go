@@ -448,10 +448,9 @@ func (m *Module) join(ctx context.Context, o *out, r *room, st *xmlstream.Elemen
 		codes = append(codes, "201")
 	}
 	m.broadcastPresence(o, r, occ, codes)
-	if r.locked {
-		return
-	}
-	// History, then the subject (XEP-0045 §7.2.15-16).
+	// History, then the subject (XEP-0045 §7.2.15-16); the creator of a locked room
+	// gets them too, as ejabberd and Prosody send them (clients wait for the subject
+	// to finish a join).
 	m.sendHistory(o, r, from, x)
 	subj := xmlstream.New(NSClient, "message", "type", "groupchat", "from", m.roomJID(r, r.subjBy), "to", from.String())
 	if r.subjBy == "" {

@@ -117,7 +117,7 @@ func (e *env) instant(cfg ...xmlstream.Node) {
 	e.t.Helper()
 	e.send("alice", pres(roomJ+"/al", mucX()))
 	got := e.take("alice")
-	if len(got) != 1 || !has(codes(got[0]), "201") || !has(codes(got[0]), "110") {
+	if len(got) != 2 || !has(codes(got[0]), "201") || !has(codes(got[0]), "110") || got[1].Child(NSClient, "subject") == nil {
 		e.t.Fatalf("creation presence: %v", got)
 	}
 	// Locked: bob cannot join yet.
