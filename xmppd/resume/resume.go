@@ -74,6 +74,10 @@ type Config struct {
 	// on exactly one survivor: the live node with the smallest name (the owner
 	// excluded) when the owner was found gone.
 	Reroute func(ctx context.Context, j jid.JID, queue []*xmlstream.Element)
+	// Deliver, when set, routes stanzas the previous owner of a session resumed
+	// here queued after this node took its state (to the session here, as they
+	// are); unset, Reroute gets them.
+	Deliver func(ctx context.Context, j jid.JID, stanzas []*xmlstream.Element)
 	// Settled, when set, is told on every node when a copy of a gone node's
 	// session stops being resumable here: resumed (taken here, handed to a peer,
 	// or replaced by the state of the node that resumed it) or expired. It runs
@@ -132,6 +136,9 @@ type Manager struct {
 	mu      sync.Mutex
 	local   map[string]*wireState // this node's resumable sessions (for full copies)
 	gens    map[string]uint64     // Gen of sessions being resumed here (until their first Put)
+	// late: stanzas the previous owner queued for a session being resumed
+	// here (between Fetch and its first Put), routed to it once it is here.
+	late map[string][]*xmlstream.Element
 	copies  map[string]*copyOf    // other nodes' sessions, by id
 	peers   map[string]uint64     // peers that have (or are being sent) a full copy
 	stale   map[string]bool       // peers that missed a message: full copy on the next tick
@@ -264,6 +271,10 @@ func (m *Manager) Put(st *c2s.SMState) {
 		l = &wireState{Gen: m.gens[st.ID], Base: w.Out}
 		delete(m.gens, st.ID)
 		m.local[st.ID] = l
+		if late := m.late[st.ID]; len(late) > 0 {
+			delete(m.late, st.ID)
+			m.rerouteLate(st.JID, late)
+		}
 	}
 	if l.Gen != 0 {
 		w.Gen, w.Base = l.Gen, l.Base
@@ -661,6 +672,26 @@ func (m *Manager) surrender(id, jidS string, base uint32, to string) {
 	}
 }
 
+// rerouteLate hands stanzas the previous owner of a session resumed here
+// queued after this node took its state to Config.Deliver (without the lock:
+// the router delivers them to the session here, whose replication calls back
+// into the manager). At worst a stanza arrives twice, never not at all.
+func (m *Manager) rerouteLate(j jid.JID, q []*xmlstream.Element) {
+	deliver := m.cfg.Deliver
+	if deliver == nil {
+		deliver = m.cfg.Reroute
+	}
+	if deliver == nil {
+		return
+	}
+	m.log.Info("stanzas queued by the session's previous node after it was resumed here: routed to it", "jid", j.String(), "stanzas", len(q))
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		deliver(ctx, j, q)
+	}()
+}
+
 // settled tells Config.Settled that orphan copy cp left this node.
 func (m *Manager) settled(cp *copyOf, resumed bool) {
 	if m.cfg.Settled == nil || !cp.orphan {
@@ -818,6 +849,30 @@ func (m *Manager) onQueue(_ context.Context, from cluster.Peer, msg *cluster.Mes
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if from.Node != m.cfg.Node {
+		// The previous owner (a draining node whose sessions were left to the
+		// cluster, or one that handed the session over) queued a stanza after
+		// this node took the session's state: it is in no copy and the old
+		// owner's client is gone, so it is routed to the session here.
+		// (Gen 0: never moved here; its sender is the newer owner.)
+		if l := m.local[msg.ID]; l != nil && l.Gen > 0 {
+			if j, err := jid.Parse(l.JID); err == nil {
+				if st, err := decode(msg.Body); err == nil {
+					m.rerouteLate(j, []*xmlstream.Element{st})
+				}
+			}
+			return nil, nil
+		}
+		if _, resuming := m.gens[msg.ID]; resuming {
+			if st, err := decode(msg.Body); err == nil {
+				if m.late == nil {
+					m.late = map[string][]*xmlstream.Element{}
+				}
+				m.late[msg.ID] = append(m.late[msg.ID], st)
+			}
+			return nil, nil
+		}
+	}
 	if cp := m.copyLocked(from, msg.ID); cp != nil {
 		cp.st.Queue = append(cp.st.Queue, qItem{Seq: seq, XML: msg.Body})
 		if after(seq, cp.st.Out) {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -579,5 +580,51 @@ func TestOwnerBackAfterFalseLossHandsOver(t *testing.T) {
 	a.mu.Unlock()
 	if s := b.Stats(); s.Local != 1 || s.Copies != 1 || s.Orphans != 0 {
 		t.Fatalf("b after a's full copy: %+v (want its session and one plain copy)", s)
+	}
+}
+
+// A draining node leaves its sessions to the cluster (orphan) but keeps
+// queueing stanzas the router still gives its session; once a peer resumed
+// the session from its copy, those stanzas are in no copy: the resuming node
+// routes them to the session it now holds (queued before its first Put, or
+// after it). They used to be dropped (acknowledged to their sender, lost).
+func TestLateStanzasOfPreviousOwnerReachResumedSession(t *testing.T) {
+	n, a, b, id := twoWithCopy(t)
+	_ = n
+	var mu sync.Mutex
+	var got []string
+	b.cfg.Deliver = rerouteInto("b", &mu, &got)
+	if err := a.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	st, err := b.Fetch(context.Background(), id, "bob")
+	if err != nil || len(st.Queue) != 1 {
+		t.Fatalf("resume from the orphan copy: %+v %v", st, err)
+	}
+	a.Queued(id, 2, msg("before-put")) // b took the state, its session not yet bound
+	b.Put(st)
+	a.Queued(id, 3, msg("after-put"))
+	want := []string{"b:before-put", "b:after-put"}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		mu.Lock()
+		ok := len(got) == 2
+		g := append([]string(nil), got...)
+		mu.Unlock()
+		if ok {
+			slices.Sort(g)
+			slices.Sort(want)
+			if strings.Join(g, ",") != strings.Join(want, ",") {
+				t.Fatalf("late stanzas: %v, want %v", g, want)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("late stanzas of the previous owner: got %v, want %v", g, want)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if s := b.Stats(); s.Copies != 0 {
+		t.Fatalf("b made a copy of the previous owner's session from its late stanzas: %+v", s)
 	}
 }

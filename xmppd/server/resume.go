@@ -39,7 +39,7 @@ func (f *resumeFeature) start(ctx context.Context) error {
 	}
 	f.m = resume.New(resume.Config{
 		Node: f.s.cfg.Node, Bus: b, Peers: f.peers, Timeout: f.s.cfg.SMTimeout,
-		Reroute: f.reroute, Settled: f.s.Router.ResumeSettled, Logger: f.s.log,
+		Reroute: f.reroute, Deliver: f.deliver, Settled: f.s.Router.ResumeSettled, Logger: f.s.log,
 	}, f.s.C2S)
 	f.m.Register()
 	// A lost node's resumable sessions are not closed for their contacts while
@@ -90,6 +90,14 @@ func (f *resumeFeature) reroute(ctx context.Context, j jid.JID, queue []*xmlstre
 				f.s.Router.Route(ctx, module.Error(st, module.ErrCancel, "service-unavailable", ""))
 			}
 		}
+	}
+}
+
+// deliver routes, as they are, stanzas the previous node of a session resumed
+// here queued after this node took its state (they reach the session here).
+func (f *resumeFeature) deliver(ctx context.Context, _ jid.JID, stanzas []*xmlstream.Element) {
+	for _, st := range stanzas {
+		f.s.Router.Route(ctx, st)
 	}
 }
 
