@@ -133,15 +133,15 @@ type Manager struct {
 	log *slog.Logger
 	ho  Handoverer
 
-	mu      sync.Mutex
-	local   map[string]*wireState // this node's resumable sessions (for full copies)
-	gens    map[string]uint64     // Gen of sessions being resumed here (until their first Put)
+	mu    sync.Mutex
+	local map[string]*wireState // this node's resumable sessions (for full copies)
+	gens  map[string]uint64     // Gen of sessions being resumed here (until their first Put)
 	// late: stanzas the previous owner queued for a session being resumed
 	// here (between Fetch and its first Put), routed to it once it is here.
-	late map[string][]*xmlstream.Element
-	copies  map[string]*copyOf    // other nodes' sessions, by id
-	peers   map[string]uint64     // peers that have (or are being sent) a full copy
-	stale   map[string]bool       // peers that missed a message: full copy on the next tick
+	late    map[string][]*xmlstream.Element
+	copies  map[string]*copyOf // other nodes' sessions, by id
+	peers   map[string]uint64  // peers that have (or are being sent) a full copy
+	stale   map[string]bool    // peers that missed a message: full copy on the next tick
 	stopped bool
 
 	cancel context.CancelFunc
