@@ -616,10 +616,13 @@ func (m *Module) message(ctx context.Context, o *out, r *room, st *xmlstream.Ele
 			stanzaErr(o, st, module.ErrAuth, "forbidden", "only moderators may change the subject")
 			return
 		}
+		oldSubj, oldBy := r.subject, r.subjBy
 		r.subject, r.subjBy = subj.Text(), occ.nick
 		if r.cfg.Persistent {
 			if err := m.save(ctx, r); err != nil {
-				stanzaErr(o, st, module.ErrWait, "internal-server-error", "")
+				r.subject, r.subjBy = oldSubj, oldBy
+				m.log.Error("muc: store room", "room", r.name, "err", err)
+				o.add(module.StoreError(st, err))
 				return
 			}
 		}
@@ -1067,6 +1070,10 @@ func (m *Module) admin(ctx context.Context, o *out, r *room, st *xmlstream.Eleme
 		return
 	}
 	affChanged := false
+	oldAffs := make(map[string]string, len(r.affs))
+	for k, v := range r.affs {
+		oldAffs[k] = v
+	}
 	var after []func()
 	for _, it := range items {
 		reason := it.ChildText(NSAdmin, "reason")
@@ -1135,6 +1142,7 @@ func (m *Module) admin(ctx context.Context, o *out, r *room, st *xmlstream.Eleme
 	}
 	if affChanged && r.cfg.Persistent {
 		if err := m.save(ctx, r); err != nil {
+			r.affs = oldAffs
 			m.log.Error("muc: store room", "room", r.name, "err", err)
 			o.add(module.StoreError(st, err))
 			return

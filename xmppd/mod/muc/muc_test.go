@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"xedge/storage"
 	"xedge/xmppd/jid"
 	"xedge/xmppd/mod/internal/modtest"
 	"xedge/xmppd/module"
@@ -375,5 +376,19 @@ func TestHistorySeconds(t *testing.T) {
 	}
 	if len(bodies) != 1 || bodies[0] != "new" {
 		t.Fatalf("history seconds=50: %v", bodies)
+	}
+}
+
+func TestStoreFailureRollsBack(t *testing.T) {
+	e := newEnv(t, nil)
+	e.instant(field("muc#roomconfig_persistentroom", "", "1"))
+	e.h.MemStore().SetFail(storage.ErrUnavailable)
+	e.send("alice", xmlstream.New(NSClient, "iq", "type", "set", "id", "a", "to", roomJ).Append(xmlstream.New(NSAdmin, "query").Append(xmlstream.New(NSAdmin, "item", "jid", "bob@example.org", "affiliation", "outcast"))))
+	if g := e.take("alice"); len(g) != 1 || errCond(g[0]) != "resource-constraint" {
+		t.Fatalf("ban with storage down: %v", g)
+	}
+	e.send("bob", pres(roomJ+"/bo", mucX()))
+	if g := e.take("bob"); len(g) < 2 || errCond(g[0]) != "" {
+		t.Fatalf("unstored ban kept in memory: %v", g)
 	}
 }
