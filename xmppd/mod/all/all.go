@@ -7,6 +7,7 @@ import (
 	"xedge/xmppd/mod/blocking"
 	"xedge/xmppd/mod/carbons"
 	"xedge/xmppd/mod/disco"
+	"xedge/xmppd/mod/mam"
 	"xedge/xmppd/mod/muc"
 	"xedge/xmppd/mod/offline"
 	"xedge/xmppd/mod/pep"
@@ -52,6 +53,7 @@ func Modules(o Options) []module.Module {
 		ping.New(),
 		vcard.New(0),
 		private.New(),
+		mam.New(mam.Options{InRoster: func(u, c string) bool { _, ok := r.Get(u, c); return ok }}),
 		pep.New(r),
 		muc.New(),
 	}
