@@ -1,4 +1,4 @@
-//go:build vmtest && scenarios
+//go:build vmtest
 
 package vmtest
 
@@ -144,6 +144,7 @@ func TestScenarioVIPFailover(t *testing.T) {
 			holder, how, detect.Seconds(), newHolder, outage.Seconds(), verdict, attempts, loadAvg()),
 		fmt.Sprintf("- first message from bob delivered to alice after the resume: %.2f s after the kill", firstAfter.Seconds()),
 		fmt.Sprintf("- acknowledged messages: alice→bob %d, bob→alice %d; **lost: %d**; duplicates (at-least-once resends): %d to alice, %d to bob", acks[0], acks[1], len(lost), dupA, dupB),
+		vipVerdict(outage, lost),
 	})
 	if len(lost) > 0 {
 		t.Errorf("acknowledged messages lost: %v", lost)
@@ -156,4 +157,20 @@ func TestScenarioVIPFailover(t *testing.T) {
 			t.Errorf("outage %.2f s over the %s budget", outage.Seconds(), d)
 		}
 	}
+}
+
+// vipVerdict is (b)'s pass/fail line: zero acknowledged stanzas lost and service
+// back within 2 s.
+func vipVerdict(outage time.Duration, lost []string) string {
+	var why []string
+	if len(lost) > 0 {
+		why = append(why, fmt.Sprintf("acknowledged messages lost: %s", strings.Join(lost, ", ")))
+	}
+	if outage > 2*time.Second {
+		why = append(why, fmt.Sprintf("outage %.2f s over 2 s", outage.Seconds()))
+	}
+	if len(why) == 0 {
+		return "- **Verdict: passed** (nothing acknowledged lost, outage within 2 s)"
+	}
+	return "- **Verdict: FAILED** (" + strings.Join(why, "; ") + ")"
 }
