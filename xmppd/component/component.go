@@ -51,6 +51,9 @@ type Config struct {
 	// Route takes a stanza the component sent (from and to checked: from is at the
 	// component's domain, to is set). The stanza is the callee's.
 	Route func(ctx context.Context, st *xmlstream.Element)
+	// Elsewhere (may be nil) reports whether domain is connected to another
+	// node of the cluster: then a new connection gets <conflict/> too.
+	Elsewhere func(domain string) bool
 	// Connected and Disconnected (may be nil) are called when a component domain
 	// completes its handshake here and when its connection ends.
 	Connected    func(domain string)
@@ -352,7 +355,7 @@ func (c *conn) serve() {
 		return
 	}
 	s.mu.Lock()
-	if _, dup := s.conns[domain]; dup {
+	if _, dup := s.conns[domain]; dup || (s.cfg.Elsewhere != nil && s.cfg.Elsewhere(domain)) {
 		s.mu.Unlock()
 		s.log.Warn("component refused: domain already connected", "domain", domain, "remote", remote)
 		c.close("conflict", "")

@@ -73,6 +73,7 @@ func buildComponent(s *Server) ([]StagedComponent, error) {
 	f.srv = xep0114.New(xep0114.Config{
 		Secrets: kc.Secrets, Limits: lim, HandshakeTimeout: kc.Timeout, SendQueue: s.cfg.SendQueue, Logger: s.log,
 		Route:        func(ctx context.Context, st *xmlstream.Element) { s.Router.Route(ctx, st) },
+		Elsewhere:    func(d string) bool { return f.holder(d) != "" },
 		Connected:    f.connected,
 		Disconnected: f.disconnected,
 	})

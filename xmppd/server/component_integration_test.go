@@ -15,14 +15,15 @@ import (
 // componentScript: a slixmpp ComponentXMPP (gw.localhost) on node1's component
 // port and bob, a slixmpp client on node2, exchange messages and IQs both ways;
 // then a second connection for gw.localhost gets <conflict/> and one with a wrong
-// secret <not-authorized/>. argv: component-port port2.
+// secret <not-authorized/>, and a connection for it to node2 <conflict/> too.
+// argv: component-port port2 component-port2.
 const componentScript = routingLib + `
 from slixmpp import ComponentXMPP
-pc, p2 = sys.argv[1:3]
+pc, p2, pc2 = sys.argv[1:4]
 
 class Comp(ComponentXMPP):
-    def __init__(self, secret):
-        super().__init__('gw.localhost', secret, X.HOST, int(pc))
+    def __init__(self, secret, port=pc):
+        super().__init__('gw.localhost', secret, X.HOST, int(port))
         self.register_plugin('xep_0030')
         self.register_plugin('xep_0199')
         self.q = asyncio.Queue()
@@ -68,6 +69,11 @@ async def main():
     e = await dup.wait('stream_error')
     assert e['condition'] == 'conflict', e
     ok('conflict')
+    other = Comp('s3cret', pc2)
+    other.connect()
+    e = await other.wait('stream_error')
+    assert e['condition'] == 'conflict', e
+    ok('conflict-other-node')
     bad = Comp('wrong')
     bad.connect()
     e = await bad.wait('stream_error')
@@ -136,17 +142,17 @@ func TestComponentAcrossClusterAndStorm(t *testing.T) {
 		Args: []string{"--component", "127.0.0.1:0", "--components", "gw.localhost=s3cret", "--max-user-sessions", "2"}})
 	nodes[0].Register(t, "alice", "secret", "bob", "secret", "carol", "secret")
 	waitCtl(t, nodes[1], "alice\nbob\ncarol\n", "users")
-	m := componentAddrRE.FindStringSubmatch(nodes[0].Logs())
-	if m == nil {
-		t.Fatalf("node1 logs no component listener:\n%s", nodes[0].Logs())
+	componentPort := func(n *testenv.Node) string {
+		m := componentAddrRE.FindStringSubmatch(n.Logs())
+		if m == nil {
+			t.Fatalf("%s logs no component listener:\n%s", n.Name, n.Logs())
+		}
+		_, port, _ := strings.Cut(m[1], ":")
+		return port
 	}
-	_, port, _ := strings.Cut(m[1], ":")
-	if _, err := strconv.Atoi(port); err != nil {
-		t.Fatal(m[1])
-	}
-	out := nodes[0].RunPython(t, 70*time.Second, componentScript, port, strconv.Itoa(nodes[1].Port))
+	out := nodes[0].RunPython(t, 70*time.Second, componentScript, componentPort(nodes[0]), strconv.Itoa(nodes[1].Port), componentPort(nodes[1]))
 	for _, step := range []string{"component-connected", "message-user-to-component", "iq-user-to-component",
-		"message-component-to-user", "iq-component-to-user", "conflict", "not-authorized", "still-serving", "bounce-when-gone"} {
+		"message-component-to-user", "iq-component-to-user", "conflict", "conflict-other-node", "not-authorized", "still-serving", "bounce-when-gone"} {
 		if !strings.Contains(out, "OK "+step+"\n") {
 			t.Errorf("step %s not passed:\n%s", step, out)
 		}
