@@ -28,6 +28,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -48,6 +49,7 @@ const (
 	KindOrphan = "sm.orphan" // the sender stops: its copies are the sessions now
 	KindSync   = "sm.sync"   // Call: answered after everything sent before it
 	KindTake   = "sm.take"   // Call to the holder: ID: session, To: user; reply: wireState
+	KindTail   = "sm.tail"   // Call: ID: session; reply: []qItem of this node's copy
 )
 
 // Handoverer is the c2s server's side of a handover.
@@ -182,6 +184,7 @@ func (m *Manager) Register() {
 	b.Handle(KindOrphan, m.onOrphan)
 	b.Handle(KindSync, func(context.Context, cluster.Peer, *cluster.Message) ([]byte, error) { return nil, nil })
 	b.Handle(KindTake, m.onTake)
+	b.Handle(KindTail, m.onTail)
 }
 
 // Start runs the membership loop: full copies to new peers, copies of gone
@@ -437,7 +440,8 @@ func (m *Manager) Fetch(ctx context.Context, id, user string) (*c2s.SMState, err
 			m.gens[id] = cp.st.Gen + 1
 			m.mu.Unlock()
 			m.settled(cp, true)
-			m.log.Info("resuming a session of a node that is gone, from its copy", "jid", cp.st.JID, "node", owner, "queued", len(cp.st.Queue))
+			added := m.mergeTails(ctx, id, cp, peers)
+			m.log.Info("resuming a session of a node that is gone, from its copy", "jid", cp.st.JID, "node", owner, "queued", len(cp.st.Queue), "from_other_copies", added)
 			return fromWire(&cp.st)
 		}
 		_, alive := peers[owner]
@@ -623,6 +627,87 @@ func (m *Manager) onTake(ctx context.Context, from cluster.Peer, msg *cluster.Me
 	m.mu.Unlock()
 	m.settled(cp, true)
 	return json.Marshal(&cp.st)
+}
+
+// tailWait bounds how long a resumption from a copy waits for the other
+// live peers' copies of the session.
+const tailWait = 500 * time.Millisecond
+
+// mergeTails adds to cp (a gone node's session resumed here from this node's
+// copy) the stanzas the other live peers' copies hold and this one lacks.
+// The gone node acknowledged a forwarded stanza to its sender once ONE peer
+// had it (Sync): the sender's node may resume the session from a copy that
+// missed the last stanzas (they were still on their way from the dead node),
+// which the sender was told were received. Peers that do not answer within
+// tailWait are left out. It returns how many stanzas were added.
+func (m *Manager) mergeTails(ctx context.Context, id string, cp *copyOf, peers map[string]uint64) int {
+	ctx, cancel := context.WithTimeout(ctx, tailWait)
+	defer cancel()
+	type reply struct{ q []qItem }
+	res := make(chan reply, len(peers))
+	n := 0
+	for p := range peers {
+		if p == cp.owner.Node || p == m.cfg.Node {
+			continue
+		}
+		n++
+		go func() {
+			var q []qItem
+			if b, err := m.cfg.Bus.Call(ctx, p, &cluster.Message{Kind: KindTail, ID: id}); err == nil && len(b) > 0 {
+				_ = json.Unmarshal(b, &q)
+			}
+			res <- reply{q}
+		}()
+	}
+	have := map[uint32]bool{}
+	for _, q := range cp.st.Queue {
+		have[q.Seq] = true
+	}
+	added := 0
+	for range n {
+		r := <-res
+		for _, q := range r.q {
+			// Only what this copy lacks after its own start: a peer whose copy
+			// missed an acknowledgement holds older stanzas the client has.
+			// (The client's h at the resumption trims what it did get.)
+			if have[q.Seq] || (len(cp.st.Queue) > 0 && !after(q.Seq, cp.st.Queue[0].Seq)) ||
+				(len(cp.st.Queue) == 0 && !after(q.Seq, cp.st.Out)) {
+				continue
+			}
+			have[q.Seq] = true
+			cp.st.Queue = append(cp.st.Queue, q)
+			added++
+		}
+	}
+	if added > 0 {
+		slices.SortFunc(cp.st.Queue, func(a, b qItem) int {
+			switch {
+			case a.Seq == b.Seq:
+				return 0
+			case after(a.Seq, b.Seq):
+				return 1
+			}
+			return -1
+		})
+		for _, q := range cp.st.Queue {
+			if after(q.Seq, cp.st.Out) {
+				cp.st.Out = q.Seq
+			}
+		}
+	}
+	return added
+}
+
+// onTail answers a peer resuming a gone node's session from its own copy with
+// this node's copy's queue.
+func (m *Manager) onTail(_ context.Context, _ cluster.Peer, msg *cluster.Message) ([]byte, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	cp := m.copies[msg.ID]
+	if cp == nil || len(cp.st.Queue) == 0 {
+		return nil, nil
+	}
+	return json.Marshal(cp.st.Queue)
 }
 
 // adopting records the Gen of session id being resumed here (one more move).

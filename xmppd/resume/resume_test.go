@@ -628,3 +628,42 @@ func TestLateStanzasOfPreviousOwnerReachResumedSession(t *testing.T) {
 		t.Fatalf("b made a copy of the previous owner's session from its late stanzas: %+v", s)
 	}
 }
+
+// The owner acknowledged a forwarded stanza once one peer (c) had it in its
+// copy (Sync), then died before the queue update reached b. The sender's
+// node b resumes the session from its own copy: the stanza c holds is in the
+// resumed queue (it was lost: acknowledged to its sender, never delivered).
+func TestResumeFromCopyMergesOtherCopies(t *testing.T) {
+	n := &fakeNet{nodes: map[string]*fakeBus{}, down: map[string]bool{}}
+	mk := func(node string) *Manager {
+		m := New(Config{Node: node, Bus: n.bus(node, 1), Peers: n.peersOf(node), Timeout: time.Minute, Tick: 10 * time.Millisecond},
+			&fakeC2S{m: map[string]*c2s.SMState{}})
+		m.Register()
+		return m
+	}
+	a, b, c := mk("a"), mk("b"), mk("c")
+	for _, m := range []*Manager{a, b, c} {
+		m.check()
+	}
+	id := a.NewID()
+	a.Put(&c2s.SMState{ID: id, JID: jid.MustParse("bob@example.org/r")})
+	a.Queued(id, 1, msg("one"))
+	if err := a.Sync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	// "two" reaches c only: a dies before its update to b goes out.
+	two := xmlstream.AppendElement(nil, msg("two"), xmlstream.NSClient)
+	if _, err := c.onQueue(context.Background(), cluster.Peer{Node: "a", Incarnation: 1}, &cluster.Message{Kind: KindQueue, ID: id, To: "2", Body: two}); err != nil {
+		t.Fatal(err)
+	}
+	n.setDown("a", true)
+	b.check()
+	c.check()
+	st, err := b.Fetch(context.Background(), id, "bob")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(bodies(st), ","); got != "one,two" || st.OutCount != 2 {
+		t.Fatalf("resumed queue %q out %d, want one,two out 2", got, st.OutCount)
+	}
+}
