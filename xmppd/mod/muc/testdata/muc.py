@@ -4,8 +4,9 @@
 usage: muc.py PHASE HOST PORT DOMAIN PASSWORD ALICE BOB CAROL
 
 PHASE "create": alice creates a locked room (201) and configures it persistent,
-bob and carol join (carol first hits a nick conflict), groupchat messages reach
-every occupant, alice makes bob a member and kicks carol (307), disco lists the
+bob joins, a groupchat message reaches both, carol hits a nick conflict and
+joins with history (maxstanzas), a private message goes through the room,
+groupchat messages reach every occupant, alice makes bob a member and kicks carol (307), disco lists the
 service and the room, XEP-0410 self-pings answer joined / not joined.
 PHASE "after" (after an xmppd restart): the room, its name and bob's membership
 are still there; alice (still owner) and bob rejoin and exchange a message.
@@ -35,6 +36,8 @@ class Client(ClientXMPP):
         self.msgs = asyncio.Queue()
         self.pres = asyncio.Queue()
         self.errors = asyncio.Queue()
+        self.chats = asyncio.Queue()
+        self.add_event_handler('message', lambda m: m['type'] == 'chat' and self.chats.put_nowait(m))
         self.add_event_handler('groupchat_message_error', lambda m: self.errors.put_nowait(m))
         self.started = asyncio.get_event_loop().create_future()
         self.add_event_handler('session_start', self._start)
@@ -109,12 +112,18 @@ async def create():
         raise AssertionError('carol joined with a taken nick')
     except PresenceError as e:
         check(e.presence['error']['condition'] == 'conflict', f'nick conflict: {e.presence}')
-    await muc_c.join_muc_wait(ROOM, 'carol', timeout=T)
     # Groupchat reaches every occupant, the sender included.
     a.send_message(mto=ROOM, mbody='hello from alice', mtype='groupchat')
-    for cl in (a, b, c):
+    for cl in (a, b):
         m = await cl.body('hello from alice')
         check(m['from'] == ROOM + '/alice', f'from {m["from"]}')
+    # A later joiner gets it as history (with a delay from the room).
+    _, _, _, hist = await muc_c.join_muc_wait(ROOM, 'carol', maxstanzas=5, timeout=T)
+    check([h['body'] for h in hist] == ['hello from alice'], f'carol history {[h["body"] for h in hist]}')
+    # Private message through the room.
+    a.send_message(mto=ROOM + '/bob', mbody='just for bob', mtype='chat')
+    pm = await asyncio.wait_for(b.chats.get(), T)
+    check(pm['from'] == ROOM + '/alice' and pm['body'] == 'just for bob', f'private message {pm}')
     b.send_message(mto=ROOM, mbody='hi from bob', mtype='groupchat')
     for cl in (a, b, c):
         await cl.body('hi from bob')
