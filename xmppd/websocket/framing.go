@@ -150,7 +150,8 @@ func (s *splitter) write(p []byte) ([][]byte, error) {
 				out = append(out, qualify(tag))
 			}
 		default:
-			if s.depth == 0 { // the stream header
+			if s.depth <= 1 && bytes.HasPrefix(tag, []byte("<stream:stream")) {
+				// the stream header, also a restarted stream's (after SASL)
 				out = append(out, openFromHeader(tag))
 				s.depth = 1
 				break

@@ -39,7 +39,9 @@ func TestSplitter(t *testing.T) {
 	stream := `<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' from='example.org' id='abc' version='1.0' xml:lang='en'>` +
 		`<stream:features><mechanisms xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><mechanism>SCRAM-SHA-1</mechanism></mechanisms></stream:features>` +
 		`<message to='a@b' x='1>2'><body>a &lt; b</body></message><presence/>` +
-		`<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/></stream:stream>`
+		`<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>` +
+		`<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' from='example.org' id='def' version='1.0'>` +
+		`<stream:features/></stream:stream>`
 	var got []string
 	// feed byte by byte: element boundaries must not depend on write boundaries
 	for i := 0; i < len(stream); i++ {
@@ -57,6 +59,8 @@ func TestSplitter(t *testing.T) {
 		`<message xmlns='jabber:client' to='a@b' x='1>2'><body>a &lt; b</body></message>`,
 		`<presence xmlns='jabber:client'/>`,
 		`<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>`,
+		`<open xmlns='urn:ietf:params:xml:ns:xmpp-framing' from='example.org' id='def' version='1.0'/>`,
+		`<stream:features xmlns:stream='http://etherx.jabber.org/streams'/>`,
 		`<close xmlns='urn:ietf:params:xml:ns:xmpp-framing'/>`,
 	}
 	if len(got) != len(want) {
