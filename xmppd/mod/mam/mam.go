@@ -30,7 +30,7 @@
 // (Status().Mode "ram-only" or "degraded-ram": the archive then lives in RAM only
 // and is gone after a restart of the node or cluster).
 //
-// Tables (durable, disc): mam ("owner\x00<id>" -> direction, peer JID, message)
+// Tables (durable, disc): mam ("owner\x00<id>" -> direction, peer JID, message XML)
 // where id is 16 hex nanoseconds, 4 hex node tag and 8 hex sequence, so keys sort
 // by time; mam_prefs ("owner" -> preferences, JSON). The owner is a bare JID's
 // string for the exported API (Archive.Append, Archive.Query), which a MUC service
@@ -40,12 +40,14 @@
 package mam
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"strconv"
 	"strings"
 	"sync"
@@ -310,7 +312,19 @@ func encodeValue(dir byte, with string, msg *xmlstream.Element) []byte {
 	b = append(b, dir)
 	b = append(b, with...)
 	b = append(b, 0)
-	return append(b, modutil.Encode(msg)...)
+	return xmlstream.AppendElement(b, msg, xmlstream.NSClient)
+}
+
+// streamHead lets the stream decoder parse one stored message.
+const streamHead = "<stream:stream xmlns='" + xmlstream.NSClient + "' xmlns:stream='" + xmlstream.NSStream + "'>"
+
+// decodeMessage parses a stored message (XML as sent on a jabber:client stream).
+func decodeMessage(raw []byte) (*xmlstream.Element, error) {
+	d := xmlstream.NewDecoder(io.MultiReader(strings.NewReader(streamHead), bytes.NewReader(raw)), xmlstream.DefaultLimits())
+	if _, err := d.StreamHeader(); err != nil {
+		return nil, err
+	}
+	return d.Next()
 }
 
 // peek returns the direction and peer of a stored value without decoding it.

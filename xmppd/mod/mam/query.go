@@ -149,7 +149,7 @@ func (m *Module) Query(ctx context.Context, owner string, q Query) (Page, error)
 		if !ok {
 			continue
 		}
-		msg, err := modutil.Decode(raw)
+		msg, err := decodeMessage(raw)
 		if err != nil {
 			continue
 		}
