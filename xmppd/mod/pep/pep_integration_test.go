@@ -38,3 +38,21 @@ func TestPEPWithSlixmpp(t *testing.T) {
 	s2 := testenv.Start(t, testenv.Options{NoTLSListener: true, Data: s.Data, Args: args})
 	run(s2, "restart")
 }
+
+// TestPEPAcrossCluster: alice publishes on node1, bob (a contact with +notify caps)
+// is connected to node2 and receives the notification, then reads the item there.
+func TestPEPAcrossCluster(t *testing.T) {
+	testenv.NeedSlixmpp(t)
+	script, err := os.ReadFile("testdata/pep.py")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const pw = "secret-pw"
+	nodes, _ := testenv.StartCluster(t, testenv.ClusterOptions{})
+	n1, n2 := nodes[0], nodes[1]
+	n1.Register(t, "alice", pw, "bob", pw)
+	out := n1.RunPython(t, 60*time.Second, string(script), "cluster", n1.Host, strconv.Itoa(n1.Port), n1.Domain, pw, "alice", "bob", strconv.Itoa(n2.Port))
+	if !strings.Contains(out, "OK") {
+		t.Fatalf("cluster:\n%s\n--- node1 ---\n%s\n--- node2 ---\n%s", out, n1.Logs(), n2.Logs())
+	}
+}

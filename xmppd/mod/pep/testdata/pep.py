@@ -2,7 +2,7 @@
 """PEP scenarios for xmppd, driven with slixmpp's own PEP plugins (XEP-0060, 0084,
 0115, 0163).
 
-usage: pep.py PHASE HOST PORT DOMAIN PASSWORD ALICE BOB
+usage: pep.py PHASE HOST PORT DOMAIN PASSWORD ALICE BOB [BOB_PORT]
 
 publish: alice and bob become mutual contacts; bob advertises +notify for avatar
 metadata and the OMEMO device list through entity caps; alice publishes an avatar
@@ -12,6 +12,8 @@ notifications; alice's disco#info shows PEP.
 restart: after an xmppd restart bob reads alice's items back, a new bob resource with
 +notify caps is sent the last items on its initial presence, and alice's
 bookmarks are still there.
+cluster: alice on one node (PORT), bob on another (BOB_PORT): bob, a contact with
++notify caps, receives alice's device list notification and reads it through his node.
 Prints OK and exits 0, or says what went wrong and exits 1. Every wait is bounded.
 """
 import asyncio
@@ -25,6 +27,7 @@ import xml.etree.ElementTree as ET
 from slixmpp import ClientXMPP
 
 PHASE, HOST, PORT, DOMAIN, PW, A, B = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5], sys.argv[6], sys.argv[7]
+BPORT = int(sys.argv[8]) if len(sys.argv) > 8 else PORT
 C = '{jabber:client}'
 PS = 'http://jabber.org/protocol/pubsub'
 EV = '{http://jabber.org/protocol/pubsub#event}'
@@ -93,9 +96,9 @@ class Client(ClientXMPP):
         await self['xep_0115'].update_caps(broadcast=False)
 
 
-async def login(user, res):
+async def login(user, res, port=PORT):
     c = Client(user, res)
-    c.connect((HOST, PORT))
+    c.connect((HOST, port))
     await asyncio.wait_for(c.started, 15)
     return c
 
@@ -131,8 +134,8 @@ def bookmark_publish():
             "<field var='pubsub#send_last_published_item'><value>never</value></field><field var='pubsub#access_model'><value>whitelist</value></field></x></publish-options></pubsub>")
 
 
-async def publish():
-    a, b = await login(A, 'pc'), await login(B, 'phone')
+async def contacts(a, b):
+    """a (alice) and b (bob) become mutual contacts; b advertises +notify caps."""
     await b.notify_for(META, DEV)
     a.send_raw('<presence/>')
     b.send_presence()
@@ -143,6 +146,11 @@ async def publish():
     await a.wait(is_pres(bare(B), 'subscribe'), 'subscribe back')
     a.send_raw(f"<presence to='{bare(B)}' type='subscribed'/>")
     await b.wait(is_pres(bare(A), 'subscribed'), 'subscribed')
+
+
+async def publish():
+    a, b = await login(A, 'pc'), await login(B, 'phone')
+    await contacts(a, b)
     # The account's disco#info advertises PEP (what Conversations' server info checks).
     r = await a.iq(f"<query xmlns='{DI[1:-1]}'/>", to=bare(A))
     feats = {f.get('var') for f in r.iter(DI + 'feature')}
@@ -191,6 +199,20 @@ async def restart():
     await b.wait(lambda e: e.get('id') == 'bm' and e.get('type') == 'error', 'bookmarks refused to a contact')
     for c in (a, b, b2):
         c.disconnect()
+
+
+async def cluster():
+    a, b = await login(A, 'pc'), await login(B, 'phone', BPORT)
+    await contacts(a, b)
+    await a.iq(devicelist_publish(), 'set')
+    e = await b.wait(event(bare(A), DEV), 'device list notification across nodes')
+    if e.find(f'.//{{{DEV}}}device').get('id') != '4242':
+        raise AssertionError('device list: ' + s(e))
+    got = items(await b.iq(f"<pubsub xmlns='{PS}'><items node='{DEV}'/></pubsub>", to=bare(A)), DEV)
+    if [i.get('id') for i in got] != ['current']:
+        raise AssertionError('device list read on the other node')
+    a.disconnect()
+    b.disconnect()
 
 
 async def main():
