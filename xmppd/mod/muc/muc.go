@@ -289,6 +289,11 @@ func (m *Module) handle(ctx context.Context, o *out, st *xmlstream.Element, from
 		return
 	}
 	r := m.rooms[to.Local]
+	if st.Local != "message" {
+		// Joins and IQs see what another node stored (configuration, affiliations
+		// of persistent rooms live in the replicated table; reads are local).
+		r = m.refresh(to.Local, r)
+	}
 	switch st.Local {
 	case "presence":
 		m.presence(ctx, o, r, st, from, to)
@@ -1186,6 +1191,40 @@ func (m *Module) affiliationChanged(ctx context.Context, o *out, r *room, j jid.
 }
 
 // --- storage ---
+
+// refresh returns room name as stored in the durable table, updating or creating
+// the in-memory room (a persistent room configured through another node, or
+// since this node started). A room being created here (locked) or a temporary
+// room is returned unchanged.
+func (m *Module) refresh(name string, r *room) *room {
+	if m.tab == nil || (r != nil && (r.locked || !r.cfg.Persistent && len(r.occ) > 0)) {
+		return r
+	}
+	b, ok, err := m.tab.Get(name)
+	if err != nil || !ok {
+		return r
+	}
+	var s stored
+	if err := json.Unmarshal(b, &s); err != nil {
+		m.log.Error("muc: undecodable room", "room", name, "err", err)
+		return r
+	}
+	if r == nil {
+		if len(m.rooms) >= MaxRooms {
+			return nil
+		}
+		r = newRoom(name, s.Config)
+		m.rooms[name] = r
+	}
+	r.cfg = s.Config
+	if s.Affs != nil {
+		r.affs = s.Affs
+	} else {
+		r.affs = map[string]string{}
+	}
+	r.subject, r.subjBy = s.Subject, s.SubjBy
+	return r
+}
 
 func (m *Module) save(ctx context.Context, r *room) error {
 	b, err := json.Marshal(stored{Config: r.cfg, Affs: r.affs, Subject: r.subject, SubjBy: r.subjBy})

@@ -392,3 +392,26 @@ func TestStoreFailureRollsBack(t *testing.T) {
 		t.Fatalf("unstored ban kept in memory: %v", g)
 	}
 }
+
+// Two modules on one store stand for two nodes sharing the replicated table: a
+// persistent room configured through one is known, with its affiliations, to the
+// other without a restart.
+func TestPersistentRoomSeenByAnotherNode(t *testing.T) {
+	e := newEnv(t, nil)
+	h2 := &host{Host: e.h.Host, handlers: map[string]module.DomainHandler{}} // same store and sessions
+	if err := New().Start(context.Background(), h2); err != nil {
+		t.Fatal(err)
+	}
+	e2 := &env{t: t, h: h2, s: e.s}
+	e.instant(field("muc#roomconfig_persistentroom", "", "1"), field("muc#roomconfig_membersonly", "", "1"))
+	e.send("alice", xmlstream.New(NSClient, "iq", "type", "set", "id", "a", "to", roomJ).Append(xmlstream.New(NSAdmin, "query").Append(xmlstream.New(NSAdmin, "item", "jid", "bob@example.org", "affiliation", "member"))))
+	e.take("alice")
+	e2.send("carol", pres(roomJ+"/ca", mucX()))
+	if g := e.take("carol"); len(g) != 1 || errCond(g[0]) != "registration-required" {
+		t.Fatalf("other node let a non-member in: %v", g)
+	}
+	e2.send("bob", pres(roomJ+"/bo", mucX()))
+	if g := e.take("bob"); len(g) < 2 || errCond(g[0]) != "" || !strings.Contains(g[len(g)-2].String(), "affiliation='member'") {
+		t.Fatalf("other node: member join: %v", g)
+	}
+}
