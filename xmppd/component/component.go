@@ -323,7 +323,7 @@ func (c *conn) serve() {
 		c.close(condOf(err, "not-well-formed"), "")
 		return
 	}
-	domain := hdr.Attr("to")
+	domain := strings.ToLower(hdr.Attr("to"))
 	c.write(xmlstream.AppendStreamHeader(nil, NS, xmlstream.Attr{Local: "from", Value: domain}, xmlstream.Attr{Local: "id", Value: id}))
 	if hdr.Space != xmlstream.NSStream || hdr.Local != "stream" {
 		c.close("invalid-namespace", "")
