@@ -94,11 +94,14 @@ var getURLRE = regexp.MustCompile(`GETURL (\S+)`)
 // messages with a slixmpp TCP client; host-meta (XEP-0156) lists the URL.
 func TestHTTPUploadAndWebSocket(t *testing.T) {
 	testenv.NeedSlixmpp(t)
+	start := time.Now()
+	t.Cleanup(func() { t.Logf("total with cleanup: %v", time.Since(start)) })
 	httpAddr := testenv.FreeAddr(t, "127.0.0.1")
 	dir := t.TempDir()
 	s := testenv.Start(t, testenv.Options{Args: []string{"--http", httpAddr, "--http-tls=false",
 		"--upload-dir", dir, "--upload-max-size", "100000", "--upload-quota", "1000000"}})
 	s.Register(t, "alice", "secret", "bob", "secret")
+	t.Logf("xmppd started: %v", time.Since(start))
 
 	data := make([]byte, 50000)
 	for i := range data {
@@ -108,7 +111,9 @@ func TestHTTPUploadAndWebSocket(t *testing.T) {
 	if err := os.WriteFile(src, data, 0o644); err != nil {
 		t.Fatal(err)
 	}
+	t0 := time.Now()
 	out := s.RunPython(t, 45*time.Second, uploadScript, src)
+	t.Logf("upload script: %v", time.Since(t0))
 	for _, step := range []string{"discovered", "uploaded", "too-large", "still-serving"} {
 		if !strings.Contains(out, "OK "+step+"\n") {
 			t.Errorf("step %s not passed:\n%s", step, out)
@@ -181,6 +186,7 @@ func TestHTTPUploadAndWebSocket(t *testing.T) {
 		r := s.Python(45*time.Second, wsPeerScript)
 		peer <- r.Output + "\n" + errString(r.Err)
 	}()
+	t0 = time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	ws, _, err := websocket.Dial(ctx, wsURL, &websocket.DialOptions{Subprotocols: []string{"xmpp"}})
@@ -252,12 +258,15 @@ func TestHTTPUploadAndWebSocket(t *testing.T) {
 	recv("alice@localhost/web")
 	send("<presence xmlns='jabber:client'/>")
 	recv("<body>ready</body>")
+	t.Logf("websocket logged in, peer ready: %v", time.Since(t0))
 	send("<message xmlns='jabber:client' to='bob@localhost/tcp' type='chat' id='m1'><body>ping 1</body></message>")
 	recv("pong: ping 1")
 	send("<message xmlns='jabber:client' to='bob@localhost/tcp' type='chat' id='m2'><body>bye</body></message>")
 	send("<close xmlns='urn:ietf:params:xml:ns:xmpp-framing'/>")
 	recv("<close xmlns='urn:ietf:params:xml:ns:xmpp-framing'/>")
+	t.Logf("websocket closed: %v", time.Since(t0))
 	po := <-peer
+	t.Logf("peer done: %v", time.Since(t0))
 	for _, step := range []string{"bob-online", "bob-done"} {
 		if !strings.Contains(po, "OK "+step+"\n") {
 			t.Errorf("peer step %s not passed:\n%s", step, po)
