@@ -12,7 +12,8 @@
 //
 // Caps: on an available presence from a local session the module asks the client's
 // full JID for disco#info of its caps node (from the account's bare JID, so the
-// answer reaches this node's EvDeliver hook), caches the features by ver in memory,
+// answer reaches this node's EvDeliver hook), caches the features by ver in memory
+// when the answer hashes to the ver (sha-1; others are used for that session only),
 // and records the session's +notify nodes in the ephemeral table pep_caps (the
 // node's own rows; every node reads all), so a publish on any node of the cluster
 // notifies sessions on every node through Host.Sessions and Host.Route. When the
@@ -159,6 +160,7 @@ type Module struct {
 type pendingCaps struct {
 	full    jid.JID
 	ver     string
+	hash    string
 	initial bool
 }
 
@@ -853,7 +855,7 @@ func (m *Module) presenceOut(ctx context.Context, h module.Host, ev *module.Even
 	if len(m.pending) >= pendingMax {
 		m.pending = map[string]pendingCaps{}
 	}
-	m.pending[id] = pendingCaps{full: full, ver: ver, initial: initial}
+	m.pending[id] = pendingCaps{full: full, ver: ver, hash: c.Attr("hash"), initial: initial}
 	m.mu.Unlock()
 	q := xmlstream.New("jabber:client", "iq", "type", "get", "id", id, "from", full.Bare().String(), "to", full.String())
 	q.Append(xmlstream.New(NSDiscoInfo, "query", "node", c.Attr("node")+"#"+ver))
@@ -895,12 +897,18 @@ func (m *Module) capsReply(ctx context.Context, h module.Host, ev *module.EventD
 				nodes = append(nodes, strings.TrimSuffix(v, "+notify"))
 			}
 		}
-		m.mu.Lock()
-		if len(m.cache) >= capsCacheMax {
-			m.cache = map[string][]string{}
+		// Only an answer that hashes to its ver is shared with other sessions
+		// (XEP-0115 §5.4): a client cannot poison the cache for another's ver.
+		if p.hash == "sha-1" && capsVer(q) == p.ver {
+			m.mu.Lock()
+			if len(m.cache) >= capsCacheMax {
+				m.cache = map[string][]string{}
+			}
+			m.cache[p.ver] = nodes
+			m.mu.Unlock()
+		} else {
+			h.Logger().Debug("pep: caps not cached (unverified ver)", "jid", p.full.String(), "ver", p.ver, "hash", p.hash)
 		}
-		m.cache[p.ver] = nodes
-		m.mu.Unlock()
 	}
 	if s := h.Session(p.full); s == nil || s.Presence() == nil {
 		return true

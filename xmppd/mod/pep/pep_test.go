@@ -246,6 +246,7 @@ func (f *fixture) available(s *modtest.Session, ver string, features ...string) 
 			f.t.Fatalf("caps query %+v", st)
 		}
 		res := xmlstream.New(NSDiscoInfo, "query", "node", q.Attr("node"))
+		res.Append(xmlstream.New(NSDiscoInfo, "identity", "category", "client", "type", "pc"))
 		for _, ft := range features {
 			res.Append(xmlstream.New(NSDiscoInfo, "feature", "var", ft))
 		}
@@ -253,6 +254,27 @@ func (f *fixture) available(s *modtest.Session, ver string, features ...string) 
 		f.h.Send(s, r)
 	}
 	return append(evs, events(s)...)
+}
+
+func verOf(features ...string) string {
+	q := xmlstream.New(NSDiscoInfo, "query")
+	q.Append(xmlstream.New(NSDiscoInfo, "identity", "category", "client", "type", "pc"))
+	for _, ft := range features {
+		q.Append(xmlstream.New(NSDiscoInfo, "feature", "var", ft))
+	}
+	return capsVer(q)
+}
+
+// TestCapsVer checks the XEP-0115 §5.2 example.
+func TestCapsVer(t *testing.T) {
+	q := xmlstream.New(NSDiscoInfo, "query")
+	q.Append(xmlstream.New(NSDiscoInfo, "identity", "category", "client", "type", "pc", "name", "Exodus 0.9.1"))
+	for _, ft := range []string{"http://jabber.org/protocol/caps", "http://jabber.org/protocol/disco#info", "http://jabber.org/protocol/disco#items", "http://jabber.org/protocol/muc"} {
+		q.Append(xmlstream.New(NSDiscoInfo, "feature", "var", ft))
+	}
+	if v := capsVer(q); v != "QgayPKawpkPSDYmwT/WM94uAlu0=" {
+		t.Fatalf("ver %s", v)
+	}
 }
 
 func events(s *modtest.Session) []*xmlstream.Element {
@@ -273,10 +295,23 @@ func TestNotificationsByCaps(t *testing.T) {
 	b := f.h.Connect("bob@example.org/b")
 	b2 := f.h.Connect("bob@example.org/nonotify")
 	e := f.h.Connect("eve@example.org/e")
-	f.available(a, "A", nsDevices+"+notify")
-	f.available(b, "B", nsDevices+"+notify", nsAvatarMeta+"+notify")
-	f.available(b2, "C", "urn:xmpp:ping")
-	f.available(e, "B") // cached: eve gets B's interest without a query
+	bFeatures := []string{nsDevices + "+notify", nsAvatarMeta + "+notify"}
+	verB := verOf(bFeatures...)
+	f.available(a, verOf(nsDevices+"+notify"), nsDevices+"+notify")
+	f.available(b, verB, bFeatures...)
+	f.available(b2, verOf("urn:xmpp:ping"), "urn:xmpp:ping")
+	f.available(e, verB) // cached: eve gets B's interest without a query
+	// A ver that does not hash to its answer is used for that session only.
+	mallory := f.h.Connect("eve@example.org/m")
+	f.available(mallory, "bogusver=", nsDevices+"+notify")
+	if !f.m.interest(mallory.JID())[nsDevices] {
+		t.Fatal("unverified caps not used for their session")
+	}
+	other := f.h.Connect("eve@example.org/o")
+	f.available(other, "bogusver=", "urn:xmpp:ping")
+	if f.m.interest(other.JID())[nsDevices] {
+		t.Fatal("unverified caps answer poisoned the cache")
+	}
 	list := xmlstream.New(nsDevices, "list").Append(xmlstream.New(nsDevices, "device", "id", "42"))
 	if r := f.iq(a, "set", "", publishEl(nsDevices, "current", list, map[string]string{"pubsub#access_model": "open"})); r.Attr("type") != "result" {
 		t.Fatal("publish")
@@ -302,7 +337,7 @@ func TestNotificationsByCaps(t *testing.T) {
 	// A new bob resource with cached caps gets the last items at its initial presence.
 	b3 := f.h.Connect("bob@example.org/late")
 	got := map[string]bool{}
-	for _, ev := range f.available(b3, "B") {
+	for _, ev := range f.available(b3, verB) {
 		got[ev.Child(NSEvent, "items").Attr("node")] = true
 	}
 	if !got[nsDevices] || !got[nsAvatarMeta] {
