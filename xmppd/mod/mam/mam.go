@@ -460,6 +460,7 @@ func (m *Module) trim(ctx context.Context, batch []record) {
 		added[r.owner]++
 	}
 	var ops []storage.Op
+	m.mu.Lock() // counts is shared with userRemoved
 	for owner, n := range added {
 		c, ok := m.counts[owner]
 		if !ok {
@@ -484,10 +485,13 @@ func (m *Module) trim(ctx context.Context, batch []record) {
 			clear(m.counts)
 		}
 	}
+	m.mu.Unlock()
 	if len(ops) > 0 {
 		if err := m.st.Apply(ctx, ops...); err != nil {
 			m.h.Logger().Warn("mam: trimming archives", "err", err)
+			m.mu.Lock()
 			clear(m.counts)
+			m.mu.Unlock()
 		}
 	}
 }

@@ -403,3 +403,31 @@ func TestBatching(t *testing.T) {
 		t.Fatalf("with count %d err %v", p.Count, err)
 	}
 }
+
+// Removing a user while the appender trims other archives is race-free (run with
+// -race) and leaves nothing of the removed user.
+func TestUserRemovedWhileAppending(t *testing.T) {
+	f := newFixture(t, Options{Max: 5, RAMMax: 5})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := 0; i < 300; i++ {
+			f.m.Append("carol@example.org", In, "dave@example.org", chat("carol@example.org", "x"))
+		}
+	}()
+	for i := 0; i < 20; i++ {
+		f.m.Append("bob@example.org", In, "dave@example.org", chat("bob@example.org", "y"))
+		f.h.RemoveUser("bob")
+	}
+	wg.Wait()
+	if err := f.m.Sync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	f.h.RemoveUser("bob")
+	for _, k := range f.h.MemStore().Keys(Table) {
+		if len(k) > 4 && k[:4] == "bob@" {
+			t.Fatalf("left %q", k)
+		}
+	}
+}
