@@ -119,6 +119,9 @@ async def main():
 
     c1 = await C('carol', 'c1', p1, ['xep_0199']).start()
     c2 = await C('carol', 'c2', p2, ['xep_0199']).start()
+    # node2 sees c1 (its session row): c2 reaches it by full JID.
+    c2.c.send_message(mto='carol@localhost/c1', mbody='seen', mtype='chat')
+    await c1.expect(body('seen'), 'c2 -> c1 across nodes')
     await c1.none(lambda k, d: k in ('stream_error', 'disconnected'), 'closed within the cap', 0.3)
     c3 = await C('carol', 'c3', p2, ['xep_0199']).start()
     e = await c1.expect(lambda k, d: k == 'stream_error', 'stream error at the oldest session')
