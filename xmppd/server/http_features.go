@@ -11,21 +11,36 @@ import (
 	"os"
 	"path/filepath"
 
+	"xedge/xmppd/mod/extdisco"
 	"xedge/xmppd/mod/upload"
 	"xedge/xmppd/websocket"
 )
 
 // The features served on the node's HTTP listener besides metrics and the web
 // admin page (docs/http.md): HTTP file upload (XEP-0363, upload-dir), XMPP over
-// WebSocket (RFC 7395, /xmpp-websocket) and XEP-0156 host-meta.
+// WebSocket (RFC 7395, /xmpp-websocket) and XEP-0156 host-meta; and, with or
+// without the listener, external service discovery (XEP-0215, ext-services).
 
 func init() { registerFeature(Feature{Name: "http features", Build: buildHTTPFeatures}) }
 
 func buildHTTPFeatures(s *Server) ([]StagedComponent, error) {
 	hs := s.HTTP()
 	uc := s.cfg.Upload
-	if hs == nil || s.cfg.Witness {
+	if s.cfg.Witness {
 		return nil, nil
+	}
+	var comps []StagedComponent
+	if uc.ExtServices != "" {
+		svcs, err := extdisco.Parse(uc.ExtServices)
+		if err != nil {
+			return nil, fmt.Errorf("ext-services: %w", err)
+		}
+		m := extdisco.New(svcs, uc.ExtSecret, uc.ExtTTL)
+		comps = append(comps, StagedComponent{Stage: AfterModules, Name: "external services (XEP-0215)",
+			Start: func(ctx context.Context) error { return m.Start(ctx, s.Router) }, Stop: m.Stop})
+	}
+	if hs == nil {
+		return comps, nil
 	}
 	baseURL := func() string {
 		if uc.URL != "" {
@@ -33,7 +48,6 @@ func buildHTTPFeatures(s *Server) ([]StagedComponent, error) {
 		}
 		return hs.URL()
 	}
-	var comps []StagedComponent
 	if uc.WebSocket {
 		lim := int64(s.cfg.MaxStanza) + 4096
 		if err := hs.Handle(websocket.Path, websocket.Handler(websocket.Options{

@@ -24,8 +24,8 @@ import (
 
 // uploadScript: alice (slixmpp, xep_0363) finds the upload service through
 // disco, uploads a 50000-byte file and prints its GET URL; a slot for a file
-// over upload-max-size is refused with <file-too-large/> carrying the limit.
-// argv: path-of-file.
+// over upload-max-size is refused with <file-too-large/> carrying the limit;
+// XEP-0215 lists the configured STUN/TURN servers. argv: path-of-file.
 const uploadScript = routingLib + `
 from slixmpp.exceptions import IqError
 path = sys.argv[1]
@@ -63,6 +63,14 @@ async def main():
     # the stream still serves
     await a.c['xep_0030'].get_info(jid=X.DOMAIN, timeout=10)
     ok('still-serving')
+    # XEP-0215: the configured STUN/TURN servers, TURN with credentials
+    iq = a.c.Iq()
+    iq['type'] = 'get'
+    iq['to'] = X.DOMAIN
+    iq.append(ET.fromstring("<services xmlns='urn:xmpp:extdisco:2'/>"))
+    r = str(await iq.send(timeout=10))
+    assert "host=\"stun.example.org\"" in r and "host=\"turn.example.org\"" in r and ":alice\"" in r and "password=" in r, r
+    ok('extdisco')
     await X.stop(a.c)
 
 X.run(main, 40)
@@ -99,7 +107,8 @@ func TestHTTPUploadAndWebSocket(t *testing.T) {
 	httpAddr := testenv.FreeAddr(t, "127.0.0.1")
 	dir := t.TempDir()
 	s := testenv.Start(t, testenv.Options{Args: []string{"--http", httpAddr, "--http-tls=false",
-		"--upload-dir", dir, "--upload-max-size", "100000", "--upload-quota", "1000000"}})
+		"--upload-dir", dir, "--upload-max-size", "100000", "--upload-quota", "1000000",
+		"--ext-services", "stun:stun.example.org:3478/udp,turn:turn.example.org:3478/udp", "--ext-services-secret", "s3cret"}})
 	s.Register(t, "alice", "secret", "bob", "secret")
 	t.Logf("xmppd started: %v", time.Since(start))
 
@@ -114,7 +123,7 @@ func TestHTTPUploadAndWebSocket(t *testing.T) {
 	t0 := time.Now()
 	out := s.RunPython(t, 45*time.Second, uploadScript, src)
 	t.Logf("upload script: %v", time.Since(t0))
-	for _, step := range []string{"discovered", "uploaded", "too-large", "still-serving"} {
+	for _, step := range []string{"discovered", "uploaded", "too-large", "still-serving", "extdisco"} {
 		if !strings.Contains(out, "OK "+step+"\n") {
 			t.Errorf("step %s not passed:\n%s", step, out)
 		}
