@@ -32,6 +32,12 @@ const (
 	nsBookmarks = "urn:xmpp:bookmarks:1#"
 )
 
+// CapsNode is the entity-capabilities node (XEP-0115) the server advertises in its
+// stream features (xmppd/c2s.CapsNode, which must stay equal: a server test checks
+// it). A disco#info to the domain with node CapsNode#ver is answered like one
+// without a node, as XEP-0115 §6.2 has clients ask.
+const CapsNode = "https://xedge.invalid/xmppd"
+
 // Item is a service item listed in the domain's disco#items.
 type Item struct{ JID, Name, Node string }
 
@@ -90,10 +96,16 @@ func plainGet(ctx context.Context, h module.Host, iq *module.IQ) bool {
 }
 
 func (m *Module) info(ctx context.Context, h module.Host, iq *module.IQ) {
-	if !plainGet(ctx, h, iq) {
+	node := iq.Payload().Attr("node")
+	if iq.To.Local == "" && strings.HasPrefix(node, CapsNode+"#") && iq.Stanza.Attr("type") == "get" {
+		node = strings.Clone(node) // the answer below echoes it
+	} else if node = ""; !plainGet(ctx, h, iq) {
 		return
 	}
 	res := xmlstream.New(NSInfo, "query")
+	if node != "" {
+		res.SetAttr("node", node)
+	}
 	switch {
 	case iq.To.Local == "":
 		res.Append(xmlstream.New(NSInfo, "identity", "category", "server", "type", "im", "name", m.name))

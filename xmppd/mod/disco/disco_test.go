@@ -79,3 +79,33 @@ func TestDisco(t *testing.T) {
 		t.Fatal("unknown node should be an error")
 	}
 }
+
+// A client resolving the server's caps asks disco#info with node CapsNode#ver
+// (XEP-0115 §6.2); it was answered item-not-found before.
+func TestDiscoCapsNode(t *testing.T) {
+	ctx := context.Background()
+	h := modtest.NewHost("example.org", "alice")
+	if err := New(nil).Start(ctx, h); err != nil {
+		t.Fatal(err)
+	}
+	a := h.Connect("alice@example.org/a")
+	askNode := func(node string) *xmlstream.Element {
+		iq := xmlstream.New(xmlstream.NSClient, "iq", "type", "get", "id", "d", "to", "example.org").Append(xmlstream.New(NSInfo, "query", "node", node))
+		h.Send(a, iq)
+		for _, st := range a.Take() {
+			if st.Attr("id") == "d" {
+				return st
+			}
+		}
+		t.Fatalf("no answer for node %q", node)
+		return nil
+	}
+	r := askNode(CapsNode + "#abc=")
+	q := r.Child(NSInfo, "query")
+	if r.Attr("type") != "result" || q == nil || q.Attr("node") != CapsNode+"#abc=" || q.Child(NSInfo, "identity") == nil {
+		t.Fatalf("caps node query: %s", r)
+	}
+	if r := askNode("urn:other#x"); r.Attr("type") != "error" {
+		t.Fatalf("an unknown node must stay item-not-found: %s", r)
+	}
+}
