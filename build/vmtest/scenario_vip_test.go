@@ -1,4 +1,4 @@
-//go:build vmtest
+//go:build vmtest && scenarios
 
 package vmtest
 
