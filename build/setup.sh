@@ -15,7 +15,9 @@ test_pkgs=(bind9 bind9-dnsutils dnsmasq-base ipxe-qemu libiscsi-bin linux-image-
            # the bench harness's own integration test starts real peers
            ejabberd prosody tsung
            # the web admin page is tested in headless Chromium
-           chromium)
+           chromium
+           # slixmpp's XEP-0363 upload plugin needs aiohttp (HTTP upload test)
+           python3-aiohttp)
 bench_pkgs=(linux-perf python3-matplotlib)
 
 pkgs=("${base_pkgs[@]}")
