@@ -528,9 +528,21 @@ func (m *Module) outbound(ctx context.Context, h module.Host, ev *module.EventDa
 	return true
 }
 
+// pendingSeen marks a session whose initial presence has redelivered the pending
+// requests (module.Session.Value key): from then on a new request goes to it
+// directly even before the presence module has made it available.
+type pendingSeen struct{}
+
+// redeliverPending sends the stored inbound requests to s at its initial presence.
+// It runs under the user's lock and marks s first, so a request that inbound
+// stores at the same moment is either found here or delivered by inbound to the
+// marked session: never neither (it was, when the request raced the presence).
 func (m *Module) redeliverPending(s module.Session) {
 	user := s.JID().Local
 	p := modutil.UserPrefix(user)
+	unlock := m.locks.Lock(user)
+	defer unlock()
+	s.SetValue(pendingSeen{}, true)
 	_ = m.pend.Scan(p, func(k string, v []byte) bool {
 		var pd pending
 		_ = json.Unmarshal(v, &pd)
@@ -593,7 +605,7 @@ func (m *Module) inbound(ctx context.Context, h module.Host, ev *module.EventDat
 		out.SetAttr("from", contact)
 		out.SetAttr("to", to.String())
 		for _, sess := range h.Sessions(to) {
-			if sess.Presence() != nil {
+			if sess.Presence() != nil || sess.Value(pendingSeen{}) != nil {
 				sess.Send(out.Copy())
 			}
 		}

@@ -299,3 +299,25 @@ func TestPreApproval(t *testing.T) {
 		t.Fatalf("alice should get subscribed and bob's presence: %d stanzas", len(got))
 	}
 }
+
+// A subscription request that arrives after the contact's initial presence has
+// redelivered the pending ones, but before the presence module made the session
+// available, reaches the session (it was stored as pending and delivered to
+// nobody until the next login: seen as a timed-out subscribe in slixmpp tests).
+func TestSubscribeRacingInitialPresence(t *testing.T) {
+	h, _ := setup(t, "alice", "bob")
+	a := h.Connect("alice@example.org/a")
+	a.SetInterested()
+	a.SetPresence(xmlstream.New(xmlstream.NSClient, "presence"))
+	b := h.Connect("bob@example.org/b")
+	b.SetInterested()
+	// bob's initial presence: the roster module redelivers pending requests (none);
+	// no presence module runs here, so bob is not yet available.
+	h.Send(b, xmlstream.New(xmlstream.NSClient, "presence"))
+	b.Take()
+	h.Send(a, pres("subscribe", "bob@example.org"))
+	subs := modtest.Find(b.Take(), "presence", "subscribe")
+	if len(subs) != 1 || subs[0].Attr("from") != "alice@example.org" {
+		t.Fatalf("the request racing bob's initial presence was not delivered: %+v", subs)
+	}
+}
