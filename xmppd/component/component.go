@@ -21,8 +21,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
-	"sort"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -155,13 +156,8 @@ func (s *Server) Stop(ctx context.Context) error {
 // Domains returns the component domains connected here, sorted.
 func (s *Server) Domains() []string {
 	s.mu.Lock()
-	out := make([]string, 0, len(s.conns))
-	for d := range s.conns {
-		out = append(out, d)
-	}
-	s.mu.Unlock()
-	sort.Strings(out)
-	return out
+	defer s.mu.Unlock()
+	return slices.Sorted(maps.Keys(s.conns))
 }
 
 // Deliver queues st for the component connected here for domain and reports

@@ -14,6 +14,8 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"maps"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -478,13 +480,8 @@ func (r *Router) SetRemoteRoute(h module.DomainHandler) {
 // ServedDomains implements module.DomainRouter.
 func (r *Router) ServedDomains() []string {
 	r.mu.RLock()
-	out := make([]string, 0, len(r.domains))
-	for d := range r.domains {
-		out = append(out, d)
-	}
-	r.mu.RUnlock()
-	sort.Strings(out)
-	return out
+	defer r.mu.RUnlock()
+	return slices.Sorted(maps.Keys(r.domains))
 }
 
 func (r *Router) toServer(ctx context.Context, st *xmlstream.Element, from, to jid.JID) {

@@ -4,8 +4,6 @@ package mam_test
 
 import (
 	"os"
-	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -20,8 +18,7 @@ import (
 // <before/>) returns exactly those stanzas with the same ids.
 func TestMAMSlixmpp(t *testing.T) {
 	testenv.NeedSlixmpp(t)
-	_, self, _, _ := runtime.Caller(0)
-	script, err := os.ReadFile(filepath.Join(filepath.Dir(self), "testdata", "mam.py"))
+	script, err := os.ReadFile("testdata/mam.py")
 	if err != nil {
 		t.Fatal(err)
 	}

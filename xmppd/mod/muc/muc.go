@@ -29,6 +29,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
 	"sort"
 	"strconv"
 	"sync"
@@ -1246,12 +1248,7 @@ func (m *Module) unsave(ctx context.Context, r *room) error {
 func (m *Module) Rooms() []string {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	var ns []string
-	for n := range m.rooms {
-		ns = append(ns, n)
-	}
-	sort.Strings(ns)
-	return ns
+	return slices.Sorted(maps.Keys(m.rooms))
 }
 
 // Occupants lists a room's nicks (sorted).

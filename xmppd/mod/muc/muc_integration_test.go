@@ -4,8 +4,6 @@ package muc_test
 
 import (
 	"os"
-	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -19,8 +17,7 @@ import (
 // configuration and affiliations survive an xmppd restart on the same data.
 func TestMUCWithSlixmpp(t *testing.T) {
 	testenv.NeedSlixmpp(t)
-	_, self, _, _ := runtime.Caller(0)
-	script, err := os.ReadFile(filepath.Join(filepath.Dir(self), "testdata", "muc.py"))
+	script, err := os.ReadFile("testdata/muc.py")
 	if err != nil {
 		t.Fatal(err)
 	}
