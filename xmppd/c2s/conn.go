@@ -416,10 +416,7 @@ func (c *conn) features() *xmlstream.Element {
 			f.Append(xmlstream.New(nsTLS, "starttls"))
 		}
 		m := xmlstream.New(nsSASL, "mechanisms")
-		for _, mech := range []string{"SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN"} {
-			if mech == "PLAIN" && !c.secure {
-				continue // PLAIN only under TLS
-			}
+		for _, mech := range c.mechanisms() { // PLAIN only under TLS
 			m.Append(xmlstream.New(nsSASL, "mechanism").AppendText(mech))
 		}
 		f.Append(m)
@@ -569,7 +566,7 @@ func (c *conn) bind(iq *xmlstream.Element) error {
 		return c.writeElem(iqError(iq, module.ErrModify, "bad-request", "invalid resource"))
 	}
 	ctx := c.ctx
-	if ok, err := c.srv.accounts.Exists(ctx, c.user); err != nil || !ok {
+	if ok, err := c.srv.boundUserExists(ctx, c.user); err != nil || !ok {
 		if err != nil {
 			return c.writeElem(module.StoreError(iq, err))
 		}

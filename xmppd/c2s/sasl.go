@@ -18,6 +18,61 @@ import (
 	"xedge/xmppd/xmlstream"
 )
 
+// Authenticator is the domain's authentication backend (package auth: internal,
+// external, sql or ldap) once SetAuthenticator installed it; without one the
+// accounts table answers, as before. It logs its own outages (once each), so
+// c2s only answers <temporary-auth-failure/> for them.
+type Authenticator interface {
+	module.Accounts
+	// Method is the auth method's name (internal, external, sql, ldap).
+	Method() string
+	// CheckPassword verifies a password (PLAIN); an error means the backend
+	// could not answer.
+	CheckPassword(ctx context.Context, user, password string) (bool, error)
+	// SCRAM returns the stored-key lookup of a SCRAM mechanism, nil if the
+	// backend keeps no such keys; SCRAMMechanisms lists those it keeps.
+	SCRAM(mech string) scram.Lookup
+	SCRAMMechanisms() []string
+	// CanRegister reports whether accounts can be created, changed and removed.
+	CanRegister() bool
+}
+
+// SetAuthenticator installs the authentication backend (before Start).
+func (s *Server) SetAuthenticator(a Authenticator) { s.authn = a }
+
+// users is the user database SASL, binding and registration work with.
+func (s *Server) users() module.Accounts {
+	if s.authn != nil {
+		return s.authn
+	}
+	return s.accounts
+}
+
+// boundUserExists is bind's check that the account still exists. A backend
+// other than internal answered the authentication moments ago and is the
+// authority (scripts written for ejabberd often answer isuser poorly), so only
+// the accounts table is asked again.
+func (s *Server) boundUserExists(ctx context.Context, user string) (bool, error) {
+	if s.authn != nil && s.authn.Method() != "internal" {
+		return true, nil
+	}
+	return s.users().Exists(ctx, user)
+}
+
+// mechanisms lists the SASL mechanisms offered on c's stream: the SCRAM ones
+// the backend keeps keys for, and PLAIN under TLS (the only one backends that
+// only check passwords can serve).
+func (c *conn) mechanisms() []string {
+	ms := []string{scram.SHA256, scram.SHA1}
+	if c.srv.authn != nil {
+		ms = c.srv.authn.SCRAMMechanisms()
+	}
+	if c.secure {
+		ms = append(ms[:len(ms):len(ms)], "PLAIN")
+	}
+	return ms
+}
+
 // throttleDelay is how long a refused (throttled) authentication waits before the
 // <temporary-auth-failure/> answer, to slow down guessing.
 const throttleDelay = time.Second
@@ -54,7 +109,13 @@ func (c *conn) sasl(auth *xmlstream.Element) error {
 		}
 		return c.saslSuccess(user, mech, nil)
 	case scram.SHA1, scram.SHA256:
-		srv, err := scram.NewServer(mech, c.srv.accounts.Lookup(mech))
+		lookup := c.srv.accounts.Lookup(mech)
+		if c.srv.authn != nil {
+			if lookup = c.srv.authn.SCRAM(mech); lookup == nil {
+				return c.saslFailure("invalid-mechanism", "")
+			}
+		}
+		srv, err := scram.NewServer(mech, lookup)
 		if err != nil {
 			return err
 		}
@@ -66,7 +127,7 @@ func (c *conn) sasl(auth *xmlstream.Element) error {
 				case errors.Is(err, scram.ErrMalformed):
 					cond = "malformed-request"
 				case !errors.Is(err, scram.ErrNotAuthorized):
-					c.log.Warn("authentication backend failed", "err", err)
+					c.backendFailed(err)
 					cond = "temporary-auth-failure"
 				}
 				return c.saslEnd(nil, cond, srv.AttemptedUser())
@@ -132,9 +193,19 @@ func (c *conn) plain(data []byte) (user, failCond string) {
 		return "", "malformed-request"
 	}
 	authz, authc, pw := string(parts[0]), string(parts[1]), string(parts[2])
-	u, ok, err := c.srv.accounts.CheckPassword(authc, pw)
+	var u string
+	var ok bool
+	var err error
+	if a := c.srv.authn; a != nil {
+		if u, err = c.srv.accounts.Normalize(authc); err != nil {
+			return authc, "not-authorized"
+		}
+		ok, err = a.CheckPassword(c.ctx, u, pw)
+	} else {
+		u, ok, err = c.srv.accounts.CheckPassword(authc, pw)
+	}
 	if err != nil {
-		c.log.Warn("authentication backend failed", "err", err)
+		c.backendFailed(err)
 		return authc, "temporary-auth-failure"
 	}
 	if !ok {
@@ -144,6 +215,16 @@ func (c *conn) plain(data []byte) (user, failCond string) {
 		return authc, "invalid-authzid"
 	}
 	return u, ""
+}
+
+// backendFailed logs a backend that could not answer: an installed
+// Authenticator logged the outage once already, so here it is debug detail.
+func (c *conn) backendFailed(err error) {
+	if c.srv.authn != nil {
+		c.log.Debug("authentication backend failed", "err", err)
+		return
+	}
+	c.log.Warn("authentication backend failed", "err", err)
 }
 
 // ownJID reports whether authzid names user's own account (bare JID or localpart):
@@ -203,7 +284,10 @@ func (c *conn) register(iq *xmlstream.Element) error {
 		if user == "" || pw == "" {
 			return c.writeElem(iqError(iq, module.ErrModify, "not-acceptable", "username and password are required"))
 		}
-		err := c.srv.accounts.Create(c.ctx, user, pw)
+		if c.srv.authn != nil && !c.srv.authn.CanRegister() {
+			return c.writeElem(iqError(iq, module.ErrCancel, "not-allowed", "accounts are kept in the "+c.srv.authn.Method()+" directory"))
+		}
+		err := c.srv.users().Create(c.ctx, user, pw)
 		switch {
 		case err == nil:
 			if c.srv.regLimit != nil {
@@ -270,6 +354,10 @@ func (s *Server) handleRegisterIQ(ctx context.Context, h module.Host, iq *module
 		return
 	}
 	user := iq.From.Local
+	if s.authn != nil && !s.authn.CanRegister() && st.Attr("type") == "set" {
+		h.Route(ctx, module.Error(st, module.ErrCancel, "not-allowed", "accounts are kept in the "+s.authn.Method()+" directory"))
+		return
+	}
 	q := st.Child(nsReg, "query")
 	if q == nil {
 		h.Route(ctx, module.Error(st, module.ErrModify, "bad-request", "expected <query xmlns='jabber:iq:register'/>"))
@@ -282,7 +370,7 @@ func (s *Server) handleRegisterIQ(ctx context.Context, h module.Host, iq *module
 		return
 	}
 	if q.Child(nsReg, "remove") != nil {
-		if err := s.accounts.Delete(ctx, user); err != nil {
+		if err := s.users().Delete(ctx, user); err != nil {
 			s.log.Warn("account removal failed", "user", user, "err", err)
 			h.Route(ctx, module.StoreError(st, err))
 			return
@@ -309,7 +397,7 @@ func (s *Server) handleRegisterIQ(ctx context.Context, h module.Host, iq *module
 			return
 		}
 	}
-	if err := s.accounts.SetPassword(ctx, user, pw); err != nil {
+	if err := s.users().SetPassword(ctx, user, pw); err != nil {
 		s.log.Warn("password change failed", "user", user, "err", err)
 		h.Route(ctx, module.StoreError(st, err))
 		return

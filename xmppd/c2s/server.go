@@ -71,6 +71,7 @@ type Server struct {
 	cfg      Config
 	router   *router.Router
 	accounts *accounts.Accounts
+	authn    Authenticator // SetAuthenticator; nil: the accounts table
 	log      *slog.Logger
 	throttle *throttle
 	regLimit *throttle // nil: registrations unlimited
