@@ -16,13 +16,13 @@ import (
 type AuthConfig struct {
 	Method         string        // auth-method: internal, external, sql or ldap
 	CacheTime      time.Duration // auth-cache-time: how long "user exists" answers of other backends are kept
-	Timeout        time.Duration // auth-timeout: bound of one backend request
+	Timeout        time.Duration // auth-backend-timeout: bound of one backend request
 	PasswordFormat string        // auth-password-format (sql): plain, scram or bcrypt
 	SCRAMHash      string        // auth-scram-hash (sql, scram format): sha1 or sha256
 
 	ExtauthProgram  string        // extauth-program: the script's command line
 	ExtauthPoolSize int           // extauth-pool-size: scripts run at once
-	ExtauthTimeout  time.Duration // extauth-timeout: bound of one request (0: auth-timeout)
+	ExtauthTimeout  time.Duration // extauth-timeout: bound of one request (0: auth-backend-timeout)
 
 	SQLURL           string // auth-sql-url: PostgreSQL connection string (pgx)
 	SQLPasswordQuery string // auth-sql-password-query: $1 the username, $2 the domain
@@ -73,12 +73,12 @@ func init() {
 			a := &c.Auth
 			fs.StringVar(&a.Method, "auth-method", a.Method, "authentication backend: internal (SCRAM keys in the users table), external (ejabberd extauth script), sql (PostgreSQL query) or ldap (bind as the user)")
 			fs.DurationVar(&a.CacheTime, "auth-cache-time", a.CacheTime, "keep the answers of external, sql and ldap to 'does this user exist' this long (0: ask every time)")
-			fs.DurationVar(&a.Timeout, "auth-timeout", a.Timeout, "bound of one request to the authentication backend; past it the client gets temporary-auth-failure")
+			fs.DurationVar(&a.Timeout, "auth-backend-timeout", a.Timeout, "bound of one request to the authentication backend; past it the client gets temporary-auth-failure")
 			fs.StringVar(&a.PasswordFormat, "auth-password-format", a.PasswordFormat, "auth-method sql: how the query's password is stored: plain, scram (ejabberd's columns password, serverkey, salt, iterationcount) or bcrypt")
 			fs.StringVar(&a.SCRAMHash, "auth-scram-hash", a.SCRAMHash, "auth-method sql with scram: the hash of the stored keys, sha1 or sha256 (SCRAM-SHA-1 or SCRAM-SHA-256 is offered)")
 			fs.StringVar(&a.ExtauthProgram, "extauth-program", a.ExtauthProgram, "auth-method external: the extauth script's command line (ejabberd's protocol; split on blanks)")
 			fs.IntVar(&a.ExtauthPoolSize, "extauth-pool-size", a.ExtauthPoolSize, "auth-method external: how many script processes run, each serving one request at a time")
-			fs.DurationVar(&a.ExtauthTimeout, "extauth-timeout", a.ExtauthTimeout, "auth-method external: bound of one script request (0: auth-timeout); a script that misses it is restarted")
+			fs.DurationVar(&a.ExtauthTimeout, "extauth-timeout", a.ExtauthTimeout, "auth-method external: bound of one script request (0: auth-backend-timeout); a script that misses it is restarted")
 			fs.StringVar(&a.SQLURL, "auth-sql-url", a.SQLURL, "auth-method sql: PostgreSQL connection string, postgres://USER:PASSWORD@HOST:PORT/DB or key=value form (PGPASSFILE works)")
 			fs.StringVar(&a.SQLPasswordQuery, "auth-sql-password-query", a.SQLPasswordQuery, "auth-method sql: query returning the user's password ($1: username, $2: domain), e.g. select password from member where lower(username)=$1")
 			fs.IntVar(&a.SQLPoolSize, "auth-sql-pool-size", a.SQLPoolSize, "auth-method sql: database connections at most")
@@ -132,7 +132,7 @@ func init() {
 				errs = append(errs, fmt.Errorf("auth-method %q: want internal, external, sql or ldap", a.Method))
 			}
 			if a.Timeout <= 0 || a.CacheTime < 0 {
-				errs = append(errs, errors.New("auth-timeout must be positive and auth-cache-time not negative"))
+				errs = append(errs, errors.New("auth-backend-timeout must be positive and auth-cache-time not negative"))
 			}
 			return errs
 		},
