@@ -113,6 +113,17 @@ type Renderer func(w io.Writer, args []string, v any) error
 // renderers are the human renderings of commands declared in their own files.
 var renderers = map[string]Renderer{}
 
+// clients are commands with a client side of their own (several requests, output
+// while they run, e.g. an import's progress), declared in their own files with
+// registerClient. They get the socket and no overall timeout.
+var clients = map[string]func(ctx context.Context, socket string, args []string, asJSON bool, stdout, stderr io.Writer) int{}
+
+// registerClient adds a command whose client side is fn.
+func registerClient(c Command, fn func(ctx context.Context, socket string, args []string, asJSON bool, stdout, stderr io.Writer) int) {
+	commands = append(commands, c)
+	clients[c.Name] = fn
+}
+
 // register adds a command from a file of its own (its init), with an optional
 // renderer (nil: the generic key/value or list rendering).
 func register(c Command, r Renderer) {
@@ -193,6 +204,9 @@ func Run(ctx context.Context, socket string, args []string, stdout, stderr io.Wr
 	}
 	if socket == "" {
 		socket = DefaultSocket
+	}
+	if run := clients[cmd.Name]; run != nil {
+		return run(ctx, socket, cargs, *asJSON, stdout, stderr)
 	}
 	name := cmd.Name
 	if tr := translate[name]; tr != nil {

@@ -190,6 +190,11 @@ func nextVersion(cur string) string {
 	return strconv.FormatUint(n+1, 10) + "-" + hex.EncodeToString(b[:])
 }
 
+// NextVersion is the version a change of a roster at version cur writes, for
+// writers of the roster tables outside this module (xmppd/mod/migrate's bulk
+// import), which write it in the same batch as the items.
+func NextVersion(cur string) string { return nextVersion(cur) }
+
 // VersionIs reports whether the user's roster is at version v, as Version(user) ==
 // v would.
 func (m *Module) VersionIs(user, v string) bool {
