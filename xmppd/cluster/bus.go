@@ -81,7 +81,15 @@ type Config struct {
 	// QueueMax bounds the messages queued or unacknowledged per peer
 	// (default 65536).
 	QueueMax int
-	Logger   *slog.Logger
+	// Heartbeat is the interval of the keepalives each end of a peer link
+	// sends (default 200 ms; negative: none, as before the heartbeats).
+	Heartbeat time.Duration
+	// HeartbeatTimeout is how long a link may go without inbound traffic
+	// (messages, acknowledgements or keepalives) before it is declared
+	// stalled: closed, and redialed at once by the sending side, which
+	// writes again everything not yet acknowledged (default 1 s).
+	HeartbeatTimeout time.Duration
+	Logger           *slog.Logger
 }
 
 // Bus is the inter-node bus. New -> Handle... -> Start -> Stop.
@@ -92,17 +100,19 @@ type Bus struct {
 	mu       sync.Mutex
 	handlers map[string]Handler
 	peers    map[string]*peer
-	senders  map[string]*inState // per sending node: what was delivered
+	seqs     map[string]*atomic.Uint64 // per node: the last sequence number given, across its peers
+	senders  map[string]*inState       // per sending node: what was delivered
 	calls    map[uint64]chan callResult
 	stopped  bool
 	ctx      context.Context
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
 	reqIDs   atomic.Uint64
-	inConns  map[net.Conn]struct{}
+	inConns  map[net.Conn]string // inbound streams and their sending node
 	barrier  func(ctx context.Context) error
 
 	sent, recv, failed atomic.Uint64
+	stalls             atomic.Uint64 // links declared stalled (either side)
 }
 
 type callResult struct {
@@ -118,10 +128,19 @@ func New(cfg Config) *Bus {
 	if cfg.QueueMax <= 0 {
 		cfg.QueueMax = 65536
 	}
+	if cfg.Heartbeat == 0 {
+		cfg.Heartbeat = 200 * time.Millisecond
+	}
+	if cfg.HeartbeatTimeout <= 0 {
+		cfg.HeartbeatTimeout = time.Second
+	}
+	if cfg.Heartbeat > 0 && cfg.HeartbeatTimeout < 2*cfg.Heartbeat {
+		cfg.HeartbeatTimeout = 2 * cfg.Heartbeat
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Bus{cfg: cfg, log: cfg.Logger.With("component", "bus"),
-		handlers: map[string]Handler{}, peers: map[string]*peer{}, senders: map[string]*inState{},
-		calls: map[uint64]chan callResult{}, inConns: map[net.Conn]struct{}{},
+		handlers: map[string]Handler{}, peers: map[string]*peer{}, seqs: map[string]*atomic.Uint64{},
+		senders: map[string]*inState{}, calls: map[uint64]chan callResult{}, inConns: map[net.Conn]string{},
 		ctx: ctx, cancel: cancel}
 }
 
@@ -260,11 +279,19 @@ func (b *Bus) pending() bool {
 
 // NodeDown declares node dead: every message queued or unacknowledged for it
 // fails with ErrPeerGone (its onFail runs), and the connection is dropped.
-// Later Sends to the node start afresh (a restarted node).
+// Later Sends to the node start on a new link (a restarted node, or one
+// declared dead by mistake): their sequence numbers continue those of the
+// old link, so the receiver — the same process if the loss was false —
+// handles them instead of taking them for duplicates.
 func (b *Bus) NodeDown(node string) {
 	b.mu.Lock()
 	p := b.peers[node]
 	delete(b.peers, node)
+	if p != nil {
+		// Gone before a new peer can exist: no message of the old link is
+		// numbered after one of the new.
+		p.markGone()
+	}
 	b.mu.Unlock()
 	if p != nil {
 		p.down(ErrPeerGone)
@@ -277,6 +304,9 @@ type PeerStats struct {
 	Addr      string `json:"addr"`
 	Connected bool   `json:"connected"`
 	Queued    int    `json:"queued"`
+	// Stalls counts the links to the peer closed for silence (no inbound
+	// traffic for HeartbeatTimeout) and redialed.
+	Stalls uint64 `json:"stalls,omitempty"`
 }
 
 // Stats describes the links to peers.
@@ -290,7 +320,7 @@ func (b *Bus) Stats() []PeerStats {
 	out := make([]PeerStats, 0, len(ps))
 	for _, p := range ps {
 		p.mu.Lock()
-		out = append(out, PeerStats{Node: p.node, Addr: p.addr, Connected: p.conn != nil, Queued: len(p.queue)})
+		out = append(out, PeerStats{Node: p.node, Addr: p.addr, Connected: p.conn != nil, Queued: len(p.queue), Stalls: p.stalls})
 		p.mu.Unlock()
 	}
 	return out
@@ -300,6 +330,10 @@ func (b *Bus) Stats() []PeerStats {
 func (b *Bus) Counters() (sent, recv, failed uint64) {
 	return b.sent.Load(), b.recv.Load(), b.failed.Load()
 }
+
+// Stalls counts the links (outbound and inbound) closed since start because
+// no traffic came in on them for HeartbeatTimeout.
+func (b *Bus) Stalls() uint64 { return b.stalls.Load() }
 
 func (b *Bus) peer(node string) (*peer, error) {
 	if node == b.cfg.Node {
@@ -320,7 +354,12 @@ func (b *Bus) peer(node string) (*peer, error) {
 	if !ok {
 		return nil, fmt.Errorf("%w: %s", ErrNoPeer, node)
 	}
-	p := &peer{b: b, node: node, addr: addr, done: make(chan struct{})}
+	seq := b.seqs[node]
+	if seq == nil {
+		seq = new(atomic.Uint64)
+		b.seqs[node] = seq
+	}
+	p := &peer{b: b, node: node, addr: addr, seq: seq, done: make(chan struct{})}
 	p.cond = sync.NewCond(&p.mu)
 	b.peers[node] = p
 	b.wg.Add(1)
@@ -335,6 +374,9 @@ const (
 	frMsg   = 'M'
 	frAck   = 'A'
 	frReply = 'P'
+	// frKeepalive is a heartbeat, sent both ways every Config.Heartbeat by an
+	// end whose hello announced heartbeats (an older node ignores it).
+	frKeepalive = 'K'
 
 	maxFrame = 64 << 20
 )
@@ -342,6 +384,18 @@ const (
 type hello struct {
 	Node string `json:"node"`
 	Inc  uint64 `json:"inc"`
+	// HB is the sender's keepalive interval in milliseconds (0: an older
+	// node that sends none, so its silence means nothing).
+	HB int64 `json:"hb,omitempty"`
+}
+
+// hello is this bus's hello.
+func (b *Bus) hello() hello {
+	h := hello{Node: b.cfg.Node, Inc: b.cfg.Incarnation}
+	if b.cfg.Heartbeat > 0 {
+		h.HB = max(1, b.cfg.Heartbeat.Milliseconds())
+	}
+	return h
 }
 
 func appendString(b []byte, s string) []byte {

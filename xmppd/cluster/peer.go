@@ -19,14 +19,20 @@ type peer struct {
 	b          *Bus
 	node, addr string
 
+	// seq numbers the messages: shared by the node's successive peers
+	// (Bus.seqs), so a link opened after NodeDown continues the numbering.
+	seq *atomic.Uint64
+
 	mu      sync.Mutex
 	cond    *sync.Cond
 	queue   []*Message
 	sent    int // queue[:sent] are written on the current connection
-	nextSeq uint64
 	conn    net.Conn
-	broken  bool // the current connection failed
-	gone    bool
+	broken  bool   // the current connection failed
+	pingDue bool   // a keepalive is to be written on the current connection
+	gone    bool   // takes no more messages
+	ended   bool   // down ran
+	stalls  uint64 // connections closed for silence
 	done    chan struct{}
 }
 
@@ -39,8 +45,7 @@ func (p *peer) enqueue(m *Message) error {
 	if len(p.queue) >= p.b.cfg.QueueMax {
 		return ErrQueueFull
 	}
-	p.nextSeq++
-	m.seq = p.nextSeq
+	m.seq = p.seq.Add(1)
 	p.queue = append(p.queue, m)
 	p.cond.Signal()
 	return nil
@@ -58,14 +63,22 @@ func (p *peer) acked(seq uint64) {
 	p.mu.Unlock()
 }
 
+// markGone stops the peer taking messages (down fails what it holds).
+func (p *peer) markGone() {
+	p.mu.Lock()
+	p.gone = true
+	p.cond.Broadcast()
+	p.mu.Unlock()
+}
+
 // down ends the peer: every message still queued fails with err.
 func (p *peer) down(err error) {
 	p.mu.Lock()
-	if p.gone {
+	if p.ended {
 		p.mu.Unlock()
 		return
 	}
-	p.gone = true
+	p.ended, p.gone = true, true
 	q := p.queue
 	p.queue = nil
 	c := p.conn
@@ -73,7 +86,7 @@ func (p *peer) down(err error) {
 	p.mu.Unlock()
 	close(p.done)
 	if c != nil {
-		_ = c.Close()
+		closeConn(c)
 	}
 	for _, m := range q {
 		p.b.failed.Add(1)
@@ -95,7 +108,7 @@ func (p *peer) run() {
 	bo := backoff.Backoff{Min: 50 * time.Millisecond, Max: time.Second}
 	failing := false
 	for !p.isGone() {
-		c, err := p.connect()
+		l, err := p.connect()
 		if err != nil {
 			if !failing {
 				p.b.log.Warn("cannot reach cluster peer (retrying)", "peer", p.node, "err", err)
@@ -115,11 +128,19 @@ func (p *peer) run() {
 		}
 		failing = false
 		bo.Reset()
-		p.serveConn(c)
+		p.serveConn(l)
 	}
 }
 
-func (p *peer) connect() (net.Conn, error) {
+// link is one connection of a peer.
+type link struct {
+	c  net.Conn
+	r  *bufio.Reader
+	hb bool          // the receiver sends keepalives: its silence means a stall
+	in atomic.Uint64 // frames read from the receiver
+}
+
+func (p *peer) connect() (*link, error) {
 	p.mu.Lock()
 	if addr, ok := p.b.cfg.Resolve(p.node); ok {
 		p.addr = addr
@@ -133,37 +154,40 @@ func (p *peer) connect() (net.Conn, error) {
 		return nil, err
 	}
 	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-	if err := writeHello(c, hello{Node: p.b.cfg.Node, Inc: p.b.cfg.Incarnation}); err != nil {
+	if err := writeHello(c, p.b.hello()); err != nil {
 		_ = c.Close()
 		return nil, err
 	}
 	r := bufio.NewReaderSize(c, 4096)
-	if _, err := readHello(r); err != nil {
+	h, err := readHello(r)
+	if err != nil {
 		_ = c.Close()
 		return nil, err
 	}
 	_ = c.SetDeadline(time.Time{})
+	l := &link{c: c, r: r, hb: h.HB > 0 && p.b.cfg.Heartbeat > 0}
 	p.mu.Lock()
 	if p.gone {
 		p.mu.Unlock()
 		_ = c.Close()
 		return nil, ErrPeerGone
 	}
-	p.conn, p.broken, p.sent = c, false, 0
+	p.conn, p.broken, p.sent, p.pingDue = c, false, 0, false
 	p.mu.Unlock()
-	go p.readAcks(c, r)
-	return c, nil
+	go p.readAcks(l)
+	return l, nil
 }
 
-// readAcks reads acknowledgements and call replies from the peer.
-func (p *peer) readAcks(c net.Conn, r *bufio.Reader) {
+// readAcks reads acknowledgements, call replies and keepalives from the peer.
+func (p *peer) readAcks(l *link) {
 	var buf []byte
 	for {
-		typ, b, err := readFrame(r, buf)
+		typ, b, err := readFrame(l.r, buf)
 		buf = b
 		if err != nil {
 			break
 		}
+		l.in.Add(1)
 		rd := &reader{b: b}
 		switch typ {
 		case frAck:
@@ -180,7 +204,18 @@ func (p *peer) readAcks(c net.Conn, r *bufio.Reader) {
 			}
 		}
 	}
-	_ = c.Close()
+	p.breakConn(l.c)
+}
+
+// closeConn closes c without waiting: a TLS connection's close first writes
+// an alert, which on a link that drops packets may wait for a full send
+// buffer to drain (up to 5 s), and the redial must not.
+func closeConn(c net.Conn) { go c.Close() }
+
+// breakConn closes c and, if it is the current connection, makes serveConn
+// end it (run then redials at once).
+func (p *peer) breakConn(c net.Conn) {
+	closeConn(c)
 	p.mu.Lock()
 	if p.conn == c {
 		p.broken = true
@@ -189,13 +224,64 @@ func (p *peer) readAcks(c net.Conn, r *bufio.Reader) {
 	p.mu.Unlock()
 }
 
-// serveConn writes queued messages on c until it breaks or the peer is down.
-func (p *peer) serveConn(c net.Conn) {
+// heartbeat has a keepalive written on l every Heartbeat and, if the
+// receiver sends keepalives too, declares l stalled when nothing came in on
+// it for HeartbeatTimeout: a connection whose packets are dropped (a cut
+// cable, a firewall or conntrack state lost, a partition that healed) would
+// otherwise hold the queue until TCP gives up, many minutes later. The
+// unacknowledged messages are written again on the next connection.
+func (p *peer) heartbeat(l *link, stop <-chan struct{}) {
+	cfg := p.b.cfg
+	t := time.NewTicker(cfg.Heartbeat)
+	defer t.Stop()
+	last, since := l.in.Load(), time.Now()
+	for {
+		select {
+		case <-stop:
+			return
+		case now := <-t.C:
+			p.mu.Lock()
+			if p.conn == l.c {
+				p.pingDue = true
+				p.cond.Signal()
+			}
+			p.mu.Unlock()
+			if !l.hb {
+				continue
+			}
+			if n := l.in.Load(); n != last {
+				last, since = n, now
+				continue
+			}
+			if silent := now.Sub(since); silent >= cfg.HeartbeatTimeout {
+				p.mu.Lock()
+				p.stalls++
+				queued := len(p.queue)
+				p.mu.Unlock()
+				p.b.stalls.Add(1)
+				p.b.log.Warn("cluster peer link stalled: nothing received; closing it and redialing",
+					"peer", p.node, "silent", silent.Round(time.Millisecond), "unacknowledged", queued)
+				p.breakConn(l.c)
+				return
+			}
+		}
+	}
+}
+
+// serveConn writes queued messages and keepalives on l until it breaks or
+// the peer is down.
+func (p *peer) serveConn(l *link) {
+	c := l.c
+	stop := make(chan struct{})
+	defer close(stop)
+	if p.b.cfg.Heartbeat > 0 {
+		go p.heartbeat(l, stop)
+	}
 	w := bufio.NewWriterSize(c, 64<<10)
 	var buf []byte
 	for {
 		p.mu.Lock()
-		for !p.gone && !p.broken && p.sent == len(p.queue) {
+		for !p.gone && !p.broken && p.sent == len(p.queue) && !p.pingDue {
 			p.cond.Wait()
 		}
 		if p.gone || p.broken {
@@ -203,23 +289,31 @@ func (p *peer) serveConn(c net.Conn) {
 				p.conn = nil
 			}
 			p.mu.Unlock()
-			_ = c.Close()
+			closeConn(c)
 			return
 		}
 		batch := append([]*Message(nil), p.queue[p.sent:]...)
 		p.sent = len(p.queue)
+		ping := p.pingDue
+		p.pingDue = false
 		p.mu.Unlock()
+		var err error
 		for _, m := range batch {
 			buf = appendMsg(buf[:0], m)
-			if _, err := w.Write(buf); err != nil {
+			if _, err = w.Write(buf); err != nil {
 				break
 			}
 		}
+		if ping && err == nil {
+			buf = appendFrame(buf[:0], frKeepalive, func(b []byte) []byte { return b })
+			_, err = w.Write(buf)
+		}
 		_ = c.SetWriteDeadline(time.Now().Add(5 * time.Second))
-		if err := w.Flush(); err != nil {
-			p.mu.Lock()
-			p.broken = true
-			p.mu.Unlock()
+		if err == nil {
+			err = w.Flush()
+		}
+		if err != nil {
+			p.breakConn(c)
 		}
 	}
 }
@@ -231,6 +325,31 @@ type inState struct {
 	mu   sync.Mutex
 	inc  uint64
 	last uint64
+	// The reply frames of the last calls handled, by sequence number: a call
+	// written again on a new link after its reply was lost gets it again.
+	replies    map[uint64][]byte
+	replySeqs  []uint64
+	replyBytes int
+}
+
+// keptReplies and keptReplyBytes bound inState.replies.
+const (
+	keptReplies    = 256
+	keptReplyBytes = 4 << 20
+)
+
+func (st *inState) keepReply(seq uint64, frame []byte) {
+	if st.replies == nil {
+		st.replies = map[uint64][]byte{}
+	}
+	for len(st.replySeqs) > 0 && (len(st.replySeqs) >= keptReplies || st.replyBytes+len(frame) > keptReplyBytes) {
+		st.replyBytes -= len(st.replies[st.replySeqs[0]])
+		delete(st.replies, st.replySeqs[0])
+		st.replySeqs = st.replySeqs[1:]
+	}
+	st.replies[seq] = append([]byte(nil), frame...)
+	st.replyBytes += len(frame)
+	st.replySeqs = append(st.replySeqs, seq)
 }
 
 func (b *Bus) sender(node string) *inState {
@@ -252,7 +371,7 @@ func (b *Bus) serve(c net.Conn) {
 	if err != nil {
 		return
 	}
-	if err := writeHello(c, hello{Node: b.cfg.Node, Inc: b.cfg.Incarnation}); err != nil {
+	if err := writeHello(c, b.hello()); err != nil {
 		return
 	}
 	_ = c.SetDeadline(time.Time{})
@@ -261,7 +380,15 @@ func (b *Bus) serve(c net.Conn) {
 		b.mu.Unlock()
 		return
 	}
-	b.inConns[c] = struct{}{}
+	// The sender has one connection to this node at a time: one it opened
+	// earlier is dead to it (stalled, or dropped when it declared this node
+	// gone) and must not deliver late what the sender has rerouted since.
+	for old, node := range b.inConns {
+		if node == h.Node {
+			closeConn(old)
+		}
+	}
+	b.inConns[c] = h.Node
 	b.mu.Unlock()
 	defer func() {
 		b.mu.Lock()
@@ -274,6 +401,8 @@ func (b *Bus) serve(c net.Conn) {
 	var wmu sync.Mutex // w: replies (here) and acknowledgements (acker)
 	var handled atomic.Uint64
 	var heldUpTo atomic.Uint64 // the last handled message that held its ack
+	var frames atomic.Uint64   // frames read
+	var busy atomic.Bool       // a handler runs (the reader is not waiting for input)
 	hold := &ackHold{}
 	hctx, hcancel := context.WithCancel(context.WithValue(b.ctx, holdKey{}, hold))
 	defer hcancel()
@@ -329,6 +458,50 @@ func (b *Bus) serve(c net.Conn) {
 		close(ackKick)
 		<-ackDone
 	}()
+	if h.HB > 0 && b.cfg.Heartbeat > 0 {
+		// Keepalives to the sender (which takes their absence for a stall),
+		// written whatever the handlers do; and the stream is closed when the
+		// sender, which writes keepalives, went silent while nothing here
+		// kept the reader from reading.
+		kaDone := make(chan struct{})
+		defer func() { <-kaDone }()
+		stop := make(chan struct{})
+		defer close(stop)
+		go func() {
+			defer close(kaDone)
+			t := time.NewTicker(b.cfg.Heartbeat)
+			defer t.Stop()
+			ka := appendFrame(nil, frKeepalive, func(x []byte) []byte { return x })
+			last, since := frames.Load(), time.Now()
+			for {
+				select {
+				case <-stop:
+					return
+				case now := <-t.C:
+					wmu.Lock()
+					_, _ = w.Write(ka)
+					_ = c.SetWriteDeadline(now.Add(5 * time.Second))
+					err := w.Flush()
+					wmu.Unlock()
+					if err != nil {
+						closeConn(c)
+						return
+					}
+					if n := frames.Load(); n != last || busy.Load() {
+						last, since = n, now
+						continue
+					}
+					if silent := now.Sub(since); silent >= b.cfg.HeartbeatTimeout {
+						b.stalls.Add(1)
+						b.log.Warn("cluster peer stream stalled: nothing received; closing it", "peer", h.Node,
+							"silent", silent.Round(time.Millisecond))
+						closeConn(c)
+						return
+					}
+				}
+			}
+		}()
+	}
 	var buf, out []byte
 	for {
 		typ, fb, err := readFrame(r, buf)
@@ -336,6 +509,7 @@ func (b *Bus) serve(c net.Conn) {
 		if err != nil {
 			return
 		}
+		frames.Add(1)
 		if typ != frMsg {
 			continue
 		}
@@ -347,15 +521,33 @@ func (b *Bus) serve(c net.Conn) {
 			b.log.Warn("malformed bus message; closing the stream", "peer", h.Node)
 			return
 		}
+		busy.Store(true)
 		st.mu.Lock()
 		if st.inc != h.Inc {
 			st.inc, st.last = h.Inc, 0
+			st.replies, st.replySeqs, st.replyBytes = nil, nil, 0
 		}
 		dup := m.seq <= st.last
 		if dup && m.reqID == 0 {
 			// Handled before on a stream that broke, perhaps before its
 			// barrier ran: run it before acknowledging again.
 			heldUpTo.Store(m.seq)
+		}
+		if dup && m.reqID != 0 {
+			// A call handled before whose reply may have been lost with the
+			// stream: the caller still waits for it (the handler does not run
+			// twice).
+			if rep := st.replies[m.seq]; rep != nil {
+				wmu.Lock()
+				_, _ = w.Write(rep)
+				_ = c.SetWriteDeadline(time.Now().Add(5 * time.Second))
+				ferr := w.Flush()
+				wmu.Unlock()
+				if ferr != nil {
+					st.mu.Unlock()
+					return
+				}
+			}
 		}
 		if !dup {
 			st.last = m.seq
@@ -386,6 +578,7 @@ func (b *Bus) serve(c net.Conn) {
 					x = appendString(x, errText)
 					return appendString(x, string(reply))
 				})
+				st.keepReply(m.seq, out)
 				wmu.Lock()
 				_, _ = w.Write(out)
 				_ = c.SetWriteDeadline(time.Now().Add(5 * time.Second))
@@ -398,6 +591,7 @@ func (b *Bus) serve(c net.Conn) {
 			}
 		}
 		st.mu.Unlock()
+		busy.Store(false)
 		handled.Store(m.seq)
 		if r.Buffered() == 0 {
 			select {

@@ -15,16 +15,24 @@ type BusConfig struct {
 	// ConflictSweep is how often a node looks for newer binds of its sessions'
 	// JIDs on other nodes (two binds at the same moment on two nodes).
 	ConflictSweep time.Duration
+	// Heartbeat is the interval of the keepalives on every peer link (0:
+	// none); HeartbeatTimeout is how long a link may stay silent before it is
+	// closed and redialed (what it had not delivered is written again).
+	Heartbeat        time.Duration
+	HeartbeatTimeout time.Duration
 }
 
 func init() {
 	registerFeature(featureSettings{
 		defaults: func(c *Config) {
-			c.Bus = BusConfig{QueueMax: 65536, ConflictSweep: 500 * time.Millisecond}
+			c.Bus = BusConfig{QueueMax: 65536, ConflictSweep: 500 * time.Millisecond,
+				Heartbeat: 200 * time.Millisecond, HeartbeatTimeout: time.Second}
 		},
 		flags: func(c *Config, fs *flag.FlagSet) {
 			fs.IntVar(&c.Bus.QueueMax, "bus-queue", c.Bus.QueueMax, "cluster bus: stanzas queued or unacknowledged per peer node")
 			fs.DurationVar(&c.Bus.ConflictSweep, "bus-conflict-sweep", c.Bus.ConflictSweep, "cluster bus: how often to look for newer binds of local sessions' JIDs on other nodes")
+			fs.DurationVar(&c.Bus.Heartbeat, "bus-heartbeat", c.Bus.Heartbeat, "cluster bus: keepalive interval on each peer link (0: none)")
+			fs.DurationVar(&c.Bus.HeartbeatTimeout, "bus-heartbeat-timeout", c.Bus.HeartbeatTimeout, "cluster bus: a peer link silent this long is closed and redialed, its unacknowledged messages written again")
 		},
 		check: func(c *Config) []error {
 			var errs []error
@@ -33,6 +41,12 @@ func init() {
 			}
 			if c.Bus.ConflictSweep < 10*time.Millisecond {
 				errs = append(errs, errors.New("bus-conflict-sweep: at least 10ms"))
+			}
+			if c.Bus.Heartbeat < 0 || (c.Bus.Heartbeat > 0 && c.Bus.Heartbeat < 10*time.Millisecond) {
+				errs = append(errs, errors.New("bus-heartbeat: 0 (none) or at least 10ms"))
+			}
+			if c.Bus.Heartbeat > 0 && c.Bus.HeartbeatTimeout < 2*c.Bus.Heartbeat {
+				errs = append(errs, errors.New("bus-heartbeat-timeout: at least twice bus-heartbeat"))
 			}
 			return errs
 		},

@@ -110,6 +110,7 @@ func (f *busFeature) start(ctx context.Context) error {
 	cfg := f.s.cfg
 	b := cluster.New(cluster.Config{
 		Node: cfg.Node, Incarnation: rep.Incarnation(), Transport: rep, QueueMax: cfg.Bus.QueueMax,
+		Heartbeat: heartbeat(cfg.Bus.Heartbeat), HeartbeatTimeout: cfg.Bus.HeartbeatTimeout,
 		Resolve: f.resolve, Logger: f.s.log,
 	})
 	f.s.Router.AttachBus(b, rep.Incarnation())
@@ -133,6 +134,14 @@ func (f *busFeature) start(ctx context.Context) error {
 	f.cancel, f.done = cancel, make(chan struct{})
 	go f.sweep(lctx, cfg.Bus.ConflictSweep)
 	return nil
+}
+
+// heartbeat maps the setting (0: none) to cluster.Config's (negative: none).
+func heartbeat(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
 }
 
 func (f *busFeature) stop(ctx context.Context) error {
@@ -296,6 +305,9 @@ func (f *busFeature) members() []MemberInfo {
 			}
 			if ps.Queued > 0 {
 				st += fmt.Sprintf(", %d queued", ps.Queued)
+			}
+			if ps.Stalls > 0 {
+				st += fmt.Sprintf(", %d stalled links redialed", ps.Stalls)
 			}
 			get(ps.Node).Bus = st
 		}
