@@ -41,6 +41,7 @@ type conn struct {
 	srv       *Server
 	raw       net.Conn // the TCP connection
 	directTLS bool
+	regOK     bool // in-band registration is offered on this stream's listener
 	ip        string
 	log       connLog
 
@@ -82,6 +83,7 @@ func newConn(s *Server, nc net.Conn, directTLS bool) *conn {
 		ip = h
 	}
 	c := &conn{srv: s, raw: nc, directTLS: directTLS, ip: ip, streamID: randomID()}
+	c.regOK = s.registrationOn(nil) // accept decides by its listener's address
 	c.log = connLog{l: s.log, remote: nc.RemoteAddr().String()}
 	c.ctx, c.cancel = context.WithCancel(s.baseCtx)
 	var rc net.Conn = nc
@@ -420,7 +422,7 @@ func (c *conn) features() *xmlstream.Element {
 			m.Append(xmlstream.New(nsSASL, "mechanism").AppendText(mech))
 		}
 		f.Append(m)
-		if c.srv.cfg.AllowRegistration && c.secure {
+		if c.regOK && c.secure {
 			f.Append(xmlstream.New(nsRegFeat, "register"))
 		}
 	default:
@@ -506,8 +508,11 @@ func (c *conn) preAuth(el *xmlstream.Element) error {
 		c.writeElem(xmlstream.New(nsTLS, "failure"))
 		return serr("policy-violation", "TLS is already on")
 	case el.Space == xmlstream.NSClient && el.Local == "iq" && el.Child(nsReg, "query") != nil:
-		if !c.srv.cfg.AllowRegistration {
-			// XEP-0077 §3.1: registration not offered.
+		if !c.regOK {
+			// XEP-0077 §3.1: registration not offered (disabled, or not on this listener).
+			if c.srv.cfg.AllowRegistration {
+				return c.writeElem(iqError(el, module.ErrCancel, "not-allowed", "in-band registration is not offered on this listener"))
+			}
 			return c.writeElem(iqError(el, module.ErrCancel, "service-unavailable", "in-band registration is disabled"))
 		}
 		if !c.secure { // a password must not cross the network in clear
@@ -708,6 +713,7 @@ func (c *conn) resume(el *xmlstream.Element) error {
 	c.wmu.Unlock()
 	resumed := xmlstream.New(nsSM, "resumed", "previd", prev, "h", strconv.FormatUint(uint64(hIn), 10))
 	s.attach(c, xmlstream.AppendElement(nil, resumed, xmlstream.NSClient), true)
+	c.srv.router.SetSessionFlag(s, FlagDetached, false)
 	c.log.Info("session resumed", "jid", s.jid.String())
 	return nil
 }

@@ -76,6 +76,8 @@ type Server struct {
 	throttle *throttle
 	regLimit *throttle // nil: registrations unlimited
 
+	regPolicy string // SetRegistration ("": AllowRegistration decides)
+
 	lnCfg []Listener
 
 	capsMu sync.Mutex
@@ -211,6 +213,7 @@ func (s *Server) accept(ln net.Listener, directTLS bool) {
 		}
 		bo.Reset()
 		c := newConn(s, nc, directTLS)
+		c.regOK = s.registrationOn(ln.Addr())
 		s.mu.Lock()
 		if s.stopping {
 			s.mu.Unlock()

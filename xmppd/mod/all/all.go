@@ -14,6 +14,7 @@ import (
 	"xedge/xmppd/mod/ping"
 	"xedge/xmppd/mod/presence"
 	"xedge/xmppd/mod/private"
+	"xedge/xmppd/mod/push"
 	"xedge/xmppd/mod/roster"
 	"xedge/xmppd/mod/vcard"
 	"xedge/xmppd/mod/version"
@@ -56,5 +57,6 @@ func Modules(o Options) []module.Module {
 		mam.New(mam.Options{InRoster: func(u, c string) bool { _, ok := r.Get(u, c); return ok }}),
 		pep.New(r),
 		muc.New(),
+		push.New(),
 	}
 }

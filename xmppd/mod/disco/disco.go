@@ -15,6 +15,7 @@ package disco
 import (
 	"context"
 	"strings"
+	"sync"
 
 	"xedge/xmppd/jid"
 	"xedge/xmppd/mod/internal/modutil"
@@ -29,6 +30,7 @@ const (
 	NSItems = "http://jabber.org/protocol/disco#items"
 
 	nsPubsub    = "http://jabber.org/protocol/pubsub"
+	nsPush      = "urn:xmpp:push:0"
 	nsBookmarks = "urn:xmpp:bookmarks:1#"
 )
 
@@ -46,6 +48,9 @@ type Module struct {
 	r     *roster.Module
 	name  string
 	items []Item
+
+	contactMu sync.RWMutex
+	contact   *xmlstream.Element // XEP-0157 serverinfo form; nil: none configured
 }
 
 // New returns the module; r (may be nil) decides who may discover an account, items
@@ -112,6 +117,9 @@ func (m *Module) info(ctx context.Context, h module.Host, iq *module.IQ) {
 		for _, f := range h.DiscoFeatures() {
 			res.Append(xmlstream.New(NSInfo, "feature", "var", f))
 		}
+		if x := m.contactForm(); x != nil {
+			res.Append(x)
+		}
 	case m.allowed(iq.From, iq.To):
 		res.Append(xmlstream.New(NSInfo, "identity", "category", "account", "type", "registered"))
 		res.Append(xmlstream.New(NSInfo, "feature", "var", NSInfo))
@@ -122,6 +130,8 @@ func (m *Module) info(ctx context.Context, h module.Host, iq *module.IQ) {
 			if strings.HasPrefix(f, nsPubsub) || strings.HasPrefix(f, nsBookmarks) {
 				pep = true
 				res.Append(xmlstream.New(NSInfo, "feature", "var", f))
+			} else if f == nsPush {
+				res.Append(xmlstream.New(NSInfo, "feature", "var", f)) // XEP-0357 §5: on the account
 			}
 		}
 		if pep {
