@@ -7,32 +7,44 @@
 // and password-protected rooms, mediated invitations (XEP-0249 direct invitations
 // travel user to user and need nothing here), self-ping (XEP-0410), persistent
 // rooms kept in a durable table and temporary rooms destroyed when the last
-// occupant leaves.
+// occupant leaves, and, with an Archive (mod/mam's), MAM for rooms (XEP-0313
+// queries to the room JID, <stanza-id by=room/> on groupchat messages, history
+// on join read from the archive).
 //
-// Table: muc_rooms (room localpart -> JSON of the room's configuration,
-// affiliations and subject), durable disc copy: only persistent rooms are stored,
-// so their configuration and affiliations survive a full restart. Occupants,
-// history and locked new rooms are live state in this module's memory.
+// Tables: muc_rooms (durable, disc: room localpart -> JSON of a persistent room's
+// configuration, affiliations and subject; they survive a full-cluster restart)
+// and muc_live (durable, RAM: replicated, never on disk, empty after a full
+// restart) holding the live state: temporary and locked rooms ("r\x00room"),
+// occupants ("o\x00room\x00nick" -> JID, role, last presence) and an index by
+// occupant JID ("j\x00full-jid\x00room" -> nick).
 //
-// Cluster: the room state lives on the node whose module received the stanza. The
-// router hands this module the stanzas of this node's own sessions only, so today a
-// room is correct when all its occupants are on one node (or the cluster has one
-// node). The planned design (docs/muc.md) owns each room on one node chosen by
-// rendezvous hashing over the live membership and forwards room stanzas to it over
-// the cluster bus; that is not built yet.
+// Cluster: there is no room owner node. Every node serves the room stanzas of its
+// own sessions (the router hands a domain handler those): it reads the room and
+// its occupants from the replicated tables (local reads), runs the XEP-0045 logic
+// and writes what changed in one batch whose conditions make it a transaction
+// (an occupant added must be absent, one removed or changed present; on a
+// conflict the stanza is handled again on the new state); the stanzas it emits
+// reach sessions on every node through Host.Route. A lost node's occupants are
+// removed by the router's single responsible survivor (EvSessionClosed for each
+// lost session); the conditional delete makes that removal, and its unavailable
+// presence to the remaining occupants, happen exactly once. See docs/muc.md.
 //
 // It must not import the xmppd core or other modules.
 package muc
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"hash/fnv"
+	"io"
 	"log/slog"
 	"maps"
-	"slices"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -57,10 +69,15 @@ const (
 	NSData    = "jabber:x:data"
 	NSClient  = "jabber:client"
 	NSConfInv = "jabber:x:conference"
+	NSMAM     = "urn:xmpp:mam:2"
+	NSSID     = "urn:xmpp:sid:0"
 )
 
-// Table is the durable table of persistent rooms.
-const Table = "muc_rooms"
+// Tables: the durable table of persistent rooms and the RAM table of live state.
+const (
+	Table     = "muc_rooms"
+	LiveTable = "muc_live"
+)
 
 // Limits.
 const (
@@ -68,6 +85,9 @@ const (
 	MaxHistory     = 200
 	MaxNickLen     = 64
 	MaxRooms       = 10000
+	// maxAttempts bounds how often a stanza is handled again after its batch
+	// lost a race with another node's.
+	maxAttempts = 5
 )
 
 // Affiliations and roles.
@@ -85,6 +105,19 @@ const (
 )
 
 var affRank = map[string]int{AffOutcast: -1, AffNone: 0, AffMember: 1, AffAdmin: 2, AffOwner: 3}
+
+// Archive is a message archive for rooms (MAM, XEP-0313 §4.1.2); mod/mam's
+// (*Module).Rooms provides one. room is the room's bare JID string.
+type Archive interface {
+	// StoreRoom archives msg (a groupchat message from room/nick, no to) and
+	// returns its archive id, the room's stanza-id for it. It must not block.
+	StoreRoom(room, nick string, msg *xmlstream.Element) string
+	// RecentRoom calls fn for the room's last max archived messages, oldest first.
+	RecentRoom(ctx context.Context, room string, max int, fn func(id string, at time.Time, msg *xmlstream.Element)) error
+	// QueryRoom answers a urn:xmpp:mam:2 IQ (get or set) sent to the room by from,
+	// routing the results and the reply itself.
+	QueryRoom(ctx context.Context, st *xmlstream.Element, from, room jid.JID)
+}
 
 // Config is a room's configuration (muc#roomconfig).
 type Config struct {
@@ -105,12 +138,21 @@ func defaultConfig() Config {
 	return Config{Public: true, History: DefaultHistory}
 }
 
-// stored is a persistent room's row.
+// stored is a room's row (muc_rooms for persistent rooms, muc_live for the
+// others).
 type stored struct {
 	Config  Config            `json:"config"`
 	Affs    map[string]string `json:"affs"`
 	Subject string            `json:"subject,omitempty"`
 	SubjBy  string            `json:"subject_by,omitempty"`
+	Locked  bool              `json:"locked,omitempty"`
+}
+
+// occRow is an occupant's row in muc_live.
+type occRow struct {
+	JID  string `json:"jid"`
+	Role string `json:"role"`
+	Pres string `json:"pres,omitempty"` // the occupant's last presence, XML
 }
 
 type occupant struct {
@@ -122,6 +164,7 @@ type occupant struct {
 
 type histEntry struct {
 	at  time.Time
+	id  string
 	msg *xmlstream.Element // from = room/nick, no to
 }
 
@@ -131,10 +174,10 @@ type room struct {
 	affs    map[string]string // bare JID -> affiliation (none omitted)
 	occ     map[string]*occupant
 	byJID   map[string]string // full JID -> nick
-	hist    []histEntry
 	subject string
 	subjBy  string
 	locked  bool
+	gone    bool // destroyed, or a temporary room that became empty
 }
 
 func (r *room) aff(j jid.JID) string {
@@ -159,17 +202,36 @@ func (r *room) defaultRole(aff string) string {
 
 // Module is the MUC service.
 type Module struct {
-	mu     sync.Mutex
+	locks  [64]sync.Mutex // by room name: a node handles one stanza per room at a time
 	h      module.Host
 	log    *slog.Logger
 	domain string
-	tab    storage.Table
-	rooms  map[string]*room
+	tab    storage.Table // muc_rooms
+	live   storage.Table // muc_live
+	arch   Archive
 	now    func() time.Time
+
+	mu   sync.Mutex
+	hist map[string][]histEntry // per room, without an Archive: what this node relayed
+	pres map[string]presCache   // occupant key -> decoded presence
+}
+
+type presCache struct {
+	raw string
+	el  *xmlstream.Element
 }
 
 // New returns the module.
-func New() *Module { return &Module{rooms: map[string]*room{}, now: time.Now} }
+func New() *Module {
+	return &Module{now: time.Now, hist: map[string][]histEntry{}, pres: map[string]presCache{}}
+}
+
+// WithArchive makes the module archive its rooms' groupchat messages in a
+// (MAM for rooms) and read history on join from it; it returns m.
+func (m *Module) WithArchive(a Archive) *Module {
+	m.arch = a
+	return m
+}
 
 // Name implements module.Module.
 func (*Module) Name() string { return "muc" }
@@ -177,7 +239,7 @@ func (*Module) Name() string { return "muc" }
 // Domain is the service's domain (set by Start).
 func (m *Module) Domain() string { return m.domain }
 
-// Start loads the persistent rooms and registers conference.DOMAIN with the host's
+// Start declares the tables and registers conference.DOMAIN with the host's
 // domain router. A host without one gets no MUC service.
 func (m *Module) Start(ctx context.Context, h module.Host) error {
 	m.h, m.log = h, h.Logger()
@@ -189,27 +251,17 @@ func (m *Module) Start(ctx context.Context, h module.Host) error {
 	if err := modutil.Declare(ctx, h.Store(), Table); err != nil {
 		return fmt.Errorf("muc: %w", err)
 	}
+	if err := h.Store().Declare(ctx, storage.TableSpec{Name: LiveTable, Copy: storage.RAM}); err != nil {
+		return fmt.Errorf("muc: declare table %s: %w", LiveTable, err)
+	}
 	var err error
 	if m.tab, err = h.Store().Durable(Table); err != nil {
 		return fmt.Errorf("muc: %w", err)
 	}
-	m.domain = "conference." + h.Domain()
-	if err := m.tab.Scan("", func(k string, v []byte) bool {
-		var s stored
-		if err := json.Unmarshal(v, &s); err != nil {
-			m.log.Error("muc: undecodable room", "room", k, "err", err)
-			return true
-		}
-		r := newRoom(k, s.Config)
-		if s.Affs != nil {
-			r.affs = s.Affs
-		}
-		r.subject, r.subjBy = s.Subject, s.SubjBy
-		m.rooms[k] = r
-		return true
-	}); err != nil {
-		return fmt.Errorf("muc: load rooms: %w", err)
+	if m.live, err = h.Store().Durable(LiveTable); err != nil {
+		return fmt.Errorf("muc: %w", err)
 	}
+	m.domain = "conference." + h.Domain()
 	h.Hook(module.EvSessionClosed, 50, m.sessionClosed)
 	dr.HandleDomain(m.domain, m.Handle)
 	return nil
@@ -227,8 +279,8 @@ func newRoom(name string, cfg Config) *room {
 	return &room{name: name, cfg: cfg, affs: map[string]string{}, occ: map[string]*occupant{}, byJID: map[string]string{}}
 }
 
-// out collects stanzas to route once the module lock is released (a routed
-// stanza may come back to Handle, e.g. an error bounce).
+// out collects stanzas to route once the room's batch is committed and the lock
+// released (a routed stanza may come back to Handle, e.g. an error bounce).
 type out []*xmlstream.Element
 
 func (o *out) add(st *xmlstream.Element) { *o = append(*o, st) }
@@ -241,27 +293,143 @@ func (m *Module) flush(ctx context.Context, o out) {
 
 // Handle is the module.DomainHandler for conference.DOMAIN.
 func (m *Module) Handle(ctx context.Context, st *xmlstream.Element, from, to jid.JID) {
+	if from.IsZero() || from.Domain == m.domain {
+		return
+	}
+	if st.Space == "" {
+		st.Space = NSClient
+	}
+	if to.Local == "" {
+		var o out
+		m.service(&o, st, from, to)
+		m.flush(ctx, o)
+		return
+	}
+	if st.Local == "iq" && to.Resource == "" && m.arch != nil {
+		if q := st.FirstChild(); q != nil && q.Space == NSMAM && (st.Attr("type") == "get" || st.Attr("type") == "set") {
+			m.mamQuery(ctx, st, from, to)
+			return
+		}
+	}
+	m.transact(ctx, to.Local, st, func(o *out, r *room) *room {
+		switch st.Local {
+		case "presence":
+			return m.presence(ctx, o, r, st, from, to)
+		case "message":
+			if r == nil {
+				stanzaErr(o, st, module.ErrCancel, "item-not-found", "")
+				return nil
+			}
+			m.message(ctx, o, r, st, from, to)
+		case "iq":
+			if r == nil || (r.locked && r.aff(from) != AffOwner) {
+				stanzaErr(o, st, module.ErrCancel, "item-not-found", "")
+				return r
+			}
+			m.iq(ctx, o, r, st, from, to)
+		}
+		return r
+	})
+}
+
+// mamQuery hands a MAM query to the archive once the sender may read it: not an
+// outcast, and an occupant or member of a members-only or hidden room.
+func (m *Module) mamQuery(ctx context.Context, st *xmlstream.Element, from, to jid.JID) {
+	r, _, err := m.load(to.Local)
 	var o out
-	m.mu.Lock()
-	m.handle(ctx, &o, st, from, to)
-	m.mu.Unlock()
+	switch {
+	case err != nil:
+		o.add(module.StoreError(st, err))
+	case r == nil || (r.locked && r.aff(from) != AffOwner):
+		stanzaErr(&o, st, module.ErrCancel, "item-not-found", "")
+	case r.aff(from) == AffOutcast:
+		stanzaErr(&o, st, module.ErrAuth, "forbidden", "")
+	case (r.cfg.MembersOnly || !r.cfg.Public) && affRank[r.aff(from)] < affRank[AffMember] && r.byJID[from.String()] == "":
+		stanzaErr(&o, st, module.ErrAuth, "forbidden", "members and occupants only")
+	default:
+		m.arch.QueryRoom(ctx, st, from, to.Bare())
+		return
+	}
 	m.flush(ctx, o)
 }
 
+// transact handles one stanza (st, nil for an internal event) on room name: it
+// loads the room, runs fn, which returns the room as it should be (nil: none),
+// and writes the difference in one batch. A batch refused on a condition (another
+// node changed the room meanwhile) runs fn again on the new state; a batch that
+// cannot be written answers st with a wait error and sends nothing else.
+func (m *Module) transact(ctx context.Context, name string, st *xmlstream.Element, fn func(o *out, r *room) *room) {
+	mu := m.lockFor(name)
+	for attempt := 1; ; attempt++ {
+		mu.Lock()
+		r, s, err := m.load(name)
+		if err != nil {
+			mu.Unlock()
+			m.log.Error("muc: read room", "room", name, "err", err)
+			if st != nil {
+				m.flush(ctx, out{module.StoreError(st, err)})
+			}
+			return
+		}
+		var o out
+		r = fn(&o, r)
+		ops := m.diff(name, r, s)
+		if len(ops) > 0 {
+			actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			err = m.h.Store().Apply(actx, ops...)
+			cancel()
+		}
+		mu.Unlock()
+		if err == nil {
+			m.flush(ctx, o)
+			return
+		}
+		if errors.Is(err, storage.ErrConflict) && attempt < maxAttempts {
+			continue
+		}
+		m.log.Warn("muc: store room", "room", name, "err", err)
+		if st != nil && st.Attr("type") != "error" && st.Attr("type") != "unavailable" {
+			m.flush(ctx, out{module.StoreError(st, err)})
+		}
+		return
+	}
+}
+
+func (m *Module) lockFor(name string) *sync.Mutex {
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(name))
+	return &m.locks[h.Sum32()%uint32(len(m.locks))]
+}
+
+// sessionClosed removes a session that ended from every room it was in. For a
+// session of a lost node the router runs this on one survivor only; the
+// conditional delete makes the removal happen once even if two nodes ran it.
 func (m *Module) sessionClosed(ctx context.Context, _ module.Host, ev *module.EventData) bool {
+	if m.live == nil {
+		return false
+	}
 	full := ev.From
 	if ev.Session != nil {
 		full = ev.Session.JID()
 	}
-	var o out
-	m.mu.Lock()
-	for _, r := range m.rooms {
-		if nick, ok := r.byJID[full.String()]; ok {
-			m.leave(ctx, &o, r, r.occ[nick], nil, "")
-		}
+	var rooms []string
+	prefix := jidPrefix(full.String())
+	if err := m.live.Scan(prefix, func(k string, _ []byte) bool {
+		rooms = append(rooms, k[len(prefix):])
+		return true
+	}); err != nil {
+		m.log.Error("muc: read occupancy", "jid", full.String(), "err", err)
 	}
-	m.mu.Unlock()
-	m.flush(ctx, o)
+	for _, name := range rooms {
+		m.transact(ctx, name, nil, func(o *out, r *room) *room {
+			if r != nil {
+				if nick, ok := r.byJID[full.String()]; ok {
+					m.leave(ctx, o, r, r.occ[nick], nil, "")
+				}
+			}
+			return r
+		})
+	}
 	return false
 }
 
@@ -277,41 +445,6 @@ func (m *Module) roomJID(r *room, nick string) string {
 		return r.name + "@" + m.domain
 	}
 	return r.name + "@" + m.domain + "/" + nick
-}
-
-func (m *Module) handle(ctx context.Context, o *out, st *xmlstream.Element, from, to jid.JID) {
-	if from.IsZero() || from.Domain == m.domain {
-		return
-	}
-	if st.Space == "" {
-		st.Space = NSClient
-	}
-	if to.Local == "" {
-		m.service(o, st, from, to)
-		return
-	}
-	r := m.rooms[to.Local]
-	if st.Local != "message" {
-		// Joins and IQs see what another node stored (configuration, affiliations
-		// of persistent rooms live in the replicated table; reads are local).
-		r = m.refresh(to.Local, r)
-	}
-	switch st.Local {
-	case "presence":
-		m.presence(ctx, o, r, st, from, to)
-	case "message":
-		if r == nil {
-			stanzaErr(o, st, module.ErrCancel, "item-not-found", "")
-			return
-		}
-		m.message(ctx, o, r, st, from, to)
-	case "iq":
-		if r == nil || (r.locked && r.aff(from) != AffOwner) {
-			stanzaErr(o, st, module.ErrCancel, "item-not-found", "")
-			return
-		}
-		m.iq(ctx, o, r, st, from, to)
-	}
 }
 
 // service answers stanzas to the service itself.
@@ -335,21 +468,15 @@ func (m *Module) service(o *out, st *xmlstream.Element, from, to jid.JID) {
 		o.add(module.Result(st, res))
 	case q != nil && q.Space == NSItems && typ == "get" && q.Attr("node") == "":
 		res := xmlstream.New(NSItems, "query")
-		names := make([]string, 0, len(m.rooms))
-		for n, r := range m.rooms {
-			if r.cfg.Public && !r.locked {
-				names = append(names, n)
+		for _, s := range m.allRooms() {
+			if !s.Config.Public || s.Locked {
+				continue
 			}
-		}
-		sort.Strings(names)
-		for _, n := range names {
-			it := xmlstream.New(NSItems, "item", "jid", m.roomJID(m.rooms[n], ""))
-			if nm := m.rooms[n].cfg.Name; nm != "" {
-				it.SetAttr("name", nm)
-			} else {
-				it.SetAttr("name", n)
+			name := s.Config.Name
+			if name == "" {
+				name = s.name
 			}
-			res.Append(it)
+			res.Append(xmlstream.New(NSItems, "item", "jid", s.name+"@"+m.domain, "name", name))
 		}
 		o.add(module.Result(st, res))
 	case q != nil && q.Space == NSPing && q.Local == "ping" && typ == "get":
@@ -361,7 +488,7 @@ func (m *Module) service(o *out, st *xmlstream.Element, from, to jid.JID) {
 
 // --- presence: join, update, leave ---
 
-func (m *Module) presence(ctx context.Context, o *out, r *room, st *xmlstream.Element, from, to jid.JID) {
+func (m *Module) presence(ctx context.Context, o *out, r *room, st *xmlstream.Element, from, to jid.JID) *room {
 	typ := st.Attr("type")
 	var occ *occupant
 	if r != nil {
@@ -375,72 +502,75 @@ func (m *Module) presence(ctx context.Context, o *out, r *room, st *xmlstream.El
 		if occ != nil {
 			m.leave(ctx, o, r, occ, nil, "")
 		}
-		return
+		return r
 	case "unavailable":
 		if occ != nil {
 			m.leave(ctx, o, r, occ, nil, st.ChildText(NSClient, "status"))
 		}
-		return
+		return r
 	case "":
 	default:
-		return // subscriptions and probes: not for rooms
+		return r // subscriptions and probes: not for rooms
 	}
 	if to.Resource == "" {
 		stanzaErr(o, st, module.ErrModify, "jid-malformed", "a nickname is required")
-		return
+		return r
 	}
 	if occ != nil {
 		if occ.nick != to.Resource {
 			// Nick change is not supported: refuse rather than half-do it.
 			stanzaErr(o, st, module.ErrCancel, "not-acceptable", "nickname changes are not supported")
-			return
+			return r
 		}
 		occ.pres = st
 		m.broadcastPresence(o, r, occ, nil)
-		return
+		return r
 	}
-	m.join(ctx, o, r, st, from, to)
+	return m.join(ctx, o, r, st, from, to)
 }
 
-func (m *Module) join(ctx context.Context, o *out, r *room, st *xmlstream.Element, from, to jid.JID) {
+func (m *Module) join(ctx context.Context, o *out, r *room, st *xmlstream.Element, from, to jid.JID) *room {
 	nick := to.Resource
 	if len(nick) > MaxNickLen {
 		stanzaErr(o, st, module.ErrModify, "not-acceptable", "nickname too long")
-		return
+		return r
 	}
 	x := st.Child(NS, "x")
 	created := false
 	if r == nil {
-		if len(m.rooms) >= MaxRooms {
+		if m.roomCount() >= MaxRooms {
 			stanzaErr(o, st, module.ErrWait, "resource-constraint", "too many rooms")
-			return
+			return nil
 		}
 		r = newRoom(to.Local, defaultConfig())
 		r.affs[from.Bare().String()] = AffOwner
 		// A MUC-aware client gets a locked room to configure (status 201); a
 		// presence without <x/> creates an instant room (XEP-0045 §10.1.1).
 		r.locked = x != nil
-		m.rooms[r.name] = r
 		created = true
 	} else if r.locked && r.aff(from) != AffOwner {
 		stanzaErr(o, st, module.ErrCancel, "item-not-found", "the room is locked until its owner configures it")
-		return
+		return r
 	}
 	aff := r.aff(from)
+	fail := r
+	if created {
+		fail = nil
+	}
 	switch {
 	case aff == AffOutcast:
 		stanzaErr(o, st, module.ErrAuth, "forbidden", "you are banned from this room")
-		return
+		return fail
 	case r.cfg.MembersOnly && affRank[aff] < affRank[AffMember]:
 		stanzaErr(o, st, module.ErrAuth, "registration-required", "members only")
-		return
+		return fail
 	case r.cfg.Password != "" && affRank[aff] < affRank[AffOwner] && (x == nil || x.ChildText(NS, "password") != r.cfg.Password):
 		stanzaErr(o, st, module.ErrAuth, "not-authorized", "password required")
-		return
+		return fail
 	}
 	if _, taken := r.occ[nick]; taken {
 		stanzaErr(o, st, module.ErrCancel, "conflict", "nickname in use")
-		return
+		return r
 	}
 	occ := &occupant{nick: nick, jid: from, role: r.defaultRole(aff), pres: st}
 	// Existing occupants to the newcomer.
@@ -458,13 +588,14 @@ func (m *Module) join(ctx context.Context, o *out, r *room, st *xmlstream.Elemen
 	// History, then the subject (XEP-0045 §7.2.15-16); the creator of a locked room
 	// gets them too, as ejabberd and Prosody send them (clients wait for the subject
 	// to finish a join).
-	m.sendHistory(o, r, from, x)
+	m.sendHistory(ctx, o, r, from, x)
 	subj := xmlstream.New(NSClient, "message", "type", "groupchat", "from", m.roomJID(r, r.subjBy), "to", from.String())
 	if r.subjBy == "" {
 		subj.SetAttr("from", m.roomJID(r, ""))
 	}
 	subj.Append(xmlstream.New(NSClient, "subject").AppendText(r.subject))
 	o.add(subj)
+	return r
 }
 
 func (r *room) sortedNicks() []string {
@@ -538,12 +669,55 @@ func (m *Module) leave(ctx context.Context, o *out, r *room, occ *occupant, code
 	delete(r.occ, occ.nick)
 	delete(r.byJID, occ.jid.String())
 	if len(r.occ) == 0 && !r.cfg.Persistent {
-		delete(m.rooms, r.name)
+		r.gone = true
+		m.forget(r.name)
 	}
 }
 
-func (m *Module) sendHistory(o *out, r *room, to jid.JID, x *xmlstream.Element) {
-	max := len(r.hist)
+// history returns the room's last max groupchat messages with a body, oldest
+// first: from the archive when there is one, else what this node relayed.
+func (m *Module) history(ctx context.Context, r *room, max int) []histEntry {
+	if max <= 0 {
+		return nil
+	}
+	if m.arch != nil {
+		var out []histEntry
+		err := m.arch.RecentRoom(ctx, m.roomJID(r, ""), max, func(id string, at time.Time, msg *xmlstream.Element) {
+			out = append(out, histEntry{at: at, id: id, msg: msg})
+		})
+		if err != nil {
+			m.log.Warn("muc: history from the archive", "room", r.name, "err", err)
+		}
+		return out
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	h := m.hist[r.name]
+	if len(h) > max {
+		h = h[len(h)-max:]
+	}
+	return append([]histEntry(nil), h...)
+}
+
+// remember keeps a relayed message for the history on join (without an archive).
+func (m *Module) remember(r *room, e histEntry) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	h := append(m.hist[r.name], e)
+	if len(h) > r.cfg.History {
+		h = append([]histEntry(nil), h[len(h)-r.cfg.History:]...)
+	}
+	m.hist[r.name] = h
+}
+
+func (m *Module) forget(name string) {
+	m.mu.Lock()
+	delete(m.hist, name)
+	m.mu.Unlock()
+}
+
+func (m *Module) sendHistory(ctx context.Context, o *out, r *room, to jid.JID, x *xmlstream.Element) {
+	max := r.cfg.History
 	var since time.Time
 	if x != nil {
 		if h := x.Child(NS, "history"); h != nil {
@@ -564,18 +738,15 @@ func (m *Module) sendHistory(o *out, r *room, to jid.JID, x *xmlstream.Element) 
 			}
 		}
 	}
-	var sel []histEntry
-	for _, e := range r.hist {
-		if !e.at.Before(since) {
-			sel = append(sel, e)
+	for _, e := range m.history(ctx, r, max) {
+		if e.at.Before(since) {
+			continue
 		}
-	}
-	if len(sel) > max {
-		sel = sel[len(sel)-max:]
-	}
-	for _, e := range sel {
 		msg := e.msg.Copy()
 		msg.SetAttr("to", to.String())
+		if e.id != "" && msg.Child(NSSID, "stanza-id") == nil {
+			msg.Append(xmlstream.New(NSSID, "stanza-id", "by", m.roomJID(r, ""), "id", e.id))
+		}
 		msg.Append(xmlstream.New(NSDelay, "delay", "from", m.roomJID(r, ""), "stamp", e.at.UTC().Format("2006-01-02T15:04:05.000Z")))
 		o.add(msg)
 	}
@@ -623,34 +794,33 @@ func (m *Module) message(ctx context.Context, o *out, r *room, st *xmlstream.Ele
 			stanzaErr(o, st, module.ErrAuth, "forbidden", "only moderators may change the subject")
 			return
 		}
-		oldSubj, oldBy := r.subject, r.subjBy
 		r.subject, r.subjBy = subj.Text(), occ.nick
-		if r.cfg.Persistent {
-			if err := m.save(ctx, r); err != nil {
-				r.subject, r.subjBy = oldSubj, oldBy
-				m.log.Error("muc: store room", "room", r.name, "err", err)
-				o.add(module.StoreError(st, err))
-				return
-			}
-		}
 	}
 	msg := xmlstream.New(NSClient, "message", "type", "groupchat", "from", m.roomJID(r, occ.nick))
 	if id := st.Attr("id"); id != "" {
 		msg.SetAttr("id", id)
 	}
+	self := m.roomJID(r, "")
 	for _, c := range st.Children() {
+		if c.Space == NSSID && c.Local == "stanza-id" && sameBare(c.Attr("by"), self) {
+			continue // forged by the sender (XEP-0359 §3.1)
+		}
 		msg.Append(c.Copy())
+	}
+	if body != nil {
+		e := histEntry{at: m.now(), msg: msg}
+		if m.arch != nil {
+			e.id = m.arch.StoreRoom(self, occ.nick, msg)
+			msg = msg.Copy()
+			msg.Append(xmlstream.New(NSSID, "stanza-id", "by", self, "id", e.id))
+		} else if r.cfg.History > 0 {
+			m.remember(r, e)
+		}
 	}
 	for _, n := range r.sortedNicks() {
 		c := msg.Copy()
 		c.SetAttr("to", r.occ[n].jid.String())
 		o.add(c)
-	}
-	if body != nil && r.cfg.History > 0 {
-		r.hist = append(r.hist, histEntry{at: m.now(), msg: msg})
-		if len(r.hist) > r.cfg.History {
-			r.hist = append([]histEntry(nil), r.hist[len(r.hist)-r.cfg.History:]...)
-		}
 	}
 }
 
@@ -738,11 +908,7 @@ func (m *Module) invitation(ctx context.Context, o *out, r *room, occ *occupant,
 		msg.Append(xmlstream.New(NSConfInv, "x", "jid", m.roomJID(r, "")))
 		o.add(msg)
 	}
-	if changed && r.cfg.Persistent {
-		if err := m.save(ctx, r); err != nil {
-			m.log.Error("muc: save room", "room", r.name, "err", err)
-		}
-	}
+	_ = changed // stored with the room's batch
 }
 
 // --- IQs ---
@@ -971,23 +1137,7 @@ func (m *Module) owner(ctx context.Context, o *out, r *room, st *xmlstream.Eleme
 	}
 	old := r.cfg
 	r.cfg = cfg
-	var werr error
-	switch {
-	case cfg.Persistent:
-		werr = m.save(ctx, r)
-	case old.Persistent:
-		werr = m.unsave(ctx, r)
-	}
-	if werr != nil {
-		r.cfg = old
-		m.log.Error("muc: store room", "room", r.name, "err", werr)
-		o.add(module.StoreError(st, werr))
-		return
-	}
 	r.locked = false
-	if len(r.hist) > cfg.History {
-		r.hist = append([]histEntry(nil), r.hist[len(r.hist)-cfg.History:]...)
-	}
 	o.add(module.Result(st))
 	// Members-only now: non-members leave (status 322).
 	if cfg.MembersOnly && !old.MembersOnly {
@@ -1018,12 +1168,8 @@ func (m *Module) destroy(ctx context.Context, o *out, r *room, d *xmlstream.Elem
 		p.Append(x)
 		o.add(p)
 	}
-	if r.cfg.Persistent {
-		if err := m.unsave(ctx, r); err != nil {
-			m.log.Error("muc: delete room", "room", r.name, "err", err)
-		}
-	}
-	delete(m.rooms, r.name)
+	r.gone = true
+	m.forget(r.name)
 }
 
 func (m *Module) admin(ctx context.Context, o *out, r *room, st *xmlstream.Element, from jid.JID, q *xmlstream.Element) {
@@ -1076,11 +1222,15 @@ func (m *Module) admin(ctx context.Context, o *out, r *room, st *xmlstream.Eleme
 		o.add(module.Result(st, res))
 		return
 	}
-	affChanged := false
-	oldAffs := make(map[string]string, len(r.affs))
-	for k, v := range r.affs {
-		oldAffs[k] = v
-	}
+	// Changes apply only if every item is acceptable.
+	oldAffs := r.affs
+	r.affs = maps.Clone(oldAffs)
+	done := false
+	defer func() {
+		if !done {
+			r.affs = oldAffs
+		}
+	}()
 	var after []func()
 	for _, it := range items {
 		reason := it.ChildText(NSAdmin, "reason")
@@ -1144,17 +1294,9 @@ func (m *Module) admin(ctx context.Context, o *out, r *room, st *xmlstream.Eleme
 		} else {
 			r.affs[tj.String()] = a
 		}
-		affChanged = true
 		after = append(after, func() { m.affiliationChanged(ctx, o, r, tj, a) })
 	}
-	if affChanged && r.cfg.Persistent {
-		if err := m.save(ctx, r); err != nil {
-			r.affs = oldAffs
-			m.log.Error("muc: store room", "room", r.name, "err", err)
-			o.add(module.StoreError(st, err))
-			return
-		}
-	}
+	done = true
 	o.add(module.Result(st))
 	for _, f := range after {
 		f()
@@ -1194,69 +1336,252 @@ func (m *Module) affiliationChanged(ctx context.Context, o *out, r *room, j jid.
 
 // --- storage ---
 
-// refresh returns room name as stored in the durable table, updating or creating
-// the in-memory room (a persistent room configured through another node, or
-// since this node started). A room being created here (locked) or a temporary
-// room is returned unchanged.
-func (m *Module) refresh(name string, r *room) *room {
-	if m.tab == nil || (r != nil && (r.locked || !r.cfg.Persistent && len(r.occ) > 0)) {
-		return r
-	}
+// Keys of muc_live.
+func roomKey(name string) string      { return "r\x00" + name }
+func occPrefix(name string) string    { return "o\x00" + name + "\x00" }
+func jidPrefix(full string) string    { return "j\x00" + full + "\x00" }
+func jidKey(full, name string) string { return jidPrefix(full) + name }
+
+// snap is what load read, for diff.
+type snap struct {
+	room []byte // the room's row (nil: none)
+	disc bool   // the row is in muc_rooms
+	occ  map[string][]byte
+	jids map[string]string // nick -> full JID of the rows read
+}
+
+// load reads room name and its occupants from the tables (local reads). A room
+// with occupant rows but no room row (its last occupant left on one node while
+// another joined) comes back as an instant room with the default configuration.
+func (m *Module) load(name string) (*room, *snap, error) {
+	s := &snap{occ: map[string][]byte{}, jids: map[string]string{}}
 	b, ok, err := m.tab.Get(name)
-	if err != nil || !ok {
-		return r
-	}
-	var s stored
-	if err := json.Unmarshal(b, &s); err != nil {
-		m.log.Error("muc: undecodable room", "room", name, "err", err)
-		return r
-	}
-	if r == nil {
-		if len(m.rooms) >= MaxRooms {
-			return nil
-		}
-		r = newRoom(name, s.Config)
-		m.rooms[name] = r
-	}
-	r.cfg = s.Config
-	if s.Affs != nil {
-		r.affs = s.Affs
-	} else {
-		r.affs = map[string]string{}
-	}
-	r.subject, r.subjBy = s.Subject, s.SubjBy
-	return r
-}
-
-func (m *Module) save(ctx context.Context, r *room) error {
-	b, err := json.Marshal(stored{Config: r.cfg, Affs: r.affs, Subject: r.subject, SubjBy: r.subjBy})
 	if err != nil {
-		return fmt.Errorf("muc: encode room: %w", err)
+		return nil, nil, err
 	}
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	return m.h.Store().Apply(ctx, storage.Put(Table, r.name, b))
+	if ok {
+		s.room, s.disc = b, true
+	} else if b, ok, err = m.live.Get(roomKey(name)); err != nil {
+		return nil, nil, err
+	} else if ok {
+		s.room = b
+	}
+	var r *room
+	if s.room != nil {
+		var st stored
+		if err := json.Unmarshal(s.room, &st); err != nil {
+			m.log.Error("muc: undecodable room", "room", name, "err", err)
+		} else {
+			r = newRoom(name, st.Config)
+			if st.Affs != nil {
+				r.affs = st.Affs
+			}
+			r.subject, r.subjBy, r.locked = st.Subject, st.SubjBy, st.Locked
+		}
+	}
+	prefix := occPrefix(name)
+	err = m.live.Scan(prefix, func(k string, v []byte) bool {
+		nick := k[len(prefix):]
+		var row occRow
+		if err := json.Unmarshal(v, &row); err != nil {
+			m.log.Error("muc: undecodable occupant", "room", name, "nick", nick, "err", err)
+			return true
+		}
+		j, err := jid.Parse(row.JID)
+		if err != nil {
+			return true
+		}
+		s.occ[nick], s.jids[nick] = v, row.JID
+		if r == nil {
+			r = newRoom(name, defaultConfig())
+		}
+		r.occ[nick] = &occupant{nick: nick, jid: j, role: row.Role, pres: m.decodePres(k, row.Pres)}
+		r.byJID[row.JID] = nick
+		return true
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	return r, s, nil
 }
 
-func (m *Module) unsave(ctx context.Context, r *room) error {
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	return m.h.Store().Apply(ctx, storage.Delete(Table, r.name))
+// diff returns the batch that turns what s read into r (nil or gone: no room).
+// Occupants added must be absent and occupants removed or changed present, so a
+// batch built on a stale read fails with storage.ErrConflict instead of
+// resurrecting or duplicating an occupant.
+func (m *Module) diff(name string, r *room, s *snap) []storage.Op {
+	var ops []storage.Op
+	exists := r != nil && !r.gone
+	if !exists {
+		if s.room != nil {
+			if s.disc {
+				ops = append(ops, storage.Delete(Table, name))
+			} else {
+				ops = append(ops, storage.Delete(LiveTable, roomKey(name)).If(storage.CondPresent))
+			}
+		}
+	} else {
+		b, _ := json.Marshal(stored{Config: r.cfg, Affs: r.affs, Subject: r.subject, SubjBy: r.subjBy, Locked: r.locked})
+		switch {
+		case r.cfg.Persistent && !r.locked:
+			if !s.disc || !bytes.Equal(b, s.room) {
+				ops = append(ops, storage.Put(Table, name, b))
+			}
+			if s.room != nil && !s.disc {
+				ops = append(ops, storage.Delete(LiveTable, roomKey(name)))
+			}
+		case s.room == nil:
+			ops = append(ops, storage.Put(LiveTable, roomKey(name), b).If(storage.CondAbsent))
+		case s.disc:
+			ops = append(ops, storage.Put(LiveTable, roomKey(name), b), storage.Delete(Table, name))
+		case !bytes.Equal(b, s.room):
+			ops = append(ops, storage.Put(LiveTable, roomKey(name), b))
+		}
+	}
+	after := map[string][]byte{}
+	if exists {
+		for nick, oc := range r.occ {
+			row := occRow{JID: oc.jid.String(), Role: oc.role}
+			if oc.pres != nil {
+				row.Pres = string(xmlstream.AppendElement(nil, storedPres(oc.pres), NSClient))
+			}
+			after[nick], _ = json.Marshal(row)
+		}
+	}
+	for _, nick := range sortedKeys(s.occ) {
+		if _, ok := after[nick]; !ok {
+			ops = append(ops, storage.Delete(LiveTable, occPrefix(name)+nick).If(storage.CondPresent),
+				storage.Delete(LiveTable, jidKey(s.jids[nick], name)))
+		}
+	}
+	for _, nick := range sortedKeys(after) {
+		old, ok := s.occ[nick]
+		switch {
+		case !ok:
+			ops = append(ops, storage.Put(LiveTable, occPrefix(name)+nick, after[nick]).If(storage.CondAbsent),
+				storage.Put(LiveTable, jidKey(r.occ[nick].jid.String(), name), []byte(nick)))
+		case !bytes.Equal(old, after[nick]):
+			ops = append(ops, storage.Put(LiveTable, occPrefix(name)+nick, after[nick]).If(storage.CondPresent))
+		}
+	}
+	// A batch writing a disc table may carry no condition on a RAM table
+	// (storage.Store): such batches (configuration, affiliations, subject of a
+	// persistent room) are applied unconditionally.
+	disc := false
+	for _, op := range ops {
+		disc = disc || op.Table == Table
+	}
+	if disc {
+		for i := range ops {
+			ops[i].Cond = storage.CondNone
+		}
+	}
+	return ops
+}
+
+// storedPres is what an occupant row keeps of a presence: its children without
+// the MUC elements (the join's password stays out of the table).
+func storedPres(p *xmlstream.Element) *xmlstream.Element {
+	s := xmlstream.New(NSClient, "presence")
+	for _, c := range p.Children() {
+		if c.Space != NS && c.Space != NSUser {
+			s.Append(c.Copy())
+		}
+	}
+	return s
+}
+
+// sameBare reports whether JID a has bare JID b.
+func sameBare(a, b string) bool {
+	j, err := jid.Parse(a)
+	return err == nil && j.Bare().String() == b
+}
+
+func sortedKeys(mp map[string][]byte) []string {
+	ks := make([]string, 0, len(mp))
+	for k := range mp {
+		ks = append(ks, k)
+	}
+	sort.Strings(ks)
+	return ks
+}
+
+// streamHead lets the stream decoder parse one stored presence.
+const streamHead = "<stream:stream xmlns='" + NSClient + "' xmlns:stream='" + xmlstream.NSStream + "'>"
+
+// decodePres parses an occupant's stored presence, remembering the last one per
+// occupant row so that messages to a room do not parse every occupant's again.
+func (m *Module) decodePres(key, raw string) *xmlstream.Element {
+	if raw == "" {
+		return nil
+	}
+	m.mu.Lock()
+	c, ok := m.pres[key]
+	m.mu.Unlock()
+	if ok && c.raw == raw {
+		return c.el
+	}
+	d := xmlstream.NewDecoder(io.MultiReader(strings.NewReader(streamHead), strings.NewReader(raw)), xmlstream.DefaultLimits())
+	if _, err := d.StreamHeader(); err != nil {
+		return nil
+	}
+	el, err := d.Next()
+	if err != nil {
+		return nil
+	}
+	m.mu.Lock()
+	if len(m.pres) > 4*MaxRooms {
+		clear(m.pres)
+	}
+	m.pres[key] = presCache{raw: raw, el: el}
+	m.mu.Unlock()
+	return el
+}
+
+// roomInfo is a room's row with its name, for listings.
+type roomRow struct {
+	stored
+	name string
+}
+
+// allRooms lists every room (persistent and live), sorted by name.
+func (m *Module) allRooms() []roomRow {
+	var out []roomRow
+	seen := map[string]bool{}
+	add := func(name string, v []byte) {
+		var s stored
+		if seen[name] || json.Unmarshal(v, &s) != nil {
+			return
+		}
+		seen[name] = true
+		out = append(out, roomRow{stored: s, name: name})
+	}
+	_ = m.tab.Scan("", func(k string, v []byte) bool { add(k, v); return true })
+	_ = m.live.Scan("r\x00", func(k string, v []byte) bool { add(k[2:], v); return true })
+	sort.Slice(out, func(i, j int) bool { return out[i].name < out[j].name })
+	return out
+}
+
+func (m *Module) roomCount() int {
+	n, _ := m.tab.Count("")
+	l, _ := m.live.Count("r\x00")
+	return n + l
 }
 
 // Rooms lists the rooms (sorted), for tests and admin output.
 func (m *Module) Rooms() []string {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return slices.Sorted(maps.Keys(m.rooms))
+	var out []string
+	for _, r := range m.allRooms() {
+		out = append(out, r.name)
+	}
+	return out
 }
 
 // Occupants lists a room's nicks (sorted).
 func (m *Module) Occupants(room string) []string {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if r := m.rooms[room]; r != nil {
-		return r.sortedNicks()
+	r, _, err := m.load(room)
+	if err != nil || r == nil {
+		return nil
 	}
-	return nil
+	return r.sortedNicks()
 }

@@ -2,6 +2,7 @@ package muc
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -319,9 +320,11 @@ func TestPersistentRoomSurvivesRestart(t *testing.T) {
 	if len(got) != 1 || !strings.Contains(got[0].String(), "The Room") || !strings.Contains(got[0].String(), "muc_persistent") {
 		t.Fatalf("disco#info: %v", got)
 	}
-	e2.m.mu.Lock()
-	aff := e2.m.rooms["room"].aff(jid.MustParse("bob@example.org"))
-	e2.m.mu.Unlock()
+	r2, _, err := e2.m.load("room")
+	if err != nil || r2 == nil {
+		t.Fatalf("load after restart: %v %v", r2, err)
+	}
+	aff := r2.aff(jid.MustParse("bob@example.org"))
 	if aff != AffMember {
 		t.Fatalf("bob's affiliation after restart: %q", aff)
 	}
@@ -387,9 +390,15 @@ func TestStoreFailureRollsBack(t *testing.T) {
 	if g := e.take("alice"); len(g) != 1 || errCond(g[0]) != "resource-constraint" {
 		t.Fatalf("ban with storage down: %v", g)
 	}
+	// Joining writes the occupant to the replicated table: refused while it is down.
+	e.send("bob", pres(roomJ+"/bo", mucX()))
+	if g := e.take("bob"); len(g) != 1 || errCond(g[0]) != "resource-constraint" {
+		t.Fatalf("join with storage down: %v", g)
+	}
+	e.h.MemStore().SetFail(nil)
 	e.send("bob", pres(roomJ+"/bo", mucX()))
 	if g := e.take("bob"); len(g) < 2 || errCond(g[0]) != "" {
-		t.Fatalf("unstored ban kept in memory: %v", g)
+		t.Fatalf("unstored ban kept: %v", g)
 	}
 }
 
@@ -413,5 +422,121 @@ func TestPersistentRoomSeenByAnotherNode(t *testing.T) {
 	e2.send("bob", pres(roomJ+"/bo", mucX()))
 	if g := e.take("bob"); len(g) < 2 || errCond(g[0]) != "" || !strings.Contains(g[len(g)-2].String(), "affiliation='member'") {
 		t.Fatalf("other node: member join: %v", g)
+	}
+}
+
+// twoNodes returns an env whose users alice and carol are served by one module
+// and bob by a second module on the same store and sessions: two nodes of a
+// cluster sharing the replicated tables. Both modules hook EvSessionClosed, as
+// if both nodes thought themselves responsible for a lost session.
+func twoNodes(t *testing.T) (e, e2 *env) {
+	e = newEnv(t, nil)
+	h2 := &host{Host: e.h.Host, handlers: map[string]module.DomainHandler{}}
+	m2 := New()
+	if err := m2.Start(context.Background(), h2); err != nil {
+		t.Fatal(err)
+	}
+	return e, &env{t: t, h: h2, m: m2, s: e.s}
+}
+
+func groupchat(body string) *xmlstream.Element {
+	return xmlstream.New(NSClient, "message", "type", "groupchat", "to", roomJ).Append(xmlstream.New(NSClient, "body").AppendText(body))
+}
+
+func TestOccupantsOnTwoNodes(t *testing.T) {
+	e, e2 := twoNodes(t)
+	e.instant()
+	e2.send("bob", pres(roomJ+"/bo", mucX()))
+	if g := e.take("bob"); len(g) != 3 || g[0].Attr("from") != roomJ+"/al" || !has(codes(g[1]), "110") {
+		t.Fatalf("bob's join through node 2: %v", g)
+	}
+	if a := e.take("alice"); len(a) != 1 || a[0].Attr("from") != roomJ+"/bo" {
+		t.Fatalf("alice (node 1) saw: %v", a)
+	}
+	// The nick alice holds through node 1 is taken on node 2 too.
+	e2.send("carol", pres(roomJ+"/al", mucX()))
+	if c := e.take("carol"); len(c) != 1 || errCond(c[0]) != "conflict" {
+		t.Fatalf("nick conflict across nodes: %v", c)
+	}
+	// Messages both ways.
+	e2.send("bob", groupchat("from node 2"))
+	e.send("alice", groupchat("from node 1"))
+	for _, u := range []string{"alice", "bob"} {
+		g := e.take(u)
+		if len(g) != 2 || g[0].ChildText(NSClient, "body") != "from node 2" || g[1].ChildText(NSClient, "body") != "from node 1" {
+			t.Fatalf("%s got %v", u, g)
+		}
+	}
+	// A kick through node 1 of bob (joined through node 2) removes him everywhere.
+	e.send("alice", xmlstream.New(NSClient, "iq", "type", "set", "id", "k", "to", roomJ).Append(xmlstream.New(NSAdmin, "query").Append(xmlstream.New(NSAdmin, "item", "nick", "bo", "role", "none"))))
+	if b := e.take("bob"); len(b) != 1 || !has(codes(b[0]), "307") {
+		t.Fatalf("kick: %v", b)
+	}
+	e.take("alice")
+	if o := e2.m.Occupants("room"); len(o) != 1 || o[0] != "al" {
+		t.Fatalf("node 2 sees occupants %v after the kick", o)
+	}
+}
+
+// A session that ends (or a lost node's session, for which the router runs
+// EvSessionClosed on one survivor) leaves every room once, even if two nodes
+// handle its end: the remaining occupants get exactly one unavailable presence.
+func TestSessionEndRemovesOccupantOnce(t *testing.T) {
+	e, e2 := twoNodes(t)
+	e.instant()
+	e2.send("bob", pres(roomJ+"/bo", mucX()))
+	e.send("carol", pres(roomJ+"/ca", mucX()))
+	e.take("alice")
+	e.take("bob")
+	e.take("carol")
+	// Node 2 reads the room, then node 1 removes bob: node 2's removal, built
+	// on its stale read, must fail instead of announcing bob's departure again.
+	stale, s, err := e2.m.load("room")
+	if err != nil || stale == nil {
+		t.Fatal(err)
+	}
+	e.h.Disconnect(e.s["bob"]) // both modules' hooks run
+	var o out
+	e2.m.leave(context.Background(), &o, stale, stale.occ["bo"], nil, "")
+	if err := e2.h.Store().Apply(context.Background(), e2.m.diff("room", stale, s)...); !errors.Is(err, storage.ErrConflict) {
+		t.Fatalf("a removal on a stale read was applied: %v", err)
+	}
+	for _, u := range []string{"alice", "carol"} {
+		g := e.take(u)
+		if len(g) != 1 || g[0].Attr("type") != "unavailable" || g[0].Attr("from") != roomJ+"/bo" {
+			t.Fatalf("%s got %v", u, g)
+		}
+	}
+	if o := e2.m.Occupants("room"); strings.Join(o, ",") != "al,ca" {
+		t.Fatalf("occupants after bob's end: %v", o)
+	}
+	// The room keeps working.
+	e2.send("carol", groupchat("still here"))
+	if a := e.take("alice"); len(a) != 1 || a[0].ChildText(NSClient, "body") != "still here" {
+		t.Fatalf("after the loss: %v", a)
+	}
+}
+
+// Two nodes letting two users join with one nick at the same time: exactly one
+// gets it (the other's conditional write fails and its join is handled again).
+func TestConcurrentJoinSameNick(t *testing.T) {
+	for range 20 {
+		e, e2 := twoNodes(t)
+		e.instant()
+		done := make(chan struct{})
+		go func() { e2.send("bob", pres(roomJ+"/x", mucX())); close(done) }()
+		e.send("carol", pres(roomJ+"/x", mucX()))
+		<-done
+		joined := 0
+		for _, u := range []string{"bob", "carol"} {
+			for _, st := range e.take(u) {
+				if has(codes(st), "110") {
+					joined++
+				}
+			}
+		}
+		if joined != 1 {
+			t.Fatalf("%d users joined with one nick", joined)
+		}
 	}
 }
