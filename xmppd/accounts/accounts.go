@@ -104,7 +104,14 @@ func (a *Accounts) Lookup(mech string) scram.Lookup {
 		if err != nil || !ok {
 			return scram.Keys{}, false, err
 		}
-		return r.Keys(mech), true, nil
+		k := r.Keys(mech)
+		if len(k.StoredKey) == 0 {
+			// Imported with another hash's keys only (ejabberd and Prosody export
+			// SCRAM-SHA-1): this mechanism fails as for a wrong password and the
+			// client falls back to one the user has keys for.
+			return scram.Keys{}, false, nil
+		}
+		return k, true, nil
 	}
 }
 
@@ -117,6 +124,9 @@ func (a *Accounts) CheckPassword(user, password string) (string, bool, error) {
 	r, ok, err := a.Get(u)
 	if err != nil || !ok {
 		return u, false, err
+	}
+	if len(r.SHA256.StoredKey) == 0 { // imported with SCRAM-SHA-1 keys only
+		return u, r.SHA1.Verify(scram.SHA1, password), nil
 	}
 	return u, r.SHA256.Verify(scram.SHA256, password), nil
 }

@@ -2,6 +2,7 @@ package accounts
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
@@ -62,5 +63,34 @@ func TestAccounts(t *testing.T) {
 	st.SetFail(storage.ErrUnavailable)
 	if err := a.Create(ctx, "carol", "x"); !errors.Is(err, storage.ErrUnavailable) {
 		t.Fatalf("unavailable: %v", err)
+	}
+}
+
+// A user imported with SCRAM-SHA-1 keys only (ejabberd's and Prosody's exports):
+// SCRAM-SHA-256 looks like an unknown user (the client falls back to SHA-1, which
+// works), PLAIN checks the SHA-1 keys.
+func TestSHA1OnlyRecord(t *testing.T) {
+	ctx := context.Background()
+	st := memstore.New("n1")
+	a := New(st, "localhost", nil)
+	if err := a.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	k, _ := scram.Derive(scram.SHA1, "old", 4096)
+	b, _ := json.Marshal(Record{SHA1: k})
+	if err := st.Apply(ctx, storage.Put(Table, "imported", b)); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, err := a.Lookup(scram.SHA256)("imported"); ok || err != nil {
+		t.Fatalf("SCRAM-SHA-256 keys of a SHA-1-only user: ok=%v err=%v", ok, err)
+	}
+	if got, ok, _ := a.Lookup(scram.SHA1)("imported"); !ok || !got.Verify(scram.SHA1, "old") {
+		t.Fatal("SCRAM-SHA-1 keys lost")
+	}
+	if _, ok, _ := a.CheckPassword("imported", "old"); !ok {
+		t.Fatal("PLAIN refused the right password")
+	}
+	if _, ok, _ := a.CheckPassword("imported", "wrong"); ok {
+		t.Fatal("PLAIN accepted a wrong password")
 	}
 }

@@ -17,12 +17,12 @@ import (
 // here, since xmppd reads and writes them itself.
 
 func init() {
-	registerClient(Command{"import-piefxis", "FILE", "import accounts, rosters, vCards, private XML, offline messages, block and privacy lists from a XEP-0227 file (ejabberd's export_piefxis, Prosody's xep0227 store), with progress", 1, 1}, follow("import-piefxis"))
+	registerClient(Command{"import-piefxis", "FILE|DIR", "import accounts, rosters, vCards, private XML, offline messages, block and privacy lists from a XEP-0227 file (ejabberd's export_piefxis, Prosody's xep0227 store), with progress", 1, 1}, follow("import-piefxis"))
 	registerClient(Command{"export-piefxis", "DIR", "export every account and its data as a XEP-0227 file written in DIR, with progress", 1, 1}, follow("export-piefxis"))
 	register(Command{"piefxis-status", "", "progress or result of the running or last import-piefxis/export-piefxis", 0, 0}, renderPIEFXIS)
 	details["import-piefxis"] = "The file is read by xmppd (give a path on its host). ejabberd: `ejabberdctl export_piefxis DIR` writes DIR/<stamp>.xml\n" +
 		"and one file per host that it includes: import the first. Prosody: prosody-migrator with output type xep0227 writes one\n" +
-		"file per user: import each (or concatenate their <user/> elements under one <host/>).\n" +
+		"file per user (USER@HOST.xml): give that directory.\n" +
 		"Accounts that exist keep their password; their roster items, vCard, private XML are replaced and offline messages added.\n" +
 		"Plaintext passwords become salted SCRAM keys (never stored as such); SCRAM credentials are kept as exported."
 	details["export-piefxis"] = "xmppd writes DIR/<domain>-<UTC time>.xml (DIR on its host), complete or not at all. Passwords are exported as\n" +

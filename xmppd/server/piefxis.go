@@ -109,13 +109,11 @@ func (f *piefxisFeature) finish(j *piefxisJob, sum migrate.Summary, err error) {
 
 func (f *piefxisFeature) startImport(_ context.Context, args []string) (any, error) {
 	if len(args) != 1 || !filepath.IsAbs(args[0]) {
-		return nil, errors.New("usage: import-piefxis /absolute/path/file.xml")
+		return nil, errors.New("usage: import-piefxis /absolute/path/file.xml (or a directory of Prosody's USER@HOST.xml files)")
 	}
 	path := args[0]
-	if st, err := os.Stat(path); err != nil {
+	if _, err := os.Stat(path); err != nil {
 		return nil, err
-	} else if st.IsDir() {
-		return nil, fmt.Errorf("%s is a directory: give the XEP-0227 file (ejabberd's export: the file without the host suffix)", path)
 	}
 	j, err := f.begin("import", path)
 	if err != nil {

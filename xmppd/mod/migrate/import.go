@@ -5,7 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"runtime"
+	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -64,7 +67,29 @@ type importer struct {
 	sum Summary
 }
 
-// Import reads the XEP-0227 file at path (and the files it includes) into st.
+// inputFiles is path itself, or for a directory the per-user files Prosody's
+// xep0227 storage writes there (USER@HOST.xml), in name order.
+func inputFiles(path string) ([]string, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil, err
+	}
+	if !st.IsDir() {
+		return []string{path}, nil
+	}
+	names, err := filepath.Glob(filepath.Join(path, "*@*.xml"))
+	if err != nil {
+		return nil, err
+	}
+	if len(names) == 0 {
+		return nil, fmt.Errorf("%s: a directory without USER@HOST.xml files (Prosody's export); give ejabberd's export file itself", path)
+	}
+	sort.Strings(names)
+	return names, nil
+}
+
+// Import reads the XEP-0227 file at path (and the files it includes) into st;
+// path may also be a directory of Prosody's per-user files.
 // prog (may be nil) is updated as it runs.
 func Import(ctx context.Context, st storage.Store, opt ImportOptions, path string, prog *Progress) (Summary, error) {
 	start := time.Now()
@@ -99,7 +124,12 @@ func Import(ctx context.Context, st storage.Store, opt ImportOptions, path strin
 	readErr := make(chan error, 1)
 	go func() {
 		defer close(users)
-		readErr <- rd.ReadFile(path, func(host string, u *piefxis.User) error {
+		files, err := inputFiles(path)
+		if err != nil {
+			readErr <- err
+			return
+		}
+		fn := func(host string, u *piefxis.User) error {
 			if !strings.EqualFold(host, opt.Domain) {
 				im.mu.Lock()
 				im.sum.OtherHosts++
@@ -112,7 +142,14 @@ func Import(ctx context.Context, st storage.Store, opt ImportOptions, path strin
 			case <-ctx.Done():
 				return context.Cause(ctx)
 			}
-		})
+		}
+		for _, f := range files {
+			if err := rd.ReadFile(f, fn); err != nil {
+				readErr <- err
+				return
+			}
+		}
+		readErr <- nil
 	}()
 	// Progress of the reader.
 	stopProg := make(chan struct{})

@@ -181,3 +181,22 @@ func TestDefaultListBlocks(t *testing.T) {
 		}
 	}
 }
+
+// Prosody 0.12's export (prosody-migrator to its xep0227 store: one file per
+// user, SCRAM-SHA-1 with a UUID text salt and 10,000 iterations, the pending
+// request as a presence in the PIE namespace) given as its directory.
+func TestImportProsodyDirectory(t *testing.T) {
+	st := newStore(t)
+	sum := importFile(t, st, "pr.example", "../../piefxis/testdata/prosody-0.12")
+	if sum.Users != 3 || sum.RosterItems != 4 || sum.Pending != 1 || sum.VCards != 1 || sum.Private != 1 || len(sum.Warnings) != 0 {
+		t.Fatalf("summary: %+v", sum)
+	}
+	acc := accounts.New(st, "pr.example", nil)
+	rec, ok, _ := acc.Get("alice")
+	if !ok || !rec.SHA1.Verify(scram.SHA1, "al1ce pw&<'") || len(rec.SHA256.StoredKey) != 0 {
+		t.Fatalf("alice's SCRAM-SHA-1 keys do not verify her password: %+v", rec)
+	}
+	if _, ok, _ := mustTable(t, st, roster.TablePending).Get(modutil.Key("alice", "carol@pr.example")); !ok {
+		t.Fatal("carol's pending request lost")
+	}
+}

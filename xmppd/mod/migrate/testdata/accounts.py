@@ -61,6 +61,7 @@ class Client(ClientXMPP):
     async def login(self, presence=True):
         self.connect((HOST, PORT))
         await asyncio.wait_for(self.started, 20)
+        await self.iq("<query xmlns='jabber:iq:roster'/>")  # interested: roster pushes come (RFC 6121 2.1.6)
         if presence:
             self.send_raw('<presence/>')
 
