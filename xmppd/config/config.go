@@ -89,6 +89,7 @@ type Config struct {
 	Component ComponentConfig // config_component.go: external components (XEP-0114)
 	Storm     StormConfig     // config_component.go: presence storms, sessions per user
 	Upload    UploadConfig    // config_upload.go: HTTP upload (XEP-0363), WebSocket (RFC 7395), host-meta
+	MAM       MAMConfig       // config_mam.go: message archive caps
 	Auth      AuthConfig      // config_auth.go: authentication backend (internal, external, sql, ldap)
 	S2S       S2SConfig       // config_s2s.go: server-to-server federation
 }

@@ -48,6 +48,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -119,8 +120,8 @@ type Item struct {
 }
 
 type record struct {
-	owner, id string
-	value     []byte
+	owner string
+	rec
 }
 
 // Module is the MAM module; it is also the Archive other modules may use.
@@ -133,6 +134,14 @@ type Module struct {
 	tag  string
 	seq  atomic.Uint32
 	now  func() time.Time
+
+	// idMu makes a node's ids and its queue order the same: an id is taken and
+	// its record queued under it, so the appender's batches, and the chunks they
+	// become, never overlap in id range (a query then reads chunks in key order).
+	idMu   sync.Mutex
+	lastNS int64
+
+	maxOverride, ramMaxOverride atomic.Int64 // SetLimits
 
 	q       chan record
 	queued  atomic.Uint64 // records accepted into q
@@ -231,9 +240,16 @@ func Archivable(msg *xmlstream.Element) bool {
 	return msg.Child("", "body") != nil
 }
 
-// newID returns a fresh archive id: time-ordered, unique per node and tag.
+// newID returns a fresh archive id: time-ordered, unique per node and tag, never
+// below the previous one of this node (a clock stepping back does not reorder
+// ids). Called with idMu held.
 func (m *Module) newID(t time.Time) string {
-	return fmt.Sprintf("%016x%s%08x", uint64(t.UnixNano()), m.tag, m.seq.Add(1))
+	ns := t.UnixNano()
+	if ns < m.lastNS {
+		ns = m.lastNS
+	}
+	m.lastNS = ns
+	return fmt.Sprintf("%016x%s%08x", uint64(ns), m.tag, m.seq.Add(1))
 }
 
 func idTime(id string) time.Time {
@@ -261,7 +277,9 @@ func (m *Module) sent(_ context.Context, _ module.Host, ev *module.EventData) bo
 	if !m.wants(ev.From.Local, owner, to) {
 		return false
 	}
+	m.idMu.Lock()
 	m.enqueue(owner, m.newID(m.now()), Out, to.String(), st) // encoded now: no copy
+	m.idMu.Unlock()
 	return false
 }
 
@@ -277,9 +295,11 @@ func (m *Module) received(_ context.Context, _ module.Host, ev *module.EventData
 	if !Archivable(st) || !m.wants(ev.To.Local, owner, ev.From) {
 		return false
 	}
+	m.idMu.Lock()
 	id := m.newID(m.now())
 	st.Append(xmlstream.New(NSSID, "stanza-id", "by", owner, "id", id))
 	m.enqueue(owner, id, In, ev.From.String(), st) // encoded now: no copy
+	m.idMu.Unlock()
 	return false
 }
 
@@ -305,14 +325,6 @@ func jidEq(a, b string) bool {
 		return strings.EqualFold(a, b)
 	}
 	return ja.Bare() == jb.Bare()
-}
-
-func encodeValue(dir byte, with string, msg *xmlstream.Element) []byte {
-	b := make([]byte, 0, 256)
-	b = append(b, dir)
-	b = append(b, with...)
-	b = append(b, 0)
-	return xmlstream.AppendElement(b, msg, xmlstream.NSClient)
 }
 
 // streamHead lets the stream decoder parse one stored message.
@@ -343,13 +355,17 @@ func peek(v []byte) (dir byte, with string, rest []byte, ok bool) {
 // user or a room) under a fresh id, which it returns; the write is asynchronous
 // as described in the package doc.
 func (m *Module) Append(owner string, dir byte, with string, msg *xmlstream.Element) string {
+	m.idMu.Lock()
+	defer m.idMu.Unlock()
 	id := m.newID(m.now())
 	m.enqueue(owner, id, dir, with, msg)
 	return id
 }
 
+// enqueue encodes and queues a record; called with idMu held.
 func (m *Module) enqueue(owner, id string, dir byte, with string, msg *xmlstream.Element) {
-	r := record{owner: owner, id: id, value: encodeValue(dir, with, msg)}
+	r := record{owner: owner, rec: rec{id: id, dir: dir, with: with,
+		body: xmlstream.AppendElement(make([]byte, 0, 256), msg, xmlstream.NSClient)}}
 	select {
 	case m.q <- r:
 		m.queued.Add(1)
@@ -406,13 +422,38 @@ func (m *Module) appender() {
 	}
 }
 
+// chunkOps turns a batch into puts: one chunk per owner (more if an owner's
+// records exceed maxChunkBytes), records in id order.
+func chunkOps(batch []record) []storage.Op {
+	byOwner := map[string][]rec{}
+	var owners []string
+	for _, r := range batch {
+		if _, ok := byOwner[r.owner]; !ok {
+			owners = append(owners, r.owner)
+		}
+		byOwner[r.owner] = append(byOwner[r.owner], r.rec)
+	}
+	ops := make([]storage.Op, 0, len(owners))
+	for _, o := range owners {
+		rs := byOwner[o]
+		slices.SortStableFunc(rs, func(a, b rec) int { return strings.Compare(a.id, b.id) })
+		for len(rs) > 0 {
+			n, size := 0, 0
+			for n < len(rs) && (n == 0 || size+len(rs[n].body) <= maxChunkBytes) {
+				size += len(rs[n].body) + len(rs[n].with)
+				n++
+			}
+			ops = append(ops, storage.Put(Table, modutil.Key(o, rs[0].id), encodeChunk(rs[:n])))
+			rs = rs[n:]
+		}
+	}
+	return ops
+}
+
 // write commits one batch (retrying a few times while the store is unavailable),
 // then trims archives over their cap.
 func (m *Module) write(batch []record) {
-	ops := make([]storage.Op, 0, len(batch))
-	for _, r := range batch {
-		ops = append(ops, storage.Put(Table, modutil.Key(r.owner, r.id), r.value))
-	}
+	ops := chunkOps(batch)
 	ctx := context.Background()
 	var err error
 	for try := 0; try < 5; try++ {
@@ -438,17 +479,78 @@ func (m *Module) write(batch []record) {
 
 // limit is the current per-archive cap (< 0: none).
 func (m *Module) limit() int {
+	max := m.opt.Max
+	if v := m.maxOverride.Load(); v != 0 {
+		max = int(v)
+	}
+	ramMax := m.opt.RAMMax
+	if v := m.ramMaxOverride.Load(); v != 0 {
+		ramMax = int(v)
+	}
 	switch m.st.Status().Mode {
 	case "ram-only", "degraded-ram":
-		if m.opt.Max < 0 || m.opt.RAMMax < m.opt.Max {
-			return m.opt.RAMMax
+		if ramMax >= 0 && (max < 0 || ramMax < max) {
+			return ramMax
 		}
 	}
-	return m.opt.Max
+	return max
 }
 
-// trim drops the oldest messages of the batch's owners that are over the cap. The
-// per-owner count is cached (the first touch counts the table); other nodes'
+// SetLimits sets the per-archive caps at run time (as Options.Max and
+// Options.RAMMax; 0 leaves one unchanged, < 0 means unlimited).
+func (m *Module) SetLimits(max, ramMax int) {
+	m.maxOverride.Store(int64(max))
+	m.ramMaxOverride.Store(int64(ramMax))
+}
+
+// archiveLen counts owner's archived messages from the chunk headers.
+func (m *Module) archiveLen(owner string) int {
+	prefix := modutil.UserPrefix(owner)
+	n := 0
+	_ = m.tab.Scan(prefix, func(k string, v []byte) bool {
+		if c, err := parseChunk(k[len(prefix):], v); err == nil {
+			n += c.n
+		}
+		return true
+	})
+	return n
+}
+
+// trimOps returns the ops dropping owner's oldest over messages: whole chunks,
+// and the oldest chunk left rewritten without its first records.
+func (m *Module) trimOps(owner string, over int) []storage.Op {
+	prefix := modutil.UserPrefix(owner)
+	var ops []storage.Op
+	_ = m.tab.Scan(prefix, func(k string, v []byte) bool {
+		c, err := parseChunk(k[len(prefix):], v)
+		if err != nil {
+			ops = append(ops, storage.Delete(Table, k)) // unreadable: drop it
+			return true
+		}
+		ops = append(ops, storage.Delete(Table, k))
+		if c.n <= over {
+			over -= c.n
+			return over > 0
+		}
+		var keep []rec
+		_ = c.records(func(i int, r chunkRec) bool {
+			if i >= over {
+				keep = append(keep, rec{id: r.id, dir: r.dir, with: c.peers[r.peer], body: append([]byte(nil), r.body...)})
+			}
+			return true
+		})
+		if len(keep) > 0 {
+			ops = append(ops, storage.Put(Table, modutil.Key(owner, keep[0].id), encodeChunk(keep)))
+		}
+		over = 0
+		return false
+	})
+	return ops
+}
+
+// trim drops the oldest messages of the batch's owners that are over the cap,
+// down to 90 % of it (so at most every cap/10 messages per archive). The
+// per-owner count is cached (the first touch counts the archive); other nodes'
 // writes make it an underestimate, corrected by recounting before a trim.
 func (m *Module) trim(ctx context.Context, batch []record) {
 	max := m.limit()
@@ -464,20 +566,18 @@ func (m *Module) trim(ctx context.Context, batch []record) {
 	for owner, n := range added {
 		c, ok := m.counts[owner]
 		if !ok {
-			c, _ = m.tab.Count(modutil.UserPrefix(owner))
+			c = m.archiveLen(owner)
 		} else {
 			c += n
 		}
 		if c > max {
-			c, _ = m.tab.Count(modutil.UserPrefix(owner))
-			over := c - max
-			if over > 0 {
-				_ = m.tab.Scan(modutil.UserPrefix(owner), func(k string, _ []byte) bool {
-					ops = append(ops, storage.Delete(Table, k))
-					over--
-					return over > 0
-				})
-				c = max
+			// Down to 90 % of the cap: a chunk cut into is rewritten once per
+			// tenth of the cap, not on every batch.
+			c = m.archiveLen(owner)
+			if over := c - max; over > 0 {
+				over += max / 10
+				ops = append(ops, m.trimOps(owner, over)...)
+				c -= over
 			}
 		}
 		m.counts[owner] = c

@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"xedge/storage"
@@ -46,29 +48,26 @@ var ErrItemNotFound = errors.New("mam: no such archive id")
 
 // Query answers q on owner's archive. It first waits (up to 2 s) for the records
 // this node queued before the call.
+//
+// It reads the archive's chunks in key order twice: the first pass counts the
+// matches from the chunk headers (walking records only in chunks a time bound or
+// an RSM id falls into), the second decodes the page's records, skipping whole
+// chunks before it. A query therefore costs one header per chunk plus the page,
+// not a decode of the archive. Chunks written by different nodes may overlap in
+// id range; the first pass notices and the query then sorts every match's id
+// (the slow path, still without decoding messages).
 func (m *Module) Query(ctx context.Context, owner string, q Query) (Page, error) {
 	sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	_ = m.Sync(sctx)
 	cancel()
-	max := q.Max
+	size := q.Max
 	switch {
 	case q.MaxZero:
-		max = 0
-	case max <= 0:
-		max = DefaultPageSize
-	case max > MaxPageSize:
-		max = MaxPageSize
-	}
-	prefix := modutil.UserPrefix(owner)
-	for _, id := range []string{q.After, q.Before} {
-		if id == "" {
-			continue
-		}
-		if _, ok, err := m.tab.Get(prefix + id); err != nil {
-			return Page{}, err
-		} else if !ok {
-			return Page{}, ErrItemNotFound
-		}
+		size = 0
+	case size <= 0:
+		size = DefaultPageSize
+	case size > MaxPageSize:
+		size = MaxPageSize
 	}
 	var with jid.JID
 	if q.With != "" {
@@ -77,85 +76,288 @@ func (m *Module) Query(ctx context.Context, owner string, q Query) (Page, error)
 			return Page{}, err
 		}
 	}
-	backward := q.BeforeSet
-	type hit struct {
-		id    string
-		value []byte
+	s := &scan{m: m, prefix: modutil.UserPrefix(owner), q: q, with: with, match: map[string]bool{}}
+	if err := s.count(); err != nil {
+		return Page{}, err
 	}
-	var (
-		page       Page
-		hits       []hit // forward: the page; backward: a ring of the last max
-		ring       int
-		beforeIdx  int // backward: matches before the window
-		afterCount int // matches beyond the page (forward) or before it (backward)
-	)
-	err := m.tab.Scan(prefix, func(k string, v []byte) bool {
-		id := k[len(prefix):]
-		if !q.Start.IsZero() || !q.End.IsZero() {
-			t := idTime(id)
-			if !q.Start.IsZero() && t.Before(q.Start) {
+	if (q.After != "" && !s.afterFound) || (q.Before != "" && !s.beforeFound) {
+		return Page{}, ErrItemNotFound
+	}
+	page := Page{Count: s.total}
+	var lo, hi int
+	if q.BeforeSet {
+		hi = s.total
+		if q.Before != "" {
+			hi = s.posBefore
+		}
+		lo = max(0, hi-size)
+		page.Complete = lo == 0
+	} else {
+		lo = 0
+		if q.After != "" {
+			lo = s.posAfter
+		}
+		hi = min(s.total, lo+size)
+		page.Complete = hi >= s.total
+	}
+	page.Index = lo
+	if hi > lo {
+		items, err := s.page(lo, hi)
+		if err != nil {
+			return Page{}, err
+		}
+		page.Items = items
+	}
+	return page, nil
+}
+
+// scan is one query's walk over an archive.
+type scan struct {
+	m      *Module
+	prefix string
+	q      Query
+	with   jid.JID
+	match  map[string]bool // peer -> matches the with filter
+
+	total                   int
+	posAfter, posBefore     int // matches with id <= After, with id < Before
+	afterFound, beforeFound bool
+	unordered               bool
+	refs                    []ref // slow path: every match, sorted by id
+}
+
+type ref struct {
+	id  string
+	key string
+	idx int
+}
+
+func (s *scan) peerMatches(p string) bool {
+	if s.q.With == "" {
+		return true
+	}
+	ok, seen := s.match[p]
+	if !seen {
+		ok = withMatches(s.with, p)
+		s.match[p] = ok
+	}
+	return ok
+}
+
+// inTime reports whether an id is within the query's time bounds.
+func (s *scan) inTime(id string) bool {
+	if s.q.Start.IsZero() && s.q.End.IsZero() {
+		return true
+	}
+	t := idTime(id)
+	return !(!s.q.Start.IsZero() && t.Before(s.q.Start)) && !(!s.q.End.IsZero() && t.After(s.q.End))
+}
+
+// whole reports whether every record of c is within the time bounds (then the
+// header's counts answer), and none reports whether none is.
+func (s *scan) whole(c *chunk) (all, none bool) {
+	if s.q.Start.IsZero() && s.q.End.IsZero() {
+		return true, false
+	}
+	if (!s.q.Start.IsZero() && idTime(c.last).Before(s.q.Start)) || (!s.q.End.IsZero() && idTime(c.first).After(s.q.End)) {
+		return false, true
+	}
+	return s.inTime(c.first) && s.inTime(c.last), false
+}
+
+// headerMatches is the number of c's records matching the peer filter.
+func (s *scan) headerMatches(c *chunk) int {
+	if s.q.With == "" {
+		return c.n
+	}
+	n := 0
+	for i, p := range c.peers {
+		if s.peerMatches(p) {
+			n += c.counts[i]
+		}
+	}
+	return n
+}
+
+func (s *scan) recMatches(c *chunk, r chunkRec) bool {
+	return s.inTime(r.id) && s.peerMatches(c.peers[r.peer])
+}
+
+// touches reports whether an RSM id may lie in c.
+func touches(c *chunk, id string) bool { return id != "" && c.first <= id && id <= c.last }
+
+// count is the first pass.
+func (s *scan) count() error {
+	var prevLast string
+	var bad error
+	err := s.m.tab.Scan(s.prefix, func(k string, v []byte) bool {
+		c, err := parseChunk(k[len(s.prefix):], v)
+		if err != nil {
+			return true // skipped, as the page pass does
+		}
+		if c.first < prevLast {
+			s.unordered = true
+			return false
+		}
+		prevLast = c.last
+		all, none := s.whole(&c)
+		if !touches(&c, s.q.After) && !touches(&c, s.q.Before) {
+			if none {
 				return true
 			}
-			if !q.End.IsZero() && t.After(q.End) {
-				return false // keys sort by time
-			}
-		}
-		if q.With != "" {
-			_, w, _, ok := peek(v)
-			if !ok || !withMatches(with, w) {
+			if all {
+				n := s.headerMatches(&c)
+				s.total += n
+				if s.q.After != "" && c.last <= s.q.After {
+					s.posAfter += n
+				}
+				if s.q.Before != "" && c.last < s.q.Before {
+					s.posBefore += n
+				}
 				return true
 			}
 		}
-		page.Count++
-		if !backward {
-			switch {
-			case q.After != "" && id <= q.After:
-				page.Index = page.Count
-			case len(hits) < max:
-				hits = append(hits, hit{id, append([]byte(nil), v...)})
-			default:
-				afterCount++
+		if err := c.records(func(_ int, r chunkRec) bool {
+			if r.id == s.q.After {
+				s.afterFound = true
+			}
+			if r.id == s.q.Before {
+				s.beforeFound = true
+			}
+			if !s.recMatches(&c, r) {
+				return true
+			}
+			s.total++
+			if s.q.After != "" && r.id <= s.q.After {
+				s.posAfter++
+			}
+			if s.q.Before != "" && r.id < s.q.Before {
+				s.posBefore++
 			}
 			return true
-		}
-		if q.Before != "" && id >= q.Before {
-			return true
-		}
-		if max == 0 {
-			beforeIdx++
-			return true
-		}
-		if len(hits) < max {
-			hits = append(hits, hit{id, append([]byte(nil), v...)})
-		} else {
-			hits[ring] = hit{id, append([]byte(nil), v...)}
-			ring = (ring + 1) % max
-			beforeIdx++
+		}); err != nil {
+			bad = err
 		}
 		return true
 	})
-	if err != nil {
-		return Page{}, err
+	if err == nil {
+		err = bad
 	}
-	if backward {
-		hits = append(hits[ring:], hits[:ring]...)
-		page.Index = beforeIdx
-		page.Complete = beforeIdx == 0
-	} else {
-		page.Complete = afterCount == 0
+	if err != nil || !s.unordered {
+		return err
 	}
-	for _, h := range hits {
-		dir, w, raw, ok := peek(h.value)
-		if !ok {
-			continue
-		}
-		msg, err := decodeMessage(raw)
+	return s.sorted()
+}
+
+// sorted is the slow path: every match's id, sorted.
+func (s *scan) sorted() error {
+	*s = scan{m: s.m, prefix: s.prefix, q: s.q, with: s.with, match: s.match, unordered: true}
+	err := s.m.tab.Scan(s.prefix, func(k string, v []byte) bool {
+		c, err := parseChunk(k[len(s.prefix):], v)
 		if err != nil {
-			continue
+			return true
 		}
-		page.Items = append(page.Items, Item{ID: h.id, Time: idTime(h.id), Dir: dir, With: w, Msg: msg})
+		_ = c.records(func(i int, r chunkRec) bool {
+			if r.id == s.q.After {
+				s.afterFound = true
+			}
+			if r.id == s.q.Before {
+				s.beforeFound = true
+			}
+			if s.recMatches(&c, r) {
+				s.refs = append(s.refs, ref{id: r.id, key: k, idx: i})
+			}
+			return true
+		})
+		return true
+	})
+	if err != nil {
+		return err
 	}
-	return page, nil
+	slices.SortFunc(s.refs, func(a, b ref) int { return strings.Compare(a.id, b.id) })
+	s.total = len(s.refs)
+	if s.q.After != "" {
+		s.posAfter, _ = slices.BinarySearchFunc(s.refs, s.q.After, func(r ref, id string) int {
+			if r.id <= id {
+				return -1
+			}
+			return 1
+		})
+	}
+	if s.q.Before != "" {
+		s.posBefore, _ = slices.BinarySearchFunc(s.refs, s.q.Before, func(r ref, id string) int { return strings.Compare(r.id, id) })
+	}
+	return nil
+}
+
+// item decodes one record into an Item (nil if the message does not parse).
+func item(c *chunk, r chunkRec) (Item, bool) {
+	msg, err := decodeMessage(r.body)
+	if err != nil {
+		return Item{}, false
+	}
+	return Item{ID: r.id, Time: idTime(r.id), Dir: r.dir, With: c.peers[r.peer], Msg: msg}, true
+}
+
+// page is the second pass: the matches at positions [lo, hi).
+func (s *scan) page(lo, hi int) ([]Item, error) {
+	items := make([]Item, 0, hi-lo)
+	if s.unordered {
+		for _, rf := range s.refs[lo:min(hi, len(s.refs))] {
+			v, ok, err := s.m.tab.Get(rf.key)
+			if err != nil {
+				return nil, err
+			}
+			if !ok {
+				continue
+			}
+			c, err := parseChunk(rf.key[len(s.prefix):], v)
+			if err != nil {
+				continue
+			}
+			_ = c.records(func(i int, r chunkRec) bool {
+				if i < rf.idx {
+					return true
+				}
+				if it, ok := item(&c, r); ok {
+					items = append(items, it)
+				}
+				return false
+			})
+		}
+		return items, nil
+	}
+	pos := 0
+	err := s.m.tab.Scan(s.prefix, func(k string, v []byte) bool {
+		c, err := parseChunk(k[len(s.prefix):], v)
+		if err != nil {
+			return true
+		}
+		all, none := s.whole(&c)
+		if none {
+			return true
+		}
+		if all {
+			if n := s.headerMatches(&c); pos+n <= lo {
+				pos += n
+				return true
+			}
+		}
+		_ = c.records(func(_ int, r chunkRec) bool {
+			if !s.recMatches(&c, r) {
+				return true
+			}
+			if pos >= lo && pos < hi {
+				if it, ok := item(&c, r); ok {
+					items = append(items, it)
+				}
+			}
+			pos++
+			return pos < hi
+		})
+		return pos < hi
+	})
+	return items, err
 }
 
 func withMatches(filter jid.JID, stored string) bool {
