@@ -43,6 +43,7 @@ func Modules(o Options) []module.Module {
 	r := roster.New()
 	b := blocking.New(r)
 	off := offline.New(o.OfflineMax)
+	archive := mam.New(mam.Options{InRoster: func(u, c string) bool { _, ok := r.Get(u, c); return ok }})
 	return []module.Module{
 		r,
 		b,
@@ -54,9 +55,9 @@ func Modules(o Options) []module.Module {
 		ping.New(),
 		vcard.New(0),
 		private.New(),
-		mam.New(mam.Options{InRoster: func(u, c string) bool { _, ok := r.Get(u, c); return ok }}),
+		archive,
 		pep.New(r),
-		muc.New(),
+		muc.New().WithArchive(archive.Rooms()),
 		push.New(),
 	}
 }

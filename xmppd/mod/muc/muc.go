@@ -988,6 +988,9 @@ func (m *Module) roomInfo(r *room) *xmlstream.Element {
 	pick(r.cfg.Password != "", "muc_passwordprotected", "muc_unsecured")
 	pick(r.cfg.Moderated, "muc_moderated", "muc_unmoderated")
 	pick(r.cfg.NonAnonymous, "muc_nonanonymous", "muc_semianonymous")
+	if m.arch != nil {
+		feats = append(feats, NSMAM, NSSID)
+	}
 	for _, f := range feats {
 		res.Append(xmlstream.New(NSInfo, "feature", "var", f))
 	}
