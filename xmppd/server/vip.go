@@ -82,6 +82,7 @@ type vipFeature struct {
 	events    []vipEvent
 	tickled   map[string]int
 	tags      [2]int // published in-service (0/1) and priority, -1 before the first publish
+	rejoin    rejoinSettle
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -437,6 +438,15 @@ func (f *vipFeature) step(ctx context.Context, now time.Time) {
 	})
 	f.mu.Lock()
 	view := buildVIPView(self, rows, members, f.known, f.lastSeen, now)
+	if waiting := f.rejoin.wait(view, f.cfg.Quorum, members, f.known, now); len(waiting) > 0 {
+		// Back from a partition: take nothing before the live members that
+		// may hold a VIP published their rows here again.
+		view.Nodes[0].Healthy = false
+		if !f.rejoin.logged {
+			f.rejoin.logged = true
+			f.s.log.Info("vip: quorum regained; waiting for the rows of live members before taking VIPs", "component", "vip", "members", waiting)
+		}
+	}
 	f.view, f.knownN = view.Nodes, view.Known
 	f.mu.Unlock()
 
@@ -491,6 +501,49 @@ type seenRow struct {
 // rowGrace is how long a node's last VIP row stands for it after the row
 // vanished while the membership still has the node alive (not suspect).
 const rowGrace = 3 * time.Second
+
+// rejoinSettle keeps a node that regained quorum from taking VIPs before it
+// heard from the members that may hold them. A node cut off from the store
+// (a false node loss: its cluster port cut while the gossip flowed) sees
+// every peer's row vanish and loses quorum, while its peers take its VIPs
+// over. When the cut heals, the peers' rows come back one by one: with the
+// first, the node has quorum again but not yet the row of the new holder, so
+// the VIP looked orphaned and it took the VIP back — on two nodes at once,
+// then moved away from the clients that had just followed it.
+type rejoinSettle struct {
+	hadQuorum bool
+	since     time.Time // quorum regained
+	logged    bool
+}
+
+// wait returns the members this node waits for (none: it may act): within
+// rowGrace of regaining quorum, the members the gossip has alive that
+// published VIP rows before (known) and have none in view yet.
+func (r *rejoinSettle) wait(v vip.View, quorumPolicy bool, members []discovery.Member, known map[string]bool, now time.Time) []string {
+	visible := max(v.Visible, len(v.Nodes))
+	quorum := !quorumPolicy || 2*visible > max(v.Known, visible)
+	if !quorum {
+		r.hadQuorum, r.logged = false, false
+		return nil
+	}
+	if !r.hadQuorum {
+		r.hadQuorum, r.since = true, now
+	}
+	if now.Sub(r.since) >= rowGrace {
+		return nil
+	}
+	inView := map[string]bool{}
+	for _, n := range v.Nodes {
+		inView[n.Name] = true
+	}
+	var out []string
+	for _, m := range members {
+		if m.Status == discovery.StatusAlive && known[m.Name] && !inView[m.Name] {
+			out = append(out, m.Name)
+		}
+	}
+	return out
+}
 
 // buildVIPView is the allocator's view from this node's own row, the other
 // nodes' VIP rows and the membership view. known (nodes ever seen with a VIP

@@ -111,3 +111,74 @@ func TestVIPViewRowsVanishingBeforeTheGossip(t *testing.T) {
 		t.Errorf("with a witness: known %d visible %d, want 4 and 4", v.Known, v.Visible)
 	}
 }
+
+// A false node loss heals: n1 was cut off from the store (its peers' rows
+// vanished here, no quorum) while n2 took its VIP over. The peers' rows come
+// back one at a time: with n3's alone n1 has quorum again and the VIP looks
+// orphaned, but n1 must not take it back before n2 (alive in the gossip)
+// published its row — which says n2 holds it. Survivors that never lost
+// quorum are not held back.
+func TestVIPRejoinWaitsForLiveMembersRows(t *testing.T) {
+	const pool = "10.0.0.100/24"
+	policy := vip.Policy{VIPs: []string{pool}, Preempt: true, Quorum: true}
+	self := vip.Node{Name: "n1", Healthy: true, InService: true, Priority: 100, Preemptible: true}
+	idle := vipRow{Healthy: true, InService: true, Priority: 100, Preemptible: true}
+	holder := vipRow{Healthy: true, InService: true, Priority: 100, Preemptible: true, Holds: []string{pool}}
+	alive := []discovery.Member{{Name: "n1", Status: discovery.StatusAlive}, {Name: "n2", Status: discovery.StatusAlive}, {Name: "n3", Status: discovery.StatusAlive}}
+	known, seen := map[string]bool{}, map[string]seenRow{}
+	var r rejoinSettle
+	t0 := time.Now()
+	var unheld string // the holder n1 would plan without the wait
+	step := func(rows []peerVIPRow, at time.Duration) (string, []string) {
+		v := buildVIPView(self, rows, alive, known, seen, t0.Add(at))
+		unheld = policy.Assign(v).Holder[pool]
+		waiting := r.wait(v, policy.Quorum, alive, known, t0.Add(at))
+		if len(waiting) > 0 {
+			v.Nodes[0].Healthy = false
+		}
+		return policy.Assign(v).Holder[pool], waiting
+	}
+	if _, w := step([]peerVIPRow{{"n2", idle}, {"n3", idle}}, 0); len(w) != 0 {
+		t.Fatalf("all up from the start: waiting for %v", w)
+	}
+	// Cut off: no rows for longer than the grace; no quorum.
+	if h, _ := step(nil, rowGrace+time.Second); h != "" {
+		t.Fatalf("cut off: holder %q, want none (no quorum)", h)
+	}
+	// Healed: n3's row first.
+	h, w := step([]peerVIPRow{{"n3", idle}}, rowGrace+2*time.Second)
+	if h == "n1" || len(w) != 1 || w[0] != "n2" {
+		t.Fatalf("quorum regained with n3's row only: holder %q, waiting for %v; want n1 not taking it, waiting for n2", h, w)
+	}
+	if unheld != "n1" {
+		t.Fatalf("without the wait n1 would plan %q: the case no longer shows the problem", unheld)
+	}
+	// n2's row: it holds the VIP and keeps it.
+	if h, w := step([]peerVIPRow{{"n2", holder}, {"n3", idle}}, rowGrace+2500*time.Millisecond); h != "n2" || len(w) != 0 {
+		t.Fatalf("n2's row back: holder %q waiting %v, want n2 kept", h, w)
+	}
+	// Had n2 stayed silent (cut off itself), n1 acts after the grace.
+	var r2 rejoinSettle
+	known2, seen2 := map[string]bool{}, map[string]seenRow{}
+	wait2 := func(rows []peerVIPRow, at time.Duration) []string {
+		v := buildVIPView(self, rows, alive, known2, seen2, t0.Add(at))
+		return r2.wait(v, true, alive, known2, t0.Add(at))
+	}
+	wait2([]peerVIPRow{{"n2", holder}, {"n3", idle}}, 0)
+	wait2(nil, rowGrace+time.Second)
+	if w := wait2([]peerVIPRow{{"n3", idle}}, rowGrace+2*time.Second); len(w) != 1 {
+		t.Fatalf("waiting %v, want n2", w)
+	}
+	if w := wait2([]peerVIPRow{{"n3", idle}}, 2*rowGrace+3*time.Second); len(w) != 0 {
+		t.Fatalf("after the grace: still waiting for %v", w)
+	}
+	// A survivor that kept quorum while a member's row vanished is not held.
+	var r3 rejoinSettle
+	known3, seen3 := map[string]bool{}, map[string]seenRow{}
+	v := buildVIPView(self, []peerVIPRow{{"n2", holder}, {"n3", idle}}, alive, known3, seen3, t0)
+	r3.wait(v, true, alive, known3, t0)
+	v = buildVIPView(self, []peerVIPRow{{"n3", idle}}, alive, known3, seen3, t0.Add(rowGrace+time.Second))
+	if w := r3.wait(v, true, alive, known3, t0.Add(rowGrace+time.Second)); len(w) != 0 {
+		t.Fatalf("a survivor with quorum throughout waits for %v", w)
+	}
+}

@@ -1,5 +1,6 @@
 // Command vipfailover runs the VIP failover benchmark (bench/vipfailover) and writes
-// bench/results/vip-failover-<time>.{json,md}. Needs root.
+// bench/results/vip-failover-<time>.{json,md} (with -resume also a .png: messages
+// acknowledged against delivered per failover). Needs root.
 //
 //	go run ./bench/cmd/vipfailover [-kills 20] [-out bench/results] [-hang | -cut 8s] [-resume]
 package main
@@ -77,8 +78,48 @@ func main() {
 		os.Exit(1)
 	}
 	if *resume {
+		// The figure: per failover, messages acknowledged by the sender's
+		// server against those delivered (to the resumed session or offline).
+		plot := exec.Command("/usr/bin/python3", "-c", plotPy, base+".json", base+".png")
+		plot.Stdout, plot.Stderr = os.Stderr, os.Stderr
+		if err := plot.Run(); err != nil {
+			fmt.Fprintf(os.Stderr, "vipfailover: no figure (python3-matplotlib?): %v\n", err)
+		}
 		fmt.Printf("resumed after a kill: p50 %.3f s, max %.3f s\n", res.ResumedP50, res.ResumedMax)
+		var acked, lost int
+		for _, k := range res.Kills {
+			acked += k.MsgAcked
+			lost += k.MsgLost
+		}
+		fmt.Printf("messages: %d acknowledged, %d lost over %d failovers\n", acked, lost, len(res.Kills))
 	}
 	fmt.Printf("served again after a kill: p50 %.3f s, max %.3f s over %d kills (client connection failed: p50 %.3f s, max %.3f s)\nwrote %s.{json,md}\n",
 		res.ServedP50, res.ServedMax, len(res.Kills), res.DetectP50, res.DetectMax, base)
 }
+
+const plotPy = `
+import json, sys
+import matplotlib
+matplotlib.use('Agg')
+import matplotlib.pyplot as plt
+r = json.load(open(sys.argv[1]))
+ks = r['kills']
+x = list(range(1, len(ks) + 1))
+acked = [k['msgs_acked'] for k in ks]
+recv = [k['msgs_received'] for k in ks]
+off = [k['msgs_offline'] for k in ks]
+lost = [k['msgs_lost'] for k in ks]
+fig, ax = plt.subplots(figsize=(max(6, 0.55 * len(ks) + 2), 4))
+w = 0.4
+ax.bar([i - w / 2 for i in x], acked, w, label='acknowledged to the sender', color='#4c72b0')
+ax.bar([i + w / 2 for i in x], recv, w, label='delivered to the resumed session', color='#55a868')
+ax.bar([i + w / 2 for i in x], off, w, bottom=recv, label='delivered offline', color='#c4ad66')
+ax.bar([i + w / 2 for i in x], lost, w, bottom=[a + b for a, b in zip(recv, off)], label='lost', color='#c44e52')
+ax.set_xticks(x)
+ax.set_xlabel('failover (%s)' % r['mode'])
+ax.set_ylabel('messages')
+ax.set_title('%d acknowledged, %d lost over %d failovers (%s)' % (sum(acked), sum(lost), len(ks), r.get('commit', '')))
+ax.legend(loc='lower right', fontsize=8)
+fig.tight_layout()
+fig.savefig(sys.argv[2], dpi=100)
+`
