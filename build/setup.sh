@@ -17,7 +17,9 @@ test_pkgs=(bind9 bind9-dnsutils dnsmasq-base ipxe-qemu libiscsi-bin linux-image-
            # the web admin page is tested in headless Chromium
            chromium
            # slixmpp's XEP-0363 upload plugin needs aiohttp (HTTP upload test)
-           python3-aiohttp)
+           python3-aiohttp
+           # the SQL and LDAP auth backends are tested against real servers
+           ldap-utils postgresql slapd)
 bench_pkgs=(linux-perf python3-matplotlib)
 
 pkgs=("${base_pkgs[@]}")
