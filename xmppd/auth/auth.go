@@ -24,6 +24,7 @@ import (
 
 	"xedge/xmppd/accounts"
 	"xedge/xmppd/internal/scram"
+	"xedge/xmppd/jid"
 )
 
 // Methods (ejabberd's auth_method values).
@@ -192,6 +193,11 @@ func (s *Service) SCRAM(mech string) scram.Lookup {
 	for _, m := range src.SCRAMMechanisms() {
 		if m == mech {
 			return func(user string) (scram.Keys, bool, error) {
+				j, err := jid.New(user, s.domain, "")
+				if err != nil || j.Local == "" {
+					return scram.Keys{}, false, nil // not a valid username: like an unknown user
+				}
+				user = j.Local
 				ctx, cancel := context.WithTimeout(context.Background(), s.cfg.Timeout)
 				defer cancel()
 				k, ok, err := src.SCRAMKeys(ctx, mech, user)

@@ -63,8 +63,7 @@ func TestExternalAuthWithSlixmpp(t *testing.T) {
 	pidFile := filepath.Join(dir, "pid")
 	s := testenv.Start(t, testenv.Options{NoTLSListener: true, Args: []string{"--auth-method", "external",
 		"--extauth-program", testenv.Python + " " + script + " " + users + " " + pidFile, "--extauth-pool-size", "1"}})
-	login(t, s, "pair", "extalice", "ext-pw-1", "extbob", "ext:pw:2", "PLAIN")
-	login(t, s, "fail", "extalice", "wrong", "not-authorized")
+	login(t, s, "pair", "extalice", "ext-pw-1", "extbob", "ext:pw:2", "PLAIN", "+", "fail", "extalice", "wrong", "not-authorized")
 
 	// Kill the script: the next login starts it again.
 	b, err := os.ReadFile(pidFile)
@@ -83,8 +82,7 @@ func TestExternalAuthWithSlixmpp(t *testing.T) {
 	// A script that cannot run: temporary-auth-failure, one outage line.
 	broken := testenv.Start(t, testenv.Options{NoTLSListener: true, Args: []string{"--auth-method", "external",
 		"--extauth-program", testenv.Python + " " + filepath.Join(dir, "missing.py")}})
-	login(t, broken, "fail", "extalice", "ext-pw-1", "temporary-auth-failure")
-	login(t, broken, "fail", "extalice", "ext-pw-1", "temporary-auth-failure")
+	login(t, broken, "fail", "extalice", "ext-pw-1", "temporary-auth-failure", "+", "fail", "extalice", "ext-pw-1", "temporary-auth-failure")
 	if n := countLines(broken, outage); n != 1 {
 		t.Fatalf("%d outage lines for two failed logins, want 1:\n%s", n, broken.Logs())
 	}
@@ -234,22 +232,18 @@ func TestSQLAuthWithSlixmpp(t *testing.T) {
 		return testenv.Options{NoTLSListener: true, Args: append([]string{"--auth-method", "sql", "--auth-sql-url", pg.url}, extra...)}
 	}
 	plain := testenv.Start(t, args("--auth-sql-password-query", "select password from member where lower(username)=$1"))
-	login(t, plain, "pair", "sqlalice", "plain-pw-1", "sqlbob", "plain-pw-2", "PLAIN")
-	login(t, plain, "fail", "sqlalice", "plain-pw-2", "not-authorized")
+	login(t, plain, "pair", "sqlalice", "plain-pw-1", "sqlbob", "plain-pw-2", "PLAIN", "+", "fail", "sqlalice", "plain-pw-2", "not-authorized")
 
 	bc := testenv.Start(t, args("--auth-password-format", "bcrypt",
 		"--auth-sql-password-query", "select pwhash from hashed where login=$1"))
-	login(t, bc, "pair", "bcalice", "bc-pw-1", "bcbob", "bc-pw-2", "PLAIN")
-	login(t, bc, "fail", "bcalice", "bc-pw-2", "not-authorized")
+	login(t, bc, "pair", "bcalice", "bc-pw-1", "bcbob", "bc-pw-2", "PLAIN", "+", "fail", "bcalice", "bc-pw-2", "not-authorized")
 
 	sc := testenv.Start(t, args("--auth-password-format", "scram", "--auth-scram-hash", "sha256",
 		"--auth-sql-password-query", "select password, serverkey, salt, iterationcount from users where username=$1 and server_host=$2"))
-	login(t, sc, "pair", "scalice", "sc-pw-1", "scbob", "sc-pw-2", "SCRAM-SHA-256")
-	login(t, sc, "fail", "scalice", "sc-pw-2", "not-authorized")
+	login(t, sc, "pair", "ScAlice", "sc-pw-1", "scbob", "sc-pw-2", "SCRAM-SHA-256", "+", "fail", "scalice", "sc-pw-2", "not-authorized")
 
 	pg.stop()
-	login(t, plain, "fail", "sqlalice", "plain-pw-1", "temporary-auth-failure")
-	login(t, plain, "fail", "sqlalice", "plain-pw-1", "temporary-auth-failure")
+	login(t, plain, "fail", "sqlalice", "plain-pw-1", "temporary-auth-failure", "+", "fail", "sqlalice", "plain-pw-1", "temporary-auth-failure")
 	if n := countLines(plain, outage); n != 1 {
 		t.Fatalf("%d outage lines for two failed logins, want 1:\n%s", n, plain.Logs())
 	}
@@ -365,12 +359,10 @@ ldap_base: "ou=people,%s"
 ldap_uids: [uid]
 ldap_filter: "(objectClass=inetOrgPerson)"
 `, sd.port, ldapBase, ldapBase)})
-	login(t, s, "pair", "ldapalice", "ldap-pw-1", "ldapbob", "ldap-pw-2", "PLAIN")
-	login(t, s, "fail", "ldapalice", "ldap-pw-2", "not-authorized")
-	login(t, s, "fail", "ldapcarol", "ldap-pw-2", "not-authorized")
+	login(t, s, "pair", "ldapalice", "ldap-pw-1", "ldapbob", "ldap-pw-2", "PLAIN",
+		"+", "fail", "ldapalice", "ldap-pw-2", "not-authorized", "+", "fail", "ldapcarol", "ldap-pw-2", "not-authorized")
 	sd.stop()
-	login(t, s, "fail", "ldapalice", "ldap-pw-1", "temporary-auth-failure")
-	login(t, s, "fail", "ldapalice", "ldap-pw-1", "temporary-auth-failure")
+	login(t, s, "fail", "ldapalice", "ldap-pw-1", "temporary-auth-failure", "+", "fail", "ldapalice", "ldap-pw-1", "temporary-auth-failure")
 	if n := countLines(s, outage); n != 1 {
 		t.Fatalf("%d outage lines for two failed logins, want 1:\n%s", n, s.Logs())
 	}

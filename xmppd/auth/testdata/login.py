@@ -1,9 +1,10 @@
 #!/usr/bin/python3
 """Logins through xmppd's authentication backends, with slixmpp.
 
-usage: login.py pair USER1 PASS1 USER2 PASS2 MECHANISM
+usage: login.py STEP [+ STEP ...], each STEP one of
+       pair USER1 PASS1 USER2 PASS2 MECHANISM
          both log in (with MECHANISM), USER1 sends USER2 a message, USER2 gets it
-       login.py fail USER PASS CONDITION
+       fail USER PASS CONDITION
          the login fails with the SASL failure CONDITION
 Prints PASS and exits 0, or says what went wrong and exits 1.
 """
@@ -41,7 +42,20 @@ async def fail(u, p, cond):
     await x.stop(c)
 
 
-if sys.argv[1] == 'pair':
-    x.run(lambda: pair(*sys.argv[2:7]), 40)
-else:
-    x.run(lambda: fail(*sys.argv[2:5]), 40)
+async def main():
+    steps, step = [], []
+    for a in sys.argv[1:] + ['+']:
+        if a == '+':
+            steps.append(step)
+            step = []
+        else:
+            step.append(a)
+    for st in steps:
+        if st[0] == 'pair':
+            await pair(*st[1:6])
+        else:
+            await fail(*st[1:4])
+        print('step ok:', ' '.join(st))
+
+
+x.run(main, 50)
