@@ -120,6 +120,10 @@ func (c Config) Args() []string {
 	args = append(args,
 		"-chardev", fmt.Sprintf("socket,id=con0,path=%s,server=on,wait=%s,logfile=%s", sock, wait, filepath.Join(c.Dir, "console.log")),
 		"-serial", "chardev:con0",
+		// A second port (ttyS1) recorded to node.log: with xedge.debug=1 init mirrors
+		// its and xmppd's log there (appended across power cycles of the node).
+		"-chardev", fmt.Sprintf("file,id=log0,path=%s,append=on", filepath.Join(c.Dir, "node.log")),
+		"-serial", "chardev:log0",
 		"-pidfile", filepath.Join(c.Dir, "qemu.pid"),
 		// The human monitor, for `system_powerdown` (ACPI power button) and the like.
 		"-monitor", fmt.Sprintf("unix:%s,server=on,wait=off", filepath.Join(c.Dir, "monitor.sock")),

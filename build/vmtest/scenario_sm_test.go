@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -54,6 +55,7 @@ func scenarioLab(t *testing.T, ctx context.Context, n int, storage bool, extraYA
 		// The boot server serves xmppd.yaml (TCG timing + extraYAML) to direct boots too.
 		Params: "xedge.debug=1 xedge.restarts=10/30m xedge.config=http://10.77.0.1/xmppd.yaml",
 		Self:   []string{xedge, "lab", "--dir", dir, "segment"}, Log: os.Stderr, WaitReady: 6 * time.Minute})
+	resetClients()
 	t.Cleanup(func() {
 		if t.Failed() {
 			for i := 1; i <= 5; i++ {
@@ -61,6 +63,7 @@ func scenarioLab(t *testing.T, ctx context.Context, n int, storage bool, extraYA
 					t.Logf("node%d console:\n%s", i, consoleTail(dir, fmt.Sprintf("node%d", i)))
 				}
 			}
+			dumpLogs(t, dir)
 		}
 		_ = lab.Down(dir)
 	})
@@ -194,13 +197,124 @@ type smClient struct {
 	msgN    int            // messages numbered so far (by traffic, one goroutine at a time)
 	got     map[string]int // message body -> times received
 	firstAt map[string]time.Time
+	events  []string      // what happened, with times (eventLocked)
 	dead    chan struct{} // closed when the current connection's reader ends
 	logf    func(string, ...any)
 }
 
 func newSMClient(name, ns, addr, user, resource string, logf func(string, ...any)) *smClient {
-	return &smClient{name: name, ns: ns, addr: addr, user: user, resource: resource,
+	c := &smClient{name: name, ns: ns, addr: addr, user: user, resource: resource,
 		got: map[string]int{}, firstAt: map[string]time.Time{}, logf: logf}
+	clients.mu.Lock()
+	clients.list = append(clients.list, c)
+	clients.mu.Unlock()
+	return c
+}
+
+// clients are the scenario clients made since the current lab came up (their
+// event logs are kept when the scenario fails).
+var clients struct {
+	mu   sync.Mutex
+	list []*smClient
+}
+
+func resetClients() {
+	clients.mu.Lock()
+	clients.list = nil
+	clients.mu.Unlock()
+}
+
+// maxEvents bounds a client's event log.
+const maxEvents = 200000
+
+// event records what the client did or saw, with the host's UTC time (the
+// guests' logs, node.log, carry their own clock in the same format). s.mu is held.
+func (s *smClient) eventLocked(format string, args ...any) {
+	if len(s.events) < maxEvents {
+		s.events = append(s.events, time.Now().UTC().Format("15:04:05.000000 ")+fmt.Sprintf(format, args...))
+	}
+}
+
+func (s *smClient) event(format string, args ...any) {
+	s.mu.Lock()
+	s.eventLocked(format, args...)
+	s.mu.Unlock()
+}
+
+// dumpLogs keeps every node's log (node.log: init's and xmppd's, mirrored to the
+// VM's second serial port) and every client's event log in a directory that
+// outlives the test ($XEDGE_SCENARIO_LOGS or a new one under the system's
+// temporary directory) and prints the nodes' xmppd lines and the client events
+// around what was lost.
+func dumpLogs(t *testing.T, dir string) {
+	keep := os.Getenv("XEDGE_SCENARIO_LOGS")
+	if keep == "" {
+		var err error
+		if keep, err = os.MkdirTemp("", "xedge-scenario-logs-"); err != nil {
+			t.Logf("logs not kept: %v", err)
+			return
+		}
+	}
+	keep = filepath.Join(keep, strings.ReplaceAll(t.Name(), "/", "_")+"-"+time.Now().UTC().Format("150405"))
+	if err := os.MkdirAll(keep, 0o755); err != nil {
+		t.Logf("logs not kept: %v", err)
+		return
+	}
+	for i := 1; i <= 5; i++ {
+		n := fmt.Sprintf("node%d", i)
+		for _, f := range []string{"node.log", "console.log"} {
+			if b, err := os.ReadFile(filepath.Join(dir, n, f)); err == nil {
+				_ = os.WriteFile(filepath.Join(keep, n+"-"+f), b, 0o644)
+				if f == "node.log" {
+					t.Logf("%s xmppd log (%d bytes; init's lines left out):\n%s", n, len(b), xmppdLines(string(b), 4000))
+				}
+			}
+		}
+	}
+	clients.mu.Lock()
+	list := slices.Clone(clients.list)
+	clients.mu.Unlock()
+	for _, c := range list {
+		c.mu.Lock()
+		ev := strings.Join(c.events, "\n")
+		c.mu.Unlock()
+		_ = os.WriteFile(filepath.Join(keep, "client-"+c.name+".log"), []byte(ev+"\n"), 0o644)
+	}
+	t.Logf("node and client logs kept in %s", keep)
+}
+
+// xmppdLines is the xmppd lines of a node log (its last max lines).
+func xmppdLines(log string, max int) string {
+	var out []string
+	for _, l := range strings.Split(log, "\n") {
+		if strings.Contains(l, "xmppd: ") {
+			out = append(out, strings.TrimRight(l, "\r"))
+		}
+	}
+	if len(out) > max {
+		out = out[len(out)-max:]
+	}
+	return strings.Join(out, "\n")
+}
+
+// clientTrace prints the events of c that mention any of bodies (a lost message's
+// send, acknowledgement window and resumptions), for a failure report.
+func clientTrace(c *smClient, bodies []string) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []string
+	for _, e := range c.events {
+		keep := strings.Contains(e, " resume") || strings.Contains(e, " connection") || strings.Contains(e, " login")
+		for _, b := range bodies {
+			if strings.Contains(e, " "+b+" ") || strings.HasSuffix(e, " "+b) {
+				keep = true
+			}
+		}
+		if keep {
+			out = append(out, c.name+": "+e)
+		}
+	}
+	return strings.Join(out, "\n")
 }
 
 func (s *smClient) opts(timeout time.Duration) loadgen.Options {
@@ -251,6 +365,7 @@ func (s *smClient) login(timeout time.Duration) error {
 		case "enabled":
 			s.mu.Lock()
 			s.previd = string(loadgen.Attr(el, "id"))
+			s.eventLocked("login: enabled id %s via %s", s.previd, s.addr)
 			s.mu.Unlock()
 			if s.previd == "" || string(loadgen.Attr(el, "resume")) != "true" {
 				c.Abort()
@@ -288,11 +403,13 @@ func (s *smClient) resume(timeout time.Duration) (uint64, error) {
 	}
 	if string(loadgen.Name(el)) != "resumed" {
 		c.Abort()
+		s.event("resume via %s refused: %.300q", s.addr, el)
 		return 0, fmt.Errorf("resume refused: %.300q", el)
 	}
 	h, _ := strconv.ParseUint(string(loadgen.Attr(el, "h")), 10, 64)
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.eventLocked("resumed via %s: sent h=%d, server's h=%d (acked before %d, sent %d): resending %d", s.addr, s.hIn, h, s.acked, len(s.sent), len(s.sent)-min(int(max(h, s.acked)), len(s.sent)))
 	if h > s.acked {
 		s.acked = h
 	}
@@ -332,6 +449,7 @@ func (s *smClient) read(c *loadgen.Conn, gen int, dead chan struct{}) {
 			if s.gen == gen {
 				s.c = nil
 			}
+			s.eventLocked("connection %d ended: %v", gen, err)
 			s.mu.Unlock()
 			c.Abort()
 			return
@@ -345,6 +463,7 @@ func (s *smClient) read(c *loadgen.Conn, gen int, dead chan struct{}) {
 				if s.got[body] == 0 {
 					s.firstAt[body] = time.Now()
 				}
+				s.eventLocked("recv #%d %s", s.hIn, body)
 				s.got[body]++
 			}
 			if string(loadgen.Name(el)) == "iq" && string(loadgen.Attr(el, "type")) == "get" {
@@ -357,6 +476,7 @@ func (s *smClient) read(c *loadgen.Conn, gen int, dead chan struct{}) {
 			if h > s.acked {
 				s.acked = h
 			}
+			s.eventLocked("ack h=%d", h)
 			s.lastA = time.Now()
 		}
 		s.mu.Unlock()
@@ -379,6 +499,7 @@ func (s *smClient) message(to, body string, ackEvery int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.sendLocked(fmt.Sprintf("<message to='%s@%s' type='chat' id='%s'><body>%s</body></message>", to, scenarioDomain, body, body))
+	s.eventLocked("sent #%d (connected %v) %s", len(s.sent), s.c != nil, body)
 	if ackEvery > 0 && len(s.sent)%ackEvery == 0 {
 		s.requestAckLocked()
 	}

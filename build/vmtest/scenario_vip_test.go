@@ -89,6 +89,7 @@ func TestScenarioVIPFailover(t *testing.T) {
 
 	dead := alice.deadCh()
 	t0 := time.Now()
+	alice.event("killing %s", holder)
 	if err := lab.Kill(dir, holder); err != nil {
 		t.Fatal(err)
 	}
@@ -147,7 +148,8 @@ func TestScenarioVIPFailover(t *testing.T) {
 		vipVerdict(outage, lost),
 	})
 	if len(lost) > 0 {
-		t.Errorf("acknowledged messages lost: %v", lost)
+		t.Errorf("acknowledged messages lost: %v (the kill at %s UTC)", lost, t0.UTC().Format("15:04:05.000000"))
+		t.Logf("client events around them:\n%s\n%s", clientTrace(alice, lost), clientTrace(bob, lost))
 	}
 	if !strings.Contains(vipOut, scenarioVIP) {
 		t.Logf("%s vip after the kill:\n%s", other, vipOut)

@@ -222,6 +222,11 @@ func (n *node) readCmdline(context.Context) error {
 		n.image = config.Layer{Source: "image"}
 	}
 	n.setCfg(config.Merge(config.Builtin(), n.image, n.cmdline))
+	if n.getCfg().Debug {
+		if err := n.sink.mirrorTo("/dev/ttyS1"); err == nil {
+			n.log.Info("log mirrored to ttyS1 (xedge.debug=1)")
+		}
+	}
 	return nil
 }
 

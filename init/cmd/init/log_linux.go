@@ -5,6 +5,8 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"syscall"
+	"time"
 )
 
 // logSink is where init's log goes: /dev/kmsg (so `dmesg`-style capture and the
@@ -17,6 +19,9 @@ type logSink struct {
 	next  int
 	full  bool
 	extra func(string) // tests and early boot
+	// mirror, when set, gets every line too (mirrorTo: a second serial port the
+	// qemu lab records, so a killed VM's log survives it).
+	mirror chan string
 }
 
 const ringLines = 400
@@ -35,6 +40,12 @@ func (s *logSink) Write(b []byte) (int, error) {
 	defer s.mu.Unlock()
 	for _, line := range strings.Split(strings.TrimRight(string(b), "\n"), "\n") {
 		s.ring[s.next] = line
+		if s.mirror != nil {
+			select {
+			case s.mirror <- line:
+			default: // the port is stuck: lines are dropped, never the log
+			}
+		}
 		s.next = (s.next + 1) % ringLines
 		if s.next == 0 {
 			s.full = true
@@ -51,6 +62,30 @@ func (s *logSink) Write(b []byte) (int, error) {
 		}
 	}
 	return len(b), nil
+}
+
+// mirrorTo copies every later log line to the serial port dev (e.g.
+// /dev/ttyS1) from its own goroutine. A port without a UART behind it does not
+// open: then nothing is mirrored. Test-only (xedge.debug=1): the qemu lab gives
+// its VMs a second serial port recorded to a file, where the log of a VM that
+// is killed survives it, and the console stays free of log lines.
+func (s *logSink) mirrorTo(dev string) error {
+	f, err := os.OpenFile(dev, os.O_WRONLY|syscall.O_NOCTTY, 0)
+	if err != nil {
+		return err
+	}
+	ch := make(chan string, 20000)
+	s.mu.Lock()
+	s.mirror = ch
+	s.mu.Unlock()
+	go func() {
+		for line := range ch {
+			if _, err := f.Write([]byte(time.Now().UTC().Format("15:04:05.000000 ") + line + "\n")); err != nil {
+				return
+			}
+		}
+	}()
+	return nil
 }
 
 // Tail returns up to n recent lines, oldest first.
