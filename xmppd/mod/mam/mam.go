@@ -86,7 +86,12 @@ const (
 	DefaultQueue    = 65536
 	MaxBatch        = 2048
 	DefaultPageSize = 50
-	MaxPageSize     = 250
+	// CommitInterval is the appender's group-commit window: while traffic is
+	// light it commits at most this often, so a busy node makes few, large
+	// batches (each commit is a durable write: an fdatasync on a single node,
+	// a raft round on a cluster) instead of one per few messages.
+	CommitInterval = 25 * time.Millisecond
+	MaxPageSize    = 250
 )
 
 // Options configure the module.
@@ -144,6 +149,7 @@ type Module struct {
 	maxOverride, ramMaxOverride atomic.Int64 // SetLimits
 
 	q       chan record
+	kick    chan struct{} // Sync: commit now
 	queued  atomic.Uint64 // records accepted into q
 	mu      sync.Mutex
 	cond    *sync.Cond
@@ -173,7 +179,7 @@ func New(o Options) *Module {
 	var b [2]byte
 	_, _ = rand.Read(b[:])
 	m := &Module{opt: o, now: time.Now, tag: fmt.Sprintf("%04x", binary.BigEndian.Uint16(b[:])),
-		q: make(chan record, o.Queue), counts: map[string]int{}, stop: make(chan struct{}), done: make(chan struct{})}
+		q: make(chan record, o.Queue), kick: make(chan struct{}, 1), counts: map[string]int{}, stop: make(chan struct{}), done: make(chan struct{})}
 	m.cond = sync.NewCond(&m.mu)
 	return m
 }
@@ -386,6 +392,7 @@ func (m *Module) drop(n int, err error) {
 func (m *Module) appender() {
 	defer close(m.done)
 	batch := make([]record, 0, MaxBatch)
+	var last time.Time
 	for {
 		var r record
 		select {
@@ -409,6 +416,17 @@ func (m *Module) appender() {
 			}
 		}
 		batch = append(batch[:0], r)
+		// Group commit window: at most one commit per CommitInterval while
+		// the queue is short, unless a query waits for it (Sync kicks).
+		if wait := time.Until(last.Add(CommitInterval)); wait > 0 && len(m.q) < MaxBatch {
+			t := time.NewTimer(wait)
+			select {
+			case <-t.C:
+			case <-m.kick:
+			case <-m.stop:
+			}
+			t.Stop()
+		}
 	fill:
 		for len(batch) < MaxBatch {
 			select {
@@ -419,6 +437,7 @@ func (m *Module) appender() {
 			}
 		}
 		m.write(batch)
+		last = time.Now()
 	}
 }
 
@@ -600,6 +619,10 @@ func (m *Module) trim(ctx context.Context, batch []record) {
 // or until ctx ends.
 func (m *Module) Sync(ctx context.Context) error {
 	target := m.queued.Load()
+	select {
+	case m.kick <- struct{}{}:
+	default:
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.settled >= target {
