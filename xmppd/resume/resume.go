@@ -110,6 +110,10 @@ type wireState struct {
 	// Base is Out when the current owner resumed the session (Gen > 0): what a
 	// previous owner queued after it never reached the client.
 	Base uint32 `json:"base,omitempty"`
+	// Copy marks a handover (KindTake reply) of a copy of a gone node's
+	// session, not of a session the answering node held: the other nodes'
+	// copies may hold stanzas it lacks.
+	Copy bool `json:"copy,omitempty"`
 }
 
 type qItem struct {
@@ -140,7 +144,10 @@ type Manager struct {
 	gens  map[string]uint64     // Gen of sessions being resumed here (until their first Put)
 	// late: stanzas the previous owner queued for a session being resumed
 	// here (between Fetch and its first Put), routed to it once it is here.
-	late    map[string][]*xmlstream.Element
+	late map[string][]*xmlstream.Element
+	// tails: stanzas other nodes' copies of a session being resumed here
+	// brought after the resumption (mergeTails), delivered at its first Put.
+	tails   map[string][]qItem
 	copies  map[string]*copyOf // other nodes' sessions, by id
 	peers   map[string]uint64  // peers that have (or are being sent) a full copy
 	stale   map[string]bool    // peers that missed a message: full copy on the next tick
@@ -277,6 +284,10 @@ func (m *Manager) Put(st *c2s.SMState) {
 		if late := m.late[st.ID]; len(late) > 0 {
 			delete(m.late, st.ID)
 			m.rerouteLate(st.JID, late)
+		}
+		if tail := m.tails[st.ID]; len(tail) > 0 {
+			delete(m.tails, st.ID)
+			go m.deliverTail(st.JID, tail, w.Out, m.cfg.Deliver)
 		}
 	}
 	if l.Gen != 0 {
@@ -440,8 +451,8 @@ func (m *Manager) Fetch(ctx context.Context, id, user string) (*c2s.SMState, err
 			m.gens[id] = cp.st.Gen + 1
 			m.mu.Unlock()
 			m.settled(cp, true)
-			added := m.mergeTails(ctx, id, cp, peers)
-			m.log.Info("resuming a session of a node that is gone, from its copy", "jid", cp.st.JID, "node", owner, "queued", len(cp.st.Queue), "from_other_copies", added)
+			added, late := m.mergeTails(ctx, id, cp, peers, "")
+			m.log.Info("resuming a session of a node that is gone, from its copy", "jid", cp.st.JID, "node", owner, "queued", len(cp.st.Queue), "from_other_copies", added, "late_peers", late)
 			return fromWire(&cp.st)
 		}
 		_, alive := peers[owner]
@@ -546,7 +557,10 @@ func userOf(full, user string) bool {
 }
 
 // askAll asks every live peer for session id; the one that holds it (or a
-// copy of a gone node's) hands it over.
+// copy of a gone node's) hands it over. Every peer holding a copy of a gone
+// node's session hands it over (and drops it): their queues are merged, those
+// answering within tailWait of the first into the resumed queue, later ones
+// delivered to the session once it is here (lateTail).
 func (m *Manager) askAll(ctx context.Context, id, user string) (*c2s.SMState, error) {
 	peers := m.cfg.Peers()
 	if len(peers) == 0 {
@@ -558,45 +572,96 @@ func (m *Manager) askAll(ctx context.Context, id, user string) (*c2s.SMState, er
 		err  error
 	}
 	ch := make(chan res, len(peers))
-	cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-	defer cancel()
+	// The calls outlive this function when a peer is slow: their own bound.
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 3*time.Second)
+	lateCalls := false // the calls left are waited for by a goroutine
+	defer func() {
+		if !lateCalls {
+			cancel()
+		}
+	}()
 	for p := range peers {
 		go func() {
 			b, err := m.cfg.Bus.Call(cctx, p, &cluster.Message{Kind: KindTake, ID: id, To: user})
 			ch <- res{b, p, err}
 		}()
 	}
-	var found *c2s.SMState
+	var found *wireState
+	var from string
+	var tm *tailMerge
 	var errs []error
-	for range peers {
-		r := <-ch
+	var tail <-chan time.Time
+	got := 0
+collect:
+	for got < len(peers) {
+		var r res
+		select {
+		case r = <-ch:
+			got++
+		case <-tail:
+			break collect
+		case <-ctx.Done():
+			break collect
+		}
+		var w wireState
+		if r.err == nil {
+			if err := json.Unmarshal(r.body, &w); err == nil {
+				_, err = jid.Parse(w.JID)
+				r.err = err
+			} else {
+				r.err = err
+			}
+		}
 		switch {
 		case r.err == nil && found == nil:
-			var w wireState
-			if err := json.Unmarshal(r.body, &w); err != nil {
-				errs = append(errs, fmt.Errorf("%s: %w", r.node, err))
-				continue
-			}
-			st, err := fromWire(&w)
-			if err != nil {
-				errs = append(errs, err)
-				continue
-			}
-			m.log.Info("session handed over by a peer", "jid", w.JID, "node", r.node, "queued", len(w.Queue))
 			m.adopting(id, w.Gen)
-			found = st
-			cancel() // the others need not answer
+			found, from = &w, r.node
+			if !w.Copy {
+				break collect // a live session: only its node holds it
+			}
+			tm = newTailMerge(found)
+			t := time.NewTimer(tailWait)
+			defer t.Stop()
+			tail = t.C
+		case r.err == nil && w.Copy && tm != nil:
+			tm.add(w.Queue)
 		case r.err != nil && !strings.Contains(r.err.Error(), c2s.ErrNoSession.Error()):
 			errs = append(errs, fmt.Errorf("%s: %w", r.node, r.err))
 		}
 	}
-	if found != nil {
-		return found, nil
+	late := len(peers) - got
+	if found == nil {
+		if len(errs) > 0 {
+			return nil, fmt.Errorf("resume: asking the peers: %w", errors.Join(errs...))
+		}
+		return nil, c2s.ErrNoSession
 	}
-	if len(errs) > 0 {
-		return nil, fmt.Errorf("resume: asking the peers: %w", errors.Join(errs...))
+	added := 0
+	if tm != nil {
+		added = tm.finish()
+		found.Copy = false
+		if late > 0 {
+			lateCalls = true
+			go func() {
+				defer cancel()
+				var extra []qItem
+				for range late {
+					r := <-ch
+					var w wireState
+					if r.err == nil && json.Unmarshal(r.body, &w) == nil && w.Copy {
+						extra = append(extra, tm.extra(w.Queue)...)
+					}
+				}
+				if len(extra) > 0 {
+					m.lateTail(id, found.JID, extra)
+				}
+			}()
+		}
+	} else {
+		late = 0
 	}
-	return nil, c2s.ErrNoSession
+	m.log.Info("session handed over by a peer", "jid", found.JID, "node", from, "queued", len(found.Queue), "from_other_copies", added, "late_peers", late)
+	return fromWire(found)
 }
 
 // onTake hands a session over to the calling node: a local one, or this
@@ -626,61 +691,125 @@ func (m *Manager) onTake(ctx context.Context, from cluster.Peer, msg *cluster.Me
 	delete(m.copies, msg.ID)
 	m.mu.Unlock()
 	m.settled(cp, true)
-	return json.Marshal(&cp.st)
+	w := cp.st
+	w.Copy = true
+	return json.Marshal(&w)
 }
 
 // tailWait bounds how long a resumption from a copy waits for the other
-// live peers' copies of the session.
-const tailWait = 500 * time.Millisecond
+// live peers' copies of the session before the client gets <resumed/>;
+// lateTailWait is how long their answers are still taken after that.
+const (
+	tailWait     = 500 * time.Millisecond
+	lateTailWait = 10 * time.Second
+)
 
 // mergeTails adds to cp (a gone node's session resumed here from this node's
-// copy) the stanzas the other live peers' copies hold and this one lacks.
-// The gone node acknowledged a forwarded stanza to its sender once ONE peer
-// had it (Sync): the sender's node may resume the session from a copy that
-// missed the last stanzas (they were still on their way from the dead node),
-// which the sender was told were received. Peers that do not answer within
-// tailWait are left out. It returns how many stanzas were added.
-func (m *Manager) mergeTails(ctx context.Context, id string, cp *copyOf, peers map[string]uint64) int {
-	ctx, cancel := context.WithTimeout(ctx, tailWait)
-	defer cancel()
-	type reply struct{ q []qItem }
-	res := make(chan reply, len(peers))
+// copy, or from the copy of peer skip) the stanzas the other live peers'
+// copies hold and this one lacks. The gone node acknowledged a forwarded
+// stanza to its sender once ONE peer had it (Sync): the sender's node may
+// resume the session from a copy that missed the last stanzas (they were
+// still on their way from the dead node), which the sender was told were
+// received. Answers within tailWait are merged into the resumed queue; a peer
+// that answers later (a loaded node) is not left out: what its copy adds is
+// delivered to the resumed session once it is here (lateTail). It returns how
+// many stanzas were merged and how many peers answer late.
+func (m *Manager) mergeTails(ctx context.Context, id string, cp *copyOf, peers map[string]uint64, skip string) (added, late int) {
+	// The calls outlive the resumption: their own bound.
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), lateTailWait)
+	res := make(chan []qItem, len(peers))
 	n := 0
 	for p := range peers {
-		if p == cp.owner.Node || p == m.cfg.Node {
+		if p == cp.owner.Node || p == m.cfg.Node || p == skip {
 			continue
 		}
 		n++
 		go func() {
 			var q []qItem
-			if b, err := m.cfg.Bus.Call(ctx, p, &cluster.Message{Kind: KindTail, ID: id}); err == nil && len(b) > 0 {
+			if b, err := m.cfg.Bus.Call(cctx, p, &cluster.Message{Kind: KindTail, ID: id}); err == nil && len(b) > 0 {
 				_ = json.Unmarshal(b, &q)
 			}
-			res <- reply{q}
+			res <- q
 		}()
 	}
-	have := map[uint32]bool{}
-	for _, q := range cp.st.Queue {
-		have[q.Seq] = true
-	}
-	added := 0
-	for range n {
-		r := <-res
-		for _, q := range r.q {
-			// Only what this copy lacks after its own start: a peer whose copy
-			// missed an acknowledgement holds older stanzas the client has.
-			// (The client's h at the resumption trims what it did get.)
-			if have[q.Seq] || (len(cp.st.Queue) > 0 && !after(q.Seq, cp.st.Queue[0].Seq)) ||
-				(len(cp.st.Queue) == 0 && !after(q.Seq, cp.st.Out)) {
-				continue
-			}
-			have[q.Seq] = true
-			cp.st.Queue = append(cp.st.Queue, q)
-			added++
+	tm := newTailMerge(&cp.st)
+	wait := time.NewTimer(tailWait)
+	defer wait.Stop()
+	got := 0
+collect:
+	for got < n {
+		select {
+		case q := <-res:
+			got++
+			tm.add(q)
+		case <-wait.C:
+			break collect
+		case <-ctx.Done():
+			break collect
 		}
 	}
-	if added > 0 {
-		slices.SortFunc(cp.st.Queue, func(a, b qItem) int {
+	added = tm.finish()
+	late = n - got
+	if late == 0 {
+		cancel()
+		return added, 0
+	}
+	jidS := cp.st.JID
+	go func() {
+		defer cancel()
+		var extra []qItem
+		for range late {
+			extra = append(extra, tm.extra(<-res)...)
+		}
+		if len(extra) > 0 {
+			m.lateTail(id, jidS, extra)
+		}
+	}()
+	return added, late
+}
+
+// tailMerge merges other copies' queues into a session's state resumed from
+// one copy.
+type tailMerge struct {
+	st    *wireState
+	have  map[uint32]bool
+	floor uint32
+	added int
+	mu    sync.Mutex // extra runs after finish, from a goroutine
+}
+
+func newTailMerge(st *wireState) *tailMerge {
+	t := &tailMerge{st: st, have: map[uint32]bool{}}
+	for _, q := range st.Queue {
+		t.have[q.Seq] = true
+	}
+	// Only what this copy lacks after its own start: a peer whose copy missed
+	// an acknowledgement holds older stanzas the client has. (The client's h
+	// at the resumption trims what it did get.)
+	if len(st.Queue) > 0 {
+		t.floor = st.Queue[0].Seq
+	} else {
+		t.floor = st.Out
+	}
+	return t
+}
+
+// add merges what q has and the state lacks.
+func (t *tailMerge) add(q []qItem) {
+	for _, it := range q {
+		if t.have[it.Seq] || !after(it.Seq, t.floor) {
+			continue
+		}
+		t.have[it.Seq] = true
+		t.st.Queue = append(t.st.Queue, it)
+		t.added++
+	}
+}
+
+// finish orders the merged queue and its Out; it returns how many were added.
+func (t *tailMerge) finish() int {
+	if t.added > 0 {
+		slices.SortFunc(t.st.Queue, func(a, b qItem) int {
 			switch {
 			case a.Seq == b.Seq:
 				return 0
@@ -689,13 +818,84 @@ func (m *Manager) mergeTails(ctx context.Context, id string, cp *copyOf, peers m
 			}
 			return -1
 		})
-		for _, q := range cp.st.Queue {
-			if after(q.Seq, cp.st.Out) {
-				cp.st.Out = q.Seq
+		for _, q := range t.st.Queue {
+			if after(q.Seq, t.st.Out) {
+				t.st.Out = q.Seq
 			}
 		}
 	}
-	return added
+	t.floor = t.st.Out
+	return t.added
+}
+
+// extra returns what q has after the finished state (numbered after its Out)
+// and no earlier answer brought: stanzas of a copy that answered late.
+func (t *tailMerge) extra(q []qItem) []qItem {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var out []qItem
+	for _, it := range q {
+		if !t.have[it.Seq] && after(it.Seq, t.floor) {
+			t.have[it.Seq] = true
+			out = append(out, it)
+		}
+	}
+	return out
+}
+
+// lateTail hands stanzas that a peer's copy of session id brought after the
+// session was resumed here (numbered after the resumed queue) to the session:
+// once it is here (its first Put), those the client had not acknowledged at its
+// resumption (numbered after Base) are delivered to it; before, they wait for
+// the Put. If the resumption came to nothing they are rerouted (offline storage).
+func (m *Manager) lateTail(id, jidS string, q []qItem) {
+	j, err := jid.Parse(jidS)
+	if err != nil {
+		return
+	}
+	m.mu.Lock()
+	if l := m.local[id]; l != nil {
+		base := l.Base
+		m.mu.Unlock()
+		m.deliverTail(j, q, base, m.cfg.Deliver)
+		return
+	}
+	if _, resuming := m.gens[id]; resuming {
+		if m.tails == nil {
+			m.tails = map[string][]qItem{}
+		}
+		m.tails[id] = append(m.tails[id], q...)
+		m.mu.Unlock()
+		return
+	}
+	m.mu.Unlock()
+	m.deliverTail(j, q, 0, m.cfg.Reroute)
+}
+
+// deliverTail decodes the stanzas of q numbered after base (all for base 0)
+// and hands them to fn, without the manager's lock.
+func (m *Manager) deliverTail(j jid.JID, q []qItem, base uint32, fn func(context.Context, jid.JID, []*xmlstream.Element)) {
+	if fn == nil {
+		fn = m.cfg.Reroute
+	}
+	var out []*xmlstream.Element
+	for _, it := range q {
+		if base != 0 && !after(it.Seq, base) {
+			continue // the client had it when it resumed
+		}
+		if e, err := decode(it.XML); err == nil {
+			out = append(out, e)
+		}
+	}
+	if len(out) == 0 || fn == nil {
+		return
+	}
+	m.log.Info("stanzas another node's copy of a resumed session held, answered after the resumption: routed to it", "jid", j.String(), "stanzas", len(out))
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		fn(ctx, j, out)
+	}()
 }
 
 // onTail answers a peer resuming a gone node's session from its own copy with
