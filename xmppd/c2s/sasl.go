@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha1"
+	"crypto/tls"
 	"encoding/base64"
 	"errors"
 	"sort"
@@ -59,13 +60,62 @@ func (s *Server) boundUserExists(ctx context.Context, user string) (bool, error)
 	return s.users().Exists(ctx, user)
 }
 
+// SetChannelBinding offers SCRAM-SHA-*-PLUS with tls-exporter channel binding
+// (RFC 9266) on TLS streams, announced with XEP-0440 (before Start). Off by
+// default: slixmpp 1.8 and other tls-unique-only clients pick -PLUS when
+// offered, fail, and then fall back with the "y" flag that a server offering
+// -PLUS must refuse (RFC 5802 §6).
+func (s *Server) SetChannelBinding(on bool) {
+	s.cbOn = on
+	if on {
+		s.router.StreamFeature(func(st module.StreamState) *xmlstream.Element {
+			if !st.Secure || st.Authenticated {
+				return nil
+			}
+			return xmlstream.New(nsSASLCB, "sasl-channel-binding").
+				Append(xmlstream.New(nsSASLCB, "channel-binding", "type", scram.TLSExporter))
+		})
+	}
+}
+
+// nsSASLCB is XEP-0440's namespace (SASL channel-binding type capability).
+const nsSASLCB = "urn:xmpp:sasl-cb:0"
+
+// channelBinding returns the stream's tls-exporter value (RFC 9266), nil when
+// channel binding is off or the connection has no exporter.
+func (c *conn) channelBinding() []byte {
+	if !c.srv.cbOn || !c.secure {
+		return nil
+	}
+	c.wmu.Lock()
+	tc, ok := c.nc.(*tls.Conn)
+	c.wmu.Unlock()
+	if !ok {
+		return nil
+	}
+	st := tc.ConnectionState()
+	b, err := st.ExportKeyingMaterial("EXPORTER-Channel-Binding", nil, 32)
+	if err != nil {
+		return nil // TLS 1.2 without extended master secret
+	}
+	return b
+}
+
 // mechanisms lists the SASL mechanisms offered on c's stream: the SCRAM ones
-// the backend keeps keys for, and PLAIN under TLS (the only one backends that
-// only check passwords can serve).
+// the backend keeps keys for (with their -PLUS forms when channel binding is
+// on), and PLAIN under TLS (the only one backends that only check passwords
+// can serve).
 func (c *conn) mechanisms() []string {
 	ms := []string{scram.SHA256, scram.SHA1}
 	if c.srv.authn != nil {
 		ms = c.srv.authn.SCRAMMechanisms()
+	}
+	if len(ms) > 0 && c.channelBinding() != nil {
+		plus := make([]string, 0, 2*len(ms)+1)
+		for _, m := range ms {
+			plus = append(plus, m+"-PLUS")
+		}
+		ms = append(plus, ms...)
 	}
 	if c.secure {
 		ms = append(ms[:len(ms):len(ms)], "PLAIN")
@@ -108,14 +158,20 @@ func (c *conn) sasl(auth *xmlstream.Element) error {
 			return c.saslEnd(nil, failCond, user)
 		}
 		return c.saslSuccess(user, mech, nil)
-	case scram.SHA1, scram.SHA256:
-		lookup := c.srv.accounts.Lookup(mech)
+	case scram.SHA1, scram.SHA256, scram.SHA1Plus, scram.SHA256Plus:
+		base := strings.TrimSuffix(mech, "-PLUS")
+		lookup := c.srv.accounts.Lookup(base)
 		if c.srv.authn != nil {
-			if lookup = c.srv.authn.SCRAM(mech); lookup == nil {
+			if lookup = c.srv.authn.SCRAM(base); lookup == nil {
 				return c.saslFailure("invalid-mechanism", "")
 			}
 		}
-		srv, err := scram.NewServer(mech, lookup)
+		cb := scram.Binding{Data: c.channelBinding()}
+		cb.Offered = cb.Data != nil
+		if base != mech && cb.Data == nil {
+			return c.saslFailure("invalid-mechanism", "")
+		}
+		srv, err := scram.NewServerBinding(mech, lookup, cb)
 		if err != nil {
 			return err
 		}

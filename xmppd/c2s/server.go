@@ -72,6 +72,7 @@ type Server struct {
 	router   *router.Router
 	accounts *accounts.Accounts
 	authn    Authenticator // SetAuthenticator; nil: the accounts table
+	cbOn     bool          // SetChannelBinding: SCRAM-*-PLUS with tls-exporter
 	log      *slog.Logger
 	throttle *throttle
 	regLimit *throttle // nil: registrations unlimited

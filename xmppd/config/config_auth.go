@@ -19,6 +19,7 @@ type AuthConfig struct {
 	Timeout        time.Duration // auth-backend-timeout: bound of one backend request
 	PasswordFormat string        // auth-password-format (sql): plain, scram or bcrypt
 	SCRAMHash      string        // auth-scram-hash (sql, scram format): sha1 or sha256
+	ChannelBinding string        // sasl-channel-binding: none or tls-exporter (SCRAM-SHA-*-PLUS, RFC 9266)
 
 	ExtauthProgram  string        // extauth-program: the script's command line
 	ExtauthPoolSize int           // extauth-pool-size: scripts run at once
@@ -66,7 +67,7 @@ func init() {
 	registerFeature(featureSettings{
 		defaults: func(c *Config) {
 			c.Auth = AuthConfig{Method: "internal", CacheTime: time.Minute, Timeout: 5 * time.Second,
-				PasswordFormat: "plain", SCRAMHash: "sha1", ExtauthPoolSize: runtime.NumCPU(), SQLPoolSize: 4,
+				PasswordFormat: "plain", SCRAMHash: "sha1", ChannelBinding: "none", ExtauthPoolSize: runtime.NumCPU(), SQLPoolSize: 4,
 				LDAPEncrypt: "none", LDAPTLSVerify: true, LDAPUIDs: StringList{"uid"}}
 		},
 		flags: func(c *Config, fs *flag.FlagSet) {
@@ -76,6 +77,7 @@ func init() {
 			fs.DurationVar(&a.Timeout, "auth-backend-timeout", a.Timeout, "bound of one request to the authentication backend; past it the client gets temporary-auth-failure")
 			fs.StringVar(&a.PasswordFormat, "auth-password-format", a.PasswordFormat, "auth-method sql: how the query's password is stored: plain, scram (ejabberd's columns password, serverkey, salt, iterationcount) or bcrypt")
 			fs.StringVar(&a.SCRAMHash, "auth-scram-hash", a.SCRAMHash, "auth-method sql with scram: the hash of the stored keys, sha1 or sha256 (SCRAM-SHA-1 or SCRAM-SHA-256 is offered)")
+			fs.StringVar(&a.ChannelBinding, "sasl-channel-binding", a.ChannelBinding, "tls-exporter: offer SCRAM-SHA-*-PLUS with RFC 9266 channel binding (XEP-0440) where SCRAM keys are stored; none (default): slixmpp 1.8 and other tls-unique-only clients fail against -PLUS")
 			fs.StringVar(&a.ExtauthProgram, "extauth-program", a.ExtauthProgram, "auth-method external: the extauth script's command line (ejabberd's protocol; split on blanks)")
 			fs.IntVar(&a.ExtauthPoolSize, "extauth-pool-size", a.ExtauthPoolSize, "auth-method external: how many script processes run, each serving one request at a time")
 			fs.DurationVar(&a.ExtauthTimeout, "extauth-timeout", a.ExtauthTimeout, "auth-method external: bound of one script request (0: auth-backend-timeout); a script that misses it is restarted")
@@ -130,6 +132,9 @@ func init() {
 				}
 			default:
 				errs = append(errs, fmt.Errorf("auth-method %q: want internal, external, sql or ldap", a.Method))
+			}
+			if a.ChannelBinding != "none" && a.ChannelBinding != "tls-exporter" {
+				errs = append(errs, fmt.Errorf("sasl-channel-binding %q: want none or tls-exporter", a.ChannelBinding))
 			}
 			if a.Timeout <= 0 || a.CacheTime < 0 {
 				errs = append(errs, errors.New("auth-backend-timeout must be positive and auth-cache-time not negative"))

@@ -10,12 +10,14 @@ import (
 // The authentication backend feature (xmppd/auth): with auth-method external,
 // sql or ldap, SASL in c2s and the router's "does this user exist" ask that
 // backend instead of the users table. With internal (the default) nothing
-// changes: c2s and the router use the accounts table directly.
+// changes: c2s and the router use the accounts table directly. With
+// sasl-channel-binding tls-exporter, c2s offers SCRAM-SHA-*-PLUS.
 
 func init() { registerFeature(Feature{Name: "auth", Build: buildAuth}) }
 
 func buildAuth(s *Server) ([]StagedComponent, error) {
 	a := s.cfg.Auth
+	s.C2S.SetChannelBinding(a.ChannelBinding == "tls-exporter")
 	if a.Method == "" || a.Method == auth.Internal {
 		return nil, nil
 	}

@@ -84,7 +84,8 @@ func mac(h func() hash.Hash, key []byte, msg string) []byte { return scramkey.HM
 
 // ClientFirst is a parsed client-first-message.
 type ClientFirst struct {
-	GS2Header string // "n,," or "y,,"; authzid is carried separately
+	GS2Header string // "n,," or "y,," (or "p=tls-exporter,,"); authzid is carried separately
+	CBName    string // the channel binding type of a "p=" header
 	AuthzID   string
 	Username  string // saslname unescaped
 	Nonce     string
@@ -92,7 +93,11 @@ type ClientFirst struct {
 }
 
 // ParseClientFirst parses a client-first-message. Channel binding ("p=") is refused.
-func ParseClientFirst(msg []byte) (*ClientFirst, error) {
+func ParseClientFirst(msg []byte) (*ClientFirst, error) { return parseClientFirst(msg, false) }
+
+// parseClientFirst parses a client-first-message; with plus, channel binding
+// ("p=NAME") is accepted and its name kept in CBName.
+func parseClientFirst(msg []byte, plus bool) (*ClientFirst, error) {
 	s := string(msg)
 	if len(s) < 3 {
 		return nil, fmt.Errorf("%w: too short", ErrMalformed)
@@ -104,7 +109,15 @@ func ParseClientFirst(msg []byte) (*ClientFirst, error) {
 			return nil, fmt.Errorf("%w: gs2 flag", ErrMalformed)
 		}
 	case 'p':
-		return nil, fmt.Errorf("%w: channel binding not supported", ErrMalformed)
+		if !plus {
+			return nil, fmt.Errorf("%w: channel binding not supported", ErrMalformed)
+		}
+		j := strings.IndexByte(s, ',')
+		if j < 3 || s[1] != '=' {
+			return nil, fmt.Errorf("%w: gs2 flag", ErrMalformed)
+		}
+		cf.CBName = s[2:j]
+		s = "p," + s[j+1:] // parsed below like the other flags; GS2Header is set from msg
 	default:
 		return nil, fmt.Errorf("%w: gs2 flag", ErrMalformed)
 	}
@@ -123,8 +136,8 @@ func ParseClientFirst(msg []byte) (*ClientFirst, error) {
 		}
 		cf.AuthzID = z
 	}
-	cf.GS2Header = s[:2+i+1]
 	cf.Bare = rest[i+1:]
+	cf.GS2Header = string(msg[:len(msg)-len(cf.Bare)])
 	parts := strings.Split(cf.Bare, ",")
 	if len(parts) < 2 {
 		return nil, fmt.Errorf("%w: bare message", ErrMalformed)
@@ -222,6 +235,8 @@ type Server struct {
 	mech   string
 	h      func() hash.Hash
 	lookup Lookup
+	plus   bool    // a -PLUS mechanism: the client must bind to cb.Data
+	cb     Binding // the connection's channel binding
 
 	step        int
 	first       *ClientFirst
@@ -230,6 +245,37 @@ type Server struct {
 	nonce       string
 	serverFirst string
 	user        string
+}
+
+// Channel binding (RFC 5802 §6, RFC 9266): the -PLUS mechanisms and the one
+// binding type supported, tls-exporter (32 bytes of the TLS exporter with label
+// "EXPORTER-Channel-Binding" and no context).
+const (
+	SHA1Plus    = SHA1 + "-PLUS"
+	SHA256Plus  = SHA256 + "-PLUS"
+	TLSExporter = "tls-exporter"
+)
+
+// Binding is a connection's channel binding for an exchange.
+type Binding struct {
+	Data    []byte // the tls-exporter value of the connection (nil: none)
+	Offered bool   // -PLUS mechanisms were offered on this stream
+}
+
+// NewServerBinding starts an exchange for mech, which may be a -PLUS
+// mechanism (then b.Data must be set); b.Offered makes a client's "y" flag a
+// failed authentication.
+func NewServerBinding(mech string, lookup Lookup, b Binding) (*Server, error) {
+	base, plus := strings.CutSuffix(mech, "-PLUS")
+	if plus && len(b.Data) == 0 {
+		return nil, fmt.Errorf("scram: %s without channel binding data", mech)
+	}
+	s, err := NewServer(base, lookup)
+	if err != nil {
+		return nil, err
+	}
+	s.mech, s.plus, s.cb = mech, plus, b
+	return s, nil
 }
 
 // NewServer starts an exchange for mech (SHA1 or SHA256).
@@ -267,9 +313,17 @@ func (s *Server) Step(in []byte) (out []byte, done bool, err error) {
 	switch s.step {
 	case 0:
 		s.step = 1
-		cf, err := ParseClientFirst(in)
+		cf, err := parseClientFirst(in, s.plus)
 		if err != nil {
 			return nil, true, err
+		}
+		switch {
+		case s.plus && cf.CBName != TLSExporter:
+			return nil, true, fmt.Errorf("%w: %s needs channel binding type %s", ErrMalformed, s.mech, TLSExporter)
+		case !s.plus && cf.GS2Header[0] == 'y' && s.cb.Offered:
+			// RFC 5802 §6: the client supports channel binding and believes
+			// the server does not, yet -PLUS was offered: a downgrade.
+			return nil, true, fmt.Errorf("%w: channel binding downgrade (y flag while -PLUS was offered)", ErrNotAuthorized)
 		}
 		s.first = cf
 		k, ok, err := s.lookup(cf.Username)
@@ -294,7 +348,11 @@ func (s *Server) Step(in []byte) (out []byte, done bool, err error) {
 			return nil, true, err
 		}
 		cb, err := base64.StdEncoding.DecodeString(cf.ChannelBinding)
-		if err != nil || string(cb) != s.first.GS2Header {
+		want := s.first.GS2Header
+		if s.plus {
+			want += string(s.cb.Data)
+		}
+		if err != nil || subtle.ConstantTimeCompare(cb, []byte(want)) != 1 {
 			return nil, true, fmt.Errorf("%w: channel binding mismatch", ErrMalformed)
 		}
 		if cf.Nonce != s.nonce {
