@@ -517,8 +517,10 @@ type rejoinSettle struct {
 }
 
 // wait returns the members this node waits for (none: it may act): within
-// rowGrace of regaining quorum, the members the gossip has alive that
-// published VIP rows before (known) and have none in view yet.
+// rowGrace of regaining quorum, the members that published VIP rows before
+// (known), have not left, and have none in view yet — whatever the gossip
+// says of them: under load it flaps, and a member it has failed for a moment
+// may be the one holding the VIP.
 func (r *rejoinSettle) wait(v vip.View, quorumPolicy bool, members []discovery.Member, known map[string]bool, now time.Time) []string {
 	visible := max(v.Visible, len(v.Nodes))
 	quorum := !quorumPolicy || 2*visible > max(v.Known, visible)
@@ -538,7 +540,7 @@ func (r *rejoinSettle) wait(v vip.View, quorumPolicy bool, members []discovery.M
 	}
 	var out []string
 	for _, m := range members {
-		if m.Status == discovery.StatusAlive && known[m.Name] && !inView[m.Name] {
+		if m.Status != discovery.StatusLeft && known[m.Name] && !inView[m.Name] {
 			out = append(out, m.Name)
 		}
 	}

@@ -172,6 +172,20 @@ func TestVIPRejoinWaitsForLiveMembersRows(t *testing.T) {
 	if w := wait2([]peerVIPRow{{"n3", idle}}, 2*rowGrace+3*time.Second); len(w) != 0 {
 		t.Fatalf("after the grace: still waiting for %v", w)
 	}
+	// The gossip has n2 failed for a moment (it flaps under load): n1 still
+	// waits for n2's row rather than take n2's VIP as an orphan.
+	var r4 rejoinSettle
+	known4, seen4 := map[string]bool{}, map[string]seenRow{}
+	flapped := []discovery.Member{alive[0], {Name: "n2", Status: discovery.StatusFailed}, alive[2]}
+	wait4 := func(rows []peerVIPRow, members []discovery.Member, at time.Duration) []string {
+		v := buildVIPView(self, rows, members, known4, seen4, t0.Add(at))
+		return r4.wait(v, true, members, known4, t0.Add(at))
+	}
+	wait4([]peerVIPRow{{"n2", holder}, {"n3", idle}}, alive, 0)
+	wait4(nil, alive, rowGrace+time.Second)
+	if w := wait4([]peerVIPRow{{"n3", idle}}, flapped, rowGrace+2*time.Second); len(w) != 1 || w[0] != "n2" {
+		t.Fatalf("n2 failed in the gossip for a moment: waiting for %v, want n2", w)
+	}
 	// A survivor that kept quorum while a member's row vanished is not held.
 	var r3 rejoinSettle
 	known3, seen3 := map[string]bool{}, map[string]seenRow{}
