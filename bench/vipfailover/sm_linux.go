@@ -72,7 +72,7 @@ func (s *smClient) login(timeout time.Duration) error {
 		c.Abort()
 		return err
 	}
-	for range 100 {
+	for range 10000 { // offline messages may come before <enabled/>
 		el, err := c.Next()
 		if err != nil {
 			c.Abort()
@@ -267,6 +267,37 @@ func (s *smClient) deadCh() chan struct{} {
 	return s.dead
 }
 
+// collect logs in without stream management (so no session of it lingers,
+// resumable, to take later messages), sends initial presence, records the
+// bodies of the messages that come (offline storage is flushed on presence)
+// until a ping sent after the presence is answered, and ends the session.
+func (s *smClient) collect(timeout time.Duration) error {
+	c, err := s.auth(timeout)
+	if err != nil {
+		return err
+	}
+	defer c.Abort()
+	if err := c.Bind(); err != nil {
+		return err
+	}
+	_ = c.SetDeadline(time.Now().Add(timeout))
+	if err := c.Send([]byte("<presence/>")); err != nil {
+		return err
+	}
+	err = c.Ping(func(el []byte) error {
+		if string(loadgen.Name(el)) == "message" && string(loadgen.Attr(el, "type")) != "error" {
+			if b := loadgen.Child(el, "body"); b != nil {
+				s.mu.Lock()
+				s.got[loadgen.Text(b)]++
+				s.mu.Unlock()
+			}
+		}
+		return nil
+	})
+	_ = c.Send([]byte("<presence type='unavailable'/></stream:stream>"))
+	return err
+}
+
 // close ends the stream (and with it the session) and the connection.
 func (s *smClient) close() {
 	s.mu.Lock()
@@ -394,11 +425,7 @@ func (r *smRun) measure(k *Kill, t0 time.Time, i int) error {
 	}
 	// Not lost if the server stored them offline: a login with presence gets them.
 	off := newSMClient(vipAddr, "bench", "secret", "offline", r.h.inClient)
-	if err := off.login(10 * time.Second); err != nil {
-		return fmt.Errorf("login to collect offline messages: %w", err)
-	}
-	defer off.close()
-	if err := off.ping(10 * time.Second); err != nil {
+	if err := off.collect(10 * time.Second); err != nil {
 		return fmt.Errorf("offline collection: %w", err)
 	}
 	still, _ := off.missing(missing)

@@ -19,6 +19,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -83,6 +84,8 @@ type Kill struct {
 	MsgOffline int `json:"msgs_offline"`
 	// Acknowledged messages that reached neither (lost).
 	MsgLost int `json:"msgs_lost"`
+	// Error, in cut mode, is why this failover failed (the run goes on).
+	Error string `json:"error,omitempty"`
 }
 
 // Result is a run's outcome.
@@ -181,6 +184,18 @@ func Run(ctx context.Context, opt Options) (*Result, error) {
 			return res, err
 		}
 		k, err := h.killOnce(ctx, i)
+		if err != nil && opt.Cut > 0 && ctx.Err() == nil {
+			// A false node loss that went wrong is a result, not the end of
+			// the run: recorded, and the next cut starts once the cluster
+			// settled again.
+			k.Error = err.Error()
+			h.logf("cut %d failed: %v", i+1, err)
+			res.Kills = append(res.Kills, k)
+			if _, err := h.holder(90 * time.Second); err != nil {
+				return res, fmt.Errorf("after cut %d: %w", i+1, err)
+			}
+			continue
+		}
 		if err != nil {
 			return res, fmt.Errorf("kill %d: %w", i+1, err)
 		}
@@ -191,14 +206,17 @@ func Run(ctx context.Context, opt Options) (*Result, error) {
 		}
 		res.Kills = append(res.Kills, k)
 	}
-	if len(res.Kills) == 0 {
-		return res, nil
-	}
 	var served, detect, resumed []float64
 	for _, k := range res.Kills {
+		if k.Error != "" {
+			continue
+		}
 		served = append(served, k.Served)
 		detect = append(detect, k.Detect)
 		resumed = append(resumed, k.Resumed)
+	}
+	if len(served) == 0 {
+		return res, nil
 	}
 	if opt.Resume {
 		res.ResumedP50, res.ResumedMax = p50(resumed), slices.Max(resumed)
@@ -416,17 +434,24 @@ func (h *harness) holder(d time.Duration) (*node, error) {
 				break
 			}
 			for _, v := range st.Nodes {
-				ok = ok && v.Healthy
+				if !v.Healthy {
+					ok = false
+					last = fmt.Sprintf("%s sees %s unhealthy: %+v", n.name, v.Name, st)
+				}
 			}
 			holders[st.VIPs[0].Holder] = true
+		}
+		if ok && len(holders) != 1 {
+			last = fmt.Sprintf("holders %v", slices.Sorted(maps.Keys(holders)))
 		}
 		if ok && len(holders) == 1 {
 			for _, n := range h.nodes {
 				if holders[n.name] {
 					st, _ := h.status(n)
-					if st.VIPs[0].State == "master" {
+					if len(st.VIPs) == 1 && st.VIPs[0].State == "master" {
 						return n, nil
 					}
+					last = fmt.Sprintf("holder %s not master: %+v", n.name, st)
 				}
 			}
 		}
@@ -508,6 +533,7 @@ func (h *harness) killOnce(ctx context.Context, i int) (Kill, error) {
 			return Kill{}, err
 		}
 		healed = make(chan struct{})
+		defer func() { <-healed }() // also on an error: the next cut starts healed
 		go func() {
 			defer close(healed)
 			time.Sleep(h.opt.Cut)
@@ -520,7 +546,9 @@ func (h *harness) killOnce(ctx context.Context, i int) (Kill, error) {
 			// (the node cut off gives the session up, what it queued is rerouted).
 			sm.settle = func() {
 				<-healed
-				h.holder(60 * time.Second)
+				if _, err := h.holder(60 * time.Second); err != nil {
+					h.logf("kill %d: after the heal: %v", i+1, err)
+				}
 				time.Sleep(2 * time.Second)
 			}
 		}
@@ -580,8 +608,7 @@ func (h *harness) killOnce(ctx context.Context, i int) (Kill, error) {
 		return k, fmt.Errorf("the client's neighbour entry for the VIP is %q after the kill, not a survivor's MAC", k.Neighbour)
 	}
 	if healed != nil {
-		<-healed // the node cut off lives on: nothing to restart
-		return k, nil
+		return k, nil // the node cut off lives on: nothing to restart
 	}
 	// The dead node's VIP address lapses by itself (its lifetime is no longer
 	// refreshed): its kernel would otherwise answer ARP for the VIP once back.
@@ -666,6 +693,11 @@ func (r *Result) Markdown() string {
 		fmt.Fprintf(&b, "| # | killed | new holder | detect (s) | resumed (s) | fresh login (s) | sent | acked | received | duplicated | offline | lost | neighbour MAC |\n|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n")
 		for i, k := range r.Kills {
 			fmt.Fprintf(&b, "| %d | %s | %s | %.3f | %.3f | %.3f | %d | %d | %d | %d | %d | %d | %s |\n", i+1, k.Killed, k.NewHolder, k.Detect, k.Resumed, k.Served, k.MsgSent, k.MsgAcked, k.MsgReceived, k.MsgDups, k.MsgOffline, k.MsgLost, k.Neighbour)
+		}
+		for i, k := range r.Kills {
+			if k.Error != "" {
+				fmt.Fprintf(&b, "\nFailover %d failed: %s\n", i+1, k.Error)
+			}
 		}
 	} else {
 		fmt.Fprintf(&b, "Kills: %d. Target: served again <= 2 s.\n\n| # | killed | new holder | detect (s) | served (s) | neighbour MAC |\n|---:|---|---|---:|---:|---|\n", len(r.Kills))

@@ -116,6 +116,7 @@ ax.bar([i + w / 2 for i in x], recv, w, label='delivered to the resumed session'
 ax.bar([i + w / 2 for i in x], off, w, bottom=recv, label='delivered offline', color='#c4ad66')
 ax.bar([i + w / 2 for i in x], lost, w, bottom=[a + b for a, b in zip(recv, off)], label='lost', color='#c44e52')
 ax.set_xticks(x)
+ax.set_xticklabels(['%d%s' % (i, '\nfailed' if k.get('error') else '') for i, k in zip(x, ks)])
 ax.set_xlabel('failover (%s)' % r['mode'])
 ax.set_ylabel('messages')
 ax.set_title('%d acknowledged, %d lost over %d failovers (%s)' % (sum(acked), sum(lost), len(ks), r.get('commit', '')))
