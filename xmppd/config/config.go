@@ -92,6 +92,9 @@ type Config struct {
 	MAM       MAMConfig       // config_mam.go: message archive caps
 	Auth      AuthConfig      // config_auth.go: authentication backend (internal, external, sql, ldap)
 	S2S       S2SConfig       // config_s2s.go: server-to-server federation
+	Register  RegisterConfig  // config_register.go: in-band registration policy per listener (XEP-0077)
+	Push      PushConfig      // config_push.go: push notifications (XEP-0357)
+	Contact   ContactConfig   // config_contact.go: contact addresses (XEP-0157)
 }
 
 // featureSettings is one feature file's part of the configuration.

@@ -9,10 +9,15 @@
 // bare JID carrying a pubsub <publish/> to the registered node with a
 // urn:xmpp:push:summary form (message-count, last-message-sender, and
 // last-message-body only when Config.IncludeBody is set), plus the registered
-// publish-options. An error reply of type other than wait disables that
+// publish-options. An error reply from the app server disables that
 // registration, as Prosody's mod_cloud_notify does: the app server no longer
-// knows the device (a token the platform revoked, a node deleted), and keeping it
-// would retry into the void on every message. A result or a wait error keeps it.
+// knows the device (a token the platform revoked, a node deleted, a wrong
+// secret), and keeping it would retry into the void on every message. A result
+// or an error of type wait keeps it. The errors a server gives when the app
+// server cannot be reached (service-unavailable, remote-server-not-found,
+// remote-server-timeout: a component not connected right now, a remote domain
+// down) are not the app server's answer: they are counted, and only
+// MaxUnreachable of them in a row (Prosody's max_push_errors) disable it.
 //
 // Table: push (durable; "user\x00app-server-jid\x00node" -> Registration).
 // Registrations are durable on purpose: they exist for the time the client is NOT
@@ -80,6 +85,14 @@ const MaxBody = 256
 // resumption, so that other nodes see it as unable to read.
 const FlagDetached = "detached"
 
+// MaxUnreachable is how many notifications in a row may fail because the app
+// server cannot be reached before its registration is disabled (Prosody's
+// max_push_errors default).
+const MaxUnreachable = 16
+
+// maxFailing bounds the registrations whose unreachable errors are counted.
+const maxFailing = 10000
+
 // idPrefix starts the id of every notification IQ.
 const idPrefix = "push-"
 
@@ -114,6 +127,7 @@ type Module struct {
 
 	mu       sync.Mutex
 	pending  map[string]int // account -> messages notified since its last activity
+	failures map[string]int // registration tag -> unreachable errors in a row
 	npending atomic.Int64   // len(pending): the activity hook skips the lock when 0
 
 	// detached reports whether a session cannot read now (tests replace it).
@@ -122,7 +136,7 @@ type Module struct {
 
 // New returns the module.
 func New() *Module {
-	m := &Module{now: time.Now, pending: map[string]int{}, detached: sessionDetached}
+	m := &Module{now: time.Now, pending: map[string]int{}, failures: map[string]int{}, detached: sessionDetached}
 	m.cfg.Store(&Config{})
 	return m
 }
@@ -434,12 +448,35 @@ func (m *Module) reply(ctx context.Context, h module.Host, ev *module.EventData)
 		return false // not ours (or already disabled): the core drops it
 	}
 	if t == "result" {
+		m.mu.Lock()
+		delete(m.failures, match.Tag)
+		m.mu.Unlock()
 		return true
 	}
 	e := st.Child("", "error")
+	cond := condition(e)
 	if e != nil && e.Attr("type") == module.ErrWait {
-		h.Logger().Info("push: app server asks to wait; registration kept", "user", user, "app_server", match.JID, "node", match.Node, "condition", condition(e))
+		h.Logger().Info("push: app server asks to wait; registration kept", "user", user, "app_server", match.JID, "node", match.Node, "condition", cond)
 		return true
+	}
+	switch cond {
+	case "service-unavailable", "remote-server-not-found", "remote-server-timeout":
+		m.mu.Lock()
+		if len(m.failures) >= maxFailing {
+			m.failures = map[string]int{} // bounded memory: counts start over
+		}
+		m.failures[match.Tag]++
+		n := m.failures[match.Tag]
+		if n >= MaxUnreachable {
+			delete(m.failures, match.Tag)
+		}
+		m.mu.Unlock()
+		if n < MaxUnreachable {
+			if n == 1 {
+				h.Logger().Info("push: app server unreachable; registration kept", "user", user, "app_server", match.JID, "node", match.Node, "condition", cond)
+			}
+			return true
+		}
 	}
 	unlock := m.locks.Lock(user)
 	k := regKey(user, match.JID, match.Node)
@@ -455,7 +492,7 @@ func (m *Module) reply(ctx context.Context, h module.Host, ev *module.EventData)
 		h.Logger().Warn("push: registration not disabled after an app server error", "user", user, "app_server", match.JID, "err", err)
 		return true
 	}
-	h.Logger().Info("push: app server returned an error; registration disabled", "user", user, "app_server", match.JID, "node", match.Node, "condition", condition(e))
+	h.Logger().Info("push: app server returned an error; registration disabled", "user", user, "app_server", match.JID, "node", match.Node, "condition", cond)
 	return true
 }
 

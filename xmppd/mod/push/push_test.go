@@ -203,6 +203,34 @@ func TestAppServerErrorDisables(t *testing.T) {
 	if b := h.Bounced(); len(b) != 1 { // only the message itself
 		t.Fatalf("bounced %v", b)
 	}
+	// An unreachable app server (a component not connected) is counted, not
+	// taken as its answer.
+	for i := 1; i < MaxUnreachable; i++ {
+		h.Route(ctx, module.Error(pub, module.ErrCancel, "service-unavailable", "component not connected"))
+	}
+	if regs := m.Registrations("alice"); len(regs) != 1 {
+		t.Fatalf("registration lost after %d unreachable errors: %+v", MaxUnreachable-1, regs)
+	}
+	h.Route(ctx, module.Result(pub)) // a success starts the count over
+	for i := 1; i < MaxUnreachable; i++ {
+		h.Route(ctx, module.Error(pub, module.ErrCancel, "remote-server-not-found", ""))
+	}
+	if regs := m.Registrations("alice"); len(regs) != 1 {
+		t.Fatalf("the count did not start over after a result: %+v", regs)
+	}
+	h.Route(ctx, module.Error(pub, module.ErrCancel, "remote-server-not-found", ""))
+	if regs := m.Registrations("alice"); len(regs) != 0 {
+		t.Fatalf("registration kept after %d unreachable errors in a row: %+v", MaxUnreachable, regs)
+	}
+
+	// Any other error disables at once.
+	a = h.Connect("alice@example.org/phone")
+	h.Send(a, iqSet(enableEl("n1", false)))
+	reply(t, a)
+	h.Disconnect(a)
+	h.Route(ctx, msg("bob@example.org/pc", "alice@example.org", "x2"))
+	h.Bounced()
+	pub = h.Routed()[0]
 	h.Route(ctx, module.Error(pub, module.ErrCancel, "item-not-found", ""))
 	if regs := m.Registrations("alice"); len(regs) != 0 {
 		t.Fatalf("registration kept after an error: %+v", regs)

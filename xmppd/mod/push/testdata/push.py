@@ -65,9 +65,13 @@ class AppServer(ComponentXMPP):
             r['type'] = 'error'
             r['error']['type'] = 'cancel'
             r['error']['condition'] = 'item-not-found'
+            r.send()
+            # Behind the error on the same stream: whoever receives this knows
+            # xmppd has processed the error.
+            self.send_message(mto=X.jid('bob'), mfrom=APP, mbody='answered ' + node, mtype='chat')
         else:
             r.clear()
-        r.send()
+            r.send()
 
     async def next(self, what, timeout=10):
         try:
@@ -175,6 +179,8 @@ async def main():
     p = await app.next('the offline carol')
     check(p, 'gone-carol', 1, X.jid('bob', 'pc'))
     ok('notified-offline')
+    m = await asyncio.wait_for(bob.msgs.get(), 10)
+    assert m['body'] == 'answered gone-carol', m
     # The error reply disabled carol's registration: her next message is not
     # notified; alice's notification, routed after it, is the next to arrive.
     bob.send_message(mto=X.jid('carol'), mbody='offline two', mtype='chat')
