@@ -214,6 +214,15 @@ type Module struct {
 	mu   sync.Mutex
 	hist map[string][]histEntry // per room, without an Archive: what this node relayed
 	pres map[string]presCache   // occupant key -> decoded presence
+
+	bmu      sync.Mutex
+	bnext    *barrierCall // the next sync, not started yet
+	brunning bool
+}
+
+type barrierCall struct {
+	done chan struct{}
+	err  error
 }
 
 type presCache struct {
@@ -281,15 +290,26 @@ func newRoom(name string, cfg Config) *room {
 
 // out collects stanzas to route once the room's batch is committed and the lock
 // released (a routed stanza may come back to Handle, e.g. an error bounce).
-type out []*xmlstream.Element
+type out struct {
+	sts []*xmlstream.Element
+	// late builds, for an occupant who joined through another node while this
+	// stanza was handled (absent from what was read, present once the batch is
+	// committed), what a broadcast of this stanza would have sent them.
+	late []func(rc *occupant) *xmlstream.Element
+}
 
-func (o *out) add(st *xmlstream.Element) { *o = append(*o, st) }
+func (o *out) add(st *xmlstream.Element) { o.sts = append(o.sts, st) }
+
+// also registers a broadcast's stanza for late occupants.
+func (o *out) also(fn func(rc *occupant) *xmlstream.Element) { o.late = append(o.late, fn) }
 
 func (m *Module) flush(ctx context.Context, o out) {
-	for _, st := range o {
+	for _, st := range o.sts {
 		m.h.Route(ctx, st)
 	}
 }
+
+func one(st *xmlstream.Element) out { return out{sts: []*xmlstream.Element{st}} }
 
 // Handle is the module.DomainHandler for conference.DOMAIN.
 func (m *Module) Handle(ctx context.Context, st *xmlstream.Element, from, to jid.JID) {
@@ -309,6 +329,14 @@ func (m *Module) Handle(ctx context.Context, st *xmlstream.Element, from, to jid
 		if q := st.FirstChild(); q != nil && q.Space == NSMAM && (st.Attr("type") == "get" || st.Attr("type") == "set") {
 			m.mamQuery(ctx, st, from, to)
 			return
+		}
+	}
+	if st.Local == "message" && st.Attr("type") != "error" {
+		// The occupants a message goes to must include everyone whose join
+		// committed before it arrived, through any node: catch up first (one
+		// sync serves every message that waits for it).
+		if err := m.barrier(ctx); err != nil {
+			m.log.Debug("muc: sync before a message", "err", err)
 		}
 	}
 	m.transact(ctx, to.Local, st, func(o *out, r *room) *room {
@@ -360,6 +388,7 @@ func (m *Module) mamQuery(ctx context.Context, st *xmlstream.Element, from, to j
 // cannot be written answers st with a wait error and sends nothing else.
 func (m *Module) transact(ctx context.Context, name string, st *xmlstream.Element, fn func(o *out, r *room) *room) {
 	mu := m.lockFor(name)
+	synced := false
 	for attempt := 1; ; attempt++ {
 		mu.Lock()
 		r, s, err := m.load(name)
@@ -367,17 +396,34 @@ func (m *Module) transact(ctx context.Context, name string, st *xmlstream.Elemen
 			mu.Unlock()
 			m.log.Error("muc: read room", "room", name, "err", err)
 			if st != nil {
-				m.flush(ctx, out{module.StoreError(st, err)})
+				m.flush(ctx, one(module.StoreError(st, err)))
 			}
 			return
 		}
 		var o out
 		r = fn(&o, r)
 		ops := m.diff(name, r, s)
+		creates := s.room == nil && r != nil && !r.gone
+		if !synced && (creates || len(ops) == 0 && refused(o)) {
+			// A refusal, or a room that seems not to exist yet, may come from a
+			// read that lags a change another node just committed (an owner
+			// unlocked the room, then told others to join): catch up with the
+			// cluster once and decide again.
+			mu.Unlock()
+			synced = true
+			if m.sync(ctx) == nil {
+				attempt--
+				continue
+			}
+			mu.Lock()
+		}
 		if len(ops) > 0 {
 			actx, cancel := context.WithTimeout(ctx, 5*time.Second)
 			err = m.h.Store().Apply(actx, ops...)
 			cancel()
+			if err == nil && len(o.late) > 0 {
+				m.lateOccupants(name, r, s, &o)
+			}
 		}
 		mu.Unlock()
 		if err == nil {
@@ -389,10 +435,97 @@ func (m *Module) transact(ctx context.Context, name string, st *xmlstream.Elemen
 		}
 		m.log.Warn("muc: store room", "room", name, "err", err)
 		if st != nil && st.Attr("type") != "error" && st.Attr("type") != "unavailable" {
-			m.flush(ctx, out{module.StoreError(st, err)})
+			m.flush(ctx, one(module.StoreError(st, err)))
 		}
 		return
 	}
+}
+
+// lateOccupants adds to o what its broadcasts owe the occupants that joined
+// through other nodes while the stanza was handled. This node's reads are up to
+// date once its batch is committed (Apply returns after applying it here, and
+// everything committed before it), so a read now finds every occupant whose join
+// committed first; one whose join commits later reads this batch's result
+// itself.
+func (m *Module) lateOccupants(name string, r *room, s *snap, o *out) {
+	fresh, _, err := m.load(name)
+	if err != nil || fresh == nil {
+		return
+	}
+	for _, n := range fresh.sortedNicks() {
+		if _, read := s.occ[n]; read {
+			continue
+		}
+		if r != nil {
+			if _, ours := r.occ[n]; ours {
+				continue
+			}
+		}
+		for _, fn := range o.late {
+			if st := fn(fresh.occ[n]); st != nil {
+				o.add(st)
+			}
+		}
+	}
+}
+
+// barrier returns once this node has applied every write committed in the
+// cluster before it was called. Callers share syncs: one that has not started
+// yet when a caller arrives serves it, so under load one commit covers many
+// messages.
+func (m *Module) barrier(ctx context.Context) error {
+	m.bmu.Lock()
+	c := m.bnext
+	if c == nil {
+		c = &barrierCall{done: make(chan struct{})}
+		m.bnext = c
+		if !m.brunning {
+			m.brunning = true
+			go m.barriers()
+		}
+	}
+	m.bmu.Unlock()
+	select {
+	case <-c.done:
+		return c.err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (m *Module) barriers() {
+	for {
+		m.bmu.Lock()
+		c := m.bnext
+		m.bnext = nil
+		if c == nil {
+			m.brunning = false
+			m.bmu.Unlock()
+			return
+		}
+		m.bmu.Unlock()
+		c.err = m.sync(context.Background())
+		close(c.done)
+	}
+}
+
+// refused reports whether o holds an error reply.
+func refused(o out) bool {
+	for _, st := range o.sts {
+		if st.Attr("type") == "error" {
+			return true
+		}
+	}
+	return false
+}
+
+// sync returns once this node has applied every write committed before it was
+// called: a batch (an empty delete) goes through the replicated log, and Apply
+// returns after this node applied it.
+func (m *Module) sync(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	return m.h.Store().Apply(ctx, storage.Delete(LiveTable, "sync"))
 }
 
 func (m *Module) lockFor(name string) *sync.Mutex {
@@ -573,11 +706,13 @@ func (m *Module) join(ctx context.Context, o *out, r *room, st *xmlstream.Elemen
 		return r
 	}
 	occ := &occupant{nick: nick, jid: from, role: r.defaultRole(aff), pres: st}
-	// Existing occupants to the newcomer.
+	// Existing occupants to the newcomer (and those whose joins commit meanwhile
+	// through other nodes).
 	nicks := r.sortedNicks()
 	for _, n := range nicks {
 		o.add(m.presenceOf(r, r.occ[n], occ, nil, ""))
 	}
+	o.also(func(rc *occupant) *xmlstream.Element { return m.presenceOf(r, rc, occ, nil, "") })
 	r.occ[nick] = occ
 	r.byJID[from.String()] = nick
 	var codes []string
@@ -654,18 +789,23 @@ func (m *Module) broadcastPresence(o *out, r *room, occ *occupant, codes []strin
 		}
 	}
 	o.add(m.presenceOf(r, occ, occ, codes, ""))
+	o.also(func(rc *occupant) *xmlstream.Element { return m.presenceOf(r, occ, rc, codes, "") })
 }
 
 // leave removes occ and tells everyone, occ included, with the given extra status
 // codes; a temporary room that becomes empty is destroyed.
 func (m *Module) leave(ctx context.Context, o *out, r *room, occ *occupant, codes []string, status string) {
-	for _, n := range r.sortedNicks() {
-		p := m.presenceOf(r, occ, r.occ[n], codes, "unavailable")
+	unavailable := func(rc *occupant) *xmlstream.Element {
+		p := m.presenceOf(r, occ, rc, codes, "unavailable")
 		if status != "" {
 			p.Append(xmlstream.New(NSClient, "status").AppendText(status))
 		}
-		o.add(p)
+		return p
 	}
+	for _, n := range r.sortedNicks() {
+		o.add(unavailable(r.occ[n]))
+	}
+	o.also(unavailable)
 	delete(r.occ, occ.nick)
 	delete(r.byJID, occ.jid.String())
 	if len(r.occ) == 0 && !r.cfg.Persistent {
@@ -822,6 +962,11 @@ func (m *Module) message(ctx context.Context, o *out, r *room, st *xmlstream.Ele
 		c.SetAttr("to", r.occ[n].jid.String())
 		o.add(c)
 	}
+	o.also(func(rc *occupant) *xmlstream.Element {
+		c := msg.Copy()
+		c.SetAttr("to", rc.jid.String())
+		return c
+	})
 }
 
 func (m *Module) private(o *out, r *room, occ *occupant, st *xmlstream.Element, to jid.JID) {

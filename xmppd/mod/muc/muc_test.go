@@ -3,7 +3,9 @@ package muc
 import (
 	"context"
 	"errors"
+	"sort"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -538,5 +540,202 @@ func TestConcurrentJoinSameNick(t *testing.T) {
 		if joined != 1 {
 			t.Fatalf("%d users joined with one nick", joined)
 		}
+	}
+}
+
+// lagStore is a node's view of the shared store that lags: its reads see the
+// tables as they were at its last Apply (a raft follower that has not yet
+// applied the leader's latest commits; its own Apply catches it up).
+type lagStore struct {
+	storage.Store
+	mu   sync.Mutex
+	snap map[string]map[string][]byte
+}
+
+func (l *lagStore) catchUp() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.snap = map[string]map[string][]byte{}
+	for _, name := range []string{Table, LiveTable} {
+		t, err := l.Store.Durable(name)
+		if err != nil {
+			continue
+		}
+		rows := map[string][]byte{}
+		_ = t.Scan("", func(k string, v []byte) bool { rows[k] = append([]byte(nil), v...); return true })
+		l.snap[name] = rows
+	}
+}
+
+func (l *lagStore) Apply(ctx context.Context, ops ...storage.Op) error {
+	err := l.Store.Apply(ctx, ops...)
+	l.catchUp()
+	return err
+}
+
+func (l *lagStore) Durable(name string) (storage.Table, error) { return lagTable{l, name}, nil }
+
+type lagTable struct {
+	l    *lagStore
+	name string
+}
+
+func (t lagTable) rows() map[string][]byte {
+	t.l.mu.Lock()
+	defer t.l.mu.Unlock()
+	return t.l.snap[t.name]
+}
+
+func (t lagTable) Get(k string) ([]byte, bool, error) {
+	v, ok := t.rows()[k]
+	return v, ok, nil
+}
+
+func (t lagTable) Scan(prefix string, fn func(string, []byte) bool) error {
+	rows := t.rows()
+	keys := make([]string, 0, len(rows))
+	for k := range rows {
+		if strings.HasPrefix(k, prefix) {
+			keys = append(keys, k)
+		}
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		if !fn(k, rows[k]) {
+			break
+		}
+	}
+	return nil
+}
+
+func (t lagTable) Count(prefix string) (int, error) {
+	n := 0
+	_ = t.Scan(prefix, func(string, []byte) bool { n++; return true })
+	return n, nil
+}
+
+type lagHost struct {
+	*host
+	st *lagStore
+}
+
+func (h *lagHost) Store() storage.Store { return h.st }
+
+// An owner unlocks a room through node 1 and bob joins at once through node 2,
+// whose replica has not applied the unlock yet: the refusal is decided again
+// after node 2 caught up, and bob joins (the first cluster run refused him with
+// item-not-found: "the room is locked").
+func TestJoinAfterUnlockOnLaggingNode(t *testing.T) {
+	e := newEnv(t, nil)
+	ls := &lagStore{Store: e.h.Store()}
+	h2 := &lagHost{host: &host{Host: e.h.Host, handlers: map[string]module.DomainHandler{}}, st: ls}
+	m2 := New()
+	if err := m2.Start(context.Background(), h2); err != nil {
+		t.Fatal(err)
+	}
+	e2 := &env{t: t, h: h2.host, m: m2, s: e.s}
+	e.send("alice", pres(roomJ+"/al", mucX()))
+	e.take("alice")
+	ls.catchUp() // node 2 has the locked room
+	e.send("alice", xmlstream.New(NSClient, "iq", "type", "set", "id", "c", "to", roomJ).Append(xmlstream.New(NSOwner, "query").Append(xmlstream.New(NSData, "x", "type", "submit"))))
+	if g := e.take("alice"); len(g) != 1 || g[0].Attr("type") != "result" {
+		t.Fatalf("unlock: %v", g)
+	}
+	e2.send("bob", pres(roomJ+"/bo", mucX()))
+	if g := e.take("bob"); len(g) < 2 || errCond(g[0]) != "" || !has(codes(g[len(g)-2]), "110") {
+		t.Fatalf("join through the lagging node: %v", g)
+	}
+}
+
+// carol joins through node 1 while node 2 has not applied it yet; bob joins
+// through node 2 on that stale read. Once bob's batch is committed node 2 is up
+// to date and sends what the stale read missed: carol gets bob's presence, bob
+// gets carol's, and a later leave reaches carol too.
+func TestJoinOnStaleReadReachesLateOccupants(t *testing.T) {
+	e := newEnv(t, nil)
+	ls := &lagStore{Store: e.h.Store()}
+	h2 := &lagHost{host: &host{Host: e.h.Host, handlers: map[string]module.DomainHandler{}}, st: ls}
+	m2 := New()
+	if err := m2.Start(context.Background(), h2); err != nil {
+		t.Fatal(err)
+	}
+	e2 := &env{t: t, h: h2.host, m: m2, s: e.s}
+	e.instant()
+	ls.catchUp() // node 2 knows the room and alice
+	e.send("carol", pres(roomJ+"/ca", mucX()))
+	e.take("alice")
+	e.take("carol")
+	e2.send("bob", pres(roomJ+"/bo", mucX()))
+	var froms []string
+	for _, st := range e.take("bob") {
+		if st.Local == "presence" {
+			froms = append(froms, st.Attr("from"))
+		}
+	}
+	if !has(froms, roomJ+"/ca") || !has(froms, roomJ+"/al") {
+		t.Fatalf("bob did not get every occupant: %v", froms)
+	}
+	if c := e.take("carol"); len(c) != 1 || c[0].Attr("from") != roomJ+"/bo" {
+		t.Fatalf("carol (joined meanwhile) got %v", c)
+	}
+	e.take("alice")
+	e2.send("bob", xmlstream.New(NSClient, "presence", "type", "unavailable", "to", roomJ+"/bo"))
+	if c := e.take("carol"); len(c) != 1 || c[0].Attr("type") != "unavailable" {
+		t.Fatalf("carol got %v for bob's leave", c)
+	}
+}
+
+// Node 2 has not applied the creation of a room that alice has meanwhile made
+// persistent (its row moved to muc_rooms): bob's join through node 2 must join
+// that room, not create a second one (the first cluster runs did: no row was
+// left in muc_live for the creation's condition to hit).
+func TestJoinOnStaleReadDoesNotCreateTwice(t *testing.T) {
+	e := newEnv(t, nil)
+	ls := &lagStore{Store: e.h.Store()}
+	ls.catchUp() // before the room exists
+	h2 := &lagHost{host: &host{Host: e.h.Host, handlers: map[string]module.DomainHandler{}}, st: ls}
+	m2 := New()
+	if err := m2.Start(context.Background(), h2); err != nil {
+		t.Fatal(err)
+	}
+	ls.catchUp()
+	e2 := &env{t: t, h: h2.host, m: m2, s: e.s}
+	e.instant(field("muc#roomconfig_persistentroom", "", "1"))
+	e2.send("bob", pres(roomJ+"/bo", mucX()))
+	g := e.take("bob")
+	if len(g) != 3 || g[0].Attr("from") != roomJ+"/al" || has(codes(g[1]), "201") {
+		t.Fatalf("bob's join through the lagging node: %v", g)
+	}
+	live, err := e.h.Store().Durable(LiveTable)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c, _ := live.Count("r\x00"); c != 0 {
+		t.Fatalf("a second room row was created in %s", LiveTable)
+	}
+}
+
+// bob, joined through node 2, speaks right after carol joined through node 1,
+// before node 2 applied her join: node 2 catches up before reading the
+// occupants, and carol gets the message (the first cluster run lost it).
+func TestMessageAfterJoinOnLaggingNode(t *testing.T) {
+	e := newEnv(t, nil)
+	ls := &lagStore{Store: e.h.Store()}
+	h2 := &lagHost{host: &host{Host: e.h.Host, handlers: map[string]module.DomainHandler{}}, st: ls}
+	m2 := New()
+	if err := m2.Start(context.Background(), h2); err != nil {
+		t.Fatal(err)
+	}
+	e2 := &env{t: t, h: h2.host, m: m2, s: e.s}
+	e.instant()
+	ls.catchUp()
+	e2.send("bob", pres(roomJ+"/bo", mucX()))
+	e.send("carol", pres(roomJ+"/ca", mucX()))
+	for _, u := range []string{"alice", "bob", "carol"} {
+		e.take(u)
+	}
+	e2.send("bob", groupchat("welcome"))
+	if c := e.take("carol"); len(c) != 1 || c[0].ChildText(NSClient, "body") != "welcome" {
+		t.Fatalf("carol got %v", c)
 	}
 }
