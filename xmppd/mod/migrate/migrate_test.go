@@ -19,7 +19,7 @@ import (
 	"xedge/xmppd/piefxis"
 )
 
-func newStore(t *testing.T) storage.Store {
+func newStore(t testing.TB) storage.Store {
 	t.Helper()
 	st, err := local.Open(context.Background(), local.Config{Dir: t.TempDir(), Node: "n1"})
 	if err != nil {
