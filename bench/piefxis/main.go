@@ -32,8 +32,8 @@ import (
 	"strings"
 	"time"
 
-	"xedge/xmppd/scramkey"
 	"xedge/xmppd/piefxis"
+	"xedge/xmppd/scramkey"
 	"xedge/xmppd/xmlstream"
 )
 
@@ -253,7 +253,7 @@ func run(users, plain int, outDir string, log *slog.Logger) error {
 	}
 	rep := report{Date: time.Now().UTC().Format(time.RFC3339), TargetSecs: 60,
 		Store: "replicated (raft, one voter: --cluster-addr), durable on the data directory",
-		Host: map[string]string{"cpus": strconv.Itoa(runtime.NumCPU()), "go": runtime.Version(), "loadavg": loadavg()}}
+		Host:  map[string]string{"cpus": strconv.Itoa(runtime.NumCPU()), "go": runtime.Version(), "loadavg": loadavg()}}
 	fmt.Printf("importing %d users (%.1f MiB) with xmppctl import-piefxis:\n", users, float64(size)/(1<<20))
 	secs, lines, err := x.importFile(file)
 	if err != nil {
