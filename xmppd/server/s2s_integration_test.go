@@ -158,6 +158,8 @@ func (p *nsProc) stop() {
 		return
 	default:
 	}
+	t0 := time.Now()
+	defer func() { fmt.Printf("s2s test: %s stopped in %s\n", p.name, time.Since(t0).Round(time.Millisecond)) }()
 	syscall.Kill(-p.cmd.Process.Pid, syscall.SIGTERM)
 	select {
 	case <-p.done:
@@ -467,7 +469,9 @@ func startS2SEnv(t *testing.T) *s2sEnv {
 			t.Fatalf("%s is missing (build/setup.sh installs bind9, prosody, ejabberd): %v", bin, err)
 		}
 	}
+	t0 := time.Now()
 	xmppdBin, ctl := testenv.Binaries(t)
+	t.Logf("binaries ready after %s", time.Since(t0).Round(time.Millisecond))
 	// Not t.TempDir(): its parent is private, and Prosody and ejabberd run as
 	// their own users.
 	dir, err := os.MkdirTemp("", "xedge-s2s-")
@@ -569,6 +573,7 @@ zone "test" { type primary; file "%[1]s/test.zone"; };
 		b, _ := os.ReadFile(filepath.Join(edir, "log", "ejabberd.log"))
 		return string(b)
 	})
+	t.Logf("named, xmppd, prosody and ejabberd serving after %s", time.Since(t0).Round(time.Millisecond))
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("xmppd log:\n%s", e.xmppd.Logs())
