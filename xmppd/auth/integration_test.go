@@ -161,17 +161,21 @@ func startPostgres(t *testing.T) *postgres {
 }
 
 // stop ends postgres (fast shutdown) and waits for it.
-func (pg *postgres) stop() {
-	if pg.cmd.ProcessState != nil {
+func (pg *postgres) stop() { stopProcess(pg.cmd, syscall.SIGINT) }
+
+// stopProcess signals a daemon the test started and waits for its exit,
+// killing it after 10 s.
+func stopProcess(cmd *exec.Cmd, sig syscall.Signal) {
+	if cmd.ProcessState != nil {
 		return
 	}
-	pg.cmd.Process.Signal(syscall.SIGINT)
+	cmd.Process.Signal(sig)
 	done := make(chan struct{})
-	go func() { pg.cmd.Wait(); close(done) }()
+	go func() { cmd.Wait(); close(done) }()
 	select {
 	case <-done:
 	case <-time.After(10 * time.Second):
-		pg.cmd.Process.Kill()
+		cmd.Process.Kill()
 		<-done
 	}
 }
@@ -327,20 +331,7 @@ directory %[1]s/db
 	}
 }
 
-func (sd *slapd) stop() {
-	if sd.cmd.ProcessState != nil {
-		return
-	}
-	sd.cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan struct{})
-	go func() { sd.cmd.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		sd.cmd.Process.Kill()
-		<-done
-	}
-}
+func (sd *slapd) stop() { stopProcess(sd.cmd, syscall.SIGTERM) }
 
 // TestLDAPAuthWithSlixmpp: slapd started by the test holds two inetOrgPerson
 // entries; xmppd finds each by uid (as ldap-rootdn) and binds as it; slixmpp logs
