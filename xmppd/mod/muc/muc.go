@@ -27,7 +27,11 @@
 // reach sessions on every node through Host.Route. A lost node's occupants are
 // removed by the router's single responsible survivor (EvSessionClosed for each
 // lost session); the conditional delete makes that removal, and its unavailable
-// presence to the remaining occupants, happen exactly once. See docs/muc.md.
+// presence to the remaining occupants, happen exactly once. Reads may lag
+// another node's commit by the store's commit timeout: refusals and room
+// creations are decided again after catching up, committed changes also reach
+// occupants who joined meanwhile, and messages wait for a shared sync before
+// reading the occupants. See docs/muc.md.
 //
 // It must not import the xmppd core or other modules.
 package muc
@@ -331,15 +335,18 @@ func (m *Module) Handle(ctx context.Context, st *xmlstream.Element, from, to jid
 			return
 		}
 	}
+	synced := false
 	if st.Local == "message" && st.Attr("type") != "error" {
 		// The occupants a message goes to must include everyone whose join
 		// committed before it arrived, through any node: catch up first (one
 		// sync serves every message that waits for it).
-		if err := m.barrier(ctx); err != nil {
+		err := m.barrier(ctx)
+		if err != nil {
 			m.log.Debug("muc: sync before a message", "err", err)
 		}
+		synced = err == nil
 	}
-	m.transact(ctx, to.Local, st, func(o *out, r *room) *room {
+	m.transact(ctx, to.Local, st, synced, func(o *out, r *room) *room {
 		switch st.Local {
 		case "presence":
 			return m.presence(ctx, o, r, st, from, to)
@@ -385,10 +392,10 @@ func (m *Module) mamQuery(ctx context.Context, st *xmlstream.Element, from, to j
 // loads the room, runs fn, which returns the room as it should be (nil: none),
 // and writes the difference in one batch. A batch refused on a condition (another
 // node changed the room meanwhile) runs fn again on the new state; a batch that
-// cannot be written answers st with a wait error and sends nothing else.
-func (m *Module) transact(ctx context.Context, name string, st *xmlstream.Element, fn func(o *out, r *room) *room) {
+// cannot be written answers st with a wait error and sends nothing else. synced
+// says this node caught up with the cluster just before (see sync).
+func (m *Module) transact(ctx context.Context, name string, st *xmlstream.Element, synced bool, fn func(o *out, r *room) *room) {
 	mu := m.lockFor(name)
-	synced := false
 	for attempt := 1; ; attempt++ {
 		mu.Lock()
 		r, s, err := m.load(name)
@@ -554,7 +561,7 @@ func (m *Module) sessionClosed(ctx context.Context, _ module.Host, ev *module.Ev
 		m.log.Error("muc: read occupancy", "jid", full.String(), "err", err)
 	}
 	for _, name := range rooms {
-		m.transact(ctx, name, nil, func(o *out, r *room) *room {
+		m.transact(ctx, name, nil, false, func(o *out, r *room) *room {
 			if r != nil {
 				if nick, ok := r.byJID[full.String()]; ok {
 					m.leave(ctx, o, r, r.occ[nick], nil, "")
