@@ -122,8 +122,8 @@ func TestBusBlackholedLinkIsRedialed(t *testing.T) {
 	before := bodies("before", 20)
 	sendAll(a, "b", before)
 	c.wait(t, before)
-	if n := ta.Blackhole(true, true); n != 1 {
-		t.Fatalf("%d links from a, want 1", n)
+	if n := ta.Blackhole(true, true); n < 1 {
+		t.Fatalf("%d links from a, want at least 1", n)
 	}
 	after := bodies("after", 20)
 	sendAll(a, "b", after)

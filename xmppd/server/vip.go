@@ -438,7 +438,7 @@ func (f *vipFeature) step(ctx context.Context, now time.Time) {
 	})
 	f.mu.Lock()
 	view := buildVIPView(self, rows, members, f.known, f.lastSeen, now)
-	if waiting := f.rejoin.wait(view, f.cfg.Quorum, members, f.known, now); len(waiting) > 0 {
+	if waiting := f.rejoin.wait(view, f.cfg.Quorum, members, now); len(waiting) > 0 {
 		// Back from a partition: take nothing before the live members that
 		// may hold a VIP published their rows here again.
 		view.Nodes[0].Healthy = false
@@ -512,37 +512,49 @@ const rowGrace = 3 * time.Second
 // then moved away from the clients that had just followed it.
 type rejoinSettle struct {
 	hadQuorum bool
-	since     time.Time // quorum regained
+	since     time.Time       // quorum regained
+	lastView  map[string]bool // the members in view at the last step with quorum (settled)
+	waitFor   map[string]bool // lastView when quorum was lost
 	logged    bool
 }
 
 // wait returns the members this node waits for (none: it may act): within
-// rowGrace of regaining quorum, the members that published VIP rows before
-// (known), have not left, and have none in view yet — whatever the gossip
-// says of them: under load it flaps, and a member it has failed for a moment
-// may be the one holding the VIP.
-func (r *rejoinSettle) wait(v vip.View, quorumPolicy bool, members []discovery.Member, known map[string]bool, now time.Time) []string {
+// rowGrace of regaining quorum, those that were in its view before it lost
+// quorum, have not left and have no row in view yet — whatever the gossip
+// says of them (under load it flaps, and a member it has failed for a moment
+// may be the one holding the VIP). A member that had vanished already while
+// the node still had quorum is not waited for: its VIPs were taken over then.
+func (r *rejoinSettle) wait(v vip.View, quorumPolicy bool, members []discovery.Member, now time.Time) []string {
 	visible := max(v.Visible, len(v.Nodes))
 	quorum := !quorumPolicy || 2*visible > max(v.Known, visible)
+	inView := map[string]bool{}
+	for _, n := range v.Nodes {
+		inView[n.Name] = true
+	}
 	if !quorum {
 		r.hadQuorum, r.logged = false, false
 		return nil
 	}
 	if !r.hadQuorum {
-		r.hadQuorum, r.since = true, now
-	}
-	if now.Sub(r.since) >= rowGrace {
-		return nil
-	}
-	inView := map[string]bool{}
-	for _, n := range v.Nodes {
-		inView[n.Name] = true
+		r.hadQuorum, r.since, r.waitFor = true, now, r.lastView
 	}
 	var out []string
-	for _, m := range members {
-		if m.Status != discovery.StatusLeft && known[m.Name] && !inView[m.Name] {
-			out = append(out, m.Name)
+	if now.Sub(r.since) < rowGrace {
+		left := map[string]bool{}
+		for _, m := range members {
+			if m.Status == discovery.StatusLeft {
+				left[m.Name] = true
+			}
 		}
+		for name := range r.waitFor {
+			if !inView[name] && !left[name] {
+				out = append(out, name)
+			}
+		}
+		slices.Sort(out)
+	}
+	if len(out) == 0 {
+		r.lastView = inView
 	}
 	return out
 }

@@ -115,9 +115,10 @@ func TestVIPViewRowsVanishingBeforeTheGossip(t *testing.T) {
 // A false node loss heals: n1 was cut off from the store (its peers' rows
 // vanished here, no quorum) while n2 took its VIP over. The peers' rows come
 // back one at a time: with n3's alone n1 has quorum again and the VIP looks
-// orphaned, but n1 must not take it back before n2 (alive in the gossip)
-// published its row — which says n2 holds it. Survivors that never lost
-// quorum are not held back.
+// orphaned, but n1 must not take it back before n2 published its row — which
+// says n2 holds it — even while the gossip has n2 failed for a moment (it
+// flaps under load). Survivors are not held back: one that kept quorum, and
+// one that lost it for a moment after it had taken a vanished member's VIP.
 func TestVIPRejoinWaitsForLiveMembersRows(t *testing.T) {
 	const pool = "10.0.0.100/24"
 	policy := vip.Policy{VIPs: []string{pool}, Preempt: true, Quorum: true}
@@ -125,74 +126,71 @@ func TestVIPRejoinWaitsForLiveMembersRows(t *testing.T) {
 	idle := vipRow{Healthy: true, InService: true, Priority: 100, Preemptible: true}
 	holder := vipRow{Healthy: true, InService: true, Priority: 100, Preemptible: true, Holds: []string{pool}}
 	alive := []discovery.Member{{Name: "n1", Status: discovery.StatusAlive}, {Name: "n2", Status: discovery.StatusAlive}, {Name: "n3", Status: discovery.StatusAlive}}
-	known, seen := map[string]bool{}, map[string]seenRow{}
-	var r rejoinSettle
+	flapped := []discovery.Member{alive[0], {Name: "n2", Status: discovery.StatusFailed}, alive[2]}
 	t0 := time.Now()
-	var unheld string // the holder n1 would plan without the wait
-	step := func(rows []peerVIPRow, at time.Duration) (string, []string) {
-		v := buildVIPView(self, rows, alive, known, seen, t0.Add(at))
-		unheld = policy.Assign(v).Holder[pool]
-		waiting := r.wait(v, policy.Quorum, alive, known, t0.Add(at))
-		if len(waiting) > 0 {
+	// node is one node's view over time.
+	type node struct {
+		known map[string]bool
+		seen  map[string]seenRow
+		r     rejoinSettle
+	}
+	newNode := func() *node { return &node{known: map[string]bool{}, seen: map[string]seenRow{}} }
+	// step returns the holder the node plans, the one it would plan without
+	// the wait, and whom it waits for.
+	step := func(n *node, self vip.Node, rows []peerVIPRow, members []discovery.Member, at time.Duration) (string, string, []string) {
+		v := buildVIPView(self, rows, members, n.known, n.seen, t0.Add(at))
+		unheld := policy.Assign(v).Holder[pool]
+		w := n.r.wait(v, policy.Quorum, members, t0.Add(at))
+		if len(w) > 0 {
 			v.Nodes[0].Healthy = false
 		}
-		return policy.Assign(v).Holder[pool], waiting
+		return policy.Assign(v).Holder[pool], unheld, w
 	}
-	if _, w := step([]peerVIPRow{{"n2", idle}, {"n3", idle}}, 0); len(w) != 0 {
-		t.Fatalf("all up from the start: waiting for %v", w)
-	}
-	// Cut off: no rows for longer than the grace; no quorum.
-	if h, _ := step(nil, rowGrace+time.Second); h != "" {
-		t.Fatalf("cut off: holder %q, want none (no quorum)", h)
-	}
-	// Healed: n3's row first.
-	h, w := step([]peerVIPRow{{"n3", idle}}, rowGrace+2*time.Second)
-	if h == "n1" || len(w) != 1 || w[0] != "n2" {
-		t.Fatalf("quorum regained with n3's row only: holder %q, waiting for %v; want n1 not taking it, waiting for n2", h, w)
-	}
-	if unheld != "n1" {
-		t.Fatalf("without the wait n1 would plan %q: the case no longer shows the problem", unheld)
-	}
-	// n2's row: it holds the VIP and keeps it.
-	if h, w := step([]peerVIPRow{{"n2", holder}, {"n3", idle}}, rowGrace+2500*time.Millisecond); h != "n2" || len(w) != 0 {
-		t.Fatalf("n2's row back: holder %q waiting %v, want n2 kept", h, w)
+	for _, gossip := range [][]discovery.Member{alive, flapped} {
+		n := newNode()
+		if _, _, w := step(n, self, []peerVIPRow{{"n2", idle}, {"n3", idle}}, alive, 0); len(w) != 0 {
+			t.Fatalf("all up from the start: waiting for %v", w)
+		}
+		// Cut off: no rows for longer than the grace; no quorum.
+		if h, _, _ := step(n, self, nil, alive, rowGrace+time.Second); h != "" {
+			t.Fatalf("cut off: holder %q, want none (no quorum)", h)
+		}
+		// Healed: n3's row first.
+		h, unheld, w := step(n, self, []peerVIPRow{{"n3", idle}}, gossip, rowGrace+2*time.Second)
+		if h == "n1" || len(w) != 1 || w[0] != "n2" {
+			t.Fatalf("quorum regained with n3's row only (n2 %s in the gossip): holder %q, waiting for %v; want n1 not taking it, waiting for n2", gossip[1].Status, h, w)
+		}
+		if gossip[1].Status == discovery.StatusAlive && unheld != "n1" {
+			t.Fatalf("without the wait n1 would plan %q: the case no longer shows the problem", unheld)
+		}
+		// n2's row: it holds the VIP and keeps it.
+		if h, _, w := step(n, self, []peerVIPRow{{"n2", holder}, {"n3", idle}}, alive, rowGrace+2500*time.Millisecond); h != "n2" || len(w) != 0 {
+			t.Fatalf("n2's row back: holder %q waiting %v, want n2 kept", h, w)
+		}
 	}
 	// Had n2 stayed silent (cut off itself), n1 acts after the grace.
-	var r2 rejoinSettle
-	known2, seen2 := map[string]bool{}, map[string]seenRow{}
-	wait2 := func(rows []peerVIPRow, at time.Duration) []string {
-		v := buildVIPView(self, rows, alive, known2, seen2, t0.Add(at))
-		return r2.wait(v, true, alive, known2, t0.Add(at))
-	}
-	wait2([]peerVIPRow{{"n2", holder}, {"n3", idle}}, 0)
-	wait2(nil, rowGrace+time.Second)
-	if w := wait2([]peerVIPRow{{"n3", idle}}, rowGrace+2*time.Second); len(w) != 1 {
+	n := newNode()
+	step(n, self, []peerVIPRow{{"n2", holder}, {"n3", idle}}, alive, 0)
+	step(n, self, nil, alive, rowGrace+time.Second)
+	if _, _, w := step(n, self, []peerVIPRow{{"n3", idle}}, alive, rowGrace+2*time.Second); len(w) != 1 {
 		t.Fatalf("waiting %v, want n2", w)
 	}
-	if w := wait2([]peerVIPRow{{"n3", idle}}, 2*rowGrace+3*time.Second); len(w) != 0 {
+	if _, _, w := step(n, self, []peerVIPRow{{"n3", idle}}, alive, 2*rowGrace+3*time.Second); len(w) != 0 {
 		t.Fatalf("after the grace: still waiting for %v", w)
 	}
-	// The gossip has n2 failed for a moment (it flaps under load): n1 still
-	// waits for n2's row rather than take n2's VIP as an orphan.
-	var r4 rejoinSettle
-	known4, seen4 := map[string]bool{}, map[string]seenRow{}
-	flapped := []discovery.Member{alive[0], {Name: "n2", Status: discovery.StatusFailed}, alive[2]}
-	wait4 := func(rows []peerVIPRow, members []discovery.Member, at time.Duration) []string {
-		v := buildVIPView(self, rows, members, known4, seen4, t0.Add(at))
-		return r4.wait(v, true, members, known4, t0.Add(at))
+	// A survivor n2 took the VIP of n1 (cut off); then n3's row blinks (load):
+	// n2 loses quorum and regains it with n3's row, and does not wait for n1,
+	// which had vanished while n2 still had quorum.
+	s2 := vip.Node{Name: "n2", Healthy: true, InService: true, Priority: 100, Preemptible: true}
+	n = newNode()
+	step(n, s2, []peerVIPRow{{"n1", holder}, {"n3", idle}}, alive, 0)
+	if h, _, w := step(n, s2, []peerVIPRow{{"n3", idle}}, alive, rowGrace+time.Second); h != "n2" || len(w) != 0 {
+		t.Fatalf("n1 gone for longer than the grace: survivor plans %q, waits for %v; want n2 taking over at once", h, w)
 	}
-	wait4([]peerVIPRow{{"n2", holder}, {"n3", idle}}, alive, 0)
-	wait4(nil, alive, rowGrace+time.Second)
-	if w := wait4([]peerVIPRow{{"n3", idle}}, flapped, rowGrace+2*time.Second); len(w) != 1 || w[0] != "n2" {
-		t.Fatalf("n2 failed in the gossip for a moment: waiting for %v, want n2", w)
+	if h, _, _ := step(n, s2, nil, alive, 2*rowGrace+2*time.Second); h != "" {
+		t.Fatalf("n3's row gone too: holder %q, want none (no quorum)", h)
 	}
-	// A survivor that kept quorum while a member's row vanished is not held.
-	var r3 rejoinSettle
-	known3, seen3 := map[string]bool{}, map[string]seenRow{}
-	v := buildVIPView(self, []peerVIPRow{{"n2", holder}, {"n3", idle}}, alive, known3, seen3, t0)
-	r3.wait(v, true, alive, known3, t0)
-	v = buildVIPView(self, []peerVIPRow{{"n3", idle}}, alive, known3, seen3, t0.Add(rowGrace+time.Second))
-	if w := r3.wait(v, true, alive, known3, t0.Add(rowGrace+time.Second)); len(w) != 0 {
-		t.Fatalf("a survivor with quorum throughout waits for %v", w)
+	if h, _, w := step(n, s2, []peerVIPRow{{"n3", idle}}, alive, 2*rowGrace+3*time.Second); h != "n2" || len(w) != 0 {
+		t.Fatalf("n3 back: survivor plans %q, waits for %v; want n2 at once", h, w)
 	}
 }
