@@ -6,7 +6,8 @@
 // and delete — and notifications to the owner's resources and to contacts with a
 // presence subscription whose entity capabilities (XEP-0115) ask for NODE+notify.
 // OMEMO (XEP-0384), avatars (XEP-0084) and Bookmarks 2 (XEP-0402) are PEP nodes and
-// need nothing else. Bookmarks 2 conversion (XEP-0411): a first read of an absent
+// need nothing else; a published avatar also becomes the vCard's photo (XEP-0398,
+// avatar.go). Bookmarks 2 conversion (XEP-0411): a first read of an absent
 // urn:xmpp:bookmarks:1 node imports the account's private XML bookmarks
 // (storage:bookmarks, read from the private module's table, never written).
 //
@@ -27,7 +28,7 @@
 // the session's +notify nodes): soft state of live sessions.
 //
 // It must not import the xmppd core; of the modules it imports only roster, and it
-// reads private's table by name.
+// reads the private and vcard modules' tables by name.
 package pep
 
 import (
@@ -63,6 +64,8 @@ const (
 	NSCaps      = "http://jabber.org/protocol/caps"
 	NSDiscoInfo = "http://jabber.org/protocol/disco#info"
 	NSBookmarks = "urn:xmpp:bookmarks:1"
+	// NSAvatarMeta is the XEP-0084 metadata node (converted to the vCard, avatar.go).
+	NSAvatarMeta = "urn:xmpp:avatar:metadata"
 	// NSBookmarksCompat is advertised on the account (XEP-0402 §3.3/XEP-0411):
 	// private XML bookmarks are offered in urn:xmpp:bookmarks:1 (converted on first
 	// read).
@@ -615,6 +618,9 @@ func (m *Module) publish(ctx context.Context, h module.Host, iq *module.IQ, owne
 	res := xmlstream.New(NS, "publish", "node", node).Append(xmlstream.New(NS, "item", "id", id))
 	modutil.ReplyResult(ctx, h, iq, xmlstream.New(NS, "pubsub").Append(res))
 	m.notify(ctx, h, owner, node, c, xmlstream.New(NSEvent, "items", "node", node).Append(eventItem(stored)))
+	if node == NSAvatarMeta {
+		m.avatarToVCard(ctx, h, owner, stored) // XEP-0398 (avatar.go)
+	}
 }
 
 func eventItem(stored *xmlstream.Element) *xmlstream.Element {

@@ -1,6 +1,8 @@
 // Package vcard implements vcard-temp (XEP-0054): a user sets their own vCard and
 // anyone gets any local account's vCard by its bare JID (an empty <vCard/> when none
-// is stored). Stored vCards are size-limited.
+// is stored). Stored vCards are size-limited. With the PEP module it converts
+// avatars (XEP-0398) and puts the photo hash into presence (XEP-0153): see
+// avatar.go.
 //
 // Table: vcard ("user" -> stored vCard element).
 //
@@ -29,8 +31,9 @@ const DefaultMaxBytes = 128 << 10
 
 // Module is the vcard module.
 type Module struct {
-	max int
-	tab storage.Table
+	max    int
+	tab    storage.Table
+	hashes hashCache // XEP-0153 photo hashes (avatar.go)
 }
 
 // New returns the module; maxBytes <= 0 means DefaultMaxBytes.
@@ -55,6 +58,7 @@ func (m *Module) Start(ctx context.Context, h module.Host) error {
 	}
 	h.DiscoFeature(NS)
 	h.HandleIQ(NS, m.iq)
+	h.Hook(module.EvC2SIn, 44, m.presenceHash) // before the presence module broadcasts (50)
 	modutil.RemoveUserOnDelete(h, nil, []string{Table})
 	return nil
 }
@@ -113,6 +117,7 @@ func (m *Module) iq(ctx context.Context, h module.Host, iq *module.IQ) {
 			return
 		}
 		modutil.ReplyResult(ctx, h, iq)
+		m.toPEP(ctx, h, iq.From.Local, p) // XEP-0398 (avatar.go)
 	default:
 		modutil.ReplyError(ctx, h, iq, module.ErrModify, "bad-request", "")
 	}
