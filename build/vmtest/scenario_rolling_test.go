@@ -142,6 +142,8 @@ func TestScenarioRollingReboot(t *testing.T) {
 	start := time.Now()
 	for _, n := range nodes {
 		t0 := time.Now()
+		alice.event("reboot %s", n)
+		bob.event("reboot %s", n)
 		// `reboot` stops xmppd (SIGTERM: drain, sessions left to peers), then
 		// qemu exits (-no-reboot); the box powers on again at once.
 		if c, err := lab.DialConsole(ctx, nodeSock(dir, n)); err != nil {
@@ -196,6 +198,7 @@ func TestScenarioRollingReboot(t *testing.T) {
 	})
 	if len(lost) > 0 {
 		t.Errorf("acknowledged messages lost: %v", lost)
+		t.Logf("client events around them:\n%s\n%s", clientTrace(alice, lost), clientTrace(bob, lost))
 	}
 }
 

@@ -36,24 +36,60 @@ func TestMain(m *testing.M) {
 			skipReason = err.Error()
 			return m.Run()
 		}
-		out, err := os.MkdirTemp("", "xedge-vmtest-")
-		if err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			return 1
+		// XEDGE_VMTEST_IMAGE names a directory where the image is built once
+		// and reused by later runs (a developer rerunning one scenario on a busy
+		// host; remove the directory after changing the code). Unset: a fresh
+		// image per run.
+		keep := os.Getenv("XEDGE_VMTEST_IMAGE")
+		if keep != "" {
+			if r, ok := builtImage(keep); ok {
+				img = r
+				fmt.Fprintf(os.Stderr, "vmtest: reusing the image in %s (XEDGE_VMTEST_IMAGE)\n", keep)
+				return m.Run()
+			}
 		}
-		defer os.RemoveAll(out)
+		out := keep
+		if out == "" {
+			var err error
+			if out, err = os.MkdirTemp("", "xedge-vmtest-"); err != nil {
+				fmt.Fprintln(os.Stderr, err)
+				return 1
+			}
+			defer os.RemoveAll(out)
+		}
 		start := time.Now()
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+		// 2 minutes on a quiet 2-core host; far more when other builds share it.
+		ctx, cancel := context.WithTimeout(context.Background(), 25*time.Minute)
 		defer cancel()
+		var err error
 		img, err = imagebuild.Build(ctx, imagebuild.Options{Repo: repoRoot, Out: out, Version: "vmtest"})
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "image build: %v\n", err)
 			return 1
 		}
 		fmt.Fprintf(os.Stderr, "vmtest: image built in %s (%d files)\n", time.Since(start).Round(time.Second), img.Files)
+		if keep != "" {
+			_ = os.WriteFile(filepath.Join(keep, builtMark), nil, 0o644)
+		}
 		return m.Run()
 	}()
 	os.Exit(code)
+}
+
+// builtMark is written into XEDGE_VMTEST_IMAGE once its image is complete.
+const builtMark = ".vmtest-image-complete"
+
+// builtImage is the image a previous run built in dir (XEDGE_VMTEST_IMAGE).
+func builtImage(dir string) (imagebuild.Result, bool) {
+	r := imagebuild.Result{Vmlinux: filepath.Join(dir, "vmlinux"), Vmlinuz: filepath.Join(dir, "vmlinuz"),
+		Cpio: filepath.Join(dir, "initramfs.cpio"), CpioXz: filepath.Join(dir, "initramfs.cpio.xz"),
+		CpioZst: filepath.Join(dir, "initramfs.cpio.zst"), HasXmppd: true}
+	for _, f := range []string{filepath.Join(dir, builtMark), r.Vmlinux, r.Vmlinuz, r.Cpio, r.CpioXz, r.CpioZst} {
+		if _, err := os.Stat(f); err != nil {
+			return r, false
+		}
+	}
+	return r, true
 }
 
 func need(t *testing.T) {
