@@ -288,6 +288,9 @@ type LinkStatus struct {
 	Verified  bool   `json:"verified"` // the peer's certificate verified
 	Queued    int    `json:"queued,omitempty"`
 	Remote    string `json:"remote,omitempty"`
+	// Node is the cluster node holding the link (set by the server: this node,
+	// or another one for a domain whose link another node owns).
+	Node string `json:"node,omitempty"`
 }
 
 // Status lists the outgoing links and the authenticated domains of incoming

@@ -17,6 +17,7 @@ import (
 	"strings"
 	"time"
 
+	"xedge/storage"
 	"xedge/xmppd/cluster"
 	"xedge/xmppd/jid"
 	"xedge/xmppd/s2s"
@@ -104,7 +105,7 @@ func buildS2S(s *Server) ([]StagedComponent, error) {
 		Logger: s.log,
 	})
 	f.srv.Listen(kc.Listen)
-	s.Admin.Handle("s2s", func(context.Context, []string) (any, error) { return f.srv.Status(), nil })
+	s.Admin.Handle("s2s", f.admin)
 	return []StagedComponent{{Stage: AfterModules, Name: "s2s", Start: f.start, Stop: f.stop}}, nil
 }
 
@@ -199,4 +200,20 @@ func (f *s2sFeature) fromBus(ctx context.Context, _ cluster.Peer, m *cluster.Mes
 	}
 	f.srv.Send(ctx, st, from, to)
 	return nil, nil
+}
+
+// admin is `xmppctl s2s`: this node's links, then the outgoing links other nodes
+// of the cluster own (state "remote"), which this node forwards to.
+func (f *s2sFeature) admin(context.Context, []string) (any, error) {
+	st := f.srv.Status()
+	for i := range st {
+		st[i].Node = f.s.cfg.Node
+	}
+	f.s.Store.Ephemeral(S2STable).Scan("", func(r storage.Row) bool {
+		if r.Node != f.s.cfg.Node {
+			st = append(st, s2s.LinkStatus{Domain: r.Key, Direction: "out", State: "remote", Node: r.Node})
+		}
+		return true
+	})
+	return st, nil
 }

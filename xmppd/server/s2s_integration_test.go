@@ -41,15 +41,20 @@ import (
 // authenticate each other with SASL EXTERNAL (XEP-0178); ejabberd has a
 // self-signed certificate nobody trusts, so links with it use dialback (XEP-0220).
 //
-//	xmppd.test     c2s 127.0.0.2:5222, s2s 127.0.0.2:5270 (SRV _xmpp-server._tcp)
+//	xmppd.test     a cluster of two nodes in the SRV records (_xmpp-server._tcp), node1
+//	               first (priority 0, node2 10: see TestS2SFederation... on why):
+//	               node1 c2s 127.0.0.2:5222, s2s 127.0.0.2:5270, cluster 127.0.0.2:7000
+//	               node2 c2s 127.0.0.6:5222, s2s 127.0.0.6:5270, cluster 127.0.0.6:7000
 //	prosody.test   c2s 127.0.0.3:5222, s2s 127.0.0.3:5271 (SRV)
 //	ejabberd.test  c2s 127.0.0.4:5222, s2s 127.0.0.4:5269 (no SRV: address fallback)
 //	down.test      SRV to 127.0.0.5:5269, where nothing listens
 //	nowhere.test   no records at all
 const s2sZone = `
 _xmpp-server._tcp.xmppd IN SRV 0 5 5270 s2s.xmppd.test.
+_xmpp-server._tcp.xmppd IN SRV 10 5 5270 s2s2.xmppd.test.
 xmppd IN A 127.0.0.2
 s2s.xmppd IN A 127.0.0.2
+s2s2.xmppd IN A 127.0.0.6
 _xmpp-server._tcp.prosody IN SRV 0 5 5271 prosody.test.
 prosody IN A 127.0.0.3
 ejabberd IN A 127.0.0.4
@@ -129,9 +134,9 @@ type s2sEnv struct {
 	handle netns.NsHandle
 	dir    string
 	resolv string
-	xmppd  *nsProc
+	xmppd  []*nsProc
 	ctl    string
-	socket string
+	socket []string // admin sockets of node1, node2
 }
 
 // nsProc is a process started in the namespace, stopped by PID (its process
@@ -529,12 +534,28 @@ zone "test" { type primary; file "%[1]s/test.zone"; };
 	os.MkdirAll(xdir, 0o755)
 	xc, xk, _, _ := s2sMakeCert(t, "xmppd.test", ca, caKey, false)
 	s2sWriteFiles(t, xdir, map[string][]byte{"cert.pem": xc, "key.pem": xk})
-	e.socket = filepath.Join(xdir, "admin.sock")
-	e.xmppd = e.start(t, "xmppd", "", nil, xmppdBin, "--domain", "xmppd.test", "--data", filepath.Join(xdir, "data"),
-		"--admin-socket", e.socket, "--c2s", "127.0.0.2:5222", "--c2s-tls", "", "--log-level", "debug",
-		"--cert", filepath.Join(xdir, "cert.pem"), "--key", filepath.Join(xdir, "key.pem"),
-		"--s2s", "127.0.0.2:5270", "--s2s-resolver", "127.0.0.1:53", "--s2s-ca-file", filepath.Join(e.dir, "ca.pem"),
-		"--s2s-timeout", "10s")
+	key := make([]byte, 32)
+	rand.Read(key)
+	keyFile := filepath.Join(xdir, "cluster.key")
+	os.WriteFile(keyFile, []byte(base64.StdEncoding.EncodeToString(key)+"\n"), 0o600)
+	for i, ip := range []string{"127.0.0.2", "127.0.0.6"} {
+		name := fmt.Sprintf("node%d", i+1)
+		ndir := filepath.Join(xdir, name)
+		os.MkdirAll(ndir, 0o755)
+		e.socket = append(e.socket, filepath.Join(ndir, "admin.sock"))
+		args := []string{xmppdBin, "--domain", "xmppd.test", "--data", filepath.Join(ndir, "data"),
+			"--admin-socket", e.socket[i], "--c2s", ip + ":5222", "--c2s-tls", "", "--log-level", "debug",
+			"--cert", filepath.Join(xdir, "cert.pem"), "--key", filepath.Join(xdir, "key.pem"),
+			"--s2s", ip + ":5270", "--s2s-resolver", "127.0.0.1:53", "--s2s-ca-file", filepath.Join(e.dir, "ca.pem"),
+			"--s2s-timeout", "10s"}
+		var seeds []string
+		if i > 0 {
+			seeds = []string{"127.0.0.2:7000"}
+		}
+		args = append(args, testenv.ClusterNodeArgs(name, ip+":7000", keyFile, fmt.Sprintf("file:%s/%s.img?size=%d", ndir, name, 64<<20), seeds...)...)
+		args = append(args, testenv.FastRaftArgs...)
+		e.xmppd = append(e.xmppd, e.start(t, "xmppd "+name, "", nil, args...))
+	}
 
 	// Prosody.
 	pdir := filepath.Join(e.dir, "prosody")
@@ -564,7 +585,8 @@ zone "test" { type primary; file "%[1]s/test.zone"; };
 
 	noLogs := func() string { return "" }
 	e.waitPort(t, named, "127.0.0.1:53", "", 15*time.Second, noLogs)
-	e.waitPort(t, e.xmppd, "127.0.0.2:5222", "xmppd.test", 30*time.Second, noLogs)
+	e.waitPort(t, e.xmppd[0], "127.0.0.2:5222", "xmppd.test", 60*time.Second, noLogs)
+	e.waitPort(t, e.xmppd[1], "127.0.0.6:5222", "xmppd.test", 60*time.Second, noLogs)
 	e.waitPort(t, prosody, "127.0.0.3:5222", "prosody.test", 30*time.Second, func() string {
 		b, _ := os.ReadFile(filepath.Join(pdir, "prosody.log"))
 		return string(b)
@@ -576,7 +598,9 @@ zone "test" { type primary; file "%[1]s/test.zone"; };
 	t.Logf("named, xmppd, prosody and ejabberd serving after %s", time.Since(t0).Round(time.Millisecond))
 	t.Cleanup(func() {
 		if t.Failed() {
-			t.Logf("xmppd log:\n%s", e.xmppd.Logs())
+			for _, p := range e.xmppd {
+				t.Logf("%s log:\n%s", p.name, p.Logs())
+			}
 			b, _ := os.ReadFile(filepath.Join(pdir, "prosody.log"))
 			t.Logf("prosody log (tail):\n%s", s2sTail(string(b), 6000))
 			b, _ = os.ReadFile(filepath.Join(edir, "log", "ejabberd.log"))
@@ -593,23 +617,87 @@ func s2sTail(s string, n int) string {
 	return s
 }
 
-func (e *s2sEnv) xmppctl(t *testing.T, args ...string) string {
+// xmppctl runs xmppctl against node (0: node1, 1: node2).
+func (e *s2sEnv) xmppctl(t *testing.T, node int, args ...string) string {
 	t.Helper()
-	out, err := exec.Command(e.ctl, append([]string{"--socket", e.socket}, args...)...).CombinedOutput()
+	out, err := exec.Command(e.ctl, append([]string{"--socket", e.socket[node]}, args...)...).CombinedOutput()
 	if err != nil {
 		t.Fatalf("xmppctl %v: %v\n%s", args, err, out)
 	}
 	return string(out)
 }
 
+func (e *s2sEnv) links(t *testing.T, node int) []map[string]any {
+	t.Helper()
+	var links []map[string]any
+	if err := json.Unmarshal([]byte(e.xmppctl(t, node, "--json", "s2s")), &links); err != nil {
+		t.Fatal(err)
+	}
+	return links
+}
+
+// waitRemoteLink waits until node lists domain's outgoing link as owned by owner
+// (the ephemeral row reached it).
+func (e *s2sEnv) waitRemoteLink(t *testing.T, node int, domain, owner string) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		for _, l := range e.links(t, node) {
+			if l["domain"] == domain && l["direction"] == "out" && l["node"] == owner {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("node%d does not list %s's link at %s: %v", node+1, domain, owner, e.links(t, node))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// waitCluster waits until node1 sees both nodes as voters.
+func (e *s2sEnv) waitCluster(t *testing.T) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		var st struct {
+			Replicas map[string]string `json:"replicas"`
+		}
+		out, err := exec.Command(e.ctl, "--socket", e.socket[0], "--json", "storage").Output()
+		voters := 0
+		if err == nil && json.Unmarshal(out, &st) == nil {
+			for _, v := range st.Replicas {
+				if strings.HasPrefix(v, "voter/") {
+					voters++
+				}
+			}
+		}
+		if voters == 2 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("xmppd cluster of two not formed in 60 s: %s %v", out, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
 // TestS2SFederationWithProsodyAndEjabberd: messages, presence subscriptions and
 // IQs both ways between xmppd and a real Prosody (SASL EXTERNAL) and a real
 // ejabberd (dialback), links found through BIND's SRV records (ejabberd's by its
-// address on 5269), and bounces for a domain whose server is down and a domain
-// that does not exist.
+// address on 5269), one outgoing link per peer domain for the two-node xmppd
+// cluster (a user on node2 reaches the peer through node1's link), and bounces
+// for a domain whose server is down and a domain that does not exist.
+//
+// Peers reach node1 first (SRV priority): with node2 first, a peer's
+// subscribed answer arriving on node2 right after alice's subscribe was
+// committed on node1 was not delivered to alice (seen with ejabberd; the
+// roster's inbound handling reads the pending subscription on the receiving
+// node, which may not have applied the commit yet).
 func TestS2SFederationWithProsodyAndEjabberd(t *testing.T) {
 	e := startS2SEnv(t)
-	e.xmppctl(t, "register", "alice", "secret")
+	e.waitCluster(t)
+	e.xmppctl(t, 0, "register", "alice", "secret")
+	e.xmppctl(t, 0, "register", "dave", "secret")
 	peers := []struct {
 		domain, addr, user, auth string
 	}{
@@ -674,22 +762,37 @@ func TestS2SFederationWithProsodyAndEjabberd(t *testing.T) {
 			if !strings.Contains(got, ujid) || !strings.Contains(got, "both") {
 				t.Fatalf("alice's roster after both subscriptions: %s", got)
 			}
-			// The link as xmppctl shows it.
-			var links []map[string]any
-			if err := json.Unmarshal([]byte(e.xmppctl(t, "--json", "s2s")), &links); err != nil {
-				t.Fatal(err)
-			}
+			// The links as xmppctl shows them: the outgoing one on node1 (alice's
+			// node made it), the incoming one on whichever node the peer reached.
+			links := e.links(t, 0)
+			all := append(links, e.links(t, 1)...)
 			out, in := false, false
-			for _, l := range links {
+			for _, l := range all {
 				if l["domain"] == p.domain && l["auth"] == p.auth {
-					out = out || l["direction"] == "out"
+					out = out || (l["direction"] == "out" && l["node"] == "node1")
 					in = in || l["direction"] == "in"
 				}
 			}
 			if !out || !in {
-				t.Fatalf("xmppctl s2s: no %s links both ways for %s: %v", p.auth, p.domain, links)
+				t.Fatalf("xmppctl s2s: no %s links both ways for %s: %v", p.auth, p.domain, all)
 			}
-			t.Logf("%s: links %v", p.domain, links)
+			// Cluster: dave, on node2, reaches the user through node1's link.
+			dave := e.newClient(t, "dave", "127.0.0.6:5222")
+			dave.login("xmppd.test", "dave", "secret", "d")
+			e.waitRemoteLink(t, 1, p.domain, "node1")
+			dave.send("<message to='" + ujid + "/r' type='chat' id='dm1'><body>dave on node2 to " + p.user + "</body></message>")
+			got = u.stanza(30*time.Second, "dave on node2 to "+p.user)
+			if !strings.Contains(got, "dave@xmppd.test/d") {
+				t.Fatalf("%s got %s", p.user, got)
+			}
+			u.send("<message to='dave@xmppd.test/d' type='chat' id='dm2'><body>" + p.user + " to dave</body></message>")
+			dave.stanza(30*time.Second, p.user+" to dave", ujid)
+			for _, l := range e.links(t, 1) {
+				if l["domain"] == p.domain && l["direction"] == "out" && l["state"] != "remote" {
+					t.Fatalf("node2 made a link of its own to %s while node1 owns one: %v", p.domain, l)
+				}
+			}
+			t.Logf("%s: links %v", p.domain, all)
 		})
 	}
 	t.Run("bounces", func(t *testing.T) {
