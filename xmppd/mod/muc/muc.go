@@ -222,7 +222,15 @@ type Module struct {
 	bmu      sync.Mutex
 	bnext    *barrierCall // the next sync, not started yet
 	brunning bool
+	bfailed  time.Time // when a sync last failed (no quorum): messages then skip it for a while
 }
+
+// syncPause is how long messages stop waiting for syncs after one failed: the
+// store is not committing, and messages (which write nothing) keep flowing on
+// this node's reads.
+const syncPause = 5 * time.Second
+
+var errSyncPaused = errors.New("muc: sync paused after a failure")
 
 type barrierCall struct {
 	done chan struct{}
@@ -482,6 +490,10 @@ func (m *Module) lateOccupants(name string, r *room, s *snap, o *out) {
 // messages.
 func (m *Module) barrier(ctx context.Context) error {
 	m.bmu.Lock()
+	if !m.bfailed.IsZero() && time.Since(m.bfailed) < syncPause {
+		m.bmu.Unlock()
+		return errSyncPaused
+	}
 	c := m.bnext
 	if c == nil {
 		c = &barrierCall{done: make(chan struct{})}
@@ -512,6 +524,13 @@ func (m *Module) barriers() {
 		}
 		m.bmu.Unlock()
 		c.err = m.sync(context.Background())
+		m.bmu.Lock()
+		if c.err != nil {
+			m.bfailed = time.Now()
+		} else {
+			m.bfailed = time.Time{}
+		}
+		m.bmu.Unlock()
 		close(c.done)
 	}
 }

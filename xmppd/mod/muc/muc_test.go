@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -737,5 +739,48 @@ func TestMessageAfterJoinOnLaggingNode(t *testing.T) {
 	e2.send("bob", groupchat("welcome"))
 	if c := e.take("carol"); len(c) != 1 || c[0].ChildText(NSClient, "body") != "welcome" {
 		t.Fatalf("carol got %v", c)
+	}
+}
+
+// countStore counts Apply calls.
+type countStore struct {
+	storage.Store
+	applies atomic.Int32
+}
+
+func (c *countStore) Apply(ctx context.Context, ops ...storage.Op) error {
+	c.applies.Add(1)
+	return c.Store.Apply(ctx, ops...)
+}
+
+// Without a quorum (writes fail) messages still flow on this node's reads, and
+// after one failed sync the next messages do not wait for another.
+func TestMessagesWithoutQuorum(t *testing.T) {
+	base := &host{Host: modtest.NewHost("example.org", "alice", "bob", "carol"), handlers: map[string]module.DomainHandler{}}
+	cs := &countStore{Store: base.Store()}
+	h := &lagHost{host: base, st: &lagStore{Store: cs}}
+	h.st.catchUp()
+	m := New()
+	if err := m.Start(context.Background(), h); err != nil {
+		t.Fatal(err)
+	}
+	e := &env{t: t, h: base, m: m, s: map[string]*modtest.Session{}}
+	for _, u := range []string{"alice", "bob"} {
+		e.s[u] = base.Connect(u + "@example.org/r")
+	}
+	e.instant()
+	e.send("bob", pres(roomJ+"/bo", mucX()))
+	e.take("alice")
+	e.take("bob")
+	base.MemStore().SetFail(storage.ErrUnavailable)
+	before := cs.applies.Load()
+	for i := range 3 {
+		e.send("alice", groupchat("m"+strconv.Itoa(i)))
+		if b := e.take("bob"); len(b) != 1 || b[0].ChildText(NSClient, "body") != "m"+strconv.Itoa(i) {
+			t.Fatalf("message %d without quorum: %v", i, b)
+		}
+	}
+	if n := cs.applies.Load() - before; n != 1 {
+		t.Fatalf("%d syncs tried for 3 messages without quorum, want 1", n)
 	}
 }
