@@ -223,6 +223,9 @@ type Module struct {
 	bnext    *barrierCall // the next sync, not started yet
 	brunning bool
 	bfailed  time.Time // when a sync last failed (no quorum): messages then skip it for a while
+
+	stop     chan struct{}
+	stopOnce sync.Once
 }
 
 // syncPause is how long messages stop waiting for syncs after one failed: the
@@ -244,7 +247,7 @@ type presCache struct {
 
 // New returns the module.
 func New() *Module {
-	return &Module{now: time.Now, hist: map[string][]histEntry{}, pres: map[string]presCache{}}
+	return &Module{now: time.Now, hist: map[string][]histEntry{}, pres: map[string]presCache{}, stop: make(chan struct{})}
 }
 
 // WithArchive makes the module archive its rooms' groupchat messages in a
@@ -290,6 +293,7 @@ func (m *Module) Start(ctx context.Context, h module.Host) error {
 
 // Stop implements module.Module.
 func (m *Module) Stop(context.Context) error {
+	m.stopOnce.Do(func() { close(m.stop) })
 	if dr, ok := m.h.(module.DomainRouter); ok && m.domain != "" {
 		dr.HandleDomain(m.domain, nil)
 	}
@@ -354,7 +358,7 @@ func (m *Module) Handle(ctx context.Context, st *xmlstream.Element, from, to jid
 		}
 		synced = err == nil
 	}
-	m.transact(ctx, to.Local, st, synced, func(o *out, r *room) *room {
+	_ = m.transact(ctx, to.Local, st, synced, func(o *out, r *room) *room {
 		switch st.Local {
 		case "presence":
 			return m.presence(ctx, o, r, st, from, to)
@@ -402,7 +406,7 @@ func (m *Module) mamQuery(ctx context.Context, st *xmlstream.Element, from, to j
 // node changed the room meanwhile) runs fn again on the new state; a batch that
 // cannot be written answers st with a wait error and sends nothing else. synced
 // says this node caught up with the cluster just before (see sync).
-func (m *Module) transact(ctx context.Context, name string, st *xmlstream.Element, synced bool, fn func(o *out, r *room) *room) {
+func (m *Module) transact(ctx context.Context, name string, st *xmlstream.Element, synced bool, fn func(o *out, r *room) *room) error {
 	mu := m.lockFor(name)
 	for attempt := 1; ; attempt++ {
 		mu.Lock()
@@ -413,7 +417,7 @@ func (m *Module) transact(ctx context.Context, name string, st *xmlstream.Elemen
 			if st != nil {
 				m.flush(ctx, one(module.StoreError(st, err)))
 			}
-			return
+			return err
 		}
 		var o out
 		r = fn(&o, r)
@@ -443,7 +447,7 @@ func (m *Module) transact(ctx context.Context, name string, st *xmlstream.Elemen
 		mu.Unlock()
 		if err == nil {
 			m.flush(ctx, o)
-			return
+			return nil
 		}
 		if errors.Is(err, storage.ErrConflict) && attempt < maxAttempts {
 			continue
@@ -452,7 +456,7 @@ func (m *Module) transact(ctx context.Context, name string, st *xmlstream.Elemen
 		if st != nil && st.Attr("type") != "error" && st.Attr("type") != "unavailable" {
 			m.flush(ctx, one(module.StoreError(st, err)))
 		}
-		return
+		return err
 	}
 }
 
@@ -580,16 +584,46 @@ func (m *Module) sessionClosed(ctx context.Context, _ module.Host, ev *module.Ev
 		m.log.Error("muc: read occupancy", "jid", full.String(), "err", err)
 	}
 	for _, name := range rooms {
-		m.transact(ctx, name, nil, false, func(o *out, r *room) *room {
-			if r != nil {
-				if nick, ok := r.byJID[full.String()]; ok {
-					m.leave(ctx, o, r, r.occ[nick], nil, "")
-				}
-			}
-			return r
-		})
+		if err := m.removeOccupant(ctx, name, full); errors.Is(err, storage.ErrUnavailable) {
+			// No quorum right now (a raft election after the leader died with
+			// the node): retry in the background rather than leave a ghost.
+			go m.retryRemove(name, full)
+		}
 	}
 	return false
+}
+
+func (m *Module) removeOccupant(ctx context.Context, name string, full jid.JID) error {
+	return m.transact(ctx, name, nil, false, func(o *out, r *room) *room {
+		if r != nil {
+			if nick, ok := r.byJID[full.String()]; ok {
+				m.leave(ctx, o, r, r.occ[nick], nil, "")
+			}
+		}
+		return r
+	})
+}
+
+// retryRemove removes the ended session full from room name once the store
+// takes writes again (bounded: about a minute), unless the session is back.
+func (m *Module) retryRemove(name string, full jid.JID) {
+	wait := 250 * time.Millisecond
+	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); {
+		select {
+		case <-m.stop:
+			return
+		case <-time.After(wait):
+		}
+		if m.h.Session(full) != nil {
+			return
+		}
+		err := m.removeOccupant(context.Background(), name, full)
+		if !errors.Is(err, storage.ErrUnavailable) {
+			return
+		}
+		wait = min(2*wait, 4*time.Second)
+	}
+	m.log.Warn("muc: could not remove an ended session from a room (storage unavailable)", "room", name, "jid", full.String())
 }
 
 func stanzaErr(o *out, st *xmlstream.Element, typ, cond, text string) {

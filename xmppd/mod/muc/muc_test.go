@@ -784,3 +784,31 @@ func TestMessagesWithoutQuorum(t *testing.T) {
 		t.Fatalf("%d syncs tried for 3 messages without quorum, want 1", n)
 	}
 }
+
+// A session that ends while the store takes no writes (the raft election after
+// a leader died with its node) is removed once writes work again, not left as a
+// ghost.
+func TestSessionEndWhileStoreUnavailable(t *testing.T) {
+	e := newEnv(t, nil)
+	e.instant()
+	e.send("bob", pres(roomJ+"/bo", mucX()))
+	e.take("alice")
+	e.take("bob")
+	e.h.MemStore().SetFail(storage.ErrUnavailable)
+	e.h.Disconnect(e.s["bob"])
+	if a := e.take("alice"); len(a) != 0 {
+		t.Fatalf("removal announced without being stored: %v", a)
+	}
+	e.h.MemStore().SetFail(nil)
+	var got []*xmlstream.Element
+	for deadline := time.Now().Add(10 * time.Second); len(got) == 0 && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+		got = e.take("alice")
+	}
+	if len(got) != 1 || got[0].Attr("type") != "unavailable" || got[0].Attr("from") != roomJ+"/bo" {
+		t.Fatalf("after the store came back: %v", got)
+	}
+	if o := e.m.Occupants("room"); len(o) != 1 || o[0] != "al" {
+		t.Fatalf("occupants: %v", o)
+	}
+}
