@@ -382,6 +382,11 @@ func (c Config) XmppdArgs(rt Runtime) []string {
 	// Always explicit: xmppd's own default is registration on, so leaving the
 	// flag out would turn xedge.registration=0 into "on".
 	args = append(args, fmt.Sprintf("--allow-registration=%t", c.Registration))
+	if c.Registration {
+		// xmppd's own policy opens registration on loopback listeners only;
+		// the appliance's listeners are not, and xedge.registration=1 means open.
+		args = append(args, "--register", "allow")
+	}
 	if rt.ConfigFile != "" {
 		args = append(args, "--config", rt.ConfigFile)
 	}

@@ -105,7 +105,7 @@ func TestMaintenanceReasons(t *testing.T) {
 func TestXmppdArgs(t *testing.T) {
 	c := Merge(Builtin(), ParseParams("cmdline", "xedge.domain=d.example xedge.registration=1"))
 	got := strings.Join(c.XmppdArgs(Runtime{NodeName: "node1", Addr: netip.MustParseAddr("10.0.0.5"), ConfigFile: "/etc/xedge/xmppd.yaml"}), " ")
-	want := "--domain d.example --data /var/lib/xmppd --c2s :5222 --c2s-tls :5223 --admin-socket /run/xmppd/admin.sock --log-level info --node-name node1 --allow-registration=true --config /etc/xedge/xmppd.yaml"
+	want := "--domain d.example --data /var/lib/xmppd --c2s :5222 --c2s-tls :5223 --admin-socket /run/xmppd/admin.sock --log-level info --node-name node1 --allow-registration=true --register allow --config /etc/xedge/xmppd.yaml"
 	if got != want {
 		t.Errorf("standalone args\n got %s\nwant %s", got, want)
 	}
