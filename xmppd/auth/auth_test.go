@@ -230,23 +230,46 @@ func script(t *testing.T, mode string, timeout time.Duration) *externalBackend {
 func TestExternalScriptRestartedWhenItDies(t *testing.T) {
 	b := script(t, "once", 5*time.Second)
 	ctx := context.Background()
-	// Each script answers one request and exits; the next request finds it dead
-	// and is served by a fresh one (after its restart pause has passed).
-	for i := range 2 {
-		if i > 0 {
-			w := b.workers[0]
-			w.mu.Lock()
-			w.notBefore = time.Time{}
-			w.mu.Unlock()
+	w := b.workers[0]
+	pid := func() int {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		if !w.alive() {
+			return 0
 		}
-		ok, err := b.Check(ctx, "alice", "pw")
-		if !ok || err != nil {
+		return w.cmd.Process.Pid
+	}
+	// Each script answers one request and exits; it is started again without
+	// waiting for a request (after its restart pause), and a request that finds
+	// it dead anyway is served by a fresh one.
+	for i := range 2 {
+		first := pid()
+		if ok, err := b.Check(ctx, "alice", "pw"); !ok || err != nil {
 			t.Fatalf("request %d: %v, %v", i, ok, err)
 		}
+		deadline := time.Now().Add(10 * time.Second)
+		for p := pid(); p == 0 || p == first; p = pid() {
+			if time.Now().After(deadline) {
+				t.Fatalf("request %d: the script that exited was not started again", i)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
 	}
-	ok, err := b.Check(ctx, "alice", "wrong")
-	if ok {
-		t.Fatalf("wrong password accepted (err %v)", err)
+	if ok, err := b.Check(ctx, "alice", "wrong"); ok || err != nil {
+		t.Fatalf("wrong password: %v, %v", ok, err)
+	}
+	// Killed behind our back between requests: the next request still succeeds.
+	w.mu.Lock()
+	w.cmd.Process.Kill()
+	exited := w.exited
+	w.notBefore = time.Now().Add(time.Hour) // no restart by the timer: the request must do it
+	w.mu.Unlock()
+	<-exited
+	w.mu.Lock()
+	w.notBefore = time.Time{}
+	w.mu.Unlock()
+	if ok, err := b.Check(ctx, "alice", "pw"); !ok || err != nil {
+		t.Fatalf("after a kill: %v, %v", ok, err)
 	}
 }
 

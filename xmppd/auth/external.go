@@ -236,8 +236,9 @@ func (w *worker) alive() bool {
 	}
 }
 
-// start spawns the script (w.mu held).
+// start spawns the script (w.mu held), releasing what is left of a previous one.
 func (w *worker) start() error {
+	w.release()
 	w.notBefore = time.Now().Add(w.retry.Next())
 	inR, inW, err := os.Pipe()
 	if err != nil {
@@ -275,6 +276,7 @@ func (w *worker) start() error {
 		err := cmd.Wait()
 		log.Info("extauth script exited", "status", err)
 		close(exited)
+		w.restartLater(cmd)
 	}()
 	w.cmd, w.in, w.out, w.rd, w.exited = cmd, inW, outR, bufio.NewReaderSize(outR, 64), exited
 	log.Debug("extauth script started")
@@ -302,21 +304,53 @@ func (w *worker) exchange(ctx context.Context, msg []byte) (ok, sent bool, err e
 	return ok, true, nil
 }
 
+// restartLater starts the script again after it exited by itself (not killed
+// by us, not at stop), once its restart pause has passed, so that the next
+// request finds it running.
+func (w *worker) restartLater(cmd *exec.Cmd) {
+	w.mu.Lock()
+	d := time.Until(w.notBefore)
+	w.mu.Unlock()
+	time.AfterFunc(max(d, 0), func() {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		w.b.mu.Lock()
+		stopped := w.b.stopped
+		w.b.mu.Unlock()
+		if stopped || w.cmd != cmd || time.Now().Before(w.notBefore) {
+			return // stopping, killed or already restarted: the request path decides
+		}
+		if err := w.start(); err != nil {
+			w.b.log.Warn("extauth script did not start again; retried on the next request", "err", err)
+		}
+	})
+}
+
+// release closes our ends of the pipes of a script that has exited or is
+// being killed (w.mu held).
+func (w *worker) release() {
+	if w.cmd == nil {
+		return
+	}
+	w.in.Close()
+	w.out.Close()
+	w.cmd = nil
+}
+
 // kill ends the process now (w.mu held).
 func (w *worker) kill() {
 	if w.cmd == nil {
 		return
 	}
 	w.cmd.Process.Kill()
-	w.in.Close()
-	w.out.Close()
+	exited := w.exited
+	w.release()
 	t := time.NewTimer(2 * time.Second) // a child of the script may hold stderr open
 	defer t.Stop()
 	select {
-	case <-w.exited:
+	case <-exited:
 	case <-t.C:
 	}
-	w.cmd = nil
 }
 
 // stop closes the script's stdin and waits for its exit, killing it if it
