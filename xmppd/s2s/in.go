@@ -85,6 +85,9 @@ func (in *inStream) setAuthed(domain, method string) {
 	in.mu.Lock()
 	in.authed[domain] = method
 	in.mu.Unlock()
+	// The negotiation's deadline no longer applies: an authenticated stream may
+	// stay quiet until the idle limit (reset by every stanza).
+	in.c.nc.SetReadDeadline(time.Now().Add(2 * in.s.cfg.IdleTimeout))
 	in.s.log.Info("s2s incoming stream authenticated", "domain", domain, "auth", method, "remote", in.remote)
 }
 
@@ -217,7 +220,6 @@ func (in *inStream) stream() (restart bool, cond, text string) {
 				return false, "", ""
 			}
 			in.setAuthed(from, "sasl-external")
-			c.nc.SetReadDeadline(time.Now().Add(2 * s.cfg.IdleTimeout))
 			c.reset()
 			return true, "", ""
 		case el.Space == NSDialback && el.Local == "result" && el.Attr("type") == "":

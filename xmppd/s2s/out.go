@@ -117,7 +117,11 @@ func (l *outLink) bounceQueued(cond, text string) {
 	for {
 		select {
 		case st := <-l.q:
-			l.s.bounce(l.s.ctx, st, module.ErrCancel, cond, text)
+			typ := module.ErrCancel
+			if cond == "remote-server-timeout" {
+				typ = module.ErrWait // RFC 6120 §8.3.3.17: may be retried later
+			}
+			l.s.bounce(l.s.ctx, st, typ, cond, text)
 		default:
 			return
 		}
@@ -136,6 +140,7 @@ func (l *outLink) writer() {
 	idle := time.NewTimer(s.cfg.IdleTimeout)
 	defer idle.Stop()
 	var buf []byte
+	var batch []*xmlstream.Element
 	for {
 		select {
 		case <-l.done:
@@ -156,7 +161,9 @@ func (l *outLink) writer() {
 			idle.Reset(s.cfg.IdleTimeout)
 		case st := <-l.q:
 			buf = buf[:0]
+			batch = batch[:0]
 			for {
+				batch = append(batch, st)
 				respace(st, xmlstream.NSClient, NSServer)
 				buf = xmlstream.AppendElement(buf, st, NSServer)
 				if len(buf) > 32<<10 {
@@ -172,6 +179,10 @@ func (l *outLink) writer() {
 			if err := l.st.write(buf); err != nil {
 				s.log.Warn("s2s link write failed", "domain", l.domain, "err", err)
 				l.end()
+				for _, st := range batch { // not known to have arrived
+					respace(st, NSServer, xmlstream.NSClient)
+					s.bounce(s.ctx, st, module.ErrWait, "remote-server-timeout", "link to "+l.domain+" failed")
+				}
 				continue
 			}
 			if !idle.Stop() {

@@ -489,3 +489,24 @@ func TestIdleLinkClosesAndReopens(t *testing.T) {
 		t.Fatalf("link events %v", events)
 	}
 }
+
+// A stream authenticated by dialback stays open past the negotiation timeout
+// while no stanza comes (the deadline of the negotiation no longer applies).
+func TestDialbackStreamOutlivesConnectTimeout(t *testing.T) {
+	d := startDNS(t)
+	empty := x509.NewCertPool()
+	a := startNode(t, d, "a.test", testCert(t, "a.test", nil, false), empty, nil)
+	b := startNode(t, d, "b.test", testCert(t, "b.test", nil, false), empty, func(c *Config) { c.ConnectTimeout = 500 * time.Millisecond })
+	p := dialRaw(t, b, "a.test", "b.test")
+	p.next() // features
+	key := DialbackKey(a.cfg.DialbackSecret, "b.test", "a.test", p.id)
+	io.WriteString(p.c, "<db:result from='a.test' to='b.test'>"+key+"</db:result>")
+	if r := p.next(); r.Attr("type") != "valid" {
+		t.Fatalf("answer to a's own key: %s", r)
+	}
+	time.Sleep(time.Second) // past b's negotiation timeout, no stanza meanwhile
+	io.WriteString(p.c, "<message from='alice@a.test/r' to='bob@b.test' type='chat'><body>late</body></message>")
+	if got := b.wait(t, "late"); got.ChildText(xmlstream.NSClient, "body") != "late" {
+		t.Fatalf("got %s", got)
+	}
+}
