@@ -3,15 +3,16 @@
 
 usage: muc_cluster.py PHASE DOMAIN PASSWORD HOST:PORT1 HOST:PORT2 HOST:PORT3
 
-PHASE "live": alice (node 1) creates a persistent room, bob (node 2), carol and
-dave (node 3) join; everyone sees everyone; messages sent through the three nodes
-reach every occupant with one stanza-id by the room; bob pages the room's archive
-(MAM, RSM max 2) and finds the same ids. Then the script prints KILL and waits for
-a line on stdin (the test kills node 3): alice and bob each get exactly one
-unavailable presence for carol and for dave, the room keeps working, its occupant
-list is alice and bob, and carol, back through node 1, joins with her old nick.
+PHASE "live": alice (node 2) creates a persistent room, bob (node 3), carol and
+dave (node 1, the raft leader) join; everyone sees everyone; messages sent
+through the three nodes reach every occupant with one stanza-id by the room; bob
+pages the room's archive (MAM, RSM max 2) and finds the same ids. Then the script
+prints KILL and waits for a line on stdin (the test kills node 1): alice and bob
+each get exactly one unavailable presence for carol and for dave, the room keeps
+working, its occupant list is alice and bob, and carol, back through node 2,
+joins with her old nick.
 PHASE "after" (after a restart of the whole cluster): the room and its name are
-back, its archive still pages, alice and bob rejoin through nodes 1 and 2 and talk.
+back, its archive still pages, alice and bob rejoin through nodes 2 and 3 and talk.
 Prints OK and exits 0, or prints what went wrong and exits 1. Every wait is bounded.
 """
 import asyncio
@@ -119,7 +120,7 @@ async def archive(c, want):
 
 
 async def live():
-    a, b, c, d = await login('alice', 0), await login('bob', 1), await login('carol', 2), await login('dave', 2)
+    a, b, c, d = await login('alice', 1), await login('bob', 2), await login('carol', 0), await login('dave', 0)
     everyone = (a, b, c, d)
     nicks = ['alice', 'bob', 'carol', 'dave']
     pres, _, _, _ = await a['xep_0045'].join_muc_wait(ROOM, 'alice', maxstanzas=0, timeout=T)
@@ -135,7 +136,7 @@ async def live():
     for cl in everyone:
         await cl.wait_presence(lambda s: all(count(s, n, 'available') >= 1 for n in nicks), 'not every occupant seen')
     # One message through each node reaches every occupant with one stanza-id.
-    sent = [(a, 'through node1'), (b, 'through node2'), (c, 'through node3')]
+    sent = [(a, 'through node2'), (b, 'through node3'), (c, 'through node1')]
     sids = []
     for sender, text in sent:
         sender.send_message(mto=ROOM, mbody=text, mtype='groupchat')
@@ -147,7 +148,7 @@ async def live():
             ids.add(m['stanza_id']['id'])
         check(len(ids) == 1 and '' not in ids, f'{text}: stanza-ids {ids}')
         sids.append(ids.pop())
-    # bob pages the room archive through node 2.
+    # bob pages the room archive through node 3.
     bodies, ids = await archive(b, 3)
     check(bodies == [t for _, t in sent], f'archive bodies {bodies}')
     check(ids == sids, f'archive ids {ids} != stanza-ids {sids}')
@@ -173,8 +174,8 @@ async def live():
     items = await a['xep_0030'].get_items(jid=ROOM, timeout=T)
     occ = sorted(i[0] for i in items['disco_items']['items'])
     check(occ == [ROOM + '/alice', ROOM + '/bob'], f'occupants after the loss: {occ}')
-    # No ghost holds carol's nick: back through node 1, she joins with it.
-    c2 = await login('carol', 0)
+    # No ghost holds carol's nick: back through node 2, she joins with it.
+    c2 = await login('carol', 1)
     pres, _, occ, _ = await c2['xep_0045'].join_muc_wait(ROOM, 'carol', maxstanzas=0, timeout=T)
     check(110 in codes(pres), 'carol rejoin: no 110')
     others = sorted(o['from'].resource for o in occ if o['from'].resource != 'carol')
@@ -186,13 +187,13 @@ async def live():
 
 
 async def after():
-    a, b = await login('alice', 0), await login('bob', 1)
+    a, b = await login('alice', 1), await login('bob', 2)
     info = await a['xep_0030'].get_info(jid=ROOM, timeout=T)
     names = [i[3] for i in info['disco_info']['identities']]
     check('Cluster Room' in names, f'room name after the restart: {names}')
     check('muc_persistent' in info['disco_info']['features'], 'room not persistent after the restart')
     bodies, _ = await archive(b, 5)
-    check(bodies == ['through node1', 'through node2', 'through node3', 'after the loss', 'still here'], f'archive after the restart {bodies}')
+    check(bodies == ['through node2', 'through node3', 'through node1', 'after the loss', 'still here'], f'archive after the restart {bodies}')
     pres, _, _, _ = await a['xep_0045'].join_muc_wait(ROOM, 'alice', maxstanzas=0, timeout=T)
     check(201 not in codes(pres) and pres['muc']['affiliation'] == 'owner', f'alice after the restart: {codes(pres)} {pres["muc"]["affiliation"]}')
     await b['xep_0045'].join_muc_wait(ROOM, 'bob', maxstanzas=0, timeout=T)
