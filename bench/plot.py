@@ -53,6 +53,12 @@ FIGURES = [
     ("p99_ms", "latency p99, window 1", "ms", False),
     ("fanout_s", "presence fan-out time", "s", False),
     ("fanout_per_s", "fan-out deliveries/s", "per second", True),
+    ("muc_per_s", "MUC fan-out deliveries/s (200 occupants)", "per second", True),
+    ("muc_p99_ms", "MUC fan-out latency p99", "ms", False),
+    ("mam_p50_ms", "MAM last page of 50 (100k), p50", "ms", False),
+    ("mam_p99_ms", "MAM last page of 50 (100k), p99", "ms", False),
+    ("mam_with_p50_ms", "MAM page with with=, p50", "ms", False),
+    ("mam_with_p99_ms", "MAM page with with=, p99", "ms", False),
     ("tsung_req_ms", "tsung mean request time", "ms", False),
 ]
 

@@ -30,6 +30,12 @@ var Figures = []Figure{
 	{"p99_ms", "latency p99, window 1", "ms", false},
 	{"fanout_s", "presence fan-out, time to last delivery", "s", false},
 	{"fanout_per_s", "presence fan-out deliveries/s", "/s", true},
+	{"muc_per_s", "MUC fan-out deliveries/s (200-occupant room)", "/s", true},
+	{"muc_p99_ms", "MUC fan-out latency p99, one message in flight", "ms", false},
+	{"mam_p50_ms", "MAM last page of 50, 100k archive, p50", "ms", false},
+	{"mam_p99_ms", "MAM last page of 50, 100k archive, p99", "ms", false},
+	{"mam_with_p50_ms", "MAM last page of 50 with a with= filter, p50", "ms", false},
+	{"mam_with_p99_ms", "MAM last page of 50 with a with= filter, p99", "ms", false},
 	{"tsung_req_ms", "tsung mean request time (tsung scenario)", "ms", false},
 }
 
@@ -51,6 +57,10 @@ func Targets() []Target {
 		{Key: "msgs_per_s", Peer: "ejabberd", Min: 3},
 		{Key: "p99_ms", Peer: "ejabberd", Max: 0.25},
 		{Key: "fanout_s", Peer: "ejabberd", Max: 0.33},
+		{Key: "muc_per_s", Peer: "ejabberd", Min: 3},
+		{Key: "muc_p99_ms", Peer: "ejabberd", Max: 0.33},
+		{Key: "mam_p99_ms", Peer: "ejabberd", Max: 0.33},
+		{Key: "mam_with_p99_ms", Peer: "ejabberd", Max: 0.33},
 	}
 	for _, f := range Figures {
 		if f.HigherBetter {

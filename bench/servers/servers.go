@@ -41,7 +41,12 @@ type Config struct {
 	XmppdBin  string // path to the xmppd binary (Kind == Xmppd)
 	XmppdArgs []string
 	Dir       string // parent for the server's temporary directory
-	Log       *slog.Logger
+	// Template replaces the benchmark's configuration template (ejabberd.yml,
+	// prosody.cfg.lua or xmppd.yaml) for other uses of these servers (the
+	// compatibility suite); Vars adds @KEY@ values to fill it.
+	Template string
+	Vars     map[string]string
+	Log      *slog.Logger
 }
 
 // Server is one running (or stopped) server this package started.
@@ -173,6 +178,15 @@ func (s *Server) prepare() error {
 	}
 	vars := map[string]string{"DOMAIN": s.cfg.Domain, "PORT": strconv.Itoa(port), "DIR": s.dir,
 		"CERT": cert, "KEY": key, "CERTKEY": certKey}
+	for k, v := range s.cfg.Vars {
+		vars[k] = v
+	}
+	tmpl := func(def string) string {
+		if s.cfg.Template != "" {
+			return s.cfg.Template
+		}
+		return def
+	}
 	switch s.cfg.Kind {
 	case Ejabberd:
 		dist, err := freePort()
@@ -187,7 +201,12 @@ func (s *Server) prepare() error {
 		if _, err := write("inetrc", "{lookup,[\"file\",\"native\"]}.\n{host,{127,0,0,1}, [\"localhost\"]}.\n", 0o644); err != nil {
 			return err
 		}
-		if _, err := write("ejabberd.yml", bench.Fill(bench.EjabberdYML, vars), 0o640); err != nil {
+		vars["SQL"], vars["MAMDB"] = "", "mnesia"
+		if HasSQLite() {
+			vars["SQL"] = "sql_type: sqlite\nsql_database: \"" + filepath.Join(s.dir, "spool", "ejabberd.db") + "\""
+			vars["MAMDB"] = "sql"
+		}
+		if _, err := write("ejabberd.yml", bench.Fill(tmpl(bench.EjabberdYML), vars), 0o640); err != nil {
 			return err
 		}
 		// ejabberdctl sources this file; ERL_DIST_PORT means no epmd and a fixed
@@ -207,7 +226,7 @@ func (s *Server) prepare() error {
 		if err := os.MkdirAll(filepath.Join(s.dir, "data"), 0o750); err != nil {
 			return fmt.Errorf("prosody: %w", err)
 		}
-		if _, err := write("prosody.cfg.lua", bench.Fill(bench.ProsodyCfg, vars), 0o640); err != nil {
+		if _, err := write("prosody.cfg.lua", bench.Fill(tmpl(bench.ProsodyCfg), vars), 0o640); err != nil {
 			return err
 		}
 		cred, err := lookupIDs("prosody")
@@ -221,7 +240,7 @@ func (s *Server) prepare() error {
 			return err
 		}
 		s.TLSAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(tp))
-		if _, err := write("xmppd.yaml", bench.Fill(bench.XmppdYAML, vars), 0o644); err != nil {
+		if _, err := write("xmppd.yaml", bench.Fill(tmpl(bench.XmppdYAML), vars), 0o644); err != nil {
 			return err
 		}
 		return os.MkdirAll(filepath.Join(s.dir, "data"), 0o750)

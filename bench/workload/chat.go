@@ -125,7 +125,6 @@ func Chat(ctx context.Context, t *Target, prefix string, pairs, window int, d ti
 			restoreGC()
 		}
 	}()
-	cpu := startCPU(t)
 	for p := range pairs {
 		a := 2 * p
 		bJID := []byte(conns[a+1].JID)
@@ -136,23 +135,10 @@ func Chat(ctx context.Context, t *Target, prefix string, pairs, window int, d ti
 			sent.Add(1)
 		}
 	}
-	select {
-	case <-time.After(time.Second):
-	case <-ctx.Done():
-		return r, ctx.Err()
+	var err2 error
+	if r.Seconds, r.ServerCPU, r.ClientCPU, err2 = measure(ctx, t, d, &counting); err2 != nil {
+		return r, err2
 	}
-	counting.Store(true)
-	cpu = startCPU(t)
-	start := time.Now()
-	select {
-	case <-time.After(d):
-	case <-ctx.Done():
-		return r, ctx.Err()
-	}
-	counting.Store(false)
-	r.Seconds = time.Since(start).Seconds()
-	r.ServerCPU = cpu.share()
-	r.ClientCPU = cpu.client()
 	stopping.Store(true)
 	r.Delivered = delivered.Load()
 	r.PerSecond = float64(r.Delivered) / r.Seconds
@@ -173,11 +159,7 @@ func Chat(ctx context.Context, t *Target, prefix string, pairs, window int, d ti
 		flush(l)
 	}
 	sess = nil
-	if len(lat) > 0 {
-		slices.Sort(lat)
-		q := func(f float64) float64 { return float64(lat[min(len(lat)-1, int(f*float64(len(lat))))]) / 1e6 }
-		r.P50Ms, r.P99Ms, r.MaxMs, r.Samples = q(0.50), q(0.99), float64(lat[len(lat)-1])/1e6, len(lat)
-	}
+	r.P50Ms, r.P99Ms, r.MaxMs, r.Samples = quantiles(lat)
 	t.Log.Info("chat", "server", t.Name, "pairs", pairs, "window", window, "msg_per_s", fmt.Sprintf("%.0f", r.PerSecond),
 		"p50_ms", fmt.Sprintf("%.2f", r.P50Ms), "p99_ms", fmt.Sprintf("%.2f", r.P99Ms), "server_cpu", fmt.Sprintf("%.2f", r.ServerCPU), "client_cpu", fmt.Sprintf("%.2f", r.ClientCPU))
 	if r.Delivered == 0 {
@@ -209,4 +191,34 @@ func bodyStamp(el []byte) (int64, bool) {
 		n++
 	}
 	return 0, false
+}
+
+// measure waits a warm-up second, then counts (counting set) for d and returns
+// the measured seconds and the server's and the generator's CPU shares.
+func measure(ctx context.Context, t *Target, d time.Duration, counting *atomic.Bool) (secs, server, client float64, err error) {
+	select {
+	case <-time.After(time.Second):
+	case <-ctx.Done():
+		return 0, 0, 0, ctx.Err()
+	}
+	counting.Store(true)
+	cpu := startCPU(t)
+	start := time.Now()
+	select {
+	case <-time.After(d):
+	case <-ctx.Done():
+		return 0, 0, 0, ctx.Err()
+	}
+	counting.Store(false)
+	return time.Since(start).Seconds(), cpu.share(), cpu.client(), nil
+}
+
+// quantiles sorts latencies (ns) and returns p50, p99 and max in ms and the count.
+func quantiles(lat []int64) (p50, p99, max float64, n int) {
+	if len(lat) == 0 {
+		return 0, 0, 0, 0
+	}
+	slices.Sort(lat)
+	q := func(f float64) float64 { return float64(lat[min(len(lat)-1, int(f*float64(len(lat))))]) / 1e6 }
+	return q(0.50), q(0.99), float64(lat[len(lat)-1]) / 1e6, len(lat)
 }

@@ -36,6 +36,10 @@ type Target struct {
 	// WriteRosters, if set, stores the given rosters in the server directly
 	// (offline provisioning; see ProvisionRosters); nil: over XMPP.
 	WriteRosters func(ctx context.Context, r Rosters) error
+	// WriteArchive, if set, stores the MAM workload's archive directly (n
+	// messages from owner to peers; see MAMQuery) and returns how many the owner's
+	// archive holds; nil: over XMPP.
+	WriteArchive func(ctx context.Context, owner string, peers, n int) (int, error)
 }
 
 func (t *Target) opts(tls bool) loadgen.Options {

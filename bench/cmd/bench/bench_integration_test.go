@@ -14,7 +14,7 @@ import (
 
 // TestTinyBenchAllServers runs the harness end to end with tiny sizes against
 // ejabberd, Prosody (Debian's packages) and xmppd (built here), with every
-// workload including tsung, and checks that every figure came out for every
+// workload including tsung, group chat and MAM, and checks that every figure came out for every
 // server and that no server process survives the run.
 func TestTinyBenchAllServers(t *testing.T) {
 	for _, bin := range []string{"/usr/sbin/ejabberdctl", "/usr/bin/prosody", "/usr/bin/tsung", "/usr/bin/taskset"} {
@@ -40,6 +40,7 @@ func TestTinyBenchAllServers(t *testing.T) {
 		"--sessions", "60", "--pairs", "4", "--fanout-users", "30", "--contacts", "6",
 		"--login-duration", "2s", "--chat-duration", "2s", "--settle", "1s",
 		"--tsung-users", "20", "--tsung-duration", "3s", "--login-workers", "5",
+		"--muc-occupants", "12", "--muc-senders", "3", "--muc-duration", "2s", "--mam-archive", "300", "--mam-peers", "3", "--mam-queries", "5",
 		// A developer's benchmark run may hold the machine-wide run lock: wait
 		// at most 2 minutes for it, then fail with its holder's PID and command
 		// line (the timeout bounds the run itself, after the lock is taken).

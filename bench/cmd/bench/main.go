@@ -3,14 +3,15 @@
 // GOMAXPROCS=1 for xmppd), pins itself (the Go load generator) to the other CPU,
 // provisions the same users and rosters on each over XMPP, runs the same workloads
 // (idle-session memory with and without TLS, logins/s, one-to-one chat throughput
-// and latency, presence fan-out, a tsung scenario), and writes
+// and latency, presence fan-out, group-chat fan-out in a 200-occupant room, MAM
+// queries on a 100k-message archive, a tsung scenario), and writes
 // bench/results/<date>.json, a Markdown table and a PNG chart.
 //
 // Every phase has a deadline, traffic stays on loopback, and every process it
 // started is stopped by PID on exit or on SIGINT/SIGTERM.
 //
 // Usage: go run ./bench/cmd/bench [--quick] [--servers xmppd,ejabberd,prosody]
-// [--workloads memory,logins,chat,fanout,tsung] [--out bench/results]
+// [--workloads memory,logins,chat,fanout,muc,mam,tsung] [--out bench/results]
 package main
 
 import (
@@ -65,6 +66,13 @@ type params struct {
 	GenProfile    string        `json:"-"`
 	Nice          int           `json:"nice"`
 	TLSGroups     string        `json:"tls_groups"`
+	MUCOccupants  int           `json:"muc_occupants"`
+	MUCSenders    int           `json:"muc_senders"`
+	MUCWindow     int           `json:"muc_window"`
+	MUCDuration   time.Duration `json:"muc_duration_ns"`
+	MAMArchive    int           `json:"mam_archive"`
+	MAMPeers      int           `json:"mam_peers"`
+	MAMQueries    int           `json:"mam_queries"`
 	LockWait      time.Duration `json:"-"`
 }
 
@@ -80,7 +88,7 @@ func run(args []string) error {
 	var srv, wl string
 	flag := flag.NewFlagSet("bench", flag.ContinueOnError)
 	flag.StringVar(&srv, "servers", "xmppd,ejabberd,prosody", "servers to benchmark, comma-separated")
-	flag.StringVar(&wl, "workloads", "memory,logins,chat,fanout,tsung", "workloads, comma-separated")
+	flag.StringVar(&wl, "workloads", "memory,logins,chat,fanout,muc,mam,tsung", "workloads, comma-separated")
 	flag.BoolVar(&p.Quick, "quick", false, "short smoke run (~3 min): 500 sessions, 20 pairs, 200 fan-out users, short phases")
 	flag.IntVar(&p.Sessions, "sessions", 0, "idle sessions for the memory workload (default 10000, quick 500)")
 	flag.IntVar(&p.MemUsers, "memory-users", 2000, "accounts the idle sessions are spread over (sessions/accounts resources each)")
@@ -90,6 +98,13 @@ func run(args []string) error {
 	flag.DurationVar(&p.ChatDuration, "chat-duration", 0, "each chat measurement's duration (default 10s, quick 3s)")
 	flag.IntVar(&p.FanoutUsers, "fanout-users", 0, "users in the presence fan-out (default 1000, quick 200)")
 	flag.IntVar(&p.Contacts, "contacts", 20, "contacts per user in the presence fan-out")
+	flag.IntVar(&p.MUCOccupants, "muc-occupants", 200, "occupants of the group-chat fan-out room")
+	flag.IntVar(&p.MUCSenders, "muc-senders", 20, "occupants sending in the group-chat fan-out")
+	flag.IntVar(&p.MUCWindow, "muc-window", 2, "group-chat messages each sender keeps in flight")
+	flag.DurationVar(&p.MUCDuration, "muc-duration", 0, "group-chat fan-out measurement (default 10s, quick 3s)")
+	flag.IntVar(&p.MAMArchive, "mam-archive", 100000, "messages in the archive the MAM queries read")
+	flag.IntVar(&p.MAMPeers, "mam-peers", 10, "peers the archive's messages go to (a with= query selects one)")
+	flag.IntVar(&p.MAMQueries, "mam-queries", 0, "MAM queries of each kind (default 200, quick 50; each kind stops after 60 s)")
 	flag.IntVar(&p.TsungUsers, "tsung-users", 0, "tsung users (default 500, quick 100)")
 	flag.DurationVar(&p.TsungDuration, "tsung-duration", 0, "tsung arrival phase (default 30s, quick 10s)")
 	flag.IntVar(&p.ServerCPU, "server-cpu", 0, "CPU the servers are pinned to")
@@ -123,6 +138,8 @@ func run(args []string) error {
 	def(&p.Pairs, 100, 20)
 	def(&p.FanoutUsers, 1000, 200)
 	def(&p.TsungUsers, 500, 100)
+	def(&p.MAMQueries, 200, 50)
+	defd(&p.MUCDuration, 10*time.Second, 3*time.Second)
 	defd(&p.LoginDuration, 10*time.Second, 3*time.Second)
 	defd(&p.ChatDuration, 10*time.Second, 3*time.Second)
 	defd(&p.TsungDuration, 30*time.Second, 10*time.Second)
@@ -294,6 +311,11 @@ func benchServer(ctx context.Context, log *slog.Logger, p *params, name string) 
 		// its rosters are written to its storage directly (then verified over XMPP).
 		t.WriteRosters = func(_ context.Context, r workload.Rosters) error { return s.WriteRosters(r) }
 	}
+	if name == servers.Ejabberd && servers.HasSQLite() {
+		// ejabberd archives 25-100 messages/s here (SQLite: a transaction per
+		// message): the MAM workload's 100,000 are written to its database.
+		t.WriteArchive = s.WriteArchive
+	}
 
 	// Registration is the slow part of provisioning (ejabberd hashes SCRAM keys at
 	// ~50 accounts/s here), so at most MemUsers accounts carry the idle sessions.
@@ -384,6 +406,40 @@ func benchServer(ctx context.Context, log *slog.Logger, p *params, name string) 
 			return err
 		})
 		record(res, "fanout", err, log)
+	}
+	if has(p.Workloads, "muc") {
+		err := phase(ctx, p.MUCDuration+8*time.Minute, func(ctx context.Context) error {
+			if err := workload.Register(ctx, t, "m", p.MUCOccupants); err != nil {
+				return fmt.Errorf("register: %w", err)
+			}
+			defer prof.start("muc")()
+			r, err := workload.MUC(ctx, t, "m", p.MUCOccupants, min(p.MUCSenders, p.MUCOccupants), p.MUCWindow, p.MUCDuration)
+			res.Details["muc"] = r
+			if err == nil {
+				res.Figures["muc_per_s"] = r.PerSecond
+				res.Figures["muc_p99_ms"] = r.LatP99Ms
+			}
+			return err
+		})
+		record(res, "muc", err, log)
+	}
+	if has(p.Workloads, "mam") {
+		err := phase(ctx, 20*time.Minute, func(ctx context.Context) error {
+			if err := workload.Register(ctx, t, "q", p.MAMPeers+1); err != nil {
+				return fmt.Errorf("register: %w", err)
+			}
+			defer prof.start("mam")()
+			r, err := workload.MAMQuery(ctx, t, "q", p.MAMArchive, p.MAMPeers, 50, 50, p.MAMQueries, time.Minute)
+			res.Details["mam"] = r
+			if err == nil {
+				res.Figures["mam_p50_ms"] = r.All.P50Ms
+				res.Figures["mam_p99_ms"] = r.All.P99Ms
+				res.Figures["mam_with_p50_ms"] = r.With.P50Ms
+				res.Figures["mam_with_p99_ms"] = r.With.P99Ms
+			}
+			return err
+		})
+		record(res, "mam", err, log)
 	}
 	if has(p.Workloads, "tsung") {
 		err := phase(ctx, p.TsungDuration+3*time.Minute, func(ctx context.Context) error {
@@ -577,6 +633,9 @@ func generatorBound(res *report.Server) []string {
 	}
 	if r, ok := res.Details["fanout"].(workload.FanoutResult); ok {
 		check("fanout_s", r.ClientCPU, r.ServerCPU)
+	}
+	if r, ok := res.Details["muc"].(workload.MUCResult); ok {
+		check("muc_per_s", r.ClientCPU, r.ServerCPU)
 	}
 	return notes
 }

@@ -1,0 +1,244 @@
+package workload
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"xedge/bench/loadgen"
+)
+
+// MUCResult is the group-chat fan-out measurement.
+type MUCResult struct {
+	Occupants int     `json:"occupants"`
+	Senders   int     `json:"senders"`
+	Window    int     `json:"window"`
+	JoinSecs  float64 `json:"join_seconds"`
+	Seconds   float64 `json:"seconds"`
+	Sent      int64   `json:"messages_sent"`
+	Delivered int64   `json:"deliveries"`
+	PerSecond float64 `json:"deliveries_per_second"`
+	// Latency of the copies in the throughput phase (mostly queueing: 2 ×
+	// senders messages in flight).
+	P50Ms   float64 `json:"p50_ms_loaded"`
+	P99Ms   float64 `json:"p99_ms_loaded"`
+	MaxMs   float64 `json:"max_ms_loaded"`
+	Samples int     `json:"samples_loaded"`
+	// The latency phase: one sender, one message in flight, so each message's
+	// copies measure the fan-out itself.
+	LatPerSecond float64 `json:"latency_phase_deliveries_per_second"`
+	LatP50Ms     float64 `json:"p50_ms"`
+	LatP99Ms     float64 `json:"p99_ms"`
+	LatMaxMs     float64 `json:"max_ms"`
+	LatSamples   int     `json:"samples"`
+	ServerCPU    float64 `json:"server_cpu"`
+	ClientCPU    float64 `json:"client_cpu"`
+	LostOrLate   int64   `json:"undelivered_at_end"`
+}
+
+// nsMUC and nsMUCOwner are the XEP-0045 namespaces the workload speaks.
+const (
+	nsMUC      = "http://jabber.org/protocol/muc"
+	nsMUCOwner = "http://jabber.org/protocol/muc#owner"
+)
+
+// MUCRoom is the benchmark room's JID on a server of domain.
+func MUCRoom(domain string) string { return "bench@conference." + domain }
+
+// MUC logs occupants users (prefix0..) in over STARTTLS and has them join one
+// room on conference.DOMAIN (the first creates it and accepts the default
+// configuration, XEP-0045 §10.1.2, since every server here locks a new room);
+// then the first senders occupants send groupchat messages, each keeping window
+// messages in flight: its next message goes when the room reflects one of its
+// own back. Every message carries its send time, so every occupant records the
+// delivery latency of every copy it receives. After a warm-up of 1 s,
+// deliveries to all occupants (the sender's reflection included) are counted
+// for d. Then, once everything sent has landed, the latency phase: the first
+// occupant alone, one message in flight, for d.
+func MUC(ctx context.Context, t *Target, prefix string, occupants, senders, window int, d time.Duration) (MUCResult, error) {
+	r := MUCResult{Occupants: occupants, Senders: senders, Window: window}
+	ctx, cancel := context.WithTimeout(ctx, d+3*time.Minute)
+	defer cancel()
+	conns, err := loginAll(ctx, t, prefix, occupants, 0, true)
+	if err != nil {
+		return r, err
+	}
+	room := MUCRoom(t.Domain)
+	nick := func(i int) string { return "n" + strconv.Itoa(i) }
+	base := time.Now()
+	var counting, stopping atomic.Bool
+	var delivered, sent, received atomic.Int64
+	var active, phase atomic.Int32 // senders sending; 0 throughput, 1 latency
+	active.Store(int32(senders))
+	joined := make([]chan []byte, occupants)
+	locals := [2][][]int64{make([][]int64, occupants), make([][]int64, occupants)}
+	sess := make([]*session, occupants)
+	msg := func(buf []byte) []byte {
+		buf = append(buf[:0], "<message type='groupchat' to='"...)
+		buf = append(buf, room...)
+		buf = append(buf, "'><body>"...)
+		buf = strconv.AppendInt(buf, int64(time.Since(base)), 10)
+		return append(buf, "</body></message>"...)
+	}
+	per := max(1, maxSamples/occupants)
+	for i := range occupants {
+		i := i
+		joined[i] = make(chan []byte, 1)
+		locals[0][i] = make([]int64, 0, min(per, 1<<13))
+		locals[1][i] = make([]int64, 0, 1<<10)
+		self := []byte(room + "/" + nick(i))
+		var buf []byte
+		sess[i] = newSession(conns[i], func(el []byte) {
+			if string(attr(el, "type")) != "groupchat" {
+				return
+			}
+			ts, ok := bodyStamp(el)
+			if !ok {
+				return
+			}
+			received.Add(1)
+			if counting.Load() {
+				delivered.Add(1)
+				if ph := phase.Load(); len(locals[ph][i]) < per {
+					locals[ph][i] = append(locals[ph][i], int64(time.Since(base))-ts)
+				}
+			}
+			if i < int(active.Load()) && bytes.Equal(attr(el, "from"), self) && !stopping.Load() {
+				buf = msg(buf)
+				if sess[i].send(buf) == nil {
+					sent.Add(1)
+				}
+			}
+		}, func(el []byte) {
+			if bytes.Equal(attr(el, "from"), self) {
+				select {
+				case joined[i] <- append([]byte(nil), el...):
+				default:
+				}
+			}
+		})
+	}
+	defer func() {
+		for _, s := range sess {
+			if s != nil {
+				s.close()
+			}
+		}
+	}()
+	join := func(ctx context.Context, i int) error {
+		p := "<presence to='" + room + "/" + nick(i) + "'><x xmlns='" + nsMUC + "'><history maxstanzas='0'/></x></presence>"
+		if err := sess[i].send([]byte(p)); err != nil {
+			return err
+		}
+		var el []byte
+		select {
+		case el = <-joined[i]:
+		case <-ctx.Done():
+			return fmt.Errorf("join %s: %w", nick(i), ctx.Err())
+		}
+		if string(attr(el, "type")) == "error" {
+			return fmt.Errorf("join %s: %.300s", nick(i), el)
+		}
+		if bytes.Contains(el, []byte("code='201'")) || bytes.Contains(el, []byte(`code="201"`)) {
+			id := sess[i].c.NextID()
+			res, err := sess[i].iq(id, []byte("<iq type='set' id='"+id+"' to='"+room+"'><query xmlns='"+nsMUCOwner+
+				"'><x xmlns='jabber:x:data' type='submit'/></query></iq>"), 30*time.Second)
+			if err != nil {
+				return fmt.Errorf("instant room: %w", err)
+			}
+			if string(attr(res, "type")) != "result" {
+				return fmt.Errorf("instant room: %.300s", res)
+			}
+		}
+		return nil
+	}
+	start := time.Now()
+	jctx, jcancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer jcancel()
+	if err := join(jctx, 0); err != nil {
+		return r, err
+	}
+	if err := Parallel(jctx, occupants-1, 20, func(ctx context.Context, i int) error { return join(ctx, i+1) }); err != nil {
+		return r, err
+	}
+	r.JoinSecs = time.Since(start).Seconds()
+	t.Log.Info("room joined", "server", t.Name, "occupants", occupants, "took", time.Since(start).Round(time.Millisecond))
+
+	restoreGC := loadgen.HoldGC(loadgen.InstrumentHeap)
+	defer func() {
+		if restoreGC != nil {
+			restoreGC()
+		}
+	}()
+	for i := range senders {
+		for range window {
+			if err := sess[i].send(msg(nil)); err != nil {
+				return r, fmt.Errorf("send: %w", err)
+			}
+			sent.Add(1)
+		}
+	}
+	if r.Seconds, r.ServerCPU, r.ClientCPU, err = measure(ctx, t, d, &counting); err != nil {
+		return r, err
+	}
+	stopping.Store(true)
+	r.Delivered = delivered.Load()
+	r.PerSecond = float64(r.Delivered) / r.Seconds
+	want := func() int64 { return sent.Load() * int64(occupants) }
+	drain := func() {
+		for range 100 {
+			if received.Load() >= want() {
+				return
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	drain()
+	r.Sent = sent.Load()
+	r.LostOrLate = want() - received.Load()
+	if r.LostOrLate > 0 {
+		return r, fmt.Errorf("%d groupchat copies not delivered", r.LostOrLate)
+	}
+	// The latency phase.
+	phase.Store(1)
+	active.Store(1)
+	delivered.Store(0)
+	stopping.Store(false)
+	if err := sess[0].send(msg(nil)); err != nil {
+		return r, fmt.Errorf("send: %w", err)
+	}
+	sent.Add(1)
+	secs, _, _, err := measure(ctx, t, d, &counting)
+	if err != nil {
+		return r, err
+	}
+	stopping.Store(true)
+	r.LatPerSecond = float64(delivered.Load()) / secs
+	drain()
+	r.Sent = sent.Load()
+	r.LostOrLate = want() - received.Load()
+	restoreGC()
+	restoreGC = nil
+	for _, s := range sess {
+		s.close()
+	}
+	sess = nil
+	var lat, lat1 []int64
+	for i := range occupants {
+		lat = append(lat, locals[0][i]...)
+		lat1 = append(lat1, locals[1][i]...)
+	}
+	r.P50Ms, r.P99Ms, r.MaxMs, r.Samples = quantiles(lat)
+	r.LatP50Ms, r.LatP99Ms, r.LatMaxMs, r.LatSamples = quantiles(lat1)
+	t.Log.Info("muc fan-out", "server", t.Name, "occupants", occupants, "senders", senders, "window", window,
+		"deliveries_per_s", fmt.Sprintf("%.0f", r.PerSecond), "p99_ms_loaded", fmt.Sprintf("%.2f", r.P99Ms),
+		"p50_ms", fmt.Sprintf("%.2f", r.LatP50Ms), "p99_ms", fmt.Sprintf("%.2f", r.LatP99Ms),
+		"server_cpu", fmt.Sprintf("%.2f", r.ServerCPU), "client_cpu", fmt.Sprintf("%.2f", r.ClientCPU))
+	if r.Delivered == 0 {
+		return r, fmt.Errorf("no groupchat message delivered")
+	}
+	return r, nil
+}
