@@ -257,21 +257,21 @@ func TestSQLAuthWithSlixmpp(t *testing.T) {
 // slapd is an OpenLDAP server started for the test.
 type slapd struct {
 	cmd  *exec.Cmd
+	dir  string
 	port int
 }
 
 const ldapBase = "dc=example,dc=org"
 
-// startSlapd runs slapd with a slapd.conf in a temporary directory on a loopback port.
+// startSlapd runs slapd with a slapd.conf in a temporary directory on a
+// loopback port and adds two inetOrgPerson users.
 func startSlapd(t *testing.T) *slapd {
 	t.Helper()
-	if _, err := exec.LookPath("slapd"); err != nil {
-		if _, err := os.Stat("/usr/sbin/slapd"); err != nil {
-			t.Fatalf("slapd is not installed (build/setup.sh installs it): %v", err)
-		}
+	if _, err := os.Stat("/usr/sbin/slapd"); err != nil {
+		t.Fatalf("slapd is not installed (build/setup.sh installs it): %v", err)
 	}
-	dir := t.TempDir()
-	os.Mkdir(filepath.Join(dir, "db"), 0o700)
+	sd := &slapd{dir: t.TempDir(), port: freePort(t)}
+	os.Mkdir(filepath.Join(sd.dir, "db"), 0o700)
 	conf := fmt.Sprintf(`include /etc/ldap/schema/core.schema
 include /etc/ldap/schema/cosine.schema
 include /etc/ldap/schema/inetorgperson.schema
@@ -284,14 +284,36 @@ suffix "%[2]s"
 rootdn "cn=admin,%[2]s"
 rootpw admin-secret
 directory %[1]s/db
-`, dir, ldapBase)
-	if err := os.WriteFile(filepath.Join(dir, "slapd.conf"), []byte(conf), 0o600); err != nil {
+`, sd.dir, ldapBase)
+	if err := os.WriteFile(filepath.Join(sd.dir, "slapd.conf"), []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	sd := &slapd{port: freePort(t)}
-	sd.cmd = exec.Command("/usr/sbin/slapd", "-f", filepath.Join(dir, "slapd.conf"),
+	c := sd.run(t)
+	defer c.Close()
+	add := func(dn string, attrs map[string][]string) {
+		r := ldap.NewAddRequest(dn, nil)
+		for k, v := range attrs {
+			r.Attribute(k, v)
+		}
+		if err := c.Add(r); err != nil {
+			t.Fatalf("ldap add %s: %v", dn, err)
+		}
+	}
+	add(ldapBase, map[string][]string{"objectClass": {"dcObject", "organization"}, "dc": {"example"}, "o": {"Example"}})
+	add("ou=people,"+ldapBase, map[string][]string{"objectClass": {"organizationalUnit"}, "ou": {"people"}})
+	for _, p := range [][2]string{{"ldapalice", "ldap-pw-1"}, {"ldapbob", "ldap-pw-2"}} {
+		add("cn="+p[0]+",ou=people,"+ldapBase, map[string][]string{"objectClass": {"inetOrgPerson"},
+			"cn": {p[0]}, "sn": {p[0]}, "uid": {p[0]}, "userPassword": {p[1]}})
+	}
+	return sd
+}
+
+// run starts slapd (again) and returns a connection bound as its root DN.
+func (sd *slapd) run(t *testing.T) *ldap.Conn {
+	t.Helper()
+	sd.cmd = exec.Command("/usr/sbin/slapd", "-f", filepath.Join(sd.dir, "slapd.conf"),
 		"-h", fmt.Sprintf("ldap://127.0.0.1:%d/", sd.port), "-d", "0")
-	logf, _ := os.Create(filepath.Join(dir, "log"))
+	logf, _ := os.OpenFile(filepath.Join(sd.dir, "log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
 	sd.cmd.Stdout, sd.cmd.Stderr = logf, logf
 	if err := sd.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -301,30 +323,13 @@ directory %[1]s/db
 	for {
 		c, err := ldap.DialURL(fmt.Sprintf("ldap://127.0.0.1:%d", sd.port))
 		if err == nil {
-			err = c.Bind("cn=admin,"+ldapBase, "admin-secret")
-			if err == nil {
-				add := func(dn string, attrs map[string][]string) {
-					r := ldap.NewAddRequest(dn, nil)
-					for k, v := range attrs {
-						r.Attribute(k, v)
-					}
-					if err := c.Add(r); err != nil {
-						t.Fatalf("ldap add %s: %v", dn, err)
-					}
-				}
-				add(ldapBase, map[string][]string{"objectClass": {"dcObject", "organization"}, "dc": {"example"}, "o": {"Example"}})
-				add("ou=people,"+ldapBase, map[string][]string{"objectClass": {"organizationalUnit"}, "ou": {"people"}})
-				for _, p := range [][2]string{{"ldapalice", "ldap-pw-1"}, {"ldapbob", "ldap-pw-2"}} {
-					add("cn="+p[0]+",ou=people,"+ldapBase, map[string][]string{"objectClass": {"inetOrgPerson"},
-						"cn": {p[0]}, "sn": {p[0]}, "uid": {p[0]}, "userPassword": {p[1]}})
-				}
-				c.Close()
-				return sd
+			if err = c.Bind("cn=admin,"+ldapBase, "admin-secret"); err == nil {
+				return c
 			}
 			c.Close()
 		}
 		if time.Now().After(deadline) {
-			b, _ := os.ReadFile(filepath.Join(dir, "log"))
+			b, _ := os.ReadFile(filepath.Join(sd.dir, "log"))
 			t.Fatalf("slapd did not answer in 20 s: %v\n%s", err, b)
 		}
 		time.Sleep(50 * time.Millisecond)
@@ -336,8 +341,10 @@ func (sd *slapd) stop() { stopProcess(sd.cmd, syscall.SIGTERM) }
 // TestLDAPAuthWithSlixmpp: slapd started by the test holds two inetOrgPerson
 // entries; xmppd finds each by uid (as ldap-rootdn) and binds as it; slixmpp logs
 // in with PLAIN over TLS and a message reaches the other LDAP user; a wrong
-// password is not-authorized; with slapd stopped a login gets
-// temporary-auth-failure and the operator one line.
+// password or an unknown user is not-authorized; after a restart of slapd (the
+// connections xmppd kept are dead) logins work; with slapd stopped a login gets
+// temporary-auth-failure and the operator one line; started again, logins work
+// and the recovery is logged.
 func TestLDAPAuthWithSlixmpp(t *testing.T) {
 	testenv.NeedSlixmpp(t)
 	sd := startSlapd(t)
@@ -353,8 +360,19 @@ ldap_filter: "(objectClass=inetOrgPerson)"
 	login(t, s, "pair", "ldapalice", "ldap-pw-1", "ldapbob", "ldap-pw-2", "PLAIN",
 		"+", "fail", "ldapalice", "ldap-pw-2", "not-authorized", "+", "fail", "ldapcarol", "ldap-pw-2", "not-authorized")
 	sd.stop()
+	sd.run(t).Close()
+	login(t, s, "pair", "ldapalice", "ldap-pw-1", "ldapbob", "ldap-pw-2", "PLAIN")
+	if n := countLines(s, outage); n != 0 {
+		t.Fatalf("a restart of slapd between logins was an outage:\n%s", s.Logs())
+	}
+	sd.stop()
 	login(t, s, "fail", "ldapalice", "ldap-pw-1", "temporary-auth-failure", "+", "fail", "ldapalice", "ldap-pw-1", "temporary-auth-failure")
 	if n := countLines(s, outage); n != 1 {
 		t.Fatalf("%d outage lines for two failed logins, want 1:\n%s", n, s.Logs())
+	}
+	sd.run(t).Close()
+	login(t, s, "pair", "ldapalice", "ldap-pw-1", "ldapbob", "ldap-pw-2", "PLAIN")
+	if !strings.Contains(s.Logs(), "authentication backend answers again") {
+		t.Fatalf("the recovery was not logged:\n%s", s.Logs())
 	}
 }

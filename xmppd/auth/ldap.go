@@ -38,7 +38,11 @@ type ldapBackend struct {
 	timeout time.Duration
 	tls     *tls.Config
 	log     *slog.Logger
+	idle    chan *ldap.Conn // connections kept between logins (with ldap-rootdn only)
 }
+
+// ldapIdle is how many connections are kept between logins.
+const ldapIdle = 4
 
 func newLDAP(cfg LDAPConfig, timeout time.Duration, log *slog.Logger) (*ldapBackend, error) {
 	if len(cfg.Servers) == 0 || cfg.Base == "" {
@@ -65,7 +69,7 @@ func newLDAP(cfg LDAPConfig, timeout time.Duration, log *slog.Logger) (*ldapBack
 			return nil, fmt.Errorf("ldap-filter %q: %w", cfg.Filter, err)
 		}
 	}
-	b := &ldapBackend{cfg: cfg, timeout: timeout, log: log}
+	b := &ldapBackend{cfg: cfg, timeout: timeout, log: log, idle: make(chan *ldap.Conn, ldapIdle)}
 	if cfg.Encrypt != "none" {
 		b.tls = &tls.Config{InsecureSkipVerify: !cfg.TLSVerify} //nolint:gosec // the operator's ldap-tls-verify
 		if cfg.CAFile != "" {
@@ -83,8 +87,53 @@ func newLDAP(cfg LDAPConfig, timeout time.Duration, log *slog.Logger) (*ldapBack
 	return b, nil
 }
 
-func (b *ldapBackend) Start(context.Context) error { return nil } // connections are made per request
-func (b *ldapBackend) Stop(context.Context) error  { return nil }
+func (b *ldapBackend) Start(context.Context) error { return nil } // connections are made on demand
+
+func (b *ldapBackend) Stop(context.Context) error {
+	for {
+		select {
+		case c := <-b.idle:
+			c.Close()
+		default:
+			return nil
+		}
+	}
+}
+
+// with runs fn on a connection: a kept one (fn binds as ldap-rootdn first, so
+// whoever it was bound as before does not matter) or a new one. A kept
+// connection the server has dropped meanwhile fails with a network error: fn
+// runs once more on a new one. Connections are kept only with ldap-rootdn
+// (anonymous searches would run as the last user bound).
+func (b *ldapBackend) with(ctx context.Context, fn func(c *ldap.Conn) error) error {
+	for attempt := 0; ; attempt++ {
+		var c *ldap.Conn
+		kept := false
+		select {
+		case c = <-b.idle:
+			kept = true
+		default:
+			var err error
+			if c, err = b.dial(ctx); err != nil {
+				return err
+			}
+		}
+		err := fn(c)
+		switch {
+		case err != nil && kept && attempt == 0 && (c.IsClosing() || ldap.IsErrorWithCode(err, ldap.ErrorNetwork)):
+			c.Close()
+			continue
+		case err == nil && b.cfg.RootDN != "" && !c.IsClosing():
+			select {
+			case b.idle <- c:
+				return nil
+			default:
+			}
+		}
+		c.Close()
+		return err
+	}
+}
 
 // dial connects to the first server that answers, before ctx ends.
 func (b *ldapBackend) dial(ctx context.Context) (*ldap.Conn, error) {
@@ -175,16 +224,22 @@ func (b *ldapBackend) Check(ctx context.Context, user, password string) (bool, e
 	if password == "" {
 		return false, nil // an empty password would be an unauthenticated bind, which succeeds
 	}
-	c, err := b.dial(ctx)
-	if err != nil {
-		return false, err
-	}
-	defer c.Close()
-	dn, ok, err := b.findDN(c, user)
-	if err != nil || !ok {
-		return false, err
-	}
-	err = c.Bind(dn, password)
+	var ok bool
+	err := b.with(ctx, func(c *ldap.Conn) error {
+		var dn string
+		var err error
+		if dn, ok, err = b.findDN(c, user); err != nil || !ok {
+			return err
+		}
+		ok, err = b.bindAs(c, user, dn, password)
+		return err
+	})
+	return ok, err
+}
+
+// bindAs checks password by binding as dn.
+func (b *ldapBackend) bindAs(c *ldap.Conn, user, dn, password string) (bool, error) {
+	err := c.Bind(dn, password)
 	switch {
 	case err == nil:
 		return true, nil
@@ -201,11 +256,11 @@ func (b *ldapBackend) Check(ctx context.Context, user, password string) (bool, e
 }
 
 func (b *ldapBackend) Exists(ctx context.Context, user string) (bool, error) {
-	c, err := b.dial(ctx)
-	if err != nil {
-		return false, err
-	}
-	defer c.Close()
-	_, ok, err := b.findDN(c, user)
+	var ok bool
+	err := b.with(ctx, func(c *ldap.Conn) error {
+		var err error
+		_, ok, err = b.findDN(c, user)
+		return err
+	})
 	return ok, err
 }
