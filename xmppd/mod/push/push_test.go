@@ -271,3 +271,37 @@ func TestForbiddenAndStorageErrors(t *testing.T) {
 		t.Fatalf("rows left after the account was removed: %q", k)
 	}
 }
+
+type fakeLocal struct{ *modtest.Session }
+
+func (fakeLocal) Detached() bool { return true }
+
+type fakeRemote struct {
+	*modtest.Session
+	flags []string
+}
+
+func (r fakeRemote) Flag(f string) bool {
+	for _, x := range r.flags {
+		if x == f {
+			return true
+		}
+	}
+	return false
+}
+
+// A local session says itself whether it is detached; a session on another node
+// through the flag its node publishes.
+func TestSessionDetached(t *testing.T) {
+	h := modtest.NewHost("example.org", "alice")
+	s := h.Connect("alice@example.org/a")
+	if sessionDetached(s) {
+		t.Error("a plain session counts as detached")
+	}
+	if !sessionDetached(fakeLocal{s}) {
+		t.Error("a local detached session not seen")
+	}
+	if sessionDetached(fakeRemote{s, []string{"carbons"}}) || !sessionDetached(fakeRemote{s, []string{"carbons", FlagDetached}}) {
+		t.Error("the remote detached flag is not read")
+	}
+}
