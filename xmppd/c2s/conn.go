@@ -713,7 +713,7 @@ func (c *conn) resume(el *xmlstream.Element) error {
 	c.wmu.Unlock()
 	resumed := xmlstream.New(nsSM, "resumed", "previd", prev, "h", strconv.FormatUint(uint64(hIn), 10))
 	s.attach(c, xmlstream.AppendElement(nil, resumed, xmlstream.NSClient), true)
-	c.srv.router.SetSessionFlag(s, FlagDetached, false)
+	s.publishDetached()
 	c.log.Info("session resumed", "jid", s.jid.String())
 	return nil
 }

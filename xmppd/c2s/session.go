@@ -457,7 +457,7 @@ func (s *session) connEnded(c *conn, clean bool) {
 	if !clean && s.smResume && !s.closing && !s.terminated && !s.srv.isStopping() {
 		s.detach = time.AfterFunc(s.srv.cfg.SMTimeout, func() { safely(s.srv.log, s.expireIfDetached) })
 		s.mu.Unlock()
-		s.srv.router.SetSessionFlag(s, FlagDetached, true)
+		s.publishDetached()
 		s.srv.log.Info("connection lost; session kept for resumption", "jid", s.jid.String(), "for", s.srv.cfg.SMTimeout)
 		return
 	}
