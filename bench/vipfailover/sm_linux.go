@@ -367,6 +367,30 @@ func (r *smRun) stop() {
 	r.rx.close()
 }
 
+// keepResumed makes sure the resuming client's session is connected and
+// answers a ping, resuming it again (for at most 30 s) if its connection
+// failed after the measured resumption. A refused resumption ends it: the
+// session was closed and what it held was routed (offline storage).
+func (r *smRun) keepResumed(k *Kill) error {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		r.rx.mu.Lock()
+		connected := r.rx.c != nil
+		r.rx.mu.Unlock()
+		if connected && r.rx.ping(5*time.Second) == nil {
+			return nil
+		}
+		k.Reresumes++
+		err := r.rx.resume(time.Second)
+		if errors.Is(err, errRefused) || (err != nil && time.Now().After(deadline)) {
+			return err
+		}
+		if err != nil {
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+}
+
 // resumeWait bounds the wait for a resumed session's first ping answer and for
 // the sender's acknowledgements (a wedged server is reported, not waited for).
 const resumeWait = 150 * time.Second
@@ -408,6 +432,12 @@ func (r *smRun) measure(k *Kill, t0 time.Time, i int) error {
 	r.stopSending()
 	if err := r.tx.syncAcks(resumeWait); err != nil {
 		return fmt.Errorf("sender: %w", err)
+	}
+	// A client resumes whenever its connection fails; so does this one
+	// before the accounting (the VIP may have moved again after a heal, or a
+	// loaded node dropped it): what the server queued for it comes then.
+	if err := r.keepResumed(k); err != nil {
+		r.h.logf("kill %d: resuming again before the accounting: %v", i+1, err)
 	}
 	acked := r.tx.ackedBodies()
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(100 * time.Millisecond) {

@@ -70,6 +70,10 @@ type Kill struct {
 	Neighbour string  `json:"neighbour_mac"`
 	Attempts  int     `json:"reconnect_attempts"` // fresh logins tried
 	Resumes   int     `json:"resume_attempts"`    // resumptions tried
+	// Reresumes counts the resumptions after the measured one, before the
+	// messages were accounted (the connection failed again: a VIP that moved
+	// once more, a loaded node), as a client resumes whenever it must.
+	Reresumes int `json:"reresumes,omitempty"`
 	// Messages sent to the resuming client by a client on a surviving node from
 	// before the kill until after the resumption: sent, acknowledged by the
 	// server (XEP-0198 <a h=.../>), received by the resuming client (distinct
@@ -690,9 +694,9 @@ func (r *Result) Markdown() string {
 	fmt.Fprintf(&b, "| old connection failed at the client (tickle ACK -> reset) | %.3f | %.3f |\n\n", r.DetectP50, r.DetectMax)
 	if strings.HasSuffix(r.Mode, "+resume") {
 		fmt.Fprintf(&b, "Kills: %d. Target: reconnected and resumed <= 2 s. Messages: sent to the resuming client from a surviving node every 25 ms; acked = acknowledged by the sender's server (XEP-0198 <a/>); received = reached the resumed session; offline = reached the user's offline storage instead; lost = neither.\n\n", len(r.Kills))
-		fmt.Fprintf(&b, "| # | killed | new holder | detect (s) | resumed (s) | fresh login (s) | sent | acked | received | duplicated | offline | lost | neighbour MAC |\n|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n")
+		fmt.Fprintf(&b, "| # | killed | new holder | detect (s) | resumed (s) | fresh login (s) | sent | acked | received | duplicated | offline | lost | resumed again | neighbour MAC |\n|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n")
 		for i, k := range r.Kills {
-			fmt.Fprintf(&b, "| %d | %s | %s | %.3f | %.3f | %.3f | %d | %d | %d | %d | %d | %d | %s |\n", i+1, k.Killed, k.NewHolder, k.Detect, k.Resumed, k.Served, k.MsgSent, k.MsgAcked, k.MsgReceived, k.MsgDups, k.MsgOffline, k.MsgLost, k.Neighbour)
+			fmt.Fprintf(&b, "| %d | %s | %s | %.3f | %.3f | %.3f | %d | %d | %d | %d | %d | %d | %d | %s |\n", i+1, k.Killed, k.NewHolder, k.Detect, k.Resumed, k.Served, k.MsgSent, k.MsgAcked, k.MsgReceived, k.MsgDups, k.MsgOffline, k.MsgLost, k.Reresumes, k.Neighbour)
 		}
 		for i, k := range r.Kills {
 			if k.Error != "" {

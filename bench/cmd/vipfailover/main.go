@@ -2,7 +2,7 @@
 // bench/results/vip-failover-<time>.{json,md} (with -resume also a .png: messages
 // acknowledged against delivered per failover). Needs root.
 //
-//	go run ./bench/cmd/vipfailover [-kills 20] [-out bench/results] [-hang | -cut 8s] [-resume]
+//	go run ./bench/cmd/vipfailover [-kills 20] [-out bench/results] [-hang | -cut 8s] [-resume] [-xmppd-flags '...']
 package main
 
 import (
@@ -30,6 +30,7 @@ func main() {
 	hang := flag.Bool("hang", false, "freeze the holder (SIGSTOP) instead of killing it")
 	resume := flag.Bool("resume", false, "also measure XEP-0198 resumption through the VIP under messages from a surviving node")
 	cut := flag.Duration("cut", 0, "instead of killing the holder, cut its cluster traffic (store and bus, not gossip) for this long: a false node loss")
+	extra := flag.String("xmppd-flags", "", "extra xmppd flags for every node, space-separated (recorded in the results)")
 	flag.Parse()
 	dir, err := os.MkdirTemp("", "vipfailover-")
 	if err != nil {
@@ -43,7 +44,7 @@ func main() {
 	defer stop()
 	ctx, cancel := context.WithTimeout(ctx, 20*time.Minute)
 	defer cancel()
-	res, err := vipfailover.Run(ctx, vipfailover.Options{Kills: *kills, Dir: dir, Log: os.Stderr, Xmppd: *xmppd, Xmppct: *xmppctl, Hang: *hang, Resume: *resume, Cut: *cut})
+	res, err := vipfailover.Run(ctx, vipfailover.Options{Kills: *kills, Dir: dir, Log: os.Stderr, Xmppd: *xmppd, Xmppct: *xmppctl, Hang: *hang, Resume: *resume, Cut: *cut, Extra: strings.Fields(*extra)})
 	if res != nil {
 		if c, e := exec.Command("git", "rev-parse", "--short", "HEAD").Output(); e == nil {
 			res.Commit = strings.TrimSpace(string(c))
