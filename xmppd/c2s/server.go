@@ -77,7 +77,8 @@ type Server struct {
 	throttle *throttle
 	regLimit *throttle // nil: registrations unlimited
 
-	regPolicy string // SetRegistration ("": AllowRegistration decides)
+	regPolicy string     // SetRegistration ("": AllowRegistration decides)
+	limits    connLimits // SetPerIPLimit, SetListenerShaper (limits.go)
 
 	lnCfg []Listener
 
@@ -197,6 +198,7 @@ func (s *Server) Start(ctx context.Context) error {
 
 func (s *Server) accept(ln net.Listener, directTLS bool) {
 	defer s.wg.Done()
+	rate, ownShaper := s.listenerShaper(ln)
 	// Out of file descriptors and the like: back off, keep serving.
 	bo := backoff.Backoff{Min: 5 * time.Millisecond, Max: time.Second}
 	for {
@@ -215,6 +217,9 @@ func (s *Server) accept(ln net.Listener, directTLS bool) {
 		bo.Reset()
 		c := newConn(s, nc, directTLS)
 		c.regOK = s.registrationOn(ln.Addr())
+		if ownShaper {
+			c.shape(rate)
+		}
 		s.mu.Lock()
 		if s.stopping {
 			s.mu.Unlock()
@@ -228,6 +233,11 @@ func (s *Server) accept(ln net.Listener, directTLS bool) {
 			} else {
 				go c.sendStreamError("system-shutdown", "this node is draining: connect to another one")
 			}
+			continue
+		}
+		if !s.admit(c) {
+			s.mu.Unlock()
+			go c.refuseOverCap(directTLS, s.limits.max)
 			continue
 		}
 		s.conns[c] = struct{}{}
@@ -306,6 +316,7 @@ func (s *Server) Stop(ctx context.Context) error {
 
 // connGone forgets a connection that has ended (its last goroutine returns).
 func (s *Server) connGone(c *conn) {
+	s.release(c)
 	s.mu.Lock()
 	delete(s.conns, c)
 	s.mu.Unlock()

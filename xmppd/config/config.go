@@ -88,6 +88,7 @@ type Config struct {
 	Ops       OpsConfig       // config_ops.go: HTTP listener, metrics, web admin
 	Component ComponentConfig // config_component.go: external components (XEP-0114)
 	Storm     StormConfig     // config_component.go: presence storms, sessions per user
+	ConnCaps  ConnCapsConfig  // config_conncaps.go: connections per IP, shapers per listener
 	Upload    UploadConfig    // config_upload.go: HTTP upload (XEP-0363), WebSocket (RFC 7395), host-meta
 	MAM       MAMConfig       // config_mam.go: message archive caps
 	Auth      AuthConfig      // config_auth.go: authentication backend (internal, external, sql, ldap)
