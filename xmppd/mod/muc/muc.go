@@ -1559,8 +1559,10 @@ type snap struct {
 }
 
 // load reads room name and its occupants from the tables (local reads). A room
-// with occupant rows but no room row (its last occupant left on one node while
-// another joined) comes back as an instant room with the default configuration.
+// with occupant rows but no room row (its last occupant left through one node
+// while someone joined through another: the leave deleted the temporary room)
+// comes back as the room that join would have created: an instant room with the
+// default configuration, its occupants its owners.
 func (m *Module) load(name string) (*room, *snap, error) {
 	s := &snap{occ: map[string][]byte{}, jids: map[string]string{}}
 	b, ok, err := m.tab.Get(name)
@@ -1602,6 +1604,9 @@ func (m *Module) load(name string) (*room, *snap, error) {
 		s.occ[nick], s.jids[nick] = v, row.JID
 		if r == nil {
 			r = newRoom(name, defaultConfig())
+		}
+		if s.room == nil {
+			r.affs[j.Bare().String()] = AffOwner
 		}
 		r.occ[nick] = &occupant{nick: nick, jid: j, role: row.Role, pres: m.decodePres(k, row.Pres)}
 		r.byJID[row.JID] = nick

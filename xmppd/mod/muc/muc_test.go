@@ -812,3 +812,27 @@ func TestSessionEndWhileStoreUnavailable(t *testing.T) {
 		t.Fatalf("occupants: %v", o)
 	}
 }
+
+// An occupant row left without its room row (the temporary room was deleted by
+// its last leave through one node while a join through another committed) is a
+// room again at the next stanza: instant, default configuration, its occupant
+// its owner (who could not configure it otherwise).
+func TestOrphanOccupantBecomesOwner(t *testing.T) {
+	e := newEnv(t, nil)
+	e.instant()
+	e.send("bob", pres(roomJ+"/bo", mucX()))
+	e.take("alice")
+	e.take("bob")
+	ctx := context.Background()
+	if err := e.h.Store().Apply(ctx, storage.Delete(LiveTable, roomKey("room")), storage.Delete(LiveTable, occPrefix("room")+"al"),
+		storage.Delete(LiveTable, jidKey("alice@example.org/r", "room"))); err != nil {
+		t.Fatal(err)
+	}
+	e.send("bob", xmlstream.New(NSClient, "iq", "type", "get", "id", "c", "to", roomJ).Append(xmlstream.New(NSOwner, "query")))
+	if g := e.take("bob"); len(g) != 1 || g[0].Attr("type") != "result" {
+		t.Fatalf("bob's configuration request: %v", g)
+	}
+	if r := e.m.Rooms(); len(r) != 1 {
+		t.Fatalf("rooms: %v", r)
+	}
+}
