@@ -37,7 +37,8 @@ type MAMQueries struct {
 
 const nsMAM = "urn:xmpp:mam:2"
 
-// MAMQuery fills one user's archive (prefix0) with n messages it sends, round
+// MAMQuery turns archiving on for one user (prefix0; XEP-0313 preferences,
+// default always) and fills its archive with n messages it sends, round
 // robin, to peers other users (prefix1..), keeping window messages in flight
 // (each delivery lets the next one go), then times queries for a page of page
 // messages: the archive's last page (RSM max=page and an empty <before/>, what a
@@ -100,6 +101,14 @@ func MAMQuery(ctx context.Context, t *Target, prefix string, n, peers, window, p
 			next()
 			sendMu.Unlock()
 		}, nil)
+	}
+	// Archiving on for the owner (ejabberd's and Prosody's benchmark
+	// configurations archive nobody by default; xmppd archives everyone).
+	id := sess[0].c.NextID()
+	if res, err := sess[0].iq(id, []byte("<iq type='set' id='"+id+"'><prefs xmlns='"+nsMAM+"' default='always'/></iq>"), 30*time.Second); err != nil {
+		return r, fmt.Errorf("archive preferences: %w", err)
+	} else if string(attr(res, "type")) != "result" {
+		return r, fmt.Errorf("archive preferences: %.300s", res)
 	}
 	start := time.Now()
 	if t.WriteArchive != nil {
