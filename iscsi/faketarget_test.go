@@ -69,8 +69,11 @@ func (ft *fakeTarget) setHook(h func(fc *fakeConn, cmd *pdu) bool) {
 }
 
 func (ft *fakeTarget) config() Config {
+	// DialTimeout well above the default: a connect to a loopback listener
+	// never hangs, but on a loaded machine the goroutines behind it may not
+	// run for 500 ms (seen at load 30), and no test here is about dialing.
 	return Config{Portal: ft.addr, Target: "iqn.2025-01.test:fake", LUN: 0,
-		TaskTimeout: time.Second, NOPInterval: 300 * time.Millisecond, Logger: quietLogger()}
+		TaskTimeout: time.Second, NOPInterval: 300 * time.Millisecond, DialTimeout: 3 * time.Second, Logger: quietLogger()}
 }
 
 func (ft *fakeTarget) accept() {
