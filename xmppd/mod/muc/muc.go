@@ -382,22 +382,28 @@ func (m *Module) Handle(ctx context.Context, st *xmlstream.Element, from, to jid
 // mamQuery hands a MAM query to the archive once the sender may read it: not an
 // outcast, and an occupant or member of a members-only or hidden room.
 func (m *Module) mamQuery(ctx context.Context, st *xmlstream.Element, from, to jid.JID) {
-	r, _, err := m.load(to.Local)
-	var o out
-	switch {
-	case err != nil:
-		o.add(module.StoreError(st, err))
-	case r == nil || (r.locked && r.aff(from) != AffOwner):
-		stanzaErr(&o, st, module.ErrCancel, "item-not-found", "")
-	case r.aff(from) == AffOutcast:
-		stanzaErr(&o, st, module.ErrAuth, "forbidden", "")
-	case (r.cfg.MembersOnly || !r.cfg.Public) && affRank[r.aff(from)] < affRank[AffMember] && r.byJID[from.String()] == "":
-		stanzaErr(&o, st, module.ErrAuth, "forbidden", "members and occupants only")
-	default:
-		m.arch.QueryRoom(ctx, st, from, to.Bare())
-		return
+	for synced := false; ; synced = true {
+		r, _, err := m.load(to.Local)
+		var o out
+		switch {
+		case err != nil:
+			o.add(module.StoreError(st, err))
+		case r == nil || (r.locked && r.aff(from) != AffOwner):
+			stanzaErr(&o, st, module.ErrCancel, "item-not-found", "")
+		case r.aff(from) == AffOutcast:
+			stanzaErr(&o, st, module.ErrAuth, "forbidden", "")
+		case (r.cfg.MembersOnly || !r.cfg.Public) && affRank[r.aff(from)] < affRank[AffMember] && r.byJID[from.String()] == "":
+			stanzaErr(&o, st, module.ErrAuth, "forbidden", "members and occupants only")
+		default:
+			m.arch.QueryRoom(ctx, st, from, to.Bare())
+			return
+		}
+		// A refusal on a read that may lag (see transact): decide again once.
+		if synced || err != nil || m.sync(ctx) != nil {
+			m.flush(ctx, o)
+			return
+		}
 	}
-	m.flush(ctx, o)
 }
 
 // transact handles one stanza (st, nil for an internal event) on room name: it
@@ -1087,7 +1093,6 @@ func (m *Module) invitation(ctx context.Context, o *out, r *room, occ *occupant,
 		stanzaErr(o, st, module.ErrAuth, "forbidden", "only admins may invite to this room")
 		return
 	}
-	changed := false
 	for _, inv := range invs {
 		tgt, err := jid.Parse(inv.Attr("to"))
 		if err != nil {
@@ -1096,7 +1101,6 @@ func (m *Module) invitation(ctx context.Context, o *out, r *room, occ *occupant,
 		}
 		if r.cfg.MembersOnly && r.aff(tgt) == AffNone {
 			r.affs[tgt.Bare().String()] = AffMember
-			changed = true
 		}
 		msg := xmlstream.New(NSClient, "message", "from", m.roomJID(r, ""), "to", tgt.String())
 		ix := xmlstream.New(NSUser, "x")
@@ -1113,7 +1117,6 @@ func (m *Module) invitation(ctx context.Context, o *out, r *room, occ *occupant,
 		msg.Append(xmlstream.New(NSConfInv, "x", "jid", m.roomJID(r, "")))
 		o.add(msg)
 	}
-	_ = changed // stored with the room's batch
 }
 
 // --- IQs ---
@@ -1751,7 +1754,7 @@ func (m *Module) decodePres(key, raw string) *xmlstream.Element {
 	return el
 }
 
-// roomInfo is a room's row with its name, for listings.
+// roomRow is a room's row with its name, for listings.
 type roomRow struct {
 	stored
 	name string
