@@ -29,7 +29,12 @@ func TestPushWithAppServer(t *testing.T) {
 	args := []string{"--component", "127.0.0.1:0", "--components", "push.localhost=" + secret, "--log-level", "info"}
 	run := func(s *testenv.Server, phase string, steps ...string) {
 		t.Helper()
-		m := componentAddrRE.FindStringSubmatch(s.Logs())
+		// The log line comes on stderr, copied apart from the banner on stdout
+		// that made Start return: it may lag behind a little.
+		var m []string
+		for end := time.Now().Add(10 * time.Second); m == nil && time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+			m = componentAddrRE.FindStringSubmatch(s.Logs())
+		}
 		if m == nil {
 			t.Fatalf("xmppd logs no component listener:\n%s", s.Logs())
 		}
