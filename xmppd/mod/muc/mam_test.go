@@ -147,14 +147,7 @@ func TestRoomArchive(t *testing.T) {
 // decided again after it caught up, not refused with item-not-found.
 func TestRoomArchiveQueryOnLaggingNode(t *testing.T) {
 	e, _, a := withMAM(t)
-	ls := &lagStore{Store: e.h.Store()}
-	ls.catchUp() // before the room exists
-	h2 := &lagHost{host: &host{Host: e.h.Host, handlers: map[string]module.DomainHandler{}}, st: ls}
-	m2 := New().WithArchive(a.Rooms())
-	if err := m2.Start(context.Background(), h2); err != nil {
-		t.Fatal(err)
-	}
-	e2 := &env{t: t, h: h2.host, m: m2, s: e.s}
+	e2, _ := lagNode(t, e, a.Rooms())
 	e.instant()
 	e2.send("bob", mamQuery("1"))
 	if _, _, fin := results(t, e.take("bob")); !strings.Contains(fin.String(), "<count>0</count>") {

@@ -629,13 +629,7 @@ func (h *lagHost) Store() storage.Store { return h.st }
 // item-not-found: "the room is locked").
 func TestJoinAfterUnlockOnLaggingNode(t *testing.T) {
 	e := newEnv(t, nil)
-	ls := &lagStore{Store: e.h.Store()}
-	h2 := &lagHost{host: &host{Host: e.h.Host, handlers: map[string]module.DomainHandler{}}, st: ls}
-	m2 := New()
-	if err := m2.Start(context.Background(), h2); err != nil {
-		t.Fatal(err)
-	}
-	e2 := &env{t: t, h: h2.host, m: m2, s: e.s}
+	e2, ls := lagNode(t, e, nil)
 	e.send("alice", pres(roomJ+"/al", mucX()))
 	e.take("alice")
 	ls.catchUp() // node 2 has the locked room
@@ -655,13 +649,7 @@ func TestJoinAfterUnlockOnLaggingNode(t *testing.T) {
 // gets carol's, and a later leave reaches carol too.
 func TestJoinOnStaleReadReachesLateOccupants(t *testing.T) {
 	e := newEnv(t, nil)
-	ls := &lagStore{Store: e.h.Store()}
-	h2 := &lagHost{host: &host{Host: e.h.Host, handlers: map[string]module.DomainHandler{}}, st: ls}
-	m2 := New()
-	if err := m2.Start(context.Background(), h2); err != nil {
-		t.Fatal(err)
-	}
-	e2 := &env{t: t, h: h2.host, m: m2, s: e.s}
+	e2, ls := lagNode(t, e, nil)
 	e.instant()
 	ls.catchUp() // node 2 knows the room and alice
 	e.send("carol", pres(roomJ+"/ca", mucX()))
@@ -693,15 +681,7 @@ func TestJoinOnStaleReadReachesLateOccupants(t *testing.T) {
 // left in muc_live for the creation's condition to hit).
 func TestJoinOnStaleReadDoesNotCreateTwice(t *testing.T) {
 	e := newEnv(t, nil)
-	ls := &lagStore{Store: e.h.Store()}
-	ls.catchUp() // before the room exists
-	h2 := &lagHost{host: &host{Host: e.h.Host, handlers: map[string]module.DomainHandler{}}, st: ls}
-	m2 := New()
-	if err := m2.Start(context.Background(), h2); err != nil {
-		t.Fatal(err)
-	}
-	ls.catchUp()
-	e2 := &env{t: t, h: h2.host, m: m2, s: e.s}
+	e2, _ := lagNode(t, e, nil)
 	e.instant(field("muc#roomconfig_persistentroom", "", "1"))
 	e2.send("bob", pres(roomJ+"/bo", mucX()))
 	g := e.take("bob")
@@ -722,13 +702,7 @@ func TestJoinOnStaleReadDoesNotCreateTwice(t *testing.T) {
 // occupants, and carol gets the message (the first cluster run lost it).
 func TestMessageAfterJoinOnLaggingNode(t *testing.T) {
 	e := newEnv(t, nil)
-	ls := &lagStore{Store: e.h.Store()}
-	h2 := &lagHost{host: &host{Host: e.h.Host, handlers: map[string]module.DomainHandler{}}, st: ls}
-	m2 := New()
-	if err := m2.Start(context.Background(), h2); err != nil {
-		t.Fatal(err)
-	}
-	e2 := &env{t: t, h: h2.host, m: m2, s: e.s}
+	e2, ls := lagNode(t, e, nil)
 	e.instant()
 	ls.catchUp()
 	e2.send("bob", pres(roomJ+"/bo", mucX()))
@@ -835,4 +809,21 @@ func TestOrphanOccupantBecomesOwner(t *testing.T) {
 	if r := e.m.Rooms(); len(r) != 1 {
 		t.Fatalf("rooms: %v", r)
 	}
+}
+
+// lagNode starts a second module (node 2) on a lagging view of e's store,
+// caught up now, with archive a (nil: none).
+func lagNode(t *testing.T, e *env, a Archive) (*env, *lagStore) {
+	t.Helper()
+	ls := &lagStore{Store: e.h.Store()}
+	h2 := &lagHost{host: &host{Host: e.h.Host, handlers: map[string]module.DomainHandler{}}, st: ls}
+	m2 := New()
+	if a != nil {
+		m2.WithArchive(a)
+	}
+	if err := m2.Start(context.Background(), h2); err != nil {
+		t.Fatal(err)
+	}
+	ls.catchUp()
+	return &env{t: t, h: h2.host, m: m2, s: e.s}, ls
 }
