@@ -515,8 +515,13 @@ type rejoinSettle struct {
 	since     time.Time       // quorum regained
 	lastView  map[string]bool // the members in view at the last step with quorum (settled)
 	waitFor   map[string]bool // lastView when quorum was lost
+	missed    bool            // some of waitFor had no row when quorum was regained
 	logged    bool
 }
+
+// rejoinMin is how long at least a node that regained quorum without the rows
+// of members it saw before waits before taking VIPs.
+const rejoinMin = time.Second
 
 // wait returns the members this node waits for (none: it may act): within
 // rowGrace of regaining quorum, those that were in its view before it lost
@@ -536,9 +541,18 @@ func (r *rejoinSettle) wait(v vip.View, quorumPolicy bool, members []discovery.M
 		return nil
 	}
 	if !r.hadQuorum {
-		r.hadQuorum, r.since, r.waitFor = true, now, r.lastView
+		r.hadQuorum, r.since, r.waitFor, r.missed = true, now, r.lastView, false
+		for name := range r.waitFor {
+			r.missed = r.missed || !inView[name]
+		}
 	}
 	var out []string
+	if r.missed && now.Sub(r.since) < rejoinMin {
+		// A peer's first rows after a partition may be a copy taken before the
+		// partition ended (its send waited on the dead connection), without
+		// the VIP it took meanwhile; its later changes follow within moments.
+		out = append(out, "(settling)")
+	}
 	if now.Sub(r.since) < rowGrace {
 		left := map[string]bool{}
 		for _, m := range members {
