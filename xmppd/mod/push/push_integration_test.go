@@ -39,7 +39,9 @@ func TestPushWithAppServer(t *testing.T) {
 			t.Fatalf("xmppd logs no component listener:\n%s", s.Logs())
 		}
 		_, port, _ := strings.Cut(m[1], ":")
+		began := time.Now()
 		out := s.RunPython(t, 70*time.Second, string(script), phase, port, secret, pw, s.Ctlbin, s.Socket)
+		t.Logf("phase %s: %.1f s", phase, time.Since(began).Seconds())
 		for _, step := range steps {
 			if !strings.Contains(out, "ok "+step) {
 				t.Fatalf("phase %s: step %s missing:\n%s\n--- xmppd log ---\n%s", phase, step, out, s.Logs())
