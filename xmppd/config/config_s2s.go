@@ -14,6 +14,7 @@ type S2SConfig struct {
 	CAFile         string        // s2s-ca-file: PEM roots for peers' certificates (empty: the system's roots)
 	SecureAuth     bool          // s2s-secure-auth: peers' certificates must verify (no dialback)
 	AllowPlaintext bool          // s2s-allow-plaintext: federate without TLS with peers that offer none
+	Bidi           bool          // s2s-bidi: bidirectional streams (XEP-0288), offered and used
 	Timeout        time.Duration // s2s-timeout: resolve + connect + authenticate a link
 	IdleTimeout    time.Duration // s2s-idle-timeout: close an outgoing link without traffic
 	Queue          int           // s2s-queue: stanzas queued per remote domain while its link is made
@@ -23,7 +24,7 @@ type S2SConfig struct {
 func init() {
 	registerFeature(featureSettings{
 		defaults: func(c *Config) {
-			c.S2S = S2SConfig{Timeout: 30 * time.Second, IdleTimeout: 10 * time.Minute, Queue: 1000, DefaultPort: 5269}
+			c.S2S = S2SConfig{Bidi: true, Timeout: 30 * time.Second, IdleTimeout: 10 * time.Minute, Queue: 1000, DefaultPort: 5269}
 		},
 		flags: func(c *Config, fs *flag.FlagSet) {
 			k := &c.S2S
@@ -32,6 +33,7 @@ func init() {
 			fs.StringVar(&k.CAFile, "s2s-ca-file", k.CAFile, "PEM file of the roots peers' certificates are verified against (empty: the system's roots)")
 			fs.BoolVar(&k.SecureAuth, "s2s-secure-auth", k.SecureAuth, "refuse peers whose certificate does not verify: SASL EXTERNAL only, no dialback (Prosody's s2s_secure_auth)")
 			fs.BoolVar(&k.AllowPlaintext, "s2s-allow-plaintext", k.AllowPlaintext, "federate without TLS with peers that offer no STARTTLS (default: such peers are unreachable)")
+			fs.BoolVar(&k.Bidi, "s2s-bidi", k.Bidi, "bidirectional server-to-server streams (XEP-0288): offered on the listener and used with peers that offer them")
 			fs.DurationVar(&k.Timeout, "s2s-timeout", k.Timeout, "time to resolve, connect and authenticate a link; stanzas queued meanwhile are bounced with remote-server-timeout after it")
 			fs.DurationVar(&k.IdleTimeout, "s2s-idle-timeout", k.IdleTimeout, "close an outgoing link after this long without a stanza")
 			fs.IntVar(&k.Queue, "s2s-queue", k.Queue, "stanzas queued per remote domain while its link is made (more are bounced with resource-constraint)")

@@ -26,6 +26,8 @@ type inStream struct {
 	mu     sync.Mutex
 	from   string            // the stream header's from
 	authed map[string]string // authenticated peer domain -> method
+	bidi   bool              // the peer asked for a bidirectional stream (XEP-0288)
+	links  []*outLink        // our links to peer domains over this stream (bidi)
 
 	closeOnce sync.Once
 }
@@ -88,6 +90,12 @@ func (in *inStream) setAuthed(domain, method string) {
 	// The negotiation's deadline no longer applies: an authenticated stream may
 	// stay quiet until the idle limit (reset by every stanza).
 	in.c.nc.SetReadDeadline(time.Now().Add(2 * in.s.cfg.IdleTimeout))
+	in.mu.Lock()
+	bidi := in.bidi
+	in.mu.Unlock()
+	if bidi {
+		in.s.attachBidi(domain, in)
+	}
 	in.s.log.Info("s2s incoming stream authenticated", "domain", domain, "auth", method, "remote", in.remote)
 }
 
@@ -98,7 +106,11 @@ func (in *inStream) serve() {
 		in.close("", "")
 		s.mu.Lock()
 		delete(s.in, in)
+		links := in.links
 		s.mu.Unlock()
+		for _, l := range links {
+			l.end()
+		}
 	}()
 	in.c.nc.SetReadDeadline(time.Now().Add(s.cfg.ConnectTimeout))
 	for restarts := 0; ; restarts++ {
@@ -167,6 +179,9 @@ func (in *inStream) stream() (restart bool, cond, text string) {
 		if !s.cfg.SecureAuth {
 			feats.Append(xmlstream.New(NSDialbackFt, "dialback").Append(xmlstream.New(NSDialbackFt, "errors")))
 		}
+		if !s.cfg.NoBidi {
+			feats.Append(xmlstream.New(NSBidiFeature, "bidi"))
+		}
 	}
 	if hdr.Attr("version") == "1.0" {
 		if err := c.writeEl(feats); err != nil {
@@ -227,12 +242,16 @@ func (in *inStream) stream() (restart bool, cond, text string) {
 				return false, "policy-violation", "STARTTLS first"
 			}
 			in.dialbackResult(el, id)
+		case el.Space == NSBidi && el.Local == "bidi":
+			if s.cfg.NoBidi || !c.tls {
+				return false, "unsupported-feature", "bidirectional streams are not offered here"
+			}
+			in.mu.Lock()
+			in.bidi = true
+			in.mu.Unlock()
 		case el.Space == NSDialback && el.Local == "verify" && el.Attr("type") == "":
 			in.answerVerify(el)
 		case el.Local == "message" || el.Local == "presence" || el.Local == "iq":
-			if el.Space != NSServer {
-				return false, "invalid-namespace", ""
-			}
 			if cond, text := in.stanza(el); cond != "" {
 				return false, cond, text
 			}
@@ -245,7 +264,15 @@ func (in *inStream) stream() (restart bool, cond, text string) {
 
 // stanza routes a stanza from an authenticated domain to a local one.
 func (in *inStream) stanza(el *xmlstream.Element) (cond, text string) {
-	s := in.s
+	return in.s.inbound(el, in.isAuthed)
+}
+
+// inbound checks a stanza a peer sent (from a domain authed accepts, to a local
+// domain) and routes it, or returns the stream error to close with.
+func (s *Server) inbound(el *xmlstream.Element, authed func(string) bool) (cond, text string) {
+	if el.Space != NSServer {
+		return "invalid-namespace", ""
+	}
 	from, ferr := jid.Parse(el.Attr("from"))
 	if ferr != nil || el.Attr("from") == "" {
 		return "improper-addressing", "missing or invalid from"
@@ -254,7 +281,7 @@ func (in *inStream) stanza(el *xmlstream.Element) (cond, text string) {
 	if terr != nil || el.Attr("to") == "" {
 		return "improper-addressing", "missing or invalid to"
 	}
-	if !in.isAuthed(from.Domain) {
+	if !authed(from.Domain) {
 		return "not-authorized", from.Domain + " is not authenticated on this stream"
 	}
 	if !s.cfg.Local(to.Domain) {

@@ -29,6 +29,8 @@ type outLink struct {
 	auth     string // "sasl-external" or "dialback"
 	verified bool
 	remote   string
+	borrowed bool // the stream is an incoming bidi stream (its reader is the inStream)
+	bidi     bool // our stream is bidirectional: the reader routes the peer's stanzas
 
 	closeOnce sync.Once
 }
@@ -96,6 +98,7 @@ func (l *outLink) run() {
 	l.st, l.up, l.auth = st, true, auth
 	l.verified = s.verifyCert(st.peerCerts, l.domain) == nil
 	l.remote = st.nc.RemoteAddr().String()
+	l.bidi = st.bidi
 	l.mu.Unlock()
 	select {
 	case <-l.done: // Stop came while connecting
@@ -130,7 +133,9 @@ func (l *outLink) bounceQueued(cond, text string) {
 
 func (l *outLink) end() {
 	l.closeOnce.Do(func() {
-		l.st.nc.Close()
+		if !l.borrowed {
+			l.st.nc.Close()
+		}
 		close(l.done)
 	})
 }
@@ -153,7 +158,9 @@ func (l *outLink) writer() {
 				s.removeOutLocked(l)
 				s.mu.Unlock()
 				s.log.Info("s2s link idle, closing", "domain", l.domain)
-				l.st.write([]byte(xmlstream.StreamClose))
+				if !l.borrowed {
+					l.st.write([]byte(xmlstream.StreamClose))
+				}
 				l.end()
 				return
 			}
@@ -215,6 +222,18 @@ func (l *outLink) reader() {
 		if el.Space == xmlstream.NSStream && el.Local == "error" {
 			l.s.log.Warn("s2s link: stream error from peer", "domain", l.domain, "error", el.String())
 			return
+		}
+		switch el.Local {
+		case "message", "presence", "iq":
+			if !l.bidi {
+				l.st.streamError("unsupported-stanza-type", "not a bidirectional stream")
+				return
+			}
+			if cond, text := l.s.inbound(el, func(d string) bool { return d == l.domain }); cond != "" {
+				l.s.log.Warn("s2s link: bad stanza from peer", "domain", l.domain, "cond", cond, "text", text)
+				l.st.streamError(cond, text)
+				return
+			}
 		}
 	}
 }
@@ -348,6 +367,13 @@ func (s *Server) negotiateOut(ctx context.Context, nc net.Conn, domain, from str
 		verr := s.verifyCert(c.peerCerts, domain)
 		if s.cfg.SecureAuth && verr != nil {
 			return nil, "", fmt.Errorf("certificate does not verify for %s (s2s-secure-auth): %w", domain, verr)
+		}
+		if c.tls && !s.cfg.NoBidi && !c.bidi && feats != nil && feats.Child(NSBidiFeature, "bidi") != nil {
+			// XEP-0288: ask for a bidirectional stream before authenticating.
+			if err := c.write([]byte("<bidi xmlns='" + NSBidi + "'/>")); err != nil {
+				return nil, "", err
+			}
+			c.bidi = true
 		}
 		if c.tls && !noExternal && hasMechanism(feats, "EXTERNAL") {
 			auth := xmlstream.New(NSSASL, "auth", "mechanism", "EXTERNAL").AppendText(base64.StdEncoding.EncodeToString([]byte(from)))

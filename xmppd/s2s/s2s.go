@@ -62,6 +62,9 @@ type Config struct {
 	RootCAs *x509.CertPool
 	// SecureAuth refuses peers whose certificate does not verify (no dialback).
 	SecureAuth bool
+	// NoBidi turns bidirectional streams (XEP-0288) off: neither offered on the
+	// listener nor asked for on outgoing links.
+	NoBidi bool
 	// AllowPlaintext lets links go on without TLS when the peer offers no STARTTLS
 	// (dialback over plaintext). Default false: such a peer is unreachable.
 	AllowPlaintext bool
@@ -259,6 +262,30 @@ func (s *Server) bounce(ctx context.Context, st *xmlstream.Element, typ, cond, t
 		return
 	}
 	s.cfg.Route(ctx, module.Error(st, typ, cond, text))
+}
+
+// attachBidi makes an incoming bidirectional stream from domain (XEP-0288)
+// this node's link to domain, unless there is one already.
+func (s *Server) attachBidi(domain string, in *inStream) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.out[domain]; ok || s.ctx.Err() != nil {
+		return
+	}
+	l := newOutLink(s, domain)
+	l.st, l.up, l.auth, l.borrowed, l.remote = in.c, true, "bidi", true, in.remote
+	l.verified = s.verifyCert(in.c.peerCerts, domain) == nil
+	s.out[domain] = l
+	if s.cfg.OnLink != nil {
+		s.cfg.OnLink(domain, true)
+	}
+	in.links = append(in.links, l)
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		l.writer()
+	}()
+	s.log.Info("s2s link up", "domain", domain, "remote", in.remote, "auth", "bidi (on the peer's stream)")
 }
 
 // removeOut drops l from the link table if it is still the domain's link.

@@ -205,8 +205,8 @@ func TestSASLExternalWhenCertificatesVerify(t *testing.T) {
 	ca := testCert(t, "test CA", nil, true)
 	roots := x509.NewCertPool()
 	roots.AddCert(ca.Leaf)
-	a := startNode(t, d, "a.test", testCert(t, "a.test", &ca, false), roots, nil)
-	b := startNode(t, d, "b.test", testCert(t, "b.test", &ca, false), roots, nil)
+	a := startNode(t, d, "a.test", testCert(t, "a.test", &ca, false), roots, func(c *Config) { c.NoBidi = true })
+	b := startNode(t, d, "b.test", testCert(t, "b.test", &ca, false), roots, func(c *Config) { c.NoBidi = true })
 	exchange(t, a, b)
 	for _, c := range []struct {
 		n      *node
@@ -224,8 +224,8 @@ func TestSASLExternalWhenCertificatesVerify(t *testing.T) {
 func TestDialbackWhenCertificatesDoNotVerify(t *testing.T) {
 	d := startDNS(t)
 	empty := x509.NewCertPool()
-	a := startNode(t, d, "a.test", testCert(t, "a.test", nil, false), empty, nil)
-	b := startNode(t, d, "b.test", testCert(t, "b.test", nil, false), empty, nil)
+	a := startNode(t, d, "a.test", testCert(t, "a.test", nil, false), empty, func(c *Config) { c.NoBidi = true })
+	b := startNode(t, d, "b.test", testCert(t, "b.test", nil, false), empty, func(c *Config) { c.NoBidi = true })
 	exchange(t, a, b)
 	if got := linkAuth(a, "b.test", "out"); got != "dialback" {
 		t.Errorf("a.test's link: auth %q, want dialback", got)
@@ -508,5 +508,36 @@ func TestDialbackStreamOutlivesConnectTimeout(t *testing.T) {
 	io.WriteString(p.c, "<message from='alice@a.test/r' to='bob@b.test' type='chat'><body>late</body></message>")
 	if got := b.wait(t, "late"); got.ChildText(xmlstream.NSClient, "body") != "late" {
 		t.Fatalf("got %s", got)
+	}
+}
+
+// XEP-0288: b.test answers a.test on a.test's own stream, with SASL EXTERNAL and
+// with dialback alike; no second connection is made.
+func TestBidirectionalStreams(t *testing.T) {
+	ca := testCert(t, "test CA", nil, true)
+	roots := x509.NewCertPool()
+	roots.AddCert(ca.Leaf)
+	for _, tc := range []struct {
+		name, auth string
+		cert       func(domain string) tls.Certificate
+	}{
+		{"sasl-external", "sasl-external", func(d string) tls.Certificate { return testCert(t, d, &ca, false) }},
+		{"dialback", "dialback", func(d string) tls.Certificate { return testCert(t, d, nil, false) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d := startDNS(t)
+			a := startNode(t, d, "a.test", tc.cert("a.test"), roots, nil)
+			b := startNode(t, d, "b.test", tc.cert("b.test"), roots, nil)
+			exchange(t, a, b)
+			if got := linkAuth(a, "b.test", "out"); got != tc.auth {
+				t.Errorf("a.test's link: auth %q, want %s", got, tc.auth)
+			}
+			if got := linkAuth(b, "a.test", "out"); got != "bidi" {
+				t.Errorf("b.test's link to a.test: auth %q, want bidi (%+v)", got, b.Status())
+			}
+			if got := linkAuth(a, "b.test", "in"); got != "" {
+				t.Errorf("a.test has an incoming stream from b.test (%s): b.test did not use the bidirectional stream", got)
+			}
+		})
 	}
 }

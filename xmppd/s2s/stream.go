@@ -26,6 +26,7 @@ type stream struct {
 	nc        net.Conn // the TLS connection once TLS is on
 	dec       *xmlstream.Decoder
 	tls       bool
+	bidi      bool // we asked for a bidirectional stream (XEP-0288)
 	peerCerts []*x509.Certificate
 
 	wmu sync.Mutex

@@ -97,7 +97,7 @@ func buildS2S(s *Server) ([]StagedComponent, error) {
 		Local: func(d string) bool {
 			return d == domain || slices.Contains(s.Router.ServedDomains(), d)
 		},
-		TLS: tlsCfg, RootCAs: roots, SecureAuth: kc.SecureAuth, AllowPlaintext: kc.AllowPlaintext,
+		TLS: tlsCfg, RootCAs: roots, SecureAuth: kc.SecureAuth, AllowPlaintext: kc.AllowPlaintext, NoBidi: !kc.Bidi,
 		Resolver: kc.Resolver, DefaultPort: kc.DefaultPort, DialbackSecret: secret, Limits: lim,
 		ConnectTimeout: kc.Timeout, IdleTimeout: kc.IdleTimeout, QueueMax: kc.Queue,
 		Route:  func(ctx context.Context, st *xmlstream.Element) { s.Router.Route(ctx, st) },
