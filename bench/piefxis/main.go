@@ -284,9 +284,15 @@ func run(users, plain int, outDir string, log *slog.Logger) error {
 	sum, _ := st["summary"].(map[string]any)
 	rep.Import = importRun{Users: users, Credentials: "SCRAM-SHA-1 (as exported by ejabberd and Prosody)", FileBytes: size,
 		Seconds: secs, CPUSeconds: cpu, UsersPerSec: float64(users) / secs, ProgressRows: len(lines), Summary: sum}
-	rep.ProgressTail = lines
-	if len(lines) > 12 {
-		rep.ProgressTail = append(lines[:6:6], lines[len(lines)-6:]...)
+	var prog []string
+	for _, l := range lines {
+		if strings.HasPrefix(l, "import:") {
+			prog = append(prog, l)
+		}
+	}
+	rep.ProgressTail = prog
+	if len(prog) > 12 {
+		rep.ProgressTail = append(prog[:6:6], prog[len(prog)-6:]...)
 	}
 	rep.Met = secs < rep.TargetSecs && sum != nil && sum["created"] == float64(users)
 	// Checks.
@@ -336,6 +342,20 @@ func run(users, plain int, outDir string, log *slog.Logger) error {
 	return write(rep, outDir)
 }
 
+// niceness is this process's nice value (xmppd inherits it): on a shared
+// machine other processes' priorities decide how much CPU xmppd gets.
+func niceness() string {
+	b, err := os.ReadFile("/proc/self/stat")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+	if len(f) < 17 {
+		return "?"
+	}
+	return f[16]
+}
+
 func loadavg() string {
 	b, _ := os.ReadFile("/proc/loadavg")
 	return strings.TrimSpace(string(b))
@@ -350,7 +370,7 @@ func write(rep report, dir string) error {
 	}
 	var md strings.Builder
 	fmt.Fprintf(&md, "# XEP-0227 import at scale, %s\n\n", rep.Date)
-	fmt.Fprintf(&md, "`go run ./bench/piefxis` on a %s-CPU host (load average before: %s), xmppd with its %s.\n\n", rep.Host["cpus"], rep.Host["loadavg"], rep.Store)
+	fmt.Fprintf(&md, "`go run ./bench/piefxis` on a %s-CPU host (load average before: %s; nice %s), xmppd with its %s.\n\n", rep.Host["cpus"], rep.Host["loadavg"], rep.Host["nice"], rep.Store)
 	im := rep.Import
 	fmt.Fprintf(&md, "| run | users | credentials | file MiB | seconds | users/s | xmppd CPU s | rows | batches |\n|---|---:|---|---:|---:|---:|---:|---:|---:|\n")
 	row := func(name string, r importRun) {
