@@ -456,6 +456,11 @@ func (f *vipFeature) step(ctx context.Context, now time.Time) {
 			f.s.log.Warn("vip release failed", "component", "vip", "vip", name, "err", err)
 		}
 	}
+	if len(act.Acquire) > 0 && f.rejoin.hadQuorum && now.Sub(f.rejoin.since) < 2*rowGrace {
+		// Soon after this node regained quorum: say what it saw (a VIP taken
+		// back from a peer that holds it is a view without that peer's row).
+		f.s.log.Info("vip: taking VIPs soon after regaining quorum", "component", "vip", "vips", act.Acquire, "view", fmt.Sprintf("%+v", view.Nodes))
+	}
 	for _, name := range act.Acquire {
 		if err := f.mech.Add(f.prefix(name)); err != nil {
 			f.s.log.Warn("vip take failed", "component", "vip", "vip", name, "err", err)
