@@ -121,7 +121,8 @@ ax.set_xticklabels(['%d%s' % (i, '\nfailed' if k.get('error') else '') for i, k 
 ax.set_xlabel('failover (%s)' % r['mode'])
 ax.set_ylabel('messages')
 ax.set_title('%d acknowledged, %d lost over %d failovers (%s)' % (sum(acked), sum(lost), len(ks), r.get('commit', '')))
-ax.legend(loc='lower right', fontsize=8)
+ax.set_ylim(0, max(acked + [1]) * 1.4)
+ax.legend(loc='upper center', ncol=2, fontsize=8)
 fig.tight_layout()
 fig.savefig(sys.argv[2], dpi=100)
 `
