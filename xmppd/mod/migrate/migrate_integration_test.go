@@ -129,7 +129,7 @@ func run(t *testing.T, timeout time.Duration, name string, args ...string) strin
 func accounts(t *testing.T, addr, domain string, args ...string) {
 	t.Helper()
 	host, port, _ := strings.Cut(addr, ":")
-	out := run(t, 120*time.Second, testenv.Python, append([]string{"-u", "testdata/accounts.py", args[0], host, port, domain}, args[1:]...)...)
+	out := run(t, 180*time.Second, testenv.Python, append([]string{"-u", "testdata/accounts.py", args[0], host, port, domain}, args[1:]...)...)
 	if !strings.Contains(out, "PASS") {
 		t.Fatalf("accounts.py %s: %s", args[0], out)
 	}

@@ -61,12 +61,12 @@ class Client(ClientXMPP):
 
     async def login(self, presence=True):
         self.connect((HOST, PORT))
-        await asyncio.wait_for(self.started, 20)
+        await asyncio.wait_for(self.started, 40)
         await self.iq("<query xmlns='jabber:iq:roster'/>")  # interested: roster pushes come (RFC 6121 2.1.6)
         if presence:
             self.send_raw('<presence/>')
 
-    async def wait(self, pred, what, timeout=8.0):
+    async def wait(self, pred, what, timeout=20.0):
         end = time.monotonic() + timeout
         while time.monotonic() < end:
             for i, e in enumerate(self.got):
@@ -192,7 +192,7 @@ async def main():
 
 
 try:
-    asyncio.run(asyncio.wait_for(main(), 90))
+    asyncio.run(asyncio.wait_for(main(), 150))
 except Exception as e:  # noqa: BLE001 - everything goes to the Go test
     import traceback
     traceback.print_exc()
