@@ -717,8 +717,7 @@ func (m *Module) presence(ctx context.Context, o *out, r *room, st *xmlstream.El
 	}
 	if occ != nil {
 		if occ.nick != to.Resource {
-			// Nick change is not supported: refuse rather than half-do it.
-			stanzaErr(o, st, module.ErrCancel, "not-acceptable", "nickname changes are not supported")
+			m.changeNick(o, r, occ, st, to.Resource)
 			return r
 		}
 		occ.pres = st
@@ -726,6 +725,44 @@ func (m *Module) presence(ctx context.Context, o *out, r *room, st *xmlstream.El
 		return r
 	}
 	return m.join(ctx, o, r, st, from, to)
+}
+
+// changeNick moves occ to nick (XEP-0045 §7.6): every occupant gets occ's old
+// nick unavailable with status 303 and the new nick, then its presence under the
+// new nick. The batch deletes the old occupant row and creates the new one on
+// the condition that it is absent, so a nick taken meanwhile through another
+// node fails the batch and the change is decided again (then: conflict).
+func (m *Module) changeNick(o *out, r *room, occ *occupant, st *xmlstream.Element, nick string) {
+	if len(nick) > MaxNickLen {
+		stanzaErr(o, st, module.ErrModify, "not-acceptable", "nickname too long")
+		return
+	}
+	if _, taken := r.occ[nick]; taken {
+		stanzaErr(o, st, module.ErrCancel, "conflict", "nickname in use")
+		return
+	}
+	old := *occ
+	unavailable := func(rc *occupant) *xmlstream.Element {
+		if rc == occ {
+			rc = &old
+		}
+		p := m.presenceOf(r, &old, rc, []string{"303"}, "unavailable")
+		if item := p.Child(NSUser, "x").Child(NSUser, "item"); item != nil {
+			item.SetAttr("role", old.role) // still in the room (XEP-0045 example 56)
+			item.SetAttr("nick", nick)
+		}
+		return p
+	}
+	for _, n := range r.sortedNicks() {
+		o.add(unavailable(r.occ[n]))
+	}
+	o.also(unavailable)
+	delete(r.occ, occ.nick)
+	occ.nick = nick
+	occ.pres = st
+	r.occ[nick] = occ
+	r.byJID[occ.jid.String()] = nick
+	m.broadcastPresence(o, r, occ, nil)
 }
 
 func (m *Module) join(ctx context.Context, o *out, r *room, st *xmlstream.Element, from, to jid.JID) *room {

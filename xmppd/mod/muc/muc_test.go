@@ -443,6 +443,19 @@ func twoNodes(t *testing.T) (e, e2 *env) {
 	return e, &env{t: t, h: h2, m: m2, s: e.s}
 }
 
+// threeOccupants is twoNodes with alice's instant room, alice (al) and carol
+// (ca) in it through node 1 and bob (bo) through node 2, their joins taken.
+func threeOccupants(t *testing.T) (e, e2 *env) {
+	e, e2 = twoNodes(t)
+	e.instant()
+	e2.send("bob", pres(roomJ+"/bo", mucX()))
+	e.send("carol", pres(roomJ+"/ca", mucX()))
+	for _, u := range []string{"alice", "bob", "carol"} {
+		e.take(u)
+	}
+	return e, e2
+}
+
 func groupchat(body string) *xmlstream.Element {
 	return xmlstream.New(NSClient, "message", "type", "groupchat", "to", roomJ).Append(xmlstream.New(NSClient, "body").AppendText(body))
 }
@@ -486,13 +499,7 @@ func TestOccupantsOnTwoNodes(t *testing.T) {
 // EvSessionClosed on one survivor) leaves every room once, even if two nodes
 // handle its end: the remaining occupants get exactly one unavailable presence.
 func TestSessionEndRemovesOccupantOnce(t *testing.T) {
-	e, e2 := twoNodes(t)
-	e.instant()
-	e2.send("bob", pres(roomJ+"/bo", mucX()))
-	e.send("carol", pres(roomJ+"/ca", mucX()))
-	e.take("alice")
-	e.take("bob")
-	e.take("carol")
+	e, e2 := threeOccupants(t)
 	// Node 2 reads the room, then node 1 removes bob: node 2's removal, built
 	// on its stale read, must fail instead of announcing bob's departure again.
 	stale, s, err := e2.m.load("room")
@@ -826,4 +833,115 @@ func lagNode(t *testing.T, e *env, a Archive) (*env, *lagStore) {
 	}
 	ls.catchUp()
 	return &env{t: t, h: h2.host, m: m2, s: e.s}, ls
+}
+
+// nickChange checks what one occupant got for a nick change from old to nick:
+// the old nick unavailable with 303 and the new nick, then the new nick
+// available; self says 110 is expected on both.
+func nickChange(t *testing.T, u string, g []*xmlstream.Element, old, nick string, self bool) {
+	t.Helper()
+	if len(g) != 2 {
+		t.Fatalf("%s got %d stanzas for the nick change: %v", u, len(g), g)
+	}
+	un, av := g[0], g[1]
+	item := un.Child(NSUser, "x").Child(NSUser, "item")
+	if un.Attr("type") != "unavailable" || un.Attr("from") != roomJ+"/"+old || !has(codes(un), "303") || item == nil || item.Attr("nick") != nick {
+		t.Fatalf("%s: unavailable for the old nick: %v", u, un)
+	}
+	if av.Attr("type") != "" || av.Attr("from") != roomJ+"/"+nick || has(codes(av), "303") {
+		t.Fatalf("%s: available for the new nick: %v", u, av)
+	}
+	if has(codes(un), "110") != self || has(codes(av), "110") != self {
+		t.Fatalf("%s: status 110 on the change (self=%v): %v", u, self, g)
+	}
+}
+
+// A nick change (XEP-0045 §7.6) through node 2 reaches occupants on both nodes;
+// a nick held through the other node is refused with a conflict and nothing
+// changes; the old nick is free afterwards and the new one is the occupant's
+// everywhere (messages, private messages, the end of the session).
+func TestNickChangeAcrossNodes(t *testing.T) {
+	e, e2 := threeOccupants(t)
+	// Taken (alice, through node 1): conflict, nobody hears of it.
+	e2.send("bob", pres(roomJ+"/al"))
+	if b := e.take("bob"); len(b) != 1 || errCond(b[0]) != "conflict" {
+		t.Fatalf("change to a taken nick: %v", b)
+	}
+	for _, u := range []string{"alice", "carol"} {
+		if g := e.take(u); len(g) != 0 {
+			t.Fatalf("%s heard of a refused change: %v", u, g)
+		}
+	}
+	if o := e.m.Occupants("room"); strings.Join(o, ",") != "al,bo,ca" {
+		t.Fatalf("occupants after a refused change: %v", o)
+	}
+	// Free: everyone, on both nodes, gets 303 then the new nick.
+	e2.send("bob", pres(roomJ+"/bobby"))
+	nickChange(t, "bob", e.take("bob"), "bo", "bobby", true)
+	nickChange(t, "alice", e.take("alice"), "bo", "bobby", false)
+	nickChange(t, "carol", e.take("carol"), "bo", "bobby", false)
+	for _, n := range []*env{e, e2} {
+		if o := n.m.Occupants("room"); strings.Join(o, ",") != "al,bobby,ca" {
+			t.Fatalf("occupants after the change: %v", o)
+		}
+	}
+	// The new nick is taken through node 1 too; the old one is free.
+	e.send("carol", pres(roomJ+"/bobby"))
+	if c := e.take("carol"); len(c) != 1 || errCond(c[0]) != "conflict" {
+		t.Fatalf("node 1 let carol take bob's new nick: %v", c)
+	}
+	e.send("carol", pres(roomJ+"/bo"))
+	nickChange(t, "carol", e.take("carol"), "ca", "bo", true)
+	e.take("alice")
+	e.take("bob")
+	// Bob speaks and is spoken to under his new nick.
+	e2.send("bob", groupchat("renamed"))
+	if a := e.take("alice"); len(a) != 1 || a[0].Attr("from") != roomJ+"/bobby" {
+		t.Fatalf("groupchat after the change: %v", a)
+	}
+	e.take("bob")
+	e.take("carol")
+	e.send("alice", xmlstream.New(NSClient, "message", "type", "chat", "to", roomJ+"/bobby").Append(xmlstream.New(NSClient, "body").AppendText("pm")))
+	if b := e.take("bob"); len(b) != 1 || b[0].ChildText(NSClient, "body") != "pm" {
+		t.Fatalf("private message to the new nick: %v", b)
+	}
+	// The end of bob's session removes the new nick once.
+	e.h.Disconnect(e.s["bob"])
+	for _, u := range []string{"alice", "carol"} {
+		if g := e.take(u); len(g) != 1 || g[0].Attr("type") != "unavailable" || g[0].Attr("from") != roomJ+"/bobby" {
+			t.Fatalf("%s after bob's end: %v", u, g)
+		}
+	}
+	if o := e2.m.Occupants("room"); strings.Join(o, ",") != "al,bo" {
+		t.Fatalf("occupants after bob's end: %v", o)
+	}
+}
+
+// Two occupants changing to one nick through two nodes at the same time:
+// exactly one gets it.
+func TestConcurrentNickChange(t *testing.T) {
+	for range 20 {
+		e, e2 := threeOccupants(t)
+		done := make(chan struct{})
+		go func() { e2.send("bob", pres(roomJ+"/x")); close(done) }()
+		e.send("carol", pres(roomJ+"/x"))
+		<-done
+		changed, refused := 0, 0
+		for _, u := range []string{"bob", "carol"} {
+			for _, st := range e.take(u) {
+				if has(codes(st), "303") && has(codes(st), "110") {
+					changed++
+				}
+				if errCond(st) == "conflict" {
+					refused++
+				}
+			}
+		}
+		if changed != 1 || refused != 1 {
+			t.Fatalf("%d changed and %d refused for one nick", changed, refused)
+		}
+		if o := e2.m.Occupants("room"); len(o) != 3 {
+			t.Fatalf("occupants %v", o)
+		}
+	}
 }
