@@ -40,11 +40,11 @@ func TestTinyBenchAllServers(t *testing.T) {
 		"--sessions", "60", "--pairs", "4", "--fanout-users", "30", "--contacts", "6",
 		"--login-duration", "2s", "--chat-duration", "2s", "--settle", "1s",
 		"--tsung-users", "20", "--tsung-duration", "3s", "--login-workers", "5",
-		"--muc-occupants", "12", "--muc-senders", "3", "--muc-duration", "2s", "--mam-archive", "300", "--mam-peers", "3", "--mam-queries", "5",
+		"--muc-occupants", "12", "--muc-senders", "3", "--muc-duration", "1s", "--mam-archive", "200", "--mam-peers", "3", "--mam-queries", "5",
 		// A developer's benchmark run may hold the machine-wide run lock: wait
 		// at most 2 minutes for it, then fail with its holder's PID and command
 		// line (the timeout bounds the run itself, after the lock is taken).
-		"--lock-wait", "2m", "--timeout", "4m", "--out", out})
+		"--lock-wait", "2m", "--timeout", "6m", "--out", out})
 	if err != nil {
 		t.Fatal(err)
 	}
