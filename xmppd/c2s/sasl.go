@@ -3,16 +3,15 @@ package c2s
 import (
 	"bytes"
 	"context"
-	"crypto/sha1"
 	"crypto/tls"
 	"encoding/base64"
 	"errors"
-	"sort"
 	"strings"
 	"time"
 
 	"xedge/storage"
 	"xedge/xmppd/accounts"
+	"xedge/xmppd/caps"
 	"xedge/xmppd/internal/scram"
 	"xedge/xmppd/jid"
 	"xedge/xmppd/module"
@@ -363,12 +362,25 @@ func (c *conn) register(iq *xmlstream.Element) error {
 	return c.writeElem(iqError(iq, module.ErrModify, "bad-request", ""))
 }
 
-// capsVer returns the XEP-0115 verification string of the server's identity and the
-// disco features modules registered, computed again only when a feature was added.
+// SetDiscoForms sets where the extended information forms (XEP-0128) of the
+// server's disco#info come from (before Start): the caps ver hashes them after the
+// identity and the features (XEP-0115 §5.1), so it matches what a client computes
+// from the disco#info answer. f must return forms the caller may not change later.
+func (s *Server) SetDiscoForms(f func() []*xmlstream.Element) {
+	s.capsMu.Lock()
+	s.capsForms = f
+	s.capsV = ""
+	s.capsMu.Unlock()
+}
+
+// capsVer returns the XEP-0115 verification string of the server's identity, the
+// disco features modules registered and the extended forms, computed again only when
+// a feature was added or the forms changed.
 func (s *Server) capsVer() string {
 	n := s.router.DiscoCount()
+	forms := s.capsFormsPart()
 	s.capsMu.Lock()
-	if s.capsV != "" && s.capsN == n {
+	if s.capsV != "" && s.capsN == n && s.capsF == forms {
 		v := s.capsV
 		s.capsMu.Unlock()
 		return v
@@ -376,22 +388,27 @@ func (s *Server) capsVer() string {
 	s.capsMu.Unlock()
 	v := s.computeCapsVer()
 	s.capsMu.Lock()
-	s.capsN, s.capsV = n, v
+	s.capsN, s.capsF, s.capsV = n, forms, v
 	s.capsMu.Unlock()
 	return v
 }
 
-// computeCapsVer hashes the identity and the disco features (XEP-0115 §5.1).
+// computeCapsVer hashes the identity, the disco features and the extended forms
+// (XEP-0115 §5.1).
 func (s *Server) computeCapsVer() string {
-	feats := s.router.DiscoFeatures()
-	sort.Strings(feats)
-	var b strings.Builder
-	b.WriteString(s.cfg.IdentityCategory + "/" + s.cfg.IdentityType + "//" + s.cfg.IdentityName + "<")
-	for _, f := range feats {
-		b.WriteString(f + "<")
+	id := s.cfg.IdentityCategory + "/" + s.cfg.IdentityType + "//" + s.cfg.IdentityName
+	return caps.Hash(caps.String([]string{id}, s.router.DiscoFeatures()) + s.capsFormsPart())
+}
+
+// capsFormsPart is the part of the §5.1 string the extended forms make.
+func (s *Server) capsFormsPart() string {
+	s.capsMu.Lock()
+	f := s.capsForms
+	s.capsMu.Unlock()
+	if f == nil {
+		return ""
 	}
-	sum := sha1.Sum([]byte(b.String()))
-	return base64.StdEncoding.EncodeToString(sum[:])
+	return caps.Forms(f())
 }
 
 // CapsNode is the caps node the server advertises.

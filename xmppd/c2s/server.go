@@ -85,6 +85,9 @@ type Server struct {
 	capsMu sync.Mutex
 	capsN  int    // disco features counted when capsV was computed
 	capsV  string // cached XEP-0115 ver (capsVer)
+	capsF  string // the extended forms' part of the ver string when capsV was computed
+	// capsForms returns the extended forms of the server's disco#info (SetDiscoForms).
+	capsForms func() []*xmlstream.Element
 
 	baseCtx    context.Context // parent of every connection's context; cancelled by Stop
 	baseCancel context.CancelFunc

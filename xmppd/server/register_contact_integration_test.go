@@ -49,7 +49,8 @@ func TestRegistrationPolicyPerListener(t *testing.T) {
 }
 
 // XEP-0157: the contact-* settings appear in the server's disco#info as a
-// serverinfo form (XEP-0128), read by slixmpp's disco.
+// serverinfo form (XEP-0128), read by slixmpp's disco; the caps ver of the stream
+// features (XEP-0115) is the one slixmpp computes from that disco#info.
 func TestContactAddressesWithSlixmpp(t *testing.T) {
 	testenv.NeedSlixmpp(t)
 	s := testenv.Start(t, testenv.Options{NoTLSListener: true, Config: `
@@ -59,10 +60,12 @@ contact-security: https://example.org/security
 `})
 	s.Register(t, "alice", "pw")
 	out := s.RunPython(t, 40*time.Second, `
+import asyncio
 import xmpptest as X
 XD = '{jabber:x:data}'
 async def main():
-    c = X.client(X.jid('alice', 'x'), 'pw', plugins=['xep_0030', 'xep_0128'])
+    c = X.client(X.jid('alice', 'x'), 'pw', plugins=['xep_0030', 'xep_0128', 'xep_0115'])
+    caps = X.event(c, 'entity_caps')  # the server's caps from the stream features
     await X.start(c)
     info = await c['xep_0030'].get_info(jid=X.DOMAIN, timeout=10)
     forms = info.xml.findall('{http://jabber.org/protocol/disco#info}query/' + XD + 'x')
@@ -80,6 +83,10 @@ async def main():
     assert len(ext) == 1, info['disco_info'].iterables
     vals = ext[0].get_values()
     assert vals['admin-addresses'] == ['mailto:admin@example.org', 'xmpp:admin@example.org'], vals
+    # XEP-0115: the ver the stream features advertise covers the form (slixmpp's hash)
+    ver = (await asyncio.wait_for(caps, 10))['caps']['ver']
+    mine = c['xep_0115'].generate_verstring(info['disco_info'], 'sha-1')
+    assert ver == mine, (ver, mine)
     print('contact-addresses ok')
     await X.stop(c)
 X.run(main)
