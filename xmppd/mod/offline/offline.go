@@ -137,13 +137,29 @@ func (m *Module) store(ctx context.Context, h module.Host, ev *module.EventData)
 	full := m.max >= 0 && m.Count(user) >= m.max
 	unlock()
 	var err error
-	for try := 0; !full && try < 3; try++ {
+	// Unavailable storage (no raft leader: seconds after the leader's node died,
+	// exactly when a lost node's messages are routed again) is retried for up to
+	// UnavailableRetry before the message bounces: the sender's server has
+	// acknowledged it, and a bounce is a message the user never gets.
+	retryUntil := time.Now().Add(UnavailableRetry)
+	pause := 100 * time.Millisecond
+	for try := 0; !full && try < 3; {
 		// Keys are unique on this node; another node storing for the same user in the
 		// same nanosecond with the same sequence number is a conflict, so retry.
 		key := modutil.Key(user, fmt.Sprintf("%016x%08x", uint64(m.now().UnixNano()), m.seq.Add(1)&0xffffffff))
 		err = h.Store().Apply(ctx, storage.Put(Table, key, b).If(storage.CondAbsent))
-		if !errors.Is(err, storage.ErrConflict) {
+		if errors.Is(err, storage.ErrConflict) {
+			try++
+			continue
+		}
+		if !errors.Is(err, storage.ErrUnavailable) || time.Now().Add(pause).After(retryUntil) {
 			break
+		}
+		select {
+		case <-ctx.Done():
+			try = 3
+		case <-time.After(pause):
+			pause = min(2*pause, 2*time.Second)
 		}
 	}
 	if !full && err == nil {
@@ -245,6 +261,10 @@ func (m *Module) SetPresence(ctx context.Context, s module.Session, p *xmlstream
 
 // clusterer is implemented by a core that routes between nodes.
 type clusterer interface{ Clustered() bool }
+
+// UnavailableRetry is how long a message is retried while the store is
+// unavailable before it bounces.
+var UnavailableRetry = 20 * time.Second
 
 // lateFlushDelay is how long after a session became available its stored
 // messages are looked for once more in a cluster (see lateFlush).

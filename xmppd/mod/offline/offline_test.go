@@ -88,6 +88,8 @@ func TestUnavailableStorageBouncesWait(t *testing.T) {
 	}
 	b := h.Connect("bob@example.org/b")
 	b.SetPresence(xmlstream.New(xmlstream.NSClient, "presence"))
+	defer func(d time.Duration) { UnavailableRetry = d }(UnavailableRetry)
+	UnavailableRetry = 300 * time.Millisecond // still unavailable after the retries
 	h.MemStore().SetFail(storage.ErrUnavailable)
 	h.Route(context.Background(), msg("chat", "x"))
 	errs := modtest.Find(b.Take(), "message", "error")
@@ -164,6 +166,40 @@ func TestStoreAfterBecomingAvailableRoutesLive(t *testing.T) {
 	set(ctx, a, xmlstream.New(xmlstream.NSClient, "presence"))
 	if got := modtest.Find(a.Take(), "message", ""); len(got) != 1 || got[0].ChildText("", "body") != "three" {
 		t.Fatalf("flush on priority raise: %+v", got)
+	}
+}
+
+// A message for a user with no session while the store has no leader (the
+// raft leader's node just died, as its sessions' messages are routed again) is
+// stored once the store is back within UnavailableRetry, not bounced: the
+// sender's server acknowledged it. (Seen in qemu scenario (b): four messages
+// bounced with "storage: unavailable: no leader".)
+func TestUnavailableStorageRetried(t *testing.T) {
+	h := modtest.NewHost("example.org", "alice", "bob")
+	m := New(-1)
+	if err := m.Start(context.Background(), h); err != nil {
+		t.Fatal(err)
+	}
+	b := h.Connect("bob@example.org/b")
+	b.SetPresence(xmlstream.New(xmlstream.NSClient, "presence"))
+	h.MemStore().SetFail(storage.ErrUnavailable)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		h.Route(context.Background(), msg("chat", "kept"))
+	}()
+	time.Sleep(300 * time.Millisecond) // a new leader is elected meanwhile
+	h.MemStore().SetFail(nil)
+	select {
+	case <-done:
+	case <-time.After(UnavailableRetry):
+		t.Fatal("the store did not return within UnavailableRetry of the store's return")
+	}
+	if errs := modtest.Find(b.Take(), "message", "error"); len(errs) != 0 {
+		t.Fatalf("bounced although the store came back: %+v", errs)
+	}
+	if n := m.Count("alice"); n != 1 {
+		t.Fatalf("stored %d messages for alice, want 1", n)
 	}
 }
 
