@@ -9,6 +9,13 @@
 // Tables: roster ("user\x00contact" -> item JSON), roster_pending ("user\x00contact"
 // -> pending inbound request JSON), roster_version ("user" -> version string).
 //
+// In a cluster a node's reads may lag a write another node just committed (a raft
+// follower applies commits a little after the leader). A subscription stanza that
+// the state read would drop, or a request it would put to the user although a
+// pre-approval may be newer, is decided again once the node caught up (one empty
+// write through the log, see catchUp): an answer that reaches another node than the
+// request it answers is not lost.
+//
 // It must not import the xmppd core or other modules.
 package roster
 
@@ -78,7 +85,14 @@ type Module struct {
 	pend  storage.Table
 	vers  storage.Table
 	locks modutil.Locks
+	// syncFailed is when a catch-up last failed (UnixNano, 0: none); decisions
+	// then skip catching up for syncPause instead of each waiting for a store
+	// without quorum.
+	syncFailed atomic.Int64
 }
+
+// syncPause is how long decisions stop catching up after a catch-up failed.
+const syncPause = 5 * time.Second
 
 // New returns the roster module.
 func New() *Module { return &Module{} }
@@ -496,6 +510,15 @@ func (m *Module) outbound(ctx context.Context, h module.Host, ev *module.EventDa
 	unlock := m.locks.Lock(user)
 	old, it := m.state(user, contact)
 	s, route := Outbound(typ, old)
+	if typ == "subscribed" && !route {
+		// A pre-approval, unless the request it answers was committed through
+		// another node and not yet applied here: decide again after catching up.
+		unlock()
+		m.catchUp(ctx)
+		unlock = m.locks.Lock(user)
+		old, it = m.state(user, contact)
+		s, route = Outbound(typ, old)
+	}
 	ver, changed, err := m.commit(ctx, user, old, it, s, false, nil)
 	unlock()
 	if err != nil {
@@ -585,6 +608,13 @@ func (m *Module) inbound(ctx context.Context, h module.Host, ev *module.EventDat
 	unlock := m.locks.Lock(user)
 	old, it := m.state(user, contact)
 	s, deliver, auto := Inbound(typ, old)
+	if inboundMayLag(typ, deliver) {
+		unlock()
+		m.catchUp(ctx)
+		unlock = m.locks.Lock(user)
+		old, it = m.state(user, contact)
+		s, deliver, auto = Inbound(typ, old)
+	}
 	var pd *pending
 	if typ == "subscribe" {
 		pd = &pending{Status: st.ChildText("", "status"), Stamp: time.Now().UTC().Format("2006-01-02T15:04:05Z")}
@@ -619,6 +649,37 @@ func (m *Module) inbound(ctx context.Context, h module.Host, ev *module.EventDat
 		m.sendUnavailable(ctx, to, contact)
 	}
 	return true
+}
+
+// inboundMayLag reports whether an inbound decision may rest on a read that lags
+// the user's own latest change, made through another node: a subscribed,
+// unsubscribed or unsubscribe dropped for lack of the pending state it answers
+// (the user's subscribe, the contact's request), or a subscribe put to the user
+// although a pre-approval (or a subscription) may just have been committed.
+func inboundMayLag(typ string, deliver bool) bool {
+	if typ == "subscribe" {
+		return deliver
+	}
+	return !deliver
+}
+
+// catchUp returns once this node has applied every write committed in the
+// cluster before it was called: an empty batch (the delete of a key no user can
+// have) goes through the replicated log, and Apply returns after this node applied
+// it. On a single node it costs one local write. After a failure (no quorum) it
+// returns at once for syncPause; the caller then decides on what it read.
+func (m *Module) catchUp(ctx context.Context) {
+	if t := m.syncFailed.Load(); t != 0 && time.Since(time.Unix(0, t)) < syncPause {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if err := m.h.Store().Apply(ctx, storage.Delete(TablePending, "\x00sync")); err != nil {
+		m.syncFailed.Store(time.Now().UnixNano())
+		m.h.Logger().Debug("roster: catching up with the cluster", "err", err)
+		return
+	}
+	m.syncFailed.Store(0)
 }
 
 func (m *Module) userRemoved(ctx context.Context, h module.Host, ev *module.EventData) bool {
