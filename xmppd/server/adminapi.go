@@ -33,22 +33,26 @@ func (s *Server) adminHandlers() {
 		if err != nil {
 			return nil, err
 		}
-		if err := s.Accounts.Create(ctx, args[0], args[1]); err != nil {
+		u, err := s.adminUser(args[0])
+		if err != nil {
 			return nil, err
 		}
-		return fmt.Sprintf("user %s@%s registered", args[0], s.cfg.Domain), nil
+		if err := s.userDir().Create(ctx, u, args[1]); err != nil {
+			return nil, s.dirErr("registering an account", err)
+		}
+		return fmt.Sprintf("user %s@%s registered", u, s.cfg.Domain), nil
 	})
 	a.Handle("unregister", func(ctx context.Context, args []string) (any, error) {
 		args, err := s.hostForm(args, 1, 1) // USER or USER HOST
 		if err != nil {
 			return nil, err
 		}
-		u, err := s.Accounts.Normalize(args[0])
+		u, err := s.adminUser(args[0])
 		if err != nil {
 			return nil, err
 		}
-		if err := s.Accounts.Delete(ctx, u); err != nil {
-			return nil, err
+		if err := s.userDir().Delete(ctx, u); err != nil {
+			return nil, s.dirErr("removing an account", err)
 		}
 		bare, _ := jid.New(u, s.cfg.Domain, "")
 		s.Router.Kick(bare, "account removed")
@@ -59,10 +63,14 @@ func (s *Server) adminHandlers() {
 		if err != nil {
 			return nil, err
 		}
-		if err := s.Accounts.SetPassword(ctx, args[0], args[1]); err != nil {
+		u, err := s.adminUser(args[0])
+		if err != nil {
 			return nil, err
 		}
-		return fmt.Sprintf("password of %s@%s changed", args[0], s.cfg.Domain), nil
+		if err := s.userDir().SetPassword(ctx, u, args[1]); err != nil {
+			return nil, s.dirErr("changing a password", err)
+		}
+		return fmt.Sprintf("password of %s@%s changed", u, s.cfg.Domain), nil
 	}
 	a.Handle("passwd", passwd)
 	a.Handle("change_password", passwd)
@@ -70,11 +78,14 @@ func (s *Server) adminHandlers() {
 		if _, err := s.hostForm(args, 0, 0); err != nil {
 			return nil, err
 		}
-		l, err := s.Accounts.List(ctx)
+		l, err := s.userDir().List(ctx)
+		if err != nil {
+			return nil, s.dirErr("listing the accounts", err)
+		}
 		if l == nil {
 			l = []string{}
 		}
-		return l, err
+		return l, nil
 	}
 	a.Handle("users", users)
 	a.Handle("registered_users", users) // ejabberdctl registered_users HOST

@@ -95,21 +95,23 @@ func (s *Server) ejabberdctlHandlers() {
 		if err != nil {
 			return nil, err
 		}
-		ok, err := s.Accounts.Exists(ctx, args[0])
-		if err != nil {
-			return nil, err
+		ok := false
+		if u, err := s.adminUser(args[0]); err == nil {
+			if ok, err = s.userDir().Exists(ctx, u); err != nil {
+				return nil, err
+			}
 		}
 		if !ok {
 			return nil, fmt.Errorf("account %s@%s does not exist", args[0], s.cfg.Domain)
 		}
 		return fmt.Sprintf("account %s@%s exists", args[0], s.cfg.Domain), nil
 	})
-	a.Handle("check_password", func(_ context.Context, args []string) (any, error) {
+	a.Handle("check_password", func(ctx context.Context, args []string) (any, error) {
 		args, err := s.hostForm(args, 2, 1)
 		if err != nil {
 			return nil, err
 		}
-		_, ok, err := s.Accounts.CheckPassword(args[0], args[1])
+		ok, err := s.checkPassword(ctx, args[0], args[1])
 		if err != nil {
 			return nil, err
 		}
@@ -129,8 +131,11 @@ func (s *Server) ejabberdctlHandlers() {
 		}
 		switch args[0] {
 		case "registeredusers":
-			l, err := s.Accounts.List(ctx)
-			return len(l), err
+			l, err := s.userDir().List(ctx)
+			if err != nil {
+				return nil, s.dirErr("counting the accounts", err)
+			}
+			return len(l), nil
 		case "onlineusers", "onlineusersnode":
 			return s.Router.Count(), nil
 		case "uptimeseconds":
