@@ -9,7 +9,7 @@ BIN := bin
 # Fuzz time per target in `make test` (CI budget); raise it locally with FUZZTIME=5m.
 FUZZTIME ?= 5s
 
-.PHONY: all setup build run run-host test-scenarios test test-unit test-integration test-vm fuzz lint image bench bench-ceiling bench-dns bench-cluster bench-vip clean
+.PHONY: all setup build run run-host test-scenarios test test-unit test-integration test-vm fuzz lint image bench bench-ceiling bench-dns bench-cluster bench-vip bench-piefxis clean
 
 all: build
 
@@ -87,6 +87,11 @@ bench-ceiling:
 # real BIND 9's answer through RFC 2136 (docs/dns.md); results in bench/results/dns-*.
 bench-dns: build
 	$(GO) run ./bench/dns
+
+# XEP-0227 migration at scale (docs/migration.md): 100,000 generated users imported
+# with xmppctl import-piefxis into a one-node raft store; results in bench/results/piefxis-*.
+bench-piefxis: build
+	$(GO) run ./bench/piefxis
 
 # Cluster figures (docs/cluster.md): same-node vs cross-node messages/s and p99,
 # kill-to-unavailable seconds, a 5,000-session reconnect wave; results in
