@@ -19,7 +19,8 @@ import (
 // TestMUCClusterWithSlixmpp drives a room across a 3-node cluster with real
 // slixmpp clients (testdata/muc_cluster.py): occupants on three nodes see each
 // other's presence and messages (one stanza-id by the room per message), the
-// room's archive pages with RSM; node 1 (the bootstrap node, normally the raft
+// room's archive pages with RSM; a nick change through node 3 reaches every
+// node's occupants (303 with the new nick, then the new nick); node 1 (the bootstrap node, normally the raft
 // leader) holding two occupants is killed: the others get exactly one unavailable presence per lost occupant
 // (removed once the survivors have a new leader) and the room keeps working;
 // after a restart of the whole cluster the persistent room, its configuration

@@ -6,7 +6,9 @@ usage: muc_cluster.py PHASE DOMAIN PASSWORD HOST:PORT1 HOST:PORT2 HOST:PORT3
 PHASE "live": alice (node 2) creates a persistent room, bob (node 3), carol and
 dave (node 1, the raft leader) join; everyone sees everyone; messages sent
 through the three nodes reach every occupant with one stanza-id by the room; bob
-pages the room's archive (MAM, RSM max 2) and finds the same ids. Then the script
+pages the room's archive (MAM, RSM max 2) and finds the same ids. bob renames
+himself to robert and back (everyone, on every node, sees 303 with the new
+nick, then the new nick). Then the script
 prints KILL and waits for a line on stdin (the test kills node 1): alice and bob
 each get exactly one unavailable presence for carol and for dave, the room keeps
 working, its occupant list is alice and bob, and carol, back through node 2,
@@ -36,7 +38,7 @@ class Client(ClientXMPP):
         for p in ('xep_0030', 'xep_0045', 'xep_0004', 'xep_0059', 'xep_0313', 'xep_0359'):
             self.register_plugin(p)
         self.msgs = asyncio.Queue()
-        self.pres = []
+        self.pres = []  # (nick, type, status codes, item nick)
         self.pres_event = asyncio.Event()
         self.started = asyncio.get_event_loop().create_future()
         self.add_event_handler('session_start', self._start)
@@ -52,7 +54,8 @@ class Client(ClientXMPP):
             self.started.set_result(True)
 
     def _presence(self, p):
-        self.pres.append((p['from'].resource, p['type']))
+        item = p.xml.find('{http://jabber.org/protocol/muc#user}x/{http://jabber.org/protocol/muc#user}item')
+        self.pres.append((p['from'].resource, p['type'], codes(p), item.get('nick') if item is not None else None))
         self.pres_event.set()
 
     async def wait_presence(self, pred, what, timeout=T):
@@ -90,7 +93,16 @@ def codes(p):
 
 
 def count(seen, nick, typ):
-    return sum(1 for n, t in seen if n == nick and t == typ)
+    return sum(1 for n, t, _, _ in seen if n == nick and t == typ)
+
+
+def renamed(seen, old, new):
+    """The 303 entry of old's change to new once new's presence followed it, else None."""
+    for i, (n, t, c, item) in enumerate(seen):
+        if n == old and t == 'unavailable' and 303 in c and item == new:
+            if any(n2 == new and t2 == 'available' for n2, t2, _, _ in seen[i + 1:]):
+                return seen[i]
+    return None
 
 
 async def archive(c, want):
@@ -152,6 +164,14 @@ async def live():
     bodies, ids = await archive(b, 3)
     check(bodies == [t for _, t in sent], f'archive bodies {bodies}')
     check(ids == sids, f'archive ids {ids} != stanza-ids {sids}')
+
+    # Nick change: bob (node 3) renames himself and back; everyone, on every
+    # node, sees both (110 on his own copies).
+    for old, new in (('bob', 'robert'), ('robert', 'bob')):
+        b.send_presence(pto=ROOM + '/' + new)
+        for cl in everyone:
+            await cl.wait_presence(lambda s: renamed(s, old, new), f'rename {old} to {new} not seen')
+            check((110 in renamed(cl.pres, old, new)[2]) == (cl is b), f'{cl.boundjid.user}: 110 on the rename')
 
     print('KILL', flush=True)
     line = await asyncio.wait_for(asyncio.get_event_loop().run_in_executor(None, sys.stdin.readline), 60)
