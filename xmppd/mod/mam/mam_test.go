@@ -13,7 +13,7 @@ import (
 )
 
 type fixture struct {
-	t      *testing.T
+	t      testing.TB
 	h      *modtest.Host
 	m      *Module
 	alice  *modtest.Session
@@ -23,7 +23,7 @@ type fixture struct {
 	roster map[string]bool
 }
 
-func newFixture(t *testing.T, o Options) *fixture {
+func newFixture(t testing.TB, o Options) *fixture {
 	t.Helper()
 	f := &fixture{t: t, h: modtest.NewHost("example.org", "alice", "bob", "carol"),
 		clock: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC), roster: map[string]bool{}}

@@ -17,7 +17,7 @@ import (
 // chunk headers: two passes over 200 chunks); parsing headers without
 // allocating is the next step if queries need to be faster.
 func BenchmarkQuery100k(b *testing.B) {
-	f := newFixture(&testing.T{}, Options{Max: -1, RAMMax: -1})
+	f := newFixture(b, Options{Max: -1, RAMMax: -1})
 	owner := "alice@example.org"
 	var ops []storage.Op
 	for i := 0; i < 100000; {
