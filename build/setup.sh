@@ -13,7 +13,8 @@ base_pkgs=(ca-certificates cpio git iproute2 iptables make openssl procps psmisc
 test_pkgs=(bind9 bind9-dnsutils dnsmasq-base ipxe-qemu libiscsi-bin linux-image-amd64
            ipxe python3 python3-slixmpp qemu-system-x86 tgt
            # the bench harness's own integration test starts real peers
-           ejabberd prosody tsung
+           # (ejabberd keeps the MAM workload's archive in SQLite)
+           ejabberd erlang-p1-sqlite3 prosody tsung
            # the web admin page is tested in headless Chromium
            chromium
            # slixmpp's XEP-0363 upload plugin needs aiohttp (HTTP upload test)
