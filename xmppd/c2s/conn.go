@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"xedge/xmppd/jid"
@@ -50,9 +51,12 @@ type conn struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
-	wmu        sync.Mutex
-	nc         net.Conn  // shaped raw connection or TLS over it
-	wdl        time.Time // write deadline set by write
+	wmu sync.Mutex
+	nc  net.Conn  // shaped raw connection or TLS over it
+	wdl time.Time // write deadline set by write
+	// closeBy is the write deadline (Unix ns) of a stream the server is closing
+	// (closeWithin); 0 while open. write does not re-arm past it.
+	closeBy    atomic.Int64
 	headerSent bool
 
 	dec      *xmlstream.Decoder
@@ -100,12 +104,27 @@ func newConn(s *Server, nc net.Conn, directTLS bool) *conn {
 func (c *conn) write(b []byte) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	if now := time.Now(); c.wdl.Sub(now) < writeTimeout-writeSlack {
+	if now := time.Now(); c.closeBy.Load() == 0 && c.wdl.Sub(now) < writeTimeout-writeSlack {
 		c.wdl = now.Add(writeTimeout)
 		c.nc.SetWriteDeadline(c.wdl)
+		// closeWithin may have set its deadline between the check and this one.
+		if by := c.closeBy.Load(); by != 0 {
+			c.wdl = time.Unix(0, by)
+			c.nc.SetWriteDeadline(c.wdl)
+		}
 	}
 	_, err := c.nc.Write(b)
 	return err
+}
+
+// closeWithin bounds every write from now on, the one under way included, to d:
+// the stream is being closed and a client that does not read must not keep it
+// (write would otherwise re-arm its 30 s deadline). It does not wait for wmu,
+// which a blocked write holds.
+func (c *conn) closeWithin(d time.Duration) {
+	by := time.Now().Add(d)
+	c.closeBy.Store(by.UnixNano())
+	c.raw.SetWriteDeadline(by)
 }
 
 func (c *conn) writeElem(e *xmlstream.Element) error {

@@ -74,9 +74,11 @@ func TestDeliveryToStuckClient(t *testing.T) {
 	}()
 	select {
 	case <-done:
-	case <-time.After(20 * time.Second):
+	case <-time.After(60 * time.Second): // a hang detector: 12 MB through TLS take seconds at load 30
 		t.Fatal("the sender blocked behind a stuck recipient")
 	}
+	// The overflow closes bob's stream with 5 s for its last bytes
+	// (TestCloseDeadlineNotReArmed); waitFor allows 15 s.
 	waitFor(t, "the stuck client to be disconnected", func() bool { return e.r.Session(jid.MustParse("bob@localhost/stuck")) == nil })
 	alice.Send("<iq type='get' id='alive'><ping xmlns='urn:xmpp:ping'/></iq>")
 	alice.Expect("id='alive'", 10*time.Second)

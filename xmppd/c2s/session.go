@@ -278,7 +278,7 @@ func (s *session) closeLocked(condition, text string) {
 	// The final item goes after what is queued, bounded by a short write deadline
 	// (a client that does not read loses the rest; with SM it is rerouted).
 	s.queue = append(s.queue, outItem{raw: b, final: true})
-	s.c.raw.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	s.c.closeWithin(5 * time.Second)
 	s.kickLocked()
 }
 
