@@ -6,7 +6,8 @@ usage: muc_cluster.py PHASE DOMAIN PASSWORD HOST:PORT1 HOST:PORT2 HOST:PORT3
 PHASE "live": alice (node 2) creates a persistent room, bob (node 3), carol and
 dave (node 1, the raft leader) join; everyone sees everyone; messages sent
 through the three nodes reach every occupant with one stanza-id by the room; bob
-pages the room's archive (MAM, RSM max 2) and finds the same ids. bob renames
+pages the room's archive (MAM, RSM max 2) and finds the same ids. dave cannot
+take bob's nick (conflict); bob renames
 himself to robert and back (everyone, on every node, sees 303 with the new
 nick, then the new nick). Then the script
 prints KILL and waits for a line on stdin (the test kills node 1): alice and bob
@@ -24,6 +25,8 @@ import sys
 import traceback
 
 from slixmpp import ClientXMPP
+from slixmpp.xmlstream.handler import Callback
+from slixmpp.xmlstream.matcher import StanzaPath
 
 PHASE, DOMAIN, PW = sys.argv[1], sys.argv[2], sys.argv[3]
 NODES = [(a.rsplit(':', 1)[0], int(a.rsplit(':', 1)[1])) for a in sys.argv[4:7]]
@@ -40,6 +43,9 @@ class Client(ClientXMPP):
         self.msgs = asyncio.Queue()
         self.pres = []  # (nick, type, status codes, item nick)
         self.pres_event = asyncio.Event()
+        # Error presences without a MUC element fire no slixmpp event: a raw handler.
+        self.errors = asyncio.Queue()
+        self.register_handler(Callback('presence errors', StanzaPath('presence@type=error'), self.errors.put_nowait))
         self.started = asyncio.get_event_loop().create_future()
         self.add_event_handler('session_start', self._start)
         self.add_event_handler('failed_auth', lambda _: self.started.done() or self.started.set_exception(AssertionError('auth failed')))
@@ -165,8 +171,12 @@ async def live():
     check(bodies == [t for _, t in sent], f'archive bodies {bodies}')
     check(ids == sids, f'archive ids {ids} != stanza-ids {sids}')
 
-    # Nick change: bob (node 3) renames himself and back; everyone, on every
-    # node, sees both (110 on his own copies).
+    # Nick change: bob's nick (through node 3) is taken for dave (node 1); bob
+    # renames himself and back, everyone, on every node, sees both (110 on his
+    # own copies).
+    d.send_presence(pto=ROOM + '/bob')
+    err = await asyncio.wait_for(d.errors.get(), T)
+    check(err['from'] == ROOM + '/bob' and err['error']['condition'] == 'conflict', f'dave took bob: {err}')
     for old, new in (('bob', 'robert'), ('robert', 'bob')):
         b.send_presence(pto=ROOM + '/' + new)
         for cl in everyone:
