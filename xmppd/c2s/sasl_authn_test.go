@@ -88,7 +88,13 @@ func TestAuthenticatorWithoutSCRAM(t *testing.T) {
 // tls-exporter on TLS 1.3) and returns what ended it: "success" or the failure.
 func scramClient(t *testing.T, c *testenv.Raw, m sasl.Mechanism, opts ...sasl.Option) string {
 	t.Helper()
-	opts = append(opts, sasl.Credentials(func() ([]byte, []byte, []byte) { return []byte("alice"), []byte("secret"), nil }))
+	return scramAs(t, c, m, "alice", "secret", opts...)
+}
+
+// scramAs is scramClient with the credentials of one's choice.
+func scramAs(t *testing.T, c *testenv.Raw, m sasl.Mechanism, user, pw string, opts ...sasl.Option) string {
+	t.Helper()
+	opts = append(opts, sasl.Credentials(func() ([]byte, []byte, []byte) { return []byte(user), []byte(pw), nil }))
 	cl := sasl.NewClient(m, opts...)
 	_, first, err := cl.Step(nil)
 	if err != nil {
