@@ -98,10 +98,27 @@ func (c *conn) answerR(s *session) {
 	}
 	ctx := c.ctx
 	go func() {
-		sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		defer cancel()
-		if err := repl.Sync(sctx); err != nil && ctx.Err() == nil {
-			c.log.Warn("stream management: state not confirmed by another node before acknowledging", "jid", s.jid.String(), "err", err)
+		// No <a/> before another node confirmed the state: an acknowledged
+		// stanza held only here is lost with this node (the client does not
+		// send it again). Sync succeeds at once when no peer is left.
+		for try := 0; ; try++ {
+			sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			err := repl.Sync(sctx)
+			cancel()
+			if err == nil {
+				break
+			}
+			if ctx.Err() != nil {
+				return // the connection ended: nothing is acknowledged
+			}
+			if try == 0 {
+				c.log.Warn("stream management: state not confirmed by another node; acknowledging once it is", "jid", s.jid.String(), "err", err)
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(200 * time.Millisecond):
+			}
 		}
 		s.queueRaw(a)
 	}()

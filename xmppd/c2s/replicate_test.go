@@ -2,6 +2,7 @@ package c2s
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"sync"
 	"testing"
@@ -76,6 +77,8 @@ type fakeRepl struct {
 	syncs   int
 	fetch   *SMState
 	release chan struct{} // Sync waits for it when set
+	// failSyncs: the next failSyncs Syncs fail (no peer confirmed).
+	failSyncs int
 }
 
 func (f *fakeRepl) NewID() string { return "node1.xyz" }
@@ -105,6 +108,11 @@ func (f *fakeRepl) Sync(ctx context.Context) error {
 	f.mu.Lock()
 	f.syncs++
 	rel := f.release
+	if f.failSyncs > 0 {
+		f.failSyncs--
+		f.mu.Unlock()
+		return errors.New("resume: no peer confirmed")
+	}
 	f.mu.Unlock()
 	if rel != nil {
 		select {
@@ -200,6 +208,26 @@ func testenvDial(t *testing.T, e *env) *testenv.Raw {
 	c.StartTLS("localhost")
 	c.AuthPlain("localhost", "bob", "secret")
 	return c
+}
+
+// An <a/> waits until another node confirmed the session's state: while Sync
+// fails (peers exist, none confirms: a loaded or partitioned cluster) it is
+// retried, not given up (the acknowledged stanzas would be lost with this
+// node: seen in qemu scenario (b), client told h=158, the copy resumed had 133).
+func TestAckWaitsForConfirmedState(t *testing.T) {
+	f := &fakeRepl{queued: map[uint32]string{}, failSyncs: 2}
+	e := start(t, nil)
+	e.srv.SetReplicator(f)
+	bob := e.login(t, "bob", "r")
+	bob.Send("<enable xmlns='urn:xmpp:sm:3' resume='true'/>")
+	bob.Expect("/>", 5*time.Second)
+	bob.Send("<r xmlns='urn:xmpp:sm:3'/>")
+	bob.Expect("<a xmlns", 10*time.Second)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.syncs < 3 || f.failSyncs != 0 {
+		t.Fatalf("<a/> after %d Syncs (%d failures left), want it after the third (the first two fail)", f.syncs, f.failSyncs)
+	}
 }
 
 func TestStats(t *testing.T) {
