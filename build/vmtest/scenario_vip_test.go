@@ -1,4 +1,4 @@
-//go:build vmtest && scenarios
+//go:build vmtest
 
 package vmtest
 
