@@ -3,10 +3,8 @@ package muc
 import (
 	"context"
 	"errors"
-	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -552,80 +550,12 @@ func TestConcurrentJoinSameNick(t *testing.T) {
 	}
 }
 
-// lagStore is a node's view of the shared store that lags: its reads see the
-// tables as they were at its last Apply (a raft follower that has not yet
-// applied the leader's latest commits; its own Apply catches it up).
-type lagStore struct {
-	storage.Store
-	mu   sync.Mutex
-	snap map[string]map[string][]byte
-}
-
-func (l *lagStore) catchUp() {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.snap = map[string]map[string][]byte{}
-	for _, name := range []string{Table, LiveTable} {
-		t, err := l.Store.Durable(name)
-		if err != nil {
-			continue
-		}
-		rows := map[string][]byte{}
-		_ = t.Scan("", func(k string, v []byte) bool { rows[k] = append([]byte(nil), v...); return true })
-		l.snap[name] = rows
-	}
-}
-
-func (l *lagStore) Apply(ctx context.Context, ops ...storage.Op) error {
-	err := l.Store.Apply(ctx, ops...)
-	l.catchUp()
-	return err
-}
-
-func (l *lagStore) Durable(name string) (storage.Table, error) { return lagTable{l, name}, nil }
-
-type lagTable struct {
-	l    *lagStore
-	name string
-}
-
-func (t lagTable) rows() map[string][]byte {
-	t.l.mu.Lock()
-	defer t.l.mu.Unlock()
-	return t.l.snap[t.name]
-}
-
-func (t lagTable) Get(k string) ([]byte, bool, error) {
-	v, ok := t.rows()[k]
-	return v, ok, nil
-}
-
-func (t lagTable) Scan(prefix string, fn func(string, []byte) bool) error {
-	rows := t.rows()
-	keys := make([]string, 0, len(rows))
-	for k := range rows {
-		if strings.HasPrefix(k, prefix) {
-			keys = append(keys, k)
-		}
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
-		if !fn(k, rows[k]) {
-			break
-		}
-	}
-	return nil
-}
-
-func (t lagTable) Count(prefix string) (int, error) {
-	n := 0
-	_ = t.Scan(prefix, func(string, []byte) bool { n++; return true })
-	return n, nil
-}
+// lagging are the tables a lagging node's view reads stale (modtest.LagStore).
+var lagging = []string{Table, LiveTable}
 
 type lagHost struct {
 	*host
-	st *lagStore
+	st *modtest.LagStore
 }
 
 func (h *lagHost) Store() storage.Store { return h.st }
@@ -639,7 +569,7 @@ func TestJoinAfterUnlockOnLaggingNode(t *testing.T) {
 	e2, ls := lagNode(t, e, nil)
 	e.send("alice", pres(roomJ+"/al", mucX()))
 	e.take("alice")
-	ls.catchUp() // node 2 has the locked room
+	ls.CatchUp() // node 2 has the locked room
 	e.send("alice", xmlstream.New(NSClient, "iq", "type", "set", "id", "c", "to", roomJ).Append(xmlstream.New(NSOwner, "query").Append(xmlstream.New(NSData, "x", "type", "submit"))))
 	if g := e.take("alice"); len(g) != 1 || g[0].Attr("type") != "result" {
 		t.Fatalf("unlock: %v", g)
@@ -658,7 +588,7 @@ func TestJoinOnStaleReadReachesLateOccupants(t *testing.T) {
 	e := newEnv(t, nil)
 	e2, ls := lagNode(t, e, nil)
 	e.instant()
-	ls.catchUp() // node 2 knows the room and alice
+	ls.CatchUp() // node 2 knows the room and alice
 	e.send("carol", pres(roomJ+"/ca", mucX()))
 	e.take("alice")
 	e.take("carol")
@@ -711,7 +641,7 @@ func TestMessageAfterJoinOnLaggingNode(t *testing.T) {
 	e := newEnv(t, nil)
 	e2, ls := lagNode(t, e, nil)
 	e.instant()
-	ls.catchUp()
+	ls.CatchUp()
 	e2.send("bob", pres(roomJ+"/bo", mucX()))
 	e.send("carol", pres(roomJ+"/ca", mucX()))
 	for _, u := range []string{"alice", "bob", "carol"} {
@@ -739,8 +669,8 @@ func (c *countStore) Apply(ctx context.Context, ops ...storage.Op) error {
 func TestMessagesWithoutQuorum(t *testing.T) {
 	base := &host{Host: modtest.NewHost("example.org", "alice", "bob", "carol"), handlers: map[string]module.DomainHandler{}}
 	cs := &countStore{Store: base.Store()}
-	h := &lagHost{host: base, st: &lagStore{Store: cs}}
-	h.st.catchUp()
+	h := &lagHost{host: base, st: &modtest.LagStore{Store: cs, Lagging: lagging}}
+	h.st.CatchUp()
 	m := New()
 	if err := m.Start(context.Background(), h); err != nil {
 		t.Fatal(err)
@@ -820,9 +750,9 @@ func TestOrphanOccupantBecomesOwner(t *testing.T) {
 
 // lagNode starts a second module (node 2) on a lagging view of e's store,
 // caught up now, with archive a (nil: none).
-func lagNode(t *testing.T, e *env, a Archive) (*env, *lagStore) {
+func lagNode(t *testing.T, e *env, a Archive) (*env, *modtest.LagStore) {
 	t.Helper()
-	ls := &lagStore{Store: e.h.Store()}
+	ls := &modtest.LagStore{Store: e.h.Store(), Lagging: lagging}
 	h2 := &lagHost{host: &host{Host: e.h.Host, handlers: map[string]module.DomainHandler{}}, st: ls}
 	m2 := New()
 	if a != nil {
@@ -831,7 +761,7 @@ func lagNode(t *testing.T, e *env, a Archive) (*env, *lagStore) {
 	if err := m2.Start(context.Background(), h2); err != nil {
 		t.Fatal(err)
 	}
-	ls.catchUp()
+	ls.CatchUp()
 	return &env{t: t, h: h2.host, m: m2, s: e.s}, ls
 }
 
