@@ -28,6 +28,7 @@ import (
 	"sync"
 	"time"
 
+	"xedge/xmppd/internal/listen"
 	"xedge/xmppd/jid"
 	"xedge/xmppd/xmlstream"
 )
@@ -113,19 +114,18 @@ func (s *Server) Start(ctx context.Context) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.ctx, s.cancel = context.WithCancel(context.WithoutCancel(ctx))
-	for _, a := range s.addrs {
-		ln, err := net.Listen("tcp", a)
-		if err != nil {
-			for _, l := range s.lns {
-				l.Close()
-			}
-			s.lns = nil
-			return fmt.Errorf("component listener %s: %w", a, err)
-		}
-		s.lns = append(s.lns, ln)
+	lns, err := listen.Open(s.addrs)
+	if err != nil {
+		return fmt.Errorf("component listener: %w", err)
+	}
+	s.lns = lns
+	for _, ln := range lns {
 		s.log.Info("listening for components", "addr", ln.Addr().String())
 		s.wg.Add(1)
-		go s.accept(ln)
+		go func() {
+			defer s.wg.Done()
+			listen.Serve(ln, s.log, s.accept)
+		}()
 	}
 	return nil
 }
@@ -172,30 +172,20 @@ func (s *Server) Deliver(domain string, st *xmlstream.Element) bool {
 	return c.send(st)
 }
 
-func (s *Server) accept(ln net.Listener) {
-	defer s.wg.Done()
-	for {
-		nc, err := ln.Accept()
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return
-			}
-			s.log.Warn("accept", "err", err)
-			time.Sleep(50 * time.Millisecond)
-			continue
-		}
-		c := &conn{s: s, nc: nc, out: make(chan *xmlstream.Element, s.cfg.SendQueue), done: make(chan struct{})}
-		s.mu.Lock()
-		if s.ctx.Err() != nil {
-			s.mu.Unlock()
-			nc.Close()
-			return
-		}
-		s.all[c] = struct{}{}
-		s.wg.Add(1)
+// accept serves a new component connection; false once the server stops.
+func (s *Server) accept(nc net.Conn) bool {
+	c := &conn{s: s, nc: nc, out: make(chan *xmlstream.Element, s.cfg.SendQueue), done: make(chan struct{})}
+	s.mu.Lock()
+	if s.ctx.Err() != nil {
 		s.mu.Unlock()
-		go c.serve()
+		nc.Close()
+		return false
 	}
+	s.all[c] = struct{}{}
+	s.wg.Add(1)
+	s.mu.Unlock()
+	go c.serve()
+	return true
 }
 
 type conn struct {

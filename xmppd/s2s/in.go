@@ -32,30 +32,20 @@ type inStream struct {
 	closeOnce sync.Once
 }
 
-func (s *Server) accept(ln net.Listener) {
-	defer s.wg.Done()
-	for {
-		nc, err := ln.Accept()
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return
-			}
-			s.log.Warn("accept", "err", err)
-			time.Sleep(50 * time.Millisecond)
-			continue
-		}
-		in := &inStream{s: s, c: newStream(s, nc), remote: nc.RemoteAddr().String(), authed: map[string]string{}}
-		s.mu.Lock()
-		if s.ctx.Err() != nil {
-			s.mu.Unlock()
-			nc.Close()
-			return
-		}
-		s.in[in] = struct{}{}
-		s.wg.Add(1)
+// accept serves a new incoming stream; false once the server stops.
+func (s *Server) accept(nc net.Conn) bool {
+	in := &inStream{s: s, c: newStream(s, nc), remote: nc.RemoteAddr().String(), authed: map[string]string{}}
+	s.mu.Lock()
+	if s.ctx.Err() != nil {
 		s.mu.Unlock()
-		go in.serve()
+		nc.Close()
+		return false
 	}
+	s.in[in] = struct{}{}
+	s.wg.Add(1)
+	s.mu.Unlock()
+	go in.serve()
+	return true
 }
 
 func (in *inStream) close(cond, text string) {

@@ -29,6 +29,7 @@ import (
 	"sync"
 	"time"
 
+	"xedge/xmppd/internal/listen"
 	"xedge/xmppd/jid"
 	"xedge/xmppd/module"
 	"xedge/xmppd/xmlstream"
@@ -174,19 +175,18 @@ func (s *Server) Addrs() []net.Addr {
 func (s *Server) Start(ctx context.Context) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for _, a := range s.addrs {
-		ln, err := net.Listen("tcp", a)
-		if err != nil {
-			for _, l := range s.lns {
-				l.Close()
-			}
-			s.lns = nil
-			return fmt.Errorf("s2s listener %s: %w", a, err)
-		}
-		s.lns = append(s.lns, ln)
+	lns, err := listen.Open(s.addrs)
+	if err != nil {
+		return fmt.Errorf("s2s listener: %w", err)
+	}
+	s.lns = lns
+	for _, ln := range lns {
 		s.log.Info("listening for servers", "addr", ln.Addr().String())
 		s.wg.Add(1)
-		go s.accept(ln)
+		go func() {
+			defer s.wg.Done()
+			listen.Serve(ln, s.log, s.accept)
+		}()
 	}
 	return nil
 }
