@@ -96,6 +96,11 @@ type Config struct {
 	Register  RegisterConfig  // config_register.go: in-band registration policy per listener (XEP-0077)
 	Push      PushConfig      // config_push.go: push notifications (XEP-0357)
 	Contact   ContactConfig   // config_contact.go: contact addresses (XEP-0157)
+
+	// Virtual hosting (config_hosts.go): the served domains and per-host settings.
+	Hosts       StringList    // hosts: every domain served; Domain is the default host among them
+	HostConfig  HostOverrides // host-config: per-host overrides (ejabberd's host_config)
+	domainGiven bool          // domain was set by a flag or the file (else the first of hosts is the default)
 }
 
 // featureSettings is one feature file's part of the configuration.
@@ -213,6 +218,7 @@ func Parse(name string, args []string) (*Config, *flag.FlagSet, error) {
 			return nil, fs, err
 		}
 	}
+	fs.Visit(func(f *flag.Flag) { c.domainGiven = c.domainGiven || f.Name == "domain" })
 	c.Finish()
 	return &c, fs, c.Validate()
 }
@@ -243,7 +249,11 @@ func applyFile(fs *flag.FlagSet, path string, set map[string]bool) error {
 		if v == nil {
 			v = ""
 		}
-		if err := fs.Set(name, fmt.Sprint(v)); err != nil {
+		s := fmt.Sprint(v)
+		if mv, ok := v.(map[string]any); ok && name == "host-config" { // a map of maps
+			s = flagValue(mv)
+		}
+		if err := fs.Set(name, s); err != nil {
 			return fmt.Errorf("config %s: key %q: %w", path, k, err)
 		}
 	}
@@ -252,6 +262,7 @@ func applyFile(fs *flag.FlagSet, path string, set map[string]bool) error {
 
 // Finish fills the derived defaults (paths under Data).
 func (c *Config) Finish() {
+	c.finishHosts()
 	if c.AdminSocket == "" {
 		c.AdminSocket = filepath.Join(c.Data, "admin.sock")
 	}

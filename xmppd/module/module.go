@@ -241,3 +241,51 @@ func StoreError(st *xmlstream.Element, err error) *xmlstream.Element {
 	}
 	return Error(st, ErrWait, "internal-server-error", "")
 }
+
+// VirtualHosts is implemented by a Host serving several XMPP domains (virtual
+// hosting, ejabberd's hosts). Domain() stays the default host. Modules use the
+// helpers below, which fall back to Domain() alone for a Host without it.
+type VirtualHosts interface {
+	// Hosts lists the served domains (the default host among them).
+	Hosts() []string
+	// IsLocal reports whether domain is one of them.
+	IsLocal(domain string) bool
+}
+
+// Hosts returns the domains h serves.
+func Hosts(h Host) []string {
+	if v, ok := h.(VirtualHosts); ok {
+		return v.Hosts()
+	}
+	return []string{h.Domain()}
+}
+
+// IsLocal reports whether h serves domain (users at it are local accounts).
+func IsLocal(h Host, domain string) bool {
+	if v, ok := h.(VirtualHosts); ok {
+		return v.IsLocal(domain)
+	}
+	return domain == h.Domain()
+}
+
+// UserKey is how a local account is named to Accounts, in storage keys of
+// per-user data and in EventData.User: the localpart for a user of the default
+// host (so data written before virtual hosting stays valid unchanged) and
+// localpart@domain for a user of another host. A localpart never holds '@', so
+// the two forms cannot collide.
+func UserKey(h Host, j jid.JID) string {
+	if j.Domain == h.Domain() {
+		return j.Local
+	}
+	return j.Local + "@" + j.Domain
+}
+
+// UserJID is the inverse of UserKey: the bare JID of a user key.
+func UserJID(h Host, key string) jid.JID {
+	for i := 0; i < len(key); i++ {
+		if key[i] == '@' {
+			return jid.JID{Local: key[:i], Domain: key[i+1:]}
+		}
+	}
+	return jid.JID{Local: key, Domain: h.Domain()}
+}
