@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 
 	"xedge/storage"
 	"xedge/xmppd/internal/scram"
@@ -41,12 +42,38 @@ func (r Record) Keys(mech string) scram.Keys {
 }
 
 // Accounts implements module.Accounts over a storage.Store.
+//
+// With virtual hosting one users table holds every host's accounts: those of
+// the default host (the domain given to New) under their localpart, as before
+// hosts existed, and those of another host under localpart@host (a localpart
+// never holds '@'). ForHost returns the view of one host, which names users by
+// localpart alone.
 type Accounts struct {
 	store      storage.Store
 	domain     string
+	suffix     string // "" for the default host, "@host" for another host's view
 	iterations int
 	onRemoved  func(ctx context.Context, user string)
 }
+
+// ForHost returns the accounts of host domain: the same table, keys
+// localpart@domain (a (*Accounts) of the default host returns itself for its
+// own domain). Its removal callback is given localpart@domain, the user's key
+// as module.UserKey names it.
+func (a *Accounts) ForHost(domain string) *Accounts {
+	if domain == a.domain && a.suffix == "" {
+		return a
+	}
+	v := *a
+	v.domain, v.suffix = domain, "@"+domain
+	return &v
+}
+
+// Domain is the host whose accounts a names.
+func (a *Accounts) Domain() string { return a.domain }
+
+// key is the users table's key of a prepared localpart.
+func (a *Accounts) key(u string) string { return u + a.suffix }
 
 // New returns the accounts of domain; onRemoved (may be nil) runs after a delete.
 func New(store storage.Store, domain string, onRemoved func(ctx context.Context, user string)) *Accounts {
@@ -82,7 +109,7 @@ func (a *Accounts) Get(user string) (Record, bool, error) {
 	if err != nil {
 		return Record{}, false, fmt.Errorf("accounts: %w", err)
 	}
-	v, ok, err := t.Get(user)
+	v, ok, err := t.Get(a.key(user))
 	if err != nil || !ok {
 		return Record{}, false, err
 	}
@@ -156,7 +183,7 @@ func (a *Accounts) Exists(_ context.Context, user string) (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("accounts: %w", err)
 	}
-	_, ok, err := t.Get(u)
+	_, ok, err := t.Get(a.key(u))
 	return ok, err
 }
 
@@ -179,7 +206,7 @@ func (a *Accounts) Delete(ctx context.Context, user string) error {
 		return err
 	}
 	if a.onRemoved != nil {
-		a.onRemoved(ctx, u)
+		a.onRemoved(ctx, a.key(u))
 	}
 	return nil
 }
@@ -192,13 +219,13 @@ func (a *Accounts) write(ctx context.Context, user, password string, cond storag
 	if err != nil {
 		return "", err
 	}
-	op := storage.Delete(Table, u)
+	op := storage.Delete(Table, a.key(u))
 	if what != "delete" {
 		rec, err := a.record(password)
 		if err != nil {
 			return "", err
 		}
-		op = storage.Put(Table, u, rec)
+		op = storage.Put(Table, a.key(u), rec)
 	}
 	if err := a.store.Apply(ctx, op.If(cond)); err != nil {
 		switch {
@@ -212,13 +239,22 @@ func (a *Accounts) write(ctx context.Context, user, password string, cond storag
 	return u, nil
 }
 
-// List returns every user in key order.
+// List returns the host's users (localparts) in key order.
 func (a *Accounts) List(context.Context) ([]string, error) {
 	t, err := a.store.Durable(Table)
 	if err != nil {
 		return nil, fmt.Errorf("accounts: %w", err)
 	}
 	var out []string
-	err = t.Scan("", func(k string, _ []byte) bool { out = append(out, k); return true })
+	err = t.Scan("", func(k string, _ []byte) bool {
+		local, host, other := strings.Cut(k, "@")
+		switch {
+		case a.suffix == "" && !other:
+			out = append(out, k)
+		case a.suffix != "" && other && "@"+host == a.suffix:
+			out = append(out, local)
+		}
+		return true
+	})
 	return out, err
 }

@@ -94,3 +94,58 @@ func TestSHA1OnlyRecord(t *testing.T) {
 		t.Fatal("PLAIN accepted a wrong password")
 	}
 }
+
+// Two hosts share the users table without sharing accounts: alice of the
+// default host keeps her old key, alice of b.example is another account.
+func TestForHost(t *testing.T) {
+	ctx := context.Background()
+	st := memstore.New("n1")
+	var removed []string
+	a := New(st, "a.example", func(_ context.Context, u string) { removed = append(removed, u) })
+	if err := a.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	b := a.ForHost("b.example")
+	if a.ForHost("a.example") != a || b.Domain() != "b.example" {
+		t.Fatal("views")
+	}
+	if err := a.Create(ctx, "alice", "pa"); err != nil {
+		t.Fatal(err)
+	}
+	if ok, _ := b.Exists(ctx, "alice"); ok {
+		t.Fatal("b.example's alice exists before she registered")
+	}
+	if err := b.Create(ctx, "Alice", "pb"); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Create(ctx, "bob", "pb"); err != nil {
+		t.Fatal(err)
+	}
+	tb, _ := st.Durable(Table)
+	if _, ok, _ := tb.Get("alice@b.example"); !ok {
+		t.Fatal("b.example's key")
+	}
+	if _, ok, _ := a.CheckPassword("alice", "pb"); ok {
+		t.Fatal("a.example's alice accepts b.example's password")
+	}
+	if _, ok, _ := b.CheckPassword("alice", "pb"); !ok {
+		t.Fatal("b.example's alice refuses her password")
+	}
+	if k, ok, err := b.Lookup("SCRAM-SHA-256")("alice"); err != nil || !ok || len(k.StoredKey) == 0 {
+		t.Fatalf("lookup %v %v", ok, err)
+	}
+	la, _ := a.List(ctx)
+	lb, _ := b.List(ctx)
+	if strings.Join(la, ",") != "alice" || strings.Join(lb, ",") != "alice,bob" {
+		t.Fatalf("lists %v %v", la, lb)
+	}
+	if err := b.Delete(ctx, "alice"); err != nil {
+		t.Fatal(err)
+	}
+	if ok, _ := a.Exists(ctx, "alice"); !ok {
+		t.Fatal("deleting b.example's alice removed a.example's")
+	}
+	if strings.Join(removed, ",") != "alice@b.example" {
+		t.Fatalf("removed %v", removed)
+	}
+}
