@@ -51,7 +51,8 @@ type Describer interface{ Info() SessionInfo }
 
 // Config is what a Router needs.
 type Config struct {
-	Domain   string
+	Domain   string   // the default host
+	Hosts    []string // every served domain (virtual hosts); empty: Domain alone
 	Node     string
 	Store    storage.Store
 	Accounts module.Accounts
@@ -90,6 +91,9 @@ type Router struct {
 	remote  module.DomainHandler            // domains nobody here serves (s2s); nil bounces
 	cl      cl
 	rows    rowCache
+
+	hosts   []string        // served domains, the default one among them
+	hostSet map[string]bool // the same as a set
 }
 
 // jidCacheSize bounds the prepared-JID cache (it is emptied when full).
@@ -143,13 +147,28 @@ func New(cfg Config) *Router {
 		meta:     map[module.Session]*localMeta{},
 	}
 	r.cl.clock = cluster.NewClock(cfg.Node, nil)
+	r.hosts = []string{cfg.Domain}
+	r.hostSet = map[string]bool{cfg.Domain: true}
+	for _, h := range cfg.Hosts {
+		if !r.hostSet[h] {
+			r.hosts = append(r.hosts, h)
+			r.hostSet[h] = true
+		}
+	}
 	return r
 }
+
+// Hosts implements module.VirtualHosts: the served domains, the default host
+// first.
+func (r *Router) Hosts() []string { return append([]string(nil), r.hosts...) }
+
+// IsLocal implements module.VirtualHosts: users at domain are local accounts.
+func (r *Router) IsLocal(domain string) bool { return r.hostSet[domain] }
 
 // SetAccounts sets the accounts after construction (they need the router for hooks).
 func (r *Router) SetAccounts(a module.Accounts) { r.cfg.Accounts = a }
 
-// Domain implements module.Host.
+// Domain implements module.Host: the default host.
 func (r *Router) Domain() string { return r.cfg.Domain }
 
 // Store implements module.Host.
@@ -383,7 +402,7 @@ func (r *Router) Unbind(ctx context.Context, s module.Session) bool {
 func (r *Router) eph() storage.Ephemeral { return r.cfg.Store.Ephemeral(SessionTable) }
 
 // isLocal reports whether j is served by this router.
-func (r *Router) isLocal(j jid.JID) bool { return j.Domain == r.cfg.Domain }
+func (r *Router) isLocal(j jid.JID) bool { return r.hostSet[j.Domain] }
 
 // bounce routes the error reply for st, unless st is itself an error (never answer
 // an error with an error, RFC 6120 §8.3.1).
@@ -515,7 +534,7 @@ func (r *Router) dispatchIQ(ctx context.Context, st *xmlstream.Element, from, to
 		return
 	}
 	var sess module.Session
-	if from.Domain == r.cfg.Domain && from.Resource != "" {
+	if r.hostSet[from.Domain] && from.Resource != "" {
 		r.mu.RLock()
 		sess = r.sessions[keyOf(from)][from.Resource] // only a local session sent it
 		r.mu.RUnlock()
@@ -527,16 +546,19 @@ func (r *Router) dispatchIQ(ctx context.Context, st *xmlstream.Element, from, to
 	}
 }
 
-func (r *Router) exists(ctx context.Context, st *xmlstream.Element, user string) bool {
+// exists reports whether the local account to (bare) exists; Accounts is
+// asked by user key (module.UserKey).
+func (r *Router) exists(ctx context.Context, st *xmlstream.Element, to jid.JID) bool {
 	if r.cfg.Accounts == nil {
 		return false
 	}
 	r.mu.RLock()
-	online := len(r.sessions[bareKey{user, r.cfg.Domain}]) > 0
+	online := len(r.sessions[keyOf(to)]) > 0
 	r.mu.RUnlock()
-	if online || r.onlineElsewhere(user+"@"+r.cfg.Domain) {
+	if online || r.onlineElsewhere(to.Local+"@"+to.Domain) {
 		return true // a bound session proves the account (removal kicks sessions)
 	}
+	user := module.UserKey(r, to)
 	ok, err := r.cfg.Accounts.Exists(ctx, user)
 	if err != nil {
 		r.log.Warn("account lookup failed", "user", user, "err", err)
@@ -550,7 +572,7 @@ func (r *Router) exists(ctx context.Context, st *xmlstream.Element, user string)
 
 func (r *Router) toUser(ctx context.Context, st *xmlstream.Element, from, to jid.JID, owned bool) {
 	typ := st.Attr("type")
-	if !r.exists(ctx, st, to.Local) {
+	if !r.exists(ctx, st, to) {
 		// RFC 6121 §8.5.1 / §8.1: no such account.
 		if st.Local != "presence" {
 			r.bounce(ctx, st, module.ErrCancel, "service-unavailable", "")
