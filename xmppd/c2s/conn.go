@@ -42,7 +42,12 @@ type conn struct {
 	srv       *Server
 	raw       net.Conn // the TCP connection
 	directTLS bool
-	regOK     bool // in-band registration is offered on this stream's listener
+	regOK     bool     // in-band registration is offered on this stream's listener for its host
+	lnAddr    net.Addr // the listener's address (nil: ServeConn)
+	// vhost is the stream's host (virtual hosting): the default host until the
+	// SNI name or the stream header's to names another. Written by the reader
+	// under wmu (appendHeader reads it from other goroutines).
+	vhost *hostState
 	ip        string
 	log       connLog
 
@@ -87,7 +92,8 @@ func newConn(s *Server, nc net.Conn, directTLS bool) *conn {
 		ip = h
 	}
 	c := &conn{srv: s, raw: nc, directTLS: directTLS, ip: ip, streamID: randomID()}
-	c.regOK = s.registrationOn(nil) // accept decides by its listener's address
+	c.vhost = s.host(s.cfg.Domain)
+	c.regOK = s.registrationOn(nil, c.vhost) // accept decides by its listener's address
 	c.log = connLog{l: s.log, remote: nc.RemoteAddr().String()}
 	c.ctx, c.cancel = context.WithCancel(s.baseCtx)
 	var rc net.Conn = nc
@@ -165,7 +171,7 @@ func (c *conn) session() *session {
 
 func (c *conn) appendHeader(b []byte) []byte {
 	return xmlstream.AppendStreamHeader(b, xmlstream.NSClient,
-		xmlstream.Attr{Local: "from", Value: c.srv.cfg.Domain},
+		xmlstream.Attr{Local: "from", Value: c.vhost.Domain},
 		xmlstream.Attr{Local: "id", Value: c.streamID},
 		xmlstream.Attr{Local: "version", Value: "1.0"},
 		xmlstream.Attr{Space: xmlstream.NSXML, Local: "lang", Value: "en"})
@@ -305,7 +311,7 @@ func (c *conn) jidString() string {
 
 func (c *conn) handshake() error {
 	c.rd.arm(c.rd.deadline) // not a grace deadline the reader left armed
-	tc := tls.Server(c.nc, c.srv.cfg.TLS)
+	tc := tls.Server(c.nc, c.vhost.tls)
 	ctx, cancel := context.WithTimeout(c.ctx, 30*time.Second)
 	defer cancel()
 	if err := tc.HandshakeContext(ctx); err != nil {
@@ -314,6 +320,10 @@ func (c *conn) handshake() error {
 	ackNow(c.raw)
 	c.wmu.Lock()
 	c.nc = tc
+	// The SNI name picks the host of a stream whose header names none.
+	if h := c.srv.host(tc.ConnectionState().ServerName); h != nil && !c.authed {
+		c.vhost = h
+	}
 	c.wmu.Unlock()
 	c.secure = true
 	return nil
@@ -407,11 +417,23 @@ func (c *conn) openStream() error {
 		return serr("invalid-namespace", "the default namespace must be jabber:client")
 	}
 	if to := hdr.Attr("to"); to != "" {
+		// The stream's host (RFC 6120 §4.7.2): one this server serves, and after
+		// authentication the one the client authenticated with.
 		j, err := jid.Parse(to)
-		if err != nil || !j.IsServer() || j.Domain != c.srv.cfg.Domain {
+		var h *hostState
+		if err == nil && j.IsServer() {
+			h = c.srv.host(j.Domain)
+		}
+		if h == nil || (c.authed && h != c.vhost) {
 			return serr("host-unknown", "this server does not serve "+to)
 		}
+		if h != c.vhost {
+			c.wmu.Lock()
+			c.vhost = h
+			c.wmu.Unlock()
+		}
 	}
+	c.regOK = c.srv.registrationOn(c.lnAddr, c.vhost)
 	if v := hdr.Attr("version"); v == "" || !strings.HasPrefix(v, "1.") {
 		return serr("unsupported-version", "XMPP 1.0 streams only")
 	}
@@ -585,12 +607,12 @@ func (c *conn) bind(iq *xmlstream.Element) error {
 	if res == "" {
 		res = "xmppd-" + randomID()[:12]
 	}
-	full, err := jid.New(c.user, c.srv.cfg.Domain, res)
+	full, err := jid.New(c.user, c.vhost.Domain, res)
 	if err != nil {
 		return c.writeElem(iqError(iq, module.ErrModify, "bad-request", "invalid resource"))
 	}
 	ctx := c.ctx
-	if ok, err := c.srv.boundUserExists(ctx, c.user); err != nil || !ok {
+	if ok, err := c.vhost.boundUserExists(ctx, c.user); err != nil || !ok {
 		if err != nil {
 			return c.writeElem(module.StoreError(iq, err))
 		}
@@ -762,7 +784,7 @@ func (c *conn) stanza(el *xmlstream.Element) error {
 			return nil
 		}
 		to := el.Attr("to")
-		if t == "set" && el.Child(nsSession, "session") != nil && (to == "" || to == c.srv.cfg.Domain) {
+		if t == "set" && el.Child(nsSession, "session") != nil && (to == "" || to == c.vhost.Domain) {
 			s.Send(module.Result(el))
 			return nil
 		}

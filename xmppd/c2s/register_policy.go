@@ -30,12 +30,19 @@ func (s *Server) SetRegistration(policy string) error {
 	return nil
 }
 
-// registrationOn reports whether a stream accepted on a listener bound to addr
-// (nil: not one of ours) is offered in-band registration.
-func (s *Server) registrationOn(addr net.Addr) bool {
-	s.mu.Lock()
-	p := s.regPolicy
-	s.mu.Unlock()
+// registrationOn reports whether a stream of host h accepted on a listener
+// bound to addr (nil: not one of ours) is offered in-band registration: the
+// host's policy, else the server's.
+func (s *Server) registrationOn(addr net.Addr, h *hostState) bool {
+	p := ""
+	if h != nil {
+		p = h.Register
+	}
+	if p == "" {
+		s.mu.Lock()
+		p = s.regPolicy
+		s.mu.Unlock()
+	}
 	switch p {
 	case "":
 		return s.cfg.AllowRegistration

@@ -33,7 +33,7 @@ func TestRegistrationPolicyByListener(t *testing.T) {
 	}
 	for _, c := range cases {
 		s.regPolicy = c.policy
-		if got := s.registrationOn(c.addr); got != c.want {
+		if got := s.registrationOn(c.addr, nil); got != c.want {
 			t.Errorf("policy %q on %v: got %v, want %v", c.policy, c.addr, got, c.want)
 		}
 	}

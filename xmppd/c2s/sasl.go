@@ -37,27 +37,10 @@ type Authenticator interface {
 	CanRegister() bool
 }
 
-// SetAuthenticator installs the authentication backend (before Start).
+// SetAuthenticator installs the authentication backend of the default host
+// (before Start); SetHosts gives other hosts theirs.
 func (s *Server) SetAuthenticator(a Authenticator) { s.authn = a }
 
-// users is the user database SASL, binding and registration work with.
-func (s *Server) users() module.Accounts {
-	if s.authn != nil {
-		return s.authn
-	}
-	return s.accounts
-}
-
-// boundUserExists is bind's check that the account still exists. A backend
-// other than internal answered the authentication moments ago and is the
-// authority (scripts written for ejabberd often answer isuser poorly), so only
-// the accounts table is asked again.
-func (s *Server) boundUserExists(ctx context.Context, user string) (bool, error) {
-	if s.authn != nil && s.authn.Method() != "internal" {
-		return true, nil
-	}
-	return s.users().Exists(ctx, user)
-}
 
 // SetChannelBinding offers SCRAM-SHA-*-PLUS with tls-exporter channel binding
 // (RFC 9266) on TLS streams, announced with XEP-0440 (before Start). Off by
@@ -106,8 +89,8 @@ func (c *conn) channelBinding() []byte {
 // can serve).
 func (c *conn) mechanisms() []string {
 	ms := []string{scram.SHA256, scram.SHA1}
-	if c.srv.authn != nil {
-		ms = c.srv.authn.SCRAMMechanisms()
+	if a := c.hostOf().authn(); a != nil {
+		ms = a.SCRAMMechanisms()
 	}
 	if len(ms) > 0 && c.channelBinding() != nil {
 		plus := make([]string, 0, 2*len(ms)+1)
@@ -159,9 +142,10 @@ func (c *conn) sasl(auth *xmlstream.Element) error {
 		return c.saslSuccess(user, mech, nil)
 	case scram.SHA1, scram.SHA256, scram.SHA1Plus, scram.SHA256Plus:
 		base := strings.TrimSuffix(mech, "-PLUS")
-		lookup := c.srv.accounts.Lookup(base)
-		if c.srv.authn != nil {
-			if lookup = c.srv.authn.SCRAM(base); lookup == nil {
+		h := c.hostOf()
+		lookup := h.Accounts.Lookup(base)
+		if a := h.authn(); a != nil {
+			if lookup = a.SCRAM(base); lookup == nil {
 				return c.saslFailure("invalid-mechanism", "")
 			}
 		}
@@ -184,7 +168,7 @@ func (c *conn) sasl(auth *xmlstream.Element) error {
 				case !errors.Is(err, scram.ErrNotAuthorized):
 					c.backendFailed(err)
 					cond = "temporary-auth-failure"
-				case c.srv.authn == nil && c.lacksKeys(base, srv.AttemptedUser()):
+				case h.authn() == nil && c.lacksKeys(base, srv.AttemptedUser()):
 					// An account imported with another hash's keys only (ejabberd
 					// and Prosody export SCRAM-SHA-1): the client falls back to a
 					// mechanism the account has keys for. Not a guess: counting it
@@ -215,11 +199,12 @@ func (c *conn) sasl(auth *xmlstream.Element) error {
 // lacksKeys reports whether user is an account of the accounts table that has
 // no keys for the SCRAM hash of mech (imported with another hash's keys only).
 func (c *conn) lacksKeys(mech, user string) bool {
-	u, err := c.srv.accounts.Normalize(user)
+	acc := c.hostOf().Accounts
+	u, err := acc.Normalize(user)
 	if err != nil {
 		return false
 	}
-	r, ok, err := c.srv.accounts.Get(u)
+	r, ok, err := acc.Get(u)
 	return err == nil && ok && len(r.Keys(mech).StoredKey) == 0
 }
 
@@ -269,13 +254,14 @@ func (c *conn) plain(data []byte) (user, failCond string) {
 	var u string
 	var ok bool
 	var err error
-	if a := c.srv.authn; a != nil {
-		if u, err = c.srv.accounts.Normalize(authc); err != nil {
+	h := c.hostOf()
+	if a := h.authn(); a != nil {
+		if u, err = h.Accounts.Normalize(authc); err != nil {
 			return authc, "not-authorized"
 		}
 		ok, err = a.CheckPassword(c.ctx, u, pw)
 	} else {
-		u, ok, err = c.srv.accounts.CheckPassword(authc, pw)
+		u, ok, err = h.Accounts.CheckPassword(authc, pw)
 	}
 	if err != nil {
 		c.backendFailed(err)
@@ -293,7 +279,7 @@ func (c *conn) plain(data []byte) (user, failCond string) {
 // backendFailed logs a backend that could not answer: an installed
 // Authenticator logged the outage once already, so here it is debug detail.
 func (c *conn) backendFailed(err error) {
-	if c.srv.authn != nil {
+	if c.hostOf().authn() != nil {
 		c.log.Debug("authentication backend failed", "err", err)
 		return
 	}
@@ -303,7 +289,8 @@ func (c *conn) backendFailed(err error) {
 // ownJID reports whether authzid names user's own account (bare JID or localpart):
 // xmppd has no proxy authorization.
 func (c *conn) ownJID(user, authzid string) bool {
-	u, err := c.srv.accounts.Normalize(user)
+	h := c.hostOf()
+	u, err := h.Accounts.Normalize(user)
 	if err != nil {
 		return false
 	}
@@ -311,13 +298,13 @@ func (c *conn) ownJID(user, authzid string) bool {
 		if j.Local == "" { // a bare localpart parses as a domain
 			return j.Domain == u
 		}
-		return j.Local == u && j.Domain == c.srv.cfg.Domain
+		return j.Local == u && j.Domain == h.Domain
 	}
 	return false
 }
 
 func (c *conn) saslSuccess(user, mech string, out []byte) error {
-	u, err := c.srv.accounts.Normalize(user)
+	u, err := c.hostOf().Accounts.Normalize(user)
 	if err != nil {
 		return c.saslFailure("not-authorized", "")
 	}
@@ -357,16 +344,17 @@ func (c *conn) register(iq *xmlstream.Element) error {
 		if user == "" || pw == "" {
 			return c.writeElem(iqError(iq, module.ErrModify, "not-acceptable", "username and password are required"))
 		}
-		if c.srv.authn != nil && !c.srv.authn.CanRegister() {
-			return c.writeElem(iqError(iq, module.ErrCancel, "not-allowed", "accounts are kept in the "+c.srv.authn.Method()+" directory"))
+		h := c.hostOf()
+		if a := h.authn(); a != nil && !a.CanRegister() {
+			return c.writeElem(iqError(iq, module.ErrCancel, "not-allowed", "accounts are kept in the "+a.Method()+" directory"))
 		}
-		err := c.srv.users().Create(c.ctx, user, pw)
+		err := h.users().Create(c.ctx, user, pw)
 		switch {
 		case err == nil:
 			if c.srv.regLimit != nil {
 				c.srv.regLimit.Fail(c.ip) // counts registrations, not failures
 			}
-			c.log.Info("account registered in-band", "user", user)
+			c.log.Info("account registered in-band", "user", user, "host", h.Domain)
 			return c.writeElem(module.Result(iq))
 		case errors.Is(err, storage.ErrConflict):
 			return c.writeElem(iqError(iq, module.ErrCancel, "conflict", "the username is taken"))
@@ -440,13 +428,14 @@ func (s *Server) capsElement() *xmlstream.Element {
 // removal for the sender's own account.
 func (s *Server) handleRegisterIQ(ctx context.Context, h module.Host, iq *module.IQ) {
 	st := iq.Stanza
-	if iq.From.Domain != s.cfg.Domain || iq.From.Local == "" || (iq.To.Local != "" && iq.To.Local != iq.From.Local) {
+	hs := s.host(iq.From.Domain)
+	if hs == nil || iq.From.Local == "" || (iq.To.Local != "" && (iq.To.Local != iq.From.Local || iq.To.Domain != iq.From.Domain)) {
 		h.Route(ctx, module.Error(st, module.ErrCancel, "not-allowed", ""))
 		return
 	}
 	user := iq.From.Local
-	if s.authn != nil && !s.authn.CanRegister() && st.Attr("type") == "set" {
-		h.Route(ctx, module.Error(st, module.ErrCancel, "not-allowed", "accounts are kept in the "+s.authn.Method()+" directory"))
+	if a := hs.authn(); a != nil && !a.CanRegister() && st.Attr("type") == "set" {
+		h.Route(ctx, module.Error(st, module.ErrCancel, "not-allowed", "accounts are kept in the "+a.Method()+" directory"))
 		return
 	}
 	q := st.Child(nsReg, "query")
@@ -461,7 +450,7 @@ func (s *Server) handleRegisterIQ(ctx context.Context, h module.Host, iq *module
 		return
 	}
 	if q.Child(nsReg, "remove") != nil {
-		if err := s.users().Delete(ctx, user); err != nil {
+		if err := hs.users().Delete(ctx, user); err != nil {
 			s.log.Warn("account removal failed", "user", user, "err", err)
 			h.Route(ctx, module.StoreError(st, err))
 			return
@@ -483,12 +472,12 @@ func (s *Server) handleRegisterIQ(ctx context.Context, h module.Host, iq *module
 		return
 	}
 	if u != "" {
-		if n, err := s.accounts.Normalize(u); err != nil || n != user {
+		if n, err := hs.Accounts.Normalize(u); err != nil || n != user {
 			h.Route(ctx, module.Error(st, module.ErrModify, "bad-request", "you can only change your own password"))
 			return
 		}
 	}
-	if err := s.users().SetPassword(ctx, user, pw); err != nil {
+	if err := hs.users().SetPassword(ctx, user, pw); err != nil {
 		s.log.Warn("password change failed", "user", user, "err", err)
 		h.Route(ctx, module.StoreError(st, err))
 		return

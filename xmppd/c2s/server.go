@@ -78,6 +78,10 @@ type Server struct {
 	regLimit *throttle // nil: registrations unlimited
 
 	regPolicy string     // SetRegistration ("": AllowRegistration decides)
+
+	hostList  []Host                // SetHosts
+	hostsOnce sync.Once             // initHosts
+	hosts     map[string]*hostState // served domains (hosts.go)
 	limits    connLimits // SetPerIPLimit, SetListenerShaper (limits.go)
 
 	lnCfg []Listener
@@ -167,6 +171,7 @@ func (s *Server) Start(ctx context.Context) error {
 	if s.cfg.TLS == nil {
 		return errors.New("c2s: no TLS configuration")
 	}
+	s.hostsOnce.Do(s.initHosts)
 	if !s.cfg.noPoller {
 		if p, err := newPoller(s.log); err == nil {
 			s.poller = p
@@ -219,7 +224,8 @@ func (s *Server) accept(ln net.Listener, directTLS bool) {
 		}
 		bo.Reset()
 		c := newConn(s, nc, directTLS)
-		c.regOK = s.registrationOn(ln.Addr())
+		c.lnAddr = ln.Addr()
+		c.regOK = s.registrationOn(ln.Addr(), c.vhost)
 		if ownShaper {
 			c.shape(rate)
 		}

@@ -509,7 +509,7 @@ func (s *session) terminate() {
 			if st.Attr("type") != "error" && st.Attr("type") != "groupchat" {
 				st = st.Copy()
 				if st.Child(nsDelay, "delay") == nil {
-					st.Append(xmlstream.New(nsDelay, "delay", "from", s.srv.cfg.Domain, "stamp", time.Now().UTC().Format("2006-01-02T15:04:05Z")))
+					st.Append(xmlstream.New(nsDelay, "delay", "from", s.jid.Domain, "stamp", time.Now().UTC().Format("2006-01-02T15:04:05Z")))
 				}
 				s.srv.router.Route(ctx, st)
 			}
