@@ -48,8 +48,8 @@ type conn struct {
 	// SNI name or the stream header's to names another. Written by the reader
 	// under wmu (appendHeader reads it from other goroutines).
 	vhost *hostState
-	ip        string
-	log       connLog
+	ip    string
+	log   connLog
 
 	// ctx is the connection's context: cancelled when the connection closes or
 	// the server stops, so no stanza handler keeps running for a dead stream.

@@ -41,7 +41,6 @@ type Authenticator interface {
 // (before Start); SetHosts gives other hosts theirs.
 func (s *Server) SetAuthenticator(a Authenticator) { s.authn = a }
 
-
 // SetChannelBinding offers SCRAM-SHA-*-PLUS with tls-exporter channel binding
 // (RFC 9266) on TLS streams, announced with XEP-0440 (before Start). Off by
 // default: slixmpp 1.8 and other tls-unique-only clients pick -PLUS when

@@ -77,12 +77,12 @@ type Server struct {
 	throttle *throttle
 	regLimit *throttle // nil: registrations unlimited
 
-	regPolicy string     // SetRegistration ("": AllowRegistration decides)
+	regPolicy string // SetRegistration ("": AllowRegistration decides)
 
 	hostList  []Host                // SetHosts
 	hostsOnce sync.Once             // initHosts
 	hosts     map[string]*hostState // served domains (hosts.go)
-	limits    connLimits // SetPerIPLimit, SetListenerShaper (limits.go)
+	limits    connLimits            // SetPerIPLimit, SetListenerShaper (limits.go)
 
 	lnCfg []Listener
 
