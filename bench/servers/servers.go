@@ -60,6 +60,11 @@ type Server struct {
 	done    chan struct{}
 	waitErr error
 	logFile *os.File
+	// sqlPool: ejabberd's configuration has an SQL database (sql_type), whose
+	// connection pool Start opens before returning (see openSQLPool); sqlFile is
+	// the benchmark's SQLite file when the configuration uses it.
+	sqlPool bool
+	sqlFile string
 }
 
 // New prepares a server: a temporary directory, a certificate, a configuration and
@@ -206,7 +211,12 @@ func (s *Server) prepare() error {
 			vars["SQL"] = "sql_type: sqlite\nsql_database: \"" + filepath.Join(s.dir, "spool", "ejabberd.db") + "\""
 			vars["MAMDB"] = "sql"
 		}
-		if _, err := write("ejabberd.yml", bench.Fill(tmpl(bench.EjabberdYML), vars), 0o640); err != nil {
+		yml := bench.Fill(tmpl(bench.EjabberdYML), vars)
+		s.sqlPool = strings.Contains("\n"+yml, "\nsql_type:")
+		if db := filepath.Join(s.dir, "spool", "ejabberd.db"); s.sqlPool && strings.Contains(yml, db) {
+			s.sqlFile = db
+		}
+		if _, err := write("ejabberd.yml", yml, 0o640); err != nil {
 			return err
 		}
 		// ejabberdctl sources this file; ERL_DIST_PORT means no epmd and a fixed
@@ -322,7 +332,64 @@ func (s *Server) Start(ctx context.Context) error {
 		_ = s.Stop()
 		return fmt.Errorf("%s: not ready: %w (console: %s)", s.cfg.Kind, err, s.tail())
 	}
+	if s.sqlPool {
+		if err := s.openSQLPool(ctx); err != nil {
+			_ = s.Stop()
+			return err
+		}
+	}
 	return nil
+}
+
+// openSQLPool makes ejabberd open its SQL connection pool now, from one caller.
+// ejabberd 23.01 opens it lazily, on the first SQL query, and two first queries
+// at once race: the second finds the pool's supervisor registered but its
+// worker not started yet and crashes (binary_to_existing_atom of
+// ejabberd_sql_<host>_1 in ejabberd_sql:get_worker/1), so mod_mam answered a
+// MAM preferences IQ internal-server-error ('Module failed to handle') when the
+// MUC workload's room was destroyed (mod_mam's remove_room hook: a delete in
+// SQL) at the moment the MAM workload set its preferences. The query here is
+// mod_mam's purge of messages older than 100 years: it deletes nothing.
+func (s *Server) openSQLPool(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	out, err := s.ejabberdctl(ctx, "delete_old_mam_messages", "all", "36500")
+	if err != nil {
+		return fmt.Errorf("ejabberd: opening the SQL pool (ejabberdctl delete_old_mam_messages): %w: %s (console: %s)", err, out, s.tail())
+	}
+	// The pool's supervisor creates the SQLite database (with ejabberd's
+	// schema) when it starts: the command returns ok even when the query failed.
+	if s.sqlFile != "" {
+		if _, err := os.Stat(s.sqlFile); err != nil {
+			return fmt.Errorf("ejabberd: the SQL pool did not open its database: %w (console: %s)", err, s.tail())
+		}
+	}
+	return nil
+}
+
+// ejabberdctl runs an ejabberdctl command against the running node (as the
+// ejabberd user, with this server's configuration and distribution port).
+func (s *Server) ejabberdctl(ctx context.Context, args ...string) ([]byte, error) {
+	cred, err := lookupIDs("ejabberd")
+	if err != nil {
+		return nil, err
+	}
+	_, _, env, err := s.argv()
+	if err != nil {
+		return nil, err
+	}
+	argv := append([]string{"--config-dir", s.dir, "--config", filepath.Join(s.dir, "ejabberd.yml"),
+		"--ctl-config", filepath.Join(s.dir, "ejabberdctl.cfg"),
+		"--logs", filepath.Join(s.dir, "log"), "--spool", filepath.Join(s.dir, "spool")}, args...)
+	cmd := exec.CommandContext(ctx, "/usr/sbin/ejabberdctl", argv...)
+	cmd.Dir, cmd.Env = s.dir, env
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: cred}
+	cmd.WaitDelay = 5 * time.Second
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return out, fmt.Errorf("ejabberdctl %s: %w", strings.Join(args, " "), err)
+	}
+	return out, nil
 }
 
 func (s *Server) tail() string {

@@ -5,7 +5,9 @@ package servers
 import (
 	"context"
 	"errors"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -31,6 +33,14 @@ func TestPeersStartRegisterLogin(t *testing.T) {
 			t.Cleanup(func() { _ = s.Remove(false) })
 			if err := s.Start(ctx); err != nil {
 				t.Fatal(err)
+			}
+			if kind == Ejabberd && HasSQLite() {
+				// Start opened ejabberd's SQL pool (which creates the
+				// database): a lazily opened pool crashes the second of two
+				// first queries (mod_mam's preferences IQ failed so).
+				if _, err := os.Stat(filepath.Join(s.Dir(), "spool", "ejabberd.db")); err != nil {
+					t.Fatalf("SQL pool not open after Start: %v", err)
+				}
 			}
 			opts := loadgen.Options{Addr: s.Addr, Domain: s.Domain(), Timeout: 10 * time.Second}
 			c, err := loadgen.Dial(ctx, opts)
