@@ -22,6 +22,7 @@ import (
 	"net"
 	"net/http"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -378,7 +379,9 @@ func scalar(v any) string {
 		}
 		return x
 	case float64:
-		return fmt.Sprint(x)
+		// JSON numbers arrive as float64: no exponent (fmt's %v would show a DNS
+		// serial, an applied index or a byte count from 1e6 up as 1.7965e+09).
+		return strconv.FormatFloat(x, 'f', -1, 64)
 	case bool:
 		if x {
 			return "yes"
