@@ -3,6 +3,7 @@ package blocklog
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 
 	"github.com/hashicorp/raft"
@@ -54,8 +55,9 @@ func (s *Store) Repersist() error {
 		case errors.Is(err, errNoMagic): // a blank replacement
 		case err != nil:
 			return fmt.Errorf("blocklog: repersist: %w", err)
-		case sb.nonce != ourNonce:
-			// Another node's LUN, or a disk someone reformatted.
+		case sb.nonce != ourNonce && !slices.Contains(s.repNonces, sb.nonce):
+			// Another node's LUN, or a disk someone reformatted (not a
+			// layout an earlier attempt here formatted and did not finish).
 			return fmt.Errorf("blocklog: repersist: %w: the device holds another layout (nonce %016x, ours %016x); wipe it to re-persist onto it",
 				ErrForeign, sb.nonce, ourNonce)
 		}
@@ -65,6 +67,19 @@ func (s *Store) Repersist() error {
 	// its own, so its log region need not be read.
 	o := s.opts
 	o.Wipe, o.partial = true, true
+	// The nonce is chosen and remembered before the format writes it: if the
+	// device fails again before this attempt ends, it holds (a part of) this
+	// layout, which the next attempt must recognise as this store's own.
+	nonce, err := newNonce()
+	if err != nil {
+		return fmt.Errorf("blocklog: repersist: %w", err)
+	}
+	o.nonce = nonce
+	if s.repNonces = append(s.repNonces, nonce); len(s.repNonces) > maxRepNonces {
+		// The device holds the layout of a recent attempt: older ones were
+		// overwritten by the formats since.
+		s.repNonces = s.repNonces[len(s.repNonces)-maxRepNonces:]
+	}
 	t, err := Open(s.dev, o)
 	if err != nil {
 		return fmt.Errorf("blocklog: repersist: %w", err)
@@ -130,9 +145,13 @@ func (s *Store) Repersist() error {
 	s.sb, s.frames, s.tail, s.used, s.nextSeq = t.sb, t.frames, t.tail, t.used, t.nextSeq
 	s.snapSeqRAM = max(s.snapSeqRAM, t.snapSeqRAM)
 	s.lost, s.capturing, s.journal = nil, false, nil
+	s.repNonces = nil
 	s.log.Info("storage back: RAM state re-persisted", "entries", len(logs), "generation", s.sb.gen, "superblock", s.sb.seq)
 	return nil
 }
+
+// maxRepNonces bounds the unfinished re-persist layouts remembered.
+const maxRepNonces = 16
 
 // replay applies changes captured during a Repersist to t.
 func (t *Store) replayJournal(ops []func(*Store) error) error {

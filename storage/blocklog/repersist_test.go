@@ -2,6 +2,7 @@ package blocklog
 
 import (
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
 
@@ -139,5 +140,81 @@ func TestRepersistRefusesForeignLayout(t *testing.T) {
 	must(t, err)
 	if l, _ := o2.LastIndex(); l != 7 {
 		t.Fatal("foreign layout was modified")
+	}
+}
+
+// cutAfter is a device that goes down after its next n writes (a target that
+// is lost again while a re-persist rewrites the layout).
+type cutAfter struct {
+	*blockdev.Switchable
+	mu sync.Mutex
+	n  int // writes left; < 0: no cut armed
+}
+
+func (c *cutAfter) arm(n int) {
+	c.mu.Lock()
+	c.n = n
+	c.mu.Unlock()
+}
+
+func (c *cutAfter) WriteAt(p []byte, off int64) (int, error) {
+	c.mu.Lock()
+	if c.n == 0 {
+		c.Switchable.SetDown(true)
+	}
+	if c.n >= 0 {
+		c.n--
+	}
+	c.mu.Unlock()
+	return c.Switchable.WriteAt(p, off)
+}
+
+// A re-persist that the device fails midway has already formatted a new
+// layout (new nonce) onto it; the next attempt must take that layout as its
+// own, not refuse it as foreign (a frozen iSCSI target thawed under load in
+// qemu scenario (d): the LUN dropped again during the first re-persist, and
+// every later attempt said "foreign layout" — the node stayed RAM-only).
+func TestRepersistAfterAnInterruptedRepersist(t *testing.T) {
+	for _, cut := range []int{0, 1, 2, 3, 4} { // writes before the device fails again
+		t.Run(fmt.Sprintf("after-%d-writes", cut), func(t *testing.T) {
+			mem := blockdev.NewMem(512<<10, 512)
+			dev := &cutAfter{Switchable: &blockdev.Switchable{BlockDevice: mem}, n: -1}
+			s, err := Open(dev, Options{LogBytes: 128 << 10, Logger: quiet})
+			must(t, err)
+			for i := uint64(1); i <= 20; i++ {
+				must(t, s.StoreLogs([]*raft.Log{entry(i, 1, 200)}))
+			}
+			dev.SetDown(true)
+			for i := uint64(21); i <= 40; i++ {
+				must(t, s.StoreLogs([]*raft.Log{entry(i, 2, 200)}))
+			}
+			if s.Err() == nil {
+				t.Fatal("loss not latched")
+			}
+			dev.SetDown(false)
+			dev.arm(cut)
+			if err := s.Repersist(); err == nil {
+				t.Fatal("a re-persist cut short by the device succeeded")
+			}
+			dev.arm(-1)
+			dev.SetDown(false)
+			for try := 0; ; try++ {
+				err := s.Repersist()
+				if err == nil {
+					break
+				}
+				if errors.Is(err, ErrForeign) || try == 3 {
+					t.Fatalf("re-persist after an interrupted one: %v", err)
+				}
+			}
+			if err := s.Err(); err != nil {
+				t.Fatalf("still lost: %v", err)
+			}
+			s2, err := Open(mem, Options{Logger: quiet})
+			must(t, err)
+			if d := diff(readState(t, s), readState(t, s2)); d != "" {
+				t.Fatalf("device after the re-persist differs from RAM: %s", d)
+			}
+		})
 	}
 }

@@ -87,7 +87,8 @@ type Options struct {
 	// must not block or call the store (e.g. a non-blocking channel send).
 	Filling func()
 
-	partial bool // format with the partial flag set (Repersist)
+	partial bool   // format with the partial flag set (Repersist)
+	nonce   uint64 // the nonce a format gives the layout (0: a random one)
 }
 
 // Recovery reports what Open found.
@@ -134,6 +135,10 @@ type Store struct {
 	journal   []func(*Store) error
 	repMu     sync.Mutex
 	opts      Options
+	// repNonces: the nonces of the layouts Repersist attempts formatted onto
+	// the device and did not finish (the device failed again midway): the
+	// device may hold one of them, and it is this store's own (repMu).
+	repNonces []uint64
 
 	sinkOpen   bool   // a snapshot sink is being written
 	snapSeqRAM uint64 // sequence of the newest snapshot, even if only in RAM
@@ -360,12 +365,15 @@ func (s *Store) format(opts Options, baseSeq, gen uint64) (*superblock, error) {
 	if logLen < int64(4*s.bs) || snapLen < int64(4*s.bs) {
 		return nil, fmt.Errorf("blocklog: device of %d bytes is too small for the layout", size)
 	}
-	var nb [8]byte
-	if _, err := rand.Read(nb[:]); err != nil {
-		return nil, fmt.Errorf("blocklog: nonce: %w", err)
+	nonce := opts.nonce
+	if nonce == 0 {
+		var err error
+		if nonce, err = newNonce(); err != nil {
+			return nil, err
+		}
 	}
 	sb := &superblock{
-		seq: baseSeq + 1, gen: gen, nonce: binary.LittleEndian.Uint64(nb[:]), bs: uint32(s.bs), size: uint64(size),
+		seq: baseSeq + 1, gen: gen, nonce: nonce, bs: uint32(s.bs), size: uint64(size),
 		logOff: uint64(logOff), logLen: uint64(logLen), snapOff: uint64(logOff + logLen), snapLen: uint64(snapLen),
 		headOff: 0, headSeq: 1, snapSlot: noSnapshot, kv: map[string][]byte{},
 	}
@@ -382,6 +390,19 @@ func (s *Store) format(opts Options, baseSeq, gen uint64) (*superblock, error) {
 	}
 	s.log.Info("formatted device", "size", size, "log_bytes", logLen, "snapshot_slot_bytes", snapLen)
 	return sb, nil
+}
+
+// newNonce returns a random non-zero layout nonce.
+func newNonce() (uint64, error) {
+	for {
+		var nb [8]byte
+		if _, err := rand.Read(nb[:]); err != nil {
+			return 0, fmt.Errorf("blocklog: nonce: %w", err)
+		}
+		if n := binary.LittleEndian.Uint64(nb[:]); n != 0 {
+			return n, nil
+		}
+	}
 }
 
 // writeSuperblock writes sb to its slot and syncs. ioMu held (or opening).
