@@ -76,7 +76,7 @@ func New(cfg *config.Config, log *slog.Logger, level *slog.LevelVar) (*Server, e
 		return nil, err
 	}
 	s.Store = st
-	s.Router = router.New(router.Config{Domain: cfg.Domain, Node: cfg.Node, Store: s.Store, Logger: log})
+	s.Router = router.New(router.Config{Domain: cfg.Domain, Hosts: cfg.HostNames(), Node: cfg.Node, Store: s.Store, Logger: log})
 	s.Accounts = accounts.New(s.Store, cfg.Domain, func(ctx context.Context, user string) {
 		s.Router.Run(ctx, module.EvUserRemoved, &module.EventData{User: user})
 	})
