@@ -36,10 +36,10 @@ type Command struct {
 }
 
 var commands = []Command{
-	{"register", "USER [HOST] PASSWORD", "create an account (HOST as in ejabberdctl: must be the served domain)", 2, 3},
+	{"register", "USER [HOST] PASSWORD", "create an account (USER may be user@host; HOST as in ejabberdctl: a served domain, default the default host)", 2, 3},
 	{"unregister", "USER [HOST]", "delete an account and its data", 1, 2},
 	{"passwd", "USER [HOST] PASSWORD", "change an account's password", 2, 3},
-	{"users", "[HOST]", "list accounts", 0, 1},
+	{"users", "[HOST]", "list accounts (of HOST; without: every host's, user@host outside the default host)", 0, 1},
 	{"sessions", "", "list connected sessions", 0, 0},
 	{"kick", "JID", "disconnect a session (full JID) or all of a user's (bare JID)", 1, 1},
 	{"status", "", "version, uptime, domain, listeners, sessions, storage", 0, 0},
@@ -48,14 +48,18 @@ var commands = []Command{
 	{"storage", "", "show storage status", 0, 0},
 	// ejabberdctl's names, so its operators' scripts keep working.
 	{"change_password", "USER HOST NEWPASS", "change an account's password (ejabberdctl form of passwd)", 3, 3},
-	{"registered_users", "HOST", "list accounts, one per line (ejabberdctl form of users)", 1, 1},
+	{"registered_users", "HOST", "list HOST's accounts, one per line (ejabberdctl form of users)", 1, 1},
+	{"registered_vhosts", "", "list the served domains (virtual hosts), one per line", 0, 0},
+	{"vhosts", "", "each served domain: sessions, auth method, registration, MUC and upload services", 0, 0},
+	{"connected_users_vhost", "HOST", "list the full JIDs of HOST's connected sessions, one per line", 1, 1},
+	{"stats_host", "registeredusers|onlineusers HOST", "one number for one host, as ejabberdctl stats_host", 2, 2},
 	{"connected_users", "", "list the full JIDs of connected sessions, one per line", 0, 0},
 	{"connected_users_number", "", "number of connected sessions", 0, 0},
 	{"user_sessions_info", "USER HOST", "sessions of one account", 2, 2},
 	{"kick_session", "USER HOST RESOURCE [REASON]", "disconnect one session with a reason", 3, 4},
 	{"check_account", "USER [HOST]", "exit 0 if the account exists, 1 if not", 1, 2},
 	{"check_password", "USER [HOST] PASSWORD", "exit 0 if the password matches, 1 if not", 2, 3},
-	{"stats", "registeredusers|onlineusers|onlineusersnode|uptimeseconds [HOST]", "one number, as ejabberdctl stats", 1, 2},
+	{"stats", "registeredusers|onlineusers|onlineusersnode|uptimeseconds [HOST]", "one number (every host, or HOST), as ejabberdctl stats", 1, 2},
 	{"set_loglevel", "LEVEL", "set the log level (debug, info, warn, error)", 1, 1},
 	{"mnesia", "[info]", "storage status and every table with its replicas (like ejabberdctl mnesia info)", 0, 1},
 	{"kick_user", "USER HOST", "disconnect every session of an account (ejabberdctl form of kick USER@HOST)", 2, 2},
@@ -75,24 +79,29 @@ var translate = map[string]func(args []string) (string, []string){
 
 // details is the longer text `xmppctl help COMMAND` prints after the usage.
 var details = map[string]string{
-	"register": "Examples:\n  xmppctl register alice secret\n  xmppctl register alice example.org secret   (ejabberdctl form)\nOnly salted SCRAM-SHA-1/-256 keys are stored, never the password.",
+	"register": "Examples:\n  xmppctl register alice secret                 (the default host)\n  xmppctl register alice@b.example secret\n  xmppctl register alice b.example secret       (ejabberdctl form)\n" +
+		"alice@a.example and alice@b.example are different accounts. HOST must be a served domain (xmppctl registered_vhosts).\n" +
+		"Only salted SCRAM-SHA-1/-256 keys are stored, never the password.",
 	"unregister": "Deletes the account, purges its roster, vCard, private and offline data, and disconnects its sessions.\n" +
 		"  xmppctl unregister alice | xmppctl unregister alice example.org",
-	"passwd":           "Same as change_password. Existing sessions stay connected.",
-	"change_password":  "ejabberdctl change_password USER HOST NEWPASS; the same as passwd USER NEWPASS.",
-	"users":            "With HOST (ejabberdctl registered_users HOST) HOST must be the served domain.",
-	"registered_users": "One account name per line, as ejabberdctl prints them.",
-	"connected_users":  "One full JID per line (user@domain/resource), as ejabberdctl prints them.",
-	"kick":             "  xmppctl kick alice@example.org/phone   one session\n  xmppctl kick alice@example.org         every session of alice",
-	"kick_session":     "ejabberdctl kick_session USER HOST RESOURCE REASON: the client sees the reason in the stream error text.",
-	"check_account":    "Exit status 0 when the account exists, 1 when it does not (for scripts).",
-	"check_password":   "Exit status 0 when the password matches, 1 otherwise (for scripts).",
-	"stats":            "  registeredusers   accounts\n  onlineusers       sessions on this node (onlineusersnode: the same)\n  uptimeseconds     seconds since xmppd started",
-	"status":           "Exit status 0 when xmppd answers, 3 when it is not running (as ejabberdctl status).",
-	"tables":           "Like mnesia:info: each table, kind, copy type (disc/ram/node), keys, bytes, replica state per node.",
-	"mnesia":           "What ejabberd operators read from `ejabberdctl mnesia info`: the storage (mode, leader, role, lag) and the tables.",
-	"kick_user":        "ejabberdctl kick_user USER HOST: every session of the account, as xmppctl kick USER@HOST.",
-	"list_cluster":     "ejabberdctl list_cluster: the members as xmppctl cluster members shows them (node, address, state, storage role).",
+	"passwd":                "Same as change_password. Existing sessions stay connected.",
+	"change_password":       "ejabberdctl change_password USER HOST NEWPASS; the same as passwd USER NEWPASS.",
+	"users":                 "With HOST (ejabberdctl registered_users HOST): that host's accounts by name. Without: every host's, the default host's\nby name and the others' as user@host.",
+	"registered_users":      "One account name per line, as ejabberdctl prints them.",
+	"connected_users":       "One full JID per line (user@domain/resource), as ejabberdctl prints them.",
+	"kick":                  "  xmppctl kick alice@example.org/phone   one session\n  xmppctl kick alice@example.org         every session of alice",
+	"kick_session":          "ejabberdctl kick_session USER HOST RESOURCE REASON: the client sees the reason in the stream error text.",
+	"check_account":         "Exit status 0 when the account exists, 1 when it does not (for scripts).",
+	"check_password":        "Exit status 0 when the password matches, 1 otherwise (for scripts).",
+	"stats":                 "  registeredusers   accounts\n  onlineusers       sessions on this node (onlineusersnode: the same)\n  uptimeseconds     seconds since xmppd started\nWith HOST, only that host's accounts or sessions.",
+	"stats_host":            "ejabberdctl stats_host registeredusers|onlineusers HOST: the same as stats with HOST.",
+	"registered_vhosts":     "The domains this cluster serves (hosts:, the default host first), as ejabberdctl registered_vhosts.",
+	"connected_users_vhost": "ejabberdctl connected_users_vhost HOST: one full JID per line, sessions of HOST's users on this node.",
+	"status":                "Exit status 0 when xmppd answers, 3 when it is not running (as ejabberdctl status).",
+	"tables":                "Like mnesia:info: each table, kind, copy type (disc/ram/node), keys, bytes, replica state per node.",
+	"mnesia":                "What ejabberd operators read from `ejabberdctl mnesia info`: the storage (mode, leader, role, lag) and the tables.",
+	"kick_user":             "ejabberdctl kick_user USER HOST: every session of the account, as xmppctl kick USER@HOST.",
+	"list_cluster":          "ejabberdctl list_cluster: the members as xmppctl cluster members shows them (node, address, state, storage role).",
 	"join_cluster": "There is no join of a running node: start a new node with --join ADDR of any member (or let discovery find the cluster);\n" +
 		"it joins as a fresh member, with no shared schema and no cookie.",
 	"leave_cluster": "This node leaves the cluster (its sessions are moved first), as xmppctl cluster leave. ejabberdctl's form naming\n" +
@@ -261,7 +270,7 @@ func render(w io.Writer, cmd string, args []string, raw json.RawMessage) error {
 		return r(w, args, v)
 	}
 	switch cmd {
-	case "users", "registered_users", "connected_users":
+	case "users", "registered_users", "connected_users", "connected_users_vhost", "registered_vhosts":
 		for _, u := range asList(v) {
 			fmt.Fprintln(w, u)
 		}
@@ -287,6 +296,8 @@ func render(w io.Writer, cmd string, args []string, raw json.RawMessage) error {
 		kv(w, v, "")
 	case "storage":
 		kv(w, v, "")
+	case "vhosts":
+		table(w, asMaps(v), "host", "default", "sessions", "auth", "register", "muc", "upload")
 	case "loglevel":
 		fmt.Fprintln(w, v)
 	default:

@@ -138,7 +138,7 @@ func TestHelp(t *testing.T) {
 		}
 	}
 	c, o, _ = runCtl(t, sock, "help", "register")
-	if c != 0 || !strings.Contains(o, "usage: xmppctl register USER [HOST] PASSWORD") || !strings.Contains(o, "xmppctl register alice example.org secret") {
+	if c != 0 || !strings.Contains(o, "usage: xmppctl register USER [HOST] PASSWORD") || !strings.Contains(o, "xmppctl register alice b.example secret") {
 		t.Fatalf("help register: %d\n%s", c, o)
 	}
 	if c, _, e := runCtl(t, sock, "help", "frobnicate"); c != 2 || !strings.Contains(e, "unknown command") {
@@ -292,12 +292,12 @@ func TestBashCompletion(t *testing.T) {
 		return strings.TrimSpace(string(out))
 	}
 	for line, want := range map[string]string{
-		"xmppctl reg":                "register registered_users",
+		"xmppctl reg":                "register registered_users registered_vhosts",
 		"xmppctl help kick":          "kick kick_session kick_user",
 		"xmppctl loglevel ":          "get set",
 		"xmppctl loglevel set d":     "debug",
-		"xmppctl --json sta":         "stats status",
-		"xmppctl --socket /x st":     "stats status storage",
+		"xmppctl --json sta":         "stats stats_host status",
+		"xmppctl --socket /x st":     "stats stats_host status storage",
 		"xmppctl stats online":       "onlineusers onlineusersnode",
 		"xmppctl --j":                "--json",
 		"xmppctl completion ":        "bash",

@@ -19,6 +19,7 @@ type Status struct {
 	Version   string      `json:"version"`
 	Uptime    string      `json:"uptime"`
 	Domain    string      `json:"domain"`
+	Hosts     []string    `json:"hosts"`
 	Node      string      `json:"node"`
 	Listeners []string    `json:"listeners"`
 	Sessions  int         `json:"sessions"`
@@ -29,56 +30,62 @@ type Status struct {
 func (s *Server) adminHandlers() {
 	a := s.Admin
 	a.Handle("register", func(ctx context.Context, args []string) (any, error) {
-		args, err := s.hostForm(args, 2, 1) // USER PASSWORD or ejabberdctl's USER HOST PASSWORD
+		args, host, err := s.hostForm(args, 2, 1) // USER PASSWORD or ejabberdctl's USER HOST PASSWORD
 		if err != nil {
 			return nil, err
 		}
-		u, err := s.adminUser(args[0])
+		u, d, err := s.account(args[0], host)
 		if err != nil {
 			return nil, err
 		}
-		if err := s.userDir().Create(ctx, u, args[1]); err != nil {
+		if err := s.hostDir(d).Create(ctx, u, args[1]); err != nil {
 			return nil, s.dirErr("registering an account", err)
 		}
-		return fmt.Sprintf("user %s@%s registered", u, s.cfg.Domain), nil
+		return fmt.Sprintf("user %s@%s registered", u, d), nil
 	})
 	a.Handle("unregister", func(ctx context.Context, args []string) (any, error) {
-		args, err := s.hostForm(args, 1, 1) // USER or USER HOST
+		args, host, err := s.hostForm(args, 1, 1) // USER or USER HOST
 		if err != nil {
 			return nil, err
 		}
-		u, err := s.adminUser(args[0])
+		u, d, err := s.account(args[0], host)
 		if err != nil {
 			return nil, err
 		}
-		if err := s.userDir().Delete(ctx, u); err != nil {
+		if err := s.hostDir(d).Delete(ctx, u); err != nil {
 			return nil, s.dirErr("removing an account", err)
 		}
-		bare, _ := jid.New(u, s.cfg.Domain, "")
+		bare, _ := jid.New(u, d, "")
 		s.Router.Kick(bare, "account removed")
-		return fmt.Sprintf("user %s@%s removed", u, s.cfg.Domain), nil
+		return fmt.Sprintf("user %s@%s removed", u, d), nil
 	})
 	passwd := func(ctx context.Context, args []string) (any, error) {
-		args, err := s.hostForm(args, 2, 1) // USER PASSWORD or USER HOST PASSWORD
+		args, host, err := s.hostForm(args, 2, 1) // USER PASSWORD or USER HOST PASSWORD
 		if err != nil {
 			return nil, err
 		}
-		u, err := s.adminUser(args[0])
+		u, d, err := s.account(args[0], host)
 		if err != nil {
 			return nil, err
 		}
-		if err := s.userDir().SetPassword(ctx, u, args[1]); err != nil {
+		if err := s.hostDir(d).SetPassword(ctx, u, args[1]); err != nil {
 			return nil, s.dirErr("changing a password", err)
 		}
-		return fmt.Sprintf("password of %s@%s changed", u, s.cfg.Domain), nil
+		return fmt.Sprintf("password of %s@%s changed", u, d), nil
 	}
 	a.Handle("passwd", passwd)
 	a.Handle("change_password", passwd)
 	users := func(ctx context.Context, args []string) (any, error) {
-		if _, err := s.hostForm(args, 0, 0); err != nil {
+		_, host, err := s.hostForm(args, 0, 0)
+		if err != nil {
 			return nil, err
 		}
-		l, err := s.userDir().List(ctx)
+		var l []string
+		if host == "" { // every host's users (user@host for all but the default host)
+			l, err = s.userDir().List(ctx)
+		} else {
+			l, err = s.hostDir(host).List(ctx)
+		}
 		if err != nil {
 			return nil, s.dirErr("listing the accounts", err)
 		}
@@ -95,6 +102,9 @@ func (s *Server) adminHandlers() {
 		if err != nil || j.Local == "" {
 			return nil, fmt.Errorf("invalid JID %q", args[0])
 		}
+		if _, err := s.servedHost(j.Domain); err != nil {
+			return nil, err
+		}
 		n, err := s.Router.Kick(j, "Kicked by the administrator")
 		if errors.Is(err, router.ErrNoSession) {
 			return nil, fmt.Errorf("no session for %s", j)
@@ -104,7 +114,7 @@ func (s *Server) adminHandlers() {
 	a.Handle("status", func(context.Context, []string) (any, error) {
 		return Status{
 			Version: version.Version, Uptime: time.Since(s.started).Round(time.Second).String(),
-			Domain: s.cfg.Domain, Node: s.cfg.Node, Listeners: append(append(s.C2S.Addrs(), s.opsListeners()...), "admin "+s.cfg.AdminSocket),
+			Domain: s.cfg.Domain, Hosts: s.cfg.HostNames(), Node: s.cfg.Node, Listeners: append(append(s.C2S.Addrs(), s.opsListeners()...), "admin "+s.cfg.AdminSocket),
 			Sessions: s.Router.Count(), Storage: s.storageView(), LogLevel: strings.ToLower(s.level.Level().String()),
 		}, nil
 	})
@@ -123,6 +133,7 @@ func (s *Server) adminHandlers() {
 	a.Handle("tables", func(context.Context, []string) (any, error) { return s.Store.Tables(), nil })
 	a.Handle("storage", func(context.Context, []string) (any, error) { return s.storageView(), nil })
 	s.ejabberdctlHandlers()
+	s.hostHandlers()
 }
 
 // StorageView is the result of `xmppctl storage` (and the storage part of

@@ -1,7 +1,6 @@
 package server
 
 import (
-	"context"
 	"errors"
 	"fmt"
 
@@ -42,17 +41,4 @@ func (s *Server) dirErr(what string, err error) error {
 		return fmt.Errorf("%s is not possible with auth-method %s: its accounts are managed in its own directory (%w)", what, s.cfg.Auth.Method, err)
 	}
 	return err
-}
-
-// checkPassword verifies a password against the auth backend.
-func (s *Server) checkPassword(ctx context.Context, user, password string) (bool, error) {
-	if svc, ok := s.userDir().(*auth.Service); ok {
-		u, err := s.adminUser(user)
-		if err != nil {
-			return false, nil
-		}
-		return svc.CheckPassword(ctx, u, password)
-	}
-	_, ok, err := s.Accounts.CheckPassword(user, password)
-	return ok, err
 }

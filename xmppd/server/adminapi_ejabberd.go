@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"sort"
 	"strings"
-	"time"
 
 	"xedge/xmppd/jid"
 	"xedge/xmppd/router"
@@ -17,25 +16,20 @@ import (
 // takes USER, and HOST must be the domain this node serves.
 
 // hostForm accepts args in xmppctl's form (native arguments) or ejabberdctl's
-// (a HOST inserted at index at), checks HOST and returns the native form.
-func (s *Server) hostForm(args []string, native, at int) ([]string, error) {
+// (a HOST inserted at index at), checks HOST and returns the native form and
+// the host ("" in the native form).
+func (s *Server) hostForm(args []string, native, at int) ([]string, string, error) {
 	switch len(args) {
 	case native:
-		return args, nil
+		return args, "", nil
 	case native + 1:
-		if err := s.checkHost(args[at]); err != nil {
-			return nil, err
+		host, err := s.servedHost(args[at])
+		if err != nil {
+			return nil, "", err
 		}
-		return append(append([]string(nil), args[:at]...), args[at+1:]...), nil
+		return append(append([]string(nil), args[:at]...), args[at+1:]...), host, nil
 	}
-	return nil, fmt.Errorf("want %d argument(s) (or %d with HOST, as ejabberdctl), got %d", native, native+1, len(args))
-}
-
-func (s *Server) checkHost(host string) error {
-	if !strings.EqualFold(host, s.cfg.Domain) {
-		return fmt.Errorf("host %q is not served here (this node serves %s)", host, s.cfg.Domain)
-	}
-	return nil
+	return nil, "", fmt.Errorf("want %d argument(s) (or %d with HOST, as ejabberdctl), got %d", native, native+1, len(args))
 }
 
 // MnesiaView is the result of `xmppctl mnesia` (ejabberdctl mnesia info):
@@ -60,10 +54,11 @@ func (s *Server) ejabberdctlHandlers() {
 		if len(args) != 2 {
 			return nil, errors.New("usage: user_sessions_info USER HOST")
 		}
-		if err := s.checkHost(args[1]); err != nil {
+		host, err := s.servedHost(args[1])
+		if err != nil {
 			return nil, err
 		}
-		bare, err := jid.New(args[0], s.cfg.Domain, "")
+		bare, err := jid.New(args[0], host, "")
 		if err != nil {
 			return nil, fmt.Errorf("invalid user %q: %w", args[0], err)
 		}
@@ -73,10 +68,11 @@ func (s *Server) ejabberdctlHandlers() {
 		if len(args) < 3 || len(args) > 4 {
 			return nil, errors.New("usage: kick_session USER HOST RESOURCE [REASON]")
 		}
-		if err := s.checkHost(args[1]); err != nil {
+		host, err := s.servedHost(args[1])
+		if err != nil {
 			return nil, err
 		}
-		full, err := jid.New(args[0], s.cfg.Domain, args[2])
+		full, err := jid.New(args[0], host, args[2])
 		if err != nil {
 			return nil, fmt.Errorf("invalid JID: %w", err)
 		}
@@ -91,32 +87,38 @@ func (s *Server) ejabberdctlHandlers() {
 		return fmt.Sprintf("kicked %d session(s) of %s", n, full), err
 	})
 	a.Handle("check_account", func(ctx context.Context, args []string) (any, error) {
-		args, err := s.hostForm(args, 1, 1)
+		args, host, err := s.hostForm(args, 1, 1)
 		if err != nil {
 			return nil, err
 		}
 		ok := false
-		if u, err := s.adminUser(args[0]); err == nil {
-			if ok, err = s.userDir().Exists(ctx, u); err != nil {
+		u, d, err := s.account(args[0], host)
+		if err == nil {
+			if ok, err = s.hostDir(d).Exists(ctx, u); err != nil {
+				return nil, err
+			}
+		} else if d = host; d == "" {
+			d = s.cfg.Domain
+		}
+		if !ok {
+			return nil, fmt.Errorf("account %s@%s does not exist", strings.SplitN(args[0], "@", 2)[0], d)
+		}
+		return fmt.Sprintf("account %s@%s exists", u, d), nil
+	})
+	a.Handle("check_password", func(ctx context.Context, args []string) (any, error) {
+		args, host, err := s.hostForm(args, 2, 1)
+		if err != nil {
+			return nil, err
+		}
+		u, d, err := s.account(args[0], host)
+		ok := false
+		if err == nil {
+			if ok, err = s.hostCheckPassword(ctx, u, d, args[1]); err != nil {
 				return nil, err
 			}
 		}
 		if !ok {
-			return nil, fmt.Errorf("account %s@%s does not exist", args[0], s.cfg.Domain)
-		}
-		return fmt.Sprintf("account %s@%s exists", args[0], s.cfg.Domain), nil
-	})
-	a.Handle("check_password", func(ctx context.Context, args []string) (any, error) {
-		args, err := s.hostForm(args, 2, 1)
-		if err != nil {
-			return nil, err
-		}
-		ok, err := s.checkPassword(ctx, args[0], args[1])
-		if err != nil {
-			return nil, err
-		}
-		if !ok {
-			return nil, fmt.Errorf("password of %s@%s does not match (or no such account)", args[0], s.cfg.Domain)
+			return nil, fmt.Errorf("password of %s does not match (or no such account)", args[0])
 		}
 		return "password matches", nil
 	})
@@ -124,24 +126,11 @@ func (s *Server) ejabberdctlHandlers() {
 		if len(args) < 1 || len(args) > 2 {
 			return nil, errors.New("usage: stats registeredusers|onlineusers|onlineusersnode|uptimeseconds [HOST]")
 		}
+		host := ""
 		if len(args) == 2 {
-			if err := s.checkHost(args[1]); err != nil {
-				return nil, err
-			}
+			host = args[1]
 		}
-		switch args[0] {
-		case "registeredusers":
-			l, err := s.userDir().List(ctx)
-			if err != nil {
-				return nil, s.dirErr("counting the accounts", err)
-			}
-			return len(l), nil
-		case "onlineusers", "onlineusersnode":
-			return s.Router.Count(), nil
-		case "uptimeseconds":
-			return int64(time.Since(s.started).Seconds()), nil
-		}
-		return nil, fmt.Errorf("unknown statistic %q: registeredusers, onlineusers, onlineusersnode or uptimeseconds", args[0])
+		return s.stat(ctx, args[0], host)
 	})
 	a.Handle("set_loglevel", func(_ context.Context, args []string) (any, error) {
 		if len(args) != 1 {
