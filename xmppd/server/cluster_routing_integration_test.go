@@ -3,6 +3,7 @@
 package server_test
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -492,6 +493,32 @@ func nodeLoss(t *testing.T, watcher, victim, other *testenv.Node) {
 		t.Errorf("sessions --all-nodes on %s (%d %s):\n%s", other.Name, code, e, o)
 	}
 	t.Logf("xmppctl sessions --all-nodes on %s:\n%s", other.Name, o)
+	// cluster members (mnesia:info() habits): every node up, with its address,
+	// incarnation, session count and storage role.
+	o, e, code = other.Ctl("--json", "cluster", "members")
+	var members []struct {
+		Node, Addr, State, Incarnation, Storage string
+		Sessions                                int
+	}
+	if err := json.Unmarshal([]byte(o), &members); code != 0 || err != nil || len(members) != 3 {
+		t.Errorf("cluster members on %s: %d %v %s\n%s", other.Name, code, err, e, o)
+	}
+	for _, m := range members {
+		var n *testenv.Node
+		for _, c := range []*testenv.Node{watcher, victim, other} {
+			if c.Name == m.Node {
+				n = c
+			}
+		}
+		wantSessions := 1
+		if n == other {
+			wantSessions = 0
+		}
+		if n == nil || m.State != "up" || m.Addr != n.ClusterAddr || m.Incarnation == "" || m.Sessions != wantSessions ||
+			!strings.HasPrefix(m.Storage, "voter/durable") {
+			t.Errorf("cluster members on %s: row %+v (want up, address, incarnation, %d session(s), voter/durable)", other.Name, m, wantSessions)
+		}
+	}
 	// Freeze the victim: the bus to it stays connected, nothing is acknowledged.
 	if err := syscall.Kill(victim.PID(), syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
