@@ -114,7 +114,7 @@ func keepResumed(c *smClient, stop <-chan struct{}, o *outages) *sync.WaitGroup 
 func TestScenarioRollingReboot(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 35*time.Minute)
 	defer cancel()
-	dir, st := scenarioLab(t, ctx, 3, true, "")
+	dir, st := scenarioLab(t, ctx, 3, true, tcgNodeLoss)
 	nodes := []string{"node1", "node2", "node3"}
 	registerUsers(t, ctx, dir, nodes, "alice", "bob")
 	// Clients start on node1 and node3 and, when their node goes down, resume
@@ -191,7 +191,7 @@ func TestScenarioRollingReboot(t *testing.T) {
 	}
 	t.Logf("rolling reboot %.1f s; outages %v; acknowledged alice→bob %d, bob→alice %d; lost %v", total.Seconds(), o.list, acks[0], acks[1], lost)
 	recordScenario(t, "f", "(f) Rolling reboot of every node under message load", []string{
-		"- 3 nodes (direct PVH boot, TCG), each on its own tgtd LUN; alice (node1) and bob (node3) with XEP-0198 resumable sessions that resume through the next node when theirs goes down, a message each way every 50 ms; each node in turn: `reboot` on its console, powered on again, waited for until it is a durable voter again",
+		"- 3 nodes (direct PVH boot, TCG, lab TCG timing and node loss after 4 s of silence), each on its own tgtd LUN; alice (node1) and bob (node3) with XEP-0198 resumable sessions that resume through the next node when theirs goes down, a message each way every 50 ms; each node in turn: `reboot` on its console, powered on again, waited for until it is a durable voter again",
 		"- per node: " + strings.Join(steps, "; "),
 		fmt.Sprintf("- whole rolling reboot: %.1f s; client outages (failure seen → resumed on another node): %s; longest %.2f s", total.Seconds(), orNone(o.list), o.max.Seconds()),
 		fmt.Sprintf("- acknowledged messages: alice→bob %d, bob→alice %d; **lost: %d**; duplicates %d/%d (host load average %s)", acks[0], acks[1], len(lost), alice.duplicates(), bob.duplicates(), loadAvg()),

@@ -63,6 +63,10 @@ func scenarioLab(t *testing.T, ctx context.Context, n int, storage bool, extraYA
 					t.Logf("node%d console:\n%s", i, consoleTail(dir, fmt.Sprintf("node%d", i)))
 				}
 			}
+		}
+		// A failed run always keeps its logs; a passed one when
+		// XEDGE_SCENARIO_LOGS names where (its figures come from them).
+		if t.Failed() || os.Getenv("XEDGE_SCENARIO_LOGS") != "" {
 			dumpLogs(t, dir)
 		}
 		_ = lab.Down(dir)
@@ -245,7 +249,7 @@ func (s *smClient) event(format string, args ...any) {
 // VM's second serial port) and every client's event log in a directory that
 // outlives the test ($XEDGE_SCENARIO_LOGS or a new one under the system's
 // temporary directory) and prints the nodes' xmppd lines and the client events
-// around what was lost.
+// around what was lost (the nodes' lines only when t failed).
 func dumpLogs(t *testing.T, dir string) {
 	keep := os.Getenv("XEDGE_SCENARIO_LOGS")
 	if keep == "" {
@@ -265,7 +269,7 @@ func dumpLogs(t *testing.T, dir string) {
 		for _, f := range []string{"node.log", "console.log"} {
 			if b, err := os.ReadFile(filepath.Join(dir, n, f)); err == nil {
 				_ = os.WriteFile(filepath.Join(keep, n+"-"+f), b, 0o644)
-				if f == "node.log" {
+				if f == "node.log" && t.Failed() {
 					t.Logf("%s xmppd log (%d bytes; init's lines left out):\n%s", n, len(b), xmppdLines(string(b), 4000))
 				}
 			}
@@ -639,13 +643,26 @@ func (s *smClient) reconnect(d time.Duration) (int, error) {
 
 // collectOffline logs in a second resource with presence, which delivers offline
 // storage (where a message goes that found no session): such a message reached the
-// user and counts as delivered.
-func (s *smClient) collectOffline(d time.Duration) error {
+// user and counts as delivered. It waits until every body of want has come (or d
+// has passed: the flush may wait for a raft leader).
+func (s *smClient) collectOffline(d time.Duration, want []string) error {
 	o := newSMClient(s.name+"-offline", s.ns, s.addr, s.user, s.resource+"-offline", s.logf)
 	if err := o.login(10 * time.Second); err != nil {
 		return err
 	}
-	time.Sleep(d)
+	for deadline := time.Now().Add(d); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		o.mu.Lock()
+		n := 0
+		for _, b := range want {
+			if o.got[b] > 0 {
+				n++
+			}
+		}
+		o.mu.Unlock()
+		if n == len(want) {
+			break
+		}
+	}
 	o.mu.Lock()
 	s.mu.Lock()
 	for b, n := range o.got {
@@ -707,11 +724,15 @@ func checkDelivery(t *testing.T, a, b *smClient) (lost []string, acks [2]uint64)
 	for time.Now().Before(deadline) && len(wantA())+len(wantB()) > 0 {
 		time.Sleep(250 * time.Millisecond)
 	}
-	if len(wantA()) > 0 {
-		_ = a.collectOffline(3 * time.Second)
+	if w := wantA(); len(w) > 0 {
+		if err := a.collectOffline(30*time.Second, w); err != nil {
+			t.Logf("%s: offline storage not collected: %v", a.name, err)
+		}
 	}
-	if len(wantB()) > 0 {
-		_ = b.collectOffline(3 * time.Second)
+	if w := wantB(); len(w) > 0 {
+		if err := b.collectOffline(30*time.Second, w); err != nil {
+			t.Logf("%s: offline storage not collected: %v", b.name, err)
+		}
 	}
 	return append(wantA(), wantB()...), [2]uint64{countMsgs(a, ackA), countMsgs(b, ackB)}
 }
