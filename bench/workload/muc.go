@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -27,16 +28,25 @@ type MUCResult struct {
 	P99Ms   float64 `json:"p99_ms_loaded"`
 	MaxMs   float64 `json:"max_ms_loaded"`
 	Samples int     `json:"samples_loaded"`
-	// The latency phase: one sender, one message in flight, so each message's
-	// copies measure the fan-out itself.
+	// The latency phase: one sender, one message in flight (the next goes
+	// when every occupant has the previous one), so each message's copies
+	// measure the fan-out itself on an otherwise idle server.
 	LatPerSecond float64 `json:"latency_phase_deliveries_per_second"`
 	LatP50Ms     float64 `json:"p50_ms"`
 	LatP99Ms     float64 `json:"p99_ms"`
 	LatMaxMs     float64 `json:"max_ms"`
 	LatSamples   int     `json:"samples"`
-	ServerCPU    float64 `json:"server_cpu"`
-	ClientCPU    float64 `json:"client_cpu"`
-	LostOrLate   int64   `json:"undelivered_at_end"`
+	// Per message of the latency phase: when its first and its last copy
+	// arrived (p50 over messages), and how many messages it sent.
+	LatFirstP50Ms float64 `json:"first_copy_p50_ms"`
+	LatLastP50Ms  float64 `json:"last_copy_p50_ms"`
+	LatLastP99Ms  float64 `json:"last_copy_p99_ms"`
+	LatMessages   int     `json:"latency_phase_messages"`
+	LatServerCPU  float64 `json:"latency_phase_server_cpu"`
+	LatClientCPU  float64 `json:"latency_phase_client_cpu"`
+	ServerCPU     float64 `json:"server_cpu"`
+	ClientCPU     float64 `json:"client_cpu"`
+	LostOrLate    int64   `json:"undelivered_at_end"`
 }
 
 // nsMUC and nsMUCOwner are the XEP-0045 namespaces the workload speaks.
@@ -57,7 +67,11 @@ func MUCRoom(domain string) string { return "bench@conference." + domain }
 // delivery latency of every copy it receives. After a warm-up of 1 s,
 // deliveries to all occupants (the sender's reflection included) are counted
 // for d. Then, once everything sent has landed, the latency phase: the first
-// occupant alone, one message in flight, for d.
+// occupant alone sends, one message in flight, for d: its next message goes
+// when the last of the occupants has the previous one (not when its own copy
+// comes back, which a server may deliver first, so that messages would
+// overlap and the figure would depend on where the sender sits in the
+// server's delivery order).
 func MUC(ctx context.Context, t *Target, prefix string, occupants, senders, window int, d time.Duration) (MUCResult, error) {
 	r := MUCResult{Occupants: occupants, Senders: senders, Window: window}
 	ctx, cancel := context.WithTimeout(ctx, d+3*time.Minute)
@@ -72,6 +86,12 @@ func MUC(ctx context.Context, t *Target, prefix string, occupants, senders, wind
 	var counting, stopping atomic.Bool
 	var delivered, sent, received atomic.Int64
 	var active, phase atomic.Int32 // senders sending; 0 throughput, 1 latency
+	// The latency phase's message in flight: copies still to arrive, and the
+	// first and last arrival of each message.
+	var pending atomic.Int64
+	var lmu sync.Mutex
+	var firsts, lasts []int64
+	var lbuf []byte
 	active.Store(int32(senders))
 	joined := make([]chan []byte, occupants)
 	locals := [2][][]int64{make([][]int64, occupants), make([][]int64, occupants)}
@@ -100,11 +120,34 @@ func MUC(ctx context.Context, t *Target, prefix string, occupants, senders, wind
 				return
 			}
 			received.Add(1)
+			lat := int64(time.Since(base)) - ts
+			ph := phase.Load()
 			if counting.Load() {
 				delivered.Add(1)
-				if ph := phase.Load(); len(locals[ph][i]) < per {
-					locals[ph][i] = append(locals[ph][i], int64(time.Since(base))-ts)
+				if len(locals[ph][i]) < per {
+					locals[ph][i] = append(locals[ph][i], lat)
 				}
+			}
+			if ph == 1 {
+				left := pending.Add(-1)
+				if left == int64(occupants-1) || left == 0 {
+					lmu.Lock()
+					if counting.Load() && left == int64(occupants-1) {
+						firsts = append(firsts, lat)
+					}
+					if counting.Load() && left == 0 {
+						lasts = append(lasts, lat)
+					}
+					if left == 0 && !stopping.Load() {
+						pending.Store(int64(occupants))
+						lbuf = msg(lbuf)
+						if sess[0].send(lbuf) == nil {
+							sent.Add(1)
+						}
+					}
+					lmu.Unlock()
+				}
+				return
 			}
 			if i < int(active.Load()) && bytes.Equal(attr(el, "from"), self) && !stopping.Load() {
 				buf = msg(buf)
@@ -207,16 +250,18 @@ func MUC(ctx context.Context, t *Target, prefix string, occupants, senders, wind
 	active.Store(1)
 	delivered.Store(0)
 	stopping.Store(false)
+	pending.Store(int64(occupants))
 	if err := sess[0].send(msg(nil)); err != nil {
 		return r, fmt.Errorf("send: %w", err)
 	}
 	sent.Add(1)
-	secs, _, _, err := measure(ctx, t, d, &counting)
+	secs, lsrv, lcli, err := measure(ctx, t, d, &counting)
 	if err != nil {
 		return r, err
 	}
 	stopping.Store(true)
 	r.LatPerSecond = float64(delivered.Load()) / secs
+	r.LatServerCPU, r.LatClientCPU = lsrv, lcli
 	drain()
 	r.Sent = sent.Load()
 	r.LostOrLate = want() - received.Load()
@@ -233,9 +278,15 @@ func MUC(ctx context.Context, t *Target, prefix string, occupants, senders, wind
 	}
 	r.P50Ms, r.P99Ms, r.MaxMs, r.Samples = quantiles(lat)
 	r.LatP50Ms, r.LatP99Ms, r.LatMaxMs, r.LatSamples = quantiles(lat1)
+	lmu.Lock()
+	r.LatFirstP50Ms, _, _, r.LatMessages = quantiles(firsts)
+	r.LatLastP50Ms, r.LatLastP99Ms, _, _ = quantiles(lasts)
+	lmu.Unlock()
 	t.Log.Info("muc fan-out", "server", t.Name, "occupants", occupants, "senders", senders, "window", window,
 		"deliveries_per_s", fmt.Sprintf("%.0f", r.PerSecond), "p99_ms_loaded", fmt.Sprintf("%.2f", r.P99Ms),
 		"p50_ms", fmt.Sprintf("%.2f", r.LatP50Ms), "p99_ms", fmt.Sprintf("%.2f", r.LatP99Ms),
+		"first_copy_p50_ms", fmt.Sprintf("%.2f", r.LatFirstP50Ms), "last_copy_p50_ms", fmt.Sprintf("%.2f", r.LatLastP50Ms),
+		"latency_server_cpu", fmt.Sprintf("%.2f", r.LatServerCPU), "latency_client_cpu", fmt.Sprintf("%.2f", r.LatClientCPU),
 		"server_cpu", fmt.Sprintf("%.2f", r.ServerCPU), "client_cpu", fmt.Sprintf("%.2f", r.ClientCPU))
 	if r.Delivered == 0 {
 		return r, fmt.Errorf("no groupchat message delivered")
