@@ -50,6 +50,9 @@ type Options struct {
 	Resume bool
 	// Spare names a node started with --in-service=false (used by the spare test).
 	Spare string
+	// Pool, when set, replaces the one VIP with this pool (ADDR/PREFIX each);
+	// setup then does not wait for a single holder (used by the pool test).
+	Pool []string
 	// Hang freezes the holder (SIGSTOP, link left up: CTDB's hung node, which its
 	// kernel keeps answering for) instead of killing it like a power loss.
 	Hang bool
@@ -299,8 +302,12 @@ func (h *harness) setup() error {
 	if err := os.WriteFile(h.key, []byte(fmt.Sprintf("%x", key)), 0o600); err != nil {
 		return err
 	}
+	pool := vipCIDR
+	if len(h.opt.Pool) > 0 {
+		pool = strings.Join(h.opt.Pool, ",")
+	}
 	h.flags = append([]string{"--domain", domain, "--c2s", "0.0.0.0:5222", "--c2s-tls", "", "--c2s-require-tls=false",
-		"--vip", vipCIDR, "--vip-interface", "eth0", "--leave-on-stop=false"}, h.opt.Extra...)
+		"--vip", pool, "--vip-interface", "eth0", "--leave-on-stop=false"}, h.opt.Extra...)
 	if h.opt.Cut > 0 {
 		// Messages for the session while its node is cut off go to offline storage
 		// until it is resumed (seconds at 40 messages/s): room for all of them.
@@ -334,6 +341,9 @@ func (h *harness) setup() error {
 		if err := h.ctl(h.nodes[0], "register", u, "secret"); err != nil {
 			return err
 		}
+	}
+	if len(h.opt.Pool) > 0 {
+		return nil
 	}
 	return h.waitSettled(60 * time.Second)
 }
@@ -384,6 +394,7 @@ type vipStatus struct {
 	Healthy bool `json:"healthy"`
 	Quorum  bool `json:"quorum"`
 	VIPs    []struct {
+		VIP    string `json:"vip"`
 		Holder string `json:"holder"`
 		State  string `json:"state"`
 	} `json:"vips"`
