@@ -345,6 +345,9 @@ func (s *Store) Start(ctx context.Context) error {
 			return fmt.Errorf("replicated: bootstrap: %w", err)
 		}
 		s.log.Info("bootstrapped a new cluster", "id", s.id, "addr", s.addr)
+		if err == nil {
+			electAtOnce(r, s.cfg.LeaderLeaseTimeout, s.log)
+		}
 	}
 	lctx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
