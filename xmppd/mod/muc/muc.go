@@ -164,6 +164,15 @@ type occupant struct {
 	jid  jid.JID
 	role string
 	pres *xmlstream.Element // last presence as received (children kept)
+	js   string             // jid.String() when read from the table ("" otherwise)
+}
+
+// full is the occupant's real JID as a string.
+func (oc *occupant) full() string {
+	if oc.js != "" {
+		return oc.js
+	}
+	return oc.jid.String()
 }
 
 type histEntry struct {
@@ -182,6 +191,31 @@ type room struct {
 	subjBy  string
 	locked  bool
 	gone    bool // destroyed, or a temporary room that became empty
+	// nicks is the sorted nick list of a room shared from the cache (which
+	// nobody changes); nil in a room being changed (see clone).
+	nicks []string
+}
+
+// clone returns a copy of r that may be changed without touching r: its maps
+// and occupants are copied (an occupant's presence element is shared; it is
+// replaced, never changed in place).
+func (r *room) clone() *room {
+	c := *r
+	c.affs = maps.Clone(r.affs)
+	if c.affs == nil {
+		c.affs = map[string]string{}
+	}
+	c.occ = make(map[string]*occupant, len(r.occ))
+	for n, oc := range r.occ {
+		cp := *oc
+		c.occ[n] = &cp
+	}
+	c.byJID = maps.Clone(r.byJID)
+	if c.byJID == nil {
+		c.byJID = map[string]string{}
+	}
+	c.nicks = nil
+	return &c
 }
 
 func (r *room) aff(j jid.JID) string {
@@ -219,6 +253,20 @@ type Module struct {
 	hist map[string][]histEntry // per room, without an Archive: what this node relayed
 	pres map[string]presCache   // occupant key -> decoded presence
 
+	// rooms caches each room as last decoded, with the rows it was decoded
+	// from (see view): a message to a room whose rows did not change decodes
+	// nothing.
+	cmu   sync.Mutex
+	rooms map[string]*cachedRoom
+
+	// pr is the host's ParsedRouter, if it has one: groupchat copies go to
+	// the core without their JIDs being prepared again or copied once more.
+	pr module.ParsedRouter
+	// lagFree: the store applies every write in its Apply on this node (a
+	// single-node store, Backend "local"), so reads never lag a commit and a
+	// message needs no sync before reading the occupants.
+	lagFree bool
+
 	bmu      sync.Mutex
 	bnext    *barrierCall // the next sync, not started yet
 	brunning bool
@@ -247,7 +295,7 @@ type presCache struct {
 
 // New returns the module.
 func New() *Module {
-	return &Module{now: time.Now, hist: map[string][]histEntry{}, pres: map[string]presCache{}, stop: make(chan struct{})}
+	return &Module{now: time.Now, hist: map[string][]histEntry{}, pres: map[string]presCache{}, rooms: map[string]*cachedRoom{}, stop: make(chan struct{})}
 }
 
 // WithArchive makes the module archive its rooms' groupchat messages in a
@@ -286,6 +334,8 @@ func (m *Module) Start(ctx context.Context, h module.Host) error {
 		return fmt.Errorf("muc: %w", err)
 	}
 	m.domain = "conference." + h.Domain()
+	m.pr, _ = h.(module.ParsedRouter)
+	m.lagFree = h.Store().Status().Backend == "local"
 	h.Hook(module.EvSessionClosed, 50, m.sessionClosed)
 	dr.HandleDomain(m.domain, m.Handle)
 	return nil
@@ -308,6 +358,9 @@ func newRoom(name string, cfg Config) *room {
 // released (a routed stanza may come back to Handle, e.g. an error bounce).
 type out struct {
 	sts []*xmlstream.Element
+	// dst holds, for the stanzas added with addParsed, their prepared from
+	// and to (sts[i]'s is dst[i] when i < len(dst) and dst[i].ok).
+	dst []dest
 	// late builds, for an occupant who joined through another node while this
 	// stanza was handled (absent from what was read, present once the batch is
 	// committed), what a broadcast of this stanza would have sent them.
@@ -316,11 +369,33 @@ type out struct {
 
 func (o *out) add(st *xmlstream.Element) { o.sts = append(o.sts, st) }
 
+type dest struct {
+	from, to jid.JID
+	ok       bool
+}
+
+// addParsed adds st, a stanza nobody else holds, whose from and to attributes
+// are exactly from and to (prepared JIDs).
+func (o *out) addParsed(st *xmlstream.Element, from, to jid.JID) {
+	if o.dst == nil {
+		o.dst = make([]dest, len(o.sts), cap(o.sts))
+	}
+	for len(o.dst) < len(o.sts) {
+		o.dst = append(o.dst, dest{})
+	}
+	o.sts = append(o.sts, st)
+	o.dst = append(o.dst, dest{from: from, to: to, ok: true})
+}
+
 // also registers a broadcast's stanza for late occupants.
 func (o *out) also(fn func(rc *occupant) *xmlstream.Element) { o.late = append(o.late, fn) }
 
 func (m *Module) flush(ctx context.Context, o out) {
-	for _, st := range o.sts {
+	for i, st := range o.sts {
+		if m.pr != nil && i < len(o.dst) && o.dst[i].ok {
+			m.pr.RouteParsed(ctx, st, o.dst[i].from, o.dst[i].to)
+			continue
+		}
 		m.h.Route(ctx, st)
 	}
 }
@@ -351,14 +426,22 @@ func (m *Module) Handle(ctx context.Context, st *xmlstream.Element, from, to jid
 	if st.Local == "message" && st.Attr("type") != "error" {
 		// The occupants a message goes to must include everyone whose join
 		// committed before it arrived, through any node: catch up first (one
-		// sync serves every message that waits for it).
-		err := m.barrier(ctx)
+		// sync serves every message that waits for it). A store whose reads
+		// never lag needs none.
+		err := error(nil)
+		if !m.lagFree {
+			err = m.barrier(ctx)
+		}
 		if err != nil {
 			m.log.Debug("muc: sync before a message", "err", err)
 		}
 		synced = err == nil
 	}
-	_ = m.transact(ctx, to.Local, st, synced, func(o *out, r *room) *room {
+	// A groupchat message to the room (no subject change, not an error)
+	// changes nothing in the room: it is handled on the shared decoded room.
+	ro := st.Local == "message" && st.Attr("type") == "groupchat" && to.Resource == "" &&
+		(st.Child(NSClient, "subject") == nil || st.Child(NSClient, "body") != nil)
+	_ = m.transact(ctx, to.Local, st, synced, ro, func(o *out, r *room) *room {
 		switch st.Local {
 		case "presence":
 			return m.presence(ctx, o, r, st, from, to)
@@ -383,7 +466,11 @@ func (m *Module) Handle(ctx context.Context, st *xmlstream.Element, from, to jid
 // outcast, and an occupant or member of a members-only or hidden room.
 func (m *Module) mamQuery(ctx context.Context, st *xmlstream.Element, from, to jid.JID) {
 	for synced := false; ; synced = true {
-		r, _, err := m.load(to.Local)
+		c, err := m.view(to.Local)
+		var r *room
+		if err == nil {
+			r = c.r
+		}
 		var o out
 		switch {
 		case err != nil:
@@ -412,11 +499,27 @@ func (m *Module) mamQuery(ctx context.Context, st *xmlstream.Element, from, to j
 // node changed the room meanwhile) runs fn again on the new state; a batch that
 // cannot be written answers st with a wait error and sends nothing else. synced
 // says this node caught up with the cluster just before (see sync).
-func (m *Module) transact(ctx context.Context, name string, st *xmlstream.Element, synced bool, fn func(o *out, r *room) *room) error {
+//
+// ro says fn changes nothing in the room it is given: fn then gets the shared
+// decoded room (see view) instead of a copy, and nothing is written, provided
+// that the room as read needs no write of its own (cachedRoom.clean);
+// otherwise fn runs on a copy as usual.
+func (m *Module) transact(ctx context.Context, name string, st *xmlstream.Element, synced, ro bool, fn func(o *out, r *room) *room) error {
 	mu := m.lockFor(name)
 	for attempt := 1; ; attempt++ {
 		mu.Lock()
-		r, s, err := m.load(name)
+		var r *room
+		var s *snap
+		c, err := m.view(name)
+		shared := false
+		if err == nil {
+			s = c.s
+			if ro && c.clean && c.r != nil {
+				r, shared = c.r, true
+			} else if c.r != nil {
+				r = c.r.clone()
+			}
+		}
 		if err != nil {
 			mu.Unlock()
 			m.log.Error("muc: read room", "room", name, "err", err)
@@ -426,8 +529,13 @@ func (m *Module) transact(ctx context.Context, name string, st *xmlstream.Elemen
 			return err
 		}
 		var o out
-		r = fn(&o, r)
-		ops := m.diff(name, r, s)
+		var ops []storage.Op
+		if shared {
+			fn(&o, r)
+		} else {
+			r = fn(&o, r)
+			ops = m.diff(name, r, s)
+		}
 		creates := s.room == nil && r != nil && !r.gone
 		if !synced && (creates || len(ops) == 0 && refused(o)) {
 			// A refusal, or a room that seems not to exist yet, may come from a
@@ -473,10 +581,11 @@ func (m *Module) transact(ctx context.Context, name string, st *xmlstream.Elemen
 // committed first; one whose join commits later reads this batch's result
 // itself.
 func (m *Module) lateOccupants(name string, r *room, s *snap, o *out) {
-	fresh, _, err := m.load(name)
-	if err != nil || fresh == nil {
+	c, err := m.view(name)
+	if err != nil || c.r == nil {
 		return
 	}
+	fresh := c.r
 	for _, n := range fresh.sortedNicks() {
 		if _, read := s.occ[n]; read {
 			continue
@@ -600,7 +709,7 @@ func (m *Module) sessionClosed(ctx context.Context, _ module.Host, ev *module.Ev
 }
 
 func (m *Module) removeOccupant(ctx context.Context, name string, full jid.JID) error {
-	return m.transact(ctx, name, nil, false, func(o *out, r *room) *room {
+	return m.transact(ctx, name, nil, false, false, func(o *out, r *room) *room {
 		if r != nil {
 			if nick, ok := r.byJID[full.String()]; ok {
 				m.leave(ctx, o, r, r.occ[nick], nil, "")
@@ -837,6 +946,9 @@ func (m *Module) join(ctx context.Context, o *out, r *room, st *xmlstream.Elemen
 }
 
 func (r *room) sortedNicks() []string {
+	if r.nicks != nil {
+		return r.nicks
+	}
 	ns := make([]string, 0, len(r.occ))
 	for n := range r.occ {
 		ns = append(ns, n)
@@ -1060,16 +1172,42 @@ func (m *Module) message(ctx context.Context, o *out, r *room, st *xmlstream.Ele
 			m.remember(r, e)
 		}
 	}
+	// One copy per occupant (the core may hand each to a session as it is),
+	// routed with its JIDs already prepared when the host allows.
+	fromJ, ferr := jid.Parse(msg.Attr("from"))
+	parsed := m.pr != nil && ferr == nil
 	for _, n := range r.sortedNicks() {
-		c := msg.Copy()
-		c.SetAttr("to", r.occ[n].jid.String())
-		o.add(c)
+		rc := r.occ[n]
+		c := copyTo(msg, rc.full())
+		if parsed {
+			o.addParsed(c, fromJ, rc.jid)
+		} else {
+			o.add(c)
+		}
 	}
 	o.also(func(rc *occupant) *xmlstream.Element {
 		c := msg.Copy()
 		c.SetAttr("to", rc.jid.String())
 		return c
 	})
+}
+
+// copyTo returns a copy of msg (which has no to) addressed to to.
+func copyTo(msg *xmlstream.Element, to string) *xmlstream.Element {
+	c := &xmlstream.Element{Space: msg.Space, Local: msg.Local, Attrs: make([]xmlstream.Attr, len(msg.Attrs), len(msg.Attrs)+1)}
+	copy(c.Attrs, msg.Attrs)
+	c.Attrs = append(c.Attrs, xmlstream.Attr{Local: "to", Value: to})
+	if len(msg.Nodes) > 0 {
+		c.Nodes = make([]xmlstream.Node, len(msg.Nodes))
+		for i, n := range msg.Nodes {
+			if ce, ok := n.(*xmlstream.Element); ok {
+				c.Nodes[i] = ce.Copy()
+			} else {
+				c.Nodes[i] = n
+			}
+		}
+	}
+	return c
 }
 
 func (m *Module) private(o *out, r *room, occ *occupant, st *xmlstream.Element, to jid.JID) {
@@ -1598,24 +1736,112 @@ type snap struct {
 	jids map[string]string // nick -> full JID of the rows read
 }
 
-// load reads room name and its occupants from the tables (local reads). A room
-// with occupant rows but no room row (its last occupant left through one node
-// while someone joined through another: the leave deleted the temporary room)
-// comes back as the room that join would have created: an instant room with the
-// default configuration, its occupants its owners.
+// cachedRoom is a room as decoded from its rows, with copies of those rows.
+// Nothing in it is changed once it is cached: load hands out clones.
+type cachedRoom struct {
+	raw   []byte // the room's row (nil: none)
+	disc  bool
+	keys  []string // occupant rows' keys, in key order
+	vals  [][]byte
+	r     *room // nil: no room
+	s     *snap
+	clean bool // diff(r, s) is empty: a handler that changes nothing writes nothing
+}
+
+// maxCached bounds the room cache (it is cleared when full, as the presence
+// cache is).
+const maxCached = MaxRooms
+
+// load reads room name and its occupants (see view) and returns a copy of the
+// room that the caller may change, and what was read (for diff).
 func (m *Module) load(name string) (*room, *snap, error) {
-	s := &snap{occ: map[string][]byte{}, jids: map[string]string{}}
+	c, err := m.view(name)
+	if err != nil || c.r == nil {
+		return nil, sOf(c), err
+	}
+	return c.r.clone(), c.s, nil
+}
+
+func sOf(c *cachedRoom) *snap {
+	if c == nil {
+		return nil
+	}
+	return c.s
+}
+
+// view reads room name and its occupants from the tables (local reads) and
+// returns them decoded. The decoding is cached with the rows it came from, and
+// a read that finds the same bytes in every row (the room's, each occupant's,
+// and no row more or less) returns the cached room: a change through any node
+// (join, leave, nick or role change, configuration) changes a row, so the next
+// read decodes again. The result is shared: it must not be changed (load
+// clones it).
+//
+// A room with occupant rows but no room row (its last occupant left through
+// one node while someone joined through another: the leave deleted the
+// temporary room) comes back as the room that join would have created: an
+// instant room with the default configuration, its occupants its owners.
+func (m *Module) view(name string) (*cachedRoom, error) {
+	raw, disc, err := m.roomRow(name)
+	if err != nil {
+		return nil, err
+	}
+	m.cmu.Lock()
+	c := m.rooms[name]
+	m.cmu.Unlock()
+	if c != nil && c.disc == disc && bytes.Equal(c.raw, raw) && (c.raw == nil) == (raw == nil) {
+		same, n := true, 0
+		prefix := occPrefix(name)
+		err := m.live.Scan(prefix, func(k string, v []byte) bool {
+			if n >= len(c.keys) || c.keys[n] != k || !bytes.Equal(c.vals[n], v) {
+				same = false
+				return false
+			}
+			n++
+			return true
+		})
+		if err != nil {
+			return nil, err
+		}
+		if same && n == len(c.keys) {
+			return c, nil
+		}
+	}
+	c, err = m.decode(name, raw, disc)
+	if err != nil {
+		return nil, err
+	}
+	m.cmu.Lock()
+	if len(m.rooms) >= maxCached {
+		clear(m.rooms)
+	}
+	m.rooms[name] = c
+	m.cmu.Unlock()
+	return c, nil
+}
+
+// roomRow reads the room's row: muc_rooms for a persistent room, else muc_live.
+func (m *Module) roomRow(name string) (raw []byte, disc bool, err error) {
 	b, ok, err := m.tab.Get(name)
 	if err != nil {
-		return nil, nil, err
+		return nil, false, err
 	}
 	if ok {
-		s.room, s.disc = b, true
-	} else if b, ok, err = m.live.Get(roomKey(name)); err != nil {
-		return nil, nil, err
-	} else if ok {
-		s.room = b
+		return b, true, nil
 	}
+	if b, ok, err = m.live.Get(roomKey(name)); err != nil {
+		return nil, false, err
+	} else if ok {
+		return b, false, nil
+	}
+	return nil, false, nil
+}
+
+// decode builds the room from its row raw and its occupant rows (read now).
+func (m *Module) decode(name string, raw []byte, disc bool) (*cachedRoom, error) {
+	raw = bytes.Clone(raw)
+	s := &snap{occ: map[string][]byte{}, jids: map[string]string{}, room: raw, disc: disc}
+	c := &cachedRoom{raw: raw, disc: disc, s: s}
 	var r *room
 	if s.room != nil {
 		var st stored
@@ -1630,7 +1856,9 @@ func (m *Module) load(name string) (*room, *snap, error) {
 		}
 	}
 	prefix := occPrefix(name)
-	err = m.live.Scan(prefix, func(k string, v []byte) bool {
+	err := m.live.Scan(prefix, func(k string, v []byte) bool {
+		v = append([]byte(nil), v...)
+		c.keys, c.vals = append(c.keys, k), append(c.vals, v)
 		nick := k[len(prefix):]
 		var row occRow
 		if err := json.Unmarshal(v, &row); err != nil {
@@ -1648,14 +1876,19 @@ func (m *Module) load(name string) (*room, *snap, error) {
 		if s.room == nil {
 			r.affs[j.Bare().String()] = AffOwner
 		}
-		r.occ[nick] = &occupant{nick: nick, jid: j, role: row.Role, pres: m.decodePres(k, row.Pres)}
+		r.occ[nick] = &occupant{nick: nick, jid: j, role: row.Role, pres: m.decodePres(k, row.Pres), js: j.String()}
 		r.byJID[row.JID] = nick
 		return true
 	})
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	return r, s, nil
+	if r != nil {
+		r.nicks = r.sortedNicks()
+	}
+	c.r = r
+	c.clean = len(m.diff(name, r, s)) == 0
+	return c, nil
 }
 
 // diff returns the batch that turns what s read into r (nil or gone: no room).
@@ -1832,9 +2065,9 @@ func (m *Module) Rooms() []string {
 
 // Occupants lists a room's nicks (sorted).
 func (m *Module) Occupants(room string) []string {
-	r, _, err := m.load(room)
-	if err != nil || r == nil {
+	c, err := m.view(room)
+	if err != nil || c.r == nil {
 		return nil
 	}
-	return r.sortedNicks()
+	return append([]string(nil), c.r.sortedNicks()...)
 }

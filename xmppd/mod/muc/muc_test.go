@@ -3,6 +3,7 @@ package muc
 import (
 	"context"
 	"errors"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -664,12 +665,18 @@ func (c *countStore) Apply(ctx context.Context, ops ...storage.Op) error {
 	return c.Store.Apply(ctx, ops...)
 }
 
-// Without a quorum (writes fail) messages still flow on this node's reads, and
-// after one failed sync the next messages do not wait for another.
-func TestMessagesWithoutQuorum(t *testing.T) {
+// countedRoom is one node on a lagging view of a store that counts Apply calls
+// (wrap, if not nil, wraps the counting store), with alice's instant room and
+// bob in it, their joins taken.
+func countedRoom(t *testing.T, wrap func(storage.Store) storage.Store) (*env, *countStore) {
+	t.Helper()
 	base := &host{Host: modtest.NewHost("example.org", "alice", "bob", "carol"), handlers: map[string]module.DomainHandler{}}
 	cs := &countStore{Store: base.Store()}
-	h := &lagHost{host: base, st: &modtest.LagStore{Store: cs, Lagging: lagging}}
+	var st storage.Store = cs
+	if wrap != nil {
+		st = wrap(cs)
+	}
+	h := &lagHost{host: base, st: &modtest.LagStore{Store: st, Lagging: lagging}}
 	h.st.CatchUp()
 	m := New()
 	if err := m.Start(context.Background(), h); err != nil {
@@ -683,7 +690,14 @@ func TestMessagesWithoutQuorum(t *testing.T) {
 	e.send("bob", pres(roomJ+"/bo", mucX()))
 	e.take("alice")
 	e.take("bob")
-	base.MemStore().SetFail(storage.ErrUnavailable)
+	return e, cs
+}
+
+// Without a quorum (writes fail) messages still flow on this node's reads, and
+// after one failed sync the next messages do not wait for another.
+func TestMessagesWithoutQuorum(t *testing.T) {
+	e, cs := countedRoom(t, nil)
+	e.h.MemStore().SetFail(storage.ErrUnavailable)
 	before := cs.applies.Load()
 	for i := range 3 {
 		e.send("alice", groupchat("m"+strconv.Itoa(i)))
@@ -872,6 +886,202 @@ func TestConcurrentNickChange(t *testing.T) {
 		}
 		if o := e2.m.Occupants("room"); len(o) != 3 {
 			t.Fatalf("occupants %v", o)
+		}
+	}
+}
+
+// bodies returns the bodies of the groupchat messages in g, with their from.
+func bodies(g []*xmlstream.Element) []string {
+	var out []string
+	for _, st := range g {
+		if b := st.ChildText(NSClient, "body"); b != "" {
+			out = append(out, st.Attr("from")+" "+b)
+		}
+	}
+	return out
+}
+
+// Node 2 keeps the room it decoded for messages; every change made through node
+// 1 (a leave, a join, a nick change, a role change) must be seen by node 2's
+// next message, as if node 2 had read the tables afresh. Node 2 speaks before
+// each change so that its cached room is the one from before the change.
+func TestRoomCacheSeesChangesOfOtherNode(t *testing.T) {
+	e, e2 := threeOccupants(t)
+	say := func(body string) {
+		t.Helper()
+		e2.send("bob", groupchat(body))
+	}
+	got := func(u string, want ...string) {
+		t.Helper()
+		if g := bodies(e.take(u)); strings.Join(g, "|") != strings.Join(want, "|") {
+			t.Fatalf("%s got %q, want %q", u, g, want)
+		}
+	}
+	say("before")
+	for _, u := range []string{"alice", "bob", "carol"} {
+		got(u, roomJ+"/bo before")
+	}
+
+	// Leave through node 1: carol gets nothing more.
+	e.send("carol", xmlstream.New(NSClient, "presence", "type", "unavailable", "to", roomJ+"/ca"))
+	e.take("alice")
+	e.take("bob")
+	e.take("carol")
+	say("after leave")
+	got("carol")
+	got("alice", roomJ+"/bo after leave")
+	e.take("bob")
+
+	// Join through node 1: carol gets the next message.
+	e.send("carol", pres(roomJ+"/ca", mucX(xmlstream.New(NS, "history", "maxstanzas", "0"))))
+	e.take("alice")
+	e.take("bob")
+	e.take("carol")
+	say("after join")
+	got("carol", roomJ+"/bo after join")
+	e.take("alice")
+	e.take("bob")
+
+	// Nick change through node 1: node 2 knows carol as cc (a private message
+	// to the old nick fails, to the new one arrives) and lists her so.
+	e.send("carol", pres(roomJ+"/cc"))
+	for _, u := range []string{"alice", "bob", "carol"} {
+		e.take(u)
+	}
+	e2.send("bob", xmlstream.New(NSClient, "message", "type", "chat", "to", roomJ+"/cc").Append(xmlstream.New(NSClient, "body").AppendText("psst")))
+	if c := e.take("carol"); len(c) != 1 || c[0].ChildText(NSClient, "body") != "psst" || c[0].Attr("from") != roomJ+"/bo" {
+		t.Fatalf("private message to the new nick through node 2: %v (bob: %v)", c, e.take("bob"))
+	}
+	e2.send("bob", xmlstream.New(NSClient, "message", "type", "chat", "to", roomJ+"/ca").Append(xmlstream.New(NSClient, "body").AppendText("psst")))
+	if b := e.take("bob"); len(b) != 1 || errCond(b[0]) != "item-not-found" {
+		t.Fatalf("private message to the old nick through node 2: %v", b)
+	}
+	if o := e2.m.Occupants("room"); strings.Join(o, ",") != "al,bo,cc" {
+		t.Fatalf("node 2's occupants after the nick change: %v", o)
+	}
+
+	// Role change through node 1: alice (moderator) takes bob's voice; bob's
+	// next message through node 2 is refused.
+	say("voiced")
+	for _, u := range []string{"alice", "bob", "carol"} {
+		got(u, roomJ+"/bo voiced")
+	}
+	e.send("alice", xmlstream.New(NSClient, "iq", "type", "set", "id", "v", "to", roomJ).Append(
+		xmlstream.New(NSAdmin, "query").Append(xmlstream.New(NSAdmin, "item", "nick", "bo", "role", RoleVisitor))))
+	if a := e.take("alice"); len(a) != 2 || a[0].Attr("type") != "result" {
+		t.Fatalf("revoke voice: %v", a)
+	}
+	e.take("bob")
+	e.take("carol")
+	say("muted")
+	if b := e.take("bob"); len(b) != 1 || errCond(b[0]) != "forbidden" {
+		t.Fatalf("a visitor's message through node 2 after the role change through node 1: %v", b)
+	}
+	got("alice")
+	got("carol")
+	if v := e.h.Violations(); len(v) != 0 {
+		t.Fatalf("RouteParsed contract: %v", v)
+	}
+}
+
+// Handling messages on the shared decoded room changes nothing in it: what is
+// cached is what a fresh decode of the tables gives.
+func TestMessagesLeaveCachedRoomIntact(t *testing.T) {
+	e, e2 := threeOccupants(t)
+	for i := range 3 {
+		e2.send("bob", groupchat("m"+strconv.Itoa(i)))
+		e.send("alice", groupchat("n"+strconv.Itoa(i)))
+	}
+	// A subject change is a message that changes the room: written, not
+	// handled on the shared room.
+	e.send("alice", xmlstream.New(NSClient, "message", "type", "groupchat", "to", roomJ).Append(xmlstream.New(NSClient, "subject").AppendText("Topic")))
+	e.take("alice")
+	e.take("bob")
+	for _, m := range []*Module{e.m, e2.m} {
+		c, err := m.view("room")
+		if err != nil || c.r == nil {
+			t.Fatal(err)
+		}
+		raw, disc, err := m.roomRow("room")
+		if err != nil {
+			t.Fatal(err)
+		}
+		fresh, err := m.decode("room", raw, disc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if a, b := roomString(c.r), roomString(fresh.r); a != b {
+			t.Fatalf("cached room changed by messages:\n%s\nfresh:\n%s", a, b)
+		}
+		if !c.clean {
+			t.Fatal("the room needs a write after messages")
+		}
+	}
+	if g := e.take("carol"); len(g) != 7 {
+		t.Fatalf("carol got %d messages, want 7", len(g))
+	}
+	for _, m := range []*Module{e.m, e2.m} {
+		if c, _ := m.view("room"); c.r.subject != "Topic" {
+			t.Fatalf("subject %q", c.r.subject)
+		}
+	}
+}
+
+func roomString(r *room) string {
+	var b strings.Builder
+	b.WriteString(r.name + " " + r.subject + " " + strconv.FormatBool(r.locked) + " " + strconv.FormatBool(r.gone) + "\n")
+	for _, a := range sortedKeysS(r.affs) {
+		b.WriteString("aff " + a + "=" + r.affs[a] + "\n")
+	}
+	for _, n := range r.sortedNicks() {
+		oc := r.occ[n]
+		b.WriteString("occ " + n + " " + oc.nick + " " + oc.full() + " " + oc.role + "\n")
+	}
+	for _, j := range sortedKeysS(r.byJID) {
+		b.WriteString("jid " + j + "=" + r.byJID[j] + "\n")
+	}
+	return b.String()
+}
+
+func sortedKeysS(m map[string]string) []string {
+	var ks []string
+	for k := range m {
+		ks = append(ks, k)
+	}
+	slices.Sort(ks)
+	return ks
+}
+
+// statusStore reports a backend of its choice.
+type statusStore struct {
+	storage.Store
+	backend string
+}
+
+func (s statusStore) Status() storage.Status {
+	st := s.Store.Status()
+	st.Backend = s.backend
+	return st
+}
+
+// On a single-node store (Backend "local": every write is applied by this
+// node's Apply, reads never lag) a message needs no sync before it reads the
+// occupants; on any other store it takes one.
+func TestMessageSyncOnlyWhenReadsMayLag(t *testing.T) {
+	for _, tc := range []struct {
+		backend string
+		syncs   int32
+	}{{"local", 0}, {"raft+ram", 3}, {"memstore", 3}} {
+		e, cs := countedRoom(t, func(s storage.Store) storage.Store { return statusStore{Store: s, backend: tc.backend} })
+		before := cs.applies.Load()
+		for i := range 3 {
+			e.send("alice", groupchat("m"+strconv.Itoa(i)))
+			if b := e.take("bob"); len(b) != 1 || b[0].ChildText(NSClient, "body") != "m"+strconv.Itoa(i) {
+				t.Fatalf("%s: message %d: %v", tc.backend, i, b)
+			}
+		}
+		if n := cs.applies.Load() - before; n != tc.syncs {
+			t.Fatalf("%s: %d syncs for 3 messages, want %d", tc.backend, n, tc.syncs)
 		}
 	}
 }
