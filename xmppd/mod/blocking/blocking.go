@@ -174,7 +174,7 @@ func (m *Module) iq(ctx context.Context, h module.Host, iq *module.IQ) {
 		modutil.ReplyError(ctx, h, iq, module.ErrAuth, "forbidden", "a block list belongs to its owner")
 		return
 	}
-	user := iq.From.Local
+	user := module.UserKey(h, iq.From)
 	p := iq.Payload()
 	switch typ := iq.Stanza.Attr("type"); {
 	case typ == "get" && p.Local == "blocklist":
@@ -325,7 +325,7 @@ func requested(s module.Session) bool {
 // push sends a block/unblock push to the resources that requested the block
 // list, on this node and on the others.
 func (m *Module) push(user string, payload *xmlstream.Element) {
-	bare := jid.JID{Local: user, Domain: m.h.Domain()}
+	bare := module.UserJID(m.h, user)
 	for _, s := range m.h.Sessions(bare) {
 		if !requested(s) {
 			continue
@@ -348,7 +348,7 @@ func (m *Module) outbound(_ context.Context, h module.Host, ev *module.EventData
 	if st == nil || ev.To.IsZero() || !modutil.IsLocalUser(h, ev.From) || ev.To.Bare() == ev.From.Bare() {
 		return false
 	}
-	if !m.IsBlocked(ev.From.Local, ev.To) {
+	if !m.IsBlocked(module.UserKey(h, ev.From), ev.To) {
 		return false
 	}
 	typ := st.Attr("type")
@@ -363,7 +363,7 @@ func (m *Module) inbound(ctx context.Context, h module.Host, ev *module.EventDat
 	if st == nil || ev.To.Local == "" || ev.From.IsZero() || ev.From.Bare() == ev.To.Bare() {
 		return false
 	}
-	if !m.IsBlocked(ev.To.Local, ev.From) {
+	if !m.IsBlocked(module.UserKey(h, ev.To), ev.From) {
 		return false
 	}
 	if st.Local == "iq" {

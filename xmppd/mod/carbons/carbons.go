@@ -74,7 +74,7 @@ func (m *Module) set(s module.Session, on bool) {
 		return
 	}
 	s.SetValue(enabledKey{}, on)
-	m.count(s.JID().Local, on)
+	m.count(module.UserKey(m.h, s.JID()), on)
 	m.publish(s, on)
 }
 
@@ -103,7 +103,7 @@ type remote interface {
 // enabledAnywhere reports whether some session of user, on this node or
 // another, has carbons enabled.
 func (m *Module) enabledAnywhere(h module.Host, bare jid.JID) bool {
-	if m.anyEnabled(bare.Local) {
+	if m.anyEnabled(module.UserKey(m.h, bare)) {
 		return true
 	}
 	f, ok := h.(flagger)
@@ -137,7 +137,7 @@ func (m *Module) closed(_ context.Context, _ module.Host, ev *module.EventData) 
 	}
 	s.SetValue(closedKey{}, true)
 	if Enabled(s) {
-		m.count(s.JID().Local, false)
+		m.count(module.UserKey(m.h, s.JID()), false)
 	}
 	return false
 }

@@ -75,14 +75,14 @@ func (m *Module) Start(_ context.Context, h module.Host) error {
 func (*Module) Stop(context.Context) error { return nil }
 
 // allowed reports whether from may discover the account bare.
-func (m *Module) allowed(from, bare jid.JID) bool {
+func (m *Module) allowed(h module.Host, from, bare jid.JID) bool {
 	if from.Bare() == bare.Bare() {
 		return true
 	}
 	if m.r == nil {
 		return false
 	}
-	it, ok := m.r.Get(bare.Local, from.Bare().String())
+	it, ok := m.r.Get(module.UserKey(h, bare), from.Bare().String())
 	return ok && roster.HasFrom(it.Sub)
 }
 
@@ -120,7 +120,7 @@ func (m *Module) info(ctx context.Context, h module.Host, iq *module.IQ) {
 		if x := m.contactForm(); x != nil {
 			res.Append(x)
 		}
-	case m.allowed(iq.From, iq.To):
+	case m.allowed(h, iq.From, iq.To):
 		res.Append(xmlstream.New(NSInfo, "identity", "category", "account", "type", "registered"))
 		res.Append(xmlstream.New(NSInfo, "feature", "var", NSInfo))
 		res.Append(xmlstream.New(NSInfo, "feature", "var", NSItems))
@@ -159,6 +159,9 @@ func (m *Module) itemsIQ(ctx context.Context, h module.Host, iq *module.IQ) {
 		}
 		if dr, ok := h.(module.DomainRouter); ok {
 			for _, d := range dr.ServedDomains() {
+				if otherHosts(h, iq.To.Domain, d) {
+					continue // a service of another virtual host (conference.b.example on a.example)
+				}
 				res.Append(xmlstream.New(NSItems, "item", "jid", d))
 			}
 		}
@@ -169,10 +172,24 @@ func (m *Module) itemsIQ(ctx context.Context, h module.Host, iq *module.IQ) {
 				res.Append(xmlstream.New(NSItems, "item", "jid", s.JID().String()))
 			}
 		}
-	case m.allowed(iq.From, iq.To):
+	case m.allowed(h, iq.From, iq.To):
 	default:
 		modutil.ReplyError(ctx, h, iq, module.ErrCancel, "service-unavailable", "")
 		return
 	}
 	modutil.ReplyResult(ctx, h, iq, res)
+}
+
+// otherHosts reports whether service domain d belongs to a served host other
+// than host: it is a subdomain of that one and not of host.
+func otherHosts(h module.Host, host, d string) bool {
+	if strings.HasSuffix(d, "."+host) {
+		return false
+	}
+	for _, o := range module.Hosts(h) {
+		if o != host && strings.HasSuffix(d, "."+o) {
+			return true
+		}
+	}
+	return false
 }

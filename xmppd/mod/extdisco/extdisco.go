@@ -99,7 +99,7 @@ func (m *Module) iq(ctx context.Context, h module.Host, iq *module.IQ) {
 		h.Route(ctx, module.Error(st, module.ErrCancel, "service-unavailable", ""))
 		return
 	}
-	if iq.From.Domain != h.Domain() {
+	if !module.IsLocal(h, iq.From.Domain) {
 		h.Route(ctx, module.Error(st, module.ErrAuth, "forbidden", "external services are for local users"))
 		return
 	}

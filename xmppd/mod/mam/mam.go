@@ -280,7 +280,7 @@ func (m *Module) sent(_ context.Context, _ module.Host, ev *module.EventData) bo
 		return false // to oneself: archived once, on delivery
 	}
 	owner := ev.From.Bare().String()
-	if !m.wants(ev.From.Local, owner, to) {
+	if !m.wants(module.UserKey(m.h, ev.From), owner, to) {
 		return false
 	}
 	m.idMu.Lock()
@@ -298,7 +298,7 @@ func (m *Module) received(_ context.Context, _ module.Host, ev *module.EventData
 	}
 	owner := ev.To.Bare().String()
 	strip(st, owner)
-	if !Archivable(st) || !m.wants(ev.To.Local, owner, ev.From) {
+	if !Archivable(st) || !m.wants(module.UserKey(m.h, ev.To), owner, ev.From) {
 		return false
 	}
 	m.idMu.Lock()
@@ -644,11 +644,11 @@ func (m *Module) Sync(ctx context.Context) error {
 }
 
 func (m *Module) userRemoved(ctx context.Context, h module.Host, ev *module.EventData) bool {
-	u := modutil.LocalUser(ev.User)
+	u := modutil.RemovedUser(h, ev.User)
 	if u == "" {
 		return false
 	}
-	owner := u + "@" + h.Domain()
+	owner := module.UserJID(h, u).String()
 	_ = m.Sync(ctx)
 	if err := m.st.Apply(ctx, storage.DeletePrefix(Table, modutil.UserPrefix(owner)), storage.Delete(PrefsTable, owner)); err != nil {
 		h.Logger().Error("mam: purging removed user's archive", "user", u, "err", err)

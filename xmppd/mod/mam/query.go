@@ -375,7 +375,7 @@ func withMatches(filter jid.JID, stored string) bool {
 func (m *Module) iq(ctx context.Context, h module.Host, iq *module.IQ) {
 	p := iq.Payload()
 	typ := iq.Stanza.Attr("type")
-	if !modutil.IsOwn(iq) || iq.From.Local == "" || iq.From.Domain != h.Domain() {
+	if !modutil.IsOwn(iq) || iq.From.Local == "" || !module.IsLocal(h, iq.From.Domain) {
 		modutil.ReplyError(ctx, h, iq, module.ErrCancel, "forbidden", "")
 		return
 	}

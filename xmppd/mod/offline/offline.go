@@ -108,10 +108,10 @@ func (m *Module) store(ctx context.Context, h module.Host, ev *module.EventData)
 	if st == nil || st.Local != "message" || !Storable(st) || ev.To.Local == "" {
 		return false
 	}
-	user := ev.To.Local
+	user := module.UserKey(h, ev.To)
 	msg := st.Copy()
 	msg.RemoveChildren(NSDelay, "delay")
-	msg.Append(xmlstream.New(NSDelay, "delay", "from", h.Domain(), "stamp", m.now().UTC().Format("2006-01-02T15:04:05.000Z")))
+	msg.Append(xmlstream.New(NSDelay, "delay", "from", ev.To.Domain, "stamp", m.now().UTC().Format("2006-01-02T15:04:05.000Z")))
 	b := modutil.Encode(msg)
 	if len(b) > MaxMessageBytes {
 		h.Route(ctx, module.Error(st, module.ErrCancel, "service-unavailable", "message too large for offline storage"))
@@ -182,7 +182,7 @@ func (m *Module) store(ctx context.Context, h module.Host, ev *module.EventData)
 // is seen available here) or flushes after this write committed. A session on
 // another node gets the messages from its late flush.
 func (m *Module) deliverLate(ctx context.Context, to jid.JID) {
-	unlock := m.locks.Lock(to.Local)
+	unlock := m.locks.Lock(module.UserKey(m.h, to))
 	defer unlock()
 	for _, s := range m.h.Sessions(to.Bare()) {
 		if _, remote := s.(interface{ Remote() bool }); remote {
@@ -250,7 +250,7 @@ func (m *Module) PresenceSetter() func(ctx context.Context, s module.Session, p 
 
 // SetPresence is the function PresenceSetter returns.
 func (m *Module) SetPresence(ctx context.Context, s module.Session, p *xmlstream.Element) {
-	unlock := m.locks.Lock(s.JID().Local)
+	unlock := m.locks.Lock(module.UserKey(m.h, s.JID()))
 	defer unlock()
 	if becomesDeliverable(s, p) {
 		m.deliverLocked(ctx, s)
@@ -281,7 +281,7 @@ func (m *Module) lateFlush(s module.Session) {
 		return
 	}
 	time.AfterFunc(lateFlushDelay, func() {
-		if s.Presence() != nil && s.Priority() >= 0 && m.Count(s.JID().Local) > 0 {
+		if s.Presence() != nil && s.Priority() >= 0 && m.Count(module.UserKey(m.h, s.JID())) > 0 {
 			m.Deliver(context.Background(), s)
 		}
 	})
@@ -289,14 +289,14 @@ func (m *Module) lateFlush(s module.Session) {
 
 // Deliver sends s every stored message of its user and deletes them.
 func (m *Module) Deliver(ctx context.Context, s module.Session) {
-	unlock := m.locks.Lock(s.JID().Local)
+	unlock := m.locks.Lock(module.UserKey(m.h, s.JID()))
 	defer unlock()
 	m.deliverLocked(ctx, s)
 }
 
 // deliverLocked is Deliver with the user's lock held.
 func (m *Module) deliverLocked(ctx context.Context, s module.Session) {
-	user := s.JID().Local
+	user := module.UserKey(m.h, s.JID())
 	var keys []string
 	var msgs []*xmlstream.Element
 	err := m.tab.Scan(modutil.UserPrefix(user), func(k string, v []byte) bool {

@@ -37,7 +37,7 @@ func (m *Module) avatarToVCard(ctx context.Context, h module.Host, owner jid.JID
 		return // no vCard module
 	}
 	var vc *xmlstream.Element
-	if b, ok, _ := vt.Get(owner.Local); ok {
+	if b, ok, _ := vt.Get(m.uk(owner)); ok {
 		if vc, err = modutil.Decode(b); err != nil {
 			return
 		}
@@ -47,7 +47,7 @@ func (m *Module) avatarToVCard(ctx context.Context, h module.Host, owner jid.JID
 	info := avatar.Info(meta)
 	if info == nil {
 		if len(meta.Children()) == 0 && hasPhoto { // <metadata/>: no avatar
-			h.Logger().Info("avatar: PEP avatar disabled; vCard photo removed (XEP-0398)", "user", owner.Local)
+			h.Logger().Info("avatar: PEP avatar disabled; vCard photo removed (XEP-0398)", "user", owner.String())
 			h.Route(ctx, avatar.SelfIQ(bare, "vcard-none", avatar.WithPhoto(vc, "", "")))
 		}
 		return
@@ -56,9 +56,9 @@ func (m *Module) avatarToVCard(ctx context.Context, h module.Host, owner jid.JID
 	if hasPhoto && cur.Hash == hash {
 		return
 	}
-	raw, ok, _ := m.items.Get(itemPrefix(owner.Local, avatar.NodeData) + hash)
+	raw, ok, _ := m.items.Get(itemPrefix(m.uk(owner), avatar.NodeData) + hash)
 	if !ok {
-		h.Logger().Debug("avatar: metadata names an image not in the data node", "user", owner.Local, "hash", hash)
+		h.Logger().Debug("avatar: metadata names an image not in the data node", "user", owner.String(), "hash", hash)
 		return
 	}
 	var si storedItem
@@ -71,7 +71,7 @@ func (m *Module) avatarToVCard(ctx context.Context, h module.Host, owner jid.JID
 	}
 	img, ok := avatar.Decode(it.ChildText(avatar.NodeData, "data"))
 	if !ok || avatar.Hash(img) != hash {
-		h.Logger().Debug("avatar: data item does not hash to its metadata id", "user", owner.Local, "hash", hash)
+		h.Logger().Debug("avatar: data item does not hash to its metadata id", "user", owner.String(), "hash", hash)
 		return
 	}
 	typ := info.Attr("type")
@@ -80,6 +80,6 @@ func (m *Module) avatarToVCard(ctx context.Context, h module.Host, owner jid.JID
 	}
 	p := avatar.Photo{Type: typ, Data: img, Hash: hash}
 	p.Base64 = avatar.PublishDataBase64(img)
-	h.Logger().Info("avatar: PEP avatar stored as the vCard photo (XEP-0398)", "user", owner.Local, "hash", hash)
+	h.Logger().Info("avatar: PEP avatar stored as the vCard photo (XEP-0398)", "user", owner.String(), "hash", hash)
 	h.Route(ctx, avatar.SelfIQ(bare, "vcard-"+hash[:8], avatar.WithPhoto(vc, p.Type, p.Base64)))
 }

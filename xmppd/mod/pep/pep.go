@@ -303,7 +303,7 @@ func (m *Module) mayRead(owner, from jid.JID, c Config) bool {
 		if m.r == nil {
 			return false
 		}
-		it, ok := m.r.Get(owner.Local, from.Bare().String())
+		it, ok := m.r.Get(m.uk(owner), from.Bare().String())
 		return ok && roster.HasFrom(it.Sub)
 	}
 	return false
@@ -413,8 +413,11 @@ func (m *Module) owner(h module.Host, iq *module.IQ) (jid.JID, bool) {
 	if iq.To.IsZero() {
 		o = iq.From.Bare()
 	}
-	return o, o.Local != "" && o.Domain == h.Domain() && o.Resource == ""
+	return o, o.Local != "" && module.IsLocal(h, o.Domain) && o.Resource == ""
 }
+
+// uk is the user key (module.UserKey) of a local account: the key of its rows.
+func (m *Module) uk(j jid.JID) string { return module.UserKey(m.h, j) }
 
 func (m *Module) iq(ctx context.Context, h module.Host, iq *module.IQ) {
 	owner, ok := m.owner(h, iq)
@@ -463,7 +466,7 @@ func (m *Module) getItems(ctx context.Context, h module.Host, iq *module.IQ, own
 		pubsubError(ctx, h, iq, module.ErrModify, "bad-request", "nodeid-required", "")
 		return
 	}
-	c, ok := m.config(owner.Local, node)
+	c, ok := m.config(m.uk(owner), node)
 	if !ok && node == NSBookmarks && iq.From.Bare() == owner {
 		c, ok = m.importBookmarks(ctx, h, owner)
 	}
@@ -475,7 +478,7 @@ func (m *Module) getItems(ctx context.Context, h module.Host, iq *module.IQ, own
 		m.readDenied(ctx, h, iq, c)
 		return
 	}
-	items := m.loadItems(owner.Local, node)
+	items := m.loadItems(m.uk(owner), node)
 	if ids := op.Children(); len(ids) > 0 {
 		want := map[string]bool{}
 		for _, e := range ids {
@@ -513,9 +516,9 @@ func (m *Module) create(ctx context.Context, h module.Host, iq *module.IQ, owner
 		pubsubError(ctx, h, iq, module.ErrModify, "not-acceptable", "nodeid-required", "")
 		return
 	}
-	unlock := m.locks.Lock(owner.Local)
+	unlock := m.locks.Lock(m.uk(owner))
 	defer unlock()
-	if _, ok := m.config(owner.Local, node); ok {
+	if _, ok := m.config(m.uk(owner), node); ok {
 		modutil.ReplyError(ctx, h, iq, module.ErrCancel, "conflict", "")
 		return
 	}
@@ -526,11 +529,11 @@ func (m *Module) create(ctx context.Context, h module.Host, iq *module.IQ, owner
 			return
 		}
 	}
-	if n, _ := m.nodes.Count(modutil.UserPrefix(owner.Local)); n >= MaxNodes {
+	if n, _ := m.nodes.Count(modutil.UserPrefix(m.uk(owner))); n >= MaxNodes {
 		pubsubError(ctx, h, iq, module.ErrWait, "resource-constraint", "max-nodes-exceeded", "")
 		return
 	}
-	if err := m.putConfig(ctx, h, owner.Local, node, c); err != nil {
+	if err := m.putConfig(ctx, h, m.uk(owner), node, c); err != nil {
 		modutil.ReplyStoreError(ctx, h, iq, "pep create", err)
 		return
 	}
@@ -572,8 +575,8 @@ func (m *Module) publish(ctx context.Context, h module.Host, iq *module.IQ, owne
 		pubsubError(ctx, h, iq, module.ErrModify, "not-acceptable", "payload-too-big", "")
 		return
 	}
-	unlock := m.locks.Lock(owner.Local)
-	c, exists := m.config(owner.Local, node)
+	unlock := m.locks.Lock(m.uk(owner))
+	c, exists := m.config(m.uk(owner), node)
 	var ops []storage.Op
 	if exists {
 		if !optionsMatch(c, vals) {
@@ -588,18 +591,18 @@ func (m *Module) publish(ctx context.Context, h module.Host, iq *module.IQ, owne
 			pubsubError(ctx, h, iq, module.ErrCancel, "conflict", "precondition-not-met", "")
 			return
 		}
-		if n, _ := m.nodes.Count(modutil.UserPrefix(owner.Local)); n >= MaxNodes {
+		if n, _ := m.nodes.Count(modutil.UserPrefix(m.uk(owner))); n >= MaxNodes {
 			unlock()
 			pubsubError(ctx, h, iq, module.ErrWait, "resource-constraint", "max-nodes-exceeded", "")
 			return
 		}
 		b, _ := json.Marshal(c)
-		ops = append(ops, storage.Put(TableNodes, nodeKey(owner.Local, node), b))
+		ops = append(ops, storage.Put(TableNodes, nodeKey(m.uk(owner), node), b))
 	}
 	si, _ := json.Marshal(storedItem{T: m.stamp(), Item: enc})
-	ops = append(ops, storage.Put(TableItems, itemPrefix(owner.Local, node)+id, si))
+	ops = append(ops, storage.Put(TableItems, itemPrefix(m.uk(owner), node)+id, si))
 	// Trim to max_items, oldest first, counting the new item.
-	old := m.loadItems(owner.Local, node)
+	old := m.loadItems(m.uk(owner), node)
 	var keep []item
 	for _, it := range old {
 		if it.id != id {
@@ -607,7 +610,7 @@ func (m *Module) publish(ctx context.Context, h module.Host, iq *module.IQ, owne
 		}
 	}
 	for i := 0; i < len(keep)-(c.MaxItems-1); i++ {
-		ops = append(ops, storage.Delete(TableItems, itemPrefix(owner.Local, node)+keep[i].id))
+		ops = append(ops, storage.Delete(TableItems, itemPrefix(m.uk(owner), node)+keep[i].id))
 	}
 	err := h.Store().Apply(ctx, ops...)
 	unlock()
@@ -647,12 +650,12 @@ func (m *Module) retract(ctx context.Context, h module.Host, iq *module.IQ, owne
 		pubsubError(ctx, h, iq, module.ErrModify, "bad-request", "item-required", "")
 		return
 	}
-	unlock := m.locks.Lock(owner.Local)
-	c, ok := m.config(owner.Local, node)
+	unlock := m.locks.Lock(m.uk(owner))
+	c, ok := m.config(m.uk(owner), node)
 	var ops []storage.Op
 	for _, id := range ids {
-		if _, found, _ := m.items.Get(itemPrefix(owner.Local, node) + id); ok && found {
-			ops = append(ops, storage.Delete(TableItems, itemPrefix(owner.Local, node)+id))
+		if _, found, _ := m.items.Get(itemPrefix(m.uk(owner), node) + id); ok && found {
+			ops = append(ops, storage.Delete(TableItems, itemPrefix(m.uk(owner), node)+id))
 		}
 	}
 	if !ok || len(ops) == 0 {
@@ -698,8 +701,8 @@ func (m *Module) ownerIQ(ctx context.Context, h module.Host, iq *module.IQ) {
 		return
 	}
 	typ := iq.Stanza.Attr("type")
-	unlock := m.locks.Lock(owner.Local)
-	c, exists := m.config(owner.Local, node)
+	unlock := m.locks.Lock(m.uk(owner))
+	c, exists := m.config(m.uk(owner), node)
 	if !exists {
 		unlock()
 		modutil.ReplyError(ctx, h, iq, module.ErrCancel, "item-not-found", "")
@@ -723,10 +726,10 @@ func (m *Module) ownerIQ(ctx context.Context, h module.Host, iq *module.IQ) {
 			return
 		}
 		b, _ := json.Marshal(c)
-		ops := []storage.Op{storage.Put(TableNodes, nodeKey(owner.Local, node), b)}
-		items := m.loadItems(owner.Local, node)
+		ops := []storage.Op{storage.Put(TableNodes, nodeKey(m.uk(owner), node), b)}
+		items := m.loadItems(m.uk(owner), node)
 		for i := 0; i < len(items)-c.MaxItems; i++ {
-			ops = append(ops, storage.Delete(TableItems, itemPrefix(owner.Local, node)+items[i].id))
+			ops = append(ops, storage.Delete(TableItems, itemPrefix(m.uk(owner), node)+items[i].id))
 		}
 		err := h.Store().Apply(ctx, ops...)
 		unlock()
@@ -736,9 +739,9 @@ func (m *Module) ownerIQ(ctx context.Context, h module.Host, iq *module.IQ) {
 		}
 		modutil.ReplyResult(ctx, h, iq)
 	case typ == "set" && (op.Local == "delete" || op.Local == "purge"):
-		ops := []storage.Op{storage.DeletePrefix(TableItems, itemPrefix(owner.Local, node))}
+		ops := []storage.Op{storage.DeletePrefix(TableItems, itemPrefix(m.uk(owner), node))}
 		if op.Local == "delete" {
-			ops = append(ops, storage.Delete(TableNodes, nodeKey(owner.Local, node)))
+			ops = append(ops, storage.Delete(TableNodes, nodeKey(m.uk(owner), node)))
 		}
 		err := h.Store().Apply(ctx, ops...)
 		unlock()
@@ -783,7 +786,7 @@ func (m *Module) subscribers(owner jid.JID, c Config) []jid.JID {
 	if c.Access == AccessWhitelist || m.r == nil {
 		return out
 	}
-	items, err := m.r.Items(owner.Local)
+	items, err := m.r.Items(m.uk(owner))
 	if err != nil {
 		return out
 	}
@@ -792,7 +795,7 @@ func (m *Module) subscribers(owner jid.JID, c Config) []jid.JID {
 			continue
 		}
 		j, err := jid.Parse(it.JID)
-		if err != nil || j.Domain != m.h.Domain() || j.Local == "" {
+		if err != nil || !module.IsLocal(m.h, j.Domain) || j.Local == "" {
 			continue
 		}
 		out = append(out, j)
@@ -942,12 +945,12 @@ func (m *Module) sendLast(ctx context.Context, h module.Host, full jid.JID, node
 	}
 	owners := []jid.JID{full.Bare()}
 	if m.r != nil {
-		if items, err := m.r.Items(full.Local); err == nil {
+		if items, err := m.r.Items(m.uk(full)); err == nil {
 			for _, it := range items {
 				if !roster.HasTo(it.Sub) {
 					continue
 				}
-				if j, err := jid.Parse(it.JID); err == nil && j.Domain == h.Domain() && j.Local != "" {
+				if j, err := jid.Parse(it.JID); err == nil && module.IsLocal(h, j.Domain) && j.Local != "" {
 					owners = append(owners, j)
 				}
 			}
@@ -955,11 +958,11 @@ func (m *Module) sendLast(ctx context.Context, h module.Host, full jid.JID, node
 	}
 	for _, o := range owners {
 		for _, n := range nodes {
-			c, ok := m.config(o.Local, n)
+			c, ok := m.config(m.uk(o), n)
 			if !ok || !m.mayRead(o, full, c) || c.Access == AccessWhitelist && o != full.Bare() {
 				continue
 			}
-			items := m.loadItems(o.Local, n)
+			items := m.loadItems(m.uk(o), n)
 			if len(items) == 0 {
 				continue
 			}
@@ -978,7 +981,7 @@ func (m *Module) importBookmarks(ctx context.Context, h module.Host, owner jid.J
 	if err != nil {
 		return Config{}, false
 	}
-	b, ok, err := t.Get(modutil.Key(owner.Local, nsLegacyBookmarks, "storage"))
+	b, ok, err := t.Get(modutil.Key(m.uk(owner), nsLegacyBookmarks, "storage"))
 	if err != nil || !ok {
 		return Config{}, false
 	}
@@ -986,14 +989,14 @@ func (m *Module) importBookmarks(ctx context.Context, h module.Host, owner jid.J
 	if err != nil {
 		return Config{}, false
 	}
-	unlock := m.locks.Lock(owner.Local)
+	unlock := m.locks.Lock(m.uk(owner))
 	defer unlock()
-	if c, ok := m.config(owner.Local, NSBookmarks); ok {
+	if c, ok := m.config(m.uk(owner), NSBookmarks); ok {
 		return c, true
 	}
 	c := Config{Access: AccessWhitelist, MaxItems: MaxItemsLimit}
 	cb, _ := json.Marshal(c)
-	ops := []storage.Op{storage.Put(TableNodes, nodeKey(owner.Local, NSBookmarks), cb)}
+	ops := []storage.Op{storage.Put(TableNodes, nodeKey(m.uk(owner), NSBookmarks), cb)}
 	for _, conf := range st.Children() {
 		if conf.Local != "conference" || conf.Attr("jid") == "" {
 			continue
@@ -1017,10 +1020,10 @@ func (m *Module) importBookmarks(ctx context.Context, h module.Host, owner jid.J
 		}
 		it := xmlstream.New(NS, "item", "id", room.Bare().String()).Append(bm)
 		si, _ := json.Marshal(storedItem{T: m.stamp(), Item: modutil.Encode(it)})
-		ops = append(ops, storage.Put(TableItems, itemPrefix(owner.Local, NSBookmarks)+room.Bare().String(), si))
+		ops = append(ops, storage.Put(TableItems, itemPrefix(m.uk(owner), NSBookmarks)+room.Bare().String(), si))
 	}
 	if err := h.Store().Apply(ctx, ops...); err != nil {
-		h.Logger().Warn("pep: bookmarks conversion failed", "user", owner.Local, "err", err)
+		h.Logger().Warn("pep: bookmarks conversion failed", "user", owner.String(), "err", err)
 		return Config{}, false
 	}
 	return c, true

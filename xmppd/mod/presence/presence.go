@@ -113,7 +113,7 @@ type subscriptions struct {
 // error it logs and returns an empty, uncached snapshot.
 func (m *Module) subscriptions(s module.Session) *subscriptions {
 	full := s.JID()
-	user := full.Local
+	user := module.UserKey(m.h, full)
 	if c, ok := s.Value(rosterKey{}).(*subscriptions); ok && m.r.VersionIs(user, c.ver) {
 		return c
 	}
@@ -173,7 +173,7 @@ func addressed(p *xmlstream.Element, from, to string) *xmlstream.Element {
 // subscription and to every available resource of the user (RFC 6121 §4.2.2, §4.4.2).
 func (m *Module) broadcast(ctx context.Context, s module.Session, p *xmlstream.Element, extra []string) {
 	full := s.JID()
-	user := full.Local
+	user := module.UserKey(m.h, full)
 	from := full.String()
 	subs := m.subscriptions(s)
 	var sent map[string]bool
@@ -300,7 +300,7 @@ func (m *Module) directedOut(s module.Session, st *xmlstream.Element, typ string
 		if s.Presence() == nil {
 			return
 		}
-		if it, ok := m.r.Get(s.JID().Local, to.Bare().String()); ok && roster.HasFrom(it.Sub) {
+		if it, ok := m.r.Get(module.UserKey(m.h, s.JID()), to.Bare().String()); ok && roster.HasFrom(it.Sub) {
 			return // covered by the broadcast (to the bare JID: every resource)
 		}
 		d.mu.Lock()
@@ -320,10 +320,10 @@ func (m *Module) inbound(ctx context.Context, h module.Host, ev *module.EventDat
 	if st == nil || st.Local != "presence" || st.Attr("type") != "probe" {
 		return false
 	}
-	user := ev.To.Local
-	if user == "" || ev.From.IsZero() {
+	if ev.To.Local == "" || ev.From.IsZero() {
 		return true
 	}
+	user := module.UserKey(h, ev.To)
 	if ev.From.Bare() != ev.To.Bare() {
 		it, ok := m.r.Get(user, ev.From.Bare().String())
 		if !ok || !roster.HasFrom(it.Sub) || m.blocked(user, ev.From) {

@@ -75,7 +75,7 @@ func (m *Module) iq(ctx context.Context, h module.Host, iq *module.IQ) {
 		modutil.ReplyError(ctx, h, iq, module.ErrCancel, "forbidden", "private storage belongs to its owner")
 		return
 	}
-	user := iq.From.Local
+	user := module.UserKey(h, iq.From)
 	q := iq.Payload()
 	kids := q.Children()
 	if q.Local != "query" || len(kids) == 0 {

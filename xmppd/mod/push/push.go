@@ -200,7 +200,7 @@ func (m *Module) iq(ctx context.Context, h module.Host, iq *module.IQ) {
 		modutil.ReplyError(ctx, h, iq, module.ErrModify, "bad-request", "the app server's jid is missing or malformed")
 		return
 	}
-	user := iq.From.Local
+	user := module.UserKey(h, iq.From)
 	node := p.Attr("node")
 	switch p.Local {
 	case "enable":
@@ -304,7 +304,7 @@ func pushable(st *xmlstream.Element) bool {
 // offline storage next).
 func (m *Module) offline(ctx context.Context, h module.Host, ev *module.EventData) bool {
 	if ev.To.Local != "" && pushable(ev.Stanza) {
-		m.notify(ctx, ev.To.Local, ev.From, ev.Stanza)
+		m.notify(ctx, module.UserKey(h, ev.To), ev.From, ev.Stanza)
 	}
 	return false
 }
@@ -312,7 +312,7 @@ func (m *Module) offline(ctx context.Context, h module.Host, ev *module.EventDat
 // delivered: a message went to sessions that are all detached (waiting for
 // resumption): nobody reads it now.
 func (m *Module) delivered(ctx context.Context, h module.Host, ev *module.EventData) bool {
-	if ev.To.Local == "" || ev.To.Domain != h.Domain() || len(ev.Targets) == 0 || !pushable(ev.Stanza) {
+	if ev.To.Local == "" || !module.IsLocal(h, ev.To.Domain) || len(ev.Targets) == 0 || !pushable(ev.Stanza) {
 		return false
 	}
 	for _, s := range ev.Targets {
@@ -320,7 +320,7 @@ func (m *Module) delivered(ctx context.Context, h module.Host, ev *module.EventD
 			return false
 		}
 	}
-	m.notify(ctx, ev.To.Local, ev.From, ev.Stanza)
+	m.notify(ctx, module.UserKey(h, ev.To), ev.From, ev.Stanza)
 	return false
 }
 
@@ -332,7 +332,7 @@ func (m *Module) active(_ context.Context, _ module.Host, ev *module.EventData) 
 	if m.npending.Load() == 0 {
 		return false // every stanza of every session passes here: no lock for nothing
 	}
-	u := ev.Session.JID().Local
+	u := module.UserKey(m.h, ev.Session.JID())
 	m.mu.Lock()
 	if _, ok := m.pending[u]; ok {
 		delete(m.pending, u)
@@ -354,7 +354,7 @@ func (m *Module) notify(ctx context.Context, user string, from jid.JID, msg *xml
 	m.npending.Store(int64(len(m.pending)))
 	m.mu.Unlock()
 	cfg := m.cfg.Load()
-	bare := user + "@" + m.h.Domain()
+	bare := module.UserJID(m.h, user).String()
 	for _, r := range regs {
 		iq := xmlstream.New(xmlstream.NSClient, "iq", "type", "set", "from", bare, "to", r.JID,
 			"id", idPrefix+r.Tag+"-"+strconv.FormatUint(m.seq.Add(1), 10))
@@ -435,7 +435,7 @@ func (m *Module) reply(ctx context.Context, h module.Host, ev *module.EventData)
 	if !ok || tag == "" {
 		return false
 	}
-	user := ev.To.Local
+	user := module.UserKey(h, ev.To)
 	var match *Registration
 	for _, r := range m.Registrations(user) {
 		if r.Tag == tag && r.JID == ev.From.String() {

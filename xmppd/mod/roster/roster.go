@@ -302,7 +302,7 @@ var pushSeq atomic.Uint64
 
 // push sends a roster push to every interested resource of user (RFC 6121 §2.1.6).
 func (m *Module) push(user, ver string, it Item, remove bool) {
-	bare := jid.JID{Local: user, Domain: m.h.Domain()}
+	bare := module.UserJID(m.h, user)
 	for _, s := range m.h.Sessions(bare) {
 		if !s.Interested() {
 			continue
@@ -319,7 +319,7 @@ func (m *Module) handleIQ(ctx context.Context, h module.Host, iq *module.IQ) {
 		modutil.ReplyError(ctx, h, iq, module.ErrAuth, "forbidden", "a roster belongs to its owner")
 		return
 	}
-	user := iq.From.Local
+	user := module.UserKey(h, iq.From)
 	q := iq.Payload()
 	if q.Local != "query" {
 		modutil.ReplyError(ctx, h, iq, module.ErrModify, "bad-request", "expected <query xmlns='jabber:iq:roster'/>")
@@ -446,7 +446,7 @@ func (m *Module) remove(ctx context.Context, h module.Host, iq *module.IQ, user,
 
 // cancelBoth tells the contact the subscriptions are gone (RFC 6121 §2.5.2).
 func (m *Module) cancelBoth(ctx context.Context, user, contact string, old State) {
-	bare := jid.JID{Local: user, Domain: m.h.Domain()}
+	bare := module.UserJID(m.h, user)
 	if HasTo(old.Sub) || old.Ask {
 		m.h.Route(ctx, xmlstream.New(xmlstream.NSClient, "presence", "type", "unsubscribe", "from", bare.String(), "to", contact))
 	}
@@ -505,7 +505,7 @@ func (m *Module) outbound(ctx context.Context, h module.Host, ev *module.EventDa
 		}
 		return true
 	}
-	user := ev.From.Local
+	user := module.UserKey(h, ev.From)
 	contact := to.Bare().String()
 	unlock := m.locks.Lock(user)
 	old, it := m.state(user, contact)
@@ -539,10 +539,10 @@ func (m *Module) outbound(ctx context.Context, h module.Host, ev *module.EventDa
 			out.Append(c.Copy())
 		}
 		h.Route(ctx, out)
-		if typ == "subscribe" && to.Domain == h.Domain() && to.Local != "" {
+		if typ == "subscribe" && module.IsLocal(h, to.Domain) && to.Local != "" {
 			// RFC 6121 §8.5.1: a subscription request to a non-existent local account is
 			// answered with unsubscribed (the router drops presence to unknown users).
-			if ok, err := h.Accounts().Exists(ctx, to.Local); err == nil && !ok {
+			if ok, err := h.Accounts().Exists(ctx, module.UserKey(h, to)); err == nil && !ok {
 				h.Route(ctx, xmlstream.New(xmlstream.NSClient, "presence", "type", "unsubscribed", "from", contact, "to", ev.From.Bare().String()))
 			}
 		}
@@ -566,7 +566,7 @@ type pendingSeen struct{}
 // stores at the same moment is either found here or delivered by inbound to the
 // marked session: never neither (it was, when the request raced the presence).
 func (m *Module) redeliverPending(s module.Session) {
-	user := s.JID().Local
+	user := module.UserKey(m.h, s.JID())
 	p := modutil.UserPrefix(user)
 	unlock := m.locks.Lock(user)
 	defer unlock()
@@ -579,7 +579,7 @@ func (m *Module) redeliverPending(s module.Session) {
 			pr.Append(xmlstream.New(xmlstream.NSClient, "status").AppendText(pd.Status))
 		}
 		if pd.Stamp != "" {
-			pr.Append(xmlstream.New("urn:xmpp:delay", "delay", "from", m.h.Domain(), "stamp", pd.Stamp))
+			pr.Append(xmlstream.New("urn:xmpp:delay", "delay", "from", s.JID().Domain, "stamp", pd.Stamp))
 		}
 		s.Send(pr)
 		return true
@@ -597,7 +597,7 @@ func (m *Module) inbound(ctx context.Context, h module.Host, ev *module.EventDat
 	if to.Local == "" || from.IsZero() {
 		return true
 	}
-	user, contact := to.Local, from.String()
+	user, contact := module.UserKey(h, to), from.String()
 	if ok, err := h.Accounts().Exists(ctx, user); err == nil && !ok {
 		// RFC 6121 §8.5.1: answer subscribe to a non-existent user with unsubscribed.
 		if typ == "subscribe" {
@@ -683,7 +683,7 @@ func (m *Module) catchUp(ctx context.Context) {
 }
 
 func (m *Module) userRemoved(ctx context.Context, h module.Host, ev *module.EventData) bool {
-	user := modutil.LocalUser(ev.User)
+	user := modutil.RemovedUser(h, ev.User)
 	if user == "" {
 		return false
 	}

@@ -64,7 +64,7 @@ func (m *Module) toPEP(ctx context.Context, h module.Host, user string, vcard *x
 	if current {
 		return
 	}
-	bare := user + "@" + h.Domain()
+	bare := module.UserJID(h, user).String()
 	h.Logger().Info("avatar: vCard photo published as the PEP avatar (XEP-0398)", "user", user, "hash", p.Hash)
 	h.Route(ctx, avatar.SelfIQ(bare, "data-"+p.Hash[:8], avatar.PublishData(p)))
 	h.Route(ctx, avatar.SelfIQ(bare, "meta-"+p.Hash[:8], avatar.PublishMeta(p)))
@@ -77,7 +77,7 @@ func (m *Module) presenceHash(_ context.Context, h module.Host, ev *module.Event
 	if st == nil || ev.Session == nil || st.Local != "presence" || st.Attr("type") != "" || st.Attr("to") != "" {
 		return false
 	}
-	user := ev.Session.JID().Local
+	user := module.UserKey(h, ev.Session.JID())
 	b, ok, err := m.tab.Get(user)
 	if err != nil || !ok {
 		return false

@@ -74,14 +74,15 @@ func (m *Module) iq(ctx context.Context, h module.Host, iq *module.IQ) {
 	}
 	switch iq.Stanza.Attr("type") {
 	case "get":
-		owner := iq.From.Local
+		oj := iq.From
 		if !modutil.IsOwn(iq) {
-			owner = iq.To.Local
+			oj = iq.To
 		}
-		if owner == "" || (!iq.To.IsZero() && iq.To.Domain != h.Domain()) {
+		if oj.Local == "" || (!iq.To.IsZero() && !module.IsLocal(h, iq.To.Domain)) {
 			modutil.ReplyError(ctx, h, iq, module.ErrCancel, "service-unavailable", "")
 			return
 		}
+		owner := module.UserKey(h, oj)
 		b, ok, err := m.tab.Get(owner)
 		if err != nil {
 			modutil.ReplyStoreError(ctx, h, iq, "vcard get", err)
@@ -108,16 +109,17 @@ func (m *Module) iq(ctx context.Context, h module.Host, iq *module.IQ) {
 			modutil.ReplyError(ctx, h, iq, module.ErrModify, "not-acceptable", fmt.Sprintf("vCard larger than %d bytes", m.max))
 			return
 		}
-		op := storage.Put(Table, iq.From.Local, b)
+		owner := module.UserKey(h, iq.From)
+		op := storage.Put(Table, owner, b)
 		if len(p.Nodes) == 0 {
-			op = storage.Delete(Table, iq.From.Local)
+			op = storage.Delete(Table, owner)
 		}
 		if err := h.Store().Apply(ctx, op); err != nil {
 			modutil.ReplyStoreError(ctx, h, iq, "vcard set", err)
 			return
 		}
 		modutil.ReplyResult(ctx, h, iq)
-		m.toPEP(ctx, h, iq.From.Local, p) // XEP-0398 (avatar.go)
+		m.toPEP(ctx, h, owner, p) // XEP-0398 (avatar.go)
 	default:
 		modutil.ReplyError(ctx, h, iq, module.ErrModify, "bad-request", "")
 	}

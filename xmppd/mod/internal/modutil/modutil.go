@@ -31,12 +31,22 @@ func Key(parts ...string) string { return strings.Join(parts, Sep) }
 func UserPrefix(user string) string { return user + Sep }
 
 // LocalUser returns the account name of an EvUserRemoved event (a localpart; a bare
-// JID is reduced to its localpart).
+// JID is reduced to its localpart). With virtual hosts use RemovedUser: this
+// cannot tell alice@a.example from alice@b.example.
 func LocalUser(u string) string {
 	if i := strings.IndexByte(u, '@'); i >= 0 {
 		return u[:i]
 	}
 	return u
+}
+
+// RemovedUser returns the user key (module.UserKey) of an EvUserRemoved event's
+// User: a user key, or a bare JID of a served host.
+func RemovedUser(h module.Host, u string) string {
+	if u == "" {
+		return ""
+	}
+	return module.UserKey(h, module.UserJID(h, u))
 }
 
 // Reply routes r as the answer to iq, making sure it has a from address: an IQ sent
@@ -83,9 +93,10 @@ func IsOwn(iq *module.IQ) bool {
 	return iq.To.IsZero() || iq.To.Bare() == iq.From.Bare()
 }
 
-// IsLocalUser reports whether j is an account JID of the host's domain.
+// IsLocalUser reports whether j is an account JID of one of the host's domains
+// (virtual hosts: module.IsLocal).
 func IsLocalUser(h module.Host, j jid.JID) bool {
-	return j.Local != "" && j.Domain == h.Domain()
+	return j.Local != "" && module.IsLocal(h, j.Domain)
 }
 
 // Type returns a stanza's type attribute with RFC defaults applied ("normal" for
@@ -196,7 +207,7 @@ func decodeRaw(b json.RawMessage, depth int) (*xmlstream.Element, error) {
 // from tables keyed "user\x00..." (prefix) and tables keyed "user" (exact).
 func RemoveUserOnDelete(h module.Host, prefixTables, exactTables []string) {
 	h.Hook(module.EvUserRemoved, 50, func(ctx context.Context, h module.Host, ev *module.EventData) bool {
-		u := LocalUser(ev.User)
+		u := RemovedUser(h, ev.User)
 		if u == "" {
 			return false
 		}
