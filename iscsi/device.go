@@ -487,11 +487,15 @@ func (d *Device) do(cdb, rd, wr []byte) (int, error) {
 	for attempt := 0; ; attempt++ {
 		c, err := d.current()
 		if err != nil {
+			if !errors.Is(err, ErrClosed) {
+				d.io.errs.Add(1) // refused: the connection is lost (IOStats.Errors)
+			}
 			return 0, err
 		}
 		select {
 		case d.sem <- struct{}{}:
 		case <-c.dead:
+			d.io.errs.Add(1)
 			return 0, c.err()
 		}
 		start := time.Now()

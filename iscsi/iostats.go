@@ -14,7 +14,10 @@ var LatencyBounds = []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025
 // metrics (xmppd exports them as xmppd_iscsi_*).
 type IOStats struct {
 	Commands uint64 `json:"commands"` // commands completed, including failed ones
-	Errors   uint64 `json:"errors"`   // commands that failed after retries (connection lost, SCSI error)
+	// Errors counts commands that failed after retries (connection lost, SCSI
+	// error) and commands refused because the connection was lost (those are
+	// not in Commands: they never reached the target).
+	Errors uint64 `json:"errors"`
 	// LatencySum is the total time of the completed commands in seconds;
 	// Buckets[i] counts those that took at most LatencyBounds[i] (cumulative).
 	LatencySum float64  `json:"latency_sum_seconds"`

@@ -1,7 +1,9 @@
 package iscsi
 
 import (
+	"errors"
 	"testing"
+	"time"
 )
 
 // Reads, writes and syncs against the fake target are counted with their
@@ -48,5 +50,42 @@ func TestIOStatsAndDevices(t *testing.T) {
 		if x == d {
 			t.Fatal("a closed device is still in Devices()")
 		}
+	}
+}
+
+// A command refused because the connection to the target is lost counts as an
+// error (xmppd_iscsi_command_errors_total): a dead target moved only the loss
+// counter before, the errors stayed 0 however many writes failed.
+func TestIOStatsCountRefusedCommands(t *testing.T) {
+	ft := newFakeTarget(t)
+	d := dialFake(t, ft.config())
+	if _, err := d.WriteAt(make([]byte, 512), 0); err != nil {
+		t.Fatal(err)
+	}
+	before := d.IOStats()
+	lost := d.Changed()
+	ft.close()
+	select {
+	case <-lost:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the loss of the target was not noticed")
+	}
+	if _, err := d.WriteAt(make([]byte, 512), 0); err == nil {
+		t.Fatal("a write succeeded without a target")
+	}
+	after := d.IOStats()
+	if after.Errors <= before.Errors {
+		t.Fatalf("errors %d -> %d after a write refused for a lost connection", before.Errors, after.Errors)
+	}
+	if after.Buckets[len(after.Buckets)-1] != after.Commands {
+		t.Fatalf("latency buckets %d of %d commands", after.Buckets[len(after.Buckets)-1], after.Commands)
+	}
+	d.Close()
+	errs := d.IOStats().Errors
+	if _, err := d.WriteAt(make([]byte, 512), 0); !errors.Is(err, ErrClosed) {
+		t.Fatalf("write after close: %v", err)
+	}
+	if d.IOStats().Errors != errs {
+		t.Fatal("a write on a closed device counted as an I/O error")
 	}
 }

@@ -497,6 +497,10 @@ func TestOperationsISCSIMetrics(t *testing.T) {
 	if v, _ := value(m, "xmppd_storage_mode", "mode", "durable"); v != 1 {
 		t.Fatalf("storage not durable on a working LUN")
 	}
+	errs0, ok := value(m, "xmppd_iscsi_command_errors_total", lbl...)
+	if !ok {
+		t.Fatal("no xmppd_iscsi_command_errors_total for the LUN")
+	}
 	d.Kill()
 	s.Ctl("register", "bob", "secret") // a write notices the loss at once
 	deadline := time.Now().Add(30 * time.Second)
@@ -505,11 +509,12 @@ func TestOperationsISCSIMetrics(t *testing.T) {
 		up, _ := value(m, "xmppd_iscsi_connected", lbl...)
 		lost, _ := value(m, "xmppd_iscsi_losses_total", lbl...)
 		durable, _ := value(m, "xmppd_storage_mode", "mode", "durable")
-		if up == 0 && lost >= 1 && durable == 0 {
+		errs, _ := value(m, "xmppd_iscsi_command_errors_total", lbl...)
+		if up == 0 && lost >= 1 && durable == 0 && errs > errs0 {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("after tgtd died: connected %v, losses %v, durable %v", up, lost, durable)
+			t.Fatalf("after tgtd died: connected %v, losses %v, durable %v, command errors %v -> %v", up, lost, durable, errs0, errs)
 		}
 		s.Ctl("register", fmt.Sprintf("u%d", time.Now().UnixNano()), "secret")
 		time.Sleep(200 * time.Millisecond)

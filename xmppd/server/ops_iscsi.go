@@ -19,7 +19,7 @@ var (
 	descISCSILog  = prometheus.NewDesc("xmppd_iscsi_logins_total", "Logins to the iSCSI target (the first and every re-login).", iscsiLabels, nil)
 	descISCSILost = prometheus.NewDesc("xmppd_iscsi_losses_total", "iSCSI connections lost.", iscsiLabels, nil)
 	descISCSICmds = prometheus.NewDesc("xmppd_iscsi_commands_total", "SCSI commands completed.", iscsiLabels, nil)
-	descISCSIErrs = prometheus.NewDesc("xmppd_iscsi_command_errors_total", "SCSI commands that failed after retries.", iscsiLabels, nil)
+	descISCSIErrs = prometheus.NewDesc("xmppd_iscsi_command_errors_total", "SCSI commands that failed after retries, or were refused while the connection to the target was lost.", iscsiLabels, nil)
 	descISCSILat  = prometheus.NewDesc("xmppd_iscsi_command_latency_seconds", "SCSI command latency (reads, writes, cache flushes).", iscsiLabels, nil)
 )
 
