@@ -169,17 +169,27 @@ func (c *chunk) records(fn func(i int, r chunkRec) bool) error {
 	}
 	v, p := c.v, c.recs
 	// The bodies start after the record table: walk it once to find where.
+	// The ids are substrings of one copy of the table (one allocation, not
+	// one per record).
 	type ent struct {
 		id      string
 		dir     byte
 		peer, n int
 	}
 	ents := make([]ent, c.n)
+	table := string(v[p:min(len(v), p+c.n*(idLen+1+2*binary.MaxVarintLen64))])
+	base := p
 	for i := range c.n {
 		if p+idLen+1 > len(v) {
 			return errBadChunk
 		}
-		e := ent{id: string(v[p : p+idLen]), dir: v[p+idLen]}
+		var id string
+		if o := p - base; o+idLen <= len(table) {
+			id = table[o : o+idLen]
+		} else {
+			id = string(v[p : p+idLen])
+		}
+		e := ent{id: id, dir: v[p+idLen]}
 		p += idLen + 1
 		x, k := binary.Uvarint(v[p:])
 		if k <= 0 || x >= uint64(len(c.peers)) {

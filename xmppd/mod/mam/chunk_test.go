@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -18,6 +19,20 @@ import (
 type modelRec struct {
 	id, with, body string
 }
+
+// modelWith is withMatches memoized (the model test asks it millions of times
+// for a handful of peers).
+func modelWith(filter jid.JID, stored string) bool {
+	k := filter.String() + " " + stored
+	if v, ok := withMemo.Load(k); ok {
+		return v.(bool)
+	}
+	v := withMatches(filter, stored)
+	withMemo.Store(k, v)
+	return v
+}
+
+var withMemo sync.Map
 
 // modelQuery answers q over recs (sorted by id) the naive way: filter, then page.
 func modelQuery(recs []modelRec, q Query) (ids []string, index, count int, complete, notFound bool) {
@@ -37,7 +52,7 @@ func modelQuery(recs []modelRec, q Query) (ids []string, index, count int, compl
 		if (!q.Start.IsZero() && t.Before(q.Start)) || (!q.End.IsZero() && t.After(q.End)) {
 			continue
 		}
-		if q.With != "" && !withMatches(with, r.with) {
+		if q.With != "" && !modelWith(with, r.with) {
 			continue
 		}
 		m = append(m, r)
@@ -74,13 +89,19 @@ func modelQuery(recs []modelRec, q Query) (ids []string, index, count int, compl
 	return ids, lo, len(m), complete, false
 }
 
-// TestQueryMatchesModel writes archives as chunks of random sizes (one writer:
-// chunks in id order; two writers: overlapping chunks; plus rows of the earlier
-// one-row-per-message format) and checks random queries (with, start/end, RSM
-// after/before/max) against a naive model.
+// TestQueryMatchesModel writes archives as chunks of random sizes and checks
+// random queries (with as bare and full JID, start/end, RSM after/before/max,
+// alone and combined; RSM ids of the filtered results too, so the peer index
+// answers them) against a naive model. Layouts: one writer (chunks in id
+// order, with their peer index); two writers (chunks overlapping in id range);
+// rows of the earlier one-row-per-message format without an index, queried
+// before and after the index is rebuilt; the module's own write path (batches
+// of several owners); an archive trimmed by retention (across chunk
+// boundaries); and the same archive read by a module started afresh on the same
+// store (a restart).
 func TestQueryMatchesModel(t *testing.T) {
 	peers := []string{"bob@example.org/a", "bob@example.org/b", "carol@example.org/c", "room@conference.example.org/x"}
-	for _, layout := range []string{"ordered", "overlapping", "legacy"} {
+	for _, layout := range []string{"ordered", "overlapping", "legacy", "legacy-rebuilt", "appender", "trimmed", "restarted"} {
 		t.Run(layout, func(t *testing.T) {
 			f := newFixture(t, Options{Max: -1, RAMMax: -1})
 			rng := rand.New(rand.NewPCG(1, uint64(len(layout))))
@@ -95,9 +116,10 @@ func TestQueryMatchesModel(t *testing.T) {
 				recs = append(recs, modelRec{id, w, body})
 				return rec{id: id, dir: Out, with: w, body: []byte("<message xmlns='jabber:client' type='chat'><body>" + body + "</body></message>")}
 			}
+			indexed := true
 			const n = 400
 			switch layout {
-			case "ordered":
+			case "ordered", "trimmed", "restarted":
 				for i := 0; i < n; {
 					k := 1 + rng.IntN(40)
 					var rs []rec
@@ -105,7 +127,7 @@ func TestQueryMatchesModel(t *testing.T) {
 						rs = append(rs, mk(i, "0001"))
 						i++
 					}
-					ops = append(ops, storage.Put(Table, modutil.Key(owner, rs[0].id), encodeChunk(rs)))
+					ops = append(ops, chunkPut(owner, rs)...)
 				}
 			case "overlapping":
 				// Two nodes' writers interleave in time, each with its own chunks.
@@ -120,11 +142,12 @@ func TestQueryMatchesModel(t *testing.T) {
 				for _, rs := range [][]rec{a, b} {
 					for len(rs) > 0 {
 						k := min(len(rs), 1+rng.IntN(30))
-						ops = append(ops, storage.Put(Table, modutil.Key(owner, rs[0].id), encodeChunk(rs[:k])))
+						ops = append(ops, chunkPut(owner, rs[:k])...)
 						rs = rs[k:]
 					}
 				}
-			case "legacy":
+			case "legacy", "legacy-rebuilt":
+				indexed = false
 				for i := 0; i < n; i++ {
 					r := mk(i, "0001")
 					if i%3 == 0 {
@@ -135,15 +158,59 @@ func TestQueryMatchesModel(t *testing.T) {
 						ops = append(ops, storage.Put(Table, modutil.Key(owner, r.id), encodeChunk([]rec{r})))
 					}
 				}
+			case "appender":
+				// Batches as the appender takes them, with another owner's
+				// records mixed in; the first batch finds the archive empty.
+				for i := 0; i < n; {
+					var batch []record
+					for k := 1 + rng.IntN(60); k > 0 && i < n; k-- {
+						batch = append(batch, record{owner: owner, rec: mk(i, "0001")})
+						batch = append(batch, record{owner: "carol@example.org", rec: rec{id: fmt.Sprintf("%016x0001%08x", i, i), dir: In, with: owner, body: []byte("<message xmlns='jabber:client'/>")}})
+						i++
+					}
+					f.m.write(batch)
+				}
 			}
-			if err := f.h.Store().Apply(context.Background(), ops...); err != nil {
-				t.Fatal(err)
+			if indexed && layout != "appender" {
+				ops = append(ops, storage.Put(WithTable, indexMarker(owner), []byte{1}))
+			}
+			if len(ops) > 0 {
+				if err := f.h.Store().Apply(context.Background(), ops...); err != nil {
+					t.Fatal(err)
+				}
 			}
 			slices.SortFunc(recs, func(a, b modelRec) int { return strings.Compare(a.id, b.id) })
-			for i := range 600 {
+			switch layout {
+			case "legacy-rebuilt":
+				if err := f.m.rebuildIndex(context.Background(), owner); err != nil {
+					t.Fatal(err)
+				}
+				indexed = true
+			case "trimmed":
+				// 3 times: a chunk is cut into each time (and whole ones dropped).
+				for _, k := range []int{7, 33, 61} {
+					if err := f.h.Store().Apply(context.Background(), f.m.trimOps(owner, k)...); err != nil {
+						t.Fatal(err)
+					}
+					recs = recs[k:]
+				}
+			case "restarted":
+				m := New(Options{Max: -1, RAMMax: -1})
+				if err := m.Start(context.Background(), f.h); err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { _ = m.Stop(context.Background()) })
+				f.m = m
+			}
+			if got := f.m.indexed(owner); got != indexed {
+				t.Fatalf("index complete: %v, want %v", got, indexed)
+			}
+			withs := []string{"bob@example.org", "bob@example.org/b", "carol@example.org", "nobody@example.org", "room@conference.example.org"}
+			before := f.m.indexAnswered.Load()
+			for i := range 200 {
 				var q Query
-				if rng.IntN(2) == 0 {
-					q.With = []string{"bob@example.org", "bob@example.org/b", "carol@example.org", "nobody@example.org"}[rng.IntN(4)]
+				if rng.IntN(3) != 0 {
+					q.With = withs[rng.IntN(len(withs))]
 				}
 				if rng.IntN(3) == 0 {
 					q.Start = base.Add(time.Duration(rng.IntN(n)) * time.Second)
@@ -153,11 +220,28 @@ func TestQueryMatchesModel(t *testing.T) {
 				}
 				q.Max = rng.IntN(60)
 				q.MaxZero = q.Max == 0 && rng.IntN(2) == 0
+				// RSM ids: any archived message's, or (what a client paging
+				// through a filtered view sends) one of the matches'.
+				pick := func() string {
+					if q.With != "" && rng.IntN(2) == 0 {
+						j, _ := jid.Parse(q.With)
+						var m []string
+						for _, r := range recs {
+							if modelWith(j, r.with) {
+								m = append(m, r.id)
+							}
+						}
+						if len(m) > 0 {
+							return m[rng.IntN(len(m))]
+						}
+					}
+					return recs[rng.IntN(len(recs))].id
+				}
 				switch rng.IntN(5) {
 				case 0:
-					q.After = recs[rng.IntN(n)].id
+					q.After = pick()
 				case 1:
-					q.Before, q.BeforeSet = recs[rng.IntN(n)].id, true
+					q.Before, q.BeforeSet = pick(), true
 				case 2:
 					q.BeforeSet = true
 				case 3:
@@ -189,6 +273,12 @@ func TestQueryMatchesModel(t *testing.T) {
 						i, q, got, p.Index, p.Count, p.Complete, ids, index, count, complete)
 				}
 			}
+			// The index must have answered (an ordered, indexed archive) or
+			// not (no index; overlapping chunks fall back).
+			used := f.m.indexAnswered.Load() - before
+			if wantUsed := indexed && layout != "overlapping"; (used > 30) != wantUsed {
+				t.Fatalf("the peer index answered %d queries (expected it to answer: %v)", used, wantUsed)
+			}
 		})
 	}
 }
@@ -206,8 +296,8 @@ func TestChunksPerBatchAndTrim(t *testing.T) {
 	}
 	ops := chunkOps(batch[:12])
 	ops = append(ops, chunkOps(batch[12:])...)
-	if len(ops) != 4 {
-		t.Fatalf("%d rows for 2 batches of 2 owners", len(ops))
+	if n := len(slices.DeleteFunc(slices.Clone(ops), func(o storage.Op) bool { return o.Table != Table })); n != 4 {
+		t.Fatalf("%d rows for 2 batches of 2 owners", n)
 	}
 	if err := f.h.Store().Apply(context.Background(), ops...); err != nil {
 		t.Fatal(err)

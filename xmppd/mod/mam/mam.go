@@ -136,6 +136,7 @@ type Module struct {
 	st   storage.Store
 	tab  storage.Table
 	pref storage.Table
+	with storage.Table // the peer index (index.go)
 	tag  string
 	seq  atomic.Uint32
 	now  func() time.Time
@@ -155,11 +156,16 @@ type Module struct {
 	cond    *sync.Cond
 	settled uint64 // records written or given up, in queue order
 	counts  map[string]int
-	dropped atomic.Uint64
-	lastLog atomic.Int64
-	stop    chan struct{}
-	done    chan struct{}
-	start   sync.Once
+	// seenIndexed: owners whose peer index this node found or made complete
+	// (under mu).
+	seenIndexed map[string]bool
+	dropped     atomic.Uint64
+	// indexAnswered counts with= queries the peer index answered (tests).
+	indexAnswered atomic.Int64
+	lastLog       atomic.Int64
+	stop          chan struct{}
+	done          chan struct{}
+	start         sync.Once
 }
 
 // New returns the module.
@@ -179,7 +185,7 @@ func New(o Options) *Module {
 	var b [2]byte
 	_, _ = rand.Read(b[:])
 	m := &Module{opt: o, now: time.Now, tag: fmt.Sprintf("%04x", binary.BigEndian.Uint16(b[:])),
-		q: make(chan record, o.Queue), kick: make(chan struct{}, 1), counts: map[string]int{}, stop: make(chan struct{}), done: make(chan struct{})}
+		q: make(chan record, o.Queue), kick: make(chan struct{}, 1), counts: map[string]int{}, seenIndexed: map[string]bool{}, stop: make(chan struct{}), done: make(chan struct{})}
 	m.cond = sync.NewCond(&m.mu)
 	return m
 }
@@ -190,7 +196,7 @@ func (*Module) Name() string { return "mam" }
 // Start declares the tables, registers handlers and hooks and starts the appender.
 func (m *Module) Start(ctx context.Context, h module.Host) error {
 	m.h, m.st = h, h.Store()
-	if err := modutil.Declare(ctx, m.st, Table, PrefsTable); err != nil {
+	if err := modutil.Declare(ctx, m.st, Table, PrefsTable, WithTable); err != nil {
 		return fmt.Errorf("mam: %w", err)
 	}
 	var err error
@@ -198,6 +204,9 @@ func (m *Module) Start(ctx context.Context, h module.Host) error {
 		return fmt.Errorf("mam: %w", err)
 	}
 	if m.pref, err = m.st.Durable(PrefsTable); err != nil {
+		return fmt.Errorf("mam: %w", err)
+	}
+	if m.with, err = m.st.Durable(WithTable); err != nil {
 		return fmt.Errorf("mam: %w", err)
 	}
 	h.DiscoFeature(NS)
@@ -442,7 +451,8 @@ func (m *Module) appender() {
 }
 
 // chunkOps turns a batch into puts: one chunk per owner (more if an owner's
-// records exceed maxChunkBytes), records in id order.
+// records exceed maxChunkBytes), records in id order, each with its rows of the
+// peer index.
 func chunkOps(batch []record) []storage.Op {
 	byOwner := map[string][]rec{}
 	var owners []string
@@ -462,18 +472,35 @@ func chunkOps(batch []record) []storage.Op {
 				size += len(rs[n].body) + len(rs[n].with)
 				n++
 			}
-			ops = append(ops, storage.Put(Table, modutil.Key(o, rs[0].id), encodeChunk(rs[:n])))
+			ops = append(ops, chunkPut(o, rs[:n])...)
 			rs = rs[n:]
 		}
 	}
 	return ops
 }
 
+// chunkPut returns the put of one chunk (records sorted by id) and of its index
+// rows.
+func chunkPut(owner string, rs []rec) []storage.Op {
+	var peers []string
+	var counts []int
+	for _, r := range rs {
+		if j := slices.Index(peers, r.with); j >= 0 {
+			counts[j]++
+		} else {
+			peers, counts = append(peers, r.with), append(counts, 1)
+		}
+	}
+	ops := []storage.Op{storage.Put(Table, modutil.Key(owner, rs[0].id), encodeChunk(rs))}
+	return append(ops, indexOps(owner, rs[0].id, rs[len(rs)-1].id, peers, counts)...)
+}
+
 // write commits one batch (retrying a few times while the store is unavailable),
 // then trims archives over their cap.
 func (m *Module) write(batch []record) {
-	ops := chunkOps(batch)
 	ctx := context.Background()
+	extra, fresh := m.ensureIndexed(ctx, batch)
+	ops := append(chunkOps(batch), extra...)
 	var err error
 	for try := 0; try < 5; try++ {
 		if err = m.st.Apply(ctx, ops...); err == nil || !errors.Is(err, storage.ErrUnavailable) {
@@ -488,6 +515,7 @@ func (m *Module) write(batch []record) {
 	if err != nil {
 		m.drop(len(batch), err)
 	} else {
+		m.rememberIndexed(fresh)
 		m.trim(ctx, batch)
 	}
 	m.mu.Lock()
@@ -547,6 +575,7 @@ func (m *Module) trimOps(owner string, over int) []storage.Op {
 			return true
 		}
 		ops = append(ops, storage.Delete(Table, k))
+		ops = append(ops, indexDeletes(owner, &c)...)
 		if c.n <= over {
 			over -= c.n
 			return over > 0
@@ -559,7 +588,7 @@ func (m *Module) trimOps(owner string, over int) []storage.Op {
 			return true
 		})
 		if len(keep) > 0 {
-			ops = append(ops, storage.Put(Table, modutil.Key(owner, keep[0].id), encodeChunk(keep)))
+			ops = append(ops, chunkPut(owner, keep)...)
 		}
 		over = 0
 		return false
@@ -650,11 +679,13 @@ func (m *Module) userRemoved(ctx context.Context, h module.Host, ev *module.Even
 	}
 	owner := module.UserJID(h, u).String()
 	_ = m.Sync(ctx)
-	if err := m.st.Apply(ctx, storage.DeletePrefix(Table, modutil.UserPrefix(owner)), storage.Delete(PrefsTable, owner)); err != nil {
+	if err := m.st.Apply(ctx, storage.DeletePrefix(Table, modutil.UserPrefix(owner)), storage.DeletePrefix(WithTable, modutil.UserPrefix(owner)),
+		storage.Delete(PrefsTable, owner)); err != nil {
 		h.Logger().Error("mam: purging removed user's archive", "user", u, "err", err)
 	}
 	m.mu.Lock()
 	delete(m.counts, owner)
+	delete(m.seenIndexed, owner)
 	m.mu.Unlock()
 	return false
 }

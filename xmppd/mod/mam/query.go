@@ -77,8 +77,22 @@ func (m *Module) Query(ctx context.Context, owner string, q Query) (Page, error)
 		}
 	}
 	s := &scan{m: m, prefix: modutil.UserPrefix(owner), q: q, with: with, match: map[string]bool{}}
+	if q.With != "" && m.indexed(owner) {
+		s.ixPrefix = indexPrefix(owner, with.Bare().String())
+	}
 	if err := s.count(); err != nil {
 		return Page{}, err
+	}
+	if s.ixPrefix != "" && !(s.unordered || s.stale || (q.After != "" && !s.afterFound) || (q.Before != "" && !s.beforeFound)) {
+		m.indexAnswered.Add(1)
+	} else if s.ixPrefix != "" {
+		// What the peer's index rows cannot answer: chunks of two nodes
+		// overlapping in id range, an RSM id in a chunk without this peer (or
+		// in none), a row whose chunk is gone. The archive's chunks answer.
+		s = &scan{m: m, prefix: s.prefix, q: q, with: with, match: s.match}
+		if err := s.count(); err != nil {
+			return Page{}, err
+		}
 	}
 	if (q.After != "" && !s.afterFound) || (q.Before != "" && !s.beforeFound) {
 		return Page{}, ErrItemNotFound
@@ -124,6 +138,11 @@ type scan struct {
 	afterFound, beforeFound bool
 	unordered               bool
 	refs                    []ref // slow path: every match, sorted by id
+	// ixPrefix: the pass reads the peer index rows with this prefix (with=
+	// queries on an indexed archive); stale: an index row's chunk is gone.
+	ixPrefix string
+	stale    bool
+	cur      span
 }
 
 type ref struct {
@@ -153,16 +172,23 @@ func (s *scan) inTime(id string) bool {
 	return !(!s.q.Start.IsZero() && t.Before(s.q.Start)) && !(!s.q.End.IsZero() && t.After(s.q.End))
 }
 
-// whole reports whether every record of c is within the time bounds (then the
-// header's counts answer), and none reports whether none is.
-func (s *scan) whole(c *chunk) (all, none bool) {
+// whole reports whether every record of a chunk spanning first..last is within
+// the time bounds (then the chunk's count of matches answers), and none whether
+// none is.
+func (s *scan) whole(first, last string) (all, none bool) {
 	if s.q.Start.IsZero() && s.q.End.IsZero() {
 		return true, false
 	}
-	if (!s.q.Start.IsZero() && idTime(c.last).Before(s.q.Start)) || (!s.q.End.IsZero() && idTime(c.first).After(s.q.End)) {
+	if (!s.q.Start.IsZero() && idTime(last).Before(s.q.Start)) || (!s.q.End.IsZero() && idTime(first).After(s.q.End)) {
 		return false, true
 	}
-	return s.inTime(c.first) && s.inTime(c.last), false
+	return s.inTime(first) && s.inTime(last), false
+}
+
+// beyondEnd reports whether sp starts after the query's end: rows are read in
+// first-id order, so no later one has a match either.
+func (s *scan) beyondEnd(sp *span) bool {
+	return !s.q.End.IsZero() && idTime(sp.first).After(s.q.End)
 }
 
 // headerMatches is the number of c's records matching the peer filter.
@@ -183,40 +209,121 @@ func (s *scan) recMatches(c *chunk, r chunkRec) bool {
 	return s.inTime(r.id) && s.peerMatches(c.peers[r.peer])
 }
 
-// touches reports whether an RSM id may lie in c.
-func touches(c *chunk, id string) bool { return id != "" && c.first <= id && id <= c.last }
+// span is one chunk as a pass sees it: its id range, the matches of the peer
+// filter in it (n < 0: unknown until its header is read) and the chunk itself
+// once read.
+type span struct {
+	key         string // in Table
+	first, last string
+	n           int
+	c           *chunk
+}
+
+// touches reports whether an RSM id may lie in sp.
+func touches(sp *span, id string) bool { return id != "" && sp.first <= id && id <= sp.last }
+
+// spans calls fn for each chunk the query may need, in key order: from the peer
+// index, the chunks with the with= peer's bare JID (counts from the index rows
+// for a bare JID filter, from the chunk headers for a full JID); otherwise every
+// chunk of the archive, header read.
+func (s *scan) spans(fn func(sp *span) bool) error {
+	if s.ixPrefix != "" {
+		full := s.with.Resource != ""
+		return s.m.with.Scan(s.ixPrefix, func(k string, v []byte) bool {
+			r, ok := parseIndexRow(k[len(s.ixPrefix):], v)
+			if !ok {
+				s.stale = true
+				return false
+			}
+			sp := &s.cur                                     // reused: a span per row would be an allocation
+			*sp = span{first: r.first, last: r.last, n: r.n} // key: made by load
+			if full {
+				sp.n = -1
+			}
+			return fn(sp)
+		})
+	}
+	return s.m.tab.Scan(s.prefix, func(k string, v []byte) bool {
+		c, err := parseChunk(k[len(s.prefix):], v)
+		if err != nil {
+			return true // skipped by every pass
+		}
+		sp := span{key: k, first: c.first, last: c.last, c: &c}
+		sp.n = s.headerMatches(&c)
+		return fn(&sp)
+	})
+}
+
+// load reads sp's chunk; false if it is gone or unreadable (an index row whose
+// chunk was deleted since: the index path then gives up, see Query).
+func (s *scan) load(sp *span) (bool, error) {
+	if sp.c != nil {
+		return true, nil
+	}
+	if sp.key == "" {
+		sp.key = s.prefix + sp.first
+	}
+	v, ok, err := s.m.tab.Get(sp.key)
+	if err != nil {
+		return false, err
+	}
+	if !ok {
+		s.stale = true
+		return false, nil
+	}
+	c, err := parseChunk(sp.key[len(s.prefix):], v)
+	if err != nil {
+		s.stale = true
+		return false, nil
+	}
+	sp.c = &c
+	if sp.n < 0 {
+		sp.n = s.headerMatches(&c)
+	}
+	return true, nil
+}
 
 // count is the first pass.
 func (s *scan) count() error {
 	var prevLast string
 	var bad error
-	err := s.m.tab.Scan(s.prefix, func(k string, v []byte) bool {
-		c, err := parseChunk(k[len(s.prefix):], v)
-		if err != nil {
-			return true // skipped, as the page pass does
+	err := s.spans(func(sp *span) bool {
+		if s.beyondEnd(sp) && (s.q.After == "" || s.afterFound) && (s.q.Before == "" || s.beforeFound) {
+			return false // chunks are in first-id order: none after this one matches
 		}
-		if c.first < prevLast {
+		if sp.first < prevLast {
 			s.unordered = true
 			return false
 		}
-		prevLast = c.last
-		all, none := s.whole(&c)
-		if !touches(&c, s.q.After) && !touches(&c, s.q.Before) {
+		prevLast = sp.last
+		all, none := s.whole(sp.first, sp.last)
+		if !touches(sp, s.q.After) && !touches(sp, s.q.Before) {
 			if none {
 				return true
 			}
 			if all {
-				n := s.headerMatches(&c)
+				if sp.n < 0 {
+					if ok, err := s.load(sp); !ok {
+						bad = err
+						return false
+					}
+				}
+				n := sp.n
 				s.total += n
-				if s.q.After != "" && c.last <= s.q.After {
+				if s.q.After != "" && sp.last <= s.q.After {
 					s.posAfter += n
 				}
-				if s.q.Before != "" && c.last < s.q.Before {
+				if s.q.Before != "" && sp.last < s.q.Before {
 					s.posBefore += n
 				}
 				return true
 			}
 		}
+		if ok, err := s.load(sp); !ok {
+			bad = err
+			return false
+		}
+		c := sp.c
 		if err := c.records(func(_ int, r chunkRec) bool {
 			if r.id == s.q.After {
 				s.afterFound = true
@@ -224,7 +331,7 @@ func (s *scan) count() error {
 			if r.id == s.q.Before {
 				s.beforeFound = true
 			}
-			if !s.recMatches(&c, r) {
+			if !s.recMatches(c, r) {
 				return true
 			}
 			s.total++
@@ -243,8 +350,8 @@ func (s *scan) count() error {
 	if err == nil {
 		err = bad
 	}
-	if err != nil || !s.unordered {
-		return err
+	if err != nil || !s.unordered || s.ixPrefix != "" {
+		return err // an unordered index path is redone without the index
 	}
 	return s.sorted()
 }
@@ -328,27 +435,38 @@ func (s *scan) page(lo, hi int) ([]Item, error) {
 		return items, nil
 	}
 	pos := 0
-	err := s.m.tab.Scan(s.prefix, func(k string, v []byte) bool {
-		c, err := parseChunk(k[len(s.prefix):], v)
-		if err != nil {
-			return true
+	var bad error
+	err := s.spans(func(sp *span) bool {
+		if s.beyondEnd(sp) {
+			return false
 		}
-		all, none := s.whole(&c)
+		all, none := s.whole(sp.first, sp.last)
 		if none {
 			return true
 		}
 		if all {
-			if n := s.headerMatches(&c); pos+n <= lo {
-				pos += n
+			if sp.n < 0 {
+				if ok, err := s.load(sp); !ok {
+					bad = err
+					return err == nil
+				}
+			}
+			if pos+sp.n <= lo {
+				pos += sp.n
 				return true
 			}
 		}
+		if ok, err := s.load(sp); !ok {
+			bad = err
+			return err == nil // gone since the first pass: skipped
+		}
+		c := sp.c
 		_ = c.records(func(_ int, r chunkRec) bool {
-			if !s.recMatches(&c, r) {
+			if !s.recMatches(c, r) {
 				return true
 			}
 			if pos >= lo && pos < hi {
-				if it, ok := item(&c, r); ok {
+				if it, ok := item(c, r); ok {
 					items = append(items, it)
 				}
 			}
@@ -357,6 +475,9 @@ func (s *scan) page(lo, hi int) ([]Item, error) {
 		})
 		return pos < hi
 	})
+	if err == nil {
+		err = bad
+	}
 	return items, err
 }
 

@@ -7,7 +7,6 @@ import (
 
 	"xedge/storage"
 	"xedge/storage/tables"
-	"xedge/xmppd/mod/internal/modutil"
 )
 
 // BenchmarkQuery100k: the last page of 50 of a 100,000-message archive (10 peers,
@@ -27,13 +26,16 @@ func BenchmarkQuery100k(b *testing.B) {
 				body: []byte(fmt.Sprintf("<message xmlns='jabber:client' type='chat'><body>archived message %d</body></message>", i))})
 			i++
 		}
-		ops = append(ops, storage.Put(Table, modutil.Key(owner, rs[0].id), encodeChunk(rs)))
+		ops = append(ops, chunkPut(owner, rs)...)
 	}
+	ops = append(ops, storage.Put(WithTable, indexMarker(owner), []byte{1}))
 	// The durable tables' own state machine (what the local and replicated
 	// stores read from), not the test host's copying memstore.
 	st := tables.New()
-	if err := st.Apply(tables.DeclareCommand(storage.TableSpec{Name: Table})); err != nil {
-		b.Fatal(err)
+	for _, name := range []string{Table, WithTable} {
+		if err := st.Apply(tables.DeclareCommand(storage.TableSpec{Name: name})); err != nil {
+			b.Fatal(err)
+		}
 	}
 	if err := st.Apply(tables.ApplyCommand(ops...)); err != nil {
 		b.Fatal(err)
@@ -43,6 +45,9 @@ func BenchmarkQuery100k(b *testing.B) {
 		b.Fatal(err)
 	}
 	f.m.tab = tab
+	if f.m.with, err = st.Table(WithTable); err != nil {
+		b.Fatal(err)
+	}
 	for _, with := range []string{"", "p3@example.org"} {
 		b.Run("with="+with, func(b *testing.B) {
 			b.ReportAllocs()
