@@ -51,7 +51,7 @@ func TestLateFlushInCluster(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	if n := m.Count("alice"); n != 0 {
+	if n := settledCount(m, "alice"); n != 0 {
 		t.Fatalf("%d messages left in storage", n)
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -48,6 +49,11 @@ type Module struct {
 	// wired: the presence module makes sessions available through SetPresence, so
 	// the EvC2SIn flush is not needed.
 	wired atomic.Bool
+	// deleting: keys of messages delivered whose delete is in flight (outside
+	// the user's lock): a flush meanwhile does not send them again.
+	delMu    sync.Mutex
+	deleting map[string]bool
+	inflight atomic.Int64 // deletes running
 }
 
 // New returns the module; max is the per-user cap (< 0: unlimited, 0: nothing stored).
@@ -73,8 +79,22 @@ func (m *Module) Start(ctx context.Context, h module.Host) error {
 	return nil
 }
 
-// Stop implements module.Module.
-func (*Module) Stop(context.Context) error { return nil }
+// Stop waits (bounded by ctx) for the deletes of delivered messages in flight.
+func (m *Module) Stop(ctx context.Context) error {
+	m.settle(ctx)
+	return nil
+}
+
+// settle waits until no delete of delivered messages is in flight, or ctx ends.
+func (m *Module) settle(ctx context.Context) {
+	for m.inflight.Load() > 0 {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+}
 
 // NSHints is the XEP-0334 message processing hints namespace.
 const NSHints = "urn:xmpp:hints"
@@ -294,12 +314,23 @@ func (m *Module) Deliver(ctx context.Context, s module.Session) {
 	m.deliverLocked(ctx, s)
 }
 
-// deliverLocked is Deliver with the user's lock held.
+// deliverLocked is Deliver with the user's lock held. The stored messages are
+// sent under the lock; their delete — a raft write that may wait seconds for a
+// leader (after the leader's node died, exactly when sessions resume on the
+// survivors) — runs without it: the user's lock holds up the session's
+// presence (SetPresence) and every message to the user that finds no
+// available session. A flush while the delete is in flight skips them; a
+// delete that fails leaves them stored, delivered again at the next flush
+// (at-least-once).
 func (m *Module) deliverLocked(ctx context.Context, s module.Session) {
 	user := module.UserKey(m.h, s.JID())
 	var keys []string
 	var msgs []*xmlstream.Element
+	m.delMu.Lock()
 	err := m.tab.Scan(modutil.UserPrefix(user), func(k string, v []byte) bool {
+		if m.deleting[k] {
+			return true // delivered; its delete is in flight
+		}
 		keys = append(keys, k)
 		if e, err := modutil.Decode(v); err == nil {
 			msgs = append(msgs, e)
@@ -309,8 +340,16 @@ func (m *Module) deliverLocked(ctx context.Context, s module.Session) {
 		return true
 	})
 	if err != nil || len(keys) == 0 {
+		m.delMu.Unlock()
 		return
 	}
+	if m.deleting == nil {
+		m.deleting = map[string]bool{}
+	}
+	for _, k := range keys {
+		m.deleting[k] = true
+	}
+	m.delMu.Unlock()
 	for _, msg := range msgs {
 		s.Send(msg)
 	}
@@ -318,8 +357,23 @@ func (m *Module) deliverLocked(ctx context.Context, s module.Session) {
 	for _, k := range keys {
 		ops = append(ops, storage.Delete(Table, k))
 	}
-	if err := m.h.Store().Apply(ctx, ops...); err != nil {
-		// At-least-once: they come again at the next initial presence.
-		m.h.Logger().Warn("offline: delivered messages not deleted", "user", user, "n", len(keys), "err", err)
-	}
+	m.inflight.Add(1)
+	go func() {
+		defer m.inflight.Add(-1)
+		// Its own bound: the caller's context may end with the connection.
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), deleteTimeout)
+		defer cancel()
+		if err := m.h.Store().Apply(dctx, ops...); err != nil {
+			// At-least-once: they come again at the next initial presence.
+			m.h.Logger().Warn("offline: delivered messages not deleted", "user", user, "n", len(keys), "err", err)
+		}
+		m.delMu.Lock()
+		for _, k := range keys {
+			delete(m.deleting, k)
+		}
+		m.delMu.Unlock()
+	}()
 }
+
+// deleteTimeout bounds the delete of delivered messages.
+var deleteTimeout = 30 * time.Second
