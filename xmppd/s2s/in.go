@@ -25,6 +25,7 @@ type inStream struct {
 
 	mu     sync.Mutex
 	from   string            // the stream header's from
+	me     string            // the stream header's to (our domain; the default one if absent)
 	authed map[string]string // authenticated peer domain -> method
 	bidi   bool              // the peer asked for a bidirectional stream (XEP-0288)
 	links  []*outLink        // our links to peer domains over this stream (bidi)
@@ -81,10 +82,10 @@ func (in *inStream) setAuthed(domain, method string) {
 	// stay quiet until the idle limit (reset by every stanza).
 	in.c.nc.SetReadDeadline(time.Now().Add(2 * in.s.cfg.IdleTimeout))
 	in.mu.Lock()
-	bidi := in.bidi
+	bidi, me := in.bidi, in.me
 	in.mu.Unlock()
 	if bidi {
-		in.s.attachBidi(domain, in)
+		in.s.attachBidi(me, domain, in)
 	}
 	in.s.log.Info("s2s incoming stream authenticated", "domain", domain, "auth", method, "remote", in.remote)
 }
@@ -145,7 +146,7 @@ func (in *inStream) stream() (restart bool, cond, text string) {
 		return false, "host-unknown", ""
 	}
 	in.mu.Lock()
-	in.from = from
+	in.from, in.me = from, me
 	sasl := len(in.authed) > 0 && in.authed[from] == "sasl-external"
 	in.mu.Unlock()
 	// Features.

@@ -19,6 +19,7 @@ import (
 // queued to while it is made, closed when idle or when the peer ends it.
 type outLink struct {
 	s      *Server
+	local  string // our originating domain (a virtual host)
 	domain string
 	q      chan *xmlstream.Element
 	done   chan struct{}
@@ -35,8 +36,8 @@ type outLink struct {
 	closeOnce sync.Once
 }
 
-func newOutLink(s *Server, domain string) *outLink {
-	return &outLink{s: s, domain: domain, q: make(chan *xmlstream.Element, s.cfg.QueueMax), done: make(chan struct{})}
+func newOutLink(s *Server, local, domain string) *outLink {
+	return &outLink{s: s, local: local, domain: domain, q: make(chan *xmlstream.Element, s.cfg.QueueMax), done: make(chan struct{})}
 }
 
 // enqueue adds st without blocking (called under s.mu).
@@ -49,11 +50,17 @@ func (l *outLink) enqueue(st *xmlstream.Element) bool {
 	}
 }
 
+// key is l's name in the link table (LinkKey).
+func (l *outLink) key() string { return LinkKey(l.s.cfg.Domain, l.local, l.domain) }
+
 func (l *outLink) status() LinkStatus {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	ls := LinkStatus{Domain: l.domain, Direction: "out", State: "connecting", Queued: len(l.q), Auth: l.auth,
 		Verified: l.verified, Remote: l.remote}
+	if l.local != l.s.cfg.Domain {
+		ls.From = l.local
+	}
 	if l.up {
 		ls.State = "up"
 		ls.TLS = l.st.tls
@@ -81,7 +88,7 @@ func (l *outLink) run() {
 	s := l.s
 	defer s.wg.Done()
 	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.ConnectTimeout)
-	st, auth, err := s.connectOut(ctx, l.domain, s.cfg.Domain, false)
+	st, auth, err := s.connectOut(ctx, l.domain, l.local, false)
 	timedOut := ctx.Err() == context.DeadlineExceeded
 	cancel()
 	if err != nil {
@@ -154,7 +161,7 @@ func (l *outLink) writer() {
 			return
 		case <-idle.C:
 			s.mu.Lock()
-			if len(l.q) == 0 && s.out[l.domain] == l {
+			if len(l.q) == 0 && s.out[l.key()] == l {
 				s.removeOutLocked(l)
 				s.mu.Unlock()
 				s.log.Info("s2s link idle, closing", "domain", l.domain)
@@ -308,6 +315,7 @@ func (s *Server) negotiateOut(ctx context.Context, nc net.Conn, domain, from str
 	stop := context.AfterFunc(ctx, func() { nc.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
 	c := newStream(s, nc)
+	c.local = from
 	if direct {
 		if err := c.startTLSClient(ctx, domain, true); err != nil {
 			return nil, "", err

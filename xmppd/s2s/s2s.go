@@ -56,6 +56,11 @@ type Config struct {
 	// serve, e.g. conference.DOMAIN): incoming stanzas to other domains are refused.
 	// nil: only Domain.
 	Local func(domain string) bool
+	// Hosts reports whether a domain is one of the server's virtual hosts: a
+	// stanza from a user of such a host goes out on a link of that host (stream
+	// from and dialback keys are the host's). nil: only Domain; stanzas from other
+	// local domains (conference.DOMAIN, components) use Domain's link.
+	Hosts func(domain string) bool
 	// TLS holds the certificate offered on both sides (server certificate on the
 	// listener, client certificate on outgoing links for SASL EXTERNAL).
 	TLS *tls.Config
@@ -228,18 +233,20 @@ func (s *Server) Send(ctx context.Context, st *xmlstream.Element, from, to jid.J
 		s.bounce(ctx, st, module.ErrCancel, "remote-server-not-found", "")
 		return
 	}
+	local := s.originOf(from)
+	key := LinkKey(s.cfg.Domain, local, domain)
 	s.mu.Lock()
 	if s.ctx.Err() != nil {
 		s.mu.Unlock()
 		s.bounce(ctx, st, module.ErrCancel, "remote-server-not-found", "shutting down")
 		return
 	}
-	l := s.out[domain]
+	l := s.out[key]
 	if l == nil {
-		l = newOutLink(s, domain)
-		s.out[domain] = l
+		l = newOutLink(s, local, domain)
+		s.out[key] = l
 		if s.cfg.OnLink != nil {
-			s.cfg.OnLink(domain, true)
+			s.cfg.OnLink(key, true)
 		}
 		s.wg.Add(1)
 		go l.run()
@@ -264,20 +271,48 @@ func (s *Server) bounce(ctx context.Context, st *xmlstream.Element, typ, cond, t
 	s.cfg.Route(ctx, module.Error(st, typ, cond, text))
 }
 
-// attachBidi makes an incoming bidirectional stream from domain (XEP-0288)
-// this node's link to domain, unless there is one already.
-func (s *Server) attachBidi(domain string, in *inStream) {
+// originOf is the local domain a stanza from from leaves as: its virtual host,
+// else the default host.
+func (s *Server) originOf(from jid.JID) string {
+	if s.cfg.Hosts != nil && from.Domain != s.cfg.Domain && s.cfg.Hosts(from.Domain) {
+		return from.Domain
+	}
+	return s.cfg.Domain
+}
+
+// LinkKey names the outgoing link from local (one of the virtual hosts) to
+// remote, in the link table and to Config.OnLink: remote for the default host
+// def, remote/local for another host.
+func LinkKey(def, local, remote string) string {
+	if local == def || local == "" {
+		return remote
+	}
+	return remote + "/" + local
+}
+
+// Key names the link a stanza from from to to leaves on (LinkKey).
+func (s *Server) Key(from, to jid.JID) string {
+	return LinkKey(s.cfg.Domain, s.originOf(from), to.Domain)
+}
+
+// attachBidi makes an incoming bidirectional stream from domain to local
+// (XEP-0288) this node's link from local to domain, unless there is one already.
+func (s *Server) attachBidi(local, domain string, in *inStream) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if _, ok := s.out[domain]; ok || s.ctx.Err() != nil {
+	if s.cfg.Hosts == nil || !s.cfg.Hosts(local) {
+		local = s.cfg.Domain
+	}
+	key := LinkKey(s.cfg.Domain, local, domain)
+	if _, ok := s.out[key]; ok || s.ctx.Err() != nil {
 		return
 	}
-	l := newOutLink(s, domain)
+	l := newOutLink(s, local, domain)
 	l.st, l.up, l.auth, l.borrowed, l.remote = in.c, true, "bidi", true, in.remote
 	l.verified = s.verifyCert(in.c.peerCerts, domain) == nil
-	s.out[domain] = l
+	s.out[key] = l
 	if s.cfg.OnLink != nil {
-		s.cfg.OnLink(domain, true)
+		s.cfg.OnLink(key, true)
 	}
 	in.links = append(in.links, l)
 	s.wg.Add(1)
@@ -297,10 +332,10 @@ func (s *Server) removeOut(l *outLink) {
 
 // removeOutLocked is removeOut under s.mu.
 func (s *Server) removeOutLocked(l *outLink) {
-	if s.out[l.domain] == l {
-		delete(s.out, l.domain)
+	if k := l.key(); s.out[k] == l {
+		delete(s.out, k)
 		if s.cfg.OnLink != nil {
-			s.cfg.OnLink(l.domain, false)
+			s.cfg.OnLink(k, false)
 		}
 	}
 }
@@ -308,6 +343,7 @@ func (s *Server) removeOutLocked(l *outLink) {
 // LinkStatus describes one link for `xmppctl s2s`.
 type LinkStatus struct {
 	Domain    string `json:"domain"`
+	From      string `json:"from,omitempty"` // the local host of an outgoing link, if not the default one
 	Direction string `json:"direction"` // "out" or "in"
 	State     string `json:"state"`     // connecting, up
 	Auth      string `json:"auth,omitempty"`
@@ -343,7 +379,8 @@ func (s *Server) Status() []LinkStatus {
 	return out
 }
 
-// Domains returns the remote domains with an outgoing link here (up or being made).
+// Domains returns the outgoing links here (up or being made) by LinkKey: the
+// remote domain, remote/host for a link of a virtual host other than the default.
 func (s *Server) Domains() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -28,6 +28,7 @@ type stream struct {
 	tls       bool
 	bidi      bool // we asked for a bidirectional stream (XEP-0288)
 	peerCerts []*x509.Certificate
+	local     string // outgoing: our originating domain (its certificate is our client certificate)
 
 	wmu sync.Mutex
 }
@@ -95,6 +96,12 @@ func (c *stream) streamError(cond, text string) {
 func (c *stream) startTLSClient(ctx context.Context, domain string, direct bool) error {
 	cfg := &tls.Config{ServerName: domain, InsecureSkipVerify: true, MinVersion: tls.VersionTLS12,
 		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			if g := c.s.cfg.TLS.GetCertificate; g != nil && c.local != "" {
+				// A virtual host's certificate, chosen as for an SNI name.
+				if cert, err := g(&tls.ClientHelloInfo{ServerName: c.local}); err == nil && cert != nil {
+					return cert, nil
+				}
+			}
 			if certs := c.s.cfg.TLS.Certificates; len(certs) > 0 {
 				return &certs[0], nil
 			}

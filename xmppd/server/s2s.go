@@ -6,6 +6,7 @@ import (
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
 	"errors"
@@ -73,6 +74,9 @@ func buildS2S(s *Server) ([]StagedComponent, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := s.hostCerts(tlsCfg); err != nil {
+		return nil, err
+	}
 	var roots *x509.CertPool
 	if kc.CAFile != "" {
 		b, err := os.ReadFile(kc.CAFile)
@@ -95,9 +99,10 @@ func buildS2S(s *Server) ([]StagedComponent, error) {
 	f.srv = s2s.New(s2s.Config{
 		Domain: domain,
 		Local: func(d string) bool {
-			return d == domain || slices.Contains(s.Router.ServedDomains(), d)
+			return d == domain || s.Router.IsLocal(d) || slices.Contains(s.Router.ServedDomains(), d)
 		},
-		TLS: tlsCfg, RootCAs: roots, SecureAuth: kc.SecureAuth, AllowPlaintext: kc.AllowPlaintext, NoBidi: !kc.Bidi,
+		Hosts: s.Router.IsLocal,
+		TLS:   tlsCfg, RootCAs: roots, SecureAuth: kc.SecureAuth, AllowPlaintext: kc.AllowPlaintext, NoBidi: !kc.Bidi,
 		Resolver: kc.Resolver, DefaultPort: kc.DefaultPort, DialbackSecret: secret, Limits: lim,
 		ConnectTimeout: kc.Timeout, IdleTimeout: kc.IdleTimeout, QueueMax: kc.Queue,
 		Route:  func(ctx context.Context, st *xmlstream.Element) { s.Router.Route(ctx, st) },
@@ -168,7 +173,7 @@ func (f *s2sFeature) owner(domain string) string {
 // route takes a stanza for a remote domain: over the bus to the node owning the
 // domain's link, else onto a link from this node.
 func (f *s2sFeature) route(ctx context.Context, st *xmlstream.Element, from, to jid.JID) {
-	if node := f.owner(to.Domain); node != "" {
+	if node := f.owner(f.srv.Key(from, to)); node != "" {
 		if b := f.s.Bus(); b != nil {
 			body := xmlstream.AppendElement(nil, st, xmlstream.NSClient)
 			b.Send(node, &cluster.Message{Kind: kindS2S, To: to.Domain, Body: body},
@@ -216,4 +221,29 @@ func (f *s2sFeature) admin(context.Context, []string) (any, error) {
 		return true
 	})
 	return st, nil
+}
+
+// hostCerts makes c offer each virtual host's certificate to a peer naming it
+// (SNI), and to a peer asking our client certificate on a host's outgoing link
+// (SASL EXTERNAL); the default host keeps c's own certificate.
+func (s *Server) hostCerts(c *tls.Config) error {
+	hosts := s.cfg.HostNames()
+	if len(hosts) < 2 {
+		return nil
+	}
+	byName := map[string]*tls.Certificate{}
+	for _, d := range hosts {
+		hc, _ := s.cfg.Host(d)
+		cert, err := s.hostCert(d, hc)
+		if err != nil {
+			return err
+		}
+		if cert != nil {
+			byName[d] = cert
+		}
+	}
+	c.GetCertificate = func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+		return byName[hello.ServerName], nil // nil: Certificates[0]
+	}
+	return nil
 }
