@@ -344,8 +344,8 @@ func (s *Server) removeOutLocked(l *outLink) {
 type LinkStatus struct {
 	Domain    string `json:"domain"`
 	From      string `json:"from,omitempty"` // the local host of an outgoing link, if not the default one
-	Direction string `json:"direction"` // "out" or "in"
-	State     string `json:"state"`     // connecting, up
+	Direction string `json:"direction"`      // "out" or "in"
+	State     string `json:"state"`          // connecting, up
 	Auth      string `json:"auth,omitempty"`
 	TLS       bool   `json:"tls"`
 	Verified  bool   `json:"verified"` // the peer's certificate verified
