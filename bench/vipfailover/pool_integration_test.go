@@ -5,17 +5,24 @@ package vipfailover
 import (
 	"fmt"
 	"maps"
+	"net"
+	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/mdlayher/packet"
 )
 
 // TestVIPPoolSpreadAndMinimalMovement: three xmppd in namespaces share a pool of
 // three VIPs (--vip A,B,C). The pool spreads one VIP per node, each VIP on
-// exactly one node's interface and every node agreeing on the holders; when a
+// exactly one node's interface and every node agreeing on the holders; a
+// gratuitous ARP for a VIP from a foreign MAC makes its holder re-announce (the
+// conflict path from netcfg's watch through the plan), nothing moves; when a
 // holder dies, only its VIP moves (to one survivor), the survivors keep theirs.
 func TestVIPPoolSpreadAndMinimalMovement(t *testing.T) {
 	if os.Geteuid() != 0 {
@@ -90,6 +97,26 @@ func TestVIPPoolSpreadAndMinimalMovement(t *testing.T) {
 	before := wait(60*time.Second, "one VIP per node", h.nodes, onePerNode)
 	t.Logf("pool spread: %v", before)
 
+	// Another MAC announces the first VIP (a stale or foreign announcer): its
+	// holder, the one the plan names, sees the conflict and re-announces at once.
+	vip0 := netip.MustParsePrefix(pool[0]).Addr()
+	if err := h.inClient(func() error { return forgedGARP(vip0) }); err != nil {
+		t.Fatal(err)
+	}
+	var holder0 *node
+	for _, n := range h.nodes {
+		if n.name == before[pool[0]] {
+			holder0 = n
+		}
+	}
+	waitFor(t, 10*time.Second, holder0.name+" to re-announce "+pool[0]+" after the conflict", func() bool {
+		b, _ := os.ReadFile(filepath.Join(h.opt.Dir, holder0.name+".log"))
+		return strings.Contains(string(b), "vip conflict: re-announcing")
+	})
+	if m, why := placement(h.nodes); m == nil || !maps.Equal(m, before) {
+		t.Fatalf("the placement changed after a foreign announcement: %v %s", m, why)
+	}
+
 	// The holder of the last VIP dies like a power loss.
 	var victim *node
 	var survivors []*node
@@ -115,4 +142,30 @@ func TestVIPPoolSpreadAndMinimalMovement(t *testing.T) {
 			t.Errorf("%s moved from %s to %s although its holder lives (want only the dead node's VIP to move)", v, before[v], after[v])
 		}
 	}
+}
+
+// forgedGARP sends, on the client's bridge, a gratuitous ARP request for ip from
+// a MAC no node has (02:00:00:00:00:99).
+func forgedGARP(ip netip.Addr) error {
+	ifi, err := net.InterfaceByName("br0")
+	if err != nil {
+		return err
+	}
+	c, err := packet.Listen(ifi, packet.Raw, 0x0806, nil)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	mac := net.HardwareAddr{2, 0, 0, 0, 0, 0x99}
+	a := ip.As4()
+	f := make([]byte, 0, 42)
+	f = append(f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff)
+	f = append(f, mac...)
+	f = append(f, 0x08, 0x06, 0, 1, 0x08, 0x00, 6, 4, 0, 1) // ARP, Ethernet/IPv4, request
+	f = append(f, mac...)
+	f = append(f, a[:]...)
+	f = append(f, 0, 0, 0, 0, 0, 0)
+	f = append(f, a[:]...)
+	_, err = c.WriteTo(f, &packet.Addr{HardwareAddr: net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}})
+	return err
 }
