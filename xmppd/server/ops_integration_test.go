@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
@@ -45,6 +46,25 @@ func scrape(t *testing.T, url string) map[string]*dto.MetricFamily {
 		t.Fatalf("parse %s: %v", url, err)
 	}
 	return mfs
+}
+
+// lint checks the exposition at url with Prometheus' own linter (promlint:
+// naming conventions, units, _total on counters, help text).
+func lint(t *testing.T, url string) {
+	t.Helper()
+	cl := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	resp, err := cl.Get(url)
+	if err != nil {
+		t.Fatalf("scrape %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	probs, err := promlint.New(resp.Body).Lint()
+	if err != nil {
+		t.Fatalf("lint %s: %v", url, err)
+	}
+	for _, p := range probs {
+		t.Errorf("metric %s: %s", p.Metric, p.Text)
+	}
 }
 
 // value returns the value of the metric of family name whose labels include
@@ -168,6 +188,7 @@ func TestOperations(t *testing.T) {
 	}
 
 	before := scrape(t, metricsURL)
+	lint(t, metricsURL)
 	for _, name := range []string{"xmppd_sessions", "xmppd_logins_total", "xmppd_login_failures_total", "xmppd_stanzas_in_total",
 		"xmppd_stanzas_out_total", "xmppd_routing_latency_seconds", "xmppd_storage_mode", "xmppd_storage_role", "xmppd_storage_leader",
 		"xmppd_storage_applied_index", "xmppd_storage_lag_entries", "xmppd_build_info", "xmppd_uptime_seconds", "xmppd_log_records_total",
@@ -394,6 +415,7 @@ func TestOperationsClusterMetrics(t *testing.T) {
 	if commits < 1 || leaderships < 1 {
 		t.Fatalf("raft metrics: %v commits timed, %v leader transitions", commits, leaderships)
 	}
+	lint(t, urls[0]) // the raft, serf and cluster families too
 	nodes[1].Kill()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
