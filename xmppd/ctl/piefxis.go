@@ -17,16 +17,20 @@ import (
 // here, since xmppd reads and writes them itself.
 
 func init() {
-	registerClient(Command{"import-piefxis", "FILE|DIR", "import accounts, rosters, vCards, private XML, offline messages, block and privacy lists from a XEP-0227 file (ejabberd's export_piefxis, Prosody's xep0227 store), with progress", 1, 1}, follow("import-piefxis"))
-	registerClient(Command{"export-piefxis", "DIR", "export every account and its data as a XEP-0227 file written in DIR, with progress", 1, 1}, follow("export-piefxis"))
+	registerClient(Command{"import-piefxis", "FILE|DIR [--skip-unknown-hosts]", "import accounts, rosters, vCards, private XML, offline messages, block and privacy lists from a XEP-0227 file (ejabberd's export_piefxis, Prosody's xep0227 store), each host's users into that host, with progress", 1, 2}, follow("import-piefxis"))
+	registerClient(Command{"export-piefxis", "DIR", "export every account and its data as XEP-0227 files written in DIR (ejabberd's layout: a main file and one file per host), with progress", 1, 1}, follow("export-piefxis"))
 	register(Command{"piefxis-status", "", "progress or result of the running or last import-piefxis/export-piefxis", 0, 0}, renderPIEFXIS)
 	details["import-piefxis"] = "The file is read by xmppd (give a path on its host). ejabberd: `ejabberdctl export_piefxis DIR` writes DIR/<stamp>.xml\n" +
 		"and one file per host that it includes: import the first. Prosody: prosody-migrator with output type xep0227 writes one\n" +
 		"file per user (USER@HOST.xml): give that directory.\n" +
 		"Accounts that exist keep their password; their roster items, vCard, private XML are replaced and offline messages added.\n" +
-		"Plaintext passwords become salted SCRAM keys (never stored as such); SCRAM credentials are kept as exported."
-	details["export-piefxis"] = "xmppd writes DIR/<domain>-<UTC time>.xml (DIR on its host), complete or not at all. Passwords are exported as\n" +
-		"SCRAM credentials (urn:xmpp:pie:0#scram): xmppd never has the plaintext."
+		"Plaintext passwords become salted SCRAM keys (never stored as such); SCRAM credentials are kept as exported.\n" +
+		"Each <host/>'s users go to that host (alice@a.example and alice@b.example stay two accounts). A file naming a host\n" +
+		"xmppd does not serve is refused before anything is written (as ejabberd stops at an unknown host); with\n" +
+		"--skip-unknown-hosts the served hosts are imported and the other hosts' users counted as other_hosts."
+	details["export-piefxis"] = "xmppd writes, as ejabberdctl export_piefxis does, DIR/<stamp>.xml including DIR/<stamp>_<host>.xml for each\n" +
+		"served host (stamp: UTC time, 20060102-150405; DIR on xmppd's host), complete or not at all. Import the main file.\n" +
+		"Passwords are exported as SCRAM credentials (urn:xmpp:pie:0#scram): xmppd never has the plaintext."
 }
 
 // pollEvery is how often xmppctl asks for progress; a line is printed at most
@@ -39,7 +43,11 @@ const (
 // follow returns the client side of cmd (import-piefxis or export-piefxis).
 func follow(cmd string) func(ctx context.Context, socket string, args []string, asJSON bool, stdout, stderr io.Writer) int {
 	return func(ctx context.Context, socket string, args []string, asJSON bool, stdout, stderr io.Writer) int {
-		return piefxisRun(ctx, socket, cmd, args[0], asJSON, stdout, stderr)
+		if len(args) == 2 && args[1] != "--skip-unknown-hosts" {
+			fmt.Fprintf(stderr, "xmppctl: %s: unknown option %q (--skip-unknown-hosts)\n", cmd, args[1])
+			return 2
+		}
+		return piefxisRun(ctx, socket, cmd, args[0], args[1:], asJSON, stdout, stderr)
 	}
 }
 
@@ -50,13 +58,13 @@ func call(ctx context.Context, socket, cmd string, args []string) (admin.Respons
 }
 
 // piefxisRun starts cmd on path and follows the job.
-func piefxisRun(ctx context.Context, socket, cmd, path string, asJSON bool, stdout, stderr io.Writer) int {
+func piefxisRun(ctx context.Context, socket, cmd, path string, opts []string, asJSON bool, stdout, stderr io.Writer) int {
 	abs, err := filepath.Abs(path)
 	if err != nil {
 		fmt.Fprintf(stderr, "xmppctl: %s: %v\n", cmd, err)
 		return 2
 	}
-	resp, err := call(ctx, socket, cmd, []string{abs})
+	resp, err := call(ctx, socket, cmd, append([]string{abs}, opts...))
 	if err != nil {
 		fmt.Fprintf(stderr, "xmppctl: %s\n", explain(socket, err))
 		return 3

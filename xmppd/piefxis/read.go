@@ -61,6 +61,69 @@ func (r *Reader) readFile(path, dir, host string, fn UserFunc, depth int) error 
 	return nil
 }
 
+// FileHosts lists the hosts of the file at path in document order, without
+// reading their users where it can: an included file's host is its root
+// element, so for ejabberd's layout (a main file including one file per host)
+// only the first element of each file is read; a host written inline is
+// skipped over. An import checks the hosts with it before writing anything.
+func FileHosts(path string) ([]string, error) {
+	var out []string
+	if err := fileHosts(path, filepath.Dir(path), &out, 0); err != nil {
+		return nil, fmt.Errorf("piefxis: %s: %w", filepath.Base(path), err)
+	}
+	return out, nil
+}
+
+func fileHosts(path, dir string, out *[]string, depth int) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	d := xml.NewDecoder(f)
+	d.Strict = true
+	for {
+		tok, err := d.Token()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		switch t := tok.(type) {
+		case xml.StartElement:
+			switch {
+			case t.Name.Space == NSXInclude && t.Name.Local == "include":
+				href := attr(t, "href")
+				if err := d.Skip(); err != nil {
+					return err
+				}
+				p, err := includePath(dir, href, depth)
+				if err != nil {
+					return err
+				}
+				if err := fileHosts(p, dir, out, depth+1); err != nil {
+					return fmt.Errorf("%s: %w", filepath.Base(p), err)
+				}
+			case isPIE(t.Name.Space) && t.Name.Local == "host":
+				h := attr(t, "jid")
+				if h == "" {
+					return errors.New("<host/> without a jid")
+				}
+				*out = append(*out, h)
+				if depth > 0 {
+					return nil // an included host file: its root is all there is to know
+				}
+				if err := d.Skip(); err != nil {
+					return err
+				}
+			}
+		case xml.Directive:
+			return errors.New("DTDs and entity declarations are not accepted")
+		}
+	}
+}
+
 // Read reads one document from in; includes are resolved relative to dir ("":
 // includes are refused).
 func (r *Reader) Read(in io.Reader, dir string, fn UserFunc) error {
@@ -148,20 +211,29 @@ func (r *Reader) decode(in io.Reader, dir, host string, fn UserFunc, depth int) 
 
 // include reads an xi:include'd file, which must lie inside dir.
 func (r *Reader) include(dir, href, host string, fn UserFunc, depth int) error {
+	p, err := includePath(dir, href, depth)
+	if err != nil {
+		return err
+	}
+	return r.readFile(p, dir, host, fn, depth+1)
+}
+
+// includePath is the file an xi:include names, which must lie inside dir.
+func includePath(dir, href string, depth int) (string, error) {
 	if dir == "" {
-		return fmt.Errorf("xi:include %q: includes are not allowed here", href)
+		return "", fmt.Errorf("xi:include %q: includes are not allowed here", href)
 	}
 	if depth >= maxIncludeDepth {
-		return fmt.Errorf("xi:include %q: nested too deep", href)
+		return "", fmt.Errorf("xi:include %q: nested too deep", href)
 	}
 	if href == "" || filepath.IsAbs(href) || strings.Contains(href, "://") {
-		return fmt.Errorf("xi:include %q: only a file relative to the including file is accepted", href)
+		return "", fmt.Errorf("xi:include %q: only a file relative to the including file is accepted", href)
 	}
 	p := filepath.Join(dir, filepath.FromSlash(href))
 	if rel, err := filepath.Rel(dir, p); err != nil || rel == ".." || strings.HasPrefix(rel, ".."+string(filepath.Separator)) {
-		return fmt.Errorf("xi:include %q: outside the directory of the including file", href)
+		return "", fmt.Errorf("xi:include %q: outside the directory of the including file", href)
 	}
-	return r.readFile(p, dir, host, fn, depth+1)
+	return p, nil
 }
 
 func attr(t xml.StartElement, local string) string {

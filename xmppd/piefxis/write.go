@@ -9,12 +9,35 @@ import (
 )
 
 // Writer writes a XEP-0227 document: server-data, then hosts, each with its
-// users, one user per line.
+// users, one user per line; or (NewHostWriter) one host as the document, the
+// per-host file of ejabberd's export layout.
 type Writer struct {
-	w      *bufio.Writer
-	inHost bool
-	closed bool
-	buf    []byte
+	w        *bufio.Writer
+	inHost   bool
+	hostRoot bool // the document is one <host/>
+	closed   bool
+	buf      []byte
+}
+
+// NewHostWriter writes the XML declaration and the start of a <host/> that is
+// the document's root (ejabberd's per-host file, included by the main file
+// WriteMain writes); write its users with User, end it with Close.
+func NewHostWriter(w io.Writer, jid string) (*Writer, error) {
+	bw := bufio.NewWriterSize(w, 256<<10)
+	_, err := bw.WriteString("<?xml version='1.0' encoding='UTF-8'?>\n<host xmlns='" + NS + "' jid='" + escapeAttr(jid) + "'>\n")
+	return &Writer{w: bw, inHost: true, hostRoot: true}, err
+}
+
+// WriteMain writes the main file of ejabberd's export layout: a server-data
+// that includes (XInclude) each host's file, hrefs relative to the main file.
+func WriteMain(w io.Writer, hrefs []string) error {
+	bw := bufio.NewWriter(w)
+	bw.WriteString("<?xml version='1.0' encoding='UTF-8'?>\n<server-data xmlns='" + NS + "' xmlns:xi='" + NSXInclude + "'>\n")
+	for _, h := range hrefs {
+		bw.WriteString("<xi:include href='" + escapeAttr(h) + "'/>\n")
+	}
+	bw.WriteString("</server-data>\n")
+	return bw.Flush()
 }
 
 // NewWriter writes the XML declaration and <server-data/>'s start to w.
@@ -28,6 +51,9 @@ func NewWriter(w io.Writer) (*Writer, error) {
 func (w *Writer) StartHost(jid string) error {
 	if w.closed {
 		return errors.New("piefxis: writer closed")
+	}
+	if w.hostRoot {
+		return errors.New("piefxis: a host file holds one host")
 	}
 	if err := w.endHost(); err != nil {
 		return err
@@ -68,6 +94,9 @@ func (w *Writer) Close() error {
 	w.closed = true
 	if err := w.endHost(); err != nil {
 		return err
+	}
+	if w.hostRoot {
+		return w.w.Flush()
 	}
 	if _, err := w.w.WriteString("</server-data>\n"); err != nil {
 		return err

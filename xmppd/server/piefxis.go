@@ -6,12 +6,10 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"time"
 
 	"xedge/xmppd/mod/migrate"
-	"xedge/xmppd/piefxis"
 )
 
 // The XEP-0227 migration feature: `xmppctl import-piefxis FILE` and
@@ -108,8 +106,9 @@ func (f *piefxisFeature) finish(j *piefxisJob, sum migrate.Summary, err error) {
 }
 
 func (f *piefxisFeature) startImport(_ context.Context, args []string) (any, error) {
-	if len(args) != 1 || !filepath.IsAbs(args[0]) {
-		return nil, errors.New("usage: import-piefxis /absolute/path/file.xml (or a directory of Prosody's USER@HOST.xml files)")
+	skip := len(args) == 2 && args[1] == "--skip-unknown-hosts"
+	if len(args) < 1 || len(args) > 2 || (len(args) == 2 && !skip) || !filepath.IsAbs(args[0]) {
+		return nil, errors.New("usage: import-piefxis /absolute/path/file.xml [--skip-unknown-hosts] (or a directory of Prosody's USER@HOST.xml files)")
 	}
 	path := args[0]
 	if _, err := os.Stat(path); err != nil {
@@ -123,7 +122,7 @@ func (f *piefxisFeature) startImport(_ context.Context, args []string) (any, err
 	f.wg.Add(1)
 	go func() {
 		defer f.wg.Done()
-		sum, err := migrate.Import(f.ctx, f.s.Store, migrate.ImportOptions{Domain: f.s.cfg.Domain}, path, &j.prog)
+		sum, err := migrate.Import(f.ctx, f.s.Store, migrate.ImportOptions{Domain: f.s.cfg.Domain, Hosts: f.s.cfg.HostNames(), SkipUnknownHosts: skip}, path, &j.prog)
 		f.finish(j, sum, err)
 	}()
 	return f.status(), nil
@@ -137,8 +136,8 @@ func (f *piefxisFeature) startExport(_ context.Context, args []string) (any, err
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, err
 	}
-	name := strings.NewReplacer("/", "_", "\\", "_").Replace(f.s.cfg.Domain) + "-" + time.Now().UTC().Format("20060102T150405Z") + ".xml"
-	path := filepath.Join(dir, name)
+	now := time.Now()
+	path, _ := migrate.ExportFiles(dir, now, f.s.cfg.HostNames())
 	j, err := f.begin("export", path)
 	if err != nil {
 		return nil, err
@@ -146,41 +145,11 @@ func (f *piefxisFeature) startExport(_ context.Context, args []string) (any, err
 	f.wg.Add(1)
 	go func() {
 		defer f.wg.Done()
-		sum, err := f.export(j, path)
+		sum, err := migrate.ExportDir(f.ctx, f.s.Store, dir, f.s.cfg.HostNames(), f.s.cfg.Domain, now, &j.prog)
 		sum.File = path
 		f.finish(j, sum, err)
 	}()
 	return f.status(), nil
-}
-
-// export writes the file under a temporary name and renames it when complete,
-// so a partial export is never taken for a whole one.
-func (f *piefxisFeature) export(j *piefxisJob, path string) (migrate.Summary, error) {
-	tmp := path + ".partial"
-	out, err := os.OpenFile(tmp, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
-	if err != nil {
-		return migrate.Summary{}, err
-	}
-	defer os.Remove(tmp)
-	w, err := piefxis.NewWriter(out)
-	if err != nil {
-		out.Close()
-		return migrate.Summary{}, err
-	}
-	sum, err := migrate.Export(f.ctx, f.s.Store, f.s.cfg.Domain, w, &j.prog)
-	if err == nil {
-		err = w.Close()
-	}
-	if err == nil {
-		err = out.Sync()
-	}
-	if cerr := out.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	return sum, err
 }
 
 func (f *piefxisFeature) status() PIEFXISStatus {

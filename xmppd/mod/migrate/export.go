@@ -19,34 +19,59 @@ import (
 	"xedge/xmppd/piefxis"
 )
 
-// Export writes every account of domain in st to w as one <host/>. The caller
-// closes w. prog (may be nil) counts the users written.
+// Export writes every account of domain in st to w as one <host/> (a server
+// with one host). The caller closes w. prog (may be nil) counts the users
+// written.
 func Export(ctx context.Context, st storage.Store, domain string, w *piefxis.Writer, prog *Progress) (Summary, error) {
+	if err := w.StartHost(domain); err != nil {
+		return Summary{}, fmt.Errorf("migrate: %w", err)
+	}
+	return ExportHost(ctx, st, domain, domain, w, prog)
+}
+
+// hostUsers lists the users of host in the users table: the keys without '@'
+// for the default host (def), the keys localpart@host for another host; it
+// returns each user's key and name (localpart).
+func hostUsers(st storage.Store, host, def string) (keys, names []string, err error) {
+	users, err := st.Durable(accounts.Table)
+	if err != nil {
+		return nil, nil, fmt.Errorf("migrate: %w", err)
+	}
+	err = users.Scan("", func(k string, _ []byte) bool {
+		local, h, qualified := strings.Cut(k, "@")
+		if (host == def && !qualified) || (qualified && h == host && host != def) {
+			keys, names = append(keys, k), append(names, local)
+		}
+		return true
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("migrate: scan users: %w", err)
+	}
+	return keys, names, nil
+}
+
+// ExportHost writes the accounts of host (a served domain; def is the
+// server's default host) to w, inside the host w is writing. prog (may be
+// nil) counts the users written.
+func ExportHost(ctx context.Context, st storage.Store, host, def string, w *piefxis.Writer, prog *Progress) (Summary, error) {
 	start := time.Now()
 	if prog == nil {
 		prog = &Progress{}
 	}
-	users, err := st.Durable(accounts.Table)
+	keys, names, err := hostUsers(st, host, def)
 	if err != nil {
-		return Summary{}, fmt.Errorf("migrate: %w", err)
+		return Summary{}, err
 	}
-	var names []string
-	if err := users.Scan("", func(k string, _ []byte) bool { names = append(names, k); return true }); err != nil {
-		return Summary{}, fmt.Errorf("migrate: scan users: %w", err)
-	}
-	prog.Total.Store(int64(len(names)))
+	prog.Total.Add(int64(len(keys)))
 	ex := exporter{st: st}
 	var sum Summary
-	if err := w.StartHost(domain); err != nil {
-		return sum, fmt.Errorf("migrate: %w", err)
-	}
-	for _, name := range names {
+	for i, key := range keys {
 		if err := ctx.Err(); err != nil {
 			return sum, err
 		}
-		u, ok, err := ex.user(name, &sum)
+		u, ok, err := ex.user(key, names[i], &sum)
 		if err != nil {
-			return sum, fmt.Errorf("migrate: user %s: %w", name, err)
+			return sum, fmt.Errorf("migrate: user %s: %w", key, err)
 		}
 		if !ok { // removed meanwhile
 			continue
@@ -89,9 +114,11 @@ func (ex exporter) scan(table, user string, fn func(rest string, v []byte) error
 	return ferr
 }
 
-func (ex exporter) user(name string, sum *Summary) (*piefxis.User, bool, error) {
+// user reads the rows of the user whose key is key (module.UserKey) and
+// names it name in the file.
+func (ex exporter) user(key, name string, sum *Summary) (*piefxis.User, bool, error) {
 	t := ex.table(accounts.Table)
-	b, ok, err := t.Get(name)
+	b, ok, err := t.Get(key)
 	if err != nil || !ok {
 		return nil, false, err
 	}
@@ -109,7 +136,7 @@ func (ex exporter) user(name string, sum *Summary) (*piefxis.User, bool, error) 
 				Salt: k.keys.Salt, StoredKey: k.keys.StoredKey, ServerKey: k.keys.ServerKey})
 		}
 	}
-	err = ex.scan(roster.TableItems, name, func(contact string, v []byte) error {
+	err = ex.scan(roster.TableItems, key, func(contact string, v []byte) error {
 		var it roster.Item
 		if err := json.Unmarshal(v, &it); err != nil {
 			return fmt.Errorf("roster item %s: %w", contact, err)
@@ -122,7 +149,7 @@ func (ex exporter) user(name string, sum *Summary) (*piefxis.User, bool, error) 
 	if err != nil {
 		return nil, false, err
 	}
-	err = ex.scan(roster.TablePending, name, func(contact string, v []byte) error {
+	err = ex.scan(roster.TablePending, key, func(contact string, v []byte) error {
 		var p pendingRow
 		_ = json.Unmarshal(v, &p)
 		u.Pending = append(u.Pending, piefxis.Pending{From: contact, Status: p.Status})
@@ -133,7 +160,7 @@ func (ex exporter) user(name string, sum *Summary) (*piefxis.User, bool, error) 
 		return nil, false, err
 	}
 	if vt := ex.table(vcard.Table); vt != nil {
-		if b, ok, err := vt.Get(name); err != nil {
+		if b, ok, err := vt.Get(key); err != nil {
 			return nil, false, err
 		} else if ok {
 			if u.VCard, err = modutil.Decode(b); err != nil {
@@ -142,7 +169,7 @@ func (ex exporter) user(name string, sum *Summary) (*piefxis.User, bool, error) 
 			sum.VCards++
 		}
 	}
-	err = ex.scan(private.Table, name, func(k string, v []byte) error {
+	err = ex.scan(private.Table, key, func(k string, v []byte) error {
 		e, err := modutil.Decode(v)
 		if err != nil {
 			return fmt.Errorf("private %q: %w", k, err)
@@ -154,7 +181,7 @@ func (ex exporter) user(name string, sum *Summary) (*piefxis.User, bool, error) 
 	if err != nil {
 		return nil, false, err
 	}
-	err = ex.scan(offline.Table, name, func(k string, v []byte) error {
+	err = ex.scan(offline.Table, key, func(k string, v []byte) error {
 		e, err := modutil.Decode(v)
 		if err != nil {
 			return fmt.Errorf("offline %q: %w", k, err)
@@ -167,7 +194,7 @@ func (ex exporter) user(name string, sum *Summary) (*piefxis.User, bool, error) 
 		return nil, false, err
 	}
 	if pt := ex.table(TablePrivacy); pt != nil {
-		if b, ok, err := pt.Get(name); err != nil {
+		if b, ok, err := pt.Get(key); err != nil {
 			return nil, false, err
 		} else if ok {
 			if u.Privacy, err = modutil.Decode(b); err != nil {
@@ -176,7 +203,7 @@ func (ex exporter) user(name string, sum *Summary) (*piefxis.User, bool, error) 
 			sum.Privacy++
 		}
 	}
-	err = ex.scan(blocking.Table, name, func(j string, _ []byte) error {
+	err = ex.scan(blocking.Table, key, func(j string, _ []byte) error {
 		u.Blocklist = append(u.Blocklist, j)
 		sum.Blocked++
 		return nil

@@ -30,7 +30,16 @@ import (
 
 // ImportOptions configure an import.
 type ImportOptions struct {
-	Domain string // the served domain; users of other hosts are skipped (counted)
+	// Domain is the default host: its users are keyed by localpart, those of
+	// the other Hosts by localpart@host (module.UserKey), so each host's users
+	// stay apart.
+	Domain string
+	// Hosts are the served domains (Domain among them; empty: Domain alone).
+	// A file naming a host not served is refused before anything is written,
+	// as ejabberd's import_piefxis stops at an unknown host, unless
+	// SkipUnknownHosts: then those users are skipped and counted (OtherHosts).
+	Hosts            []string
+	SkipUnknownHosts bool
 	// Iterations is the PBKDF2 count for keys derived from plaintext passwords
 	// (default scram.DefaultIterations, what registration uses).
 	Iterations int
@@ -48,6 +57,66 @@ type pendingRow struct {
 }
 
 func isUnavailable(err error) bool { return errors.Is(err, storage.ErrUnavailable) }
+
+// hostUser is a user read from the file with its host.
+type hostUser struct {
+	host string
+	u    *piefxis.User
+}
+
+// served returns the served domain host names (prepared), or "" if it is not served.
+func (o *ImportOptions) served(host string) string {
+	d := strings.ToLower(strings.TrimSuffix(host, "."))
+	if j, err := jid.New("", d, ""); err == nil {
+		d = j.Domain
+	}
+	if d == strings.ToLower(o.Domain) {
+		return o.Domain
+	}
+	for _, h := range o.Hosts {
+		if d == h {
+			return h
+		}
+	}
+	return ""
+}
+
+// checkHosts refuses, before anything is written, a file naming a host not
+// served (unless SkipUnknownHosts).
+func (o *ImportOptions) checkHosts(files []string, prosody bool) error {
+	if o.SkipUnknownHosts {
+		return nil
+	}
+	var unknown []string
+	seen := map[string]bool{}
+	for _, f := range files {
+		var hosts []string
+		if prosody { // USER@HOST.xml
+			_, h, _ := strings.Cut(strings.TrimSuffix(filepath.Base(f), ".xml"), "@")
+			hosts = []string{h}
+		} else {
+			var err error
+			if hosts, err = piefxis.FileHosts(f); err != nil {
+				return err
+			}
+		}
+		for _, h := range hosts {
+			if o.served(h) == "" && !seen[h] {
+				seen[h] = true
+				unknown = append(unknown, h)
+			}
+		}
+	}
+	if len(unknown) > 0 {
+		served := o.Hosts
+		if len(served) == 0 {
+			served = []string{o.Domain}
+		}
+		return fmt.Errorf("unknown host %s: not served here (hosts: %s); nothing was imported: add it to hosts, or import with --skip-unknown-hosts to import only the hosts served",
+			strings.Join(unknown, ", "), strings.Join(served, ", "))
+	}
+	return nil
+}
 
 // converted is one user's rows.
 type converted struct {
@@ -115,7 +184,14 @@ func Import(ctx context.Context, st storage.Store, opt ImportOptions, path strin
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 
-	users := make(chan *piefxis.User, 256)
+	files, err := inputFiles(path)
+	if err != nil {
+		return Summary{}, fmt.Errorf("migrate: %w", err)
+	}
+	if err := opt.checkHosts(files, files[0] != path); err != nil {
+		return Summary{}, fmt.Errorf("migrate: %w", err)
+	}
+	users := make(chan hostUser, 256)
 	out := make(chan converted, 256)
 	batches := make(chan []storage.Op, 1)
 
@@ -124,20 +200,19 @@ func Import(ctx context.Context, st storage.Store, opt ImportOptions, path strin
 	readErr := make(chan error, 1)
 	go func() {
 		defer close(users)
-		files, err := inputFiles(path)
-		if err != nil {
-			readErr <- err
-			return
-		}
 		fn := func(host string, u *piefxis.User) error {
-			if !strings.EqualFold(host, opt.Domain) {
+			h := opt.served(host)
+			if h == "" {
+				if !opt.SkipUnknownHosts {
+					return fmt.Errorf("unknown host %s: not served here", host)
+				}
 				im.mu.Lock()
 				im.sum.OtherHosts++
 				im.mu.Unlock()
 				return nil
 			}
 			select {
-			case users <- u:
+			case users <- hostUser{h, u}:
 				return nil
 			case <-ctx.Done():
 				return context.Cause(ctx)
@@ -176,10 +251,10 @@ func Import(ctx context.Context, st storage.Store, opt ImportOptions, path strin
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for u := range users {
-				c, err := im.convert(u)
+			for hu := range users {
+				c, err := im.convert(hu.host, hu.u)
 				if err != nil {
-					im.warn.add("user %s: %v (skipped)", u.Name, err)
+					im.warn.add("user %s@%s: %v (skipped)", hu.u.Name, hu.host, err)
 					continue
 				}
 				select {
@@ -285,13 +360,17 @@ func (im *importer) record(u *piefxis.User) (accounts.Record, bool, error) {
 	return rec, derived, nil
 }
 
-// convert turns one user into rows.
-func (im *importer) convert(u *piefxis.User) (converted, error) {
-	uj, err := jid.New(u.Name, im.opt.Domain, "")
+// convert turns one user of host into rows, keyed by the user's key
+// (module.UserKey: the localpart on the default host, localpart@host on another).
+func (im *importer) convert(host string, u *piefxis.User) (converted, error) {
+	uj, err := jid.New(u.Name, host, "")
 	if err != nil {
 		return converted{}, fmt.Errorf("invalid user name: %w", err)
 	}
 	user := uj.Local
+	if host != im.opt.Domain {
+		user += "@" + host
+	}
 	var c converted
 	var n Summary
 	users, err := im.st.Durable(accounts.Table)
@@ -392,7 +471,7 @@ func (im *importer) convert(u *piefxis.User) (converted, error) {
 			}
 		} else {
 			m = m.Copy()
-			m.Append(xmlstream.New(offline.NSDelay, "delay", "from", im.opt.Domain, "stamp", t.UTC().Format("2006-01-02T15:04:05.000Z")))
+			m.Append(xmlstream.New(offline.NSDelay, "delay", "from", host, "stamp", t.UTC().Format("2006-01-02T15:04:05.000Z")))
 		}
 		key := modutil.Key(user, fmt.Sprintf("%016x%08x", uint64(t.UnixNano()), im.seq.Add(1)&0xffffffff))
 		c.ops = append(c.ops, storage.Put(offline.Table, key, modutil.Encode(m)))
@@ -430,6 +509,10 @@ func (im *importer) convert(u *piefxis.User) (converted, error) {
 	}
 	im.mu.Lock()
 	im.sum.add(n)
+	if im.sum.Hosts == nil {
+		im.sum.Hosts = map[string]int{}
+	}
+	im.sum.Hosts[host]++
 	im.mu.Unlock()
 	return c, nil
 }
@@ -448,6 +531,12 @@ func (s *Summary) add(n Summary) {
 	s.Privacy += n.Privacy
 	s.Blocked += n.Blocked
 	s.Skipped += n.Skipped
+	for h, k := range n.Hosts {
+		if s.Hosts == nil {
+			s.Hosts = map[string]int{}
+		}
+		s.Hosts[h] += k
+	}
 }
 
 // DefaultListBlocks returns the JIDs the default privacy list (XEP-0016) of a

@@ -67,25 +67,29 @@ type Progress struct {
 
 // Summary is what a finished job did.
 type Summary struct {
-	Users       int      `json:"users"`
-	Created     int      `json:"created"`
-	Existing    int      `json:"existing"` // accounts that existed: credentials kept, data merged
-	Derived     int      `json:"derived"`  // plaintext passwords turned into SCRAM keys
-	NoPassword  int      `json:"no_password"`
-	RosterItems int      `json:"roster_items"`
-	Pending     int      `json:"pending"`
-	VCards      int      `json:"vcards"`
-	Private     int      `json:"private"`
-	Offline     int      `json:"offline"`
-	Privacy     int      `json:"privacy"`
-	Blocked     int      `json:"blocked"`
-	OtherHosts  int      `json:"other_hosts"` // users of hosts this server does not serve
-	Skipped     int      `json:"skipped"`     // sections not understood (see Warnings)
-	Batches     int      `json:"batches"`
-	Rows        int      `json:"rows"`
-	File        string   `json:"file,omitempty"`
-	Warnings    []string `json:"warnings,omitempty"`
-	Seconds     float64  `json:"seconds"`
+	Users       int    `json:"users"`
+	Created     int    `json:"created"`
+	Existing    int    `json:"existing"` // accounts that existed: credentials kept, data merged
+	Derived     int    `json:"derived"`  // plaintext passwords turned into SCRAM keys
+	NoPassword  int    `json:"no_password"`
+	RosterItems int    `json:"roster_items"`
+	Pending     int    `json:"pending"`
+	VCards      int    `json:"vcards"`
+	Private     int    `json:"private"`
+	Offline     int    `json:"offline"`
+	Privacy     int    `json:"privacy"`
+	Blocked     int    `json:"blocked"`
+	OtherHosts  int    `json:"other_hosts"` // users of hosts this server does not serve (skipped on request)
+	Skipped     int    `json:"skipped"`     // sections not understood (see Warnings)
+	Batches     int    `json:"batches"`
+	Rows        int    `json:"rows"`
+	File        string `json:"file,omitempty"`
+	// Files are the files an export wrote (the main file last); Hosts the
+	// users imported or exported per host.
+	Files    []string       `json:"files,omitempty"`
+	Hosts    map[string]int `json:"hosts,omitempty"`
+	Warnings []string       `json:"warnings,omitempty"`
+	Seconds  float64        `json:"seconds"`
 }
 
 // maxWarnings bounds Summary.Warnings; the rest are counted.

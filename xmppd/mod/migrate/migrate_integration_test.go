@@ -30,6 +30,7 @@ import (
 const ejabberdYML = `loglevel: warning
 hosts:
   - "ej.example"
+  - "ej2.example"
 certfiles:
   - "@CERTKEY@"
 listen:
@@ -103,6 +104,10 @@ output { type = "xep0227"; }
 
 var passwords = map[string]string{"alice": "al1ce pw&<'", "bob": "b0b-secret", "carol": "carol"}
 
+// passwords2 are the accounts of ejabberd's second virtual host, ej2.example:
+// another alice (another account, another password) and dave.
+var passwords2 = map[string]string{"alice": "alice of ej2", "dave": "d4ve"}
+
 func fill(s string, vars map[string]string) string {
 	for k, v := range vars {
 		s = strings.ReplaceAll(s, "@"+k+"@", v)
@@ -145,17 +150,14 @@ func startPeer(t *testing.T, kind, domain, cfg string) *servers.Server {
 	parent := t.TempDir() // the server runs as its own user: let it reach its directory
 	os.Chmod(parent, 0o755)
 	os.Chmod(filepath.Dir(parent), 0o755)
-	s, err := servers.New(servers.Config{Kind: kind, Domain: domain, Dir: parent, Log: slog.Default()})
+	// The configuration is given as the template servers.New fills (@PORT@,
+	// @DIR@, @CERTKEY@), so what it derives from the configuration (ejabberd's
+	// SQL pool, opened at start when there is one) is derived from this one.
+	s, err := servers.New(servers.Config{Kind: kind, Domain: domain, Dir: parent, Log: slog.Default(), Template: cfg})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Remove(false) })
-	_, port, _ := strings.Cut(s.Addr, ":")
-	name := map[string]string{servers.Ejabberd: "ejabberd.yml", servers.Prosody: "prosody.cfg.lua"}[kind]
-	p := filepath.Join(s.Dir(), name)
-	if err := os.WriteFile(p, []byte(fill(cfg, map[string]string{"PORT": port, "DIR": s.Dir(), "CERTKEY": filepath.Join(s.Dir(), "certkey.pem")})), 0o640); err != nil {
-		t.Fatal(err)
-	}
 	chown(t, s.Dir(), kind)
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
@@ -196,13 +198,19 @@ func exportEjabberd(t *testing.T) string {
 		"nick": "Erin", "group": "Remote", "subs": "to"})
 	ctl("set_vcard", map[string]string{"user": "bob", "host": "ej.example", "name": "FN", "content": "Bob Builder"})
 	ctl("private_set", map[string]string{"user": "bob", "host": "ej.example", "element": "<roster xmlns='roster:delimiter'>::</roster>"})
+	for u, p := range passwords2 {
+		ctl("register", map[string]string{"user": u, "host": "ej2.example", "password": p})
+	}
+	ctl("add_rosteritem", map[string]string{"localuser": "alice", "localhost": "ej2.example", "user": "alice", "host": "ej.example",
+		"nick": "Alice on ej", "group": "Other host", "subs": "both"})
+	ctl("set_vcard", map[string]string{"user": "dave", "host": "ej2.example", "name": "FN", "content": "Dave of ej2"})
 	accounts(t, ej.Addr, "ej.example", "populate")
 	out := filepath.Join(d, "export")
 	os.MkdirAll(out, 0o750)
 	chown(t, out, "ejabberd")
 	ctl("export_piefxis", map[string]string{"dir": out})
 	main, _ := filepath.Glob(filepath.Join(out, "*[0-9].xml"))
-	if len(main) != 1 {
+	if hosts, _ := filepath.Glob(filepath.Join(out, "*_ej*.xml")); len(main) != 1 || len(hosts) != 2 {
 		ls, _ := os.ReadDir(out)
 		t.Fatalf("ejabberd export: %v", ls)
 	}
@@ -236,7 +244,9 @@ func exportProsody(t *testing.T) string {
 	return out
 }
 
-func readUsers(t *testing.T, path string) map[string]*piefxis.User {
+// readUsers reads the users of host ("": every host, which must then not
+// repeat a name) of a file, or of a directory of Prosody's files.
+func readUsers(t *testing.T, path string, host ...string) map[string]*piefxis.User {
 	t.Helper()
 	out := map[string]*piefxis.User{}
 	files := []string{path}
@@ -245,7 +255,12 @@ func readUsers(t *testing.T, path string) map[string]*piefxis.User {
 	}
 	for _, f := range files {
 		var r piefxis.Reader
-		if err := r.ReadFile(f, func(_ string, u *piefxis.User) error { out[u.Name] = u; return nil }); err != nil {
+		if err := r.ReadFile(f, func(h string, u *piefxis.User) error {
+			if len(host) == 0 || h == host[0] {
+				out[u.Name] = u
+			}
+			return nil
+		}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -264,7 +279,10 @@ func importInto(t *testing.T, x *testenv.Server, path string) string {
 	return o
 }
 
-func exportFrom(t *testing.T, x *testenv.Server) string {
+// exportFrom runs xmppctl export-piefxis against x and returns the main file
+// of the export (ejabberd's layout: STAMP.xml including STAMP_HOST.xml for
+// each of the hosts).
+func exportFrom(t *testing.T, x *testenv.Server, hosts ...string) string {
 	t.Helper()
 	dir := t.TempDir()
 	start := time.Now()
@@ -273,17 +291,38 @@ func exportFrom(t *testing.T, x *testenv.Server) string {
 	if code != 0 {
 		t.Fatalf("export-piefxis: exit %d\n%s%s", code, o, e)
 	}
-	files, _ := filepath.Glob(filepath.Join(dir, "*.xml"))
-	if len(files) != 1 {
-		t.Fatalf("export-piefxis wrote %v\n%s", files, o)
+	main, _ := filepath.Glob(filepath.Join(dir, "*[0-9].xml"))
+	all, _ := filepath.Glob(filepath.Join(dir, "*"))
+	if len(main) != 1 || len(all) != 1+len(hosts) {
+		t.Fatalf("export-piefxis wrote %v\n%s", all, o)
 	}
-	return files[0]
+	for _, h := range hosts {
+		if _, err := os.Stat(strings.TrimSuffix(main[0], ".xml") + "_" + h + ".xml"); err != nil {
+			t.Fatalf("export-piefxis: no file for host %s: %v", h, all)
+		}
+	}
+	return main[0]
+}
+
+// hostFiles returns the content of each host's file of the export whose main
+// file is main.
+func hostFiles(t *testing.T, main string, hosts ...string) []byte {
+	t.Helper()
+	var out []byte
+	for _, h := range hosts {
+		b, err := os.ReadFile(strings.TrimSuffix(main, ".xml") + "_" + h + ".xml")
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, b...)
+	}
+	return out
 }
 
 // compare checks that every user of the source is in the export with the same
 // data (normalized: order, formatting, JID case) and credentials that verify the
 // old password. A privacy list's JID denials are also in the export's block list.
-func compare(t *testing.T, src, exported map[string]*piefxis.User) {
+func compare(t *testing.T, src, exported map[string]*piefxis.User, pws map[string]string) {
 	t.Helper()
 	for name, u := range src {
 		g := exported[name]
@@ -301,7 +340,7 @@ func compare(t *testing.T, src, exported map[string]*piefxis.User) {
 		}
 		ok := false
 		for _, k := range g.SCRAM {
-			ok = ok || (scram.Keys{Salt: k.Salt, Iterations: k.Iterations, StoredKey: k.StoredKey}).Verify(k.Mechanism, passwords[name])
+			ok = ok || (scram.Keys{Salt: k.Salt, Iterations: k.Iterations, StoredKey: k.StoredKey}).Verify(k.Mechanism, pws[name])
 		}
 		if !ok {
 			t.Errorf("%s: exported credentials do not verify the old password", name)
@@ -324,27 +363,43 @@ func TestMigrateFromEjabberdAndProsody(t *testing.T) {
 	t.Run("ejabberd", func(t *testing.T) {
 		t.Parallel()
 		src := exportEjabberd(t)
-		x := testenv.Start(t, testenv.Options{Domain: "ej.example"})
+		// ejabberd serves two virtual hosts: so does xmppd, and each host's
+		// users land in that host (two alices, two accounts).
+		hosts := []string{"ej.example", "ej2.example"}
+		cfg := "hosts: [ej.example, ej2.example]\n"
+		x := testenv.Start(t, testenv.Options{Domain: "ej.example", Config: cfg})
 		o := importInto(t, x, src)
 		t.Logf("import:\n%s", o)
-		if !strings.Contains(o, "created:") || strings.Contains(o, "warnings") {
+		if !strings.Contains(o, "created:") || strings.Contains(o, "warnings") || !strings.Contains(o, "ej2.example:") {
 			t.Fatalf("import summary:\n%s", o)
+		}
+		for _, c := range [][]string{
+			{"check_password", "alice", "ej2.example", passwords2["alice"]},
+			{"check_password", "alice", "ej.example", passwords["alice"]},
+			{"check_account", "dave", "ej2.example"},
+		} {
+			if out, e, code := x.Ctl(c...); code != 0 {
+				t.Fatalf("%v: exit %d %s%s", c, code, out, e)
+			}
+		}
+		if out, _, code := x.Ctl("check_account", "dave", "ej.example"); code != 1 {
+			t.Fatalf("dave exists on ej.example: exit %d %s", code, out)
 		}
 		accounts(t, x.Addr(), "ej.example", "verify", "--offline")
 		// verify took carol's offline message: it is not exported any more.
-		exp := exportFrom(t, x)
-		orig := readUsers(t, src)
+		exp := exportFrom(t, x, hosts...)
+		orig := readUsers(t, src, "ej.example")
 		orig["carol"].Offline = nil
-		compare(t, orig, readUsers(t, exp))
+		compare(t, orig, readUsers(t, exp, "ej.example"), passwords)
+		compare(t, readUsers(t, src, "ej2.example"), readUsers(t, exp, "ej2.example"), passwords2)
 		start := time.Now()
-		y := testenv.Start(t, testenv.Options{Domain: "ej.example"})
+		y := testenv.Start(t, testenv.Options{Domain: "ej.example", Config: cfg})
 		t.Logf("[%s] %.1fs second xmppd started", time.Now().Format("15:04:05"), time.Since(start).Seconds())
 		importInto(t, y, exp)
-		again := exportFrom(t, y)
-		a, _ := os.ReadFile(exp)
-		b, _ := os.ReadFile(again)
+		again := exportFrom(t, y, hosts...)
+		a, b := hostFiles(t, exp, hosts...), hostFiles(t, again, hosts...)
 		if !bytes.Equal(a, b) {
-			t.Fatalf("export -> import -> export is not the same file:\n%s\n---\n%s", a, b)
+			t.Fatalf("export -> import -> export is not the same files:\n%s\n---\n%s", a, b)
 		}
 		start = time.Now()
 		y.Stop()
@@ -357,8 +412,8 @@ func TestMigrateFromEjabberdAndProsody(t *testing.T) {
 		x := testenv.Start(t, testenv.Options{Domain: "pr.example"})
 		o := importInto(t, x, src)
 		t.Logf("import:\n%s", o)
-		exp := exportFrom(t, x) // before verify: its logins change nothing stored
-		compare(t, readUsers(t, src), readUsers(t, exp))
+		exp := exportFrom(t, x, "pr.example") // before verify: its logins change nothing stored
+		compare(t, readUsers(t, src), readUsers(t, exp), passwords)
 		accounts(t, x.Addr(), "pr.example", "verify", "--no-block")
 	})
 }

@@ -114,7 +114,9 @@ func TestImportExportRoundTrip(t *testing.T) {
 }
 
 // A plaintext password becomes both SCRAM keys; an existing account keeps its
-// own credentials and gets the data merged; users of other hosts are counted.
+// own credentials and gets the data merged; a file of a host not served is
+// refused before anything is written (as ejabberd stops at an unknown host),
+// or its users are skipped and counted on request.
 func TestImportPlaintextAndExisting(t *testing.T) {
 	st := newStore(t)
 	acc := accounts.New(st, "capulet.example", nil)
@@ -145,9 +147,19 @@ func TestImportPlaintextAndExisting(t *testing.T) {
 	if v, _, _ := mustTable(t, st, roster.TableVersion).Get("romeo"); len(v) == 0 || string(v) == roster.EmptyVersion {
 		t.Fatalf("roster version not bumped: %q", v)
 	}
-	sum = importFile(t, st, "other.example", "../../piefxis/testdata/xep0227-example.xml")
-	if sum.OtherHosts != 2 || sum.Users != 0 {
-		t.Fatalf("other host: %+v", sum)
+	st2 := newStore(t)
+	_, err := Import(ctx, st2, ImportOptions{Domain: "other.example"}, "../../piefxis/testdata/xep0227-example.xml", nil)
+	if err == nil || !strings.Contains(err.Error(), "unknown host capulet.example") {
+		t.Fatalf("import of another host: %v", err)
+	}
+	if users, err := st2.Durable(accounts.Table); err == nil {
+		if n, _ := users.Count(""); n != 0 {
+			t.Fatalf("a refused import wrote %d users", n)
+		}
+	}
+	sum, err = Import(ctx, st2, ImportOptions{Domain: "other.example", SkipUnknownHosts: true}, "../../piefxis/testdata/xep0227-example.xml", nil)
+	if err != nil || sum.OtherHosts != 2 || sum.Users != 0 {
+		t.Fatalf("other host, skipped: %+v %v", sum, err)
 	}
 }
 
