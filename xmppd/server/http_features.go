@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"xedge/xmppd/mod/extdisco"
 	"xedge/xmppd/mod/upload"
@@ -80,12 +81,20 @@ func buildHTTPFeatures(s *Server) ([]StagedComponent, error) {
 		if svcJID == "" {
 			svcJID = "upload." + s.cfg.Domain
 		}
-		svc := upload.New(upload.Config{Domain: s.cfg.Domain, Service: svcJID, Dir: uc.Dir, MaxSize: uc.MaxSize,
+		// Virtual hosts: each other host gets its own service (upload.HOST, or
+		// its host_config upload_domain) for its own users.
+		more := map[string]string{}
+		for _, d := range s.cfg.HostNames() {
+			if hc, ok := s.cfg.Host(d); ok && d != s.cfg.Domain && hc.UploadDomain != "" {
+				more[hc.UploadDomain] = d
+			}
+		}
+		svc := upload.New(upload.Config{Domain: s.cfg.Domain, Service: svcJID, Services: more, Dir: uc.Dir, MaxSize: uc.MaxSize,
 			Quota: uc.Quota, Expire: uc.Expire, BaseURL: baseURL, Key: key, Logger: s.log})
 		if err := hs.Handle(upload.Path, svc); err != nil {
 			return nil, err
 		}
-		comps = append(comps, StagedComponent{Stage: AfterModules, Name: "upload " + svcJID,
+		comps = append(comps, StagedComponent{Stage: AfterModules, Name: "upload " + strings.Join(svc.Services(), ","),
 			Start: func(ctx context.Context) error { return svc.Start(ctx, s.Router) }, Stop: svc.Stop})
 	}
 	return comps, nil

@@ -32,6 +32,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -61,20 +62,26 @@ const (
 type Config struct {
 	Domain  string // the XMPP domain whose users may upload
 	Service string // the service JID (upload.DOMAIN)
-	Dir     string
-	MaxSize int64
-	Quota   int64         // per user, bytes (0: none)
-	Expire  time.Duration // 0: keep
-	BaseURL func() string // public base URL of the HTTP listener (no trailing slash)
-	Key     []byte        // HMAC key
-	Logger  *slog.Logger
+	// Services are more upload services, each with the domain whose users may
+	// use it (virtual hosts: upload.b.example -> b.example, as ejabberd's
+	// mod_http_upload per vhost with access local). One directory, one key and
+	// one HTTP handler serve them all; quotas count per user (bare JID).
+	Services map[string]string
+	Dir      string
+	MaxSize  int64
+	Quota    int64         // per user, bytes (0: none)
+	Expire   time.Duration // 0: keep
+	BaseURL  func() string // public base URL of the HTTP listener (no trailing slash)
+	Key      []byte        // HMAC key
+	Logger   *slog.Logger
 }
 
 // Service is the upload module and HTTP handler.
 type Service struct {
-	cfg Config
-	log *slog.Logger
-	now func() time.Time
+	cfg  Config
+	svcs map[string]string // service JID -> the domain whose users may use it
+	log  *slog.Logger
+	now  func() time.Time
 
 	mu    sync.Mutex
 	usage map[string]int64 // bare JID -> bytes stored
@@ -96,7 +103,24 @@ func New(cfg Config) *Service {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Service{cfg: cfg, log: cfg.Logger.With("component", "upload"), now: time.Now, usage: map[string]int64{}}
+	svcs := map[string]string{}
+	for svc, d := range cfg.Services {
+		svcs[svc] = d
+	}
+	if cfg.Service != "" {
+		svcs[cfg.Service] = cfg.Domain
+	}
+	return &Service{cfg: cfg, svcs: svcs, log: cfg.Logger.With("component", "upload"), now: time.Now, usage: map[string]int64{}}
+}
+
+// Services lists the service JIDs served, sorted.
+func (s *Service) Services() []string {
+	out := make([]string, 0, len(s.svcs))
+	for svc := range s.svcs {
+		out = append(out, svc)
+	}
+	sort.Strings(out)
+	return out
 }
 
 // Name implements module.Module.
@@ -111,9 +135,11 @@ func (s *Service) Start(ctx context.Context, h module.Host) error {
 	if !ok {
 		return errors.New("upload: the host routes no service domains")
 	}
-	dr.HandleDomain(s.cfg.Service, func(ctx context.Context, st *xmlstream.Element, from, to jid.JID) {
-		s.handle(ctx, h, st, from, to)
-	})
+	for _, svc := range s.Services() {
+		dr.HandleDomain(svc, func(ctx context.Context, st *xmlstream.Element, from, to jid.JID) {
+			s.handle(ctx, h, st, from, to)
+		})
+	}
 	s.sweep()
 	sctx, cancel := context.WithCancel(context.Background())
 	s.cancel, s.done = cancel, make(chan struct{})
@@ -231,7 +257,7 @@ func (s *Service) handle(ctx context.Context, h module.Host, st *xmlstream.Eleme
 	case typ == "get" && p.Space == nsItems && p.Local == "query":
 		h.Route(ctx, module.Result(st, xmlstream.New(nsItems, "query")))
 	case typ == "get" && p.Space == NS && p.Local == "request":
-		h.Route(ctx, s.slot(st, p, from))
+		h.Route(ctx, s.slot(st, p, from, to))
 	default:
 		h.Route(ctx, module.Error(st, module.ErrCancel, "service-unavailable", ""))
 	}
@@ -248,10 +274,11 @@ func (s *Service) info() *xmlstream.Element {
 	return q
 }
 
-// slot answers a slot request (XEP-0363 §4-§5).
-func (s *Service) slot(st, req *xmlstream.Element, from jid.JID) *xmlstream.Element {
-	if from.Domain != s.cfg.Domain || from.Local == "" {
-		return module.Error(st, module.ErrCancel, "not-allowed", "only users of "+s.cfg.Domain+" may upload")
+// slot answers a slot request (XEP-0363 §4-§5) to the service to: only users
+// of that service's domain get one.
+func (s *Service) slot(st, req *xmlstream.Element, from, to jid.JID) *xmlstream.Element {
+	if d := s.svcs[to.Domain]; from.Domain != d || from.Local == "" {
+		return module.Error(st, module.ErrCancel, "not-allowed", "only users of "+d+" may upload")
 	}
 	name := cleanName(req.Attr("filename"))
 	size, err := strconv.ParseInt(req.Attr("size"), 10, 64)

@@ -21,14 +21,20 @@ import (
 // host is the part of module.Host the service uses: Route and HandleDomain.
 type host struct {
 	module.Host
-	mu      sync.Mutex
-	handler module.DomainHandler
-	out     []*xmlstream.Element
+	mu       sync.Mutex
+	handler  module.DomainHandler            // the last one registered
+	handlers map[string]module.DomainHandler // per service domain
+	out      []*xmlstream.Element
 }
 
-func (h *host) HandleDomain(_ string, fn module.DomainHandler) { h.handler = fn }
-func (h *host) SetRemoteRoute(module.DomainHandler)            {}
-func (h *host) ServedDomains() []string                        { return nil }
+func (h *host) HandleDomain(d string, fn module.DomainHandler) {
+	if h.handlers == nil {
+		h.handlers = map[string]module.DomainHandler{}
+	}
+	h.handler, h.handlers[d] = fn, fn
+}
+func (h *host) SetRemoteRoute(module.DomainHandler) {}
+func (h *host) ServedDomains() []string             { return nil }
 func (h *host) Route(_ context.Context, st *xmlstream.Element) {
 	h.mu.Lock()
 	h.out = append(h.out, st)
