@@ -22,8 +22,10 @@ import (
 // three VIPs (--vip A,B,C). The pool spreads one VIP per node, each VIP on
 // exactly one node's interface and every node agreeing on the holders; a
 // gratuitous ARP for a VIP from a foreign MAC makes its holder re-announce (the
-// conflict path from netcfg's watch through the plan), nothing moves; when a
-// holder dies, only its VIP moves (to one survivor), the survivors keep theirs.
+// conflict path from netcfg's watch through the plan), nothing moves; a node
+// whose client port stops answering (its c2s health check) gives its VIP up and
+// takes one again once it answers; when a holder dies, only its VIP moves (to
+// one survivor), the survivors keep theirs.
 func TestVIPPoolSpreadAndMinimalMovement(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to create network namespaces (CI runs integration tests as root)")
@@ -116,6 +118,40 @@ func TestVIPPoolSpreadAndMinimalMovement(t *testing.T) {
 	if m, why := placement(h.nodes); m == nil || !maps.Equal(m, before) {
 		t.Fatalf("the placement changed after a foreign announcement: %v %s", m, why)
 	}
+
+	// Local health: the first VIP's holder stops accepting client streams (its
+	// c2s port refused on loopback, where its check dials): it turns unhealthy
+	// and holds nothing, the two others hold the pool; back, it gets one again.
+	rule := []string{"INPUT", "-i", "lo", "-p", "tcp", "--dport", "5222", "-j", "REJECT", "--reject-with", "tcp-reset"}
+	iptables := func(op string) { // both families: the check dials ::1 when the listener is dual-stack
+		t.Helper()
+		for _, tool := range []string{"iptables", "ip6tables"} {
+			if out, err := exec.Command("ip", append([]string{"netns", "exec", holder0.ns, tool, op}, rule...)...).CombinedOutput(); err != nil {
+				t.Fatalf("%s %s: %v %s", tool, op, err, out)
+			}
+		}
+	}
+	iptables("-I")
+	t.Cleanup(func() {
+		for _, tool := range []string{"iptables", "ip6tables"} {
+			exec.Command("ip", append([]string{"netns", "exec", holder0.ns, tool, "-D"}, rule...)...).Run()
+		}
+	})
+	var others []*node
+	for _, n := range h.nodes {
+		if n != holder0 {
+			others = append(others, n)
+		}
+	}
+	waitFor(t, 20*time.Second, holder0.name+" unhealthy and holding nothing, the pool on the others", func() bool {
+		st, err := h.status(holder0)
+		out, _ := exec.Command("ip", "-n", holder0.ns, "addr", "show", "dev", "eth0").Output()
+		m, _ := placement(others)
+		return err == nil && !st.Healthy && m != nil && !strings.Contains(string(out), " "+subnet+".10")
+	})
+	iptables("-D")
+	before = wait(30*time.Second, "one VIP per node again once c2s answers", h.nodes, onePerNode)
+	t.Logf("after %s's c2s check failed and recovered: %v", holder0.name, before)
 
 	// The holder of the last VIP dies like a power loss.
 	var victim *node
