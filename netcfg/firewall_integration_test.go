@@ -16,8 +16,9 @@ import (
 
 // TestFirewallBetweenNamespaces applies the firewall in a server namespace and checks
 // it with real connection attempts from a client inside the cluster subnet (c) and
-// one outside it (out, same segment, another subnet): XMPP open to both, the
-// cluster port only from the cluster subnet, anything else dropped, new connections
+// one outside it (out, same segment, another subnet): XMPP and DNS (UDP) open to
+// both, the cluster port only from the cluster subnet, anything else (TCP or
+// UDP) dropped, new connections
 // per source rate-limited (the limited source is refused service, the other source
 // still gets in); a second Apply changes nothing (iptables-save identical); a
 // foreign rule and chain survive Apply and Remove; a rule removed by hand is
@@ -143,6 +144,57 @@ func TestFirewallBetweenNamespaces(t *testing.T) {
 	check("o", "10.56.0.1:7400", false)
 	check("o", "10.56.0.1:9999", false)
 	check("c", "10.55.0.1:9999", false)
+
+	// UDP: the DNS port (open) answers every source; another UDP port is dropped.
+	for _, port := range []int{53, 9999} {
+		var pc net.PacketConn
+		if err := inNS(t, srv, func() error {
+			var err error
+			pc, err = net.ListenPacket("udp", fmt.Sprintf(":%d", port))
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { pc.Close() })
+		go func() {
+			buf := make([]byte, 64)
+			for {
+				n, a, err := pc.ReadFrom(buf)
+				if err != nil {
+					return
+				}
+				pc.WriteTo(buf[:n], a)
+			}
+		}()
+	}
+	udp := func(from, addr string) error {
+		var err error
+		if e := inNS(t, l.hosts[from], func() error {
+			var c net.Conn
+			if c, err = net.Dial("udp", addr); err != nil {
+				return nil
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(400 * time.Millisecond))
+			if _, err = c.Write([]byte("q")); err == nil {
+				buf := make([]byte, 8)
+				_, err = c.Read(buf)
+			}
+			return nil
+		}); e != nil {
+			t.Fatal(e)
+		}
+		return err
+	}
+	for _, from := range []string{"c", "o"} {
+		addr := map[string]string{"c": "10.55.0.1:53", "o": "10.56.0.1:53"}[from]
+		if err := udp(from, addr); err != nil {
+			t.Fatalf("%s -> %s/udp (DNS, open): %v", from, addr, err)
+		}
+	}
+	if err := udp("o", "10.56.0.1:9999"); !isTimeout(err) {
+		t.Fatalf("o -> 10.56.0.1:9999/udp: %v, want no answer (dropped)", err)
+	}
 
 	// Rate limit: a burst of new connections from one source is cut off.
 	ok := 0
