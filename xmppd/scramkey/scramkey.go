@@ -47,6 +47,13 @@ func Derive(mech, password string, salt []byte, iterations int) (Keys, error) {
 	if h == nil {
 		return Keys{}, fmt.Errorf("scram: unknown mechanism %q", mech)
 	}
+	return DeriveHash(h, password, salt, iterations)
+}
+
+// DeriveHash is Derive for a hash constructor rather than a mechanism name:
+// credentials stored by another server with a hash no mechanism here offers
+// (ejabberd's SCRAM-SHA-512 columns) are checked with the same derivation.
+func DeriveHash(h func() hash.Hash, password string, salt []byte, iterations int) (Keys, error) {
 	salted, err := pbkdf2.Key(h, password, salt, iterations, h().Size())
 	if err != nil {
 		return Keys{}, fmt.Errorf("scram: pbkdf2: %w", err)

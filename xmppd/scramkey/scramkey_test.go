@@ -1,7 +1,12 @@
 package scramkey
 
 import (
+	"bytes"
+	"crypto/sha1"
+	"crypto/sha256"
+	"crypto/sha512"
 	"encoding/base64"
+	"hash"
 	"testing"
 )
 
@@ -31,5 +36,29 @@ func TestRFCVectors(t *testing.T) {
 	}
 	if _, err := Derive("SCRAM-MD5", "x", []byte("s"), 1); err == nil {
 		t.Error("unknown mechanism accepted")
+	}
+}
+
+// DeriveHash is Derive's derivation for any hash: SHA-1 and SHA-256 give
+// Derive's keys, SHA-512 keys of SHA-512's size with StoredKey = H(ClientKey).
+func TestDeriveHash(t *testing.T) {
+	salt := []byte("0123456789abcdef")
+	for mech, h := range map[string]func() hash.Hash{SHA1: sha1.New, SHA256: sha256.New} {
+		a, err := Derive(mech, "pencil", salt, 4096)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := DeriveHash(h, "pencil", salt, 4096)
+		if err != nil || !bytes.Equal(a.Client, b.Client) || !bytes.Equal(a.Stored, b.Stored) || !bytes.Equal(a.Server, b.Server) {
+			t.Fatalf("%s: DeriveHash differs from Derive (%v)", mech, err)
+		}
+	}
+	k, err := DeriveHash(sha512.New, "pencil", salt, 4096)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha512.Sum512(k.Client)
+	if len(k.Client) != 64 || len(k.Server) != 64 || !bytes.Equal(k.Stored, sum[:]) {
+		t.Fatalf("sha512 keys: %d/%d bytes, stored = H(client) %v", len(k.Client), len(k.Server), bytes.Equal(k.Stored, sum[:]))
 	}
 }
