@@ -53,6 +53,7 @@ var commands = []Command{
 	{"vhosts", "", "each served domain: sessions, auth method, registration, MUC and upload services", 0, 0},
 	{"connected_users_vhost", "HOST", "list the full JIDs of HOST's connected sessions, one per line", 1, 1},
 	{"stats_host", "registeredusers|onlineusers HOST", "one number for one host, as ejabberdctl stats_host", 2, 2},
+	{"muc_online_rooms", "SERVICE|global", "list the rooms of a MUC service (conference.HOST) or of all, one JID per line", 1, 1},
 	{"connected_users", "", "list the full JIDs of connected sessions, one per line", 0, 0},
 	{"connected_users_number", "", "number of connected sessions", 0, 0},
 	{"user_sessions_info", "USER HOST", "sessions of one account", 2, 2},
@@ -270,7 +271,7 @@ func render(w io.Writer, cmd string, args []string, raw json.RawMessage) error {
 		return r(w, args, v)
 	}
 	switch cmd {
-	case "users", "registered_users", "connected_users", "connected_users_vhost", "registered_vhosts":
+	case "users", "registered_users", "connected_users", "connected_users_vhost", "registered_vhosts", "muc_online_rooms":
 		for _, u := range asList(v) {
 			fmt.Fprintln(w, u)
 		}

@@ -243,11 +243,15 @@ type Module struct {
 	locks  [64]sync.Mutex // by room name: a node handles one stanza per room at a time
 	h      module.Host
 	log    *slog.Logger
-	domain string
-	tab    storage.Table // muc_rooms
-	live   storage.Table // muc_live
-	arch   Archive
-	now    func() time.Time
+	domain string // the default host's service
+	// services are every served host's service (virtual hosts); svcNames the
+	// names SetServices gave (host -> service).
+	services map[string]bool
+	svcNames map[string]string
+	tab      storage.Table // muc_rooms
+	live     storage.Table // muc_live
+	arch     Archive
+	now      func() time.Time
 
 	mu   sync.Mutex
 	hist map[string][]histEntry // per room, without an Archive: what this node relayed
@@ -308,8 +312,44 @@ func (m *Module) WithArchive(a Archive) *Module {
 // Name implements module.Module.
 func (*Module) Name() string { return "muc" }
 
-// Domain is the service's domain (set by Start).
+// Domain is the default host's service domain (set by Start).
 func (m *Module) Domain() string { return m.domain }
+
+// SetServices names each host's MUC service (host -> service domain, e.g. a
+// host_config muc_domain); a served host not named gets conference.HOST. Call
+// before Start.
+func (m *Module) SetServices(svcs map[string]string) { m.svcNames = svcs }
+
+// Services lists the service domains served (set by Start), sorted.
+func (m *Module) Services() []string {
+	out := make([]string, 0, len(m.services))
+	for d := range m.services {
+		out = append(out, d)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Virtual hosts: one service per served host (conference.a.example,
+// conference.b.example), rooms apart. A room of the default host's service is
+// keyed by its localpart in the tables (as before virtual hosts), a room of
+// another service by localpart@service (a localpart never holds '@').
+
+// roomKey is the tables' key of the room to (a room JID at one of the services).
+func (m *Module) roomKey(to jid.JID) string {
+	if to.Domain == m.domain {
+		return to.Local
+	}
+	return to.Local + "@" + to.Domain
+}
+
+// keyParts splits a room key into its localpart and service.
+func (m *Module) keyParts(key string) (local, service string) {
+	if l, svc, ok := strings.Cut(key, "@"); ok {
+		return l, svc
+	}
+	return key, m.domain
+}
 
 // Start declares the tables and registers conference.DOMAIN with the host's
 // domain router. A host without one gets no MUC service.
@@ -333,19 +373,33 @@ func (m *Module) Start(ctx context.Context, h module.Host) error {
 	if m.live, err = h.Store().Durable(LiveTable); err != nil {
 		return fmt.Errorf("muc: %w", err)
 	}
-	m.domain = "conference." + h.Domain()
+	m.services = map[string]bool{}
+	for _, host := range module.Hosts(h) {
+		svc := m.svcNames[host]
+		if svc == "" {
+			svc = "conference." + host
+		}
+		if host == h.Domain() {
+			m.domain = svc
+		}
+		m.services[svc] = true
+	}
 	m.pr, _ = h.(module.ParsedRouter)
 	m.lagFree = h.Store().Status().Backend == "local"
 	h.Hook(module.EvSessionClosed, 50, m.sessionClosed)
-	dr.HandleDomain(m.domain, m.Handle)
+	for _, svc := range m.Services() {
+		dr.HandleDomain(svc, m.Handle)
+	}
 	return nil
 }
 
 // Stop implements module.Module.
 func (m *Module) Stop(context.Context) error {
 	m.stopOnce.Do(func() { close(m.stop) })
-	if dr, ok := m.h.(module.DomainRouter); ok && m.domain != "" {
-		dr.HandleDomain(m.domain, nil)
+	if dr, ok := m.h.(module.DomainRouter); ok {
+		for _, svc := range m.Services() {
+			dr.HandleDomain(svc, nil)
+		}
 	}
 	return nil
 }
@@ -404,7 +458,7 @@ func one(st *xmlstream.Element) out { return out{sts: []*xmlstream.Element{st}} 
 
 // Handle is the module.DomainHandler for conference.DOMAIN.
 func (m *Module) Handle(ctx context.Context, st *xmlstream.Element, from, to jid.JID) {
-	if from.IsZero() || from.Domain == m.domain {
+	if from.IsZero() || m.services[from.Domain] {
 		return
 	}
 	if st.Space == "" {
@@ -441,7 +495,7 @@ func (m *Module) Handle(ctx context.Context, st *xmlstream.Element, from, to jid
 	// changes nothing in the room: it is handled on the shared decoded room.
 	ro := st.Local == "message" && st.Attr("type") == "groupchat" && to.Resource == "" &&
 		(st.Child(NSClient, "subject") == nil || st.Child(NSClient, "body") != nil)
-	_ = m.transact(ctx, to.Local, st, synced, ro, func(o *out, r *room) *room {
+	_ = m.transact(ctx, m.roomKey(to), st, synced, ro, func(o *out, r *room) *room {
 		switch st.Local {
 		case "presence":
 			return m.presence(ctx, o, r, st, from, to)
@@ -466,7 +520,7 @@ func (m *Module) Handle(ctx context.Context, st *xmlstream.Element, from, to jid
 // outcast, and an occupant or member of a members-only or hidden room.
 func (m *Module) mamQuery(ctx context.Context, st *xmlstream.Element, from, to jid.JID) {
 	for synced := false; ; synced = true {
-		c, err := m.view(to.Local)
+		c, err := m.view(m.roomKey(to))
 		var r *room
 		if err == nil {
 			r = c.r
@@ -749,10 +803,11 @@ func stanzaErr(o *out, st *xmlstream.Element, typ, cond, text string) {
 }
 
 func (m *Module) roomJID(r *room, nick string) string {
+	local, svc := m.keyParts(r.name)
 	if nick == "" {
-		return r.name + "@" + m.domain
+		return local + "@" + svc
 	}
-	return r.name + "@" + m.domain + "/" + nick
+	return local + "@" + svc + "/" + nick
 }
 
 // service answers stanzas to the service itself.
@@ -777,14 +832,15 @@ func (m *Module) service(o *out, st *xmlstream.Element, from, to jid.JID) {
 	case q != nil && q.Space == NSItems && typ == "get" && q.Attr("node") == "":
 		res := xmlstream.New(NSItems, "query")
 		for _, s := range m.allRooms() {
-			if !s.Config.Public || s.Locked {
-				continue
+			local, svc := m.keyParts(s.name)
+			if !s.Config.Public || s.Locked || svc != to.Domain {
+				continue // other services' rooms are theirs to list
 			}
 			name := s.Config.Name
 			if name == "" {
-				name = s.name
+				name = local
 			}
-			res.Append(xmlstream.New(NSItems, "item", "jid", s.name+"@"+m.domain, "name", name))
+			res.Append(xmlstream.New(NSItems, "item", "jid", local+"@"+svc, "name", name))
 		}
 		o.add(module.Result(st, res))
 	case q != nil && q.Space == NSPing && q.Local == "ping" && typ == "get":
@@ -887,7 +943,7 @@ func (m *Module) join(ctx context.Context, o *out, r *room, st *xmlstream.Elemen
 			stanzaErr(o, st, module.ErrWait, "resource-constraint", "too many rooms")
 			return nil
 		}
-		r = newRoom(to.Local, defaultConfig())
+		r = newRoom(m.roomKey(to), defaultConfig())
 		r.affs[from.Bare().String()] = AffOwner
 		// A MUC-aware client gets a locked room to configure (status 201); a
 		// presence without <x/> creates an instant room (XEP-0045 §10.1.1).
@@ -1354,7 +1410,7 @@ func (m *Module) roomInfo(r *room) *xmlstream.Element {
 	res := xmlstream.New(NSInfo, "query")
 	name := r.cfg.Name
 	if name == "" {
-		name = r.name
+		name, _ = m.keyParts(r.name)
 	}
 	res.Append(xmlstream.New(NSInfo, "identity", "category", "conference", "type", "text", "name", name))
 	feats := []string{NS, NSInfo, NSItems, NSPing}
@@ -2054,7 +2110,20 @@ func (m *Module) roomCount() int {
 	return n + l
 }
 
-// Rooms lists the rooms (sorted), for tests and admin output.
+// RoomJIDs lists the bare JIDs of the rooms of service ("": every service),
+// sorted by key (ejabberdctl muc_online_rooms).
+func (m *Module) RoomJIDs(service string) []string {
+	var out []string
+	for _, r := range m.allRooms() {
+		if local, svc := m.keyParts(r.name); service == "" || svc == service {
+			out = append(out, local+"@"+svc)
+		}
+	}
+	return out
+}
+
+// Rooms lists the rooms' keys (sorted: the localpart on the default host's
+// service, localpart@service on another), for tests and admin output.
 func (m *Module) Rooms() []string {
 	var out []string
 	for _, r := range m.allRooms() {
