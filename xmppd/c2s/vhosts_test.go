@@ -68,6 +68,7 @@ func startHosts(t *testing.T) *env {
 		t.Fatal("hosts without the default host accepted")
 	}
 	s.Listen("127.0.0.1:0", false)
+	s.Listen("127.0.0.1:0", true)
 	if err := s.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -155,5 +156,28 @@ func TestVirtualHostStreams(t *testing.T) {
 	x.Send("<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='localhost' version='1.0'>")
 	if got := x.Expect("</stream:stream>", 5*time.Second); !strings.Contains(got, "<host-unknown") {
 		t.Fatalf("host switch after auth: %s", got)
+	}
+}
+
+// Direct TLS (XEP-0368): the SNI name picks the host and its certificate
+// before any stream header.
+func TestVirtualHostSNI(t *testing.T) {
+	e := startHosts(t)
+	addr := strings.TrimPrefix(e.srv.Addrs()[1], "direct-tls ")
+	for _, host := range []string{"b.example", "localhost", ""} {
+		tc, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true, ServerName: host})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := host
+		if want == "" {
+			want = "localhost"
+		}
+		if n := tc.ConnectionState().PeerCertificates[0].Subject.CommonName; n != want {
+			t.Fatalf("SNI %q: certificate of %q", host, n)
+		}
+		c := &testenv.Raw{Conn: tc}
+		_ = c
+		tc.Close()
 	}
 }
