@@ -261,6 +261,9 @@ func (c *Config) checkHosts() []error {
 		}
 		h, herrs := c.host(d)
 		errs = append(errs, herrs...)
+		if h.Auth.ChannelBinding != c.Auth.ChannelBinding {
+			errs = append(errs, fmt.Errorf("host-config %s: sasl-channel-binding is server-wide, it cannot be set per host", d))
+		}
 		for _, err := range h.Auth.check() {
 			errs = append(errs, fmt.Errorf("host-config %s: %w", d, err))
 		}

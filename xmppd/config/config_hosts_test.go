@@ -94,6 +94,7 @@ func TestHostsErrors(t *testing.T) {
 		{"hosts: [a.example]\nhost_config:\n  a.example:\n    certfile: /x.pem\n", "given together"},
 		{"hosts: [a.example]\nhost_config:\n  a.example:\n    extauth_pool_size: many\n", `key "extauth-pool-size"`},
 		{"hosts: [a.example]\nhost_config: [a.example]\n", "host-config"},
+		{"hosts: [a.example]\nhost_config:\n  a.example:\n    sasl_channel_binding: tls-exporter\n", "server-wide"},
 	} {
 		_, err := parseYAML(t, tc.yaml)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
