@@ -163,6 +163,12 @@ func (m *Module) store(ctx context.Context, h module.Host, ev *module.EventData)
 	// acknowledged it, and a bounce is a message the user never gets.
 	retryUntil := time.Now().Add(UnavailableRetry)
 	pause := 100 * time.Millisecond
+	// The write outlives the stream that carried the message: its sender was
+	// told it was received (XEP-0198) before it was routed here, and that stream
+	// may end meanwhile (its client resumed on another node) while the store
+	// waits for a raft leader. Its own bound is UnavailableRetry.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), UnavailableRetry+5*time.Second)
+	defer cancel()
 	for try := 0; !full && try < 3; {
 		// Keys are unique on this node; another node storing for the same user in the
 		// same nanosecond with the same sequence number is a conflict, so retry.

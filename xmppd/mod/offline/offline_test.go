@@ -379,3 +379,40 @@ func settledCount(m *Module, user string) int {
 	m.settle(ctx)
 	return m.Count(user)
 }
+
+// A message being stored while the store has no leader is kept when the stream
+// that carried it ends meanwhile (its context canceled): its sender was told it
+// was received. In qemu scenario (c) 33 acknowledged messages bounced with
+// "offline message not stored ... storage: unavailable: context canceled" while
+// their sender's client resumed on another node.
+func TestStoreOutlivesTheSendersStream(t *testing.T) {
+	h := modtest.NewHost("example.org", "alice", "bob")
+	m := New(-1)
+	if err := m.Start(context.Background(), h); err != nil {
+		t.Fatal(err)
+	}
+	b := h.Connect("bob@example.org/b")
+	b.SetPresence(xmlstream.New(xmlstream.NSClient, "presence"))
+	h.MemStore().SetFail(storage.ErrUnavailable)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		h.Route(ctx, msg("chat", "kept"))
+	}()
+	time.Sleep(200 * time.Millisecond)
+	cancel() // the sender's stream ends
+	time.Sleep(200 * time.Millisecond)
+	h.MemStore().SetFail(nil) // a new leader
+	select {
+	case <-done:
+	case <-time.After(UnavailableRetry + 10*time.Second):
+		t.Fatal("the store did not finish")
+	}
+	if errs := modtest.Find(b.Take(), "message", "error"); len(errs) != 0 {
+		t.Fatalf("bounced: %+v", errs)
+	}
+	if n := m.Count("alice"); n != 1 {
+		t.Fatalf("stored %d messages for alice, want 1", n)
+	}
+}
