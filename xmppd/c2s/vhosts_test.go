@@ -176,8 +176,6 @@ func TestVirtualHostSNI(t *testing.T) {
 		if n := tc.ConnectionState().PeerCertificates[0].Subject.CommonName; n != want {
 			t.Fatalf("SNI %q: certificate of %q", host, n)
 		}
-		c := &testenv.Raw{Conn: tc}
-		_ = c
 		tc.Close()
 	}
 }
