@@ -3,6 +3,7 @@ package auth
 import (
 	"bytes"
 	"context"
+	"crypto/sha512"
 	"encoding/base64"
 	"encoding/binary"
 	"errors"
@@ -17,6 +18,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"xedge/xmppd/internal/scram"
+	"xedge/xmppd/scramkey"
 )
 
 // TestMain lets the test binary play an extauth script (XEDGE_EXTAUTH_MODE).
@@ -107,6 +109,19 @@ func ejabberdRow(t *testing.T, mech, password string) []any {
 	return []any{stored, b64(k.ServerKey), b64(k.Salt), int32(k.Iterations)}
 }
 
+// ejabberdSHA512Row is ejabberd's row for a SCRAM-SHA-512 credential, a hash
+// no mechanism of xmppd offers: verified by PLAIN through scramkey.DeriveHash.
+func ejabberdSHA512Row(t *testing.T, password string) []any {
+	t.Helper()
+	salt := []byte("0123456789abcdef")
+	k, err := scramkey.DeriveHash(sha512.New, password, salt, 4096)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b64 := base64.StdEncoding.EncodeToString
+	return []any{"sha512:" + b64(k.Stored), b64(k.Server), b64(salt), int32(4096)}
+}
+
 func TestCredentialFormats(t *testing.T) {
 	h, _ := bcrypt.GenerateFromPassword([]byte("bc-pw"), bcrypt.MinCost)
 	for _, c := range []struct {
@@ -119,6 +134,7 @@ func TestCredentialFormats(t *testing.T) {
 		{"bcrypt", FormatBcrypt, []any{string(h)}, "bc-pw", ""},
 		{"scram sha1", FormatSCRAM, ejabberdRow(t, scram.SHA1, "sc-pw"), "sc-pw", "sha1"},
 		{"scram sha256", FormatSCRAM, ejabberdRow(t, scram.SHA256, "sc-pw"), "sc-pw", "sha256"},
+		{"scram sha512", FormatSCRAM, ejabberdSHA512Row(t, "sc-pw"), "sc-pw", "sha512"},
 		{"scram table, plain row", FormatSCRAM, []any{"pp", "", "", int32(0)}, "pp", ""},
 	} {
 		cr, err := parseCredential(c.format, c.row)

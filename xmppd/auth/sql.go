@@ -2,7 +2,6 @@ package auth
 
 import (
 	"context"
-	"crypto/pbkdf2"
 	"crypto/sha1"
 	"crypto/sha256"
 	"crypto/sha512"
@@ -258,14 +257,11 @@ func hashOf(name string) func() hash.Hash {
 func (c credential) verify(password string) bool {
 	switch {
 	case c.scram:
-		h := hashOf(c.hash)
-		salted, err := pbkdf2.Key(h, password, c.keys.Salt, c.keys.Iterations, h().Size())
+		k, err := scramkey.DeriveHash(hashOf(c.hash), password, c.keys.Salt, c.keys.Iterations)
 		if err != nil {
 			return false
 		}
-		d := h()
-		d.Write(scramkey.HMAC(h, salted, "Client Key"))
-		return subtle.ConstantTimeCompare(d.Sum(nil), c.keys.StoredKey) == 1
+		return subtle.ConstantTimeCompare(k.Stored, c.keys.StoredKey) == 1
 	case c.isHash:
 		return bcrypt.CompareHashAndPassword([]byte(c.plain), []byte(password)) == nil
 	}
