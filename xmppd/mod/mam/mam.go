@@ -55,6 +55,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"xedge/internal/backoff"
 	"xedge/storage"
 	"xedge/xmppd/jid"
 	"xedge/xmppd/mod/internal/modutil"
@@ -502,12 +503,13 @@ func (m *Module) write(batch []record) {
 	extra, fresh := m.ensureIndexed(ctx, batch)
 	ops := append(chunkOps(batch), extra...)
 	var err error
+	retry := backoff.Backoff{Min: 100 * time.Millisecond, Max: 1600 * time.Millisecond}
 	for try := 0; try < 5; try++ {
 		if err = m.st.Apply(ctx, ops...); err == nil || !errors.Is(err, storage.ErrUnavailable) {
 			break
 		}
 		select {
-		case <-time.After(time.Duration(100<<try) * time.Millisecond):
+		case <-time.After(retry.Next()):
 		case <-m.stop:
 			try = 5
 		}

@@ -25,6 +25,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"xedge/internal/backoff"
 	"xedge/storage"
 	"xedge/xmppd/mod/internal/modutil"
 	"xedge/xmppd/module"
@@ -124,20 +125,15 @@ func (w *warnings) result() []string {
 // applyRetry applies a batch, retrying while the store is unavailable (a raft
 // leader election) for up to a minute.
 func applyRetry(ctx context.Context, st storage.Store, ops []storage.Op) error {
-	delay := 50 * time.Millisecond
+	retry := backoff.Backoff{Min: 50 * time.Millisecond, Max: 2 * time.Second}
 	deadline := time.Now().Add(time.Minute)
 	for {
 		err := st.Apply(ctx, ops...)
 		if err == nil || !isUnavailable(err) || time.Now().After(deadline) {
 			return err
 		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(delay):
-		}
-		if delay < 2*time.Second {
-			delay *= 2
+		if err := retry.Wait(ctx); err != nil {
+			return err
 		}
 	}
 }

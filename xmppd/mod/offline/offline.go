@@ -19,6 +19,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"xedge/internal/backoff"
 	"xedge/storage"
 	"xedge/xmppd/jid"
 	"xedge/xmppd/mod/internal/modutil"
@@ -162,7 +163,7 @@ func (m *Module) store(ctx context.Context, h module.Host, ev *module.EventData)
 	// UnavailableRetry before the message bounces: the sender's server has
 	// acknowledged it, and a bounce is a message the user never gets.
 	retryUntil := time.Now().Add(UnavailableRetry)
-	pause := 100 * time.Millisecond
+	retry := backoff.Backoff{Min: 100 * time.Millisecond, Max: 2 * time.Second}
 	// The write outlives the stream that carried the message: its sender was
 	// told it was received (XEP-0198) before it was routed here, and that stream
 	// may end meanwhile (its client resumed on another node) while the store
@@ -178,14 +179,11 @@ func (m *Module) store(ctx context.Context, h module.Host, ev *module.EventData)
 			try++
 			continue
 		}
-		if !errors.Is(err, storage.ErrUnavailable) || time.Now().Add(pause).After(retryUntil) {
+		if !errors.Is(err, storage.ErrUnavailable) || time.Now().Add(retry.Peek()).After(retryUntil) {
 			break
 		}
-		select {
-		case <-ctx.Done():
-			try = 3
-		case <-time.After(pause):
-			pause = min(2*pause, 2*time.Second)
+		if retry.Wait(ctx) != nil {
+			break
 		}
 	}
 	if !full && err == nil {
