@@ -306,9 +306,12 @@ func (m *Module) received(_ context.Context, _ module.Host, ev *module.EventData
 	if st == nil || st.Local != "message" || ev.To.Local == "" {
 		return false
 	}
+	strip(st, ev.To)
+	if !Archivable(st) {
+		return false
+	}
 	owner := ev.To.Bare().String()
-	strip(st, owner)
-	if !Archivable(st) || !m.wants(module.UserKey(m.h, ev.To), owner, ev.From) {
+	if !m.wants(module.UserKey(m.h, ev.To), owner, ev.From) {
 		return false
 	}
 	m.idMu.Lock()
@@ -319,11 +322,25 @@ func (m *Module) received(_ context.Context, _ module.Host, ev *module.EventData
 	return false
 }
 
-// strip removes <stanza-id/> elements claiming to be by owner (XEP-0359 §3.1).
-func strip(st *xmlstream.Element, owner string) {
-	out := st.Nodes[:0]
-	for _, n := range st.Nodes {
-		if c, ok := n.(*xmlstream.Element); ok && c.Space == NSSID && c.Local == "stanza-id" && jidEq(c.Attr("by"), owner) {
+// strip removes <stanza-id/> elements claiming to be by the bare JID of owner
+// (XEP-0359 §3.1). It runs on every message delivered to a local account (once
+// per occupant in a room's fan-out, whose copies carry the room's stanza-id):
+// it neither allocates nor rewrites the stanza when nothing is forged, and
+// parses a stanza-id's by only, against owner as the router parsed it.
+func strip(st *xmlstream.Element, owner jid.JID) {
+	first := -1
+	for i, n := range st.Nodes {
+		if c, ok := n.(*xmlstream.Element); ok && forged(c, owner) {
+			first = i
+			break
+		}
+	}
+	if first < 0 {
+		return
+	}
+	out := st.Nodes[:first]
+	for _, n := range st.Nodes[first+1:] {
+		if c, ok := n.(*xmlstream.Element); ok && forged(c, owner) {
 			continue
 		}
 		out = append(out, n)
@@ -334,13 +351,17 @@ func strip(st *xmlstream.Element, owner string) {
 	st.Nodes = out
 }
 
-func jidEq(a, b string) bool {
-	ja, err1 := jid.Parse(a)
-	jb, err2 := jid.Parse(b)
-	if err1 != nil || err2 != nil {
-		return strings.EqualFold(a, b)
+// forged reports whether c is a stanza-id by owner's bare JID.
+func forged(c *xmlstream.Element, owner jid.JID) bool {
+	if c.Space != NSSID || c.Local != "stanza-id" {
+		return false
 	}
-	return ja.Bare() == jb.Bare()
+	by := c.Attr("by")
+	j, err := jid.Parse(by)
+	if err != nil {
+		return strings.EqualFold(by, owner.Bare().String())
+	}
+	return j.Bare() == owner.Bare()
 }
 
 // streamHead lets the stream decoder parse one stored message.
