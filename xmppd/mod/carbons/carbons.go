@@ -192,21 +192,20 @@ var imPayloads = map[string]bool{
 // Eligible reports whether msg is copied (XEP-0280 §6): type chat, or normal with a
 // body, or carrying an IM payload (chat states, receipts, markers); never with
 // <private/>, a no-copy hint, a MUC user payload, or when it already is a carbon.
+// The type is looked at first: a groupchat, headline or error message (every copy
+// of a room's fan-out) is refused without walking its children.
 func Eligible(msg *xmlstream.Element) bool {
+	typ := modutil.Type(msg)
+	if typ != "chat" && typ != "normal" {
+		return false
+	}
 	if msg.Child(NS, "private") != nil || msg.Child(NSHints, "no-copy") != nil ||
 		msg.Child(NS, "received") != nil || msg.Child(NS, "sent") != nil ||
 		msg.Child("http://jabber.org/protocol/muc#user", "x") != nil {
 		return false
 	}
-	switch modutil.Type(msg) {
-	case "chat":
+	if typ == "chat" || msg.Child("", "body") != nil {
 		return true
-	case "normal":
-		if msg.Child("", "body") != nil {
-			return true
-		}
-	default:
-		return false
 	}
 	for _, c := range msg.Children() {
 		if imPayloads[c.Space] {
@@ -236,7 +235,9 @@ func (m *Module) sent(_ context.Context, h module.Host, ev *module.EventData) bo
 		st.RemoveChildren(NS, "private")
 		return false
 	}
-	if !m.enabledAnywhere(h, s.JID().Bare()) || !Eligible(st) {
+	// Eligible first: it reads the stanza only, while enabledAnywhere builds
+	// the account's key and asks the cluster's session table.
+	if !Eligible(st) || !m.enabledAnywhere(h, s.JID().Bare()) {
 		return false
 	}
 	for _, o := range h.Sessions(s.JID().Bare()) {
@@ -250,7 +251,7 @@ func (m *Module) sent(_ context.Context, h module.Host, ev *module.EventData) bo
 // received copies a delivered message to the recipient account's other resources.
 func (m *Module) received(_ context.Context, h module.Host, ev *module.EventData) bool {
 	st := ev.Stanza
-	if st == nil || st.Local != "message" || ev.To.Local == "" || !m.enabledAnywhere(h, ev.To.Bare()) || !Eligible(st) {
+	if st == nil || st.Local != "message" || ev.To.Local == "" || !Eligible(st) || !m.enabledAnywhere(h, ev.To.Bare()) {
 		return false
 	}
 	for _, o := range h.Sessions(ev.To.Bare()) {

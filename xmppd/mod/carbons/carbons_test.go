@@ -101,4 +101,25 @@ func TestEligible(t *testing.T) {
 	if !Eligible(rcpt) {
 		t.Error("receipt")
 	}
+	body := func() *xmlstream.Element { return xmlstream.New(xmlstream.NSClient, "body").AppendText("b") }
+	for _, c := range []struct {
+		name string
+		msg  *xmlstream.Element
+		want bool
+	}{
+		{"chat", xmlstream.New(xmlstream.NSClient, "message", "type", "chat").Append(body()), true},
+		{"chat without body", xmlstream.New(xmlstream.NSClient, "message", "type", "chat"), true},
+		{"headline", xmlstream.New(xmlstream.NSClient, "message", "type", "headline").Append(body()), false},
+		{"error", xmlstream.New(xmlstream.NSClient, "message", "type", "error").Append(body()), false},
+		{"groupchat chat state", xmlstream.New(xmlstream.NSClient, "message", "type", "groupchat").Append(xmlstream.New("http://jabber.org/protocol/chatstates", "active")), false},
+		{"normal chat state", xmlstream.New(xmlstream.NSClient, "message").Append(xmlstream.New("http://jabber.org/protocol/chatstates", "active")), true},
+		{"chat private", xmlstream.New(xmlstream.NSClient, "message", "type", "chat").Append(body(), xmlstream.New(NS, "private")), false},
+		{"chat no-copy", xmlstream.New(xmlstream.NSClient, "message", "type", "chat").Append(body(), xmlstream.New(NSHints, "no-copy")), false},
+		{"normal carbon", xmlstream.New(xmlstream.NSClient, "message").Append(body(), xmlstream.New(NS, "received")), false},
+		{"chat muc user", xmlstream.New(xmlstream.NSClient, "message", "type", "chat").Append(body(), xmlstream.New("http://jabber.org/protocol/muc#user", "x")), false},
+	} {
+		if got := Eligible(c.msg); got != c.want {
+			t.Errorf("%s: eligible %v, want %v", c.name, got, c.want)
+		}
+	}
 }
