@@ -21,7 +21,9 @@ test_pkgs=(bind9 bind9-dnsutils dnsmasq-base ipxe-qemu libiscsi-bin linux-image-
            python3-aiohttp
            # the SQL and LDAP auth backends are tested against real servers
            ldap-utils postgresql slapd)
-bench_pkgs=(linux-perf python3-matplotlib)
+bench_pkgs=(linux-perf
+            # Prosody keeps the MAM workload's archive in SQLite (mod_storage_sql's driver)
+            lua-dbi-sqlite3 python3-matplotlib)
 
 pkgs=("${base_pkgs[@]}")
 case "$want" in

@@ -236,6 +236,11 @@ func (s *Server) prepare() error {
 		if err := os.MkdirAll(filepath.Join(s.dir, "data"), 0o750); err != nil {
 			return fmt.Errorf("prosody: %w", err)
 		}
+		vars["PROSODYSTORAGE"] = "storage = \"internal\""
+		if HasLuaDBI() {
+			vars["PROSODYSTORAGE"] = "default_storage = \"internal\"\nstorage = { archive = \"sql\" }\n" +
+				"sql = { driver = \"SQLite3\"; database = \"" + filepath.Join(s.dir, "data", "prosody.sqlite") + "\" }"
+		}
 		if _, err := write("prosody.cfg.lua", bench.Fill(tmpl(bench.ProsodyCfg), vars), 0o640); err != nil {
 			return err
 		}

@@ -110,6 +110,15 @@ func MAMQuery(ctx context.Context, t *Target, prefix string, n, peers, window, p
 	} else if string(attr(res, "type")) != "result" {
 		return r, fmt.Errorf("archive preferences: %.300s", res)
 	}
+	// One query on the empty archive first: it opens the server's archive
+	// storage (Prosody's SQL store creates its tables on first use, and
+	// WriteArchive writes into them).
+	id = sess[0].c.NextID()
+	if res, err := sess[0].iq(id, []byte("<iq type='set' id='"+id+"'><query xmlns='"+nsMAM+"' queryid='"+id+"'/></iq>"), 30*time.Second); err != nil {
+		return r, fmt.Errorf("first query: %w", err)
+	} else if string(attr(res, "type")) != "result" {
+		return r, fmt.Errorf("first query: %.300s", res)
+	}
 	start := time.Now()
 	if t.WriteArchive != nil {
 		owner, _ := User(prefix, 0)

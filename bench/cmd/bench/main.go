@@ -311,9 +311,10 @@ func benchServer(ctx context.Context, log *slog.Logger, p *params, name string) 
 		// its rosters are written to its storage directly (then verified over XMPP).
 		t.WriteRosters = func(_ context.Context, r workload.Rosters) error { return s.WriteRosters(r) }
 	}
-	if name == servers.Ejabberd && servers.HasSQLite() {
-		// ejabberd archives 25-100 messages/s here (SQLite: a transaction per
-		// message): the MAM workload's 100,000 are written to its database.
+	if s.CanWriteArchive() {
+		// ejabberd and Prosody keep archives in SQLite (a transaction per
+		// message: ejabberd archives 25-100 messages/s here): the MAM
+		// workload's 100,000 are written to their databases.
 		t.WriteArchive = s.WriteArchive
 	}
 
