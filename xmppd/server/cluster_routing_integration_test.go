@@ -519,6 +519,12 @@ func nodeLoss(t *testing.T, watcher, victim, other *testenv.Node) {
 			t.Errorf("cluster members on %s: row %+v (want up, address, incarnation, %d session(s), voter/durable)", other.Name, m, wantSessions)
 		}
 	}
+	// Both survivors hold the victim's session row before the kill.
+	for _, n := range []*testenv.Node{watcher, other} {
+		if nodes, err := sessionNodes(n); err != nil || !nodes[victim.Name] || !nodes[watcher.Name] {
+			t.Fatalf("session rows on %s before the kill: %v %v", n.Name, nodes, err)
+		}
+	}
 	// Freeze the victim: the bus to it stays connected, nothing is acknowledged.
 	if err := syscall.Kill(victim.PID(), syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
@@ -528,7 +534,28 @@ func nodeLoss(t *testing.T, watcher, victim, other *testenv.Node) {
 	killed := time.Now()
 	victim.Kill()
 	syscall.Kill(victim.PID(), syscall.SIGCONT)
+	// Every survivor drops the dead node's session rows within 2 s of the kill.
+	dropped := make(chan string, 2)
+	for _, n := range []*testenv.Node{watcher, other} {
+		go func() {
+			d, err := rowsDropped(n, victim.Name, killed)
+			switch {
+			case err != nil:
+				dropped <- err.Error()
+			case d > 2*time.Second:
+				dropped <- fmt.Sprintf("%s dropped %s's session rows %v after the kill (want <= 2s)", n.Name, victim.Name, d.Round(time.Millisecond))
+			default:
+				t.Logf("kill of %s to its session rows gone on %s: <= %v", victim.Name, n.Name, d.Round(time.Millisecond))
+				dropped <- ""
+			}
+		}()
+	}
 	r := <-done
+	for range 2 {
+		if msg := <-dropped; msg != "" {
+			t.Error(msg)
+		}
+	}
 	if r.Err != nil {
 		t.Fatalf("script: %v\n%s\n--- %s ---\n%s", r.Err, r.Output, watcher.Name, watcher.Logs())
 	}
@@ -551,6 +578,37 @@ func nodeLoss(t *testing.T, watcher, victim, other *testenv.Node) {
 	// The in-flight message was stored offline: carol gets it on the third node.
 	out := client(t, other, "recv", "carol")
 	wantOut(t, out, "RECEIVED in-flight", "in-flight message stored offline")
+}
+
+// sessionNodes is the set of nodes owning a session row on n (`xmppctl --json
+// sessions --all-nodes`: the rows n holds, its own and its peers').
+func sessionNodes(n *testenv.Node) (map[string]bool, error) {
+	o, e, code := n.Ctl("--json", "sessions", "--all-nodes")
+	var rows []struct{ JID, Node string }
+	if err := json.Unmarshal([]byte(o), &rows); code != 0 || err != nil {
+		return nil, fmt.Errorf("sessions --all-nodes on %s: exit %d, %v %s\n%s", n.Name, code, err, e, o)
+	}
+	nodes := map[string]bool{}
+	for _, r := range rows {
+		nodes[r.Node] = true
+	}
+	return nodes, nil
+}
+
+// rowsDropped polls sessionNodes(n) until it has no row of node dead, and
+// returns how long after since it saw that (an upper bound: it includes the
+// xmppctl round trip); it gives up 10 s after since.
+func rowsDropped(n *testenv.Node, dead string, since time.Time) (time.Duration, error) {
+	for end := since.Add(10 * time.Second); ; {
+		nodes, err := sessionNodes(n)
+		if err == nil && !nodes[dead] {
+			return time.Since(since), nil
+		}
+		if time.Now().After(end) {
+			return 0, fmt.Errorf("%s still lists %s's sessions 10 s after the kill (%v): %v", n.Name, dead, err, nodes)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // The same when the killed node is the raft leader and the node with the
