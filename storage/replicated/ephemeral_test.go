@@ -98,3 +98,90 @@ func TestEphemeralRowsStreamAndExpire(t *testing.T) {
 		t.Fatalf("ephemeral table missing from Tables(): %+v", infos)
 	}
 }
+
+// A node that restarts before its peers find it silent comes back under a new
+// incarnation: its first full copy makes every peer drop the old incarnation's
+// rows at once (not after the silence timeout, here longer than the test),
+// reporting that incarnation gone, with exactly one peer responsible for the
+// cleanup; the new incarnation's rows take their place.
+func TestEphemeralRowsOfAnOldIncarnationDropped(t *testing.T) {
+	c := newCluster(t, 3, func(cfg *Config) { cfg.EphemeralTimeout = time.Minute })
+	c.waitVoters(3, 10*time.Second)
+	l := c.waitLeader()
+	nd := c.follower(l)
+	nd.s.Ephemeral("sessions").Put("bob@example.org/old", []byte("old"))
+	var peers []*testNode
+	for _, p := range c.nodes {
+		if p != nd {
+			peers = append(peers, p)
+		}
+	}
+	// nd's rows of key on p, by incarnation.
+	rowsAt := func(p *testNode, key string) map[uint64]string {
+		out := map[uint64]string{}
+		for _, r := range p.s.Ephemeral("sessions").Get(key) {
+			if r.Node == nd.name {
+				out[r.Incarnation] = string(r.Value)
+			}
+		}
+		return out
+	}
+	var oldInc uint64
+	for _, p := range peers {
+		waitFor(t, p.name+" to see the row", 5*time.Second, func() bool {
+			for inc := range rowsAt(p, "bob@example.org/old") {
+				oldInc = inc
+				return true
+			}
+			return false
+		})
+	}
+	type drop struct {
+		observer    string
+		inc         uint64
+		responsible bool
+	}
+	var mu sync.Mutex
+	var drops []drop
+	for _, p := range peers {
+		obs := p.name
+		p.s.OnEphemeralDrop(func(node string, inc uint64, _ int, responsible bool) {
+			if node == nd.name {
+				mu.Lock()
+				drops = append(drops, drop{obs, inc, responsible})
+				mu.Unlock()
+			}
+		})
+	}
+	restarted := time.Now()
+	c.restartNode(nd, nil)
+	nd.s.Ephemeral("sessions").Put("bob@example.org/new", []byte("new"))
+	for _, p := range peers {
+		waitFor(t, p.name+" to drop the old incarnation's row and hold the new one's", 5*time.Second, func() bool {
+			if len(rowsAt(p, "bob@example.org/old")) != 0 {
+				return false
+			}
+			for inc, v := range rowsAt(p, "bob@example.org/new") {
+				return inc > oldInc && v == "new"
+			}
+			return false
+		})
+	}
+	if d := time.Since(restarted); d > 30*time.Second {
+		t.Fatalf("old rows dropped %v after the restart: by the silence timeout, not the new incarnation", d)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	responsible := 0
+	for _, d := range drops {
+		if d.inc != oldInc {
+			t.Errorf("%s was told incarnation %d of %s is gone, want %d", d.observer, d.inc, nd.name, oldInc)
+		}
+		if d.responsible {
+			responsible++
+		}
+	}
+	if len(drops) != len(peers) || responsible != 1 {
+		t.Fatalf("drops %+v: want one per peer, exactly one responsible", drops)
+	}
+}
