@@ -17,8 +17,8 @@ func rowsOf(s *Store, table, key string) map[string]string {
 
 // Ephemeral rows are node-owned and streamed: every node sees every live
 // node's rows; when a node dies its rows disappear everywhere and exactly one
-// survivor (the leader) is told to do the cleanup; a restarted node comes back
-// with a new incarnation.
+// survivor (the leader) is told to do the cleanup. (A restart under a new
+// incarnation: TestEphemeralRowsOfAnOldIncarnationDropped.)
 func TestEphemeralRowsStreamAndExpire(t *testing.T) {
 	// 50 ms keepalives, but a generous silence limit: a loaded test machine
 	// must not make live nodes look dead.
