@@ -273,7 +273,7 @@ func (s *storage) control(ctx context.Context, args []string, srv *pxe.Server) (
 		var b strings.Builder
 		for _, x := range srv.Boxes() {
 			fmt.Fprintf(&b, "%s %s", x.MAC, x.IP)
-			for _, e := range []string{"dhcp", "script", "kernel", "initrd", "params"} {
+			for _, e := range []string{"dhcp", "script", "kernel", "kernel-sent", "initrd", "initrd-sent", "params"} {
 				if t, ok := x.Events[e]; ok {
 					fmt.Fprintf(&b, " %s=%s", e, t.UTC().Format("15:04:05.000"))
 				}

@@ -3,6 +3,7 @@ package pxe
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -40,9 +41,12 @@ type Boot struct {
 
 // BoxInfo is what the server knows of one box it booted.
 type BoxInfo struct {
-	MAC    string               `json:"mac"`
-	IP     string               `json:"ip,omitempty"`
-	Events map[string]time.Time `json:"events"` // dhcp, script, kernel, initrd, params
+	MAC string `json:"mac"`
+	IP  string `json:"ip,omitempty"`
+	// Events: dhcp, script, kernel, kernel-sent, initrd, initrd-sent, params (a
+	// file's -sent event is when the server wrote its last byte: how long a box's
+	// firmware took to download it).
+	Events map[string]time.Time `json:"events"`
 	seq    int                  // order of the first params fetch (0: none)
 }
 
@@ -175,10 +179,14 @@ func (h *httpHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprint(w, h.Script())
 	case "vmlinuz":
 		h.reg.note("", ip, "kernel", h.now())
-		h.file(w, r, h.boot.Kernel)
+		if h.file(w, r, h.boot.Kernel) {
+			h.reg.note("", ip, "kernel-sent", h.now())
+		}
 	case h.initrdName(), "initrd": // "initrd": a stable name for mirrors (xedge.pxe=on)
 		h.reg.note("", ip, "initrd", h.now())
-		h.file(w, r, h.boot.Initrd)
+		if h.file(w, r, h.boot.Initrd) {
+			h.reg.note("", ip, "initrd-sent", h.now())
+		}
 	case "params":
 		mac := r.URL.Query().Get("mac")
 		if hw, err := net.ParseMAC(mac); err == nil {
@@ -225,21 +233,47 @@ func (h *httpHandler) params(b BoxInfo) map[string]string {
 	return out
 }
 
-func (h *httpHandler) file(w http.ResponseWriter, r *http.Request, path string) {
+// file serves path; it reports whether the whole file was written to the client.
+func (h *httpHandler) file(w http.ResponseWriter, r *http.Request, path string) bool {
 	f, err := os.Open(path)
 	if err != nil {
 		h.log.Warn("pxe: serve file", "err", err)
 		http.Error(w, "not available", http.StatusNotFound)
-		return
+		return false
 	}
 	defer f.Close()
 	st, err := f.Stat()
 	if err != nil {
 		http.Error(w, "not available", http.StatusNotFound)
-		return
+		return false
 	}
 	w.Header().Set("Content-Type", "application/octet-stream")
-	http.ServeContent(w, r, "", st.ModTime(), f)
+	cw := &countingWriter{ResponseWriter: w}
+	http.ServeContent(cw, r, "", st.ModTime(), f)
+	return r.Method != http.MethodHead && cw.n == st.Size()
+}
+
+// countingWriter counts the body bytes written; ReadFrom keeps the server's
+// sendfile path.
+type countingWriter struct {
+	http.ResponseWriter
+	n int64
+}
+
+func (c *countingWriter) Write(b []byte) (int, error) {
+	n, err := c.ResponseWriter.Write(b)
+	c.n += int64(n)
+	return n, err
+}
+
+func (c *countingWriter) ReadFrom(src io.Reader) (int64, error) {
+	if rf, ok := c.ResponseWriter.(io.ReaderFrom); ok {
+		n, err := rf.ReadFrom(src)
+		c.n += n
+		return n, err
+	}
+	n, err := io.Copy(struct{ io.Writer }{c}, src)
+	return n, err
 }
 
 // RenderParams writes parameters in kernel command line syntax, one a line, sorted,

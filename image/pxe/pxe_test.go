@@ -4,6 +4,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/http/httptest"
 	"net/netip"
 	"os"
@@ -219,5 +220,56 @@ func TestHTTPScriptParamsSeeds(t *testing.T) {
 	boxes := get("/boxes", "127.0.0.1")
 	if !strings.Contains(boxes, `"mac":"52:54:00:77:01:02"`) || !strings.Contains(boxes, `"kernel"`) {
 		t.Fatalf("boxes: %s", boxes)
+	}
+}
+
+// TestHTTPSentEvents: a box's kernel-sent / initrd-sent events are recorded once
+// the server wrote the whole file (over a real HTTP server, whose sendfile path
+// the counting must keep), not for a request that got part of it.
+func TestHTTPSentEvents(t *testing.T) {
+	dir := t.TempDir()
+	k, i := filepath.Join(dir, "vmlinuz"), filepath.Join(dir, "initramfs.cpio.zst")
+	big := strings.Repeat("0123456789abcdef", 1<<16) // 1 MiB
+	os.WriteFile(k, []byte(big), 0o644)
+	os.WriteFile(i, []byte(big), 0o644)
+	reg := &registry{}
+	h := &httpHandler{boot: Boot{Kernel: k, Initrd: i}, baseURL: "http://127.0.0.1/", reg: reg,
+		log: slog.New(slog.NewTextHandler(io.Discard, nil)), now: time.Now}
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	get := func(path, rng string) int {
+		req, _ := http.NewRequest("GET", srv.URL+path, nil)
+		if rng != "" {
+			req.Header.Set("Range", rng)
+		}
+		resp, err := srv.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return len(b)
+	}
+	if n := get("/initramfs.cpio.zst", "bytes=0-99"); n != 100 {
+		t.Fatalf("range: %d bytes", n)
+	}
+	ev := func() map[string]time.Time { return reg.list()[0].Events }
+	if _, ok := ev()["initrd-sent"]; ok {
+		t.Fatal("initrd-sent after a partial download")
+	}
+	if n := get("/vmlinuz", ""); n != len(big) {
+		t.Fatalf("kernel: %d bytes", n)
+	}
+	if n := get("/initramfs.cpio.zst", ""); n != len(big) {
+		t.Fatalf("initrd: %d bytes", n)
+	}
+	e := ev()
+	for _, k := range []string{"kernel", "kernel-sent", "initrd", "initrd-sent"} {
+		if e[k].IsZero() {
+			t.Fatalf("no %s event: %v", k, e)
+		}
+	}
+	if e["kernel-sent"].Before(e["kernel"]) || e["initrd-sent"].Before(e["initrd"]) {
+		t.Fatalf("sent before requested: %v", e)
 	}
 }
