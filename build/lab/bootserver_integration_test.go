@@ -140,3 +140,29 @@ func TestBootServerStorage(t *testing.T) {
 		t.Fatalf("params of node2 from inside the namespace: %v\n%s", err, p)
 	}
 }
+
+// TestNetNSBridgeReadyForRouterAdvertisements: right after CreateNetNS, before
+// any box's tap joins, the lab's bridge has carrier and a usable (not tentative)
+// IPv6 link-local address, so the boot server can answer iPXE's first router
+// solicitation. (It had neither: iPXE retried for ~2 s of every PXE boot.)
+func TestNetNSBridgeReadyForRouterAdvertisements(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (network namespace); CI runs the integration tier as root")
+	}
+	ns, err := CreateNetNS(fmt.Sprintf("xlabra-%d", os.Getpid()%100000))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ns.Delete() })
+	out, err := exec.Command("ip", "-n", ns.Name, "-6", "addr", "show", "dev", labBridge, "scope", "link").CombinedOutput()
+	if err != nil {
+		t.Fatalf("ip addr: %v: %s", err, out)
+	}
+	if !strings.Contains(string(out), "inet6 fe80::") || strings.Contains(string(out), "tentative") {
+		t.Fatalf("br0 has no usable link-local address right after CreateNetNS:\n%s", out)
+	}
+	link, _ := exec.Command("ip", "-n", ns.Name, "link", "show", "dev", labBridge).CombinedOutput()
+	if !strings.Contains(string(link), "LOWER_UP") {
+		t.Fatalf("br0 has no carrier:\n%s", link)
+	}
+}

@@ -31,21 +31,42 @@ func ipCmd(args ...string) error {
 }
 
 // CreateNetNS creates the namespace with its bridge.
+//
+// The bridge is up with carrier and an IPv6 link-local address before any box
+// powers on: a veth pair (lab0 on the bridge, lab0p up beside it) is its first
+// port, and duplicate address detection is off on it. A bridge without ports has
+// no carrier, so it got its link-local address only when the first box's tap
+// joined, and then only after DAD (~1 s): the boot server could not send a router
+// advertisement meanwhile, and iPXE, which waits for one after its DHCP, retried
+// its router solicitations for ~2 s before fetching the boot script.
 func CreateNetNS(name string) (*NetNS, error) {
 	if err := ipCmd("netns", "add", name); err != nil {
 		return nil, err
 	}
 	n := &NetNS{Name: name}
+	fail := func(err error) (*NetNS, error) {
+		n.Delete()
+		return nil, err
+	}
 	for _, a := range [][]string{
 		{"link", "set", "lo", "up"},
 		{"link", "add", labBridge, "type", "bridge"},
 		{"addr", "add", "10.77.0.1/24", "dev", labBridge},
-		{"link", "set", labBridge, "up"},
+		{"link", "add", "lab0", "type", "veth", "peer", "name", "lab0p"},
+		{"link", "set", "lab0", "master", labBridge, "up"},
+		{"link", "set", "lab0p", "up"},
 	} {
 		if err := ipCmd(append([]string{"-n", name}, a...)...); err != nil {
-			n.Delete()
-			return nil, err
+			return fail(err)
 		}
+	}
+	if err := inNetNS(name, func() error {
+		return os.WriteFile("/proc/sys/net/ipv6/conf/"+labBridge+"/accept_dad", []byte("0"), 0o644)
+	}); err != nil {
+		return fail(fmt.Errorf("bridge: no DAD: %w", err))
+	}
+	if err := ipCmd("-n", name, "link", "set", labBridge, "up"); err != nil {
+		return fail(err)
 	}
 	return n, nil
 }
