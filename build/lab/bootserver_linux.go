@@ -47,14 +47,17 @@ type BootServerOptions struct {
 // TCGTiming is the xmppd configuration the lab hands PXE-booted nodes by default:
 // TCG guests share two host cores, so each gets a fraction of a CPU and raft's and
 // the gossip's sub-second defaults see them as failed while they boot. These are
-// several times the defaults; a real appliance keeps xmppd's own. The raft heartbeat
-// timeout is also how long a freshly bootstrapped node waits before its first
-// election (2.5-5 s here): pre-vote keeps a follower that misses heartbeats on a
-// busy host from deposing a live leader, so it need not be longer.
+// several times the defaults; a real appliance keeps xmppd's own. Pre-vote keeps a
+// follower that misses heartbeats on a busy host from deposing a live leader, so
+// the heartbeat timeout need not be longer. The lease must stay shorter than the
+// heartbeat timeout: a node that bootstraps a one-voter cluster stands for election
+// at once by lowering its heartbeat timeout to the lease for a moment
+// (storage/replicated electAtOnce); with lease = heartbeat it cannot, and waited
+// a whole heartbeat timeout (2.5-5 s of every PXE cold boot) for its first election.
 const TCGTiming = `# xedge lab: timing for TCG guests on a shared host
 raft-heartbeat-timeout: 2500ms
 raft-election-timeout: 2500ms
-raft-lease-timeout: 2500ms
+raft-lease-timeout: 2s
 gossip-probe-interval: 1s
 gossip-suspicion-mult: 4
 join-timeout: 2m
