@@ -93,8 +93,11 @@ type UpOptions struct {
 	// DNS runs xmppd's embedded DNS server on port 53 of every node (SRV records for
 	// the domain, the VIP's A record). Root mode only: both reach the nodes as
 	// settings in the xmppd.yaml the boot server hands out (xmppd.extra.yaml).
-	VIP       string
-	DNS       bool
+	VIP string
+	DNS bool
+	// IPXEWait leaves iPXE's 2 s "Press Ctrl-B" prompt to time out on every PXE
+	// box (by default the lab presses a key through it: pressThroughIPXEBanner).
+	IPXEWait  bool
 	Log       io.Writer
 	WaitReady time.Duration
 }
@@ -290,6 +293,9 @@ func Up(ctx context.Context, o UpOptions) (*State, []string, error) {
 		if o.Log != nil {
 			fmt.Fprintf(o.Log, "%s: qemu pid %d, c2s 127.0.0.1:%d\n", nst.Name, nst.PID, nst.Port)
 		}
+		if o.PXE && !o.IPXEWait {
+			go pressThroughIPXEBanner(ctx, dir, nst.Dir, nst.MAC, ipxeKeyLimit, o.Log)
+		}
 		go func(i int, nst NodeState) {
 			defer func() { <-sem }()
 			line, err := WaitConsole(ctx, filepath.Join(nst.Dir, "console.log"), readyOrMaint, o.WaitReady)
@@ -405,10 +411,13 @@ type AddOptions struct {
 	Direct bool
 	// Params are extra kernel parameters (direct boot only).
 	Params string
+	// IPXEWait: as UpOptions.IPXEWait.
+	IPXEWait bool
 }
 
 // AddNode boots one more node on a running lab's segment and returns it (it does
-// not wait for it to be ready: WaitConsole on its console.log).
+// not wait for it to be ready: WaitConsole on its console.log). A PXE box gets a key
+// pressed through iPXE's prompt while ctx lasts.
 func AddNode(ctx context.Context, dir string, o AddOptions) (*NodeState, error) {
 	st, err := LoadState(dir)
 	if err != nil {
@@ -424,9 +433,13 @@ func AddNode(ctx context.Context, dir string, o AddOptions) (*NodeState, error) 
 	}
 	i := len(st.Nodes) + 1
 	params := strings.TrimSpace(st.Params + " " + o.Params)
-	nst, err := st.startNode(ctx, abs, i, ns, st.Boot == "pxe" && !o.Direct, params)
+	pxe := st.Boot == "pxe" && !o.Direct
+	nst, err := st.startNode(ctx, abs, i, ns, pxe, params)
 	if err != nil {
 		return nil, err
+	}
+	if pxe && !o.IPXEWait {
+		go pressThroughIPXEBanner(ctx, abs, nst.Dir, nst.MAC, ipxeKeyLimit, nil)
 	}
 	if err := st.save(abs); err != nil {
 		return nil, err

@@ -21,10 +21,12 @@ func init() {
 }
 
 const labUsage = `usage: xedge lab COMMAND
-  up -n N [--pxe|--direct] [--storage] [--domain D] [--params "xedge.k=v ..."] [--mode mcast|netns] [--cluster-key K]
+  up -n N [--pxe|--direct] [--storage] [--domain D] [--params "xedge.k=v ..."] [--mode mcast|netns] [--cluster-key K] [--ipxe-wait]
                                    boot N nodes on one virtual L2 segment; --pxe: from the lab's PXE
-                                   server (root), --storage: an iSCSI LUN each (tgtd, root)
-  add [--direct] [--params P]      boot one more node on the running lab's segment
+                                   server (root), --storage: an iSCSI LUN each (tgtd, root);
+                                   --ipxe-wait: no key pressed through iPXE's 2 s prompt
+  add [--direct] [--params P] [--ipxe-wait]
+                                   boot one more node on the running lab's segment
   console NODE                     attach to a node's serial console (Ctrl-] leaves)
   console NODE COMMAND ...         run one console shell command and print its output
   kill NODE                        kill a node's qemu (a crash)
@@ -81,10 +83,11 @@ func runLab(ctx context.Context, args []string) error {
 		afs := flag.NewFlagSet("lab add", flag.ContinueOnError)
 		direct := afs.Bool("direct", false, "boot the kernel directly even in a PXE lab")
 		params := afs.String("params", "", "extra kernel parameters (direct boot)")
+		ipxeWait := afs.Bool("ipxe-wait", false, "PXE: let iPXE's 2 s Ctrl-B prompt time out instead of pressing a key through it")
 		if err := afs.Parse(rest[1:]); err != nil {
 			return err
 		}
-		n, err := lab.AddNode(ctx, *dir, lab.AddOptions{Direct: *direct, Params: *params})
+		n, err := lab.AddNode(ctx, *dir, lab.AddOptions{Direct: *direct, Params: *params, IPXEWait: *ipxeWait})
 		if err != nil {
 			return err
 		}
@@ -149,6 +152,7 @@ func labUp(ctx context.Context, dir, imageDir string, args []string) error {
 	mode := fs.String("mode", defMode, "mcast: qemu multicast segment, no root; netns: bridge and taps in a namespace the lab creates (root)")
 	vip := fs.String("vip", "10.77.0.100/24", "root mode: a VIP pool on the nodes' segment NIC (empty: none)")
 	dns := fs.Bool("dns", true, "root mode: every node serves the domain's DNS zone (SRV records) on port 53")
+	ipxeWait := fs.Bool("ipxe-wait", false, "PXE: let iPXE's 2 s Ctrl-B prompt time out instead of pressing a key through it (the lab presses one by default)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -167,7 +171,7 @@ func labUp(ctx context.Context, dir, imageDir string, args []string) error {
 		PXE: *pxeBoot, PXEKernel: filepath.Join(absImage, "vmlinuz"), PXEInitrd: pxeInitrd(absImage, ""),
 		Storage: *storage, MaxBoot: maxBoot(*pxeBoot, *n),
 		Nodes: *n, Domain: *domain, Params: *params, Mode: *mode, ClusterKey: *key, Log: os.Stderr,
-		VIP: *vip, DNS: *dns,
+		VIP: *vip, DNS: *dns, IPXEWait: *ipxeWait,
 		Self: []string{self, "lab", "--dir", absDir, "segment"},
 	})
 	if st != nil {
