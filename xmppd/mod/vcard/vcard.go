@@ -33,6 +33,7 @@ const DefaultMaxBytes = 128 << 10
 type Module struct {
 	max    int
 	tab    storage.Table
+	st     storage.Store
 	hashes hashCache // XEP-0153 photo hashes (avatar.go)
 }
 
@@ -53,6 +54,7 @@ func (m *Module) Start(ctx context.Context, h module.Host) error {
 		return fmt.Errorf("vcard: %w", err)
 	}
 	var err error
+	m.st = h.Store()
 	if m.tab, err = h.Store().Durable(Table); err != nil {
 		return fmt.Errorf("vcard: %w", err)
 	}
@@ -123,4 +125,29 @@ func (m *Module) iq(ctx context.Context, h module.Host, iq *module.IQ) {
 	default:
 		modutil.ReplyError(ctx, h, iq, module.ErrModify, "bad-request", "")
 	}
+}
+
+// Get returns user's stored vCard (user a module.UserKey), ok false when none
+// is stored (xmppctl get_vcard).
+func (m *Module) Get(user string) (v *xmlstream.Element, ok bool, err error) {
+	b, ok, err := m.tab.Get(user)
+	if err != nil || !ok {
+		return nil, false, err
+	}
+	if v, err = modutil.Decode(b); err != nil {
+		return nil, false, fmt.Errorf("vcard: stored vCard of %s: %w", user, err)
+	}
+	return v, true, nil
+}
+
+// Put stores v as user's vCard (xmppctl set_vcard), within the size limit.
+func (m *Module) Put(ctx context.Context, user string, v *xmlstream.Element) error {
+	b := modutil.Encode(v)
+	if len(b) > m.max {
+		return fmt.Errorf("vcard: larger than %d bytes", m.max)
+	}
+	if err := m.st.Apply(ctx, storage.Put(Table, user, b)); err != nil {
+		return fmt.Errorf("vcard: store %s: %w", user, err)
+	}
+	return nil
 }
