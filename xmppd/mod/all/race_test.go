@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"sync"
 	"testing"
+	"time"
 
 	"xedge/xmppd/internal/memstore"
 	"xedge/xmppd/jid"
@@ -153,6 +154,11 @@ func TestBareMessageRacingInitialPresence(t *testing.T) {
 		close(start)
 		wg.Wait()
 		got := b.bodies()
+		// The delivered messages' delete runs outside the user's lock: wait
+		// for it before counting what is left.
+		settle, cancel := context.WithTimeout(ctx, 10*time.Second)
+		off.Settle(settle)
+		cancel()
 		if len(got) != 2 || got[0] != older || got[1] != body || off.Count("bob") != 0 {
 			lost++
 			if lost <= 3 {

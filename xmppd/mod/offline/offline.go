@@ -82,12 +82,13 @@ func (m *Module) Start(ctx context.Context, h module.Host) error {
 
 // Stop waits (bounded by ctx) for the deletes of delivered messages in flight.
 func (m *Module) Stop(ctx context.Context) error {
-	m.settle(ctx)
+	m.Settle(ctx)
 	return nil
 }
 
-// settle waits until no delete of delivered messages is in flight, or ctx ends.
-func (m *Module) settle(ctx context.Context) {
+// Settle waits until no delete of delivered messages is in flight, or ctx ends:
+// Stop calls it, and tests before they count what is left in storage.
+func (m *Module) Settle(ctx context.Context) {
 	for m.inflight.Load() > 0 {
 		select {
 		case <-ctx.Done():

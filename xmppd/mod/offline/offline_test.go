@@ -376,7 +376,7 @@ func TestFlushDeleteDoesNotHoldUpPresence(t *testing.T) {
 func settledCount(m *Module, user string) int {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	m.settle(ctx)
+	m.Settle(ctx)
 	return m.Count(user)
 }
 
