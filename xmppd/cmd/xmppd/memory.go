@@ -107,6 +107,12 @@ func (r *releaser) released(allocs uint64) { r.atRelease, r.prev, r.burst = allo
 
 // releaseMemory runs the releaser until ctx ends.
 func releaseMemory(ctx context.Context, after time.Duration, log *slog.Logger) {
+	runReleaser(ctx, after, log, nil)
+}
+
+// runReleaser is releaseMemory; sampled, if set, is closed once the releaser
+// took its first sample (a burst before it is the baseline, not a burst).
+func runReleaser(ctx context.Context, after time.Duration, log *slog.Logger, sampled chan<- struct{}) {
 	s := make([]metrics.Sample, len(memMetrics))
 	for i, n := range memMetrics {
 		s[i].Name = n
@@ -120,7 +126,12 @@ func releaseMemory(ctx context.Context, after time.Duration, log *slog.Logger) {
 			return
 		case now := <-t.C:
 			m := readMem(s)
-			if !r.step(now, m) {
+			released := r.step(now, m)
+			if sampled != nil {
+				close(sampled)
+				sampled = nil
+			}
+			if !released {
 				continue
 			}
 			start := time.Now()
