@@ -362,7 +362,7 @@ func (s *session) writer(c *conn) {
 		final := false
 		for _, it := range items {
 			if it.st != nil {
-				buf = xmlstream.AppendElement(buf, it.st, xmlstream.NSClient)
+				buf = fanoutEnc.appendStanza(buf, it.st)
 			} else {
 				buf = append(buf, it.raw...)
 			}
