@@ -41,6 +41,9 @@ type Options struct {
 	Mechanism     string        // SASL mechanism; default SCRAM-SHA-1
 	Resource      string        // resource to bind; default "bench"
 	Timeout       time.Duration // deadline for each protocol step; default 20s
+	// RxStamps asks the kernel for the receive time of what is read
+	// (Conn.RxStamp; Linux, SO_TIMESTAMPNS).
+	RxStamps bool
 }
 
 func (o *Options) timeout() time.Duration {
@@ -54,6 +57,7 @@ func (o *Options) timeout() time.Duration {
 type Conn struct {
 	opts     Options
 	raw      net.Conn
+	rx       *rxConn  // raw, when Options.RxStamps
 	conn     net.Conn // raw or the TLS layer over it
 	sc       *Scanner
 	features []byte
@@ -77,7 +81,15 @@ func Dial(ctx context.Context, opts Options) (*Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("dial %s: %w", opts.Addr, err)
 	}
-	c := &Conn{opts: opts, raw: raw, conn: raw, sc: NewScanner(raw)}
+	var rx *rxConn
+	if opts.RxStamps {
+		if rx, err = newRxConn(raw); err != nil {
+			raw.Close()
+			return nil, err
+		}
+		raw = rx
+	}
+	c := &Conn{opts: opts, raw: raw, rx: rx, conn: raw, sc: NewScanner(raw)}
 	if err := c.open(); err != nil {
 		raw.Close()
 		return nil, err
@@ -205,6 +217,17 @@ func (c *Conn) SetDeadline(t time.Time) error { c.dl = t; return c.conn.SetDeadl
 
 // SetWriteDeadline sets the write deadline of the connection.
 func (c *Conn) SetWriteDeadline(t time.Time) error { return c.conn.SetWriteDeadline(t) }
+
+// RxStamp returns when the kernel received the newest bytes the last read of
+// the connection returned (Unix ns, CLOCK_REALTIME), so for the element Next
+// just returned, the time by which all of it had arrived; 0 without
+// Options.RxStamps. Call it from the goroutine that calls Next.
+func (c *Conn) RxStamp() int64 {
+	if c.rx == nil {
+		return 0
+	}
+	return c.rx.stamp
+}
 
 // NextID returns a connection-unique stanza id.
 func (c *Conn) NextID() string { return "b" + strconv.FormatUint(c.seq.Add(1), 36) }

@@ -40,6 +40,7 @@ type Config struct {
 	CPU       int    // CPU the server is pinned to
 	XmppdBin  string // path to the xmppd binary (Kind == Xmppd)
 	XmppdArgs []string
+	XmppdGOGC string // GOGC in xmppd's environment; "" none (the runtime's default)
 	Dir       string // parent for the server's temporary directory
 	// Template replaces the benchmark's configuration template (ejabberd.yml,
 	// prosody.cfg.lua or xmppd.yaml) for other uses of these servers (the
@@ -297,7 +298,11 @@ func (s *Server) argv() ([]string, *syscall.Credential, []string, error) {
 			"--allow-registration", "--config", filepath.Join(s.dir, "xmppd.yaml"),
 			"--cert", filepath.Join(s.dir, "cert.pem"), "--key", filepath.Join(s.dir, "key.pem")}
 		args = append(args, s.cfg.XmppdArgs...)
-		return args, nil, append(env, "GOMAXPROCS=1"), nil
+		env = append(env, "GOMAXPROCS=1")
+		if s.cfg.XmppdGOGC != "" {
+			env = append(env, "GOGC="+s.cfg.XmppdGOGC)
+		}
+		return args, nil, env, nil
 	}
 	return nil, nil, nil, fmt.Errorf("unknown server kind %q", s.cfg.Kind)
 }

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"math"
+	"os"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -30,23 +32,45 @@ type MUCResult struct {
 	Samples int     `json:"samples_loaded"`
 	// The latency phase: one sender, one message in flight (the next goes
 	// when every occupant has the previous one), so each message's copies
-	// measure the fan-out itself on an otherwise idle server.
+	// measure the fan-out itself on an otherwise idle server. Every latency
+	// runs from the send to the kernel's receive time of the copy at its
+	// occupant's socket (SO_TIMESTAMPNS; Rx: true), so the generator's own
+	// time to read, decrypt and parse 200 copies is not in it; the same
+	// latencies to when the generator had parsed each copy are the Read
+	// figures (what the figure was before the receive times).
+	Rx           bool    `json:"kernel_receive_times"`
 	LatPerSecond float64 `json:"latency_phase_deliveries_per_second"`
 	LatP50Ms     float64 `json:"p50_ms"`
 	LatP99Ms     float64 `json:"p99_ms"`
 	LatMaxMs     float64 `json:"max_ms"`
 	LatSamples   int     `json:"samples"`
+	ReadP50Ms    float64 `json:"p50_ms_read"`
+	ReadP99Ms    float64 `json:"p99_ms_read"`
+	ReadMaxMs    float64 `json:"max_ms_read"`
 	// Per message of the latency phase: when its first and its last copy
 	// arrived (p50 over messages), and how many messages it sent.
 	LatFirstP50Ms float64 `json:"first_copy_p50_ms"`
 	LatLastP50Ms  float64 `json:"last_copy_p50_ms"`
 	LatLastP99Ms  float64 `json:"last_copy_p99_ms"`
+	// The same for when the generator had parsed the last copy.
+	ReadLastP50Ms float64 `json:"last_copy_p50_ms_read"`
+	ReadLastP99Ms float64 `json:"last_copy_p99_ms_read"`
 	LatMessages   int     `json:"latency_phase_messages"`
 	LatServerCPU  float64 `json:"latency_phase_server_cpu"`
 	LatClientCPU  float64 `json:"latency_phase_client_cpu"`
-	ServerCPU     float64 `json:"server_cpu"`
-	ClientCPU     float64 `json:"client_cpu"`
-	LostOrLate    int64   `json:"undelivered_at_end"`
+	// Time the server's and the generator's threads spent runnable but
+	// waiting for a CPU (run queue), ms per second of the latency phase:
+	// what the host's other work added to the phase's latencies.
+	LatServerRunQueue float64 `json:"latency_phase_server_runqueue_ms_per_s"`
+	LatClientRunQueue float64 `json:"latency_phase_client_runqueue_ms_per_s"`
+	// Share of the server's CPU (and of the generator's) that other processes
+	// used during the latency phase: busy time of the CPU less the server's
+	// own (the generator's own), per second; -1 if unknown.
+	LatServerCPUOthers float64 `json:"latency_phase_server_core_used_by_others"`
+	LatClientCPUOthers float64 `json:"latency_phase_client_core_used_by_others"`
+	ServerCPU          float64 `json:"server_cpu"`
+	ClientCPU          float64 `json:"client_cpu"`
+	LostOrLate         int64   `json:"undelivered_at_end"`
 }
 
 // nsMUC and nsMUCOwner are the XEP-0045 namespaces the workload speaks.
@@ -76,13 +100,19 @@ func MUC(ctx context.Context, t *Target, prefix string, occupants, senders, wind
 	r := MUCResult{Occupants: occupants, Senders: senders, Window: window}
 	ctx, cancel := context.WithTimeout(ctx, d+3*time.Minute)
 	defer cancel()
-	conns, err := loginAll(ctx, t, prefix, occupants, 0, true)
+	o := t.opts(true)
+	o.RxStamps = true
+	conns, err := loginAllOpts(ctx, t, prefix, occupants, 0, o)
 	if err != nil {
 		return r, err
 	}
+	r.Rx = true
 	room := MUCRoom(t.Domain)
 	nick := func(i int) string { return "n" + strconv.Itoa(i) }
-	base := time.Now()
+	// Send times are wall-clock (CLOCK_REALTIME, as the kernel's receive
+	// times) since base, so a body's number stays short.
+	base := time.Now().UnixNano()
+	now := func() int64 { return time.Now().UnixNano() - base }
 	var counting, stopping atomic.Bool
 	var delivered, sent, received atomic.Int64
 	var active, phase atomic.Int32 // senders sending; 0 throughput, 1 latency
@@ -90,17 +120,22 @@ func MUC(ctx context.Context, t *Target, prefix string, occupants, senders, wind
 	// first and last arrival of each message.
 	var pending atomic.Int64
 	var lmu sync.Mutex
-	var firsts, lasts []int64
+	var firsts, lasts, lastsRead []int64
+	// Earliest and latest receive time of the message in flight's copies.
+	var firstRx, lastRx, lastRead atomic.Int64
+	resetRx := func() { firstRx.Store(math.MaxInt64); lastRx.Store(0); lastRead.Store(0) }
+	resetRx()
 	var lbuf []byte
 	active.Store(int32(senders))
 	joined := make([]chan []byte, occupants)
 	locals := [2][][]int64{make([][]int64, occupants), make([][]int64, occupants)}
+	reads := make([][]int64, occupants) // latency phase, parse time
 	sess := make([]*session, occupants)
 	msg := func(buf []byte) []byte {
 		buf = append(buf[:0], "<message type='groupchat' to='"...)
 		buf = append(buf, room...)
 		buf = append(buf, "'><body>"...)
-		buf = strconv.AppendInt(buf, int64(time.Since(base)), 10)
+		buf = strconv.AppendInt(buf, now(), 10)
 		return append(buf, "</body></message>"...)
 	}
 	per := max(1, maxSamples/occupants)
@@ -109,6 +144,7 @@ func MUC(ctx context.Context, t *Target, prefix string, occupants, senders, wind
 		joined[i] = make(chan []byte, 1)
 		locals[0][i] = make([]int64, 0, min(per, 1<<13))
 		locals[1][i] = make([]int64, 0, 1<<10)
+		reads[i] = make([]int64, 0, 1<<10)
 		self := []byte(room + "/" + nick(i))
 		var buf []byte
 		sess[i] = newSession(conns[i], func(el []byte) {
@@ -120,25 +156,34 @@ func MUC(ctx context.Context, t *Target, prefix string, occupants, senders, wind
 				return
 			}
 			received.Add(1)
-			lat := int64(time.Since(base)) - ts
+			readLat := now() - ts
+			lat := readLat
+			if rx := conns[i].RxStamp(); rx != 0 {
+				lat = rx - base - ts
+			}
 			ph := phase.Load()
 			if counting.Load() {
 				delivered.Add(1)
 				if len(locals[ph][i]) < per {
 					locals[ph][i] = append(locals[ph][i], lat)
 				}
+				if ph == 1 && len(reads[i]) < per {
+					reads[i] = append(reads[i], readLat)
+				}
 			}
 			if ph == 1 {
-				left := pending.Add(-1)
-				if left == int64(occupants-1) || left == 0 {
+				atomicMin(&firstRx, lat)
+				atomicMax(&lastRx, lat)
+				atomicMax(&lastRead, readLat)
+				if left := pending.Add(-1); left == 0 {
 					lmu.Lock()
-					if counting.Load() && left == int64(occupants-1) {
-						firsts = append(firsts, lat)
+					if counting.Load() {
+						firsts = append(firsts, firstRx.Load())
+						lasts = append(lasts, lastRx.Load())
+						lastsRead = append(lastsRead, lastRead.Load())
 					}
-					if counting.Load() && left == 0 {
-						lasts = append(lasts, lat)
-					}
-					if left == 0 && !stopping.Load() {
+					resetRx()
+					if !stopping.Load() {
 						pending.Store(int64(occupants))
 						lbuf = msg(lbuf)
 						if sess[0].send(lbuf) == nil {
@@ -255,9 +300,32 @@ func MUC(ctx context.Context, t *Target, prefix string, occupants, senders, wind
 		return r, fmt.Errorf("send: %w", err)
 	}
 	sent.Add(1)
+	pid := 0
+	if t.PID != nil {
+		pid = t.PID()
+	}
+	w0, s0, m0 := runQueueWait(pid), runQueueWait(os.Getpid()), time.Now()
+	busy0, cbusy0 := cpuBusy(t.ServerCPU), cpuBusy(t.ClientCPU)
+	var own0 float64
+	if t.CPU != nil {
+		own0, _ = t.CPU()
+	}
+	self0 := selfCPU()
 	secs, lsrv, lcli, err := measure(ctx, t, d, &counting)
 	if err != nil {
 		return r, err
+	}
+	r.LatServerCPUOthers, r.LatClientCPUOthers = -1, -1
+	if el := time.Since(m0).Seconds(); el > 0 {
+		r.LatServerRunQueue = (runQueueWait(pid) - w0) * 1e3 / el
+		r.LatClientRunQueue = (runQueueWait(os.Getpid()) - s0) * 1e3 / el
+		if b := cpuBusy(t.ServerCPU); busy0 >= 0 && b >= 0 && t.CPU != nil {
+			own, _ := t.CPU()
+			r.LatServerCPUOthers = max(0, (b-busy0)-(own-own0)) / el
+		}
+		if b := cpuBusy(t.ClientCPU); cbusy0 >= 0 && b >= 0 {
+			r.LatClientCPUOthers = max(0, (b-cbusy0)-(selfCPU()-self0)) / el
+		}
 	}
 	stopping.Store(true)
 	r.LatPerSecond = float64(delivered.Load()) / secs
@@ -271,25 +339,41 @@ func MUC(ctx context.Context, t *Target, prefix string, occupants, senders, wind
 		s.close()
 	}
 	sess = nil
-	var lat, lat1 []int64
+	var lat, lat1, read1 []int64
 	for i := range occupants {
 		lat = append(lat, locals[0][i]...)
 		lat1 = append(lat1, locals[1][i]...)
+		read1 = append(read1, reads[i]...)
 	}
 	r.P50Ms, r.P99Ms, r.MaxMs, r.Samples = quantiles(lat)
 	r.LatP50Ms, r.LatP99Ms, r.LatMaxMs, r.LatSamples = quantiles(lat1)
+	r.ReadP50Ms, r.ReadP99Ms, r.ReadMaxMs, _ = quantiles(read1)
 	lmu.Lock()
 	r.LatFirstP50Ms, _, _, r.LatMessages = quantiles(firsts)
 	r.LatLastP50Ms, r.LatLastP99Ms, _, _ = quantiles(lasts)
+	r.ReadLastP50Ms, r.ReadLastP99Ms, _, _ = quantiles(lastsRead)
 	lmu.Unlock()
 	t.Log.Info("muc fan-out", "server", t.Name, "occupants", occupants, "senders", senders, "window", window,
 		"deliveries_per_s", fmt.Sprintf("%.0f", r.PerSecond), "p99_ms_loaded", fmt.Sprintf("%.2f", r.P99Ms),
 		"p50_ms", fmt.Sprintf("%.2f", r.LatP50Ms), "p99_ms", fmt.Sprintf("%.2f", r.LatP99Ms),
+		"p99_ms_read", fmt.Sprintf("%.2f", r.ReadP99Ms),
 		"first_copy_p50_ms", fmt.Sprintf("%.2f", r.LatFirstP50Ms), "last_copy_p50_ms", fmt.Sprintf("%.2f", r.LatLastP50Ms),
 		"latency_server_cpu", fmt.Sprintf("%.2f", r.LatServerCPU), "latency_client_cpu", fmt.Sprintf("%.2f", r.LatClientCPU),
+		"latency_server_runqueue_ms_per_s", fmt.Sprintf("%.1f", r.LatServerRunQueue), "latency_client_runqueue_ms_per_s", fmt.Sprintf("%.1f", r.LatClientRunQueue),
+		"latency_server_core_used_by_others", fmt.Sprintf("%.2f", r.LatServerCPUOthers), "latency_client_core_used_by_others", fmt.Sprintf("%.2f", r.LatClientCPUOthers),
 		"server_cpu", fmt.Sprintf("%.2f", r.ServerCPU), "client_cpu", fmt.Sprintf("%.2f", r.ClientCPU))
 	if r.Delivered == 0 {
 		return r, fmt.Errorf("no groupchat message delivered")
 	}
 	return r, nil
+}
+
+func atomicMin(a *atomic.Int64, v int64) {
+	for o := a.Load(); v < o && !a.CompareAndSwap(o, v); o = a.Load() {
+	}
+}
+
+func atomicMax(a *atomic.Int64, v int64) {
+	for o := a.Load(); v > o && !a.CompareAndSwap(o, v); o = a.Load() {
+	}
 }

@@ -23,13 +23,17 @@ import (
 
 // Target is the server under test.
 type Target struct {
-	Name    string
-	Addr    string
-	Domain  string
-	RSS     func() (int64, error)   // resident memory of the server process tree
-	CPU     func() (float64, error) // CPU seconds the server has used
-	Restart func(context.Context) error
-	Log     *slog.Logger
+	Name   string
+	Addr   string
+	Domain string
+	RSS    func() (int64, error)   // resident memory of the server process tree
+	CPU    func() (float64, error) // CPU seconds the server has used
+	PID    func() int              // the server's process (0: unknown), for its run-queue wait
+	// ServerCPU is the CPU the server is pinned to (-1: none), ClientCPU the
+	// generator's: what else ran on them is measured in the MUC workload.
+	ServerCPU, ClientCPU int
+	Restart              func(context.Context) error
+	Log                  *slog.Logger
 	// Verifier checks the server's certificate on every TLS connection (verified
 	// in full once, then pinned: see loadgen.Verifier); nil: not checked.
 	Verifier *loadgen.Verifier
@@ -125,13 +129,19 @@ func Register(ctx context.Context, t *Target, prefix string, n int) error {
 // loginAll logs n sessions in (TLS or not), 50 at a time: session i is user
 // i % users (users <= 0 means n users, one session each) with resource r<i>.
 func loginAll(ctx context.Context, t *Target, prefix string, n, users int, tls bool) ([]*loadgen.Conn, error) {
+	return loginAllOpts(ctx, t, prefix, n, users, t.opts(tls))
+}
+
+// loginAllOpts is loginAll with the connections' options (Resource is set per
+// connection).
+func loginAllOpts(ctx context.Context, t *Target, prefix string, n, users int, opts loadgen.Options) ([]*loadgen.Conn, error) {
 	if users <= 0 || users > n {
 		users = n
 	}
 	conns := make([]*loadgen.Conn, n)
 	err := Parallel(ctx, n, 50, func(ctx context.Context, i int) error {
 		u, p := User(prefix, i%users)
-		o := t.opts(tls)
+		o := opts
 		o.Resource = "r" + strconv.Itoa(i)
 		c, err := loadgen.Login(ctx, o, u, p)
 		if err != nil {

@@ -59,6 +59,7 @@ type params struct {
 	ClientCPU     int           `json:"client_cpu"`
 	Settle        time.Duration `json:"settle_ns"`
 	XmppdBin      string        `json:"-"`
+	XmppdGOGC     string        `json:"xmppd_gogc,omitempty"`
 	Out           string        `json:"-"`
 	Keep          bool          `json:"-"`
 	Timeout       time.Duration `json:"-"`
@@ -111,6 +112,7 @@ func run(args []string) error {
 	flag.IntVar(&p.ClientCPU, "client-cpu", 1, "CPU the load generator is pinned to")
 	flag.DurationVar(&p.Settle, "settle", 0, "pause before reading RSS (default 5s, quick 2s)")
 	flag.StringVar(&p.XmppdBin, "xmppd", "bin/xmppd", "xmppd binary (make build)")
+	flag.StringVar(&p.XmppdGOGC, "xmppd-gogc", "", "GOGC for xmppd (empty: its default, 100 with its 128 MiB heap floor)")
 	flag.StringVar(&p.Out, "out", "bench/results", "directory for results (JSON, Markdown, PNG)")
 	flag.BoolVar(&p.Keep, "keep", false, "keep the servers' temporary directories")
 	flag.DurationVar(&p.Timeout, "timeout", 0, "bound on the whole run (default 30m, quick 8m)")
@@ -275,7 +277,7 @@ func benchServer(ctx context.Context, log *slog.Logger, p *params, name string) 
 			return res
 		}
 	}
-	s, err := servers.New(servers.Config{Kind: name, CPU: p.ServerCPU, XmppdBin: p.XmppdBin, Log: log})
+	s, err := servers.New(servers.Config{Kind: name, CPU: p.ServerCPU, XmppdBin: p.XmppdBin, XmppdGOGC: p.XmppdGOGC, Log: log})
 	if err != nil {
 		res.Errors["start"] = err.Error()
 		return res
@@ -293,7 +295,7 @@ func benchServer(ctx context.Context, log *slog.Logger, p *params, name string) 
 		log.Error("server did not start", "server", name, "err", err)
 		return res
 	}
-	t := &workload.Target{Name: name, Addr: s.Addr, Domain: s.Domain(), RSS: s.RSS, CPU: s.CPUTime, Restart: s.Restart, Log: log}
+	t := &workload.Target{Name: name, Addr: s.Addr, Domain: s.Domain(), RSS: s.RSS, CPU: s.CPUTime, PID: s.PID, ServerCPU: p.ServerCPU, ClientCPU: p.ClientCPU, Restart: s.Restart, Log: log}
 	certPEM, err := s.CertPEM()
 	if err == nil {
 		t.Verifier, err = loadgen.NewVerifier(certPEM, s.Domain())
@@ -419,6 +421,7 @@ func benchServer(ctx context.Context, log *slog.Logger, p *params, name string) 
 			if err == nil {
 				res.Figures["muc_per_s"] = r.PerSecond
 				res.Figures["muc_p99_ms"] = r.LatP99Ms
+				res.Figures["muc_p99_read_ms"] = r.ReadP99Ms
 			}
 			return err
 		})

@@ -1,0 +1,67 @@
+package workload
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strconv"
+)
+
+// runQueueWait returns the seconds the threads of process pid have spent
+// runnable but waiting for a CPU (the second field of each thread's
+// /proc/PID/task/TID/schedstat, ns), summed over its threads; 0 if unknown.
+// Over a measurement it says how much of a latency the host's other work
+// added: a thread waiting on the run queue delays what it would have sent.
+func runQueueWait(pid int) float64 {
+	if pid <= 0 {
+		return 0
+	}
+	tasks, err := filepath.Glob(filepath.Join("/proc", strconv.Itoa(pid), "task", "*", "schedstat"))
+	if err != nil {
+		return 0
+	}
+	var ns int64
+	for _, f := range tasks {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue // the thread ended
+		}
+		if fs := bytes.Fields(b); len(fs) >= 2 {
+			v, _ := strconv.ParseInt(string(fs[1]), 10, 64)
+			ns += v
+		}
+	}
+	return float64(ns) / 1e9
+}
+
+// cpuBusy returns the seconds CPU n has been busy since boot (all processes:
+// /proc/stat's cpuN line less idle and iowait, in USER_HZ = 100 per second);
+// -1 if unknown.
+func cpuBusy(n int) float64 {
+	if n < 0 {
+		return -1
+	}
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return -1
+	}
+	name := []byte("cpu" + strconv.Itoa(n) + " ")
+	for _, line := range bytes.Split(b, []byte("\n")) {
+		if !bytes.HasPrefix(line, name) {
+			continue
+		}
+		fs := bytes.Fields(line[len(name):])
+		if len(fs) < 5 {
+			return -1
+		}
+		var busy int64
+		for i, f := range fs[:min(len(fs), 8)] {
+			v, _ := strconv.ParseInt(string(f), 10, 64)
+			if i != 3 && i != 4 { // idle, iowait
+				busy += v
+			}
+		}
+		return float64(busy) / 100
+	}
+	return -1
+}
