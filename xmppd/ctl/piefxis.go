@@ -18,7 +18,7 @@ import (
 
 func init() {
 	registerClient(Command{"import-piefxis", "FILE|DIR [--skip-unknown-hosts]", "import accounts, rosters, vCards, private XML, offline messages, block and privacy lists from a XEP-0227 file (ejabberd's export_piefxis, Prosody's xep0227 store), each host's users into that host, with progress", 1, 2}, follow("import-piefxis"))
-	registerClient(Command{"export-piefxis", "DIR", "export every account and its data as XEP-0227 files written in DIR (ejabberd's layout: a main file and one file per host), with progress", 1, 1}, follow("export-piefxis"))
+	registerClient(Command{"export-piefxis", "DIR [HOST]", "export every account (of HOST: that host's only) and its data as XEP-0227 files written in DIR (ejabberd's layout: a main file and one file per host), with progress", 1, 2}, follow("export-piefxis"))
 	register(Command{"piefxis-status", "", "progress or result of the running or last import-piefxis/export-piefxis", 0, 0}, renderPIEFXIS)
 	details["import-piefxis"] = "The file is read by xmppd (give a path on its host). ejabberd: `ejabberdctl export_piefxis DIR` writes DIR/<stamp>.xml\n" +
 		"and one file per host that it includes: import the first. Prosody: prosody-migrator with output type xep0227 writes one\n" +
@@ -43,7 +43,7 @@ const (
 // follow returns the client side of cmd (import-piefxis or export-piefxis).
 func follow(cmd string) func(ctx context.Context, socket string, args []string, asJSON bool, stdout, stderr io.Writer) int {
 	return func(ctx context.Context, socket string, args []string, asJSON bool, stdout, stderr io.Writer) int {
-		if len(args) == 2 && args[1] != "--skip-unknown-hosts" {
+		if cmd == "import-piefxis" && len(args) == 2 && args[1] != "--skip-unknown-hosts" {
 			fmt.Fprintf(stderr, "xmppctl: %s: unknown option %q (--skip-unknown-hosts)\n", cmd, args[1])
 			return 2
 		}

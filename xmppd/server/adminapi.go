@@ -39,7 +39,7 @@ func (s *Server) adminHandlers() {
 			return nil, err
 		}
 		if err := s.hostDir(d).Create(ctx, u, args[1]); err != nil {
-			return nil, s.dirErr("registering an account", err)
+			return nil, s.hostDirErr(d, "registering an account", err)
 		}
 		return fmt.Sprintf("user %s@%s registered", u, d), nil
 	})
@@ -53,7 +53,7 @@ func (s *Server) adminHandlers() {
 			return nil, err
 		}
 		if err := s.hostDir(d).Delete(ctx, u); err != nil {
-			return nil, s.dirErr("removing an account", err)
+			return nil, s.hostDirErr(d, "removing an account", err)
 		}
 		bare, _ := jid.New(u, d, "")
 		s.Router.Kick(bare, "account removed")
@@ -69,7 +69,7 @@ func (s *Server) adminHandlers() {
 			return nil, err
 		}
 		if err := s.hostDir(d).SetPassword(ctx, u, args[1]); err != nil {
-			return nil, s.dirErr("changing a password", err)
+			return nil, s.hostDirErr(d, "changing a password", err)
 		}
 		return fmt.Sprintf("password of %s@%s changed", u, d), nil
 	}
@@ -87,7 +87,7 @@ func (s *Server) adminHandlers() {
 			l, err = s.hostDir(host).List(ctx)
 		}
 		if err != nil {
-			return nil, s.dirErr("listing the accounts", err)
+			return nil, s.hostDirErr(host, "listing the accounts", err)
 		}
 		if l == nil {
 			l = []string{}

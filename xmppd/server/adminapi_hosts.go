@@ -194,7 +194,7 @@ func (s *Server) stat(ctx context.Context, name, host string) (any, error) {
 			l, err = s.hostDir(domain).List(ctx)
 		}
 		if err != nil {
-			return nil, s.dirErr("counting the accounts", err)
+			return nil, s.hostDirErr(domain, "counting the accounts", err)
 		}
 		return len(l), nil
 	case "onlineusers", "onlineusersnode":

@@ -129,15 +129,23 @@ func (f *piefxisFeature) startImport(_ context.Context, args []string) (any, err
 }
 
 func (f *piefxisFeature) startExport(_ context.Context, args []string) (any, error) {
-	if len(args) != 1 || !filepath.IsAbs(args[0]) {
-		return nil, errors.New("usage: export-piefxis /absolute/path/dir")
+	if len(args) < 1 || len(args) > 2 || !filepath.IsAbs(args[0]) {
+		return nil, errors.New("usage: export-piefxis /absolute/path/dir [HOST]")
 	}
 	dir := args[0]
+	hosts := f.s.cfg.HostNames()
+	if len(args) == 2 { // ejabberdctl export_piefxis_host DIR HOST: that host only
+		d, err := f.s.servedHost(args[1])
+		if err != nil {
+			return nil, err
+		}
+		hosts = []string{d}
+	}
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, err
 	}
 	now := time.Now()
-	path, _ := migrate.ExportFiles(dir, now, f.s.cfg.HostNames())
+	path, _ := migrate.ExportFiles(dir, now, hosts)
 	j, err := f.begin("export", path)
 	if err != nil {
 		return nil, err
@@ -145,7 +153,7 @@ func (f *piefxisFeature) startExport(_ context.Context, args []string) (any, err
 	f.wg.Add(1)
 	go func() {
 		defer f.wg.Done()
-		sum, err := migrate.ExportDir(f.ctx, f.s.Store, dir, f.s.cfg.HostNames(), f.s.cfg.Domain, now, &j.prog)
+		sum, err := migrate.ExportDir(f.ctx, f.s.Store, dir, hosts, f.s.cfg.Domain, now, &j.prog)
 		sum.File = path
 		f.finish(j, sum, err)
 	}()

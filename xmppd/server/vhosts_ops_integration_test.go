@@ -28,7 +28,7 @@ def ctl(*args):
     return r.returncode, r.stdout.strip()
 
 async def login(j, pw):
-    return await X.start(X.client(j, pw, plugins=["xep_0045"]))
+    return await X.start(X.client(j, pw, plugins=["xep_0045", "xep_0054"]))
 
 async def main():
     a = await login("alice@a.example/r", "pa")
@@ -65,7 +65,75 @@ async def main():
     a.send_message(mto="room@conference.a.example", mbody="in a's room", mtype="groupchat")
     await asyncio.wait_for(mine, T)
     assert got["a"] == ["room@conference.a.example/al in a's room"], got["a"]
-    await X.stop(a); await X.stop(b)
+
+    # ejabberdctl's per-host data commands act on b.example's alice only.
+    # Both fetch their roster first: pushes go to interested resources (RFC 6121 2.1.6).
+    await a.get_roster(timeout=T); await b.get_roster(timeout=T)
+    pushes = {"a": 0, "b": 0}
+    a.add_event_handler("roster_update", lambda _: pushes.__setitem__("a", pushes["a"] + 1))
+    push = X.event(b, "roster_update")
+    code, out = ctl("add_rosteritem", "alice", "b.example", "bob", "c.example", "Bob", "ops;b", "both")
+    assert code == 0, ("add_rosteritem", code, out)
+    await asyncio.wait_for(push, T)
+    # The push as slixmpp applied it to its roster.
+    assert "bob@c.example" in b.client_roster, b.client_roster
+    item = b.client_roster["bob@c.example"]
+    assert item["subscription"] == "both" and item["name"] == "Bob" and sorted(item["groups"]) == ["b", "ops"], item
+    code, out = ctl("get_roster", "alice", "b.example")
+    assert code == 0 and out == "bob@c.example\tBob\tboth\tnone\tops;b", ("get_roster b", code, out)
+    code, out = ctl("get_roster", "alice", "a.example")
+    assert code == 0 and out == "", ("get_roster a", code, out)
+    assert "bob@c.example" not in a.client_roster and pushes["a"] == 0, pushes
+
+    code, out = ctl("set_vcard", "alice", "b.example", "FN", "Alice of B")
+    assert code == 0, ("set_vcard", code, out)
+    v = await b["xep_0054"].get_vcard("alice@b.example", local=False, timeout=T)
+    assert v["vcard_temp"]["FN"] == "Alice of B", v
+    v = await a["xep_0054"].get_vcard("alice@a.example", local=False, timeout=T)
+    assert v["vcard_temp"]["FN"] == "", v
+    code, out = ctl("get_vcard", "alice", "b.example", "FN")
+    assert code == 0 and out == "Alice of B", ("get_vcard", code, out)
+
+    got_msg = {"a": [], "b": []}
+    a.add_event_handler("message", lambda m: got_msg["a"].append(m["body"]))
+    msg = X.event(b, "message", lambda m: m["body"] == "maintenance at 22:00")
+    code, out = ctl("send_message", "chat", "b.example", "alice@b.example", "Notice", "maintenance at 22:00")
+    assert code == 0, ("send_message", code, out)
+    m = await asyncio.wait_for(msg, T)
+    assert str(m["from"]) == "b.example" and m["subject"] == "Notice", m
+    mine = X.event(a, "message", lambda m: m["body"] == "for a")
+    code, out = ctl("send_message", "chat", "a.example", "alice@a.example", "", "for a")
+    await asyncio.wait_for(mine, T)
+    assert got_msg["a"] == ["for a"], got_msg["a"]
+
+    code, out = ctl("create_room", "ops", "conference.b.example", "b.example")
+    assert code == 0, ("create_room", code, out)
+    code, out = ctl("muc_online_rooms", "conference.b.example")
+    assert code == 0 and out.split() == ["ops@conference.b.example", "room@conference.b.example"], ("muc_online_rooms", code, out)
+    code, out = ctl("muc_online_rooms", "conference.a.example")
+    assert code == 0 and out == "room@conference.a.example", ("muc_online_rooms a", code, out)
+    pres, _, _, _ = await b["xep_0045"].join_muc_wait("ops@conference.b.example", "al", maxstanzas=0, timeout=T)
+    codes = {int(s.get("code", 0)) for s in pres.xml.iter("{http://jabber.org/protocol/muc#user}status")}
+    assert 201 not in codes, ("ops was created by create_room, not by the join", codes)
+    gone = X.event(b, "groupchat_presence", lambda p: p["type"] == "unavailable" and str(p["from"]) == "ops@conference.b.example/al")
+    code, out = ctl("destroy_room", "ops", "conference.b.example")
+    assert code == 0, ("destroy_room", code, out)
+    p = await asyncio.wait_for(gone, T)
+    assert p.xml.find(".//{http://jabber.org/protocol/muc#user}destroy") is not None, p
+
+    # ban_account: b.example's alice is kicked and cannot log in again;
+    # a.example's alice stays (a round trip to her own vCard afterwards).
+    down = X.event(b, "disconnected")
+    code, out = ctl("ban_account", "alice", "b.example", "spam")
+    assert code == 0 and "1 session(s) kicked" in out, ("ban_account", code, out)
+    await asyncio.wait_for(down, T)
+    try:
+        await login("alice@b.example/again", "pb")
+        raise AssertionError("banned alice@b.example logged in")
+    except RuntimeError:
+        pass
+    await a["xep_0054"].get_vcard("alice@a.example", local=False, timeout=T)
+    await X.stop(a)
 
 X.run(main, timeout=90)
 `
@@ -116,6 +184,17 @@ func TestVirtualHostsOperator(t *testing.T) {
 	}
 	ctl(0, "check_password", "alice", "b.example", "pb")
 	ctl(1, "check_password", "alice", "a.example", "pb")
+	for _, args := range [][]string{
+		{"ban_account", "alice", "c.example", "spam"}, {"get_roster", "alice", "c.example"},
+		{"add_rosteritem", "alice", "c.example", "bob", "b.example", "Bob", "", "both"}, {"delete_rosteritem", "alice", "c.example", "bob", "b.example"},
+		{"get_vcard", "alice", "c.example", "FN"}, {"set_vcard", "alice", "c.example", "FN", "x"},
+		{"send_message", "chat", "c.example", "alice@a.example", "", "x"}, {"create_room", "r", "conference.c.example", "c.example"},
+		{"connected_users_vhost", "c.example"}, {"stats_host", "onlineusers", "c.example"}, {"kick_user", "alice", "c.example"},
+	} {
+		if out := ctl(1, args...); !strings.Contains(out, "unknown host") {
+			t.Fatalf("%v: %s", args, out)
+		}
+	}
 	if out := ctl(0, "status"); !strings.Contains(out, "hosts:") || !strings.Contains(out, "a.example,b.example") {
 		t.Fatalf("status lists no hosts:\n%s", out)
 	}
@@ -141,7 +220,7 @@ func TestVirtualHostsOperator(t *testing.T) {
 	ctl(1, "check_password", "carol", "a.example", "cb")
 	ctl(1, "check_account", "dave", "a.example")
 	exp := filepath.Join(dir, "export")
-	ctl(0, "export-piefxis", exp)
+	ctl(0, "export_piefxis", exp) // ejabberdctl's spelling
 	files, _ := filepath.Glob(filepath.Join(exp, "*.xml"))
 	if len(files) != 3 {
 		t.Fatalf("export wrote %v", files)
@@ -162,6 +241,22 @@ func TestVirtualHostsOperator(t *testing.T) {
 			if strings.Count(s, "xi:include") != 2 {
 				t.Fatalf("main file %s:\n%s", f, s)
 			}
+		}
+	}
+	// ejabberdctl export_piefxis_host DIR HOST: b.example's file only.
+	one := filepath.Join(dir, "one")
+	if out := ctl(1, "export_piefxis_host", one, "c.example"); !strings.Contains(out, "unknown host") {
+		t.Fatalf("export_piefxis_host c.example: %s", out)
+	}
+	ctl(0, "export_piefxis_host", one, "b.example")
+	files, _ = filepath.Glob(filepath.Join(one, "*.xml"))
+	if len(files) != 2 {
+		t.Fatalf("export_piefxis_host wrote %v", files)
+	}
+	for _, f := range files {
+		b, _ := os.ReadFile(f)
+		if s := string(b); strings.Contains(s, "a.example") || (strings.HasSuffix(f, "_b.example.xml") && !strings.Contains(s, "name='dave'")) {
+			t.Fatalf("%s:\n%s", f, s)
 		}
 	}
 }

@@ -32,8 +32,12 @@ func TestXmppctl(t *testing.T) {
 	if _, e := ctl(1, "register", "alice", "again"); !strings.Contains(e, "exists") {
 		t.Fatalf("duplicate register: %s", e)
 	}
-	if _, e := ctl(1, "register", "bad@name", "x"); !strings.Contains(e, "invalid") {
+	if _, e := ctl(1, "register", "bad name", "x"); !strings.Contains(e, "invalid") {
 		t.Fatalf("invalid user: %s", e)
+	}
+	// USER@HOST names a host (virtual hosts): one not served is refused.
+	if _, e := ctl(1, "register", "bad@name", "x"); !strings.Contains(e, `unknown host: host "name" is not served here`) {
+		t.Fatalf("user of a host not served: %s", e)
 	}
 	if o, _ := ctl(0, "users"); o != "alice\nbob\n" {
 		t.Fatalf("users: %q", o)
