@@ -18,7 +18,7 @@ import (
 )
 
 // ejabberdctl's per-host account data commands, so an operator's scripts
-// for a multi-host ejabberd site keep working: ban_account, get_roster,
+// for a multi-host ejabberd site keep working: ban_account, num_resources, get_roster,
 // add_rosteritem, delete_rosteritem, get_vcard(2), set_vcard(2),
 // send_message, create_room and destroy_room. Each takes the host as
 // ejabberdctl does and refuses a domain not served ("unknown host"); a user
@@ -106,6 +106,18 @@ func (s *Server) vhostAdminHandlers(ros *roster.Module, vc *vcard.Module, mu *mu
 		n, _ := s.Router.Kick(bare, reason)
 		s.log.Info("account banned", "user", bare.String(), "reason", args[2], "sessions_kicked", n)
 		return fmt.Sprintf("account %s banned (password replaced by a random one), %d session(s) kicked", bare, n), nil
+	})
+
+	a.Handle("num_resources", func(_ context.Context, args []string) (any, error) {
+		if len(args) != 2 {
+			return nil, errors.New("usage: num_resources USER HOST")
+		}
+		u, d, err := s.account(args[0], args[1])
+		if err != nil {
+			return nil, err
+		}
+		bare, _ := jid.New(u, d, "")
+		return len(s.Router.Sessions(bare)), nil
 	})
 
 	needRoster := func() error {

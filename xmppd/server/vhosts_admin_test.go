@@ -82,6 +82,7 @@ func TestAdminVhostAccountData(t *testing.T) {
 		{[]string{"create_room", "ops", "conference.a.example", "b.example"}, "!not the MUC service of b.example"},
 		{[]string{"create_room", "ops", "conference.c.example", "c.example"}, "!unknown host"},
 		{[]string{"destroy_room", "ops", "conference.c.example"}, "!unknown MUC service"},
+		{[]string{"num_resources", "alice", "c.example"}, "!unknown host"},
 		{[]string{"ban_account", "alice", "c.example", "spam"}, "!unknown host"},
 		{[]string{"ban_account", "alice", "b.example", "spam"}, "account alice@b.example banned (password replaced by a random one), 1 session(s) kicked"},
 		{[]string{"check_password", "alice", "b.example", "pb"}, "!does not match"},
@@ -143,6 +144,12 @@ func TestAdminVhostAccountData(t *testing.T) {
 	}
 	if got := mu.RoomJIDs(""); len(got) != 0 {
 		t.Fatalf("rooms left: %v", got)
+	}
+	s.Router.Bind(ctx, &recSess{adminSess: adminSess{j: jid.MustParse("alice@a.example/r2")}})
+	for host, want := range map[string]int{"a.example": 2, "b.example": 1} { // b's test session stays bound after its Close
+		if n, err := s.Admin.Call(ctx, "num_resources", []string{"alice", host}); err != nil || n != want {
+			t.Fatalf("num_resources alice %s: %v %v, want %d", host, n, err, want)
+		}
 	}
 }
 

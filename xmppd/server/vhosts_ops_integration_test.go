@@ -43,6 +43,8 @@ async def main():
         assert code == 0 and out == want, (host, code, out)
     code, out = ctl("stats_host", "onlineusers", "b.example")
     assert code == 0 and out == "1", ("stats_host", code, out)
+    code, out = ctl("num_resources", "alice", "a.example")
+    assert code == 0 and out == "1", ("num_resources", code, out)
     for c, room in ((a, "room@conference.a.example"), (b, "room@conference.b.example")):
         pres, _, _, _ = await c["xep_0045"].join_muc_wait(room, "al", maxstanzas=0, timeout=T)
         codes = {int(s.get("code", 0)) for s in pres.xml.iter("{http://jabber.org/protocol/muc#user}status")}
