@@ -35,13 +35,14 @@ var benchWorkers = func() int {
 var gcHeld = os.Getenv("LOADGEN_BENCH_GC") == "held"
 
 func TestMain(m *testing.M) {
-	if os.Getenv(miniServerEnv) == "1" {
+	if mode := os.Getenv(miniServerEnv); mode != "" {
 		runtime.GOMAXPROCS(1)
 		s, err := startMiniServer("localhost")
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "mini server:", err)
 			os.Exit(1)
 		}
+		s.fanout = mode == "fanout"
 		fmt.Printf("%s\n%sEND\n", s.ln.Addr(), s.certPEM)
 		// Serve until the parent closes our stdin (or dies), bounded to 10 minutes.
 		done := make(chan struct{})
@@ -60,8 +61,18 @@ func TestMain(m *testing.M) {
 // and returns its address and certificate; it is stopped by PID at cleanup.
 func miniServerProcess(tb testing.TB) (string, []byte) {
 	tb.Helper()
+	return miniServerProcessEnv(tb, "1")
+}
+
+// miniServerProcessEnv starts the mini server in mode ("1": logins, "fanout":
+// a room, pinned to CPU 0 when taskset exists, as the harness pins servers).
+func miniServerProcessEnv(tb testing.TB, mode string) (string, []byte) {
+	tb.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), miniServerEnv+"=1")
+	if _, err := os.Stat("/usr/bin/taskset"); err == nil && mode == "fanout" {
+		cmd = exec.Command("/usr/bin/taskset", "-c", "0", os.Args[0], "-test.run=^$")
+	}
+	cmd.Env = append(os.Environ(), miniServerEnv+"="+mode)
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		tb.Fatal(err)

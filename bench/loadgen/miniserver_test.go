@@ -31,6 +31,16 @@ type miniServer struct {
 	salt    []byte
 	keys    sync.Map // password -> [2][]byte{storedKey, serverKey}
 	wg      sync.WaitGroup
+	// fanout: after login a connection stays, joined to one room; a message
+	// it sends goes to every joined connection (see mucfloor_test.go).
+	fanout bool
+	rmu    sync.Mutex
+	room   []roomConn
+}
+
+type roomConn struct {
+	jid string
+	c   net.Conn
 }
 
 // testCert makes a self-signed ECDSA P-256 certificate for domain, like the
@@ -176,6 +186,10 @@ func (s *miniServer) serve(nc net.Conn, domain string) {
 	}
 	bind := next()
 	if !send("<iq type='result' id='" + string(Attr(bind, "id")) + "'><bind xmlns='" + nsBind + "'><jid>" + user + "@" + domain + "/bench</jid></bind></iq>") {
+		return
+	}
+	if s.fanout {
+		s.serveRoom(conn, sc, user+"@"+domain+"/bench")
 		return
 	}
 	for range 10 { // presence, then the ping; then the client's </stream:stream>
