@@ -1,6 +1,6 @@
 // Command bench runs xedge's side-by-side benchmark: it starts xmppd, ejabberd and
 // Prosody one after the other as child processes pinned to one CPU (taskset;
-// GOMAXPROCS=1 for xmppd), pins itself (the Go load generator) to the other CPU,
+// GOMAXPROCS=2 for xmppd on its one CPU), pins itself (the Go load generator) to the other CPU,
 // provisions the same users and rosters on each over XMPP, runs the same workloads
 // (idle-session memory with and without TLS, logins/s, one-to-one chat throughput
 // and latency, presence fan-out, group-chat fan-out in a 200-occupant room, MAM
@@ -60,6 +60,7 @@ type params struct {
 	Settle        time.Duration `json:"settle_ns"`
 	XmppdBin      string        `json:"-"`
 	XmppdGOGC     string        `json:"xmppd_gogc,omitempty"`
+	XmppdProcs    int           `json:"xmppd_gomaxprocs"`
 	Out           string        `json:"-"`
 	Keep          bool          `json:"-"`
 	Timeout       time.Duration `json:"-"`
@@ -105,7 +106,7 @@ func run(args []string) error {
 	flag.DurationVar(&p.MUCDuration, "muc-duration", 0, "group-chat fan-out measurement (default 10s, quick 3s)")
 	flag.IntVar(&p.MAMArchive, "mam-archive", 100000, "messages in the archive the MAM queries read")
 	flag.IntVar(&p.MAMPeers, "mam-peers", 10, "peers the archive's messages go to (a with= query selects one)")
-	flag.IntVar(&p.MAMQueries, "mam-queries", 0, "MAM queries of each kind (default 200, quick 50; each kind stops after 60 s)")
+	flag.IntVar(&p.MAMQueries, "mam-queries", 0, "MAM queries of each kind (default 1000, quick 50; each kind stops after 60 s)")
 	flag.IntVar(&p.TsungUsers, "tsung-users", 0, "tsung users (default 500, quick 100)")
 	flag.DurationVar(&p.TsungDuration, "tsung-duration", 0, "tsung arrival phase (default 30s, quick 10s)")
 	flag.IntVar(&p.ServerCPU, "server-cpu", 0, "CPU the servers are pinned to")
@@ -113,6 +114,7 @@ func run(args []string) error {
 	flag.DurationVar(&p.Settle, "settle", 0, "pause before reading RSS (default 5s, quick 2s)")
 	flag.StringVar(&p.XmppdBin, "xmppd", "bin/xmppd", "xmppd binary (make build)")
 	flag.StringVar(&p.XmppdGOGC, "xmppd-gogc", "", "GOGC for xmppd (empty: its default, 100 with its 128 MiB heap floor)")
+	flag.IntVar(&p.XmppdProcs, "xmppd-gomaxprocs", 2, "GOMAXPROCS for xmppd, which stays pinned to the one CPU --server-cpu: with 1, a blocking system call (the archive's fdatasync) holds xmppd's only P until the runtime hands it off (docs/bench.md)")
 	flag.StringVar(&p.Out, "out", "bench/results", "directory for results (JSON, Markdown, PNG)")
 	flag.BoolVar(&p.Keep, "keep", false, "keep the servers' temporary directories")
 	flag.DurationVar(&p.Timeout, "timeout", 0, "bound on the whole run (default 30m, quick 8m)")
@@ -140,7 +142,7 @@ func run(args []string) error {
 	def(&p.Pairs, 100, 20)
 	def(&p.FanoutUsers, 1000, 200)
 	def(&p.TsungUsers, 500, 100)
-	def(&p.MAMQueries, 200, 50)
+	def(&p.MAMQueries, 1000, 50)
 	defd(&p.MUCDuration, 10*time.Second, 3*time.Second)
 	defd(&p.LoginDuration, 10*time.Second, 3*time.Second)
 	defd(&p.ChatDuration, 10*time.Second, 3*time.Second)
@@ -277,7 +279,7 @@ func benchServer(ctx context.Context, log *slog.Logger, p *params, name string) 
 			return res
 		}
 	}
-	s, err := servers.New(servers.Config{Kind: name, CPU: p.ServerCPU, XmppdBin: p.XmppdBin, XmppdGOGC: p.XmppdGOGC, Log: log})
+	s, err := servers.New(servers.Config{Kind: name, CPU: p.ServerCPU, XmppdBin: p.XmppdBin, XmppdGOGC: p.XmppdGOGC, XmppdProcs: p.XmppdProcs, Log: log})
 	if err != nil {
 		res.Errors["start"] = err.Error()
 		return res
