@@ -14,6 +14,7 @@ import (
 func init() {
 	register(Command{"ban_account", "USER HOST REASON", "ban an account as ejabberdctl does: a random password replaces its own, its sessions are kicked with the reason", 3, 3}, nil)
 	register(Command{"num_resources", "USER HOST", "number of the account's sessions (resources)", 2, 2}, nil)
+	register(Command{"get_offline_count", "USER HOST", "number of offline messages stored for the account", 2, 2}, nil)
 	register(Command{"get_roster", "USER HOST", "the account's roster, one contact per line: JID, nick, subscription, ask, groups (;-separated), tab-separated", 2, 2}, renderRoster)
 	register(Command{"add_rosteritem", "LOCALUSER LOCALHOST USER HOST NICK GROUP SUBS", "add or replace a roster item (GROUP: g1;g2, SUBS: none|to|from|both); pushed to the user's clients, no presence sent", 7, 7}, nil)
 	register(Command{"delete_rosteritem", "LOCALUSER LOCALHOST USER HOST", "remove a roster item (pushed to the user's clients)", 4, 4}, nil)

@@ -19,7 +19,7 @@ func TestVhostDataCommandForms(t *testing.T) {
 	sock := filepath.Join(t.TempDir(), "admin.sock")
 	srv := admin.New(sock, nil)
 	var got []string
-	for _, name := range []string{"ban_account", "num_resources", "get_roster", "add_rosteritem", "delete_rosteritem", "get_vcard", "get_vcard2",
+	for _, name := range []string{"ban_account", "num_resources", "get_offline_count", "get_roster", "add_rosteritem", "delete_rosteritem", "get_vcard", "get_vcard2",
 		"set_vcard", "set_vcard2", "send_message", "create_room", "destroy_room"} {
 		name := name
 		srv.Handle(name, func(_ context.Context, a []string) (any, error) {
@@ -35,7 +35,7 @@ func TestVhostDataCommandForms(t *testing.T) {
 				}, nil
 			case "get_vcard":
 				return "Alice of B", nil
-			case "num_resources":
+			case "num_resources", "get_offline_count":
 				return 2, nil
 			}
 			return "ok " + name, nil
@@ -55,6 +55,7 @@ func TestVhostDataCommandForms(t *testing.T) {
 		{[]string{"ban_account", "alice", "c.example", "x"}, 1, "ban_account alice c.example x", ""},
 		{[]string{"ban_account", "alice", "b.example"}, 2, "", ""},
 		{[]string{"num_resources", "alice", "b.example"}, 0, "num_resources alice b.example", "2\n"},
+		{[]string{"get_offline_count", "alice", "b.example"}, 0, "get_offline_count alice b.example", "2\n"},
 		{[]string{"get_roster", "alice", "b.example"}, 0, "get_roster alice b.example", "bob@c.example\tBob\tboth\tnone\tfriends;work\ncarol@b.example\t\tto\tnone\t\n"},
 		{[]string{"add_rosteritem", "alice", "b.example", "bob", "c.example", "Bob", "friends;work", "both"}, 0, "add_rosteritem alice b.example bob c.example Bob friends;work both", ""},
 		{[]string{"delete_rosteritem", "alice", "b.example", "bob", "c.example"}, 0, "delete_rosteritem alice b.example bob c.example", ""},

@@ -12,13 +12,15 @@ import (
 	"xedge/xmppd/auth"
 	"xedge/xmppd/jid"
 	"xedge/xmppd/mod/muc"
+	"xedge/xmppd/mod/offline"
 	"xedge/xmppd/mod/roster"
 	"xedge/xmppd/mod/vcard"
 	"xedge/xmppd/xmlstream"
 )
 
 // ejabberdctl's per-host account data commands, so an operator's scripts
-// for a multi-host ejabberd site keep working: ban_account, num_resources, get_roster,
+// for a multi-host ejabberd site keep working: ban_account, num_resources,
+// get_offline_count, get_roster,
 // add_rosteritem, delete_rosteritem, get_vcard(2), set_vcard(2),
 // send_message, create_room and destroy_room. Each takes the host as
 // ejabberdctl does and refuses a domain not served ("unknown host"); a user
@@ -31,6 +33,7 @@ func buildVhostAdmin(s *Server) ([]StagedComponent, error) {
 		ros *roster.Module
 		vc  *vcard.Module
 		mu  *muc.Module
+		off *offline.Module
 	)
 	for _, m := range s.Modules {
 		switch m := m.(type) {
@@ -40,9 +43,12 @@ func buildVhostAdmin(s *Server) ([]StagedComponent, error) {
 			vc = m
 		case *muc.Module:
 			mu = m
+		case *offline.Module:
+			off = m
 		}
 	}
 	s.vhostAdminHandlers(ros, vc, mu)
+	s.offlineCountHandler(off)
 	return nil, nil
 }
 
@@ -408,4 +414,21 @@ func (s *Server) hostDirErr(domain, what string, err error) error {
 		return fmt.Errorf("%s is not possible with %s's auth-method %s: its accounts are managed in its own directory (%w)", what, domain, method, err)
 	}
 	return err
+}
+
+// offlineCountHandler is ejabberdctl's get_offline_count USER HOST.
+func (s *Server) offlineCountHandler(off *offline.Module) {
+	s.Admin.Handle("get_offline_count", func(ctx context.Context, args []string) (any, error) {
+		if len(args) != 2 {
+			return nil, errors.New("usage: get_offline_count USER HOST")
+		}
+		if off == nil {
+			return nil, errors.New("the offline module is not loaded")
+		}
+		u, d, err := s.existing(ctx, args[0], args[1])
+		if err != nil {
+			return nil, err
+		}
+		return off.Count(s.userKey(u, d)), nil
+	})
 }

@@ -9,6 +9,7 @@ import (
 	"xedge/xmppd/config"
 	"xedge/xmppd/jid"
 	"xedge/xmppd/mod/muc"
+	"xedge/xmppd/mod/offline"
 	"xedge/xmppd/mod/roster"
 	"xedge/xmppd/mod/vcard"
 	"xedge/xmppd/xmlstream"
@@ -175,5 +176,41 @@ func TestAdminHostDirErrNamesTheHostsMethod(t *testing.T) {
 	}
 	if out, err := call(t, s, "register", "alice", "localhost", "pw"); err != nil {
 		t.Fatalf("register on the internal default host: %q %v", out, err)
+	}
+}
+
+// get_offline_count USER HOST counts that host's account's stored messages:
+// a message to bob@b.example (no session) is bob@b.example's, not another
+// host's bob.
+func TestAdminOfflineCountPerHost(t *testing.T) {
+	ctx := context.Background()
+	s := hostsServer(t)
+	off := offline.New(100)
+	if err := off.Start(ctx, s.Router); err != nil {
+		t.Fatal(err)
+	}
+	defer off.Stop(ctx)
+	s.vhostAdminHandlers(nil, nil, nil)
+	s.offlineCountHandler(off)
+	for _, c := range [][]string{{"bob", "a.example", "p1"}, {"bob", "b.example", "p2"}} {
+		if _, err := call(t, s, "register", c...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := call(t, s, "send_message", "chat", "a.example", "bob@b.example", "", "kept for bob of b"); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		host string
+		want any // count, or an error text
+	}{{"b.example", 1}, {"a.example", 0}, {"c.example", "unknown host"}} {
+		n, err := s.Admin.Call(ctx, "get_offline_count", []string{"bob", c.host})
+		if want, ok := c.want.(string); ok {
+			if err == nil || !strings.Contains(err.Error(), want) {
+				t.Fatalf("get_offline_count bob %s: %v %v, want %q", c.host, n, err, want)
+			}
+		} else if err != nil || n != c.want {
+			t.Fatalf("get_offline_count bob %s: %v %v, want %v", c.host, n, err, c.want)
+		}
 	}
 }

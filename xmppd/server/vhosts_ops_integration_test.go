@@ -107,6 +107,13 @@ async def main():
     code, out = ctl("send_message", "chat", "a.example", "alice@a.example", "", "for a")
     await asyncio.wait_for(mine, T)
     assert got_msg["a"] == ["for a"], got_msg["a"]
+    # bob@b.example has no session: the message is stored for him, not for a bob of a.example.
+    code, out = ctl("send_message", "chat", "a.example", "bob@b.example", "", "for bob")
+    assert code == 0, ("send_message bob", code, out)
+    code, out = ctl("get_offline_count", "bob", "b.example")
+    assert code == 0 and out == "1", ("get_offline_count bob b.example", code, out)
+    code, out = ctl("get_offline_count", "alice", "a.example")
+    assert code == 0 and out == "0", ("get_offline_count alice a.example", code, out)
 
     code, out = ctl("create_room", "ops", "conference.b.example", "b.example")
     assert code == 0, ("create_room", code, out)
@@ -192,6 +199,7 @@ func TestVirtualHostsOperator(t *testing.T) {
 		{"get_vcard", "alice", "c.example", "FN"}, {"set_vcard", "alice", "c.example", "FN", "x"},
 		{"send_message", "chat", "c.example", "alice@a.example", "", "x"}, {"create_room", "r", "conference.c.example", "c.example"},
 		{"connected_users_vhost", "c.example"}, {"stats_host", "onlineusers", "c.example"}, {"kick_user", "alice", "c.example"},
+		{"num_resources", "alice", "c.example"}, {"get_offline_count", "alice", "c.example"}, {"export_piefxis_host", "/tmp", "c.example"},
 	} {
 		if out := ctl(1, args...); !strings.Contains(out, "unknown host") {
 			t.Fatalf("%v: %s", args, out)
@@ -257,7 +265,7 @@ func TestVirtualHostsOperator(t *testing.T) {
 	}
 	for _, f := range files {
 		b, _ := os.ReadFile(f)
-		if s := string(b); strings.Contains(s, "a.example") || (strings.HasSuffix(f, "_b.example.xml") && !strings.Contains(s, "name='dave'")) {
+		if s := string(b); strings.Contains(s, "jid='a.example'") || strings.Contains(s, "_a.example.xml") || (strings.HasSuffix(f, "_b.example.xml") && !strings.Contains(s, "name='dave'")) {
 			t.Fatalf("%s:\n%s", f, s)
 		}
 	}
