@@ -23,7 +23,7 @@ func init() {
 	register(Command{"set_vcard", "USER HOST NAME CONTENT", "set one field of the account's vCard", 4, 4}, nil)
 	register(Command{"set_vcard2", "USER HOST NAME SUBNAME CONTENT", "set one subfield of the account's vCard", 5, 5}, nil)
 	register(Command{"send_message", "TYPE FROM TO SUBJECT BODY", "send a message (TYPE chat|normal|headline|groupchat) from a JID of a served host", 5, 5}, nil)
-	register(Command{"create_room", "NAME SERVICE HOST", "create a persistent MUC room at HOST's service (conference.HOST or its muc_domain)", 3, 3}, nil)
+	register(Command{"create_room", "NAME SERVICE HOST [OWNER]", "create a persistent MUC room at HOST's service (conference.HOST or its muc_domain), OWNER (a bare JID) its owner", 3, 4}, nil)
 	register(Command{"destroy_room", "NAME SERVICE", "destroy a MUC room; its occupants are told", 2, 2}, nil)
 	// ejabberdctl's spelling of the XEP-0227 commands.
 	registerClient(Command{"import_piefxis", "FILE", "ejabberdctl form of import-piefxis", 1, 1}, follow("import-piefxis"))
@@ -41,7 +41,7 @@ func init() {
 		"presence is sent to the contact: give the contact's side with a second add_rosteritem when it is local."
 	details["send_message"] = "  xmppctl send_message headline b.example alice@b.example Notice 'maintenance at 22:00'\n" +
 		"FROM's domain must be served here (a host, or a user of one); TO may be anywhere."
-	details["create_room"] = "  xmppctl create_room ops conference.b.example b.example\nSERVICE must be HOST's MUC service (xmppctl vhosts lists them)."
+	details["create_room"] = "  xmppctl create_room ops conference.b.example b.example alice@b.example\nSERVICE must be HOST's MUC service (xmppctl vhosts lists them). The room is persistent and unlocked; OWNER\n(xmppctl's addition to ejabberdctl's form) gets the owner affiliation and configures it from a client."
 }
 
 // renderRoster prints get_roster as ejabberdctl does: one contact per line,

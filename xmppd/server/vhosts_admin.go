@@ -343,8 +343,8 @@ func (s *Server) vhostAdminHandlers(ros *roster.Module, vc *vcard.Module, mu *mu
 		return hc.MUCDomain, nil
 	}
 	a.Handle("create_room", func(ctx context.Context, args []string) (any, error) {
-		if len(args) != 3 {
-			return nil, errors.New("usage: create_room NAME SERVICE HOST")
+		if len(args) != 3 && len(args) != 4 {
+			return nil, errors.New("usage: create_room NAME SERVICE HOST [OWNER]")
 		}
 		svc, err := mucService(args[1], args[2])
 		if err != nil {
@@ -354,7 +354,15 @@ func (s *Server) vhostAdminHandlers(ros *roster.Module, vc *vcard.Module, mu *mu
 		if err != nil || r.Local == "" {
 			return nil, fmt.Errorf("invalid room name %q", args[0])
 		}
-		created, err := mu.CreateRoom(ctx, r, nil)
+		var owners []string
+		if len(args) == 4 { // xmppctl's addition: the room's owner, who configures it
+			o, err := jid.Parse(args[3])
+			if err != nil || o.Local == "" || o.Resource != "" {
+				return nil, fmt.Errorf("invalid OWNER %q: want a bare JID", args[3])
+			}
+			owners = []string{o.String()}
+		}
+		created, err := mu.CreateRoom(ctx, r, owners)
 		if err != nil {
 			return nil, err
 		}

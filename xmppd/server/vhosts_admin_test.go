@@ -78,7 +78,8 @@ func TestAdminVhostAccountData(t *testing.T) {
 		{[]string{"send_message", "headline", "b.example", "alice@b.example/r", "Notice", "maintenance at 22:00"}, "message sent from b.example to alice@b.example/r"},
 		{[]string{"send_message", "chat", "c.example", "alice@b.example/r", "", "x"}, "!unknown host"},
 		{[]string{"send_message", "shout", "b.example", "alice@b.example/r", "", "x"}, "!chat, normal, headline or groupchat"},
-		{[]string{"create_room", "ops", "conference.b.example", "b.example"}, "room ops@conference.b.example created"},
+		{[]string{"create_room", "ops", "conference.b.example", "b.example", "alice@b.example/r"}, "!want a bare JID"},
+		{[]string{"create_room", "ops", "conference.b.example", "b.example", "alice@b.example"}, "room ops@conference.b.example created"},
 		{[]string{"create_room", "ops", "conference.b.example", "b.example"}, "!exists"},
 		{[]string{"create_room", "ops", "conference.a.example", "b.example"}, "!not the MUC service of b.example"},
 		{[]string{"create_room", "ops", "conference.c.example", "c.example"}, "!unknown host"},
@@ -126,8 +127,19 @@ func TestAdminVhostAccountData(t *testing.T) {
 				t.Fatalf("alice@b.example got %v", p)
 			}
 		case "create_room ops":
+			if strings.HasPrefix(st.want, "!") {
+				break
+			}
 			if got := strings.Join(mu.RoomJIDs(""), ","); got != "ops@conference.b.example" {
 				t.Fatalf("rooms: %s", got)
+			}
+			if len(st.cmd) == 5 {
+				// alice@b.example is its owner: she gets the owner's configuration form.
+				s.Router.Route(ctx, xmlstream.New(xmlstream.NSClient, "iq", "type", "get", "id", "cfg", "from", "alice@b.example/r", "to", "ops@conference.b.example").
+					Append(xmlstream.New(muc.NSOwner, "query")))
+				if p := b.take(); len(p) != 1 || p[0].Attr("type") != "result" {
+					t.Fatalf("owner's configuration form: %v", p)
+				}
 			}
 		case "ban_account alice":
 			b.mu.Lock()

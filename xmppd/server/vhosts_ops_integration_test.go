@@ -115,7 +115,7 @@ async def main():
     code, out = ctl("get_offline_count", "alice", "a.example")
     assert code == 0 and out == "0", ("get_offline_count alice a.example", code, out)
 
-    code, out = ctl("create_room", "ops", "conference.b.example", "b.example")
+    code, out = ctl("create_room", "ops", "conference.b.example", "b.example", "alice@b.example")
     assert code == 0, ("create_room", code, out)
     code, out = ctl("muc_online_rooms", "conference.b.example")
     assert code == 0 and out.split() == ["ops@conference.b.example", "room@conference.b.example"], ("muc_online_rooms", code, out)
@@ -124,6 +124,9 @@ async def main():
     pres, _, _, _ = await b["xep_0045"].join_muc_wait("ops@conference.b.example", "al", maxstanzas=0, timeout=T)
     codes = {int(s.get("code", 0)) for s in pres.xml.iter("{http://jabber.org/protocol/muc#user}status")}
     assert 201 not in codes, ("ops was created by create_room, not by the join", codes)
+    item = pres.xml.find("{http://jabber.org/protocol/muc#user}x/{http://jabber.org/protocol/muc#user}item")
+    assert item is not None and item.get("affiliation") == "owner", ("create_room's OWNER", pres)
+    await b["xep_0045"].get_room_config("ops@conference.b.example", timeout=T)  # an owner's request
     gone = X.event(b, "groupchat_presence", lambda p: p["type"] == "unavailable" and str(p["from"]) == "ops@conference.b.example/al")
     code, out = ctl("destroy_room", "ops", "conference.b.example")
     assert code == 0, ("destroy_room", code, out)
