@@ -22,6 +22,7 @@ func init() {
 	register(Command{"get_vcard2", "USER HOST NAME SUBNAME", "one subfield of the account's vCard (N FAMILY, EMAIL USERID, ORG ORGNAME, ...)", 4, 4}, nil)
 	register(Command{"set_vcard", "USER HOST NAME CONTENT", "set one field of the account's vCard", 4, 4}, nil)
 	register(Command{"set_vcard2", "USER HOST NAME SUBNAME CONTENT", "set one subfield of the account's vCard", 5, 5}, nil)
+	register(Command{"set_nickname", "USER HOST NICKNAME", "set the account's vCard NICKNAME", 3, 3}, nil)
 	register(Command{"send_message", "TYPE FROM TO SUBJECT BODY", "send a message (TYPE chat|normal|headline|groupchat) from a JID of a served host", 5, 5}, nil)
 	register(Command{"create_room", "NAME SERVICE HOST [OWNER]", "create a persistent MUC room at HOST's service (conference.HOST or its muc_domain), OWNER (a bare JID) its owner", 3, 4}, nil)
 	register(Command{"destroy_room", "NAME SERVICE", "destroy a MUC room; its occupants are told", 2, 2}, nil)

@@ -20,7 +20,7 @@ func TestVhostDataCommandForms(t *testing.T) {
 	srv := admin.New(sock, nil)
 	var got []string
 	for _, name := range []string{"ban_account", "num_resources", "get_offline_count", "get_roster", "add_rosteritem", "delete_rosteritem", "get_vcard", "get_vcard2",
-		"set_vcard", "set_vcard2", "send_message", "create_room", "destroy_room"} {
+		"set_vcard", "set_vcard2", "set_nickname", "send_message", "create_room", "destroy_room"} {
 		name := name
 		srv.Handle(name, func(_ context.Context, a []string) (any, error) {
 			got = append(got, name+" "+strings.Join(a, " "))
@@ -63,6 +63,7 @@ func TestVhostDataCommandForms(t *testing.T) {
 		{[]string{"get_vcard2", "alice", "b.example", "N", "FAMILY"}, 0, "get_vcard2 alice b.example N FAMILY", ""},
 		{[]string{"set_vcard", "alice", "b.example", "FN", "Alice"}, 0, "set_vcard alice b.example FN Alice", ""},
 		{[]string{"set_vcard2", "alice", "b.example", "N", "FAMILY", "Liddell"}, 0, "set_vcard2 alice b.example N FAMILY Liddell", ""},
+		{[]string{"set_nickname", "alice", "b.example", "al"}, 0, "set_nickname alice b.example al", ""},
 		{[]string{"send_message", "chat", "b.example", "alice@b.example", "", "hi"}, 0, "send_message chat b.example alice@b.example  hi", ""},
 		{[]string{"create_room", "ops", "conference.b.example", "b.example"}, 0, "create_room ops conference.b.example b.example", ""},
 		{[]string{"destroy_room", "ops", "conference.b.example"}, 0, "destroy_room ops conference.b.example", ""},

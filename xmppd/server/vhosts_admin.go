@@ -21,7 +21,7 @@ import (
 // ejabberdctl's per-host account data commands, so an operator's scripts
 // for a multi-host ejabberd site keep working: ban_account, num_resources,
 // get_offline_count, get_roster,
-// add_rosteritem, delete_rosteritem, get_vcard(2), set_vcard(2),
+// add_rosteritem, delete_rosteritem, get_vcard(2), set_vcard(2), set_nickname,
 // send_message, create_room and destroy_room. Each takes the host as
 // ejabberdctl does and refuses a domain not served ("unknown host"); a user
 // is the account of that host only (alice@a.example is not alice@b.example).
@@ -296,6 +296,12 @@ func (s *Server) vhostAdminHandlers(ros *roster.Module, vc *vcard.Module, mu *mu
 			return fn(ctx, args)
 		})
 	}
+	a.Handle("set_nickname", func(ctx context.Context, args []string) (any, error) { // the vCard's NICKNAME
+		if len(args) != 3 {
+			return nil, errors.New("usage: set_nickname USER HOST NICKNAME")
+		}
+		return setVCard(ctx, []string{args[0], args[1], "NICKNAME", args[2]})
+	})
 
 	a.Handle("send_message", func(ctx context.Context, args []string) (any, error) {
 		if len(args) != 5 {
