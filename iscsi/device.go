@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"syscall"
 	"time"
 
 	"xedge/internal/backoff"
@@ -123,6 +124,7 @@ func New(cfg Config) *Device {
 func Dial(ctx context.Context, cfg Config) (*Device, error) {
 	d := New(cfg)
 	if err := d.Start(ctx); err != nil {
+		d.Close() // out of the device registry
 		return nil, err
 	}
 	rctx, cancel := context.WithCancel(context.Background())
@@ -135,6 +137,47 @@ func Dial(ctx context.Context, cfg Config) (*Device, error) {
 		d.Run(rctx)
 	}()
 	return d, nil
+}
+
+// DialRetry is Dial for a target that may not answer yet (a node starting while
+// its iSCSI target reboots, or on a host too loaded to answer within
+// DialTimeout): while the login fails for want of an answer (a connect refused
+// or unanswered, a login or bring-up command timed out, a connection lost,
+// a target error) it tries again with the re-login backoff until ctx is done,
+// telling onRetry (may be nil) about each failure. A login the target refuses
+// for good (ErrAuth, ErrTargetNotFound, another initiator error) and a LUN
+// that is not a disk end it at once: retrying would not change the answer.
+func DialRetry(ctx context.Context, cfg Config, onRetry func(attempt int, err error)) (*Device, error) {
+	bo := backoff.Backoff{Min: 50 * time.Millisecond, Max: time.Second, Jitter: 0.2}
+	for attempt := 1; ; attempt++ {
+		d, err := Dial(ctx, cfg)
+		if err == nil {
+			return d, nil
+		}
+		if !Transient(err) {
+			return nil, err
+		}
+		if onRetry != nil {
+			onRetry(attempt, err)
+		}
+		if werr := bo.Wait(ctx); werr != nil {
+			return nil, fmt.Errorf("%w (after %d attempts; last: %w)", werr, attempt, err)
+		}
+	}
+}
+
+// Transient reports whether a failed Dial may succeed if tried again: the
+// target did not answer (in time), or answered with a target error (status
+// class 3: it is starting or out of resources).
+func Transient(err error) bool {
+	var le *LoginError
+	if errors.As(err, &le) {
+		return le.Class == 3
+	}
+	var ne net.Error
+	return errors.Is(err, errNoAnswer) || errors.Is(err, ErrConnectionLost) || errors.Is(err, io.EOF) ||
+		errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) ||
+		errors.Is(err, syscall.EHOSTUNREACH) || errors.Is(err, syscall.ENETUNREACH) || errors.As(err, &ne)
 }
 
 // DialURL is Dial with an iscsi:// URL (see ParseURL).

@@ -39,7 +39,12 @@ type fakeTarget struct {
 const fakeBlock = 512
 
 func newFakeTarget(t testing.TB, opts ...func(*fakeTarget)) *fakeTarget {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	return newFakeTargetAt(t, "127.0.0.1:0", opts...)
+}
+
+// newFakeTargetAt is newFakeTarget listening on addr.
+func newFakeTargetAt(t testing.TB, addr string, opts ...func(*fakeTarget)) *fakeTarget {
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}

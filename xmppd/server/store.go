@@ -90,7 +90,22 @@ func (l *lazyStore) openDevice(ctx context.Context) (storage.BlockDevice, io.Clo
 	}
 	switch l.cfg.StorageKind() {
 	case "iscsi":
-		d, err := iscsi.DialURL(ctx, spec)
+		// A target that does not answer yet (rebooting, or a TCG guest on a
+		// loaded host missing the first connect's 500 ms) is waited for, up
+		// to the join timeout: exiting here cost a restart of xmppd, from
+		// init's small restart budget, for every such start. A login the
+		// target refuses (credentials, unknown IQN) still fails at once.
+		icfg, err := iscsi.ParseURL(spec)
+		if err != nil {
+			return nil, nil, fmt.Errorf("storage: iSCSI LUN: %w", err)
+		}
+		dctx, cancel := context.WithTimeout(ctx, max(l.cfg.JoinTimeout, 10*time.Second))
+		defer cancel()
+		d, err := iscsi.DialRetry(dctx, icfg, func(attempt int, err error) {
+			if attempt == 1 || attempt%20 == 0 {
+				l.log.Warn("iSCSI target not answering yet; waiting for it", "component", "storage", "portal", icfg.Portal, "attempt", attempt, "err", err)
+			}
+		})
 		if err != nil {
 			return nil, nil, fmt.Errorf("storage: iSCSI LUN: %w", err)
 		}
