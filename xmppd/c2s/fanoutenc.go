@@ -37,7 +37,6 @@ type fanoutEntry struct {
 type fanoutCache struct {
 	slots [fanoutSlots]atomic.Pointer[fanoutEntry]
 	next  atomic.Uint32
-	hits  atomic.Uint64 // copies served from an entry (tests)
 }
 
 // fanoutEnc is shared by every session of the process (entries are immutable
@@ -52,7 +51,6 @@ func (f *fanoutCache) appendStanza(buf []byte, st *xmlstream.Element) []byte {
 	}
 	for i := range f.slots {
 		if e := f.slots[i].Load(); e != nil && sameButTo(st, e.tmpl) {
-			f.hits.Add(1)
 			buf = append(buf, e.head...)
 			buf = append(buf, " to='"...)
 			buf = append(buf, to...)
