@@ -31,6 +31,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"xedge/xmppd/c2s"
@@ -123,9 +124,13 @@ type qItem struct {
 
 // copyOf is another node's session as held here.
 type copyOf struct {
-	owner    cluster.Peer
-	st       wireState // Queue kept in order of Seq
-	orphan   bool      // the owner is gone: this copy is the session
+	owner  cluster.Peer
+	st     wireState // Queue kept in order of Seq
+	orphan bool      // the owner is gone: this copy is the session
+	// late: the session itself, handed over by its live owner after the
+	// resumption that asked stopped waiting (keepLateTake); not a gone
+	// node's session (no Settled call for it).
+	late     bool
 	deadline time.Time // orphan: resumable until then
 	// responsible: this node was the live node with the smallest name (the
 	// owner excluded) when the copy became an orphan: it reroutes the queue if
@@ -441,7 +446,8 @@ func (m *Manager) Fetch(ctx context.Context, id, user string) (*c2s.SMState, err
 		// An orphan copy whose owner is a live peer again, same incarnation: the
 		// owner was declared gone by mistake and still holds the session, which
 		// is taken from it (a handover), not from the copy.
-		back := cp != nil && cp.orphan && !useCopy && peers[owner] == cp.owner.Incarnation
+		// A late handover (keepLateTake) is the owner's own answer: not asked again.
+		back := cp != nil && cp.orphan && !cp.late && !useCopy && peers[owner] == cp.owner.Incarnation
 		if cp != nil && cp.orphan && !back {
 			if !userOf(cp.st.JID, user) {
 				m.mu.Unlock()
@@ -511,44 +517,107 @@ func (m *Manager) Fetch(ctx context.Context, id, user string) (*c2s.SMState, err
 // a live peer.
 const takePoll = 20 * time.Millisecond
 
-// take asks owner to hand session id over, for at most 3 s. When watch is set
-// (a copy is here) the call is cut short as soon as owner leaves the live
-// peers (or comes back as another incarnation than inc, when inc is not 0):
-// gone is then true and the copy is to be used at once.
+// take asks owner to hand session id over, waiting for at most takeWait. When
+// watch is set (a copy is here) the wait is cut short as soon as owner leaves
+// the live peers (or comes back as another incarnation than inc, when inc is
+// not 0): gone is then true and the copy is to be used at once.
+//
+// The holder gives the session up when it answers: an answer that comes after
+// the wait ended (a loaded holder) is not dropped — the call goes on for up to
+// lateTakeWait and a late answer is kept here as the session (keepLateTake),
+// resumable on this node or handed over to whichever node the client resumes
+// through. Dropping it lost the session and its queue: in qemu scenario (f) at
+// host load 12, node2 handed alice's session (322 queued stanzas) to node3
+// 0.4 s after node3 had stopped waiting, and her next resume was refused.
 func (m *Manager) take(ctx context.Context, owner string, inc uint64, watch bool, id, user string) (body []byte, gone bool, err error) {
-	cctx, ccancel := context.WithTimeout(ctx, 3*time.Second)
-	defer ccancel()
-	if !watch {
-		body, err = m.cfg.Bus.Call(cctx, owner, &cluster.Message{Kind: KindTake, ID: id, To: user})
-		return body, false, err
-	}
+	cctx, ccancel := context.WithTimeout(context.WithoutCancel(ctx), lateTakeWait)
 	type res struct {
 		body []byte
 		err  error
 	}
 	ch := make(chan res, 1)
+	// state: 0 while the caller waits, 1 once it gave up, 2 once the answer
+	// is handed to it; whoever moves it from 0 decides where the answer goes.
+	var state atomic.Int32
 	go func() {
+		defer ccancel()
 		b, err := m.cfg.Bus.Call(cctx, owner, &cluster.Message{Kind: KindTake, ID: id, To: user})
-		ch <- res{b, err}
+		if state.CompareAndSwap(0, 2) {
+			ch <- res{b, err}
+			return
+		}
+		if err == nil {
+			m.keepLateTake(owner, id, b)
+		}
 	}()
+	giveUp := func(cancel bool) (res, bool) {
+		if cancel {
+			ccancel()
+		}
+		if state.CompareAndSwap(0, 1) {
+			return res{}, false
+		}
+		return <-ch, true // the answer raced the end of the wait: it wins
+	}
+	wait := time.NewTimer(takeWait)
+	defer wait.Stop()
 	t := time.NewTicker(takePoll)
 	defer t.Stop()
 	for {
 		select {
 		case r := <-ch:
 			return r.body, false, r.err
+		case <-wait.C:
+			if r, ok := giveUp(false); ok {
+				return r.body, false, r.err
+			}
+			return nil, false, fmt.Errorf("cluster: call %s on %s: %w", KindTake, owner, context.DeadlineExceeded)
+		case <-ctx.Done():
+			if r, ok := giveUp(false); ok {
+				return r.body, false, r.err
+			}
+			return nil, false, ctx.Err()
 		case <-t.C:
+			if !watch {
+				continue
+			}
 			if cur, ok := m.cfg.Peers()[owner]; !ok || (inc != 0 && cur != inc) {
-				ccancel()
 				// An answer that raced the cancellation still wins: the holder
 				// handed the session over and no longer has it.
-				if r := <-ch; r.err == nil {
+				if r, ok := giveUp(true); ok && r.err == nil {
 					return r.body, false, nil
 				}
 				return nil, true, nil
 			}
 		}
 	}
+}
+
+// takeWait is how long a resumption waits for the holder's handover;
+// lateTakeWait how long the handover's answer is still taken after that.
+const (
+	takeWait     = 3 * time.Second
+	lateTakeWait = 30 * time.Second
+)
+
+// keepLateTake keeps a session handed over by owner after the node that asked
+// for it stopped waiting: the holder no longer has it, so it is this node's to
+// keep, as a resumable copy whose owner is gone (Fetch resumes it here, a peer
+// asking for it gets it handed over, and it is rerouted from here if nobody
+// resumes it within the timeout).
+func (m *Manager) keepLateTake(owner, id string, body []byte) {
+	var w wireState
+	if err := json.Unmarshal(body, &w); err != nil {
+		m.log.Warn("a late handover unreadable", "node", owner, "err", err)
+		return
+	}
+	w.Copy = false
+	cp := &copyOf{owner: cluster.Peer{Node: owner, Incarnation: m.cfg.Peers()[owner]}, st: w, late: true}
+	m.mu.Lock()
+	cp.orphan, cp.deadline, cp.responsible = true, time.Now().Add(m.cfg.Timeout), true
+	m.copies[id] = cp
+	m.mu.Unlock()
+	m.log.Info("a session handed over after the resumption stopped waiting for it: kept here, resumable", "jid", w.JID, "node", owner, "queued", len(w.Queue), "for", m.cfg.Timeout)
 }
 
 func userOf(full, user string) bool {
@@ -979,7 +1048,7 @@ func (m *Manager) rerouteLate(j jid.JID, q []*xmlstream.Element) {
 
 // settled tells Config.Settled that orphan copy cp left this node.
 func (m *Manager) settled(cp *copyOf, resumed bool) {
-	if m.cfg.Settled == nil || !cp.orphan {
+	if m.cfg.Settled == nil || !cp.orphan || cp.late {
 		return
 	}
 	if j, err := jid.Parse(cp.st.JID); err == nil {

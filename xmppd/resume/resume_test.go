@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -809,5 +810,65 @@ func TestHandoverOfCopiesMergesThem(t *testing.T) {
 	}
 	if got := strings.Join(bodies(st), ","); got != "one,two" || st.OutCount != 2 {
 		t.Fatalf("resumed queue %q out %d, want one,two out 2", got, st.OutCount)
+	}
+}
+
+// The live holder hands the session over after the resuming node stopped
+// waiting (a loaded holder answers the take after takeWait): the session is
+// not lost with the dropped answer. The resuming node keeps it and the
+// client's next resumption — there, or through a third node — gets it with
+// its queue. Before, the holder had given it up and nobody had it: the next
+// resumption was refused (qemu scenario (f), 322 queued stanzas lost).
+func TestLateHandoverKept(t *testing.T) {
+	for _, via := range []string{"b", "c"} {
+		t.Run("next-resume-via-"+via, func(t *testing.T) {
+			n := &fakeNet{nodes: map[string]*fakeBus{}, down: map[string]bool{}}
+			ca := &fakeC2S{m: map[string]*c2s.SMState{}}
+			mk := func(node string, ho Handoverer) *Manager {
+				m := New(Config{Node: node, Bus: n.bus(node, 1), Peers: n.peersOf(node), Timeout: time.Minute, Tick: 10 * time.Millisecond}, ho)
+				m.Register()
+				return m
+			}
+			a, b, c := mk("a", ca), mk("b", &fakeC2S{m: map[string]*c2s.SMState{}}), mk("c", &fakeC2S{m: map[string]*c2s.SMState{}})
+			for _, m := range []*Manager{a, b, c} {
+				m.check()
+			}
+			// a's first answer comes late (a loaded node); later ones at once.
+			slow := a.cfg.Bus.(*fakeBus).handlers[KindTake]
+			var once atomic.Bool
+			a.cfg.Bus.(*fakeBus).handlers[KindTake] = func(ctx context.Context, from cluster.Peer, msg *cluster.Message) ([]byte, error) {
+				out, err := slow(ctx, from, msg)
+				if once.CompareAndSwap(false, true) {
+					time.Sleep(takeWait + 300*time.Millisecond)
+				}
+				return out, err
+			}
+			id := a.NewID()
+			ca.m[id] = &c2s.SMState{ID: id, JID: jid.MustParse("bob@example.org/r"), Presence: xmlstream.New(xmlstream.NSClient, "presence"),
+				Since: time.Now(), OutCount: 2, Queue: []*xmlstream.Element{msg("one"), msg("two")}}
+			ctx, cancel := context.WithTimeout(context.Background(), takeWait+100*time.Millisecond)
+			defer cancel()
+			if _, err := b.Fetch(ctx, id, "bob"); err == nil {
+				t.Fatal("b resumed although a answered after b stopped waiting")
+			}
+			// a answers late: the session left a for b.
+			deadline := time.Now().Add(5 * time.Second)
+			for b.Stats().Copies == 0 && time.Now().Before(deadline) {
+				time.Sleep(10 * time.Millisecond)
+			}
+			ca.mu.Lock()
+			left := ca.m[id] == nil
+			ca.mu.Unlock()
+			if !left {
+				t.Fatal("a still has the session")
+			}
+			st, err := map[string]*Manager{"b": b, "c": c}[via].Fetch(context.Background(), id, "bob")
+			if err != nil {
+				t.Fatalf("resume via %s after the late handover: %v", via, err)
+			}
+			if got := strings.Join(bodies(st), ","); got != "one,two" {
+				t.Fatalf("resumed queue %q, want one,two", got)
+			}
+		})
 	}
 }
