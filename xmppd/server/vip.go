@@ -68,6 +68,7 @@ type vipFeature struct {
 	names  []string // pool as strings, in order
 	agent  *vip.Agent
 	health *vip.Health
+	checks []vipCheck // the health inputs, each observed every CheckInterval
 	notify *vip.Notifier
 	mech   *netcfg.VIPs
 
@@ -130,6 +131,10 @@ func buildVIP(s *Server) ([]StagedComponent, error) {
 		tracks = append(tracks, vip.Track{Name: "script", Weight: cfg.TrackWeight, Rise: cfg.Rise, Fall: cfg.Fall, InitFail: true})
 	}
 	f.health = vip.NewHealth(cfg.Priority, tracks, time.Now())
+	f.checks = []vipCheck{{"c2s", f.checkC2S}, {"storage", func(context.Context) error { return f.checkStorage() }}}
+	if cfg.TrackScript != "" {
+		f.checks = append(f.checks, vipCheck{"script", f.checkScript})
+	}
 	f.notify = vip.NewNotifier(vip.Hooks{Master: cfg.NotifyMaster, Backup: cfg.NotifyBackup, Fault: cfg.NotifyFault, Any: cfg.Notify}, s.cfg.Node, s.log)
 	return append(comps, StagedComponent{Stage: AfterModules, Name: "vip", Start: f.start, Stop: f.stop}), nil
 }
@@ -316,10 +321,7 @@ func (f *vipFeature) checkLoop(ctx context.Context) {
 	t := time.NewTicker(f.cfg.CheckInterval)
 	defer t.Stop()
 	for {
-		now := time.Now()
-		if f.health.Observe("c2s", f.checkC2S(ctx), now) ||
-			f.health.Observe("storage", f.checkStorage(), now) ||
-			(f.cfg.TrackScript != "" && f.health.Observe("script", f.checkScript(ctx), now)) {
+		if f.observe(ctx, time.Now()) {
 			p, ok := f.health.Effective()
 			f.log("vip health changed", "priority", p, "healthy", ok)
 		}
@@ -329,6 +331,23 @@ func (f *vipFeature) checkLoop(ctx context.Context) {
 		case <-t.C:
 		}
 	}
+}
+
+// vipCheck is one health input: a track of f.health by name.
+type vipCheck struct {
+	name string
+	run  func(context.Context) error
+}
+
+// observe runs every check once and reports whether the health changed. Every
+// check runs each round: a change of one does not skip the others.
+func (f *vipFeature) observe(ctx context.Context, now time.Time) (changed bool) {
+	for _, c := range f.checks {
+		if f.health.Observe(c.name, c.run(ctx), now) {
+			changed = true
+		}
+	}
+	return changed
 }
 
 // checkC2S: the client listener answers a stream header with a stream of its own

@@ -1,6 +1,8 @@
 package server
 
 import (
+	"context"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -197,5 +199,35 @@ func TestVIPRejoinWaitsForLiveMembersRows(t *testing.T) {
 	}
 	if h, _, w := step(n, s2, []peerVIPRow{{"n3", idle}}, alive, 2*rowGrace+3*time.Second); h != "n2" || len(w) != 0 {
 		t.Fatalf("n3 back: survivor plans %q, waits for %v; want n2 at once", h, w)
+	}
+}
+
+// Every health input is observed each round: a change of the c2s check used to
+// short-circuit the storage and script checks (a || chain), delaying a storage
+// loss seen in the same round by one check interval.
+func TestVIPHealthObservesEveryCheckEachRound(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	tracks := []vip.Track{
+		{Name: "c2s", Rise: 1, Fall: 1, InitFail: true},
+		{Name: "storage", Weight: -50, Rise: 1, Fall: 1},
+		{Name: "script", Weight: -20, Rise: 1, Fall: 1, InitFail: true},
+	}
+	ran := map[string]int{}
+	check := func(name string, err error) vipCheck {
+		return vipCheck{name, func(context.Context) error { ran[name]++; return err }}
+	}
+	f := &vipFeature{health: vip.NewHealth(100, tracks, t0)}
+	f.checks = []vipCheck{check("c2s", nil), check("storage", errors.New("storage degraded-ram")), check("script", nil)}
+	if !f.observe(context.Background(), t0.Add(time.Second)) {
+		t.Fatal("no change reported although every check changed")
+	}
+	for _, n := range []string{"c2s", "storage", "script"} {
+		if ran[n] != 1 {
+			t.Errorf("check %s ran %d times in one round, want 1", n, ran[n])
+		}
+	}
+	// c2s and the script up, storage down: the base priority less storage's weight.
+	if p, ok := f.health.Effective(); !ok || p != 50 {
+		t.Errorf("effective priority %d healthy %v after one round, want 50 true", p, ok)
 	}
 }
