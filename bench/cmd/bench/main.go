@@ -414,6 +414,7 @@ func benchServer(ctx context.Context, log *slog.Logger, p *params, name string) 
 	}
 	if has(p.Workloads, "muc") {
 		err := phase(ctx, p.MUCDuration+8*time.Minute, func(ctx context.Context) error {
+			res.Details["quiet_before_muc_seconds"] = quiesce(ctx, s, log)
 			if err := workload.Register(ctx, t, "m", p.MUCOccupants); err != nil {
 				return fmt.Errorf("register: %w", err)
 			}
@@ -431,6 +432,7 @@ func benchServer(ctx context.Context, log *slog.Logger, p *params, name string) 
 	}
 	if has(p.Workloads, "mam") {
 		err := phase(ctx, 20*time.Minute, func(ctx context.Context) error {
+			res.Details["quiet_before_mam_seconds"] = quiesce(ctx, s, log)
 			if err := workload.Register(ctx, t, "q", p.MAMPeers+1); err != nil {
 				return fmt.Errorf("register: %w", err)
 			}
@@ -459,6 +461,37 @@ func benchServer(ctx context.Context, log *slog.Logger, p *params, name string) 
 		record(res, "tsung", err, log)
 	}
 	return res
+}
+
+// quiesce waits (at most 30 s) until the server has used less than 10% of a
+// core for half a second, and returns how long it waited: work a workload left
+// behind (the MUC room's 200 leaves, each a write to xmppd's replicated tables,
+// still syncing) must not land in the next workload's timings. The same for
+// every server.
+func quiesce(ctx context.Context, s *servers.Server, log *slog.Logger) float64 {
+	start := time.Now()
+	prev, err := s.CPUTime()
+	if err != nil {
+		return 0
+	}
+	for range 60 {
+		select {
+		case <-ctx.Done():
+			return time.Since(start).Seconds()
+		case <-time.After(500 * time.Millisecond):
+		}
+		c, err := s.CPUTime()
+		if err != nil {
+			break
+		}
+		if c-prev < 0.05 {
+			break
+		}
+		prev = c
+	}
+	waited := time.Since(start).Seconds()
+	log.Info("server quiet", "waited", time.Since(start).Round(time.Millisecond))
+	return waited
 }
 
 func record(res *report.Server, key string, err error, log *slog.Logger) {
