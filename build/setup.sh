@@ -3,7 +3,7 @@
 # Debian 12, idempotently. Run as root (CI does); `make setup` calls it, and so do
 # `make run`, `make test` and `make bench` before they start.
 #
-# Usage: build/setup.sh [test|bench|all]   (default: test)
+# Usage: build/setup.sh [test|bench|kernel|all|base]   (default: test)
 set -euo pipefail
 
 want=${1:-test}
@@ -24,14 +24,19 @@ test_pkgs=(bind9 bind9-dnsutils dnsmasq-base ipxe-qemu libiscsi-bin linux-image-
 bench_pkgs=(linux-perf
             # Prosody keeps the MAM workload's archive in SQLite (mod_storage_sql's driver)
             lua-dbi-sqlite3 python3-matplotlib)
+# The appliance's own kernel (`make kernel` = `xedge kernel`: Debian's kernel source,
+# tinyconfig + image/kernel.config, built at nice 19). Not part of `test`: CI boots
+# Debian's kernel and never builds this one.
+kernel_pkgs=(bc bison flex gcc libelf-dev libssl-dev linux-source-6.1 make)
 
 pkgs=("${base_pkgs[@]}")
 case "$want" in
   test) pkgs+=("${test_pkgs[@]}") ;;
   bench) pkgs+=("${test_pkgs[@]}" "${bench_pkgs[@]}") ;;
-  all) pkgs+=("${test_pkgs[@]}" "${bench_pkgs[@]}") ;;
+  kernel) pkgs+=("${kernel_pkgs[@]}") ;;
+  all) pkgs+=("${test_pkgs[@]}" "${bench_pkgs[@]}" "${kernel_pkgs[@]}") ;;
   base) ;;
-  *) echo "setup.sh: unknown target $want (test|bench|all|base)" >&2; exit 2 ;;
+  *) echo "setup.sh: unknown target $want (test|bench|kernel|all|base)" >&2; exit 2 ;;
 esac
 
 missing=()

@@ -23,10 +23,19 @@ import (
 
 // Options says what to build and where.
 type Options struct {
-	Repo    string // module root (where go.mod is)
-	Out     string // output directory (out/)
-	Kernel  string // kernel version; "" = newest installed
-	Version string // version stamped into init and xmppd; "" = git describe
+	Repo string // module root (where go.mod is)
+	Out  string // output directory (out/)
+	// Kernel chooses the kernel: "" = the appliance's own kernel when KernelBuild
+	// has built it for the current image/kernel.config (see KernelCache), else the
+	// newest installed Debian kernel; "own" = the own kernel or an error;
+	// "debian" = the newest Debian kernel; anything else = that installed Debian
+	// kernel version. The environment's XEDGE_KERNEL stands in for "".
+	Kernel string
+	// KernelCache is where KernelBuild keeps built kernels (default DefaultCache()),
+	// KernelSource the linux-source tarball it was built from (default: the newest
+	// installed); both only name the own kernel to look for.
+	KernelCache, KernelSource string
+	Version                   string // version stamped into init and xmppd; "" = git describe
 	// Defaults are xedge.* parameters embedded as the image's defaults layer
 	// (/etc/xedge/defaults), e.g. "xedge.domain=example.org".
 	Defaults []string
@@ -80,12 +89,16 @@ func Build(ctx context.Context, o Options) (Result, error) {
 	if o.Version == "" {
 		o.Version = gitVersion(o.Repo)
 	}
-	k, err := FindKernel(o.Kernel)
+	k, err := o.chooseKernel()
 	if err != nil {
 		return res, err
 	}
 	res.Kernel = k
-	o.logf("kernel %s (%s)", k.Version, k.Image)
+	if k.Own != nil {
+		o.logf("kernel %s (own build, %s)", k.Version, k.Own.Dir)
+	} else {
+		o.logf("kernel %s (%s)", k.Version, k.Image)
+	}
 
 	// Kernel images.
 	res.Vmlinuz = filepath.Join(o.Out, "vmlinuz")
@@ -93,13 +106,25 @@ func Build(ctx context.Context, o Options) (Result, error) {
 		return res, err
 	}
 	res.Vmlinux = filepath.Join(o.Out, "vmlinux")
-	if !newer(res.Vmlinux, k.Image) {
+	if k.Own != nil {
+		if err := copyFile(k.Own.Vmlinux, res.Vmlinux); err != nil {
+			return res, err
+		}
+		if err := os.WriteFile(filepath.Join(o.Out, ".vmlinux-from"), []byte(k.Image), 0o644); err != nil {
+			return res, err
+		}
+	} else if from := filepath.Join(o.Out, ".vmlinux-from"); !newer(res.Vmlinux, k.Image) || string(mustRead(from)) != k.Image {
+		// Extracted again unless out/vmlinux came from this very bzImage (it may
+		// be the own kernel's, newer than any Debian kernel).
 		vmlinux, comp, err := ExtractVmlinux(k.Image)
 		if err != nil {
 			return res, err
 		}
 		if err := os.WriteFile(res.Vmlinux, vmlinux, 0o644); err != nil {
 			return res, fmt.Errorf("write vmlinux: %w", err)
+		}
+		if err := os.WriteFile(from, []byte(k.Image), 0o644); err != nil {
+			return res, err
 		}
 		o.logf("vmlinux extracted (%s payload, PVH entry present)", comp)
 	}
@@ -141,7 +166,12 @@ func Build(ctx context.Context, o Options) (Result, error) {
 	}
 
 	// Kernel modules.
-	n, err := addModules(ctx, files, k)
+	var n int
+	if k.Own != nil {
+		err = addBuiltinOnly(files, k)
+	} else {
+		n, err = addModules(ctx, files, k)
+	}
 	if err != nil {
 		return res, err
 	}

@@ -19,11 +19,13 @@ import (
 	"strings"
 )
 
-// Kernel is an installed kernel: its bzImage and module tree.
+// Kernel is an installed kernel: its bzImage and module tree; or the appliance's
+// own kernel (Own set: no modules, every driver built in).
 type Kernel struct {
 	Version string
-	Image   string // /boot/vmlinuz-<ver>
-	Modules string // /lib/modules/<ver>
+	Image   string // /boot/vmlinuz-<ver>, or the own kernel's bzImage
+	Modules string // /lib/modules/<ver>; "" for the own kernel
+	Own     *CustomKernel
 }
 
 // FindKernel returns the newest kernel in /boot that has a module tree (or the one

@@ -22,7 +22,7 @@ func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
 func runImage(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("image", flag.ContinueOnError)
 	out := fs.String("out", "out", "output directory")
-	kernel := fs.String("kernel", "", "kernel version in /lib/modules (default: newest installed)")
+	kernel := fs.String("kernel", "", "own (the appliance's kernel, built by xedge kernel), debian (newest installed), or an installed Debian kernel version (default: own when built for image/kernel.config, else debian; $XEDGE_KERNEL)")
 	domain := fs.String("domain", "", "embed xedge.domain=DOMAIN as the image's default")
 	xmppd := fs.String("xmppd", "", "use this prebuilt xmppd binary instead of building ./xmppd/cmd/xmppd")
 	version := fs.String("version", "", "version to stamp (default: git describe)")
