@@ -119,8 +119,24 @@ func consoleUntil(ctx context.Context, dir, node, line string, d time.Duration, 
 func registerUsers(t *testing.T, ctx context.Context, dir string, nodes []string, users ...string) {
 	t.Helper()
 	for _, u := range users {
-		if out, err := lab.Run(ctx, nodeSock(dir, "node1"), "register "+u+" secret-"+u); err != nil || strings.Contains(out, "error") {
-			t.Fatalf("register %s on node1: %v\n%s", u, err, out)
+		// Retried (bounded) while it fails: on loaded TCG guests the admin
+		// socket's answer can time out while raft settles; an attempt that
+		// timed out may have committed, which `users` then shows.
+		var out string
+		var err error
+		for deadline := time.Now().Add(2 * time.Minute); ; {
+			out, err = lab.Run(ctx, nodeSock(dir, "node1"), "register "+u+" secret-"+u)
+			if err == nil && !strings.Contains(out, "error") {
+				break
+			}
+			if l, _ := lab.Run(ctx, nodeSock(dir, "node1"), "users"); !strings.Contains(l, "error") && strings.Contains(l, u) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("register %s on node1: %v\n%s", u, err, out)
+			}
+			t.Logf("register %s on node1 (retrying): %v %s", u, err, out)
+			time.Sleep(2 * time.Second)
 		}
 	}
 	for _, n := range nodes {
@@ -188,27 +204,42 @@ type smClient struct {
 	// fallbacks are other addresses to resume through (a client with SRV records
 	// tries the next target); reconnect rotates through addr and these.
 	fallbacks []string
+	// stallAfter: an <r/> unanswered this long makes keepResumed drop the
+	// connection and resume (3 s; scenarios on a loaded host give more).
+	stallAfter time.Duration
+	// attemptTimeout bounds one resume attempt (3 s; more on a loaded host,
+	// where a resumption that takes over a session from a peer can take
+	// longer, and a client that gives up on it sends the session back and
+	// forth between the nodes).
+	attemptTimeout time.Duration
 
-	mu      sync.Mutex
-	c       *loadgen.Conn
-	gen     int // connection generation (a reader ends only its own)
-	previd  string
-	hIn     uint64   // stanzas received since <enabled/>
-	sent    [][]byte // stanzas sent since <enabled/>; sent[i] is stanza i+1
-	acked   uint64   // server's last h
-	lastR   time.Time
-	lastA   time.Time
-	msgN    int            // messages numbered so far (by traffic, one goroutine at a time)
-	got     map[string]int // message body -> times received
-	firstAt map[string]time.Time
-	events  []string      // what happened, with times (eventLocked)
-	dead    chan struct{} // closed when the current connection's reader ends
-	logf    func(string, ...any)
+	mu     sync.Mutex
+	c      *loadgen.Conn
+	gen    int // connection generation (a reader ends only its own)
+	previd string
+	hIn    uint64   // stanzas received since the current session's <enabled/>
+	sent   [][]byte // stanzas sent since the first <enabled/>; sent[i] is stanza i+1
+	acked  uint64   // stanzas of sent acknowledged: base + the server's last h
+	base   uint64   // stanzas of sent before the current session's <enabled/>
+	// sessions counts fresh logins after the first (a resume the server
+	// refused: the client logs in anew and resends what was not acknowledged).
+	sessions int
+	// abandoned are the ranges of sent a refused session never acknowledged
+	// (resent in the next one): not acknowledged, whatever acked says.
+	abandoned [][2]int
+	lastR     time.Time
+	lastA     time.Time
+	msgN      int            // messages numbered so far (by traffic, one goroutine at a time)
+	got       map[string]int // message body -> times received
+	firstAt   map[string]time.Time
+	events    []string      // what happened, with times (eventLocked)
+	dead      chan struct{} // closed when the current connection's reader ends
+	logf      func(string, ...any)
 }
 
 func newSMClient(name, ns, addr, user, resource string, logf func(string, ...any)) *smClient {
 	c := &smClient{name: name, ns: ns, addr: addr, user: user, resource: resource,
-		got: map[string]int{}, firstAt: map[string]time.Time{}, logf: logf}
+		got: map[string]int{}, firstAt: map[string]time.Time{}, logf: logf, stallAfter: 3 * time.Second, attemptTimeout: 3 * time.Second}
 	clients.mu.Lock()
 	clients.list = append(clients.list, c)
 	clients.mu.Unlock()
@@ -355,7 +386,9 @@ func (s *smClient) login(timeout time.Duration) error {
 		c.Abort()
 		return err
 	}
-	if err := c.Send([]byte("<presence/><enable xmlns='" + nsSM + "' resume='true'/>")); err != nil {
+	// Enable before the initial presence: what the presence brings (offline
+	// storage's flush) is then counted and acknowledged in the session.
+	if err := c.Send([]byte("<enable xmlns='" + nsSM + "' resume='true'/><presence/>")); err != nil {
 		c.Abort()
 		return err
 	}
@@ -368,18 +401,49 @@ func (s *smClient) login(timeout time.Duration) error {
 		switch string(loadgen.Name(el)) {
 		case "enabled":
 			s.mu.Lock()
+			defer s.mu.Unlock()
 			s.previd = string(loadgen.Attr(el, "id"))
 			s.eventLocked("login: enabled id %s via %s", s.previd, s.addr)
-			s.mu.Unlock()
 			if s.previd == "" || string(loadgen.Attr(el, "resume")) != "true" {
 				c.Abort()
 				return fmt.Errorf("stream management without resumption: %.200q", el)
 			}
-			s.attach(c)
+			// A new session counts from 0 both ways. What the previous one
+			// did not acknowledge is sent again in it (at-least-once).
+			from := min(int(s.acked), len(s.sent))
+			unacked := s.sent[from:]
+			if len(unacked) > 0 {
+				s.abandoned = append(s.abandoned, [2]int{from, len(s.sent)})
+				s.eventLocked("new session: resending %d stanzas the previous one did not acknowledge", len(unacked))
+			}
+			if len(s.sent) > 0 {
+				s.sessions++
+			}
+			s.base, s.acked, s.hIn = uint64(len(s.sent)), uint64(len(s.sent)), 0
+			for _, b := range slices.Clone(unacked) {
+				s.sent = append(s.sent, b)
+				if err := c.Send(b); err != nil {
+					c.Abort()
+					return err
+				}
+			}
+			s.attachLocked(c)
 			return nil
 		case "failed":
 			c.Abort()
 			return fmt.Errorf("enable failed: %.200q", el)
+		case "message":
+			// Before <enabled/>: not counted in h, but it reached the user.
+			if b := loadgen.Child(el, "body"); b != nil {
+				body := loadgen.Text(b)
+				s.mu.Lock()
+				if s.got[body] == 0 {
+					s.firstAt[body] = time.Now()
+				}
+				s.got[body]++
+				s.eventLocked("recv before enabled %s", body)
+				s.mu.Unlock()
+			}
 		}
 	}
 	c.Abort()
@@ -413,6 +477,7 @@ func (s *smClient) resume(timeout time.Duration) (uint64, error) {
 	h, _ := strconv.ParseUint(string(loadgen.Attr(el, "h")), 10, 64)
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	h += s.base
 	s.eventLocked("resumed via %s: sent h=%d, server's h=%d (acked before %d, sent %d): resending %d", s.addr, s.hIn, h, s.acked, len(s.sent), len(s.sent)-min(int(max(h, s.acked)), len(s.sent)))
 	if h > s.acked {
 		s.acked = h
@@ -477,6 +542,7 @@ func (s *smClient) read(c *loadgen.Conn, gen int, dead chan struct{}) {
 			_ = c.Send(fmt.Appendf(nil, "<a xmlns='%s' h='%d'/>", nsSM, s.hIn))
 		case "a":
 			h, _ := strconv.ParseUint(string(loadgen.Attr(el, "h")), 10, 64)
+			h += s.base
 			if h > s.acked {
 				s.acked = h
 			}
@@ -572,13 +638,13 @@ func (s *smClient) syncAcks(d time.Duration) error {
 	return fmt.Errorf("%s: server acknowledged %d of %d stanzas after %s", s.name, acked, sent, d)
 }
 
-// missing lists bodies prefix-1..prefix-n not received.
-func (s *smClient) missing(prefix string, n uint64) []string {
+// missing lists the bodies of want not received.
+func (s *smClient) missing(want []string) []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var out []string
-	for i := uint64(1); i <= n; i++ {
-		if b := fmt.Sprintf("%s-%d", prefix, i); s.got[b] == 0 {
+	for _, b := range want {
+		if s.got[b] == 0 {
 			out = append(out, b)
 		}
 	}
@@ -628,7 +694,7 @@ func (s *smClient) reconnect(d time.Duration) (int, error) {
 			s.addr = addrs[attempts%len(addrs)]
 			s.mu.Unlock()
 		}
-		if _, err := s.resume(3 * time.Second); err == nil {
+		if _, err := s.resume(s.attemptTimeout); err == nil {
 			return attempts, nil
 		} else {
 			last = err
@@ -641,13 +707,35 @@ func (s *smClient) reconnect(d time.Duration) (int, error) {
 	return attempts, fmt.Errorf("%s: not resumed within %s: %w", s.name, d, last)
 }
 
+// relogin starts a new session (login through addr and the fallbacks in turn,
+// each attempt bounded by 5 s) after the server refused to resume the old one,
+// until d has passed; it returns the attempts made.
+func (s *smClient) relogin(d time.Duration) (int, error) {
+	deadline := time.Now().Add(d)
+	addrs := append([]string{s.addr}, s.fallbacks...)
+	var last error
+	for attempts := 1; time.Now().Before(deadline); attempts++ {
+		s.mu.Lock()
+		s.addr = addrs[attempts%len(addrs)]
+		s.mu.Unlock()
+		if last = s.login(5 * time.Second); last == nil {
+			return attempts, nil
+		}
+		s.event("login via %s failed: %v", s.addr, last)
+		time.Sleep(200 * time.Millisecond)
+	}
+	return 0, fmt.Errorf("%s: no new session within %s: %w", s.name, d, last)
+}
+
 // collectOffline logs in a second resource with presence, which delivers offline
 // storage (where a message goes that found no session): such a message reached the
 // user and counts as delivered. It waits until every body of want has come (or d
 // has passed: the flush may wait for a raft leader).
 func (s *smClient) collectOffline(d time.Duration, want []string) error {
 	o := newSMClient(s.name+"-offline", s.ns, s.addr, s.user, s.resource+"-offline", s.logf)
-	if err := o.login(10 * time.Second); err != nil {
+	o.fallbacks = s.fallbacks
+	// Through any node that answers (the last one used may be busy or down).
+	if _, err := o.relogin(time.Minute); err != nil {
 		return err
 	}
 	for deadline := time.Now().Add(d); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
@@ -717,9 +805,11 @@ func checkDelivery(t *testing.T, a, b *smClient) (lost []string, acks [2]uint64)
 	}
 	_, ackA := a.counts()
 	_, ackB := b.counts()
-	// Messages only: a's stanza count since enable is its messages (and iq results).
-	wantB := func() []string { return b.missing(a.user, countMsgs(a, ackA)) }
-	wantA := func() []string { return a.missing(b.user, countMsgs(b, ackB)) }
+	// The bodies of the messages each server acknowledged (a stanza resent in
+	// a new session counts once).
+	fromA, fromB := ackedBodies(a, ackA), ackedBodies(b, ackB)
+	wantB := func() []string { return b.missing(fromA) }
+	wantA := func() []string { return a.missing(fromB) }
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) && len(wantA())+len(wantB()) > 0 {
 		time.Sleep(250 * time.Millisecond)
@@ -734,19 +824,26 @@ func checkDelivery(t *testing.T, a, b *smClient) (lost []string, acks [2]uint64)
 			t.Logf("%s: offline storage not collected: %v", b.name, err)
 		}
 	}
-	return append(wantA(), wantB()...), [2]uint64{countMsgs(a, ackA), countMsgs(b, ackB)}
+	return append(wantA(), wantB()...), [2]uint64{uint64(len(fromA)), uint64(len(fromB))}
 }
 
-// countMsgs is how many of the first n stanzas c sent were messages (numbered
-// 1..k in order): the acknowledged messages.
-func countMsgs(c *smClient, n uint64) uint64 {
+var bodyRe = regexp.MustCompile(`<body>([^<]*)</body>`)
+
+// ackedBodies is the distinct bodies of the messages among the first n
+// stanzas c sent (those the server acknowledged), in order.
+func ackedBodies(c *smClient, n uint64) []string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	k := uint64(0)
-	for i := 0; i < int(min(n, uint64(len(c.sent)))); i++ {
-		if strings.HasPrefix(string(c.sent[i]), "<message") {
-			k++
+	seen := map[string]bool{}
+	var out []string
+	for i, st := range c.sent[:min(n, uint64(len(c.sent)))] {
+		if slices.ContainsFunc(c.abandoned, func(r [2]int) bool { return i >= r[0] && i < r[1] }) {
+			continue
+		}
+		if m := bodyRe.FindSubmatch(st); m != nil && strings.HasPrefix(string(st), "<message") && !seen[string(m[1])] {
+			seen[string(m[1])] = true
+			out = append(out, string(m[1]))
 		}
 	}
-	return k
+	return out
 }
