@@ -34,6 +34,7 @@ import (
 	"github.com/vishvananda/netns"
 
 	"xedge/bench/loadgen"
+	"xedge/iscsi/tgt"
 )
 
 // Options configure a run.
@@ -61,6 +62,14 @@ type Options struct {
 	// while it is alive and holds its sessions (a false node loss). With Resume
 	// the messages are accounted for after the cut healed and the nodes settled.
 	Cut time.Duration
+	// ISCSI names nodes whose storage (--storage) is an iSCSI LUN (a sparse
+	// file in Dir) of a tgtd the harness runs in the client namespace, on the
+	// bridge (tgtdPortal): one target per node, reached over the node's eth0.
+	// The test makes the storage fail by freezing that tgtd (harness.tgtd).
+	ISCSI []string
+	// NodeExtra adds xmppd flags for one node (by name), after Extra: e.g. a
+	// higher --vip-priority for the keepalived master.
+	NodeExtra map[string][]string
 }
 
 // Kill is one measured failover.
@@ -118,6 +127,8 @@ const (
 	vipCIDR = subnet + ".100/24"
 	vipAddr = subnet + ".100:5222"
 	domain  = "vip.test"
+	// tgtdPortal is the portal of the tgtd in the client namespace (Options.ISCSI).
+	tgtdPortal = subnet + ".9:3260"
 )
 
 type node struct {
@@ -138,6 +149,12 @@ type harness struct {
 	client netns.NsHandle
 	flags  []string
 	key    string
+	// tgtd serves the Options.ISCSI nodes' LUNs from the client namespace; it
+	// was started from a thread in that namespace (tgtdQuit ends the thread:
+	// tgtd's parent-death signal is tied to it, so it lives as long as tgtd).
+	tgtd     *tgt.Daemon
+	tgtdQuit chan struct{}
+	tgtdDone chan struct{}
 }
 
 func (h *harness) logf(format string, args ...any) {
@@ -302,6 +319,11 @@ func (h *harness) setup() error {
 	if err := os.WriteFile(h.key, []byte(fmt.Sprintf("%x", key)), 0o600); err != nil {
 		return err
 	}
+	if len(h.opt.ISCSI) > 0 {
+		if err := h.startTgtd(); err != nil {
+			return err
+		}
+	}
 	pool := vipCIDR
 	if len(h.opt.Pool) > 0 {
 		pool = strings.Join(h.opt.Pool, ",")
@@ -367,6 +389,10 @@ func (h *harness) start(n *node) error {
 	if n.name == h.opt.Spare {
 		args = append(args, "--in-service=false")
 	}
+	if slices.Contains(h.opt.ISCSI, n.name) {
+		args = append(args, "--storage", "iscsi://"+tgtdPortal+"/"+iqnOf(n.name)+"/1")
+	}
+	args = append(args, h.opt.NodeExtra[n.name]...)
 	lf, err := os.OpenFile(filepath.Join(h.opt.Dir, n.name+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return err
@@ -382,6 +408,58 @@ func (h *harness) start(n *node) error {
 	return nil
 }
 
+func iqnOf(node string) string { return "iqn.2025-01.org.xedge.test:vip-" + node }
+
+// startTgtd runs tgtd in the client namespace with a 64 MiB LUN per
+// Options.ISCSI node. tgt.Start checks the portal by dialing it, so it runs on
+// a thread in that namespace, which lives until teardown (tgtd gets SIGKILL
+// when the thread that started it ends).
+func (h *harness) startTgtd() error {
+	if err := tgt.Available(); err != nil {
+		return fmt.Errorf("tgtd is a prerequisite (build/setup.sh test installs it): %w", err)
+	}
+	h.tgtdQuit, h.tgtdDone = make(chan struct{}), make(chan struct{})
+	started := make(chan error, 1)
+	go func() {
+		defer close(h.tgtdDone)
+		runtime.LockOSThread() // never unlocked: the thread ends with the goroutine
+		if err := netns.Set(h.client); err != nil {
+			started <- err
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		defer cancel()
+		lf, err := os.Create(filepath.Join(h.opt.Dir, "tgtd.log"))
+		if err != nil {
+			started <- err
+			return
+		}
+		defer lf.Close()
+		host, _, _ := strings.Cut(tgtdPortal, ":")
+		d, err := tgt.Start(ctx, tgt.Options{Netns: h.prefix + "-c", Addr: host, Port: 3260, Log: lf})
+		if err != nil {
+			started <- err
+			return
+		}
+		h.tgtd = d
+		for i, name := range h.opt.ISCSI {
+			img := filepath.Join(h.opt.Dir, "lun-"+name+".img")
+			if err = os.WriteFile(img, nil, 0o600); err == nil {
+				err = os.Truncate(img, 64<<20)
+			}
+			if err == nil {
+				err = d.AddTarget(i+1, iqnOf(name), map[int]string{1: img})
+			}
+			if err != nil {
+				break
+			}
+		}
+		started <- err
+		<-h.tgtdQuit
+	}()
+	return <-started
+}
+
 func (h *harness) ctl(n *node, args ...string) error {
 	out, err := exec.Command(h.opt.Xmppct, append([]string{"--socket", filepath.Join(n.data, "admin.sock"), "--timeout", "10s"}, args...)...).CombinedOutput()
 	if err != nil {
@@ -391,17 +469,47 @@ func (h *harness) ctl(n *node, args ...string) error {
 }
 
 type vipStatus struct {
-	Healthy bool `json:"healthy"`
-	Quorum  bool `json:"quorum"`
-	VIPs    []struct {
+	Healthy  bool `json:"healthy"`
+	Quorum   bool `json:"quorum"`
+	Priority int  `json:"priority"` // this node's effective priority
+	VIPs     []struct {
 		VIP    string `json:"vip"`
 		Holder string `json:"holder"`
 		State  string `json:"state"`
 	} `json:"vips"`
-	Nodes []struct {
-		Name    string `json:"name"`
-		Healthy bool   `json:"healthy"`
+	Tracks []vipTrack `json:"tracks"`
+	Nodes  []struct {
+		Name     string `json:"name"`
+		Healthy  bool   `json:"healthy"`
+		Priority int    `json:"priority"`
 	} `json:"nodes"`
+}
+
+// vipTrack is one health check in `xmppctl --json vip`.
+type vipTrack struct {
+	Name      string `json:"name"`
+	Up        bool   `json:"up"`
+	LastError string `json:"last_error"`
+}
+
+// track returns the health check called name (zero if there is none).
+func (st vipStatus) track(name string) vipTrack {
+	for _, tr := range st.Tracks {
+		if tr.Name == name {
+			return tr
+		}
+	}
+	return vipTrack{}
+}
+
+// priorityOf is node name's effective priority in this view (0: not in it).
+func (st vipStatus) priorityOf(name string) int {
+	for _, n := range st.Nodes {
+		if n.Name == name {
+			return n.Priority
+		}
+	}
+	return 0
 }
 
 func (h *harness) status(n *node) (vipStatus, error) {
@@ -667,15 +775,32 @@ func cutCluster(n *node, op string) error {
 }
 
 func (h *harness) teardown() {
+	if h.tgtd != nil {
+		h.tgtd.Thaw() // a node whose storage hangs would not stop in time
+	}
+	// Every node is told to stop at once and given 5 s in all (one after the
+	// other, each waited for, teardown took 8-11 s).
 	for _, n := range h.nodes {
 		if n.cmd != nil && n.cmd.Process != nil {
-			select {
-			case <-n.done:
-			default:
-				n.cmd.Process.Signal(syscall.SIGTERM)
+			n.cmd.Process.Signal(syscall.SIGTERM)
+		}
+	}
+	grace := time.NewTimer(5 * time.Second)
+	defer grace.Stop()
+	expired := false
+	for _, n := range h.nodes {
+		if n.cmd != nil && n.cmd.Process != nil {
+			if !expired {
 				select {
 				case <-n.done:
-				case <-time.After(5 * time.Second):
+				case <-grace.C:
+					expired = true
+				}
+			}
+			if expired {
+				select {
+				case <-n.done:
+				default:
 					n.cmd.Process.Kill()
 					<-n.done
 				}
@@ -685,6 +810,13 @@ func (h *harness) teardown() {
 			n.log.Close()
 		}
 		exec.Command("ip", "netns", "del", n.ns).Run()
+	}
+	if h.tgtd != nil {
+		h.tgtd.Stop()
+	}
+	if h.tgtdQuit != nil {
+		close(h.tgtdQuit)
+		<-h.tgtdDone
 	}
 	if h.client.IsOpen() {
 		h.client.Close()
