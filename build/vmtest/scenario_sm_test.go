@@ -376,6 +376,10 @@ func (s *smClient) dial(timeout time.Duration) (*loadgen.Conn, error) {
 
 const nsSM = "urn:xmpp:sm:3"
 
+// initialPresence is sent right after <enable/>, so it is the session's first
+// stanza in the server's count.
+const initialPresence = "<presence/>"
+
 // login: bind, initial presence, enable resumable stream management.
 func (s *smClient) login(timeout time.Duration) error {
 	c, err := s.dial(timeout)
@@ -388,7 +392,7 @@ func (s *smClient) login(timeout time.Duration) error {
 	}
 	// Enable before the initial presence: what the presence brings (offline
 	// storage's flush) is then counted and acknowledged in the session.
-	if err := c.Send([]byte("<enable xmlns='" + nsSM + "' resume='true'/><presence/>")); err != nil {
+	if err := c.Send([]byte("<enable xmlns='" + nsSM + "' resume='true'/>" + initialPresence)); err != nil {
 		c.Abort()
 		return err
 	}
@@ -420,6 +424,8 @@ func (s *smClient) login(timeout time.Duration) error {
 				s.sessions++
 			}
 			s.base, s.acked, s.hIn = uint64(len(s.sent)), uint64(len(s.sent)), 0
+			// The presence went after <enable/>: the server counts it (h).
+			s.sent = append(s.sent, []byte(initialPresence))
 			for _, b := range slices.Clone(unacked) {
 				s.sent = append(s.sent, b)
 				if err := c.Send(b); err != nil {
