@@ -14,17 +14,29 @@ import (
 	"xedge/build/lab"
 )
 
-// guestPhases splits one PXE-booted box's power-on → serving time with the guest's
-// own clocks: the kernel's time of `Run /init` (dmesg), init's boot phases and
-// xmppd's start, cluster join and ready line (init's log ring, guest wall clock;
-// only differences within the guest are used, so its RTC offset does not matter).
-// initrdAt is when the boot server saw the initramfs request (host clock).
-func guestPhases(ctx context.Context, sock string, n lab.NodeState, initrdAt time.Time) string {
-	dm, _ := lab.Run(ctx, sock, "dmesg 2000")
-	lg, _ := lab.Run(ctx, sock, "log 400")
-	kernelInit := -1.0
-	if m := regexp.MustCompile(`\[\s*([0-9.]+)\] Run /init as init process`).FindStringSubmatch(dm); m != nil {
-		kernelInit, _ = strconv.ParseFloat(m[1], 64)
+// pxePhases splits one PXE-booted box's power-on → serving time. Host clock, from
+// the boot server's events (lab `boxes`): power-on → DHCP request (SeaBIOS, iPXE),
+// → kernel sent (boot script, bzImage download), initramfs download (request →
+// last byte sent). Guest clocks (only differences within the guest are used, so
+// its RTC offset does not matter): the kernel's time of `Run /init` (dmesg: kernel
+// start → /init, and the initramfs unpack in it), init's boot phases and xmppd's
+// start, bootstrap, first election, cluster join and ready line (init's log ring).
+// What is left between the initramfs's last byte and the kernel's clock starting
+// is iPXE handing over and the bzImage decompressing itself.
+func pxePhases(ctx context.Context, sock string, n lab.NodeState, boxes string) string {
+	dm, _ := lab.Run(ctx, sock, "dmesg 3000")
+	lg, _ := lab.Run(ctx, sock, "log 600")
+	ksec := func(pat string) float64 {
+		if m := regexp.MustCompile(`\[\s*([0-9.]+)\] ` + pat).FindStringSubmatch(dm); m != nil {
+			v, _ := strconv.ParseFloat(m[1], 64)
+			return v
+		}
+		return -1
+	}
+	kernelInit := ksec(`Run /init as init process`)
+	unpack := -1.0
+	if a, b := ksec(`(?:Trying to unpack rootfs image as initramfs|Unpacking initramfs)`), ksec(`Freeing initrd memory`); a >= 0 && b >= a {
+		unpack = b - a
 	}
 	at := func(pat string) time.Time {
 		m := regexp.MustCompile(`time=(\S+) [^\n]*` + pat).FindStringSubmatch(lg)
@@ -47,33 +59,50 @@ func guestPhases(ctx context.Context, sock string, n lab.NodeState, initrdAt tim
 		d, _ := time.ParseDuration(m[1])
 		sinceBoot = d.Seconds()
 	}
-	total := n.BootSeconds()
-	preInit := total - sinceBoot // power-on → init's first instruction (host wall time)
-	initStart := n.Started.Add(time.Duration(preInit * float64(time.Second)))
 	sec := func(a, b time.Time) string {
 		if a.IsZero() || b.IsZero() {
 			return "?"
 		}
 		return fmt.Sprintf("%.1f", b.Sub(a).Seconds())
 	}
-	mounts := at(`phase=mounts`)
+	// Host clock: init's first instruction is sinceBoot before the ready line
+	// (the lab saw it within 0.1 s); the kernel's clock started kernelInit before.
+	var initHost, kernelHost time.Time
+	if sinceBoot > 0 && !n.Ready.IsZero() {
+		initHost = n.Ready.Add(-time.Duration(sinceBoot * float64(time.Second)))
+		if kernelInit >= 0 {
+			kernelHost = initHost.Add(-time.Duration(kernelInit * float64(time.Second)))
+		}
+	}
+	ev := func(k string) time.Time { return boxEvent(boxes, n, k) }
 	svc := at(`msg="service started" service=xmppd`)
 	first := at(`msg="memory policy"`)
+	boot, won := at(`msg="bootstrapped a new cluster"`), at(`msg="election won"`)
 	joined := at(`msg="joined the cluster"`)
 	ready := at(`msg="xmppd ready"`)
-	fetchKernel := "?"
-	if !initrdAt.IsZero() && sinceBoot > 0 {
-		fetchKernel = fmt.Sprintf("%.1f", initStart.Sub(initrdAt).Seconds())
+	mounts := at(`phase=mounts`)
+	raft := ""
+	if !boot.IsZero() {
+		raft = fmt.Sprintf("; bootstrapped at +%s s, first election won at +%s s", sec(svc, boot), sec(svc, won))
 	}
-	return fmt.Sprintf("%s: initramfs request → init %s s (download, bzImage decompression, kernel boot; of it kernel start → /init %.1f s), "+
-		"init → xmppd started %s s (modules %s, DHCP %s, config %s), xmppd → cluster joined %s s, → serving %s s",
-		n.Name, fetchKernel, kernelInit, sec(mounts, svc), took("modules"), took("network"), took("config"),
-		sec(svc, joined), sec(joined, ready)) + func() string {
-		if first.IsZero() {
-			return ""
-		}
-		return fmt.Sprintf(" (xmppd's first log line %s s after its start)", sec(svc, first))
-	}()
+	xm := ""
+	if !first.IsZero() {
+		xm = fmt.Sprintf("; xmppd's first log line at +%s s", sec(svc, first))
+	}
+	return fmt.Sprintf("%s: power-on → DHCP request %s s; → boot script and kernel sent %s s (kernel %s s); initramfs download %s s; "+
+		"→ kernel's clock starts %s s (iPXE hands over, the bzImage decompresses itself); kernel → /init %s s (initramfs unpack %s s); "+
+		"init → xmppd started %s s (modules %s, DHCP %s, config %s); xmppd → cluster joined %s s (%s); → serving %s s",
+		n.Name, sec(n.Started, ev("dhcp")), sec(ev("dhcp"), ev("kernel-sent")), sec(ev("kernel"), ev("kernel-sent")),
+		sec(ev("initrd"), ev("initrd-sent")), sec(ev("initrd-sent"), kernelHost), fsec(kernelInit), fsec(unpack),
+		sec(mounts, svc), took("modules"), took("network"), took("config"),
+		sec(svc, joined), strings.TrimPrefix(raft+xm, "; "), sec(joined, ready))
+}
+
+func fsec(v float64) string {
+	if v < 0 {
+		return "?"
+	}
+	return fmt.Sprintf("%.1f", v)
 }
 
 // checkVIPAndDNS asks the lab's VIP for an XMPP stream on 5222 and the DNS server

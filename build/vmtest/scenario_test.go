@@ -165,13 +165,11 @@ func TestScenarioPXECluster(t *testing.T) {
 	for i := range boots {
 		cpus = append(cpus, st.Nodes[i].ReadyCPU)
 	}
-	phases := bootPhases(boxes, st.Nodes)
-	t.Logf("qemu CPU to serving: %.1f / %.1f / %.1f s; phases: %s", cpus[0], cpus[1], cpus[2], strings.Join(phases, "; "))
-	var guest []string
+	var phases []string
 	for _, n := range st.Nodes {
-		guest = append(guest, guestPhases(ctx, sock(n.Name), n, boxEvent(boxes, n, "initrd")))
+		phases = append(phases, pxePhases(ctx, sock(n.Name), n, boxes))
 	}
-	t.Logf("guest phases:\n%s", strings.Join(guest, "\n"))
+	t.Logf("qemu CPU to serving: %.1f / %.1f / %.1f s; phases:\n%s", cpus[0], cpus[1], cpus[2], strings.Join(phases, "\n"))
 	// The lab's VIP answers XMPP and its DNS server lists every node and the VIP.
 	srv, err := checkVIPAndDNS(ctx, st.NetNS, "10.77.0.100", "lab.example", []string{"node1", "node2", "node3"})
 	if err != nil {
@@ -186,10 +184,9 @@ func TestScenarioPXECluster(t *testing.T) {
 	recordScenario(t, "a", "(a) Cold boot of 3 PXE nodes into one cluster", []string{
 		fmt.Sprintf("- PXE power-on → serving (qemu start → `xedge: ready`), 3 boxes powered on together, TCG, one vCPU each: **node1 %.1f s, node2 %.1f s, node3 %.1f s** (target ≤ %.0f s: %s; host load average at the end %s)", boots[0], boots[1], boots[2], budget, verdict, loadAvg()),
 		fmt.Sprintf("- qemu CPU time to serving (does not grow with the host's load): node1 %.1f s, node2 %.1f s, node3 %.1f s", cpus[0], cpus[1], cpus[2]),
-		"- where the wall time went, per box (power-on → DHCP: SeaBIOS and iPXE; → initramfs request: script and kernel over HTTP; → parameters: initramfs download, kernel boot, init up to its network; → serving: xmppd start, iSCSI login, cluster join):",
+		"- " + kernelLine(),
+		"- where the time went, per box (host clock: the boot server's events; guest clocks: the kernel's time of `Run /init`, init's phase log, xmppd's log):",
 		"  " + strings.Join(phases, "\n  "),
-		"- inside each box (guest clocks: kernel time of `Run /init`, init's phase log, xmppd's log):",
-		"  " + strings.Join(guest, "\n  "),
 		"- the lab's VIP 10.77.0.100 answers XMPP on 5222 (stream features with STARTTLS) and its DNS server (`dig @10.77.0.100 _xmpp-client._tcp.lab.example SRV`) lists the VIP and every node: `" + strings.ReplaceAll(srv, "\n", "`, `") + "`",
 		fmt.Sprintf("- whole cold boot (boot server, 3 targets, 3 boxes) to all serving: %.1f s", coldBoot.Seconds()),
 		"- per-box configuration: none — key, seed (node1, for nodes 2 and 3) and iSCSI LUN from the boot server (`node` shows `(server)`); node1 bootstrapped, node2/3 joined it; an account registered on node1 is read on node3",
@@ -270,34 +267,23 @@ func boxEvent(boxes string, n lab.NodeState, k string) time.Time {
 	return time.Time{}
 }
 
-// bootPhases splits each box's power-on → serving time at the boot server's
-// events (lab `boxes` lines: MAC IP dhcp=HH:MM:SS.mmm script=... initrd=... params=...).
-func bootPhases(boxes string, nodes []lab.NodeState) []string {
-	var out []string
-	for _, n := range nodes {
-		for _, line := range strings.Split(boxes, "\n") {
-			f := strings.Fields(line)
-			if len(f) < 2 || f[0] != n.MAC {
-				continue
-			}
-			ev := map[string]time.Time{}
-			for _, kv := range f[2:] {
-				k, v, _ := strings.Cut(kv, "=")
-				if tm, err := time.Parse("15:04:05.000", v); err == nil {
-					y, mo, d := n.Started.UTC().Date()
-					ev[k] = time.Date(y, mo, d, tm.Hour(), tm.Minute(), tm.Second(), tm.Nanosecond(), time.UTC)
-				}
-			}
-			at := func(k string) string {
-				if t, ok := ev[k]; ok {
-					return fmt.Sprintf("%.1f", t.Sub(n.Started).Seconds())
-				}
-				return "?"
-			}
-			out = append(out, fmt.Sprintf("%s: DHCP %s s, initramfs request %s s, parameters %s s, serving %.1f s", n.Name, at("dhcp"), at("initrd"), at("params"), n.BootSeconds()))
+// kernelLine says which kernel the PXE boxes got and the sizes they downloaded.
+func kernelLine() string {
+	size := func(p string) string {
+		fi, err := os.Stat(p)
+		if err != nil {
+			return "?"
 		}
+		return fmt.Sprintf("%.1f MiB", float64(fi.Size())/(1<<20))
 	}
-	return out
+	k := "Debian's " + img.Kernel.Version + " (xz payload, drivers as modules in the initramfs)"
+	if img.Kernel.Own != nil {
+		k = "the appliance's own " + img.Kernel.Version + " (`xedge kernel`: LZ4 payload, drivers built in)"
+	}
+	if img.Kernel.Version == "" {
+		k = "the one in " + filepath.Dir(img.Vmlinuz)
+	}
+	return fmt.Sprintf("kernel: %s; bzImage %s, initramfs %s (%s)", k, size(img.Vmlinuz), size(pxeInitrd()), filepath.Base(pxeInitrd()))
 }
 
 func loadAvg() string {
