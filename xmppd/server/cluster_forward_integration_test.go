@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"xedge/xmppd/internal/testenv"
 )
@@ -37,15 +38,15 @@ func TestClusterForwardedStanzaSurvivesKill(t *testing.T) {
 	bob.Expect("<body>k-150</body>", 20*sec)
 	n2.Kill()
 	bob.Drop()
-	// alice's server has taken all of them: none may be lost.
-	alice.Expect(fmt.Sprintf("<a xmlns='urn:xmpp:sm:3' h='%d'/>", total), 20*sec)
+	// alice's server has taken all of them: none may be lost. Its <a/> waits
+	// until another node holds alice's own resumption state, which after the
+	// kill may be after node1 found node2 gone and bounced what offline
+	// storage did not take: everything alice receives from here on is kept,
+	// what comes before the <a/> too.
+	var toAlice, toBob, toOther strings.Builder
+	toAlice.WriteString(alice.Expect(fmt.Sprintf("<a xmlns='urn:xmpp:sm:3' h='%d'/>", total), 20*sec))
+	beforeAck := len(errorIDsIn(toAlice.String()))
 
-	got := map[string]int{}
-	count := func(s string) {
-		for _, x := range bodiesIn(s) {
-			got[x]++
-		}
-	}
 	// bob resumes on node3 (he acknowledged nothing).
 	c := testenv.DialTLS(t, n3.Server)
 	c.AuthPlain(n3.Domain, "bob", "secret")
@@ -55,56 +56,60 @@ func TestClusterForwardedStanzaSurvivesKill(t *testing.T) {
 		t.Fatalf("resume on node3: %v: %s", err, first)
 	}
 	rest, _ := c.ReadAll(2 * sec)
-	count(rest)
-	resumed := len(got)
+	toBob.WriteString(rest)
+	resumed := len(distinct(bodiesIn(rest)))
 	c.Send(fmt.Sprintf("<a xmlns='urn:xmpp:sm:3' h='%d'/>", strings.Count(rest, "<message")))
 	// A second resource, available: what the sender's node routes again
 	// (never acknowledged by the dead node) and what waits offline.
 	o := testenv.DialTLS(t, n1.Server)
 	o.LoginPlain(n1.Domain, "bob", "secret", "offline")
 	o.Send("<presence/>")
-	var bounced strings.Builder
-	nb := 0
-	missing := func() int {
-		n := 0
-		for i := 1; i <= total; i++ {
-			if got[fmt.Sprint("k-", i)] == 0 {
-				n++
-			}
+	// Each message is delivered to one of bob's sessions or comes back to
+	// alice as an error; the inputs are kept whole, so that a stanza split
+	// between two reads is counted.
+	var got map[string]int
+	var nb int
+	account := func() (missing int) {
+		got, nb = map[string]int{}, 0
+		for _, x := range append(bodiesIn(toBob.String()), bodiesIn(toOther.String())...) {
+			got[x]++
 		}
-		return n
-	}
-	// Collect until everything is accounted for or nothing new came for 4 s
-	// (bounded: 30 s).
-	quiet := 0
-	for round := 0; round < 30 && missing() > 0 && quiet < 4; round++ {
-		before := missing()
-		x, _ := c.ReadAll(sec / 3)
-		count(x)
-		y, _ := o.ReadAll(sec / 3)
-		count(y)
-		z, _ := alice.ReadAll(sec / 3)
-		bounced.WriteString(z)
+		bounced := errorIDsIn(toAlice.String())
 		for i := 1; i <= total; i++ {
 			k := fmt.Sprint("k-", i)
-			if got[k] == 0 && strings.Contains(bounced.String(), fmt.Sprintf("id='k%d'", i)) && strings.Contains(bounced.String(), "type='error'") {
+			if got[k] == 0 && bounced[fmt.Sprint("k", i)] {
 				got[k]++
 				nb++
 			}
+			if got[k] == 0 {
+				missing++
+			}
 		}
-		if missing() == before {
-			quiet++
-		} else {
-			quiet = 0
-		}
+		return missing
 	}
+	// Collect until everything is accounted for. Bounded by 45 s: a message
+	// the sender's node stores offline while the store has no raft leader
+	// is retried for up to 20 s (offline.UnavailableRetry) before it bounces,
+	// and a copy nobody resumes is rerouted after the 20 s sm-timeout; a
+	// loss fails after the bound.
+	for deadline := time.Now().Add(45 * sec); account() > 0 && time.Now().Before(deadline); {
+		x, _ := c.ReadAll(sec / 3)
+		toBob.WriteString(x)
+		y, _ := o.ReadAll(sec / 3)
+		toOther.WriteString(y)
+		z, _ := alice.ReadAll(sec / 3)
+		toAlice.WriteString(z)
+	}
+	account()
 	var lost []string
 	for i := 1; i <= total; i++ {
 		if got[fmt.Sprint("k-", i)] == 0 {
 			lost = append(lost, fmt.Sprint(i))
 		}
 	}
-	t.Logf("%d messages: %d on the resumed session, %d more offline or on the resumed session later, %d bounced (and not delivered)", total, resumed, len(got)-resumed-nb, nb)
+	t.Logf("%d messages: %d on the resumed session, %d more offline or on the resumed session later, %d bounced (and not delivered); alice got %d errors, %d before her <a/>, %d for full offline storage, %d for unavailable storage",
+		total, resumed, len(got)-resumed-nb, nb, len(errorIDsIn(toAlice.String())), beforeAck,
+		strings.Count(toAlice.String(), "offline storage is full"), strings.Count(toAlice.String(), "storage unavailable"))
 	// The survivors' bus reconnect warnings for the dead node blame no key.
 	for _, n := range []*testenv.Node{n1, n3} {
 		for _, l := range strings.Split(n.Logs(), "\n") {
@@ -114,6 +119,49 @@ func TestClusterForwardedStanzaSurvivesKill(t *testing.T) {
 		}
 	}
 	if len(lost) > 0 {
+		// What node1 did with the stanzas node2 never acknowledged.
+		l1 := n1.Logs()
+		t.Logf("node1: %d stanzas routed again, %d bounced as offline storage was full, %d not stored",
+			strings.Count(l1, "routing it again"), strings.Count(l1, "offline storage full, bouncing"), strings.Count(l1, "offline message not stored"))
 		t.Fatalf("%d of %d acknowledged messages lost after SIGKILL of the recipient's node: %s", len(lost), total, strings.Join(lost, ","))
 	}
+}
+
+// errorIDsIn returns the ids of the message errors (type='error' with an
+// <error/>) in s, a client's input.
+func errorIDsIn(s string) map[string]bool {
+	out := map[string]bool{}
+	for {
+		i := strings.Index(s, "<message")
+		if i < 0 {
+			return out
+		}
+		s = s[i:]
+		end := strings.IndexByte(s, '>')
+		if end < 0 {
+			return out
+		}
+		tag := s[:end+1]
+		if strings.HasSuffix(tag, "/>") {
+			s = s[len(tag):]
+			continue
+		}
+		j := strings.Index(s, "</message>")
+		if j < 0 {
+			return out
+		}
+		if testenv.Attr(tag, "type") == "error" && strings.Contains(s[:j], "<error") {
+			out[testenv.Attr(tag, "id")] = true
+		}
+		s = s[j:]
+	}
+}
+
+// distinct returns the set of xs.
+func distinct(xs []string) map[string]bool {
+	out := map[string]bool{}
+	for _, x := range xs {
+		out[x] = true
+	}
+	return out
 }
