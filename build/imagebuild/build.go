@@ -2,6 +2,7 @@ package imagebuild
 
 import (
 	"github.com/klauspost/compress/zstd"
+	"github.com/pierrec/lz4/v4"
 
 	"bytes"
 	"context"
@@ -54,9 +55,14 @@ type Result struct {
 	Vmlinux string
 	Cpio    string // uncompressed newc cpio
 	CpioXz  string
-	// CpioZst is the same archive zstd-compressed: what PXE boots get (the kernel
-	// unpacks zstd several times faster than xz, which under TCG is seconds).
-	CpioZst   string
+	// CpioZst is the same archive zstd-compressed (the kernel unpacks zstd several
+	// times faster than xz, which under TCG is seconds).
+	CpioZst string
+	// CpioLz4 is the same archive in LZ4's legacy frame (the kernel's initramfs
+	// LZ4 format): what PXE boots get. Under TCG the kernel unpacks it in ~0.65
+	// CPU-s less than the zstd one (40 MiB: 0.95-0.99 vs 1.61-1.66 qemu CPU-s to
+	// init) for ~20% more to download.
+	CpioLz4   string
 	Files     int
 	Modules   int
 	HasXmppd  bool
@@ -200,6 +206,11 @@ func Build(ctx context.Context, o Options) (Result, error) {
 			return res, err
 		}
 		res.Artefacts = append(res.Artefacts, res.CpioZst)
+		res.CpioLz4 = filepath.Join(o.Out, "initramfs.cpio.lz4")
+		if err := lz4File(buf.Bytes(), res.CpioLz4); err != nil {
+			return res, err
+		}
+		res.Artefacts = append(res.Artefacts, res.CpioLz4)
 	}
 	for _, a := range res.Artefacts {
 		if fi, err := os.Stat(a); err == nil {
@@ -461,6 +472,26 @@ func zstdFile(b []byte, dst string) error {
 	out := enc.EncodeAll(b, make([]byte, 0, len(b)/3))
 	enc.Close()
 	if err := os.WriteFile(dst, out, 0o644); err != nil {
+		return fmt.Errorf("write %s: %w", dst, err)
+	}
+	return nil
+}
+
+// lz4File writes b in LZ4's legacy frame format, the one the kernel's initramfs
+// unpacker reads (pierrec/lz4, already in the module graph; no host tool needed).
+func lz4File(b []byte, dst string) error {
+	var out bytes.Buffer
+	w := lz4.NewWriter(&out)
+	if err := w.Apply(lz4.LegacyOption(true), lz4.CompressionLevelOption(lz4.Level9)); err != nil {
+		return fmt.Errorf("lz4: %w", err)
+	}
+	if _, err := w.Write(b); err != nil {
+		return fmt.Errorf("lz4: %w", err)
+	}
+	if err := w.Close(); err != nil {
+		return fmt.Errorf("lz4: %w", err)
+	}
+	if err := os.WriteFile(dst, out.Bytes(), 0o644); err != nil {
 		return fmt.Errorf("write %s: %w", dst, err)
 	}
 	return nil

@@ -1,11 +1,15 @@
 package imagebuild
 
 import (
+	"bytes"
+	"io"
 	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/pierrec/lz4/v4"
 )
 
 func TestKconfigMergeAndCheck(t *testing.T) {
@@ -160,5 +164,26 @@ func TestChooseKernel(t *testing.T) {
 	o.Kernel = "own"
 	if _, err := o.chooseKernel(); err == nil {
 		t.Fatal("own kernel of an older fragment taken")
+	}
+}
+
+// TestLz4Initramfs: the PXE initramfs is LZ4's legacy frame (magic 0x184C2102, the
+// format the kernel's initramfs unpacker reads) and decompresses to the archive.
+func TestLz4Initramfs(t *testing.T) {
+	in := []byte(strings.Repeat("070701 newc archive bytes ", 1<<18)) // ~6.5 MiB
+	p := filepath.Join(t.TempDir(), "initramfs.cpio.lz4")
+	if err := lz4File(in, p); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(b) < 4 || b[0] != 0x02 || b[1] != 0x21 || b[2] != 0x4c || b[3] != 0x18 {
+		t.Fatalf("not an LZ4 legacy frame: % x", b[:min(len(b), 8)])
+	}
+	out, err := io.ReadAll(lz4.NewReader(bytes.NewReader(b)))
+	if err != nil || !bytes.Equal(out, in) {
+		t.Fatalf("round trip: %v (%d of %d bytes)", err, len(out), len(in))
 	}
 }

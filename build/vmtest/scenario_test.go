@@ -62,8 +62,10 @@ func needPXELab(t *testing.T) {
 
 // pxeInitrd is the archive network boots get (as `xedge lab up --pxe`).
 func pxeInitrd() string {
-	if img.CpioZst != "" {
-		return img.CpioZst
+	for _, p := range []string{img.CpioLz4, img.CpioZst} {
+		if _, err := os.Stat(p); p != "" && err == nil {
+			return p
+		}
 	}
 	return img.CpioXz
 }

@@ -83,7 +83,7 @@ const builtMark = ".vmtest-image-complete"
 func builtImage(dir string) (imagebuild.Result, bool) {
 	r := imagebuild.Result{Vmlinux: filepath.Join(dir, "vmlinux"), Vmlinuz: filepath.Join(dir, "vmlinuz"),
 		Cpio: filepath.Join(dir, "initramfs.cpio"), CpioXz: filepath.Join(dir, "initramfs.cpio.xz"),
-		CpioZst: filepath.Join(dir, "initramfs.cpio.zst"), HasXmppd: true}
+		CpioZst: filepath.Join(dir, "initramfs.cpio.zst"), CpioLz4: filepath.Join(dir, "initramfs.cpio.lz4"), HasXmppd: true}
 	for _, f := range []string{filepath.Join(dir, builtMark), r.Vmlinux, r.Vmlinuz, r.Cpio, r.CpioXz, r.CpioZst} {
 		if _, err := os.Stat(f); err != nil {
 			return r, false

@@ -276,7 +276,7 @@ func pxeInitrd(dir, name string) string {
 	if name != "" {
 		return filepath.Join(dir, name)
 	}
-	for _, n := range []string{"initramfs.cpio.zst", "initramfs.cpio.xz"} {
+	for _, n := range []string{"initramfs.cpio.lz4", "initramfs.cpio.zst", "initramfs.cpio.xz"} {
 		if _, err := os.Stat(filepath.Join(dir, n)); err == nil {
 			return filepath.Join(dir, n)
 		}
