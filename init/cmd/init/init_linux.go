@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -58,10 +59,15 @@ type node struct {
 	quarantine []string
 	ready      string // last ready line
 	sup        *supervise.Supervisor
+	// leaseLate: the network phase ended without a lease (DHCP goes on in the
+	// background); the first lease then runs the boot's remaining phases, once.
+	leaseLate bool
+	lateOnce  sync.Once
+	bootDone  chan struct{} // closed once the boot phases have run
 }
 
 func pid1() {
-	n := &node{start: time.Now(), power: make(chan boot.Action, 1), state: "booting", dhcp: map[string]*netcfg.DHCP{}}
+	n := &node{start: time.Now(), power: make(chan boot.Action, 1), state: "booting", dhcp: map[string]*netcfg.DHCP{}, bootDone: make(chan struct{})}
 	n.sink = newLogSink()
 	n.log = slog.New(slog.NewTextHandler(n.sink, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	slog.SetDefault(n.log)
@@ -137,6 +143,7 @@ func (n *node) run() error {
 		}
 		n.log.Info("boot phase done", "phase", r.Name, "took", r.Duration)
 	})
+	close(n.bootDone)
 	if err != nil {
 		return err
 	}
@@ -280,9 +287,13 @@ func (n *node) network(ctx context.Context) error {
 			}
 			leased[l.Interface] = true
 			all := len(links) > 0 && len(leased) >= len(links)
+			late := n.leaseLate
 			n.mu.Unlock()
 			if all {
 				endGrace()
+			}
+			if late {
+				n.lateLease(l)
 			}
 		},
 		OnExpire: func(l netcfg.Lease) { n.con.Say("DHCP lease of %s on %s expired; asking again", l.Addr, l.Interface) },
@@ -292,6 +303,13 @@ func (n *node) network(ctx context.Context) error {
 	n.mu.Unlock()
 	primary, err := nw.Start(gctx)
 	if err != nil {
+		n.mu.Lock()
+		n.leaseLate = true
+		n.mu.Unlock()
+		// A lease that came between Start giving up and the flag.
+		if ls := nw.Leases(); len(ls) > 0 {
+			n.lateLease(ls[0])
+		}
 		return err
 	}
 	n.mu.Lock()
@@ -301,6 +319,40 @@ func (n *node) network(ctx context.Context) error {
 		n.log.Info("address", "if", l.Interface, "addr", l.Addr)
 	}
 	return nil
+}
+
+// lateLease finishes the boot on the first lease that came after the network
+// phase gave up: once the boot phases have run, a node left in maintenance
+// because it had no network gets its hostname, configuration, xmppd and PXE
+// server as at boot. Without it a box whose DHCP server answered late (a busy
+// segment, a slow boot server) stayed in maintenance until rebooted.
+func (n *node) lateLease(l netcfg.Lease) {
+	n.lateOnce.Do(func() {
+		go func() {
+			<-n.bootDone
+			n.mu.Lock()
+			if !n.primary.Addr.IsValid() {
+				n.primary = l
+			}
+			n.mu.Unlock()
+			if c := n.getCfg(); !c.Maintenance() || !slices.Contains(c.Problems, noNetwork) {
+				return
+			}
+			n.con.Say("network: %s on %s after the boot gave up waiting; finishing the boot", l.Addr, l.Interface)
+			ctx := context.Background()
+			for _, p := range []struct {
+				name string
+				run  func(context.Context) error
+			}{{"hostname", n.setHostname}, {"config", n.assembleConfig}, {"xmppd", n.startXmppd}, {"pxe", n.startPXE}} {
+				if err := p.run(ctx); err != nil {
+					n.log.Error("boot phase failed", "phase", p.name, "late", true, "err", err)
+					n.con.Say("boot phase %s: %v", p.name, err)
+					continue
+				}
+				n.log.Info("boot phase done", "phase", p.name, "late", true)
+			}
+		}()
+	})
 }
 
 // setHostname: xedge.hostname > DHCP option 12 > a name from the MAC now, then the
@@ -377,7 +429,7 @@ func (n *node) assembleConfig(ctx context.Context) error {
 		c.Quarantine = []string{fmt.Sprintf("no cluster key: this box's parameters could not be fetched from its boot server: %v", fetchErr)}
 	}
 	if !lease.Addr.IsValid() {
-		c.Problems = append(c.Problems, "no network: no DHCP lease on any interface")
+		c.Problems = append(c.Problems, noNetwork)
 	}
 	if _, err := os.Stat(xmppdPath); err != nil {
 		c.Problems = append(c.Problems, "xmppd is missing from the image ("+xmppdPath+")")
@@ -399,6 +451,9 @@ func (n *node) assembleConfig(ctx context.Context) error {
 	}
 	return nil
 }
+
+// noNetwork is the configuration problem of a node without a lease.
+const noNetwork = "no network: no DHCP lease on any interface"
 
 func fetch(ctx context.Context, url, path string) error {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
