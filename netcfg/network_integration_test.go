@@ -336,3 +336,54 @@ func TestNetworkLeaseExpiryAndStaticFallback(t *testing.T) {
 		t.Fatalf("address not back after the new lease %+v", again.Lease)
 	}
 }
+
+// TestNetworkLeaseExpiryDnsmasq: the expiry of TestNetworkLeaseExpiryAndStaticFallback
+// against dnsmasq itself. dnsmasq grants 2 minutes at the least, so this test waits
+// that long: a lease from dnsmasq whose server then stops (every renewal at T1 and
+// rebind at T2 unanswered) comes off the link at its expiry, not before, and the
+// client starts over; the restarted server gives it a lease again.
+func TestNetworkLeaseExpiryDnsmasq(t *testing.T) {
+	l := newLAN(t, "de", "10.47.0") // only for the namespace helpers and cleanup
+	if _, err := exec.LookPath("dnsmasq"); err != nil {
+		t.Fatal("dnsmasq is missing: build/setup.sh installs dnsmasq-base")
+	}
+	cl, sv := l.ns("cl"), l.ns("sv")
+	for _, ns := range []string{cl, sv} {
+		exec.Command("ip", "netns", "del", ns).Run()
+		if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
+			t.Fatalf("%v %s", err, out)
+		}
+		ns := ns
+		t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
+		ipIn(t, ns, "link", "set", "lo", "up")
+	}
+	ipIn(t, sv, "link", "add", "d0", "type", "veth", "peer", "name", "eth0", "netns", cl)
+	ipIn(t, sv, "addr", "add", "10.48.0.1/24", "dev", "d0")
+	ipIn(t, sv, "link", "set", "d0", "up")
+	leases := filepath.Join(t.TempDir(), "leases")
+	stop := dnsmasq(t, sv, "d0", "10.48.0", leases)
+
+	events := startHelper(t, cl, helperConfig{Links: []string{"eth0"}, Timeout: "8s", Grace: "200ms"})
+	first := next(t, events, 12*time.Second, "a lease", func(e helperEvent) bool { return e.Event == "started" })
+	if !strings.HasPrefix(first.Lease.Addr.String(), "10.48.0.") || first.Lease.Duration != 2*time.Minute {
+		t.Fatalf("lease %+v: want a 2 minute lease in 10.48.0.0/24", first.Lease)
+	}
+	addr := first.Lease.Addr.Addr().String()
+	stop()
+	exp := next(t, events, time.Until(first.Lease.Expires())+15*time.Second, "the lease expiring", func(e helperEvent) bool {
+		return e.Event == "expire"
+	})
+	if early := time.Until(first.Lease.Expires()); early > time.Second {
+		t.Errorf("lease %s dropped %v before its expiry", exp.Lease.Addr, early)
+	}
+	if out := ipIn(t, cl, "addr", "show", "eth0"); strings.Contains(out, addr+"/") {
+		t.Fatalf("expired address still on the link: %s", out)
+	}
+	dnsmasq(t, sv, "d0", "10.48.0", leases)
+	again := next(t, events, 20*time.Second, "a new lease from the restarted server", func(e helperEvent) bool {
+		return e.Event == "lease" && e.Lease.Via == "discover"
+	})
+	if out := ipIn(t, cl, "addr", "show", "eth0"); !strings.Contains(out, again.Lease.Addr.String()) {
+		t.Fatalf("address of the new lease %s not on the link: %s", again.Lease.Addr, out)
+	}
+}
