@@ -143,8 +143,8 @@ func TestBootServerStorage(t *testing.T) {
 
 // TestNetNSBridgeReadyForRouterAdvertisements: right after CreateNetNS, before
 // any box's tap joins, the lab's bridge has carrier and a usable (not tentative)
-// IPv6 link-local address, so the boot server can answer iPXE's first router
-// solicitation. (It had neither: iPXE retried for ~2 s of every PXE boot.)
+// IPv6 link-local address (within milliseconds), so the boot server can answer
+// iPXE's first router solicitation. (It had neither: iPXE retried for ~2 s of every PXE boot.)
 func TestNetNSBridgeReadyForRouterAdvertisements(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root (network namespace); CI runs the integration tier as root")
@@ -154,12 +154,24 @@ func TestNetNSBridgeReadyForRouterAdvertisements(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ns.Delete() })
-	out, err := exec.Command("ip", "-n", ns.Name, "-6", "addr", "show", "dev", labBridge, "scope", "link").CombinedOutput()
-	if err != nil {
-		t.Fatalf("ip addr: %v: %s", err, out)
+	// The address is added tentative and the kernel's DAD work, which has
+	// nothing to do without DAD, clears that a few milliseconds later: allow
+	// 500 ms (a box powers on seconds after the namespace exists). Without a
+	// port the bridge never gets an address at all.
+	var out []byte
+	for i := 0; i < 50; i++ {
+		var err error
+		out, err = exec.Command("ip", "-n", ns.Name, "-6", "addr", "show", "dev", labBridge, "scope", "link").CombinedOutput()
+		if err != nil {
+			t.Fatalf("ip addr: %v: %s", err, out)
+		}
+		if strings.Contains(string(out), "inet6 fe80::") && !strings.Contains(string(out), "tentative") {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 	if !strings.Contains(string(out), "inet6 fe80::") || strings.Contains(string(out), "tentative") {
-		t.Fatalf("br0 has no usable link-local address right after CreateNetNS:\n%s", out)
+		t.Fatalf("br0 has no usable link-local address 500 ms after CreateNetNS:\n%s", out)
 	}
 	link, _ := exec.Command("ip", "-n", ns.Name, "link", "show", "dev", labBridge).CombinedOutput()
 	if !strings.Contains(string(link), "LOWER_UP") {
