@@ -199,6 +199,7 @@ func (srv *Server) Handover(ctx context.Context, id, user string) (*SMState, err
 	st.Queue = s.unacked
 	s.unacked, s.held, s.queue = nil, nil, nil
 	s.terminated = true
+	s.unbound = true // unbound above: a stanza still handed to it is routed again (to the new node)
 	old := s.c
 	s.c = nil
 	if s.detach != nil {

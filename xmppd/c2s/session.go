@@ -53,9 +53,11 @@ type session struct {
 	queue      []outItem
 	closing    bool // a final stream error is queued or the stream is ending: no resumption
 	terminated bool
-	moving     bool       // being handed over to another node (Handover)
-	keep       bool       // closed by a draining node: stays resumable
-	repl       Replicator // non-nil: resumable and replicated to other nodes
+	moving     bool                 // being handed over to another node (Handover)
+	unbound    bool                 // terminated and unbound: a stanza still handed to it is routed again at once
+	late       []*xmlstream.Element // handed to it while terminate was unbinding it (rerouted by terminate)
+	keep       bool                 // closed by a draining node: stays resumable
+	repl       Replicator           // non-nil: resumable and replicated to other nodes
 	presence   *xmlstream.Element
 	prio       int
 	interested bool
@@ -170,12 +172,20 @@ func urgent(st *xmlstream.Element) bool {
 
 // Send implements module.Session: it queues without blocking; a client whose queue
 // overflows is disconnected with <policy-violation/>.
+//
+// With stream management the sender may already have been told the stanza
+// arrived (the bus acknowledges a stanza handed to a session), so a session that
+// is closing or ended does not drop it: closing (its stream error still on its
+// way, the session still bound), it is kept with the unacknowledged stanzas,
+// which go to a resumption or are rerouted when the session ends; ended, it is
+// routed again (another resource, offline storage, or a bounce).
 func (s *session) Send(st *xmlstream.Element) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if s.terminated || s.closing {
+		s.sendLateLocked(st) // unlocks
 		return
 	}
+	defer s.mu.Unlock()
 	if s.inactive && !urgent(st) {
 		s.holdLocked(st)
 		return
@@ -184,6 +194,28 @@ func (s *session) Send(st *xmlstream.Element) {
 		s.flushHeldLocked() // keep order: held stanzas first
 	}
 	s.enqueueLocked(st)
+}
+
+// sendLateLocked handles a stanza handed to a closing or terminated session (see
+// Send) and unlocks s.mu. Without stream management it is dropped as before: the
+// client never acknowledges anything.
+func (s *session) sendLateLocked(st *xmlstream.Element) {
+	switch {
+	case !s.smEnabled:
+	case !s.terminated: // closing: no more output, but kept (and replicated) like any unacknowledged stanza
+		s.outCount++
+		s.unacked = append(s.unacked, st)
+		if s.repl != nil {
+			s.repl.Queued(s.smID, s.outCount, st)
+		}
+	case !s.unbound: // terminate is unbinding it: rerouted by terminate, once unbound
+		s.late = append(s.late, st)
+	default:
+		s.mu.Unlock()
+		s.reroute(context.Background(), []*xmlstream.Element{st})
+		return
+	}
+	s.mu.Unlock()
 }
 
 // holdLocked keeps a non-urgent stanza for an inactive client; a newer presence from
@@ -503,7 +535,21 @@ func (s *session) terminate() {
 	}
 	ctx := context.Background()
 	s.srv.router.Unbind(ctx, s)
-	for _, st := range unacked {
+	s.mu.Lock()
+	unacked = append(unacked, s.late...)
+	s.late, s.unbound = nil, true
+	s.mu.Unlock()
+	s.reroute(ctx, unacked)
+	if len(unacked) > 0 {
+		s.srv.log.Info("session ended with unacknowledged stanzas; rerouted", "jid", s.jid.String(), "count", len(unacked))
+	}
+}
+
+// reroute routes stanzas the client of an ended session did not acknowledge:
+// messages again (to another resource, or offline storage, with a delay stamp),
+// IQ requests answered with <service-unavailable/>.
+func (s *session) reroute(ctx context.Context, stanzas []*xmlstream.Element) {
+	for _, st := range stanzas {
 		switch st.Local {
 		case "message":
 			if st.Attr("type") != "error" && st.Attr("type") != "groupchat" {
@@ -518,9 +564,6 @@ func (s *session) terminate() {
 				s.srv.router.Route(ctx, module.Error(st, module.ErrCancel, "service-unavailable", ""))
 			}
 		}
-	}
-	if len(unacked) > 0 {
-		s.srv.log.Info("session ended with unacknowledged stanzas; rerouted", "jid", s.jid.String(), "count", len(unacked))
 	}
 }
 
