@@ -104,8 +104,12 @@ func TestBootServerStorage(t *testing.T) {
 	if _, err := Control(dir, "storage freeze node2"); err != nil {
 		t.Fatal(err)
 	}
-	if s := procState(pid2); s != "T" {
-		t.Fatalf("frozen tgtd state %q, want T (stopped)", s)
+	// SIGSTOP is delivered asynchronously: the state turns T within moments
+	// (read once right after the command, it was sometimes still R).
+	for start := time.Now(); procState(pid2) != "T"; time.Sleep(10 * time.Millisecond) {
+		if time.Since(start) > 5*time.Second {
+			t.Fatalf("frozen tgtd state %q 5 s after the freeze, want T (stopped)", procState(pid2))
+		}
 	}
 	if s := procState(pid1); s == "T" || s == "gone" {
 		t.Fatalf("node1's tgtd hit by node2's freeze: %q", s)
@@ -113,8 +117,17 @@ func TestBootServerStorage(t *testing.T) {
 	if _, err := Control(dir, "storage start node2"); err != nil {
 		t.Fatal(err)
 	}
-	if s := procState(pid2); s == "T" || s == "gone" {
-		t.Fatalf("thawed tgtd state %q", s)
+	for start := time.Now(); ; time.Sleep(10 * time.Millisecond) {
+		s := procState(pid2)
+		if s == "gone" {
+			t.Fatalf("thawed tgtd gone")
+		}
+		if s != "T" {
+			break
+		}
+		if time.Since(start) > 5*time.Second { // SIGCONT, like SIGSTOP, lands asynchronously
+			t.Fatalf("thawed tgtd state %q 5 s after the thaw", s)
+		}
 	}
 	if _, err := Control(dir, "storage stop node2"); err != nil {
 		t.Fatal(err)
