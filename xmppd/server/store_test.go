@@ -15,6 +15,7 @@ import (
 	"xedge/storage"
 	"xedge/storage/replicated"
 	"xedge/xmppd/config"
+	"xedge/xmppd/internal/testenv"
 )
 
 func parse(t *testing.T, args ...string) *config.Config {
@@ -138,12 +139,8 @@ func TestLazyStoreClusterOfOne(t *testing.T) {
 }
 
 func freeAddr(t *testing.T) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
+	t.Helper()
+	return testenv.FreeAddr(t, "127.0.0.1")
 }
 
 type syncWriter struct {

@@ -5,10 +5,13 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	mrand "math/rand/v2"
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -44,15 +47,55 @@ func (n *Node) Restart(t testing.TB) *Node {
 var FastRaftArgs = []string{"--raft-heartbeat-timeout", "500ms", "--raft-election-timeout", "500ms",
 	"--raft-lease-timeout", "250ms", "--raft-report-interval", "100ms", "--join-timeout", "30s"}
 
-// FreeAddr returns ip:port with a port that was free a moment ago.
+// FreeAddr returns ip:port with a port that was free a moment ago, below the
+// kernel's ephemeral range and not handed out before by this process. A port
+// taken with :0 and closed again was the kernel's next pick for the :0 a server
+// under test binds meanwhile (TestOperations failed with its --http address
+// equal to the c2s listener's); outside the ephemeral range no :0 bind takes it.
 func FreeAddr(t testing.TB, ip string) string {
 	t.Helper()
-	l, err := net.Listen("tcp", ip+":0")
-	if err != nil {
-		t.Fatalf("testenv: free port: %v", err)
+	lo := ephemeralLow()
+	portsMu.Lock()
+	defer portsMu.Unlock()
+	for range 500 {
+		p := 10000 + mrand.IntN(lo-10000)
+		if portsHanded[p] {
+			continue
+		}
+		l, err := net.Listen("tcp", net.JoinHostPort(ip, strconv.Itoa(p)))
+		if err != nil {
+			continue
+		}
+		addr := l.Addr().String()
+		l.Close()
+		portsHanded[p] = true
+		return addr
 	}
-	defer l.Close()
-	return l.Addr().String()
+	t.Fatalf("testenv: no free port on %s below %d", ip, lo)
+	return ""
+}
+
+var (
+	portsMu     sync.Mutex
+	portsHanded = map[int]bool{}
+)
+
+// ephemeralLow is the first port of the kernel's ephemeral range (Linux's
+// ip_local_port_range; 32768 when it cannot be read or leaves too little below).
+func ephemeralLow() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 32768
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return 32768
+	}
+	lo, err := strconv.Atoi(f[0])
+	if err != nil || lo < 11000 {
+		return 32768
+	}
+	return lo
 }
 
 // WriteClusterKey writes a fresh random cluster key to a file and returns its path.
