@@ -263,10 +263,22 @@ func TestHTTPSentEvents(t *testing.T) {
 	if n := get("/initramfs.cpio.zst", ""); n != len(big) {
 		t.Fatalf("initrd: %d bytes", n)
 	}
-	e := ev()
-	for _, k := range []string{"kernel", "kernel-sent", "initrd", "initrd-sent"} {
-		if e[k].IsZero() {
-			t.Fatalf("no %s event: %v", k, e)
+	// The client has read the last byte before the handler returns and
+	// records the event: wait for it, bounded.
+	var e map[string]time.Time
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		e = ev()
+		missing := ""
+		for _, k := range []string{"kernel", "kernel-sent", "initrd", "initrd-sent"} {
+			if e[k].IsZero() {
+				missing = k
+			}
+		}
+		if missing == "" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no %s event: %v", missing, e)
 		}
 	}
 	if e["kernel-sent"].Before(e["kernel"]) || e["initrd-sent"].Before(e["initrd"]) {
