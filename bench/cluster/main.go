@@ -41,6 +41,7 @@ import (
 
 	"xedge/bench/loadgen"
 	"xedge/bench/workload"
+	"xedge/internal/freeport"
 )
 
 type msgResult struct {
@@ -138,15 +139,6 @@ func (n *node) kill() {
 	}
 }
 
-func freePort(ip string) string {
-	l, err := net.Listen("tcp", ip+":0")
-	if err != nil {
-		panic(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
 func run(pairs, window int, dur time.Duration, rounds, waveN, workers int, outDir string) error {
 	var lim syscall.Rlimit
 	if syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim) == nil {
@@ -183,7 +175,15 @@ func run(pairs, window int, dur time.Duration, rounds, waveN, workers int, outDi
 	}()
 	for i := 1; i <= 3; i++ {
 		ip := fmt.Sprintf("127.0.0.%d", i)
-		n := &node{name: fmt.Sprintf("node%d", i), c2s: freePort(ip), cluster: freePort(ip)}
+		c2s, err := freeport.Addr(ip)
+		if err != nil {
+			return err
+		}
+		cluster, err := freeport.Addr(ip)
+		if err != nil {
+			return err
+		}
+		n := &node{name: fmt.Sprintf("node%d", i), c2s: c2s, cluster: cluster}
 		dir := filepath.Join(tmp, n.name)
 		os.MkdirAll(dir, 0o700)
 		n.sock = filepath.Join(dir, "admin.sock")

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"xedge/discovery/dns/bindtest"
+	"xedge/internal/freeport"
 	"xedge/xmppd/admin"
 )
 
@@ -90,39 +91,6 @@ func (n *xnode) gossipState(of string) string {
 	return "gone"
 }
 
-// freePair returns a port p on ip with p and p+1 free for TCP and UDP (cluster
-// and gossip ports).
-func freePair(ip string) (int, error) {
-	for range 100 {
-		l, err := net.Listen("tcp", ip+":0")
-		if err != nil {
-			return 0, err
-		}
-		p := l.Addr().(*net.TCPAddr).Port
-		l.Close()
-		ok := true
-		for _, q := range []int{p, p + 1} {
-			hp := net.JoinHostPort(ip, strconv.Itoa(q))
-			l, err := net.Listen("tcp", hp)
-			if err != nil {
-				ok = false
-				break
-			}
-			u, err := net.ListenPacket("udp", hp)
-			l.Close()
-			if err != nil {
-				ok = false
-				break
-			}
-			u.Close()
-		}
-		if ok && p < 65000 {
-			return p, nil
-		}
-	}
-	return 0, fmt.Errorf("no free port pair on %s", ip)
-}
-
 type clusterResult struct {
 	Detect, Served, Pushed, DNSServed, DNSPushed, Rejoin, RejoinBIND *series
 	Rounds                                                           []map[string]any
@@ -142,11 +110,11 @@ func runCluster(rounds int, bindAddr, keyFile, dir string) (*clusterResult, erro
 	var nodes []*xnode
 	var seeds []string
 	for i, name := range names {
-		cp, err := freePair(ips[i])
+		cp, err := freeport.Pair(ips[i])
 		if err != nil {
 			return nil, err
 		}
-		dp, err := freePair(ips[i])
+		dp, err := freeport.Pair(ips[i])
 		if err != nil {
 			return nil, err
 		}
@@ -156,7 +124,7 @@ func runCluster(rounds int, bindAddr, keyFile, dir string) (*clusterResult, erro
 		nodes = append(nodes, n)
 	}
 	for _, n := range nodes {
-		c2s, err := freePair(n.ip)
+		c2s, err := freeport.Pair(n.ip)
 		if err != nil {
 			return nil, err
 		}

@@ -23,7 +23,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -32,6 +31,7 @@ import (
 	"strings"
 	"time"
 
+	"xedge/internal/freeport"
 	"xedge/xmppd/piefxis"
 	"xedge/xmppd/scramkey"
 	"xedge/xmppd/xmlstream"
@@ -77,15 +77,6 @@ func main() {
 		log.Error("piefxis bench failed", "err", err)
 		os.Exit(1)
 	}
-}
-
-func freePort() string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "127.0.0.1:0"
-	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 // sharedKeys are 64 SCRAM-SHA-1 credentials of password with distinct salts,
@@ -251,8 +242,16 @@ func run(users, plain int, outDir string, log *slog.Logger) error {
 	os.WriteFile(keyFile, []byte(base64.StdEncoding.EncodeToString(key)), 0o600)
 	x := &xmppd{ctl: filepath.Join(tmp, "xmppctl"), sock: filepath.Join(tmp, "admin.sock")}
 	logf, _ := os.Create(filepath.Join(tmp, "xmppd.log"))
+	c2sAddr, err := freeport.Addr("127.0.0.1")
+	if err != nil {
+		return err
+	}
+	clusterAddr, err := freeport.Addr("127.0.0.1")
+	if err != nil {
+		return err
+	}
 	x.cmd = exec.Command(filepath.Join(tmp, "xmppd"), "--domain", domain, "--data", filepath.Join(tmp, "data"), "--admin-socket", x.sock,
-		"--c2s", freePort(), "--c2s-tls", "", "--cluster-addr", freePort(), "--cluster-key-file", keyFile, "--node-name", "n1", "--log-level", "info")
+		"--c2s", c2sAddr, "--c2s-tls", "", "--cluster-addr", clusterAddr, "--cluster-key-file", keyFile, "--node-name", "n1", "--log-level", "info")
 	x.cmd.Stdout, x.cmd.Stderr = logf, logf
 	if err := x.cmd.Start(); err != nil {
 		return err

@@ -24,6 +24,7 @@ import (
 
 	"xedge/bench"
 	"xedge/bench/loadgen"
+	"xedge/internal/freeport"
 )
 
 // Kinds of server.
@@ -125,13 +126,15 @@ func (s *Server) exited() bool {
 	}
 }
 
+// freePort returns a loopback port for a server's listener, below the ephemeral
+// range (internal/freeport): a port taken with :0 and closed again can be the
+// next :0 pick of a server started meanwhile.
 func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	p, err := freeport.TCP("127.0.0.1")
 	if err != nil {
 		return 0, fmt.Errorf("free port: %w", err)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	return p, nil
 }
 
 func lookupIDs(name string) (*syscall.Credential, error) {

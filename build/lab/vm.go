@@ -18,6 +18,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"xedge/internal/freeport"
 )
 
 // NIC is one virtual network card of a VM.
@@ -273,14 +275,12 @@ func ReadPID(dir string) (int, error) {
 	return 0, errors.New("no qemu.pid in " + dir)
 }
 
-// FreePort returns a free TCP port on 127.0.0.1.
+// FreePort returns a TCP port on 127.0.0.1 free a moment ago (for a qemu host
+// forward), below the kernel's ephemeral range (internal/freeport): one taken
+// with :0 and closed again is the next :0 bind's pick on the host (a test
+// server's listener), which then collides with qemu's forward.
 func FreePort() (int, error) {
-	l, err := netListen()
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*netTCPAddr).Port, nil
+	return freeport.TCP("127.0.0.1")
 }
 
 // CPUSeconds is the user+system CPU time qemu has used so far: a figure for boot cost

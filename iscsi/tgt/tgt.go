@@ -19,6 +19,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"xedge/internal/freeport"
 )
 
 // Available reports why tgtd cannot run here, or nil.
@@ -96,15 +98,10 @@ func freeControlPort() int {
 	}
 }
 
-// FreePort returns a TCP port free on addr now.
-func FreePort(addr string) (int, error) {
-	l, err := net.Listen("tcp", net.JoinHostPort(addr, "0"))
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
+// FreePort returns a TCP port free on addr a moment ago, below the kernel's
+// ephemeral range (internal/freeport): a port taken with :0 and closed again can
+// be the next :0 pick of a server started meanwhile.
+func FreePort(addr string) (int, error) { return freeport.TCP(addr) }
 
 // Start runs tgtd and waits until its control socket answers and its portal
 // accepts connections.

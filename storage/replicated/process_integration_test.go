@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"xedge/internal/freeport"
 )
 
 // buildNoded builds noded into the test's temp dir, once per test (the Go
@@ -50,13 +51,16 @@ type proc struct {
 	id   string
 }
 
+// freeAddr is an address for a noded's cluster listener, below the ephemeral
+// range (internal/freeport): a port taken with :0 and closed again can be the
+// next :0 pick of a listener started meanwhile.
 func freeAddr(t *testing.T, ip string) string {
-	l, err := net.Listen("tcp", ip+":0")
+	t.Helper()
+	a, err := freeport.Addr(ip)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().String()
+	return a
 }
 
 func startProc(t *testing.T, args ...string) *proc {

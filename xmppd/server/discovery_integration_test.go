@@ -11,11 +11,13 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"xedge/internal/freeport"
 	"xedge/xmppd/internal/testenv"
 )
 
@@ -75,36 +77,14 @@ func gossipView(t *testing.T, s *testenv.Server) map[string]gossipRow {
 }
 
 // freePortPair returns ip:port such that port and port+1 were free on TCP and
-// UDP a moment ago (cluster port and gossip port).
+// UDP a moment ago (cluster port and gossip port), below the ephemeral range.
 func freePortPair(t *testing.T, ip string) string {
 	t.Helper()
-	for i := 0; i < 100; i++ {
-		a := testenv.FreeAddr(t, ip)
-		host, port, _ := net.SplitHostPort(a)
-		var p int
-		fmt.Sscan(port, &p)
-		ok := true
-		for _, q := range []int{p, p + 1} {
-			hp := net.JoinHostPort(host, fmt.Sprint(q))
-			l, err := net.Listen("tcp", hp)
-			if err != nil {
-				ok = false
-				break
-			}
-			u, err := net.ListenPacket("udp", hp)
-			l.Close()
-			if err != nil {
-				ok = false
-				break
-			}
-			u.Close()
-		}
-		if ok {
-			return a
-		}
+	p, err := freeport.Pair(ip)
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Fatal("no free port pair")
-	return ""
+	return net.JoinHostPort(ip, strconv.Itoa(p))
 }
 
 func gossipAddrOf(clusterAddr string) string {

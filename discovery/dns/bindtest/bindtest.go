@@ -6,7 +6,6 @@ package bindtest
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -21,6 +20,8 @@ import (
 	"time"
 
 	mdns "github.com/miekg/dns"
+
+	"xedge/internal/freeport"
 )
 
 // BIND is a running named.
@@ -65,22 +66,10 @@ func FreePort(t testing.TB) int {
 	return p
 }
 
-func freePort() (int, error) {
-	for range 20 {
-		pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-		if err != nil {
-			return 0, err
-		}
-		port := pc.LocalAddr().(*net.UDPAddr).Port
-		ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
-		pc.Close()
-		if err == nil {
-			ln.Close()
-			return port, nil
-		}
-	}
-	return 0, errors.New("no loopback port free for both UDP and TCP")
-}
+// freePort returns a loopback port for named, free for UDP and TCP and below
+// the ephemeral range (internal/freeport): a port taken with :0 and closed again
+// can be the next :0 pick of a server started meanwhile.
+func freePort() (int, error) { return freeport.TCPUDP("127.0.0.1") }
 
 // Start runs named (Run) in a temporary directory of t and stops it by PID in
 // t.Cleanup, printing its log if the test failed.

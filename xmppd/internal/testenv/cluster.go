@@ -5,15 +5,13 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
-	mrand "math/rand/v2"
-	"net"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"xedge/internal/freeport"
 )
 
 // ClusterOptions configure StartCluster.
@@ -48,54 +46,17 @@ var FastRaftArgs = []string{"--raft-heartbeat-timeout", "500ms", "--raft-electio
 	"--raft-lease-timeout", "250ms", "--raft-report-interval", "100ms", "--join-timeout", "30s"}
 
 // FreeAddr returns ip:port with a port that was free a moment ago, below the
-// kernel's ephemeral range and not handed out before by this process. A port
-// taken with :0 and closed again was the kernel's next pick for the :0 a server
-// under test binds meanwhile (TestOperations failed with its --http address
-// equal to the c2s listener's); outside the ephemeral range no :0 bind takes it.
+// kernel's ephemeral range and not handed out before by this process
+// (internal/freeport: a port taken with :0 and closed again was the kernel's next
+// pick for the :0 a server under test binds meanwhile; TestOperations failed with
+// its --http address equal to the c2s listener's).
 func FreeAddr(t testing.TB, ip string) string {
 	t.Helper()
-	lo := ephemeralLow()
-	portsMu.Lock()
-	defer portsMu.Unlock()
-	for range 500 {
-		p := 10000 + mrand.IntN(lo-10000)
-		if portsHanded[p] {
-			continue
-		}
-		l, err := net.Listen("tcp", net.JoinHostPort(ip, strconv.Itoa(p)))
-		if err != nil {
-			continue
-		}
-		addr := l.Addr().String()
-		l.Close()
-		portsHanded[p] = true
-		return addr
-	}
-	t.Fatalf("testenv: no free port on %s below %d", ip, lo)
-	return ""
-}
-
-var (
-	portsMu     sync.Mutex
-	portsHanded = map[int]bool{}
-)
-
-// ephemeralLow is the first port of the kernel's ephemeral range (Linux's
-// ip_local_port_range; 32768 when it cannot be read or leaves too little below).
-func ephemeralLow() int {
-	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	a, err := freeport.Addr(ip)
 	if err != nil {
-		return 32768
+		t.Fatalf("testenv: %v", err)
 	}
-	f := strings.Fields(string(b))
-	if len(f) == 0 {
-		return 32768
-	}
-	lo, err := strconv.Atoi(f[0])
-	if err != nil || lo < 11000 {
-		return 32768
-	}
-	return lo
+	return a
 }
 
 // WriteClusterKey writes a fresh random cluster key to a file and returns its path.
