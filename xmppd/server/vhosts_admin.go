@@ -161,20 +161,28 @@ func (s *Server) vhostAdminHandlers(ros *roster.Module, vc *vcard.Module, mu *mu
 		}
 		return out, nil
 	})
+	// rosterTarget is the preamble of add_rosteritem and delete_rosteritem:
+	// the roster module is loaded, LOCALUSER LOCALHOST (args 0, 1) is an
+	// existing account, USER HOST (args 2, 3) a contact's bare JID.
+	rosterTarget := func(ctx context.Context, args []string) (u, d string, c jid.JID, err error) {
+		if err = needRoster(); err != nil {
+			return "", "", c, err
+		}
+		if u, d, err = s.existing(ctx, args[0], args[1]); err != nil {
+			return "", "", c, err
+		}
+		if c, err = jid.New(args[2], args[3], ""); err != nil || c.Local == "" {
+			return "", "", c, fmt.Errorf("invalid contact %s@%s", args[2], args[3])
+		}
+		return u, d, c, nil
+	}
 	a.Handle("add_rosteritem", func(ctx context.Context, args []string) (any, error) {
 		if len(args) != 7 {
 			return nil, errors.New("usage: add_rosteritem LOCALUSER LOCALHOST USER HOST NICK GROUP SUBS")
 		}
-		if err := needRoster(); err != nil {
-			return nil, err
-		}
-		u, d, err := s.existing(ctx, args[0], args[1])
+		u, d, c, err := rosterTarget(ctx, args)
 		if err != nil {
 			return nil, err
-		}
-		c, err := jid.New(args[2], args[3], "")
-		if err != nil || c.Local == "" {
-			return nil, fmt.Errorf("invalid contact %s@%s", args[2], args[3])
 		}
 		var groups []string
 		for _, g := range strings.Split(args[5], ";") { // ejabberd: "g1;g2"
@@ -192,16 +200,9 @@ func (s *Server) vhostAdminHandlers(ros *roster.Module, vc *vcard.Module, mu *mu
 		if len(args) != 4 {
 			return nil, errors.New("usage: delete_rosteritem LOCALUSER LOCALHOST USER HOST")
 		}
-		if err := needRoster(); err != nil {
-			return nil, err
-		}
-		u, d, err := s.existing(ctx, args[0], args[1])
+		u, d, c, err := rosterTarget(ctx, args)
 		if err != nil {
 			return nil, err
-		}
-		c, err := jid.New(args[2], args[3], "")
-		if err != nil || c.Local == "" {
-			return nil, fmt.Errorf("invalid contact %s@%s", args[2], args[3])
 		}
 		ok, err := ros.RemoveItem(ctx, s.userKey(u, d), c.String())
 		if err != nil {
