@@ -1,16 +1,20 @@
 package netcfg
 
 import (
+	"crypto/hmac"
+	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"net"
 	"net/netip"
+	"time"
 )
 
 // This file builds and parses the few frames the VIP mechanics send and watch:
 // gratuitous ARP (RFC 5227 announcement), unsolicited neighbour advertisement
-// (RFC 4861 7.2.6) and the TCP "tickle" ACK CTDB sends for connections of a lost
-// node. github.com/mdlayher/arp is not available here, and the frames are small.
+// (RFC 4861 7.2.6), the TCP "tickle" ACK CTDB sends for connections of a lost
+// node and the VIP advert (below). github.com/mdlayher/arp is not available here,
+// and the frames are small.
 
 const (
 	etherTypeARP  = 0x0806
@@ -176,4 +180,82 @@ func checksum(b []byte, initial uint32) uint16 {
 		s = s>>16 + s&0xffff
 	}
 	return ^uint16(s)
+}
+
+// The VIP advert: a heartbeat each node with VIP mechanics sends on the VIP
+// interface (what VRRP's advertisement is to keepalived), so a backup notices a
+// dead holder within a few advert intervals instead of waiting for the
+// cluster's failure detection. It is an Ethernet broadcast of the IEEE 802
+// local experimental EtherType, never routed and not seen by iptables; the
+// payload is authenticated with a key derived from the cluster key, so other
+// clusters on the segment and forged frames are ignored.
+//
+//	0   4  magic "XVA1"
+//	4   2  interval in milliseconds
+//	6   4  sequence number
+//	10  1  length n of the node name
+//	11  n  node name
+//	11+n 16 HMAC-SHA256 (truncated) of bytes 0..11+n
+const (
+	etherTypeAdvert = 0x88b5
+	advertMagic     = "XVA1"
+	advertMACLen    = 16
+)
+
+// Advert is one heartbeat received from another node.
+type Advert struct {
+	Node     string
+	Interval time.Duration // the sender's advert interval
+	Seq      uint32
+	From     net.HardwareAddr
+	At       time.Time // when this node read it
+}
+
+// AdvertKey derives the advert authentication key from the cluster key.
+func AdvertKey(clusterKey []byte) []byte {
+	m := hmac.New(sha256.New, clusterKey)
+	m.Write([]byte("xedge vip advert v1"))
+	return m.Sum(nil)
+}
+
+// advertFrame returns the broadcast Ethernet frame carrying node's advert.
+func advertFrame(mac net.HardwareAddr, key []byte, node string, interval time.Duration, seq uint32) []byte {
+	if len(node) > 255 {
+		node = node[:255]
+	}
+	ms := min(interval.Milliseconds(), 65535)
+	f := make([]byte, 14, 14+11+len(node)+advertMACLen)
+	copy(f[0:6], broadcastMAC)
+	copy(f[6:12], mac)
+	binary.BigEndian.PutUint16(f[12:14], etherTypeAdvert)
+	f = append(f, advertMagic...)
+	f = binary.BigEndian.AppendUint16(f, uint16(ms))
+	f = binary.BigEndian.AppendUint32(f, seq)
+	f = append(f, byte(len(node)))
+	f = append(f, node...)
+	m := hmac.New(sha256.New, key)
+	m.Write(f[14:])
+	return append(f, m.Sum(nil)[:advertMACLen]...)
+}
+
+// parseAdvert checks and parses an advert payload (without the Ethernet header;
+// trailing padding of short frames is ignored).
+func parseAdvert(b []byte, key []byte) (Advert, error) {
+	if len(b) < 11+advertMACLen || string(b[0:4]) != advertMagic {
+		return Advert{}, errors.New("advert: not an advert")
+	}
+	n := int(b[10])
+	if len(b) < 11+n+advertMACLen {
+		return Advert{}, errors.New("advert: short")
+	}
+	m := hmac.New(sha256.New, key)
+	m.Write(b[:11+n])
+	if !hmac.Equal(m.Sum(nil)[:advertMACLen], b[11+n:11+n+advertMACLen]) {
+		return Advert{}, errors.New("advert: bad authentication (another cluster or a forged frame)")
+	}
+	return Advert{
+		Node:     string(b[11 : 11+n]),
+		Interval: time.Duration(binary.BigEndian.Uint16(b[4:6])) * time.Millisecond,
+		Seq:      binary.BigEndian.Uint32(b[6:10]),
+	}, nil
 }

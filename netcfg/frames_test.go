@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"testing"
+	"time"
 )
 
 func TestGARPFrameRoundTrip(t *testing.T) {
@@ -69,5 +70,36 @@ func TestTickleChecksums(t *testing.T) {
 		if binary.BigEndian.Uint16(tcp[0:2]) != 5222 || tcp[13] != 0x10 {
 			t.Fatalf("tcp header % x", tcp)
 		}
+	}
+}
+
+// A VIP advert round-trips with the cluster's key; another key (another
+// cluster on the segment, a forged frame), a changed byte or a truncated frame
+// is refused; minimum-size padding after it is ignored.
+func TestAdvertFrame(t *testing.T) {
+	mac := net.HardwareAddr{2, 0, 0, 0, 0, 7}
+	key := AdvertKey([]byte("cluster key one"))
+	f := advertFrame(mac, key, "node2", 250*time.Millisecond, 42)
+	if !bytes.Equal(f[0:6], broadcastMAC) || !bytes.Equal(f[6:12], mac) || binary.BigEndian.Uint16(f[12:14]) != etherTypeAdvert {
+		t.Fatalf("ethernet header % x", f[:14])
+	}
+	padded := append(append([]byte{}, f[14:]...), make([]byte, 20)...)
+	a, err := parseAdvert(padded, key)
+	if err != nil || a.Node != "node2" || a.Interval != 250*time.Millisecond || a.Seq != 42 {
+		t.Fatalf("parsed %+v, %v", a, err)
+	}
+	if _, err := parseAdvert(f[14:], AdvertKey([]byte("cluster key two"))); err == nil {
+		t.Fatal("advert of another cluster accepted")
+	}
+	bad := append([]byte{}, f[14:]...)
+	bad[7] ^= 1
+	if _, err := parseAdvert(bad, key); err == nil {
+		t.Fatal("altered advert accepted")
+	}
+	if _, err := parseAdvert(f[14:len(f)-1], key); err == nil {
+		t.Fatal("truncated advert accepted")
+	}
+	if _, err := parseAdvert(make([]byte, 40), key); err == nil {
+		t.Fatal("zeros accepted")
 	}
 }

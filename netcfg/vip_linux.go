@@ -44,7 +44,16 @@ type VIPOptions struct {
 	// announces a VIP this interface holds: an ARP or NA for it from another MAC.
 	// The caller decides (re-announce if it is the owner, else Remove at once).
 	OnConflict func(vip netip.Addr, from net.HardwareAddr)
-	Log        *slog.Logger
+	// AdvertNode, when set with a positive AdvertInterval, makes the interface
+	// send this node's VIP advert (a heartbeat, VRRP's advertisement) every
+	// AdvertInterval, authenticated with AdvertKey (AdvertKey(cluster key)),
+	// and report every other node's advert with the same key to OnAdvert, as
+	// read. Deciding what an advert's absence means is the caller's.
+	AdvertNode     string
+	AdvertInterval time.Duration
+	AdvertKey      []byte
+	OnAdvert       func(Advert)
+	Log            *slog.Logger
 }
 
 // VIPs adds and removes virtual addresses on one interface, announces them and
@@ -62,6 +71,8 @@ type VIPs struct {
 	icmp     *ipv6.PacketConn
 	icmpConn net.PacketConn
 	raw      map[bool]int // IPPROTO_RAW sockets for tickles, by IPv4-ness (made in Start)
+	advert   *packet.Conn // VIP adverts (nil: off)
+	adv      AdvertStats
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
 	ctx      context.Context
@@ -203,6 +214,20 @@ func (v *VIPs) Start(ctx context.Context) error {
 		v.wg.Add(1)
 		go v.watchNA(ctx)
 	}
+	if v.opt.AdvertNode != "" && v.opt.AdvertInterval > 0 {
+		c, err := packet.Listen(v.ifi, packet.Raw, etherTypeAdvert, nil)
+		if err != nil {
+			cancel()
+			arp.Close()
+			return fmt.Errorf("advert socket on %s: %w", v.ifi.Name, err)
+		}
+		v.mu.Lock()
+		v.advert = c
+		v.mu.Unlock()
+		v.wg.Add(2)
+		go v.sendAdverts(ctx, c)
+		go v.watchAdverts(ctx, c)
+	}
 	v.wg.Add(3)
 	go v.watchARP(ctx)
 	go v.refreshLoop(ctx)
@@ -229,13 +254,16 @@ func (v *VIPs) Stop(ctx context.Context) error {
 // addresses as they are (what a dying process leaves behind).
 func (v *VIPs) halt(ctx context.Context) error {
 	v.mu.Lock()
-	cancel, arp, icmp := v.cancel, v.arp, v.icmpConn
+	cancel, arp, icmp, adv := v.cancel, v.arp, v.icmpConn, v.advert
 	v.mu.Unlock()
 	if cancel != nil {
 		cancel()
 	}
 	if arp != nil {
 		arp.Close()
+	}
+	if adv != nil {
+		adv.Close()
 	}
 	if icmp != nil {
 		icmp.Close()
@@ -284,11 +312,23 @@ func (v *VIPs) Add(p netip.Prefix) error {
 	h.cancel = cancel
 	v.mu.Unlock()
 	v.log.Info("vip added", "vip", p)
+	start := time.Now()
+	bursts := v.opt.Bursts
+	// The first burst goes out before Add returns: a caller that tickles the
+	// previous holder's clients right after Add must not have its tickle ACKs
+	// answered towards the old holder's MAC (the clients' neighbour entry still
+	// names it until the gratuitous ARP arrives, and a client answers an
+	// out-of-window ACK at most once per 500 ms, tcp_invalid_ratelimit).
+	if len(bursts) > 0 && bursts[0] <= 0 {
+		if err := v.Announce(p.Addr()); err != nil {
+			v.log.Warn("vip announce failed", "vip", p, "err", err)
+		}
+		bursts = bursts[1:]
+	}
 	v.wg.Add(1)
 	go func() {
 		defer v.wg.Done()
-		start := time.Now()
-		for _, d := range v.opt.Bursts {
+		for _, d := range bursts {
 			if !sleep(bctx, time.Until(start.Add(d))) {
 				return
 			}

@@ -16,14 +16,18 @@ var errNotLinux = errors.New("netcfg: VIP mechanics need Linux")
 
 // VIPOptions configures the VIP mechanics (Linux only).
 type VIPOptions struct {
-	Interface  string
-	Burst      int
-	Bursts     []time.Duration
-	Refresh    time.Duration
-	TickleRate int
-	Lifetime   time.Duration
-	OnConflict func(vip netip.Addr, from net.HardwareAddr)
-	Log        *slog.Logger
+	Interface      string
+	Burst          int
+	Bursts         []time.Duration
+	Refresh        time.Duration
+	TickleRate     int
+	Lifetime       time.Duration
+	OnConflict     func(vip netip.Addr, from net.HardwareAddr)
+	AdvertNode     string
+	AdvertInterval time.Duration
+	AdvertKey      []byte
+	OnAdvert       func(Advert)
+	Log            *slog.Logger
 }
 
 // VIPs is the VIP mechanics (Linux only).
@@ -41,6 +45,7 @@ func (v *VIPs) Stop(context.Context) error                  { return nil }
 func (v *VIPs) Add(netip.Prefix) error                      { return errNotLinux }
 func (v *VIPs) Remove(netip.Prefix) error                   { return errNotLinux }
 func (v *VIPs) Held() []HeldVIP                             { return nil }
+func (v *VIPs) Adverts() AdvertStats                        { return AdvertStats{} }
 func (v *VIPs) Announce(netip.Addr) error                   { return errNotLinux }
 func (v *VIPs) Tickle(context.Context, []Conn) (int, error) { return 0, errNotLinux }
 func RemoveAddrs(string, []netip.Prefix) error              { return errNotLinux }
