@@ -25,6 +25,8 @@ type VIPConfig struct {
 	TickleRate      int           // tickle ACKs per second at takeover
 	AddrLifetime    time.Duration // lifetime of a VIP address, refreshed while held (a dead or hung holder loses it)
 	CheckInterval   time.Duration // health check period
+	AdvertInterval  time.Duration // VIP advert (heartbeat) period on the VIP interface (0: none, cluster failure detection only)
+	AdvertDeadMult  int           // a holder silent for this many of its advert intervals loses its VIPs
 	Rise, Fall      int           // consecutive results to change a check's state
 	StorageWeight   int           // priority change while storage is not durable (keepalived weight)
 	TrackScript     string        // extra health check script (exit 0 = up)
@@ -65,6 +67,7 @@ func init() {
 			c.VIP = VIPConfig{Priority: 100, Preempt: true, Quorum: true, InService: true,
 				HandoverTimeout: 2 * time.Second, GARPRepeat: 3, GARPRefresh: 10 * time.Second, TickleRate: 500, AddrLifetime: 3 * time.Second,
 				CheckInterval: 250 * time.Millisecond, Rise: 2, Fall: 2, StorageWeight: -50,
+				AdvertInterval: 200 * time.Millisecond, AdvertDeadMult: 4,
 				FirewallRate: 20, FirewallDropOther: true, FirewallReconcile: 30 * time.Second}
 		},
 		flags: func(c *Config, fs *flag.FlagSet) {
@@ -82,6 +85,8 @@ func init() {
 			fs.IntVar(&v.TickleRate, "vip-tickle-rate", v.TickleRate, "tickle ACKs per second sent to a lost holder's clients at takeover (paces their reconnects)")
 			fs.DurationVar(&v.AddrLifetime, "vip-address-lifetime", v.AddrLifetime, "kernel lifetime of a VIP address, refreshed while held: a dead or hung holder loses the address after this long (0: permanent)")
 			fs.DurationVar(&v.CheckInterval, "vip-check-interval", v.CheckInterval, "health check period (c2s answering, storage, track script)")
+			fs.DurationVar(&v.AdvertInterval, "vip-advert-interval", v.AdvertInterval, "send a VIP advert (heartbeat, VRRP's advertisement) on the VIP interface this often; a backup takes a holder's VIPs over once the holder's adverts stopped for vip-advert-dead-mult intervals, before the cluster declares it failed (0: no adverts, the cluster's failure detection only)")
+			fs.IntVar(&v.AdvertDeadMult, "vip-advert-dead-mult", v.AdvertDeadMult, "dead interval of a VIP holder, in its advert intervals (at least 3; keepalived: 3 plus a skew)")
 			fs.IntVar(&v.Rise, "vip-rise", v.Rise, "consecutive successes for a health check to go up")
 			fs.IntVar(&v.Fall, "vip-fall", v.Fall, "consecutive failures for a health check to go down")
 			fs.IntVar(&v.StorageWeight, "vip-storage-weight", v.StorageWeight, "priority change while storage is not durable (0: a fault)")
@@ -129,6 +134,12 @@ func init() {
 			}
 			if v.AddrLifetime != 0 && v.AddrLifetime < time.Second {
 				errs = append(errs, fmt.Errorf("vip-address-lifetime: at least 1s (or 0: permanent)"))
+			}
+			if v.AdvertInterval < 0 || (v.AdvertInterval > 0 && v.AdvertInterval < 20*time.Millisecond) || v.AdvertInterval > time.Minute {
+				errs = append(errs, fmt.Errorf("vip-advert-interval: 20ms..1m (or 0: no adverts)"))
+			}
+			if v.AdvertInterval > 0 && v.AdvertDeadMult < 3 {
+				errs = append(errs, fmt.Errorf("vip-advert-dead-mult: at least 3 (a holder may miss an advert or two without losing its VIPs)"))
 			}
 			if v.CheckInterval <= 0 {
 				errs = append(errs, fmt.Errorf("vip-check-interval must be positive"))

@@ -35,6 +35,14 @@ func renderVIP(w io.Writer, _ []string, v any) error {
 	table(w, asMaps(m["tracks"]), "name", "up", "weight", "rise", "fall", "successes", "failures", "since", "last_error")
 	fmt.Fprintln(w, "view:")
 	table(w, asMaps(m["nodes"]), "name", "healthy", "in_service", "priority", "preemptible", "holds")
+	if ad := asMaps(m["adverts"]); len(ad) > 0 {
+		fmt.Fprintln(w, "adverts heard (a holder silent past its dead interval loses its VIPs):")
+		table(w, ad, "node", "interval", "dead_interval", "last_ago", "count", "missed", "max_gap", "silent", "silences")
+	}
+	if own, ok := m["own_adverts"].(map[string]any); ok {
+		fmt.Fprintf(w, "own adverts: %s sent every %s, longest gap %s, send errors %s; this node's loop stalls: %s\n",
+			cell(own["count"]), cell(own["interval"]), cell(own["max_gap"]), cell(own["missed"]), cell(m["stalls"]))
+	}
 	if ev := asMaps(m["events"]); len(ev) > 0 {
 		fmt.Fprintln(w, "recent transitions:")
 		table(w, ev, "at", "vip", "from", "to", "reason")

@@ -71,6 +71,10 @@ type vipFeature struct {
 	checks []vipCheck // the health inputs, each observed every CheckInterval
 	notify *vip.Notifier
 	mech   *netcfg.VIPs
+	// adverts tracks the other nodes' VIP adverts (nil: vip-advert-interval 0);
+	// advertKick wakes the loop when an advert deadline may have passed.
+	adverts    *vip.Adverts
+	advertKick chan struct{}
 
 	mu        sync.Mutex
 	conns     map[string]map[string]connCache // vip -> node -> its connections
@@ -82,7 +86,9 @@ type vipFeature struct {
 	knownN    int
 	events    []vipEvent
 	tickled   map[string]int
-	tags      [2]int // published in-service (0/1) and priority, -1 before the first publish
+	silent    map[string]bool // holders found silent (adverts), for the log
+	stalls    int             // this node's own loop stalls (adverts decided nothing meanwhile)
+	tags      [2]int          // published in-service (0/1) and priority, -1 before the first publish
 	rejoin    rejoinSettle
 
 	cancel context.CancelFunc
@@ -95,7 +101,8 @@ type vipFeature struct {
 func buildVIP(s *Server) ([]StagedComponent, error) {
 	cfg := s.cfg.VIP
 	f := &vipFeature{s: s, cfg: cfg, pool: cfg.Prefixes(), conns: map[string]map[string]connCache{},
-		known: map[string]bool{}, lastSeen: map[string]seenRow{}, lastConns: map[string]string{}, tickled: map[string]int{}, tags: [2]int{-1, -1}}
+		known: map[string]bool{}, lastSeen: map[string]seenRow{}, lastConns: map[string]string{}, tickled: map[string]int{}, tags: [2]int{-1, -1},
+		silent: map[string]bool{}, advertKick: make(chan struct{}, 1)}
 	f.inService.Store(cfg.InService)
 	s.Admin.Handle("vip", func(ctx context.Context, args []string) (any, error) {
 		if len(args) == 0 {
@@ -120,6 +127,9 @@ func buildVIP(s *Server) ([]StagedComponent, error) {
 	}
 	for _, p := range f.pool {
 		f.names = append(f.names, p.String())
+	}
+	if cfg.AdvertInterval > 0 {
+		f.adverts = vip.NewAdverts(cfg.AdvertDeadMult)
 	}
 	f.agent = vip.NewAgent(vip.AgentConfig{Node: s.cfg.Node, PreemptDelay: cfg.PreemptDelay, HandoverTimeout: cfg.HandoverTimeout,
 		Policy: vip.Policy{VIPs: f.names, Preempt: cfg.Preempt, Quorum: cfg.Quorum}})
@@ -272,8 +282,18 @@ func (f *vipFeature) start(ctx context.Context) error {
 	if lifetime <= 0 {
 		lifetime = -1
 	}
-	mech, err := netcfg.NewVIPs(netcfg.VIPOptions{Interface: f.cfg.Interface, Burst: f.cfg.GARPRepeat, Refresh: refresh,
-		TickleRate: f.cfg.TickleRate, Lifetime: lifetime, OnConflict: f.onConflict, Log: f.s.log})
+	opt := netcfg.VIPOptions{Interface: f.cfg.Interface, Burst: f.cfg.GARPRepeat, Refresh: refresh,
+		TickleRate: f.cfg.TickleRate, Lifetime: lifetime, OnConflict: f.onConflict, Log: f.s.log}
+	if f.adverts != nil {
+		key, err := f.s.cfg.LoadClusterKey()
+		if err != nil || len(key) == 0 {
+			// Without a cluster key the adverts are only told apart by domain.
+			key = []byte("xedge vip advert domain " + f.s.cfg.Domain)
+		}
+		opt.AdvertNode, opt.AdvertInterval, opt.AdvertKey = f.s.cfg.Node, f.cfg.AdvertInterval, netcfg.AdvertKey(key)
+		opt.OnAdvert = f.onAdvert
+	}
+	mech, err := netcfg.NewVIPs(opt)
 	if err != nil {
 		return fmt.Errorf("vip: %w", err)
 	}
@@ -292,7 +312,7 @@ func (f *vipFeature) start(ctx context.Context) error {
 	go f.checkLoop(rctx)
 	go f.loop(rctx)
 	f.log("vip pool", "vips", strings.Join(f.names, ","), "interface", f.cfg.Interface, "priority", f.cfg.Priority,
-		"preempt", f.cfg.Preempt, "in_service", f.cfg.InService)
+		"preempt", f.cfg.Preempt, "in_service", f.cfg.InService, "advert_interval", f.cfg.AdvertInterval, "advert_dead_mult", f.cfg.AdvertDeadMult)
 	return nil
 }
 
@@ -410,26 +430,88 @@ func (f *vipFeature) checkScript(ctx context.Context) error {
 	return nil
 }
 
-// loop steps the agent every 100 ms and once per second refreshes the connection
-// rows.
+// vipTick is the agent's step period; a step later than vipStallAfter says the
+// node itself was stalled (a loaded or descheduled vCPU, a long pause).
+const (
+	vipTick       = 100 * time.Millisecond
+	vipStallAfter = 3 * vipTick
+)
+
+// loop steps the agent every vipTick, and at once when a peer's advert
+// deadline passes, and once per second refreshes the connection rows.
 func (f *vipFeature) loop(ctx context.Context) {
 	defer f.wg.Done()
-	t := time.NewTicker(100 * time.Millisecond)
+	t := time.NewTicker(vipTick)
 	defer t.Stop()
-	var lastConns time.Time
+	deadline := time.NewTimer(time.Hour)
+	defer deadline.Stop()
+	var lastConns, lastStep time.Time
 	for {
 		now := time.Now()
+		f.noteStall(lastStep, now)
+		lastStep = now
 		f.step(ctx, now)
 		if now.Sub(lastConns) >= time.Second {
 			lastConns = now
 			f.syncConns(now)
 		}
+		if f.adverts != nil {
+			if next := f.adverts.NextDeadline(time.Now()); !next.IsZero() {
+				// A millisecond past it: Silent wants the dead interval exceeded.
+				deadline.Reset(time.Until(next) + time.Millisecond)
+			}
+		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-deadline.C:
+		case <-f.advertKick:
 		}
 	}
+}
+
+// noteStall: a step that comes vipStallAfter or more after the previous one
+// means this node did not run for a while (its vCPU descheduled under load, a
+// pause): the adverts that arrived meanwhile may not have been read yet, so no
+// peer is found silent for two of the longest advert intervals.
+func (f *vipFeature) noteStall(last, now time.Time) {
+	if f.adverts == nil || last.IsZero() || now.Sub(last) < vipStallAfter {
+		return
+	}
+	f.adverts.Stalled(now, 2*max(f.cfg.AdvertInterval, vipTick))
+	f.mu.Lock()
+	f.stalls++
+	n := f.stalls
+	f.mu.Unlock()
+	f.s.log.Info("vip: this node's loop was stalled; no peer is found silent for a moment", "component", "vip",
+		"stalled", now.Sub(last).Round(time.Millisecond), "stalls", n)
+}
+
+// onAdvert records a peer's advert.
+func (f *vipFeature) onAdvert(a netcfg.Advert) {
+	f.adverts.Heard(a.Node, a.Interval, a.Seq, a.From, a.At)
+}
+
+// silentHolder reports whether node, a peer that holds VIPs in its last row,
+// has sent no advert for its dead interval: it is taken for dead (its VIPs are
+// taken over) before the cluster's failure detection says so.
+func (f *vipFeature) silentHolder(node string, now time.Time) bool {
+	if f.adverts == nil {
+		return false
+	}
+	ago, silent := f.adverts.Silent(node, now)
+	f.mu.Lock()
+	was := f.silent[node]
+	f.silent[node] = silent
+	f.mu.Unlock()
+	if silent && !was {
+		f.s.log.Info("vip: holder silent (no advert within its dead interval): taken for dead before the cluster declares it failed",
+			"component", "vip", "node", node, "silent_for", ago.Round(time.Millisecond))
+	} else if !silent && was {
+		f.s.log.Info("vip: holder heard again", "component", "vip", "node", node)
+	}
+	return silent
 }
 
 func (f *vipFeature) localMember() discovery.Member {
@@ -456,7 +538,7 @@ func (f *vipFeature) step(ctx context.Context, now time.Time) {
 		return true
 	})
 	f.mu.Lock()
-	view := buildVIPView(self, rows, members, f.known, f.lastSeen, now)
+	view := buildVIPView(self, rows, members, f.known, f.lastSeen, now, func(node string) bool { return f.silentHolder(node, now) })
 	if waiting := f.rejoin.wait(view, f.cfg.Quorum, members, now); len(waiting) > 0 {
 		// Back from a partition: take nothing before the live members that
 		// may hold a VIP published their rows here again.
@@ -613,7 +695,12 @@ func (r *rejoinSettle) wait(v vip.View, quorumPolicy bool, members []discovery.M
 // in-service survivor take the lost node's VIPs as orphans, with no stand-in,
 // and keep them, so a spare never stood in. A member that never published a
 // row (a witness) counts from the membership alone.
-func buildVIPView(self vip.Node, rows []peerVIPRow, members []discovery.Member, known map[string]bool, seen map[string]seenRow, now time.Time) vip.View {
+//
+// silent (nil: none) tells which peers have stopped sending VIP adverts for
+// their dead interval (vip.Adverts): a peer that holds VIPs in its row (or its
+// stand-in) and is silent is not live either, whatever the gossip and the
+// store say yet, so its VIPs are taken over within the dead interval.
+func buildVIPView(self vip.Node, rows []peerVIPRow, members []discovery.Member, known map[string]bool, seen map[string]seenRow, now time.Time, silent func(string) bool) vip.View {
 	status := map[string]discovery.Status{}
 	for _, m := range members {
 		status[m.Name] = m.Status
@@ -643,6 +730,7 @@ func buildVIPView(self vip.Node, rows []peerVIPRow, members []discovery.Member, 
 		rows = append(rows, peerVIPRow{Node: name, Row: sr.row})
 		hasRow[name] = true
 	}
+	down := map[string]bool{}
 	for _, r := range rows {
 		if r.Node == self.Name {
 			continue
@@ -653,6 +741,10 @@ func buildVIPView(self vip.Node, rows []peerVIPRow, members []discovery.Member, 
 		}
 		known[r.Node] = true
 		if !live(r.Node) {
+			continue
+		}
+		if len(r.Row.Holds) > 0 && silent != nil && silent(r.Node) {
+			down[r.Node] = true
 			continue
 		}
 		view.Nodes = append(view.Nodes, vip.Node{Name: r.Node, Healthy: r.Row.Healthy, InService: r.Row.InService,
@@ -669,7 +761,7 @@ func buildVIPView(self vip.Node, rows []peerVIPRow, members []discovery.Member, 
 		if m.Status != discovery.StatusLeft {
 			knownSet[m.Name] = true
 		}
-		if (m.Status == discovery.StatusAlive || m.Status == discovery.StatusSuspect) && (hasRow[m.Name] || !known[m.Name]) {
+		if (m.Status == discovery.StatusAlive || m.Status == discovery.StatusSuspect) && (hasRow[m.Name] || !known[m.Name]) && !down[m.Name] {
 			visible[m.Name] = true // e.g. a witness that publishes no VIP state
 		}
 	}
@@ -803,6 +895,18 @@ func (f *vipFeature) syncConns(now time.Time) {
 }
 
 func (f *vipFeature) onConflict(ip netip.Addr, from net.HardwareAddr) {
+	if f.adverts != nil {
+		// Whoever announces a VIP is alive: a holder found silent by mistake
+		// answers the takeover with its own announcement and is in the view
+		// again at the next step (the best-ranked claimant keeps the VIP).
+		if node := f.adverts.HeardFrom(from, time.Now()); node != "" {
+			f.log("vip conflict: the other announcer is a node heard before", "node", node)
+			select {
+			case f.advertKick <- struct{}{}:
+			default:
+			}
+		}
+	}
 	for i, p := range f.pool {
 		if p.Addr() != ip {
 			continue
@@ -836,6 +940,26 @@ type VIPView struct {
 	Nodes      []vip.Node        `json:"nodes,omitempty"`
 	Known      int               `json:"known"`
 	Events     []vipEvent        `json:"events,omitempty"`
+	// Adverts: the peers' VIP adverts as heard here; OwnAdverts this node's own
+	// (a max gap near a peer's dead interval is a false failover in the making);
+	// Stalls counts this node's own loop stalls.
+	Adverts    []AdvertLine `json:"adverts,omitempty"`
+	OwnAdverts *AdvertLine  `json:"own_adverts,omitempty"`
+	Stalls     int          `json:"stalls,omitempty"`
+}
+
+// AdvertLine is one node's VIP adverts in `xmppctl vip`: a peer's as heard
+// here, or this node's own (sent); durations rounded to the millisecond.
+type AdvertLine struct {
+	Node     string `json:"node"`
+	Interval string `json:"interval"`
+	Dead     string `json:"dead_interval,omitempty"`
+	LastAgo  string `json:"last_ago,omitempty"`
+	Count    uint64 `json:"count"`
+	Missed   uint64 `json:"missed,omitempty"`
+	MaxGap   string `json:"max_gap"`
+	Silent   bool   `json:"silent,omitempty"`
+	Silences int    `json:"silences,omitempty"`
 }
 
 // VIPLine is one VIP in `xmppctl vip`.
@@ -868,7 +992,19 @@ func (f *vipFeature) status() VIPView {
 	v.Nodes = slices.Clone(f.view)
 	v.Known = f.knownN
 	v.Events = slices.Clone(f.events)
+	v.Stalls = f.stalls
 	f.mu.Unlock()
+	if f.adverts != nil {
+		ms := func(d time.Duration) string { return d.Round(time.Millisecond).String() }
+		for _, a := range f.adverts.Status(time.Now()) {
+			v.Adverts = append(v.Adverts, AdvertLine{Node: a.Node, Interval: ms(a.Interval), Dead: ms(a.Dead), LastAgo: ms(a.Ago),
+				Count: a.Count, Missed: a.Missed, MaxGap: ms(a.MaxGap), Silent: a.Silent, Silences: a.Silences})
+		}
+		if f.mech != nil {
+			own := f.mech.Adverts()
+			v.OwnAdverts = &AdvertLine{Node: f.s.cfg.Node, Interval: ms(f.cfg.AdvertInterval), Count: own.Sent, Missed: own.Errors, MaxGap: ms(own.MaxGap)}
+		}
+	}
 	v.Tracks = f.health.Tracks()
 	return v
 }

@@ -74,14 +74,14 @@ func TestVIPViewRowsVanishingBeforeTheGossip(t *testing.T) {
 	// fresh: the maps of a node that saw every member up at t0.
 	fresh := func() (map[string]bool, map[string]seenRow) {
 		known, seen := map[string]bool{}, map[string]seenRow{}
-		v := buildVIPView(spare, both, members(discovery.StatusAlive), known, seen, t0)
+		v := buildVIPView(spare, both, members(discovery.StatusAlive), known, seen, t0, nil)
 		if p := policy.Assign(v); p.Holder[pool] != "n1" || p.StandIn {
 			t.Fatalf("all up: holder %q stand-in %v, want n1 without stand-in", p.Holder[pool], p.StandIn)
 		}
 		return known, seen
 	}
 	plan := func(known map[string]bool, seen map[string]seenRow, st discovery.Status, after time.Duration) vip.Plan {
-		return policy.Assign(buildVIPView(spare, both[1:], members(st), known, seen, t0.Add(after)))
+		return policy.Assign(buildVIPView(spare, both[1:], members(st), known, seen, t0.Add(after), nil))
 	}
 	for _, st := range []discovery.Status{discovery.StatusSuspect, discovery.StatusFailed} {
 		known, seen := fresh()
@@ -97,7 +97,7 @@ func TestVIPViewRowsVanishingBeforeTheGossip(t *testing.T) {
 			t.Errorf("restarted n1 without a row yet: holder %q stand-in %v, want the spare n3 standing in", p.Holder[pool], p.StandIn)
 		}
 		back := []peerVIPRow{{"n1", vipRow{Healthy: true, InService: true, Priority: 100}}, {"n2", n2}}
-		if p := policy.Assign(buildVIPView(spare, back, members(discovery.StatusAlive), known, seen, t0.Add(3*time.Second))); p.StandIn {
+		if p := policy.Assign(buildVIPView(spare, back, members(discovery.StatusAlive), known, seen, t0.Add(3*time.Second), nil)); p.StandIn {
 			t.Errorf("every member back with its row: still standing in (holder %q)", p.Holder[pool])
 		}
 	}
@@ -109,7 +109,7 @@ func TestVIPViewRowsVanishingBeforeTheGossip(t *testing.T) {
 	// A witness publishes no VIP row: the membership alone makes it visible.
 	known, seen = fresh()
 	w := append(members(discovery.StatusAlive), discovery.Member{Name: "w", Status: discovery.StatusAlive})
-	if v := buildVIPView(spare, both, w, known, seen, t0); v.Visible != 4 || v.Known != 4 {
+	if v := buildVIPView(spare, both, w, known, seen, t0, nil); v.Visible != 4 || v.Known != 4 {
 		t.Errorf("with a witness: known %d visible %d, want 4 and 4", v.Known, v.Visible)
 	}
 }
@@ -140,7 +140,7 @@ func TestVIPRejoinWaitsForLiveMembersRows(t *testing.T) {
 	// step returns the holder the node plans, the one it would plan without
 	// the wait, and whom it waits for.
 	step := func(n *node, self vip.Node, rows []peerVIPRow, members []discovery.Member, at time.Duration) (string, string, []string) {
-		v := buildVIPView(self, rows, members, n.known, n.seen, t0.Add(at))
+		v := buildVIPView(self, rows, members, n.known, n.seen, t0.Add(at), nil)
 		unheld := policy.Assign(v).Holder[pool]
 		w := n.r.wait(v, policy.Quorum, members, t0.Add(at))
 		if len(w) > 0 {
@@ -229,5 +229,57 @@ func TestVIPHealthObservesEveryCheckEachRound(t *testing.T) {
 	// c2s and the script up, storage down: the base priority less storage's weight.
 	if p, ok := f.health.Effective(); !ok || p != 50 {
 		t.Errorf("effective priority %d healthy %v after one round, want 50 true", p, ok)
+	}
+}
+
+// A VIP holder that stops sending adverts (vip.Adverts: silent past its dead
+// interval) loses its VIP to a survivor at once, while the gossip still has
+// it alive and its row is still there (the cluster's failure detection takes
+// seconds more); quorum holds (2 of 3 visible). A silent node that holds
+// nothing changes nothing. A holder silent by mistake that announces its VIP
+// again is back in the view, and of the two claimants the best-ranked one (n1)
+// keeps the VIP: the survivor gives it back.
+func TestVIPViewSilentHolderTakenOver(t *testing.T) {
+	const pool = "10.0.0.100/24"
+	policy := vip.Policy{VIPs: []string{pool}, Preempt: true, Quorum: true}
+	holder := vipRow{Healthy: true, InService: true, Priority: 100, Preemptible: true, Holds: []string{pool}}
+	idle := vipRow{Healthy: true, InService: true, Priority: 100, Preemptible: true}
+	self := vip.Node{Name: "n2", Healthy: true, InService: true, Priority: 100, Preemptible: true}
+	alive := []discovery.Member{{Name: "n1", Status: discovery.StatusAlive}, {Name: "n2", Status: discovery.StatusAlive}, {Name: "n3", Status: discovery.StatusAlive}}
+	rows := []peerVIPRow{{"n1", holder}, {"n3", idle}}
+	t0 := time.Now()
+	known, seen := map[string]bool{}, map[string]seenRow{}
+	silentSet := func(names ...string) func(string) bool {
+		return func(n string) bool {
+			for _, x := range names {
+				if x == n {
+					return true
+				}
+			}
+			return false
+		}
+	}
+	if p := policy.Assign(buildVIPView(self, rows, alive, known, seen, t0, silentSet())); p.Holder[pool] != "n1" {
+		t.Fatalf("all heard: holder %q, want n1", p.Holder[pool])
+	}
+	v := buildVIPView(self, rows, alive, known, seen, t0.Add(time.Second), silentSet("n1"))
+	p := policy.Assign(v)
+	if p.Holder[pool] != "n2" || !p.HasQuorum {
+		t.Fatalf("n1 silent: holder %q quorum %v (view %+v), want n2 with quorum", p.Holder[pool], p.HasQuorum, v)
+	}
+	// Its row vanished too, the gossip still says alive: the stand-in row
+	// does not keep a silent holder either.
+	if p := policy.Assign(buildVIPView(self, rows[1:], alive, known, seen, t0.Add(1500*time.Millisecond), silentSet("n1"))); p.Holder[pool] != "n2" {
+		t.Fatalf("n1 silent, its row gone: holder %q, want n2", p.Holder[pool])
+	}
+	// A silent node holding nothing is no reason to move anything.
+	known, seen = map[string]bool{}, map[string]seenRow{}
+	if p := policy.Assign(buildVIPView(self, rows, alive, known, seen, t0, silentSet("n3"))); p.Holder[pool] != "n1" || !p.HasQuorum {
+		t.Fatalf("idle n3 silent: holder %q quorum %v, want n1", p.Holder[pool], p.HasQuorum)
+	}
+	// n1 was only slow: it announces again while n2 holds the VIP too.
+	self.Holds = []string{pool}
+	if p := policy.Assign(buildVIPView(self, rows, alive, known, seen, t0.Add(2*time.Second), silentSet())); p.Holder[pool] != "n1" {
+		t.Fatalf("n1 heard again while both hold the VIP: holder %q, want n1 (best-ranked claimant keeps it)", p.Holder[pool])
 	}
 }
