@@ -143,6 +143,18 @@ type scan struct {
 	ixPrefix string
 	stale    bool
 	cur      span
+	// The chunk being looked at (reused: the chunks are read one at a time)
+	// and the peers' JIDs its headers named (interned once per query).
+	chunk chunk
+	names map[string]string
+}
+
+// parse reads the header of the chunk at key suffix first into s.chunk.
+func (s *scan) parse(first string, v []byte) (*chunk, error) {
+	if s.names == nil {
+		s.names = make(map[string]string, 16)
+	}
+	return &s.chunk, s.chunk.parse(first, v, s.names)
 }
 
 type ref struct {
@@ -244,13 +256,14 @@ func (s *scan) spans(fn func(sp *span) bool) error {
 		})
 	}
 	return s.m.tab.Scan(s.prefix, func(k string, v []byte) bool {
-		c, err := parseChunk(k[len(s.prefix):], v)
+		c, err := s.parse(k[len(s.prefix):], v)
 		if err != nil {
 			return true // skipped by every pass
 		}
-		sp := span{key: k, first: c.first, last: c.last, c: &c}
-		sp.n = s.headerMatches(&c)
-		return fn(&sp)
+		sp := &s.cur // reused, as the chunk is
+		*sp = span{key: k, first: c.first, last: c.last, c: c}
+		sp.n = s.headerMatches(c)
+		return fn(sp)
 	})
 }
 
@@ -271,14 +284,14 @@ func (s *scan) load(sp *span) (bool, error) {
 		s.stale = true
 		return false, nil
 	}
-	c, err := parseChunk(sp.key[len(s.prefix):], v)
+	c, err := s.parse(sp.key[len(s.prefix):], v)
 	if err != nil {
 		s.stale = true
 		return false, nil
 	}
-	sp.c = &c
+	sp.c = c
 	if sp.n < 0 {
-		sp.n = s.headerMatches(&c)
+		sp.n = s.headerMatches(c)
 	}
 	return true, nil
 }
