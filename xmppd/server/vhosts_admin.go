@@ -11,8 +11,10 @@ import (
 	"xedge/xmppd/admin"
 	"xedge/xmppd/auth"
 	"xedge/xmppd/jid"
+	"xedge/xmppd/mod/mam"
 	"xedge/xmppd/mod/muc"
 	"xedge/xmppd/mod/offline"
+	"xedge/xmppd/mod/private"
 	"xedge/xmppd/mod/roster"
 	"xedge/xmppd/mod/vcard"
 	"xedge/xmppd/xmlstream"
@@ -22,7 +24,9 @@ import (
 // for a multi-host ejabberd site keep working: ban_account, num_resources,
 // get_offline_count, get_roster,
 // add_rosteritem, delete_rosteritem, get_vcard(2), set_vcard(2), set_nickname,
-// send_message, create_room and destroy_room. Each takes the host as
+// send_message, create_room and destroy_room (and, in their own files, the
+// MUC room administration, set_presence, private_get/private_set and the
+// delete_old_* purges). Each takes the host as
 // ejabberdctl does and refuses a domain not served ("unknown host"); a user
 // is the account of that host only (alice@a.example is not alice@b.example).
 
@@ -34,6 +38,8 @@ func buildVhostAdmin(s *Server) ([]StagedComponent, error) {
 		vc  *vcard.Module
 		mu  *muc.Module
 		off *offline.Module
+		arc *mam.Module
+		prv *private.Module
 	)
 	for _, m := range s.Modules {
 		switch m := m.(type) {
@@ -45,11 +51,19 @@ func buildVhostAdmin(s *Server) ([]StagedComponent, error) {
 			mu = m
 		case *offline.Module:
 			off = m
+		case *mam.Module:
+			arc = m
+		case *private.Module:
+			prv = m
 		}
 	}
 	s.vhostAdminHandlers(ros, vc, mu)
 	s.offlineCountHandler(off)
-	return nil, nil
+	s.roomAdminHandlers(mu)
+	s.purgeHandlers(off, arc)
+	s.sessionAdminHandlers(prv)
+	// set_presence of a session bound on another node goes over the bus.
+	return []StagedComponent{{Stage: AfterModules, Name: "vhost admin bus", Start: s.sessionAdminStart, Stop: func(context.Context) error { return nil }}}, nil
 }
 
 // RosterItem is one item of `xmppctl get_roster USER HOST`.
@@ -382,21 +396,9 @@ func (s *Server) vhostAdminHandlers(ros *roster.Module, vc *vcard.Module, mu *mu
 		if len(args) != 2 {
 			return nil, errors.New("usage: destroy_room NAME SERVICE")
 		}
-		if mu == nil {
-			return nil, errors.New("the muc module is not loaded")
-		}
-		var svc string
-		for _, sv := range mu.Services() {
-			if strings.EqualFold(sv, args[1]) {
-				svc = sv
-			}
-		}
-		if svc == "" {
-			return nil, fmt.Errorf("unknown MUC service %q (served: %v)", args[1], mu.Services())
-		}
-		r, err := jid.New(args[0], svc, "")
-		if err != nil || r.Local == "" {
-			return nil, fmt.Errorf("invalid room name %q", args[0])
+		r, err := mucRoom(mu, args[0], args[1])
+		if err != nil {
+			return nil, err
 		}
 		existed, err := mu.DestroyRoom(ctx, r)
 		if err != nil {

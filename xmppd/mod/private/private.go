@@ -40,6 +40,7 @@ func Reserved(ns string) bool {
 
 // Module is the private storage module.
 type Module struct {
+	st    storage.Store
 	tab   storage.Table
 	locks modutil.Locks
 }
@@ -59,6 +60,7 @@ func (m *Module) Start(ctx context.Context, h module.Host) error {
 	if m.tab, err = h.Store().Durable(Table); err != nil {
 		return fmt.Errorf("private: %w", err)
 	}
+	m.st = h.Store()
 	h.DiscoFeature(NS)
 	h.HandleIQ(NS, m.iq)
 	modutil.RemoveUserOnDelete(h, []string{Table}, nil)
@@ -94,42 +96,81 @@ func (m *Module) iq(ctx context.Context, h module.Host, iq *module.IQ) {
 			modutil.ReplyError(ctx, h, iq, module.ErrModify, "bad-request", "get one fragment at a time")
 			return
 		}
-		res := xmlstream.New(NS, "query")
-		frag := xmlstream.New(kids[0].Space, kids[0].Local)
-		if b, ok, err := m.tab.Get(key(user, kids[0])); err == nil && ok {
-			if e, err := modutil.Decode(b); err == nil {
-				frag = e
-			} else {
-				h.Logger().Error("private: undecodable stored fragment", "user", user, "ns", kids[0].Space, "err", err)
-			}
+		frag, err := m.Get(user, kids[0].Space, kids[0].Local)
+		if err != nil {
+			h.Logger().Error("private: undecodable stored fragment", "user", user, "ns", kids[0].Space, "err", err)
 		}
-		modutil.ReplyResult(ctx, h, iq, res.Append(frag))
+		modutil.ReplyResult(ctx, h, iq, xmlstream.New(NS, "query").Append(frag))
 	case "set":
-		unlock := m.locks.Lock(user)
-		defer unlock()
-		n, _ := m.tab.Count(modutil.UserPrefix(user))
-		var ops []storage.Op
-		for _, k := range kids {
-			b := modutil.Encode(k)
-			if len(b) > MaxFragmentBytes {
-				modutil.ReplyError(ctx, h, iq, module.ErrModify, "not-acceptable", fmt.Sprintf("fragment larger than %d bytes", MaxFragmentBytes))
-				return
-			}
-			if _, ok, _ := m.tab.Get(key(user, k)); !ok {
-				n++
-			}
-			ops = append(ops, storage.Put(Table, key(user, k), b))
-		}
-		if n > MaxFragments {
-			modutil.ReplyError(ctx, h, iq, module.ErrCancel, "not-allowed", "too many stored fragments")
-			return
-		}
-		if err := h.Store().Apply(ctx, ops...); err != nil {
+		ref, err := m.store(ctx, h.Store(), user, kids)
+		switch {
+		case ref != nil:
+			modutil.ReplyError(ctx, h, iq, ref.typ, ref.cond, ref.text)
+		case err != nil:
 			modutil.ReplyStoreError(ctx, h, iq, "private set", err)
-			return
+		default:
+			modutil.ReplyResult(ctx, h, iq)
 		}
-		modutil.ReplyResult(ctx, h, iq)
 	default:
 		modutil.ReplyError(ctx, h, iq, module.ErrModify, "bad-request", "")
 	}
+}
+
+// refusal is a set refused for what it stores (a stanza error).
+type refusal struct{ typ, cond, text string }
+
+func (r *refusal) Error() string { return r.text }
+
+// store writes fragments (namespaces checked by the caller) for user in one
+// batch: a fragment over MaxFragmentBytes, or more than MaxFragments stored,
+// is a refusal and nothing is written.
+func (m *Module) store(ctx context.Context, st storage.Store, user string, kids []*xmlstream.Element) (*refusal, error) {
+	unlock := m.locks.Lock(user)
+	defer unlock()
+	n, _ := m.tab.Count(modutil.UserPrefix(user))
+	var ops []storage.Op
+	for _, k := range kids {
+		b := modutil.Encode(k)
+		if len(b) > MaxFragmentBytes {
+			return &refusal{module.ErrModify, "not-acceptable", fmt.Sprintf("fragment larger than %d bytes", MaxFragmentBytes)}, nil
+		}
+		if _, ok, _ := m.tab.Get(key(user, k)); !ok {
+			n++
+		}
+		ops = append(ops, storage.Put(Table, key(user, k), b))
+	}
+	if n > MaxFragments {
+		return &refusal{module.ErrCancel, "not-allowed", "too many stored fragments"}, nil
+	}
+	return nil, st.Apply(ctx, ops...)
+}
+
+// Get returns user's stored fragment <local xmlns=space/>: an empty element
+// when none is stored (as a client's get answers), and with an error when the
+// stored one does not decode.
+func (m *Module) Get(user, space, local string) (*xmlstream.Element, error) {
+	frag := xmlstream.New(space, local)
+	b, ok, err := m.tab.Get(modutil.Key(user, space, local))
+	if err != nil || !ok {
+		return frag, err
+	}
+	e, err := modutil.Decode(b)
+	if err != nil {
+		return frag, err
+	}
+	return e, nil
+}
+
+// Set stores frag for user as a client's set would (an administrator's
+// write: xmppctl private_set): a reserved namespace, a fragment too large or
+// one too many is refused.
+func (m *Module) Set(ctx context.Context, user string, frag *xmlstream.Element) error {
+	if Reserved(frag.Space) {
+		return fmt.Errorf("private: reserved namespace %q", frag.Space)
+	}
+	ref, err := m.store(ctx, m.st, user, []*xmlstream.Element{frag})
+	if ref != nil {
+		return fmt.Errorf("private: %w", ref)
+	}
+	return err
 }
