@@ -725,6 +725,9 @@ func (c *conn) resume(el *xmlstream.Element) error {
 		// Held by another node, or replicated from one that is gone.
 		st, err := c.srv.repl.Fetch(c.ctx, prev, c.user)
 		if err == nil && st.JID.Local == c.user {
+			if !c.srv.covers(st, uint32(h)) {
+				return c.writeElem(smFailed("item-not-found"))
+			}
 			c.adopt(st, uint32(h))
 			return nil
 		}

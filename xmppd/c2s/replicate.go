@@ -100,7 +100,8 @@ func (c *conn) answerR(s *session) {
 	go func() {
 		// No <a/> before another node confirmed the state: an acknowledged
 		// stanza held only here is lost with this node (the client does not
-		// send it again). Sync succeeds at once when no peer is left.
+		// send it again). Sync succeeds at once only on a node that is alone
+		// (none of its peers can resume its sessions from a copy).
 		for try := 0; ; try++ {
 			sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 			err := repl.Sync(sctx)
@@ -124,6 +125,35 @@ func (c *conn) answerR(s *session) {
 	}()
 }
 
+// Refuser is what a Replicator may implement to hear that a state its Fetch
+// returned was not resumed (Server.covers): what other nodes' copies bring for
+// that session later is rerouted instead of kept for it.
+type Refuser interface {
+	Refused(id string, j jid.JID, h uint32)
+}
+
+// covers reports whether st, a session's state taken over from another node,
+// holds everything the client may not have: the client's h (the stanzas it
+// received) must not lie beyond the last stanza the state knows of. A state
+// older than that is a copy that missed the owner's last updates (a node
+// declared lost by mistake kept serving the session while its peers' copies
+// went stale, then died): the stanzas the owner queued after the copy's last
+// one are in no queue, and resuming would drop them without a word. The
+// resumption is refused instead (<failed/>): the client resends what it had
+// not acknowledged on a new session. (Every stanza of st's queue is numbered
+// at or below h: the client has them.)
+func (srv *Server) covers(st *SMState, h uint32) bool {
+	if d := h - st.OutCount; d == 0 || d >= 1<<31 {
+		return true
+	}
+	srv.log.Warn("stream management: the session's state taken over from another node is older than the client's (the client received stanzas it does not hold): resumption refused",
+		"jid", st.JID.String(), "client_h", h, "state_last", st.OutCount, "queued", len(st.Queue))
+	if r, ok := srv.repl.(Refuser); ok {
+		r.Refused(st.ID, st.JID, h)
+	}
+	return false
+}
+
 // adopt makes a session from state taken over from another node and binds it
 // to this connection: the <resumed/> answer, then every stanza the client has
 // not acknowledged (h), then the session's presence is announced again.
@@ -138,10 +168,7 @@ func (c *conn) adopt(st *SMState, h uint32) {
 	}
 	s.unacked = append(s.unacked, st.Queue...)
 	s.mu.Lock()
-	s.ackLocked(h)
-	if d := h - s.outCount; d > 0 && d < 1<<31 {
-		s.outCount = h // the client saw stanzas the replica never got: count on from its h
-	}
+	s.ackLocked(h) // covers: h is not beyond outCount
 	// This node's copy of the state, before anything new is queued.
 	s.replPutLocked()
 	first := s.outCount - uint32(len(s.unacked))

@@ -3,6 +3,7 @@ package c2s
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -200,6 +201,60 @@ func TestReplicatorHooks(t *testing.T) {
 	f.mu.Unlock()
 	if len(ended) != 1 || ended[0] != "node2.abc" {
 		t.Fatalf("ended: %v", ended)
+	}
+}
+
+// refusingRepl is a fakeRepl that records Refused.
+type refusingRepl struct {
+	*fakeRepl
+	refused []string
+}
+
+func (r *refusingRepl) Refused(id string, j jid.JID, h uint32) {
+	r.mu.Lock()
+	r.refused = append(r.refused, fmt.Sprint(id, " ", j, " ", h))
+	r.mu.Unlock()
+}
+
+// A session's state taken over from another node that is older than the
+// client's own (its h says it received stanzas beyond the state's last: the
+// copy missed the owner's last updates, its owner having been declared lost
+// by mistake while it went on serving the session) is not resumed: <failed/>,
+// so the client starts a new session and resends what it had not
+// acknowledged, instead of a resumption that silently drops whatever the
+// owner queued after the copy's last stanza. Before, the session was resumed
+// and counted on from the client's h. A state that covers h resumes.
+func TestResumeRefusedWhenStateOlderThanClient(t *testing.T) {
+	f := &refusingRepl{fakeRepl: &fakeRepl{queued: map[uint32]string{}}}
+	e := start(t, nil)
+	e.srv.SetReplicator(f)
+	m4 := xmlstream.New(xmlstream.NSClient, "message", "from", "alice@localhost/a", "to", "bob@localhost/x", "id", "q4")
+	m4.Append(xmlstream.New(xmlstream.NSClient, "body").AppendText("four"))
+	f.mu.Lock()
+	f.fetch = &SMState{ID: "node2.abc", JID: jid.MustParse("bob@localhost/x"), HIn: 3, OutCount: 4, Queue: []*xmlstream.Element{m4}}
+	f.mu.Unlock()
+	c := testenvDial(t, e)
+	c.Send("<resume xmlns='urn:xmpp:sm:3' previd='node2.abc' h='9'/>")
+	if got := c.Expect("</failed>", 5*time.Second); !strings.Contains(got, "item-not-found") || strings.Contains(got, "<resumed") {
+		t.Fatalf("resume with h=9 from a state whose last stanza is 4: %s", got)
+	}
+	if e.r.Session(jid.MustParse("bob@localhost/x")) != nil {
+		t.Fatal("bound although the resumption was refused")
+	}
+	f.mu.Lock()
+	refused := append([]string(nil), f.refused...)
+	f.mu.Unlock()
+	if len(refused) != 1 || refused[0] != "node2.abc bob@localhost/x 9" {
+		t.Fatalf("Refused calls: %v", refused)
+	}
+	// The same state with h=3 covers the client: resumed, stanza 4 resent.
+	f.mu.Lock()
+	f.fetch = &SMState{ID: "node2.abc", JID: jid.MustParse("bob@localhost/x"), HIn: 3, OutCount: 4, Queue: []*xmlstream.Element{m4}}
+	f.mu.Unlock()
+	c2 := testenvDial(t, e)
+	c2.Send("<resume xmlns='urn:xmpp:sm:3' previd='node2.abc' h='3'/>")
+	if got := c2.Expect("<body>four</body>", 5*time.Second); !strings.Contains(got, "<resumed") {
+		t.Fatalf("resume with h=3: %s", got)
 	}
 }
 

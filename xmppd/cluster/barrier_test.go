@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -9,6 +10,13 @@ import (
 
 	"xedge/xmppd/cluster/clustertest"
 )
+
+// busPair returns buses "a" and "b" (not started) that reach each other.
+func busPair(t *testing.T) (a, b *Bus) {
+	ta, tb := clustertest.New(t), clustertest.New(t)
+	addrs := map[string]string{"a": ta.Addr(), "b": tb.Addr()}
+	return newBus(t, "a", 1, ta, addrs), newBus(t, "b", 1, tb, addrs)
+}
 
 func queuedFor(b *Bus, node string) int {
 	for _, ps := range b.Stats() {
@@ -129,5 +137,56 @@ func TestBarrierBatches(t *testing.T) {
 	time.Sleep(20 * time.Millisecond)
 	if barriers.Load() != before {
 		t.Fatal("a barrier ran for a message that did not hold its ack")
+	}
+}
+
+// A barrier that fails does not let the held message be acknowledged: it is
+// retried, and the acknowledgement goes out once it holds. Before, the
+// message was acknowledged after the first failure: a node its peers had
+// declared lost (no peer to confirm its sessions' state) told the sender a
+// stanza was safe that only it held, and the stanza was lost with it.
+func TestBarrierFailureHoldsAck(t *testing.T) {
+	a, b := busPair(t)
+	var failing atomic.Bool
+	failing.Store(true)
+	var barriers atomic.Int32
+	b.SetBarrier(func(context.Context) error {
+		barriers.Add(1)
+		if failing.Load() {
+			return errors.New("no peer confirmed")
+		}
+		return nil
+	})
+	handled := make(chan struct{}, 1)
+	b.Handle("held", func(ctx context.Context, _ Peer, _ *Message) ([]byte, error) {
+		HoldAck(ctx)
+		handled <- struct{}{}
+		return nil, nil
+	})
+	for _, x := range []*Bus{a, b} {
+		if err := x.Start(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a.Send("b", &Message{Kind: "held"}, nil)
+	select {
+	case <-handled:
+	case <-time.After(5 * time.Second):
+		t.Fatal("not handled")
+	}
+	// Bounded by round trips of the barrier: at least two attempts failed.
+	for deadline := time.Now().Add(5 * time.Second); barriers.Load() < 2; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the failed barrier was not retried (%d attempts)", barriers.Load())
+		}
+	}
+	if q := queuedFor(a, "b"); q != 1 {
+		t.Fatalf("acknowledged although the barrier failed: queued %d, want 1", q)
+	}
+	failing.Store(false)
+	for deadline := time.Now().Add(5 * time.Second); queuedFor(a, "b") > 0; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("not acknowledged after the barrier held again")
+		}
 	}
 }

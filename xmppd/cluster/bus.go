@@ -160,7 +160,9 @@ func (b *Bus) Handle(kind string, h Handler) {
 // it started, so it runs at most once per acknowledgement batch). The router
 // uses it to acknowledge a stanza forwarded to a resumable session only once
 // the resumption state holding it is on another node. A barrier that fails is
-// logged and the messages are acknowledged anyway (as without a barrier).
+// logged and retried: the messages are acknowledged only once it holds (the
+// sender keeps them meanwhile, and routes them again if it declares this
+// node gone).
 func (b *Bus) SetBarrier(fn func(ctx context.Context) error) {
 	b.mu.Lock()
 	b.barrier = fn

@@ -332,6 +332,9 @@ type inState struct {
 	replyBytes int
 }
 
+// barrierRetry is the pause between two attempts of a failed barrier.
+const barrierRetry = 200 * time.Millisecond
+
 // keptReplies and keptReplyBytes bound inState.replies.
 const (
 	keptReplies    = 256
@@ -427,17 +430,35 @@ func (b *Bus) serve(c net.Conn) {
 				b.mu.Lock()
 				fn := b.barrier
 				b.mu.Unlock()
-				if fn != nil {
+				// Retried until it holds: acknowledging a held message after a
+				// failed barrier told the sender a stanza was safe that only this
+				// node had (a node declared lost by its peers, whose copies of
+				// its sessions then went stale, lost every stanza so
+				// acknowledged when it died). Unacknowledged, the sender keeps
+				// it and routes it again if it declares this node gone.
+				for fn != nil {
 					ctx, cancel := context.WithTimeout(hctx, 5*time.Second)
 					err := fn(ctx)
 					cancel()
 					if hctx.Err() != nil {
 						return // stream or bus closed: nothing more is acknowledged
 					}
-					if err != nil && !barrierFailing {
-						b.log.Warn("bus barrier failed; acknowledging anyway", "peer", h.Node, "err", err)
+					if err == nil {
+						if barrierFailing {
+							b.log.Info("bus barrier holds again; acknowledging", "peer", h.Node)
+						}
+						barrierFailing = false
+						break
 					}
-					barrierFailing = err != nil
+					if !barrierFailing {
+						b.log.Warn("bus barrier failed; acknowledgements wait until it holds", "peer", h.Node, "err", err)
+					}
+					barrierFailing = true
+					select {
+					case <-hctx.Done():
+						return
+					case <-time.After(barrierRetry):
+					}
 				}
 			}
 			out = appendFrame(out[:0], frAck, func(x []byte) []byte { return binary.AppendUvarint(x, seq) })

@@ -51,6 +51,9 @@ const (
 	KindSync   = "sm.sync"   // Call: answered after everything sent before it
 	KindTake   = "sm.take"   // Call to the holder: ID: session, To: user; reply: wireState
 	KindTail   = "sm.tail"   // Call: ID: session; reply: []qItem of this node's copy
+	// KindResync asks the owner of orphaned copies, back as the same
+	// incarnation after a false node loss, for a full copy.
+	KindResync = "sm.resync"
 )
 
 // Handoverer is the c2s server's side of a handover.
@@ -86,6 +89,13 @@ type Config struct {
 	// or replaced by the state of the node that resumed it) or expired. It runs
 	// without the manager's lock.
 	Settled func(ctx context.Context, j jid.JID, resumed bool)
+	// AloneAfter is how long after its last peer left its view a node goes on
+	// refusing Sync (and so <a/> answers and bus acknowledgements) for want
+	// of a peer holding its sessions' state; after that it acknowledges alone,
+	// as a single node does. Peers that declared this node lost by mistake
+	// (a false node loss) hold copies of its sessions that a client can
+	// resume for sm-timeout: default Timeout.
+	AloneAfter time.Duration
 	// Tick is the period of the membership check (default 200 ms).
 	Tick   time.Duration
 	Logger *slog.Logger
@@ -157,6 +167,12 @@ type Manager struct {
 	peers   map[string]uint64  // peers that have (or are being sent) a full copy
 	stale   map[string]bool    // peers that missed a message: full copy on the next tick
 	stopped bool
+	// peeredAt: when this node last had a peer receiving its copies (zero:
+	// never); Sync refuses to succeed alone until AloneAfter after it.
+	peeredAt time.Time
+	// resyncAt: when each owner of orphaned copies that is back as the same
+	// incarnation was last asked for a full copy.
+	resyncAt map[string]time.Time
 
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -181,8 +197,12 @@ func New(cfg Config, ho Handoverer) *Manager {
 	if cfg.Tick <= 0 {
 		cfg.Tick = 200 * time.Millisecond
 	}
+	if cfg.AloneAfter <= 0 {
+		cfg.AloneAfter = cfg.Timeout
+	}
 	return &Manager{cfg: cfg, log: cfg.Logger.With("component", "resume"), ho: ho,
-		local: map[string]*wireState{}, gens: map[string]uint64{}, copies: map[string]*copyOf{}, peers: map[string]uint64{}, stale: map[string]bool{}}
+		local: map[string]*wireState{}, gens: map[string]uint64{}, copies: map[string]*copyOf{}, peers: map[string]uint64{}, stale: map[string]bool{},
+		resyncAt: map[string]time.Time{}}
 }
 
 // Register installs the bus handlers.
@@ -197,6 +217,7 @@ func (m *Manager) Register() {
 	b.Handle(KindSync, func(context.Context, cluster.Peer, *cluster.Message) ([]byte, error) { return nil, nil })
 	b.Handle(KindTake, m.onTake)
 	b.Handle(KindTail, m.onTail)
+	b.Handle(KindResync, m.onResync)
 }
 
 // Start runs the membership loop: full copies to new peers, copies of gone
@@ -216,6 +237,11 @@ func (m *Manager) Stop(ctx context.Context) error {
 	n := len(m.local)
 	if n > 0 {
 		for p := range m.peers {
+			if m.stale[p] {
+				// It missed updates: the sessions left to it are the ones it
+				// gets now, not its out-of-date copies.
+				m.fullLocked(p)
+			}
 			m.sendLocked(p, &cluster.Message{Kind: KindOrphan})
 		}
 	}
@@ -357,7 +383,11 @@ func (m *Manager) Replicated() bool {
 }
 
 // Sync returns once at least one peer has handled everything sent to it so
-// far (at once when there is no peer). Concurrent callers share rounds.
+// far. With no peer it succeeds at once only when this node never had one or
+// lost its last one more than AloneAfter ago: a node its peers declared lost
+// while alive (its cluster traffic cut or stalled) must not acknowledge what
+// no copy holds, since the peers' copies of its sessions are resumable
+// without it. Concurrent callers share rounds.
 func (m *Manager) Sync(ctx context.Context) error {
 	m.syncMu.Lock()
 	r := m.syncNext
@@ -404,9 +434,15 @@ func (m *Manager) syncRound(ctx context.Context) error {
 		}
 	}
 	none := len(m.peers) == 0
+	since := time.Since(m.peeredAt)
+	alone := m.peeredAt.IsZero() || since >= m.cfg.AloneAfter
 	m.mu.Unlock()
 	if none {
-		return nil
+		if alone {
+			return nil
+		}
+		return fmt.Errorf("resume: no peer holds this node's sessions' state (the last one left %s ago; alone after %s)",
+			since.Round(time.Millisecond), m.cfg.AloneAfter)
 	}
 	if len(peers) == 0 {
 		return errors.New("resume: no peer is in sync yet")
@@ -682,6 +718,15 @@ collect:
 			}
 		}
 		switch {
+		case r.err == nil && found != nil && found.Copy && !w.Copy:
+			// The node holding the session answered after a copy did (a copy
+			// of a node declared gone by mistake, handed over by a peer that
+			// did not know it was back): the session itself wins, the copies
+			// are older than it.
+			m.log.Warn("a peer handed over a copy of a session its node still held; the node's own state is used", "jid", w.JID, "copy_from", from, "node", r.node)
+			m.adopting(id, w.Gen)
+			found, from, tm = &w, r.node, nil
+			break collect
 		case r.err == nil && found == nil:
 			m.adopting(id, w.Gen)
 			found, from = &w, r.node
@@ -753,7 +798,10 @@ func (m *Manager) onTake(ctx context.Context, from cluster.Peer, msg *cluster.Me
 	}
 	m.mu.Lock()
 	cp := m.copies[msg.ID]
-	if cp == nil || !cp.orphan || !userOf(cp.st.JID, msg.To) {
+	if cp == nil || !cp.orphan || !userOf(cp.st.JID, msg.To) || m.ownerBackLocked(cp, m.cfg.Peers()) {
+		// A copy whose owner is back (declared gone by mistake, the same
+		// incarnation) is not the session: the owner holds it and answers
+		// the asking node itself; this copy may have missed its updates.
 		m.mu.Unlock()
 		return nil, c2s.ErrNoSession
 	}
@@ -1267,7 +1315,9 @@ func (m *Manager) onFull(_ context.Context, from cluster.Peer, msg *cluster.Mess
 	defer m.mu.Unlock()
 	for id, cp := range m.copies {
 		switch {
-		case cp.owner.Node != from.Node:
+		case cp.owner.Node != from.Node || cp.late:
+			// (A late handover is the session itself, which its old holder
+			// no longer has: not replaced by that holder's full copy.)
 		case cp.owner.Incarnation != from.Incarnation:
 			// The sender restarted before this node noticed: its earlier
 			// incarnation's sessions are resumable from their copies.
@@ -1341,21 +1391,42 @@ func (m *Manager) check() {
 			}
 		}
 	}
+	if len(m.peers) > 0 {
+		m.peeredAt = now
+	}
 	for p := range m.peers {
 		if _, ok := live[p]; !ok {
 			delete(m.peers, p)
 			delete(m.stale, p)
 		}
 	}
+	var resync []string
 	for id, cp := range m.copies {
 		if inc, ok := live[cp.owner.Node]; !cp.orphan && (!ok || inc != cp.owner.Incarnation) {
 			m.orphanLocked(cp, live, now)
 			m.log.Info("node gone: its resumable session stays resumable here", "node", cp.owner.Node, "jid", cp.st.JID, "queued", len(cp.st.Queue), "for", m.cfg.Timeout)
 		}
+		if m.ownerBackLocked(cp, live) {
+			// Declared gone by mistake: the owner still holds the session, so
+			// the copy neither expires (its queue rerouted, contacts told the
+			// session went away) nor is handed out; the owner is asked for a
+			// full copy, which turns it back into a copy. Should the owner go
+			// for good before that, the copy is resumable for the timeout.
+			cp.deadline = now.Add(m.cfg.Timeout)
+			if now.Sub(m.resyncAt[cp.owner.Node]) >= resyncEvery && !slices.Contains(resync, cp.owner.Node) {
+				m.resyncAt[cp.owner.Node] = now
+				resync = append(resync, cp.owner.Node)
+			}
+			continue
+		}
 		if cp.orphan && now.After(cp.deadline) {
 			delete(m.copies, id)
 			expired = append(expired, cp)
 		}
+	}
+	for _, p := range resync {
+		m.log.Info("a node declared gone is back as the same incarnation; asking it for a full copy of its sessions", "node", p)
+		m.sendLocked(p, &cluster.Message{Kind: KindResync})
 	}
 	m.mu.Unlock()
 	for _, cp := range expired {
@@ -1371,6 +1442,33 @@ func (m *Manager) check() {
 		m.log.Info("session of a gone node not resumed in time; its unacknowledged stanzas are rerouted", "jid", cp.st.JID, "count", len(st.Queue))
 		m.cfg.Reroute(context.Background(), st.JID, st.Queue)
 	}
+}
+
+// resyncEvery bounds how often an owner back after a false loss is asked for
+// a full copy.
+const resyncEvery = time.Second
+
+// ownerBackLocked reports whether cp is an orphan copy (not a late handover)
+// whose owner is a live peer again as the same incarnation: it was declared
+// gone by mistake and still holds its sessions.
+func (m *Manager) ownerBackLocked(cp *copyOf, live map[string]uint64) bool {
+	if !cp.orphan || cp.late {
+		return false
+	}
+	inc, ok := live[cp.owner.Node]
+	return ok && inc == cp.owner.Incarnation
+}
+
+// onResync answers a peer that holds orphaned copies of this node's sessions
+// (it declared this node gone by mistake): it gets a full copy on the next
+// membership check, which replaces them.
+func (m *Manager) onResync(_ context.Context, from cluster.Peer, _ *cluster.Message) ([]byte, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, ok := m.peers[from.Node]; ok && !m.stopped {
+		m.stale[from.Node] = true
+	}
+	return nil, nil
 }
 
 // orphanLocked makes cp the session (its owner is gone), resumable until the
@@ -1407,4 +1505,29 @@ func (m *Manager) Stats() Stats {
 		s.Queued += len(cp.st.Queue)
 	}
 	return s
+}
+
+// Refused is c2s telling that the state of session id Fetch returned was not
+// resumed (older than the client's, see c2s.Server.covers): nothing more is
+// kept for it here, and what other nodes' copies brought for it, or bring
+// later, numbered after h (the client's), is rerouted.
+func (m *Manager) Refused(id string, j jid.JID, h uint32) {
+	m.mu.Lock()
+	delete(m.gens, id)
+	tail := m.tails[id]
+	late := m.late[id]
+	delete(m.tails, id)
+	delete(m.late, id)
+	m.mu.Unlock()
+	m.log.Warn("a resumption from another node's state was refused; what arrives for it is rerouted", "jid", j.String())
+	if len(tail) > 0 {
+		m.deliverTail(j, tail, h, m.cfg.Reroute)
+	}
+	if len(late) > 0 && m.cfg.Reroute != nil {
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			m.cfg.Reroute(ctx, j, late)
+		}()
+	}
 }

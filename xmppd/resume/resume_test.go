@@ -873,3 +873,183 @@ func TestLateHandoverKept(t *testing.T) {
 		})
 	}
 }
+
+// A node that loses sight of its peers (declared lost by them while alive:
+// its cluster traffic cut) must not confirm its sessions' state with no copy
+// anywhere: the peers' copies are resumable without it, and a stanza
+// acknowledged now would be in none of them. Sync fails until a peer is back
+// (or AloneAfter passed); a node that never had a peer syncs at once. Before,
+// Sync with no peer left succeeded at once and qemu scenario (f) and
+// TestClusterFalseNodeLossResume lost what was acknowledged meanwhile.
+func TestSyncNeedsAPeerAfterFalseLoss(t *testing.T) {
+	n, a, b, id := twoWithCopy(t)
+	n.setDown("b", true)
+	a.check()
+	if s := a.Stats(); s.Peers != 0 {
+		t.Fatalf("a still has peers: %+v", s)
+	}
+	a.Queued(id, 2, msg("two")) // held by a alone
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	err := a.Sync(ctx)
+	cancel()
+	if err == nil {
+		t.Fatal("Sync succeeded with no peer holding the state, right after the last one left")
+	}
+	// b is back: a full copy, and Sync holds again.
+	n.setDown("b", false)
+	a.check()
+	if err := a.Sync(context.Background()); err != nil {
+		t.Fatalf("Sync with b back: %v", err)
+	}
+	if s := b.Stats(); s.Copies != 1 || s.Queued != 2 {
+		t.Fatalf("b's copy after a's full copy: %+v", s)
+	}
+	// Alone for longer than AloneAfter: a single node.
+	a.cfg.AloneAfter = 50 * time.Millisecond
+	n.setDown("b", true)
+	a.check()
+	time.Sleep(60 * time.Millisecond)
+	if err := a.Sync(context.Background()); err != nil {
+		t.Fatalf("Sync alone after AloneAfter: %v", err)
+	}
+	// A node that never had a peer.
+	solo := New(Config{Node: "s", Bus: n.bus("s", 1), Peers: func() map[string]uint64 { return nil }, Timeout: time.Minute},
+		&fakeC2S{m: map[string]*c2s.SMState{}})
+	solo.Register()
+	solo.check()
+	if err := solo.Sync(context.Background()); err != nil {
+		t.Fatalf("Sync of a node that never had a peer: %v", err)
+	}
+}
+
+// viewHiding returns self's view of the live peers without node while hide
+// is set (self alone declared node gone).
+func viewHiding(n *fakeNet, self, node string, hide *atomic.Bool) func() map[string]uint64 {
+	all := n.peersOf(self)
+	return func() map[string]uint64 {
+		p := all()
+		if hide.Load() {
+			delete(p, node)
+		}
+		return p
+	}
+}
+
+// holdOne has a hold session id of bob with stanza "one" queued, confirmed
+// by a peer.
+func holdOne(t *testing.T, a *Manager, id string) jid.JID {
+	t.Helper()
+	bob := jid.MustParse("bob@example.org/r")
+	a.Put(&c2s.SMState{ID: id, JID: bob})
+	a.Queued(id, 1, msg("one"))
+	if err := a.Sync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return bob
+}
+
+// b declares a lost by mistake (a's rows gone from b's view only; a never
+// lost b and keeps replicating to it) and a comes back as the same
+// incarnation: b's orphan copy of a's session is not the session. It is not
+// handed to a node that asks for it (a holds the session and answers
+// itself), b asks a for a full copy, which turns it back into a copy, and it
+// neither expires nor has its queue rerouted while a lives. Before, b handed
+// the copy out and, its timeout passed, rerouted its queue (duplicates) and
+// told the contacts the session had gone away; a copy handed out by b could
+// win over a's own answer and lose what a queued after the copy fell behind.
+func TestOwnerBackAfterFalseLossResyncs(t *testing.T) {
+	ctx := context.Background()
+	n := &fakeNet{nodes: map[string]*fakeBus{}, down: map[string]bool{}}
+	var hideA atomic.Bool
+	var mu sync.Mutex
+	var rerouted, settled []string
+	ca := &fakeC2S{m: map[string]*c2s.SMState{}}
+	a := New(Config{Node: "a", Bus: n.bus("a", 1), Peers: n.peersOf("a"), Timeout: 300 * time.Millisecond, Tick: 10 * time.Millisecond,
+		Reroute: rerouteInto("a", &mu, &rerouted)}, ca)
+	b := New(Config{Node: "b", Bus: n.bus("b", 1), Timeout: 300 * time.Millisecond, Tick: 10 * time.Millisecond,
+		Peers:   viewHiding(n, "b", "a", &hideA),
+		Reroute: rerouteInto("b", &mu, &rerouted),
+		Settled: func(_ context.Context, j jid.JID, resumed bool) {
+			mu.Lock()
+			settled = append(settled, fmt.Sprint(j.String(), " resumed=", resumed))
+			mu.Unlock()
+		}}, &fakeC2S{m: map[string]*c2s.SMState{}})
+	a.Register()
+	b.Register()
+	a.check()
+	b.check()
+	id := a.NewID()
+	bob := holdOne(t, a, id)
+	hideA.Store(true)
+	b.check()
+	if s := b.Stats(); s.Orphans != 1 {
+		t.Fatalf("b after a was declared gone: %+v", s)
+	}
+	hideA.Store(false)
+	a.Queued(id, 2, msg("two"))
+	ca.mu.Lock()
+	ca.m[id] = &c2s.SMState{ID: id, JID: bob, OutCount: 2, Queue: []*xmlstream.Element{msg("one"), msg("two")}}
+	ca.mu.Unlock()
+	if _, err := b.onTake(ctx, cluster.Peer{Node: "c", Incarnation: 1}, &cluster.Message{Kind: KindTake, ID: id, To: "bob"}); !errors.Is(err, c2s.ErrNoSession) {
+		t.Fatalf("b handed over its copy of a session a (back) holds: %v", err)
+	}
+	// Membership checks on both, for longer than the timeout.
+	for end := time.Now().Add(600 * time.Millisecond); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
+		b.check()
+		a.check()
+	}
+	if s := b.Stats(); s.Copies != 1 || s.Orphans != 0 || s.Queued != 2 {
+		t.Fatalf("b's copy after a came back: %+v (want a plain copy of both stanzas)", s)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(rerouted) > 0 {
+		t.Fatalf("the session of a live node was rerouted: %v", rerouted)
+	}
+	for _, s := range settled {
+		if strings.HasSuffix(s, "resumed=false") {
+			t.Fatalf("the session of a live node was settled as not resumed: %v", settled)
+		}
+	}
+}
+
+// A node with no copy asks every peer for a session: a peer holding an orphan
+// copy of it (it declared the holder gone by mistake) must not win over the
+// holder's own answer, even when its answer comes first. Before, the copy
+// (one stanza behind) was resumed and the holder's session, handed over
+// with it, discarded.
+func TestAskAllPrefersTheLiveSession(t *testing.T) {
+	ctx := context.Background()
+	n := &fakeNet{nodes: map[string]*fakeBus{}, down: map[string]bool{}}
+	var hideA atomic.Bool
+	ca := &fakeC2S{m: map[string]*c2s.SMState{}}
+	mk := func(node string, peers func() map[string]uint64, ho Handoverer) *Manager {
+		m := New(Config{Node: node, Bus: n.bus(node, 1), Peers: peers, Timeout: time.Minute, Tick: 10 * time.Millisecond}, ho)
+		m.Register()
+		return m
+	}
+	a := mk("a", n.peersOf("a"), ca)
+	b := mk("b", viewHiding(n, "b", "a", &hideA), &fakeC2S{m: map[string]*c2s.SMState{}})
+	a.check()
+	b.check()
+	// The session's id names x, a node that is gone: it was resumed on a.
+	x := New(Config{Node: "x", Bus: &fakeBus{net: n, node: "x", handlers: map[string]cluster.Handler{}}, Peers: func() map[string]uint64 { return nil }}, nil)
+	id := x.NewID()
+	bob := holdOne(t, a, id)
+	hideA.Store(true)
+	b.check() // b's copy is an orphan now
+	hideA.Store(false)
+	// a queues "two" while b's copy misses it (its update to b was lost).
+	ca.mu.Lock()
+	ca.m[id] = &c2s.SMState{ID: id, JID: bob, OutCount: 2, Queue: []*xmlstream.Element{msg("one"), msg("two")}}
+	ca.mu.Unlock()
+	delayed(a, KindTake, 100*time.Millisecond)
+	c := mk("c", n.peersOf("c"), &fakeC2S{m: map[string]*c2s.SMState{}})
+	got, err := c.Fetch(ctx, id, "bob")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bs := bodies(got); len(bs) != 2 || got.OutCount != 2 {
+		t.Fatalf("resumed %v (out %d): want a's session with both stanzas", bs, got.OutCount)
+	}
+}
