@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 
+	"xedge/storage"
 	"xedge/xmppd/cluster"
 	"xedge/xmppd/jid"
 	"xedge/xmppd/mod/private"
@@ -183,6 +184,11 @@ func (s *Server) sessionAdminHandlers(priv *private.Module) {
 		}
 		if private.Reserved(ns) {
 			return nil, fmt.Errorf("namespace %q is reserved: not private storage", ns)
+		}
+		// A write through the log first: this node's read then holds what a
+		// client stored through another node before the call.
+		if err := s.Store.Apply(ctx, storage.Delete(private.Table, "\x00barrier")); err != nil {
+			return nil, fmt.Errorf("catching up with the cluster: %w", err)
 		}
 		frag, err := priv.Get(s.userKey(u, d), ns, name)
 		if err != nil {
