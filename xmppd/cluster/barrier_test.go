@@ -190,3 +190,41 @@ func TestBarrierFailureHoldsAck(t *testing.T) {
 		}
 	}
 }
+
+// Messages a node declared gone had not acknowledged fail, except those the
+// held function says are held here (a stanza in this node's copy of its
+// session): their onFail does not run.
+func TestNodeDownSparesHeldMessages(t *testing.T) {
+	a, b := busPair(t)
+	b.SetBarrier(func(ctx context.Context) error { <-ctx.Done(); return ctx.Err() }) // never acknowledges
+	b.Handle("held", func(ctx context.Context, _ Peer, _ *Message) ([]byte, error) {
+		HoldAck(ctx)
+		return nil, nil
+	})
+	a.SetHeld(func(node string, m *Message) bool { return node == "b" && m.To == "in-a-copy" })
+	for _, x := range []*Bus{a, b} {
+		if err := x.Start(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var mu sync.Mutex
+	var failed []string
+	for _, to := range []string{"in-a-copy", "nowhere"} {
+		a.Send("b", &Message{Kind: "held", To: to}, func(m *Message, _ error) {
+			mu.Lock()
+			failed = append(failed, m.To)
+			mu.Unlock()
+		})
+	}
+	for deadline := time.Now().Add(5 * time.Second); queuedFor(a, "b") != 2; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("queued %d, want 2 unacknowledged", queuedFor(a, "b"))
+		}
+	}
+	a.NodeDown("b") // runs the onFails of what it fails before it returns
+	mu.Lock()
+	defer mu.Unlock()
+	if len(failed) != 1 || failed[0] != "nowhere" {
+		t.Fatalf("failed: %v, want only the message not held", failed)
+	}
+}

@@ -110,6 +110,7 @@ type Bus struct {
 	reqIDs   atomic.Uint64
 	inConns  map[net.Conn]string // inbound streams and their sending node
 	barrier  func(ctx context.Context) error
+	held     func(node string, m *Message) bool
 
 	sent, recv, failed atomic.Uint64
 	stalls             atomic.Uint64 // links declared stalled (either side)
@@ -169,6 +170,20 @@ func (b *Bus) SetBarrier(fn func(ctx context.Context) error) {
 	b.mu.Unlock()
 }
 
+// SetHeld sets the function NodeDown asks, for each message (not a Call) the
+// node declared gone had not acknowledged, whether it is safe all the same:
+// held on this node where whoever takes over from the gone node finds it (a
+// stanza in this node's copy of the recipient's XEP-0198 session, which a
+// resumption anywhere merges, or whose expiry reroutes). Such a message's
+// onFail does not run; the others fail as before. Routing it again as well
+// delivered it twice or, with the recipient's offline storage full, bounced
+// to its sender a message that was delivered.
+func (b *Bus) SetHeld(fn func(node string, m *Message) bool) {
+	b.mu.Lock()
+	b.held = fn
+	b.mu.Unlock()
+}
+
 type holdKey struct{}
 
 // ackHold is a receiving stream's "run the barrier before acknowledging" flag.
@@ -224,8 +239,9 @@ func (b *Bus) Stop(ctx context.Context) error {
 // Send queues m for node and returns at once. Messages to one node are
 // delivered in order, each at most once per receiver incarnation. onFail
 // (may be nil) is called exactly once, from another goroutine, if m is not
-// acknowledged: the node is declared down (NodeDown), its queue is full, or
-// it is unknown. m must not be changed after Send.
+// acknowledged: the node is declared down (NodeDown; unless SetHeld's
+// function holds it), its queue is full, or it is unknown. m must not be
+// changed after Send.
 func (b *Bus) Send(node string, m *Message, onFail func(*Message, error)) {
 	m.fail = onFail
 	p, err := b.peer(node)
@@ -280,7 +296,7 @@ func (b *Bus) pending() bool {
 }
 
 // NodeDown declares node dead: every message queued or unacknowledged for it
-// fails with ErrPeerGone (its onFail runs), and the connection is dropped.
+// fails with ErrPeerGone (its onFail runs; SetHeld), and the connection is dropped.
 // Later Sends to the node start on a new link (a restarted node, or one
 // declared dead by mistake): their sequence numbers continue those of the
 // old link, so the receiver — the same process if the loss was false —
@@ -294,9 +310,12 @@ func (b *Bus) NodeDown(node string) {
 		// numbered after one of the new.
 		p.markGone()
 	}
+	held := b.held
 	b.mu.Unlock()
 	if p != nil {
-		p.down(ErrPeerGone)
+		if n := p.downHeld(ErrPeerGone, held); n > 0 {
+			b.log.Info("messages the gone node had not acknowledged are held here (in copies of their sessions): not failed", "peer", node, "held", n)
+		}
 	}
 }
 

@@ -72,11 +72,15 @@ func (p *peer) markGone() {
 }
 
 // down ends the peer: every message still queued fails with err.
-func (p *peer) down(err error) {
+func (p *peer) down(err error) { p.downHeld(err, nil) }
+
+// downHeld is down, except that a queued message (not a call) for which held
+// returns true does not fail (Bus.SetHeld); it returns how many were held.
+func (p *peer) downHeld(err error, held func(string, *Message) bool) int {
 	p.mu.Lock()
 	if p.ended {
 		p.mu.Unlock()
-		return
+		return 0
 	}
 	p.ended, p.gone = true, true
 	q := p.queue
@@ -88,12 +92,18 @@ func (p *peer) down(err error) {
 	if c != nil {
 		closeConn(c)
 	}
+	n := 0
 	for _, m := range q {
+		if held != nil && m.reqID == 0 && held(p.node, m) {
+			n++
+			continue
+		}
 		p.b.failed.Add(1)
 		if m.fail != nil {
 			m.fail(m, err)
 		}
 	}
+	return n
 }
 
 func (p *peer) isGone() bool {

@@ -1531,3 +1531,27 @@ func (m *Manager) Refused(id string, j jid.JID, h uint32) {
 		}()
 	}
 }
+
+// Holds reports whether this node's copy of owner's session bound to the full
+// JID full holds stanza (serialized as the router forwards it): a stanza the
+// owner queued for its client and replicated here, and that a resumption
+// anywhere gets (a resumption from another copy merges this one's queue) or,
+// if nobody resumes it, the copy's expiry reroutes. The cluster bus asks it
+// (cluster.Bus.SetHeld) for the stanzas a node declared gone had not
+// acknowledged: those held here are not routed again (to offline storage, or
+// bounced when it is full) besides.
+func (m *Manager) Holds(owner, full string, stanza []byte) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, cp := range m.copies {
+		if cp.owner.Node != owner || cp.st.JID != full {
+			continue
+		}
+		for _, q := range cp.st.Queue {
+			if bytes.Equal(q.XML, stanza) {
+				return true
+			}
+		}
+	}
+	return false
+}

@@ -1053,3 +1053,33 @@ func TestAskAllPrefersTheLiveSession(t *testing.T) {
 		t.Fatalf("resumed %v (out %d): want a's session with both stanzas", bs, got.OutCount)
 	}
 }
+
+// Holds finds a stanza forwarded on the bus (serialized by the sender's
+// router, decoded on the owner, queued and replicated) in this node's copy of
+// the recipient's session, and nothing else: the bus then does not fail it
+// when the owner is declared gone (it is not routed again besides).
+func TestHoldsForwardedStanza(t *testing.T) {
+	_, a, b, id := twoWithCopy(t)
+	fwd := xmlstream.New(xmlstream.NSClient, "message", "from", "carol@example.org/c", "to", "bob@example.org", "id", "k7", "type", "chat")
+	fwd.Append(xmlstream.New(xmlstream.NSClient, "body").AppendText("a & b <c>"))
+	onBus := xmlstream.AppendElement(nil, fwd, xmlstream.NSClient) // the router's Body
+	got, err := decode(onBus)                                      // as the owner's router decodes it
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.Queued(id, 2, got)
+	if !b.Holds("a", "bob@example.org/r", onBus) {
+		t.Fatal("b's copy does not hold the forwarded stanza")
+	}
+	other := xmlstream.AppendElement(nil, msg("not queued"), xmlstream.NSClient)
+	for _, c := range []struct {
+		owner, full string
+		st          []byte
+	}{
+		{"a", "bob@example.org/r", other}, {"c", "bob@example.org/r", onBus}, {"a", "bob@example.org/x", onBus},
+	} {
+		if b.Holds(c.owner, c.full, c.st) {
+			t.Fatalf("Holds(%s, %s, %s): true", c.owner, c.full, c.st)
+		}
+	}
+}

@@ -4,6 +4,7 @@ package server_test
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -107,9 +108,17 @@ func TestClusterForwardedStanzaSurvivesKill(t *testing.T) {
 			lost = append(lost, fmt.Sprint(i))
 		}
 	}
-	t.Logf("%d messages: %d on the resumed session, %d more offline or on the resumed session later, %d bounced (and not delivered); alice got %d errors, %d before her <a/>, %d for full offline storage, %d for unavailable storage",
-		total, resumed, len(got)-resumed-nb, nb, len(errorIDsIn(toAlice.String())), beforeAck,
-		strings.Count(toAlice.String(), "offline storage is full"), strings.Count(toAlice.String(), "storage unavailable"))
+	// Bounced and delivered: an error told alice a message failed that bob got.
+	both := 0
+	delivered := distinct(append(bodiesIn(toBob.String()), bodiesIn(toOther.String())...))
+	for id := range errorIDsIn(toAlice.String()) {
+		if delivered["k-"+strings.TrimPrefix(id, "k")] {
+			both++
+		}
+	}
+	t.Logf("%d messages: %d on the resumed session, %d more offline or on the resumed session later, %d bounced (and not delivered), %d bounced and delivered; alice got %d errors, %d before her <a/>, %d for full offline storage, %d for unavailable storage; node1 held %s unacknowledged stanzas in its copies instead of routing them again",
+		total, resumed, len(got)-resumed-nb, nb, both, len(errorIDsIn(toAlice.String())), beforeAck,
+		strings.Count(toAlice.String(), "offline storage is full"), strings.Count(toAlice.String(), "storage unavailable"), heldCount(n1.Logs()))
 	// The survivors' bus reconnect warnings for the dead node blame no key.
 	for _, n := range []*testenv.Node{n1, n3} {
 		for _, l := range strings.Split(n.Logs(), "\n") {
@@ -125,6 +134,21 @@ func TestClusterForwardedStanzaSurvivesKill(t *testing.T) {
 			strings.Count(l1, "routing it again"), strings.Count(l1, "offline storage full, bouncing"), strings.Count(l1, "offline message not stored"))
 		t.Fatalf("%d of %d acknowledged messages lost after SIGKILL of the recipient's node: %s", len(lost), total, strings.Join(lost, ","))
 	}
+}
+
+// heldCount sums the "held" counts of a node's log lines saying that
+// unacknowledged stanzas of a gone node are held in its copies (cluster.Bus.SetHeld).
+func heldCount(log string) string {
+	n := 0
+	for _, l := range strings.Split(log, "\n") {
+		if strings.Contains(l, "had not acknowledged are held here") {
+			if i := strings.Index(l, " held="); i >= 0 {
+				v, _ := strconv.Atoi(strings.Fields(l[i+6:])[0])
+				n += v
+			}
+		}
+	}
+	return strconv.Itoa(n)
 }
 
 // errorIDsIn returns the ids of the message errors (type='error' with an

@@ -6,9 +6,11 @@ import (
 	"time"
 
 	"xedge/storage"
+	"xedge/xmppd/cluster"
 	"xedge/xmppd/jid"
 	"xedge/xmppd/module"
 	"xedge/xmppd/resume"
+	"xedge/xmppd/router"
 	"xedge/xmppd/xmlstream"
 )
 
@@ -42,6 +44,13 @@ func (f *resumeFeature) start(ctx context.Context) error {
 		Reroute: f.reroute, Deliver: f.deliver, Settled: f.s.Router.ResumeSettled, Logger: f.s.log,
 	}, f.s.C2S)
 	f.m.Register()
+	// A stanza a lost node had not acknowledged on the bus, and which this
+	// node's copy of its recipient's session holds, reaches the client by
+	// the copy: it is not routed again besides (delivered twice, or bounced
+	// as undeliverable when offline storage is full while it was delivered).
+	b.SetHeld(func(node string, m *cluster.Message) bool {
+		return m.Kind == router.KindStanza && f.m.Holds(node, m.To, m.Body)
+	})
 	// A lost node's resumable sessions are not closed for their contacts while
 	// they can be resumed here (the router holds them until Settled).
 	f.s.Router.SetResumable(f.m.CopiesOf)
