@@ -20,7 +20,7 @@ func init() {
 	register(Command{"get_room_occupants", "NAME SERVICE", "a MUC room's occupants, one per line: JID, nick, role (tab-separated)", 2, 2}, renderFields("jid", "nick", "role"))
 	register(Command{"get_room_occupants_number", "NAME SERVICE", "number of occupants of a MUC room", 2, 2}, nil)
 	register(Command{"delete_old_messages", "DAYS", "delete the offline messages stored more than DAYS days ago (every host)", 1, 1}, quiet)
-	register(Command{"delete_old_mam_messages", "TYPE DAYS", "delete the archived (MAM) messages older than DAYS days: TYPE chat (users' archives), groupchat (rooms') or all", 2, 2}, quiet)
+	register(Command{"delete_old_mam_messages", "chat|groupchat|all DAYS", "delete the archived (MAM) messages older than DAYS days: TYPE chat (users' archives), groupchat (rooms') or all", 2, 2}, quiet)
 	register(Command{"set_presence", "USER HOST RESOURCE TYPE SHOW STATUS PRIORITY", "make a connected session send a presence (TYPE available|unavailable, SHOW away|chat|dnd|xa|available, PRIORITY an integer)", 7, 7}, quiet)
 	register(Command{"private_get", "USER HOST ELEMENT NS", "an account's private XML storage fragment (XEP-0049), in a jabber:iq:private query", 4, 4}, nil)
 	register(Command{"private_set", "USER HOST ELEMENTSTRING", "store a fragment in an account's private XML storage (its root's name and namespace are the key)", 3, 3}, quiet)
@@ -29,7 +29,8 @@ func init() {
 		"ejabberd's option names; xmppd's rooms have title, description, allow_change_subj, public, persistent, moderated,\n" +
 		"members_only, allow_user_invites, password_protected, password, anonymous, and history_size (xmppd's: muc#maxhistoryfetch)."
 	details["change_room_option"] = "  xmppctl change_room_option ops conference.b.example members_only true\n" +
-		"Prints nothing (exit 0), as ejabberdctl. Making a room members-only sends its non-members out (status 322).\n" +
+		"Prints nothing (exit 0), as ejabberdctl. Making a room members-only sends its non-members out (status 322);\n" +
+		"making an empty room temporary (persistent false) destroys it, as when a temporary room's last occupant leaves.\n" +
 		"An ejabberd option xmppd's rooms do not have (allowpm, max_users, logging, ...) is refused, exit 1."
 	details["set_room_affiliation"] = "  xmppctl set_room_affiliation ops conference.b.example bob@b.example member\n" +
 		"none removes the affiliation; outcast bans (an occupant is sent out, status 301). Prints nothing (exit 0)."

@@ -268,7 +268,8 @@ func (m *Module) adminChange(ctx context.Context, roomJID jid.JID, fn func(o *ou
 
 // SetRoomOption sets one option of the room (RoomOptionNames; booleans true
 // or false). Making a room members-only sends its non-members out (status
-// 322), as an owner's configuration does.
+// 322), as an owner's configuration does; making an empty room temporary
+// destroys it.
 func (m *Module) SetRoomOption(ctx context.Context, roomJID jid.JID, name, value string) error {
 	return m.adminChange(ctx, roomJID, func(o *out, r *room) error {
 		cfg, err := setOption(r.cfg, name, value)
@@ -284,6 +285,11 @@ func (m *Module) SetRoomOption(ctx context.Context, roomJID jid.JID, name, value
 					m.leave(ctx, o, r, oc, []string{"322"}, "")
 				}
 			}
+		}
+		if !cfg.Persistent && len(r.occ) == 0 {
+			// A temporary room with nobody in it is gone, as when its last
+			// occupant leaves.
+			m.destroy(ctx, o, r, nil)
 		}
 		return nil
 	})

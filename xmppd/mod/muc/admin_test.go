@@ -8,6 +8,7 @@ import (
 	"xedge/xmppd/jid"
 	"xedge/xmppd/mod/internal/modtest"
 	"xedge/xmppd/module"
+	"xedge/xmppd/xmlstream"
 )
 
 // An administrator's room (xmppctl create_room NAME SERVICE HOST) is
@@ -16,14 +17,7 @@ import (
 // MUC service here is refused.
 func TestAdminCreateDestroyRoom(t *testing.T) {
 	ctx := context.Background()
-	h := &host{Host: modtest.NewHost("example.org", "alice", "bob"), handlers: map[string]module.DomainHandler{}}
-	m := New()
-	if err := m.Start(ctx, vhost{h}); err != nil {
-		t.Fatal(err)
-	}
-	defer m.Stop(ctx)
-	e := &env{t: t, h: h, m: m, s: map[string]*modtest.Session{}}
-	e.s["bob"] = h.Connect("bob@example.org/r")
+	e, m := adminEnv(t)
 	room := jid.MustParse("ops@conference.b.example")
 	if ok, err := m.CreateRoom(ctx, room, []string{"alice@b.example"}); !ok || err != nil {
 		t.Fatalf("create: %v %v", ok, err)
@@ -65,4 +59,72 @@ func TestAdminCreateDestroyRoom(t *testing.T) {
 			t.Fatalf("create %s: %v", bad, err)
 		}
 	}
+}
+
+// An administrator's option changes are stored (RoomOptions reads them
+// back, with ejabberd's names); a room made temporary while nobody is in it
+// is gone, one with an occupant stays until its last occupant leaves.
+func TestAdminRoomOptions(t *testing.T) {
+	ctx := context.Background()
+	e, m := adminEnv(t)
+	empty, busy := jid.MustParse("empty@conference.example.org"), jid.MustParse("busy@conference.example.org")
+	for _, r := range []jid.JID{empty, busy} {
+		if ok, err := m.CreateRoom(ctx, r, []string{"alice@example.org"}); !ok || err != nil {
+			t.Fatalf("create %s: %v %v", r, ok, err)
+		}
+	}
+	for _, c := range [][2]string{{"title", "Busy"}, {"anonymous", "false"}, {"password", "s3"}, {"history_size", "5"}} {
+		if err := m.SetRoomOption(ctx, busy, c[0], c[1]); err != nil {
+			t.Fatalf("%s %s: %v", c[0], c[1], err)
+		}
+	}
+	if err := m.SetRoomOption(ctx, busy, "history_size", "5000"); err == nil {
+		t.Fatal("history_size 5000 accepted")
+	}
+	opts, err := m.RoomOptions(ctx, busy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, o := range opts {
+		got[o.Name] = o.Value
+	}
+	if got["title"] != "Busy" || got["anonymous"] != "false" || got["password_protected"] != "true" || got["password"] != "s3" || got["history_size"] != "5" || len(opts) != len(RoomOptionNames()) {
+		t.Fatalf("options: %v", opts)
+	}
+	e.send("bob", pres(busy.String()+"/bob", mucX(xmlstream.New(NS, "password").AppendText("s3"))))
+	e.take("bob")
+	for _, r := range []jid.JID{empty, busy} {
+		if err := m.SetRoomOption(ctx, r, "persistent", "false"); err != nil {
+			t.Fatalf("persistent false on %s: %v", r, err)
+		}
+	}
+	if _, err := m.RoomOptions(ctx, empty); err != ErrNoRoom {
+		t.Fatalf("the empty room made temporary: %v, want ErrNoRoom", err)
+	}
+	if occ, err := m.RoomOccupants(ctx, busy); err != nil || len(occ) != 1 || occ[0].Nick != "bob" {
+		t.Fatalf("the busy room made temporary: %v %v", occ, err)
+	}
+	leave := pres(busy.String() + "/bob")
+	leave.SetAttr("type", "unavailable")
+	e.send("bob", leave)
+	if _, err := m.RoomOptions(ctx, busy); err != ErrNoRoom {
+		t.Fatalf("the temporary room after its last occupant left: %v", err)
+	}
+}
+
+// adminEnv starts the module on example.org and b.example (vhost) with bob's
+// session connected.
+func adminEnv(t *testing.T) (*env, *Module) {
+	t.Helper()
+	ctx := context.Background()
+	h := &host{Host: modtest.NewHost("example.org", "alice", "bob"), handlers: map[string]module.DomainHandler{}}
+	m := New()
+	if err := m.Start(ctx, vhost{h}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Stop(ctx) })
+	e := &env{t: t, h: h, m: m, s: map[string]*modtest.Session{}}
+	e.s["bob"] = h.Connect("bob@example.org/r")
+	return e, m
 }
