@@ -913,11 +913,11 @@ func (f *vipFeature) onConflict(ip netip.Addr, from net.HardwareAddr) {
 		}
 		name := f.names[i]
 		if f.agent.Conflict(name) {
-			f.log("vip conflict: re-announcing (this node is the holder)", "vip", name, "other", from)
+			f.log("vip conflict: re-announcing (this node is the holder)", "vip", name, "other", from.String())
 			_ = f.mech.Announce(ip)
 			return
 		}
-		f.log("vip conflict: withdrawing (another node holds it)", "vip", name, "other", from)
+		f.log("vip conflict: withdrawing (another node holds it)", "vip", name, "other", from.String())
 		if err := f.mech.Remove(p); err != nil {
 			f.s.log.Warn("vip withdraw failed", "component", "vip", "vip", name, "err", err)
 		}
