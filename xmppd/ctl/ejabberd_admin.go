@@ -6,8 +6,8 @@ import (
 )
 
 // ejabberdctl's MUC room administration (mod_muc_admin), purges
-// (delete_old_messages, delete_old_mam_messages), set_presence and private
-// XML storage (mod_admin_extra), with ejabberdctl's arguments and output: a
+// (delete_old_messages, delete_old_mam_messages), set_presence, private
+// XML storage and shared roster groups (mod_admin_extra), with ejabberdctl's arguments and output: a
 // command whose ejabberd result is a return code prints nothing and exits 0
 // (1 with the reason on stderr when refused); lists print one tab-separated
 // line per entry. --json shows what was done.
@@ -25,6 +25,20 @@ func init() {
 	register(Command{"private_get", "USER HOST ELEMENT NS", "an account's private XML storage fragment (XEP-0049), in a jabber:iq:private query", 4, 4}, nil)
 	register(Command{"private_set", "USER HOST ELEMENTSTRING", "store a fragment in an account's private XML storage (its root's name and namespace are the key)", 3, 3}, quiet)
 
+	register(Command{"srg_create", "GROUP HOST LABEL DESCRIPTION DISPLAY", "create (or change) a shared roster group; DISPLAY: the groups (of HOST, comma-separated) whose members its members see, e.g. the group itself", 5, 5}, quiet)
+	register(Command{"srg_delete", "GROUP HOST", "delete a shared roster group (its shared contacts leave the rosters)", 2, 2}, quiet)
+	register(Command{"srg_list", "HOST", "HOST's shared roster groups, one per line", 1, 1}, renderLines)
+	register(Command{"srg_get_info", "GROUP HOST", "a shared roster group's label, displayed groups and description, one per line: key, value (tab-separated)", 2, 2}, renderFields("key", "value"))
+	register(Command{"srg_get_members", "GROUP HOST", "a shared roster group's members, one JID per line", 2, 2}, renderLines)
+	register(Command{"srg_user_add", "USER HOST GROUP GROUPHOST", "add an account to a shared roster group (the members who display the group get it in their roster, it gets theirs)", 4, 4}, quiet)
+	register(Command{"srg_user_del", "USER HOST GROUP GROUPHOST", "remove an account from a shared roster group", 4, 4}, quiet)
+
+	details["srg_create"] = "  xmppctl srg_create staff b.example Staff 'All staff' staff\n" +
+		"Members of a group see the members of the groups it displays (DISPLAY, comma-separated; ejabberdctl's older\n" +
+		"form g1\\ng2 works too) in their roster, under the displayed group's LABEL, with subscription both. xmppd writes\n" +
+		"them as roster items (pushed to the clients); a contact a user had in their roster already keeps the user's own\n" +
+		"item. Prints nothing (exit 0), as ejabberdctl."
+	details["srg_user_add"] = "  xmppctl srg_user_add alice b.example staff b.example\nThe account must exist. Prints nothing (exit 0), as ejabberdctl."
 	details["get_room_options"] = "  xmppctl get_room_options ops conference.b.example\n  title\tOps\n  ...\n" +
 		"ejabberd's option names; xmppd's rooms have title, description, allow_change_subj, public, persistent, moderated,\n" +
 		"members_only, allow_user_invites, password_protected, password, anonymous, and history_size (xmppd's: muc#maxhistoryfetch)."
@@ -44,6 +58,14 @@ func init() {
 	details["private_set"] = "  xmppctl private_set alice b.example \"<storage xmlns='storage:rosternotes'><note jid='bob@b.example'>x</note></storage>\"\n" +
 		"Replaces the stored fragment of that name and namespace. Reserved namespaces (jabber:*, vcard-temp, ...) are refused.\n" +
 		"storage:bookmarks is what clients read as XEP-0048 bookmarks (xmppd offers them as PEP bookmarks too)."
+}
+
+// renderLines prints a list one entry per line.
+func renderLines(w io.Writer, _ []string, v any) error {
+	for _, x := range asList(v) {
+		fmt.Fprintln(w, x)
+	}
+	return nil
 }
 
 // quiet prints nothing: ejabberdctl prints nothing for a command whose

@@ -20,7 +20,8 @@ func TestEjabberdAdminCommandForms(t *testing.T) {
 	srv := admin.New(sock, nil)
 	var got []string
 	for _, name := range []string{"get_room_options", "change_room_option", "set_room_affiliation", "get_room_affiliations", "get_room_occupants",
-		"get_room_occupants_number", "delete_old_messages", "delete_old_mam_messages", "set_presence", "private_get", "private_set"} {
+		"get_room_occupants_number", "delete_old_messages", "delete_old_mam_messages", "set_presence", "private_get", "private_set",
+		"srg_create", "srg_delete", "srg_list", "srg_get_info", "srg_get_members", "srg_user_add", "srg_user_del"} {
 		name := name
 		srv.Handle(name, func(_ context.Context, a []string) (any, error) {
 			got = append(got, name+" "+strings.Join(a, " "))
@@ -36,6 +37,12 @@ func TestEjabberdAdminCommandForms(t *testing.T) {
 				return []map[string]string{{"jid": "bob@b.example/r", "nick": "bobby", "role": "participant"}}, nil
 			case "get_room_occupants_number":
 				return 1, nil
+			case "srg_list":
+				return []string{"staff", "team"}, nil
+			case "srg_get_members":
+				return []string{"alice@b.example", "bob@b.example"}, nil
+			case "srg_get_info":
+				return []map[string]string{{"key": "label", "value": "Staff"}, {"key": "displayed_groups", "value": "staff"}, {"key": "description", "value": ""}}, nil
 			case "private_get":
 				return "<query xmlns='jabber:iq:private'><storage xmlns='storage:rosternotes'/></query>", nil
 			}
@@ -62,6 +69,14 @@ func TestEjabberdAdminCommandForms(t *testing.T) {
 		{[]string{"set_presence", "bob", "b.example", "r", "available", "away", "In a meeting", "5"}, 0, "set_presence bob b.example r available away In a meeting 5", ""},
 		{[]string{"private_get", "alice", "b.example", "storage", "storage:rosternotes"}, 0, "private_get alice b.example storage storage:rosternotes", "<query xmlns='jabber:iq:private'><storage xmlns='storage:rosternotes'/></query>\n"},
 		{[]string{"private_set", "alice", "b.example", "<storage xmlns='storage:rosternotes'/>"}, 0, "private_set alice b.example <storage xmlns='storage:rosternotes'/>", ""},
+		{[]string{"srg_create", "staff", "b.example", "Staff", "All staff", "staff"}, 0, "srg_create staff b.example Staff All staff staff", ""},
+		{[]string{"srg_create", "staff", "b.example", "Staff", "All staff"}, 2, "", ""},
+		{[]string{"srg_delete", "staff", "b.example"}, 0, "srg_delete staff b.example", ""},
+		{[]string{"srg_list", "b.example"}, 0, "srg_list b.example", "staff\nteam\n"},
+		{[]string{"srg_get_info", "staff", "b.example"}, 0, "srg_get_info staff b.example", "label\tStaff\ndisplayed_groups\tstaff\ndescription\t\n"},
+		{[]string{"srg_get_members", "staff", "b.example"}, 0, "srg_get_members staff b.example", "alice@b.example\nbob@b.example\n"},
+		{[]string{"srg_user_add", "alice", "b.example", "staff", "b.example"}, 0, "srg_user_add alice b.example staff b.example", ""},
+		{[]string{"srg_user_del", "alice", "b.example", "staff", "b.example"}, 0, "srg_user_del alice b.example staff b.example", ""},
 	}, "does not exist", true)
 	// --json shows what a return-code command did.
 	if c, o, _ := runCtl(t, sock, "--json", "delete_old_messages", "31"); c != 0 || !strings.Contains(o, "done delete_old_messages") {

@@ -70,10 +70,7 @@ func (s *adminSess) SetInterested()                 {}
 // "unknown host", and the per-host listings and counts see each host's own.
 func TestAdminVirtualHosts(t *testing.T) {
 	s := hostsServer(t)
-	steps := []struct {
-		cmd  []string
-		want string // the result (joined with ,) or, after "!", a part of the error
-	}{
+	steps := []adminStep{ // the result (joined with ,) or, after "!", a part of the error
 		{[]string{"registered_vhosts"}, "a.example,b.example"},
 		{[]string{"register", "alice", "a.example", "pa"}, "user alice@a.example registered"},
 		{[]string{"register", "alice", "b.example", "pb"}, "user alice@b.example registered"},
@@ -104,16 +101,7 @@ func TestAdminVirtualHosts(t *testing.T) {
 		{[]string{"user_sessions_info", "alice", "c.example"}, "!unknown host"},
 	}
 	for _, st := range steps {
-		out, err := call(t, s, st.cmd[0], st.cmd[1:]...)
-		if want, ok := strings.CutPrefix(st.want, "!"); ok {
-			if err == nil || !strings.Contains(err.Error(), want) {
-				t.Fatalf("%v: %q, %v; want an error with %q", st.cmd, out, err, want)
-			}
-			continue
-		}
-		if err != nil || out != st.want {
-			t.Fatalf("%v: %q, %v; want %q", st.cmd, out, err, st.want)
-		}
+		runStep(t, s, st)
 	}
 	ctx := context.Background()
 	for _, j := range []string{"carol@a.example/r1", "bob@b.example/r1", "bob@b.example/r2"} {

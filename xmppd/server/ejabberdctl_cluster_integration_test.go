@@ -170,7 +170,29 @@ async def main():
     await X.start(c)
     m = await asyncio.wait_for(first, T)
     assert m["body"] == "after", m
-    for x in (a, b, c):
+
+    # Shared roster groups: carol and dave, members of team (which displays
+    # itself), get each other in their rosters and dave's presence reaches carol.
+    await c.get_roster(timeout=T)
+    assert ok("srg_create", "team", "localhost", "Team", "the team", "team") == ""
+    assert ok("srg_user_add", "carol", "localhost", "team", "localhost") == ""
+    pushed = X.event(c, "roster_update", lambda r: "dave@localhost" in r["roster"]["items"])
+    assert ok("srg_user_add", "dave", "localhost", "team", "localhost") == ""
+    await asyncio.wait_for(pushed, T)
+    item = c.client_roster["dave@localhost"]
+    assert item["subscription"] == "both" and item["groups"] == ["Team"], item
+    assert ok("srg_list", "localhost") == "team\n"
+    assert ok("srg_get_members", "team", "localhost") == "carol@localhost\ndave@localhost\n"
+    assert ok("srg_get_info", "team", "localhost") == "label\tTeam\ndisplayed_groups\tteam\ndescription\tthe team\n"
+    online = X.event(c, "presence", lambda p: str(p["from"]) == "dave@localhost/r" and p["type"] != "unavailable")
+    d = await login("dave@localhost/r", "pd")
+    await asyncio.wait_for(online, T)
+    removed = X.event(c, "roster_update", lambda r: r["roster"]["items"].get("dave@localhost", {}).get("subscription") == "remove")
+    assert ok("srg_user_del", "dave", "localhost", "team", "localhost") == ""
+    await asyncio.wait_for(removed, T)
+    refused("does not exist", "srg_user_add", "mallory", "localhost", "team", "localhost")
+    refused("unknown host", "srg_list", "c.example")
+    for x in (a, b, c, d):
         await X.stop(x)
 
 X.run(main, timeout=120)

@@ -62,8 +62,13 @@ func buildVhostAdmin(s *Server) ([]StagedComponent, error) {
 	s.roomAdminHandlers(mu)
 	s.purgeHandlers(off, arc)
 	s.sessionAdminHandlers(prv)
-	// set_presence of a session bound on another node goes over the bus.
-	return []StagedComponent{{Stage: AfterModules, Name: "vhost admin bus", Start: s.sessionAdminStart, Stop: func(context.Context) error { return nil }}}, nil
+	srg := s.srgHandlers(ros)
+	nop := func(context.Context) error { return nil }
+	return []StagedComponent{
+		// set_presence of a session bound on another node goes over the bus.
+		{Stage: AfterModules, Name: "vhost admin bus", Start: s.sessionAdminStart, Stop: nop},
+		{Stage: AfterModules, Name: "shared roster groups", Start: srg.start, Stop: nop},
+	}, nil
 }
 
 // RosterItem is one item of `xmppctl get_roster USER HOST`.
