@@ -38,17 +38,26 @@ func needRoot(t *testing.T) {
 	}
 }
 
+// addNetns creates each named namespace afresh (one left by an earlier run is
+// deleted first) with its loopback up, and deletes it in t.Cleanup.
+func addNetns(t *testing.T, names ...string) {
+	t.Helper()
+	for _, ns := range names {
+		exec.Command("ip", "netns", "del", ns).Run()
+		if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
+			t.Fatalf("ip netns add %s: %v %s", ns, err, out)
+		}
+		t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
+		ipIn(t, ns, "link", "set", "lo", "up")
+	}
+}
+
 // newLAN creates the client namespace with the bridge; members are added with add.
 func newLAN(t *testing.T, tag, subnet string) *lan {
 	needRoot(t)
 	l := &lan{t: t, prefix: fmt.Sprintf("x%s-%d", tag, os.Getpid()), subnet: subnet, hosts: map[string]netns.NsHandle{}}
 	c := l.prefix + "-c"
-	exec.Command("ip", "netns", "del", c).Run()
-	if out, err := exec.Command("ip", "netns", "add", c).CombinedOutput(); err != nil {
-		t.Fatalf("ip netns add: %v %s", err, out)
-	}
-	t.Cleanup(func() { exec.Command("ip", "netns", "del", c).Run() })
-	ipIn(t, c, "link", "set", "lo", "up")
+	addNetns(t, c)
 	ipIn(t, c, "link", "add", "br0", "type", "bridge")
 	ipIn(t, c, "addr", "add", subnet+".9/24", "dev", "br0")
 	ipIn(t, c, "addr", "add", "fd"+subnet[3:5]+"::9/64", "dev", "br0", "nodad")
@@ -69,15 +78,10 @@ func (l *lan) ns(name string) string { return l.prefix + "-" + name }
 func (l *lan) add(name string, host int) netns.NsHandle {
 	t := l.t
 	n, c := l.ns(name), l.ns("c")
-	exec.Command("ip", "netns", "del", n).Run()
-	if out, err := exec.Command("ip", "netns", "add", n).CombinedOutput(); err != nil {
-		t.Fatalf("ip netns add: %v %s", err, out)
-	}
-	t.Cleanup(func() { exec.Command("ip", "netns", "del", n).Run() })
+	addNetns(t, n)
 	peer := "v" + name
 	ipIn(t, c, "link", "add", peer, "type", "veth", "peer", "name", "eth0", "netns", n)
 	ipIn(t, c, "link", "set", peer, "master", "br0", "up")
-	ipIn(t, n, "link", "set", "lo", "up")
 	ipIn(t, n, "link", "set", "eth0", "address", fmt.Sprintf("02:00:00:00:00:%02x", host))
 	ipIn(t, n, "addr", "add", fmt.Sprintf("%s.%d/24", l.subnet, host), "dev", "eth0")
 	ipIn(t, n, "link", "set", "eth0", "up")

@@ -186,15 +186,7 @@ func TestNetworkDnsmasq(t *testing.T) {
 		t.Fatal("dnsmasq is missing: build/setup.sh installs dnsmasq-base")
 	}
 	cl, s1, s2 := l.ns("cl"), l.ns("s1"), l.ns("s2")
-	for _, ns := range []string{cl, s1, s2} {
-		exec.Command("ip", "netns", "del", ns).Run()
-		if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
-			t.Fatalf("%v %s", err, out)
-		}
-		ns := ns
-		t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
-		ipIn(t, ns, "link", "set", "lo", "up")
-	}
+	addNetns(t, cl, s1, s2)
 	ipIn(t, s1, "link", "add", "d0", "type", "veth", "peer", "name", "eth0", "netns", cl)
 	ipIn(t, s2, "link", "add", "d1", "type", "veth", "peer", "name", "eth1", "netns", cl)
 	ipIn(t, s1, "addr", "add", "10.44.0.1/24", "dev", "d0")
@@ -262,15 +254,7 @@ func TestNetworkDnsmasq(t *testing.T) {
 func TestNetworkLeaseExpiryAndStaticFallback(t *testing.T) {
 	l := newLAN(t, "dx", "10.42.0")
 	cl, sv := l.ns("cl"), l.ns("sv")
-	for _, ns := range []string{cl, sv} {
-		exec.Command("ip", "netns", "del", ns).Run()
-		if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
-			t.Fatalf("%v %s", err, out)
-		}
-		ns := ns
-		t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
-		ipIn(t, ns, "link", "set", "lo", "up")
-	}
+	addNetns(t, cl, sv)
 	ipIn(t, sv, "link", "add", "d0", "type", "veth", "peer", "name", "eth0", "netns", cl)
 	ipIn(t, sv, "link", "add", "d1", "type", "veth", "peer", "name", "eth1", "netns", cl)
 	ipIn(t, sv, "addr", "add", "10.99.0.1/24", "dev", "d0")
@@ -348,15 +332,7 @@ func TestNetworkLeaseExpiryDnsmasq(t *testing.T) {
 		t.Fatal("dnsmasq is missing: build/setup.sh installs dnsmasq-base")
 	}
 	cl, sv := l.ns("cl"), l.ns("sv")
-	for _, ns := range []string{cl, sv} {
-		exec.Command("ip", "netns", "del", ns).Run()
-		if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
-			t.Fatalf("%v %s", err, out)
-		}
-		ns := ns
-		t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
-		ipIn(t, ns, "link", "set", "lo", "up")
-	}
+	addNetns(t, cl, sv)
 	ipIn(t, sv, "link", "add", "d0", "type", "veth", "peer", "name", "eth0", "netns", cl)
 	ipIn(t, sv, "addr", "add", "10.48.0.1/24", "dev", "d0")
 	ipIn(t, sv, "link", "set", "d0", "up")
