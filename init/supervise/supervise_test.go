@@ -368,24 +368,48 @@ func TestRealProcessRestart(t *testing.T) {
 	}
 	next(t, events, EventStarted)
 	next(t, events, EventGaveUp)
-	time.Sleep(20 * time.Millisecond)
-	mu.Lock()
-	defer mu.Unlock()
-	if strings.Count(out.String(), "hello") != 2 {
-		t.Fatalf("output %q", out.String())
+	// The copier of a run's output may finish after its exit is reported (Wait
+	// gives it 200 ms, not forever): wait for both lines, bounded.
+	output := func() string {
+		mu.Lock()
+		defer mu.Unlock()
+		return out.String()
+	}
+	for deadline := time.Now().Add(5 * time.Second); strings.Count(output(), "hello") < 2; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			break
+		}
+	}
+	if strings.Count(output(), "hello") != 2 {
+		t.Fatalf("output %q", output())
 	}
 }
 
 func TestRealProcessStopEscalates(t *testing.T) {
 	p := Policy{MaxRestarts: 1, Window: time.Minute, BackoffMin: time.Second, BackoffMax: time.Second, StopTimeout: 100 * time.Millisecond}
 	events := make(chan Event, 10)
-	cmd := &Command{Path: "/bin/sh", Args: []string{"-c", "trap '' TERM; echo ready; while :; do sleep 0.05; done"}}
+	// The shell ignores SIGTERM only once its trap is set: it says so with
+	// "ready", and the test stops it only then (a fixed 100 ms was not always
+	// enough on a loaded host: SIGTERM then ended it at once).
+	ready := make(chan struct{})
+	var once sync.Once
+	cmd := &Command{Path: "/bin/sh", Args: []string{"-c", "trap '' TERM; echo ready; while :; do sleep 0.05; done"},
+		Output: writerFunc(func(b []byte) (int, error) {
+			if strings.Contains(string(b), "ready") {
+				once.Do(func() { close(ready) })
+			}
+			return len(b), nil
+		})}
 	s := New("stubborn", cmd, p, WithNotify(func(e Event) { events <- e }))
 	if err := s.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	pid := next(t, events, EventStarted).PID
-	time.Sleep(100 * time.Millisecond)
+	select {
+	case <-ready:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the shell did not set its trap within 10 s")
+	}
 	start := time.Now()
 	if err := s.Stop(context.Background()); err != nil {
 		t.Fatal(err)
