@@ -20,7 +20,7 @@ func init() {
 	register(Command{"get_room_occupants", "NAME SERVICE", "a MUC room's occupants, one per line: JID, nick, role (tab-separated)", 2, 2}, renderFields("jid", "nick", "role"))
 	register(Command{"get_room_occupants_number", "NAME SERVICE", "number of occupants of a MUC room", 2, 2}, nil)
 	register(Command{"delete_old_messages", "DAYS", "delete the offline messages stored more than DAYS days ago (every host)", 1, 1}, quiet)
-	register(Command{"delete_old_mam_messages", "chat|groupchat|all DAYS", "delete the archived (MAM) messages older than DAYS days: TYPE chat (users' archives), groupchat (rooms') or all", 2, 2}, quiet)
+	register(Command{"delete_old_mam_messages", "chat|groupchat|all DAYS", "delete the archived (MAM) messages older than DAYS days: of the users' archives (chat), the rooms' (groupchat) or all", 2, 2}, quiet)
 	register(Command{"set_presence", "USER HOST RESOURCE TYPE SHOW STATUS PRIORITY", "make a connected session send a presence (TYPE available|unavailable, SHOW away|chat|dnd|xa|available, PRIORITY an integer)", 7, 7}, quiet)
 	register(Command{"private_get", "USER HOST ELEMENT NS", "an account's private XML storage fragment (XEP-0049), in a jabber:iq:private query", 4, 4}, nil)
 	register(Command{"private_set", "USER HOST ELEMENTSTRING", "store a fragment in an account's private XML storage (its root's name and namespace are the key)", 3, 3}, quiet)
@@ -30,7 +30,7 @@ func init() {
 	register(Command{"srg_list", "HOST", "HOST's shared roster groups, one per line", 1, 1}, renderLines)
 	register(Command{"srg_get_info", "GROUP HOST", "a shared roster group's label, displayed groups and description, one per line: key, value (tab-separated)", 2, 2}, renderFields("key", "value"))
 	register(Command{"srg_get_members", "GROUP HOST", "a shared roster group's members, one JID per line", 2, 2}, renderLines)
-	register(Command{"srg_user_add", "USER HOST GROUP GROUPHOST", "add an account to a shared roster group (the members who display the group get it in their roster, it gets theirs)", 4, 4}, quiet)
+	register(Command{"srg_user_add", "USER HOST GROUP GROUPHOST", "add an account to a shared roster group: it gets the members of the groups the group displays in its roster, members of groups displaying the group get it", 4, 4}, quiet)
 	register(Command{"srg_user_del", "USER HOST GROUP GROUPHOST", "remove an account from a shared roster group", 4, 4}, quiet)
 
 	details["srg_create"] = "  xmppctl srg_create staff b.example Staff 'All staff' staff\n" +
