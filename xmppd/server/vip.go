@@ -495,16 +495,16 @@ func (f *vipFeature) onAdvert(a netcfg.Advert) {
 
 // silentHolder reports whether node, a peer that holds VIPs in its last row,
 // has sent no advert for its dead interval: it is taken for dead (its VIPs are
-// taken over) before the cluster's failure detection says so.
+// taken over) before the cluster's failure detection says so. The caller
+// holds f.mu (step calls it through buildVIPView under the lock, and
+// sync.Mutex is not reentrant: taking it here stopped the VIP loop).
 func (f *vipFeature) silentHolder(node string, now time.Time) bool {
 	if f.adverts == nil {
 		return false
 	}
 	ago, silent := f.adverts.Silent(node, now)
-	f.mu.Lock()
 	was := f.silent[node]
 	f.silent[node] = silent
-	f.mu.Unlock()
 	if silent && !was {
 		f.s.log.Info("vip: holder silent (no advert within its dead interval): taken for dead before the cluster declares it failed",
 			"component", "vip", "node", node, "silent_for", ago.Round(time.Millisecond))

@@ -3,6 +3,9 @@ package server
 import (
 	"context"
 	"errors"
+	"io"
+	"log/slog"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -281,5 +284,30 @@ func TestVIPViewSilentHolderTakenOver(t *testing.T) {
 	self.Holds = []string{pool}
 	if p := policy.Assign(buildVIPView(self, rows, alive, known, seen, t0.Add(2*time.Second), silentSet())); p.Holder[pool] != "n1" {
 		t.Fatalf("n1 heard again while both hold the VIP: holder %q, want n1 (best-ranked claimant keeps it)", p.Holder[pool])
+	}
+}
+
+// silentHolder runs under f.mu: step calls it through buildVIPView while it
+// holds the lock. It took f.mu itself, so the VIP loop of every node that saw
+// a peer holding a VIP stopped for good (xmppctl vip timed out; bench/vipfailover's
+// TestVIPSpare, TestVIPPool, TestVIPPartition and TestVIPStorageLoss failed).
+func TestVIPSilentHolderUnderStepLock(t *testing.T) {
+	t0 := time.Now()
+	f := &vipFeature{s: &Server{log: slog.New(slog.NewTextHandler(io.Discard, nil))},
+		adverts: vip.NewAdverts(4), silent: map[string]bool{}}
+	f.adverts.Heard("n1", 200*time.Millisecond, 1, net.HardwareAddr{2, 0, 0, 0, 0, 1}, t0)
+	done := make(chan bool, 1)
+	go func() {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		done <- f.silentHolder("n1", t0.Add(2*time.Second))
+	}()
+	select {
+	case silent := <-done:
+		if !silent {
+			t.Fatal("n1 unheard for 2 s (dead interval 0.8 s) is not silent")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("silentHolder blocks when called with f.mu held, as step calls it")
 	}
 }
