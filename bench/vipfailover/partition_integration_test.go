@@ -3,7 +3,6 @@
 package vipfailover
 
 import (
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,23 +18,12 @@ import (
 // notify hooks report fault on the old holder and master on the new one. After
 // the partition heals the cluster settles on exactly one holder again.
 func TestVIPPartitionMinorityWithdraws(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to create network namespaces (CI runs integration tests as root)")
-	}
 	dir := t.TempDir()
 	hook := filepath.Join(dir, "notify.sh")
 	if err := os.WriteFile(hook, []byte("#!/bin/sh\necho \"$3 $1 $2\" >> "+filepath.Join(dir, "notify.log")+"\n"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	opt := Options{Dir: dir, Log: testWriter{t}, Extra: []string{"--vip-notify", hook}}
-	if err := build(&opt); err != nil {
-		t.Fatal(err)
-	}
-	h := &harness{opt: opt, prefix: fmt.Sprintf("xvipp%d", os.Getpid()%100000)}
-	t.Cleanup(h.teardown)
-	if err := h.setup(); err != nil {
-		t.Fatal(err)
-	}
+	h := startHarness(t, Options{Dir: dir, Extra: []string{"--vip-notify", hook}})
 	old, err := h.holder(60 * time.Second)
 	if err != nil {
 		t.Fatal(err)
@@ -128,24 +116,4 @@ func waitFor(t *testing.T, d time.Duration, what string, ok func() bool) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-}
-
-// keepLogs copies the node logs into the test output when the test failed (the
-// work directory is a t.TempDir, removed after the test).
-func keepLogs(t *testing.T, h *harness) {
-	t.Cleanup(func() {
-		if !t.Failed() {
-			return
-		}
-		for _, n := range h.nodes {
-			b, err := os.ReadFile(filepath.Join(h.opt.Dir, n.name+".log"))
-			if err != nil {
-				continue
-			}
-			if len(b) > 200_000 {
-				b = b[len(b)-200_000:]
-			}
-			t.Logf("--- %s.log (tail) ---\n%s", n.name, b)
-		}
-	})
 }

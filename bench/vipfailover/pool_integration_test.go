@@ -27,16 +27,8 @@ import (
 // takes one again once it answers; when a holder dies, only its VIP moves (to
 // one survivor), the survivors keep theirs.
 func TestVIPPoolSpreadAndMinimalMovement(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to create network namespaces (CI runs integration tests as root)")
-	}
 	pool := []string{subnet + ".100/24", subnet + ".101/24", subnet + ".102/24"}
-	h, err := newHarness(Options{Dir: t.TempDir(), Log: testWriter{t}, Pool: pool})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(h.teardown)
-	keepLogs(t, h)
+	h := startHarness(t, Options{Pool: pool})
 
 	// placement is the VIP -> holder map every live node agrees on, with each VIP
 	// master at its holder and on that holder's interface only; "" and why not.

@@ -4,7 +4,6 @@ package vipfailover
 
 import (
 	"encoding/json"
-	"os"
 	"os/exec"
 	"strings"
 	"testing"
@@ -18,15 +17,7 @@ import (
 // spare in service (`xmppctl vip in-service on`) and takes the other two out of
 // service: the former spare takes the VIP.
 func TestVIPSpare(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to create network namespaces (CI runs integration tests as root)")
-	}
-	h, err := newHarness(Options{Dir: t.TempDir(), Log: testWriter{t}, Spare: "n3"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(h.teardown)
-	keepLogs(t, h)
+	h := startHarness(t, Options{Spare: "n3"})
 	spare := h.nodes[2]
 	holder, err := h.holder(60 * time.Second)
 	if err != nil {

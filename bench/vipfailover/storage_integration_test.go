@@ -5,7 +5,6 @@ package vipfailover
 import (
 	"encoding/json"
 	"fmt"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -24,22 +23,8 @@ import (
 // re-persists, its storage check comes up, priority 120 again, and preemption
 // brings the VIP back to it.
 func TestVIPStorageLoss(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to create network namespaces (CI runs integration tests as root)")
-	}
 	start := time.Now()
-	h, err := newHarness(Options{Dir: t.TempDir(), Log: testWriter{t}, ISCSI: []string{"n1"},
-		NodeExtra: map[string][]string{"n1": {"--vip-priority", "120"}}})
-	if err != nil {
-		t.Fatal(err) // also when tgtd is missing: a prerequisite setup installs
-	}
-	t.Logf("harness up (binaries built, tgtd and 3 nodes started) after %.1f s", time.Since(start).Seconds())
-	t.Cleanup(func() {
-		t0 := time.Now()
-		h.teardown()
-		t.Logf("teardown %.1f s", time.Since(t0).Seconds())
-	})
-	keepLogs(t, h)
+	h := startHarness(t, Options{ISCSI: []string{"n1"}, NodeExtra: map[string][]string{"n1": {"--vip-priority", "120"}}})
 	n1 := h.nodes[0]
 	if out, err := h.tgtd.Show(); err != nil || !strings.Contains(out, "I_T nexus:") {
 		t.Fatalf("n1 has no session with tgtd (its storage is not the LUN): %v\n%s", err, out)
