@@ -18,9 +18,8 @@ import (
 // host's data: ejabberd's commands take no host either. The deletes go
 // through the replicated store, so the data is gone on every node.
 //
-// ejabberdctl's delete_old_users and delete_old_users_vhost are not here:
-// they pick accounts by their last login (mod_last), and xmppd keeps no
-// last-activity data to pick them by.
+// ejabberdctl's delete_old_users and delete_old_users_vhost are in
+// admin_last.go (they pick accounts by the last module's records).
 
 // days parses DAYS: a whole number of days, 0 or more.
 func days(arg string) (time.Duration, error) {

@@ -7,6 +7,7 @@ import (
 	"xedge/xmppd/mod/blocking"
 	"xedge/xmppd/mod/carbons"
 	"xedge/xmppd/mod/disco"
+	"xedge/xmppd/mod/last"
 	"xedge/xmppd/mod/mam"
 	"xedge/xmppd/mod/muc"
 	"xedge/xmppd/mod/offline"
@@ -55,6 +56,7 @@ func Modules(o Options) []module.Module {
 		ping.New(),
 		vcard.New(0),
 		private.New(),
+		last.New(last.Options{Subscription: func(u, c string) string { it, _ := r.Get(u, c); return it.Sub }}),
 		archive,
 		pep.New(r),
 		muc.New().WithArchive(archive.Rooms()),
