@@ -146,6 +146,11 @@ type copyOf struct {
 	// owner excluded) when the copy became an orphan: it reroutes the queue if
 	// the copy expires.
 	responsible bool
+	// held: the stanzas of the queue (by number) that the bus did not fail
+	// back to their sender because this copy holds them (Holds): this copy
+	// may be the only place they are, so its expiry reroutes them here even
+	// when another node is responsible for the rest.
+	held map[uint32]bool
 }
 
 // Manager implements c2s.Replicator.
@@ -1431,7 +1436,11 @@ func (m *Manager) check() {
 	m.mu.Unlock()
 	for _, cp := range expired {
 		m.settled(cp, false)
-		if !cp.responsible || m.cfg.Reroute == nil {
+		if m.cfg.Reroute == nil {
+			continue
+		}
+		if !cp.responsible {
+			m.rerouteHeld(cp)
 			continue
 		}
 		st, err := fromWire(&cp.st)
@@ -1442,6 +1451,33 @@ func (m *Manager) check() {
 		m.log.Info("session of a gone node not resumed in time; its unacknowledged stanzas are rerouted", "jid", cp.st.JID, "count", len(st.Queue))
 		m.cfg.Reroute(context.Background(), st.JID, st.Queue)
 	}
+}
+
+// rerouteHeld reroutes, from an expired copy this node is not responsible
+// for, the stanzas the bus left to it (Holds): the responsible node's copy
+// may lack them. (Both may reroute one: at least once.)
+func (m *Manager) rerouteHeld(cp *copyOf) {
+	if len(cp.held) == 0 {
+		return
+	}
+	j, err := jid.Parse(cp.st.JID)
+	if err != nil {
+		return
+	}
+	var out []*xmlstream.Element
+	for _, q := range cp.st.Queue {
+		if !cp.held[q.Seq] {
+			continue
+		}
+		if e, err := decode(q.XML); err == nil {
+			out = append(out, e)
+		}
+	}
+	if len(out) == 0 {
+		return
+	}
+	m.log.Info("session of a gone node not resumed in time; the stanzas its sender's bus left to this copy are rerouted", "jid", cp.st.JID, "count", len(out))
+	m.cfg.Reroute(context.Background(), j, out)
 }
 
 // resyncEvery bounds how often an owner back after a false loss is asked for
@@ -1549,6 +1585,10 @@ func (m *Manager) Holds(owner, full string, stanza []byte) bool {
 		}
 		for _, q := range cp.st.Queue {
 			if bytes.Equal(q.XML, stanza) {
+				if cp.held == nil {
+					cp.held = map[uint32]bool{}
+				}
+				cp.held[q.Seq] = true
 				return true
 			}
 		}

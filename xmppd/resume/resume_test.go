@@ -1083,3 +1083,46 @@ func TestHoldsForwardedStanza(t *testing.T) {
 		}
 	}
 }
+
+// A stanza the bus left to this node's copy (Holds: its sender's node did not
+// route it again) is rerouted when the copy expires unresumed, even where
+// another survivor is responsible for the copy: that survivor's copy may
+// lack it. Before, only the responsible node rerouted its own copy's queue
+// and the stanza was lost.
+func TestExpiredCopyReroutesHeldStanzas(t *testing.T) {
+	n := &fakeNet{nodes: map[string]*fakeBus{}, down: map[string]bool{}}
+	var mu sync.Mutex
+	var rerouted []string
+	ms := map[string]*Manager{}
+	for _, node := range []string{"a", "b", "c"} {
+		m := New(Config{Node: node, Bus: n.bus(node, 1), Peers: n.peersOf(node), Timeout: 100 * time.Millisecond, Tick: 10 * time.Millisecond,
+			Reroute: rerouteInto(node, &mu, &rerouted)}, &fakeC2S{m: map[string]*c2s.SMState{}})
+		m.Register()
+		ms[node] = m
+	}
+	for _, m := range ms {
+		m.check()
+	}
+	a, b, c := ms["a"], ms["b"], ms["c"]
+	id := a.NewID()
+	holdOne(t, a, id)
+	// "two" reaches c's copy only; its sender's node is c.
+	two := xmlstream.AppendElement(nil, msg("two"), xmlstream.NSClient)
+	if _, err := c.onQueue(context.Background(), cluster.Peer{Node: "a", Incarnation: 1}, &cluster.Message{Kind: KindQueue, ID: id, To: "2", Body: two}); err != nil {
+		t.Fatal(err)
+	}
+	n.setDown("a", true)
+	if !c.Holds("a", "bob@example.org/r", two) {
+		t.Fatal("c's copy does not hold two")
+	}
+	for end := time.Now().Add(400 * time.Millisecond); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
+		b.check()
+		c.check()
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	slices.Sort(rerouted)
+	if want := []string{"b:one", "c:two"}; !slices.Equal(rerouted, want) {
+		t.Fatalf("rerouted %v, want %v (b responsible for the copy, c for what it held)", rerouted, want)
+	}
+}
