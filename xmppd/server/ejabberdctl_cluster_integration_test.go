@@ -231,8 +231,8 @@ func TestEjabberdctlAdminCluster(t *testing.T) {
 	if out := ctl(1, "private_get", "mallory", "localhost", "storage", "storage:bookmarks"); !strings.Contains(out, "does not exist") {
 		t.Fatalf("private_get of a missing account: %s", out)
 	}
-	if out := ctl(2, "delete_old_users", "30"); !strings.Contains(out, "unknown command") {
-		t.Fatalf("delete_old_users: %s", out) // not offered: xmppd keeps no last-activity data
+	if out := ctl(2, "create_room_with_opts", "r", "conference.localhost", "localhost", "[]"); !strings.Contains(out, "unknown command") {
+		t.Fatalf("create_room_with_opts: %s", out) // not offered
 	}
 
 	start := time.Now()
