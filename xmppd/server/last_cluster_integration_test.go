@@ -3,6 +3,8 @@
 package server_test
 
 import (
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -157,5 +159,89 @@ func TestLastActivityCluster(t *testing.T) {
 	}
 	if !strings.Contains(out, "PASS") {
 		t.Fatalf("script:\n%s\n--- node1 ---\n%s\n--- node2 ---\n%s", out, n1.Logs(), n2.Logs())
+	}
+}
+
+// lastNodeLossScript: carol logs in on the node the test kills and waits for
+// the connection to die. Arguments: the file it writes once logged in.
+const lastNodeLossScript = `
+import asyncio, sys, xmpptest as X
+
+async def main():
+    c = X.client("carol@localhost/r", "pc")
+    gone = X.event(c, "disconnected")
+    await X.start(c)
+    c.send_presence(pstatus="here")
+    open(sys.argv[1], "w").close()
+    await asyncio.wait_for(gone, 90)
+
+X.run(main, timeout=120)
+`
+
+// TestLastActivityNodeLoss: carol's only session is on node3, which is
+// killed; the survivor responsible for the lost node's sessions records her
+// last activity (dated at the loss, no status), so she is neither "ONLINE"
+// forever nor without a record, on both survivors.
+func TestLastActivityNodeLoss(t *testing.T) {
+	testenv.NeedSlixmpp(t)
+	nodes, _ := testenv.StartCluster(t, testenv.ClusterOptions{Nodes: 3})
+	n1, n2, n3 := nodes[0], nodes[1], nodes[2]
+	n1.Register(t, "carol", "pc")
+	waitCtl(t, n3, "carol\n", "users")
+	ready := filepath.Join(t.TempDir(), "ready")
+	done := make(chan testenv.PythonResult, 1)
+	go func() { done <- n3.Python(100*time.Second, lastNodeLossScript, ready) }()
+	for deadline := time.Now().Add(60 * time.Second); ; {
+		if _, err := os.Stat(ready); err == nil {
+			break
+		}
+		select {
+		case r := <-done:
+			t.Fatalf("script ended early: %v\n%s", r.Err, r.Output)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("carol not logged in on node3 in 60 s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	getLast := func(n *testenv.Node) (stamp, status string) {
+		o, e, code := n.Ctl("get_last", "carol", "localhost")
+		if code != 0 {
+			t.Fatalf("get_last on %s: exit %d %s", n.Name, code, e)
+		}
+		stamp, status, _ = strings.Cut(strings.TrimSuffix(o, "\n"), "\t")
+		return stamp, status
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		if _, st := getLast(n1); st == "ONLINE" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("node1 never saw carol online")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	killed := time.Now().Truncate(time.Second)
+	n3.Kill()
+	for _, n := range []*testenv.Node{n1, n2} {
+		for deadline := time.Now().Add(20 * time.Second); ; {
+			stamp, st := getLast(n)
+			if st != "ONLINE" && st != "NOT FOUND" {
+				at, err := time.Parse("2006-01-02T15:04:05.000000Z", stamp)
+				if err != nil || st != "" || at.Before(killed) || at.After(time.Now()) {
+					t.Fatalf("carol's record on %s after the loss of node3: %q %q (killed at %s)", n.Name, stamp, st, killed)
+				}
+				t.Logf("%s: carol's last activity %s, %v after the kill", n.Name, stamp, time.Since(killed).Round(10*time.Millisecond))
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: carol still %q 20 s after node3 was killed\n%s", n.Name, st, n.Logs())
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	if r := <-done; r.Err != nil || !strings.Contains(r.Output, "PASS") {
+		t.Fatalf("script: %v\n%s", r.Err, r.Output)
 	}
 }
