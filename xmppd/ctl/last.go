@@ -15,8 +15,9 @@ func init() {
 	register(Command{"delete_old_users", "DAYS", "delete (as unregister, with their data) the accounts of every host offline and last seen more than DAYS days ago", 1, 1}, renderOldUsers)
 	register(Command{"delete_old_users_vhost", "HOST DAYS", "delete_old_users for HOST's accounts only", 2, 2}, renderOldUsers)
 
-	details["get_last"] = "  xmppctl get_last alice b.example\n  2026-12-06T21:58:03.000000Z\tHeading home\n" +
-		"The time of the last logout (UTC) and the status of its unavailable presence, as ejabberdctl prints them."
+	details["get_last"] = "  xmppctl get_last alice b.example\n  2026-12-06T21:58:03Z\tHeading home\n" +
+		"The time of the last logout (UTC) and the status of its unavailable presence, as ejabberdctl prints them\n" +
+		"(ONLINE and NOT FOUND come with the current time, in microseconds)."
 	details["set_last"] = "  xmppctl set_last alice b.example 1764979200 'Gone fishing'\nPrints nothing (exit 0), as ejabberdctl."
 	details["delete_old_users"] = "  xmppctl delete_old_users 365\n  Deleted 2 users: [bob@a.example, carol@b.example]\n" +
 		"Never deletes an account with a session on any node. An account with no last-activity record (created or\n" +

@@ -59,8 +59,14 @@ type OldUsers struct {
 	Message string `json:"message"`
 }
 
-// lastStamp is ejabberd's xmpp_util:encode_timestamp form (UTC, microseconds).
-func lastStamp(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05.000000Z") }
+// lastStamp is ejabberd's xmpp_util:encode_timestamp form: UTC, with
+// microseconds unless they are 0 (a record's time, whole seconds).
+func lastStamp(t time.Time) string {
+	if t.Nanosecond()/1000 == 0 {
+		return t.UTC().Format("2006-01-02T15:04:05Z")
+	}
+	return t.UTC().Format("2006-01-02T15:04:05.000000Z")
+}
 
 func (s *Server) lastHandlers(lm *last.Module) {
 	a := s.Admin
