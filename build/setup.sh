@@ -24,15 +24,18 @@ test_pkgs=(bind9 bind9-dnsutils dnsmasq-base ipxe-qemu libiscsi-bin linux-image-
 bench_pkgs=(linux-perf
             # Prosody keeps the MAM workload's archive in SQLite (mod_storage_sql's driver)
             lua-dbi-sqlite3 python3-matplotlib)
-# The appliance's own kernel (`make kernel` = `xedge kernel`: Debian's kernel source,
-# tinyconfig + image/kernel.config, built at nice 19). Not part of `test`: CI boots
-# Debian's kernel and never builds this one.
-kernel_pkgs=(bc bison flex gcc libelf-dev libssl-dev linux-source-6.1 make)
+# Debian's kernel source and what kbuild needs. `xedge image` rewraps Debian's
+# kernel (linux-image-amd64) in a bzImage with an LZ4 payload, built from this
+# source's x86 boot stub with Debian's configuration (~140 CPU-s once, cached in
+# /var/cache/xedge; PXE boots then skip ~3 CPU-s of xz under TCG), so `test`
+# installs them; `make kernel` (the appliance's own kernel, tinyconfig +
+# image/kernel.config, 15-40 min) needs the same. lz4 compresses the payload.
+kernel_pkgs=(bc bison flex gcc libelf-dev libssl-dev linux-source-6.1 lz4 make)
 
 pkgs=("${base_pkgs[@]}")
 case "$want" in
-  test) pkgs+=("${test_pkgs[@]}") ;;
-  bench) pkgs+=("${test_pkgs[@]}" "${bench_pkgs[@]}") ;;
+  test) pkgs+=("${test_pkgs[@]}" "${kernel_pkgs[@]}") ;;
+  bench) pkgs+=("${test_pkgs[@]}" "${bench_pkgs[@]}" "${kernel_pkgs[@]}") ;;
   kernel) pkgs+=("${kernel_pkgs[@]}") ;;
   all) pkgs+=("${test_pkgs[@]}" "${bench_pkgs[@]}" "${kernel_pkgs[@]}") ;;
   base) ;;

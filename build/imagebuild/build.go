@@ -6,6 +6,7 @@ import (
 
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -36,7 +37,11 @@ type Options struct {
 	// KernelSource the linux-source tarball it was built from (default: the newest
 	// installed); both only name the own kernel to look for.
 	KernelCache, KernelSource string
-	Version                   string // version stamped into init and xmppd; "" = git describe
+	// NoRewrap keeps Debian's own (xz) bzImage as out/vmlinuz instead of the
+	// same kernel rewrapped with an LZ4 payload (Rewrap). $XEDGE_REWRAP=off
+	// does the same.
+	NoRewrap bool
+	Version  string // version stamped into init and xmppd; "" = git describe
 	// Defaults are xedge.* parameters embedded as the image's defaults layer
 	// (/etc/xedge/defaults), e.g. "xedge.domain=example.org".
 	Defaults []string
@@ -107,8 +112,27 @@ func Build(ctx context.Context, o Options) (Result, error) {
 	}
 
 	// Kernel images.
+	if k.Own == nil && !o.NoRewrap && os.Getenv("XEDGE_REWRAP") != "off" {
+		rw := Rewrap{Image: k.Image, Cache: o.KernelCache, Source: o.KernelSource, Log: o.Log}
+		p, err := rw.Build(ctx)
+		switch {
+		case errors.Is(err, ErrRewrapUnavailable):
+			w := fmt.Sprintf("vmlinuz is Debian's own bzImage, which unpacks itself slowly under TCG (PXE boots): %v", err)
+			o.logf("warning: %s", w)
+			res.Warnings = append(res.Warnings, w)
+		case err != nil:
+			return res, err
+		default:
+			k.Rewrapped = p
+			res.Kernel = k
+		}
+	}
 	res.Vmlinuz = filepath.Join(o.Out, "vmlinuz")
-	if err := copyFile(k.Image, res.Vmlinuz); err != nil {
+	vmlinuz := k.Image
+	if k.Rewrapped != "" {
+		vmlinuz = k.Rewrapped
+	}
+	if err := copyFile(vmlinuz, res.Vmlinuz); err != nil {
 		return res, err
 	}
 	res.Vmlinux = filepath.Join(o.Out, "vmlinux")

@@ -26,6 +26,38 @@ type Kernel struct {
 	Image   string // /boot/vmlinuz-<ver>, or the own kernel's bzImage
 	Modules string // /lib/modules/<ver>; "" for the own kernel
 	Own     *CustomKernel
+	// Rewrapped, for a Debian kernel, is the same kernel in a bzImage with an
+	// LZ4 payload (Rewrap): what out/vmlinuz and so PXE boots get. "" when the
+	// rewrap could not be made (Debian's xz bzImage is used).
+	Rewrapped string
+}
+
+// Payload says how out/vmlinuz's kernel is compressed, for reports.
+func (k Kernel) Payload() string {
+	switch {
+	case k.Own != nil:
+		return "lz4"
+	case k.Rewrapped != "":
+		return "lz4, rewrapped"
+	}
+	p, err := BzImagePayload(k.Image)
+	if err != nil {
+		return "?"
+	}
+	return p
+}
+
+// BzImagePayload names the compression of a bzImage's payload ("xz", "lz4", ...).
+func BzImagePayload(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	h, err := ParseBzImage(b)
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", path, err)
+	}
+	return payloadKind(h.Payload), nil
 }
 
 // FindKernel returns the newest kernel in /boot that has a module tree (or the one

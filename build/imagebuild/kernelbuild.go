@@ -100,9 +100,12 @@ func (b *KernelBuild) defaults() error {
 	return nil
 }
 
-func (b *KernelBuild) logf(format string, args ...any) {
-	if b.Log != nil {
-		fmt.Fprintf(b.Log, format+"\n", args...)
+func (b *KernelBuild) logf(format string, args ...any) { logTo(b.Log, format, args...) }
+
+// logTo writes one line to w, if there is a w.
+func logTo(w io.Writer, format string, args ...any) {
+	if w != nil {
+		fmt.Fprintf(w, format+"\n", args...)
 	}
 }
 
@@ -120,10 +123,8 @@ func (b *KernelBuild) Key() (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("kernel source: %w", err)
 	}
-	ccOut, _ := exec.Command("gcc", "--version").Output()
-	cc, _, _ := strings.Cut(string(ccOut), "\n")
 	h := sha256.New()
-	fmt.Fprintf(h, "rev %s\nsource %s %d %d\ncc %s\n", kernelBuildRev, filepath.Base(b.Source), fi.Size(), fi.ModTime().Unix(), cc)
+	fmt.Fprintf(h, "rev %s\nsource %s %d %d\ncc %s\n", kernelBuildRev, filepath.Base(b.Source), fi.Size(), fi.ModTime().Unix(), ccVersion())
 	h.Write(frag)
 	return hex.EncodeToString(h.Sum(nil))[:16], nil
 }
@@ -169,14 +170,11 @@ func (b *KernelBuild) Build(ctx context.Context) (CustomKernel, error) {
 	if err := os.MkdirAll(root, 0o755); err != nil {
 		return CustomKernel{}, fmt.Errorf("kernel cache: %w", err)
 	}
-	lock, err := os.OpenFile(filepath.Join(root, "lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	lock, err := lockFile(filepath.Join(root, "lock"))
 	if err != nil {
-		return CustomKernel{}, fmt.Errorf("kernel cache lock: %w", err)
+		return CustomKernel{}, err
 	}
 	defer lock.Close()
-	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX); err != nil {
-		return CustomKernel{}, fmt.Errorf("kernel cache lock: %w", err)
-	}
 	dir := filepath.Join(root, key)
 	if k, ok := readCustomKernel(dir); ok {
 		b.logf("kernel %s: cached in %s", k.Release, dir)
@@ -289,20 +287,35 @@ func mustRead(p string) []byte {
 
 // extract unpacks the source tarball once into root/src/<name>.
 func (b *KernelBuild) extract(ctx context.Context, root string) (string, error) {
-	name := strings.TrimSuffix(filepath.Base(b.Source), ".tar.xz")
+	return extractSource(ctx, b.Source, root, b.Nice, b.logf)
+}
+
+// extractSource unpacks a linux-source tarball once into root/src/<name>
+// (shared by KernelBuild and Rewrap; a lock file keeps two from unpacking it at
+// once). The tree is only read: builds write into their own O= directories.
+func extractSource(ctx context.Context, source, root string, nice int, logf func(string, ...any)) (string, error) {
+	name := strings.TrimSuffix(filepath.Base(source), ".tar.xz")
 	dst := filepath.Join(root, "src", name)
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		return "", err
+	}
+	lock, err := lockFile(dst + ".lock")
+	if err != nil {
+		return "", err
+	}
+	defer lock.Close()
 	if _, err := os.Stat(filepath.Join(dst, ".xedge-extracted")); err == nil {
 		return dst, nil
 	}
-	b.logf("kernel: unpacking %s", b.Source)
+	logf("kernel: unpacking %s", source)
 	tmp := dst + ".tmp"
 	_ = os.RemoveAll(tmp)
 	if err := os.MkdirAll(tmp, 0o755); err != nil {
 		return "", err
 	}
-	cmd := exec.CommandContext(ctx, "nice", "-n", strconv.Itoa(b.Nice), "tar", "-xf", b.Source, "-C", tmp, "--strip-components=1")
+	cmd := exec.CommandContext(ctx, "nice", "-n", strconv.Itoa(nice), "tar", "-xf", source, "-C", tmp, "--strip-components=1")
 	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("unpack %s: %w: %s", b.Source, err, out)
+		return "", fmt.Errorf("unpack %s: %w: %s", source, err, out)
 	}
 	if err := os.WriteFile(filepath.Join(tmp, ".xedge-extracted"), nil, 0o644); err != nil {
 		return "", err
@@ -315,10 +328,38 @@ func (b *KernelBuild) extract(ctx context.Context, root string) (string, error) 
 }
 
 func (b *KernelBuild) make(ctx context.Context, src, obj, target string) error {
-	args := []string{"-n", strconv.Itoa(b.Nice), "make", "-C", src, "O=" + obj, "-j" + strconv.Itoa(b.Jobs),
-		"LOCALVERSION=", "KBUILD_BUILD_USER=xedge", "KBUILD_BUILD_HOST=xedge", target}
+	return kbuild(ctx, kbuildRun{Src: src, Obj: obj, LogDir: filepath.Join(obj, ".."), Nice: b.Nice, Jobs: b.Jobs,
+		Host: "xedge", Goal: target, Hint: "install build-essential flex bison bc libelf-dev libssl-dev: build/setup.sh kernel"})
+}
+
+// kbuildRun is one make in a kernel source tree.
+type kbuildRun struct {
+	Src, Obj   string // source tree, object tree (O=)
+	LogDir     string // the output goes to LogDir/make-<Goal>.log
+	Nice, Jobs int
+	Host       string   // KBUILD_BUILD_HOST (shown in the kernel's version string)
+	Makefiles  string   // GNU make's MAKEFILES: extra makefiles every make reads
+	Goal       string   // the make goal
+	Vars       []string // more NAME=value arguments
+	Hint       string   // said with an error
+}
+
+// kbuild runs make for r. Flags and the jobserver of a make that runs us (make
+// test) are not handed on.
+func kbuild(ctx context.Context, r kbuildRun) error {
+	args := []string{"-n", strconv.Itoa(r.Nice), "make", "-C", r.Src, "O=" + r.Obj, "-j" + strconv.Itoa(r.Jobs),
+		"LOCALVERSION=", "KBUILD_BUILD_USER=xedge", "KBUILD_BUILD_HOST=" + r.Host}
+	args = append(append(args, r.Vars...), r.Goal)
 	cmd := exec.CommandContext(ctx, "nice", args...)
-	logf, err := os.Create(filepath.Join(obj, "..", "make-"+target+".log"))
+	for _, e := range os.Environ() {
+		if k, _, _ := strings.Cut(e, "="); k != "MAKEFLAGS" && k != "MFLAGS" && k != "MAKELEVEL" && k != "MAKEFILES" {
+			cmd.Env = append(cmd.Env, e)
+		}
+	}
+	if r.Makefiles != "" {
+		cmd.Env = append(cmd.Env, "MAKEFILES="+r.Makefiles)
+	}
+	logf, err := os.Create(filepath.Join(r.LogDir, "make-"+r.Goal+".log"))
 	if err != nil {
 		return err
 	}
@@ -329,9 +370,30 @@ func (b *KernelBuild) make(ctx context.Context, src, obj, target string) error {
 		if len(tail) > 3000 {
 			tail = tail[len(tail)-3000:]
 		}
-		return fmt.Errorf("make %s: %w (install build-essential flex bison bc libelf-dev libssl-dev: build/setup.sh kernel)\n%s", target, err, tail)
+		return fmt.Errorf("make %s: %w (%s)\n%s", r.Goal, err, r.Hint, tail)
 	}
 	return nil
+}
+
+// lockFile takes an exclusive flock on path (created if missing); closing the
+// file releases it.
+func lockFile(path string) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("lock %s: %w", path, err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("lock %s: %w", path, err)
+	}
+	return f, nil
+}
+
+// ccVersion is the first line of gcc --version (part of the cache keys).
+func ccVersion() string {
+	out, _ := exec.Command("gcc", "--version").Output()
+	cc, _, _ := strings.Cut(string(out), "\n")
+	return cc
 }
 
 // ParseKconfig reads a Kconfig fragment: CONFIG_X=value lines, and "# CONFIG_X

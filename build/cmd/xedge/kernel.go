@@ -21,8 +21,30 @@ func runKernel(ctx context.Context, args []string) error {
 	fs.IntVar(&kb.Jobs, "j", 0, "make jobs (default: number of CPUs)")
 	fs.IntVar(&kb.Nice, "nice", 19, "niceness of the build")
 	check := fs.Bool("check", false, "only say whether the kernel of the current inputs is built (exit 1 if not)")
+	rewrap := fs.Bool("rewrap", false, "instead: rewrap the newest installed Debian kernel's bzImage with an LZ4 payload (what `xedge image` does for Debian's kernel; minutes, cached)")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *rewrap {
+		k, err := imagebuild.FindKernel("")
+		if err != nil {
+			return err
+		}
+		rw := imagebuild.Rewrap{Image: k.Image, Cache: kb.Cache, Source: kb.Source, Jobs: kb.Jobs, Log: os.Stderr}
+		if *check {
+			p, ok := rw.Cached()
+			if !ok {
+				return fmt.Errorf("%s: not rewrapped yet", k.Image)
+			}
+			fmt.Println(p)
+			return nil
+		}
+		p, err := rw.Build(ctx)
+		if err != nil {
+			return err
+		}
+		fmt.Printf("kernel %s rewrapped (LZ4 payload): %s\n", k.Version, p)
+		return nil
 	}
 	if *check {
 		k, ok := kb.Cached()
