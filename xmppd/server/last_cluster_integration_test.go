@@ -17,8 +17,8 @@ import (
 // bob (her contact, subscription both) on node2 asks jabber:iq:last of her
 // bare JID and gets the seconds since and the status (0 while she was
 // online), carol (no subscription) is refused; a query to alice's full JID
-// is answered by her client; the server's JID answers its uptime and
-// advertises the feature. Then the real xmppctl on node1: get_last, and
+// is answered by her client for bob, and refused by the server for carol;
+// the server's JID answers its uptime and advertises the feature. Then the real xmppctl on node1: get_last, and
 // delete_old_users 30 with dave's record dated 40 days back (deleted), erin
 // online on node2 with a record as old (kept), frank's 2 days old (kept) and
 // gina never seen (no record: kept and dated). Arguments: xmppctl, node1's
@@ -85,6 +85,9 @@ async def main():
     await a["xep_0012"].set_last_activity(jid=a.boundjid, seconds=4242, status="client side")
     r = await last(b, "alice@localhost/r")
     assert isinstance(r, tuple) and 4242 <= r[0] < 4300 and r[1] == "client side", r
+    # ... but only for who may see her presence (XEP-0012 §3): carol's is
+    # refused by the server (slixmpp's plugin would answer her).
+    assert await last(c, "alice@localhost/r") == "forbidden"
     # The server: uptime, and the feature in disco#info.
     r = await last(b, "localhost")
     assert isinstance(r, tuple) and r[0] >= 0 and r[1] == "", r

@@ -16,7 +16,8 @@
 // seconds since the last logout and its status, 0 while the account has a
 // session on any node, <service-unavailable/> when nothing is recorded
 // (ejabberd's answer); to the server's JID (§5) the seconds since this node
-// started. IQs to a full JID are the client's and never reach this module.
+// started. An IQ to a full JID is the client's: delivered to it only when
+// the requester may ask (§3), else refused with <forbidden/> by the server.
 //
 // Table: last_activity (durable, replicated): user key (module.UserKey) ->
 // JSON Record.
@@ -86,6 +87,7 @@ type Module struct {
 
 	mu      sync.Mutex
 	pending map[string]queued // user key -> latest session end not yet written
+	busy    int                // records taken by a flush not finished yet
 	wake    chan struct{}
 	cancel  context.CancelFunc
 	done    chan struct{}
@@ -130,6 +132,7 @@ func (m *Module) Start(ctx context.Context, h module.Host) error {
 	h.DiscoFeature(NS)
 	h.HandleIQ(NS, m.iq)
 	h.Hook(module.EvC2SIn, 5, m.outbound)
+	h.Hook(module.EvDeliver, 15, m.toClient)
 	h.Hook(module.EvSessionClosed, 40, m.closed)
 	h.Hook(module.EvUserRemoved, 45, m.removed)
 	modutil.RemoveUserOnDelete(h, nil, []string{Table})
@@ -163,6 +166,24 @@ func (m *Module) outbound(_ context.Context, _ module.Host, ev *module.EventData
 	}
 	ev.Session.SetValue(statusKey{}, st.ChildText(st.Space, "status"))
 	return false
+}
+
+// toClient applies XEP-0012 §3 to a query addressed to a user's full JID
+// (the client answers it): the server refuses it with <forbidden/> instead
+// of delivering it when the requester may not see the user's presence.
+func (m *Module) toClient(ctx context.Context, h module.Host, ev *module.EventData) bool {
+	st := ev.Stanza
+	if st == nil || st.Local != "iq" || ev.To.Resource == "" || st.Attr("type") != "get" {
+		return false
+	}
+	if q := st.FirstChild(); q == nil || q.Space != NS {
+		return false
+	}
+	if m.authorized(module.UserKey(h, ev.To), ev.To.Bare(), ev.From) {
+		return false
+	}
+	h.Route(ctx, module.Error(st, module.ErrAuth, "forbidden", ""))
+	return true
 }
 
 // closed queues the record of a session that ended (locally, or on a lost
@@ -240,7 +261,13 @@ func (m *Module) flush(ctx context.Context, final bool) {
 	}
 	batch := m.pending
 	m.pending = map[string]queued{}
+	m.busy = len(batch)
 	m.mu.Unlock()
+	defer func() {
+		m.mu.Lock()
+		m.busy = 0
+		m.mu.Unlock()
+	}()
 	now := m.o.Now()
 	var ops []storage.Op
 	var keep []string
@@ -280,11 +307,12 @@ func (m *Module) flush(ctx context.Context, final bool) {
 	m.mu.Unlock()
 }
 
-// Pending reports how many records wait to be written (tests, Settle).
+// Pending reports how many records wait to be written or are being
+// written (tests).
 func (m *Module) Pending() int {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return len(m.pending)
+	return len(m.pending) + m.busy
 }
 
 // Get returns user's (a user key) record as this node's replica holds it.

@@ -100,6 +100,17 @@ func TestLogoutRecordedAndQueried(t *testing.T) {
 	if r := e.h.IQ(bob, "set", "alice@example.org", xmlstream.New(NS, "query")); modtest.Cond(r) != "not-allowed" {
 		t.Fatalf("set: %v", r)
 	}
+	// A full JID: delivered to the client for bob, refused for carol (§3).
+	if r := e.ask(t, carol, "alice@example.org/home"); modtest.Cond(r) != "forbidden" {
+		t.Fatalf("carol's query of a full JID: %v", r)
+	}
+	a3 := e.h.Connect("alice@example.org/desk")
+	e.h.Send(bob, xmlstream.New(xmlstream.NSClient, "iq", "type", "get", "id", "full1", "to", "alice@example.org/desk").Append(xmlstream.New(NS, "query")))
+	if got := a3.Take(); len(got) != 1 || got[0].Attr("id") != "full1" {
+		t.Fatalf("bob's query of a full JID not delivered to the client: %v", got)
+	}
+	e.h.Disconnect(a3)
+	e.written(t)
 	// The server's JID: uptime.
 	if q := query(e.ask(t, bob, "example.org")); q == nil || q.Attr("seconds") != "903" {
 		t.Fatalf("uptime: %v", q)
