@@ -49,6 +49,8 @@ func TestKillDuringWrites(t *testing.T) {
 				}
 				var mu sync.Mutex
 				done := make(chan struct{})
+				writing := make(chan struct{}) // closed at the child's first acknowledged write
+				var once sync.Once
 				go func() {
 					defer close(done)
 					sc := bufio.NewScanner(out)
@@ -58,6 +60,7 @@ func TestKillDuringWrites(t *testing.T) {
 							mu.Lock()
 							acked[k] = true
 							mu.Unlock()
+							once.Do(func() { close(writing) })
 						}
 						if d, ok := strings.CutPrefix(line, "not-durable "); ok {
 							mu.Lock()
@@ -66,7 +69,20 @@ func TestKillDuringWrites(t *testing.T) {
 						}
 					}
 				}()
-				time.Sleep(time.Duration(200+r.Intn(400)) * time.Millisecond)
+				// Kill at a random moment while the writes flow: the child's
+				// start (opening the store, declaring the table) is not part of
+				// it. A kill 200-600 ms after the start came before round 0's
+				// Declare under load ('no such table: "t"' at the reopen).
+				select {
+				case <-writing:
+				case <-done:
+					cmd.Wait()
+					t.Fatalf("round %d: the child ended before its first write", round)
+				case <-time.After(60 * time.Second):
+					cmd.Process.Kill()
+					t.Fatalf("round %d: no acknowledged write within 60 s", round)
+				}
+				time.Sleep(time.Duration(r.Intn(400)) * time.Millisecond)
 				cmd.Process.Kill()
 				<-done
 				cmd.Wait()
