@@ -4,7 +4,6 @@ import (
 	"context"
 	"strconv"
 	"sync"
-	"syscall"
 	"time"
 
 	"xedge/xmppd/jid"
@@ -79,11 +78,6 @@ type session struct {
 	// XEP-0352
 	inactive bool
 	held     []*xmlstream.Element
-
-	// writeRoom's view of the connection's socket (the writer role's).
-	roomConn *conn
-	roomRC   syscall.RawConn
-	roomBuf  int
 }
 
 func (s *session) ID() string { return s.id }
@@ -191,19 +185,15 @@ func (s *session) Send(st *xmlstream.Element) {
 		s.sendLateLocked(st) // unlocks
 		return
 	}
+	defer s.mu.Unlock()
 	if s.inactive && !urgent(st) {
 		s.holdLocked(st)
-		s.mu.Unlock()
 		return
 	}
 	if s.inactive && len(s.held) > 0 {
 		s.flushHeldLocked() // keep order: held stanzas first
 	}
-	if !s.queueLocked(st) {
-		s.mu.Unlock()
-		return
-	}
-	s.writeOrKickLocked() // unlocks
+	s.enqueueLocked(st)
 }
 
 // sendLateLocked handles a stanza handed to a closing or terminated session (see
@@ -258,15 +248,6 @@ func (s *session) flushHeldLocked() {
 }
 
 func (s *session) enqueueLocked(st *xmlstream.Element) {
-	if s.queueLocked(st) {
-		s.kickLocked()
-	}
-}
-
-// queueLocked queues st for the attached connection (and, with stream
-// management, as unacknowledged); false if nothing is to be written: detached,
-// or the session is being closed for overflowing a queue.
-func (s *session) queueLocked(st *xmlstream.Element) bool {
 	if s.smEnabled {
 		s.outCount++
 		s.unacked = append(s.unacked, st)
@@ -275,19 +256,19 @@ func (s *session) queueLocked(st *xmlstream.Element) bool {
 		}
 		if len(s.unacked) > s.srv.cfg.SMMaxQueue {
 			s.closeLocked("policy-violation", "too many unacknowledged stanzas")
-			return false
+			return
 		}
 	}
 	if s.c == nil {
-		return false // detached: kept in unacked and resent on resumption
+		return // detached: kept in unacked and resent on resumption
 	}
 	s.queue = append(s.queue, outItem{st: st})
 	if len(s.queue) > s.srv.cfg.SendQueue {
 		s.srv.log.Warn("client does not read fast enough; disconnecting", "jid", s.jid.String(), "queued", len(s.queue))
 		s.closeLocked("policy-violation", "too many stanzas queued for this client")
-		return false
+		return
 	}
-	return true
+	s.kickLocked()
 }
 
 // queueRaw queues a nonza (SM <a/>, <r/>, <enabled/>).
@@ -372,86 +353,7 @@ func (s *session) kickLocked() {
 		return
 	}
 	s.c.writing = true
-	go s.writer(s.c, nil, false)
-}
-
-// writeOrKickLocked writes what is queued for the attached connection in the
-// caller's goroutine when no writer runs and the socket takes the bytes without
-// waiting (writeRoom), else leaves them to a writer goroutine; it unlocks s.mu.
-//
-// A room message reaches every occupant as a Send from the sender's goroutine.
-// Each copy used to start a writer goroutine (its creation, its stack grown
-// on the TLS path, a scheduling round), which cost more CPU than the write
-// itself; written in place, the copies go out one after the other as a loop of
-// writes would. A client that does not read fills its socket: writeRoom then
-// says no and its copies wait for a writer goroutine, as before, so a slow
-// client never holds up the sender.
-func (s *session) writeOrKickLocked() {
-	c := s.c
-	if c == nil || c.writing || len(s.queue) == 0 {
-		s.kickLocked()
-		s.mu.Unlock()
-		return
-	}
-	c.writing = true // this goroutine is the writer until it says otherwise
-	items := s.queue
-	s.queue = nil
-	sendR := s.wantRLocked()
-	s.mu.Unlock()
-	bp := writeBufs.Get().(*[]byte)
-	buf, final := appendItems((*bp)[:0], items, sendR)
-	*bp = buf
-	if final || !s.writeRoom(c, len(buf)) {
-		go s.writer(c, bp, final) // writes buf first
-		return
-	}
-	err := c.write(buf)
-	putWriteBuf(bp)
-	s.mu.Lock()
-	s.lastWrite = time.Now()
-	c.writing = false
-	if err != nil {
-		s.mu.Unlock()
-		c.closeRaw()
-		return
-	}
-	s.kickLocked() // what was queued meanwhile
-	s.mu.Unlock()
-}
-
-// wantRLocked reports whether the next write should ask for an acknowledgement
-// (XEP-0198 <r/>), and records that one is asked.
-func (s *session) wantRLocked() bool {
-	if s.smEnabled && len(s.unacked) > 0 && !s.rPending {
-		s.rPending = true
-		return true
-	}
-	return false
-}
-
-// appendItems serializes items (and <r/> if sendR, unless a final item closes
-// the stream) to buf; final says an item ends the stream.
-func appendItems(buf []byte, items []outItem, sendR bool) ([]byte, bool) {
-	final := false
-	for _, it := range items {
-		if it.st != nil {
-			buf = fanoutEnc.appendStanza(buf, it.st)
-		} else {
-			buf = append(buf, it.raw...)
-		}
-		final = final || it.final
-	}
-	if sendR && !final {
-		buf = append(buf, "<r xmlns='urn:xmpp:sm:3'/>"...)
-	}
-	return buf, final
-}
-
-func putWriteBuf(bp *[]byte) {
-	if cap(*bp) <= maxPooledWrite {
-		*bp = (*bp)[:0]
-		writeBufs.Put(bp)
-	}
+	go s.writer(s.c)
 }
 
 // writeBufs recycles the writers' output buffers (an idle session holds none).
@@ -462,17 +364,14 @@ const maxPooledWrite = 64 << 10
 
 // writer drains the queue to c while c is the attached connection, then exits. All
 // that is queued when it wakes goes out in one write (one TLS record, one syscall).
-// pending, if not nil, holds bytes taken from the queue before (writeOrKickLocked)
-// that go first; final says they end the stream.
-func (s *session) writer(c *conn, pending *[]byte, final bool) {
-	bp := pending
-	if bp == nil {
-		bp = writeBufs.Get().(*[]byte)
-	}
-	defer putWriteBuf(bp)
-	if pending != nil && !s.writeOut(c, *bp, final) {
-		return
-	}
+func (s *session) writer(c *conn) {
+	bp := writeBufs.Get().(*[]byte)
+	defer func() {
+		if cap(*bp) <= maxPooledWrite {
+			*bp = (*bp)[:0]
+			writeBufs.Put(bp)
+		}
+	}()
 	var spare []outItem // the previous batch's slice, reused while this writer runs
 	for {
 		s.mu.Lock()
@@ -486,32 +385,38 @@ func (s *session) writer(c *conn, pending *[]byte, final bool) {
 		}
 		items := s.queue
 		s.queue = spare
-		sendR := s.wantRLocked()
+		var sendR bool
+		if s.smEnabled && len(s.unacked) > 0 && !s.rPending {
+			sendR, s.rPending = true, true
+		}
 		s.mu.Unlock()
-		buf, final := appendItems((*bp)[:0], items, sendR)
+		buf := (*bp)[:0]
+		final := false
+		for _, it := range items {
+			if it.st != nil {
+				buf = fanoutEnc.appendStanza(buf, it.st)
+			} else {
+				buf = append(buf, it.raw...)
+			}
+			final = final || it.final
+		}
+		if sendR && !final {
+			buf = append(buf, "<r xmlns='urn:xmpp:sm:3'/>"...)
+		}
 		*bp = buf
 		clear(items)
 		spare = items[:0]
-		if !s.writeOut(c, buf, final) {
+		err := c.write(buf)
+		s.mu.Lock()
+		s.lastWrite = time.Now()
+		if err != nil || final {
+			c.writing = false
+			s.mu.Unlock()
+			c.closeRaw()
 			return
 		}
-	}
-}
-
-// writeOut writes buf to c for the writer; false (and c closed, the writer
-// role given up) if the write failed or buf ends the stream (final).
-func (s *session) writeOut(c *conn, buf []byte, final bool) bool {
-	err := c.write(buf)
-	s.mu.Lock()
-	s.lastWrite = time.Now()
-	if err != nil || final {
-		c.writing = false
 		s.mu.Unlock()
-		c.closeRaw()
-		return false
 	}
-	s.mu.Unlock()
-	return true
 }
 
 // keepalive runs on the session's timer: after Keepalive of output idleness it
