@@ -1126,3 +1126,32 @@ func TestExpiredCopyReroutesHeldStanzas(t *testing.T) {
 		t.Fatalf("rerouted %v, want %v (b responsible for the copy, c for what it held)", rerouted, want)
 	}
 }
+
+// A client that starts a new session with the same full JID (its resumption
+// was refused or timed out) no longer resumes the old one: the old one's
+// resumable copy here ends at once and its stanzas are rerouted (to the new
+// session), not after the timeout.
+func TestNewSessionEndsAbandonedCopy(t *testing.T) {
+	n, _, b, _ := twoWithCopy(t) // timeout: a minute
+	var mu sync.Mutex
+	var rerouted []string
+	b.cfg.Reroute = rerouteInto("b", &mu, &rerouted)
+	n.setDown("a", true)
+	b.check()
+	if s := b.Stats(); s.Orphans != 1 {
+		t.Fatalf("b: %+v", s)
+	}
+	// Another user's new session, or a session resumed here, leaves it.
+	b.Put(&c2s.SMState{ID: b.NewID(), JID: jid.MustParse("carol@example.org/r")})
+	b.check()
+	if s := b.Stats(); s.Orphans != 1 {
+		t.Fatalf("b after carol's new session: %+v", s)
+	}
+	b.Put(&c2s.SMState{ID: b.NewID(), JID: jid.MustParse("bob@example.org/r")})
+	b.check()
+	mu.Lock()
+	defer mu.Unlock()
+	if s := b.Stats(); s.Orphans != 0 || len(rerouted) != 1 || rerouted[0] != "b:one" {
+		t.Fatalf("after bob's new session: %+v, rerouted %v (want the old session's one)", s, rerouted)
+	}
+}
