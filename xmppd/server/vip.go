@@ -88,6 +88,8 @@ type vipFeature struct {
 	tickled   map[string]int
 	silent    map[string]bool // holders found silent (adverts), for the log
 	stalls    int             // this node's own loop stalls (adverts decided nothing meanwhile)
+	stallLog  time.Time       // last stall logged (one line per stallLogEvery)
+	stallMax  time.Duration   // longest stall since then
 	tags      [2]int          // published in-service (0/1) and priority, -1 before the first publish
 	rejoin    rejoinSettle
 
@@ -483,10 +485,22 @@ func (f *vipFeature) noteStall(last, now time.Time) {
 	f.mu.Lock()
 	f.stalls++
 	n := f.stalls
+	f.stallMax = max(f.stallMax, now.Sub(last))
+	longest := f.stallMax
+	logIt := now.Sub(f.stallLog) >= stallLogEvery
+	if logIt {
+		f.stallLog, f.stallMax = now, 0
+	}
 	f.mu.Unlock()
-	f.s.log.Info("vip: this node's loop was stalled; no peer is found silent for a moment", "component", "vip",
-		"stalled", now.Sub(last).Round(time.Millisecond), "stalls", n)
+	// Under load this happens every second or so: one line per stallLogEvery.
+	if logIt {
+		f.s.log.Info("vip: this node's loop was stalled; no peer is found silent for a moment", "component", "vip",
+			"stalled", now.Sub(last).Round(time.Millisecond), "longest_since_last_line", longest.Round(time.Millisecond), "stalls", n)
+	}
 }
+
+// stallLogEvery bounds the stall log lines.
+const stallLogEvery = 10 * time.Second
 
 // onAdvert records a peer's advert.
 func (f *vipFeature) onAdvert(a netcfg.Advert) {
