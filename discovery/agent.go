@@ -222,6 +222,12 @@ func (a *Agent) Start(ctx context.Context) error {
 	}
 	mc.Transport = &boundTransport{NetTransport: nt, local: a.cfg.BindAddr.Addr()}
 	sc.MemberlistConfig = mc
+	// The static seeds are found by "seed" from the start: one may join this
+	// node before the seed loop dials it (the loop can be held up by a DNS SRV
+	// lookup, or just not have run yet on a loaded host).
+	for _, seed := range a.cfg.Seeds {
+		a.markFound(seed, "seed")
+	}
 	s, err := serf.Create(sc)
 	if err != nil {
 		_ = nt.Shutdown()

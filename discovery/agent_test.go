@@ -353,3 +353,29 @@ func TestScanNamesClusterPortWithoutGossip(t *testing.T) {
 	want := fmt.Sprintf("subnet scan: 127.0.3.7 answers on the cluster port %d but not on the gossip port %d", clusterPort, n.cfg.AdvertiseAddr.Port())
 	waitFor(t, 5*time.Second, "the cluster-port diagnostic", func() bool { return strings.Contains(n.log.String(), want) })
 }
+
+// TestSeedFoundBeforeItsJoin: a configured seed that joins this node before
+// this node's seed loop has dialled it is still found by "seed", not "gossip"
+// (xmppd's TestDiscoveryProcessesFormOneCluster failed so under load: disc-a
+// listed disc-b, one of its seeds, as found by gossip). The seed loop is held
+// up here by a DNS SRV lookup against a server that never answers (5 s), so
+// the seed's own join always comes first.
+func TestSeedFoundBeforeItsJoin(t *testing.T) {
+	silent, err := net.ListenPacket("udp", "127.0.0.1:0") // a DNS server that never answers
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	bAddr := freeGossipAddr(t, "127.0.4.2")
+	a := startAgent(t, "a", "127.0.4.1", testKey, []string{bAddr.String()}, func(c *Config) {
+		c.SRVDomain = "seeds.test"
+		c.DNSServers = []netip.AddrPort{netip.MustParseAddrPort(silent.LocalAddr().String())}
+	})
+	startAgent(t, "b", "127.0.4.2", testKey, []string{a.cfg.AdvertiseAddr.String()}, func(c *Config) { c.BindAddr = bAddr })
+	waitFor(t, 30*time.Second, "a sees b", func() bool { return statusOf(a.Agent, "b") == StatusAlive })
+	for _, m := range a.Members() {
+		if m.Name == "b" && m.FoundBy != "seed" {
+			t.Fatalf("b, a configured seed of a, found by %q", m.FoundBy)
+		}
+	}
+}
