@@ -103,9 +103,11 @@ func TestScenarioPXECluster(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 13*time.Minute)
 	defer cancel()
 	start := time.Now()
+	// XEDGE_PXE_PARAMS adds kernel parameters to the boxes' command line, to
+	// measure one against the same run without it (docs/scenarios.md, PXE timing).
 	st, lines, err := lab.Up(ctx, lab.UpOptions{Dir: dir, Kernel: img.Vmlinux, Initrd: img.Cpio,
 		PXE: true, PXEKernel: img.Vmlinuz, PXEInitrd: pxeInitrd(), Storage: true,
-		Nodes: 3, MaxBoot: 3, Domain: "lab.example", Mode: "netns", Params: "xedge.debug=1",
+		Nodes: 3, MaxBoot: 3, Domain: "lab.example", Mode: "netns", Params: strings.TrimSpace("xedge.debug=1 " + os.Getenv("XEDGE_PXE_PARAMS")),
 		VIP: "10.77.0.100/24", DNS: true,
 		Self: []string{xedge, "lab", "--dir", dir, "segment"}, Log: os.Stderr, WaitReady: 9 * time.Minute})
 	t.Cleanup(func() {
