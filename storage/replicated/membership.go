@@ -326,11 +326,14 @@ func (s *Store) refuseStaleRestart(id raft.ServerID, rep *report) *rpcResponse {
 // longer a member: it marks the node (its next start wipes the device and
 // rejoins under a fresh ID) and says so once, in the log and in Status.
 func (s *Store) removedByCluster(why string) {
-	if s.removed.Swap(true) {
+	if s.removed.Load() { // only reportLoop calls this: no race between Load and Store
 		return
 	}
 	s.log.Error("the cluster removed this node; it must rejoin under a fresh ID", "reason", why)
+	// The marker first: WaitJoined returns ErrRemoved once removed is set,
+	// and its caller then restarts the Store, which must find the marker.
 	s.writeMarker("removed by the cluster at " + time.Now().UTC().Format(time.RFC3339) + ": " + why)
+	s.removed.Store(true)
 }
 
 // MarkRejoin marks the node whose raft data directory is dataDir so that its

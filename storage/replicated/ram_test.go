@@ -514,3 +514,82 @@ func TestRemovedNodeFailsJoinAtOnceAndRejoins(t *testing.T) {
 	}
 	c.waitVoters(3, 10*time.Second)
 }
+
+// A node that left restarts from its device under its old raft ID while the
+// leader still talks to it: the leader holds the ID as left, but the removal
+// is not (yet) in the configuration, as when the leader's replication to a
+// node that left outlives the removal and reaches the new process at the same
+// address. The node knows the leader and finds itself in its own
+// configuration; its seed is down, so the leader's answer to its report is the
+// first it gets. WaitJoined must fail with ErrRemoved and ErrRefused: it used
+// to report the node joined (or failed without ErrRefused when the answer
+// came first), which made TestRemovedNodeFailsJoinAtOnceAndRejoins flaky. The
+// marker must be on disk when WaitJoined returns (it was written after the
+// removed flag WaitJoined polls: 1 run in 30 found none).
+func TestLeftNodeThatKnowsTheLeaderIsNotJoined(t *testing.T) {
+	c := newCluster(t, 3)
+	c.waitVoters(3, 10*time.Second)
+	nd := c.nodes[2]
+	if c.waitLeader() == nd {
+		nd = c.nodes[1]
+	}
+	oldID := nd.s.ID()
+	nd.cfg.ClusterAddr = nd.s.Addr()
+	// The node's own log must hold its membership (waitVoters reads the
+	// leader's configuration; the node may not have the entries yet).
+	waitFor(t, nd.name+" to find itself a voter in its own configuration", 10*time.Second, func() bool {
+		f := nd.s.raft.GetConfiguration()
+		if f.Error() != nil {
+			return false
+		}
+		for _, srv := range f.Configuration().Servers {
+			if srv.ID == raft.ServerID(oldID) && srv.Suffrage == raft.Voter {
+				return true
+			}
+		}
+		return false
+	})
+	sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer scancel()
+	if err := nd.s.Stop(sctx); err != nil {
+		t.Fatal(err)
+	}
+	nd.s = nil
+	// The appliance keeps DataDir in RAM: the reboot loses the marker.
+	if err := os.Remove(filepath.Join(nd.dir, markerName)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		t.Fatal(err)
+	}
+	// Every node holds the ID as left, so that a leader change does not
+	// matter; the node itself, still a voter in the configuration here, must
+	// not campaign and win within the test (as leader it would admit itself).
+	for _, o := range c.nodes {
+		if o.s == nil {
+			continue
+		}
+		o.s.ap.mu.Lock()
+		if o.s.ap.left == nil {
+			o.s.ap.left = map[raft.ServerID]bool{}
+		}
+		o.s.ap.left[raft.ServerID(oldID)] = true
+		o.s.ap.mu.Unlock()
+	}
+	nd.cfg.HeartbeatTimeout, nd.cfg.ElectionTimeout = time.Minute, time.Minute
+	nd.cfg.Join = []string{takeIP() + ":1"} // nothing listens there
+	c.start(nd)
+	if nd.s.ID() != oldID {
+		t.Fatalf("restart from the device: id %s, want the old %s", nd.s.ID(), oldID)
+	}
+	jctx, jcancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer jcancel()
+	start := time.Now()
+	err := nd.s.WaitJoined(jctx)
+	if !errors.Is(err, ErrRemoved) || !errors.Is(err, ErrRefused) {
+		t.Fatalf("WaitJoined after %v: %v, want ErrRemoved and ErrRefused", time.Since(start), err)
+	}
+	if addr, _ := nd.s.raft.LeaderWithID(); addr == "" {
+		t.Fatalf("the restarted node never knew the leader: the test did not reach the case it is for")
+	}
+	if !markerExists(nd.dir) {
+		t.Fatal("no marker after the removal")
+	}
+}

@@ -111,10 +111,17 @@ type Store struct {
 	kickRep  chan struct{}
 	snapKick chan struct{}
 
-	joinMu       sync.Mutex
-	joinErr      *JoinError
-	ownTurn      atomic.Bool // endOwnLeaveTurn done
-	removed      atomic.Bool // the leader refused this raft ID (stale restart, or left)
+	joinMu  sync.Mutex
+	joinErr *JoinError
+	ownTurn atomic.Bool // endOwnLeaveTurn done
+	removed atomic.Bool // the leader refused this raft ID (stale restart, or left)
+	// admitted: the leader accepted a report from this Store, so this raft ID
+	// is a member and not one that left. Knowing a leader and finding itself
+	// in its own configuration is not enough: a node that left and restarts
+	// from its device under the old ID still lists itself in its log, and the
+	// leader's replication to it can outlive the removal and reach the new
+	// process at the same address (it then knows a leader).
+	admitted     atomic.Bool
 	mu           sync.Mutex
 	leaderCommit uint64
 	started      bool
@@ -549,7 +556,7 @@ func (s *Store) reportLoop(ctx context.Context) {
 		}
 		if err != nil && ctx.Err() == nil {
 			s.log.Debug("report to leader failed", "err", err)
-			if !s.joined() {
+			if !s.admitted.Load() {
 				s.noteJoinFailure(to, err)
 				if time.Since(lastJoinWarn) > 10*time.Second {
 					lastJoinWarn = time.Now()
@@ -557,13 +564,15 @@ func (s *Store) reportLoop(ctx context.Context) {
 				}
 			}
 		}
-		if resp != nil && resp.Err != "" && !s.joined() {
+		removal := resp != nil && (resp.Kind == "stale" || resp.Kind == "left")
+		if resp != nil && resp.Err != "" && (!s.admitted.Load() || removal) {
 			s.noteJoinFailure(to, fmt.Errorf("%w: %s", ErrRefused, resp.Err))
 		}
-		if resp != nil && (resp.Kind == "stale" || resp.Kind == "left") && !s.leaving.Load() {
+		if removal && !s.leaving.Load() {
 			s.removedByCluster(resp.Err)
 		}
 		if resp != nil && resp.Err == "" {
+			s.admitted.Store(true)
 			s.mu.Lock()
 			s.leaderCommit = resp.Commit
 			s.mu.Unlock()
@@ -578,10 +587,11 @@ func (s *Store) reportLoop(ctx context.Context) {
 }
 
 // WaitJoined blocks until this node is part of a cluster with a leader (it
-// bootstrapped, or a seed added it), or ctx ends. xmppd calls it after Start
-// and before declaring tables. On failure it returns a *JoinError naming the
-// seeds, the address that failed last and why (errors.Is: ErrWrongKey,
-// ErrUnreachable, ErrRefused; and the context's error). A node the cluster
+// bootstrapped, or a seed added it) and the leader accepted its report, or
+// ctx ends. xmppd calls it after Start and before declaring tables. On
+// failure it returns a *JoinError naming the seeds, the address that failed
+// last and why (errors.Is: ErrWrongKey, ErrUnreachable, ErrRefused; and the
+// context's error). A node the cluster
 // answers it removed (it left the cluster) fails at once with ErrRemoved (and
 // ErrRefused): its state is marked to be discarded, so the caller stops this
 // Store and starts a new one, which wipes it and joins under a fresh ID.
@@ -598,7 +608,10 @@ func (s *Store) WaitJoined(ctx context.Context) error {
 			return je
 		}
 		if s.joined() {
-			if f := s.raft.GetConfiguration(); f.Error() == nil {
+			if !s.admitted.Load() {
+				// Ask the leader now rather than at the next ReportInterval.
+				s.kickReport()
+			} else if f := s.raft.GetConfiguration(); f.Error() == nil {
 				for _, srv := range f.Configuration().Servers {
 					if srv.ID == s.id {
 						if !s.ownTurn.Swap(true) {
