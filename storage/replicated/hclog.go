@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
 )
 
 // hcLog adapts raft's hclog.Logger to log/slog. Raft's Info chatter (heartbeat
@@ -49,10 +50,12 @@ func (h *hcLog) Log(level hclog.Level, msg string, args ...interface{}) {
 }
 
 // closedLocally reports whether one of a record's values is the error of a
-// connection closed by this process (net.ErrClosed), not by a peer.
+// connection closed by this process (net.ErrClosed, or raft's
+// ErrTransportShutdown: a connection handler that read on after this node
+// shut its transport down), not by a peer.
 func closedLocally(args []interface{}) bool {
 	for _, a := range args {
-		if err, ok := a.(error); ok && errors.Is(err, net.ErrClosed) {
+		if err, ok := a.(error); ok && (errors.Is(err, net.ErrClosed) || errors.Is(err, raft.ErrTransportShutdown)) {
 			return true
 		}
 	}

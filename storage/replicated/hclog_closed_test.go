@@ -7,6 +7,8 @@ import (
 	"net"
 	"strings"
 	"testing"
+
+	"github.com/hashicorp/raft"
 )
 
 // Raft's transport logs the connections this node closed itself (on stop) at
@@ -18,6 +20,12 @@ func TestHCLogClosedConnectionIsNotAnError(t *testing.T) {
 	h.Error("failed to decode incoming command", "error", closed)
 	if strings.Contains(buf.String(), "level=ERROR") {
 		t.Fatalf("a locally closed connection logged as an error:\n%s", buf.String())
+	}
+	// A connection handler still reading when the transport shut down (it
+	// logged after its test had ended, which panics the test binary).
+	h.Error("failed to decode incoming command", "error", raft.ErrTransportShutdown)
+	if strings.Contains(buf.String(), "level=ERROR") {
+		t.Fatalf("the local transport shutdown logged as an error:\n%s", buf.String())
 	}
 	h.Error("failed to decode incoming command", "error", fmt.Errorf("read tcp: %w", net.UnknownNetworkError("reset by peer")))
 	if !strings.Contains(buf.String(), "level=ERROR") {
