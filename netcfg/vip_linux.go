@@ -149,6 +149,35 @@ func (v *VIPs) addAddr(p netip.Prefix) error {
 	return nil
 }
 
+// localRouteWait bounds waitLocal (an interface that is down gets its local
+// routes only once it is up: Add waits this long, warns and goes on).
+const localRouteWait = time.Second
+
+// waitLocal returns once the kernel routes ip to this host. For a new IPv6 address
+// (even with IFA_F_NODAD) the local route is inserted by addrconf's workqueue
+// after RTM_NEWADDR returns, not by the request: until then the address is usable
+// as a source (an unsolicited NA, a tickle go out from it) but packets to it are
+// not delivered (forwarding off: dropped, Ip6InAddrErrors). A client's NA answering
+// the neighbour solicitation the first tickle triggers was lost that way, so the
+// tickles waited for the next solicitation, 1 s later, instead of resetting the
+// client at once.
+func (v *VIPs) waitLocal(ip netip.Addr) error {
+	deadline := time.Now().Add(localRouteWait)
+	for {
+		rs, err := v.nl.RouteGet(net.IP(ip.AsSlice()))
+		if err == nil && len(rs) > 0 && rs[0].Type == unix.RTN_LOCAL {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			if err == nil {
+				err = errors.New("no local route")
+			}
+			return fmt.Errorf("vip %s on %s not routed locally after %s: %w", ip, v.ifi.Name, localRouteWait, err)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
 // lifetimeLoop refreshes the lifetime of every held address.
 func (v *VIPs) lifetimeLoop(ctx context.Context) {
 	defer v.wg.Done()
@@ -288,12 +317,20 @@ func (v *VIPs) halt(ctx context.Context) error {
 	return err
 }
 
-// Add puts p on the interface (IPv6 without duplicate address detection, so it is
-// usable at once) and announces it: a burst now and the follow-up bursts. Adding a
-// VIP held already only announces it again.
+// Add puts p on the interface (IPv6 without duplicate address detection, and Add
+// returns only once the kernel delivers packets to it, at most 1 s: waitLocal) and
+// announces it: a burst now and the follow-up bursts. Adding a VIP held already
+// only announces it again.
 func (v *VIPs) Add(p netip.Prefix) error {
 	if err := v.addAddr(p); err != nil {
 		return err
+	}
+	if p.Addr().Is6() {
+		// Before the announcement and the caller's tickles: their answers are
+		// addressed to the VIP.
+		if err := v.waitLocal(p.Addr()); err != nil {
+			v.log.Warn("vip not yet usable as a destination", "vip", p, "err", err)
+		}
 	}
 	v.mu.Lock()
 	h := v.held[p.Addr()]
