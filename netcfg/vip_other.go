@@ -6,29 +6,12 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"net"
 	"net/netip"
 	"time"
 )
 
 // errNotLinux is returned by the VIP mechanics on systems other than Linux.
 var errNotLinux = errors.New("netcfg: VIP mechanics need Linux")
-
-// VIPOptions configures the VIP mechanics (Linux only).
-type VIPOptions struct {
-	Interface      string
-	Burst          int
-	Bursts         []time.Duration
-	Refresh        time.Duration
-	TickleRate     int
-	Lifetime       time.Duration
-	OnConflict     func(vip netip.Addr, from net.HardwareAddr)
-	AdvertNode     string
-	AdvertInterval time.Duration
-	AdvertKey      []byte
-	OnAdvert       func(Advert)
-	Log            *slog.Logger
-}
 
 // VIPs is the VIP mechanics (Linux only).
 type VIPs struct{}
