@@ -53,17 +53,25 @@ test-unit:
 # Packages holding tests of a tier (files tagged //go:build integration or vmtest).
 tagged = $(shell grep -rl --include='*_test.go' '^//go:build $(1)' . | xargs -r -n1 dirname | sort -u)
 
-# netcfg's integration tests run beside the others (CI budget): they live in
-# network namespaces of their own (named after the test process) and mostly wait
-# (one waits out a 2-minute dnsmasq lease); the other packages run one at a time.
-beside = ./netcfg
+# The integration packages run in three chains at once (CI budget), each one
+# package at a time: the xmppd servers and the benchmark harnesses; netcfg, whose
+# tests live in network namespaces named after the test process and mostly wait
+# (one waits out a 2-minute dnsmasq lease); and the storage, iSCSI, discovery and
+# image packages, which start no XMPP server. Ports come from internal/freeport
+# (random, below the ephemeral range), namespaces carry the test's PID. The
+# chains' output is printed one after the other.
+chain2 = ./netcfg
+chain3 = $(filter ./build/% ./discovery% ./image/% ./iscsi ./storage/%,$(call tagged,integration))
+chain1 = $(filter-out $(chain2) $(chain3),$(call tagged,integration))
+itest = $(GO) test -tags integration -count=1 -p 1 -timeout 20m
 test-integration: build
-	@log=$$(mktemp); rc=0; \
-	echo "$(GO) test -tags integration -count=1 -timeout 20m $(beside) (beside the rest; its output follows theirs)"; \
-	$(GO) test -tags integration -count=1 -timeout 20m $(beside) >$$log 2>&1 & pid=$$!; \
-	echo "$(GO) test -tags integration -count=1 -p 1 -timeout 20m $(filter-out $(beside),$(call tagged,integration))"; \
-	$(GO) test -tags integration -count=1 -p 1 -timeout 20m $(filter-out $(beside),$(call tagged,integration)) || rc=$$?; \
-	wait $$pid || { [ $$rc -ne 0 ] || rc=1; }; cat $$log; rm -f $$log; exit $$rc
+	@l2=$$(mktemp); l3=$$(mktemp); rc=0; \
+	echo "$(itest) $(chain2)"; echo "$(itest) $(chain3)"; echo "$(itest) $(chain1)"; \
+	$(itest) $(chain2) >$$l2 2>&1 & p2=$$!; \
+	$(itest) $(chain3) >$$l3 2>&1 & p3=$$!; \
+	$(itest) $(chain1) || rc=$$?; \
+	wait $$p2 || { [ $$rc -ne 0 ] || rc=1; }; wait $$p3 || { [ $$rc -ne 0 ] || rc=1; }; \
+	cat $$l2 $$l3; rm -f $$l2 $$l3; exit $$rc
 
 test-vm: build
 	$(GO) test -tags vmtest -count=1 -p 1 -timeout 30m $(call tagged,vmtest)
