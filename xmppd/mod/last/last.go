@@ -87,7 +87,7 @@ type Module struct {
 
 	mu      sync.Mutex
 	pending map[string]queued // user key -> latest session end not yet written
-	busy    int                // records taken by a flush not finished yet
+	busy    int               // records taken by a flush not finished yet
 	wake    chan struct{}
 	cancel  context.CancelFunc
 	done    chan struct{}
