@@ -471,21 +471,7 @@ func nodeLoss(t *testing.T, watcher, victim, other *testenv.Node) {
 	go func() {
 		done <- watcher.Python(80*time.Second, nodeLossScript, strconv.Itoa(watcher.Port), strconv.Itoa(victim.Port), ready, gofile)
 	}()
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		if _, err := os.Stat(ready); err == nil {
-			break
-		}
-		select {
-		case r := <-done:
-			t.Fatalf("script ended early: %v\n%s", r.Err, r.Output)
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("script not ready in 60s")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitScriptReady(t, ready, done, 60*time.Second, "script not ready")
 	// Every node lists both sessions with their nodes.
 	o, e, code := other.Ctl("sessions", "--all-nodes")
 	if code != 0 || !strings.Contains(o, watcher.Name) || !strings.Contains(o, "alice@localhost/loss") ||

@@ -3,7 +3,6 @@
 package server_test
 
 import (
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -197,20 +196,7 @@ func TestLastActivityNodeLoss(t *testing.T) {
 	ready := filepath.Join(t.TempDir(), "ready")
 	done := make(chan testenv.PythonResult, 1)
 	go func() { done <- n3.Python(100*time.Second, lastNodeLossScript, ready) }()
-	for deadline := time.Now().Add(60 * time.Second); ; {
-		if _, err := os.Stat(ready); err == nil {
-			break
-		}
-		select {
-		case r := <-done:
-			t.Fatalf("script ended early: %v\n%s", r.Err, r.Output)
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("carol not logged in on node3 in 60 s")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitScriptReady(t, ready, done, 60*time.Second, "carol not logged in on node3")
 	getLast := func(n *testenv.Node) (stamp, status string) {
 		o, e, code := n.Ctl("get_last", "carol", "localhost")
 		if code != 0 {
