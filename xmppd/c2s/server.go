@@ -106,6 +106,7 @@ type Server struct {
 	wg        sync.WaitGroup // accept loops and connections
 	poller    *poller        // waits for input on parked streams; nil: each waits in its goroutine
 	repl      Replicator     // nil: resumption state stays on this node
+	writers   *writerPool    // goroutines that run the sessions' writers
 }
 
 // New returns a c2s server; add listeners with Listen before Start.
@@ -142,6 +143,7 @@ func New(cfg Config, r *router.Router, a *accounts.Accounts) *Server {
 		resumable: map[string]*session{},
 	}
 	s.baseCtx, s.baseCancel = context.WithCancel(context.Background())
+	s.writers = newWriterPool(defaultMaxParkedWriters, writerIdleTimeout, s.baseCtx.Done())
 	if cfg.RegLimit > 0 {
 		if cfg.RegWindow <= 0 {
 			cfg.RegWindow = time.Hour

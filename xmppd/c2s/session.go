@@ -345,15 +345,15 @@ func (s *session) ackLocked(h uint32) {
 	}
 }
 
-// kickLocked starts a writer goroutine for the attached connection if none runs.
-// Writers exist only while there is something to write, so an idle session costs
-// no goroutine besides its reader.
+// kickLocked starts a writer for the attached connection if none runs. Writers
+// exist only while there is something to write, so an idle session costs no
+// goroutine besides its reader; they run on the server's writer pool.
 func (s *session) kickLocked() {
 	if s.c == nil || s.c.writing || len(s.queue) == 0 {
 		return
 	}
 	s.c.writing = true
-	go s.writer(s.c)
+	s.srv.writers.run(s, s.c)
 }
 
 // writeBufs recycles the writers' output buffers (an idle session holds none).

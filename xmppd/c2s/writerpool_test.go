@@ -1,0 +1,62 @@
+package c2s
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"xedge/xmppd/internal/testenv"
+)
+
+// A fan-out to idle sessions runs their writers on the pool's parked goroutines:
+// once the first round's writers have parked, a second round starts none, and
+// parked writers exit after the idle timeout.
+func TestWriterPoolReusesParkedWriters(t *testing.T) {
+	e := start(t, nil)
+	e.srv.writers = newWriterPool(64, 400*time.Millisecond, e.srv.baseCtx.Done())
+	const n = 12
+	cs := make([]*testenv.Raw, n)
+	for i := range cs {
+		cs[i] = e.login(t, "alice", fmt.Sprintf("r%d", i))
+	}
+	round := func(k int) {
+		for i := 1; i < n; i++ {
+			cs[0].Send(fmt.Sprintf("<message to='alice@localhost/r%d' id='k%d-%d'><body>x</body></message>", i, k, i))
+		}
+		for i := 1; i < n; i++ {
+			cs[i].Expect(fmt.Sprintf("id='k%d-%d'", k, i), 10*time.Second)
+		}
+	}
+	round(1)
+	p := e.srv.writers
+	waitFor(t, "the first round's writers to park", func() bool { return p.parked.Load() >= n-1 })
+	before := p.started.Load()
+	round(2)
+	if got := p.started.Load() - before; got != 0 {
+		t.Fatalf("second fan-out started %d writer goroutines; want 0 (parked ones reused)", got)
+	}
+	waitFor(t, "parked writers to exit after the idle timeout", func() bool { return p.parked.Load() == 0 })
+}
+
+// A writer blocked on a client that does not read holds only its own goroutine:
+// with at most one parked writer, the others' messages still go out.
+func TestWriterPoolStuckClientBlocksOnlyItself(t *testing.T) {
+	e := start(t, func(c *Config) { c.SendQueue = 100000 })
+	e.srv.writers = newWriterPool(1, time.Minute, e.srv.baseCtx.Done())
+	alice := e.login(t, "alice", "a")
+	stuck := e.login(t, "bob", "stuck") // never reads
+	_ = stuck
+	bob := e.login(t, "bob", "b")
+	big := make([]byte, 16000)
+	for i := range big {
+		big[i] = 'z'
+	}
+	// Fill the stuck client's socket buffers until its writer blocks in write.
+	for i := 0; i < 200; i++ {
+		alice.Send("<message to='bob@localhost/stuck'><body>" + string(big) + "</body></message>")
+	}
+	for i := 0; i < 20; i++ {
+		alice.Send(fmt.Sprintf("<message to='bob@localhost/b' id='m%d'><body>%d</body></message>", i, i))
+		bob.Expect(fmt.Sprintf("id='m%d'", i), 10*time.Second)
+	}
+}
