@@ -205,12 +205,22 @@ func TestScenarioPXECluster(t *testing.T) {
 		"- boot server's view (DHCP, iPXE script, kernel, initramfs, parameters per box):",
 		"```", strings.TrimSpace(boxes), "```",
 	})
+	// The target holds for the appliance's kernel (`xedge kernel`, which `make
+	// test` and `make run` build): with it the budget is asserted. Debian's
+	// general kernel (a machine where that build failed, or XEDGE_KERNEL=debian)
+	// is reported only: it needs ~10 qemu CPU-s a box, three boxes ~30 on two
+	// cores (docs/scenarios.md). XEDGE_PXE_BUDGET=S asserts S seconds instead.
+	lim := 0.0
+	if img.Kernel.Own != nil {
+		lim = budget
+	}
 	if b := os.Getenv("XEDGE_PXE_BUDGET"); b != "" {
-		var lim float64
 		fmt.Sscanf(b, "%g", &lim)
-		if lim > 0 && maxBoot > lim {
-			t.Errorf("PXE power-on to serving %.1f s, over the %.0f s budget", maxBoot, lim)
-		}
+	}
+	if lim > 0 && maxBoot > lim {
+		t.Errorf("PXE power-on to serving %.1f s, over the %.0f s budget (%s)", maxBoot, lim, kernelLine())
+	} else if lim == 0 {
+		t.Logf("PXE power-on to serving %.1f s, not asserted: %s (the %.0f s target is asserted with the appliance's own kernel)", maxBoot, kernelLine(), budget)
 	}
 
 	t.Run("g-wrong-key", func(t *testing.T) {
