@@ -100,9 +100,17 @@ func TestScenarioPXEJoinUnderLoad(t *testing.T) {
 		t.Errorf("acknowledged messages lost: %v", lost)
 	}
 	t.Logf("new box serving %.1f s, in the cluster %.1f s after power-on; acked %v; lost %v", serving.Seconds(), joined.Seconds(), acks, lost)
+	verdict := "met"
+	if serving.Seconds() > 15 {
+		verdict = "NOT met"
+		if img.Kernel.Own != nil { // the target is asserted with the appliance's kernel, as in (a)
+			t.Errorf("the new box took %.1f s from PXE power-on to serving, over 15 s (%s)", serving.Seconds(), kernelLine())
+		}
+	}
 	recordScenario(t, "e", "(e) A new box PXE-boots under message load and joins", []string{
 		"- cluster: 2 PXE-booted nodes with LUNs (the host runs at most three VMs, so the new box is the third); alice on node1 and bob on node2 exchange a message each way every 20 ms (XEP-0198)",
-		fmt.Sprintf("- the new box (no configuration of its own: key, seeds from the boot server) PXE power-on → serving **%.1f s**, → in the cluster (reads its accounts, listed by node1's `storage`) **%.1f s** (TCG; host load average %s)", serving.Seconds(), joined.Seconds(), loadAvg()),
+		fmt.Sprintf("- the new box (no configuration of its own: key, seeds from the boot server) PXE power-on → serving **%.1f s** (target ≤ 15 s: %s), → in the cluster (reads its accounts, listed by node1's `storage`) **%.1f s** (TCG; host load average %s)", serving.Seconds(), verdict, joined.Seconds(), loadAvg()),
+		"- " + kernelLine(),
 		fmt.Sprintf("- a client logs in on the new box: %s", okText(carolOK)),
 		fmt.Sprintf("- messages acknowledged during the join: alice→bob %d, bob→alice %d; **lost: %d**", acks[0], acks[1], len(lost)),
 	})
