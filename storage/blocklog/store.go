@@ -911,6 +911,26 @@ func (s *Store) LogUsage() (used, capacity int64) {
 	return s.used, int64(s.sb.logLen)
 }
 
+// Reclaim drops the dead frames at the front of the log region (entries a
+// compaction deleted) now instead of at the next write, and returns LogUsage:
+// a writer held back for room (replicated's backpressure) sees the room a
+// compaction made without writing first.
+func (s *Store) Reclaim() (used, capacity int64) {
+	s.ioMu.Lock()
+	defer s.ioMu.Unlock()
+	if s.sb == nil {
+		return 0, 0
+	}
+	if s.lost == nil && len(s.frames) > 0 {
+		// Every frame written is in RAM by now (StoreLogs and DeleteRange
+		// update RAM before they release ioMu): all are eligible.
+		if _, err := s.advanceHead(len(s.frames)); err != nil {
+			s.loseLocked(err)
+		}
+	}
+	return s.used, int64(s.sb.logLen)
+}
+
 // LayoutID identifies the layout (the random nonce chosen when the device was
 // formatted): a device showing another ID is not this store's.
 func (s *Store) LayoutID() uint64 {

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -564,7 +565,14 @@ func redactSnapshot(full []byte) ([]byte, error) {
 	return out.Bytes(), nil
 }
 
+// testPersistDelay (nanoseconds; tests only) slows every snapshot's Persist
+// down, as a CPU-starved node's snapshot is.
+var testPersistDelay atomic.Int64
+
 func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
+	if d := testPersistDelay.Load(); d > 0 {
+		time.Sleep(time.Duration(d))
+	}
 	err := writeSnapHeader(sink, s.meta)
 	if err == nil {
 		_, err = s.view.WriteTo(sink, tables.AllData)

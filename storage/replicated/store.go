@@ -104,6 +104,8 @@ type Store struct {
 	trans *raft.NetworkTransport
 	raft  *raft.Raft
 
+	roomLogAt atomic.Int64 // last "writes wait for compaction" log (unix ns)
+
 	hasState bool
 	cancel   context.CancelFunc
 	stopCh   chan struct{} // closed by Stop
@@ -719,6 +721,9 @@ func (s *Store) leaderApply(cmd []byte, ram bool, timeout time.Duration) *rpcRes
 		// tables are valid: wait (the caller retries) for its resync or epoch.
 		return &rpcResponse{Err: "the leader's RAM tables are being resynced", Kind: "retry"}
 	}
+	if waited := s.st.waitLogRoom(timeout); waited > 0 {
+		s.logRoomWait(waited)
+	}
 	f := s.raft.Apply(cmd, timeout)
 	if err := f.Error(); err != nil {
 		switch {
@@ -735,6 +740,19 @@ func (s *Store) leaderApply(cmd []byte, ram bool, timeout time.Duration) *rpcRes
 		resp.Kind = errKind(r.err)
 	}
 	return resp
+}
+
+// logRoomWait says, at most every 10 s, that writes waited for the log
+// region to be compacted (waitLogRoom).
+func (s *Store) logRoomWait(waited time.Duration) {
+	now := time.Now().UnixNano()
+	last := s.roomLogAt.Load()
+	if now-last < int64(10*time.Second) || !s.roomLogAt.CompareAndSwap(last, now) {
+		return
+	}
+	used, capacity := s.st.bl.LogUsage()
+	s.log.Warn("storage log region over 3/4 full: writes wait for a snapshot to compact it",
+		"waited", waited.Round(time.Millisecond), "log_used_bytes", used, "log_region_bytes", capacity)
 }
 
 // resolveLost finds out whether an entry this node appended as leader (at

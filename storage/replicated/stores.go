@@ -227,6 +227,34 @@ func (s *stores) run(ctx context.Context) {
 	}
 }
 
+// waitLogRoom is the write path's backpressure: while the device's log region
+// is more than three quarters full it asks for a snapshot (whose compaction
+// frees the region) and holds the caller back until there is room again, or
+// bound has passed. Without it a writer faster than a CPU-starved snapshot ran
+// the region full, and a full region latches storage loss (the node went
+// RAM-only although its device was fine). What raft already has in flight
+// fits in the last quarter. It returns how long the caller waited.
+func (s *stores) waitLogRoom(bound time.Duration) time.Duration {
+	if s == nil || s.bl == nil {
+		return 0
+	}
+	used, capacity := s.bl.LogUsage()
+	if capacity == 0 || used <= capacity/4*3 || s.bl.Err() != nil {
+		return 0
+	}
+	start := time.Now()
+	for {
+		if s.onFull != nil {
+			s.onFull()
+		}
+		used, capacity = s.bl.Reclaim()
+		if used <= capacity/4*3 || s.bl.Err() != nil || time.Since(start) >= bound {
+			return time.Since(start)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
 // snapshotIndex is the index of the snapshot kept (0: none).
 func (s *stores) snapshotIndex() uint64 {
 	metas, err := s.List()

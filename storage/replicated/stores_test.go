@@ -274,3 +274,65 @@ func TestSmallDeviceNeverFillsItsLog(t *testing.T) {
 		t.Fatal("the region never filled enough to need snapshots")
 	}
 }
+
+// Writers faster than the snapshot that would compact the log region are held
+// back (backpressure) instead of running the region full, which latched
+// storage loss: every write stays durable and reads back. Before the fix the
+// node went RAM-only ("log region full") in this test, as it did in CI when a
+// kernel build starved TestSmallDeviceNeverFillsItsLog's snapshots.
+func TestSlowSnapshotHoldsWritersBack(t *testing.T) {
+	testPersistDelay.Store(int64(3 * time.Second))
+	t.Cleanup(func() { testPersistDelay.Store(0) })
+	c := newClusterWith(t, 1, func(int) storage.BlockDevice { return blockdev.NewMem(2<<20, 512) })
+	c.waitVoters(1, 5*time.Second)
+	s := c.nodes[0].s
+	mustDeclare(t, s, "t", storage.Disc)
+	start := s.st.snapshotIndex()
+	var wg sync.WaitGroup
+	errs := make(chan error, 4)
+	var written [4]atomic.Int64
+	deadline := time.Now().Add(90 * time.Second)
+	for w := 0; w < 4; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			// Until raft had to snapshot twice (the region filled twice), bounded.
+			for i := 0; i < 6000 && time.Now().Before(deadline) && s.st.snapshotIndex() < start+2000; i++ {
+				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+				err := s.Apply(ctx, storage.Put("t", fmt.Sprintf("%d-%d", w, i), bytes.Repeat([]byte("v"), 50)))
+				cancel()
+				if err != nil {
+					errs <- fmt.Errorf("write %d-%d: %w", w, i, err)
+					return
+				}
+				written[w].Store(int64(i + 1))
+				if st := s.Status(); st.Mode != "durable" {
+					errs <- fmt.Errorf("storage lost after %d writes of writer %d: %+v", i+1, w, st)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	tb, err := s.Durable("t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for w := range written {
+		for i := int64(0); i < written[w].Load(); i++ {
+			if _, ok, err := tb.Get(fmt.Sprintf("%d-%d", w, i)); err != nil || !ok {
+				t.Fatalf("acknowledged write %d-%d not read back (found %v, err %v)", w, i, ok, err)
+			}
+		}
+	}
+	used, capacity := s.st.bl.LogUsage()
+	t.Logf("%d+%d+%d+%d writes; snapshot %d -> %d; log region %d of %d bytes in use", written[0].Load(), written[1].Load(),
+		written[2].Load(), written[3].Load(), start, s.st.snapshotIndex(), used, capacity)
+	if s.st.snapshotIndex() <= start {
+		t.Fatal("no snapshot was needed: the test did not fill the log region")
+	}
+}
