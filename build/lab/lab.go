@@ -455,7 +455,8 @@ func waitBootServer(ctx context.Context, dir string, cmd *exec.Cmd) error {
 		if _, err := Control(dir, "boxes"); err == nil {
 			return nil
 		}
-		if !segmentAlive(cmd.Process.Pid, dir) {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", cmd.Process.Pid))
+		if !startingAlive(b, err, dir) {
 			break
 		}
 		time.Sleep(100 * time.Millisecond)
@@ -554,6 +555,16 @@ func (s *State) segmentTag() string {
 		return s.NetNS
 	}
 	return s.Group
+}
+
+// startingAlive is segmentAlive for the boot server this process has just
+// started, from its /proc cmdline (b, err): its own child, whose PID is not
+// reused before it is reaped. While `ip netns exec` replaces itself with the
+// server, the command line reads empty for a moment: alive, not gone (a CI run
+// of the VM tier took that moment for a dead server with an empty log). An
+// exited child reads empty too until it is reaped, then not at all.
+func startingAlive(b []byte, err error, tag string) bool {
+	return err == nil && (len(b) == 0 || strings.Contains(string(b), tag))
 }
 
 func segmentAlive(pid int, group string) bool {

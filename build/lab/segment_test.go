@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"net"
 	"net/netip"
+	"os"
 	"testing"
 	"time"
 
@@ -165,5 +166,25 @@ func TestMergeYAMLKeepsScenarioKeys(t *testing.T) {
 	}
 	if got := MergeYAML("a: 1", ServicesYAML("10.77.0.100/24", false)); got != "a: 1\nvip: 10.77.0.100/24\nvip-interface: eth0\n" {
 		t.Fatalf("MergeYAML without newline: %q", got)
+	}
+}
+
+// A boot server caught mid-exec (empty command line) is alive while it starts;
+// a foreign command line or a gone process is not.
+func TestStartingAlive(t *testing.T) {
+	for _, c := range []struct {
+		b    string
+		err  error
+		want bool
+	}{
+		{"", nil, true},
+		{"xedge\x00lab\x00--dir\x00/tmp/lab1\x00segment\x00", nil, true},
+		{"ip\x00netns\x00exec\x00x\x00xedge\x00lab\x00--dir\x00/tmp/lab1\x00", nil, true},
+		{"sshd\x00", nil, false},
+		{"", os.ErrNotExist, false},
+	} {
+		if got := startingAlive([]byte(c.b), c.err, "/tmp/lab1"); got != c.want {
+			t.Errorf("startingAlive(%q, %v) = %v, want %v", c.b, c.err, got, c.want)
+		}
 	}
 }
