@@ -9,11 +9,12 @@ import (
 )
 
 // A fan-out to idle sessions runs their writers on the pool's parked goroutines:
-// once the first round's writers have parked, a second round starts none, and
-// parked writers exit after the idle timeout.
+// once the first round's writers have parked, a second round starts none.
 func TestWriterPoolReusesParkedWriters(t *testing.T) {
 	e := start(t, nil)
-	e.srv.writers = newWriterPool(64, 400*time.Millisecond, e.srv.baseCtx.Done())
+	// Parked writers wait a minute here: under load the first round's writers
+	// park far apart, and a short idle timeout would let the first ones go.
+	e.srv.writers = newWriterPool(64, time.Minute, e.srv.baseCtx.Done())
 	const n = 12
 	cs := make([]*testenv.Raw, n)
 	for i := range cs {
@@ -34,6 +35,22 @@ func TestWriterPoolReusesParkedWriters(t *testing.T) {
 	round(2)
 	if got := p.started.Load() - before; got != 0 {
 		t.Fatalf("second fan-out started %d writer goroutines; want 0 (parked ones reused)", got)
+	}
+}
+
+// Parked writers exit after the idle timeout: a burst leaves no goroutines.
+func TestWriterPoolParkedWritersExitWhenIdle(t *testing.T) {
+	e := start(t, nil)
+	e.srv.writers = newWriterPool(64, 200*time.Millisecond, e.srv.baseCtx.Done())
+	alice := e.login(t, "alice", "a")
+	bob := e.login(t, "bob", "b")
+	for i := range 5 {
+		alice.Send(fmt.Sprintf("<message to='bob@localhost/b' id='m%d'><body>x</body></message>", i))
+		bob.Expect(fmt.Sprintf("id='m%d'", i), 10*time.Second)
+	}
+	p := e.srv.writers
+	if p.started.Load() == 0 {
+		t.Fatal("no writer ran on the pool")
 	}
 	waitFor(t, "parked writers to exit after the idle timeout", func() bool { return p.parked.Load() == 0 })
 }
