@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
@@ -36,11 +35,7 @@ type advertStatus struct {
 
 func (h *harness) advertStatus(n *node) (advertStatus, error) {
 	var st advertStatus
-	out, err := exec.Command(h.opt.Xmppct, "--socket", filepath.Join(n.data, "admin.sock"), "--timeout", "5s", "--json", "vip").Output()
-	if err != nil {
-		return st, err
-	}
-	return st, json.Unmarshal(out, &st)
+	return st, h.vipJSON(n, 5*time.Second, &st)
 }
 
 // TestVIPAdvertsNoFalseFailoverUnderLoad: a backup takes a holder's VIP over

@@ -514,11 +514,17 @@ func (st vipStatus) priorityOf(name string) int {
 
 func (h *harness) status(n *node) (vipStatus, error) {
 	var st vipStatus
-	out, err := exec.Command(h.opt.Xmppct, "--socket", filepath.Join(n.data, "admin.sock"), "--timeout", "2s", "--json", "vip").Output()
+	return st, h.vipJSON(n, 2*time.Second, &st)
+}
+
+// vipJSON decodes `xmppctl --json vip` of n into v (each caller reads the
+// fields it needs).
+func (h *harness) vipJSON(n *node, timeout time.Duration, v any) error {
+	out, err := exec.Command(h.opt.Xmppct, "--socket", filepath.Join(n.data, "admin.sock"), "--timeout", timeout.String(), "--json", "vip").Output()
 	if err != nil {
-		return st, err
+		return err
 	}
-	return st, json.Unmarshal(out, &st)
+	return json.Unmarshal(out, v)
 }
 
 func (h *harness) waitAdmin(n *node, d time.Duration) error {
