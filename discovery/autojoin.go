@@ -79,19 +79,12 @@ func (a *Agent) AutoJoin(ctx context.Context, o AutoJoinOptions) (Decision, erro
 	}
 }
 
-// lowerClaims returns the cluster addresses of alive members that are in a
-// cluster, or that announce bootstrapping and are named lower than self.
+// lowerClaims returns what a node that announced a bootstrap joins instead:
+// the members of an existing cluster, or else the lowest-named alive member
+// that announces a bootstrap too and is named lower than self.
 func lowerClaims(self string, ms []Member) []string {
-	var out []string
-	for _, m := range ms {
-		if m.Name == self || m.Status != StatusAlive || m.Tags.ClusterAddr == "" {
-			continue
-		}
-		if m.Tags.Cluster == ClusterMember || (m.Tags.Cluster == ClusterBootstrapping && m.Name < self) {
-			out = append(out, m.Tags.ClusterAddr)
-		}
-	}
-	return out
+	addrs, _ := joinTargets(self, ms, self)
+	return addrs
 }
 
 func memberSummary(ms []Member) string {

@@ -38,9 +38,12 @@ type Decision struct {
 // Decide applies the bootstrap rule for the local node self, given what gossip
 // shows (members, including self) and whether the discovery window has closed:
 //
-//  1. If any other alive member is in a cluster (Tags.Cluster member) or is
-//     bootstrapping one, join: the cluster addresses of those members
-//     (members first). This needs no window: an existing cluster is joined at once.
+//  1. If any other alive member is in a cluster (Tags.Cluster member), join
+//     the cluster addresses of those members. Otherwise, if any is
+//     bootstrapping one, join the lowest-named of them: that is the one every
+//     other announcer backs off to (Agent.AutoJoin), so a higher-named
+//     announcer seen in passing is never a target. This needs no window: an
+//     existing cluster is joined at once.
 //  2. Otherwise, before the window has closed, or while fewer than expect
 //     alive nodes are seen (expect <= 1: no minimum), wait.
 //  3. Otherwise the lowest-named alive candidate bootstraps: data nodes
@@ -52,8 +55,6 @@ type Decision struct {
 // Agent.AutoJoin): if a lower-named node announced it too, it joins that one,
 // so nodes that started at the same moment end in one cluster.
 func Decide(self string, members []Member, windowClosed bool, expect int) Decision {
-	var inCluster, booting []string
-	var names []string
 	alive := 0
 	lowestNode, lowestAny := "", ""
 	for _, m := range members {
@@ -61,16 +62,6 @@ func Decide(self string, members []Member, windowClosed bool, expect int) Decisi
 			continue
 		}
 		alive++
-		if m.Name != self && m.Tags.ClusterAddr != "" {
-			switch m.Tags.Cluster {
-			case ClusterMember:
-				inCluster = append(inCluster, m.Tags.ClusterAddr)
-				names = append(names, m.Name)
-			case ClusterBootstrapping:
-				booting = append(booting, m.Tags.ClusterAddr)
-				names = append(names, m.Name)
-			}
-		}
 		if lowestAny == "" || m.Name < lowestAny {
 			lowestAny = m.Name
 		}
@@ -78,9 +69,8 @@ func Decide(self string, members []Member, windowClosed bool, expect int) Decisi
 			lowestNode = m.Name
 		}
 	}
-	if len(inCluster)+len(booting) > 0 {
-		return Decision{Action: Join, Join: append(inCluster, booting...),
-			Reason: "found cluster members " + strings.Join(names, ",")}
+	if addrs, names := joinTargets(self, members, ""); len(addrs) > 0 {
+		return Decision{Action: Join, Join: addrs, Reason: "found cluster members " + strings.Join(names, ",")}
 	}
 	if !windowClosed {
 		return Decision{Action: Wait, Reason: "discovery window open"}
@@ -96,4 +86,32 @@ func Decide(self string, members []Member, windowClosed bool, expect int) Decisi
 		return Decision{Action: Bootstrap, Reason: fmt.Sprintf("no cluster found; lowest-named of %d alive node(s)", alive)}
 	}
 	return Decision{Action: Wait, Reason: "no cluster found; waiting for " + lowest + " (lowest-named) to bootstrap"}
+}
+
+// joinTargets returns the cluster addresses (and names) a node without a
+// cluster joins, given what gossip shows: every alive member other than self
+// that is in a cluster; if there is none, the lowest-named alive member
+// announcing a bootstrap, considering only names below below when it is not
+// empty. Nil: nothing to join.
+func joinTargets(self string, members []Member, below string) (addrs, names []string) {
+	var boot *Member
+	for i := range members {
+		m := &members[i]
+		if m.Name == self || m.Status != StatusAlive || m.Tags.ClusterAddr == "" {
+			continue
+		}
+		switch m.Tags.Cluster {
+		case ClusterMember:
+			addrs = append(addrs, m.Tags.ClusterAddr)
+			names = append(names, m.Name)
+		case ClusterBootstrapping:
+			if (below == "" || m.Name < below) && (boot == nil || m.Name < boot.Name) {
+				boot = m
+			}
+		}
+	}
+	if len(addrs) == 0 && boot != nil {
+		return []string{boot.Tags.ClusterAddr}, []string{boot.Name}
+	}
+	return addrs, names
 }

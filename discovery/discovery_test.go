@@ -156,7 +156,12 @@ func TestDecide(t *testing.T) {
 		{"failed lower does not count", "b", []Member{member("a", "", StatusFailed, RoleNode), member("b", "", StatusAlive, RoleNode)}, true, 0, Bootstrap, nil},
 		{"existing cluster joined at once", "a", []Member{member("a", "", StatusAlive, RoleNode), member("c", ClusterMember, StatusAlive, RoleNode), member("d", ClusterMember, StatusAlive, RoleNode)}, false, 0, Join, []string{"c:7400", "d:7400"}},
 		{"bootstrapper joined", "c", []Member{member("a", ClusterBootstrapping, StatusAlive, RoleNode), member("c", "", StatusAlive, RoleNode)}, false, 0, Join, []string{"a:7400"}},
-		{"members before bootstrappers", "z", []Member{member("a", ClusterBootstrapping, StatusAlive, RoleNode), member("b", ClusterMember, StatusAlive, RoleNode), member("z", "", StatusAlive, RoleNode)}, true, 0, Join, []string{"b:7400", "a:7400"}},
+		{"members, not bootstrappers", "z", []Member{member("a", ClusterBootstrapping, StatusAlive, RoleNode), member("b", ClusterMember, StatusAlive, RoleNode), member("z", "", StatusAlive, RoleNode)}, true, 0, Join, []string{"b:7400"}},
+		// Two announce a bootstrap (b did not see a in time): b backs off to
+		// a, so a is the only target; joining b too would aim at a node that
+		// is about to join a itself.
+		{"lowest bootstrapper only", "c", []Member{member("b", ClusterBootstrapping, StatusAlive, RoleNode), member("a", ClusterBootstrapping, StatusAlive, RoleNode), member("c", "", StatusAlive, RoleNode)}, false, 0, Join, []string{"a:7400"}},
+		{"failed bootstrapper is not joined", "c", []Member{member("a", ClusterBootstrapping, StatusFailed, RoleNode), member("b", ClusterBootstrapping, StatusAlive, RoleNode), member("c", "", StatusAlive, RoleNode)}, false, 0, Join, []string{"b:7400"}},
 		{"failed member is not joined", "b", []Member{member("a", ClusterMember, StatusFailed, RoleNode), member("b", "", StatusAlive, RoleNode)}, true, 0, Bootstrap, nil},
 		{"witness does not bootstrap while a node is alive", "a-witness", []Member{member("a-witness", "", StatusAlive, RoleWitness), member("n1", "", StatusAlive, RoleNode)}, true, 0, Wait, nil},
 		{"node bootstraps before a lower witness", "n1", []Member{member("a-witness", "", StatusAlive, RoleWitness), member("n1", "", StatusAlive, RoleNode)}, true, 0, Bootstrap, nil},
@@ -248,5 +253,26 @@ func TestGossipLogKeyError(t *testing.T) {
 	}
 	if !strings.Contains(lines[2], "level=WARN") || !strings.Contains(lines[2], "something else") {
 		t.Fatalf("warning: %s", lines[2])
+	}
+}
+
+// TestLowerClaims: after its settle time an announcer backs off to an existing
+// cluster, or else to the lowest-named announcer below it, and to that one only.
+func TestLowerClaims(t *testing.T) {
+	boot := func(n string) Member { return member(n, ClusterBootstrapping, StatusAlive, RoleNode) }
+	cases := []struct {
+		self string
+		ms   []Member
+		want []string
+	}{
+		{"a", []Member{boot("a"), boot("b"), boot("c")}, nil},
+		{"c", []Member{boot("c"), boot("b"), boot("a")}, []string{"a:7400"}},
+		{"b", []Member{boot("b"), boot("c")}, nil},
+		{"a", []Member{boot("a"), boot("b"), member("d", ClusterMember, StatusAlive, RoleNode)}, []string{"d:7400"}},
+	}
+	for _, c := range cases {
+		if got := lowerClaims(c.self, c.ms); !slices.Equal(got, c.want) {
+			t.Errorf("lowerClaims(%s, ...) = %v; want %v", c.self, got, c.want)
+		}
 	}
 }
