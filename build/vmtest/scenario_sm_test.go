@@ -87,15 +87,45 @@ func scenarioLab(t *testing.T, ctx context.Context, n int, storage bool, extraYA
 // qemu processes at most: VM tests of other packages or runs may share it.
 func waitVMSlots(t *testing.T, n int) {
 	t.Helper()
+	logged := -1
 	for deadline := time.Now().Add(30 * time.Minute); time.Now().Before(deadline); {
-		out, _ := exec.Command("pgrep", "-c", "qemu-system").Output()
-		running, _ := strconv.Atoi(strings.TrimSpace(string(out)))
+		running := runningQemus()
 		if running+n <= 3 {
 			return
 		}
-		t.Logf("waiting for VM slots: %d qemu running, %d wanted, three at most", running, n)
-		time.Sleep(15 * time.Second)
+		if running != logged {
+			t.Logf("waiting for VM slots: %d qemu running, %d wanted, three at most", running, n)
+			logged = running
+		}
+		time.Sleep(time.Second)
 	}
+}
+
+// runningQemus counts qemu-system processes that are alive: a qemu that has
+// exited but that its parent has not reaped yet (a zombie, which pgrep counts)
+// holds no CPU.
+func runningQemus() int {
+	ents, _ := os.ReadDir("/proc")
+	n := 0
+	for _, e := range ents {
+		if _, err := strconv.Atoi(e.Name()); err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ...: comm may hold spaces, so split at the last ')'.
+		st := string(b)
+		i, j := strings.IndexByte(st, '('), strings.LastIndexByte(st, ')')
+		if i < 0 || j < i || j+2 >= len(st) {
+			continue
+		}
+		if strings.HasPrefix(st[i+1:j], "qemu-system") && st[j+2] != 'Z' && st[j+2] != 'X' {
+			n++
+		}
+	}
+	return n
 }
 
 func nodeSock(dir, n string) string { return filepath.Join(dir, n, "console.sock") }
