@@ -158,16 +158,66 @@ func (s *session) Info() router.SessionInfo {
 		Priority: s.prio, SM: s.smEnabled, Detached: s.c == nil && !s.terminated, CSI: csi}
 }
 
-// urgent reports whether a stanza must reach an inactive (CSI) client at once:
-// IQs and messages with a body or subject; presence and chat states can wait.
+// urgent reports whether a stanza must reach an inactive (CSI, XEP-0352) client
+// at once. What waits is what ejabberd's mod_client_state queues: presence,
+// standalone chat states (XEP-0085) and PEP notifications (pubsub#event), also
+// inside a carbon copy. Everything else goes out at once: IQs, a message with a
+// body or subject, an error, and the body-less messages a client acts on — a
+// delivery receipt (XEP-0184), a displayed marker (XEP-0333), a call proposal
+// (XEP-0353), an OMEMO key transport — and payloads this server does not know.
 func urgent(st *xmlstream.Element) bool {
 	switch st.Local {
 	case "presence":
 		return false
 	case "message":
-		return st.Child("", "body") != nil || st.Child("", "subject") != nil || st.Attr("type") == "error"
+		return !deferrable(st, 0)
 	}
 	return true
+}
+
+const (
+	nsChatStates  = "http://jabber.org/protocol/chatstates"
+	nsPubSubEvent = "http://jabber.org/protocol/pubsub#event"
+	nsCarbons     = "urn:xmpp:carbons:2"
+	nsForward     = "urn:xmpp:forward:0"
+)
+
+// deferrable reports whether message m carries only what an inactive client can
+// receive later: a chat state or a PEP notification, beside the metadata that
+// travels with any message (thread, stanza and origin IDs, delay, hints). A
+// carbon copy is judged by the message it carries (depth bounds the nesting).
+func deferrable(m *xmlstream.Element, depth int) bool {
+	if m.Attr("type") == "error" || depth > 1 {
+		return false
+	}
+	payload := false
+	for _, c := range m.Children() {
+		switch c.Space {
+		case nsChatStates, nsPubSubEvent:
+			payload = true
+		case nsCarbons:
+			if c.Local != "sent" && c.Local != "received" {
+				return false
+			}
+			fw := c.Child(nsForward, "forwarded")
+			inner := (*xmlstream.Element)(nil)
+			if fw != nil {
+				inner = fw.Child("", "message")
+			}
+			if inner == nil || !deferrable(inner, depth+1) {
+				return false
+			}
+			payload = true
+		case "urn:xmpp:sid:0", nsDelay, "urn:xmpp:hints":
+		case xmlstream.NSClient, "":
+			if c.Local != "thread" {
+				return false // body, subject, or an unknown child
+			}
+		default:
+			return false
+		}
+	}
+	return payload
 }
 
 // Send implements module.Session: it queues without blocking; a client whose queue

@@ -104,9 +104,9 @@ X.run(main)
 	}
 }
 
-// XEP-0352: while inactive, presence and body-less messages are held back (a newer
-// presence from the same sender replaces an older one); a message with a body goes
-// out at once after what was held; <active/> flushes.
+// XEP-0352: while inactive, presence and chat states are held back (a newer
+// presence from the same sender replaces an older one); a message with a body or
+// a receipt goes out at once after what was held; <active/> flushes.
 func TestClientStateIndication(t *testing.T) {
 	s := testenv.Start(t, testenv.Options{})
 	s.Register(t, "alice", "secret", "bob", "secret")
@@ -136,8 +136,18 @@ func TestClientStateIndication(t *testing.T) {
 	if got, err := bob.ReadUntil("third", time.Second); err == nil {
 		t.Fatalf("held presence delivered while inactive: %q", got)
 	}
+	// A delivery receipt has no body, and goes out at once all the same (as
+	// ejabberd's mod_client_state sends it), after what was held.
+	alice.Send("<message to='bob@localhost/r'><received xmlns='urn:xmpp:receipts' id='r1'/></message>")
+	if got := bob.Expect("urn:xmpp:receipts", 5*sec); !strings.Contains(got, "third") {
+		t.Fatalf("held presence not sent before the receipt: %s", got)
+	}
+	alice.Send("<presence to='bob@localhost/r'><status>fourth</status></presence>")
+	if got, err := bob.ReadUntil("fourth", time.Second); err == nil {
+		t.Fatalf("held presence delivered while inactive: %q", got)
+	}
 	bob.Send("<active xmlns='urn:xmpp:csi:0'/>")
-	bob.Expect("third", 5*sec)
+	bob.Expect("fourth", 5*sec)
 }
 
 // XEP-0115: the stream features carry the server's caps, and the ver string matches
