@@ -89,6 +89,11 @@ type Config struct {
 	// or replaced by the state of the node that resumed it) or expired. It runs
 	// without the manager's lock.
 	Settled func(ctx context.Context, j jid.JID, resumed bool)
+	// Refused, when set, is told on this node that the resumption of j from
+	// the state Fetch returned was refused here (Manager.Refused): the old
+	// session is over although Settled heard it resumed. It runs before the
+	// client gets <failed/>, so before its next session is announced.
+	Refused func(ctx context.Context, j jid.JID)
 	// AloneAfter is how long after its last peer left its view a node goes on
 	// refusing Sync (and so <a/> answers and bus acknowledgements) for want
 	// of a peer holding its sessions' state; after that it acknowledges alone,
@@ -1570,8 +1575,9 @@ func (m *Manager) Stats() Stats {
 
 // Refused is c2s telling that the state of session id Fetch returned was not
 // resumed (older than the client's, see c2s.Server.covers): nothing more is
-// kept for it here, and what other nodes' copies brought for it, or bring
-// later, numbered after h (the client's), is rerouted.
+// kept for it here, what other nodes' copies brought for it, or bring later,
+// numbered after h (the client's), is rerouted, and Config.Refused is told (the
+// old session is over: its contacts learn it).
 func (m *Manager) Refused(id string, j jid.JID, h uint32) {
 	m.mu.Lock()
 	delete(m.gens, id)
@@ -1581,6 +1587,9 @@ func (m *Manager) Refused(id string, j jid.JID, h uint32) {
 	delete(m.late, id)
 	m.mu.Unlock()
 	m.log.Warn("a resumption from another node's state was refused; what arrives for it is rerouted", "jid", j.String())
+	if m.cfg.Refused != nil {
+		m.cfg.Refused(context.Background(), j)
+	}
 	if len(tail) > 0 {
 		m.deliverTail(j, tail, h, m.cfg.Reroute)
 	}

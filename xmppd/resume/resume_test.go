@@ -146,6 +146,17 @@ func TestIDNamesOwner(t *testing.T) {
 	}
 }
 
+// A refused resumption is passed on to Config.Refused (the router then closes
+// the old session for its contacts), at once: before the client hears <failed/>.
+func TestRefusedTellsConfig(t *testing.T) {
+	var got []string
+	m := New(Config{Node: "a", Refused: func(_ context.Context, j jid.JID) { got = append(got, j.String()) }}, nil)
+	m.Refused(m.NewID(), jid.MustParse("bob@localhost/sm"), 7)
+	if len(got) != 1 || got[0] != "bob@localhost/sm" {
+		t.Fatalf("Config.Refused got %v; want bob@localhost/sm once", got)
+	}
+}
+
 func TestTrimWraps(t *testing.T) {
 	q := []qItem{{Seq: ^uint32(0) - 1}, {Seq: ^uint32(0)}, {Seq: 0}, {Seq: 1}}
 	if got := trim(q, ^uint32(0)); len(got) != 2 || got[0].Seq != 0 {

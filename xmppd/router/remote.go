@@ -69,7 +69,20 @@ type cl struct {
 	resumable func(node string) map[string]bool
 	// held: lost sessions whose closure waits for their resumption to settle.
 	held map[string]heldSession
+	// taken: held sessions settled as resumed in the last takenFor, kept in
+	// case the resumption is then refused here (ResumeRefused).
+	taken map[string]takenSession
 }
+
+// takenSession is a held session whose state a resumption took.
+type takenSession struct {
+	rs *RemoteSession
+	at time.Time
+}
+
+// takenFor bounds how long a taken session is kept for ResumeRefused: a
+// resumption's outcome is known within its Fetch timeout (10 s).
+const takenFor = time.Minute
 
 // heldSession is a lost node's resumable session whose closure for its contacts
 // is held back until it is resumed (then it never happens) or its resumption
@@ -642,19 +655,55 @@ func (r *Router) NodeLost(ctx context.Context, node string, rows []storage.Row, 
 }
 
 // ResumeSettled ends the hold of lost session j (see SetResumable): resumed (on
-// any node) it is forgotten; not resumed in time it is closed for its contacts
-// by the node that was responsible when its node was lost, unless j is bound
-// again by then.
+// any node) it is forgotten, but for ResumeRefused; not resumed in time it is
+// closed for its contacts by the node that was responsible when its node was
+// lost, unless j is bound again by then.
 func (r *Router) ResumeSettled(ctx context.Context, j jid.JID, resumed bool) {
+	key := j.String()
+	now := time.Now()
 	r.cl.mu.Lock()
-	h, ok := r.cl.held[j.String()]
-	delete(r.cl.held, j.String())
+	h, ok := r.cl.held[key]
+	delete(r.cl.held, key)
+	for k, t := range r.cl.taken {
+		if now.Sub(t.at) > takenFor {
+			delete(r.cl.taken, k)
+		}
+	}
+	if ok && resumed {
+		if r.cl.taken == nil {
+			r.cl.taken = map[string]takenSession{}
+		}
+		r.cl.taken[key] = takenSession{rs: h.rs, at: now}
+	}
 	r.cl.mu.Unlock()
 	if !ok || resumed || !h.responsible || r.Session(j) != nil {
 		return
 	}
-	r.log.Info("lost session not resumed in time: closed for its contacts", "jid", j.String())
+	r.log.Info("lost session not resumed in time: closed for its contacts", "jid", key)
 	r.Run(ctx, module.EvSessionClosed, &module.EventData{From: j, Session: h.rs})
+}
+
+// ResumeRefused is told, on the node where it happened, that the resumption
+// of lost session j was refused (its state was older than the client's): the
+// session is over, although ResumeSettled heard it was resumed. Unless j is
+// bound again, it is closed for its contacts here — exactly once, since only
+// this node saw the refusal — so they do not keep seeing the resource of a
+// dead node available.
+func (r *Router) ResumeRefused(ctx context.Context, j jid.JID) {
+	key := j.String()
+	r.cl.mu.Lock()
+	t, ok := r.cl.taken[key]
+	delete(r.cl.taken, key)
+	if h, held := r.cl.held[key]; !ok && held {
+		t, ok = takenSession{rs: h.rs}, true
+		delete(r.cl.held, key)
+	}
+	r.cl.mu.Unlock()
+	if !ok || r.Session(j) != nil {
+		return
+	}
+	r.log.Info("lost session's resumption refused: closed for its contacts", "jid", key)
+	r.Run(ctx, module.EvSessionClosed, &module.EventData{From: j, Session: t.rs})
 }
 
 // Held reports how many lost sessions wait for their resumption to settle.

@@ -311,35 +311,7 @@ func queued(b *cluster.Bus, node string) int {
 func TestNodeLostHoldsResumableSessions(t *testing.T) {
 	ctx := context.Background()
 	tn := setupTwo(t)
-	tn.r2.Bind(ctx, sess("bob@localhost/sm", 0, true))
-	tn.r2.Bind(ctx, sess("bob@localhost/plain", 0, true))
-	tn.r2.Bind(ctx, sess("carol@localhost/sm", 0, true))
-	waitFor(t, "node2's rows on node1", func() bool {
-		n := 0
-		tn.set1.Table(SessionTable).Scan("", func(r storage.Row) bool {
-			if r.Node == "n2" {
-				n++
-			}
-			return true
-		})
-		return n == 3
-	})
-	var rows []storage.Row
-	tn.set1.Table(SessionTable).Scan("", func(r storage.Row) bool {
-		if r.Node == "n2" {
-			rows = append(rows, r)
-		}
-		return true
-	})
-	tn.r1.SetResumable(func(node string) map[string]bool {
-		if node != "n2" {
-			return nil
-		}
-		return map[string]bool{"bob@localhost/sm": true, "carol@localhost/sm": true}
-	})
-	tn.b2.Stop(ctx)
-	tn.set1.DropNode("n2", 2)
-	tn.r1.NodeLost(ctx, "n2", rows, true)
+	loseN2(t, tn, []string{"bob@localhost/sm", "bob@localhost/plain", "carol@localhost/sm"}, "bob@localhost/sm", "carol@localhost/sm")
 	closed := func() []string {
 		tn.mu.Lock()
 		defer tn.mu.Unlock()
@@ -357,6 +329,85 @@ func TestNodeLostHoldsResumableSessions(t *testing.T) {
 	tn.r1.ResumeSettled(ctx, jid.MustParse("carol@localhost/sm"), false)
 	if got := closed(); len(got) != 2 || got[1] != "n1:carol@localhost/sm" {
 		t.Fatalf("closed after settling: %v", got)
+	}
+	if tn.r1.Held() != 0 {
+		t.Fatalf("held %d after settling", tn.r1.Held())
+	}
+}
+
+// loseN2 binds sessions on n2, then loses n2 on n1 (responsible), the sessions
+// named in resumable staying resumable on n1.
+func loseN2(t *testing.T, tn *twoNodes, bound []string, resumable ...string) {
+	t.Helper()
+	ctx := context.Background()
+	for _, j := range bound {
+		tn.r2.Bind(ctx, sess(j, 0, true))
+	}
+	waitFor(t, "node2's rows on node1", func() bool {
+		n := 0
+		tn.set1.Table(SessionTable).Scan("", func(r storage.Row) bool {
+			if r.Node == "n2" {
+				n++
+			}
+			return true
+		})
+		return n == len(bound)
+	})
+	var rows []storage.Row
+	tn.set1.Table(SessionTable).Scan("", func(r storage.Row) bool {
+		if r.Node == "n2" {
+			rows = append(rows, r)
+		}
+		return true
+	})
+	keep := map[string]bool{}
+	for _, j := range resumable {
+		keep[j] = true
+	}
+	tn.r1.SetResumable(func(node string) map[string]bool {
+		if node != "n2" {
+			return nil
+		}
+		return keep
+	})
+	tn.b2.Stop(ctx)
+	tn.set1.DropNode("n2", 2)
+	tn.r1.NodeLost(ctx, "n2", rows, true)
+}
+
+// A resumption refused on this node (its state older than the client's) ends
+// the lost session: its contacts are told once, unless the client has bound the
+// resource again. Before, the refusal left it "resumed": no unavailable ever.
+func TestResumeRefusedClosesTheLostSession(t *testing.T) {
+	ctx := context.Background()
+	tn := setupTwo(t)
+	all := []string{"bob@localhost/sm", "carol@localhost/sm", "dave@localhost/sm", "eve@localhost/sm"}
+	loseN2(t, tn, all, all...)
+	closed := func() []string {
+		tn.mu.Lock()
+		defer tn.mu.Unlock()
+		return slices.Clone(tn.closedEvents)
+	}
+	if got := closed(); len(got) != 0 {
+		t.Fatalf("closed at the loss: %v", got)
+	}
+	j := jid.MustParse
+	// bob: taken by a resumption here, which is then refused: closed, once.
+	tn.r1.ResumeSettled(ctx, j("bob@localhost/sm"), true)
+	tn.r1.ResumeRefused(ctx, j("bob@localhost/sm"))
+	tn.r1.ResumeRefused(ctx, j("bob@localhost/sm"))
+	// carol: refused, but her client has bound the resource again: not closed.
+	tn.r1.ResumeSettled(ctx, j("carol@localhost/sm"), true)
+	tn.r1.Bind(ctx, sess("carol@localhost/sm", 0, true))
+	tn.r1.ResumeRefused(ctx, j("carol@localhost/sm"))
+	// dave: refused here while still held (the state came from a peer):
+	// closed, and its later timeout closes nothing more.
+	tn.r1.ResumeRefused(ctx, j("dave@localhost/sm"))
+	tn.r1.ResumeSettled(ctx, j("dave@localhost/sm"), false)
+	// eve: resumed: never closed.
+	tn.r1.ResumeSettled(ctx, j("eve@localhost/sm"), true)
+	if got := closed(); !slices.Equal(got, []string{"n1:bob@localhost/sm", "n1:dave@localhost/sm"}) {
+		t.Fatalf("closed: %v; want bob and dave, once each", got)
 	}
 	if tn.r1.Held() != 0 {
 		t.Fatalf("held %d after settling", tn.r1.Held())

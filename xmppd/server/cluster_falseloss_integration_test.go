@@ -246,3 +246,87 @@ func isolateCluster(t *testing.T, node *testenv.Node, gid int, others ...*testen
 	t.Cleanup(heal)
 	return heal
 }
+
+// A resumption refused because the copy is older than the client (the node
+// declared lost by mistake went on delivering to alice, then died) ends the old
+// session: alice's contacts are told she is unavailable. Before, the refusal
+// left her lost session counted as resumed on every node, so nobody sent the
+// unavailable presence and dave kept seeing alice/a online.
+//
+// alice and carol are on node3, dave (alice's contact) on node1; node3's cluster
+// port is cut until its peers hold alice's session as an orphan copy; carol then
+// sends alice 20 messages, which alice reads; node3 is killed; alice resumes on
+// node2 with the h she has, beyond the copy's: <failed/>, and dave gets alice/a's
+// unavailable presence (and not before the refusal: the session was held for
+// its resumption).
+func TestClusterRefusedResumeClosesForContacts(t *testing.T) {
+	if _, err := exec.LookPath("iptables"); err != nil {
+		t.Fatalf("iptables (build/setup.sh installs it): %v", err)
+	}
+	nodes := startClusterWithGID(t, 3, falseLossGID, []string{"--sm-timeout", "60s"})
+	n1, n2, n3 := nodes[0], nodes[1], nodes[2]
+	n1.Register(t, "alice", "secret", "carol", "secret", "dave", "secret")
+	for _, args := range [][]string{
+		{"add_rosteritem", "alice", "localhost", "dave", "localhost", "Dave", "", "both"},
+		{"add_rosteritem", "dave", "localhost", "alice", "localhost", "Alice", "", "both"},
+	} {
+		if o, e, code := n1.Ctl(args...); code != 0 {
+			t.Fatalf("xmppctl %v: exit %d %s%s", args, code, o, e)
+		}
+	}
+	for deadline := time.Now().Add(10 * sec); ; {
+		o, _, _ := n3.Ctl("get_roster", "alice", "localhost")
+		if strings.Contains(o, "dave@localhost") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("alice's roster on node3: %q", o)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	for _, n := range nodes {
+		waitResume(t, n, "two peers", func(s resumeStats) bool { return s.Peers == 2 })
+	}
+	dave := testenv.DialTLS(t, n1.Server)
+	dave.LoginPlain(n1.Domain, "dave", "secret", "d")
+	dave.Send("<presence/>")
+	roundTrip(dave, "dave-p")
+	alice, id := smLogin(t, n3, "alice", "a")
+	alice.Send("<presence/><iq type='get' id='alice-p'><ping xmlns='urn:xmpp:ping'/></iq>")
+	read := alice.Expect("id='alice-p'", 10*sec) // what alice's client handled: h counts it
+	dave.Expect("from='alice@localhost/a'", 10*sec)
+	carol, _ := smLogin(t, n3, "carol", "c")
+	waitResume(t, n2, "copies of alice's and carol's sessions", func(s resumeStats) bool { return s.Copies >= 2 })
+
+	cut := isolateCluster(t, n3, falseLossGID, n1, n2)
+	waitResume(t, n2, "node3's sessions orphaned (node3 declared lost)", func(s resumeStats) bool { return s.Orphans >= 2 })
+	waitResume(t, n3, "no peer left in node3's view", func(s resumeStats) bool { return s.Peers == 0 })
+	var b strings.Builder
+	for i := 1; i <= 20; i++ {
+		b.WriteString(chat("alice@localhost/a", fmt.Sprint("m", i), fmt.Sprint("m-", i)))
+	}
+	carol.Send(b.String())
+	read += alice.Expect("<body>m-20</body>", 10*sec)
+	read += alice.Expect("</message>", 10*sec)
+	n3.Kill()
+	cut()
+	// Held for its resumption, alice's session is not closed by the loss.
+	waitResume(t, n1, "node3 gone from node1's view", func(s resumeStats) bool { return s.Peers == 1 })
+	if got, _ := dave.ReadAll(sec); strings.Contains(got, "type='unavailable'") {
+		t.Fatalf("dave was told alice left before her resumption was tried: %s", got)
+	}
+
+	h := len(regexp.MustCompile(`<(message|presence|iq)[\s/>]`).FindAllString(read, -1))
+	alice.Drop()
+	c := testenv.DialTLS(t, n2.Server)
+	c.AuthPlain(n2.Domain, "alice", "secret")
+	c.Send(fmt.Sprintf("<resume xmlns='urn:xmpp:sm:3' previd='%s' h='%d'/>", id, h))
+	if got, err := c.ReadUntil("urn:xmpp:sm:3", 20*sec); err != nil || !strings.Contains(got, "<failed") {
+		t.Fatalf("resume on node2 with h=%d (the copy older than that): want <failed/>; got %v %s", h, err, got)
+	}
+	got, err := dave.ReadUntil("from='alice@localhost/a'", 15*sec)
+	if i := strings.LastIndex(got, "<presence"); err != nil || i < 0 || !strings.Contains(got[i:], "type='unavailable'") {
+		t.Logf("node1:\n%s\nnode2:\n%s", grepLines(n1.Logs(), "resum", "node lost", "closed"), grepLines(n2.Logs(), "resum", "refused", "closed"))
+		t.Fatalf("dave never told that alice/a is gone after her resumption was refused: %v %q", err, got)
+	}
+}
