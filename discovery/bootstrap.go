@@ -91,8 +91,8 @@ func Decide(self string, members []Member, windowClosed bool, expect int) Decisi
 // joinTargets returns the cluster addresses (and names) a node without a
 // cluster joins, given what gossip shows: every alive member other than self
 // that is in a cluster; if there is none, the lowest-named alive member
-// announcing a bootstrap, considering only names below below when it is not
-// empty. Nil: nothing to join.
+// announcing a bootstrap (only among names lower than below, if below is set).
+// Nil: nothing to join.
 func joinTargets(self string, members []Member, below string) (addrs, names []string) {
 	var boot *Member
 	for i := range members {

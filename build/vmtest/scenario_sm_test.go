@@ -115,17 +115,22 @@ func runningQemus() int {
 		if err != nil {
 			continue
 		}
-		// pid (comm) state ...: comm may hold spaces, so split at the last ')'.
-		st := string(b)
-		i, j := strings.IndexByte(st, '('), strings.LastIndexByte(st, ')')
-		if i < 0 || j < i || j+2 >= len(st) {
-			continue
-		}
-		if strings.HasPrefix(st[i+1:j], "qemu-system") && st[j+2] != 'Z' && st[j+2] != 'X' {
+		if comm, state, ok := procStat(string(b)); ok && strings.HasPrefix(comm, "qemu-system") && state != 'Z' && state != 'X' {
 			n++
 		}
 	}
 	return n
+}
+
+// procStat returns the command name and state of a /proc/PID/stat line,
+// "pid (comm) state ...": comm may hold spaces and parentheses, so it ends at
+// the last ')'.
+func procStat(stat string) (comm string, state byte, ok bool) {
+	i, j := strings.IndexByte(stat, '('), strings.LastIndexByte(stat, ')')
+	if i < 0 || j < i || j+2 >= len(stat) {
+		return "", 0, false
+	}
+	return stat[i+1 : j], stat[j+2], true
 }
 
 func nodeSock(dir, n string) string { return filepath.Join(dir, n, "console.sock") }

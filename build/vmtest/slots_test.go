@@ -7,7 +7,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -41,7 +40,7 @@ func TestRunningQemusSkipsZombies(t *testing.T) {
 	// Not reaped (no Wait yet): it is a zombie once the kernel has killed it.
 	for deadline := time.Now().Add(10 * time.Second); ; {
 		st, _ := os.ReadFile(filepath.Join("/proc", strconv.Itoa(cmd.Process.Pid), "stat"))
-		if len(st) > 0 && zombieState(string(st)) {
+		if _, state, ok := procStat(string(st)); ok && state == 'Z' {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -52,9 +51,4 @@ func TestRunningQemusSkipsZombies(t *testing.T) {
 	if got := runningQemus(); got != before {
 		t.Fatalf("with that process a zombie: %d, want %d", got, before)
 	}
-}
-
-func zombieState(stat string) bool {
-	j := strings.LastIndexByte(stat, ')')
-	return j >= 0 && j+2 < len(stat) && stat[j+2] == 'Z'
 }

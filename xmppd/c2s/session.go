@@ -199,9 +199,8 @@ func deferrable(m *xmlstream.Element, depth int) bool {
 			if c.Local != "sent" && c.Local != "received" {
 				return false
 			}
-			fw := c.Child(nsForward, "forwarded")
-			inner := (*xmlstream.Element)(nil)
-			if fw != nil {
+			var inner *xmlstream.Element
+			if fw := c.Child(nsForward, "forwarded"); fw != nil {
 				inner = fw.Child("", "message")
 			}
 			if inner == nil || !deferrable(inner, depth+1) {
