@@ -42,7 +42,8 @@ type Config struct {
 	XmppdBin  string // path to the xmppd binary (Kind == Xmppd)
 	XmppdArgs []string
 	XmppdGOGC string // GOGC in xmppd's environment; "" none (the runtime's default)
-	// XmppdProcs is xmppd's GOMAXPROCS (0: 1). It stays pinned to CPU.
+	// XmppdProcs is xmppd's GOMAXPROCS (0: unset, the runtime's choice). It
+	// stays pinned to CPU.
 	XmppdProcs int
 	Dir        string // parent for the server's temporary directory
 	// Template replaces the benchmark's configuration template (ejabberd.yml,
@@ -303,7 +304,9 @@ func (s *Server) argv() ([]string, *syscall.Credential, []string, error) {
 			"--allow-registration", "--config", filepath.Join(s.dir, "xmppd.yaml"),
 			"--cert", filepath.Join(s.dir, "cert.pem"), "--key", filepath.Join(s.dir, "key.pem")}
 		args = append(args, s.cfg.XmppdArgs...)
-		env = append(env, "GOMAXPROCS="+strconv.Itoa(max(1, s.cfg.XmppdProcs)))
+		if s.cfg.XmppdProcs > 0 {
+			env = append(env, "GOMAXPROCS="+strconv.Itoa(s.cfg.XmppdProcs))
+		}
 		if s.cfg.XmppdGOGC != "" {
 			env = append(env, "GOGC="+s.cfg.XmppdGOGC)
 		}

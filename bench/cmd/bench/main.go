@@ -114,7 +114,7 @@ func run(args []string) error {
 	flag.DurationVar(&p.Settle, "settle", 0, "pause before reading RSS (default 5s, quick 2s)")
 	flag.StringVar(&p.XmppdBin, "xmppd", "bin/xmppd", "xmppd binary (make build)")
 	flag.StringVar(&p.XmppdGOGC, "xmppd-gogc", "", "GOGC for xmppd (empty: its default, 100 with its 128 MiB heap floor)")
-	flag.IntVar(&p.XmppdProcs, "xmppd-gomaxprocs", 2, "GOMAXPROCS for xmppd, which stays pinned to the one CPU --server-cpu: with 1, a blocking system call (the archive's fdatasync) holds xmppd's only P until the runtime hands it off (docs/bench.md)")
+	flag.IntVar(&p.XmppdProcs, "xmppd-gomaxprocs", 0, "GOMAXPROCS for xmppd, which stays pinned to the one CPU --server-cpu (0: unset, the runtime's choice: 1 on that one CPU; docs/bench.md)")
 	flag.StringVar(&p.Out, "out", "bench/results", "directory for results (JSON, Markdown, PNG)")
 	flag.BoolVar(&p.Keep, "keep", false, "keep the servers' temporary directories")
 	flag.DurationVar(&p.Timeout, "timeout", 0, "bound on the whole run (default 30m, quick 8m)")

@@ -41,8 +41,6 @@ func run(args []string) int {
 	log := slog.New(metrics.InstallTap(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})))
 	slog.SetDefault(log)
 
-	_, procsSet := os.LookupEnv("GOMAXPROCS")
-	applyProcs(procsSet, log)
 	if floor := applyGC(cfg, log); floor != nil {
 		defer floor.stop()
 	}
