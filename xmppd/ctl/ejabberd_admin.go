@@ -41,7 +41,8 @@ func init() {
 	details["srg_user_add"] = "  xmppctl srg_user_add alice b.example staff b.example\nThe account must exist. Prints nothing (exit 0), as ejabberdctl."
 	details["get_room_options"] = "  xmppctl get_room_options ops conference.b.example\n  title\tOps\n  ...\n" +
 		"ejabberd's option names; xmppd's rooms have title, description, allow_change_subj, public, persistent, moderated,\n" +
-		"members_only, allow_user_invites, password_protected, password, anonymous, and history_size (xmppd's: muc#maxhistoryfetch)."
+		"members_only, allow_user_invites, password_protected, password, anonymous, mam (the room archives its messages),\n" +
+		"and history_size (xmppd's: muc#maxhistoryfetch)."
 	details["change_room_option"] = "  xmppctl change_room_option ops conference.b.example members_only true\n" +
 		"Prints nothing (exit 0), as ejabberdctl. Making a room members-only sends its non-members out (status 322);\n" +
 		"making an empty room temporary (persistent false) destroys it, as when a temporary room's last occupant leaves.\n" +

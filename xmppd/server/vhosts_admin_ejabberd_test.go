@@ -78,7 +78,7 @@ func TestAdminEjabberdRoomsPresencePrivatePurge(t *testing.T) {
 		want string // the result as JSON or, after "!", a part of the error
 	}{
 		{[]string{"create_room", "ops", "conference.b.example", "b.example", "alice@b.example"}, `"room ops@conference.b.example created"`},
-		{[]string{"get_room_options", "ops", "conference.b.example"}, `[{"name":"title","value":""},{"name":"description","value":""},{"name":"allow_change_subj","value":"false"},{"name":"public","value":"true"},{"name":"persistent","value":"true"},{"name":"moderated","value":"false"},{"name":"members_only","value":"false"},{"name":"allow_user_invites","value":"false"},{"name":"password_protected","value":"false"},{"name":"password","value":""},{"name":"anonymous","value":"true"},{"name":"history_size","value":"20"}]`},
+		{[]string{"get_room_options", "ops", "conference.b.example"}, `[{"name":"title","value":""},{"name":"description","value":""},{"name":"allow_change_subj","value":"false"},{"name":"public","value":"true"},{"name":"persistent","value":"true"},{"name":"moderated","value":"false"},{"name":"members_only","value":"false"},{"name":"allow_user_invites","value":"false"},{"name":"password_protected","value":"false"},{"name":"password","value":""},{"name":"anonymous","value":"true"},{"name":"mam","value":"true"},{"name":"history_size","value":"20"}]`},
 		{[]string{"get_room_options", "nope", "conference.b.example"}, "!room nope@conference.b.example does not exist"},
 		{[]string{"get_room_options", "ops", "conference.c.example"}, "!unknown MUC service"},
 		{[]string{"change_room_option", "ops", "conference.b.example", "title", "Ops room"}, `"title of room ops@conference.b.example set to Ops room"`},

@@ -97,10 +97,11 @@ type RoomOccupant struct {
 }
 
 // roomOptionNames are the options RoomOptions lists and SetRoomOption takes,
-// in the order of ejabberd's room configuration record; history_size (the
-// room's muc#maxhistoryfetch) is xmppd's.
+// in the order of ejabberd's room configuration record (mam: whether the room
+// archives its messages); history_size (the room's muc#maxhistoryfetch) is
+// xmppd's.
 var roomOptionNames = []string{"title", "description", "allow_change_subj", "public", "persistent", "moderated",
-	"members_only", "allow_user_invites", "password_protected", "password", "anonymous", "history_size"}
+	"members_only", "allow_user_invites", "password_protected", "password", "anonymous", "mam", "history_size"}
 
 // RoomOptionNames lists the option names SetRoomOption takes.
 func RoomOptionNames() []string { return append([]string(nil), roomOptionNames...) }
@@ -130,6 +131,8 @@ func optionValue(c Config, name string) string {
 		return c.Password
 	case "anonymous":
 		return strconv.FormatBool(!c.NonAnonymous)
+	case "mam":
+		return strconv.FormatBool(!c.NoArchive)
 	case "history_size":
 		return strconv.Itoa(c.History)
 	}
@@ -156,7 +159,7 @@ func setOption(c Config, name, value string) (Config, error) {
 		}
 		c.History = n
 		return c, nil
-	case "password_protected", "anonymous":
+	case "password_protected", "anonymous", "mam":
 	default:
 		if boolOptions[name] == nil {
 			return c, fmt.Errorf("unknown room option %q (xmppd's: %s)", name, strings.Join(roomOptionNames, ", "))
@@ -180,6 +183,8 @@ func setOption(c Config, name, value string) (Config, error) {
 		}
 	case "anonymous":
 		c.NonAnonymous = !v
+	case "mam":
+		c.NoArchive = !v
 	default:
 		*boolOptions[name](&c) = v
 	}

@@ -73,7 +73,7 @@ func TestAdminRoomOptions(t *testing.T) {
 			t.Fatalf("create %s: %v %v", r, ok, err)
 		}
 	}
-	for _, c := range [][2]string{{"title", "Busy"}, {"anonymous", "false"}, {"password", "s3"}, {"history_size", "5"}} {
+	for _, c := range [][2]string{{"title", "Busy"}, {"anonymous", "false"}, {"password", "s3"}, {"history_size", "5"}, {"mam", "false"}} {
 		if err := m.SetRoomOption(ctx, busy, c[0], c[1]); err != nil {
 			t.Fatalf("%s %s: %v", c[0], c[1], err)
 		}
@@ -89,7 +89,7 @@ func TestAdminRoomOptions(t *testing.T) {
 	for _, o := range opts {
 		got[o.Name] = o.Value
 	}
-	if got["title"] != "Busy" || got["anonymous"] != "false" || got["password_protected"] != "true" || got["password"] != "s3" || got["history_size"] != "5" || len(opts) != len(RoomOptionNames()) {
+	if got["title"] != "Busy" || got["anonymous"] != "false" || got["password_protected"] != "true" || got["password"] != "s3" || got["history_size"] != "5" || got["mam"] != "false" || len(opts) != len(RoomOptionNames()) {
 		t.Fatalf("options: %v", opts)
 	}
 	e.send("bob", pres(busy.String()+"/bob", mucX(xmlstream.New(NS, "password").AppendText("s3"))))

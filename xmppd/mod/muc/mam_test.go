@@ -154,3 +154,79 @@ func TestRoomArchiveQueryOnLaggingNode(t *testing.T) {
 		t.Fatalf("fin: %v", fin)
 	}
 }
+
+// A room whose owner turned archiving off (muc#roomconfig_enablearchiving,
+// ejabberd's room option mam) archives nothing and stamps no stanza-id; its
+// history on join is what the node relayed; turned on again, it archives.
+func TestRoomArchivingOption(t *testing.T) {
+	e, e2, a := withMAM(t)
+	ctx := context.Background()
+	feature := func() bool {
+		t.Helper()
+		e2.send("bob", xmlstream.New(NSClient, "iq", "type", "get", "id", "d", "to", roomJ).Append(xmlstream.New(NSInfo, "query")))
+		g := e.take("bob")
+		if len(g) != 1 || g[0].Attr("type") != "result" {
+			t.Fatalf("disco#info: %v", g)
+		}
+		return strings.Contains(g[0].String(), NSMAM)
+	}
+	e.instant(field("muc#roomconfig_enablearchiving", "", "0"))
+	e2.send("bob", pres(roomJ+"/bo", mucX()))
+	e.take("alice")
+	e.take("bob")
+	if feature() {
+		t.Fatal("disco#info offers MAM with archiving off")
+	}
+	e.send("alice", groupchat("off"))
+	for _, u := range []string{"alice", "bob"} {
+		if g := e.take(u); len(g) != 1 || g[0].Child(NSSID, "stanza-id") != nil {
+			t.Fatalf("%s got %v, want one copy without a stanza-id", u, g)
+		}
+	}
+	if err := a.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	e2.send("bob", mamQuery("1"))
+	if b, _, _ := results(t, e.take("bob")); len(b) != 0 {
+		t.Fatalf("archive with archiving off: %v", b)
+	}
+	e.send("carol", pres(roomJ+"/ca", mucX(xmlstream.New(NS, "history", "maxstanzas", "5"))))
+	var hist []string
+	for _, st := range e.take("carol") {
+		if st.Child(NSDelay, "delay") != nil {
+			hist = append(hist, st.ChildText(NSClient, "body"))
+		}
+	}
+	if len(hist) != 1 || hist[0] != "off" {
+		t.Fatalf("history on join with archiving off: %v", hist)
+	}
+	e.take("alice")
+	e.take("bob")
+
+	// The form shows the setting; the owner turns it on again.
+	e.send("alice", xmlstream.New(NSClient, "iq", "type", "get", "id", "f", "to", roomJ).Append(xmlstream.New(NSOwner, "query")))
+	if g := e.take("alice"); len(g) != 1 || !strings.Contains(g[0].String(), "<field var='muc#roomconfig_enablearchiving' type='boolean'><value>0</value>") {
+		t.Fatalf("config form: %v", g)
+	}
+	e.send("alice", xmlstream.New(NSClient, "iq", "type", "set", "id", "c", "to", roomJ).Append(xmlstream.New(NSOwner, "query").Append(
+		xmlstream.New(NSData, "x", "type", "submit").Append(field("muc#roomconfig_enablearchiving", "", "1")))))
+	e.take("alice")
+	e.take("bob")
+	e.take("carol")
+	if !feature() {
+		t.Fatal("disco#info does not offer MAM with archiving on")
+	}
+	e.send("alice", groupchat("on"))
+	for _, u := range []string{"alice", "bob", "carol"} {
+		if g := e.take(u); len(g) != 1 || g[0].Child(NSSID, "stanza-id") == nil {
+			t.Fatalf("%s got %v, want one copy with the room's stanza-id", u, g)
+		}
+	}
+	if err := a.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	e2.send("bob", mamQuery("2"))
+	if b, _, _ := results(t, e.take("bob")); len(b) != 1 || b[0] != "on" {
+		t.Fatalf("archive after archiving was turned on: %v", b)
+	}
+}

@@ -136,7 +136,16 @@ type Config struct {
 	ChangeSubject bool   `json:"change_subject,omitempty"`
 	AllowInvites  bool   `json:"allow_invites,omitempty"`
 	History       int    `json:"history"`
+	// NoArchive turns the room's message archive off (the form's
+	// muc#roomconfig_enablearchiving, ejabberd's room option mam): its messages
+	// are neither archived nor stamped with a stanza-id, and the history on join
+	// is what this node relayed. Negated so that rooms stored before the option
+	// existed keep archiving.
+	NoArchive bool `json:"no_archive,omitempty"`
 }
+
+// archived reports whether r's messages go to the archive.
+func (m *Module) archived(r *room) bool { return m.arch != nil && !r.cfg.NoArchive }
 
 func defaultConfig() Config {
 	return Config{Public: true, History: DefaultHistory}
@@ -1091,7 +1100,7 @@ func (m *Module) history(ctx context.Context, r *room, max int) []histEntry {
 	if max <= 0 {
 		return nil
 	}
-	if m.arch != nil {
+	if m.archived(r) {
 		var out []histEntry
 		err := m.arch.RecentRoom(ctx, m.roomJID(r, ""), max, func(id string, at time.Time, msg *xmlstream.Element) {
 			out = append(out, histEntry{at: at, id: id, msg: msg})
@@ -1110,7 +1119,8 @@ func (m *Module) history(ctx context.Context, r *room, max int) []histEntry {
 	return append([]histEntry(nil), h...)
 }
 
-// remember keeps a relayed message for the history on join (without an archive).
+// remember keeps a relayed message for the history on join (without an archive,
+// or with the room's archiving off).
 func (m *Module) remember(r *room, e histEntry) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -1220,7 +1230,7 @@ func (m *Module) message(ctx context.Context, o *out, r *room, st *xmlstream.Ele
 	}
 	if body != nil {
 		e := histEntry{at: m.now(), msg: msg}
-		if m.arch != nil {
+		if m.archived(r) {
 			e.id = m.arch.StoreRoom(self, occ.nick, msg)
 			msg = msg.Copy()
 			msg.Append(xmlstream.New(NSSID, "stanza-id", "by", self, "id", e.id))
@@ -1427,7 +1437,7 @@ func (m *Module) roomInfo(r *room) *xmlstream.Element {
 	pick(r.cfg.Password != "", "muc_passwordprotected", "muc_unsecured")
 	pick(r.cfg.Moderated, "muc_moderated", "muc_unmoderated")
 	pick(r.cfg.NonAnonymous, "muc_nonanonymous", "muc_semianonymous")
-	if m.arch != nil {
+	if m.archived(r) {
 		feats = append(feats, NSMAM, NSSID)
 	}
 	for _, f := range feats {
@@ -1480,6 +1490,9 @@ func (m *Module) configForm(r *room) *xmlstream.Element {
 	f.Append(field("muc#roomconfig_changesubject", "boolean", boolStr(c.ChangeSubject)))
 	f.Append(field("muc#roomconfig_allowinvites", "boolean", boolStr(c.AllowInvites)))
 	f.Append(field("muc#maxhistoryfetch", "text-single", strconv.Itoa(c.History)))
+	if m.arch != nil {
+		f.Append(field("muc#roomconfig_enablearchiving", "boolean", boolStr(!c.NoArchive)))
+	}
 	return f
 }
 
@@ -1521,6 +1534,8 @@ func applyForm(c Config, v map[string]string) (Config, error) {
 			c.ChangeSubject = truthy(val)
 		case "muc#roomconfig_allowinvites":
 			c.AllowInvites = truthy(val)
+		case "muc#roomconfig_enablearchiving", "mam":
+			c.NoArchive = !truthy(val)
 		case "muc#maxhistoryfetch", "muc#roomconfig_historylength":
 			n, err := strconv.Atoi(val)
 			if err != nil || n < 0 {

@@ -7,9 +7,12 @@ PHASE "create": alice creates a locked room (201) and configures it persistent,
 bob joins, a groupchat message reaches both, carol hits a nick conflict and
 joins with history (maxstanzas), a private message goes through the room,
 groupchat messages reach every occupant, alice makes bob a member and kicks carol (307), disco lists the
-service and the room, XEP-0410 self-pings answer joined / not joined.
+service and the room, XEP-0410 self-pings answer joined / not joined; a second
+persistent room with archiving turned off in its form (muc#roomconfig_enablearchiving)
+stamps no stanza-id and lists no MAM in disco#info, where the lobby does both.
 PHASE "after" (after an xmppd restart): the room, its name and bob's membership
-are still there; alice (still owner) and bob rejoin and exchange a message.
+are still there; alice (still owner) and bob rejoin and exchange a message; the
+second room's archiving is still off.
 Prints OK and exits 0, or prints what went wrong and exits 1. Every wait is bounded.
 """
 import asyncio
@@ -25,6 +28,8 @@ PHASE, HOST, PORT, DOMAIN, PW = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.
 A, B, C = sys.argv[6:9]
 SERVICE = 'conference.' + DOMAIN
 ROOM = 'lobby@' + SERVICE
+QUIET = 'quiet@' + SERVICE
+MAM = 'urn:xmpp:mam:2'
 T = 8
 
 
@@ -117,6 +122,7 @@ async def create():
     for cl in (a, b):
         m = await cl.body('hello from alice')
         check(m['from'] == ROOM + '/alice', f'from {m["from"]}')
+        check('urn:xmpp:sid:0' in str(m), f'no stanza-id from the archived room: {m}')
     # A later joiner gets it as history (with a delay from the room).
     _, _, _, hist = await muc_c.join_muc_wait(ROOM, 'carol', maxstanzas=5, timeout=T)
     check([h['body'] for h in hist] == ['hello from alice'], f'carol history {[h["body"] for h in hist]}')
@@ -150,6 +156,20 @@ async def create():
     # XEP-0410 self-ping.
     check(await ping(b, ROOM + '/bob') == 'result', 'bob self-ping')
     check(await ping(c, ROOM + '/carol') == 'not-acceptable', 'kicked carol self-ping')
+    check(MAM in info['disco_info']['features'], 'the lobby lacks MAM in disco#info')
+    # A room whose owner turns archiving off (ejabberd's room option mam).
+    await muc_a.join_muc_wait(QUIET, 'alice', maxstanzas=0, timeout=T)
+    form = await muc_a.get_room_config(QUIET, timeout=T)
+    check('muc#roomconfig_enablearchiving' in form.get_fields(), f'no archiving field in the form: {list(form.get_fields())}')
+    form['type'] = 'submit'
+    form.set_values({'muc#roomconfig_persistentroom': True, 'muc#roomconfig_enablearchiving': False})
+    await muc_a.set_room_config(QUIET, form, timeout=T)
+    await muc_b.join_muc_wait(QUIET, 'bob', maxstanzas=0, timeout=T)
+    a.send_message(mto=QUIET, mbody='not archived', mtype='groupchat')
+    m = await b.body('not archived')
+    check('urn:xmpp:sid:0' not in str(m), f'stanza-id with archiving off: {m}')
+    info = await a['xep_0030'].get_info(jid=QUIET, timeout=T)
+    check(MAM not in info['disco_info']['features'], 'MAM in disco#info with archiving off')
     for cl in (a, b, c):
         cl.disconnect()
 
@@ -169,6 +189,9 @@ async def after():
     check(pres['muc']['affiliation'] == 'member', f'bob affiliation {pres["muc"]["affiliation"]}')
     a.send_message(mto=ROOM, mbody='back again', mtype='groupchat')
     await b.body('back again')
+    form = await a['xep_0045'].get_room_config(QUIET, timeout=T)
+    v = form.get_fields()['muc#roomconfig_enablearchiving']['value']
+    check(v in (False, '0', 'false'), f'archiving of the quiet room after restart: {v!r}')
     for cl in (a, b):
         cl.disconnect()
 
