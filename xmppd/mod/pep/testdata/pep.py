@@ -201,8 +201,27 @@ async def restart():
         c.disconnect()
 
 
+async def routes_to(a, full):
+    """Waits until a's node routes to the session full: session rows reach the
+    other nodes asynchronously, and a subscription request for a user the sender's
+    node sees offline is stored until that user's next login (RFC 6121 3.1.3),
+    which this script never does. An IQ to the full JID is answered with
+    service-unavailable by the server while it does not know the session, by the
+    client (feature-not-implemented or a result) once it does."""
+    for _ in range(200):
+        a.seq += 1
+        i = f'r{a.seq}'
+        a.send_raw(f"<iq type='get' id='{i}' to='{full}'><ping xmlns='urn:xmpp:ping'/></iq>")
+        r = await a.wait(lambda e: e.tag == C + 'iq' and e.get('id') == i and e.get('type') in ('result', 'error'), 'ping reply')
+        if r.get('type') == 'result' or r.find(f'{C}error/{{urn:ietf:params:xml:ns:xmpp-stanzas}}service-unavailable') is None:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f'{a.boundjid}: its node never routed to {full}')
+
+
 async def cluster():
     a, b = await login(A, 'pc'), await login(B, 'phone', BPORT)
+    await routes_to(a, f'{bare(B)}/phone')
     await contacts(a, b)
     await a.iq(devicelist_publish(), 'set')
     e = await b.wait(event(bare(A), DEV), 'device list notification across nodes')
