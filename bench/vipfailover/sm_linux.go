@@ -6,7 +6,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -32,13 +35,17 @@ type smClient struct {
 	sent   []string // message bodies sent since <enabled/> (the sender sends only messages)
 	acked  uint64   // the server's last h
 	got    map[string]int
-	iqs    map[string]chan struct{} // iq ids waited for
+	// bounced: bodies of the messages the server returned as errors (a
+	// sender's view: a bounced message was acknowledged, then not delivered,
+	// and the sender was told), with the error's condition.
+	bounced map[string]string
+	iqs     map[string]chan struct{} // iq ids waited for
 	dead   chan struct{}            // closed when the current connection's reader ends
 }
 
 func newSMClient(addr, user, pass, resource string, dial func(func() error) error) *smClient {
 	return &smClient{addr: addr, user: user, pass: pass, resource: resource, dial: dial,
-		got: map[string]int{}, iqs: map[string]chan struct{}{}}
+		got: map[string]int{}, bounced: map[string]string{}, iqs: map[string]chan struct{}{}}
 }
 
 func (s *smClient) auth(timeout time.Duration) (*loadgen.Conn, error) {
@@ -162,8 +169,12 @@ func (s *smClient) read(c *loadgen.Conn, gen int, dead chan struct{}) {
 		switch string(loadgen.Name(el)) {
 		case "message", "presence", "iq":
 			s.hIn++
-			if b := loadgen.Child(el, "body"); b != nil && string(loadgen.Attr(el, "type")) != "error" {
-				s.got[loadgen.Text(b)]++
+			if b := loadgen.Child(el, "body"); b != nil {
+				if string(loadgen.Attr(el, "type")) != "error" {
+					s.got[loadgen.Text(b)]++
+				} else {
+					s.bounced[loadgen.Text(b)] = errorCondition(el)
+				}
 			}
 			if string(loadgen.Name(el)) == "iq" {
 				id := string(loadgen.Attr(el, "id"))
@@ -461,7 +472,92 @@ func (r *smRun) measure(k *Kill, t0 time.Time, i int) error {
 	still, _ := off.missing(missing)
 	k.MsgOffline, k.MsgLost = len(missing)-len(still), len(still)
 	if len(still) > 0 {
-		r.h.logf("kill %d: %d of %d acknowledged messages reached neither the resumed session nor offline storage (first: %v)", i+1, len(still), len(acked), still[:min(5, len(still))])
+		conds := r.tx.bouncedOf(still)
+		k.MsgBounced = len(conds)
+		r.h.logf("kill %d: %d of %d acknowledged messages reached neither the resumed session nor offline storage (first: %v); %d of them came back to the sender as errors %v",
+			i+1, len(still), len(acked), still[:min(5, len(still))], len(conds), conds)
+		r.h.logEvidence(t0)
 	}
 	return nil
+}
+
+// bouncedOf returns, for those of bodies the server returned to this client as
+// errors, the error conditions and how many had each.
+func (s *smClient) bouncedOf(bodies []string) map[string]int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := map[string]int{}
+	for _, b := range bodies {
+		if c, ok := s.bounced[b]; ok {
+			out[c]++
+		}
+	}
+	return out
+}
+
+// errorCondition is the defined condition of a stanza error (the first child
+// of <error/> in the stanzas namespace), or "?".
+func errorCondition(el []byte) string {
+	e := loadgen.Child(el, "error")
+	if e == nil {
+		return "?"
+	}
+	for _, c := range stanzaConditions {
+		if loadgen.Child(e, c) != nil {
+			if t := loadgen.Child(e, "text"); t != nil {
+				return c + " (" + loadgen.Text(t) + ")"
+			}
+			return c
+		}
+	}
+	return "?"
+}
+
+// stanzaConditions are RFC 6120 §8.3.3's defined conditions.
+var stanzaConditions = []string{"bad-request", "conflict", "feature-not-implemented", "forbidden", "gone",
+	"internal-server-error", "item-not-found", "jid-malformed", "not-acceptable", "not-allowed", "not-authorized",
+	"policy-violation", "recipient-unavailable", "redirect", "registration-required", "remote-server-not-found",
+	"remote-server-timeout", "resource-constraint", "service-unavailable", "subscription-required",
+	"undefined-condition", "unexpected-request"}
+
+// evidenceLines bounds what logEvidence writes per node.
+const evidenceLines = 80
+
+// logEvidence writes, for every node, the lines of its log from 2 s before t0
+// on that say where the resuming client's messages went: warnings and errors,
+// and lines naming the resuming user, offline storage or a bounce (the
+// re-routing of each stanza a lost node had not acknowledged is counted, not
+// listed). A failed run of the test keeps no work directory: this is its record.
+func (h *harness) logEvidence(t0 time.Time) {
+	for _, n := range h.nodes {
+		b, err := os.ReadFile(filepath.Join(h.opt.Dir, n.name+".log"))
+		if err != nil {
+			h.logf("evidence: %s: %v", n.name, err)
+			continue
+		}
+		var out []string
+		rerouted := 0
+		for _, line := range strings.Split(string(b), "\n") {
+			ts, ok := strings.CutPrefix(line, "time=")
+			if !ok {
+				continue
+			}
+			at, err := time.Parse(time.RFC3339Nano, strings.SplitN(ts, " ", 2)[0])
+			if err != nil || at.Before(t0.Add(-2*time.Second)) {
+				continue
+			}
+			switch {
+			case strings.Contains(line, "routing it again"):
+				rerouted++
+			case strings.Contains(line, "level=WARN"), strings.Contains(line, "level=ERROR"),
+				strings.Contains(line, "bench@"), strings.Contains(line, "offline"), strings.Contains(line, "bounc"),
+				strings.Contains(line, "node lost"), strings.Contains(line, "resum"):
+				out = append(out, line)
+			}
+		}
+		if len(out) > evidenceLines {
+			out = append(out[:evidenceLines/2], append([]string{"..."}, out[len(out)-evidenceLines/2:]...)...)
+		}
+		h.logf("evidence: %s from %s (stanzas routed again: %d):\n%s", n.name, t0.Add(-2*time.Second).UTC().Format(time.RFC3339Nano), rerouted, strings.Join(out, "\n"))
+	}
 }

@@ -100,6 +100,8 @@ type Kill struct {
 	MsgOffline int `json:"msgs_offline"`
 	// Acknowledged messages that reached neither (lost).
 	MsgLost int `json:"msgs_lost"`
+	// Of the lost, those the server returned to the sender as errors.
+	MsgBounced int `json:"msgs_bounced,omitempty"`
 	// Error, in cut mode, is why this failover failed (the run goes on).
 	Error string `json:"error,omitempty"`
 }
@@ -225,8 +227,8 @@ func Run(ctx context.Context, opt Options) (*Result, error) {
 		}
 		h.logf("kill %2d: %s -> %s  detect %.3f s  served %.3f s  (neighbour %s, %d attempts)", i+1, k.Killed, k.NewHolder, k.Detect, k.Served, k.Neighbour, k.Attempts)
 		if opt.Resume {
-			h.logf("         resumed %.3f s (%d attempts); messages sent %d acked %d received %d duplicated %d offline %d lost %d",
-				k.Resumed, k.Resumes, k.MsgSent, k.MsgAcked, k.MsgReceived, k.MsgDups, k.MsgOffline, k.MsgLost)
+			h.logf("         resumed %.3f s (%d attempts); messages sent %d acked %d received %d duplicated %d offline %d lost %d (bounced %d)",
+				k.Resumed, k.Resumes, k.MsgSent, k.MsgAcked, k.MsgReceived, k.MsgDups, k.MsgOffline, k.MsgLost, k.MsgBounced)
 		}
 		res.Kills = append(res.Kills, k)
 	}
