@@ -11,7 +11,7 @@ import (
 
 func TestErrorCondition(t *testing.T) {
 	for el, want := range map[string]string{
-		`<message type='error'><body>k1-m2</body><error type='cancel'><service-unavailable xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></message>`: "service-unavailable",
+		`<message type='error'><body>k1-m2</body><error type='cancel'><service-unavailable xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></message>`:                                                                       "service-unavailable",
 		`<message type='error'><body>x</body><error type='wait'><resource-constraint xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/><text xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'>storage unavailable</text></error></message>`: "resource-constraint (storage unavailable)",
 		`<message type='error'><body>x</body></message>`: "?",
 	} {

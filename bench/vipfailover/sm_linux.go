@@ -40,7 +40,7 @@ type smClient struct {
 	// and the sender was told), with the error's condition.
 	bounced map[string]string
 	iqs     map[string]chan struct{} // iq ids waited for
-	dead   chan struct{}            // closed when the current connection's reader ends
+	dead    chan struct{}            // closed when the current connection's reader ends
 }
 
 func newSMClient(addr, user, pass, resource string, dial func(func() error) error) *smClient {

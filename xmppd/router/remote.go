@@ -72,6 +72,10 @@ type cl struct {
 	// taken: held sessions settled as resumed in the last takenFor, kept in
 	// case the resumption is then refused here (ResumeRefused).
 	taken map[string]takenSession
+	// awaiting: stanzas that waited in a held session for its resumption,
+	// keyed by full JID: routed once the resumed session is bound (here or
+	// on another node), or after awaitBind.
+	awaiting map[string][]*xmlstream.Element
 }
 
 // takenSession is a held session whose state a resumption took.
@@ -90,7 +94,21 @@ const takenFor = time.Minute
 type heldSession struct {
 	rs          *RemoteSession
 	responsible bool
+	// stanzas: stanzas for the session that its lost node never took (the bus
+	// failed them), kept for the resumed session instead of being routed while
+	// it is bound nowhere (to offline storage, whose write may wait for a raft
+	// leader: the lost node may have been the leader).
+	stanzas []*xmlstream.Element
 }
+
+// maxHeldStanzas bounds the stanzas kept per held session; beyond it they are
+// routed as they come (offline storage).
+const maxHeldStanzas = 10000
+
+// awaitBind bounds how long the stanzas of a session settled as resumed wait
+// for it to be bound somewhere; then they are routed as they are (the
+// resumption was refused, or its client went away).
+const awaitBind = 10 * time.Second
 
 // AttachBus makes the router route to other nodes over b; inc is this node's
 // incarnation (the tag of its ephemeral rows). Call before the bus starts.
@@ -418,6 +436,9 @@ type excludeKey struct{}
 
 // reroute routes st again, avoiding node (it did not take st).
 func (r *Router) reroute(st *xmlstream.Element, node string, err error) {
+	if r.keepForResumption(st, node) {
+		return
+	}
 	r.log.Info("stanza not acknowledged by the node of its session: routing it again", "node", node, "to", st.Attr("to"), "err", err)
 	ctx := context.WithValue(context.Background(), excludeKey{}, node)
 	from, _ := r.jids.parse(st.Attr("from"))
@@ -426,6 +447,83 @@ func (r *Router) reroute(st *xmlstream.Element, node string, err error) {
 		return
 	}
 	r.route(ctx, st, from, to, true)
+}
+
+// keepForResumption keeps st, which the lost node did not take, for its
+// recipient's session if that session is held here for its resumption (or was
+// just settled as resumed and is not bound yet): the resumed session gets it
+// after what the session's copy holds, instead of offline storage getting it
+// while the session is bound nowhere. It reports whether st was kept.
+func (r *Router) keepForResumption(st *xmlstream.Element, node string) bool {
+	to := st.Attr("to")
+	r.cl.mu.Lock()
+	defer r.cl.mu.Unlock()
+	if h, ok := r.cl.held[to]; ok && h.rs.row.Node == node && len(h.stanzas) < maxHeldStanzas {
+		h.stanzas = append(h.stanzas, st)
+		r.cl.held[to] = h
+		return true
+	}
+	if q, ok := r.cl.awaiting[to]; ok && len(q) < maxHeldStanzas {
+		if t, ok := r.cl.taken[to]; ok && t.rs.row.Node == node {
+			r.cl.awaiting[to] = append(q, st)
+			return true
+		}
+	}
+	return false
+}
+
+// awaitResumed routes stanzas kept for the resumed session j once it is
+// bound: at once by Bind when that is here, else when its row is seen (it
+// resumed on another node), else after awaitBind.
+func (r *Router) awaitResumed(j jid.JID, stanzas []*xmlstream.Element) {
+	key := j.String()
+	r.cl.mu.Lock()
+	if r.cl.awaiting == nil {
+		r.cl.awaiting = map[string][]*xmlstream.Element{}
+	}
+	r.cl.awaiting[key] = append(r.cl.awaiting[key], stanzas...)
+	r.cl.mu.Unlock()
+	go func() {
+		// A bind here routes them itself, in line with the bind (so they come
+		// before what is routed to the session afterwards): this goroutine
+		// takes a local session only if Bind may have looked before they were
+		// put here (after a second).
+		start := time.Now()
+		for time.Since(start) < awaitBind {
+			s := r.Session(j)
+			if _, remote := s.(*RemoteSession); remote || (s != nil && time.Since(start) > time.Second) {
+				break
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		r.routeAwaiting(context.Background(), key)
+	}()
+}
+
+// routeAwaiting routes what waits for the resumed session bound to full.
+func (r *Router) routeAwaiting(ctx context.Context, full string) {
+	r.cl.mu.Lock()
+	q, ok := r.cl.awaiting[full]
+	delete(r.cl.awaiting, full)
+	r.cl.mu.Unlock()
+	if !ok || len(q) == 0 {
+		return
+	}
+	r.log.Info("stanzas kept for a resumed session of a lost node: routed to it", "jid", full, "stanzas", len(q))
+	r.routeKept(ctx, q)
+}
+
+// routeKept routes stanzas that were kept for a session: to wherever it is
+// bound now, else as any stanza to an unbound resource.
+func (r *Router) routeKept(ctx context.Context, q []*xmlstream.Element) {
+	for _, st := range q {
+		from, _ := r.jids.parse(st.Attr("from"))
+		to, err := r.jids.parse(st.Attr("to"))
+		if err != nil {
+			continue
+		}
+		r.route(ctx, st, from, to, true)
+	}
 }
 
 func excluded(ctx context.Context) string {
@@ -608,9 +706,6 @@ func (r *Router) SetResumable(fn func(node string) map[string]bool) {
 // Sessions that stay resumable here (SetResumable) are held instead, on every
 // survivor, and settled by ResumeSettled.
 func (r *Router) NodeLost(ctx context.Context, node string, rows []storage.Row, responsible bool) {
-	if b := r.bus(); b != nil {
-		b.NodeDown(node)
-	}
 	r.cl.mu.RLock()
 	resumable := r.cl.resumable
 	r.cl.mu.RUnlock()
@@ -644,6 +739,11 @@ func (r *Router) NodeLost(ctx context.Context, node string, rows []storage.Row, 
 			closing = append(closing, rs)
 		}
 	}
+	// Only now are the stanzas the node had not taken failed (routed again):
+	// those for a session held above wait for its resumption.
+	if b := r.bus(); b != nil {
+		b.NodeDown(node)
+	}
 	for _, rs := range closing {
 		if rs.Presence() != nil {
 			n++
@@ -676,11 +776,25 @@ func (r *Router) ResumeSettled(ctx context.Context, j jid.JID, resumed bool) {
 		r.cl.taken[key] = takenSession{rs: h.rs, at: now}
 	}
 	r.cl.mu.Unlock()
-	if !ok || resumed || !h.responsible || r.Session(j) != nil {
+	if ok && resumed {
+		// Kept until the session is bound where it resumed (here: soon, by
+		// the c2s server that resumed it).
+		r.awaitResumed(j, h.stanzas)
 		return
 	}
-	r.log.Info("lost session not resumed in time: closed for its contacts", "jid", key)
-	r.Run(ctx, module.EvSessionClosed, &module.EventData{From: j, Session: h.rs})
+	if !ok {
+		return
+	}
+	if h.responsible && r.Session(j) == nil {
+		r.log.Info("lost session not resumed in time: closed for its contacts", "jid", key)
+		r.Run(ctx, module.EvSessionClosed, &module.EventData{From: j, Session: h.rs})
+	}
+	if len(h.stanzas) > 0 {
+		// On their own goroutine: offline storage may wait seconds for a raft
+		// leader, and the caller is the resumption manager's membership check.
+		r.log.Info("lost session not resumed in time: the stanzas kept for it are routed", "jid", key, "stanzas", len(h.stanzas))
+		go r.routeKept(context.WithoutCancel(ctx), h.stanzas)
+	}
 }
 
 // ResumeRefused is told, on the node where it happened, that the resumption
@@ -694,11 +808,23 @@ func (r *Router) ResumeRefused(ctx context.Context, j jid.JID) {
 	r.cl.mu.Lock()
 	t, ok := r.cl.taken[key]
 	delete(r.cl.taken, key)
+	var kept []*xmlstream.Element
 	if h, held := r.cl.held[key]; !ok && held {
 		t, ok = takenSession{rs: h.rs}, true
+		kept = h.stanzas
 		delete(r.cl.held, key)
 	}
+	kept = append(kept, r.cl.awaiting[key]...)
+	delete(r.cl.awaiting, key)
 	r.cl.mu.Unlock()
+	// The session is over: what was kept for it goes where any stanza for an
+	// unbound resource goes, after its contacts are told (below), without
+	// holding up the refusal (offline storage may wait for a raft leader).
+	defer func() {
+		if len(kept) > 0 {
+			go r.routeKept(context.WithoutCancel(ctx), kept)
+		}
+	}()
 	if !ok || r.Session(j) != nil {
 		return
 	}

@@ -95,6 +95,18 @@ func setupTwo(t *testing.T) *twoNodes {
 	return tn
 }
 
+// cutN2 makes node2 unreachable for node1: its bus stops, its address leads
+// nowhere, and node1 drops the old connection (new sends queue up).
+func (tn *twoNodes) cutN2(ctx context.Context) {
+	dead, _ := net.Listen("tcp", "127.0.0.1:0")
+	tn.mu.Lock()
+	tn.addrs["n2"] = dead.Addr().String()
+	tn.mu.Unlock()
+	dead.Close()
+	tn.b2.Stop(ctx)
+	tn.b1.NodeDown("n2")
+}
+
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
@@ -201,14 +213,7 @@ func TestNodeLostReroutesAndCloses(t *testing.T) {
 	tn.r1.Bind(ctx, a)
 	hi := sess("bob@localhost/hi", 5, true)
 	tn.r2.Bind(ctx, hi)
-	// node2 becomes unreachable: its bus stops, its address leads nowhere.
-	dead, _ := net.Listen("tcp", "127.0.0.1:0")
-	tn.mu.Lock()
-	tn.addrs["n2"] = dead.Addr().String()
-	tn.mu.Unlock()
-	dead.Close()
-	tn.b2.Stop(ctx)
-	tn.b1.NodeDown("n2") // drop the old connection; new sends queue up
+	tn.cutN2(ctx)
 	tn.r1.Route(ctx, msg("alice@localhost/a", "bob@localhost", "chat"))
 	iq := xmlstream.New(xmlstream.NSClient, "iq", "type", "get", "id", "q1", "from", "alice@localhost/a", "to", "bob@localhost/hi")
 	iq.Append(xmlstream.New("urn:xmpp:ping", "ping"))
@@ -411,5 +416,73 @@ func TestResumeRefusedClosesTheLostSession(t *testing.T) {
 	}
 	if tn.r1.Held() != 0 {
 		t.Fatalf("held %d after settling", tn.r1.Held())
+	}
+}
+
+// Stanzas a lost node never took (the bus failed them) for a session that
+// stays resumable here wait for its resumption instead of going to offline
+// storage while it is bound nowhere: the resumed session gets them, in order,
+// once bound (here: by Bind); a session not resumed in time has them routed as
+// any stanza to an unbound resource (offline storage). Before, every one of
+// them went to offline storage at the loss (a write that waits for a raft
+// leader when the lost node was the leader), and reached the resumed session
+// only through the flush of its re-announced presence, after newer messages.
+func TestNodeLostKeepsStanzasForResumption(t *testing.T) {
+	ctx := context.Background()
+	tn := setupTwo(t)
+	a := sess("alice@localhost/a", 0, true)
+	tn.r1.Bind(ctx, a)
+	for _, j := range []string{"bob@localhost/sm", "bob@localhost/gone"} {
+		tn.r2.Bind(ctx, smSess{sess(j, 0, true)})
+	}
+	waitFor(t, "node2's rows on node1", func() bool {
+		return tn.r1.Session(jid.MustParse("bob@localhost/sm")) != nil && tn.r1.Session(jid.MustParse("bob@localhost/gone")) != nil
+	})
+	tn.cutN2(ctx) // what node1 sends it now is never taken
+	body := func(to, b string) *xmlstream.Element {
+		m := xmlstream.New(xmlstream.NSClient, "message", "from", "alice@localhost/a", "to", to, "type", "chat")
+		return m.Append(xmlstream.New(xmlstream.NSClient, "body").AppendText(b))
+	}
+	for _, b := range []string{"m1", "m2", "m3"} {
+		tn.r1.Route(ctx, body("bob@localhost/sm", b))
+	}
+	tn.r1.Route(ctx, body("bob@localhost/gone", "g1"))
+	waitFor(t, "four stanzas queued for node2", func() bool { return queued(tn.b1, "n2") == 4 })
+
+	var rows []storage.Row
+	tn.set1.Table(SessionTable).Scan("", func(r storage.Row) bool {
+		if r.Node == "n2" {
+			rows = append(rows, r)
+		}
+		return true
+	})
+	tn.r1.SetResumable(func(node string) map[string]bool {
+		return map[string]bool{"bob@localhost/sm": true, "bob@localhost/gone": true}
+	})
+	tn.set1.DropNode("n2", 2)
+	tn.r1.NodeLost(ctx, "n2", rows, true)
+	time.Sleep(50 * time.Millisecond) // the bus fails them on its own goroutines
+	tn.mu.Lock()
+	if len(tn.offline) != 0 {
+		t.Fatalf("stored offline while the session was held for its resumption: %v", tn.offline)
+	}
+	tn.mu.Unlock()
+
+	// bob/sm resumes here: settled first (the copy is taken), then bound.
+	tn.r1.ResumeSettled(ctx, jid.MustParse("bob@localhost/sm"), true)
+	resumed := sess("bob@localhost/sm", 0, false)
+	tn.r1.Bind(ctx, resumed)
+	if got := bodies(resumed); got != "m1,m2,m3" {
+		t.Fatalf("resumed session got %q, want m1,m2,m3 (at its bind)", got)
+	}
+	// bob/gone is not resumed in time: its stanza goes to offline storage.
+	tn.r1.ResumeSettled(ctx, jid.MustParse("bob@localhost/gone"), false)
+	waitFor(t, "g1 stored offline", func() bool {
+		tn.mu.Lock()
+		defer tn.mu.Unlock()
+		return slices.Equal(tn.offline, []string{"n1:g1"})
+	})
+	if got := bodies(resumed); got != "m1,m2,m3" {
+		t.Fatalf("resumed session got %q after the other settled", got)
 	}
 }

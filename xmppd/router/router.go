@@ -372,6 +372,14 @@ func (r *Router) Bind(ctx context.Context, s module.Session) {
 	r.announceBind(j, order)
 	r.eph().Put(j.String(), r.rowOf(s))
 	r.Run(ctx, module.EvSessionBound, &module.EventData{From: j, Session: s})
+	// A session resumed from a lost node's copy: what its node never took
+	// waited for it here.
+	r.cl.mu.RLock()
+	_, waiting := r.cl.awaiting[j.String()]
+	r.cl.mu.RUnlock()
+	if waiting {
+		r.routeAwaiting(ctx, j.String())
+	}
 }
 
 // Unbind removes s (if it is still the session bound to its JID) and fires
