@@ -202,6 +202,25 @@ type Table interface {
 	Count(prefix string) (int, error)
 }
 
+// Stamped is what a Table may implement so that a reader can tell, without
+// reading it again, that nothing changed: Stamp returns a comparable value that
+// is == to an earlier one only if the table's contents are still what they were
+// when that one was returned (a write to the table makes it differ; it may differ
+// without a change). A reader that caches what it decoded from a table keeps the
+// stamp it read before reading.
+type Stamped interface {
+	Stamp() any
+}
+
+// StampOf returns t's stamp, or nil if t does not implement Stamped (then a
+// cached read cannot be validated by stamp).
+func StampOf(t Table) any {
+	if s, ok := t.(Stamped); ok {
+		return s.Stamp()
+	}
+	return nil
+}
+
 // Row is one node's row in an ephemeral table.
 type Row struct {
 	Key         string

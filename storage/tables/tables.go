@@ -387,6 +387,18 @@ type handle struct {
 	name string
 }
 
+// Stamp implements storage.Stamped: the table's current immutable tree, which
+// every commit that writes to the table replaces (and which the caller's
+// reference keeps from being freed, so its address is not reused while the
+// stamp is held).
+func (h handle) Stamp() any {
+	tr, err := h.s.tree(h.name)
+	if err != nil {
+		return new(byte) // equal to nothing
+	}
+	return tr
+}
+
 // Get returns a copy of the value.
 func (h handle) Get(key string) ([]byte, bool, error) {
 	tr, err := h.s.tree(h.name)

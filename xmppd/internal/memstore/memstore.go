@@ -22,13 +22,16 @@ type Store struct {
 
 	mu     sync.RWMutex
 	tables map[string]map[string][]byte
+	// stamps: per table, a token replaced by every Apply that writes to it
+	// (storage.Stamped).
+	stamps map[string]*byte
 	eph    map[string]*eph
 	fail   error
 }
 
 // New returns an empty store.
 func New(node string) *Store {
-	return &Store{Node: node, tables: map[string]map[string][]byte{}, eph: map[string]*eph{}}
+	return &Store{Node: node, tables: map[string]map[string][]byte{}, stamps: map[string]*byte{}, eph: map[string]*eph{}}
 }
 
 // SetFail makes every later Apply fail with err (nil to heal).
@@ -79,6 +82,7 @@ func (s *Store) Apply(_ context.Context, ops ...storage.Op) error {
 	}
 	for _, op := range ops {
 		t := s.tables[op.Table]
+		s.stamps[op.Table] = new(byte)
 		switch op.Kind {
 		case storage.OpPut:
 			t[op.Key] = append([]byte(nil), op.Value...)
@@ -136,6 +140,18 @@ func (s *Store) Status() storage.Status {
 type table struct {
 	s    *Store
 	name string
+}
+
+// Stamp implements storage.Stamped.
+func (t table) Stamp() any {
+	t.s.mu.Lock()
+	defer t.s.mu.Unlock()
+	st := t.s.stamps[t.name]
+	if st == nil {
+		st = new(byte)
+		t.s.stamps[t.name] = st
+	}
+	return st
 }
 
 func (t table) Get(key string) ([]byte, bool, error) {

@@ -1817,6 +1817,10 @@ type cachedRoom struct {
 	r     *room // nil: no room
 	s     *snap
 	clean bool // diff(r, s) is empty: a handler that changes nothing writes nothing
+	// tabStamp and liveStamp: the two tables' stamps (storage.Stamped) read
+	// before the rows this entry was last checked against; while both are
+	// unchanged the entry is current without reading a row (under cmu).
+	tabStamp, liveStamp any
 }
 
 // maxCached bounds the room cache (it is cleared when full, as the presence
@@ -1853,13 +1857,20 @@ func sOf(c *cachedRoom) *snap {
 // temporary room) comes back as the room that join would have created: an
 // instant room with the default configuration, its occupants its owners.
 func (m *Module) view(name string) (*cachedRoom, error) {
+	// Stamps first: a write after them makes them differ next time, so an
+	// entry is never taken for current on stamps read after its rows.
+	ts, ls := storage.StampOf(m.tab), storage.StampOf(m.live)
+	m.cmu.Lock()
+	c := m.rooms[name]
+	if c != nil && ts != nil && ls != nil && c.tabStamp == ts && c.liveStamp == ls {
+		m.cmu.Unlock()
+		return c, nil // nothing written to either table since it was checked
+	}
+	m.cmu.Unlock()
 	raw, disc, err := m.roomRow(name)
 	if err != nil {
 		return nil, err
 	}
-	m.cmu.Lock()
-	c := m.rooms[name]
-	m.cmu.Unlock()
 	if c != nil && c.disc == disc && bytes.Equal(c.raw, raw) && (c.raw == nil) == (raw == nil) {
 		same, n := true, 0
 		prefix := occPrefix(name)
@@ -1875,6 +1886,9 @@ func (m *Module) view(name string) (*cachedRoom, error) {
 			return nil, err
 		}
 		if same && n == len(c.keys) {
+			m.cmu.Lock()
+			c.tabStamp, c.liveStamp = ts, ls
+			m.cmu.Unlock()
 			return c, nil
 		}
 	}
@@ -1886,6 +1900,7 @@ func (m *Module) view(name string) (*cachedRoom, error) {
 	if len(m.rooms) >= maxCached {
 		clear(m.rooms)
 	}
+	c.tabStamp, c.liveStamp = ts, ls
 	m.rooms[name] = c
 	m.cmu.Unlock()
 	return c, nil
