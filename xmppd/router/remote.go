@@ -440,10 +440,14 @@ func (r *Router) reroute(st *xmlstream.Element, node string, err error) {
 		return
 	}
 	r.log.Info("stanza not acknowledged by the node of its session: routing it again", "node", node, "to", st.Attr("to"), "err", err)
-	ctx := context.WithValue(context.Background(), excludeKey{}, node)
+	r.routeOwned(context.WithValue(context.Background(), excludeKey{}, node), st)
+}
+
+// routeOwned routes st, which nobody else holds, by its own from and to.
+func (r *Router) routeOwned(ctx context.Context, st *xmlstream.Element) {
 	from, _ := r.jids.parse(st.Attr("from"))
-	to, perr := r.jids.parse(st.Attr("to"))
-	if perr != nil {
+	to, err := r.jids.parse(st.Attr("to"))
+	if err != nil {
 		return
 	}
 	r.route(ctx, st, from, to, true)
@@ -490,6 +494,12 @@ func (r *Router) awaitResumed(j jid.JID, stanzas []*xmlstream.Element) {
 		// put here (after a second).
 		start := time.Now()
 		for time.Since(start) < awaitBind {
+			r.cl.mu.RLock()
+			_, waiting := r.cl.awaiting[key]
+			r.cl.mu.RUnlock()
+			if !waiting {
+				return // routed by the bind here, or by a refusal
+			}
 			s := r.Session(j)
 			if _, remote := s.(*RemoteSession); remote || (s != nil && time.Since(start) > time.Second) {
 				break
@@ -517,12 +527,7 @@ func (r *Router) routeAwaiting(ctx context.Context, full string) {
 // bound now, else as any stanza to an unbound resource.
 func (r *Router) routeKept(ctx context.Context, q []*xmlstream.Element) {
 	for _, st := range q {
-		from, _ := r.jids.parse(st.Attr("from"))
-		to, err := r.jids.parse(st.Attr("to"))
-		if err != nil {
-			continue
-		}
-		r.route(ctx, st, from, to, true)
+		r.routeOwned(ctx, st)
 	}
 }
 

@@ -49,6 +49,7 @@ func (s *Store) Declare(_ context.Context, spec storage.TableSpec) error {
 	defer s.mu.Unlock()
 	if s.tables[spec.Name] == nil {
 		s.tables[spec.Name] = map[string][]byte{}
+		s.stamps[spec.Name] = new(byte)
 	}
 	return nil
 }
@@ -142,16 +143,11 @@ type table struct {
 	name string
 }
 
-// Stamp implements storage.Stamped.
+// Stamp implements storage.Stamped (Declare made the first one).
 func (t table) Stamp() any {
-	t.s.mu.Lock()
-	defer t.s.mu.Unlock()
-	st := t.s.stamps[t.name]
-	if st == nil {
-		st = new(byte)
-		t.s.stamps[t.name] = st
-	}
-	return st
+	t.s.mu.RLock()
+	defer t.s.mu.RUnlock()
+	return t.s.stamps[t.name]
 }
 
 func (t table) Get(key string) ([]byte, bool, error) {
