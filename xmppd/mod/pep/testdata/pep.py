@@ -134,11 +134,14 @@ def bookmark_publish():
             "<field var='pubsub#send_last_published_item'><value>never</value></field><field var='pubsub#access_model'><value>whitelist</value></field></x></publish-options></pubsub>")
 
 
-async def contacts(a, b):
-    """a (alice) and b (bob) become mutual contacts; b advertises +notify caps."""
+async def contacts(a, b, across=False):
+    """a (alice) and b (bob) become mutual contacts; b advertises +notify caps.
+    across: a and b are on different nodes."""
     await b.notify_for(META, DEV)
     a.send_raw('<presence/>')
     b.send_presence()
+    if across:
+        await sees_available(a, b)
     a.send_raw(f"<presence to='{bare(B)}' type='subscribe'/>")
     await b.wait(is_pres(bare(A), 'subscribe'), 'subscribe')
     b.send_raw(f"<presence to='{bare(A)}' type='subscribed'/>")
@@ -201,28 +204,27 @@ async def restart():
         c.disconnect()
 
 
-async def routes_to(a, full):
-    """Waits until a's node routes to the session full: session rows reach the
-    other nodes asynchronously, and a subscription request for a user the sender's
-    node sees offline is stored until that user's next login (RFC 6121 3.1.3),
-    which this script never does. An IQ to the full JID is answered with
-    service-unavailable by the server while it does not know the session, by the
-    client (feature-not-implemented or a result) once it does."""
-    for _ in range(200):
-        a.seq += 1
-        i = f'r{a.seq}'
-        a.send_raw(f"<iq type='get' id='{i}' to='{full}'><ping xmlns='urn:xmpp:ping'/></iq>")
-        r = await a.wait(lambda e: e.tag == C + 'iq' and e.get('id') == i and e.get('type') in ('result', 'error'), 'ping reply')
-        if r.get('type') == 'result' or r.find(f'{C}error/{{urn:ietf:params:xml:ns:xmpp-stanzas}}service-unavailable') is None:
+async def sees_available(a, b):
+    """Waits until a's node sees b's session available (and so interested: b's
+    node publishes the roster request before the presence, in order). Session
+    rows reach the other nodes asynchronously, and a subscription request that
+    a's node routes while it sees no interested session of b is stored until b's
+    next login (RFC 6121 3.1.3), which this script never does. A chat message to
+    b's bare JID reaches b only once a's node sees b available (before, it is
+    stored offline), so a sends one until b gets one."""
+    for k in range(100):
+        a.send_raw(f"<message to='{bare(B)}' type='chat'><body>sync-{k}</body></message>")
+        try:
+            await b.wait(lambda e: e.tag == C + 'message' and (e.findtext(C + 'body') or '').startswith('sync-'), 'sync message', timeout=0.2)
             return
-        await asyncio.sleep(0.02)
-    raise AssertionError(f'{a.boundjid}: its node never routed to {full}')
+        except AssertionError:
+            pass
+    raise AssertionError(f"{a.boundjid}: its node never saw {b.boundjid} available")
 
 
 async def cluster():
     a, b = await login(A, 'pc'), await login(B, 'phone', BPORT)
-    await routes_to(a, f'{bare(B)}/phone')
-    await contacts(a, b)
+    await contacts(a, b, across=True)
     await a.iq(devicelist_publish(), 'set')
     e = await b.wait(event(bare(A), DEV), 'device list notification across nodes')
     if e.find(f'.//{{{DEV}}}device').get('id') != '4242':
