@@ -43,6 +43,24 @@ func waitResume(t *testing.T, n *testenv.Node, what string, cond func(resumeStat
 	t.Fatalf("%s: %s not reached: %+v", n.Name, what, st)
 }
 
+// waitOfflineCount polls `xmppctl get_offline_count` on n (a round trip
+// each) until user@localhost has want stored messages there, bounded.
+func waitOfflineCount(t *testing.T, n *testenv.Node, user string, want int) {
+	t.Helper()
+	var out string
+	for i := 0; i < 300; i++ { // 30 s
+		o, errOut, code := n.Ctl("get_offline_count", user, "localhost")
+		if code != 0 {
+			t.Fatalf("xmppctl get_offline_count on %s: %d %s %s", n.Name, code, o, errOut)
+		}
+		if out = strings.TrimSpace(o); out == fmt.Sprint(want) {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("%s: %s's offline messages: %s, want %d", n.Name, user, out, want)
+}
+
 // smLogin logs user in on node n, binds res and enables resumable stream
 // management; it returns the client and the resumption id.
 func smLogin(t *testing.T, n *testenv.Node, user, res string) (*testenv.Raw, string) {
@@ -288,6 +306,10 @@ func TestClusterResumeAfterKill(t *testing.T) {
 	// previd fails, and her unacknowledged message waits in offline storage.
 	waitResume(t, n2, "carol's copy expired", func(s resumeStats) bool { return s.Orphans == 0 })
 	waitResume(t, n3, "carol's copy expired", func(s resumeStats) bool { return s.Orphans == 0 })
+	// The copy leaves the counters before the responsible survivor has
+	// rerouted its queue (a raft write, applied on n3 a round later): carol
+	// logs in once n3 holds her offline message.
+	waitOfflineCount(t, n3, "carol", 1)
 	c3 := testenv.DialTLS(t, n3.Server)
 	c3.AuthPlain(n3.Domain, "carol", "secret")
 	c3.Send("<resume xmlns='urn:xmpp:sm:3' previd='" + cid + "' h='0'/>")
