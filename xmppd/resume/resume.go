@@ -50,7 +50,7 @@ const (
 	KindOrphan = "sm.orphan" // the sender stops: its copies are the sessions now
 	KindSync   = "sm.sync"   // Call: answered after everything sent before it
 	KindTake   = "sm.take"   // Call to the holder: ID: session, To: user; reply: wireState
-	KindTail   = "sm.tail"   // Call: ID: session; reply: []qItem of this node's copy
+	KindTail   = "sm.tail"   // Call: ID: session (To: tailUnheld: without held stanzas); reply: []qItem of this node's copy
 	// KindResync asks the owner of orphaned copies, back as the same
 	// incarnation after a false node loss, for a full copy.
 	KindResync = "sm.resync"
@@ -1038,6 +1038,15 @@ func (m *Manager) onTail(_ context.Context, _ cluster.Peer, msg *cluster.Message
 	if cp == nil || len(cp.st.Queue) == 0 {
 		return nil, nil
 	}
+	if msg.To == tailUnheld && len(cp.held) > 0 {
+		q := make([]qItem, 0, len(cp.st.Queue))
+		for _, it := range cp.st.Queue {
+			if !cp.held[it.Seq] {
+				q = append(q, it)
+			}
+		}
+		return json.Marshal(q)
+	}
 	return json.Marshal(cp.st.Queue)
 }
 
@@ -1415,10 +1424,17 @@ func (m *Manager) check() {
 		}
 	}
 	var resync []string
+	var complete map[string]*copyOf
 	for id, cp := range m.copies {
 		if inc, ok := live[cp.owner.Node]; !cp.orphan && (!ok || inc != cp.owner.Incarnation) {
 			m.orphanLocked(cp, live, now)
 			m.log.Info("node gone: its resumable session stays resumable here", "node", cp.owner.Node, "jid", cp.st.JID, "queued", len(cp.st.Queue), "for", m.cfg.Timeout)
+			if cp.responsible && m.cfg.Reroute != nil {
+				if complete == nil {
+					complete = map[string]*copyOf{}
+				}
+				complete[id] = cp
+			}
 		}
 		if m.ownerBackLocked(cp, live) {
 			// Declared gone by mistake: the owner still holds the session, so
@@ -1443,6 +1459,9 @@ func (m *Manager) check() {
 		m.sendLocked(p, &cluster.Message{Kind: KindResync})
 	}
 	m.mu.Unlock()
+	for id, cp := range complete {
+		go m.completeOrphan(id, cp, live)
+	}
 	for _, cp := range expired {
 		m.settled(cp, false)
 		if m.cfg.Reroute == nil {
@@ -1461,6 +1480,58 @@ func (m *Manager) check() {
 		m.cfg.Reroute(context.Background(), st.JID, st.Queue)
 	}
 }
+
+// completeOrphan adds to cp — the copy of a gone node's session that this node
+// is responsible for, so the one whose queue goes to offline storage should the
+// session not be resumed — the stanzas the other survivors' copies hold and it
+// lacks. The gone node acknowledged a stanza to its sender once ONE peer had it
+// (Sync): a stanza still on its way to this node when the owner died is only in
+// another survivor's copy, whose expiry reroutes nothing of its queue but what
+// its own node's bus left to it (held, rerouteHeld); the peers leave those out
+// of their answer, so each is rerouted once. The answers are awaited for at
+// most half the timeout; one that comes later, or not at all, leaves the copy
+// as it was (its stanzas are what the copy held before).
+func (m *Manager) completeOrphan(id string, cp *copyOf, live map[string]uint64) {
+	ctx, cancel := context.WithTimeout(context.Background(), min(lateTailWait, m.cfg.Timeout/2))
+	defer cancel()
+	res := make(chan []qItem, len(live))
+	n := 0
+	for p := range live {
+		if p == cp.owner.Node || p == m.cfg.Node {
+			continue
+		}
+		n++
+		go func() {
+			var q []qItem
+			if b, err := m.cfg.Bus.Call(ctx, p, &cluster.Message{Kind: KindTail, ID: id, To: tailUnheld}); err == nil && len(b) > 0 {
+				if err := json.Unmarshal(b, &q); err != nil {
+					m.log.Warn("unreadable copy of a gone node's session from a peer", "peer", p, "jid", cp.st.JID, "err", err)
+				}
+			}
+			res <- q
+		}()
+	}
+	var qs [][]qItem
+	for range n {
+		qs = append(qs, <-res)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.copies[id] != cp || !cp.orphan {
+		return // resumed (its resumption merged the copies itself), expired or replaced meanwhile
+	}
+	tm := newTailMerge(&cp.st)
+	for _, q := range qs {
+		tm.add(q)
+	}
+	if added := tm.finish(); added > 0 {
+		m.log.Info("copy of a gone node's session completed from the other survivors' copies", "jid", cp.st.JID, "added", added, "queued", len(cp.st.Queue))
+	}
+}
+
+// tailUnheld, as a KindTail request's To, asks for the copy's queue without
+// the stanzas the answering node's copy holds for its own bus (see Holds).
+const tailUnheld = "unheld"
 
 // abandonedLocked ends, at the next membership check, the resumable copies
 // of gone nodes' sessions bound to full JID j other than id, the new session

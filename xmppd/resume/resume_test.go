@@ -1138,6 +1138,49 @@ func TestExpiredCopyReroutesHeldStanzas(t *testing.T) {
 	}
 }
 
+// The gone owner acknowledged "two" to its sender (a local user of the owner,
+// so no bus holds it) once ONE peer had it: it reached c's copy only, and b is
+// responsible for the session. Nobody resumes it: b's copy, completed from c's
+// at the loss, reroutes both stanzas, each once (before, "two" was lost: b
+// rerouted what its own copy held, c nothing).
+func TestExpiredCopyReroutesWhatOnlyAnotherCopyHeld(t *testing.T) {
+	n := &fakeNet{nodes: map[string]*fakeBus{}, down: map[string]bool{}}
+	var mu sync.Mutex
+	var rerouted []string
+	ms := map[string]*Manager{}
+	for _, node := range []string{"a", "b", "c"} {
+		m := New(Config{Node: node, Bus: n.bus(node, 1), Peers: n.peersOf(node), Timeout: 100 * time.Millisecond, Tick: 10 * time.Millisecond,
+			Reroute: rerouteInto(node, &mu, &rerouted)}, &fakeC2S{m: map[string]*c2s.SMState{}})
+		m.Register()
+		ms[node] = m
+	}
+	for _, m := range ms {
+		m.check()
+	}
+	a, b, c := ms["a"], ms["b"], ms["c"]
+	id := a.NewID()
+	a.Put(&c2s.SMState{ID: id, JID: jid.MustParse("bob@example.org/r")})
+	a.Queued(id, 1, msg("one"))
+	if err := a.Sync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	two := xmlstream.AppendElement(nil, msg("two"), xmlstream.NSClient)
+	if _, err := c.onQueue(context.Background(), cluster.Peer{Node: "a", Incarnation: 1}, &cluster.Message{Kind: KindQueue, ID: id, To: "2", Body: two}); err != nil {
+		t.Fatal(err)
+	}
+	n.setDown("a", true)
+	for end := time.Now().Add(400 * time.Millisecond); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
+		b.check()
+		c.check()
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	slices.Sort(rerouted)
+	if want := []string{"b:one", "b:two"}; !slices.Equal(rerouted, want) {
+		t.Fatalf("rerouted %v, want %v (b responsible, its copy completed from c's)", rerouted, want)
+	}
+}
+
 // A client that starts a new session with the same full JID (its resumption
 // was refused or timed out) no longer resumes the old one: the old one's
 // resumable copy here ends at once and its stanzas are rerouted (to the new
