@@ -36,6 +36,21 @@ type twoNodes struct {
 	mu           sync.Mutex
 	offline      []string
 	closedEvents []string
+	// mk starts one more node's router and bus (see addNode).
+	mk func(node string, inc uint64, set *ephemeral.Set, tr *clustertest.Transport) (*Router, *cluster.Bus)
+}
+
+// addNode starts node (incarnation inc) whose rows stream to and from node1's
+// at once (node2 does not see them) and whose bus node1 reaches.
+func (tn *twoNodes) addNode(t *testing.T, node string, inc uint64) (*Router, *ephemeral.Set) {
+	set := ephemeral.New(node, inc)
+	set.OnLocalChange(func(c ephemeral.Change) { tn.set1.Merge(c) })
+	tr := clustertest.New(t)
+	tn.mu.Lock()
+	tn.addrs[node] = tr.Addr()
+	tn.mu.Unlock()
+	r, _ := tn.mk(node, inc, set, tr)
+	return r, set
 }
 
 // setupTwo builds two routers ("n1", "n2") whose ephemeral rows stream to each
@@ -84,6 +99,7 @@ func setupTwo(t *testing.T) *twoNodes {
 		})
 		return r, b
 	}
+	tn.mk = mk
 	tn.r1, tn.b1 = mk("n1", 1, tn.set1, tr1)
 	tn.r2, tn.b2 = mk("n2", 2, tn.set2, tr2)
 	a := accounts.New(nodeStore{mem, tn.set1}, "localhost", nil)
@@ -484,5 +500,45 @@ func TestNodeLostKeepsStanzasForResumption(t *testing.T) {
 	})
 	if got := bodies(resumed); got != "m1,m2,m3" {
 		t.Fatalf("resumed session got %q after the other settled", got)
+	}
+}
+
+// bob's session of lost node2 resumes on node3 (from its copy there): what
+// node1 kept for it — stanzas node2 never took — reaches it on node3 once
+// node1 sees its row there, in order, and none goes to offline storage.
+func TestKeptStanzasReachSessionResumedOnAnotherNode(t *testing.T) {
+	ctx := context.Background()
+	tn := setupTwo(t)
+	tn.r1.Bind(ctx, sess("alice@localhost/a", 0, true))
+	bob := jid.MustParse("bob@localhost/sm")
+	tn.r2.Bind(ctx, smSess{sess(bob.String(), 0, true)})
+	waitFor(t, "node2's row on node1", func() bool { return tn.r1.Session(bob) != nil })
+	tn.cutN2(ctx)
+	for _, b := range []string{"m1", "m2", "m3"} {
+		m := xmlstream.New(xmlstream.NSClient, "message", "from", "alice@localhost/a", "to", bob.String(), "type", "chat")
+		tn.r1.Route(ctx, m.Append(xmlstream.New(xmlstream.NSClient, "body").AppendText(b)))
+	}
+	waitFor(t, "three stanzas queued for node2", func() bool { return queued(tn.b1, "n2") == 3 })
+	var rows []storage.Row
+	tn.set1.Table(SessionTable).Scan("", func(r storage.Row) bool {
+		if r.Node == "n2" {
+			rows = append(rows, r)
+		}
+		return true
+	})
+	tn.r1.SetResumable(func(string) map[string]bool { return map[string]bool{bob.String(): true} })
+	tn.set1.DropNode("n2", 2)
+	tn.r1.NodeLost(ctx, "n2", rows, true)
+	waitFor(t, "node2's queue failed", func() bool { return queued(tn.b1, "n2") == 0 })
+	// node3 took the copy: settled here as resumed before its row is seen.
+	tn.r1.ResumeSettled(ctx, bob, true)
+	r3, _ := tn.addNode(t, "n3", 1)
+	resumed := sess(bob.String(), 0, true)
+	r3.Bind(ctx, resumed)
+	waitFor(t, "the kept stanzas on node3", func() bool { return bodies(resumed) == "m1,m2,m3" })
+	tn.mu.Lock()
+	defer tn.mu.Unlock()
+	if len(tn.offline) != 0 {
+		t.Fatalf("stored offline: %v", tn.offline)
 	}
 }
