@@ -1101,6 +1101,23 @@ func TestHoldsForwardedStanza(t *testing.T) {
 // lack it. Before, only the responsible node rerouted its own copy's queue
 // and the stanza was lost.
 func TestExpiredCopyReroutesHeldStanzas(t *testing.T) {
+	rerouted := expireWithTwoOnC(t, func(c *Manager, two []byte) {
+		// c is the node of "two"'s sender: its bus left it to c's copy.
+		if !c.Holds("a", "bob@example.org/r", two) {
+			t.Fatal("c's copy does not hold two")
+		}
+	})
+	if want := []string{"b:one", "c:two"}; !slices.Equal(rerouted, want) {
+		t.Fatalf("rerouted %v, want %v (b responsible for the copy, c for what it held)", rerouted, want)
+	}
+}
+
+// expireWithTwoOnC runs a's session (bob) on a, with copies on b and c: "one"
+// reaches both, "two" only c's copy; a goes down, atLoss runs, and nobody
+// resumes the session until both copies expired (b is responsible). It
+// returns the stanzas rerouted ("node:body"), sorted.
+func expireWithTwoOnC(t *testing.T, atLoss func(c *Manager, two []byte)) []string {
+	t.Helper()
 	n := &fakeNet{nodes: map[string]*fakeBus{}, down: map[string]bool{}}
 	var mu sync.Mutex
 	var rerouted []string
@@ -1117,14 +1134,13 @@ func TestExpiredCopyReroutesHeldStanzas(t *testing.T) {
 	a, b, c := ms["a"], ms["b"], ms["c"]
 	id := a.NewID()
 	holdOne(t, a, id)
-	// "two" reaches c's copy only; its sender's node is c.
 	two := xmlstream.AppendElement(nil, msg("two"), xmlstream.NSClient)
 	if _, err := c.onQueue(context.Background(), cluster.Peer{Node: "a", Incarnation: 1}, &cluster.Message{Kind: KindQueue, ID: id, To: "2", Body: two}); err != nil {
 		t.Fatal(err)
 	}
 	n.setDown("a", true)
-	if !c.Holds("a", "bob@example.org/r", two) {
-		t.Fatal("c's copy does not hold two")
+	if atLoss != nil {
+		atLoss(c, two)
 	}
 	for end := time.Now().Add(400 * time.Millisecond); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
 		b.check()
@@ -1133,9 +1149,7 @@ func TestExpiredCopyReroutesHeldStanzas(t *testing.T) {
 	mu.Lock()
 	defer mu.Unlock()
 	slices.Sort(rerouted)
-	if want := []string{"b:one", "c:two"}; !slices.Equal(rerouted, want) {
-		t.Fatalf("rerouted %v, want %v (b responsible for the copy, c for what it held)", rerouted, want)
-	}
+	return rerouted
 }
 
 // The gone owner acknowledged "two" to its sender (a local user of the owner,
@@ -1144,40 +1158,8 @@ func TestExpiredCopyReroutesHeldStanzas(t *testing.T) {
 // at the loss, reroutes both stanzas, each once (before, "two" was lost: b
 // rerouted what its own copy held, c nothing).
 func TestExpiredCopyReroutesWhatOnlyAnotherCopyHeld(t *testing.T) {
-	n := &fakeNet{nodes: map[string]*fakeBus{}, down: map[string]bool{}}
-	var mu sync.Mutex
-	var rerouted []string
-	ms := map[string]*Manager{}
-	for _, node := range []string{"a", "b", "c"} {
-		m := New(Config{Node: node, Bus: n.bus(node, 1), Peers: n.peersOf(node), Timeout: 100 * time.Millisecond, Tick: 10 * time.Millisecond,
-			Reroute: rerouteInto(node, &mu, &rerouted)}, &fakeC2S{m: map[string]*c2s.SMState{}})
-		m.Register()
-		ms[node] = m
-	}
-	for _, m := range ms {
-		m.check()
-	}
-	a, b, c := ms["a"], ms["b"], ms["c"]
-	id := a.NewID()
-	a.Put(&c2s.SMState{ID: id, JID: jid.MustParse("bob@example.org/r")})
-	a.Queued(id, 1, msg("one"))
-	if err := a.Sync(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	two := xmlstream.AppendElement(nil, msg("two"), xmlstream.NSClient)
-	if _, err := c.onQueue(context.Background(), cluster.Peer{Node: "a", Incarnation: 1}, &cluster.Message{Kind: KindQueue, ID: id, To: "2", Body: two}); err != nil {
-		t.Fatal(err)
-	}
-	n.setDown("a", true)
-	for end := time.Now().Add(400 * time.Millisecond); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
-		b.check()
-		c.check()
-	}
-	mu.Lock()
-	defer mu.Unlock()
-	slices.Sort(rerouted)
-	if want := []string{"b:one", "b:two"}; !slices.Equal(rerouted, want) {
-		t.Fatalf("rerouted %v, want %v (b responsible, its copy completed from c's)", rerouted, want)
+	if got, want := expireWithTwoOnC(t, nil), []string{"b:one", "b:two"}; !slices.Equal(got, want) {
+		t.Fatalf("rerouted %v, want %v (b responsible, its copy completed from c's)", got, want)
 	}
 }
 

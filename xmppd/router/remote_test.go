@@ -241,13 +241,7 @@ func TestNodeLostReroutesAndCloses(t *testing.T) {
 	}
 	tn.mu.Unlock()
 	// The store drops node2's rows, then tells the router.
-	var rows []storage.Row
-	tn.set1.Table(SessionTable).Scan("", func(r storage.Row) bool {
-		if r.Node == "n2" {
-			rows = append(rows, r)
-		}
-		return true
-	})
+	rows := sessionRowsOf(tn.set1, "n2")
 	tn.set1.DropNode("n2", 2)
 	tn.r1.NodeLost(ctx, "n2", rows, true)
 	waitFor(t, "the unacknowledged message stored offline", func() bool {
@@ -374,13 +368,7 @@ func loseN2(t *testing.T, tn *twoNodes, bound []string, resumable ...string) {
 		})
 		return n == len(bound)
 	})
-	var rows []storage.Row
-	tn.set1.Table(SessionTable).Scan("", func(r storage.Row) bool {
-		if r.Node == "n2" {
-			rows = append(rows, r)
-		}
-		return true
-	})
+	rows := sessionRowsOf(tn.set1, "n2")
 	keep := map[string]bool{}
 	for _, j := range resumable {
 		keep[j] = true
@@ -465,13 +453,7 @@ func TestNodeLostKeepsStanzasForResumption(t *testing.T) {
 	tn.r1.Route(ctx, body("bob@localhost/gone", "g1"))
 	waitFor(t, "four stanzas queued for node2", func() bool { return queued(tn.b1, "n2") == 4 })
 
-	var rows []storage.Row
-	tn.set1.Table(SessionTable).Scan("", func(r storage.Row) bool {
-		if r.Node == "n2" {
-			rows = append(rows, r)
-		}
-		return true
-	})
+	rows := sessionRowsOf(tn.set1, "n2")
 	tn.r1.SetResumable(func(node string) map[string]bool {
 		return map[string]bool{"bob@localhost/sm": true, "bob@localhost/gone": true}
 	})
@@ -519,13 +501,7 @@ func TestKeptStanzasReachSessionResumedOnAnotherNode(t *testing.T) {
 		tn.r1.Route(ctx, m.Append(xmlstream.New(xmlstream.NSClient, "body").AppendText(b)))
 	}
 	waitFor(t, "three stanzas queued for node2", func() bool { return queued(tn.b1, "n2") == 3 })
-	var rows []storage.Row
-	tn.set1.Table(SessionTable).Scan("", func(r storage.Row) bool {
-		if r.Node == "n2" {
-			rows = append(rows, r)
-		}
-		return true
-	})
+	rows := sessionRowsOf(tn.set1, "n2")
 	tn.r1.SetResumable(func(string) map[string]bool { return map[string]bool{bob.String(): true} })
 	tn.set1.DropNode("n2", 2)
 	tn.r1.NodeLost(ctx, "n2", rows, true)
@@ -541,4 +517,16 @@ func TestKeptStanzasReachSessionResumedOnAnotherNode(t *testing.T) {
 	if len(tn.offline) != 0 {
 		t.Fatalf("stored offline: %v", tn.offline)
 	}
+}
+
+// sessionRowsOf returns node's session rows in set.
+func sessionRowsOf(set *ephemeral.Set, node string) []storage.Row {
+	var rows []storage.Row
+	set.Table(SessionTable).Scan("", func(r storage.Row) bool {
+		if r.Node == node {
+			rows = append(rows, r)
+		}
+		return true
+	})
+	return rows
 }

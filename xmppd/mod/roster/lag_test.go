@@ -4,6 +4,7 @@ import (
 	"context"
 	"sync"
 	"testing"
+	"time"
 
 	"xedge/storage"
 	"xedge/xmppd/jid"
@@ -23,6 +24,7 @@ type lagHost struct {
 }
 
 func (h *lagHost) Store() storage.Store              { return h.st }
+func (h *lagHost) Clustered() bool                   { return true }
 func (h *lagHost) HandleIQ(string, module.IQHandler) {}
 func (h *lagHost) Hook(ev module.Event, _ int, fn module.HookFunc) {
 	h.mu.Lock()
@@ -166,5 +168,42 @@ func TestSubscriptionOnLaggingNode(t *testing.T) {
 				t.Fatalf("to bob: %q, want %s first", sent, tc.toBob)
 			}
 		})
+	}
+}
+
+// alice's request reaches bob's account through node 1 just as bob's session
+// on node 2 sends its initial presence: node 1 found no session of bob taking
+// requests (his presence was not there yet), and node 2's redelivery scanned
+// before it applied the stored request. Node 2 looks again a moment later and
+// bob gets the request once; a request node 1 delivered to him itself is not
+// sent again. Before, it reached bob at his next login.
+func TestRequestStoredWhileSessionComesUpOnAnotherNode(t *testing.T) {
+	defer func(d time.Duration) { lateRedeliverDelay = d }(lateRedeliverDelay)
+	lateRedeliverDelay = 20 * time.Millisecond
+	for _, seenByNode1 := range []bool{false, true} {
+		h, _ := setup(t, "alice", "bob")
+		h2, ls := lagNode(t, h)
+		b := h.Connect("bob@example.org/r")
+		if seenByNode1 {
+			h2.send(b, xmlstream.New(xmlstream.NSClient, "presence"))
+			b.SetPresence(xmlstream.New(xmlstream.NSClient, "presence"))
+		}
+		h.Route(context.Background(), presFrom("subscribe", "alice@example.org", "bob@example.org"))
+		if !seenByNode1 {
+			h2.send(b, xmlstream.New(xmlstream.NSClient, "presence"))
+			b.SetPresence(xmlstream.New(xmlstream.NSClient, "presence"))
+		}
+		ls.CatchUp() // node 2 applies the stored request
+		var got []*xmlstream.Element
+		deadline := time.Now().Add(5 * time.Second)
+		for len(got) == 0 && time.Now().Before(deadline) {
+			got = append(got, modtest.Find(b.Take(), "presence", "subscribe")...)
+			time.Sleep(5 * time.Millisecond)
+		}
+		time.Sleep(10 * lateRedeliverDelay) // nothing more comes
+		got = append(got, modtest.Find(b.Take(), "presence", "subscribe")...)
+		if len(got) != 1 || got[0].Attr("from") != "alice@example.org" {
+			t.Fatalf("seen by node 1 %v: bob got %d requests, want alice's once: %v", seenByNode1, len(got), got)
+		}
 	}
 }

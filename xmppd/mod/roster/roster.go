@@ -14,7 +14,10 @@
 // the state read would drop, or a request it would put to the user although a
 // pre-approval may be newer, is decided again once the node caught up (one empty
 // write through the log, see catchUp): an answer that reaches another node than the
-// request it answers is not lost.
+// request it answers is not lost. A request another node stored just as a
+// session of the user came up here (that node did not see the session yet, this
+// node applied the write after the session's redelivery) is sent to the session
+// by a second look a moment later (lateRedeliver), once.
 //
 // It must not import the xmppd core or other modules.
 package roster
@@ -25,6 +28,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -76,6 +80,10 @@ type Item struct {
 type pending struct {
 	Status string `json:"status,omitempty"`
 	Stamp  string `json:"stamp,omitempty"`
+	// Sessions are the IDs of the sessions the node that stored the request
+	// delivered it to (available, or past their pending redelivery, when it
+	// looked): another node's late redelivery skips them.
+	Sessions []string `json:"sessions,omitempty"`
 }
 
 // Module is the roster module.
@@ -558,22 +566,57 @@ func (m *Module) outbound(ctx context.Context, h module.Host, ev *module.EventDa
 
 // pendingSeen marks a session whose initial presence has redelivered the pending
 // requests (module.Session.Value key): from then on a new request goes to it
-// directly even before the presence module has made it available.
+// directly even before the presence module has made it available. Its value is
+// the sentPending of the requests redelivered to it.
 type pendingSeen struct{}
+
+// sentPending is the set of pending requests (keys) a session got from its
+// node's scans. Only read and written under its user's lock.
+type sentPending map[string]bool
+
+// requestTargets returns to's sessions that take a subscription request now:
+// available, or past their initial presence's redelivery (pendingSeen).
+func requestTargets(h module.Host, to jid.JID) []module.Session {
+	var out []module.Session
+	for _, sess := range h.Sessions(to) {
+		if sess.Presence() != nil || sess.Value(pendingSeen{}) != nil {
+			out = append(out, sess)
+		}
+	}
+	return out
+}
 
 // redeliverPending sends the stored inbound requests to s at its initial presence.
 // It runs under the user's lock and marks s first, so a request that inbound
 // stores at the same moment is either found here or delivered by inbound to the
 // marked session: never neither (it was, when the request raced the presence).
+// In a cluster it looks once more a moment later (lateRedeliver).
 func (m *Module) redeliverPending(s module.Session) {
 	user := module.UserKey(m.h, s.JID())
-	p := modutil.UserPrefix(user)
 	unlock := m.locks.Lock(user)
 	defer unlock()
-	s.SetValue(pendingSeen{}, true)
+	sent := sentPending{}
+	s.SetValue(pendingSeen{}, sent)
+	m.sendPendingLocked(s, user, sent)
+	if c, ok := m.h.(clusterer); ok && c.Clustered() {
+		time.AfterFunc(lateRedeliverDelay, func() { m.lateRedeliver(s, sent) })
+	}
+}
+
+// sendPendingLocked sends s the pending requests of user not in sent, nor
+// delivered to s by the node that stored them, and adds them to sent.
+func (m *Module) sendPendingLocked(s module.Session, user string, sent sentPending) {
+	p := modutil.UserPrefix(user)
 	_ = m.pend.Scan(p, func(k string, v []byte) bool {
+		if sent[k] {
+			return true
+		}
 		var pd pending
 		_ = json.Unmarshal(v, &pd)
+		sent[k] = true
+		if slices.Contains(pd.Sessions, s.ID()) {
+			return true
+		}
 		pr := xmlstream.New(xmlstream.NSClient, "presence", "type", "subscribe", "from", strings.TrimPrefix(k, p), "to", s.JID().Bare().String())
 		if pd.Status != "" {
 			pr.Append(xmlstream.New(xmlstream.NSClient, "status").AppendText(pd.Status))
@@ -584,6 +627,29 @@ func (m *Module) redeliverPending(s module.Session) {
 		s.Send(pr)
 		return true
 	})
+}
+
+// clusterer is implemented by a core that routes between nodes.
+type clusterer interface{ Clustered() bool }
+
+// lateRedeliverDelay is how long after a session's initial presence its
+// user's pending requests are looked for once more in a cluster.
+var lateRedeliverDelay = time.Second
+
+// lateRedeliver sends s, still available a moment after its initial presence,
+// the requests stored since its redelivery that nobody delivered to it:
+// another node stored a request for its user after it looked for sessions
+// (it did not see s yet) and this node applied the write after s's
+// redelivery scanned (a raft follower applies a little after the leader).
+// Before, such a request reached the user only at the next login.
+func (m *Module) lateRedeliver(s module.Session, sent sentPending) {
+	if s.Presence() == nil {
+		return
+	}
+	user := module.UserKey(m.h, s.JID())
+	unlock := m.locks.Lock(user)
+	defer unlock()
+	m.sendPendingLocked(s, user, sent)
 }
 
 // inbound handles subscription presence addressed to a local user (RFC 6121 §3).
@@ -616,8 +682,18 @@ func (m *Module) inbound(ctx context.Context, h module.Host, ev *module.EventDat
 		s, deliver, auto = Inbound(typ, old)
 	}
 	var pd *pending
+	var targets []module.Session
 	if typ == "subscribe" {
 		pd = &pending{Status: st.ChildText("", "status"), Stamp: time.Now().UTC().Format("2006-01-02T15:04:05Z")}
+		if deliver {
+			// Chosen before the commit, and named in the stored request: a
+			// session that is not among them gets it from its own node's
+			// scans (redeliverPending, lateRedeliver), once.
+			targets = requestTargets(h, to)
+			for _, sess := range targets {
+				pd.Sessions = append(pd.Sessions, sess.ID())
+			}
+		}
 	}
 	ver, changed, err := m.commit(ctx, user, old, it, s, false, pd)
 	unlock()
@@ -639,10 +715,11 @@ func (m *Module) inbound(ctx context.Context, h module.Host, ev *module.EventDat
 		out := st.Copy()
 		out.SetAttr("from", contact)
 		out.SetAttr("to", to.String())
-		for _, sess := range h.Sessions(to) {
-			if sess.Presence() != nil || sess.Value(pendingSeen{}) != nil {
-				sess.Send(out.Copy())
-			}
+		if typ != "subscribe" {
+			targets = requestTargets(h, to)
+		}
+		for _, sess := range targets {
+			sess.Send(out.Copy())
 		}
 	}
 	if typ == "unsubscribe" && HasFrom(old.Sub) {
