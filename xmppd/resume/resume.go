@@ -89,6 +89,11 @@ type Config struct {
 	// or replaced by the state of the node that resumed it) or expired. It runs
 	// without the manager's lock.
 	Settled func(ctx context.Context, j jid.JID, resumed bool)
+	// TakeOver, when set, is told that this node became responsible for the
+	// copy of gone node's session j because the survivor responsible for it
+	// went too: should j not be resumed, its Settled(false) here is the one
+	// that closes it for its contacts. It runs without the manager's lock.
+	TakeOver func(j jid.JID)
 	// Refused, when set, is told on this node that the resumption of j from
 	// the state Fetch returned was refused here (Manager.Refused): the old
 	// session is over although Settled heard it resumed. It runs before the
@@ -151,6 +156,14 @@ type copyOf struct {
 	// owner excluded) when the copy became an orphan: it reroutes the queue if
 	// the copy expires.
 	responsible bool
+	// resp and respInc name the responsible node (this one, or the live
+	// peer with the smallest name) and its incarnation: should it go before
+	// the copy expires, the survivor next in line takes over (check).
+	// survivors are the peers that were live (and so held copies) when the
+	// owner was found gone, with their incarnations.
+	resp      string
+	respInc   uint64
+	survivors map[string]uint64
 	// held: the stanzas of the queue (by number) that the bus did not fail
 	// back to their sender because this copy holds them (Holds): this copy
 	// may be the only place they are, so its expiry reroutes them here even
@@ -1423,7 +1436,7 @@ func (m *Manager) check() {
 			delete(m.stale, p)
 		}
 	}
-	var resync []string
+	var resync, takeover []string
 	var complete map[string]*copyOf
 	for id, cp := range m.copies {
 		if inc, ok := live[cp.owner.Node]; !cp.orphan && (!ok || inc != cp.owner.Incarnation) {
@@ -1449,6 +1462,22 @@ func (m *Manager) check() {
 			}
 			continue
 		}
+		if respGoneLocked(cp, live) {
+			gone := cp.resp
+			m.pickResponsibleLocked(cp, live)
+			if cp.responsible {
+				// Its copy, and with it the duty to reroute the queue and to
+				// tell the contacts, went with it: the next in line has both.
+				m.log.Info("the survivor responsible for a gone node's session is gone too: this node takes over", "jid", cp.st.JID, "gone", gone)
+				takeover = append(takeover, cp.st.JID)
+				if m.cfg.Reroute != nil {
+					if complete == nil {
+						complete = map[string]*copyOf{}
+					}
+					complete[id] = cp
+				}
+			}
+		}
 		if cp.orphan && now.After(cp.deadline) {
 			delete(m.copies, id)
 			expired = append(expired, cp)
@@ -1459,6 +1488,14 @@ func (m *Manager) check() {
 		m.sendLocked(p, &cluster.Message{Kind: KindResync})
 	}
 	m.mu.Unlock()
+	for _, j := range takeover {
+		if m.cfg.TakeOver == nil {
+			continue
+		}
+		if jj, err := jid.Parse(j); err == nil {
+			m.cfg.TakeOver(jj)
+		}
+	}
 	for id, cp := range complete {
 		go m.completeOrphan(id, cp, live)
 	}
@@ -1613,12 +1650,36 @@ func (m *Manager) onResync(_ context.Context, from cluster.Peer, _ *cluster.Mess
 // smallest name apart from the owner.
 func (m *Manager) orphanLocked(cp *copyOf, live map[string]uint64, now time.Time) {
 	cp.orphan, cp.deadline = true, now.Add(m.cfg.Timeout)
-	cp.responsible = true
-	for p := range live {
-		if p != cp.owner.Node && p < m.cfg.Node {
-			cp.responsible = false
+	cp.survivors = map[string]uint64{}
+	for p, inc := range live {
+		if p != cp.owner.Node {
+			cp.survivors[p] = inc
 		}
 	}
+	m.pickResponsibleLocked(cp, live)
+}
+
+// pickResponsibleLocked makes the survivor with the smallest name that is
+// still live as the same incarnation — this node included — responsible for
+// cp. A node that joined since holds no copy of cp's session: never picked.
+func (m *Manager) pickResponsibleLocked(cp *copyOf, live map[string]uint64) {
+	cp.resp, cp.respInc = m.cfg.Node, 0
+	for p, inc := range cp.survivors {
+		if now, ok := live[p]; ok && now == inc && p < cp.resp {
+			cp.resp, cp.respInc = p, inc
+		}
+	}
+	cp.responsible = cp.resp == m.cfg.Node
+}
+
+// respGoneLocked reports whether cp's responsible node is another node that
+// has gone (or restarted, its copy lost with it) since it was picked.
+func respGoneLocked(cp *copyOf, live map[string]uint64) bool {
+	if !cp.orphan || cp.late || cp.responsible || cp.resp == "" {
+		return false
+	}
+	inc, ok := live[cp.resp]
+	return !ok || inc != cp.respInc
 }
 
 // Stats describes the manager for the admin interface.

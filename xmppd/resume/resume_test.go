@@ -1163,6 +1163,67 @@ func TestExpiredCopyReroutesWhatOnlyAnotherCopyHeld(t *testing.T) {
 	}
 }
 
+// The owner a dies, and then b, the survivor responsible for a's session,
+// before the session's copies expire: c, next in line among the survivors,
+// takes over (told through TakeOver, for the router) and reroutes the queue
+// at expiry, once; d does not. Before, nobody rerouted it: c and d only
+// rerouted what they held for their own buses.
+func TestResponsibleSurvivorGoneNextTakesOver(t *testing.T) {
+	n := &fakeNet{nodes: map[string]*fakeBus{}, down: map[string]bool{}}
+	var mu sync.Mutex
+	var rerouted, took []string
+	ms := map[string]*Manager{}
+	for _, node := range []string{"a", "b", "c", "d"} {
+		m := New(Config{Node: node, Bus: n.bus(node, 1), Peers: n.peersOf(node), Timeout: 300 * time.Millisecond, Tick: 10 * time.Millisecond,
+			Reroute: rerouteInto(node, &mu, &rerouted),
+			TakeOver: func(j jid.JID) {
+				mu.Lock()
+				took = append(took, node+":"+j.String())
+				mu.Unlock()
+			}}, &fakeC2S{m: map[string]*c2s.SMState{}})
+		m.Register()
+		ms[node] = m
+	}
+	for _, m := range ms {
+		m.check()
+	}
+	holdOne(t, ms["a"], ms["a"].NewID())
+	n.setDown("a", true)
+	for _, node := range []string{"b", "c", "d"} {
+		ms[node].check()
+	}
+	if !onlyCopyResponsible(t, ms["b"]) {
+		t.Fatal("b is not responsible for a's session")
+	}
+	n.setDown("b", true)
+	for end := time.Now().Add(700 * time.Millisecond); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
+		ms["c"].check()
+		ms["d"].check()
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if want := []string{"c:one"}; !slices.Equal(rerouted, want) {
+		t.Fatalf("rerouted %v, want %v", rerouted, want)
+	}
+	if want := []string{"c:bob@example.org/r"}; !slices.Equal(took, want) {
+		t.Fatalf("taken over %v, want %v", took, want)
+	}
+}
+
+// onlyCopyResponsible reports whether m is responsible for its only copy.
+func onlyCopyResponsible(t *testing.T, m *Manager) bool {
+	t.Helper()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if len(m.copies) != 1 {
+		t.Fatalf("%s holds %d copies, want 1", m.cfg.Node, len(m.copies))
+	}
+	for _, cp := range m.copies {
+		return cp.responsible
+	}
+	return false
+}
+
 // A client that starts a new session with the same full JID (its resumption
 // was refused or timed out) no longer resumes the old one: the old one's
 // resumable copy here ends at once and its stanzas are rerouted (to the new

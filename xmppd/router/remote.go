@@ -802,6 +802,19 @@ func (r *Router) ResumeSettled(ctx context.Context, j jid.JID, resumed bool) {
 	}
 }
 
+// TakeOverHeld makes this node the one that closes held session j for its
+// contacts should it not be resumed in time: the survivor that was
+// responsible for it went too (resume.Config.TakeOver).
+func (r *Router) TakeOverHeld(j jid.JID) {
+	r.cl.mu.Lock()
+	defer r.cl.mu.Unlock()
+	if h, ok := r.cl.held[j.String()]; ok && !h.responsible {
+		h.responsible = true
+		r.cl.held[j.String()] = h
+		r.log.Info("the survivor responsible for a lost session is gone too: this node closes it if it is not resumed", "jid", j.String())
+	}
+}
+
 // ResumeRefused is told, on the node where it happened, that the resumption
 // of lost session j was refused (its state was older than the client's): the
 // session is over, although ResumeSettled heard it was resumed. Unless j is

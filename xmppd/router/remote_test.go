@@ -354,6 +354,12 @@ func TestNodeLostHoldsResumableSessions(t *testing.T) {
 // named in resumable staying resumable on n1.
 func loseN2(t *testing.T, tn *twoNodes, bound []string, resumable ...string) {
 	t.Helper()
+	loseN2As(t, tn, true, bound, resumable...)
+}
+
+// loseN2As is loseN2 with n1 responsible for n2's sessions or not.
+func loseN2As(t *testing.T, tn *twoNodes, responsible bool, bound []string, resumable ...string) {
+	t.Helper()
 	ctx := context.Background()
 	for _, j := range bound {
 		tn.r2.Bind(ctx, sess(j, 0, true))
@@ -381,7 +387,25 @@ func loseN2(t *testing.T, tn *twoNodes, bound []string, resumable ...string) {
 	})
 	tn.b2.Stop(ctx)
 	tn.set1.DropNode("n2", 2)
-	tn.r1.NodeLost(ctx, "n2", rows, true)
+	tn.r1.NodeLost(ctx, "n2", rows, responsible)
+}
+
+// n1 was not responsible for lost n2's held sessions; the node that was went
+// too, and resumption told n1 it takes over (TakeOverHeld): a held session
+// not resumed in time is closed for its contacts here, once; one that was not
+// taken over is not (its responsible node closes it).
+func TestTakeOverHeldClosesUnresumedSession(t *testing.T) {
+	ctx := context.Background()
+	tn := setupTwo(t)
+	loseN2As(t, tn, false, []string{"bob@localhost/sm", "carol@localhost/sm"}, "bob@localhost/sm", "carol@localhost/sm")
+	tn.r1.TakeOverHeld(jid.MustParse("bob@localhost/sm"))
+	tn.r1.ResumeSettled(ctx, jid.MustParse("bob@localhost/sm"), false)
+	tn.r1.ResumeSettled(ctx, jid.MustParse("carol@localhost/sm"), false)
+	tn.mu.Lock()
+	defer tn.mu.Unlock()
+	if !slices.Equal(tn.closedEvents, []string{"n1:bob@localhost/sm"}) {
+		t.Fatalf("closed: %v, want bob's session only", tn.closedEvents)
+	}
 }
 
 // A resumption refused on this node (its state older than the client's) ends

@@ -42,7 +42,7 @@ func (f *resumeFeature) start(ctx context.Context) error {
 	f.m = resume.New(resume.Config{
 		Node: f.s.cfg.Node, Bus: b, Peers: f.peers, Timeout: f.s.cfg.SMTimeout,
 		Reroute: f.reroute, Deliver: f.deliver, Settled: f.s.Router.ResumeSettled,
-		Refused: f.s.Router.ResumeRefused, Logger: f.s.log,
+		Refused: f.s.Router.ResumeRefused, TakeOver: f.s.Router.TakeOverHeld, Logger: f.s.log,
 	}, f.s.C2S)
 	f.m.Register()
 	// A stanza a lost node had not acknowledged on the bus, and which this
