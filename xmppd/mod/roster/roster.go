@@ -597,15 +597,16 @@ func (m *Module) redeliverPending(s module.Session) {
 	defer unlock()
 	sent := sentPending{}
 	s.SetValue(pendingSeen{}, sent)
-	m.sendPendingLocked(s, user, sent)
+	m.sendPendingLocked(s, user, sent, false)
 	if c, ok := m.h.(clusterer); ok && c.Clustered() {
 		time.AfterFunc(lateRedeliverDelay, func() { m.lateRedeliver(s, sent) })
 	}
 }
 
-// sendPendingLocked sends s the pending requests of user not in sent, nor
-// delivered to s by the node that stored them, and adds them to sent.
-func (m *Module) sendPendingLocked(s module.Session, user string, sent sentPending) {
+// sendPendingLocked sends s the pending requests of user not in sent — nor,
+// when late, delivered to s by the node that stored them — and adds them to
+// sent. (An initial presence gets every pending request, as before.)
+func (m *Module) sendPendingLocked(s module.Session, user string, sent sentPending, late bool) {
 	p := modutil.UserPrefix(user)
 	_ = m.pend.Scan(p, func(k string, v []byte) bool {
 		if sent[k] {
@@ -614,7 +615,7 @@ func (m *Module) sendPendingLocked(s module.Session, user string, sent sentPendi
 		var pd pending
 		_ = json.Unmarshal(v, &pd)
 		sent[k] = true
-		if slices.Contains(pd.Sessions, s.ID()) {
+		if late && slices.Contains(pd.Sessions, s.ID()) {
 			return true
 		}
 		pr := xmlstream.New(xmlstream.NSClient, "presence", "type", "subscribe", "from", strings.TrimPrefix(k, p), "to", s.JID().Bare().String())
@@ -649,7 +650,7 @@ func (m *Module) lateRedeliver(s module.Session, sent sentPending) {
 	user := module.UserKey(m.h, s.JID())
 	unlock := m.locks.Lock(user)
 	defer unlock()
-	m.sendPendingLocked(s, user, sent)
+	m.sendPendingLocked(s, user, sent, true)
 }
 
 // inbound handles subscription presence addressed to a local user (RFC 6121 §3).
