@@ -172,6 +172,17 @@ async def main():
     await d2.expect(body('m6'), 'offline m6 at dave (node2)')
     ok('offline')
 
+    # A subscription request sent the moment its contact comes up on another
+    # node: node1 may not see eve's session yet and store the request, and
+    # node2 may apply that write just after eve's initial presence looked for
+    # pending requests (it looks again a second later). No wait in between.
+    for i in range(4):
+        e = await C('eve%d' % i, 'e', p2).start()
+        a1.c.send_presence(pto='eve%d@localhost' % i, ptype='subscribe')
+        await e.expect(lambda k, d: k == 'presence_subscribe' and str(d['from']) == 'alice@localhost', 'subscribe at eve%d (node2) sent as she came up' % i, 5)
+        await X.stop(e.c)
+    ok('subscribe-as-contact-comes-up')
+
     # Unavailable presence across nodes on logout.
     await X.stop(b3.c)
     await a1.expect(pres('presence_unavailable', 'bob@localhost/b3'), 'unavailable of bob/b3 at alice/a1')
@@ -188,11 +199,13 @@ X.run(main, 120)
 func TestClusterRoutingAcrossNodes(t *testing.T) {
 	testenv.NeedSlixmpp(t)
 	nodes, _ := testenv.StartCluster(t, testenv.ClusterOptions{Nodes: 3})
-	nodes[0].Register(t, "alice", "secret", "bob", "secret", "carol", "secret", "dave", "secret")
-	waitCtl(t, nodes[2], "alice\nbob\ncarol\ndave\n", "users")
+	nodes[0].Register(t, "alice", "secret", "bob", "secret", "carol", "secret", "dave", "secret",
+		"eve0", "secret", "eve1", "secret", "eve2", "secret", "eve3", "secret")
+	waitCtl(t, nodes[2], "alice\nbob\ncarol\ndave\neve0\neve1\neve2\neve3\n", "users")
 	out := nodes[0].RunPython(t, 150*time.Second, routingScript, ports(nodes)...)
 	for _, step := range []string{"subscription-handshake", "roster-push", "presence-broadcast", "bare-priority",
-		"bare-priority-change", "full-jid", "iq-full-jid", "directed-presence", "probe", "carbons", "offline", "unavailable-logout"} {
+		"bare-priority-change", "full-jid", "iq-full-jid", "directed-presence", "probe", "carbons", "offline",
+		"subscribe-as-contact-comes-up", "unavailable-logout"} {
 		if !strings.Contains(out, "OK "+step+"\n") {
 			t.Errorf("step %s not passed:\n%s", step, out)
 		}
