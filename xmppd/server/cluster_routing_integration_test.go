@@ -172,14 +172,18 @@ async def main():
     await d2.expect(body('m6'), 'offline m6 at dave (node2)')
     ok('offline')
 
-    # A subscription request sent the moment its contact comes up on another
-    # node: node1 may not see eve's session yet and store the request, and
-    # node2 may apply that write just after eve's initial presence looked for
-    # pending requests (it looks again a second later). No wait in between.
+    # A subscription request and a message sent the moment their contact
+    # comes up on another node: node1 may not see eve's session yet and store
+    # them (pending request, offline message), and node2 may apply those
+    # writes just after eve's initial presence looked for them (it looks again
+    # a second later). No wait in between; each arrives once.
     for i in range(4):
         e = await C('eve%d' % i, 'e', p2).start()
         a1.c.send_presence(pto='eve%d@localhost' % i, ptype='subscribe')
+        a1.c.send_message(mto='eve%d@localhost' % i, mbody='hello-eve%d' % i, mtype='chat')
         await e.expect(lambda k, d: k == 'presence_subscribe' and str(d['from']) == 'alice@localhost', 'subscribe at eve%d (node2) sent as she came up' % i, 5)
+        await e.expect(body('hello-eve%d' % i), 'message to eve%d (node2) sent as she came up' % i, 5)
+        await e.none(lambda k, d: (k == 'presence_subscribe' and str(d['from']) == 'alice@localhost') or (k == 'message' and d['body'] == 'hello-eve%d' % i), 'a second request or message at eve%d' % i, 1.5)
         await X.stop(e.c)
     ok('subscribe-as-contact-comes-up')
 
