@@ -153,8 +153,10 @@ type copyOf struct {
 	late     bool
 	deadline time.Time // orphan: resumable until then
 	// responsible: this node was the live node with the smallest name (the
-	// owner excluded) when the copy became an orphan: it reroutes the queue if
-	// the copy expires.
+	// owner excluded) when the copy became an orphan, or took over from that
+	// node when it went too: it reroutes the queue if the copy expires. (A
+	// responsible node declared gone by mistake that comes back keeps its
+	// duty, so both reroute: a stanza may then arrive twice.)
 	responsible bool
 	// resp and respInc name the responsible node (this one, or the live
 	// peer with the smallest name) and its incarnation: should it go before
