@@ -221,6 +221,24 @@ func StampOf(t Table) any {
 	return nil
 }
 
+// ReadBarrier is what a Store may implement whose reads can lag writes
+// committed through other nodes (the replicated store: a follower applies a
+// little after the leader): ReadBarrier returns once this node's reads see
+// every write committed anywhere before the call — one round trip to the
+// leader, no log entry. A store without it (single node) is always current.
+type ReadBarrier interface {
+	ReadBarrier(ctx context.Context) error
+}
+
+// CatchUp makes st's reads see every write committed before the call (see
+// ReadBarrier); it returns at once for a store that is always current.
+func CatchUp(ctx context.Context, st Store) error {
+	if b, ok := st.(ReadBarrier); ok {
+		return b.ReadBarrier(ctx)
+	}
+	return nil
+}
+
 // Row is one node's row in an ephemeral table.
 type Row struct {
 	Key         string

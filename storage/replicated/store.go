@@ -688,6 +688,14 @@ func (s *Store) handleRPC(req *rpcRequest) *rpcResponse {
 	switch req.Op {
 	case "apply":
 		return s.leaderApply(req.Cmd, req.RAM, 10*time.Second)
+	case "barrier":
+		// The leader's last log index covers every committed write (and
+		// perhaps some not yet committed, which the caller then waits for
+		// too); VerifyLeader makes sure no newer leader committed more.
+		if err := s.raft.VerifyLeader().Error(); err != nil {
+			return &rpcResponse{Err: err.Error(), Kind: "retry"}
+		}
+		return &rpcResponse{Index: s.raft.LastIndex()}
 	case "report":
 		if req.Report == nil {
 			return &rpcResponse{Err: "empty report"}
@@ -875,6 +883,14 @@ func (s *Store) commit(ctx context.Context, req *rpcRequest) (uint64, error) {
 		return 0, fmt.Errorf("%w: committed at %d but not yet applied here: %w", storage.ErrUnavailable, resp.Index, ctx.Err())
 	}
 	return resp.Index, respError(resp)
+}
+
+// ReadBarrier implements storage.ReadBarrier: it asks the leader for its
+// last log index (a round trip, no log entry) and waits until this node has
+// applied it.
+func (s *Store) ReadBarrier(ctx context.Context) error {
+	_, err := s.commit(ctx, &rpcRequest{Op: "barrier"})
+	return err
 }
 
 // Declare implements storage.Store.

@@ -309,7 +309,7 @@ func (l *streamLayer) Dial(address raft.ServerAddress, timeout time.Duration) (n
 
 // rpcRequest is one RPC over the cluster transport.
 type rpcRequest struct {
-	Op     string    `json:"op"` // "apply", "report", "leave", "eph", "ramimage"
+	Op     string    `json:"op"` // "apply", "barrier", "report", "leave", "eph", "ramimage"
 	Cmd    []byte    `json:"cmd,omitempty"`
 	RAM    bool      `json:"ram,omitempty"`    // apply: the batch writes RAM tables
 	Index  uint64    `json:"index,omitempty"`  // ramimage: the sync marker's index

@@ -295,6 +295,9 @@ var UnavailableRetry = 20 * time.Second
 // messages are looked for once more in a cluster (see lateFlush).
 var lateFlushDelay = time.Second
 
+// lateCatchUp bounds the late flush's wait for this node to catch up.
+const lateCatchUp = 5 * time.Second
+
 // lateFlush, in a cluster, delivers once more what is stored for s's user a
 // moment after s became available: another node that routed a message before
 // it saw s's session row stored it after the flush above.
@@ -306,7 +309,17 @@ func (m *Module) lateFlush(s module.Session) {
 		return
 	}
 	time.AfterFunc(lateFlushDelay, func() {
-		if s.Presence() != nil && s.Priority() >= 0 && m.Count(module.UserKey(m.h, s.JID())) > 0 {
+		if s.Presence() == nil || s.Priority() < 0 {
+			return
+		}
+		// Whatever was committed before this look is read, however late this
+		// node applies it; by now every node sees s and delivers to it.
+		ctx, cancel := context.WithTimeout(context.Background(), lateCatchUp)
+		if err := storage.CatchUp(ctx, m.h.Store()); err != nil {
+			m.h.Logger().Debug("offline: catching up before the late flush", "err", err)
+		}
+		cancel()
+		if m.Count(module.UserKey(m.h, s.JID())) > 0 {
 			m.Deliver(context.Background(), s)
 		}
 	})

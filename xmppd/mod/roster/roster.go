@@ -637,16 +637,27 @@ type clusterer interface{ Clustered() bool }
 // user's pending requests are looked for once more in a cluster.
 var lateRedeliverDelay = time.Second
 
+// lateCatchUp bounds the late look's wait for this node to catch up.
+const lateCatchUp = 5 * time.Second
+
 // lateRedeliver sends s, still available a moment after its initial presence,
 // the requests stored since its redelivery that nobody delivered to it:
 // another node stored a request for its user after it looked for sessions
 // (it did not see s yet) and this node applied the write after s's
 // redelivery scanned (a raft follower applies a little after the leader).
-// Before, such a request reached the user only at the next login.
+// It first catches up with the cluster (storage.CatchUp), so a write
+// committed before the look is seen however late this node applies it; by
+// then every node sees s, and delivers what it stores later itself. Before,
+// such a request reached the user only at the next login.
 func (m *Module) lateRedeliver(s module.Session, sent sentPending) {
 	if s.Presence() == nil {
 		return
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), lateCatchUp)
+	if err := storage.CatchUp(ctx, m.h.Store()); err != nil {
+		m.h.Logger().Debug("roster: catching up before the late look at pending requests", "err", err)
+	}
+	cancel()
 	user := module.UserKey(m.h, s.JID())
 	unlock := m.locks.Lock(user)
 	defer unlock()

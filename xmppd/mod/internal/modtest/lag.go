@@ -38,6 +38,12 @@ func (l *LagStore) CatchUp() {
 	}
 }
 
+// ReadBarrier implements storage.ReadBarrier: the view catches up.
+func (l *LagStore) ReadBarrier(context.Context) error {
+	l.CatchUp()
+	return nil
+}
+
 // Apply writes through and catches the view up.
 func (l *LagStore) Apply(ctx context.Context, ops ...storage.Op) error {
 	err := l.Store.Apply(ctx, ops...)
