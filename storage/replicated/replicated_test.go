@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -292,5 +293,56 @@ func TestReadBarrierSeesWritesCommittedElsewhere(t *testing.T) {
 			}
 		}
 		t.Logf("%s: %d of 50 writes not yet applied when the leader's Apply returned", f.name, missed)
+	}
+}
+
+// Concurrent barriers share rounds: 100 calls at once (every session's late
+// look after a burst of logins) cost a few requests to the leader, and each
+// still reads the write committed before it began.
+func TestReadBarriersCoalesce(t *testing.T) {
+	c := newCluster(t, 3)
+	c.waitVoters(3, 10*time.Second)
+	l := c.waitLeader()
+	mustDeclare(t, l.s, "offline", storage.Disc)
+	var f *testNode
+	for _, nd := range c.nodes {
+		if nd != l {
+			f = nd
+			break
+		}
+	}
+	waitFor(t, f.name+" to know the table", 5*time.Second, func() bool { _, err := f.s.Durable("offline"); return err == nil })
+	f.s.bar.mu.Lock()
+	before := f.s.bar.rounds
+	f.s.bar.mu.Unlock()
+	mustApply(t, l.s, storage.Put("offline", "k", []byte("m")))
+	var wg sync.WaitGroup
+	errs := make(chan error, 100)
+	for range 100 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+			defer cancel()
+			if err := f.s.ReadBarrier(ctx); err != nil {
+				errs <- err
+				return
+			}
+			if _, ok := get(t, f.s, "offline", "k"); !ok {
+				errs <- errors.New("the write is not read after the barrier")
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	f.s.bar.mu.Lock()
+	rounds := f.s.bar.rounds - before
+	f.s.bar.mu.Unlock()
+	t.Logf("100 concurrent barriers: %d rounds", rounds)
+	if rounds > 5 {
+		t.Fatalf("100 concurrent barriers took %d rounds to the leader", rounds)
 	}
 }

@@ -105,6 +105,7 @@ type Store struct {
 	raft  *raft.Raft
 
 	roomLogAt atomic.Int64 // last "writes wait for compaction" log (unix ns)
+	bar       barriers     // ReadBarrier's rounds
 
 	hasState bool
 	cancel   context.CancelFunc
@@ -883,14 +884,6 @@ func (s *Store) commit(ctx context.Context, req *rpcRequest) (uint64, error) {
 		return 0, fmt.Errorf("%w: committed at %d but not yet applied here: %w", storage.ErrUnavailable, resp.Index, ctx.Err())
 	}
 	return resp.Index, respError(resp)
-}
-
-// ReadBarrier implements storage.ReadBarrier: it asks the leader for its
-// last log index (a round trip, no log entry) and waits until this node has
-// applied it.
-func (s *Store) ReadBarrier(ctx context.Context) error {
-	_, err := s.commit(ctx, &rpcRequest{Op: "barrier"})
-	return err
 }
 
 // Declare implements storage.Store.
