@@ -312,9 +312,7 @@ func TestReadBarriersCoalesce(t *testing.T) {
 		}
 	}
 	waitFor(t, f.name+" to know the table", 5*time.Second, func() bool { _, err := f.s.Durable("offline"); return err == nil })
-	f.s.bar.mu.Lock()
-	before := f.s.bar.rounds
-	f.s.bar.mu.Unlock()
+	before := f.s.barriers.Runs()
 	mustApply(t, l.s, storage.Put("offline", "k", []byte("m")))
 	var wg sync.WaitGroup
 	errs := make(chan error, 100)
@@ -338,9 +336,7 @@ func TestReadBarriersCoalesce(t *testing.T) {
 	for err := range errs {
 		t.Fatal(err)
 	}
-	f.s.bar.mu.Lock()
-	rounds := f.s.bar.rounds - before
-	f.s.bar.mu.Unlock()
+	rounds := f.s.barriers.Runs() - before
 	t.Logf("100 concurrent barriers: %d rounds", rounds)
 	if rounds > 5 {
 		t.Fatalf("100 concurrent barriers took %d rounds to the leader", rounds)

@@ -32,6 +32,7 @@ import (
 	"github.com/hashicorp/raft"
 
 	"xedge/internal/backoff"
+	"xedge/internal/rounds"
 	"xedge/storage"
 	"xedge/storage/ephemeral"
 	"xedge/storage/tables"
@@ -104,8 +105,8 @@ type Store struct {
 	trans *raft.NetworkTransport
 	raft  *raft.Raft
 
-	roomLogAt atomic.Int64 // last "writes wait for compaction" log (unix ns)
-	bar       barriers     // ReadBarrier's rounds
+	roomLogAt atomic.Int64          // last "writes wait for compaction" log (unix ns)
+	barriers  *rounds.Group[uint64] // ReadBarrier's rounds (barrierRound)
 
 	hasState bool
 	cancel   context.CancelFunc
@@ -184,6 +185,7 @@ func New(cfg Config) (*Store, error) {
 	}
 	s := &Store{cfg: cfg, log: log, fsm: newFSM(), kickRep: make(chan struct{}, 1), stopCh: make(chan struct{}),
 		snapKick: make(chan struct{}, 1), inc: uint64(time.Now().UnixNano())}
+	s.barriers = rounds.New(s.barrierRound)
 	s.eph = ephemeral.New(cfg.NodeName, s.inc)
 	s.eph.OnLocalChange(s.ephLocalChange)
 	s.ephOut.peers = map[raft.ServerID]*ephPeer{}

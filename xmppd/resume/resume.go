@@ -34,6 +34,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"xedge/internal/rounds"
 	"xedge/xmppd/c2s"
 	"xedge/xmppd/cluster"
 	"xedge/xmppd/jid"
@@ -204,14 +205,7 @@ type Manager struct {
 
 	// Sync rounds: callers share the next round to start (one bus call per
 	// peer for any number of waiting callers).
-	syncMu   sync.Mutex
-	syncCur  *syncRound // in flight
-	syncNext *syncRound // waiting for syncCur to end
-}
-
-type syncRound struct {
-	done chan struct{}
-	err  error
+	syncs *rounds.Group[struct{}]
 }
 
 // New returns a manager; Register its bus handlers before the bus starts.
@@ -225,9 +219,11 @@ func New(cfg Config, ho Handoverer) *Manager {
 	if cfg.AloneAfter <= 0 {
 		cfg.AloneAfter = cfg.Timeout
 	}
-	return &Manager{cfg: cfg, log: cfg.Logger.With("component", "resume"), ho: ho,
+	m := &Manager{cfg: cfg, log: cfg.Logger.With("component", "resume"), ho: ho,
 		local: map[string]*wireState{}, gens: map[string]uint64{}, copies: map[string]*copyOf{}, peers: map[string]uint64{}, stale: map[string]bool{},
 		resyncAt: map[string]time.Time{}}
+	m.syncs = rounds.New(m.syncOnce)
+	return m
 }
 
 // Register installs the bus handlers.
@@ -418,39 +414,15 @@ func (m *Manager) Replicated() bool {
 // no copy holds, since the peers' copies of its sessions are resumable
 // without it. Concurrent callers share rounds.
 func (m *Manager) Sync(ctx context.Context) error {
-	m.syncMu.Lock()
-	r := m.syncNext
-	if r == nil {
-		r = &syncRound{done: make(chan struct{})}
-		m.syncNext = r
-		if m.syncCur == nil {
-			m.startSyncLocked()
-		}
-	}
-	m.syncMu.Unlock()
-	select {
-	case <-r.done:
-		return r.err
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	_, err := m.syncs.Do(ctx)
+	return err
 }
 
-func (m *Manager) startSyncLocked() {
-	r := m.syncNext
-	m.syncCur, m.syncNext = r, nil
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		r.err = m.syncRound(ctx)
-		cancel()
-		m.syncMu.Lock()
-		m.syncCur = nil
-		if m.syncNext != nil {
-			m.startSyncLocked()
-		}
-		m.syncMu.Unlock()
-		close(r.done)
-	}()
+// syncOnce runs one round of Sync, bounded.
+func (m *Manager) syncOnce() (struct{}, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return struct{}{}, m.syncRound(ctx)
 }
 
 // syncRound is one round of Sync.
