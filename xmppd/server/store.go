@@ -315,6 +315,17 @@ func (l *lazyStore) Apply(ctx context.Context, ops ...storage.Op) error {
 	return errNotStarted
 }
 
+// ReadBarrier passes storage.CatchUp on to the store inside (the replicated
+// one waits until this node applied what the leader has; a local one is
+// always current). Without it the late looks of the offline and roster
+// modules would not catch up behind this wrapper.
+func (l *lazyStore) ReadBarrier(ctx context.Context) error {
+	if in := l.get(); in != nil {
+		return storage.CatchUp(ctx, in)
+	}
+	return errNotStarted
+}
+
 func (l *lazyStore) Ephemeral(name string) storage.Ephemeral {
 	if in := l.get(); in != nil {
 		return in.Ephemeral(name)

@@ -106,6 +106,13 @@ func TestLazyStoreClusterOfOne(t *testing.T) {
 	if r := replicas(st); len(r) != 1 || !strings.HasPrefix(r["solo"], "voter/durable/leader") {
 		t.Fatalf("replicas %v", r)
 	}
+	// storage.CatchUp reaches the replicated store through the wrapper.
+	if _, ok := st.(storage.ReadBarrier); !ok {
+		t.Fatal("the clustered store does not pass read barriers on")
+	}
+	if err := storage.CatchUp(ctx, st); err != nil {
+		t.Fatalf("read barrier: %v", err)
+	}
 	ls := st.(*lazyStore)
 	if ok, why := ls.rep.LeaveSafe(); ok || !strings.Contains(why, "0 other voter") {
 		t.Fatalf("leaveSafe on the only voter: %v %q", ok, why)
