@@ -70,6 +70,9 @@ type lazyStore struct {
 
 type innerStore struct{ StoreWithLifecycle }
 
+// The optional interfaces of the stores inside pass through the wrapper.
+var _ storage.ReadBarrier = (*lazyStore)(nil)
+
 var errNotStarted = fmt.Errorf("%w: storage not started", storage.ErrUnavailable)
 
 func (l *lazyStore) get() StoreWithLifecycle {
