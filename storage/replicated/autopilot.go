@@ -95,13 +95,13 @@ func (s *Store) handleReport(rep *report) *rpcResponse {
 			}
 		case string(srv.Address) == rep.Addr || nameOf(srv.ID) == rep.Name:
 			s.log.Info("removing an old incarnation of a rejoining node", "old", srv.ID, "new", id)
-			if err := s.raft.RemoveServer(srv.ID, 0, 5*time.Second).Error(); err != nil {
+			if err := s.waitFuture(s.raft.RemoveServer(srv.ID, 0, 5*time.Second)); err != nil {
 				return &rpcResponse{Err: err.Error(), Kind: "unavailable"}
 			}
 		}
 	}
 	if !found {
-		if err := s.raft.AddNonvoter(id, raft.ServerAddress(rep.Addr), 0, 5*time.Second).Error(); err != nil {
+		if err := s.waitFuture(s.raft.AddNonvoter(id, raft.ServerAddress(rep.Addr), 0, 5*time.Second)); err != nil {
 			return &rpcResponse{Err: err.Error(), Kind: "unavailable"}
 		}
 		s.log.Info("node joined as nonvoter", "id", id, "addr", rep.Addr, "storage", rep.Storage)
@@ -145,7 +145,7 @@ func (s *Store) publishMembers() {
 	if err != nil {
 		return
 	}
-	if err := s.raft.Apply(b, 5*time.Second).Error(); err != nil {
+	if err := s.waitFuture(s.raft.Apply(b, 5*time.Second)); err != nil {
 		s.log.Warn("publish member list", "err", err)
 	}
 }
@@ -256,7 +256,7 @@ func (s *Store) reconcile() {
 	}
 	for _, srv := range servers {
 		if want[srv.ID] && srv.Suffrage != raft.Voter {
-			if err := s.raft.AddVoter(srv.ID, srv.Address, 0, 5*time.Second).Error(); err != nil {
+			if err := s.waitFuture(s.raft.AddVoter(srv.ID, srv.Address, 0, 5*time.Second)); err != nil {
 				s.log.Warn("autopilot: promote failed", "id", srv.ID, "err", err)
 				continue
 			}
@@ -273,7 +273,7 @@ func (s *Store) reconcile() {
 			s.stepDownAsync()
 			continue
 		}
-		if err := s.raft.DemoteVoter(srv.ID, 0, 5*time.Second).Error(); err != nil {
+		if err := s.waitFuture(s.raft.DemoteVoter(srv.ID, 0, 5*time.Second)); err != nil {
 			s.log.Warn("autopilot: demote failed", "id", srv.ID, "err", err)
 			continue
 		}

@@ -183,7 +183,7 @@ func (s *Store) ramLoop(ctx context.Context) {
 			}
 			s.log.Warn("no member of the cluster has valid RAM tables (full-cluster restart?): starting a new RAM epoch; RAM tables are empty",
 				"waited", s.ramEpochWait())
-			if err := s.raft.Apply(append([]byte{entryRAMEpoch}, s.id...), 5*time.Second).Error(); err != nil {
+			if err := s.waitFuture(s.raft.Apply(append([]byte{entryRAMEpoch}, s.id...), 5*time.Second)); err != nil {
 				s.log.Warn("new RAM epoch not committed; will retry", "err", err)
 			}
 			next = time.Now().Add(bo.Peek())
@@ -242,7 +242,7 @@ func (s *Store) snapshotLoop(ctx context.Context) {
 			return
 		case <-s.snapKick:
 		}
-		if err := s.raft.Snapshot().Error(); err != nil && !errors.Is(err, raft.ErrNothingNewToSnapshot) {
+		if err := s.waitFuture(s.raft.Snapshot()); err != nil && !errors.Is(err, raft.ErrNothingNewToSnapshot) {
 			s.log.Warn("local snapshot failed", "err", err)
 		}
 	}
@@ -263,7 +263,7 @@ func (s *Store) snapshotCovering(ctx context.Context, index uint64) error {
 		if s.st.snapshotIndex() >= index {
 			return nil
 		}
-		err := s.raft.Snapshot().Error()
+		err := s.waitFuture(s.raft.Snapshot())
 		if err != nil && !errors.Is(err, raft.ErrNothingNewToSnapshot) {
 			return fmt.Errorf("replicated: snapshot after RAM -> disc: %w", err)
 		}

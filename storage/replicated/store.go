@@ -111,6 +111,7 @@ type Store struct {
 	hasState bool
 	cancel   context.CancelFunc
 	stopCh   chan struct{} // closed by Stop
+	raftDown chan struct{} // closed by Stop once raft has shut down (waitFuture)
 	wg       sync.WaitGroup
 	kickRep  chan struct{}
 	snapKick chan struct{}
@@ -183,7 +184,7 @@ func New(cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Store{cfg: cfg, log: log, fsm: newFSM(), kickRep: make(chan struct{}, 1), stopCh: make(chan struct{}),
+	s := &Store{cfg: cfg, log: log, fsm: newFSM(), kickRep: make(chan struct{}, 1), stopCh: make(chan struct{}), raftDown: make(chan struct{}),
 		snapKick: make(chan struct{}, 1), inc: uint64(time.Now().UnixNano())}
 	s.barriers = rounds.New(s.barrierRound)
 	s.eph = ephemeral.New(cfg.NodeName, s.inc)
@@ -424,6 +425,7 @@ func (s *Store) stop(ctx context.Context) error {
 			err = ctx.Err()
 		}
 	}
+	close(s.raftDown)
 	s.rpc.close()
 	if s.trans != nil {
 		_ = s.trans.Close()
@@ -719,6 +721,28 @@ func (s *Store) handleRPC(req *rpcRequest) *rpcResponse {
 		return &rpcResponse{}
 	}
 	return &rpcResponse{Err: fmt.Sprintf("unknown rpc %q", req.Op)}
+}
+
+// waitFuture returns f's error, or raft.ErrRaftShutdown once raft has shut
+// down: hashicorp/raft abandons, when it shuts down, the futures of entries
+// still on their way to the FSM (its logFuture has no shutdown channel), and a
+// loop that Stop waits for must not wait on one forever (a CI run hung in Stop
+// for 20 minutes on publishMembers' Apply). The goroutine waiting on an
+// abandoned future stays blocked until the process exits.
+func (s *Store) waitFuture(f raft.Future) error {
+	done := make(chan error, 1)
+	go func() { done <- f.Error() }()
+	select {
+	case err := <-done:
+		return err
+	case <-s.raftDown:
+		select {
+		case err := <-done:
+			return err
+		default:
+			return raft.ErrRaftShutdown
+		}
+	}
 }
 
 // leaderApply commits cmd through raft on the leader.

@@ -3,6 +3,7 @@ package replicated
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -334,5 +335,30 @@ func TestSlowSnapshotHoldsWritersBack(t *testing.T) {
 		written[2].Load(), written[3].Load(), start, s.st.snapshotIndex(), used, capacity)
 	if s.st.snapshotIndex() <= start {
 		t.Fatal("no snapshot was needed: the test did not fill the log region")
+	}
+}
+
+// stuckFuture is a raft future nobody answers (one raft abandoned at shutdown).
+type stuckFuture struct{ never chan struct{} }
+
+func (f stuckFuture) Error() error  { <-f.never; return nil }
+func (f stuckFuture) Index() uint64 { return 0 }
+
+// A loop waiting on a future raft abandoned at its shutdown returns once raft
+// is down instead of holding Stop forever; an answered future gives its error.
+func TestWaitFutureEndsWithRaft(t *testing.T) {
+	s := &Store{raftDown: make(chan struct{})}
+	never := make(chan struct{})
+	defer close(never) // the abandoned future's waiter ends with the test
+	got := make(chan error, 1)
+	go func() { got <- s.waitFuture(stuckFuture{never: never}) }()
+	select {
+	case err := <-got:
+		t.Fatalf("returned before raft shut down: %v", err)
+	case <-time.After(20 * time.Millisecond):
+	}
+	close(s.raftDown)
+	if err := <-got; !errors.Is(err, raft.ErrRaftShutdown) {
+		t.Fatalf("got %v, want ErrRaftShutdown", err)
 	}
 }
