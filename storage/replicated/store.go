@@ -725,7 +725,8 @@ func (s *Store) handleRPC(req *rpcRequest) *rpcResponse {
 
 // waitFuture returns f's error, or raft.ErrRaftShutdown once raft has shut
 // down: hashicorp/raft abandons, when it shuts down, the futures of entries
-// still on their way to the FSM (its logFuture has no shutdown channel), and a
+// still on their way to the FSM (its logFuture has no shutdown channel:
+// hashicorp/raft#498, open), and a
 // loop that Stop waits for must not wait on one forever (a CI run hung in Stop
 // for 20 minutes on publishMembers' Apply). The goroutine waiting on an
 // abandoned future stays blocked until the process exits.
