@@ -761,7 +761,7 @@ func (s *Store) leaderApply(cmd []byte, ram bool, timeout time.Duration) *rpcRes
 		s.logRoomWait(waited)
 	}
 	f := s.raft.Apply(cmd, timeout)
-	if err := f.Error(); err != nil {
+	if err := s.waitFuture(f); err != nil { // a write racing Stop gets ErrRaftShutdown (unavailable), not a hang
 		switch {
 		case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipTransferInProgress):
 			return &rpcResponse{Err: err.Error(), Kind: "retry"} // not in the log: safe to resend
