@@ -284,9 +284,6 @@ func (m *Module) SetPresence(ctx context.Context, s module.Session, p *xmlstream
 	s.SetPresence(p)
 }
 
-// clusterer is implemented by a core that routes between nodes.
-type clusterer interface{ Clustered() bool }
-
 // UnavailableRetry is how long a message is retried while the store is
 // unavailable before it bounces.
 var UnavailableRetry = 20 * time.Second
@@ -295,31 +292,16 @@ var UnavailableRetry = 20 * time.Second
 // messages are looked for once more in a cluster (see lateFlush).
 var lateFlushDelay = time.Second
 
-// lateCatchUp bounds the late flush's wait for this node to catch up.
-const lateCatchUp = 5 * time.Second
-
 // lateFlush, in a cluster, delivers once more what is stored for s's user a
-// moment after s became available: another node that routed a message before
-// it saw s's session row stored it after the flush above.
+// moment after s became available, caught up with the cluster (modutil.LateLook):
+// another node that routed a message before it saw s's session row stored it
+// after the flush above; by then every node sees s and delivers to it.
 func (m *Module) lateFlush(s module.Session) {
-	if c, ok := m.h.(clusterer); !ok || !c.Clustered() {
-		return
-	}
 	if _, remote := s.(interface{ Remote() bool }); remote {
 		return
 	}
-	time.AfterFunc(lateFlushDelay, func() {
-		if s.Presence() == nil || s.Priority() < 0 {
-			return
-		}
-		// Whatever was committed before this look is read, however late this
-		// node applies it; by now every node sees s and delivers to it.
-		ctx, cancel := context.WithTimeout(context.Background(), lateCatchUp)
-		if err := storage.CatchUp(ctx, m.h.Store()); err != nil {
-			m.h.Logger().Debug("offline: catching up before the late flush", "err", err)
-		}
-		cancel()
-		if m.Count(module.UserKey(m.h, s.JID())) > 0 {
+	modutil.LateLook(m.h, lateFlushDelay, "offline", func() {
+		if s.Presence() != nil && s.Priority() >= 0 && m.Count(module.UserKey(m.h, s.JID())) > 0 {
 			m.Deliver(context.Background(), s)
 		}
 	})

@@ -598,9 +598,7 @@ func (m *Module) redeliverPending(s module.Session) {
 	sent := sentPending{}
 	s.SetValue(pendingSeen{}, sent)
 	m.sendPendingLocked(s, user, sent, false)
-	if c, ok := m.h.(clusterer); ok && c.Clustered() {
-		time.AfterFunc(lateRedeliverDelay, func() { m.lateRedeliver(s, sent) })
-	}
+	modutil.LateLook(m.h, lateRedeliverDelay, "roster", func() { m.lateRedeliver(s, sent) })
 }
 
 // sendPendingLocked sends s the pending requests of user not in sent — nor,
@@ -630,22 +628,16 @@ func (m *Module) sendPendingLocked(s module.Session, user string, sent sentPendi
 	})
 }
 
-// clusterer is implemented by a core that routes between nodes.
-type clusterer interface{ Clustered() bool }
-
 // lateRedeliverDelay is how long after a session's initial presence its
 // user's pending requests are looked for once more in a cluster.
 var lateRedeliverDelay = time.Second
-
-// lateCatchUp bounds the late look's wait for this node to catch up.
-const lateCatchUp = 5 * time.Second
 
 // lateRedeliver sends s, still available a moment after its initial presence,
 // the requests stored since its redelivery that nobody delivered to it:
 // another node stored a request for its user after it looked for sessions
 // (it did not see s yet) and this node applied the write after s's
 // redelivery scanned (a raft follower applies a little after the leader).
-// It first catches up with the cluster (storage.CatchUp), so a write
+// It runs caught up with the cluster (modutil.LateLook), so a write
 // committed before the look is seen however late this node applies it; by
 // then every node sees s, and delivers what it stores later itself. Before,
 // such a request reached the user only at the next login.
@@ -653,11 +645,6 @@ func (m *Module) lateRedeliver(s module.Session, sent sentPending) {
 	if s.Presence() == nil {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), lateCatchUp)
-	if err := storage.CatchUp(ctx, m.h.Store()); err != nil {
-		m.h.Logger().Debug("roster: catching up before the late look at pending requests", "err", err)
-	}
-	cancel()
 	user := module.UserKey(m.h, s.JID())
 	unlock := m.locks.Lock(user)
 	defer unlock()

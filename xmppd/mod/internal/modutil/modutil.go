@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"time"
 
 	"xedge/storage"
 	"xedge/xmppd/jid"
@@ -233,4 +234,36 @@ func Declare(ctx context.Context, st storage.Store, names ...string) error {
 		}
 	}
 	return nil
+}
+
+// clusterer is implemented by a core that routes between nodes.
+type clusterer interface{ Clustered() bool }
+
+// Clustered reports whether h routes between nodes.
+func Clustered(h module.Host) bool {
+	c, ok := h.(clusterer)
+	return ok && c.Clustered()
+}
+
+// lateCatchUp bounds a late look's wait for this node to catch up.
+const lateCatchUp = 5 * time.Second
+
+// LateLook runs look once, delay from now, if h routes between nodes, after
+// this node caught up with the cluster (storage.CatchUp, at most 5 s): a
+// module's second look, after a session came up, at what other nodes stored
+// for it before they saw the session — whatever was committed anywhere by then
+// is read, however late this node applies it. what names the look in the log
+// should the catch-up fail (the look runs anyway).
+func LateLook(h module.Host, delay time.Duration, what string, look func()) {
+	if !Clustered(h) {
+		return
+	}
+	time.AfterFunc(delay, func() {
+		ctx, cancel := context.WithTimeout(context.Background(), lateCatchUp)
+		if err := storage.CatchUp(ctx, h.Store()); err != nil {
+			h.Logger().Debug("catching up with the cluster before a late look", "look", what, "err", err)
+		}
+		cancel()
+		look()
+	})
 }
