@@ -57,7 +57,10 @@ type conn struct {
 	cancel context.CancelFunc
 
 	wmu sync.Mutex
-	nc  net.Conn  // shaped raw connection or TLS over it
+	nc  net.Conn // shaped raw connection or TLS over it
+	// try is raw as the layers above see it when raw is a socket the batch
+	// writer can write to without waiting (tryconn.go); nil otherwise.
+	try *tryConn
 	wdl time.Time // write deadline set by write
 	// closeBy is the write deadline (Unix ns) of a stream the server is closing
 	// (closeWithin); 0 while open. write does not re-arm past it.
@@ -96,11 +99,8 @@ func newConn(s *Server, nc net.Conn, directTLS bool) *conn {
 	c.regOK = s.registrationOn(nil, c.vhost) // accept decides by its listener's address
 	c.log = connLog{l: s.log, remote: nc.RemoteAddr().String()}
 	c.ctx, c.cancel = context.WithCancel(s.baseCtx)
-	var rc net.Conn = nc
-	if s.cfg.Shaper > 0 {
-		rc = &shapedConn{Conn: nc, b: newBucket(s.cfg.Shaper)}
-	}
-	c.nc = rc
+	c.try = newTryConn(nc)
+	c.shape(s.cfg.Shaper)
 	c.rd.c = c
 	return c
 }
@@ -110,6 +110,13 @@ func newConn(s *Server, nc net.Conn, directTLS bool) *conn {
 func (c *conn) write(b []byte) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
+	c.armLocked()
+	_, err := c.nc.Write(b)
+	return err
+}
+
+// armLocked re-arms the write deadline (under wmu).
+func (c *conn) armLocked() {
 	if now := time.Now(); c.closeBy.Load() == 0 && c.wdl.Sub(now) < writeTimeout-writeSlack {
 		c.wdl = now.Add(writeTimeout)
 		c.nc.SetWriteDeadline(c.wdl)
@@ -119,8 +126,33 @@ func (c *conn) write(b []byte) error {
 			c.nc.SetWriteDeadline(c.wdl)
 		}
 	}
-	_, err := c.nc.Write(b)
-	return err
+}
+
+// tryWrite writes b without waiting on the client (c.try must be set): what the
+// socket does not take at once is spilled (tryConn) for the session's writer,
+// and spilled says so. ok is false, and nothing is written, when another write
+// holds the connection.
+func (c *conn) tryWrite(b []byte) (spilled, ok bool, err error) {
+	if !c.wmu.TryLock() {
+		return false, false, nil
+	}
+	defer c.wmu.Unlock()
+	c.armLocked()
+	c.try.setTry(true)
+	_, err = c.nc.Write(b)
+	c.try.setTry(false)
+	return c.try.pending(), true, err
+}
+
+// flushSpill writes what tryWrite spilled, waiting as write does.
+func (c *conn) flushSpill() error {
+	if c.try == nil || !c.try.pending() {
+		return nil
+	}
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	c.armLocked()
+	return c.try.flush()
 }
 
 // closeWithin bounds every write from now on, the one under way included, to d:

@@ -82,8 +82,11 @@ func (s *Server) listenerShaper(ln net.Listener) (rate int, ok bool) {
 // shape re-wraps c's connection with rate (a listener's own shaper).
 func (c *conn) shape(rate int) {
 	c.nc = c.raw
+	if c.try != nil {
+		c.nc = c.try
+	}
 	if rate > 0 {
-		c.nc = &shapedConn{Conn: c.raw, b: newBucket(rate)}
+		c.nc = &shapedConn{Conn: c.nc, b: newBucket(rate)}
 	}
 }
 

@@ -421,37 +421,22 @@ func (s *session) writer(c *conn) {
 			writeBufs.Put(bp)
 		}
 	}()
+	if err := c.flushSpill(); err != nil { // what the batch writer left
+		s.mu.Lock()
+		c.writing = false
+		s.mu.Unlock()
+		c.closeRaw()
+		return
+	}
 	var spare []outItem // the previous batch's slice, reused while this writer runs
 	for {
 		s.mu.Lock()
-		if s.c != c || len(s.queue) == 0 {
-			if s.c == c {
-				s.queue = nil // an idle session keeps no queue
-			}
-			c.writing = false
-			s.mu.Unlock()
+		items, sendR, ok := s.takeLocked(c, spare)
+		s.mu.Unlock()
+		if !ok {
 			return
 		}
-		items := s.queue
-		s.queue = spare
-		var sendR bool
-		if s.smEnabled && len(s.unacked) > 0 && !s.rPending {
-			sendR, s.rPending = true, true
-		}
-		s.mu.Unlock()
-		buf := (*bp)[:0]
-		final := false
-		for _, it := range items {
-			if it.st != nil {
-				buf = fanoutEnc.appendStanza(buf, it.st)
-			} else {
-				buf = append(buf, it.raw...)
-			}
-			final = final || it.final
-		}
-		if sendR && !final {
-			buf = append(buf, "<r xmlns='urn:xmpp:sm:3'/>"...)
-		}
+		buf, final := appendItems((*bp)[:0], items, sendR)
 		*bp = buf
 		clear(items)
 		spare = items[:0]
@@ -466,6 +451,90 @@ func (s *session) writer(c *conn) {
 		}
 		s.mu.Unlock()
 	}
+}
+
+// takeLocked takes what s has queued for c, leaving spare as the queue, and
+// whether an SM request for acknowledgement goes with it. ok is false when
+// there is nothing to write (c is no longer s's connection, or the queue is
+// empty): then c's writer is done (c.writing cleared).
+func (s *session) takeLocked(c *conn, spare []outItem) (items []outItem, sendR, ok bool) {
+	if s.c != c || len(s.queue) == 0 {
+		if s.c == c {
+			s.queue = nil // an idle session keeps no queue
+		}
+		c.writing = false
+		return nil, false, false
+	}
+	items, s.queue = s.queue, spare
+	if s.smEnabled && len(s.unacked) > 0 && !s.rPending {
+		sendR, s.rPending = true, true
+	}
+	return items, sendR, true
+}
+
+// appendItems appends the serialized items, and an SM request for acknowledgement
+// (sendR) unless one of them ends the stream (final).
+func appendItems(buf []byte, items []outItem, sendR bool) (_ []byte, final bool) {
+	for _, it := range items {
+		if it.st != nil {
+			buf = fanoutEnc.appendStanza(buf, it.st)
+		} else {
+			buf = append(buf, it.raw...)
+		}
+		final = final || it.final
+	}
+	if sendR && !final {
+		buf = append(buf, "<r xmlns='urn:xmpp:sm:3'/>"...)
+	}
+	return buf, final
+}
+
+// tryWrite is the batch writer's turn at s (writerpool.go, c.try set): it writes
+// what s has queued for c in one write that never waits on the client. It returns
+// true when s's writer is done (c.writing cleared), false when s's own writer must
+// go on: the socket took only part (the rest is spilled, tryConn), more was queued
+// meanwhile, another write held the connection, or the stream ends (the closing
+// write is the writer's, with its deadline).
+func (s *session) tryWrite(c *conn, bp *[]byte) bool {
+	s.mu.Lock()
+	items, sendR, ok := s.takeLocked(c, nil)
+	s.mu.Unlock()
+	if !ok {
+		return true
+	}
+	buf, final := appendItems((*bp)[:0], items, sendR)
+	*bp = buf
+	var spilled, written bool
+	var err error
+	if !final {
+		spilled, written, err = c.tryWrite(buf)
+	}
+	s.mu.Lock()
+	if !written { // nothing written: the items go back, first (unless c is no longer s's)
+		if s.c == c {
+			s.queue = append(items, s.queue...)
+			if sendR {
+				s.rPending = false
+			}
+		}
+		s.mu.Unlock()
+		return false
+	}
+	s.lastWrite = time.Now()
+	if err != nil {
+		c.writing = false
+		s.mu.Unlock()
+		c.closeRaw()
+		return true
+	}
+	if spilled || len(s.queue) > 0 {
+		s.mu.Unlock()
+		return false
+	}
+	s.queue = nil
+	c.writing = false
+	s.mu.Unlock()
+	return true
 }
 
 // keepalive runs on the session's timer: after Keepalive of output idleness it

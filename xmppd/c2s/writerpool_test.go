@@ -2,6 +2,7 @@ package c2s
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -85,5 +86,34 @@ func TestWriterPoolStuckClientBlocksOnlyItself(t *testing.T) {
 	for i := 0; i < 20; i++ {
 		alice.Send(fmt.Sprintf("<message to='bob@localhost/b' id='m%d'><body>%d</body></message>", i, i))
 		bob.Expect(fmt.Sprintf("id='m%d'", i), 10*time.Second)
+	}
+}
+
+// The batch writer never waits on a client: a session whose socket is full is
+// handed to a writer of its own (its spilled bytes and everything queued after
+// them), the others' messages keep going out meanwhile, and once the slow client
+// reads it gets every stanza whole (TLS records never cut) and in order.
+func TestBatchWriterHandsSlowClientToItsOwnWriter(t *testing.T) {
+	e := start(t, func(c *Config) { c.SendQueue = 100000 })
+	alice := e.login(t, "alice", "a")
+	slow := e.login(t, "bob", "slow") // reads nothing until the end
+	bob := e.login(t, "bob", "b")
+	if e.srv.writers.maxBatchers < 1 {
+		t.Fatal("no batch writers")
+	}
+	big := strings.Repeat("z", 16000)
+	const n = 150
+	for i := range n {
+		alice.Send(fmt.Sprintf("<message to='bob@localhost/slow' id='s%d'><body>%s</body></message>", i, big))
+		if i%10 == 0 { // the other session is served while the slow one's socket is full
+			alice.Send(fmt.Sprintf("<message to='bob@localhost/b' id='m%d'><body>x</body></message>", i))
+			bob.Expect(fmt.Sprintf("id='m%d'", i), 10*time.Second)
+		}
+	}
+	if e.srv.writers.handedOn.Load() == 0 {
+		t.Fatal("2.4 MB to a client that does not read: the batch writer never handed it on")
+	}
+	for i := range n {
+		slow.Expect(fmt.Sprintf("id='s%d'", i), 20*time.Second)
 	}
 }

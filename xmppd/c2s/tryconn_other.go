@@ -1,0 +1,16 @@
+//go:build !linux
+
+package c2s
+
+import (
+	"errors"
+	"syscall"
+)
+
+// Elsewhere every session's output goes through its own writer (newTryConn
+// returns nil).
+const canWriteNoWait = false
+
+func writeNoWait(syscall.RawConn, []byte) (int, error) {
+	return 0, errors.New("c2s: writes without waiting are Linux-only")
+}
