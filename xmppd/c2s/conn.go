@@ -116,8 +116,12 @@ func (c *conn) write(b []byte) error {
 }
 
 // armLocked re-arms the write deadline (under wmu).
-func (c *conn) armLocked() {
-	if now := time.Now(); c.closeBy.Load() == 0 && c.wdl.Sub(now) < writeTimeout-writeSlack {
+func (c *conn) armLocked() { c.armAt(time.Now()) }
+
+// armAt is armLocked with the time read by the caller (at most a batch's
+// length ago, far less than writeSlack).
+func (c *conn) armAt(now time.Time) {
+	if c.closeBy.Load() == 0 && c.wdl.Sub(now) < writeTimeout-writeSlack {
 		c.wdl = now.Add(writeTimeout)
 		c.nc.SetWriteDeadline(c.wdl)
 		// closeWithin may have set its deadline between the check and this one.
@@ -132,12 +136,12 @@ func (c *conn) armLocked() {
 // socket does not take at once is spilled (tryConn) for the session's writer,
 // and spilled says so. ok is false, and nothing is written, when another write
 // holds the connection.
-func (c *conn) tryWrite(b []byte) (spilled, ok bool, err error) {
+func (c *conn) tryWrite(b []byte, now time.Time) (spilled, ok bool, err error) {
 	if !c.wmu.TryLock() {
 		return false, false, nil
 	}
 	defer c.wmu.Unlock()
-	c.armLocked()
+	c.armAt(now)
 	c.try.setTry(true)
 	_, err = c.nc.Write(b)
 	c.try.setTry(false)

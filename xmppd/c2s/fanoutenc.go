@@ -14,15 +14,16 @@ import (
 // that is the same stanza except for a last 'to' attribute gets those bytes with
 // its own 'to' spliced in.
 //
-// Sharing is decided by content, never by identity: an entry holds its own deep
-// copy of the stanza it was made from (no one else can change it), and a copy is
-// served from it only if every name, attribute and node compares equal, 'to'
-// apart. A copy that a hook changed for its recipient (a forged stanza-id
-// stripped, an element added) differs and is serialized in full. Equal trees
-// serialize to equal bytes (xmlstream.AppendElement is a function of the tree
-// and the stream's namespace), so the output is byte for byte what
-// AppendElement writes; the comparison is cheap because copies share their
-// strings (Element.Copy), which compare equal by pointer.
+// A copy is served from an entry only if its name and attributes compare
+// equal, 'to' apart, and its children are the entry's: the same array (the
+// room's copies share their children, xmlstream.Element.CopyShared, and
+// children are read-only once routed), or else equal node by node. An entry
+// holds its own attributes and the children of the stanza it was made from. A
+// copy that a hook changed for its recipient (a forged stanza-id stripped, an
+// element added: a new Nodes slice) differs and is serialized in full. Equal
+// trees serialize to equal bytes (xmlstream.AppendElement is a function of the
+// tree and the stream's namespace), so the output is byte for byte what
+// AppendElement writes.
 
 // fanoutSlots is how many recent stanzas are kept (the senders of one room
 // interleave).
@@ -66,8 +67,8 @@ func (f *fanoutCache) appendStanza(buf []byte, st *xmlstream.Element) []byte {
 
 // add makes an entry of st, whose full serialization is full.
 func (f *fanoutCache) add(st *xmlstream.Element, full []byte) {
-	tmpl := st.Copy()
-	tmpl.Attrs = tmpl.Attrs[:len(tmpl.Attrs)-1]
+	tmpl := &xmlstream.Element{Space: st.Space, Local: st.Local,
+		Attrs: append([]xmlstream.Attr(nil), st.Attrs[:len(st.Attrs)-1]...), Nodes: st.Nodes[:len(st.Nodes):len(st.Nodes)]}
 	bare := &xmlstream.Element{Space: tmpl.Space, Local: tmpl.Local, Attrs: tmpl.Attrs}
 	head := xmlstream.AppendElement(nil, bare, xmlstream.NSClient) // "<message ... />"
 	head = head[:len(head)-2]
@@ -120,6 +121,9 @@ func sameButTo(st, tmpl *xmlstream.Element) bool {
 		if st.Attrs[i] != a {
 			return false
 		}
+	}
+	if len(st.Nodes) == len(tmpl.Nodes) && (len(st.Nodes) == 0 || &st.Nodes[0] == &tmpl.Nodes[0]) {
+		return true // the same children
 	}
 	return sameNodes(st.Nodes, tmpl.Nodes)
 }

@@ -80,6 +80,36 @@ func TestFanoutEncodingShared(t *testing.T) {
 	checkSame(t, &f, addressed(empty, "g@example.org/r"))
 }
 
+// TestFanoutEncodingCopyShared: copies made as mod/muc makes them (children
+// shared) are served from the entry by identity; one that a hook changed the
+// children of (a new slice, as Element asks) is serialized in full, and the
+// change reaches neither the entry nor the next copies.
+func TestFanoutEncodingCopyShared(t *testing.T) {
+	var f fanoutCache
+	m := roomMessage("shared")
+	to := func(i int) *xmlstream.Element {
+		c := m.CopyShared()
+		c.Attrs = append(c.Attrs, xmlstream.Attr{Local: "to", Value: fmt.Sprintf("u%d@example.org/r", i)})
+		return c
+	}
+	checkSame(t, &f, to(0))
+	c := to(1)
+	c.RemoveChildren("urn:xmpp:sid:0", "stanza-id")
+	if shared(&f, c) != 0 {
+		t.Fatal("a copy without the stanza-id was served from the entry")
+	}
+	checkSame(t, &f, c)
+	c = to(2)
+	c.Append(xmlstream.New("urn:xmpp:delay", "delay"))
+	checkSame(t, &f, c)
+	for i := 3; i < 10; i++ {
+		if shared(&f, to(i)) != 1 {
+			t.Fatalf("copy %d not served from the entry", i)
+		}
+		checkSame(t, &f, to(i))
+	}
+}
+
 // TestFanoutEncodingRandom: random groupchat trees and random changes to their
 // copies serialize exactly as AppendElement does.
 func TestFanoutEncodingRandom(t *testing.T) {

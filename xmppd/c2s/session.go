@@ -494,8 +494,8 @@ func appendItems(buf []byte, items []outItem, sendR bool) (_ []byte, final bool)
 // true when s's writer is done (c.writing cleared), false when s's own writer must
 // go on: the socket took only part (the rest is spilled, tryConn), more was queued
 // meanwhile, another write held the connection, or the stream ends (the closing
-// write is the writer's, with its deadline).
-func (s *session) tryWrite(c *conn, bp *[]byte) bool {
+// write is the writer's, with its deadline). now is the batch's clock.
+func (s *session) tryWrite(c *conn, bp *[]byte, now time.Time) bool {
 	s.mu.Lock()
 	items, sendR, ok := s.takeLocked(c, nil)
 	s.mu.Unlock()
@@ -507,7 +507,7 @@ func (s *session) tryWrite(c *conn, bp *[]byte) bool {
 	var spilled, written bool
 	var err error
 	if !final {
-		spilled, written, err = c.tryWrite(buf)
+		spilled, written, err = c.tryWrite(buf, now)
 	}
 	s.mu.Lock()
 	if !written { // nothing written: the items go back, first (unless c is no longer s's)
@@ -520,7 +520,7 @@ func (s *session) tryWrite(c *conn, bp *[]byte) bool {
 		s.mu.Unlock()
 		return false
 	}
-	s.lastWrite = time.Now()
+	s.lastWrite = now
 	if err != nil {
 		c.writing = false
 		s.mu.Unlock()

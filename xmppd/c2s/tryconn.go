@@ -25,6 +25,7 @@ type tryConn struct {
 	mu    sync.Mutex
 	try   bool
 	spill []byte
+	nw    nowait
 }
 
 // newTryConn wraps nc, or returns nil when nc has no socket to write to
@@ -55,7 +56,7 @@ func (t *tryConn) Write(b []byte) (int, error) {
 	}
 	rest := b
 	if len(t.spill) == 0 {
-		n, err := writeNoWait(t.raw, b)
+		n, err := writeNoWait(t.raw, &t.nw, b)
 		if err != nil {
 			return n, &net.OpError{Op: "write", Net: "tcp", Source: t.LocalAddr(), Addr: t.RemoteAddr(), Err: err}
 		}

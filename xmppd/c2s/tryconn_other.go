@@ -11,6 +11,8 @@ import (
 // returns nil).
 const canWriteNoWait = false
 
-func writeNoWait(syscall.RawConn, []byte) (int, error) {
+type nowait struct{}
+
+func writeNoWait(syscall.RawConn, *nowait, []byte) (int, error) {
 	return 0, errors.New("c2s: writes without waiting are Linux-only")
 }

@@ -120,8 +120,14 @@ func (p *writerPool) batch() {
 		}
 		jobs, p.ready = p.ready, jobs[:0]
 		p.mu.Unlock()
+		// One clock read per 64 sessions, not per write (deadlines and
+		// keepalive idleness have seconds of slack).
+		var now time.Time
 		for i, j := range jobs {
-			if !j.s.tryWrite(j.c, bp) {
+			if i%64 == 0 {
+				now = time.Now()
+			}
+			if !j.s.tryWrite(j.c, bp, now) {
 				p.handedOn.Add(1)
 				p.dispatch(j)
 			}

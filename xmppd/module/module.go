@@ -174,7 +174,8 @@ type EventData struct {
 	User     string    // EvUserRemoved only
 }
 
-// HookFunc handles an event; true stops the chain.
+// HookFunc handles an event; true stops the chain. ev is the hook's for the call
+// only (the router reuses it): keep what it holds, never ev itself.
 type HookFunc func(ctx context.Context, h Host, ev *EventData) (stop bool)
 
 // FeatureFunc returns a stream feature for a stream in the given state, or nil.

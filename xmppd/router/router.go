@@ -587,12 +587,14 @@ func (r *Router) toUser(ctx context.Context, st *xmlstream.Element, from, to jid
 		}
 		return
 	}
-	if r.Run(ctx, module.EvDeliver, &module.EventData{Stanza: st, From: from, To: to}) {
+	d := &delivery{ev: module.EventData{Stanza: st, From: from, To: to}}
+	if r.Run(ctx, module.EvDeliver, &d.ev) {
 		return
 	}
 	if to.Resource != "" {
 		if s := r.sessionEx(to, excluded(ctx)); s != nil {
-			r.deliver(ctx, st, from, to, []module.Session{s}, owned)
+			d.one[0] = s
+			r.deliver(ctx, st, from, to, d.one[:], owned, &d.ev)
 			return
 		}
 		// §8.5.3.2: no such resource.
@@ -617,13 +619,22 @@ func (r *Router) toUser(ctx context.Context, st *xmlstream.Element, from, to jid
 		}
 		to = to.Bare()
 	}
-	r.toBare(ctx, st, from, to, owned)
+	r.toBare(ctx, st, from, to, owned, &d.ev)
+}
+
+// delivery is what toUser hands the hooks for one stanza: the event (EvDeliver's,
+// then EvDelivered's) and room for the one target of a full JID. A room's
+// fan-out routes a stanza per occupant: one of these per copy, not three
+// allocations.
+type delivery struct {
+	ev  module.EventData
+	one [1]module.Session
 }
 
 func available(s module.Session) bool { return s.Presence() != nil }
 
 // toBare applies RFC 6121 §8.5.2 for a stanza to an existing local account's bare JID.
-func (r *Router) toBare(ctx context.Context, st *xmlstream.Element, from, to jid.JID, owned bool) {
+func (r *Router) toBare(ctx context.Context, st *xmlstream.Element, from, to jid.JID, owned bool, ev *module.EventData) {
 	typ := st.Attr("type")
 	sessions := r.sessionsEx(to, excluded(ctx))
 	switch st.Local {
@@ -643,7 +654,7 @@ func (r *Router) toBare(ctx context.Context, st *xmlstream.Element, from, to jid
 				}
 			}
 		}
-		r.deliver(ctx, st, from, to, targets, owned)
+		r.deliver(ctx, st, from, to, targets, owned, ev)
 	case "message":
 		var targets []module.Session
 		switch typ {
@@ -660,7 +671,7 @@ func (r *Router) toBare(ctx context.Context, st *xmlstream.Element, from, to jid
 			targets = HighestPriority(sessions)
 		}
 		if len(targets) > 0 {
-			r.deliver(ctx, st, from, to, targets, owned)
+			r.deliver(ctx, st, from, to, targets, owned, ev)
 			return
 		}
 		if typ == "headline" || typ == "error" {
@@ -695,8 +706,9 @@ func HighestPriority(sessions []module.Session) []module.Session {
 }
 
 // deliver gives each target its own copy of st, except that an owned st goes to the
-// last target as it is (sessions and the EvDelivered hooks only read it).
-func (r *Router) deliver(ctx context.Context, st *xmlstream.Element, from, to jid.JID, targets []module.Session, owned bool) {
+// last target as it is (sessions and the EvDelivered hooks only read it). ev is
+// the EventData the EvDeliver hooks had, reused for EvDelivered.
+func (r *Router) deliver(ctx context.Context, st *xmlstream.Element, from, to jid.JID, targets []module.Session, owned bool, ev *module.EventData) {
 	for i, s := range targets {
 		if owned && i == len(targets)-1 {
 			s.Send(st)
@@ -705,7 +717,8 @@ func (r *Router) deliver(ctx context.Context, st *xmlstream.Element, from, to ji
 		}
 	}
 	if st.Local == "message" && len(targets) > 0 {
-		r.Run(ctx, module.EvDelivered, &module.EventData{Stanza: st, From: from, To: to, Targets: targets})
+		*ev = module.EventData{Stanza: st, From: from, To: to, Targets: targets}
+		r.Run(ctx, module.EvDelivered, ev)
 	}
 }
 

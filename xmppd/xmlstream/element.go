@@ -30,6 +30,13 @@ func (CharData) isNode() {}
 // Element is one XML element with its subtree. Space is the resolved namespace URI.
 // Stanzas, stream features and nonzas are all Elements. An Element is owned by one
 // goroutine at a time; Copy it before handing it to another.
+//
+// The exception is CopyShared: its copies share their children with the original
+// (a room's copies of one message, one per occupant, each with its own 'to').
+// Children are therefore read-only for everyone who handles a routed stanza:
+// change a stanza's own attributes at will, and its children only by giving it
+// a new Nodes slice (Append and RemoveChildren do: neither writes into an array
+// another stanza may share), never a child element in place.
 type Element struct {
 	Space, Local string
 	Attrs        []Attr
@@ -157,19 +164,45 @@ func (e *Element) AppendText(s string) *Element {
 	return e
 }
 
-// RemoveChildren removes every child element matching space and local.
+// RemoveChildren removes every child element matching space and local. When one
+// matches, e gets a new Nodes slice: the old array, which copies made with
+// CopyShared may share, is left as it was.
 func (e *Element) RemoveChildren(space, local string) {
-	out := e.Nodes[:0]
-	for _, n := range e.Nodes {
-		if c, ok := n.(*Element); ok && c.Local == local && (space == "" || c.Space == space) {
-			continue
+	e.Nodes = e.NodesWithout(func(c *Element) bool {
+		return c.Local == local && (space == "" || c.Space == space)
+	})
+}
+
+// NodesWithout returns e's nodes less the child elements drop reports: e.Nodes
+// itself when it drops none, else a new slice (e.Nodes is not changed).
+func (e *Element) NodesWithout(drop func(c *Element) bool) []Node {
+	for i, n := range e.Nodes {
+		if c, ok := n.(*Element); ok && drop(c) {
+			out := make([]Node, i, len(e.Nodes)-1)
+			copy(out, e.Nodes[:i])
+			for _, n := range e.Nodes[i+1:] {
+				if c, ok := n.(*Element); ok && drop(c) {
+					continue
+				}
+				out = append(out, n)
+			}
+			return out
 		}
-		out = append(out, n)
 	}
-	for i := len(out); i < len(e.Nodes); i++ {
-		e.Nodes[i] = nil
+	return e.Nodes
+}
+
+// CopyShared returns a copy of e with its own attributes (room for one more)
+// whose children are e's own, shared: see Element for what that asks of
+// everyone who handles either. Its Nodes slice has no spare capacity, so Append
+// on the copy allocates a new array rather than write into e's.
+func (e *Element) CopyShared() *Element {
+	c := &Element{Space: e.Space, Local: e.Local, Attrs: make([]Attr, len(e.Attrs), len(e.Attrs)+1)}
+	copy(c.Attrs, e.Attrs)
+	if len(e.Nodes) > 0 {
+		c.Nodes = e.Nodes[:len(e.Nodes):len(e.Nodes)]
 	}
-	e.Nodes = out
+	return c
 }
 
 // Copy returns a deep copy.

@@ -327,27 +327,9 @@ func (m *Module) received(_ context.Context, _ module.Host, ev *module.EventData
 // it neither allocates nor rewrites the stanza when nothing is forged, and
 // parses a stanza-id's by only, against owner as the router parsed it.
 func strip(st *xmlstream.Element, owner jid.JID) {
-	first := -1
-	for i, n := range st.Nodes {
-		if c, ok := n.(*xmlstream.Element); ok && forged(c, owner) {
-			first = i
-			break
-		}
-	}
-	if first < 0 {
-		return
-	}
-	out := st.Nodes[:first]
-	for _, n := range st.Nodes[first+1:] {
-		if c, ok := n.(*xmlstream.Element); ok && forged(c, owner) {
-			continue
-		}
-		out = append(out, n)
-	}
-	for i := len(out); i < len(st.Nodes); i++ {
-		st.Nodes[i] = nil
-	}
-	st.Nodes = out
+	// A new slice when one goes: a room's copies share their children
+	// (xmlstream.Element.CopyShared).
+	st.Nodes = st.NodesWithout(func(c *xmlstream.Element) bool { return forged(c, owner) })
 }
 
 // forged reports whether c is a stanza-id by owner's bare JID.
@@ -356,11 +338,29 @@ func forged(c *xmlstream.Element, owner jid.JID) bool {
 		return false
 	}
 	by := c.Attr("by")
+	if p := lastBy.Load(); p != nil && p.by == by {
+		if !p.ok {
+			return strings.EqualFold(by, owner.Bare().String())
+		}
+		return p.bare == owner.Bare()
+	}
 	j, err := jid.Parse(by)
+	lastBy.Store(&parsedBy{by: by, bare: j.Bare(), ok: err == nil})
 	if err != nil {
 		return strings.EqualFold(by, owner.Bare().String())
 	}
 	return j.Bare() == owner.Bare()
+}
+
+// lastBy is the last stanza-id 'by' forged parsed: in a room's fan-out every
+// copy carries the same one (the room's), so it is parsed once per message,
+// not once per occupant.
+var lastBy atomic.Pointer[parsedBy]
+
+type parsedBy struct {
+	by   string
+	bare jid.JID
+	ok   bool // by parsed
 }
 
 // streamHead lets the stream decoder parse one stored message.

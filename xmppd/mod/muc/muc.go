@@ -46,6 +46,7 @@ import (
 	"io"
 	"log/slog"
 	"maps"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -451,6 +452,15 @@ func (o *out) addParsed(st *xmlstream.Element, from, to jid.JID) {
 }
 
 // also registers a broadcast's stanza for late occupants.
+// grow makes room for n more stanzas (with their prepared JIDs when parsed),
+// so that a room's fan-out does not grow the lists copy by copy.
+func (o *out) grow(n int, parsed bool) {
+	o.sts = slices.Grow(o.sts, n)
+	if parsed {
+		o.dst = slices.Grow(o.dst, len(o.sts)+n-len(o.dst))
+	}
+}
+
 func (o *out) also(fn func(rc *occupant) *xmlstream.Element) { o.late = append(o.late, fn) }
 
 func (m *Module) flush(ctx context.Context, o out) {
@@ -1242,7 +1252,9 @@ func (m *Module) message(ctx context.Context, o *out, r *room, st *xmlstream.Ele
 	// routed with its JIDs already prepared when the host allows.
 	fromJ, ferr := jid.Parse(msg.Attr("from"))
 	parsed := m.pr != nil && ferr == nil
-	for _, n := range r.sortedNicks() {
+	nicks := r.sortedNicks()
+	o.grow(len(nicks), parsed)
+	for _, n := range nicks {
 		rc := r.occ[n]
 		c := copyTo(msg, rc.full())
 		if parsed {
@@ -1258,21 +1270,13 @@ func (m *Module) message(ctx context.Context, o *out, r *room, st *xmlstream.Ele
 	})
 }
 
-// copyTo returns a copy of msg (which has no to) addressed to to.
+// copyTo returns a copy of msg (which has no to) addressed to to. The copies
+// of one message share its children (xmlstream.Element.CopyShared): a room
+// makes one per occupant, and deep copies were most of what a message to a
+// large room allocated.
 func copyTo(msg *xmlstream.Element, to string) *xmlstream.Element {
-	c := &xmlstream.Element{Space: msg.Space, Local: msg.Local, Attrs: make([]xmlstream.Attr, len(msg.Attrs), len(msg.Attrs)+1)}
-	copy(c.Attrs, msg.Attrs)
+	c := msg.CopyShared()
 	c.Attrs = append(c.Attrs, xmlstream.Attr{Local: "to", Value: to})
-	if len(msg.Nodes) > 0 {
-		c.Nodes = make([]xmlstream.Node, len(msg.Nodes))
-		for i, n := range msg.Nodes {
-			if ce, ok := n.(*xmlstream.Element); ok {
-				c.Nodes[i] = ce.Copy()
-			} else {
-				c.Nodes[i] = n
-			}
-		}
-	}
 	return c
 }
 
