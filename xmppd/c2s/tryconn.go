@@ -1,23 +1,26 @@
 package c2s
 
 import (
+	"errors"
+	"io"
 	"net"
 	"sync"
 	"syscall"
 )
 
 // tryConn is a stream's TCP connection as its TLS layer (or, without TLS, its
-// writes) sees it. It lets the batch writer (writerpool.go) write a session's
-// output without ever waiting on a client: while try is set, Write hands the
-// socket what it takes at once (one non-blocking write) and keeps the rest in
-// spill, reporting the whole as written so that a record TLS has sealed is never
-// cut short. The session's own writer then writes the spill, waiting as any
-// write does (with its deadline), and every later Write, in either mode, writes
-// the spill first: the bytes leave in the order they were written.
+// reads and writes) sees it. It lets the batch writer (writerpool.go) write a
+// session's output without ever waiting on a client: while try is set, Write
+// hands the socket what it takes at once (one non-blocking write) and keeps the
+// rest in spill, reporting the whole as written so that a record TLS has sealed
+// is never cut short. The session's own writer then writes the spill, waiting as
+// any write does (with its deadline), and every later Write, in either mode,
+// writes the spill first: the bytes leave in the order they were written.
 //
 // A socket with room takes the whole write, so a room message's copies to 200
 // idle sessions leave in one loop of writes on one goroutine, where each used
-// to wake a writer goroutine of its own (docs/bench.md).
+// to wake a writer goroutine of its own (docs/bench.md). Those writes and every
+// Read are raw system calls (tryconn_linux.go says why).
 type tryConn struct {
 	net.Conn
 	raw syscall.RawConn
@@ -25,7 +28,44 @@ type tryConn struct {
 	mu    sync.Mutex
 	try   bool
 	spill []byte
-	nw    nowait
+	wop   sockOp // the no-wait writes' (under mu)
+
+	rmu sync.Mutex
+	rop sockOp // Read's (under rmu)
+}
+
+// Read reads as net.Conn's Read does (deadlines included), with read(2) as a
+// raw system call (through the connection's own Read under -race: race_on.go).
+func (t *tryConn) Read(b []byte) (int, error) {
+	if raceEnabled {
+		return t.Conn.Read(b)
+	}
+	return t.readRaw(b)
+}
+
+func (t *tryConn) readRaw(b []byte) (int, error) {
+	t.rmu.Lock()
+	n, err := readRaw(t.raw, &t.rop, b)
+	t.rmu.Unlock()
+	if err != nil {
+		return 0, t.opError("read", err)
+	}
+	if n == 0 && len(b) > 0 {
+		return 0, io.EOF
+	}
+	return n, nil
+}
+
+// opError is err as net.Conn's methods return it: a *net.OpError for op (the
+// RawConn's own errors already are one, for its "raw-" op).
+func (t *tryConn) opError(op string, err error) error {
+	var oe *net.OpError
+	if errors.As(err, &oe) {
+		c := *oe
+		c.Op = op
+		return &c
+	}
+	return &net.OpError{Op: op, Net: "tcp", Source: t.LocalAddr(), Addr: t.RemoteAddr(), Err: err}
 }
 
 // newTryConn wraps nc, or returns nil when nc has no socket to write to
@@ -56,9 +96,9 @@ func (t *tryConn) Write(b []byte) (int, error) {
 	}
 	rest := b
 	if len(t.spill) == 0 {
-		n, err := writeNoWait(t.raw, &t.nw, b)
+		n, err := writeNoWait(t.raw, &t.wop, b)
 		if err != nil {
-			return n, &net.OpError{Op: "write", Net: "tcp", Source: t.LocalAddr(), Addr: t.RemoteAddr(), Err: err}
+			return n, t.opError("write", err)
 		}
 		rest = b[n:]
 	}

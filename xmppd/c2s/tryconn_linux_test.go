@@ -2,8 +2,10 @@ package c2s
 
 import (
 	"bytes"
+	"errors"
 	"io"
 	"net"
+	"os"
 	"testing"
 	"time"
 )
@@ -115,3 +117,52 @@ func firstDiff(a, b []byte) int {
 	}
 	return min(len(a), len(b))
 }
+
+// The raw read behaves as the connection's own Read: it waits for data, honours
+// the read deadline (a timeout error), returns io.EOF when the peer closes, and
+// an error matching net.ErrClosed once the connection is closed. (Read itself
+// is the connection's under -race; this tests the raw path in every build.)
+func TestTryConnReadsAsTheConnDoes(t *testing.T) {
+	srv, cli := tcpPair(t)
+	tc := rawReader{newTryConn(srv)}
+	buf := make([]byte, 64)
+	go func() {
+		time.Sleep(20 * time.Millisecond) // Read must wait for it, not fail at once
+		cli.Write([]byte("hello"))
+	}()
+	if n, err := tc.Read(buf); err != nil || string(buf[:n]) != "hello" {
+		t.Fatalf("read: %q, %v", buf[:n], err)
+	}
+	if n, err := tc.Read(buf[:0]); n != 0 || err != nil {
+		t.Fatalf("empty read: %d, %v", n, err)
+	}
+	tc.SetReadDeadline(time.Now().Add(30 * time.Millisecond))
+	_, err := tc.Read(buf)
+	var ne net.Error
+	if !errors.As(err, &ne) || !ne.Timeout() || !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("read past the deadline: %v, want a timeout", err)
+	}
+	var oe *net.OpError
+	if !errors.As(err, &oe) || oe.Op != "read" {
+		t.Fatalf("read error %#v: want a *net.OpError for read", err)
+	}
+	tc.SetReadDeadline(time.Time{})
+	cli.Write([]byte("bye"))
+	cli.Close()
+	got, err := io.ReadAll(tc)
+	if err != nil || string(got) != "bye" {
+		t.Fatalf("read to the end: %q, %v", got, err)
+	}
+	if n, err := tc.Read(buf); n != 0 || err != io.EOF {
+		t.Fatalf("read after the end: %d, %v; want io.EOF", n, err)
+	}
+	srv.Close()
+	if _, err := tc.Read(buf); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("read after close: %v, want net.ErrClosed", err)
+	}
+}
+
+// rawReader reads through tryConn's raw path in every build.
+type rawReader struct{ *tryConn }
+
+func (r rawReader) Read(b []byte) (int, error) { return r.readRaw(b) }

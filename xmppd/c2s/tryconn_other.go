@@ -7,12 +7,14 @@ import (
 	"syscall"
 )
 
-// Elsewhere every session's output goes through its own writer (newTryConn
-// returns nil).
+// Elsewhere every session's output goes through its own writer and reads go
+// through the connection as they are (newTryConn returns nil).
 const canWriteNoWait = false
 
-type nowait struct{}
+type sockOp struct{}
 
-func writeNoWait(syscall.RawConn, *nowait, []byte) (int, error) {
-	return 0, errors.New("c2s: writes without waiting are Linux-only")
-}
+var errLinuxOnly = errors.New("c2s: raw socket calls are Linux-only")
+
+func writeNoWait(syscall.RawConn, *sockOp, []byte) (int, error) { return 0, errLinuxOnly }
+
+func readRaw(syscall.RawConn, *sockOp, []byte) (int, error) { return 0, errLinuxOnly }
