@@ -71,13 +71,7 @@ func (op *sockOp) read(fd uintptr) bool {
 // The connection's write deadline still applies: a deadline that has passed
 // fails the call before any write.
 func writeNoWait(rc syscall.RawConn, op *sockOp, b []byte) (int, error) {
-	if op.call == nil {
-		op.call = op.write
-	}
-	op.b, op.n, op.err = b, 0, nil
-	err := rc.Write(op.call)
-	n, werr := op.n, op.err
-	op.b, op.err = nil, nil
+	n, werr, err := op.do(b, rc.Write, false)
 	switch {
 	case err != nil:
 		return 0, err
@@ -92,13 +86,7 @@ func writeNoWait(rc syscall.RawConn, op *sockOp, b []byte) (int, error) {
 // readRaw reads into b as a net.Conn does: it waits for data (or the read
 // deadline) and returns n == 0 with no error at the end of the stream.
 func readRaw(rc syscall.RawConn, op *sockOp, b []byte) (int, error) {
-	if op.call == nil {
-		op.call = op.read
-	}
-	op.b, op.n, op.err = b, 0, nil
-	err := rc.Read(op.call)
-	n, rerr := op.n, op.err
-	op.b, op.err = nil, nil
+	n, rerr, err := op.do(b, rc.Read, true)
 	switch {
 	case err != nil:
 		return 0, err
@@ -106,4 +94,22 @@ func readRaw(rc syscall.RawConn, op *sockOp, b []byte) (int, error) {
 		return 0, os.NewSyscallError("read", rerr)
 	}
 	return n, nil
+}
+
+// do makes op's call (read(2) if read, else write(2)) on b through the
+// RawConn's Read or Write (via): n and sysErr are the system call's, err the
+// RawConn's (a deadline, a closed connection).
+func (op *sockOp) do(b []byte, via func(func(uintptr) bool) error, read bool) (n int, sysErr, err error) {
+	if op.call == nil { // bound once: a method value made per call would be allocated each time
+		if read {
+			op.call = op.read
+		} else {
+			op.call = op.write
+		}
+	}
+	op.b, op.n, op.err = b, 0, nil
+	err = via(op.call)
+	n, sysErr = op.n, op.err
+	op.b, op.err = nil, nil
+	return n, sysErr, err
 }

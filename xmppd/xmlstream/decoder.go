@@ -149,6 +149,28 @@ func (d *Decoder) Reset(r io.Reader) {
 	d.nsBase = len(d.ns)
 }
 
+// ResetElements is Reset for a decoder that has read a stream header: it reads
+// elements from r as if they came after that header (its namespaces, default
+// namespace and name stay), without reading a header again; errors and a
+// closed stream are forgotten. mod/mam decodes each stored message this way. A
+// decoder that has read no header is Reset.
+func (d *Decoder) ResetElements(r io.Reader) {
+	if !d.gotHeader {
+		d.Reset(r)
+		return
+	}
+	d.rd = r
+	if cap(d.buf) == 0 || cap(d.buf) > 4*initBufSize {
+		d.buf = make([]byte, initBufSize)
+	}
+	d.buf = d.buf[:cap(d.buf)]
+	d.r, d.w, d.base, d.rerr = 0, 0, 0, nil
+	d.err, d.closed = nil, false
+	d.inStanza, d.k = false, 0
+	clear(d.ns[d.nsBase:cap(d.ns)]) // bindings of an element cut short
+	d.ns = d.ns[:d.nsBase]
+}
+
 // Buffered returns how many bytes have been read from the underlying reader but not
 // yet consumed.
 func (d *Decoder) Buffered() int { return d.w - d.r }

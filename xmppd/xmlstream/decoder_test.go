@@ -474,3 +474,38 @@ func TestDecoderWithoutBuffer(t *testing.T) {
 		t.Fatalf("%v %v", e, err)
 	}
 }
+
+// ResetElements reads elements as if they followed the header read before: the
+// header's default namespace and prefixes apply, a failed element's error and
+// namespace bindings do not carry over, and a decoder without a header is Reset.
+func TestResetElements(t *testing.T) {
+	d := NewDecoder(strings.NewReader(testHeader), DefaultLimits())
+	if _, err := d.StreamHeader(); err != nil {
+		t.Fatal(err)
+	}
+	d.ResetElements(strings.NewReader("<message to='a@example' xmlns:x='urn:x'><x:y/><body>one</body></message>"))
+	el, err := d.Next()
+	if err != nil || el.Space != NSClient || el.ChildText(NSClient, "body") != "one" || el.Child("urn:x", "y") == nil {
+		t.Fatalf("first: %v, %v", el, err)
+	}
+	d.ResetElements(strings.NewReader("<message xmlns:x='urn:x'><x:y>"))
+	if _, err := d.Next(); err == nil {
+		t.Fatal("an element cut short decoded")
+	}
+	d.ResetElements(strings.NewReader("<iq type='get' id='1'><x:q/></iq>"))
+	if _, err := d.Next(); err == nil {
+		t.Fatal("the prefix x of an earlier element is still bound")
+	}
+	d.ResetElements(strings.NewReader("<stream:error><conflict xmlns='urn:ietf:params:xml:ns:xmpp-streams'/></stream:error><presence/>"))
+	if el, err := d.Next(); err != nil || el.Space != NSStream || el.Local != "error" {
+		t.Fatalf("the header's stream prefix: %v, %v", el, err)
+	}
+	if el, err := d.Next(); err != nil || el.Local != "presence" || el.Space != NSClient {
+		t.Fatalf("second element: %v, %v", el, err)
+	}
+	fresh := NewDecoder(strings.NewReader(""), DefaultLimits())
+	fresh.ResetElements(strings.NewReader("<presence/>"))
+	if _, err := fresh.Next(); err != ErrNoHeader {
+		t.Fatalf("without a header: %v, want ErrNoHeader", err)
+	}
+}

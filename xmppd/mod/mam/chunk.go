@@ -192,54 +192,55 @@ func (c *chunk) records(fn func(i int, r chunkRec) bool) error {
 		fn(0, chunkRec{id: c.first, dir: c.v[0], body: raw})
 		return nil
 	}
-	v, p := c.v, c.recs
-	// The bodies start after the record table: walk it once to find where.
-	// The ids are substrings of one copy of the table (one allocation, not
-	// one per record).
-	type ent struct {
-		id      string
-		dir     byte
-		peer, n int
+	v := c.v
+	// The bodies start after the record table: a first walk finds where, the
+	// second decodes each entry again beside its body (no list of the
+	// entries: it was a fifth of what a with= query allocated). The ids are
+	// substrings of one copy of the table (one allocation, not one per record).
+	body := c.recs
+	for range c.n {
+		_, _, _, next, ok := c.entry(v, body)
+		if !ok {
+			return errBadChunk
+		}
+		body = next
 	}
-	ents := make([]ent, c.n)
-	table := string(v[p:min(len(v), p+c.n*(idLen+1+2*binary.MaxVarintLen64))])
-	base := p
+	table := string(v[c.recs:body])
+	p := c.recs
 	for i := range c.n {
-		if p+idLen+1 > len(v) {
+		dir, peer, n, next, _ := c.entry(v, p)
+		if n > len(v)-body {
 			return errBadChunk
 		}
-		var id string
-		if o := p - base; o+idLen <= len(table) {
-			id = table[o : o+idLen]
-		} else {
-			id = string(v[p : p+idLen])
-		}
-		e := ent{id: id, dir: v[p+idLen]}
-		p += idLen + 1
-		x, k := binary.Uvarint(v[p:])
-		if k <= 0 || x >= uint64(len(c.peers)) {
-			return errBadChunk
-		}
-		p += k
-		e.peer = int(x)
-		x, k = binary.Uvarint(v[p:])
-		if k <= 0 || x > uint64(len(v)) {
-			return errBadChunk
-		}
-		p += k
-		e.n = int(x)
-		ents[i] = e
-	}
-	for i, e := range ents {
-		if p+e.n > len(v) {
-			return errBadChunk
-		}
-		if !fn(i, chunkRec{id: e.id, dir: e.dir, peer: e.peer, body: v[p : p+e.n]}) {
+		o := p - c.recs
+		if !fn(i, chunkRec{id: table[o : o+idLen], dir: dir, peer: peer, body: v[body : body+n]}) {
 			return nil
 		}
-		p += e.n
+		p, body = next, body+n
 	}
 	return nil
+}
+
+// entry decodes the record-table entry at v[p:] (its id is v[p:p+idLen]): the
+// direction, the peer's index, the body's length and where the next entry
+// starts; ok is false if it is cut short or out of range.
+func (c *chunk) entry(v []byte, p int) (dir byte, peer, n, next int, ok bool) {
+	if p+idLen+1 > len(v) {
+		return 0, 0, 0, 0, false
+	}
+	dir = v[p+idLen]
+	p += idLen + 1
+	x, k := binary.Uvarint(v[p:])
+	if k <= 0 || x >= uint64(len(c.peers)) {
+		return 0, 0, 0, 0, false
+	}
+	p += k
+	peer = int(x)
+	x, k = binary.Uvarint(v[p:])
+	if k <= 0 || x > uint64(len(v)) {
+		return 0, 0, 0, 0, false
+	}
+	return dir, peer, int(x), p + k, true
 }
 
 // ownerOf returns the owner part of a mam key ("owner\x00id").

@@ -34,3 +34,17 @@ func TestDecodeMessageReuse(t *testing.T) {
 		t.Fatalf("first body %q", first.ChildText("", "body"))
 	}
 }
+
+// decodeMessage reuses pooled decoders that read the stream header once: a
+// stored message that does not parse leaves nothing behind for the next one.
+func TestDecodeMessageAfterABadOne(t *testing.T) {
+	for range 3 {
+		if _, err := decodeMessage([]byte("<message xmlns:x='urn:x'><x:y>")); err == nil {
+			t.Fatal("a message cut short decoded")
+		}
+		el, err := decodeMessage([]byte("<message type='chat'><body>ok</body></message>"))
+		if err != nil || el.Space != xmlstream.NSClient || el.ChildText(xmlstream.NSClient, "body") != "ok" {
+			t.Fatalf("after a bad one: %v, %v", el, err)
+		}
+	}
+}

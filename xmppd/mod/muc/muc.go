@@ -451,7 +451,6 @@ func (o *out) addParsed(st *xmlstream.Element, from, to jid.JID) {
 	o.dst = append(o.dst, dest{from: from, to: to, ok: true})
 }
 
-// also registers a broadcast's stanza for late occupants.
 // grow makes room for n more stanzas (with their prepared JIDs when parsed),
 // so that a room's fan-out does not grow the lists copy by copy.
 func (o *out) grow(n int, parsed bool) {
@@ -461,6 +460,7 @@ func (o *out) grow(n int, parsed bool) {
 	}
 }
 
+// also registers a broadcast's stanza for late occupants.
 func (o *out) also(fn func(rc *occupant) *xmlstream.Element) { o.late = append(o.late, fn) }
 
 func (m *Module) flush(ctx context.Context, o out) {
