@@ -202,6 +202,23 @@ type Table interface {
 	Count(prefix string) (int, error)
 }
 
+// SharedReader is what a Table may implement to read without a copy: GetShared
+// returns the stored value itself, which the caller must not modify and which
+// stays as it is for as long as it is kept (a later write stores a new value).
+// The durable tables (storage/tables) implement it.
+type SharedReader interface {
+	GetShared(key string) (value []byte, ok bool, err error)
+}
+
+// GetShared reads key from t without a copy when t is a SharedReader, else
+// with Get; either way the value must not be modified.
+func GetShared(t Table, key string) ([]byte, bool, error) {
+	if s, ok := t.(SharedReader); ok {
+		return s.GetShared(key)
+	}
+	return t.Get(key)
+}
+
 // Stamped is what a Table may implement so that a reader can tell, without
 // reading it again, that nothing changed: Stamp returns a comparable value that
 // is == to an earlier one only if the table's contents are still what they were

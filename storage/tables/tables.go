@@ -30,6 +30,7 @@ import (
 	"io"
 	"sort"
 	"sync"
+	"unsafe"
 
 	iradix "github.com/hashicorp/go-immutable-radix"
 
@@ -412,16 +413,33 @@ func (h handle) Get(key string) ([]byte, bool, error) {
 	return append([]byte{}, v.([]byte)...), true, nil
 }
 
+// GetShared implements storage.SharedReader: the stored value itself. Values
+// are never changed once stored (applyOps and ReadFrom store fresh copies; a
+// later write stores a new value), so it stays as it is while kept.
+func (h handle) GetShared(key string) ([]byte, bool, error) {
+	tr, err := h.s.tree(h.name)
+	if err != nil {
+		return nil, false, err
+	}
+	v, ok := tr.Get([]byte(key))
+	if !ok {
+		return nil, false, nil
+	}
+	return v.([]byte), true, nil
+}
+
 // Scan walks a consistent version of the table without holding any lock, so fn
 // may call back into the store (even Apply). The value passed to fn must not be
-// modified; copy it to keep it.
+// modified; copy it to keep it. The key is the stored key's own bytes, without
+// a copy: keys, like values, are never changed once stored, and a scan of an
+// archive's index visits hundreds of them per query.
 func (h handle) Scan(prefix string, fn func(key string, value []byte) bool) error {
 	tr, err := h.s.tree(h.name)
 	if err != nil {
 		return err
 	}
 	tr.Root().WalkPrefix([]byte(prefix), func(k []byte, v interface{}) bool {
-		return !fn(string(k), v.([]byte))
+		return !fn(unsafe.String(unsafe.SliceData(k), len(k)), v.([]byte))
 	})
 	return nil
 }

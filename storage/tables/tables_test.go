@@ -103,3 +103,45 @@ func TestLimitsRejectedBeforeLogging(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// GetShared returns the stored value without a copy, and neither it nor a key
+// Scan passed changes when the same key is written again, deleted, or the
+// state restored from a snapshot: what mam keeps for the length of a query.
+func TestSharedReadsStayAsTheyWere(t *testing.T) {
+	s := New()
+	must(t, s.Apply(DeclareCommand(storage.TableSpec{Name: "t"})))
+	val := []byte("first")
+	must(t, s.Apply(ApplyCommand(storage.Put("t", "k1", val), storage.Put("t", "k2", []byte("two")))))
+	val[0] = 'X' // the caller's buffer is not what was stored
+	tab, err := s.Table("t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, ok, err := storage.GetShared(tab, "k1")
+	if err != nil || !ok || string(got) != "first" {
+		t.Fatalf("GetShared: %q, %v, %v", got, ok, err)
+	}
+	if _, isShared := tab.(storage.SharedReader); !isShared {
+		t.Fatal("the tables' handle is not a SharedReader")
+	}
+	var keys []string
+	must(t, tab.Scan("k", func(k string, _ []byte) bool { keys = append(keys, k); return true }))
+	must(t, s.Apply(ApplyCommand(storage.Put("t", "k1", []byte("second")), storage.Delete("t", "k2"))))
+	var snap bytes.Buffer
+	if _, err := s.View().WriteTo(&snap, AllData); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Restore(&snap); err != nil {
+		t.Fatal(err)
+	}
+	must(t, s.Apply(ApplyCommand(storage.Put("t", "k1", []byte("third!")))))
+	if string(got) != "first" {
+		t.Fatalf("a shared value changed to %q", got)
+	}
+	if len(keys) != 2 || keys[0] != "k1" || keys[1] != "k2" {
+		t.Fatalf("scanned keys changed: %q", keys)
+	}
+	if now, _, _ := storage.GetShared(tab, "k1"); string(now) != "third!" {
+		t.Fatalf("after the writes: %q", now)
+	}
+}
