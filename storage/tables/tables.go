@@ -402,15 +402,11 @@ func (h handle) Stamp() any {
 
 // Get returns a copy of the value.
 func (h handle) Get(key string) ([]byte, bool, error) {
-	tr, err := h.s.tree(h.name)
-	if err != nil {
+	v, ok, err := h.GetShared(key)
+	if !ok || err != nil {
 		return nil, false, err
 	}
-	v, ok := tr.Get([]byte(key))
-	if !ok {
-		return nil, false, nil
-	}
-	return append([]byte{}, v.([]byte)...), true, nil
+	return append([]byte{}, v...), true, nil
 }
 
 // GetShared implements storage.SharedReader: the stored value itself. Values
