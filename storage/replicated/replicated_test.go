@@ -316,12 +316,19 @@ func TestReadBarriersCoalesce(t *testing.T) {
 	waitFor(t, f.name+" to know the table", 5*time.Second, func() bool { _, err := f.s.Durable("offline"); return err == nil })
 	before := f.s.barriers.Runs()
 	mustApply(t, l.s, storage.Put("offline", "k", []byte("m")))
-	var wg sync.WaitGroup
+	// The 100 calls start together: spawned one by one, on a loaded machine
+	// under -race they spread over several barrier round trips (6 rounds in a
+	// CI rehearsal) and the count measured goroutine start-up, not coalescing.
+	var wg, ready sync.WaitGroup
+	start := make(chan struct{})
 	errs := make(chan error, 100)
 	for range 100 {
 		wg.Add(1)
+		ready.Add(1)
 		go func() {
 			defer wg.Done()
+			ready.Done()
+			<-start
 			ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 			defer cancel()
 			if err := f.s.ReadBarrier(ctx); err != nil {
@@ -333,6 +340,8 @@ func TestReadBarriersCoalesce(t *testing.T) {
 			}
 		}()
 	}
+	ready.Wait()
+	close(start)
 	wg.Wait()
 	close(errs)
 	for err := range errs {
