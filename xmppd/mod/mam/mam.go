@@ -338,18 +338,16 @@ func forged(c *xmlstream.Element, owner jid.JID) bool {
 		return false
 	}
 	by := c.Attr("by")
-	if p := lastBy.Load(); p != nil && p.by == by {
-		if !p.ok {
-			return strings.EqualFold(by, owner.Bare().String())
-		}
-		return p.bare == owner.Bare()
+	p := lastBy.Load()
+	if p == nil || p.by != by {
+		j, err := jid.Parse(by)
+		p = &parsedBy{by: by, bare: j.Bare(), ok: err == nil}
+		lastBy.Store(p)
 	}
-	j, err := jid.Parse(by)
-	lastBy.Store(&parsedBy{by: by, bare: j.Bare(), ok: err == nil})
-	if err != nil {
+	if !p.ok {
 		return strings.EqualFold(by, owner.Bare().String())
 	}
-	return j.Bare() == owner.Bare()
+	return p.bare == owner.Bare()
 }
 
 // lastBy is the last stanza-id 'by' forged parsed: in a room's fan-out every
