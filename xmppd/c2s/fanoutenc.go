@@ -17,7 +17,11 @@ import (
 // A copy is served from an entry only if its name and attributes compare
 // equal, 'to' apart, and its children are the entry's: the same array (the
 // room's copies share their children, xmlstream.Element.CopyShared, and
-// children are read-only once routed), or else equal node by node. An entry
+// children are read-only once routed), or else equal node by node (copies
+// decoded one by one, as another node forwards them). Entries are searched
+// newest first, by the children's array before any content is compared: with
+// 40 room messages in flight, the entry of a copy's message is one of the last
+// 40 made, and a miss used to serialize the copy in full. An entry
 // holds its own attributes and the children of the stanza it was made from. A
 // copy that a hook changed for its recipient (a forged stanza-id stripped, an
 // element added: a new Nodes slice) differs and is serialized in full. Equal
@@ -26,8 +30,8 @@ import (
 // AppendElement writes.
 
 // fanoutSlots is how many recent stanzas are kept (the senders of one room
-// interleave).
-const fanoutSlots = 8
+// interleave, and several rooms' messages may be in flight).
+const fanoutSlots = 64
 
 type fanoutEntry struct {
 	tmpl *xmlstream.Element // the stanza without its 'to'; never changed
@@ -50,19 +54,37 @@ func (f *fanoutCache) appendStanza(buf []byte, st *xmlstream.Element) []byte {
 	if !ok {
 		return xmlstream.AppendElement(buf, st, xmlstream.NSClient)
 	}
-	for i := range f.slots {
-		if e := f.slots[i].Load(); e != nil && sameButTo(st, e.tmpl) {
-			buf = append(buf, e.head...)
-			buf = append(buf, " to='"...)
-			buf = append(buf, to...)
-			buf = append(buf, '\'')
-			return append(buf, e.tail...)
-		}
+	if e := f.find(st); e != nil {
+		buf = append(buf, e.head...)
+		buf = append(buf, " to='"...)
+		buf = append(buf, to...)
+		buf = append(buf, '\'')
+		return append(buf, e.tail...)
 	}
 	start := len(buf)
 	buf = xmlstream.AppendElement(buf, st, xmlstream.NSClient)
 	f.add(st, buf[start:])
 	return buf
+}
+
+// find returns the newest entry st may be served from, or nil: first among the
+// entries made from a copy sharing st's children, then by content.
+func (f *fanoutCache) find(st *xmlstream.Element) *fanoutEntry {
+	last := f.next.Load()
+	if len(st.Nodes) > 0 {
+		for i := uint32(0); i < fanoutSlots; i++ {
+			e := f.slots[(last-i)%fanoutSlots].Load()
+			if e != nil && sharesNodes(st, e.tmpl) && sameAttrsButTo(st, e.tmpl) {
+				return e
+			}
+		}
+	}
+	for i := uint32(0); i < fanoutSlots; i++ {
+		if e := f.slots[(last-i)%fanoutSlots].Load(); e != nil && sameButTo(st, e.tmpl) {
+			return e
+		}
+	}
+	return nil
 }
 
 // add makes an entry of st, whose full serialization is full.
@@ -114,6 +136,15 @@ func fanoutTo(st *xmlstream.Element) (string, bool) {
 
 // sameButTo reports whether st is tmpl plus a last attribute (its 'to').
 func sameButTo(st, tmpl *xmlstream.Element) bool {
+	if !sameAttrsButTo(st, tmpl) {
+		return false
+	}
+	return sharesNodes(st, tmpl) || sameNodes(st.Nodes, tmpl.Nodes)
+}
+
+// sameAttrsButTo reports whether st's name and attributes are tmpl's plus a
+// last attribute.
+func sameAttrsButTo(st, tmpl *xmlstream.Element) bool {
 	if st.Space != tmpl.Space || st.Local != tmpl.Local || len(st.Attrs) != len(tmpl.Attrs)+1 {
 		return false
 	}
@@ -122,10 +153,12 @@ func sameButTo(st, tmpl *xmlstream.Element) bool {
 			return false
 		}
 	}
-	if len(st.Nodes) == len(tmpl.Nodes) && (len(st.Nodes) == 0 || &st.Nodes[0] == &tmpl.Nodes[0]) {
-		return true // the same children
-	}
-	return sameNodes(st.Nodes, tmpl.Nodes)
+	return true
+}
+
+// sharesNodes reports whether st's children are tmpl's: the same array.
+func sharesNodes(st, tmpl *xmlstream.Element) bool {
+	return len(st.Nodes) == len(tmpl.Nodes) && (len(st.Nodes) == 0 || &st.Nodes[0] == &tmpl.Nodes[0])
 }
 
 func sameElement(a, b *xmlstream.Element) bool {
