@@ -19,6 +19,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"xedge/storage"
@@ -78,7 +79,7 @@ type Router struct {
 	mu       sync.RWMutex
 	sessions map[bareKey]map[string]module.Session // bare JID -> resource -> session
 	iq       map[string]module.IQHandler
-	hooks    map[module.Event][]hook
+	hooks    atomic.Pointer[hookTable] // replaced whole under mu, read without it
 	hookSeq  int
 	features []module.FeatureFunc
 	disco    []string
@@ -143,9 +144,9 @@ func New(cfg Config) *Router {
 		cfg: cfg, log: cfg.Logger.With("component", "router"),
 		sessions: map[bareKey]map[string]module.Session{},
 		iq:       map[string]module.IQHandler{},
-		hooks:    map[module.Event][]hook{},
 		meta:     map[module.Session]*localMeta{},
 	}
+	r.hooks.Store(&hookTable{})
 	r.cl.clock = cluster.NewClock(cfg.Node, nil)
 	r.hosts = []string{cfg.Domain}
 	r.hostSet = map[string]bool{cfg.Domain: true}
@@ -190,14 +191,21 @@ func (r *Router) HandleIQ(ns string, h module.IQHandler) {
 	r.iq[ns] = h
 }
 
+// hookTable is the hooks of each event in priority order. A table is never
+// changed once stored: Hook stores a new one, so Run (twice per stanza
+// delivered, a room's every copy included) reads the hooks without a lock.
+type hookTable map[module.Event][]hook
+
 // Hook implements module.Host.
 func (r *Router) Hook(ev module.Event, prio int, fn module.HookFunc) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.hookSeq++
-	hs := append(r.hooks[ev], hook{prio, r.hookSeq, fn})
+	t := maps.Clone(*r.hooks.Load())
+	hs := append(slices.Clone(t[ev]), hook{prio, r.hookSeq, fn})
 	sort.SliceStable(hs, func(i, j int) bool { return hs[i].prio < hs[j].prio })
-	r.hooks[ev] = hs
+	t[ev] = hs
+	r.hooks.Store(&t)
 }
 
 // StreamFeature implements module.Host.
@@ -253,10 +261,7 @@ func (r *Router) DiscoFeatures() []string {
 
 // Run fires the hooks of ev in priority order; true if one consumed the event.
 func (r *Router) Run(ctx context.Context, ev module.Event, d *module.EventData) bool {
-	r.mu.RLock()
-	hs := r.hooks[ev]
-	r.mu.RUnlock()
-	for _, h := range hs {
+	for _, h := range (*r.hooks.Load())[ev] {
 		if h.fn(ctx, r, d) {
 			return true
 		}
@@ -308,13 +313,18 @@ func (r *Router) Session(full jid.JID) module.Session {
 }
 
 func (r *Router) sessionEx(full jid.JID, exclude string) module.Session {
-	r.mu.RLock()
-	s := r.sessions[keyOf(full)][full.Resource]
-	r.mu.RUnlock()
-	if s != nil || exclude == "*" {
+	if s := r.localSession(full); s != nil || exclude == "*" {
 		return s
 	}
 	return r.remoteSession(full, exclude)
+}
+
+// localSession returns the session bound to full on this node, or nil.
+func (r *Router) localSession(full jid.JID) module.Session {
+	r.mu.RLock()
+	s := r.sessions[keyOf(full)][full.Resource]
+	r.mu.RUnlock()
+	return s
 }
 
 // All returns every local session.
@@ -580,7 +590,13 @@ func (r *Router) exists(ctx context.Context, st *xmlstream.Element, to jid.JID) 
 
 func (r *Router) toUser(ctx context.Context, st *xmlstream.Element, from, to jid.JID, owned bool) {
 	typ := st.Attr("type")
-	if !r.exists(ctx, st, to) {
+	// A session bound here to a full JID proves the account (exists would look
+	// it up again): a room's fan-out routes a copy per occupant.
+	var local module.Session
+	if to.Resource != "" && r.cfg.Accounts != nil {
+		local = r.localSession(to)
+	}
+	if local == nil && !r.exists(ctx, st, to) {
 		// RFC 6121 §8.5.1 / §8.1: no such account.
 		if st.Local != "presence" {
 			r.bounce(ctx, st, module.ErrCancel, "service-unavailable", "")
@@ -592,7 +608,11 @@ func (r *Router) toUser(ctx context.Context, st *xmlstream.Element, from, to jid
 		return
 	}
 	if to.Resource != "" {
-		if s := r.sessionEx(to, excluded(ctx)); s != nil {
+		s := local
+		if s == nil {
+			s = r.sessionEx(to, excluded(ctx))
+		}
+		if s != nil {
 			d.one[0] = s
 			r.deliver(ctx, st, from, to, d.one[:], owned, &d.ev)
 			return

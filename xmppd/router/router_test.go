@@ -2,6 +2,7 @@ package router
 
 import (
 	"context"
+	"slices"
 	"strconv"
 	"sync"
 	"testing"
@@ -276,5 +277,51 @@ func TestDomainRouting(t *testing.T) {
 	r.Route(ctx, msg("alice@localhost/a", "room@conference.localhost", "chat"))
 	if len(muc) != 2 || len(s2s) != 2 {
 		t.Fatal("a removed domain handler still receives stanzas (or they did not fall to the remote route)")
+	}
+}
+
+// TestHookWhileRunning: a hook registered while another goroutine runs the
+// event's hooks neither changes the list that run is reading (the race detector
+// watches) nor is lost, and the order stays by priority.
+func TestHookWhileRunning(t *testing.T) {
+	r, _ := setup(t)
+	ctx := context.Background()
+	var order []int
+	r.Hook(module.EvOffline, 50, func(context.Context, module.Host, *module.EventData) bool { return false })
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for range 2000 {
+			r.Run(ctx, module.EvOffline, &module.EventData{})
+		}
+	}()
+	for i := range 20 {
+		r.Hook(module.EvOffline, 100-i, func(context.Context, module.Host, *module.EventData) bool { return false })
+	}
+	<-done
+	for i := range 3 {
+		r.Hook(module.EvC2SIn, 3-i, func(context.Context, module.Host, *module.EventData) bool {
+			order = append(order, 3-i)
+			return false
+		})
+	}
+	r.Run(ctx, module.EvC2SIn, &module.EventData{})
+	if !slices.Equal(order, []int{1, 2, 3}) {
+		t.Fatalf("hooks ran in order %v, want by priority [1 2 3]", order)
+	}
+	calls := 0
+	r.Hook(module.EvOffline, 1000, func(context.Context, module.Host, *module.EventData) bool {
+		calls++
+		return false
+	})
+	for i := range 21 {
+		r.Hook(module.EvOffline, 999-i, func(context.Context, module.Host, *module.EventData) bool {
+			calls++
+			return false
+		})
+	}
+	r.Run(ctx, module.EvOffline, &module.EventData{})
+	if calls != 22 {
+		t.Fatalf("%d of 22 EvOffline hooks ran", calls)
 	}
 }
