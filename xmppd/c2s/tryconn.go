@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"syscall"
 )
 
@@ -25,8 +26,12 @@ type tryConn struct {
 	net.Conn
 	raw syscall.RawConn
 
+	// try and spilled are atomics so that the batch writer's per-copy
+	// setTry/Write/setTry/pending takes mu once, in Write.
+	try     atomic.Bool // the no-wait mode
+	spilled atomic.Bool // len(spill) > 0 (stored under mu)
+
 	mu    sync.Mutex
-	try   bool
 	spill []byte
 	wop   sockOp // the no-wait writes' (under mu)
 
@@ -88,7 +93,7 @@ func newTryConn(nc net.Conn) *tryConn {
 func (t *tryConn) Write(b []byte) (int, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if !t.try {
+	if !t.try.Load() {
 		if err := t.flushLocked(); err != nil {
 			return 0, err
 		}
@@ -102,23 +107,18 @@ func (t *tryConn) Write(b []byte) (int, error) {
 		}
 		rest = b[n:]
 	}
-	t.spill = append(t.spill, rest...)
+	if len(rest) > 0 {
+		t.spill = append(t.spill, rest...)
+		t.spilled.Store(true)
+	}
 	return len(b), nil
 }
 
 // setTry switches the no-wait mode on or off.
-func (t *tryConn) setTry(on bool) {
-	t.mu.Lock()
-	t.try = on
-	t.mu.Unlock()
-}
+func (t *tryConn) setTry(on bool) { t.try.Store(on) }
 
 // pending reports whether spilled bytes wait for a write that may wait.
-func (t *tryConn) pending() bool {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return len(t.spill) > 0
-}
+func (t *tryConn) pending() bool { return t.spilled.Load() }
 
 // flush writes the spill, waiting as any write does.
 func (t *tryConn) flush() error {
@@ -132,9 +132,11 @@ func (t *tryConn) flushLocked() error {
 		n, err := t.Conn.Write(t.spill)
 		t.spill = t.spill[n:]
 		if err != nil {
+			t.spilled.Store(len(t.spill) > 0)
 			return err
 		}
 	}
 	t.spill = nil
+	t.spilled.Store(false)
 	return nil
 }

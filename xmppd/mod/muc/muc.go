@@ -202,8 +202,10 @@ type room struct {
 	locked  bool
 	gone    bool // destroyed, or a temporary room that became empty
 	// nicks is the sorted nick list of a room shared from the cache (which
-	// nobody changes); nil in a room being changed (see clone).
+	// nobody changes), order its occupants in that order; nil in a room being
+	// changed (see clone).
 	nicks []string
+	order []*occupant
 }
 
 // clone returns a copy of r that may be changed without touching r: its maps
@@ -224,7 +226,7 @@ func (r *room) clone() *room {
 	if c.byJID == nil {
 		c.byJID = map[string]string{}
 	}
-	c.nicks = nil
+	c.nicks, c.order = nil, nil
 	return &c
 }
 
@@ -1032,6 +1034,20 @@ func (r *room) sortedNicks() []string {
 	return ns
 }
 
+// sortedOccupants returns the occupants in nick order: a room's message goes
+// to each in that order without a lookup by nick per copy.
+func (r *room) sortedOccupants() []*occupant {
+	if r.order != nil {
+		return r.order
+	}
+	ns := r.sortedNicks()
+	out := make([]*occupant, len(ns))
+	for i, n := range ns {
+		out[i] = r.occ[n]
+	}
+	return out
+}
+
 // presenceOf builds occ's presence for recipient rcpt; typ "" is available.
 func (m *Module) presenceOf(r *room, occ, rcpt *occupant, codes []string, typ string) *xmlstream.Element {
 	p := xmlstream.New(NSClient, "presence", "from", m.roomJID(r, occ.nick), "to", rcpt.jid.String())
@@ -1252,10 +1268,9 @@ func (m *Module) message(ctx context.Context, o *out, r *room, st *xmlstream.Ele
 	// routed with its JIDs already prepared when the host allows.
 	fromJ, ferr := jid.Parse(msg.Attr("from"))
 	parsed := m.pr != nil && ferr == nil
-	nicks := r.sortedNicks()
-	o.grow(len(nicks), parsed)
-	for _, n := range nicks {
-		rc := r.occ[n]
+	occs := r.sortedOccupants()
+	o.grow(len(occs), parsed)
+	for _, rc := range occs {
 		c := copyTo(msg, rc.full())
 		if parsed {
 			o.addParsed(c, fromJ, rc.jid)
@@ -1975,6 +1990,7 @@ func (m *Module) decode(name string, raw []byte, disc bool) (*cachedRoom, error)
 	}
 	if r != nil {
 		r.nicks = r.sortedNicks()
+		r.order = r.sortedOccupants()
 	}
 	c.r = r
 	c.clean = len(m.diff(name, r, s)) == 0
