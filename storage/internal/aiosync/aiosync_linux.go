@@ -94,6 +94,15 @@ func (s *syncer) close() {
 // caller may sync the plain way instead.
 var errNotQueued = errors.New("aio: not queued")
 
+// The three calls of a sync (io_submit of the request, the read of the
+// non-blocking eventfd once the netpoller says it is readable, io_getevents
+// with a zero timeout) never block, and are made as raw system calls: a call
+// through the runtime's entersyscall wakes its monitor thread (sysmon) if it
+// went to sleep while the process was idle, and sysmon then runs every 20-80
+// us for milliseconds, each time taking the CPU from the goroutines serving
+// clients (docs/bench.md, "MUC: the archive's syncs wake the runtime's
+// monitor").
+
 // sync runs one IOCB_CMD_FDSYNC on fd and waits for it in the netpoller.
 func (s *syncer) sync(fd int) error {
 	if err := s.submit(fd); err != nil {
@@ -115,7 +124,7 @@ func (s *syncer) submit(fd int) error {
 		return fmt.Errorf("%w: %w", errNotQueued, err)
 	}
 	s.cb = iocb{opcode: cmdFdsync, fildes: uint32(fd), flags: flagResfd, resfd: uint32(efd)}
-	n, _, e := unix.Syscall(unix.SYS_IO_SUBMIT, s.ctx, 1, uintptr(unsafe.Pointer(&s.cbp)))
+	n, _, e := unix.RawSyscall(unix.SYS_IO_SUBMIT, s.ctx, 1, uintptr(unsafe.Pointer(&s.cbp)))
 	runtime.KeepAlive(s)
 	if e != 0 || n != 1 {
 		return fmt.Errorf("%w: io_submit: %v", errNotQueued, e)
@@ -128,7 +137,11 @@ func (s *syncer) wait() error {
 	for {
 		var rerr error
 		if err := s.rc.Read(func(f uintptr) bool {
-			_, rerr = unix.Read(int(f), s.buf[:])
+			_, _, e := unix.RawSyscall(unix.SYS_READ, f, uintptr(unsafe.Pointer(&s.buf[0])), uintptr(len(s.buf)))
+			rerr = nil
+			if e != 0 {
+				rerr = e
+			}
 			return rerr != unix.EAGAIN
 		}); err != nil {
 			return fmt.Errorf("aio: eventfd: %w", err)
@@ -137,7 +150,7 @@ func (s *syncer) wait() error {
 			return fmt.Errorf("aio: eventfd: %w", rerr)
 		}
 		ts := unix.Timespec{}
-		n, _, e := unix.Syscall6(unix.SYS_IO_GETEVENTS, s.ctx, 1, 1, uintptr(unsafe.Pointer(&s.ev)), uintptr(unsafe.Pointer(&ts)), 0)
+		n, _, e := unix.RawSyscall6(unix.SYS_IO_GETEVENTS, s.ctx, 1, 1, uintptr(unsafe.Pointer(&s.ev)), uintptr(unsafe.Pointer(&ts)), 0)
 		if e != 0 && e != unix.EINTR {
 			return fmt.Errorf("aio: io_getevents: %w", e)
 		}
