@@ -68,9 +68,15 @@ type MUCResult struct {
 	// own (the generator's own), per second; -1 if unknown.
 	LatServerCPUOthers float64 `json:"latency_phase_server_core_used_by_others"`
 	LatClientCPUOthers float64 `json:"latency_phase_client_core_used_by_others"`
-	ServerCPU          float64 `json:"server_cpu"`
-	ClientCPU          float64 `json:"client_cpu"`
-	LostOrLate         int64   `json:"undelivered_at_end"`
+	// How fast the server's CPU was right before and right after the latency
+	// phase: µs for a fixed piece of work on it (coreSpeed); -1 if unknown.
+	// The host's virtual CPUs are not equally fast at all times, and the
+	// servers' phases run minutes apart.
+	LatCoreBeforeUs float64 `json:"latency_phase_server_core_us_before"`
+	LatCoreAfterUs  float64 `json:"latency_phase_server_core_us_after"`
+	ServerCPU       float64 `json:"server_cpu"`
+	ClientCPU       float64 `json:"client_cpu"`
+	LostOrLate      int64   `json:"undelivered_at_end"`
 }
 
 // nsMUC and nsMUCOwner are the XEP-0045 namespaces the workload speaks.
@@ -291,6 +297,7 @@ func MUC(ctx context.Context, t *Target, prefix string, occupants, senders, wind
 		return r, fmt.Errorf("%d groupchat copies not delivered", r.LostOrLate)
 	}
 	// The latency phase.
+	r.LatCoreBeforeUs = coreSpeed(t.ServerCPU)
 	phase.Store(1)
 	active.Store(1)
 	delivered.Store(0)
@@ -331,6 +338,7 @@ func MUC(ctx context.Context, t *Target, prefix string, occupants, senders, wind
 	r.LatPerSecond = float64(delivered.Load()) / secs
 	r.LatServerCPU, r.LatClientCPU = lsrv, lcli
 	drain()
+	r.LatCoreAfterUs = coreSpeed(t.ServerCPU)
 	r.Sent = sent.Load()
 	r.LostOrLate = want() - received.Load()
 	restoreGC()
@@ -361,6 +369,7 @@ func MUC(ctx context.Context, t *Target, prefix string, occupants, senders, wind
 		"latency_server_cpu", fmt.Sprintf("%.2f", r.LatServerCPU), "latency_client_cpu", fmt.Sprintf("%.2f", r.LatClientCPU),
 		"latency_server_runqueue_ms_per_s", fmt.Sprintf("%.1f", r.LatServerRunQueue), "latency_client_runqueue_ms_per_s", fmt.Sprintf("%.1f", r.LatClientRunQueue),
 		"latency_server_core_used_by_others", fmt.Sprintf("%.2f", r.LatServerCPUOthers), "latency_client_core_used_by_others", fmt.Sprintf("%.2f", r.LatClientCPUOthers),
+		"latency_server_core_us_before", fmt.Sprintf("%.0f", r.LatCoreBeforeUs), "latency_server_core_us_after", fmt.Sprintf("%.0f", r.LatCoreAfterUs),
 		"server_cpu", fmt.Sprintf("%.2f", r.ServerCPU), "client_cpu", fmt.Sprintf("%.2f", r.ClientCPU))
 	if r.Delivered == 0 {
 		return r, fmt.Errorf("no groupchat message delivered")

@@ -55,3 +55,16 @@ func TestCPUBusy(t *testing.T) {
 		t.Fatalf("all CPUs together busy %.2f s while this test spun for 0.3 s", d)
 	}
 }
+
+// TestCoreSpeed: the work takes a plausible time on CPU 0; an unknown CPU
+// gives -1.
+func TestCoreSpeed(t *testing.T) {
+	alone := coreSpeed(0)
+	if alone <= 0 || alone > 1e5 {
+		t.Fatalf("coreSpeed(0) = %v µs", alone)
+	}
+	if coreSpeed(-1) != -1 {
+		t.Fatal("coreSpeed(-1) is not -1")
+	}
+	t.Logf("CPU 0: %.0f µs", alone)
+}

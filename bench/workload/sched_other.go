@@ -5,3 +5,5 @@ package workload
 func runQueueWait(int) float64 { return 0 }
 
 func cpuBusy(int) float64 { return -1 }
+
+func coreSpeed(int) float64 { return -1 }

@@ -19,3 +19,23 @@ func TestGeneratorBoundNotes(t *testing.T) {
 		t.Errorf("notes = %q", notes)
 	}
 }
+
+// TestCoreSpeedNotes: a note when the same work took over 15% longer on the
+// server CPU for one server's MUC latency phase than for another's, none
+// otherwise or when a speed is unknown.
+func TestCoreSpeedNotes(t *testing.T) {
+	srv := func(name string, before, after float64) *report.Server {
+		return &report.Server{Name: name, Details: map[string]any{
+			"muc": workload.MUCResult{LatCoreBeforeUs: before, LatCoreAfterUs: after}}}
+	}
+	notes := coreSpeedNotes([]*report.Server{srv("xmppd", 1100, 1150), srv("ejabberd", 830, 850)})
+	if len(notes) != 1 || !strings.Contains(notes[0], "xmppd 1100/1150, ejabberd 830/850") {
+		t.Errorf("notes = %q", notes)
+	}
+	if n := coreSpeedNotes([]*report.Server{srv("xmppd", 900, 880), srv("ejabberd", 830, 850)}); n != nil {
+		t.Errorf("within 15%%: notes = %q", n)
+	}
+	if n := coreSpeedNotes([]*report.Server{srv("xmppd", -1, -1), srv("ejabberd", 830, 850)}); n != nil {
+		t.Errorf("unknown speed: notes = %q", n)
+	}
+}

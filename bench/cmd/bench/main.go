@@ -20,6 +20,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"math"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -208,6 +209,7 @@ func run(args []string) error {
 		run.Servers = append(run.Servers, res)
 		run.Notes = append(run.Notes, generatorBound(res)...)
 	}
+	run.Notes = append(run.Notes, coreSpeedNotes(run.Servers)...)
 	run.LoadAvg[1] = loadavg()
 	run.Seconds = time.Since(run.Started).Seconds()
 	run.Compute()
@@ -657,6 +659,28 @@ func plot(ctx context.Context, jsonPath, pngPath string) error {
 // generatorBound notes the throughput figures of res that the load generator,
 // not the server, limited: the generator used ≥ 0.9 of its one core while the
 // server had CPU to spare. Such a figure is a lower bound of the server's rate.
+// coreSpeedNotes says when the server CPU was not equally fast for every
+// server during its MUC latency phase (the same work took over 15% longer for
+// one than for another, measured right before and after each phase): the
+// muc_p99_ms ratios then carry the host's difference as well as the servers'.
+func coreSpeedNotes(servers []*report.Server) []string {
+	var parts []string
+	lo, hi := math.Inf(1), 0.0
+	for _, res := range servers {
+		r, ok := res.Details["muc"].(workload.MUCResult)
+		if !ok || r.LatCoreBeforeUs <= 0 || r.LatCoreAfterUs <= 0 {
+			continue
+		}
+		avg := (r.LatCoreBeforeUs + r.LatCoreAfterUs) / 2
+		lo, hi = min(lo, avg), max(hi, avg)
+		parts = append(parts, fmt.Sprintf("%s %.0f/%.0f", res.Name, r.LatCoreBeforeUs, r.LatCoreAfterUs))
+	}
+	if len(parts) < 2 || hi <= 1.15*lo {
+		return nil
+	}
+	return []string{fmt.Sprintf("the server CPU was not as fast for every server's MUC latency phase (µs for the same work right before/after it: %s): the muc_p99_ms ratios carry that difference", strings.Join(parts, ", "))}
+}
+
 func generatorBound(res *report.Server) []string {
 	var notes []string
 	check := func(figure string, client, server float64) {
