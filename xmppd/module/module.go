@@ -175,7 +175,8 @@ type EventData struct {
 }
 
 // HookFunc handles an event; true stops the chain. ev is the hook's for the call
-// only (the router reuses it): keep what it holds, never ev itself.
+// only (the router reuses it): keep what it holds, never ev itself nor its
+// Targets slice (whose array the router reuses too).
 type HookFunc func(ctx context.Context, h Host, ev *EventData) (stop bool)
 
 // FeatureFunc returns a stream feature for a stream in the given state, or nil.

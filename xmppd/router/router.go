@@ -603,7 +603,9 @@ func (r *Router) toUser(ctx context.Context, st *xmlstream.Element, from, to jid
 		}
 		return
 	}
-	d := &delivery{ev: module.EventData{Stanza: st, From: from, To: to}}
+	d := deliveries.Get().(*delivery)
+	defer d.release()
+	d.ev = module.EventData{Stanza: st, From: from, To: to}
 	if r.Run(ctx, module.EvDeliver, &d.ev) {
 		return
 	}
@@ -644,11 +646,19 @@ func (r *Router) toUser(ctx context.Context, st *xmlstream.Element, from, to jid
 
 // delivery is what toUser hands the hooks for one stanza: the event (EvDeliver's,
 // then EvDelivered's) and room for the one target of a full JID. A room's
-// fan-out routes a stanza per occupant: one of these per copy, not three
-// allocations.
+// fan-out routes a stanza per occupant, and these were a third of what it
+// allocated (~180 bytes a copy): they are reused (hooks keep nothing of an
+// EventData past the call, module.HookFunc).
 type delivery struct {
 	ev  module.EventData
 	one [1]module.Session
+}
+
+var deliveries = sync.Pool{New: func() any { return new(delivery) }}
+
+func (d *delivery) release() {
+	*d = delivery{}
+	deliveries.Put(d)
 }
 
 func available(s module.Session) bool { return s.Presence() != nil }

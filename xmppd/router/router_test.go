@@ -2,8 +2,10 @@ package router
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 
@@ -323,5 +325,40 @@ func TestHookWhileRunning(t *testing.T) {
 	r.Run(ctx, module.EvOffline, &module.EventData{})
 	if calls != 22 {
 		t.Fatalf("%d of 22 EvOffline hooks ran", calls)
+	}
+}
+
+// TestDeliveryEventsStartFresh: the EventData of one delivery (reused by the
+// router) carries nothing of the previous one: EvDeliver sees no targets and
+// its own To, EvDelivered the one session the stanza went to.
+func TestDeliveryEventsStartFresh(t *testing.T) {
+	ctx := context.Background()
+	r, _ := setup(t)
+	a, b := sess("alice@localhost/a", 0, true), sess("bob@localhost/b", 0, true)
+	r.Bind(ctx, a)
+	r.Bind(ctx, b)
+	var seen []string
+	r.Hook(module.EvDeliver, 0, func(_ context.Context, _ module.Host, ev *module.EventData) bool {
+		seen = append(seen, fmt.Sprintf("deliver to=%s targets=%d session=%v", ev.To, len(ev.Targets), ev.Session != nil))
+		return false
+	})
+	r.Hook(module.EvDelivered, 0, func(_ context.Context, _ module.Host, ev *module.EventData) bool {
+		seen = append(seen, fmt.Sprintf("delivered to=%s targets=%s", ev.To, ev.Targets[0].JID()))
+		return false
+	})
+	for range 2 {
+		r.Route(ctx, msg("bob@localhost/b", "alice@localhost/a", "chat"))
+		r.Route(ctx, msg("alice@localhost/a", "bob@localhost/b", "chat"))
+	}
+	want := []string{
+		"deliver to=alice@localhost/a targets=0 session=false", "delivered to=alice@localhost/a targets=alice@localhost/a",
+		"deliver to=bob@localhost/b targets=0 session=false", "delivered to=bob@localhost/b targets=bob@localhost/b",
+	}
+	want = append(want, want...)
+	if !slices.Equal(seen, want) {
+		t.Fatalf("hooks saw\n%s\nwant\n%s", strings.Join(seen, "\n"), strings.Join(want, "\n"))
+	}
+	if a.n() != 2 || b.n() != 2 {
+		t.Fatalf("alice got %d, bob %d messages; want 2 each", a.n(), b.n())
 	}
 }

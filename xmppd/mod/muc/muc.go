@@ -425,7 +425,7 @@ func newRoom(name string, cfg Config) *room {
 type out struct {
 	sts []*xmlstream.Element
 	// dst holds, for the stanzas added with addParsed, their prepared from
-	// and to (sts[i]'s is dst[i] when i < len(dst) and dst[i].ok).
+	// and to (sts[i]'s is dst[i] when i < len(dst) and dst[i].from != nil).
 	dst []dest
 	// late builds, for an occupant who joined through another node while this
 	// stanza was handled (absent from what was read, present once the batch is
@@ -435,14 +435,14 @@ type out struct {
 
 func (o *out) add(st *xmlstream.Element) { o.sts = append(o.sts, st) }
 
-type dest struct {
-	from, to jid.JID
-	ok       bool
-}
+// dest points at the JIDs rather than holding them: a room's message makes one
+// per occupant, and all share the one from (JIDs by value made this list ~100
+// bytes per copy).
+type dest struct{ from, to *jid.JID }
 
 // addParsed adds st, a stanza nobody else holds, whose from and to attributes
-// are exactly from and to (prepared JIDs).
-func (o *out) addParsed(st *xmlstream.Element, from, to jid.JID) {
+// are exactly *from and *to (prepared JIDs, unchanged until the flush).
+func (o *out) addParsed(st *xmlstream.Element, from, to *jid.JID) {
 	if o.dst == nil {
 		o.dst = make([]dest, len(o.sts), cap(o.sts))
 	}
@@ -450,7 +450,7 @@ func (o *out) addParsed(st *xmlstream.Element, from, to jid.JID) {
 		o.dst = append(o.dst, dest{})
 	}
 	o.sts = append(o.sts, st)
-	o.dst = append(o.dst, dest{from: from, to: to, ok: true})
+	o.dst = append(o.dst, dest{from: from, to: to})
 }
 
 // grow makes room for n more stanzas (with their prepared JIDs when parsed),
@@ -467,8 +467,8 @@ func (o *out) also(fn func(rc *occupant) *xmlstream.Element) { o.late = append(o
 
 func (m *Module) flush(ctx context.Context, o out) {
 	for i, st := range o.sts {
-		if m.pr != nil && i < len(o.dst) && o.dst[i].ok {
-			m.pr.RouteParsed(ctx, st, o.dst[i].from, o.dst[i].to)
+		if m.pr != nil && i < len(o.dst) && o.dst[i].from != nil {
+			m.pr.RouteParsed(ctx, st, *o.dst[i].from, *o.dst[i].to)
 			continue
 		}
 		m.h.Route(ctx, st)
@@ -1273,7 +1273,7 @@ func (m *Module) message(ctx context.Context, o *out, r *room, st *xmlstream.Ele
 	for _, rc := range occs {
 		c := copyTo(msg, rc.full())
 		if parsed {
-			o.addParsed(c, fromJ, rc.jid)
+			o.addParsed(c, &fromJ, &rc.jid)
 		} else {
 			o.add(c)
 		}
