@@ -87,7 +87,9 @@ func coreSpeed(n int) float64 {
 	res := make(chan float64, 1)
 	go func() {
 		// Never unlocked: the thread ends with this goroutine, and with it
-		// the affinity set here.
+		// the affinity set here (threads the runtime starts meanwhile come
+		// from its template thread, not from a locked one, so none inherits
+		// it).
 		runtime.LockOSThread()
 		var set unix.CPUSet
 		set.Set(n)

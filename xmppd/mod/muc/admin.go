@@ -239,9 +239,8 @@ func (m *Module) RoomOccupants(ctx context.Context, roomJID jid.JID) ([]RoomOccu
 		return nil, err
 	}
 	out := []RoomOccupant{}
-	for _, n := range r.sortedNicks() {
-		oc := r.occ[n]
-		out = append(out, RoomOccupant{JID: oc.full(), Nick: n, Role: oc.role})
+	for _, oc := range r.sortedOccupants() {
+		out = append(out, RoomOccupant{JID: oc.full(), Nick: oc.nick, Role: oc.role})
 	}
 	return out, nil
 }

@@ -939,8 +939,8 @@ func (m *Module) changeNick(o *out, r *room, occ *occupant, st *xmlstream.Elemen
 		}
 		return p
 	}
-	for _, n := range r.sortedNicks() {
-		o.add(unavailable(r.occ[n]))
+	for _, rc := range r.sortedOccupants() {
+		o.add(unavailable(rc))
 	}
 	o.also(unavailable)
 	delete(r.occ, occ.nick)
@@ -997,9 +997,8 @@ func (m *Module) join(ctx context.Context, o *out, r *room, st *xmlstream.Elemen
 	occ := &occupant{nick: nick, jid: from, role: r.defaultRole(aff), pres: st}
 	// Existing occupants to the newcomer (and those whose joins commit meanwhile
 	// through other nodes).
-	nicks := r.sortedNicks()
-	for _, n := range nicks {
-		o.add(m.presenceOf(r, r.occ[n], occ, nil, ""))
+	for _, rc := range r.sortedOccupants() {
+		o.add(m.presenceOf(r, rc, occ, nil, ""))
 	}
 	o.also(func(rc *occupant) *xmlstream.Element { return m.presenceOf(r, rc, occ, nil, "") })
 	r.occ[nick] = occ
@@ -1089,8 +1088,8 @@ func (m *Module) presenceOf(r *room, occ, rcpt *occupant, codes []string, typ st
 
 // broadcastPresence sends occ's presence to every occupant (occ last, with 110).
 func (m *Module) broadcastPresence(o *out, r *room, occ *occupant, codes []string) {
-	for _, n := range r.sortedNicks() {
-		if rc := r.occ[n]; rc != occ {
+	for _, rc := range r.sortedOccupants() {
+		if rc != occ {
 			o.add(m.presenceOf(r, occ, rc, codes, ""))
 		}
 	}
@@ -1108,8 +1107,8 @@ func (m *Module) leave(ctx context.Context, o *out, r *room, occ *occupant, code
 		}
 		return p
 	}
-	for _, n := range r.sortedNicks() {
-		o.add(unavailable(r.occ[n]))
+	for _, rc := range r.sortedOccupants() {
+		o.add(unavailable(rc))
 	}
 	o.also(unavailable)
 	delete(r.occ, occ.nick)
@@ -1626,9 +1625,8 @@ func (m *Module) owner(ctx context.Context, o *out, r *room, st *xmlstream.Eleme
 }
 
 func (m *Module) destroy(ctx context.Context, o *out, r *room, d *xmlstream.Element) {
-	for _, n := range r.sortedNicks() {
-		oc := r.occ[n]
-		p := xmlstream.New(NSClient, "presence", "type", "unavailable", "from", m.roomJID(r, n), "to", oc.jid.String())
+	for _, oc := range r.sortedOccupants() {
+		p := xmlstream.New(NSClient, "presence", "type", "unavailable", "from", m.roomJID(r, oc.nick), "to", oc.jid.String())
 		x := xmlstream.New(NSUser, "x")
 		x.Append(xmlstream.New(NSUser, "item", "affiliation", AffNone, "role", RoleNone))
 		de := xmlstream.New(NSUser, "destroy")
@@ -1686,9 +1684,9 @@ func (m *Module) admin(ctx context.Context, o *out, r *room, st *xmlstream.Eleme
 				stanzaErr(o, st, module.ErrAuth, "forbidden", "")
 				return
 			}
-			for _, n := range r.sortedNicks() {
-				if oc := r.occ[n]; oc.role == role {
-					res.Append(xmlstream.New(NSAdmin, "item", "nick", n, "role", role, "affiliation", r.aff(oc.jid), "jid", oc.jid.String()))
+			for _, oc := range r.sortedOccupants() {
+				if oc.role == role {
+					res.Append(xmlstream.New(NSAdmin, "item", "nick", oc.nick, "role", role, "affiliation", r.aff(oc.jid), "jid", oc.jid.String()))
 				}
 			}
 		} else {
